@@ -1,0 +1,5 @@
+//! Integration tests of leasehold-manifests.
+
+mod conformance;
+mod errors;
+mod properties;

@@ -1,0 +1,618 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {Resources} from "./Types.sol";
+import {TokenTransfers} from "./TokenTransfers.sol";
+import {ProviderRegistry} from "./ProviderRegistry.sol";
+
+/// @title Marketplace
+/// @notice Orders with escrow, bids, leases and per-second payment streaming.
+///
+/// One order describes one deployment group and yields at most one lease; the lease id equals
+/// the order id, and the escrow is shared (top-ups before and after matching land in the same
+/// balance). Each order names its own ERC-20 payment token; only plain, fee-less, non-rebasing
+/// tokens are supported (deposits are balance-checked, so fee-on-transfer tokens revert).
+/// There is no owner: no function can move escrow anywhere but to the order's tenant or to its
+/// lease's provider.
+///
+/// The allowed GPU models and required attributes are stored as one hash
+/// (`requirementsHash`, zero when both lists are empty) and re-supplied in calldata by bidders,
+/// which keeps `createOrder` cheap while `placeBid` still verifies them on chain. The full lists
+/// are in the `OrderCreated` event.
+contract Marketplace is ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+    using TokenTransfers for IERC20;
+
+    enum OrderStatus {
+        None,
+        Open,
+        Leased,
+        Cancelled,
+        Closed
+    }
+
+    /// @notice What the tenant asks for: the group's total resources across all replicas.
+    struct OrderSpec {
+        Resources resources;
+        uint32 gpuCount;
+        uint16 replicas;
+        bytes32[] allowedGpuModels;
+        bytes32[] requiredAttributes;
+    }
+
+    struct OrderView {
+        address tenant;
+        IERC20 token;
+        OrderStatus status;
+        uint8 bidCount;
+        uint16 replicas;
+        uint32 gpuCount;
+        uint64 bidWindowEnd;
+        Resources resources;
+        uint256 maxPricePerHour;
+        uint256 escrow;
+        bytes32 manifestHash;
+        bytes32 requirementsHash;
+    }
+
+    struct BidView {
+        address provider;
+        uint256 pricePerHour;
+        bytes32 gpuModel;
+        bool withdrawn;
+    }
+
+    struct LeaseView {
+        address tenant;
+        address provider;
+        IERC20 token;
+        uint8 bidId;
+        bool active;
+        uint64 startedAt;
+        uint64 closedAt;
+        uint256 pricePerHour;
+        bytes32 gpuModel;
+        uint256 paid;
+        uint256 escrow;
+    }
+
+    /// @dev Five slots; the last stays empty for orders without GPU-model or attribute lists.
+    /// The third packs everything a bid and a close touch, so each reads it once.
+    struct Order {
+        address tenant;
+        uint40 bidWindowEnd;
+        uint16 replicas;
+        IERC20 token;
+        uint96 escrow;
+        uint32 cpuMilli;
+        uint32 memoryMiB;
+        uint32 storageMiB;
+        uint16 gpuCount;
+        uint8 bidCount;
+        OrderStatus status;
+        uint88 maxPricePerHour;
+        uint40 closedAt;
+        bytes32 manifestHash;
+        bytes32 requirementsHash;
+    }
+
+    struct Bid {
+        address provider;
+        uint88 pricePerHour;
+        bool withdrawn;
+    }
+
+    /// @dev Whether the lease is active lives in its order's status (Leased or Closed).
+    struct Lease {
+        address provider;
+        uint40 startedAt;
+        uint8 bidId;
+        uint96 pricePerHour;
+        uint128 paid;
+    }
+
+    uint256 public constant MAX_BIDS = 16;
+    uint256 public constant MAX_ALLOWED_GPU_MODELS = 16;
+    uint256 public constant MAX_REQUIRED_ATTRIBUTES = 16;
+    uint64 public constant MIN_BID_WINDOW = 1;
+    uint64 public constant MAX_BID_WINDOW = 7 days;
+    uint256 public constant MAX_PRICE_PER_HOUR = 1e26;
+    /// @notice Cap on one escrow balance (deposit plus top-ups still held).
+    uint256 public constant MAX_ESCROW = 1e28;
+    uint16 public constant MAX_REPLICAS = 1024;
+    uint32 public constant MAX_GPU_COUNT = 4096;
+    /// @notice Per-order bound on each of cpuMilli, memoryMiB and storageMiB (4 PiB of memory).
+    uint64 public constant MAX_RESOURCE_PER_ORDER = type(uint32).max;
+    uint256 public constant SECONDS_PER_HOUR = 3600;
+
+    /// @dev Marks "this provider bid without a GPU" in `_bidGpuModel`; zero means "no bid".
+    bytes32 private constant NO_GPU_MODEL = bytes32(uint256(1));
+
+    ProviderRegistry public immutable registry;
+    uint256 public nextOrderId = 1;
+
+    mapping(uint256 orderId => Order) private _orders;
+    mapping(uint256 orderId => Bid[MAX_BIDS]) private _bids;
+    /// @dev Doubles as the one-bid-per-provider check and as the bid's GPU model.
+    mapping(uint256 orderId => mapping(address provider => bytes32)) private _bidGpuModel;
+    mapping(uint256 leaseId => Lease) private _leases;
+
+    event OrderCreated(
+        uint256 indexed orderId,
+        address indexed tenant,
+        address indexed token,
+        OrderSpec spec,
+        bytes32 manifestHash,
+        uint256 maxPricePerHour,
+        uint256 deposit,
+        uint64 bidWindowEnd
+    );
+    event OrderCancelled(uint256 indexed orderId, address indexed tenant, uint256 refund);
+    event BidPlaced(
+        uint256 indexed orderId, uint256 bidId, address indexed provider, uint256 pricePerHour, bytes32 gpuModel
+    );
+    event BidWithdrawn(uint256 indexed orderId, uint256 bidId, address indexed provider);
+    /// @notice `settle` passed over this bid because its provider had no room (or stopped).
+    event BidSkipped(uint256 indexed orderId, uint256 bidId, address indexed provider);
+    event LeaseCreated(
+        uint256 indexed leaseId,
+        address indexed tenant,
+        address indexed provider,
+        uint256 bidId,
+        uint256 pricePerHour,
+        bytes32 gpuModel
+    );
+    event EscrowToppedUp(uint256 indexed orderId, address indexed from, uint256 amount, uint256 escrow);
+    event PaymentWithdrawn(uint256 indexed leaseId, address indexed provider, uint256 amount, uint256 totalPaid);
+    /// @notice `reason` is free-form for the caller: 0 unspecified, 1 tenant request,
+    /// 2 provider request, 3 manifest not delivered, 4 insolvent, 5 workload failed.
+    event LeaseClosed(
+        uint256 indexed leaseId,
+        address indexed closedBy,
+        uint8 reason,
+        uint256 paidToProvider,
+        uint256 refundedToTenant
+    );
+
+    error ZeroAddress();
+    error OrderNotFound(uint256 orderId);
+    error OrderNotOpen(uint256 orderId, OrderStatus status);
+    error LeaseNotFound(uint256 leaseId);
+    error LeaseNotActive(uint256 leaseId);
+    error NotTenant(address caller);
+    error NotProvider(address caller);
+    error ZeroResources();
+    error ResourcesOutOfRange(uint256 max);
+    error GpuCountOutOfRange(uint256 gpuCount, uint256 max);
+    error ReplicasOutOfRange(uint256 replicas, uint256 max);
+    error TooManyAllowedGpuModels(uint256 count, uint256 max);
+    error TooManyRequiredAttributes(uint256 count, uint256 max);
+    error GpuModelsWithoutGpus();
+    error PriceOutOfRange(uint256 price, uint256 max);
+    error DepositOutOfRange(uint256 amount, uint256 max);
+    error EscrowCapExceeded(uint256 escrow, uint256 amount, uint256 max);
+    error BidWindowOutOfRange(uint256 bidWindow, uint256 min, uint256 max);
+    error RequirementsMismatch(bytes32 expected, bytes32 supplied);
+    error PriceAboveMax(uint256 price, uint256 maxPricePerHour);
+    error TooManyBids(uint256 orderId, uint256 max);
+    error AlreadyBid(uint256 orderId, address provider);
+    error ProviderNotActive(address provider);
+    error ProviderLacksAttribute(address provider, bytes32 attribute);
+    error ProviderLacksGpuModel(address provider, bytes32 gpuModel);
+    error ProviderLacksCapacity(address provider);
+    error GpuModelNotAllowed(bytes32 gpuModel);
+    error BidNotFound(uint256 orderId, uint256 bidId);
+    error BidAlreadyWithdrawn(uint256 orderId, uint256 bidId);
+    error BidWindowOpen(uint256 orderId, uint64 bidWindowEnd);
+    error NoEligibleBid(uint256 orderId);
+    error LeaseSolvent(uint256 leaseId);
+    error ZeroAmount();
+
+    constructor(ProviderRegistry registry_) {
+        if (address(registry_) == address(0)) revert ZeroAddress();
+        registry = registry_;
+    }
+
+    // ---------------------------------------------------------------- orders
+
+    /// @notice Posts an order and moves `deposit` of `token` from the caller into escrow.
+    /// @param bidWindow Seconds after which anyone may `settle` (MIN_BID_WINDOW..MAX_BID_WINDOW).
+    /// @return orderId The new order, also the id of the lease it may become.
+    function createOrder(
+        IERC20 token,
+        OrderSpec calldata spec,
+        bytes32 manifestHash,
+        uint256 maxPricePerHour,
+        uint256 deposit,
+        uint64 bidWindow
+    ) external nonReentrant returns (uint256 orderId) {
+        if (address(token) == address(0)) revert ZeroAddress();
+        if (spec.resources.cpuMilli == 0 || spec.resources.memoryMiB == 0) revert ZeroResources();
+        if (
+            spec.resources.cpuMilli > MAX_RESOURCE_PER_ORDER || spec.resources.memoryMiB > MAX_RESOURCE_PER_ORDER
+                || spec.resources.storageMiB > MAX_RESOURCE_PER_ORDER
+        ) revert ResourcesOutOfRange(MAX_RESOURCE_PER_ORDER);
+        if (spec.gpuCount > MAX_GPU_COUNT) revert GpuCountOutOfRange(spec.gpuCount, MAX_GPU_COUNT);
+        if (spec.replicas == 0 || spec.replicas > MAX_REPLICAS) revert ReplicasOutOfRange(spec.replicas, MAX_REPLICAS);
+        if (spec.allowedGpuModels.length > MAX_ALLOWED_GPU_MODELS) {
+            revert TooManyAllowedGpuModels(spec.allowedGpuModels.length, MAX_ALLOWED_GPU_MODELS);
+        }
+        if (spec.gpuCount == 0 && spec.allowedGpuModels.length != 0) revert GpuModelsWithoutGpus();
+        if (spec.requiredAttributes.length > MAX_REQUIRED_ATTRIBUTES) {
+            revert TooManyRequiredAttributes(spec.requiredAttributes.length, MAX_REQUIRED_ATTRIBUTES);
+        }
+        if (maxPricePerHour == 0 || maxPricePerHour > MAX_PRICE_PER_HOUR) {
+            revert PriceOutOfRange(maxPricePerHour, MAX_PRICE_PER_HOUR);
+        }
+        if (deposit == 0 || deposit > MAX_ESCROW) revert DepositOutOfRange(deposit, MAX_ESCROW);
+        if (bidWindow < MIN_BID_WINDOW || bidWindow > MAX_BID_WINDOW) {
+            revert BidWindowOutOfRange(bidWindow, MIN_BID_WINDOW, MAX_BID_WINDOW);
+        }
+
+        orderId = nextOrderId++;
+        uint64 bidWindowEnd = uint64(block.timestamp) + bidWindow;
+        Order storage order = _orders[orderId];
+        order.tenant = msg.sender;
+        order.maxPricePerHour = uint88(maxPricePerHour);
+        order.token = token;
+        order.escrow = uint96(deposit);
+        order.cpuMilli = uint32(spec.resources.cpuMilli);
+        order.memoryMiB = uint32(spec.resources.memoryMiB);
+        order.storageMiB = uint32(spec.resources.storageMiB);
+        order.gpuCount = uint16(spec.gpuCount);
+        order.replicas = spec.replicas;
+        order.status = OrderStatus.Open;
+        order.bidWindowEnd = uint40(bidWindowEnd);
+        order.manifestHash = manifestHash;
+        bytes32 reqHash = requirementsHash(spec.allowedGpuModels, spec.requiredAttributes);
+        if (reqHash != bytes32(0)) order.requirementsHash = reqHash;
+
+        emit OrderCreated(orderId, msg.sender, address(token), spec, manifestHash, maxPricePerHour, deposit, bidWindowEnd);
+        token.pullExact(msg.sender, deposit);
+    }
+
+    /// @notice Withdraws an unmatched order and refunds its whole escrow to the tenant.
+    function cancelOrder(uint256 orderId) external nonReentrant {
+        Order storage order = _openOrder(orderId);
+        if (msg.sender != order.tenant) revert NotTenant(msg.sender);
+        uint256 refund = order.escrow;
+        order.escrow = 0;
+        order.status = OrderStatus.Cancelled;
+        emit OrderCancelled(orderId, msg.sender, refund);
+        order.token.safeTransfer(msg.sender, refund);
+    }
+
+    /// @notice Adds `amount` to the escrow of an open order or an active lease (same id). Anyone.
+    function topUp(uint256 orderId, uint256 amount) external nonReentrant {
+        Order storage order = _orders[orderId];
+        OrderStatus status = order.status;
+        if (status == OrderStatus.None) revert OrderNotFound(orderId);
+        if (status != OrderStatus.Open && status != OrderStatus.Leased) revert OrderNotOpen(orderId, status);
+        if (amount == 0) revert ZeroAmount();
+        uint256 escrow = order.escrow;
+        if (amount > MAX_ESCROW - escrow) revert EscrowCapExceeded(escrow, amount, MAX_ESCROW);
+        escrow += amount;
+        order.escrow = uint96(escrow);
+        emit EscrowToppedUp(orderId, msg.sender, amount, escrow);
+        order.token.pullExact(msg.sender, amount);
+    }
+
+    // ---------------------------------------------------------------- bids
+
+    /// @notice Bids on an open order. The caller must be an active provider holding every
+    /// required attribute and, for GPU orders, offering `gpuModel` (which must be in the allowed
+    /// list unless that list is empty). CPU-only orders take `gpuModel = 0`.
+    /// @param allowedGpuModels The order's list, re-supplied from `OrderCreated`.
+    /// @param requiredAttributes The order's list, re-supplied from `OrderCreated`.
+    /// @return bidId Index of the bid within the order (0..MAX_BIDS-1).
+    function placeBid(
+        uint256 orderId,
+        uint256 pricePerHour,
+        bytes32 gpuModel,
+        bytes32[] calldata allowedGpuModels,
+        bytes32[] calldata requiredAttributes
+    ) external returns (uint256 bidId) {
+        Order storage order = _openOrder(orderId);
+        if (pricePerHour == 0) revert PriceOutOfRange(0, MAX_PRICE_PER_HOUR);
+        if (pricePerHour > order.maxPricePerHour) revert PriceAboveMax(pricePerHour, order.maxPricePerHour);
+        bytes32 supplied = requirementsHash(allowedGpuModels, requiredAttributes);
+        if (supplied != order.requirementsHash) revert RequirementsMismatch(order.requirementsHash, supplied);
+        bidId = order.bidCount;
+        if (bidId >= MAX_BIDS) revert TooManyBids(orderId, MAX_BIDS);
+        if (_bidGpuModel[orderId][msg.sender] != bytes32(0)) revert AlreadyBid(orderId, msg.sender);
+
+        uint32 gpuCount = order.gpuCount;
+        if (gpuCount == 0) {
+            if (gpuModel != bytes32(0)) revert GpuModelNotAllowed(gpuModel);
+        } else if (gpuModel == bytes32(0) || gpuModel == NO_GPU_MODEL || !_contains(allowedGpuModels, gpuModel)) {
+            revert GpuModelNotAllowed(gpuModel);
+        }
+        _requireEligible(msg.sender, requiredAttributes, _resourcesOf(order), gpuModel, gpuCount);
+
+        order.bidCount = uint8(bidId + 1);
+        _bids[orderId][bidId] = Bid(msg.sender, uint88(pricePerHour), false);
+        _bidGpuModel[orderId][msg.sender] = gpuCount == 0 ? NO_GPU_MODEL : gpuModel;
+        emit BidPlaced(orderId, bidId, msg.sender, pricePerHour, gpuModel);
+    }
+
+    /// @notice Withdraws the caller's bid on an open order. The provider may not bid again on it.
+    function withdrawBid(uint256 orderId, uint256 bidId) external {
+        _openOrder(orderId);
+        Bid storage bid = _existingBid(orderId, bidId);
+        if (bid.provider != msg.sender) revert NotProvider(msg.sender);
+        if (bid.withdrawn) revert BidAlreadyWithdrawn(orderId, bidId);
+        bid.withdrawn = true;
+        emit BidWithdrawn(orderId, bidId, msg.sender);
+    }
+
+    /// @notice The tenant picks a bid at any time while the order is open. Reverts when the
+    /// provider no longer has room for the order.
+    function acceptBid(uint256 orderId, uint256 bidId) external nonReentrant {
+        Order storage order = _openOrder(orderId);
+        if (msg.sender != order.tenant) revert NotTenant(msg.sender);
+        Bid storage bid = _existingBid(orderId, bidId);
+        if (bid.withdrawn) revert BidAlreadyWithdrawn(orderId, bidId);
+        address provider = bid.provider;
+        uint32 gpuCount = order.gpuCount;
+        bytes32 gpuModel = _gpuModelOfBid(orderId, provider, gpuCount);
+        if (!registry.tryReserve(provider, _resourcesOf(order), gpuModel, gpuCount)) {
+            revert ProviderLacksCapacity(provider);
+        }
+        _startLease(orderId, order, bidId, provider, bid.pricePerHour, gpuModel);
+    }
+
+    /// @notice Matches an order once its bid window has passed: the lowest price wins, the
+    /// earliest bid on a tie, passing over providers without room. Anyone may call it.
+    function settle(uint256 orderId) external nonReentrant {
+        Order storage order = _openOrder(orderId);
+        if (block.timestamp < order.bidWindowEnd) revert BidWindowOpen(orderId, order.bidWindowEnd);
+        uint256 count = order.bidCount;
+        Bid[MAX_BIDS] storage stored = _bids[orderId];
+        Bid[] memory candidates = new Bid[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            candidates[i] = stored[i];
+        }
+        Resources memory amount = _resourcesOf(order);
+        uint32 gpuCount = order.gpuCount;
+        while (true) {
+            (bool found, uint256 best) = _cheapestCandidate(candidates);
+            if (!found) revert NoEligibleBid(orderId);
+            address provider = candidates[best].provider;
+            bytes32 gpuModel = _gpuModelOfBid(orderId, provider, gpuCount);
+            if (registry.tryReserve(provider, amount, gpuModel, gpuCount)) {
+                _startLease(orderId, order, best, provider, candidates[best].pricePerHour, gpuModel);
+                return;
+            }
+            candidates[best].withdrawn = true;
+            emit BidSkipped(orderId, best, provider);
+        }
+    }
+
+    // ---------------------------------------------------------------- leases
+
+    /// @notice Pays the provider what has accrued, capped at the escrow.
+    /// @return amount What was transferred.
+    function withdraw(uint256 leaseId) external nonReentrant returns (uint256 amount) {
+        (Order storage order, Lease storage lease) = _activeLease(leaseId);
+        if (msg.sender != lease.provider) revert NotProvider(msg.sender);
+        amount = _settleAccrued(order, lease, block.timestamp);
+        emit PaymentWithdrawn(leaseId, msg.sender, amount, lease.paid);
+        if (amount != 0) order.token.safeTransfer(msg.sender, amount);
+    }
+
+    /// @notice Ends a lease: pays the provider up to now, refunds the rest of the escrow to the
+    /// tenant and releases the provider's capacity. The tenant or provider may close at any time;
+    /// anyone may close a lease whose escrow cannot cover what has accrued.
+    function closeLease(uint256 leaseId, uint8 reason) external nonReentrant {
+        (Order storage order, Lease storage lease) = _activeLease(leaseId);
+        address provider = lease.provider;
+        address tenant = order.tenant;
+        uint256 escrow = order.escrow;
+        uint256 paid = _accruedUnpaid(lease, block.timestamp);
+        if (paid > escrow) paid = escrow;
+        // strangers may only close a lease whose escrow no longer covers what has accrued
+        if (msg.sender != tenant && msg.sender != provider && paid < escrow) revert LeaseSolvent(leaseId);
+        if (paid != 0) lease.paid += uint128(paid);
+        uint256 refund = escrow - paid;
+        order.escrow = 0;
+        order.status = OrderStatus.Closed;
+        order.closedAt = uint40(block.timestamp);
+        emit LeaseClosed(leaseId, msg.sender, reason, paid, refund);
+
+        uint32 gpuCount = order.gpuCount;
+        registry.release(provider, _resourcesOf(order), _gpuModelOfBid(leaseId, provider, gpuCount), gpuCount);
+        IERC20 token = order.token;
+        if (paid != 0) token.safeTransfer(provider, paid);
+        if (refund != 0) token.safeTransfer(tenant, refund);
+    }
+
+    // ---------------------------------------------------------------- views
+
+    /// @notice Hash binding an order to its GPU-model and attribute lists; zero when both are empty.
+    function requirementsHash(bytes32[] calldata allowedGpuModels, bytes32[] calldata requiredAttributes)
+        public
+        pure
+        returns (bytes32)
+    {
+        if (allowedGpuModels.length == 0 && requiredAttributes.length == 0) return bytes32(0);
+        return keccak256(abi.encode(allowedGpuModels, requiredAttributes));
+    }
+
+    /// @notice Payment accrued from `startedAt` to `elapsed` seconds later at `pricePerHour`,
+    /// rounded down (in the tenant's favour). Cumulative, so repeated withdrawals never lose
+    /// or duplicate a rounding remainder.
+    function accruedFor(uint256 pricePerHour, uint256 elapsed) public pure returns (uint256) {
+        return (elapsed * pricePerHour) / SECONDS_PER_HOUR;
+    }
+
+    function getOrder(uint256 orderId) external view returns (OrderView memory info) {
+        Order storage order = _orders[orderId];
+        info.tenant = order.tenant;
+        info.token = order.token;
+        info.status = order.status;
+        info.bidCount = order.bidCount;
+        info.replicas = order.replicas;
+        info.gpuCount = order.gpuCount;
+        info.bidWindowEnd = order.bidWindowEnd;
+        info.resources = _resourcesOf(order);
+        info.maxPricePerHour = order.maxPricePerHour;
+        info.escrow = order.escrow;
+        info.manifestHash = order.manifestHash;
+        info.requirementsHash = order.requirementsHash;
+    }
+
+    function getBid(uint256 orderId, uint256 bidId) public view returns (BidView memory info) {
+        Bid storage bid = _existingBid(orderId, bidId);
+        bytes32 gpuModel = _gpuModelOfBid(orderId, bid.provider, _orders[orderId].gpuCount);
+        return BidView(bid.provider, bid.pricePerHour, gpuModel, bid.withdrawn);
+    }
+
+    function getBids(uint256 orderId) external view returns (BidView[] memory bids) {
+        uint256 count = _orders[orderId].bidCount;
+        bids = new BidView[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            bids[i] = getBid(orderId, i);
+        }
+    }
+
+    function getLease(uint256 leaseId) external view returns (LeaseView memory info) {
+        Lease storage lease = _leases[leaseId];
+        if (lease.provider == address(0)) revert LeaseNotFound(leaseId);
+        Order storage order = _orders[leaseId];
+        info.tenant = order.tenant;
+        info.provider = lease.provider;
+        info.token = order.token;
+        info.bidId = lease.bidId;
+        info.active = order.status == OrderStatus.Leased;
+        info.startedAt = lease.startedAt;
+        info.closedAt = order.closedAt;
+        info.pricePerHour = lease.pricePerHour;
+        info.gpuModel = _gpuModelOfBid(leaseId, lease.provider, order.gpuCount);
+        info.paid = lease.paid;
+        info.escrow = order.escrow;
+    }
+
+    /// @notice What the provider could withdraw now and what has accrued beyond that.
+    /// @return withdrawable Accrued, unpaid and covered by the escrow.
+    /// @return shortfall Accrued and unpaid but not covered (non-zero means insolvent).
+    function owed(uint256 leaseId) external view returns (uint256 withdrawable, uint256 shortfall) {
+        (Order storage order, Lease storage lease) = _activeLease(leaseId);
+        uint256 unpaid = _accruedUnpaid(lease, block.timestamp);
+        uint256 escrow = order.escrow;
+        return unpaid > escrow ? (escrow, unpaid - escrow) : (unpaid, 0);
+    }
+
+    /// @notice True when the escrow no longer covers what has accrued, so anyone may close.
+    function isInsolvent(uint256 leaseId) external view returns (bool) {
+        (Order storage order, Lease storage lease) = _activeLease(leaseId);
+        return _accruedUnpaid(lease, block.timestamp) >= order.escrow;
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    function _openOrder(uint256 orderId) private view returns (Order storage order) {
+        order = _orders[orderId];
+        OrderStatus status = order.status;
+        if (status == OrderStatus.None) revert OrderNotFound(orderId);
+        if (status != OrderStatus.Open) revert OrderNotOpen(orderId, status);
+    }
+
+    function _existingBid(uint256 orderId, uint256 bidId) private view returns (Bid storage bid) {
+        if (bidId >= _orders[orderId].bidCount) revert BidNotFound(orderId, bidId);
+        return _bids[orderId][bidId];
+    }
+
+    function _activeLease(uint256 leaseId) private view returns (Order storage order, Lease storage lease) {
+        order = _orders[leaseId];
+        OrderStatus status = order.status;
+        if (status == OrderStatus.Closed) revert LeaseNotActive(leaseId);
+        if (status != OrderStatus.Leased) revert LeaseNotFound(leaseId);
+        lease = _leases[leaseId];
+    }
+
+    function _resourcesOf(Order storage order) private view returns (Resources memory) {
+        return Resources(order.cpuMilli, order.memoryMiB, order.storageMiB);
+    }
+
+    /// @dev CPU-only orders skip the storage read: their bids never carry a model.
+    function _gpuModelOfBid(uint256 orderId, address provider, uint256 gpuCount) private view returns (bytes32) {
+        if (gpuCount == 0) return bytes32(0);
+        bytes32 stored = _bidGpuModel[orderId][provider];
+        return stored == NO_GPU_MODEL ? bytes32(0) : stored;
+    }
+
+    function _contains(bytes32[] calldata list, bytes32 key) private pure returns (bool) {
+        if (list.length == 0) return true;
+        for (uint256 i = 0; i < list.length; ++i) {
+            if (list[i] == key) return true;
+        }
+        return false;
+    }
+
+    function _requireEligible(
+        address provider,
+        bytes32[] calldata requiredAttributes,
+        Resources memory amount,
+        bytes32 gpuModel,
+        uint32 gpuCount
+    ) private view {
+        (ProviderRegistry.Eligibility result, bytes32 detail) =
+            registry.checkEligibility(provider, requiredAttributes, amount, gpuModel, gpuCount);
+        if (result == ProviderRegistry.Eligibility.Eligible) return;
+        if (result == ProviderRegistry.Eligibility.NotActive) revert ProviderNotActive(provider);
+        if (result == ProviderRegistry.Eligibility.MissingAttribute) revert ProviderLacksAttribute(provider, detail);
+        if (result == ProviderRegistry.Eligibility.GpuModelNotOffered) revert ProviderLacksGpuModel(provider, detail);
+        revert ProviderLacksCapacity(provider);
+    }
+
+    /// @dev Lowest price first, lowest index on a tie; withdrawn (or skipped) bids are ignored.
+    function _cheapestCandidate(Bid[] memory candidates) private pure returns (bool found, uint256 best) {
+        uint256 bestPrice;
+        for (uint256 i = 0; i < candidates.length; ++i) {
+            if (candidates[i].withdrawn) continue;
+            uint256 price = candidates[i].pricePerHour;
+            if (!found || price < bestPrice) {
+                found = true;
+                best = i;
+                bestPrice = price;
+            }
+        }
+    }
+
+    function _startLease(
+        uint256 orderId,
+        Order storage order,
+        uint256 bidId,
+        address provider,
+        uint256 pricePerHour,
+        bytes32 gpuModel
+    ) private {
+        order.status = OrderStatus.Leased;
+        _leases[orderId] = Lease({
+            provider: provider,
+            startedAt: uint40(block.timestamp),
+            bidId: uint8(bidId),
+            pricePerHour: uint96(pricePerHour),
+            paid: 0
+        });
+        emit LeaseCreated(orderId, order.tenant, provider, bidId, pricePerHour, gpuModel);
+    }
+
+    function _accruedUnpaid(Lease storage lease, uint256 until) private view returns (uint256) {
+        return accruedFor(lease.pricePerHour, until - lease.startedAt) - lease.paid;
+    }
+
+    /// @dev Moves what has accrued (capped at the escrow) from escrow to the lease's paid total;
+    /// the caller transfers it.
+    function _settleAccrued(Order storage order, Lease storage lease, uint256 until) private returns (uint256 amount) {
+        amount = _accruedUnpaid(lease, until);
+        uint256 escrow = order.escrow;
+        if (amount > escrow) amount = escrow;
+        if (amount == 0) return 0;
+        order.escrow = uint96(escrow - amount);
+        lease.paid += uint128(amount);
+    }
+}

@@ -1,0 +1,425 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {Resources, GpuCapacity} from "./Types.sol";
+import {TokenTransfers} from "./TokenTransfers.sol";
+
+/// @title ProviderRegistry
+/// @notice Providers register their endpoint, attributes and hardware with a stake. The amounts
+/// allocated to leases are changed only by the Marketplace bound once through `initialize`;
+/// nobody, the deployer included, can move a provider's stake.
+contract ProviderRegistry is ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+    using TokenTransfers for IERC20;
+
+    enum ProviderStatus {
+        None,
+        Active,
+        Unbonding
+    }
+
+    /// @notice Outcome of `checkEligibility`; the Marketplace turns it into a specific error.
+    enum Eligibility {
+        Eligible,
+        NotActive,
+        MissingAttribute,
+        GpuModelNotOffered,
+        InsufficientCapacity
+    }
+
+    struct GpuModelState {
+        bytes32 modelKey;
+        uint32 capacity;
+        uint32 allocated;
+    }
+
+    struct ProviderView {
+        ProviderStatus status;
+        uint256 stake;
+        uint64 unbondingEnds;
+        uint32 activeLeases;
+        string endpoint;
+        bytes32[] attributes;
+        Resources capacity;
+        Resources allocated;
+        GpuModelState[] gpus;
+    }
+
+    /// @dev Laid out so that an eligibility check reads one slot and a reservation two.
+    struct Record {
+        // slot: capacity, status and the attribute epoch (read by every bid)
+        uint64 cpuCapacity;
+        uint64 memoryCapacity;
+        uint64 storageCapacity;
+        uint32 attributeEpoch;
+        ProviderStatus status;
+        // slot: what the marketplace has allocated
+        uint64 cpuAllocated;
+        uint64 memoryAllocated;
+        uint64 storageAllocated;
+        uint32 activeLeases;
+        // slot: stake bookkeeping
+        uint128 stake;
+        uint64 unbondingEnds;
+        string endpoint;
+        bytes32[] attributes;
+        bytes32[] gpuModels;
+    }
+
+    struct GpuSlot {
+        uint32 capacity;
+        uint32 allocated;
+    }
+
+    uint256 public constant MAX_ENDPOINT_LENGTH = 256;
+    uint256 public constant MAX_ATTRIBUTES = 32;
+    uint256 public constant MAX_GPU_MODELS = 16;
+    uint64 public constant MAX_UNBONDING_PERIOD = 365 days;
+
+    IERC20 public immutable stakeToken;
+    uint256 public immutable minimumStake;
+    uint64 public immutable unbondingPeriod;
+    address public immutable deployer;
+    address public marketplace;
+
+    mapping(address provider => Record) private _records;
+    mapping(address provider => mapping(bytes32 modelKey => GpuSlot)) private _gpus;
+    /// @dev An attribute is held when its stored epoch equals the provider's current epoch, so
+    /// replacing the attribute set never has to clear the old entries.
+    mapping(address provider => mapping(bytes32 attribute => uint32 epoch)) private _attributeEpochs;
+    address[] private _providerList;
+
+    event MarketplaceBound(address indexed marketplace);
+    event ProviderRegistered(
+        address indexed provider,
+        string endpoint,
+        bytes32[] attributes,
+        Resources capacity,
+        GpuCapacity[] gpus,
+        uint256 stake
+    );
+    event ProviderUpdated(
+        address indexed provider, string endpoint, bytes32[] attributes, Resources capacity, GpuCapacity[] gpus
+    );
+    event ProviderDeregistered(address indexed provider, uint64 unbondingEnds);
+    event StakeWithdrawn(address indexed provider, uint256 amount);
+
+    error NotDeployer(address caller);
+    error NotMarketplace(address caller);
+    error MarketplaceAlreadyBound(address marketplace);
+    error ZeroAddress();
+    error MinimumStakeOutOfRange(uint256 minimumStake);
+    error UnbondingPeriodTooLong(uint64 unbondingPeriod, uint64 max);
+    error AlreadyRegistered(address provider);
+    error NotActive(address provider);
+    error NotUnbonding(address provider);
+    error StillUnbonding(address provider, uint64 unbondingEnds);
+    error HasActiveLeases(address provider, uint32 activeLeases);
+    error EndpointLengthOutOfRange(uint256 length, uint256 max);
+    error TooManyAttributes(uint256 count, uint256 max);
+    error TooManyGpuModels(uint256 count, uint256 max);
+    error ZeroAttribute(uint256 index);
+    error ZeroGpuModelKey(uint256 index);
+    error ZeroGpuCount(bytes32 modelKey);
+    error DuplicateGpuModel(bytes32 modelKey);
+    error ZeroCapacity(string field);
+    error CapacityBelowAllocated(string field, uint256 capacity, uint256 allocated);
+    error GpuCapacityBelowAllocated(bytes32 modelKey, uint32 capacity, uint32 allocated);
+    error InsufficientCapacity(address provider);
+
+    modifier onlyMarketplace() {
+        if (msg.sender != marketplace) revert NotMarketplace(msg.sender);
+        _;
+    }
+
+    /// @param stakeToken_ ERC-20 the stake is paid in (fee-less tokens only).
+    /// @param minimumStake_ Stake pulled from each provider at registration (> 0, < 2^128).
+    /// @param unbondingPeriod_ Seconds between `deregister` and `withdrawStake` (<= 365 days).
+    constructor(IERC20 stakeToken_, uint256 minimumStake_, uint64 unbondingPeriod_) {
+        if (address(stakeToken_) == address(0)) revert ZeroAddress();
+        if (minimumStake_ == 0 || minimumStake_ > type(uint128).max) revert MinimumStakeOutOfRange(minimumStake_);
+        if (unbondingPeriod_ > MAX_UNBONDING_PERIOD) {
+            revert UnbondingPeriodTooLong(unbondingPeriod_, MAX_UNBONDING_PERIOD);
+        }
+        stakeToken = stakeToken_;
+        minimumStake = minimumStake_;
+        unbondingPeriod = unbondingPeriod_;
+        deployer = msg.sender;
+    }
+
+    /// @notice Binds the Marketplace allowed to reserve and release capacity. Once, by the deployer.
+    function initialize(address marketplace_) external {
+        if (msg.sender != deployer) revert NotDeployer(msg.sender);
+        if (marketplace != address(0)) revert MarketplaceAlreadyBound(marketplace);
+        if (marketplace_ == address(0)) revert ZeroAddress();
+        marketplace = marketplace_;
+        emit MarketplaceBound(marketplace_);
+    }
+
+    // ---------------------------------------------------------------- provider lifecycle
+
+    /// @notice Registers the caller and pulls `minimumStake` of the stake token from it.
+    function register(
+        string calldata endpoint,
+        bytes32[] calldata attributes,
+        Resources calldata capacity,
+        GpuCapacity[] calldata gpus
+    ) external nonReentrant {
+        Record storage rec = _records[msg.sender];
+        if (rec.status != ProviderStatus.None) revert AlreadyRegistered(msg.sender);
+        if (rec.attributeEpoch == 0) _providerList.push(msg.sender);
+
+        _writeProfile(rec, msg.sender, endpoint, attributes, capacity, gpus);
+        rec.status = ProviderStatus.Active;
+        rec.stake = uint128(minimumStake);
+        rec.unbondingEnds = 0;
+        emit ProviderRegistered(msg.sender, endpoint, attributes, capacity, gpus, minimumStake);
+
+        stakeToken.pullExact(msg.sender, minimumStake);
+    }
+
+    /// @notice Replaces the caller's endpoint, attributes and capacity. Capacity may not drop
+    /// below what is allocated to running leases.
+    function update(
+        string calldata endpoint,
+        bytes32[] calldata attributes,
+        Resources calldata capacity,
+        GpuCapacity[] calldata gpus
+    ) external {
+        Record storage rec = _records[msg.sender];
+        if (rec.status != ProviderStatus.Active) revert NotActive(msg.sender);
+        _writeProfile(rec, msg.sender, endpoint, attributes, capacity, gpus);
+        emit ProviderUpdated(msg.sender, endpoint, attributes, capacity, gpus);
+    }
+
+    /// @notice Stops taking work and starts the unbonding period. Not possible with active leases.
+    function deregister() external {
+        Record storage rec = _records[msg.sender];
+        if (rec.status != ProviderStatus.Active) revert NotActive(msg.sender);
+        if (rec.activeLeases != 0) revert HasActiveLeases(msg.sender, rec.activeLeases);
+        uint64 ends = uint64(block.timestamp) + unbondingPeriod;
+        rec.status = ProviderStatus.Unbonding;
+        rec.unbondingEnds = ends;
+        emit ProviderDeregistered(msg.sender, ends);
+    }
+
+    /// @notice Returns the stake once the unbonding period is over; the provider may register again.
+    function withdrawStake() external nonReentrant {
+        Record storage rec = _records[msg.sender];
+        if (rec.status != ProviderStatus.Unbonding) revert NotUnbonding(msg.sender);
+        if (block.timestamp < rec.unbondingEnds) revert StillUnbonding(msg.sender, rec.unbondingEnds);
+        uint256 amount = rec.stake;
+        rec.stake = 0;
+        rec.status = ProviderStatus.None;
+        rec.unbondingEnds = 0;
+        emit StakeWithdrawn(msg.sender, amount);
+        stakeToken.safeTransfer(msg.sender, amount);
+    }
+
+    // ---------------------------------------------------------------- marketplace hooks
+
+    /// @notice Allocates resources to a lease; reverts when they do not fit.
+    function reserve(address provider, Resources calldata amount, bytes32 gpuModel, uint32 gpuCount)
+        external
+        onlyMarketplace
+    {
+        if (!_tryReserve(provider, amount, gpuModel, gpuCount)) revert InsufficientCapacity(provider);
+    }
+
+    /// @notice Allocates resources to a lease when they fit and the provider is active.
+    /// @return reserved False (and nothing changed) when they do not fit.
+    function tryReserve(address provider, Resources calldata amount, bytes32 gpuModel, uint32 gpuCount)
+        external
+        onlyMarketplace
+        returns (bool reserved)
+    {
+        return _tryReserve(provider, amount, gpuModel, gpuCount);
+    }
+
+    /// @notice Returns a closed lease's resources. Underflow is impossible by construction and
+    /// would revert rather than wrap.
+    function release(address provider, Resources calldata amount, bytes32 gpuModel, uint32 gpuCount)
+        external
+        onlyMarketplace
+    {
+        Record storage rec = _records[provider];
+        rec.cpuAllocated -= amount.cpuMilli;
+        rec.memoryAllocated -= amount.memoryMiB;
+        rec.storageAllocated -= amount.storageMiB;
+        rec.activeLeases -= 1;
+        if (gpuCount != 0) _gpus[provider][gpuModel].allocated -= gpuCount;
+    }
+
+    // ---------------------------------------------------------------- views
+
+    /// @notice Whether `provider` may bid on an order needing `attributes`, `amount` and
+    /// `gpuCount` GPUs of `gpuModel` (zero model with zero count for CPU-only orders).
+    /// Compares against total registered capacity; free room is checked when a lease is created.
+    /// @return result Eligible or the first reason it is not.
+    /// @return detail The missing attribute or GPU model, if any.
+    function checkEligibility(
+        address provider,
+        bytes32[] calldata attributes,
+        Resources calldata amount,
+        bytes32 gpuModel,
+        uint32 gpuCount
+    ) external view returns (Eligibility result, bytes32 detail) {
+        Record storage rec = _records[provider];
+        if (rec.status != ProviderStatus.Active) return (Eligibility.NotActive, bytes32(0));
+        if (
+            amount.cpuMilli > rec.cpuCapacity || amount.memoryMiB > rec.memoryCapacity
+                || amount.storageMiB > rec.storageCapacity
+        ) return (Eligibility.InsufficientCapacity, bytes32(0));
+        uint32 epoch = rec.attributeEpoch;
+        mapping(bytes32 => uint32) storage held = _attributeEpochs[provider];
+        for (uint256 i = 0; i < attributes.length; ++i) {
+            if (held[attributes[i]] != epoch) return (Eligibility.MissingAttribute, attributes[i]);
+        }
+        if (gpuCount != 0 && _gpus[provider][gpuModel].capacity < gpuCount) {
+            return (Eligibility.GpuModelNotOffered, gpuModel);
+        }
+        return (Eligibility.Eligible, bytes32(0));
+    }
+
+    function isActive(address provider) external view returns (bool) {
+        return _records[provider].status == ProviderStatus.Active;
+    }
+
+    function hasAttribute(address provider, bytes32 attribute) external view returns (bool) {
+        Record storage rec = _records[provider];
+        return rec.status != ProviderStatus.None && _attributeEpochs[provider][attribute] == rec.attributeEpoch;
+    }
+
+    function gpuState(address provider, bytes32 modelKey) external view returns (uint32 capacity, uint32 allocated) {
+        GpuSlot storage slot = _gpus[provider][modelKey];
+        return (slot.capacity, slot.allocated);
+    }
+
+    function getProvider(address provider) external view returns (ProviderView memory info) {
+        Record storage rec = _records[provider];
+        info.status = rec.status;
+        info.stake = rec.stake;
+        info.unbondingEnds = rec.unbondingEnds;
+        info.activeLeases = rec.activeLeases;
+        if (rec.status == ProviderStatus.None) return info;
+        info.endpoint = rec.endpoint;
+        info.attributes = rec.attributes;
+        info.capacity = Resources(rec.cpuCapacity, rec.memoryCapacity, rec.storageCapacity);
+        info.allocated = Resources(rec.cpuAllocated, rec.memoryAllocated, rec.storageAllocated);
+        bytes32[] storage models = rec.gpuModels;
+        info.gpus = new GpuModelState[](models.length);
+        for (uint256 i = 0; i < models.length; ++i) {
+            GpuSlot storage slot = _gpus[provider][models[i]];
+            info.gpus[i] = GpuModelState(models[i], slot.capacity, slot.allocated);
+        }
+    }
+
+    /// @notice Number of addresses that ever registered (for discovery; check their status).
+    function providerCount() external view returns (uint256) {
+        return _providerList.length;
+    }
+
+    function providerAt(uint256 index) external view returns (address) {
+        return _providerList[index];
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    function _tryReserve(address provider, Resources calldata amount, bytes32 gpuModel, uint32 gpuCount)
+        private
+        returns (bool)
+    {
+        Record storage rec = _records[provider];
+        if (rec.status != ProviderStatus.Active) return false;
+        uint256 cpu = uint256(rec.cpuAllocated) + amount.cpuMilli;
+        uint256 memory_ = uint256(rec.memoryAllocated) + amount.memoryMiB;
+        uint256 storage_ = uint256(rec.storageAllocated) + amount.storageMiB;
+        if (cpu > rec.cpuCapacity || memory_ > rec.memoryCapacity || storage_ > rec.storageCapacity) return false;
+        if (gpuCount != 0) {
+            GpuSlot storage slot = _gpus[provider][gpuModel];
+            uint256 gpus = uint256(slot.allocated) + gpuCount;
+            if (gpus > slot.capacity) return false;
+            slot.allocated = uint32(gpus);
+        }
+        rec.cpuAllocated = uint64(cpu);
+        rec.memoryAllocated = uint64(memory_);
+        rec.storageAllocated = uint64(storage_);
+        rec.activeLeases += 1;
+        return true;
+    }
+
+    function _writeProfile(
+        Record storage rec,
+        address provider,
+        string calldata endpoint,
+        bytes32[] calldata attributes,
+        Resources calldata capacity,
+        GpuCapacity[] calldata gpus
+    ) private {
+        uint256 endpointLength = bytes(endpoint).length;
+        if (endpointLength == 0 || endpointLength > MAX_ENDPOINT_LENGTH) {
+            revert EndpointLengthOutOfRange(endpointLength, MAX_ENDPOINT_LENGTH);
+        }
+        if (attributes.length > MAX_ATTRIBUTES) revert TooManyAttributes(attributes.length, MAX_ATTRIBUTES);
+        if (gpus.length > MAX_GPU_MODELS) revert TooManyGpuModels(gpus.length, MAX_GPU_MODELS);
+        if (capacity.cpuMilli == 0) revert ZeroCapacity("cpuMilli");
+        if (capacity.memoryMiB == 0) revert ZeroCapacity("memoryMiB");
+        if (capacity.cpuMilli < rec.cpuAllocated) {
+            revert CapacityBelowAllocated("cpuMilli", capacity.cpuMilli, rec.cpuAllocated);
+        }
+        if (capacity.memoryMiB < rec.memoryAllocated) {
+            revert CapacityBelowAllocated("memoryMiB", capacity.memoryMiB, rec.memoryAllocated);
+        }
+        if (capacity.storageMiB < rec.storageAllocated) {
+            revert CapacityBelowAllocated("storageMiB", capacity.storageMiB, rec.storageAllocated);
+        }
+        rec.cpuCapacity = capacity.cpuMilli;
+        rec.memoryCapacity = capacity.memoryMiB;
+        rec.storageCapacity = capacity.storageMiB;
+        rec.endpoint = endpoint;
+
+        uint32 epoch = rec.attributeEpoch + 1;
+        rec.attributeEpoch = epoch;
+        mapping(bytes32 => uint32) storage held = _attributeEpochs[provider];
+        for (uint256 i = 0; i < attributes.length; ++i) {
+            if (attributes[i] == bytes32(0)) revert ZeroAttribute(i);
+            held[attributes[i]] = epoch;
+        }
+        rec.attributes = attributes;
+
+        _writeGpus(rec, provider, gpus);
+    }
+
+    /// @dev Zeroes the capacity of every previously offered model, writes the new list, then
+    /// requires every old model's allocation to still fit (a removed model must be idle).
+    function _writeGpus(Record storage rec, address provider, GpuCapacity[] calldata gpus) private {
+        mapping(bytes32 => GpuSlot) storage slots = _gpus[provider];
+        bytes32[] storage oldModels = rec.gpuModels;
+        uint256 oldCount = oldModels.length;
+        bytes32[] memory previous = new bytes32[](oldCount);
+        for (uint256 i = 0; i < oldCount; ++i) {
+            previous[i] = oldModels[i];
+            slots[previous[i]].capacity = 0;
+        }
+        delete rec.gpuModels;
+        for (uint256 i = 0; i < gpus.length; ++i) {
+            bytes32 key = gpus[i].modelKey;
+            if (key == bytes32(0)) revert ZeroGpuModelKey(i);
+            if (gpus[i].count == 0) revert ZeroGpuCount(key);
+            GpuSlot storage slot = slots[key];
+            if (slot.capacity != 0) revert DuplicateGpuModel(key);
+            if (gpus[i].count < slot.allocated) revert GpuCapacityBelowAllocated(key, gpus[i].count, slot.allocated);
+            slot.capacity = gpus[i].count;
+            rec.gpuModels.push(key);
+        }
+        for (uint256 i = 0; i < oldCount; ++i) {
+            GpuSlot storage slot = slots[previous[i]];
+            if (slot.allocated > slot.capacity) {
+                revert GpuCapacityBelowAllocated(previous[i], slot.capacity, slot.allocated);
+            }
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! Typed client over the Marketplace, ProviderRegistry and payment token for one account.
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{Filter, TransactionReceipt};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolEvent;
+use tracing::debug;
+
+use crate::bindings::{Marketplace, ProviderRegistry, TestToken};
+use crate::deploy::{Deployment, send_from};
+use crate::error::ClientError;
+use crate::types::{
+    BidInfo, CloseReason, GpuState, LeaseInfo, LeaseSettlement, LeaseStarted, NewOrder, OrderInfo,
+    OrderPosted, OrderRequirements, OrderStatus, Owed, Payment, ProviderInfo, ProviderProfile,
+    ProviderStatus, SkippedBid, id_to_u64,
+};
+
+/// Acts as one account (`sender`) against a [`Deployment`]. Every transaction waits for its
+/// receipt; token approvals are sent only when the current allowance does not cover the amount.
+#[derive(Debug, Clone)]
+pub struct MarketplaceClient {
+    provider: DynProvider,
+    sender: Address,
+    deployment: Deployment,
+    market: Marketplace::MarketplaceInstance<DynProvider>,
+    registry: ProviderRegistry::ProviderRegistryInstance<DynProvider>,
+}
+
+impl MarketplaceClient {
+    /// `provider` must be able to sign for `sender` (e.g. built with a wallet holding its key).
+    pub fn new(provider: DynProvider, sender: Address, deployment: Deployment) -> Self {
+        let market = Marketplace::new(deployment.marketplace, provider.clone());
+        let registry = ProviderRegistry::new(deployment.registry, provider.clone());
+        Self {
+            provider,
+            sender,
+            deployment,
+            market,
+            registry,
+        }
+    }
+
+    /// Connects over HTTP and signs with `signer`.
+    pub fn connect_http(
+        rpc_url: &str,
+        signer: PrivateKeySigner,
+        deployment: Deployment,
+    ) -> Result<Self, ClientError> {
+        let url = rpc_url.parse().map_err(|e| ClientError::InvalidInput {
+            field: "rpc_url",
+            reason: format!("{rpc_url:?} is not a URL: {e}"),
+        })?;
+        let sender = signer.address();
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(url)
+            .erased();
+        Ok(Self::new(provider, sender, deployment))
+    }
+
+    pub fn sender(&self) -> Address {
+        self.sender
+    }
+
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    async fn send<D: alloy::contract::CallDecoder>(
+        &self,
+        call: &'static str,
+        builder: alloy::contract::CallBuilder<&DynProvider, D>,
+    ) -> Result<TransactionReceipt, ClientError> {
+        let receipt = send_from(call, self.sender, builder).await?;
+        debug!(call, tx = %receipt.transaction_hash, block = ?receipt.block_number, "transaction mined");
+        Ok(receipt)
+    }
+
+    async fn query<D: alloy::contract::CallDecoder>(
+        &self,
+        call: &'static str,
+        builder: alloy::contract::CallBuilder<&DynProvider, D>,
+    ) -> Result<D::CallOutput, ClientError> {
+        builder
+            .from(self.sender)
+            .call()
+            .await
+            .map_err(|e| ClientError::from_contract(call, e))
+    }
+
+    // ------------------------------------------------------------------ tokens
+
+    /// Approves `spender` for `amount` of `token` unless the allowance already covers it.
+    /// Returns whether an approval was sent.
+    pub async fn ensure_allowance(
+        &self,
+        token: Address,
+        spender: Address,
+        amount: U256,
+    ) -> Result<bool, ClientError> {
+        let erc20 = TestToken::new(token, self.provider.clone());
+        let current = self
+            .query("allowance", erc20.allowance(self.sender, spender))
+            .await?;
+        if current >= amount {
+            return Ok(false);
+        }
+        self.send("approve", erc20.approve(spender, amount)).await?;
+        Ok(true)
+    }
+
+    pub async fn token_balance(&self, token: Address, owner: Address) -> Result<U256, ClientError> {
+        let erc20 = TestToken::new(token, self.provider.clone());
+        self.query("balanceOf", erc20.balanceOf(owner)).await
+    }
+
+    // ------------------------------------------------------------------ provider registry
+
+    /// Registers the sender as a provider, approving the registry for the minimum stake first.
+    pub async fn register_provider(&self, profile: &ProviderProfile) -> Result<(), ClientError> {
+        let stake = self.minimum_stake().await?;
+        let token = self
+            .query("stakeToken", self.registry.stakeToken())
+            .await?;
+        self.ensure_allowance(token, self.deployment.registry, stake)
+            .await?;
+        let register = self.registry.register(
+            profile.endpoint.clone(),
+            profile.attributes.clone(),
+            profile.capacity.into(),
+            profile.sol_gpus(),
+        );
+        self.send("register", register).await?;
+        Ok(())
+    }
+
+    pub async fn update_provider(&self, profile: &ProviderProfile) -> Result<(), ClientError> {
+        let update = self.registry.update(
+            profile.endpoint.clone(),
+            profile.attributes.clone(),
+            profile.capacity.into(),
+            profile.sol_gpus(),
+        );
+        self.send("update", update).await?;
+        Ok(())
+    }
+
+    /// Starts unbonding; returns the timestamp from which the stake can be withdrawn.
+    pub async fn deregister_provider(&self) -> Result<u64, ClientError> {
+        let receipt = self.send("deregister", self.registry.deregister()).await?;
+        let event: ProviderRegistry::ProviderDeregistered =
+            self.event("deregister", &receipt, self.deployment.registry)?;
+        Ok(event.unbondingEnds)
+    }
+
+    /// Returns the stake after unbonding; the amount withdrawn.
+    pub async fn withdraw_stake(&self) -> Result<U256, ClientError> {
+        let receipt = self
+            .send("withdrawStake", self.registry.withdrawStake())
+            .await?;
+        let event: ProviderRegistry::StakeWithdrawn =
+            self.event("withdrawStake", &receipt, self.deployment.registry)?;
+        Ok(event.amount)
+    }
+
+    pub async fn minimum_stake(&self) -> Result<U256, ClientError> {
+        self.query("minimumStake", self.registry.minimumStake())
+            .await
+    }
+
+    pub async fn provider_info(&self, provider: Address) -> Result<ProviderInfo, ClientError> {
+        let view = self
+            .query("getProvider", self.registry.getProvider(provider))
+            .await?;
+        let status = ProviderStatus::try_from(view.status).map_err(|code| {
+            ClientError::OutOfRange {
+                call: "getProvider",
+                field: "status",
+                value: code.to_string(),
+            }
+        })?;
+        Ok(ProviderInfo {
+            address: provider,
+            status,
+            stake: view.stake,
+            unbonding_ends: view.unbondingEnds,
+            active_leases: view.activeLeases,
+            endpoint: view.endpoint,
+            attributes: view.attributes,
+            capacity: view.capacity.into(),
+            allocated: view.allocated.into(),
+            gpus: view
+                .gpus
+                .into_iter()
+                .map(|g| GpuState {
+                    model_key: g.modelKey,
+                    capacity: g.capacity,
+                    allocated: g.allocated,
+                })
+                .collect(),
+        })
+    }
+
+    /// Every address that ever registered (check [`ProviderInfo::status`]).
+    pub async fn providers(&self) -> Result<Vec<Address>, ClientError> {
+        let count = self
+            .query("providerCount", self.registry.providerCount())
+            .await?;
+        let count = id_to_u64(count).map_err(|e| ClientError::OutOfRange {
+            call: "providerCount",
+            field: "count",
+            value: e.0.to_string(),
+        })?;
+        let mut providers = Vec::new();
+        for index in 0..count {
+            providers.push(
+                self.query("providerAt", self.registry.providerAt(U256::from(index)))
+                    .await?,
+            );
+        }
+        Ok(providers)
+    }
+
+    // ------------------------------------------------------------------ orders and bids
+
+    /// Posts an order, approving the deposit first when needed. Returns the announced order.
+    pub async fn create_order(&self, order: &NewOrder) -> Result<OrderPosted, ClientError> {
+        if order.deposit.is_zero() {
+            return Err(ClientError::InvalidInput {
+                field: "deposit",
+                reason: "must be greater than zero".to_owned(),
+            });
+        }
+        self.ensure_allowance(order.token, self.deployment.marketplace, order.deposit)
+            .await?;
+        let create = self.market.createOrder(
+            order.token,
+            order.spec.clone().into(),
+            order.manifest_hash,
+            order.max_price_per_hour,
+            order.deposit,
+            order.bid_window_secs,
+        );
+        let receipt = self.send("createOrder", create).await?;
+        let event: Marketplace::OrderCreated =
+            self.event("createOrder", &receipt, self.deployment.marketplace)?;
+        OrderPosted::try_from(event).map_err(|e| ClientError::OutOfRange {
+            call: "createOrder",
+            field: "orderId",
+            value: e.0.to_string(),
+        })
+    }
+
+    /// The order as announced by its `OrderCreated` event (with the GPU-model and attribute lists
+    /// bidders must re-supply), searched from the deployment's start block.
+    pub async fn order_posted(&self, order_id: u64) -> Result<OrderPosted, ClientError> {
+        let filter = Filter::new()
+            .address(self.deployment.marketplace)
+            .event_signature(Marketplace::OrderCreated::SIGNATURE_HASH)
+            .topic1(B256::from(U256::from(order_id)))
+            .from_block(self.deployment.start_block);
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(|e| ClientError::from_contract("eth_getLogs OrderCreated", e.into()))?;
+        let event = logs
+            .iter()
+            .find_map(|log| log.log_decode::<Marketplace::OrderCreated>().ok())
+            .ok_or_else(|| ClientError::InvalidInput {
+                field: "order_id",
+                reason: format!("no OrderCreated event for order {order_id}"),
+            })?;
+        OrderPosted::try_from(event.inner.data).map_err(|e| ClientError::OutOfRange {
+            call: "order_posted",
+            field: "orderId",
+            value: e.0.to_string(),
+        })
+    }
+
+    /// Bids on an order; `requirements` are the order's lists (see [`Self::order_posted`]).
+    /// CPU-only orders take `gpu_model = B256::ZERO`. Returns the bid id.
+    pub async fn place_bid(
+        &self,
+        order_id: u64,
+        price_per_hour: U256,
+        gpu_model: B256,
+        requirements: &OrderRequirements,
+    ) -> Result<u64, ClientError> {
+        let bid = self.market.placeBid(
+            U256::from(order_id),
+            price_per_hour,
+            gpu_model,
+            requirements.allowed_gpu_models.clone(),
+            requirements.required_attributes.clone(),
+        );
+        let receipt = self.send("placeBid", bid).await?;
+        let event: Marketplace::BidPlaced =
+            self.event("placeBid", &receipt, self.deployment.marketplace)?;
+        self.id("placeBid", "bidId", event.bidId)
+    }
+
+    pub async fn withdraw_bid(&self, order_id: u64, bid_id: u64) -> Result<(), ClientError> {
+        let withdraw = self
+            .market
+            .withdrawBid(U256::from(order_id), U256::from(bid_id));
+        self.send("withdrawBid", withdraw).await?;
+        Ok(())
+    }
+
+    /// The tenant picks a bid; reverts with `ProviderLacksCapacity` when the provider is full.
+    pub async fn accept_bid(&self, order_id: u64, bid_id: u64) -> Result<LeaseStarted, ClientError> {
+        let accept = self
+            .market
+            .acceptBid(U256::from(order_id), U256::from(bid_id));
+        let receipt = self.send("acceptBid", accept).await?;
+        self.lease_started("acceptBid", &receipt)
+    }
+
+    /// Matches an order after its bid window: cheapest bid whose provider has room.
+    pub async fn settle(&self, order_id: u64) -> Result<LeaseStarted, ClientError> {
+        let receipt = self
+            .send("settle", self.market.settle(U256::from(order_id)))
+            .await?;
+        self.lease_started("settle", &receipt)
+    }
+
+    /// Refunds an unmatched order's whole escrow; returns the refund.
+    pub async fn cancel_order(&self, order_id: u64) -> Result<U256, ClientError> {
+        let receipt = self
+            .send("cancelOrder", self.market.cancelOrder(U256::from(order_id)))
+            .await?;
+        let event: Marketplace::OrderCancelled =
+            self.event("cancelOrder", &receipt, self.deployment.marketplace)?;
+        Ok(event.refund)
+    }
+
+    /// Adds to the escrow of an open order or active lease, approving first when needed.
+    /// Returns the new escrow balance.
+    pub async fn top_up(&self, order_id: u64, amount: U256) -> Result<U256, ClientError> {
+        let order = self.order(order_id).await?;
+        self.ensure_allowance(order.token, self.deployment.marketplace, amount)
+            .await?;
+        let receipt = self
+            .send(
+                "topUp",
+                self.market.topUp(U256::from(order_id), amount),
+            )
+            .await?;
+        let event: Marketplace::EscrowToppedUp =
+            self.event("topUp", &receipt, self.deployment.marketplace)?;
+        Ok(event.escrow)
+    }
+
+    // ------------------------------------------------------------------ leases
+
+    /// The provider collects what has accrued, capped at the escrow.
+    pub async fn withdraw_payment(&self, lease_id: u64) -> Result<Payment, ClientError> {
+        let receipt = self
+            .send("withdraw", self.market.withdraw(U256::from(lease_id)))
+            .await?;
+        let event: Marketplace::PaymentWithdrawn =
+            self.event("withdraw", &receipt, self.deployment.marketplace)?;
+        Ok(Payment {
+            amount: event.amount,
+            total_paid: event.totalPaid,
+        })
+    }
+
+    /// Closes a lease (tenant, provider, or anyone when insolvent).
+    pub async fn close_lease(
+        &self,
+        lease_id: u64,
+        reason: CloseReason,
+    ) -> Result<LeaseSettlement, ClientError> {
+        let close = self
+            .market
+            .closeLease(U256::from(lease_id), reason.code());
+        let receipt = self.send("closeLease", close).await?;
+        let event: Marketplace::LeaseClosed =
+            self.event("closeLease", &receipt, self.deployment.marketplace)?;
+        Ok(LeaseSettlement {
+            paid_to_provider: event.paidToProvider,
+            refunded_to_tenant: event.refundedToTenant,
+        })
+    }
+
+    // ------------------------------------------------------------------ queries
+
+    /// The order, or `InvalidInput` when no such order exists.
+    pub async fn order(&self, order_id: u64) -> Result<OrderInfo, ClientError> {
+        let view = self
+            .query("getOrder", self.market.getOrder(U256::from(order_id)))
+            .await?;
+        let status = OrderStatus::try_from(view.status).map_err(|code| {
+            ClientError::OutOfRange {
+                call: "getOrder",
+                field: "status",
+                value: code.to_string(),
+            }
+        })?;
+        if status == OrderStatus::None {
+            return Err(ClientError::InvalidInput {
+                field: "order_id",
+                reason: format!("order {order_id} does not exist"),
+            });
+        }
+        Ok(OrderInfo {
+            order_id,
+            tenant: view.tenant,
+            token: view.token,
+            status,
+            bid_count: view.bidCount,
+            replicas: view.replicas,
+            gpu_count: view.gpuCount,
+            bid_window_end: view.bidWindowEnd,
+            resources: view.resources.into(),
+            max_price_per_hour: view.maxPricePerHour,
+            escrow: view.escrow,
+            manifest_hash: view.manifestHash,
+            requirements_hash: view.requirementsHash,
+        })
+    }
+
+    pub async fn bids(&self, order_id: u64) -> Result<Vec<BidInfo>, ClientError> {
+        let bids = self
+            .query("getBids", self.market.getBids(U256::from(order_id)))
+            .await?;
+        Ok(bids
+            .into_iter()
+            .zip(0u64..)
+            .map(|(bid, bid_id)| BidInfo {
+                bid_id,
+                provider: bid.provider,
+                price_per_hour: bid.pricePerHour,
+                gpu_model: bid.gpuModel,
+                withdrawn: bid.withdrawn,
+            })
+            .collect())
+    }
+
+    pub async fn lease(&self, lease_id: u64) -> Result<LeaseInfo, ClientError> {
+        let view = self
+            .query("getLease", self.market.getLease(U256::from(lease_id)))
+            .await?;
+        Ok(LeaseInfo::from_view(lease_id, view))
+    }
+
+    /// What the provider could withdraw now and the uncovered remainder.
+    pub async fn owed(&self, lease_id: u64) -> Result<Owed, ClientError> {
+        let owed = self
+            .query("owed", self.market.owed(U256::from(lease_id)))
+            .await?;
+        Ok(Owed {
+            withdrawable: owed.withdrawable,
+            shortfall: owed.shortfall,
+        })
+    }
+
+    pub async fn is_insolvent(&self, lease_id: u64) -> Result<bool, ClientError> {
+        self.query("isInsolvent", self.market.isInsolvent(U256::from(lease_id)))
+            .await
+    }
+
+    // ------------------------------------------------------------------ receipts
+
+    fn id(&self, call: &'static str, field: &'static str, value: U256) -> Result<u64, ClientError> {
+        id_to_u64(value).map_err(|e| ClientError::OutOfRange {
+            call,
+            field,
+            value: e.0.to_string(),
+        })
+    }
+
+    fn event<E: SolEvent>(
+        &self,
+        call: &'static str,
+        receipt: &TransactionReceipt,
+        emitter: Address,
+    ) -> Result<E, ClientError> {
+        events::<E>(receipt, emitter)
+            .next()
+            .ok_or(ClientError::MissingEvent {
+                call,
+                event: E::SIGNATURE,
+                tx_hash: receipt.transaction_hash,
+            })
+    }
+
+    fn lease_started(
+        &self,
+        call: &'static str,
+        receipt: &TransactionReceipt,
+    ) -> Result<LeaseStarted, ClientError> {
+        let market = self.deployment.marketplace;
+        let created: Marketplace::LeaseCreated = self.event(call, receipt, market)?;
+        let skipped = events::<Marketplace::BidSkipped>(receipt, market)
+            .map(|skip| {
+                Ok(SkippedBid {
+                    bid_id: self.id(call, "bidId", skip.bidId)?,
+                    provider: skip.provider,
+                })
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(LeaseStarted {
+            lease_id: self.id(call, "leaseId", created.leaseId)?,
+            tenant: created.tenant,
+            provider: created.provider,
+            bid_id: self.id(call, "bidId", created.bidId)?,
+            price_per_hour: created.pricePerHour,
+            gpu_model: created.gpuModel,
+            skipped,
+        })
+    }
+}
+
+/// Events of type `E` emitted by `emitter` in a receipt, in log order.
+fn events<E: SolEvent>(
+    receipt: &TransactionReceipt,
+    emitter: Address,
+) -> impl Iterator<Item = E> + '_ {
+    receipt
+        .inner
+        .logs()
+        .iter()
+        .filter(move |log| log.address() == emitter)
+        .filter_map(|log| log.log_decode::<E>().ok())
+        .map(|log| log.inner.data)
+}

@@ -1,0 +1,173 @@
+//! Persisted follower cursor: the next block the follower still has to process.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// Failure to read or write a cursor.
+#[derive(Debug, thiserror::Error)]
+pub enum CursorError {
+    #[error("cursor file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cursor file {path} is not valid cursor JSON: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cursor store lock poisoned")]
+    Poisoned,
+}
+
+/// Where the follower keeps its position. `next_block` is the first block whose logs have not yet
+/// been delivered completely.
+pub trait CursorStore {
+    fn load(&self) -> Result<Option<u64>, CursorError>;
+    fn save(&self, next_block: u64) -> Result<(), CursorError>;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CursorFile {
+    next_block: u64,
+}
+
+/// A cursor kept in a small JSON file, replaced atomically (temp file + fsync + rename) so a crash
+/// leaves either the old or the new position, never a torn file.
+#[derive(Debug, Clone)]
+pub struct FileCursorStore {
+    path: PathBuf,
+}
+
+impl FileCursorStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io_error(&self, source: std::io::Error) -> CursorError {
+        CursorError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        let mut name = self
+            .path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "cursor".into());
+        name.push(".tmp");
+        self.path.with_file_name(name)
+    }
+}
+
+impl CursorStore for FileCursorStore {
+    fn load(&self) -> Result<Option<u64>, CursorError> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(self.io_error(err)),
+        };
+        let cursor: CursorFile =
+            serde_json::from_str(&text).map_err(|source| CursorError::Corrupt {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(Some(cursor.next_block))
+    }
+
+    fn save(&self, next_block: u64) -> Result<(), CursorError> {
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| self.io_error(e))?;
+        }
+        let temp = self.temp_path();
+        let body = serde_json::to_vec(&CursorFile { next_block }).map_err(|source| {
+            CursorError::Corrupt {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
+        let mut file = fs::File::create(&temp).map_err(|e| self.io_error(e))?;
+        file.write_all(&body).map_err(|e| self.io_error(e))?;
+        file.sync_all().map_err(|e| self.io_error(e))?;
+        drop(file);
+        fs::rename(&temp, &self.path).map_err(|e| self.io_error(e))
+    }
+}
+
+/// A cursor that lives only as long as the process: for tools that always start from a fixed block.
+#[derive(Debug, Default)]
+pub struct MemoryCursorStore {
+    next_block: Mutex<Option<u64>>,
+}
+
+impl CursorStore for MemoryCursorStore {
+    fn load(&self) -> Result<Option<u64>, CursorError> {
+        self.next_block
+            .lock()
+            .map(|g| *g)
+            .map_err(|_| CursorError::Poisoned)
+    }
+
+    fn save(&self, next_block: u64) -> Result<(), CursorError> {
+        *self.next_block.lock().map_err(|_| CursorError::Poisoned)? = Some(next_block);
+        Ok(())
+    }
+}
+
+impl<T: CursorStore + ?Sized> CursorStore for &T {
+    fn load(&self) -> Result<Option<u64>, CursorError> {
+        (**self).load()
+    }
+
+    fn save(&self, next_block: u64) -> Result<(), CursorError> {
+        (**self).save(next_block)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_cursor_round_trips_and_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCursorStore::new(dir.path().join("sub/cursor.json"));
+        assert_eq!(store.load().unwrap(), None);
+        store.save(42).unwrap();
+        assert_eq!(store.load().unwrap(), Some(42));
+        store.save(43).unwrap();
+        assert_eq!(store.load().unwrap(), Some(43));
+        assert!(!store.temp_path().exists(), "temp file must be renamed away");
+    }
+
+    #[test]
+    fn corrupt_cursor_file_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor.json");
+        fs::write(&path, "{not json").unwrap();
+        let err = FileCursorStore::new(&path).load().unwrap_err();
+        assert!(matches!(err, CursorError::Corrupt { .. }));
+        assert!(err.to_string().contains("cursor.json"), "{err}");
+    }
+
+    #[test]
+    fn memory_cursor_keeps_last_value() {
+        let store = MemoryCursorStore::default();
+        assert_eq!(store.load().unwrap(), None);
+        store.save(7).unwrap();
+        let by_ref: &dyn CursorStore = &store;
+        assert_eq!(by_ref.load().unwrap(), Some(7));
+    }
+}

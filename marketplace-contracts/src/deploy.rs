@@ -1,0 +1,175 @@
+//! Devnet deployment of the three contracts and test-token funding.
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionReceipt;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::bindings::{Marketplace, ProviderRegistry, TestToken};
+use crate::error::ClientError;
+
+/// Where the contracts live. Written to JSON by devnet scripts and read by the daemon and CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub chain_id: u64,
+    pub token: Address,
+    pub registry: Address,
+    pub marketplace: Address,
+    /// Block of the first deployment transaction: where event followers start.
+    pub start_block: u64,
+}
+
+/// Registry constructor parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployParams {
+    /// Stake pulled from each provider at registration, in token base units.
+    pub minimum_stake: U256,
+    /// Seconds between `deregister` and `withdrawStake`.
+    pub unbonding_period_secs: u64,
+}
+
+impl Default for DeployParams {
+    fn default() -> Self {
+        Self {
+            // 100 tUSD (6 decimals)
+            minimum_stake: U256::from(100_000_000u64),
+            unbonding_period_secs: 60,
+        }
+    }
+}
+
+/// The most one `TestToken.faucet` call may mint (`FAUCET_CAP`: 1,000,000 tokens).
+pub const FAUCET_CAP: u64 = 1_000_000_000_000;
+
+/// Sends a transaction built by a generated binding from `from` and waits for a successful
+/// receipt; reverts are decoded into [`ClientError::Reverted`].
+pub(crate) async fn send_from<P, D>(
+    call: &'static str,
+    from: Address,
+    builder: alloy::contract::CallBuilder<P, D>,
+) -> Result<TransactionReceipt, ClientError>
+where
+    P: Provider,
+    D: alloy::contract::CallDecoder,
+{
+    let pending = builder
+        .from(from)
+        .send()
+        .await
+        .map_err(|e| ClientError::from_contract(call, e))?;
+    let tx_hash = *pending.tx_hash();
+    let receipt = pending
+        .with_timeout(Some(RECEIPT_TIMEOUT))
+        .get_receipt()
+        .await
+        .map_err(|source| ClientError::Pending { call, source })?;
+    if !receipt.status() {
+        return Err(ClientError::TxFailed { call, tx_hash });
+    }
+    Ok(receipt)
+}
+
+/// How long to wait for a sent transaction to be mined.
+pub(crate) const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn created_address(
+    call: &'static str,
+    receipt: &TransactionReceipt,
+) -> Result<Address, ClientError> {
+    receipt
+        .contract_address
+        .ok_or(ClientError::MissingEvent {
+            call,
+            event: "contractAddress",
+            tx_hash: receipt.transaction_hash,
+        })
+}
+
+/// Deploys TestToken, ProviderRegistry and Marketplace from `deployer` (which the provider's
+/// wallet must be able to sign for) and binds the registry to the marketplace.
+pub async fn deploy_all<P: Provider>(
+    provider: &P,
+    deployer: Address,
+    params: &DeployParams,
+) -> Result<Deployment, ClientError> {
+    let chain_id = provider
+        .get_chain_id()
+        .await
+        .map_err(|e| ClientError::from_contract("eth_chainId", e.into()))?;
+
+    let receipt = send_from(
+        "deploy TestToken",
+        deployer,
+        TestToken::deploy_builder(provider),
+    )
+    .await?;
+    let start_block = receipt.block_number.unwrap_or_default();
+    let token = created_address("deploy TestToken", &receipt)?;
+
+    let receipt = send_from(
+        "deploy ProviderRegistry",
+        deployer,
+        ProviderRegistry::deploy_builder(
+            provider,
+            token,
+            params.minimum_stake,
+            params.unbonding_period_secs,
+        ),
+    )
+    .await?;
+    let registry = created_address("deploy ProviderRegistry", &receipt)?;
+
+    let receipt = send_from(
+        "deploy Marketplace",
+        deployer,
+        Marketplace::deploy_builder(provider, registry),
+    )
+    .await?;
+    let marketplace = created_address("deploy Marketplace", &receipt)?;
+
+    send_from(
+        "initialize",
+        deployer,
+        ProviderRegistry::new(registry, provider).initialize(marketplace),
+    )
+    .await?;
+
+    let deployment = Deployment {
+        chain_id,
+        token,
+        registry,
+        marketplace,
+        start_block,
+    };
+    info!(?deployment, "contracts deployed");
+    Ok(deployment)
+}
+
+/// Mints `amount` test tokens to each recipient through the faucet, split into calls of at
+/// most [`FAUCET_CAP`].
+pub async fn fund_with_faucet<P: Provider>(
+    provider: &P,
+    token: Address,
+    from: Address,
+    recipients: &[Address],
+    amount: U256,
+) -> Result<(), ClientError> {
+    if amount.is_zero() {
+        return Err(ClientError::InvalidInput {
+            field: "amount",
+            reason: "must be greater than zero".to_owned(),
+        });
+    }
+    let faucet = TestToken::new(token, provider);
+    let cap = U256::from(FAUCET_CAP);
+    for &recipient in recipients {
+        let mut remaining = amount;
+        while !remaining.is_zero() {
+            let chunk = remaining.min(cap);
+            send_from("faucet", from, faucet.faucet(recipient, chunk)).await?;
+            remaining = remaining.saturating_sub(chunk);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! Typed client errors; contract reverts are decoded against every Leasehold ABI into a readable
+//! `Name(arg: value, ...)` form.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::OnceLock;
+
+use alloy::dyn_abi::{DynSolValue, ErrorExt};
+use alloy::json_abi::JsonAbi;
+use alloy::primitives::{Bytes, Selector, TxHash};
+use alloy::providers::PendingTransactionError;
+use alloy::sol_types::{SolError, SolInterface};
+
+use crate::bindings::{Marketplace, ProviderRegistry, TestToken};
+
+/// A decoded revert: the custom error's name and its named, formatted arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevertReason {
+    /// Custom error name (`ProviderLacksCapacity`), `Error` for `require` strings, `Panic` for
+    /// assertion failures, or `unknown` when the selector matches no known ABI.
+    pub name: String,
+    pub args: Vec<(String, String)>,
+    pub data: Bytes,
+}
+
+impl RevertReason {
+    /// Decodes revert data against the Marketplace, ProviderRegistry and TestToken errors (a
+    /// Marketplace call can revert with the registry's or the token's errors) and the built-in
+    /// `Error(string)` / `Panic(uint256)`.
+    pub fn decode(data: &Bytes) -> Self {
+        let known = data
+            .get(..4)
+            .and_then(|selector| known_errors().get(&Selector::from_slice(selector)));
+        if let Some(error) = known {
+            if let Ok(decoded) = error.decode_error(data) {
+                let args = error
+                    .inputs
+                    .iter()
+                    .zip(decoded.body.iter())
+                    .enumerate()
+                    .map(|(i, (param, value))| {
+                        let name = if param.name.is_empty() {
+                            format!("arg{i}")
+                        } else {
+                            param.name.clone()
+                        };
+                        (name, format_value(value))
+                    })
+                    .collect();
+                return Self {
+                    name: error.name.clone(),
+                    args,
+                    data: data.clone(),
+                };
+            }
+        }
+        if let Some(message) = alloy::sol_types::decode_revert_reason(data) {
+            let name = if data.starts_with(&alloy::sol_types::Panic::SELECTOR) {
+                "Panic"
+            } else {
+                "Error"
+            };
+            return Self {
+                name: name.to_owned(),
+                args: vec![("message".to_owned(), message)],
+                data: data.clone(),
+            };
+        }
+        Self {
+            name: "unknown".to_owned(),
+            args: vec![("data".to_owned(), data.to_string())],
+            data: data.clone(),
+        }
+    }
+
+    /// The revert decoded into one of the generated error enums, e.g.
+    /// `reason.typed::<Marketplace::MarketplaceErrors>()`.
+    pub fn typed<E: SolInterface>(&self) -> Option<E> {
+        E::abi_decode(&self.data).ok()
+    }
+}
+
+impl fmt::Display for RevertReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}(", self.name)?;
+        for (i, (name, value)) in self.args.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{name}: {value}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+fn known_errors() -> &'static HashMap<Selector, alloy::json_abi::Error> {
+    static ERRORS: OnceLock<HashMap<Selector, alloy::json_abi::Error>> = OnceLock::new();
+    ERRORS.get_or_init(|| {
+        let abis: [JsonAbi; 3] = [
+            Marketplace::abi::contract(),
+            ProviderRegistry::abi::contract(),
+            TestToken::abi::contract(),
+        ];
+        abis.iter()
+            .flat_map(|abi| abi.errors())
+            .map(|error| (error.selector(), error.clone()))
+            .collect()
+    })
+}
+
+fn format_value(value: &DynSolValue) -> String {
+    match value {
+        DynSolValue::Address(address) => address.to_checksum(None),
+        DynSolValue::Uint(v, _) => v.to_string(),
+        DynSolValue::Int(v, _) => v.to_string(),
+        DynSolValue::Bool(v) => v.to_string(),
+        DynSolValue::String(v) => format!("{v:?}"),
+        DynSolValue::FixedBytes(word, size) => {
+            format!("0x{}", alloy::hex::encode(word.get(..*size).unwrap_or_default()))
+        }
+        DynSolValue::Bytes(bytes) => format!("0x{}", alloy::hex::encode(bytes)),
+        DynSolValue::Array(items) | DynSolValue::FixedArray(items) => {
+            let inner: Vec<String> = items.iter().map(format_value).collect();
+            format!("[{}]", inner.join(", "))
+        }
+        DynSolValue::Tuple(items) => {
+            let inner: Vec<String> = items.iter().map(format_value).collect();
+            format!("({})", inner.join(", "))
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// Everything a [`crate::MarketplaceClient`] call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The contract rejected the call (during gas estimation or `eth_call`).
+    #[error("{call} reverted: {reason}")]
+    Reverted {
+        call: &'static str,
+        reason: RevertReason,
+    },
+    /// The transaction was mined but failed (it passed estimation, then the state changed).
+    #[error("{call}: transaction {tx_hash} was mined but reverted")]
+    TxFailed { call: &'static str, tx_hash: TxHash },
+    #[error("{call}: RPC error: {source}")]
+    Rpc {
+        call: &'static str,
+        #[source]
+        source: alloy::contract::Error,
+    },
+    #[error("{call}: waiting for the transaction: {source}")]
+    Pending {
+        call: &'static str,
+        #[source]
+        source: PendingTransactionError,
+    },
+    #[error("{call}: receipt of {tx_hash} lacks the {event} event")]
+    MissingEvent {
+        call: &'static str,
+        event: &'static str,
+        tx_hash: TxHash,
+    },
+    #[error("{call}: contract returned {field} = {value}, which does not fit")]
+    OutOfRange {
+        call: &'static str,
+        field: &'static str,
+        value: String,
+    },
+    #[error("invalid {field}: {reason}")]
+    InvalidInput { field: &'static str, reason: String },
+}
+
+impl ClientError {
+    /// Classifies an alloy contract error: revert data becomes [`ClientError::Reverted`].
+    pub fn from_contract(call: &'static str, source: alloy::contract::Error) -> Self {
+        match source.as_revert_data() {
+            Some(data) => ClientError::Reverted {
+                call,
+                reason: RevertReason::decode(&data),
+            },
+            None => ClientError::Rpc { call, source },
+        }
+    }
+
+    /// The decoded revert, if the failure was one.
+    pub fn revert(&self) -> Option<&RevertReason> {
+        match self {
+            ClientError::Reverted { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The custom error name of a revert (`"ProviderLacksCapacity"`), if the failure was one.
+    pub fn revert_name(&self) -> Option<&str> {
+        self.revert().map(|reason| reason.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::{Address, U256, address};
+    use alloy::sol_types::SolError;
+
+    #[test]
+    fn decodes_marketplace_error_with_named_arguments() {
+        let provider = address!("0x00000000000000000000000000000000000000aa");
+        let data: Bytes = Marketplace::ProviderLacksCapacity { provider }
+            .abi_encode()
+            .into();
+        let reason = RevertReason::decode(&data);
+        assert_eq!(reason.name, "ProviderLacksCapacity");
+        assert_eq!(
+            reason.to_string(),
+            format!("ProviderLacksCapacity(provider: {})", provider.to_checksum(None))
+        );
+        assert!(matches!(
+            reason.typed::<Marketplace::MarketplaceErrors>(),
+            Some(Marketplace::MarketplaceErrors::ProviderLacksCapacity(_))
+        ));
+    }
+
+    #[test]
+    fn decodes_registry_and_token_errors_and_strings() {
+        let data: Bytes = ProviderRegistry::StillUnbonding {
+            provider: Address::ZERO,
+            unbondingEnds: 99,
+        }
+        .abi_encode()
+        .into();
+        let reason = RevertReason::decode(&data);
+        assert_eq!(reason.name, "StillUnbonding");
+        assert_eq!(reason.args[1], ("unbondingEnds".to_owned(), "99".to_owned()));
+
+        let data: Bytes = TestToken::ERC20InsufficientAllowance {
+            spender: Address::ZERO,
+            allowance: U256::from(1),
+            needed: U256::from(5),
+        }
+        .abi_encode()
+        .into();
+        assert_eq!(
+            RevertReason::decode(&data).to_string(),
+            format!(
+                "ERC20InsufficientAllowance(spender: {}, allowance: 1, needed: 5)",
+                Address::ZERO.to_checksum(None)
+            )
+        );
+
+        let data: Bytes = alloy::sol_types::Revert::from("nope").abi_encode().into();
+        let reason = RevertReason::decode(&data);
+        assert_eq!(reason.name, "Error");
+        assert!(reason.to_string().contains("nope"), "{reason}");
+
+        let reason = RevertReason::decode(&Bytes::from_static(&[1, 2, 3, 4, 5]));
+        assert_eq!(reason.name, "unknown");
+    }
+}

@@ -1,0 +1,405 @@
+//! Plain Rust views of the on-chain structs and events (snake_case, serde-serialisable), so
+//! callers do not depend on the generated binding types.
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::rpc::types::Log;
+use alloy::sol_types::SolEventInterface;
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::{Marketplace, ProviderRegistry};
+
+/// Compute resources: CPU in millicores, memory and storage in MiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_milli: u64,
+    pub memory_mib: u64,
+    pub storage_mib: u64,
+}
+
+macro_rules! resources_conversions {
+    ($($sol:ty),*) => {$(
+        impl From<Resources> for $sol {
+            fn from(r: Resources) -> Self {
+                Self { cpuMilli: r.cpu_milli, memoryMiB: r.memory_mib, storageMiB: r.storage_mib }
+            }
+        }
+        impl From<$sol> for Resources {
+            fn from(r: $sol) -> Self {
+                Self { cpu_milli: r.cpuMilli, memory_mib: r.memoryMiB, storage_mib: r.storageMiB }
+            }
+        }
+    )*};
+}
+resources_conversions!(Marketplace::Resources, ProviderRegistry::Resources);
+
+/// GPUs of one model a provider offers; `model_key` is keccak256 of the canonical model string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GpuCapacity {
+    pub model_key: B256,
+    pub count: u32,
+}
+
+impl From<GpuCapacity> for ProviderRegistry::GpuCapacity {
+    fn from(g: GpuCapacity) -> Self {
+        Self {
+            modelKey: g.model_key,
+            count: g.count,
+        }
+    }
+}
+
+/// What a provider registers (or updates to).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderProfile {
+    pub endpoint: String,
+    pub attributes: Vec<B256>,
+    pub capacity: Resources,
+    pub gpus: Vec<GpuCapacity>,
+}
+
+impl ProviderProfile {
+    pub(crate) fn sol_gpus(&self) -> Vec<ProviderRegistry::GpuCapacity> {
+        self.gpus.iter().copied().map(Into::into).collect()
+    }
+}
+
+/// The GPU-model and attribute lists of an order. Bidders must re-supply them to `placeBid`;
+/// they are published in `OrderCreated` (the contract stores only their hash).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRequirements {
+    pub allowed_gpu_models: Vec<B256>,
+    pub required_attributes: Vec<B256>,
+}
+
+/// A group's total resources and constraints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderSpec {
+    pub resources: Resources,
+    pub gpu_count: u32,
+    pub replicas: u16,
+    pub requirements: OrderRequirements,
+}
+
+impl From<OrderSpec> for Marketplace::OrderSpec {
+    fn from(spec: OrderSpec) -> Self {
+        Self {
+            resources: spec.resources.into(),
+            gpuCount: spec.gpu_count,
+            replicas: spec.replicas,
+            allowedGpuModels: spec.requirements.allowed_gpu_models,
+            requiredAttributes: spec.requirements.required_attributes,
+        }
+    }
+}
+
+impl From<Marketplace::OrderSpec> for OrderSpec {
+    fn from(spec: Marketplace::OrderSpec) -> Self {
+        Self {
+            resources: spec.resources.into(),
+            gpu_count: spec.gpuCount,
+            replicas: spec.replicas,
+            requirements: OrderRequirements {
+                allowed_gpu_models: spec.allowedGpuModels,
+                required_attributes: spec.requiredAttributes,
+            },
+        }
+    }
+}
+
+/// Parameters of `createOrder`. Prices are token base units per hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrder {
+    pub token: Address,
+    pub spec: OrderSpec,
+    pub manifest_hash: B256,
+    pub max_price_per_hour: U256,
+    pub deposit: U256,
+    pub bid_window_secs: u64,
+}
+
+/// An order as announced by `OrderCreated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPosted {
+    pub order_id: u64,
+    pub tenant: Address,
+    pub token: Address,
+    pub spec: OrderSpec,
+    pub manifest_hash: B256,
+    pub max_price_per_hour: U256,
+    pub deposit: U256,
+    pub bid_window_end: u64,
+}
+
+impl TryFrom<Marketplace::OrderCreated> for OrderPosted {
+    type Error = IdOutOfRange;
+    fn try_from(event: Marketplace::OrderCreated) -> Result<Self, IdOutOfRange> {
+        Ok(Self {
+            order_id: id_to_u64(event.orderId)?,
+            tenant: event.tenant,
+            token: event.token,
+            spec: event.spec.into(),
+            manifest_hash: event.manifestHash,
+            max_price_per_hour: event.maxPricePerHour,
+            deposit: event.deposit,
+            bid_window_end: event.bidWindowEnd,
+        })
+    }
+}
+
+/// An order or bid id that does not fit in u64 (never produced by the contracts).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("id {0} does not fit in 64 bits")]
+pub struct IdOutOfRange(pub U256);
+
+pub(crate) fn id_to_u64(id: U256) -> Result<u64, IdOutOfRange> {
+    u64::try_from(id).map_err(|_| IdOutOfRange(id))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    None,
+    Open,
+    Leased,
+    Cancelled,
+    Closed,
+}
+
+impl TryFrom<u8> for OrderStatus {
+    type Error = u8;
+    fn try_from(value: u8) -> Result<Self, u8> {
+        Ok(match value {
+            0 => Self::None,
+            1 => Self::Open,
+            2 => Self::Leased,
+            3 => Self::Cancelled,
+            4 => Self::Closed,
+            other => return Err(other),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderInfo {
+    pub order_id: u64,
+    pub tenant: Address,
+    pub token: Address,
+    pub status: OrderStatus,
+    pub bid_count: u8,
+    pub replicas: u16,
+    pub gpu_count: u32,
+    pub bid_window_end: u64,
+    pub resources: Resources,
+    pub max_price_per_hour: U256,
+    pub escrow: U256,
+    pub manifest_hash: B256,
+    pub requirements_hash: B256,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BidInfo {
+    pub bid_id: u64,
+    pub provider: Address,
+    pub price_per_hour: U256,
+    pub gpu_model: B256,
+    pub withdrawn: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// Equals the order id.
+    pub lease_id: u64,
+    pub tenant: Address,
+    pub provider: Address,
+    pub token: Address,
+    pub bid_id: u8,
+    pub active: bool,
+    pub started_at: u64,
+    pub closed_at: u64,
+    pub price_per_hour: U256,
+    pub gpu_model: B256,
+    pub paid: U256,
+    pub escrow: U256,
+}
+
+impl LeaseInfo {
+    pub(crate) fn from_view(lease_id: u64, v: Marketplace::LeaseView) -> Self {
+        Self {
+            lease_id,
+            tenant: v.tenant,
+            provider: v.provider,
+            token: v.token,
+            bid_id: v.bidId,
+            active: v.active,
+            started_at: v.startedAt,
+            closed_at: v.closedAt,
+            price_per_hour: v.pricePerHour,
+            gpu_model: v.gpuModel,
+            paid: v.paid,
+            escrow: v.escrow,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderStatus {
+    None,
+    Active,
+    Unbonding,
+}
+
+impl TryFrom<u8> for ProviderStatus {
+    type Error = u8;
+    fn try_from(value: u8) -> Result<Self, u8> {
+        Ok(match value {
+            0 => Self::None,
+            1 => Self::Active,
+            2 => Self::Unbonding,
+            other => return Err(other),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuState {
+    pub model_key: B256,
+    pub capacity: u32,
+    pub allocated: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    pub address: Address,
+    pub status: ProviderStatus,
+    pub stake: U256,
+    pub unbonding_ends: u64,
+    pub active_leases: u32,
+    pub endpoint: String,
+    pub attributes: Vec<B256>,
+    pub capacity: Resources,
+    pub allocated: Resources,
+    pub gpus: Vec<GpuState>,
+}
+
+/// What a lease owes its provider right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owed {
+    /// Accrued, unpaid and covered by the escrow.
+    pub withdrawable: U256,
+    /// Accrued and unpaid beyond the escrow; non-zero means insolvent.
+    pub shortfall: U256,
+}
+
+/// The `reason` code of `closeLease` (free-form on chain; these are the conventional values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum CloseReason {
+    Unspecified = 0,
+    TenantRequest = 1,
+    ProviderRequest = 2,
+    ManifestNotDelivered = 3,
+    Insolvent = 4,
+    WorkloadFailed = 5,
+}
+
+impl CloseReason {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A bid `settle` passed over because its provider had no room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedBid {
+    pub bid_id: u64,
+    pub provider: Address,
+}
+
+/// A lease created by `acceptBid` or `settle`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStarted {
+    pub lease_id: u64,
+    pub tenant: Address,
+    pub provider: Address,
+    pub bid_id: u64,
+    pub price_per_hour: U256,
+    pub gpu_model: B256,
+    /// Bids `settle` skipped before finding room; always empty for `acceptBid`.
+    pub skipped: Vec<SkippedBid>,
+}
+
+/// Outcome of `closeLease`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseSettlement {
+    pub paid_to_provider: U256,
+    pub refunded_to_tenant: U256,
+}
+
+/// Outcome of a provider's `withdraw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub amount: U256,
+    pub total_paid: U256,
+}
+
+/// Any Leasehold contract event, decoded from a raw log (e.g. one delivered by the follower).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseholdEvent {
+    Marketplace(Marketplace::MarketplaceEvents),
+    Registry(ProviderRegistry::ProviderRegistryEvents),
+}
+
+impl LeaseholdEvent {
+    /// Decodes by the event signature; `None` for logs of other contracts or events. Callers
+    /// should also check the log's address against the deployment.
+    pub fn decode(log: &Log) -> Option<Self> {
+        if let Ok(event) = Marketplace::MarketplaceEvents::decode_log(&log.inner) {
+            return Some(Self::Marketplace(event.data));
+        }
+        ProviderRegistry::ProviderRegistryEvents::decode_log(&log.inner)
+            .ok()
+            .map(|event| Self::Registry(event.data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_map_and_reject_unknown() {
+        assert_eq!(OrderStatus::try_from(2), Ok(OrderStatus::Leased));
+        assert_eq!(OrderStatus::try_from(9), Err(9));
+        assert_eq!(ProviderStatus::try_from(2), Ok(ProviderStatus::Unbonding));
+        assert_eq!(ProviderStatus::try_from(3), Err(3));
+        assert_eq!(CloseReason::Insolvent.code(), 4);
+    }
+
+    #[test]
+    fn order_spec_round_trips_through_the_binding() {
+        let spec = OrderSpec {
+            resources: Resources {
+                cpu_milli: 500,
+                memory_mib: 256,
+                storage_mib: 1024,
+            },
+            gpu_count: 1,
+            replicas: 2,
+            requirements: OrderRequirements {
+                allowed_gpu_models: vec![B256::repeat_byte(1)],
+                required_attributes: vec![B256::repeat_byte(2)],
+            },
+        };
+        let sol: Marketplace::OrderSpec = spec.clone().into();
+        assert_eq!(sol.resources.memoryMiB, 256);
+        assert_eq!(OrderSpec::from(sol), spec);
+    }
+
+    #[test]
+    fn ids_beyond_u64_are_rejected() {
+        assert_eq!(id_to_u64(U256::from(7)), Ok(7));
+        assert!(id_to_u64(U256::MAX).is_err());
+    }
+}

@@ -1,0 +1,998 @@
+//! The provider's TOML config: where the chain is, which key signs, how the
+//! gateway listens, which runtime runs workloads, prices, attributes, bidding,
+//! the database, and hardware overrides.
+//!
+//! Loading reports every problem at once, each naming its field.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hardware::{Hardware, HardwareOverrides};
+
+/// The database file inside the data dir when `database_url` is not set.
+pub const DEFAULT_DATABASE_FILE: &str = "provider.db";
+pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_DOCKER_SOCKET: &str = "unix:///var/run/docker.sock";
+pub const DEFAULT_PASSWORD_ENV: &str = "LEASEHOLD_KEYSTORE_PASSWORD";
+
+/// One thing wrong with a config: the dotted field and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// Every problem found, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblems(pub Vec<ConfigProblem>);
+
+impl fmt::Display for ConfigProblems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (number, problem) in self.0.iter().enumerate() {
+            if number > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax or type errors; toml's message names the key and shows the line.
+    #[error("config {path}: {source}")]
+    Syntax {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("config {path} has {count} problem(s):\n{problems}", count = problems.0.len())]
+    Invalid {
+        path: PathBuf,
+        problems: ConfigProblems,
+    },
+    #[error("writing config as TOML: {0}")]
+    Serialize(#[from] toml::ser::Error),
+}
+
+/// The whole provider config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the daemon keeps its database and state.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; default: a SQLite file in the data dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// `key=value` attributes announced on chain, e.g. `region=eu-west`.
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    pub chain: ChainConfig,
+    pub key: KeyConfig,
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    pub pricing: PricingConfig,
+    #[serde(default)]
+    pub bid: BidConfig,
+    #[serde(default)]
+    pub hardware: HardwareOverrides,
+    /// What detection found when the file was generated; written as comments only.
+    #[serde(skip)]
+    pub detected: Option<Hardware>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    pub rpc_url: String,
+    /// Checked against the node's chain id at start when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<u64>,
+    pub marketplace: String,
+    pub registry: String,
+    pub token: String,
+}
+
+/// Which key signs: a keystore file with its password in an environment
+/// variable, or a raw private key in an environment variable. The key itself
+/// never goes into the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keystore: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_env: Option<String>,
+    /// Accepted only to reject it with a clear message.
+    #[serde(default, skip_serializing)]
+    pub private_key: Option<toml::Value>,
+}
+
+/// Where the signing key comes from, once validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Keystore { path: PathBuf, password_env: String },
+    PrivateKeyEnv { variable: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The socket the gateway binds.
+    #[serde(default = "default_gateway_listen")]
+    pub listen: String,
+    /// The URL tenants reach the gateway at (registered on chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_endpoint: Option<String>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_gateway_listen(),
+            public_endpoint: None,
+        }
+    }
+}
+
+fn default_gateway_listen() -> String {
+    DEFAULT_GATEWAY_LISTEN.to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    #[default]
+    Docker,
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    #[serde(default)]
+    pub kind: RuntimeKind,
+    #[serde(default)]
+    pub docker: DockerConfig,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// `unix:///path` or `tcp://host:port`.
+    #[serde(default = "default_docker_socket")]
+    pub socket: String,
+    /// The host name or address tenants reach published ports at.
+    #[serde(default = "default_public_host")]
+    pub public_host: String,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            socket: default_docker_socket(),
+            public_host: default_public_host(),
+        }
+    }
+}
+
+fn default_docker_socket() -> String {
+    DEFAULT_DOCKER_SOCKET.to_string()
+}
+
+fn default_public_host() -> String {
+    "127.0.0.1".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Default: in-cluster config, else `$KUBECONFIG`, else `~/.kube/config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PricingStrategy {
+    #[default]
+    Linear,
+}
+
+/// Prices in the payment token's base units per hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingConfig {
+    #[serde(default)]
+    pub strategy: PricingStrategy,
+    pub cpu_core_per_hour: u64,
+    pub memory_gib_per_hour: u64,
+    pub storage_gib_per_hour: u64,
+    /// Per-GPU prices in Akash's syntax, e.g. `a100=120,h100.80Gi=300,*=130`;
+    /// parsed by the scheduler.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gpu_prices: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BidConfig {
+    /// How long reserved resources are held for an open bid.
+    #[serde(default = "default_reservation_timeout")]
+    pub reservation_timeout_secs: u64,
+    /// How long to wait for a placed bid to confirm.
+    #[serde(default = "default_bid_timeout")]
+    pub bid_timeout_secs: u64,
+}
+
+impl Default for BidConfig {
+    fn default() -> Self {
+        Self {
+            reservation_timeout_secs: default_reservation_timeout(),
+            bid_timeout_secs: default_bid_timeout(),
+        }
+    }
+}
+
+fn default_reservation_timeout() -> u64 {
+    900
+}
+
+fn default_bid_timeout() -> u64 {
+    60
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Syntax {
+            path: origin.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: origin.to_path_buf(),
+                problems: ConfigProblems(problems),
+            })
+        }
+    }
+
+    /// A starting config for `provider init`: local devnet chain, Docker,
+    /// default prices with an entry per detected GPU model. The contract
+    /// addresses are left as the zero address for the caller to fill in.
+    pub fn default_for(hardware: &Hardware, data_dir: PathBuf) -> Self {
+        let zero = format!("0x{}", "0".repeat(40));
+        let mut models: Vec<&str> = hardware
+            .gpus
+            .iter()
+            .filter_map(|gpu| gpu.model_key.split('/').nth(1))
+            .collect();
+        models.sort_unstable();
+        models.dedup();
+        let gpu_prices = models
+            .iter()
+            .map(|model| format!("{model}={DEFAULT_GPU_PRICE}"))
+            .chain(std::iter::once(format!("*={DEFAULT_GPU_PRICE}")))
+            .collect::<Vec<_>>()
+            .join(",");
+        Self {
+            data_dir,
+            database_url: None,
+            attributes: Vec::new(),
+            chain: ChainConfig {
+                rpc_url: "http://127.0.0.1:8545".into(),
+                chain_id: None,
+                marketplace: zero.clone(),
+                registry: zero.clone(),
+                token: zero,
+            },
+            key: KeyConfig {
+                keystore: None,
+                password_env: None,
+                private_key_env: Some("LEASEHOLD_PROVIDER_KEY".into()),
+                private_key: None,
+            },
+            gateway: GatewayConfig::default(),
+            runtime: RuntimeConfig::default(),
+            pricing: PricingConfig {
+                strategy: PricingStrategy::Linear,
+                cpu_core_per_hour: 10_000,
+                memory_gib_per_hour: 5_000,
+                storage_gib_per_hour: 100,
+                gpu_prices,
+            },
+            bid: BidConfig::default(),
+            hardware: HardwareOverrides::default(),
+            detected: Some(hardware.clone()),
+        }
+    }
+
+    /// The database URL, defaulting to `sqlite://<data_dir>/provider.db?mode=rwc`.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join(DEFAULT_DATABASE_FILE).display()
+            ),
+        }
+    }
+
+    /// The validated key source.
+    pub fn key_source(&self) -> Result<KeySource, ConfigProblems> {
+        let mut problems = Vec::new();
+        let source = self.key.source(&mut problems);
+        match source {
+            Some(source) if problems.is_empty() => Ok(source),
+            _ => Err(ConfigProblems(problems)),
+        }
+    }
+
+    /// Every semantic problem; empty when the config is usable.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |field: &str, reason: String| {
+            problems.push(ConfigProblem {
+                field: field.to_string(),
+                reason,
+            })
+        };
+
+        if self.data_dir.as_os_str().is_empty() {
+            problem("data_dir", "must not be empty".into());
+        }
+        if let Some(url) = &self.database_url
+            && let Err(reason) = check_url(url, &["sqlite", "postgres", "postgresql"])
+        {
+            problem("database_url", reason);
+        }
+        for (index, attribute) in self.attributes.iter().enumerate() {
+            if let Err(reason) = check_attribute(attribute) {
+                problem(&format!("attributes[{index}]"), reason);
+            }
+        }
+
+        if let Err(reason) = check_url(&self.chain.rpc_url, &["http", "https", "ws", "wss"]) {
+            problem("chain.rpc_url", reason);
+        }
+        if self.chain.chain_id == Some(0) {
+            problem("chain.chain_id", "must not be 0".into());
+        }
+        for (field, address) in [
+            ("chain.marketplace", &self.chain.marketplace),
+            ("chain.registry", &self.chain.registry),
+            ("chain.token", &self.chain.token),
+        ] {
+            if let Err(reason) = check_address(address) {
+                problem(field, reason);
+            }
+        }
+
+        let mut key_problems = Vec::new();
+        self.key.source(&mut key_problems);
+        for key_problem in key_problems {
+            problem(&key_problem.field, key_problem.reason);
+        }
+
+        if let Err(error) = self.gateway.listen.parse::<SocketAddr>() {
+            problem(
+                "gateway.listen",
+                format!("`{}` is not host:port ({error})", self.gateway.listen),
+            );
+        }
+        if let Some(endpoint) = &self.gateway.public_endpoint
+            && let Err(reason) = check_url(endpoint, &["http", "https"])
+        {
+            problem("gateway.public_endpoint", reason);
+        }
+
+        if let Err(reason) = check_url(
+            &self.runtime.docker.socket,
+            &["unix", "tcp", "http", "npipe"],
+        ) {
+            problem("runtime.docker.socket", reason);
+        }
+        if self.runtime.docker.public_host.trim().is_empty() {
+            problem("runtime.docker.public_host", "must not be empty".into());
+        }
+        if let Some(kubeconfig) = &self.runtime.kubernetes.kubeconfig
+            && kubeconfig.as_os_str().is_empty()
+        {
+            problem("runtime.kubernetes.kubeconfig", "must not be empty".into());
+        }
+
+        if self.bid.reservation_timeout_secs == 0 {
+            problem("bid.reservation_timeout_secs", "must be at least 1".into());
+        }
+        if self.bid.bid_timeout_secs == 0 {
+            problem("bid.bid_timeout_secs", "must be at least 1".into());
+        }
+        if self.bid.reservation_timeout_secs < self.bid.bid_timeout_secs {
+            problem(
+                "bid.reservation_timeout_secs",
+                format!(
+                    "{} is shorter than bid.bid_timeout_secs ({}): a bid could win after its reservation expired",
+                    self.bid.reservation_timeout_secs, self.bid.bid_timeout_secs
+                ),
+            );
+        }
+
+        if self.hardware.cpu_millis == Some(0) {
+            problem("hardware.cpu_millis", "must be at least 1".into());
+        }
+        if self.hardware.memory_mib == Some(0) {
+            problem("hardware.memory_mib", "must be at least 1".into());
+        }
+        for (index, gpu) in self.hardware.gpus.iter().enumerate() {
+            let field = |name: &str| format!("hardware.gpus[{index}].{name}");
+            if let Err(reason) = check_gpu_model_key(&gpu.model) {
+                problem(&field("model"), reason);
+            }
+            if gpu.count == 0 {
+                problem(&field("count"), "must be at least 1".into());
+            }
+            if gpu.vram_mib == 0 {
+                problem(&field("vram_mib"), "must be at least 1".into());
+            }
+            if let Some(interface) = &gpu.interface
+                && interface != "pcie"
+                && interface != "sxm"
+            {
+                problem(
+                    &field("interface"),
+                    format!("`{interface}` is neither `pcie` nor `sxm`"),
+                );
+            }
+        }
+        problems
+    }
+
+    /// The config as a commented TOML file.
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        let body = toml::to_string(self)?;
+        let mut out = String::from(FILE_HEADER);
+        for line in body.lines() {
+            if let Some(comment) = SECTION_COMMENTS
+                .iter()
+                .find(|(header, _)| *header == line)
+                .map(|(_, comment)| comment)
+            {
+                if !out.ends_with("\n\n") {
+                    out.push('\n');
+                }
+                out.push_str(comment);
+            }
+            out.push_str(line);
+            out.push('\n');
+            if line == "[hardware]" {
+                out.push_str(&self.detected_comment());
+            }
+        }
+        if !body.lines().any(|line| line == "[hardware]") {
+            out.push('\n');
+            out.push_str(HARDWARE_COMMENT);
+            out.push_str("[hardware]\n");
+            out.push_str(&self.detected_comment());
+        }
+        Ok(out)
+    }
+
+    fn detected_comment(&self) -> String {
+        let Some(hardware) = &self.detected else {
+            return String::new();
+        };
+        let mut text = format!(
+            "# Detected: cpu_millis = {}, memory_mib = {}, storage_mib = {} (free space of the data dir's filesystem)\n",
+            hardware.cpu_millis, hardware.memory_mib, hardware.storage_mib
+        );
+        for gpu in &hardware.gpus {
+            text.push_str(&format!(
+                "# Detected GPU {}: {} -> {} ({} MiB)\n",
+                gpu.index, gpu.name, gpu.model_key, gpu.vram_mib
+            ));
+        }
+        text
+    }
+}
+
+/// A default price per GPU per hour (1.00 of a 6-decimal token).
+const DEFAULT_GPU_PRICE: u64 = 1_000_000;
+
+const FILE_HEADER: &str = "\
+# Leasehold provider config (written by `provider init`).
+# Prices are in the payment token's base units per hour.
+# data_dir holds the database; database_url, when set, points elsewhere
+# (sqlite://... or postgres://user:password@host/db).
+# attributes are announced on chain, e.g. ["region=eu-west", "tier=community"].
+";
+
+const HARDWARE_COMMENT: &str = "\
+# Overrides of detected hardware, all optional: cpu_millis, memory_mib, storage_mib,
+# and [[hardware.gpus]] entries (model = \"nvidia/a100/80Gi/sxm\", vram_mib, count,
+# interface) used when neither NVML nor nvidia-smi finds a GPU.
+";
+
+const SECTION_COMMENTS: [(&str, &str); 8] = [
+    (
+        "[chain]",
+        "# The EVM node and the deployed contracts (0x + 40 hex digits).\n# chain_id = 31337 makes the daemon check it talks to the right chain.\n",
+    ),
+    (
+        "[key]",
+        "# The signing key: keystore = \"path\" with password_env = \"VAR\", or\n# private_key_env = \"VAR\". Never put the key itself here.\n",
+    ),
+    (
+        "[gateway]",
+        "# The tenant-facing gateway: the socket it binds, and the URL registered on chain,\n# e.g. public_endpoint = \"https://provider.example.com:8443\".\n",
+    ),
+    (
+        "[runtime]",
+        "# Where workloads run: kind = \"docker\" or \"kubernetes\". Docker publishes ports on\n# docker.public_host; kubernetes.kubeconfig defaults to in-cluster, $KUBECONFIG, ~/.kube/config.\n",
+    ),
+    (
+        "[pricing]",
+        "# Linear prices per hour; gpu_prices uses Akash's syntax: a100=120,h100.80Gi=300,*=130.\n",
+    ),
+    (
+        "[bid]",
+        "# How long a reservation is held for an open bid, and how long to wait for a bid to confirm.\n",
+    ),
+    ("[hardware]", HARDWARE_COMMENT),
+    (
+        "[[hardware.gpus]]",
+        "# A group of identical GPUs declared by hand.\n",
+    ),
+];
+
+impl KeyConfig {
+    fn source(&self, problems: &mut Vec<ConfigProblem>) -> Option<KeySource> {
+        let mut problem = |field: &str, reason: &str| {
+            problems.push(ConfigProblem {
+                field: field.to_string(),
+                reason: reason.to_string(),
+            })
+        };
+        if self.private_key.is_some() {
+            problem(
+                "key.private_key",
+                "never put the key itself in the file; name an environment variable with private_key_env",
+            );
+        }
+        for (field, value) in [
+            ("key.password_env", &self.password_env),
+            ("key.private_key_env", &self.private_key_env),
+        ] {
+            if let Some(name) = value
+                && !is_env_var_name(name)
+            {
+                problem(
+                    field,
+                    "must be an environment variable name (letters, digits, _)",
+                );
+            }
+        }
+        match (&self.keystore, &self.private_key_env) {
+            (Some(_), Some(_)) => {
+                problem("key", "set either keystore or private_key_env, not both");
+                None
+            }
+            (None, None) => {
+                problem("key", "set keystore (with password_env) or private_key_env");
+                None
+            }
+            (Some(path), None) => {
+                if path.as_os_str().is_empty() {
+                    problem("key.keystore", "must not be empty");
+                }
+                Some(KeySource::Keystore {
+                    path: path.clone(),
+                    password_env: self
+                        .password_env
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_PASSWORD_ENV.to_string()),
+                })
+            }
+            (None, Some(variable)) => {
+                if self.password_env.is_some() {
+                    problem("key.password_env", "only applies to a keystore");
+                }
+                Some(KeySource::PrivateKeyEnv {
+                    variable: variable.clone(),
+                })
+            }
+        }
+    }
+}
+
+fn is_env_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `0x` followed by 40 hex digits, not the zero address.
+pub fn check_address(address: &str) -> Result<(), String> {
+    let digits = address
+        .strip_prefix("0x")
+        .ok_or_else(|| format!("`{address}` must start with 0x"))?;
+    if digits.len() != 40 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("`{address}` must be 0x followed by 40 hex digits"));
+    }
+    if digits.chars().all(|c| c == '0') {
+        return Err("is the zero address; set the deployed contract's address".into());
+    }
+    Ok(())
+}
+
+/// `scheme://authority[/path][?query]` with one of the allowed schemes; `unix:`
+/// and `sqlite:` URLs carry a path instead of a host.
+pub fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("`{url}` is not a URL (expected scheme://...)"))?;
+    if !schemes.contains(&scheme) {
+        return Err(format!(
+            "`{url}`: scheme `{scheme}` is not one of {}",
+            schemes.join(", ")
+        ));
+    }
+    if url.chars().any(char::is_whitespace) {
+        return Err(format!("`{url}` contains whitespace"));
+    }
+    let without_query = rest.split(['?', '#']).next().unwrap_or_default();
+    if matches!(scheme, "unix" | "sqlite" | "npipe") {
+        return if without_query.is_empty() {
+            Err(format!("`{url}` has no path"))
+        } else {
+            Ok(())
+        };
+    }
+    let authority = without_query.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| format!("`{url}`: unclosed [ in host"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+    {
+        return Err(format!(
+            "`{url}`: host `{host}` has characters a host name cannot"
+        ));
+    }
+    if let Some(port) = port
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("`{url}`: port `{port}` is not 0..=65535"));
+    }
+    Ok(())
+}
+
+/// `key=value` with a non-empty key of lower-case letters, digits, `-`, `_`, `.`, `/`.
+pub fn check_attribute(attribute: &str) -> Result<(), String> {
+    let (key, value) = attribute
+        .split_once('=')
+        .ok_or_else(|| format!("`{attribute}` is not key=value"))?;
+    if key.is_empty()
+        || !key.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.' | '/')
+        })
+    {
+        return Err(format!(
+            "`{attribute}`: key must be non-empty lower-case letters, digits, - _ . /"
+        ));
+    }
+    if value.is_empty() {
+        return Err(format!("`{attribute}`: value is empty"));
+    }
+    Ok(())
+}
+
+/// `vendor/model[/ram[/interface]]`: lower-case vendor and model, ram like `80Gi`,
+/// interface `pcie` or `sxm`.
+pub fn check_gpu_model_key(key: &str) -> Result<(), String> {
+    let parts: Vec<&str> = key.split('/').collect();
+    let shape = || format!("`{key}` is not vendor/model[/ram[/interface]]");
+    if !(2..=4).contains(&parts.len()) || parts.iter().any(|part| part.is_empty()) {
+        return Err(shape());
+    }
+    let plain = |part: &str| {
+        part.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    if let [vendor, model, ..] = parts.as_slice()
+        && !(plain(vendor) && plain(model))
+    {
+        return Err(format!(
+            "`{key}`: vendor and model must be lower-case letters, digits, -"
+        ));
+    }
+    if let Some(ram) = parts.get(2) {
+        let digits = ram.strip_suffix("Gi").unwrap_or_default();
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!("`{key}`: ram `{ram}` must look like 80Gi"));
+        }
+    }
+    if let Some(interface) = parts.get(3)
+        && *interface != "pcie"
+        && *interface != "sxm"
+    {
+        return Err(format!(
+            "`{key}`: interface `{interface}` is neither pcie nor sxm"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hardware::{DiskSpace, GpuDevice, GpuSource};
+
+    const ADDRESS: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+
+    fn valid_toml() -> String {
+        format!(
+            r#"
+data_dir = "/var/lib/leasehold"
+attributes = ["region=eu-west", "tier=community"]
+
+[chain]
+rpc_url = "http://127.0.0.1:8545"
+chain_id = 31337
+marketplace = "{ADDRESS}"
+registry = "{ADDRESS}"
+token = "{ADDRESS}"
+
+[key]
+keystore = "/etc/leasehold/key.json"
+
+[gateway]
+public_endpoint = "https://provider.example.com:8443"
+
+[runtime]
+kind = "kubernetes"
+kubernetes.kubeconfig = "/etc/rancher/k3s/k3s.yaml"
+
+[pricing]
+cpu_core_per_hour = 10000
+memory_gib_per_hour = 5000
+storage_gib_per_hour = 100
+gpu_prices = "a100=120,h100.80Gi=300,*=130"
+
+[[hardware.gpus]]
+model = "nvidia/a100/80Gi/sxm"
+vram_mib = 81920
+count = 8
+"#
+        )
+    }
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, Path::new("provider.toml"))
+    }
+
+    fn problem_fields(error: ConfigError) -> Vec<String> {
+        match error {
+            ConfigError::Invalid { problems, .. } => problems
+                .0
+                .into_iter()
+                .map(|problem| problem.field)
+                .collect(),
+            other => panic!("expected problems, got {other}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_file_loads_with_defaults_filled_in() {
+        let config = load(&valid_toml()).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.gateway.listen, DEFAULT_GATEWAY_LISTEN);
+        assert_eq!(config.runtime.kind, RuntimeKind::Kubernetes);
+        assert_eq!(config.bid, BidConfig::default());
+        assert_eq!(
+            config.database_url(),
+            "sqlite:///var/lib/leasehold/provider.db?mode=rwc"
+        );
+        assert_eq!(
+            config.key_source(),
+            Ok(KeySource::Keystore {
+                path: "/etc/leasehold/key.json".into(),
+                password_env: DEFAULT_PASSWORD_ENV.into()
+            })
+        );
+        assert_eq!(config.hardware.gpus.first().map(|gpu| gpu.count), Some(8));
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_with_its_field() {
+        let text = valid_toml()
+            .replace(
+                &format!("registry = \"{ADDRESS}\""),
+                "registry = \"0x1234\"",
+            )
+            .replace("http://127.0.0.1:8545", "127.0.0.1:8545")
+            .replace("tier=community", "Tier community")
+            .replace("nvidia/a100/80Gi/sxm", "A100")
+            .replace(
+                "keystore = \"/etc/leasehold/key.json\"",
+                "keystore = \"k.json\"\nprivate_key_env = \"KEY\"",
+            );
+        let fields = problem_fields(load(&text).err().unwrap_or_else(|| panic!("loaded")));
+        assert_eq!(
+            fields,
+            [
+                "attributes[1]",
+                "chain.rpc_url",
+                "chain.registry",
+                "key",
+                "hardware.gpus[0].model"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_literal_private_key_is_refused() {
+        let text = valid_toml().replace(
+            "keystore = \"/etc/leasehold/key.json\"",
+            "private_key = \"0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80\"\nprivate_key_env = \"KEY\"",
+        );
+        let error = load(&text).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            error.contains("key.private_key: never put the key itself"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_key_and_line() {
+        let text = valid_toml().replace("chain_id = 31337", "chain_id = \"mainnet\"");
+        let error = load(&text).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("chain_id"), "{error}");
+        assert!(error.contains("line"), "{error}");
+        let unknown = valid_toml().replace("[gateway]", "[gateway]\nlisten_addr = \"x\"");
+        let error = load(&unknown)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("listen_addr"), "{error}");
+    }
+
+    #[test]
+    fn url_checks() {
+        let http = ["http", "https"];
+        assert!(check_url("https://provider.example.com:8443/x", &http).is_ok());
+        assert!(check_url("http://[::1]:8545", &http).is_ok());
+        assert!(check_url("https://host:99999", &http).is_err());
+        assert!(check_url("ftp://host", &http).is_err());
+        assert!(check_url("https://", &http).is_err());
+        assert!(check_url("https://bad host", &http).is_err());
+        assert!(check_url("unix:///var/run/docker.sock", &["unix"]).is_ok());
+        assert!(check_url("postgres://u:p@127.0.0.1:5432/db", &["postgres"]).is_ok());
+    }
+
+    #[test]
+    fn gpu_model_keys() {
+        for good in [
+            "nvidia/a100",
+            "nvidia/a100/80Gi",
+            "nvidia/h100/80Gi/sxm",
+            "nvidia/rtx4090/24Gi/pcie",
+        ] {
+            assert_eq!(check_gpu_model_key(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "a100",
+            "nvidia/",
+            "nvidia/A100",
+            "nvidia/a100/80GB",
+            "nvidia/a100/80Gi/nvlink",
+            "a/b/1Gi/pcie/x",
+        ] {
+            assert!(check_gpu_model_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn init_file_is_commented_and_loads_back() {
+        let hardware = Hardware {
+            cpu_millis: 64_000,
+            memory_mib: 515_000,
+            storage_mib: 1_800_000,
+            disk: DiskSpace {
+                total_bytes: 2_000_000_000_000,
+                available_bytes: 1_900_000_000_000,
+            },
+            gpus: vec![GpuDevice {
+                index: 0,
+                name: "NVIDIA H100 80GB HBM3".into(),
+                model_key: "nvidia/h100/80Gi/sxm".into(),
+                vram_mib: 81559,
+                interface: "sxm".into(),
+                pci_bus_id: None,
+                uuid: None,
+            }],
+            gpu_source: GpuSource::NvidiaSmi,
+            notes: Vec::new(),
+        };
+        let mut config = Config::default_for(&hardware, "/srv/leasehold".into());
+        assert_eq!(config.pricing.gpu_prices, "h100=1000000,*=1000000");
+        // Zero addresses must be replaced before the file is usable.
+        let text = config
+            .to_toml_string()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            problem_fields(load(&text).err().unwrap_or_else(|| panic!("loaded"))),
+            ["chain.marketplace", "chain.registry", "chain.token"]
+        );
+        for address in [
+            &mut config.chain.marketplace,
+            &mut config.chain.registry,
+            &mut config.chain.token,
+        ] {
+            *address = ADDRESS.to_string();
+        }
+        let text = config
+            .to_toml_string()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(text.contains("# The signing key"), "{text}");
+        assert!(
+            text.contains("# Detected GPU 0: NVIDIA H100 80GB HBM3 -> nvidia/h100/80Gi/sxm"),
+            "{text}"
+        );
+        let loaded = load(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+        assert_eq!(
+            Config {
+                detected: None,
+                ..config
+            },
+            loaded
+        );
+    }
+}

@@ -1,0 +1,1031 @@
+//! The Docker backend (bollard): a bridge network per lease, a container per
+//! replica, all labelled with the lease so that the engine itself is the record
+//! of what runs.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
+    ContainerSummary, DeviceRequest, EndpointSettings, EventMessage, HostConfig,
+    HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, PortMap,
+    RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use futures_util::stream;
+use tokio::sync::broadcast;
+
+use super::{
+    EventStream, LABEL_EXPOSE, LABEL_LEASE, LABEL_REPLICA, LABEL_REPLICAS, LABEL_SERVICE,
+    LeaseDeployment, LeaseRuntimeStatus, LogLine, LogStream, ObservedReplica, Protocol,
+    ReplicaSpec, ReplicaState, Runtime, RuntimeError, RuntimeEvent, RuntimeEventKind,
+    decode_exposures, lease_network_name, lease_selector, parse_lease_label, service_uri,
+};
+
+/// Most processes a replica may run: stops fork bombs from starving the host.
+pub const PIDS_LIMIT: i64 = 512;
+/// How often Docker restarts a crashing replica before leaving it exited, so a
+/// crash loop ends visibly (with its exit code) instead of flapping forever.
+pub const MAX_RESTART_RETRIES: i64 = 5;
+/// Log rotation per replica, so a chatty workload cannot fill the host's disk.
+const LOG_MAX_SIZE: &str = "10m";
+const LOG_MAX_FILES: &str = "3";
+/// Seconds bollard waits for an engine answer.
+const ENGINE_TIMEOUT_SECS: u64 = 120;
+/// Buffered pull progress events per subscriber; slow subscribers skip ahead.
+const EVENT_BUFFER: usize = 1024;
+/// How long teardown keeps retrying a network whose endpoints are still being released.
+const NETWORK_REMOVE_ATTEMPTS: u32 = 20;
+const NETWORK_REMOVE_BACKOFF: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerRuntimeConfig {
+    /// Engine socket path; `None` means `DOCKER_HOST` (unix://) or the default socket.
+    pub socket: Option<String>,
+    /// Host name or IP put into service URIs.
+    pub public_host: String,
+    /// Host address global ports are published on.
+    pub bind_ip: String,
+    /// Longest time one image pull may take.
+    pub pull_timeout: Duration,
+}
+
+impl Default for DockerRuntimeConfig {
+    fn default() -> Self {
+        DockerRuntimeConfig {
+            socket: None,
+            public_host: "127.0.0.1".to_owned(),
+            bind_ip: "0.0.0.0".to_owned(),
+            pull_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+pub struct DockerRuntime {
+    docker: Docker,
+    config: DockerRuntimeConfig,
+    events: broadcast::Sender<RuntimeEvent>,
+    /// Deploy and teardown of one lease run one at a time: Docker 20.10 happily
+    /// creates two networks with the same name when asked concurrently.
+    lease_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine and agrees on an API version with it.
+    pub async fn connect(config: DockerRuntimeConfig) -> Result<Self, RuntimeError> {
+        let unavailable = |err: DockerError| RuntimeError::Unavailable {
+            reason: err.to_string(),
+        };
+        let docker = match &config.socket {
+            Some(path) => {
+                Docker::connect_with_socket(path, ENGINE_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            }
+            None => Docker::connect_with_local_defaults(),
+        }
+        .map_err(unavailable)?;
+        let docker = docker.negotiate_version().await.map_err(unavailable)?;
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Ok(DockerRuntime {
+            docker,
+            config,
+            events,
+            lease_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The underlying client, for callers that need engine specifics.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn lease_lock(&self, lease_id: u64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.lease_locks.lock().unwrap_or_else(PoisonError::into_inner);
+        locks.entry(lease_id).or_default().clone()
+    }
+
+    fn forget_lease_lock(&self, lease_id: u64) {
+        let mut locks = self.lease_locks.lock().unwrap_or_else(PoisonError::into_inner);
+        locks.remove(&lease_id);
+    }
+
+    fn emit(&self, event: RuntimeEvent) {
+        // No subscriber is fine: events are a courtesy, not a record.
+        let _ = self.events.send(event);
+    }
+
+    async fn ensure_image(&self, lease_id: u64, image: &str) -> Result<(), RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(err) if is_not_found(&err) => {}
+            Err(err) => return Err(engine_error(format!("inspect image {image}"), &err)),
+        }
+        tracing::info!(lease_id, image, "pulling image");
+        let pull = self.pull_image(lease_id, image);
+        match tokio::time::timeout(self.config.pull_timeout, pull).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(RuntimeError::ImagePull {
+                    image: image.to_owned(),
+                    reason: format!("timed out after {:?}", self.config.pull_timeout),
+                });
+            }
+        }
+        tracing::info!(lease_id, image, "image pulled");
+        self.emit(RuntimeEvent {
+            lease_id,
+            service: None,
+            replica: None,
+            kind: RuntimeEventKind::PullComplete {
+                image: image.to_owned(),
+            },
+        });
+        Ok(())
+    }
+
+    async fn pull_image(&self, lease_id: u64, image: &str) -> Result<(), RuntimeError> {
+        let pull_error = |reason: String| RuntimeError::ImagePull {
+            image: image.to_owned(),
+            reason,
+        };
+        let (from_image, tag) = split_image_reference(image);
+        let mut options = CreateImageOptionsBuilder::new().from_image(&from_image);
+        if let Some(tag) = &tag {
+            options = options.tag(tag);
+        }
+        let mut progress = self.docker.create_image(Some(options.build()), None, None);
+        while let Some(item) = progress.next().await {
+            let info = item.map_err(|err| pull_error(error_reason(&err)))?;
+            if let Some(detail) = info.error_detail {
+                return Err(pull_error(
+                    detail.message.unwrap_or_else(|| "unknown error".to_owned()),
+                ));
+            }
+            let status = match (info.id, info.status) {
+                (Some(layer), Some(status)) => format!("{layer}: {status}"),
+                (None, Some(status)) => status,
+                (_, None) => continue,
+            };
+            let detail = info.progress_detail.unwrap_or_default();
+            let current = detail.current.and_then(|n| u64::try_from(n).ok());
+            let total = detail.total.and_then(|n| u64::try_from(n).ok());
+            tracing::debug!(lease_id, image, status, current, total, "pull progress");
+            self.emit(RuntimeEvent {
+                lease_id,
+                service: None,
+                replica: None,
+                kind: RuntimeEventKind::PullProgress {
+                    image: image.to_owned(),
+                    status,
+                    current,
+                    total,
+                },
+            });
+        }
+        // A pull stream can end without an error line yet leave no image behind.
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(pull_error(format!(
+                "the engine reported no error but the image is absent: {}",
+                error_reason(&err)
+            ))),
+        }
+    }
+
+    async fn ensure_network(&self, deployment: &LeaseDeployment) -> Result<String, RuntimeError> {
+        let name = lease_network_name(deployment.lease_id);
+        if !self.lease_networks(deployment.lease_id).await?.is_empty() {
+            return Ok(name);
+        }
+        let request = NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".to_owned()),
+            labels: Some(deployment.lease_labels().into_iter().collect()),
+            ..Default::default()
+        };
+        self.docker
+            .create_network(request)
+            .await
+            .map_err(|err| engine_error(format!("create network {name}"), &err))?;
+        tracing::info!(lease_id = deployment.lease_id, network = name, "created network");
+        Ok(name)
+    }
+
+    async fn ensure_replica(
+        &self,
+        deployment: &LeaseDeployment,
+        replica: &ReplicaSpec<'_>,
+        network: &str,
+    ) -> Result<(), RuntimeError> {
+        let name = &replica.name;
+        let existing = match self.inspect(name).await? {
+            Some(existing) => existing,
+            None => {
+                let body = container_create_body(deployment, replica, network, &self.config.bind_ip)?;
+                let options = CreateContainerOptionsBuilder::new().name(name).build();
+                match self.docker.create_container(Some(options), body).await {
+                    Ok(_) => tracing::info!(lease_id = deployment.lease_id, container = name, "created container"),
+                    // Somebody created it between inspect and create: reuse it below.
+                    Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => {}
+                    Err(err) => return Err(engine_error(format!("create container {name}"), &err)),
+                }
+                self.inspect(name).await?.ok_or_else(|| RuntimeError::Engine {
+                    action: format!("create container {name}"),
+                    reason: "the container vanished right after creation".to_owned(),
+                })?
+            }
+        };
+        if label(existing.config.as_ref().and_then(|c| c.labels.as_ref()), LABEL_LEASE)
+            .and_then(parse_lease_label)
+            != Some(deployment.lease_id)
+        {
+            return Err(RuntimeError::Conflict {
+                name: name.clone(),
+                lease_id: deployment.lease_id,
+            });
+        }
+        let restart_count = existing.restart_count.unwrap_or(0);
+        if needs_start(existing.state.as_ref(), restart_count) {
+            match self.docker.start_container(name, None).await {
+                Ok(()) => tracing::info!(lease_id = deployment.lease_id, container = name, "started container"),
+                // 304: already running, which is what we want.
+                Err(DockerError::DockerResponseServerError { status_code: 304, .. }) => {}
+                Err(err) => return Err(engine_error(format!("start container {name}"), &err)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn inspect(&self, container: &str) -> Result<Option<ContainerInspectResponse>, RuntimeError> {
+        match self.docker.inspect_container(container, None).await {
+            Ok(found) => Ok(Some(found)),
+            Err(err) if is_not_found(&err) => Ok(None),
+            Err(err) => Err(engine_error(format!("inspect container {container}"), &err)),
+        }
+    }
+
+    async fn containers_with_labels(&self, labels: Vec<String>) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let filters = HashMap::from([("label", labels)]);
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|err| engine_error("list containers", &err))
+    }
+
+    async fn lease_containers(
+        &self,
+        lease_id: u64,
+        service: Option<&str>,
+    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let mut labels = vec![lease_selector(lease_id)];
+        if let Some(service) = service {
+            labels.push(format!("{LABEL_SERVICE}={service}"));
+        }
+        self.containers_with_labels(labels).await
+    }
+
+    /// Ids of the networks labelled with the lease.
+    async fn lease_networks(&self, lease_id: u64) -> Result<Vec<String>, RuntimeError> {
+        let filters = HashMap::from([("label", vec![lease_selector(lease_id)])]);
+        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let networks = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|err| engine_error("list networks", &err))?;
+        Ok(networks.into_iter().filter_map(|network| network.id).collect())
+    }
+
+    async fn remove_container(&self, container: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        match self.docker.remove_container(container, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(err) if is_not_found(&err) => Ok(()),
+            // 409: a removal is already under way; the network step waits for it.
+            Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(err) => Err(engine_error(format!("remove container {container}"), &err)),
+        }
+    }
+
+    async fn remove_network(&self, network: &str) -> Result<(), RuntimeError> {
+        let mut attempt = 0;
+        loop {
+            match self.docker.remove_network(network).await {
+                Ok(()) => return Ok(()),
+                Err(err) if is_not_found(&err) => return Ok(()),
+                // Endpoints of containers being removed are released asynchronously.
+                Err(err) if attempt + 1 < NETWORK_REMOVE_ATTEMPTS => {
+                    tracing::debug!(network, reason = error_reason(&err), "network busy, retrying");
+                    attempt += 1;
+                    tokio::time::sleep(NETWORK_REMOVE_BACKOFF).await;
+                }
+                Err(err) => return Err(engine_error(format!("remove network {network}"), &err)),
+            }
+        }
+    }
+
+    fn observe(&self, container: &ContainerInspectResponse) -> Option<ObservedReplica> {
+        let labels = container.config.as_ref().and_then(|config| config.labels.as_ref());
+        let service = label(labels, LABEL_SERVICE)?.to_owned();
+        let replica = label(labels, LABEL_REPLICA)?.parse().ok()?;
+        let service_replicas = label(labels, LABEL_REPLICAS)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let exposures = decode_exposures(label(labels, LABEL_EXPOSE).unwrap_or(""));
+        let ports = container
+            .network_settings
+            .as_ref()
+            .and_then(|settings| settings.ports.as_ref());
+        let uris = published_uris(ports, &exposures, &self.config.public_host);
+        Some(ObservedReplica {
+            service,
+            replica,
+            service_replicas,
+            state: replica_state(container.state.as_ref()),
+            restart_count: container
+                .restart_count
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            uris,
+        })
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    fn backend(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn deploy(&self, deployment: &LeaseDeployment) -> Result<(), RuntimeError> {
+        deployment.validate()?;
+        let lock = self.lease_lock(deployment.lease_id);
+        let _serialized = lock.lock().await;
+        // Images first: a lease whose image cannot be had leaves nothing behind.
+        let images: BTreeSet<&str> = deployment
+            .services
+            .iter()
+            .map(|service| service.image.as_str())
+            .collect();
+        for image in images {
+            self.ensure_image(deployment.lease_id, image).await?;
+        }
+        let network = self.ensure_network(deployment).await?;
+        let wanted: BTreeSet<String> = deployment.replicas().map(|replica| replica.name).collect();
+        for container in self.lease_containers(deployment.lease_id, None).await? {
+            let name = container_name(&container);
+            if !name.is_some_and(|name| wanted.contains(name))
+                && let Some(id) = container.id.as_deref()
+            {
+                tracing::info!(lease_id = deployment.lease_id, container = name, "removing surplus container");
+                self.remove_container(id).await?;
+            }
+        }
+        for replica in deployment.replicas() {
+            self.ensure_replica(deployment, &replica, &network).await?;
+        }
+        Ok(())
+    }
+
+    async fn status(&self, lease_id: u64) -> Result<LeaseRuntimeStatus, RuntimeError> {
+        let mut observed = Vec::new();
+        for container in self.lease_containers(lease_id, None).await? {
+            let Some(id) = container.id.as_deref() else {
+                continue;
+            };
+            // A container removed since the listing simply is not there any more.
+            if let Some(inspected) = self.inspect(id).await? {
+                observed.extend(self.observe(&inspected));
+            }
+        }
+        Ok(LeaseRuntimeStatus::from_observed(lease_id, observed))
+    }
+
+    async fn logs(
+        &self,
+        lease_id: u64,
+        service: Option<&str>,
+        follow: bool,
+        tail: Option<u32>,
+    ) -> Result<LogStream, RuntimeError> {
+        let containers = self.lease_containers(lease_id, service).await?;
+        if containers.is_empty() {
+            return Err(RuntimeError::NotFound {
+                what: match service {
+                    Some(service) => format!("service {service} of lease {lease_id}"),
+                    None => format!("lease {lease_id}"),
+                },
+            });
+        }
+        let tail = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
+        let mut streams = Vec::new();
+        for container in containers {
+            let labels = container.labels.as_ref();
+            let (Some(id), Some(service), Some(replica)) = (
+                container.id.clone(),
+                label(labels, LABEL_SERVICE).map(str::to_owned),
+                label(labels, LABEL_REPLICA).and_then(|n| n.parse::<u32>().ok()),
+            ) else {
+                continue;
+            };
+            let options = LogsOptionsBuilder::new()
+                .follow(follow)
+                .stdout(true)
+                .stderr(true)
+                .timestamps(true)
+                .tail(&tail)
+                .build();
+            let lines = self.docker.logs(&id, Some(options)).flat_map(move |frame| {
+                let lines: Vec<Result<LogLine, RuntimeError>> = match frame {
+                    Ok(output) => {
+                        let stderr = matches!(output, bollard::container::LogOutput::StdErr { .. });
+                        split_log_frame(&output.into_bytes())
+                            .into_iter()
+                            .map(|(timestamp, line)| {
+                                Ok(LogLine {
+                                    service: service.clone(),
+                                    replica,
+                                    stderr,
+                                    line,
+                                    timestamp,
+                                })
+                            })
+                            .collect()
+                    }
+                    Err(err) => vec![Err(engine_error(format!("read logs of {service}/{replica}"), &err))],
+                };
+                stream::iter(lines)
+            });
+            streams.push(lines.boxed());
+        }
+        Ok(stream::select_all(streams).boxed())
+    }
+
+    async fn events(&self, lease_id: u64) -> Result<EventStream, RuntimeError> {
+        let internal = stream::unfold(self.events.subscribe(), |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) => return Some((event, receiver)),
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        tracing::debug!(skipped, "event subscriber lagged");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .filter(move |event| std::future::ready(event.lease_id == lease_id))
+        .map(Ok);
+        // `since` makes the engine replay what happened between this call and
+        // the moment the stream is first polled.
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|now| now.as_secs())
+            .unwrap_or(0)
+            .to_string();
+        let filters = HashMap::from([
+            ("type", vec!["container".to_owned()]),
+            ("label", vec![lease_selector(lease_id)]),
+        ]);
+        let options = EventsOptionsBuilder::new().since(&since).filters(&filters).build();
+        let engine = self.docker.events(Some(options)).map(move |message| match message {
+            Ok(message) => Ok(event_from_message(lease_id, message)),
+            Err(err) => Err(engine_error("follow engine events", &err)),
+        });
+        Ok(stream::select(engine, internal).boxed())
+    }
+
+    async fn teardown(&self, lease_id: u64) -> Result<(), RuntimeError> {
+        let lock = self.lease_lock(lease_id);
+        let serialized = lock.lock().await;
+        for container in self.lease_containers(lease_id, None).await? {
+            if let Some(id) = container.id.as_deref() {
+                self.remove_container(id).await?;
+            }
+        }
+        for network in self.lease_networks(lease_id).await? {
+            self.remove_network(&network).await?;
+        }
+        let leftover = self.lease_containers(lease_id, None).await?;
+        if !leftover.is_empty() {
+            return Err(RuntimeError::Engine {
+                action: format!("tear down lease {lease_id}"),
+                reason: format!("{} containers are still being removed", leftover.len()),
+            });
+        }
+        drop(serialized);
+        self.forget_lease_lock(lease_id);
+        tracing::info!(lease_id, "lease torn down");
+        Ok(())
+    }
+
+    async fn list_leases(&self) -> Result<Vec<u64>, RuntimeError> {
+        let mut leases = BTreeSet::new();
+        for container in self.containers_with_labels(vec![LABEL_LEASE.to_owned()]).await? {
+            leases.extend(label(container.labels.as_ref(), LABEL_LEASE).and_then(parse_lease_label));
+        }
+        let filters = HashMap::from([("label", vec![LABEL_LEASE.to_owned()])]);
+        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let networks = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|err| engine_error("list networks", &err))?;
+        for network in networks {
+            leases.extend(label(network.labels.as_ref(), LABEL_LEASE).and_then(parse_lease_label));
+        }
+        Ok(leases.into_iter().collect())
+    }
+}
+
+/// The container for one replica: limits, hardening, ports, labels, network.
+pub fn container_create_body(
+    deployment: &LeaseDeployment,
+    replica: &ReplicaSpec<'_>,
+    network: &str,
+    bind_ip: &str,
+) -> Result<ContainerCreateBody, RuntimeError> {
+    let service = replica.service;
+    let port_key = |port: u16, proto: Protocol| format!("{port}/{proto}");
+    let exposed_ports = service
+        .expose
+        .iter()
+        .map(|exposure| port_key(exposure.port, exposure.proto))
+        .collect();
+    let port_bindings: PortMap = service
+        .expose
+        .iter()
+        .filter(|exposure| exposure.global)
+        .map(|exposure| {
+            let binding = PortBinding {
+                host_ip: Some(bind_ip.to_owned()),
+                // Empty asks the engine for a free ephemeral port.
+                host_port: Some(exposure.host_port.map(|port| port.to_string()).unwrap_or_default()),
+            };
+            (port_key(exposure.port, exposure.proto), Some(vec![binding]))
+        })
+        .collect();
+    let device_requests = (!replica.gpu_devices.is_empty()).then(|| {
+        vec![DeviceRequest {
+            driver: Some("nvidia".to_owned()),
+            device_ids: Some(replica.gpu_devices.to_vec()),
+            capabilities: Some(vec![vec!["gpu".to_owned()]]),
+            ..Default::default()
+        }]
+    });
+    let memory = service.resources.memory_limit_bytes()?;
+    let host_config = HostConfig {
+        nano_cpus: Some(service.resources.nano_cpus()?),
+        memory: Some(memory),
+        // Equal to Memory: no swap on top of the limit.
+        memory_swap: Some(memory),
+        pids_limit: Some(PIDS_LIMIT),
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        privileged: Some(false),
+        binds: None,
+        mounts: None,
+        publish_all_ports: Some(false),
+        port_bindings: Some(port_bindings),
+        network_mode: Some(network.to_owned()),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::ON_FAILURE),
+            maximum_retry_count: Some(MAX_RESTART_RETRIES),
+        }),
+        device_requests,
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".to_owned()),
+            config: Some(HashMap::from([
+                ("max-size".to_owned(), LOG_MAX_SIZE.to_owned()),
+                ("max-file".to_owned(), LOG_MAX_FILES.to_owned()),
+            ])),
+        }),
+        ..Default::default()
+    };
+    let endpoint = EndpointSettings {
+        // Other services of the lease reach this one by its service name.
+        aliases: Some(vec![service.name.clone()]),
+        ..Default::default()
+    };
+    Ok(ContainerCreateBody {
+        image: Some(service.image.clone()),
+        entrypoint: (!service.command.is_empty()).then(|| service.command.clone()),
+        cmd: (!service.args.is_empty()).then(|| service.args.clone()),
+        env: Some(
+            service
+                .env
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect(),
+        ),
+        exposed_ports: Some(exposed_ports),
+        labels: Some(deployment.replica_labels(replica).into_iter().collect()),
+        host_config: Some(host_config),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(network.to_owned(), endpoint)])),
+        }),
+        ..Default::default()
+    })
+}
+
+/// Splits an image reference into what the pull API wants: the name and the
+/// tag to pull (`latest` when none is given, as `docker pull` does; none for a
+/// digest, which the name already carries).
+pub fn split_image_reference(image: &str) -> (String, Option<String>) {
+    if image.contains('@') {
+        return (image.to_owned(), None);
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image.get(last_slash..).and_then(|name| name.rfind(':')) {
+        Some(colon) => {
+            let split = last_slash + colon;
+            (
+                image.get(..split).unwrap_or(image).to_owned(),
+                image.get(split + 1..).map(str::to_owned),
+            )
+        }
+        None => (image.to_owned(), Some("latest".to_owned())),
+    }
+}
+
+/// Whether deploy should start this container: a fresh one, or one that
+/// stopped without its restart policy having given up on it (host or engine
+/// restart, clean exit). A crash loop that exhausted its retries stays down so
+/// that status keeps showing why.
+fn needs_start(state: Option<&ContainerState>, restart_count: i64) -> bool {
+    match state.and_then(|state| state.status) {
+        Some(ContainerStateStatusEnum::CREATED) => true,
+        Some(ContainerStateStatusEnum::EXITED) => {
+            let exit_code = state.and_then(|state| state.exit_code).unwrap_or(0);
+            exit_code == 0 || restart_count < MAX_RESTART_RETRIES
+        }
+        _ => false,
+    }
+}
+
+/// The runtime-neutral view of Docker's container state.
+pub fn replica_state(state: Option<&ContainerState>) -> ReplicaState {
+    let Some(state) = state else {
+        return ReplicaState::Other("unknown".to_owned());
+    };
+    match state.status {
+        Some(ContainerStateStatusEnum::CREATED) => ReplicaState::Pending,
+        Some(ContainerStateStatusEnum::RUNNING) => ReplicaState::Running,
+        Some(ContainerStateStatusEnum::RESTARTING) => ReplicaState::Restarting {
+            last_exit_code: state.exit_code,
+        },
+        Some(ContainerStateStatusEnum::EXITED) => ReplicaState::Exited {
+            exit_code: state.exit_code.unwrap_or(0),
+            oom_killed: state.oom_killed.unwrap_or(false),
+        },
+        Some(other) => ReplicaState::Other(other.to_string()),
+        None => ReplicaState::Other("unknown".to_owned()),
+    }
+}
+
+/// URIs of the published global ports the engine reports.
+fn published_uris(
+    ports: Option<&PortMap>,
+    exposures: &std::collections::BTreeMap<(u16, Protocol), u16>,
+    public_host: &str,
+) -> Vec<String> {
+    let Some(ports) = ports else {
+        return Vec::new();
+    };
+    let mut uris = BTreeSet::new();
+    for (key, bindings) in ports {
+        let Some((port, proto)) = key
+            .split_once('/')
+            .and_then(|(port, proto)| Some((port.parse::<u16>().ok()?, Protocol::parse(proto)?)))
+        else {
+            continue;
+        };
+        let Some(external_port) = exposures.get(&(port, proto)) else {
+            continue;
+        };
+        for binding in bindings.iter().flatten() {
+            if let Some(host_port) = binding.host_port.as_deref().and_then(|p| p.parse().ok()) {
+                uris.insert(service_uri(public_host, proto, *external_port, host_port));
+            }
+        }
+    }
+    uris.into_iter().collect()
+}
+
+/// Splits what Docker sends for one log frame into lines, each with the
+/// RFC 3339 timestamp Docker prefixes when asked to.
+pub fn split_log_frame(frame: &[u8]) -> Vec<(Option<String>, Vec<u8>)> {
+    let frame = frame.strip_suffix(b"\n").unwrap_or(frame);
+    frame
+        .split(|byte| *byte == b'\n')
+        .map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            match line.iter().position(|byte| *byte == b' ') {
+                Some(space) if looks_like_timestamp(line.get(..space).unwrap_or_default()) => (
+                    std::str::from_utf8(line.get(..space).unwrap_or_default())
+                        .ok()
+                        .map(str::to_owned),
+                    line.get(space + 1..).unwrap_or_default().to_vec(),
+                ),
+                _ => (None, line.to_vec()),
+            }
+        })
+        .collect()
+}
+
+fn looks_like_timestamp(text: &[u8]) -> bool {
+    text.len() >= 20
+        && text.get(4) == Some(&b'-')
+        && text.get(10) == Some(&b'T')
+        && text.iter().all(|byte| byte.is_ascii_alphanumeric() || b"-:.+".contains(byte))
+}
+
+fn event_from_message(lease_id: u64, message: EventMessage) -> RuntimeEvent {
+    let attributes = message.actor.and_then(|actor| actor.attributes);
+    let attribute = |key: &str| attributes.as_ref().and_then(|a| a.get(key)).cloned();
+    let action = message.action.unwrap_or_default();
+    let kind = match action.as_str() {
+        "create" => RuntimeEventKind::Created,
+        "start" => RuntimeEventKind::Started,
+        "die" => RuntimeEventKind::Died {
+            exit_code: attribute("exitCode").and_then(|code| code.parse().ok()),
+        },
+        "oom" => RuntimeEventKind::OutOfMemory,
+        "destroy" => RuntimeEventKind::Removed,
+        _ => RuntimeEventKind::Other { action },
+    };
+    RuntimeEvent {
+        lease_id,
+        service: attribute(LABEL_SERVICE),
+        replica: attribute(LABEL_REPLICA).and_then(|n| n.parse().ok()),
+        kind,
+    }
+}
+
+fn container_name(container: &ContainerSummary) -> Option<&str> {
+    container
+        .names
+        .as_ref()?
+        .first()
+        .map(|name| name.trim_start_matches('/'))
+}
+
+fn label<'a>(labels: Option<&'a HashMap<String, String>>, key: &str) -> Option<&'a str> {
+    labels?.get(key).map(String::as_str)
+}
+
+fn is_not_found(err: &DockerError) -> bool {
+    matches!(err, DockerError::DockerResponseServerError { status_code: 404, .. })
+}
+
+/// The engine's own words where it gave some.
+fn error_reason(err: &DockerError) -> String {
+    match err {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        DockerError::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn engine_error(action: impl Into<String>, err: &DockerError) -> RuntimeError {
+    RuntimeError::Engine {
+        action: action.into(),
+        reason: error_reason(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::runtime::{PortExposure, ServiceDeployment, ServiceResources};
+
+    fn deployment(gpu_devices: Vec<Vec<String>>) -> LeaseDeployment {
+        LeaseDeployment {
+            lease_id: 9,
+            tenant: "0x00000000000000000000000000000000000000bb".into(),
+            services: vec![ServiceDeployment {
+                name: "infer".into(),
+                image: "leasehold/busybox:test".into(),
+                command: vec!["sh".into(), "-c".into()],
+                args: vec!["exec httpd -f".into()],
+                env: BTreeMap::from([("MODE".to_owned(), "fast".to_owned())]),
+                expose: vec![
+                    PortExposure {
+                        port: 80,
+                        external_port: 80,
+                        proto: Protocol::Tcp,
+                        global: true,
+                        host_port: None,
+                    },
+                    PortExposure {
+                        port: 9000,
+                        external_port: 9000,
+                        proto: Protocol::Udp,
+                        global: false,
+                        host_port: None,
+                    },
+                ],
+                resources: ServiceResources {
+                    cpu_millis: 500,
+                    memory_bytes: 256 * 1024 * 1024,
+                    storage_bytes: 1 << 30,
+                },
+                replicas: u32::try_from(gpu_devices.len().max(1)).unwrap_or(1),
+                gpu_devices,
+            }],
+        }
+    }
+
+    fn body_of(deployment: &LeaseDeployment, index: usize) -> ContainerCreateBody {
+        let replica = deployment.replicas().nth(index).expect("replica exists");
+        container_create_body(deployment, &replica, "leasehold-lease-9", "0.0.0.0").expect("valid body")
+    }
+
+    #[test]
+    fn create_body_sets_limits_hardening_and_labels() {
+        let deployment = deployment(vec![]);
+        let body = body_of(&deployment, 0);
+        let host = body.host_config.clone().expect("host config");
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.memory, Some(256 * 1024 * 1024));
+        assert_eq!(host.memory_swap, host.memory);
+        assert_eq!(host.pids_limit, Some(PIDS_LIMIT));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+        assert_eq!(host.privileged, Some(false));
+        assert!(host.binds.is_none() && host.mounts.is_none());
+        assert!(host.device_requests.is_none());
+        assert_eq!(host.network_mode.as_deref(), Some("leasehold-lease-9"));
+        let policy = host.restart_policy.expect("restart policy");
+        assert_eq!(policy.name, Some(RestartPolicyNameEnum::ON_FAILURE));
+        assert_eq!(policy.maximum_retry_count, Some(MAX_RESTART_RETRIES));
+        let bindings = host.port_bindings.expect("port bindings");
+        assert_eq!(bindings.len(), 1, "only the global port is published");
+        let binding = bindings.get("80/tcp").cloned().flatten().expect("80/tcp published");
+        assert_eq!(binding[0].host_ip.as_deref(), Some("0.0.0.0"));
+        assert_eq!(binding[0].host_port.as_deref(), Some(""));
+        assert_eq!(body.exposed_ports, Some(vec!["80/tcp".to_owned(), "9000/udp".to_owned()]));
+        assert_eq!(body.entrypoint, Some(vec!["sh".to_owned(), "-c".to_owned()]));
+        assert_eq!(body.cmd, Some(vec!["exec httpd -f".to_owned()]));
+        assert_eq!(body.env, Some(vec!["MODE=fast".to_owned()]));
+        let labels = body.labels.expect("labels");
+        assert_eq!(labels.get(LABEL_LEASE).map(String::as_str), Some("9"));
+        assert_eq!(labels.get(LABEL_SERVICE).map(String::as_str), Some("infer"));
+        let endpoints = body.networking_config.and_then(|n| n.endpoints_config).expect("endpoints");
+        let aliases = endpoints.get("leasehold-lease-9").and_then(|e| e.aliases.clone());
+        assert_eq!(aliases, Some(vec!["infer".to_owned()]));
+    }
+
+    #[test]
+    fn create_body_requests_gpus_by_device_id_per_replica() {
+        let deployment = deployment(vec![vec!["0".into()], vec!["GPU-abc".into(), "3".into()]]);
+        let requests = body_of(&deployment, 1)
+            .host_config
+            .and_then(|host| host.device_requests)
+            .expect("device requests");
+        assert_eq!(
+            requests,
+            vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                device_ids: Some(vec!["GPU-abc".into(), "3".into()]),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]
+        );
+        let first = body_of(&deployment, 0).host_config.and_then(|host| host.device_requests);
+        assert_eq!(first.and_then(|r| r[0].device_ids.clone()), Some(vec!["0".to_owned()]));
+    }
+
+    #[test]
+    fn fixed_host_ports_are_requested() {
+        let mut deployment = deployment(vec![]);
+        deployment.services[0].expose[0].host_port = Some(18080);
+        let bindings = body_of(&deployment, 0)
+            .host_config
+            .and_then(|host| host.port_bindings)
+            .expect("bindings");
+        let binding = bindings.get("80/tcp").cloned().flatten().expect("80/tcp");
+        assert_eq!(binding[0].host_port.as_deref(), Some("18080"));
+    }
+
+    #[test]
+    fn image_references_split_into_name_and_tag() {
+        assert_eq!(split_image_reference("nginx"), ("nginx".into(), Some("latest".into())));
+        assert_eq!(split_image_reference("nginx:1.25"), ("nginx".into(), Some("1.25".into())));
+        assert_eq!(
+            split_image_reference("registry.local:5000/team/app"),
+            ("registry.local:5000/team/app".into(), Some("latest".into()))
+        );
+        assert_eq!(
+            split_image_reference("registry.local:5000/team/app:v2"),
+            ("registry.local:5000/team/app".into(), Some("v2".into()))
+        );
+        assert_eq!(split_image_reference("app@sha256:abcd"), ("app@sha256:abcd".into(), None));
+    }
+
+    fn state(status: ContainerStateStatusEnum, exit_code: i64) -> ContainerState {
+        ContainerState {
+            status: Some(status),
+            exit_code: Some(exit_code),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn docker_states_map_to_replica_states() {
+        use ContainerStateStatusEnum as S;
+        assert_eq!(replica_state(Some(&state(S::RUNNING, 0))), ReplicaState::Running);
+        assert_eq!(replica_state(Some(&state(S::CREATED, 0))), ReplicaState::Pending);
+        assert_eq!(
+            replica_state(Some(&state(S::RESTARTING, 3))),
+            ReplicaState::Restarting { last_exit_code: Some(3) }
+        );
+        assert_eq!(
+            replica_state(Some(&state(S::EXITED, 3))),
+            ReplicaState::Exited { exit_code: 3, oom_killed: false }
+        );
+        assert_eq!(replica_state(Some(&state(S::PAUSED, 0))), ReplicaState::Other("paused".into()));
+        assert_eq!(replica_state(None), ReplicaState::Other("unknown".into()));
+    }
+
+    #[test]
+    fn deploy_restarts_only_what_the_restart_policy_did_not_give_up_on() {
+        use ContainerStateStatusEnum as S;
+        assert!(needs_start(Some(&state(S::CREATED, 0)), 0));
+        assert!(!needs_start(Some(&state(S::RUNNING, 0)), 0));
+        assert!(!needs_start(Some(&state(S::RESTARTING, 3)), 2));
+        assert!(needs_start(Some(&state(S::EXITED, 0)), 0));
+        assert!(needs_start(Some(&state(S::EXITED, 137)), 0));
+        assert!(!needs_start(Some(&state(S::EXITED, 3)), MAX_RESTART_RETRIES));
+    }
+
+    #[test]
+    fn published_ports_become_uris() {
+        let exposures = BTreeMap::from([((80, Protocol::Tcp), 80), ((53, Protocol::Udp), 53)]);
+        let ports: PortMap = HashMap::from([
+            (
+                "80/tcp".to_owned(),
+                Some(vec![PortBinding {
+                    host_ip: Some("0.0.0.0".into()),
+                    host_port: Some("49153".into()),
+                }]),
+            ),
+            ("53/udp".to_owned(), None),
+            (
+                "9000/tcp".to_owned(),
+                Some(vec![PortBinding {
+                    host_ip: Some("0.0.0.0".into()),
+                    host_port: Some("49154".into()),
+                }]),
+            ),
+        ]);
+        assert_eq!(
+            published_uris(Some(&ports), &exposures, "provider.example"),
+            vec!["http://provider.example:49153"]
+        );
+        assert!(published_uris(None, &exposures, "h").is_empty());
+    }
+
+    #[test]
+    fn log_frames_split_into_timestamped_lines() {
+        let frame = b"2026-11-22T02:54:02.123456789Z hello world\n";
+        assert_eq!(
+            split_log_frame(frame),
+            vec![(Some("2026-11-22T02:54:02.123456789Z".to_owned()), b"hello world".to_vec())]
+        );
+        let two = b"2026-11-22T02:54:02Z a\n2026-11-22T02:54:03Z b\n";
+        let lines: Vec<Vec<u8>> = split_log_frame(two).into_iter().map(|(_, line)| line).collect();
+        assert_eq!(lines, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(split_log_frame(b"no timestamp here"), vec![(None, b"no timestamp here".to_vec())]);
+    }
+
+    #[test]
+    fn engine_events_map_to_runtime_events() {
+        let message = EventMessage {
+            action: Some("die".into()),
+            actor: Some(bollard::models::EventActor {
+                id: Some("abc".into()),
+                attributes: Some(HashMap::from([
+                    ("exitCode".to_owned(), "3".to_owned()),
+                    (LABEL_SERVICE.to_owned(), "web".to_owned()),
+                    (LABEL_REPLICA.to_owned(), "1".to_owned()),
+                ])),
+            }),
+            ..Default::default()
+        };
+        let event = event_from_message(5, message);
+        assert_eq!(event.kind, RuntimeEventKind::Died { exit_code: Some(3) });
+        assert_eq!(event.service.as_deref(), Some("web"));
+        assert_eq!(event.replica, Some(1));
+    }
+}

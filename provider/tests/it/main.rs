@@ -1,0 +1,4 @@
+//! The provider's integration tests: one binary, one module per area.
+
+mod runtime_docker;
+mod store;

@@ -1,0 +1,558 @@
+//! The Docker runtime against the real engine. Each test uses its own lease ids
+//! (unique per process and test), tears down what it created even when it fails
+//! (a guard), and is bounded in time. Needs `leasehold/busybox:test` (built by
+//! scripts/bootstrap); nothing is pulled from a registry.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::exec::StartExecResults;
+use bollard::models::{ContainerInspectResponse, ExecConfig, RestartPolicyNameEnum};
+use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+use futures_util::StreamExt;
+use leasehold_provider::runtime::docker::{DockerRuntime, DockerRuntimeConfig, MAX_RESTART_RETRIES, PIDS_LIMIT};
+use leasehold_provider::runtime::{
+    LABEL_LEASE, LABEL_REPLICA, LABEL_SERVICE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus, LogLine,
+    PortExposure, Protocol, ReplicaState, Runtime, RuntimeError, RuntimeEventKind, ServiceDeployment,
+    ServiceResources, lease_network_name, lease_selector, replica_name,
+};
+
+const IMAGE: &str = "leasehold/busybox:test";
+const TENANT: &str = "0x00000000000000000000000000000000000000c1";
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const MIB: u64 = 1024 * 1024;
+
+static NEXT_LEASE: AtomicU64 = AtomicU64::new(0);
+
+fn config() -> DockerRuntimeConfig {
+    DockerRuntimeConfig {
+        public_host: "127.0.0.1".to_owned(),
+        pull_timeout: Duration::from_secs(60),
+        ..DockerRuntimeConfig::default()
+    }
+}
+
+async fn runtime() -> DockerRuntime {
+    DockerRuntime::connect(config()).await.expect("Docker engine reachable (run scripts/bootstrap docker)")
+}
+
+/// Lease ids no other test or concurrent test process uses.
+fn unique_lease_id() -> u64 {
+    let pid = u64::from(std::process::id());
+    9_000_000_000 + pid * 1_000 + NEXT_LEASE.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Tears its leases down when dropped, also when the test panicked. Drop
+/// cannot await, so it runs the teardown on a runtime of its own.
+struct LeaseGuard {
+    ids: Vec<u64>,
+}
+
+impl LeaseGuard {
+    /// Fresh lease ids, cleared of anything a crashed earlier run left behind.
+    async fn new(runtime: &DockerRuntime, count: usize) -> Self {
+        let ids: Vec<u64> = (0..count).map(|_| unique_lease_id()).collect();
+        for id in &ids {
+            runtime.teardown(*id).await.expect("clean leftovers");
+        }
+        LeaseGuard { ids }
+    }
+
+    fn id(&self, index: usize) -> u64 {
+        self.ids[index]
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let ids = self.ids.clone();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(executor) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            executor.block_on(async {
+                let Ok(runtime) = DockerRuntime::connect(config()).await else {
+                    return;
+                };
+                for id in ids {
+                    if let Err(err) = runtime.teardown(id).await {
+                        eprintln!("cleanup of lease {id} failed: {err}");
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+fn service(name: &str, replicas: u32) -> ServiceDeployment {
+    ServiceDeployment {
+        name: name.to_owned(),
+        image: IMAGE.to_owned(),
+        command: vec![],
+        args: vec![],
+        env: BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]),
+        expose: vec![PortExposure {
+            port: 80,
+            external_port: 80,
+            proto: Protocol::Tcp,
+            global: true,
+            host_port: None,
+        }],
+        resources: ServiceResources {
+            cpu_millis: 250,
+            memory_bytes: 64 * MIB,
+            storage_bytes: 0,
+        },
+        replicas,
+        gpu_devices: vec![],
+    }
+}
+
+fn scripted(name: &str, script: &str) -> ServiceDeployment {
+    ServiceDeployment {
+        command: vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()],
+        expose: vec![],
+        ..service(name, 1)
+    }
+}
+
+fn lease(lease_id: u64, services: Vec<ServiceDeployment>) -> LeaseDeployment {
+    LeaseDeployment {
+        lease_id,
+        tenant: TENANT.to_owned(),
+        services,
+    }
+}
+
+/// Polls status until `done` holds, returning that status.
+async fn wait_for_status(
+    runtime: &DockerRuntime,
+    lease_id: u64,
+    what: &str,
+    done: impl Fn(&LeaseRuntimeStatus) -> bool,
+) -> LeaseRuntimeStatus {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let status = runtime.status(lease_id).await.expect("status");
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lease {lease_id} never became {what}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn inspect(docker: &Docker, container: &str) -> ContainerInspectResponse {
+    docker.inspect_container(container, None).await.expect("inspect container")
+}
+
+fn container_ip(info: &ContainerInspectResponse, network: &str) -> String {
+    info.network_settings
+        .as_ref()
+        .and_then(|settings| settings.networks.as_ref())
+        .and_then(|networks| networks.get(network))
+        .and_then(|endpoint| endpoint.ip_address.clone())
+        .filter(|ip| !ip.is_empty())
+        .expect("container has an address on its lease network")
+}
+
+async fn lease_container_ids(docker: &Docker, lease_id: u64) -> Vec<String> {
+    let filters = HashMap::from([("label", vec![lease_selector(lease_id)])]);
+    let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+    let mut ids: Vec<String> = docker
+        .list_containers(Some(options))
+        .await
+        .expect("list containers")
+        .into_iter()
+        .filter_map(|container| container.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn lease_network_count(docker: &Docker, lease_id: u64) -> usize {
+    let filters = HashMap::from([("label", vec![lease_selector(lease_id)])]);
+    let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+    docker.list_networks(Some(options)).await.expect("list networks").len()
+}
+
+/// Runs a command in a container; returns its exit code and output.
+async fn exec(docker: &Docker, container: &str, command: &[&str]) -> (i64, String) {
+    let config = ExecConfig {
+        cmd: Some(command.iter().map(|part| (*part).to_owned()).collect()),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let created = docker.create_exec(container, config).await.expect("create exec");
+    let mut output = String::new();
+    if let StartExecResults::Attached { output: mut stream, .. } =
+        docker.start_exec(&created.id, None).await.expect("start exec")
+    {
+        while let Some(chunk) = stream.next().await {
+            output.push_str(&chunk.expect("exec output").to_string());
+        }
+    }
+    loop {
+        let inspected = docker.inspect_exec(&created.id).await.expect("inspect exec");
+        if inspected.running != Some(true) {
+            return (inspected.exit_code.expect("exec exit code"), output);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A plain HTTP/1.0 GET; enough for busybox httpd and keeps dependencies out.
+fn http_get(uri: &str) -> std::io::Result<String> {
+    let authority = uri
+        .strip_prefix("http://")
+        .ok_or_else(|| std::io::Error::other(format!("not an http URI: {uri}")))?;
+    let address: SocketAddr = authority.parse().map_err(std::io::Error::other)?;
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(format!("GET / HTTP/1.0\r\nHost: {authority}\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+async fn http_get_eventually(uri: &str) -> String {
+    let mut last_error = String::new();
+    for _ in 0..25 {
+        let target = uri.to_owned();
+        match tokio::task::spawn_blocking(move || http_get(&target)).await.expect("http task") {
+            Ok(response) if response.starts_with("HTTP/1.") => return response,
+            Ok(response) => last_error = format!("unexpected response {response:?}"),
+            Err(err) => last_error = err.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{uri} never answered: {last_error}");
+}
+
+fn text(line: &LogLine) -> String {
+    String::from_utf8_lossy(&line.line).into_owned()
+}
+
+fn line_number(line: &LogLine) -> Option<u64> {
+    text(line).strip_prefix("line-")?.parse().ok()
+}
+
+async fn collect_logs(runtime: &DockerRuntime, lease_id: u64, tail: Option<u32>) -> Vec<LogLine> {
+    let stream = runtime.logs(lease_id, None, false, tail).await.expect("logs");
+    stream.map(|line| line.expect("log line")).collect().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_applies_limits_and_hardening_and_the_uri_answers() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let runtime = runtime().await;
+        let guard = LeaseGuard::new(&runtime, 1).await;
+        let lease_id = guard.id(0);
+        runtime.deploy(&lease(lease_id, vec![service("web", 1)])).await.expect("deploy");
+
+        let status = wait_for_status(&runtime, lease_id, "ready", LeaseRuntimeStatus::is_ready).await;
+        let web = status.service("web").expect("web in status");
+        assert_eq!((web.ready_replicas, web.total_replicas), (1, 1));
+        assert_eq!(web.uris.len(), 1, "one global port, one replica: {:?}", web.uris);
+        assert!(web.uris[0].starts_with("http://127.0.0.1:"), "{:?}", web.uris);
+        let response = http_get_eventually(&web.uris[0]).await;
+        assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains("hello from leasehold"), "{response}");
+
+        let docker = runtime.client();
+        let name = replica_name(lease_id, "web", 0);
+        let info = inspect(docker, &name).await;
+        let host = info.host_config.clone().expect("host config");
+        assert_eq!(host.nano_cpus, Some(250_000_000));
+        assert_eq!(host.memory, Some(64 * 1024 * 1024));
+        assert_eq!(host.memory_swap, Some(64 * 1024 * 1024));
+        assert_eq!(host.pids_limit, Some(PIDS_LIMIT));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert!(host.cap_add.unwrap_or_default().is_empty());
+        assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+        assert_eq!(host.privileged, Some(false));
+        assert!(host.binds.unwrap_or_default().is_empty(), "no host binds");
+        assert!(info.mounts.clone().unwrap_or_default().is_empty(), "no mounts at all");
+        let policy = host.restart_policy.expect("restart policy");
+        assert_eq!(policy.name, Some(RestartPolicyNameEnum::ON_FAILURE));
+        assert_eq!(policy.maximum_retry_count, Some(MAX_RESTART_RETRIES));
+        let labels = info.config.as_ref().and_then(|config| config.labels.clone()).expect("labels");
+        assert_eq!(labels.get(LABEL_LEASE), Some(&lease_id.to_string()));
+        assert_eq!(labels.get(LABEL_TENANT).map(String::as_str), Some(TENANT));
+        assert_eq!(labels.get(LABEL_SERVICE).map(String::as_str), Some("web"));
+        assert_eq!(labels.get(LABEL_REPLICA).map(String::as_str), Some("0"));
+        let env = info.config.as_ref().and_then(|config| config.env.clone()).unwrap_or_default();
+        assert!(env.contains(&"GREETING=hi".to_owned()), "{env:?}");
+        let networks: Vec<String> = info
+            .network_settings
+            .as_ref()
+            .and_then(|settings| settings.networks.as_ref())
+            .map(|networks| networks.keys().cloned().collect())
+            .unwrap_or_default();
+        assert_eq!(networks, vec![lease_network_name(lease_id)], "attached only to its lease network");
+
+        // The hardening holds inside the container, not just in the config.
+        let (code, proc_status) = exec(docker, &name, &["cat", "/proc/self/status"]).await;
+        assert_eq!(code, 0, "{proc_status}");
+        assert!(proc_status.contains("NoNewPrivs:\t1"), "{proc_status}");
+        assert!(proc_status.contains("CapEff:\t0000000000000000"), "{proc_status}");
+
+        assert!(runtime.list_leases().await.expect("list leases").contains(&lease_id));
+        runtime.teardown(lease_id).await.expect("teardown");
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_is_idempotent_and_teardown_removes_everything() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let runtime = runtime().await;
+        let docker = runtime.client();
+        let guard = LeaseGuard::new(&runtime, 1).await;
+        let lease_id = guard.id(0);
+        let deployment = lease(lease_id, vec![service("web", 2)]);
+
+        runtime.deploy(&deployment).await.expect("first deploy");
+        wait_for_status(&runtime, lease_id, "ready", LeaseRuntimeStatus::is_ready).await;
+        let ids = lease_container_ids(docker, lease_id).await;
+        assert_eq!(ids.len(), 2);
+        let started_at = inspect(docker, &replica_name(lease_id, "web", 0)).await.state.and_then(|s| s.started_at);
+
+        runtime.deploy(&deployment).await.expect("second deploy");
+        assert_eq!(lease_container_ids(docker, lease_id).await, ids, "same containers, none added");
+        assert_eq!(lease_network_count(docker, lease_id).await, 1, "one network");
+        let again = inspect(docker, &replica_name(lease_id, "web", 0)).await.state.and_then(|s| s.started_at);
+        assert_eq!(started_at, again, "a running replica is not restarted");
+        let status = runtime.status(lease_id).await.expect("status");
+        assert_eq!(status.service("web").map(|web| web.uris.len()), Some(2), "{status:?}");
+
+        // Scaling down removes the surplus replica and keeps the other.
+        runtime.deploy(&lease(lease_id, vec![service("web", 1)])).await.expect("scale down");
+        let kept = inspect(docker, &replica_name(lease_id, "web", 0)).await.id.expect("id");
+        assert_eq!(lease_container_ids(docker, lease_id).await, vec![kept]);
+
+        assert!(runtime.list_leases().await.expect("list").contains(&lease_id));
+        runtime.teardown(lease_id).await.expect("teardown");
+        assert!(lease_container_ids(docker, lease_id).await.is_empty(), "containers removed");
+        assert_eq!(lease_network_count(docker, lease_id).await, 0, "network removed");
+        assert!(!runtime.list_leases().await.expect("list").contains(&lease_id));
+        assert!(runtime.status(lease_id).await.expect("status").services.is_empty());
+        runtime.teardown(lease_id).await.expect("second teardown is fine");
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_cannot_reach_each_other_but_services_within_a_lease_can() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let runtime = runtime().await;
+        let docker = runtime.client();
+        let guard = LeaseGuard::new(&runtime, 2).await;
+        let (lease_a, lease_b) = (guard.id(0), guard.id(1));
+        let deploy_a = lease(lease_a, vec![service("web", 1), service("client", 1)]);
+        let deploy_b = lease(lease_b, vec![service("web", 1)]);
+        let (a, b) = tokio::join!(runtime.deploy(&deploy_a), runtime.deploy(&deploy_b));
+        a.expect("deploy lease A");
+        b.expect("deploy lease B");
+        wait_for_status(&runtime, lease_a, "ready", LeaseRuntimeStatus::is_ready).await;
+        wait_for_status(&runtime, lease_b, "ready", LeaseRuntimeStatus::is_ready).await;
+
+        let client_a = replica_name(lease_a, "client", 0);
+        let web_a = replica_name(lease_a, "web", 0);
+        let web_b = replica_name(lease_b, "web", 0);
+        let ip_a = container_ip(&inspect(docker, &web_a).await, &lease_network_name(lease_a));
+        let ip_b = container_ip(&inspect(docker, &web_b).await, &lease_network_name(lease_b));
+        // The test image's busybox wget crashes (static glibc), so HTTP goes
+        // through nc, with the same 2 s connect timeout.
+        let fetch = |address: String| {
+            let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {address} 80");
+            vec!["sh".to_owned(), "-c".to_owned(), script]
+        };
+        let run = |container: String, command: Vec<String>| async move {
+            let parts: Vec<&str> = command.iter().map(String::as_str).collect();
+            exec(docker, &container, &parts).await
+        };
+
+        // Names are checked with nslookup, fetches go to addresses.
+        let lookup = |name: String| vec!["nslookup".to_owned(), name];
+        let (code, answer) = run(client_a.clone(), lookup("web".into())).await;
+        assert_eq!(code, 0, "service name resolves within the lease: {answer}");
+        assert!(answer.contains(&ip_a), "web resolves to {ip_a}: {answer}");
+        let (code, body) = run(client_a.clone(), fetch(ip_a.clone())).await;
+        assert_eq!(code, 0, "same-lease address reachable: {body}");
+        assert!(body.contains("hello from leasehold"), "{body}");
+
+        let (code, body) = run(client_a.clone(), fetch(ip_b.clone())).await;
+        assert!(code != 0 && !body.contains("hello"), "lease A reached lease B at {ip_b}: {code} {body}");
+        let (code, body) = run(web_b.clone(), fetch(ip_a.clone())).await;
+        assert!(code != 0 && !body.contains("hello"), "lease B reached lease A at {ip_a}: {code} {body}");
+        let (_, answer) = run(client_a.clone(), lookup(web_b.clone())).await;
+        assert!(!answer.contains(&ip_b), "lease B's container name resolved from lease A: {answer}");
+
+        runtime.teardown(lease_a).await.expect("teardown A");
+        runtime.teardown(lease_b).await.expect("teardown B");
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpullable_image_fails_with_the_engines_reason_and_leaves_nothing() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let runtime = runtime().await;
+        let docker = runtime.client();
+        let guard = LeaseGuard::new(&runtime, 1).await;
+        let lease_id = guard.id(0);
+        let image = format!("leasehold/no-such-image-{lease_id}:missing");
+        let mut broken = service("web", 1);
+        broken.image = image.clone();
+
+        let err = runtime.deploy(&lease(lease_id, vec![service("ok", 1), broken])).await.expect_err("must fail");
+        match &err {
+            RuntimeError::ImagePull { image: failed, reason } => {
+                assert_eq!(failed, &image);
+                assert!(!reason.is_empty());
+                // Failed on the engine's answer, well before the pull timeout.
+                assert!(!reason.contains("timed out after"), "{reason}");
+            }
+            other => panic!("expected an image pull error, got {other:?}"),
+        }
+        assert!(err.to_string().contains(&image), "{err}");
+        assert!(lease_container_ids(docker, lease_id).await.is_empty(), "no container left");
+        assert_eq!(lease_network_count(docker, lease_id).await, 0, "no network left");
+        assert!(!runtime.list_leases().await.expect("list").contains(&lease_id));
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_is_reported_with_its_exit_code_and_left_alone() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let runtime = runtime().await;
+        let docker = runtime.client();
+        let guard = LeaseGuard::new(&runtime, 1).await;
+        let lease_id = guard.id(0);
+        let mut events = runtime.events(lease_id).await.expect("events");
+        let deployment = lease(lease_id, vec![scripted("crash", "exit 3")]);
+        runtime.deploy(&deployment).await.expect("deploy succeeds; the crash comes later");
+
+        let crashed = |status: &LeaseRuntimeStatus| {
+            status.service("crash").is_some_and(|crash| {
+                crash.ready_replicas == 0
+                    && matches!(
+                        crash.replicas.first().map(|replica| &replica.state),
+                        Some(ReplicaState::Restarting { last_exit_code: Some(3) })
+                            | Some(ReplicaState::Exited { exit_code: 3, .. })
+                    )
+            })
+        };
+        let status = wait_for_status(&runtime, lease_id, "crashed", crashed).await;
+        assert!(!status.is_ready());
+
+        // The restart policy gives up after its retries and status says why.
+        let given_up = |status: &LeaseRuntimeStatus| {
+            status.service("crash").and_then(|crash| crash.replicas.first()).is_some_and(|replica| {
+                matches!(replica.state, ReplicaState::Exited { exit_code: 3, .. })
+                    && i64::from(replica.restart_count) == MAX_RESTART_RETRIES
+            })
+        };
+        let status = wait_for_status(&runtime, lease_id, "given up", given_up).await;
+        let crash = status.service("crash").expect("crash service");
+        assert_eq!((crash.ready_replicas, crash.total_replicas), (0, 1));
+        assert_eq!(crash.replicas[0].state.to_string(), "exited with code 3");
+
+        let died = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = events.next().await {
+                let event = event.expect("event");
+                if event.kind == (RuntimeEventKind::Died { exit_code: Some(3) }) {
+                    return event;
+                }
+            }
+            panic!("event stream ended");
+        })
+        .await
+        .expect("a died event with exit code 3");
+        assert_eq!((died.lease_id, died.service.as_deref(), died.replica), (lease_id, Some("crash"), Some(0)));
+
+        // The reconciler's repeated deploy must not revive the crash loop.
+        let container = replica_name(lease_id, "crash", 0);
+        let before = inspect(docker, &container).await;
+        runtime.deploy(&deployment).await.expect("redeploy");
+        let after = inspect(docker, &container).await;
+        assert_eq!(before.id, after.id);
+        assert_eq!(after.state.and_then(|s| s.started_at), before.state.and_then(|s| s.started_at));
+        assert!(runtime.list_leases().await.expect("provider still answers").contains(&lease_id));
+        runtime.teardown(lease_id).await.expect("teardown");
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_deliver_tail_and_follow() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let runtime = runtime().await;
+        let guard = LeaseGuard::new(&runtime, 1).await;
+        let lease_id = guard.id(0);
+        let script = "echo to-stderr >&2; i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.2; done";
+        runtime.deploy(&lease(lease_id, vec![scripted("talker", script)])).await.expect("deploy");
+
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        let everything = loop {
+            let lines = collect_logs(&runtime, lease_id, None).await;
+            if lines.iter().any(|line| text(line) == "line-5") {
+                break lines;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no line-5 yet: {lines:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let stderr_line = everything.iter().find(|line| text(line) == "to-stderr").expect("stderr line");
+        assert!(stderr_line.stderr);
+        let first = everything.iter().find(|line| text(line) == "line-1").expect("line-1");
+        assert!(!first.stderr);
+        assert_eq!((first.service.as_str(), first.replica), ("talker", 0));
+        assert!(first.timestamp.as_deref().is_some_and(|ts| ts.contains('T')), "{first:?}");
+
+        let tail = collect_logs(&runtime, lease_id, Some(3)).await;
+        let numbers: Vec<u64> = tail.iter().filter_map(line_number).collect();
+        assert_eq!(numbers.len(), 3, "{tail:?}");
+        assert!(numbers.windows(2).all(|pair| pair[1] == pair[0] + 1), "{numbers:?}");
+        assert!(numbers[0] >= 3, "the tail is the end of the log: {numbers:?}");
+
+        let mut follow = runtime.logs(lease_id, Some("talker"), true, Some(1)).await.expect("follow");
+        let followed = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut numbers = Vec::new();
+            while numbers.len() < 6 {
+                let line = follow.next().await.expect("stream open").expect("log line");
+                numbers.extend(line_number(&line));
+            }
+            numbers
+        })
+        .await
+        .expect("followed lines arrive");
+        assert!(followed.windows(2).all(|pair| pair[1] == pair[0] + 1), "{followed:?}");
+        drop(follow);
+
+        match runtime.logs(lease_id, Some("nope"), false, None).await {
+            Err(RuntimeError::NotFound { what }) => assert!(what.contains("nope"), "{what}"),
+            Err(other) => panic!("expected not found, got {other}"),
+            Ok(_) => panic!("expected not found, got a stream"),
+        }
+        runtime.teardown(lease_id).await.expect("teardown");
+    })
+    .await
+    .expect("test finished in time");
+}

@@ -1,0 +1,86 @@
+use std::path::PathBuf;
+
+use leasehold_scheduler::PolicyKind;
+use leasehold_scheduler::sim::{
+    SimConfig, parse_openb_nodes, parse_openb_pods, simulate, workload,
+};
+
+pub fn openb(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/openb")
+        .join(file)
+}
+
+fn read(file: &str) -> String {
+    std::fs::read_to_string(openb(file)).expect("the openb trace ships in /work/shared/data/openb")
+}
+
+#[test]
+fn openb_default_trace_one_seed_is_sane() {
+    let nodes = parse_openb_nodes(&read("openb_node_list_gpu_node.csv")).unwrap();
+    let pods = parse_openb_pods(&read("openb_pod_list_default.csv")).unwrap();
+    assert_eq!(nodes.len(), 1213);
+    assert_eq!(nodes.iter().map(|n| n.gpus.len()).sum::<usize>(), 6212);
+    assert_eq!(pods.len(), 8152);
+
+    // The workload protocol: file order first, then sampled up to 130% of capacity.
+    let order = workload(&pods, 6_212_000, 1300, 42);
+    assert!(
+        order
+            .iter()
+            .take(pods.len())
+            .enumerate()
+            .all(|(i, &p)| i == p)
+    );
+    let demand: u64 = order.iter().map(|&i| pods[i].gpu.milli().unwrap()).sum();
+    assert!(demand <= 8_075_600 && demand > 8_000_000, "{demand}");
+    assert_eq!(
+        order,
+        workload(&pods, 6_212_000, 1300, 42),
+        "deterministic per seed"
+    );
+
+    // A debug build replays the first 4,000 arrivals (all below 100% demand).
+    let config = SimConfig {
+        policy: PolicyKind::FgdBalanced,
+        demand_permille: 1300,
+        seed: 42,
+        scale: 1,
+        limit: Some(4000),
+        starvation_weight: PolicyKind::STARVATION_WEIGHT,
+    };
+    let outcome = simulate(&nodes, &pods, &config).unwrap();
+    assert_eq!(outcome.arrivals, 4000);
+    assert_eq!(outcome.placed + outcome.failed, 4000);
+    assert_eq!(outcome.gpu_capacity_milli, 6_212_000);
+    let requested: u64 = pods[..4000].iter().map(|p| p.gpu.milli().unwrap()).sum();
+    // Early in the trace the cluster is far from full: nearly everything fits.
+    assert!(outcome.failed < 40, "{outcome:?}");
+    assert!(outcome.allocated_at_end_milli + outcome.failed_gpu_milli == requested);
+    let ratio = outcome.ratio_at_end();
+    assert!(ratio > 0.3 && ratio < 0.8, "{ratio}");
+}
+
+#[test]
+fn trace_errors_name_line_and_column() {
+    let error =
+        parse_openb_pods("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\np,100,10,1,abc,\n")
+            .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "pod list line 2: column `gpu_milli`: `abc`: invalid digit found in string"
+    );
+    let error =
+        parse_openb_nodes("sn,cpu_milli,memory_mib,gpu,model\nn1,100,10,2,Z9\n").unwrap_err();
+    assert!(
+        error.to_string().contains("unknown gpu model `Z9`"),
+        "{error}"
+    );
+    let error = parse_openb_pods("name,cpu_milli\np,1\n").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("header lacks column `memory_mib`"),
+        "{error}"
+    );
+}
