@@ -3,6 +3,7 @@ pragma solidity 0.8.28;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {Fixture} from "./utils/Fixture.sol";
+import {vm} from "./utils/Vm.sol";
 import {Marketplace} from "../src/Marketplace.sol";
 
 /// @notice One measured call per test, in steady state (the marketplace already holds escrow,

@@ -4,6 +4,7 @@ pragma solidity 0.8.28;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Errors} from "@openzeppelin/contracts/interfaces/draft-IERC6093.sol";
 import {Fixture} from "./utils/Fixture.sol";
+import {vm} from "./utils/Vm.sol";
 import {ProviderRegistry} from "../src/ProviderRegistry.sol";
 import {Marketplace} from "../src/Marketplace.sol";
 import {TokenTransfers} from "../src/TokenTransfers.sol";

@@ -537,7 +537,7 @@ const FILE_HEADER: &str = "\
 # Prices are in the payment token's base units per hour.
 # data_dir holds the database; database_url, when set, points elsewhere
 # (sqlite://... or postgres://user:password@host/db).
-# attributes are announced on chain, e.g. ["region=eu-west", "tier=community"].
+# attributes are announced on chain, e.g. [\"region=eu-west\", \"tier=community\"].
 ";
 
 const HARDWARE_COMMENT: &str = "\

@@ -230,6 +230,24 @@ impl Store {
         rows.iter().map(lease_from_row).collect()
     }
 
+    /// Leases still waiting for their manifest whose deadline is at or before
+    /// `now`: the sweep feeds each `ManifestDeadlinePassed`.
+    pub async fn leases_past_manifest_deadline(
+        &self,
+        now: u64,
+    ) -> Result<Vec<LeaseRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {LEASE_COLUMNS} FROM leases WHERE state IN ($1, $2) AND deadline <= $3 \
+             ORDER BY deadline, lease_id"
+        ))
+        .bind(LeaseStateKind::Won.as_str())
+        .bind(LeaseStateKind::AwaitingManifest.as_str())
+        .bind(to_db(now, "time")?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
     /// Applies an event to the lease as it is now; on a lost race it re-reads
     /// and re-applies (the state machine decides again on the fresh state).
     pub async fn apply(
@@ -237,10 +255,19 @@ impl Store {
         lease_id: u64,
         event: &LeaseEvent,
     ) -> Result<LeaseRecord, StoreError> {
+        self.apply_retrying(lease_id, event, None).await
+    }
+
+    async fn apply_retrying(
+        &self,
+        lease_id: u64,
+        event: &LeaseEvent,
+        manifest_json: Option<&str>,
+    ) -> Result<LeaseRecord, StoreError> {
         let mut attempt = 1;
         loop {
             let current = self.lease(lease_id).await?;
-            match self.write_transition(current, event, None).await {
+            match self.write_transition(current, event, manifest_json).await {
                 Err(StoreError::Conflict { .. }) if attempt < APPLY_ATTEMPTS => attempt += 1,
                 result => return result,
             }
@@ -274,9 +301,8 @@ impl Store {
         manifest_hash: ManifestHash,
         manifest_json: &str,
     ) -> Result<LeaseRecord, StoreError> {
-        let current = self.lease(lease_id).await?;
         let event = LeaseEvent::ManifestReceived { manifest_hash };
-        self.write_transition(current, &event, Some(manifest_json))
+        self.apply_retrying(lease_id, &event, Some(manifest_json))
             .await
     }
 
@@ -396,25 +422,25 @@ impl Store {
         Ok(removed > 0)
     }
 
-    /// Removes and returns the reservations that expired at or before `now`.
+    /// Removes and returns the reservations that expired at or before `now`,
+    /// in one statement so a concurrent writer cannot slip between.
     pub async fn take_expired_reservations(
         &self,
         now: u64,
     ) -> Result<Vec<Reservation>, StoreError> {
-        let now = to_db(now, "time")?;
-        let mut transaction = self.pool.begin().await?;
         let rows = sqlx::query(
-            "SELECT order_id, bid_id, resources, expires_at FROM reservations WHERE expires_at <= $1 ORDER BY order_id",
+            "DELETE FROM reservations WHERE expires_at <= $1 \
+             RETURNING order_id, bid_id, resources, expires_at",
         )
-        .bind(now)
-        .fetch_all(&mut *transaction)
+        .bind(to_db(now, "time")?)
+        .fetch_all(&self.pool)
         .await?;
-        sqlx::query("DELETE FROM reservations WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&mut *transaction)
-            .await?;
-        transaction.commit().await?;
-        rows.iter().map(reservation_from_row).collect()
+        let mut expired = rows
+            .iter()
+            .map(reservation_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        expired.sort_by_key(|reservation| reservation.order_id);
+        Ok(expired)
     }
 
     /// The last block a follower finished, if it ever saved one.

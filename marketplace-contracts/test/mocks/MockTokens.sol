@@ -3,6 +3,15 @@ pragma solidity 0.8.28;
 
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 
+/// @notice Plain 18-decimal ERC-20 without a mint cap, for tests at the parameter bounds.
+contract MintableToken is ERC20 {
+    constructor() ERC20("Mintable", "MINT") {}
+
+    function mint(address to, uint256 amount) external {
+        _mint(to, amount);
+    }
+}
+
 /// @notice Burns 1% of every transfer: the contracts must refuse it.
 contract FeeOnTransferToken is ERC20 {
     constructor() ERC20("Fee", "FEE") {}

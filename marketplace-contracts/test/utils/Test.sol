@@ -13,7 +13,7 @@ function bound(uint256 x, uint256 min, uint256 max) pure returns (uint256) {
     return min + (x % size);
 }
 
-/// @notice Minimal test base: the cheatcode handle, assertions that fail through the
+/// @notice Minimal test base: assertions that fail through the
 /// cheatcode assertions (so forge reports left/right values) and the
 /// target/exclude hooks forge calls to configure invariant runs. `vm` and `bound` are
 /// file-level so handlers can use them without inheriting a test.

@@ -26,6 +26,7 @@ use tokio::sync::broadcast;
 
 use super::{
     EventStream, LABEL_EXPOSE, LABEL_LEASE, LABEL_REPLICA, LABEL_REPLICAS, LABEL_SERVICE,
+    LABEL_SPEC,
     LeaseDeployment, LeaseRuntimeStatus, LogLine, LogStream, ObservedReplica, Protocol,
     ReplicaSpec, ReplicaState, Runtime, RuntimeError, RuntimeEvent, RuntimeEventKind,
     decode_exposures, lease_network_name, lease_selector, parse_lease_label, service_uri,
@@ -226,7 +227,24 @@ impl DockerRuntime {
         network: &str,
     ) -> Result<(), RuntimeError> {
         let name = &replica.name;
-        let existing = match self.inspect(name).await? {
+        let wanted_spec = replica.spec_hash();
+        let mut found = self.inspect(name).await?;
+        if let Some(existing) = &found {
+            let labels = existing.config.as_ref().and_then(|c| c.labels.as_ref());
+            if label(labels, LABEL_LEASE).and_then(parse_lease_label) != Some(deployment.lease_id) {
+                return Err(RuntimeError::Conflict {
+                    name: name.clone(),
+                    lease_id: deployment.lease_id,
+                });
+            }
+            if label(labels, LABEL_SPEC) != Some(wanted_spec.as_str()) {
+                // The manifest changed: replace the replica.
+                tracing::info!(lease_id = deployment.lease_id, container = name, "replacing container with a changed spec");
+                self.remove_container(existing.id.as_deref().unwrap_or(name)).await?;
+                found = None;
+            }
+        }
+        let existing = match found {
             Some(existing) => existing,
             None => {
                 let body = container_create_body(deployment, replica, network, &self.config.bind_ip)?;
@@ -243,15 +261,6 @@ impl DockerRuntime {
                 })?
             }
         };
-        if label(existing.config.as_ref().and_then(|c| c.labels.as_ref()), LABEL_LEASE)
-            .and_then(parse_lease_label)
-            != Some(deployment.lease_id)
-        {
-            return Err(RuntimeError::Conflict {
-                name: name.clone(),
-                lease_id: deployment.lease_id,
-            });
-        }
         let restart_count = existing.restart_count.unwrap_or(0);
         if needs_start(existing.state.as_ref(), restart_count) {
             match self.docker.start_container(name, None).await {

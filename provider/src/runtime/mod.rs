@@ -31,6 +31,10 @@ pub const LABEL_REPLICAS: &str = "io.leasehold.replicas";
 /// so that status can rebuild URIs from what the engine reports.
 pub const LABEL_EXPOSE: &str = "io.leasehold.expose";
 
+/// Label holding [`ReplicaSpec::spec_hash`]: a replica whose hash differs from
+/// the deployment's is replaced rather than reused.
+pub const LABEL_SPEC: &str = "io.leasehold.spec";
+
 /// Prefix of every object name the runtimes create.
 pub const NAME_PREFIX: &str = "leasehold";
 
@@ -151,6 +155,70 @@ pub struct ReplicaSpec<'a> {
     pub gpu_devices: &'a [String],
 }
 
+impl ReplicaSpec<'_> {
+    /// A stable fingerprint of everything the replica runs with (FNV-1a over a
+    /// length-prefixed encoding: stable across builds and daemon versions, so a
+    /// restarted daemon recognises its own replicas). The replica count is part
+    /// of it because replicas carry it in their labels.
+    pub fn spec_hash(&self) -> String {
+        let service = self.service;
+        let mut hasher = SpecHasher::default();
+        hasher.field(service.image.as_bytes());
+        hasher.list(service.command.iter().map(String::as_bytes));
+        hasher.list(service.args.iter().map(String::as_bytes));
+        hasher.list(service.env.iter().flat_map(|(key, value)| [key.as_bytes(), value.as_bytes()]));
+        for exposure in &service.expose {
+            hasher.field(&exposure.port.to_be_bytes());
+            hasher.field(&exposure.external_port.to_be_bytes());
+            hasher.field(exposure.proto.as_str().as_bytes());
+            hasher.field(&[u8::from(exposure.global)]);
+            hasher.field(&exposure.host_port.map_or(-1, i32::from).to_be_bytes());
+        }
+        hasher.field(&service.resources.cpu_millis.to_be_bytes());
+        hasher.field(&service.resources.memory_bytes.to_be_bytes());
+        hasher.field(&service.resources.storage_bytes.to_be_bytes());
+        hasher.field(&service.replicas.to_be_bytes());
+        hasher.list(self.gpu_devices.iter().map(String::as_bytes));
+        format!("{:016x}", hasher.state)
+    }
+}
+
+struct SpecHasher {
+    state: u64,
+}
+
+impl Default for SpecHasher {
+    fn default() -> Self {
+        SpecHasher {
+            state: 0xcbf2_9ce4_8422_2325,
+        }
+    }
+}
+
+impl SpecHasher {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.state ^= u64::from(*byte);
+            self.state = self.state.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// Length-prefixed, so that ("ab", "c") and ("a", "bc") differ.
+    fn field(&mut self, bytes: &[u8]) {
+        self.bytes(&(bytes.len() as u64).to_be_bytes());
+        self.bytes(bytes);
+    }
+
+    fn list<'b>(&mut self, items: impl Iterator<Item = &'b [u8]>) {
+        let mut count = 0u64;
+        for item in items {
+            self.field(item);
+            count = count.wrapping_add(1);
+        }
+        self.field(&count.to_be_bytes());
+    }
+}
+
 impl LeaseDeployment {
     /// Checks everything a runtime relies on, naming the offending field.
     pub fn validate(&self) -> Result<(), RuntimeError> {
@@ -209,6 +277,7 @@ impl LeaseDeployment {
             LABEL_EXPOSE.to_owned(),
             encode_exposures(&replica.service.expose),
         );
+        labels.insert(LABEL_SPEC.to_owned(), replica.spec_hash());
         labels
     }
 }
@@ -827,6 +896,31 @@ mod tests {
         let mut bad = deployment();
         bad.services.clear();
         assert_eq!(field_of(bad.validate().unwrap_err()), "services");
+    }
+
+    #[test]
+    fn spec_hash_changes_with_what_the_replica_runs() {
+        let base = deployment();
+        let hash = |deployment: &LeaseDeployment, index: usize| {
+            deployment.replicas().nth(index).expect("replica").spec_hash()
+        };
+        assert_eq!(hash(&base, 0), hash(&deployment(), 0), "deterministic");
+        assert_eq!(hash(&base, 0), hash(&base, 1), "replicas of a service share a spec");
+        assert_eq!(hash(&base, 0).len(), 16);
+        let mut changed = deployment();
+        changed.services[0].env.insert("A".into(), "1".into());
+        assert_ne!(hash(&changed, 0), hash(&base, 0));
+        let mut changed = deployment();
+        changed.services[0].command = vec!["ab".into(), "c".into()];
+        let mut shifted = deployment();
+        shifted.services[0].command = vec!["a".into(), "bc".into()];
+        assert_ne!(hash(&changed, 0), hash(&shifted, 0));
+        let mut changed = deployment();
+        changed.services[0].resources.memory_bytes += 1;
+        assert_ne!(hash(&changed, 0), hash(&base, 0));
+        let mut changed = deployment();
+        changed.services[0].gpu_devices = vec![vec!["0".into()], vec!["1".into()]];
+        assert_ne!(hash(&changed, 0), hash(&changed, 1), "different devices, different spec");
     }
 
     #[test]

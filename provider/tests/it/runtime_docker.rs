@@ -337,10 +337,19 @@ async fn deploy_is_idempotent_and_teardown_removes_everything() {
         let status = runtime.status(lease_id).await.expect("status");
         assert_eq!(status.service("web").map(|web| web.uris.len()), Some(2), "{status:?}");
 
-        // Scaling down removes the surplus replica and keeps the other.
-        runtime.deploy(&lease(lease_id, vec![service("web", 1)])).await.expect("scale down");
-        let kept = inspect(docker, &replica_name(lease_id, "web", 0)).await.id.expect("id");
-        assert_eq!(lease_container_ids(docker, lease_id).await, vec![kept]);
+        // A changed manifest replaces the replicas; the surplus one goes away.
+        let mut changed = service("web", 1);
+        changed.env.insert("VERSION".to_owned(), "2".to_owned());
+        runtime.deploy(&lease(lease_id, vec![changed])).await.expect("update");
+        let replaced = inspect(docker, &replica_name(lease_id, "web", 0)).await;
+        let replaced_id = replaced.id.clone().expect("id");
+        assert!(!ids.contains(&replaced_id), "the changed replica is a new container");
+        let env = replaced.config.and_then(|config| config.env).unwrap_or_default();
+        assert!(env.contains(&"VERSION=2".to_owned()), "{env:?}");
+        assert_eq!(lease_container_ids(docker, lease_id).await, vec![replaced_id]);
+        let status = wait_for_status(&runtime, lease_id, "ready", LeaseRuntimeStatus::is_ready).await;
+        let web = status.service("web").expect("web");
+        assert_eq!((web.ready_replicas, web.total_replicas, web.replicas.len()), (1, 1, 1));
 
         assert!(runtime.list_leases().await.expect("list").contains(&lease_id));
         runtime.teardown(lease_id).await.expect("teardown");

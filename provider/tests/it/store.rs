@@ -22,7 +22,7 @@ enum Backend {
     Postgres,
 }
 
-/// An empty database for one test; dropped (Postgres schema) by `finish`.
+/// An empty database for one test; its Postgres schema goes when it is dropped.
 struct TestDb {
     url: String,
     schema: Option<String>,
@@ -92,15 +92,36 @@ impl TestDb {
             .await
             .unwrap_or_else(|error| panic!("opening {}: {error}", self.url))
     }
+}
 
-    async fn finish(self) {
-        if let Some(schema) = &self.schema {
-            let mut admin = postgres_admin().await;
-            let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-            sqlx::query(&drop)
-                .execute(&mut admin)
-                .await
-                .unwrap_or_else(|error| panic!("{drop}: {error}"));
+impl Drop for TestDb {
+    /// Drops the test's Postgres schema, also when the test failed. Drop runs on
+    /// the test's runtime, which must not block on itself, so a fresh runtime on
+    /// its own thread does the work.
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&postgres_base_url())
+                    .await
+                    .map_err(|error| error.to_string())?;
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .execute(&mut admin)
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| error.to_string())
+            })
+        });
+        match cleanup.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("dropping the test schema: {error}"),
+            Err(_) => eprintln!("dropping the test schema panicked"),
         }
     }
 }
@@ -138,7 +159,6 @@ async fn migrations_apply_twice(backend: Backend) {
         .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(applied, 1, "each migration is recorded once");
     store.close().await;
-    db.finish().await;
 }
 
 async fn lease_lifecycle_persists_across_reopening(backend: Backend) {
@@ -214,7 +234,6 @@ async fn lease_lifecycle_persists_across_reopening(backend: Backend) {
         Err(StoreError::LeaseNotFound(8))
     ));
     store.close().await;
-    db.finish().await;
 }
 
 async fn won_redelivery_with_other_tenant_is_refused(backend: Backend) {
@@ -239,7 +258,6 @@ async fn won_redelivery_with_other_tenant_is_refused(backend: Backend) {
         "{error:?}"
     );
     store.close().await;
-    db.finish().await;
 }
 
 async fn concurrent_transitions_conflict(backend: Backend) {
@@ -321,7 +339,6 @@ async fn concurrent_transitions_conflict(backend: Backend) {
     }
     assert_eq!(ok(store.lease(11).await).version, current.version + 2);
     store.close().await;
-    db.finish().await;
 }
 
 async fn cursor_round_trip(backend: Backend) {
@@ -342,7 +359,6 @@ async fn cursor_round_trip(backend: Backend) {
         Err(StoreError::OutOfRange { .. })
     ));
     store.close().await;
-    db.finish().await;
 }
 
 async fn replay_keys_are_remembered_once(backend: Backend) {
@@ -389,7 +405,6 @@ async fn replay_keys_are_remembered_once(backend: Backend) {
         "recent keys stay"
     );
     store.close().await;
-    db.finish().await;
 }
 
 async fn leases_are_listed_by_state(backend: Backend) {
@@ -435,8 +450,16 @@ async fn leases_are_listed_by_state(backend: Backend) {
         }
     );
     assert!(ok(store.leases_in_state(LeaseStateKind::Closed).await).is_empty());
+    // Deadlines are 1000 + lease id; 24 already timed out, 23 got its manifest.
+    assert_eq!(
+        ids(ok(store.leases_past_manifest_deadline(1_021).await)),
+        [21]
+    );
+    assert_eq!(
+        ids(ok(store.leases_past_manifest_deadline(1_023).await)),
+        [21, 22]
+    );
     store.close().await;
-    db.finish().await;
 }
 
 async fn reservations_expire(backend: Backend) {
@@ -470,7 +493,6 @@ async fn reservations_expire(backend: Backend) {
     assert!(ok(store.remove_reservation(3).await));
     assert!(!ok(store.remove_reservation(3).await));
     store.close().await;
-    db.finish().await;
 }
 
 #[tokio::test]

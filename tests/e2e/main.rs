@@ -1,0 +1,3 @@
+//! End-to-end flows: real processes, started the way a user starts them.
+
+mod demo;
