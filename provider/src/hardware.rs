@@ -433,7 +433,7 @@ pub fn nvidia_identity(name: &str, vram_mib: u64) -> GpuIdentity {
     let ram_gib = tokens
         .iter()
         .find_map(|token| gigabytes(token))
-        .unwrap_or_else(|| vram_mib.saturating_add(512) / 1024);
+        .unwrap_or_else(|| marketed_gib(vram_mib));
 
     let says_sxm = tokens.iter().any(|token| token.starts_with("sxm"));
     let says_pcie = tokens
@@ -452,6 +452,28 @@ pub fn nvidia_identity(name: &str, vram_mib: u64) -> GpuIdentity {
         ram: format!("{ram_gib}Gi"),
         interface,
     }
+}
+
+/// Memory sizes GPUs are sold with, in GiB.
+const MARKETED_GIB: [u64; 24] = [
+    2, 3, 4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 128, 141, 180, 192, 256, 288,
+];
+
+/// The marketed size for the memory a driver reports. Drivers report less than
+/// the label (ECC and reserved memory: a 16 GB T4 shows 15360 MiB, a 48 GB L40S
+/// 46068 MiB), so this takes the smallest marketed size at most 10% above the
+/// reported amount, else the nearest whole GiB.
+pub fn marketed_gib(vram_mib: u64) -> u64 {
+    MARKETED_GIB
+        .iter()
+        .copied()
+        .find(|&gib| {
+            let marketed_mib = gib.saturating_mul(1024);
+            marketed_mib
+                .checked_sub(vram_mib)
+                .is_some_and(|gap| gap.saturating_mul(10) <= marketed_mib)
+        })
+        .unwrap_or_else(|| vram_mib.saturating_add(512) / 1024)
 }
 
 /// `80gb` -> 80
@@ -476,7 +498,7 @@ pub fn declared_devices(declared: &[DeclaredGpu]) -> Result<Vec<GpuDevice>, Hard
         let ram = parts
             .get(2)
             .map(|ram| ram.to_string())
-            .unwrap_or_else(|| format!("{}Gi", group.vram_mib.saturating_add(512) / 1024));
+            .unwrap_or_else(|| format!("{}Gi", marketed_gib(group.vram_mib)));
         let interface = group
             .interface
             .clone()
@@ -515,7 +537,11 @@ mod tests {
             ("NVIDIA H100 NVL", 95830, "h100", "94Gi", "pcie"),
             ("NVIDIA GeForce RTX 4090", 24564, "rtx4090", "24Gi", "pcie"),
             ("NVIDIA RTX A6000", 49140, "rtxa6000", "48Gi", "pcie"),
-            ("Tesla T4", 15360, "t4", "15Gi", "pcie"),
+            ("Tesla T4", 15360, "t4", "16Gi", "pcie"),
+            ("NVIDIA L40S", 46068, "l40s", "48Gi", "pcie"),
+            ("NVIDIA A10", 23028, "a10", "24Gi", "pcie"),
+            ("NVIDIA H200", 143771, "h200", "141Gi", "sxm"),
+            ("NVIDIA GeForce RTX 4080", 16376, "rtx4080", "16Gi", "pcie"),
         ];
         for (name, mib, model, ram, interface) in cases {
             let identity = nvidia_identity(name, mib);
@@ -528,6 +554,15 @@ mod tests {
                 (model, ram, interface),
                 "{name}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_name_or_output_is_handled_without_panicking(name in ".{0,40}", mib in proptest::num::u64::ANY, csv in ".{0,200}") {
+            let identity = nvidia_identity(&name, mib);
+            proptest::prop_assert!(!identity.model.is_empty());
+            let _ = parse_nvidia_smi_csv(&csv);
         }
     }
 
@@ -565,7 +600,7 @@ mod tests {
             [
                 (0, "nvidia/a100/80Gi/sxm"),
                 (1, "nvidia/a100/80Gi/sxm"),
-                (2, "nvidia/t4/15Gi/pcie")
+                (2, "nvidia/t4/16Gi/pcie")
             ]
         );
         let bad = DeclaredGpu {

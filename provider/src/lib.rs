@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for how the modules fit together.
 
 pub mod config;
+pub mod gateway;
 pub mod hardware;
 pub mod lease;
 pub mod runtime;

@@ -26,8 +26,7 @@ use tokio::sync::broadcast;
 
 use super::{
     EventStream, LABEL_EXPOSE, LABEL_LEASE, LABEL_REPLICA, LABEL_REPLICAS, LABEL_SERVICE,
-    LABEL_SPEC,
-    LeaseDeployment, LeaseRuntimeStatus, LogLine, LogStream, ObservedReplica, Protocol,
+    LABEL_SPEC, LeaseDeployment, LeaseRuntimeStatus, LogLine, LogStream, ObservedReplica, Protocol,
     ReplicaSpec, ReplicaState, Runtime, RuntimeError, RuntimeEvent, RuntimeEventKind,
     decode_exposures, lease_network_name, lease_selector, parse_lease_label, service_uri,
 };
@@ -109,12 +108,18 @@ impl DockerRuntime {
     }
 
     fn lease_lock(&self, lease_id: u64) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.lease_locks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut locks = self
+            .lease_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         locks.entry(lease_id).or_default().clone()
     }
 
     fn forget_lease_lock(&self, lease_id: u64) {
-        let mut locks = self.lease_locks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut locks = self
+            .lease_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         locks.remove(&lease_id);
     }
 
@@ -216,7 +221,11 @@ impl DockerRuntime {
             .create_network(request)
             .await
             .map_err(|err| engine_error(format!("create network {name}"), &err))?;
-        tracing::info!(lease_id = deployment.lease_id, network = name, "created network");
+        tracing::info!(
+            lease_id = deployment.lease_id,
+            network = name,
+            "created network"
+        );
         Ok(name)
     }
 
@@ -239,41 +248,64 @@ impl DockerRuntime {
             }
             if label(labels, LABEL_SPEC) != Some(wanted_spec.as_str()) {
                 // The manifest changed: replace the replica.
-                tracing::info!(lease_id = deployment.lease_id, container = name, "replacing container with a changed spec");
-                self.remove_container(existing.id.as_deref().unwrap_or(name)).await?;
+                tracing::info!(
+                    lease_id = deployment.lease_id,
+                    container = name,
+                    "replacing container with a changed spec"
+                );
+                self.remove_container(existing.id.as_deref().unwrap_or(name))
+                    .await?;
                 found = None;
             }
         }
         let existing = match found {
             Some(existing) => existing,
             None => {
-                let body = container_create_body(deployment, replica, network, &self.config.bind_ip)?;
+                let body =
+                    container_create_body(deployment, replica, network, &self.config.bind_ip)?;
                 let options = CreateContainerOptionsBuilder::new().name(name).build();
                 match self.docker.create_container(Some(options), body).await {
-                    Ok(_) => tracing::info!(lease_id = deployment.lease_id, container = name, "created container"),
+                    Ok(_) => tracing::info!(
+                        lease_id = deployment.lease_id,
+                        container = name,
+                        "created container"
+                    ),
                     // Somebody created it between inspect and create: reuse it below.
-                    Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => {}
+                    Err(DockerError::DockerResponseServerError {
+                        status_code: 409, ..
+                    }) => {}
                     Err(err) => return Err(engine_error(format!("create container {name}"), &err)),
                 }
-                self.inspect(name).await?.ok_or_else(|| RuntimeError::Engine {
-                    action: format!("create container {name}"),
-                    reason: "the container vanished right after creation".to_owned(),
-                })?
+                self.inspect(name)
+                    .await?
+                    .ok_or_else(|| RuntimeError::Engine {
+                        action: format!("create container {name}"),
+                        reason: "the container vanished right after creation".to_owned(),
+                    })?
             }
         };
         let restart_count = existing.restart_count.unwrap_or(0);
         if needs_start(existing.state.as_ref(), restart_count) {
             match self.docker.start_container(name, None).await {
-                Ok(()) => tracing::info!(lease_id = deployment.lease_id, container = name, "started container"),
+                Ok(()) => tracing::info!(
+                    lease_id = deployment.lease_id,
+                    container = name,
+                    "started container"
+                ),
                 // 304: already running, which is what we want.
-                Err(DockerError::DockerResponseServerError { status_code: 304, .. }) => {}
+                Err(DockerError::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => {}
                 Err(err) => return Err(engine_error(format!("start container {name}"), &err)),
             }
         }
         Ok(())
     }
 
-    async fn inspect(&self, container: &str) -> Result<Option<ContainerInspectResponse>, RuntimeError> {
+    async fn inspect(
+        &self,
+        container: &str,
+    ) -> Result<Option<ContainerInspectResponse>, RuntimeError> {
         match self.docker.inspect_container(container, None).await {
             Ok(found) => Ok(Some(found)),
             Err(err) if is_not_found(&err) => Ok(None),
@@ -281,9 +313,15 @@ impl DockerRuntime {
         }
     }
 
-    async fn containers_with_labels(&self, labels: Vec<String>) -> Result<Vec<ContainerSummary>, RuntimeError> {
+    async fn containers_with_labels(
+        &self,
+        labels: Vec<String>,
+    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
         let filters = HashMap::from([("label", labels)]);
-        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
         self.docker
             .list_containers(Some(options))
             .await
@@ -311,16 +349,24 @@ impl DockerRuntime {
             .list_networks(Some(options))
             .await
             .map_err(|err| engine_error("list networks", &err))?;
-        Ok(networks.into_iter().filter_map(|network| network.id).collect())
+        Ok(networks
+            .into_iter()
+            .filter_map(|network| network.id)
+            .collect())
     }
 
     async fn remove_container(&self, container: &str) -> Result<(), RuntimeError> {
-        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(container, Some(options)).await {
             Ok(()) => Ok(()),
             Err(err) if is_not_found(&err) => Ok(()),
             // 409: a removal is already under way; the network step waits for it.
-            Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
             Err(err) => Err(engine_error(format!("remove container {container}"), &err)),
         }
     }
@@ -333,7 +379,11 @@ impl DockerRuntime {
                 Err(err) if is_not_found(&err) => return Ok(()),
                 // Endpoints of containers being removed are released asynchronously.
                 Err(err) if attempt + 1 < NETWORK_REMOVE_ATTEMPTS => {
-                    tracing::debug!(network, reason = error_reason(&err), "network busy, retrying");
+                    tracing::debug!(
+                        network,
+                        reason = error_reason(&err),
+                        "network busy, retrying"
+                    );
                     attempt += 1;
                     tokio::time::sleep(NETWORK_REMOVE_BACKOFF).await;
                 }
@@ -343,7 +393,10 @@ impl DockerRuntime {
     }
 
     fn observe(&self, container: &ContainerInspectResponse) -> Option<ObservedReplica> {
-        let labels = container.config.as_ref().and_then(|config| config.labels.as_ref());
+        let labels = container
+            .config
+            .as_ref()
+            .and_then(|config| config.labels.as_ref());
         let service = label(labels, LABEL_SERVICE)?.to_owned();
         let replica = label(labels, LABEL_REPLICA)?.parse().ok()?;
         let service_replicas = label(labels, LABEL_REPLICAS)
@@ -395,7 +448,11 @@ impl Runtime for DockerRuntime {
             if !name.is_some_and(|name| wanted.contains(name))
                 && let Some(id) = container.id.as_deref()
             {
-                tracing::info!(lease_id = deployment.lease_id, container = name, "removing surplus container");
+                tracing::info!(
+                    lease_id = deployment.lease_id,
+                    container = name,
+                    "removing surplus container"
+                );
                 self.remove_container(id).await?;
             }
         }
@@ -470,7 +527,10 @@ impl Runtime for DockerRuntime {
                             })
                             .collect()
                     }
-                    Err(err) => vec![Err(engine_error(format!("read logs of {service}/{replica}"), &err))],
+                    Err(err) => vec![Err(engine_error(
+                        format!("read logs of {service}/{replica}"),
+                        &err,
+                    ))],
                 };
                 stream::iter(lines)
             });
@@ -504,11 +564,17 @@ impl Runtime for DockerRuntime {
             ("type", vec!["container".to_owned()]),
             ("label", vec![lease_selector(lease_id)]),
         ]);
-        let options = EventsOptionsBuilder::new().since(&since).filters(&filters).build();
-        let engine = self.docker.events(Some(options)).map(move |message| match message {
-            Ok(message) => Ok(event_from_message(lease_id, message)),
-            Err(err) => Err(engine_error("follow engine events", &err)),
-        });
+        let options = EventsOptionsBuilder::new()
+            .since(&since)
+            .filters(&filters)
+            .build();
+        let engine = self
+            .docker
+            .events(Some(options))
+            .map(move |message| match message {
+                Ok(message) => Ok(event_from_message(lease_id, message)),
+                Err(err) => Err(engine_error("follow engine events", &err)),
+            });
         Ok(stream::select(engine, internal).boxed())
     }
 
@@ -538,8 +604,12 @@ impl Runtime for DockerRuntime {
 
     async fn list_leases(&self) -> Result<Vec<u64>, RuntimeError> {
         let mut leases = BTreeSet::new();
-        for container in self.containers_with_labels(vec![LABEL_LEASE.to_owned()]).await? {
-            leases.extend(label(container.labels.as_ref(), LABEL_LEASE).and_then(parse_lease_label));
+        for container in self
+            .containers_with_labels(vec![LABEL_LEASE.to_owned()])
+            .await?
+        {
+            leases
+                .extend(label(container.labels.as_ref(), LABEL_LEASE).and_then(parse_lease_label));
         }
         let filters = HashMap::from([("label", vec![LABEL_LEASE.to_owned()])]);
         let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
@@ -577,7 +647,12 @@ pub fn container_create_body(
             let binding = PortBinding {
                 host_ip: Some(bind_ip.to_owned()),
                 // Empty asks the engine for a free ephemeral port.
-                host_port: Some(exposure.host_port.map(|port| port.to_string()).unwrap_or_default()),
+                host_port: Some(
+                    exposure
+                        .host_port
+                        .map(|port| port.to_string())
+                        .unwrap_or_default(),
+                ),
             };
             (port_key(exposure.port, exposure.proto), Some(vec![binding]))
         })
@@ -754,7 +829,9 @@ fn looks_like_timestamp(text: &[u8]) -> bool {
     text.len() >= 20
         && text.get(4) == Some(&b'-')
         && text.get(10) == Some(&b'T')
-        && text.iter().all(|byte| byte.is_ascii_alphanumeric() || b"-:.+".contains(byte))
+        && text
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-:.+".contains(byte))
 }
 
 fn event_from_message(lease_id: u64, message: EventMessage) -> RuntimeEvent {
@@ -792,7 +869,13 @@ fn label<'a>(labels: Option<&'a HashMap<String, String>>, key: &str) -> Option<&
 }
 
 fn is_not_found(err: &DockerError) -> bool {
-    matches!(err, DockerError::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        err,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 /// The engine's own words where it gave some.
@@ -857,7 +940,8 @@ mod tests {
 
     fn body_of(deployment: &LeaseDeployment, index: usize) -> ContainerCreateBody {
         let replica = deployment.replicas().nth(index).expect("replica exists");
-        container_create_body(deployment, &replica, "leasehold-lease-9", "0.0.0.0").expect("valid body")
+        container_create_body(deployment, &replica, "leasehold-lease-9", "0.0.0.0")
+            .expect("valid body")
     }
 
     #[test]
@@ -870,7 +954,10 @@ mod tests {
         assert_eq!(host.memory_swap, host.memory);
         assert_eq!(host.pids_limit, Some(PIDS_LIMIT));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
-        assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_owned()])
+        );
         assert_eq!(host.privileged, Some(false));
         assert!(host.binds.is_none() && host.mounts.is_none());
         assert!(host.device_requests.is_none());
@@ -880,18 +967,33 @@ mod tests {
         assert_eq!(policy.maximum_retry_count, Some(MAX_RESTART_RETRIES));
         let bindings = host.port_bindings.expect("port bindings");
         assert_eq!(bindings.len(), 1, "only the global port is published");
-        let binding = bindings.get("80/tcp").cloned().flatten().expect("80/tcp published");
+        let binding = bindings
+            .get("80/tcp")
+            .cloned()
+            .flatten()
+            .expect("80/tcp published");
         assert_eq!(binding[0].host_ip.as_deref(), Some("0.0.0.0"));
         assert_eq!(binding[0].host_port.as_deref(), Some(""));
-        assert_eq!(body.exposed_ports, Some(vec!["80/tcp".to_owned(), "9000/udp".to_owned()]));
-        assert_eq!(body.entrypoint, Some(vec!["sh".to_owned(), "-c".to_owned()]));
+        assert_eq!(
+            body.exposed_ports,
+            Some(vec!["80/tcp".to_owned(), "9000/udp".to_owned()])
+        );
+        assert_eq!(
+            body.entrypoint,
+            Some(vec!["sh".to_owned(), "-c".to_owned()])
+        );
         assert_eq!(body.cmd, Some(vec!["exec httpd -f".to_owned()]));
         assert_eq!(body.env, Some(vec!["MODE=fast".to_owned()]));
         let labels = body.labels.expect("labels");
         assert_eq!(labels.get(LABEL_LEASE).map(String::as_str), Some("9"));
         assert_eq!(labels.get(LABEL_SERVICE).map(String::as_str), Some("infer"));
-        let endpoints = body.networking_config.and_then(|n| n.endpoints_config).expect("endpoints");
-        let aliases = endpoints.get("leasehold-lease-9").and_then(|e| e.aliases.clone());
+        let endpoints = body
+            .networking_config
+            .and_then(|n| n.endpoints_config)
+            .expect("endpoints");
+        let aliases = endpoints
+            .get("leasehold-lease-9")
+            .and_then(|e| e.aliases.clone());
         assert_eq!(aliases, Some(vec!["infer".to_owned()]));
     }
 
@@ -911,8 +1013,13 @@ mod tests {
                 ..Default::default()
             }]
         );
-        let first = body_of(&deployment, 0).host_config.and_then(|host| host.device_requests);
-        assert_eq!(first.and_then(|r| r[0].device_ids.clone()), Some(vec!["0".to_owned()]));
+        let first = body_of(&deployment, 0)
+            .host_config
+            .and_then(|host| host.device_requests);
+        assert_eq!(
+            first.and_then(|r| r[0].device_ids.clone()),
+            Some(vec!["0".to_owned()])
+        );
     }
 
     #[test]
@@ -929,8 +1036,14 @@ mod tests {
 
     #[test]
     fn image_references_split_into_name_and_tag() {
-        assert_eq!(split_image_reference("nginx"), ("nginx".into(), Some("latest".into())));
-        assert_eq!(split_image_reference("nginx:1.25"), ("nginx".into(), Some("1.25".into())));
+        assert_eq!(
+            split_image_reference("nginx"),
+            ("nginx".into(), Some("latest".into()))
+        );
+        assert_eq!(
+            split_image_reference("nginx:1.25"),
+            ("nginx".into(), Some("1.25".into()))
+        );
         assert_eq!(
             split_image_reference("registry.local:5000/team/app"),
             ("registry.local:5000/team/app".into(), Some("latest".into()))
@@ -939,7 +1052,10 @@ mod tests {
             split_image_reference("registry.local:5000/team/app:v2"),
             ("registry.local:5000/team/app".into(), Some("v2".into()))
         );
-        assert_eq!(split_image_reference("app@sha256:abcd"), ("app@sha256:abcd".into(), None));
+        assert_eq!(
+            split_image_reference("app@sha256:abcd"),
+            ("app@sha256:abcd".into(), None)
+        );
     }
 
     fn state(status: ContainerStateStatusEnum, exit_code: i64) -> ContainerState {
@@ -953,17 +1069,31 @@ mod tests {
     #[test]
     fn docker_states_map_to_replica_states() {
         use ContainerStateStatusEnum as S;
-        assert_eq!(replica_state(Some(&state(S::RUNNING, 0))), ReplicaState::Running);
-        assert_eq!(replica_state(Some(&state(S::CREATED, 0))), ReplicaState::Pending);
+        assert_eq!(
+            replica_state(Some(&state(S::RUNNING, 0))),
+            ReplicaState::Running
+        );
+        assert_eq!(
+            replica_state(Some(&state(S::CREATED, 0))),
+            ReplicaState::Pending
+        );
         assert_eq!(
             replica_state(Some(&state(S::RESTARTING, 3))),
-            ReplicaState::Restarting { last_exit_code: Some(3) }
+            ReplicaState::Restarting {
+                last_exit_code: Some(3)
+            }
         );
         assert_eq!(
             replica_state(Some(&state(S::EXITED, 3))),
-            ReplicaState::Exited { exit_code: 3, oom_killed: false }
+            ReplicaState::Exited {
+                exit_code: 3,
+                oom_killed: false
+            }
         );
-        assert_eq!(replica_state(Some(&state(S::PAUSED, 0))), ReplicaState::Other("paused".into()));
+        assert_eq!(
+            replica_state(Some(&state(S::PAUSED, 0))),
+            ReplicaState::Other("paused".into())
+        );
         assert_eq!(replica_state(None), ReplicaState::Other("unknown".into()));
     }
 
@@ -975,7 +1105,10 @@ mod tests {
         assert!(!needs_start(Some(&state(S::RESTARTING, 3)), 2));
         assert!(needs_start(Some(&state(S::EXITED, 0)), 0));
         assert!(needs_start(Some(&state(S::EXITED, 137)), 0));
-        assert!(!needs_start(Some(&state(S::EXITED, 3)), MAX_RESTART_RETRIES));
+        assert!(!needs_start(
+            Some(&state(S::EXITED, 3)),
+            MAX_RESTART_RETRIES
+        ));
     }
 
     #[test]
@@ -1010,12 +1143,21 @@ mod tests {
         let frame = b"2026-11-22T02:54:02.123456789Z hello world\n";
         assert_eq!(
             split_log_frame(frame),
-            vec![(Some("2026-11-22T02:54:02.123456789Z".to_owned()), b"hello world".to_vec())]
+            vec![(
+                Some("2026-11-22T02:54:02.123456789Z".to_owned()),
+                b"hello world".to_vec()
+            )]
         );
         let two = b"2026-11-22T02:54:02Z a\n2026-11-22T02:54:03Z b\n";
-        let lines: Vec<Vec<u8>> = split_log_frame(two).into_iter().map(|(_, line)| line).collect();
+        let lines: Vec<Vec<u8>> = split_log_frame(two)
+            .into_iter()
+            .map(|(_, line)| line)
+            .collect();
         assert_eq!(lines, vec![b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(split_log_frame(b"no timestamp here"), vec![(None, b"no timestamp here".to_vec())]);
+        assert_eq!(
+            split_log_frame(b"no timestamp here"),
+            vec![(None, b"no timestamp here".to_vec())]
+        );
     }
 
     #[test]

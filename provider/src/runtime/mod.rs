@@ -166,7 +166,12 @@ impl ReplicaSpec<'_> {
         hasher.field(service.image.as_bytes());
         hasher.list(service.command.iter().map(String::as_bytes));
         hasher.list(service.args.iter().map(String::as_bytes));
-        hasher.list(service.env.iter().flat_map(|(key, value)| [key.as_bytes(), value.as_bytes()]));
+        hasher.list(
+            service
+                .env
+                .iter()
+                .flat_map(|(key, value)| [key.as_bytes(), value.as_bytes()]),
+        );
         for exposure in &service.expose {
             hasher.field(&exposure.port.to_be_bytes());
             hasher.field(&exposure.external_port.to_be_bytes());
@@ -329,7 +334,10 @@ impl ServiceDeployment {
             if exposure.port == 0 || exposure.external_port == 0 {
                 return Err(invalid(
                     field("expose"),
-                    format!("port {} as {}: ports must be non-zero", exposure.port, exposure.external_port),
+                    format!(
+                        "port {} as {}: ports must be non-zero",
+                        exposure.port, exposure.external_port
+                    ),
                 ));
             }
             if !ports.insert((exposure.port, exposure.proto)) {
@@ -388,7 +396,11 @@ fn validate_service_name(name: &str) -> Result<(), RuntimeError> {
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !starts_with_letter || !valid_chars || name.ends_with('-') || name.len() > MAX_SERVICE_NAME_LEN {
+    if !starts_with_letter
+        || !valid_chars
+        || name.ends_with('-')
+        || name.len() > MAX_SERVICE_NAME_LEN
+    {
         return Err(invalid(
             field(),
             format!(
@@ -453,7 +465,12 @@ pub fn decode_exposures(text: &str) -> BTreeMap<(u16, Protocol), u16> {
 
 /// The URI under which a published port answers. The scheme follows Akash:
 /// a TCP port exposed as 80 is HTTP, as 443 HTTPS; anything else is raw.
-pub fn service_uri(public_host: &str, proto: Protocol, external_port: u16, host_port: u16) -> String {
+pub fn service_uri(
+    public_host: &str,
+    proto: Protocol,
+    external_port: u16,
+    host_port: u16,
+) -> String {
     let scheme = match (proto, external_port) {
         (Protocol::Tcp, 80) => "http",
         (Protocol::Tcp, 443) => "https",
@@ -515,10 +532,15 @@ pub enum ReplicaState {
     Pending,
     Running,
     /// Crashed and waiting to be restarted by the restart policy.
-    Restarting { last_exit_code: Option<i64> },
+    Restarting {
+        last_exit_code: Option<i64>,
+    },
     /// Stopped and not going to be restarted (the restart policy gave up, or it
     /// exited successfully).
-    Exited { exit_code: i64, oom_killed: bool },
+    Exited {
+        exit_code: i64,
+        oom_killed: bool,
+    },
     /// Anything else the runtime reports (paused, being removed, dead...).
     Other(String),
 }
@@ -538,7 +560,9 @@ impl fmt::Display for ReplicaState {
             ReplicaState::Restarting {
                 last_exit_code: Some(code),
             } => write!(f, "restarting (last exit code {code})"),
-            ReplicaState::Restarting { last_exit_code: None } => f.write_str("restarting"),
+            ReplicaState::Restarting {
+                last_exit_code: None,
+            } => f.write_str("restarting"),
             ReplicaState::Exited {
                 exit_code,
                 oom_killed: true,
@@ -556,7 +580,10 @@ impl LeaseRuntimeStatus {
     pub fn from_observed(lease_id: u64, observed: Vec<ObservedReplica>) -> Self {
         let mut by_service: BTreeMap<String, Vec<ObservedReplica>> = BTreeMap::new();
         for replica in observed {
-            by_service.entry(replica.service.clone()).or_default().push(replica);
+            by_service
+                .entry(replica.service.clone())
+                .or_default()
+                .push(replica);
         }
         let services = by_service
             .into_iter()
@@ -588,7 +615,10 @@ impl LeaseRuntimeStatus {
                     });
                 }
                 let replicas: Vec<ReplicaStatus> = statuses.into_values().collect();
-                let ready = replicas.iter().filter(|replica| replica.state.is_ready()).count();
+                let ready = replicas
+                    .iter()
+                    .filter(|replica| replica.state.is_ready())
+                    .count();
                 ServiceRuntimeStatus {
                     name,
                     ready_replicas: u32::try_from(ready).unwrap_or(u32::MAX),
@@ -772,7 +802,10 @@ mod tests {
         assert_eq!(replica_name(42, "web", 1), "leasehold-42-web-1");
         assert_ne!(replica_name(4, "2-web", 1), replica_name(42, "web", 1));
         assert_eq!(lease_network_name(42), "leasehold-lease-42");
-        let names: Vec<String> = deployment().replicas().map(|replica| replica.name).collect();
+        let names: Vec<String> = deployment()
+            .replicas()
+            .map(|replica| replica.name)
+            .collect();
         assert_eq!(names, vec!["leasehold-42-web-0", "leasehold-42-web-1"]);
     }
 
@@ -786,7 +819,10 @@ mod tests {
         assert_eq!(labels.get(LABEL_SERVICE).map(String::as_str), Some("web"));
         assert_eq!(labels.get(LABEL_REPLICA).map(String::as_str), Some("1"));
         assert_eq!(labels.get(LABEL_REPLICAS).map(String::as_str), Some("2"));
-        assert_eq!(labels.get(LABEL_EXPOSE).map(String::as_str), Some("8080/tcp=80"));
+        assert_eq!(
+            labels.get(LABEL_EXPOSE).map(String::as_str),
+            Some("8080/tcp=80")
+        );
         assert_eq!(lease_selector(42), "io.leasehold.lease=42");
         assert_eq!(parse_lease_label("42"), Some(42));
         assert_eq!(parse_lease_label("x"), None);
@@ -828,10 +864,22 @@ mod tests {
 
     #[test]
     fn uris_follow_the_exposed_port() {
-        assert_eq!(service_uri("127.0.0.1", Protocol::Tcp, 80, 32768), "http://127.0.0.1:32768");
-        assert_eq!(service_uri("example.org", Protocol::Tcp, 443, 1), "https://example.org:1");
-        assert_eq!(service_uri("example.org", Protocol::Tcp, 5432, 2), "tcp://example.org:2");
-        assert_eq!(service_uri("example.org", Protocol::Udp, 80, 3), "udp://example.org:3");
+        assert_eq!(
+            service_uri("127.0.0.1", Protocol::Tcp, 80, 32768),
+            "http://127.0.0.1:32768"
+        );
+        assert_eq!(
+            service_uri("example.org", Protocol::Tcp, 443, 1),
+            "https://example.org:1"
+        );
+        assert_eq!(
+            service_uri("example.org", Protocol::Tcp, 5432, 2),
+            "tcp://example.org:2"
+        );
+        assert_eq!(
+            service_uri("example.org", Protocol::Udp, 80, 3),
+            "udp://example.org:3"
+        );
         assert_eq!(service_uri("::1", Protocol::Tcp, 80, 4), "http://[::1]:4");
     }
 
@@ -871,15 +919,24 @@ mod tests {
 
         let mut bad = deployment();
         bad.services[0].resources.cpu_millis = 0;
-        assert_eq!(field_of(bad.validate().unwrap_err()), "services.web.resources.cpu_millis");
+        assert_eq!(
+            field_of(bad.validate().unwrap_err()),
+            "services.web.resources.cpu_millis"
+        );
 
         let mut bad = deployment();
         bad.services[0].resources.memory_bytes = 1024;
-        assert_eq!(field_of(bad.validate().unwrap_err()), "services.web.resources.memory_bytes");
+        assert_eq!(
+            field_of(bad.validate().unwrap_err()),
+            "services.web.resources.memory_bytes"
+        );
 
         let mut bad = deployment();
         bad.services[0].replicas = 0;
-        assert_eq!(field_of(bad.validate().unwrap_err()), "services.web.replicas");
+        assert_eq!(
+            field_of(bad.validate().unwrap_err()),
+            "services.web.replicas"
+        );
 
         let mut bad = deployment();
         bad.services[0].expose[0].host_port = Some(8080);
@@ -887,7 +944,10 @@ mod tests {
 
         let mut bad = deployment();
         bad.services[0].gpu_devices = vec![vec!["0".into()]];
-        assert_eq!(field_of(bad.validate().unwrap_err()), "services.web.gpu_devices");
+        assert_eq!(
+            field_of(bad.validate().unwrap_err()),
+            "services.web.gpu_devices"
+        );
 
         let mut bad = deployment();
         bad.services[0].env.insert("A=B".into(), "x".into());
@@ -902,10 +962,18 @@ mod tests {
     fn spec_hash_changes_with_what_the_replica_runs() {
         let base = deployment();
         let hash = |deployment: &LeaseDeployment, index: usize| {
-            deployment.replicas().nth(index).expect("replica").spec_hash()
+            deployment
+                .replicas()
+                .nth(index)
+                .expect("replica")
+                .spec_hash()
         };
         assert_eq!(hash(&base, 0), hash(&deployment(), 0), "deterministic");
-        assert_eq!(hash(&base, 0), hash(&base, 1), "replicas of a service share a spec");
+        assert_eq!(
+            hash(&base, 0),
+            hash(&base, 1),
+            "replicas of a service share a spec"
+        );
         assert_eq!(hash(&base, 0).len(), 16);
         let mut changed = deployment();
         changed.services[0].env.insert("A".into(), "1".into());
@@ -920,7 +988,11 @@ mod tests {
         assert_ne!(hash(&changed, 0), hash(&base, 0));
         let mut changed = deployment();
         changed.services[0].gpu_devices = vec![vec!["0".into()], vec!["1".into()]];
-        assert_ne!(hash(&changed, 0), hash(&changed, 1), "different devices, different spec");
+        assert_ne!(
+            hash(&changed, 0),
+            hash(&changed, 1),
+            "different devices, different spec"
+        );
     }
 
     #[test]
@@ -932,7 +1004,13 @@ mod tests {
             .replicas()
             .map(|replica| replica.gpu_devices.to_vec())
             .collect();
-        assert_eq!(devices, vec![vec!["0".to_string()], vec!["1".to_string(), "2".to_string()]]);
+        assert_eq!(
+            devices,
+            vec![
+                vec!["0".to_string()],
+                vec!["1".to_string(), "2".to_string()]
+            ]
+        );
     }
 
     #[test]

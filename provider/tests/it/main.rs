@@ -1,4 +1,5 @@
 //! The provider's integration tests: one binary, one module per area.
 
+mod gateway;
 mod runtime_docker;
 mod store;

@@ -14,11 +14,13 @@ use bollard::exec::StartExecResults;
 use bollard::models::{ContainerInspectResponse, ExecConfig, RestartPolicyNameEnum};
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 use futures_util::StreamExt;
-use leasehold_provider::runtime::docker::{DockerRuntime, DockerRuntimeConfig, MAX_RESTART_RETRIES, PIDS_LIMIT};
+use leasehold_provider::runtime::docker::{
+    DockerRuntime, DockerRuntimeConfig, MAX_RESTART_RETRIES, PIDS_LIMIT,
+};
 use leasehold_provider::runtime::{
-    LABEL_LEASE, LABEL_REPLICA, LABEL_SERVICE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus, LogLine,
-    PortExposure, Protocol, ReplicaState, Runtime, RuntimeError, RuntimeEventKind, ServiceDeployment,
-    ServiceResources, lease_network_name, lease_selector, replica_name,
+    LABEL_LEASE, LABEL_REPLICA, LABEL_SERVICE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus,
+    LogLine, PortExposure, Protocol, ReplicaState, Runtime, RuntimeError, RuntimeEventKind,
+    ServiceDeployment, ServiceResources, lease_network_name, lease_selector, replica_name,
 };
 
 const IMAGE: &str = "leasehold/busybox:test";
@@ -38,7 +40,9 @@ fn config() -> DockerRuntimeConfig {
 }
 
 async fn runtime() -> DockerRuntime {
-    DockerRuntime::connect(config()).await.expect("Docker engine reachable (run scripts/bootstrap docker)")
+    DockerRuntime::connect(config())
+        .await
+        .expect("Docker engine reachable (run scripts/bootstrap docker)")
 }
 
 /// Lease ids no other test or concurrent test process uses.
@@ -72,7 +76,10 @@ impl Drop for LeaseGuard {
     fn drop(&mut self) {
         let ids = self.ids.clone();
         let cleanup = std::thread::spawn(move || {
-            let Ok(executor) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(executor) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             executor.block_on(async {
@@ -152,7 +159,10 @@ async fn wait_for_status(
 }
 
 async fn inspect(docker: &Docker, container: &str) -> ContainerInspectResponse {
-    docker.inspect_container(container, None).await.expect("inspect container")
+    docker
+        .inspect_container(container, None)
+        .await
+        .expect("inspect container")
 }
 
 fn container_ip(info: &ContainerInspectResponse, network: &str) -> String {
@@ -167,7 +177,10 @@ fn container_ip(info: &ContainerInspectResponse, network: &str) -> String {
 
 async fn lease_container_ids(docker: &Docker, lease_id: u64) -> Vec<String> {
     let filters = HashMap::from([("label", vec![lease_selector(lease_id)])]);
-    let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
     let mut ids: Vec<String> = docker
         .list_containers(Some(options))
         .await
@@ -182,7 +195,11 @@ async fn lease_container_ids(docker: &Docker, lease_id: u64) -> Vec<String> {
 async fn lease_network_count(docker: &Docker, lease_id: u64) -> usize {
     let filters = HashMap::from([("label", vec![lease_selector(lease_id)])]);
     let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
-    docker.list_networks(Some(options)).await.expect("list networks").len()
+    docker
+        .list_networks(Some(options))
+        .await
+        .expect("list networks")
+        .len()
 }
 
 /// Runs a command in a container; returns its exit code and output.
@@ -193,17 +210,27 @@ async fn exec(docker: &Docker, container: &str, command: &[&str]) -> (i64, Strin
         attach_stderr: Some(true),
         ..Default::default()
     };
-    let created = docker.create_exec(container, config).await.expect("create exec");
+    let created = docker
+        .create_exec(container, config)
+        .await
+        .expect("create exec");
     let mut output = String::new();
-    if let StartExecResults::Attached { output: mut stream, .. } =
-        docker.start_exec(&created.id, None).await.expect("start exec")
+    if let StartExecResults::Attached {
+        output: mut stream, ..
+    } = docker
+        .start_exec(&created.id, None)
+        .await
+        .expect("start exec")
     {
         while let Some(chunk) = stream.next().await {
             output.push_str(&chunk.expect("exec output").to_string());
         }
     }
     loop {
-        let inspected = docker.inspect_exec(&created.id).await.expect("inspect exec");
+        let inspected = docker
+            .inspect_exec(&created.id)
+            .await
+            .expect("inspect exec");
         if inspected.running != Some(true) {
             return (inspected.exit_code.expect("exec exit code"), output);
         }
@@ -229,7 +256,10 @@ async fn http_get_eventually(uri: &str) -> String {
     let mut last_error = String::new();
     for _ in 0..25 {
         let target = uri.to_owned();
-        match tokio::task::spawn_blocking(move || http_get(&target)).await.expect("http task") {
+        match tokio::task::spawn_blocking(move || http_get(&target))
+            .await
+            .expect("http task")
+        {
             Ok(response) if response.starts_with("HTTP/1.") => return response,
             Ok(response) => last_error = format!("unexpected response {response:?}"),
             Err(err) => last_error = err.to_string(),
@@ -248,7 +278,10 @@ fn line_number(line: &LogLine) -> Option<u64> {
 }
 
 async fn collect_logs(runtime: &DockerRuntime, lease_id: u64, tail: Option<u32>) -> Vec<LogLine> {
-    let stream = runtime.logs(lease_id, None, false, tail).await.expect("logs");
+    let stream = runtime
+        .logs(lease_id, None, false, tail)
+        .await
+        .expect("logs");
     stream.map(|line| line.expect("log line")).collect().await
 }
 
@@ -258,15 +291,31 @@ async fn deploy_applies_limits_and_hardening_and_the_uri_answers() {
         let runtime = runtime().await;
         let guard = LeaseGuard::new(&runtime, 1).await;
         let lease_id = guard.id(0);
-        runtime.deploy(&lease(lease_id, vec![service("web", 1)])).await.expect("deploy");
+        runtime
+            .deploy(&lease(lease_id, vec![service("web", 1)]))
+            .await
+            .expect("deploy");
 
-        let status = wait_for_status(&runtime, lease_id, "ready", LeaseRuntimeStatus::is_ready).await;
+        let status =
+            wait_for_status(&runtime, lease_id, "ready", LeaseRuntimeStatus::is_ready).await;
         let web = status.service("web").expect("web in status");
         assert_eq!((web.ready_replicas, web.total_replicas), (1, 1));
-        assert_eq!(web.uris.len(), 1, "one global port, one replica: {:?}", web.uris);
-        assert!(web.uris[0].starts_with("http://127.0.0.1:"), "{:?}", web.uris);
+        assert_eq!(
+            web.uris.len(),
+            1,
+            "one global port, one replica: {:?}",
+            web.uris
+        );
+        assert!(
+            web.uris[0].starts_with("http://127.0.0.1:"),
+            "{:?}",
+            web.uris
+        );
         let response = http_get_eventually(&web.uris[0]).await;
-        assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+            "{response}"
+        );
         assert!(response.contains("hello from leasehold"), "{response}");
 
         let docker = runtime.client();
@@ -279,19 +328,33 @@ async fn deploy_applies_limits_and_hardening_and_the_uri_answers() {
         assert_eq!(host.pids_limit, Some(PIDS_LIMIT));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
         assert!(host.cap_add.unwrap_or_default().is_empty());
-        assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_owned()])
+        );
         assert_eq!(host.privileged, Some(false));
         assert!(host.binds.unwrap_or_default().is_empty(), "no host binds");
-        assert!(info.mounts.clone().unwrap_or_default().is_empty(), "no mounts at all");
+        assert!(
+            info.mounts.clone().unwrap_or_default().is_empty(),
+            "no mounts at all"
+        );
         let policy = host.restart_policy.expect("restart policy");
         assert_eq!(policy.name, Some(RestartPolicyNameEnum::ON_FAILURE));
         assert_eq!(policy.maximum_retry_count, Some(MAX_RESTART_RETRIES));
-        let labels = info.config.as_ref().and_then(|config| config.labels.clone()).expect("labels");
+        let labels = info
+            .config
+            .as_ref()
+            .and_then(|config| config.labels.clone())
+            .expect("labels");
         assert_eq!(labels.get(LABEL_LEASE), Some(&lease_id.to_string()));
         assert_eq!(labels.get(LABEL_TENANT).map(String::as_str), Some(TENANT));
         assert_eq!(labels.get(LABEL_SERVICE).map(String::as_str), Some("web"));
         assert_eq!(labels.get(LABEL_REPLICA).map(String::as_str), Some("0"));
-        let env = info.config.as_ref().and_then(|config| config.env.clone()).unwrap_or_default();
+        let env = info
+            .config
+            .as_ref()
+            .and_then(|config| config.env.clone())
+            .unwrap_or_default();
         assert!(env.contains(&"GREETING=hi".to_owned()), "{env:?}");
         let networks: Vec<String> = info
             .network_settings
@@ -299,15 +362,28 @@ async fn deploy_applies_limits_and_hardening_and_the_uri_answers() {
             .and_then(|settings| settings.networks.as_ref())
             .map(|networks| networks.keys().cloned().collect())
             .unwrap_or_default();
-        assert_eq!(networks, vec![lease_network_name(lease_id)], "attached only to its lease network");
+        assert_eq!(
+            networks,
+            vec![lease_network_name(lease_id)],
+            "attached only to its lease network"
+        );
 
         // The hardening holds inside the container, not just in the config.
         let (code, proc_status) = exec(docker, &name, &["cat", "/proc/self/status"]).await;
         assert_eq!(code, 0, "{proc_status}");
         assert!(proc_status.contains("NoNewPrivs:\t1"), "{proc_status}");
-        assert!(proc_status.contains("CapEff:\t0000000000000000"), "{proc_status}");
+        assert!(
+            proc_status.contains("CapEff:\t0000000000000000"),
+            "{proc_status}"
+        );
 
-        assert!(runtime.list_leases().await.expect("list leases").contains(&lease_id));
+        assert!(
+            runtime
+                .list_leases()
+                .await
+                .expect("list leases")
+                .contains(&lease_id)
+        );
         runtime.teardown(lease_id).await.expect("teardown");
     })
     .await
@@ -327,37 +403,100 @@ async fn deploy_is_idempotent_and_teardown_removes_everything() {
         wait_for_status(&runtime, lease_id, "ready", LeaseRuntimeStatus::is_ready).await;
         let ids = lease_container_ids(docker, lease_id).await;
         assert_eq!(ids.len(), 2);
-        let started_at = inspect(docker, &replica_name(lease_id, "web", 0)).await.state.and_then(|s| s.started_at);
+        let started_at = inspect(docker, &replica_name(lease_id, "web", 0))
+            .await
+            .state
+            .and_then(|s| s.started_at);
 
         runtime.deploy(&deployment).await.expect("second deploy");
-        assert_eq!(lease_container_ids(docker, lease_id).await, ids, "same containers, none added");
-        assert_eq!(lease_network_count(docker, lease_id).await, 1, "one network");
-        let again = inspect(docker, &replica_name(lease_id, "web", 0)).await.state.and_then(|s| s.started_at);
+        assert_eq!(
+            lease_container_ids(docker, lease_id).await,
+            ids,
+            "same containers, none added"
+        );
+        assert_eq!(
+            lease_network_count(docker, lease_id).await,
+            1,
+            "one network"
+        );
+        let again = inspect(docker, &replica_name(lease_id, "web", 0))
+            .await
+            .state
+            .and_then(|s| s.started_at);
         assert_eq!(started_at, again, "a running replica is not restarted");
         let status = runtime.status(lease_id).await.expect("status");
-        assert_eq!(status.service("web").map(|web| web.uris.len()), Some(2), "{status:?}");
+        assert_eq!(
+            status.service("web").map(|web| web.uris.len()),
+            Some(2),
+            "{status:?}"
+        );
 
         // A changed manifest replaces the replicas; the surplus one goes away.
         let mut changed = service("web", 1);
         changed.env.insert("VERSION".to_owned(), "2".to_owned());
-        runtime.deploy(&lease(lease_id, vec![changed])).await.expect("update");
+        runtime
+            .deploy(&lease(lease_id, vec![changed]))
+            .await
+            .expect("update");
         let replaced = inspect(docker, &replica_name(lease_id, "web", 0)).await;
         let replaced_id = replaced.id.clone().expect("id");
-        assert!(!ids.contains(&replaced_id), "the changed replica is a new container");
-        let env = replaced.config.and_then(|config| config.env).unwrap_or_default();
+        assert!(
+            !ids.contains(&replaced_id),
+            "the changed replica is a new container"
+        );
+        let env = replaced
+            .config
+            .and_then(|config| config.env)
+            .unwrap_or_default();
         assert!(env.contains(&"VERSION=2".to_owned()), "{env:?}");
-        assert_eq!(lease_container_ids(docker, lease_id).await, vec![replaced_id]);
-        let status = wait_for_status(&runtime, lease_id, "ready", LeaseRuntimeStatus::is_ready).await;
+        assert_eq!(
+            lease_container_ids(docker, lease_id).await,
+            vec![replaced_id]
+        );
+        let status =
+            wait_for_status(&runtime, lease_id, "ready", LeaseRuntimeStatus::is_ready).await;
         let web = status.service("web").expect("web");
-        assert_eq!((web.ready_replicas, web.total_replicas, web.replicas.len()), (1, 1, 1));
+        assert_eq!(
+            (web.ready_replicas, web.total_replicas, web.replicas.len()),
+            (1, 1, 1)
+        );
 
-        assert!(runtime.list_leases().await.expect("list").contains(&lease_id));
+        assert!(
+            runtime
+                .list_leases()
+                .await
+                .expect("list")
+                .contains(&lease_id)
+        );
         runtime.teardown(lease_id).await.expect("teardown");
-        assert!(lease_container_ids(docker, lease_id).await.is_empty(), "containers removed");
-        assert_eq!(lease_network_count(docker, lease_id).await, 0, "network removed");
-        assert!(!runtime.list_leases().await.expect("list").contains(&lease_id));
-        assert!(runtime.status(lease_id).await.expect("status").services.is_empty());
-        runtime.teardown(lease_id).await.expect("second teardown is fine");
+        assert!(
+            lease_container_ids(docker, lease_id).await.is_empty(),
+            "containers removed"
+        );
+        assert_eq!(
+            lease_network_count(docker, lease_id).await,
+            0,
+            "network removed"
+        );
+        assert!(
+            !runtime
+                .list_leases()
+                .await
+                .expect("list")
+                .contains(&lease_id)
+        );
+        assert!(
+            runtime
+                .status(lease_id)
+                .await
+                .expect("status")
+                .services
+                .is_empty()
+        );
+        runtime
+            .teardown(lease_id)
+            .await
+            .expect("second teardown is fine");
     })
     .await
     .expect("test finished in time");
@@ -404,11 +543,20 @@ async fn leases_cannot_reach_each_other_but_services_within_a_lease_can() {
         assert!(body.contains("hello from leasehold"), "{body}");
 
         let (code, body) = run(client_a.clone(), fetch(ip_b.clone())).await;
-        assert!(code != 0 && !body.contains("hello"), "lease A reached lease B at {ip_b}: {code} {body}");
+        assert!(
+            code != 0 && !body.contains("hello"),
+            "lease A reached lease B at {ip_b}: {code} {body}"
+        );
         let (code, body) = run(web_b.clone(), fetch(ip_a.clone())).await;
-        assert!(code != 0 && !body.contains("hello"), "lease B reached lease A at {ip_a}: {code} {body}");
+        assert!(
+            code != 0 && !body.contains("hello"),
+            "lease B reached lease A at {ip_a}: {code} {body}"
+        );
         let (_, answer) = run(client_a.clone(), lookup(web_b.clone())).await;
-        assert!(!answer.contains(&ip_b), "lease B's container name resolved from lease A: {answer}");
+        assert!(
+            !answer.contains(&ip_b),
+            "lease B's container name resolved from lease A: {answer}"
+        );
 
         runtime.teardown(lease_a).await.expect("teardown A");
         runtime.teardown(lease_b).await.expect("teardown B");
@@ -428,9 +576,15 @@ async fn an_unpullable_image_fails_with_the_engines_reason_and_leaves_nothing() 
         let mut broken = service("web", 1);
         broken.image = image.clone();
 
-        let err = runtime.deploy(&lease(lease_id, vec![service("ok", 1), broken])).await.expect_err("must fail");
+        let err = runtime
+            .deploy(&lease(lease_id, vec![service("ok", 1), broken]))
+            .await
+            .expect_err("must fail");
         match &err {
-            RuntimeError::ImagePull { image: failed, reason } => {
+            RuntimeError::ImagePull {
+                image: failed,
+                reason,
+            } => {
                 assert_eq!(failed, &image);
                 assert!(!reason.is_empty());
                 // Failed on the engine's answer, well before the pull timeout.
@@ -439,9 +593,22 @@ async fn an_unpullable_image_fails_with_the_engines_reason_and_leaves_nothing() 
             other => panic!("expected an image pull error, got {other:?}"),
         }
         assert!(err.to_string().contains(&image), "{err}");
-        assert!(lease_container_ids(docker, lease_id).await.is_empty(), "no container left");
-        assert_eq!(lease_network_count(docker, lease_id).await, 0, "no network left");
-        assert!(!runtime.list_leases().await.expect("list").contains(&lease_id));
+        assert!(
+            lease_container_ids(docker, lease_id).await.is_empty(),
+            "no container left"
+        );
+        assert_eq!(
+            lease_network_count(docker, lease_id).await,
+            0,
+            "no network left"
+        );
+        assert!(
+            !runtime
+                .list_leases()
+                .await
+                .expect("list")
+                .contains(&lease_id)
+        );
     })
     .await
     .expect("test finished in time");
@@ -456,15 +623,19 @@ async fn a_crash_loop_is_reported_with_its_exit_code_and_left_alone() {
         let lease_id = guard.id(0);
         let mut events = runtime.events(lease_id).await.expect("events");
         let deployment = lease(lease_id, vec![scripted("crash", "exit 3")]);
-        runtime.deploy(&deployment).await.expect("deploy succeeds; the crash comes later");
+        runtime
+            .deploy(&deployment)
+            .await
+            .expect("deploy succeeds; the crash comes later");
 
         let crashed = |status: &LeaseRuntimeStatus| {
             status.service("crash").is_some_and(|crash| {
                 crash.ready_replicas == 0
                     && matches!(
                         crash.replicas.first().map(|replica| &replica.state),
-                        Some(ReplicaState::Restarting { last_exit_code: Some(3) })
-                            | Some(ReplicaState::Exited { exit_code: 3, .. })
+                        Some(ReplicaState::Restarting {
+                            last_exit_code: Some(3)
+                        }) | Some(ReplicaState::Exited { exit_code: 3, .. })
                     )
             })
         };
@@ -473,10 +644,13 @@ async fn a_crash_loop_is_reported_with_its_exit_code_and_left_alone() {
 
         // The restart policy gives up after its retries and status says why.
         let given_up = |status: &LeaseRuntimeStatus| {
-            status.service("crash").and_then(|crash| crash.replicas.first()).is_some_and(|replica| {
-                matches!(replica.state, ReplicaState::Exited { exit_code: 3, .. })
-                    && i64::from(replica.restart_count) == MAX_RESTART_RETRIES
-            })
+            status
+                .service("crash")
+                .and_then(|crash| crash.replicas.first())
+                .is_some_and(|replica| {
+                    matches!(replica.state, ReplicaState::Exited { exit_code: 3, .. })
+                        && i64::from(replica.restart_count) == MAX_RESTART_RETRIES
+                })
         };
         let status = wait_for_status(&runtime, lease_id, "given up", given_up).await;
         let crash = status.service("crash").expect("crash service");
@@ -494,7 +668,10 @@ async fn a_crash_loop_is_reported_with_its_exit_code_and_left_alone() {
         })
         .await
         .expect("a died event with exit code 3");
-        assert_eq!((died.lease_id, died.service.as_deref(), died.replica), (lease_id, Some("crash"), Some(0)));
+        assert_eq!(
+            (died.lease_id, died.service.as_deref(), died.replica),
+            (lease_id, Some("crash"), Some(0))
+        );
 
         // The reconciler's repeated deploy must not revive the crash loop.
         let container = replica_name(lease_id, "crash", 0);
@@ -502,8 +679,17 @@ async fn a_crash_loop_is_reported_with_its_exit_code_and_left_alone() {
         runtime.deploy(&deployment).await.expect("redeploy");
         let after = inspect(docker, &container).await;
         assert_eq!(before.id, after.id);
-        assert_eq!(after.state.and_then(|s| s.started_at), before.state.and_then(|s| s.started_at));
-        assert!(runtime.list_leases().await.expect("provider still answers").contains(&lease_id));
+        assert_eq!(
+            after.state.and_then(|s| s.started_at),
+            before.state.and_then(|s| s.started_at)
+        );
+        assert!(
+            runtime
+                .list_leases()
+                .await
+                .expect("provider still answers")
+                .contains(&lease_id)
+        );
         runtime.teardown(lease_id).await.expect("teardown");
     })
     .await
@@ -516,8 +702,12 @@ async fn logs_deliver_tail_and_follow() {
         let runtime = runtime().await;
         let guard = LeaseGuard::new(&runtime, 1).await;
         let lease_id = guard.id(0);
-        let script = "echo to-stderr >&2; i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.2; done";
-        runtime.deploy(&lease(lease_id, vec![scripted("talker", script)])).await.expect("deploy");
+        let script =
+            "echo to-stderr >&2; i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.2; done";
+        runtime
+            .deploy(&lease(lease_id, vec![scripted("talker", script)]))
+            .await
+            .expect("deploy");
 
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         let everything = loop {
@@ -525,23 +715,47 @@ async fn logs_deliver_tail_and_follow() {
             if lines.iter().any(|line| text(line) == "line-5") {
                 break lines;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no line-5 yet: {lines:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no line-5 yet: {lines:?}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        let stderr_line = everything.iter().find(|line| text(line) == "to-stderr").expect("stderr line");
+        let stderr_line = everything
+            .iter()
+            .find(|line| text(line) == "to-stderr")
+            .expect("stderr line");
         assert!(stderr_line.stderr);
-        let first = everything.iter().find(|line| text(line) == "line-1").expect("line-1");
+        let first = everything
+            .iter()
+            .find(|line| text(line) == "line-1")
+            .expect("line-1");
         assert!(!first.stderr);
         assert_eq!((first.service.as_str(), first.replica), ("talker", 0));
-        assert!(first.timestamp.as_deref().is_some_and(|ts| ts.contains('T')), "{first:?}");
+        assert!(
+            first
+                .timestamp
+                .as_deref()
+                .is_some_and(|ts| ts.contains('T')),
+            "{first:?}"
+        );
 
         let tail = collect_logs(&runtime, lease_id, Some(3)).await;
         let numbers: Vec<u64> = tail.iter().filter_map(line_number).collect();
         assert_eq!(numbers.len(), 3, "{tail:?}");
-        assert!(numbers.windows(2).all(|pair| pair[1] == pair[0] + 1), "{numbers:?}");
-        assert!(numbers[0] >= 3, "the tail is the end of the log: {numbers:?}");
+        assert!(
+            numbers.windows(2).all(|pair| pair[1] == pair[0] + 1),
+            "{numbers:?}"
+        );
+        assert!(
+            numbers[0] >= 3,
+            "the tail is the end of the log: {numbers:?}"
+        );
 
-        let mut follow = runtime.logs(lease_id, Some("talker"), true, Some(1)).await.expect("follow");
+        let mut follow = runtime
+            .logs(lease_id, Some("talker"), true, Some(1))
+            .await
+            .expect("follow");
         let followed = tokio::time::timeout(Duration::from_secs(20), async {
             let mut numbers = Vec::new();
             while numbers.len() < 6 {
@@ -552,7 +766,10 @@ async fn logs_deliver_tail_and_follow() {
         })
         .await
         .expect("followed lines arrive");
-        assert!(followed.windows(2).all(|pair| pair[1] == pair[0] + 1), "{followed:?}");
+        assert!(
+            followed.windows(2).all(|pair| pair[1] == pair[0] + 1),
+            "{followed:?}"
+        );
         drop(follow);
 
         match runtime.logs(lease_id, Some("nope"), false, None).await {

@@ -1,0 +1,366 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {bound} from "../utils/Test.sol";
+import {vm} from "../utils/Vm.sol";
+import {TestToken} from "../../src/TestToken.sol";
+import {ProviderRegistry} from "../../src/ProviderRegistry.sol";
+import {Marketplace} from "../../src/Marketplace.sol";
+import {Resources, GpuCapacity} from "../../src/Types.sol";
+
+/// @notice Drives random sequences of every market action across several providers and
+/// tenants. It picks mostly-valid arguments from seeds, measures every token movement and
+/// records anything unexpected in `violations` (handler reverts are discarded by forge, so
+/// a failed expectation must be remembered rather than thrown).
+contract MarketHandler {
+    bytes32 public constant A100 = keccak256("nvidia/a100/80Gi/sxm");
+    bytes32 public constant H100 = keccak256("nvidia/h100/80Gi/sxm");
+    bytes32 public constant EU = keccak256("region=eu-west");
+    bytes32 public constant TIER = keccak256("tier=community");
+    uint256 public constant MAX_ORDERS = 40;
+
+    TestToken public immutable token;
+    ProviderRegistry public immutable registry;
+    Marketplace public immutable market;
+
+    address[] public providers;
+    address[] public tenants;
+    address public immutable stranger;
+
+    uint256[] public orderIds;
+    mapping(uint256 orderId => bytes32[]) internal _allowedModels;
+    mapping(uint256 orderId => bytes32[]) internal _requiredAttributes;
+    /// @notice Deposit plus every top-up.
+    mapping(uint256 orderId => uint256) public deposited;
+    /// @notice Tokens the lease's provider actually received.
+    mapping(uint256 orderId => uint256) public paidOut;
+    /// @notice Tokens the tenant actually received back.
+    mapping(uint256 orderId => uint256) public refunded;
+    mapping(uint256 orderId => uint256) public paidAtClose;
+
+    uint256 public violations;
+    string public lastViolation;
+    mapping(string action => uint256) public successes;
+
+    constructor(
+        TestToken token_,
+        ProviderRegistry registry_,
+        Marketplace market_,
+        address[] memory providers_,
+        address[] memory tenants_,
+        address stranger_
+    ) {
+        token = token_;
+        registry = registry_;
+        market = market_;
+        providers = providers_;
+        tenants = tenants_;
+        stranger = stranger_;
+    }
+
+    // ------------------------------------------------------------ provider actions
+
+    function register(uint256 providerSeed, uint256 capacitySeed, uint256 gpuSeed, uint256 attributeSeed) external {
+        address provider = _provider(providerSeed);
+        if (registry.getProvider(provider).status != ProviderRegistry.ProviderStatus.None) return;
+        Resources memory capacity = Resources(
+            uint64(bound(capacitySeed, 1000, 16_000)),
+            uint64(bound(capacitySeed >> 64, 1024, 65_536)),
+            uint64(bound(capacitySeed >> 128, 0, 1_000_000))
+        );
+        uint256[] memory before = _balances();
+        vm.prank(provider);
+        registry.register("https://p.example", _attributeSet(attributeSeed), capacity, _gpuSet(gpuSeed, 0, 0));
+        _expectMoved(before, provider, -int256(registry.minimumStake()), address(0), 0, "register");
+        ++successes["register"];
+    }
+
+    function update(uint256 providerSeed, uint256 capacitySeed, uint256 gpuSeed, uint256 attributeSeed) external {
+        address provider = _provider(providerSeed);
+        ProviderRegistry.ProviderView memory info = registry.getProvider(provider);
+        if (info.status != ProviderRegistry.ProviderStatus.Active) return;
+        // never below what is allocated, so the update is valid
+        Resources memory capacity = Resources(
+            info.allocated.cpuMilli + uint64(bound(capacitySeed, 1, 8000)),
+            info.allocated.memoryMiB + uint64(bound(capacitySeed >> 64, 1, 32_768)),
+            info.allocated.storageMiB + uint64(bound(capacitySeed >> 128, 0, 500_000))
+        );
+        (, uint32 a100) = registry.gpuState(provider, A100);
+        (, uint32 h100) = registry.gpuState(provider, H100);
+        vm.prank(provider);
+        registry.update("https://p.example/v2", _attributeSet(attributeSeed), capacity, _gpuSet(gpuSeed, a100, h100));
+        ++successes["update"];
+    }
+
+    function deregister(uint256 providerSeed) external {
+        address provider = _provider(providerSeed);
+        ProviderRegistry.ProviderView memory info = registry.getProvider(provider);
+        if (info.status != ProviderRegistry.ProviderStatus.Active || info.activeLeases != 0) return;
+        vm.prank(provider);
+        registry.deregister();
+        ++successes["deregister"];
+    }
+
+    function withdrawStake(uint256 providerSeed) external {
+        address provider = _provider(providerSeed);
+        ProviderRegistry.ProviderView memory info = registry.getProvider(provider);
+        if (info.status != ProviderRegistry.ProviderStatus.Unbonding || block.timestamp < info.unbondingEnds) return;
+        uint256[] memory before = _balances();
+        vm.prank(provider);
+        registry.withdrawStake();
+        _expectMoved(before, provider, int256(info.stake), address(0), 0, "withdrawStake");
+        ++successes["withdrawStake"];
+    }
+
+    // ------------------------------------------------------------ tenant actions
+
+    function createOrder(
+        uint256 tenantSeed,
+        uint256 resourceSeed,
+        uint256 gpuSeed,
+        uint256 attributeSeed,
+        uint256 priceSeed,
+        uint256 depositSeed
+    ) external {
+        if (orderIds.length >= MAX_ORDERS) return;
+        address tenant = tenants[tenantSeed % tenants.length];
+        Marketplace.OrderSpec memory spec;
+        spec.resources = Resources(
+            uint64(bound(resourceSeed, 100, 6000)),
+            uint64(bound(resourceSeed >> 64, 128, 24_576)),
+            uint64(bound(resourceSeed >> 128, 0, 400_000))
+        );
+        spec.gpuCount = uint32(gpuSeed % 3);
+        spec.replicas = uint16(bound(gpuSeed >> 8, 1, 4));
+        if (spec.gpuCount != 0) {
+            uint256 choice = (gpuSeed >> 16) % 3;
+            if (choice == 1) spec.allowedGpuModels = _one(A100);
+            if (choice == 2) spec.allowedGpuModels = _two(A100, H100);
+        }
+        spec.requiredAttributes = _attributeSet(attributeSeed);
+        uint256 maxPrice = bound(priceSeed, 1, 1e9);
+        uint256 deposit = bound(depositSeed, 1, 1e10);
+        uint256[] memory before = _balances();
+        vm.prank(tenant);
+        uint256 id = market.createOrder(
+            token, spec, keccak256(abi.encode(orderIds.length)), maxPrice, deposit, uint64(bound(priceSeed >> 128, 1, 1 hours))
+        );
+        _expectMoved(before, tenant, -int256(deposit), address(0), 0, "createOrder");
+        orderIds.push(id);
+        _allowedModels[id] = spec.allowedGpuModels;
+        _requiredAttributes[id] = spec.requiredAttributes;
+        deposited[id] = deposit;
+        ++successes["createOrder"];
+    }
+
+    function cancelOrder(uint256 orderSeed) external {
+        (bool found, uint256 id, Marketplace.OrderView memory o) = _order(orderSeed, Marketplace.OrderStatus.Open);
+        if (!found) return;
+        uint256[] memory before = _balances();
+        vm.prank(o.tenant);
+        market.cancelOrder(id);
+        _expectMoved(before, o.tenant, int256(o.escrow), address(0), 0, "cancelOrder");
+        refunded[id] += o.escrow;
+        ++successes["cancelOrder"];
+    }
+
+    function topUp(uint256 orderSeed, uint256 amountSeed, uint256 funderSeed) external {
+        if (orderIds.length == 0) return;
+        uint256 id = orderIds[orderSeed % orderIds.length];
+        Marketplace.OrderStatus status = market.getOrder(id).status;
+        if (status != Marketplace.OrderStatus.Open && status != Marketplace.OrderStatus.Leased) return;
+        address funder = funderSeed % 4 == 3 ? stranger : tenants[funderSeed % tenants.length];
+        uint256 amount = bound(amountSeed, 1, 1e9);
+        uint256[] memory before = _balances();
+        vm.prank(funder);
+        market.topUp(id, amount);
+        _expectMoved(before, funder, -int256(amount), address(0), 0, "topUp");
+        deposited[id] += amount;
+        ++successes["topUp"];
+    }
+
+    // ------------------------------------------------------------ bidding and matching
+
+    function placeBid(uint256 providerSeed, uint256 orderSeed, uint256 priceSeed, bool preferH100) external {
+        (bool found, uint256 id, Marketplace.OrderView memory o) = _order(orderSeed, Marketplace.OrderStatus.Open);
+        if (!found) return;
+        address provider = _provider(providerSeed);
+        bytes32 model = o.gpuCount == 0 ? bytes32(0) : (preferH100 ? H100 : A100);
+        uint256 price = bound(priceSeed, 1, o.maxPricePerHour);
+        vm.prank(provider);
+        try market.placeBid(id, price, model, _allowedModels[id], _requiredAttributes[id]) {
+            ++successes["placeBid"];
+        } catch {}
+    }
+
+    function withdrawBid(uint256 orderSeed, uint256 bidSeed) external {
+        (bool found, uint256 id, Marketplace.OrderView memory o) = _order(orderSeed, Marketplace.OrderStatus.Open);
+        if (!found || o.bidCount == 0) return;
+        uint256 bidId = bidSeed % o.bidCount;
+        Marketplace.BidView memory bid = market.getBid(id, bidId);
+        if (bid.withdrawn) return;
+        vm.prank(bid.provider);
+        market.withdrawBid(id, bidId);
+        ++successes["withdrawBid"];
+    }
+
+    function acceptBid(uint256 orderSeed, uint256 bidSeed) external {
+        (bool found, uint256 id, Marketplace.OrderView memory o) = _order(orderSeed, Marketplace.OrderStatus.Open);
+        if (!found || o.bidCount == 0) return;
+        vm.prank(o.tenant);
+        // reverts when the provider has no room or stopped: allowed, the invariants check the rest
+        try market.acceptBid(id, bidSeed % o.bidCount) {
+            ++successes["acceptBid"];
+        } catch {}
+    }
+
+    function settle(uint256 orderSeed) external {
+        (bool found, uint256 id, Marketplace.OrderView memory o) = _order(orderSeed, Marketplace.OrderStatus.Open);
+        if (!found) return;
+        if (block.timestamp < o.bidWindowEnd) vm.warp(o.bidWindowEnd);
+        try market.settle(id) {
+            ++successes["settle"];
+        } catch {}
+    }
+
+    // ------------------------------------------------------------ leases
+
+    function withdraw(uint256 orderSeed) external {
+        (bool found, uint256 id,) = _order(orderSeed, Marketplace.OrderStatus.Leased);
+        if (!found) return;
+        address provider = market.getLease(id).provider;
+        uint256[] memory before = _balances();
+        vm.prank(provider);
+        uint256 amount = market.withdraw(id);
+        _expectMoved(before, provider, int256(amount), address(0), 0, "withdraw");
+        paidOut[id] += amount;
+        ++successes["withdraw"];
+    }
+
+    function closeLease(uint256 orderSeed, uint256 closerSeed) external {
+        (bool found, uint256 id, Marketplace.OrderView memory o) = _order(orderSeed, Marketplace.OrderStatus.Leased);
+        if (!found) return;
+        Marketplace.LeaseView memory lease = market.getLease(id);
+        address closer = closerSeed % 3 == 0 ? o.tenant : (closerSeed % 3 == 1 ? lease.provider : stranger);
+        bool insolvent = market.isInsolvent(id);
+        uint256[] memory before = _balances();
+        vm.prank(closer);
+        try market.closeLease(id, uint8(closerSeed % 6)) {
+            if (closer == stranger && !insolvent) _violation("stranger closed a solvent lease");
+            uint256 paid = market.getLease(id).paid - lease.paid;
+            uint256 refund = o.escrow - paid;
+            _expectMoved(before, lease.provider, int256(paid), o.tenant, int256(refund), "closeLease");
+            paidOut[id] += paid;
+            refunded[id] += refund;
+            paidAtClose[id] = market.getLease(id).paid;
+            ++successes["closeLease"];
+        } catch {
+            if (closer != stranger || insolvent) _violation("a party could not close its lease");
+        }
+    }
+
+    function warp(uint256 secondsSeed) external {
+        vm.warp(block.timestamp + bound(secondsSeed, 1, 2 days));
+    }
+
+    // ------------------------------------------------------------ views for the invariants
+
+    function orderCount() external view returns (uint256) {
+        return orderIds.length;
+    }
+
+    function providerCount() external view returns (uint256) {
+        return providers.length;
+    }
+
+    function everyone() public view returns (address[] memory all) {
+        all = new address[](providers.length + tenants.length + 1);
+        uint256 n;
+        for (uint256 i = 0; i < providers.length; ++i) all[n++] = providers[i];
+        for (uint256 i = 0; i < tenants.length; ++i) all[n++] = tenants[i];
+        all[n] = stranger;
+    }
+
+    // ------------------------------------------------------------ internals
+
+    function _provider(uint256 seed) private view returns (address) {
+        return providers[seed % providers.length];
+    }
+
+    /// @dev Picks an order with the wanted status, starting at a seeded position.
+    function _order(uint256 seed, Marketplace.OrderStatus wanted)
+        private
+        view
+        returns (bool found, uint256 id, Marketplace.OrderView memory o)
+    {
+        uint256 count = orderIds.length;
+        for (uint256 k = 0; k < count; ++k) {
+            id = orderIds[(seed + k) % count];
+            o = market.getOrder(id);
+            if (o.status == wanted) return (true, id, o);
+        }
+        return (false, 0, o);
+    }
+
+    function _attributeSet(uint256 seed) private pure returns (bytes32[] memory) {
+        uint256 choice = seed % 3;
+        if (choice == 0) return new bytes32[](0);
+        if (choice == 1) return _one(EU);
+        return _two(EU, TIER);
+    }
+
+    /// @dev A GPU list that always keeps at least the allocated count of each model.
+    function _gpuSet(uint256 seed, uint32 a100Allocated, uint32 h100Allocated)
+        private
+        pure
+        returns (GpuCapacity[] memory gpus)
+    {
+        bool withA100 = a100Allocated != 0 || seed % 2 == 0;
+        bool withH100 = h100Allocated != 0 || (seed >> 1) % 2 == 0;
+        gpus = new GpuCapacity[]((withA100 ? 1 : 0) + (withH100 ? 1 : 0));
+        uint256 n;
+        if (withA100) gpus[n++] = GpuCapacity(A100, a100Allocated + uint32(bound(seed >> 8, 1, 4)));
+        if (withH100) gpus[n] = GpuCapacity(H100, h100Allocated + uint32(bound(seed >> 16, 1, 4)));
+    }
+
+    function _one(bytes32 a) private pure returns (bytes32[] memory l) {
+        l = new bytes32[](1);
+        l[0] = a;
+    }
+
+    function _two(bytes32 a, bytes32 b) private pure returns (bytes32[] memory l) {
+        l = new bytes32[](2);
+        l[0] = a;
+        l[1] = b;
+    }
+
+    function _balances() private view returns (uint256[] memory balances) {
+        address[] memory all = everyone();
+        balances = new uint256[](all.length);
+        for (uint256 i = 0; i < all.length; ++i) balances[i] = token.balanceOf(all[i]);
+    }
+
+    /// @dev Every actor's balance is unchanged except `a` by `deltaA` and `b` by `deltaB`:
+    /// funds reach only the parties an action names.
+    function _expectMoved(
+        uint256[] memory before,
+        address a,
+        int256 deltaA,
+        address b,
+        int256 deltaB,
+        string memory action
+    ) private {
+        address[] memory all = everyone();
+        for (uint256 i = 0; i < all.length; ++i) {
+            int256 expected = int256(before[i]);
+            if (all[i] == a) expected += deltaA;
+            if (all[i] == b) expected += deltaB;
+            if (int256(token.balanceOf(all[i])) != expected) _violation(action);
+        }
+    }
+
+    function _violation(string memory what) private {
+        ++violations;
+        lastViolation = what;
+    }
+}
