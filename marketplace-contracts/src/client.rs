@@ -17,6 +17,24 @@ use crate::types::{
     ProviderStatus, SkippedBid, id_to_u64,
 };
 
+/// An HTTP provider that signs with `signer`. Nonces are read from the node's pending count for
+/// every transaction: alloy's default cached nonce manager would consume a nonce when gas
+/// estimation fails on a revert and leave a gap that stalls every later transaction.
+pub fn signing_provider(rpc_url: &str, signer: PrivateKeySigner) -> Result<DynProvider, ClientError> {
+    let url = rpc_url.parse().map_err(|e| ClientError::InvalidInput {
+        field: "rpc_url",
+        reason: format!("{rpc_url:?} is not a URL: {e}"),
+    })?;
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(url)
+        .erased())
+}
+
 /// Acts as one account (`sender`) against a [`Deployment`]. Every transaction waits for its
 /// receipt; token approvals are sent only when the current allowance does not cover the amount.
 #[derive(Debug, Clone)]
@@ -42,21 +60,14 @@ impl MarketplaceClient {
         }
     }
 
-    /// Connects over HTTP and signs with `signer`.
+    /// Connects over HTTP and signs with `signer` (see [`signing_provider`]).
     pub fn connect_http(
         rpc_url: &str,
         signer: PrivateKeySigner,
         deployment: Deployment,
     ) -> Result<Self, ClientError> {
-        let url = rpc_url.parse().map_err(|e| ClientError::InvalidInput {
-            field: "rpc_url",
-            reason: format!("{rpc_url:?} is not a URL: {e}"),
-        })?;
         let sender = signer.address();
-        let provider = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(signer))
-            .connect_http(url)
-            .erased();
+        let provider = signing_provider(rpc_url, signer)?;
         Ok(Self::new(provider, sender, deployment))
     }
 

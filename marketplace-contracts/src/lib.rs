@@ -9,7 +9,7 @@ pub mod error;
 pub mod follower;
 pub mod types;
 
-pub use client::MarketplaceClient;
+pub use client::{MarketplaceClient, signing_provider};
 pub use cursor::{CursorError, CursorStore, FileCursorStore, MemoryCursorStore};
 pub use deploy::{DeployParams, Deployment, FAUCET_CAP, deploy_all, fund_with_faucet};
 pub use error::{ClientError, RevertReason};

@@ -7,10 +7,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::cluster::{Candidate, NodeView, Score};
+use crate::cluster::{Candidate, NodeSpec, NodeView, Score};
 use std::collections::HashMap;
 
-use crate::resources::{GpuConstraint, GpuDemand, MILLI_PER_GPU, ReplicaRequest};
+use crate::resources::{GpuConstraint, GpuDemand, GpuSpec, MILLI_PER_GPU, ReplicaRequest};
 
 /// One placement policy.
 pub trait PlacementPolicy: Send + Sync {
@@ -65,6 +65,8 @@ pub struct WorkloadProfile {
     cpu_per_gpu_milli: f64,
     memory_per_gpu_milli: f64,
     total_weight: i64,
+    /// Per GPU spec: constrained demand per milli-GPU of the supply that can serve it.
+    pressure: Vec<(GpuSpec, f64)>,
 }
 
 /// Requests sharing one GPU demand and constraint; they differ only in CPU and memory.
@@ -120,7 +122,50 @@ impl WorkloadProfile {
             classes,
             cpu_per_gpu_milli: per(cpu),
             memory_per_gpu_milli: per(memory),
+            pressure: Vec::new(),
         }
+    }
+
+    /// Weighs each GPU model by how much model-constrained demand depends on it,
+    /// given the supply on these nodes: a constrained request's demand is spread over
+    /// the capacity it may use, so a model only few requests can use, in short supply,
+    /// gets a high pressure.
+    pub fn with_supply(mut self, nodes: &[NodeSpec]) -> Self {
+        let mut supply: Vec<(GpuSpec, f64)> = Vec::new();
+        for device in nodes.iter().flat_map(|node| &node.gpus) {
+            match supply.iter_mut().find(|(spec, _)| *spec == device.spec) {
+                Some((_, milli)) => *milli += f64::from(MILLI_PER_GPU),
+                None => supply.push((device.spec.clone(), f64::from(MILLI_PER_GPU))),
+            }
+        }
+        let mut pressure: Vec<(GpuSpec, f64)> = supply.iter().map(|(spec, _)| (spec.clone(), 0.0)).collect();
+        for class in self.classes.iter().filter(|class| class.constraint != GpuConstraint::default()) {
+            let allowed = |spec: &GpuSpec| class.constraint.check(spec).is_ok();
+            let capacity: f64 = supply.iter().filter(|(spec, _)| allowed(spec)).map(|(_, milli)| milli).sum();
+            if capacity <= 0.0 {
+                continue;
+            }
+            let demand = class.weight as f64 * class.gpu.milli().unwrap_or(0) as f64;
+            for (spec, value) in pressure.iter_mut().filter(|(spec, _)| allowed(spec)) {
+                *value += demand / capacity;
+            }
+        }
+        self.pressure = pressure;
+        self
+    }
+
+    /// Free GPU milli weighted by model pressure: what the constrained demand would lose
+    /// if this capacity went to someone else.
+    pub fn pressured_free_milli(&self, node: &NodeView<'_>) -> f64 {
+        if self.pressure.is_empty() {
+            return 0.0;
+        }
+        node.gpus()
+            .map(|(spec, free)| {
+                let pressure = self.pressure.iter().find(|(s, _)| s == spec).map_or(0.0, |(_, p)| *p);
+                pressure * f64::from(free)
+            })
+            .sum()
     }
 
     /// Number of distinct GPU demands (with constraints) in the profile.
@@ -247,7 +292,9 @@ impl PlacementPolicy for FragmentationAware {
 
     fn state_cost(&self, node: &NodeView<'_>) -> i64 {
         let starved = self.profile.starved_gpu_milli(node);
-        let weighted = self.starvation_weight * self.profile.total_weight as f64 * starved;
+        let pressure_weight: f64 = std::env::var("SCHED_BETA").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let weighted = self.starvation_weight * self.profile.total_weight as f64 * starved
+            - pressure_weight * self.profile.pressured_free_milli(node);
         // Costs are integers so that equal placements tie exactly.
         self.profile
             .fragmentation(node)

@@ -345,7 +345,7 @@ pub fn simulate(
             specs.push(node);
         }
     }
-    let profile = WorkloadProfile::from_requests(pods);
+    let profile = WorkloadProfile::from_requests(pods).with_supply(&specs);
     let mut cluster = Cluster::new(
         specs,
         config.policy.build_with(profile, config.starvation_weight),

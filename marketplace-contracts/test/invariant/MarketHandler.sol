@@ -124,27 +124,13 @@ contract MarketHandler {
     ) external {
         if (orderIds.length >= MAX_ORDERS) return;
         address tenant = tenants[tenantSeed % tenants.length];
-        Marketplace.OrderSpec memory spec;
-        spec.resources = Resources(
-            uint64(bound(resourceSeed, 100, 6000)),
-            uint64(bound(resourceSeed >> 64, 128, 24_576)),
-            uint64(bound(resourceSeed >> 128, 0, 400_000))
-        );
-        spec.gpuCount = uint32(gpuSeed % 3);
-        spec.replicas = uint16(bound(gpuSeed >> 8, 1, 4));
-        if (spec.gpuCount != 0) {
-            uint256 choice = (gpuSeed >> 16) % 3;
-            if (choice == 1) spec.allowedGpuModels = _one(A100);
-            if (choice == 2) spec.allowedGpuModels = _two(A100, H100);
-        }
-        spec.requiredAttributes = _attributeSet(attributeSeed);
+        Marketplace.OrderSpec memory spec = _spec(resourceSeed, gpuSeed, attributeSeed);
         uint256 maxPrice = bound(priceSeed, 1, 1e9);
         uint256 deposit = bound(depositSeed, 1, 1e10);
+        uint64 window = uint64(bound(priceSeed >> 128, 1, 1 hours));
         uint256[] memory before = _balances();
         vm.prank(tenant);
-        uint256 id = market.createOrder(
-            token, spec, keccak256(abi.encode(orderIds.length)), maxPrice, deposit, uint64(bound(priceSeed >> 128, 1, 1 hours))
-        );
+        uint256 id = market.createOrder(token, spec, keccak256(abi.encode(orderIds.length)), maxPrice, deposit, window);
         _expectMoved(before, tenant, -int256(deposit), address(0), 0, "createOrder");
         orderIds.push(id);
         _allowedModels[id] = spec.allowedGpuModels;
@@ -300,6 +286,26 @@ contract MarketHandler {
             if (o.status == wanted) return (true, id, o);
         }
         return (false, 0, o);
+    }
+
+    function _spec(uint256 resourceSeed, uint256 gpuSeed, uint256 attributeSeed)
+        private
+        pure
+        returns (Marketplace.OrderSpec memory spec)
+    {
+        spec.resources = Resources(
+            uint64(bound(resourceSeed, 100, 6000)),
+            uint64(bound(resourceSeed >> 64, 128, 24_576)),
+            uint64(bound(resourceSeed >> 128, 0, 400_000))
+        );
+        spec.gpuCount = uint32(gpuSeed % 3);
+        spec.replicas = uint16(bound(gpuSeed >> 8, 1, 4));
+        if (spec.gpuCount != 0) {
+            uint256 choice = (gpuSeed >> 16) % 3;
+            if (choice == 1) spec.allowedGpuModels = _one(A100);
+            if (choice == 2) spec.allowedGpuModels = _two(A100, H100);
+        }
+        spec.requiredAttributes = _attributeSet(attributeSeed);
     }
 
     function _attributeSet(uint256 seed) private pure returns (bytes32[] memory) {

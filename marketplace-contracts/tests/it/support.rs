@@ -11,7 +11,7 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use leasehold_contracts::{
     DeployParams, Deployment, MarketplaceClient, NewOrder, OrderRequirements, OrderSpec,
-    ProviderProfile, Resources, deploy_all, fund_with_faucet,
+    ProviderProfile, Resources, deploy_all, fund_with_faucet, signing_provider,
 };
 
 /// Upper bound for any single test: nothing may hang.
@@ -67,9 +67,8 @@ impl Devnet {
             .erased();
         let params = DeployParams::default();
         let deployer = Self::signer_of(&anvil, DEPLOYER);
-        let deploying = ProviderBuilder::new()
-            .wallet(deployer.clone())
-            .connect_http(anvil.endpoint_url());
+        let deploying =
+            signing_provider(&anvil.endpoint(), deployer.clone()).expect("signing provider");
         let deployment = deploy_all(&deploying, deployer.address(), &params)
             .await
             .expect("deploy_all failed");
@@ -95,10 +94,6 @@ impl Devnet {
         PrivateKeySigner::from(anvil.keys()[index].clone())
     }
 
-    pub fn address(&self, index: usize) -> Address {
-        self.anvil.addresses()[index]
-    }
-
     pub fn client(&self, index: usize) -> MarketplaceClient {
         MarketplaceClient::connect_http(
             &self.anvil.endpoint(),
@@ -113,16 +108,6 @@ impl Devnet {
             .token_balance(self.deployment.token, owner)
             .await
             .expect("balanceOf")
-    }
-
-    pub async fn latest_timestamp(&self) -> u64 {
-        let block = self
-            .rpc
-            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
-            .await
-            .expect("eth_getBlockByNumber")
-            .expect("latest block");
-        block.header.timestamp
     }
 
     /// The next mined block (i.e. the next transaction, with instant mining) gets `timestamp`.
