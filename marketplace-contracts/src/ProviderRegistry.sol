@@ -317,6 +317,22 @@ contract ProviderRegistry is ReentrancyGuardTransient {
         }
     }
 
+    /// @notice The accounting part of `getProvider`, without the endpoint and lists.
+    function resourceState(address provider)
+        external
+        view
+        returns (ProviderStatus status, Resources memory capacity, Resources memory allocated, uint32 activeLeases, uint256 stake)
+    {
+        Record storage rec = _records[provider];
+        return (
+            rec.status,
+            Resources(rec.cpuCapacity, rec.memoryCapacity, rec.storageCapacity),
+            Resources(rec.cpuAllocated, rec.memoryAllocated, rec.storageAllocated),
+            rec.activeLeases,
+            rec.stake
+        );
+    }
+
     /// @notice Number of addresses that ever registered (for discovery; check their status).
     function providerCount() external view returns (uint256) {
         return _providerList.length;

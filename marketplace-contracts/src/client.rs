@@ -20,7 +20,10 @@ use crate::types::{
 /// An HTTP provider that signs with `signer`. Nonces are read from the node's pending count for
 /// every transaction: alloy's default cached nonce manager would consume a nonce when gas
 /// estimation fails on a revert and leave a gap that stalls every later transaction.
-pub fn signing_provider(rpc_url: &str, signer: PrivateKeySigner) -> Result<DynProvider, ClientError> {
+pub fn signing_provider(
+    rpc_url: &str,
+    signer: PrivateKeySigner,
+) -> Result<DynProvider, ClientError> {
     let url = rpc_url.parse().map_err(|e| ClientError::InvalidInput {
         field: "rpc_url",
         reason: format!("{rpc_url:?} is not a URL: {e}"),
@@ -136,28 +139,18 @@ impl MarketplaceClient {
     /// Registers the sender as a provider, approving the registry for the minimum stake first.
     pub async fn register_provider(&self, profile: &ProviderProfile) -> Result<(), ClientError> {
         let stake = self.minimum_stake().await?;
-        let token = self
-            .query("stakeToken", self.registry.stakeToken())
-            .await?;
+        let token = self.query("stakeToken", self.registry.stakeToken()).await?;
         self.ensure_allowance(token, self.deployment.registry, stake)
             .await?;
-        let register = self.registry.register(
-            profile.endpoint.clone(),
-            profile.attributes.clone(),
-            profile.capacity.into(),
-            profile.sol_gpus(),
-        );
+        let (endpoint, attributes, capacity, gpus) = profile.sol_args();
+        let register = self.registry.register(endpoint, attributes, capacity, gpus);
         self.send("register", register).await?;
         Ok(())
     }
 
     pub async fn update_provider(&self, profile: &ProviderProfile) -> Result<(), ClientError> {
-        let update = self.registry.update(
-            profile.endpoint.clone(),
-            profile.attributes.clone(),
-            profile.capacity.into(),
-            profile.sol_gpus(),
-        );
+        let (endpoint, attributes, capacity, gpus) = profile.sol_args();
+        let update = self.registry.update(endpoint, attributes, capacity, gpus);
         self.send("update", update).await?;
         Ok(())
     }
@@ -189,13 +182,8 @@ impl MarketplaceClient {
         let view = self
             .query("getProvider", self.registry.getProvider(provider))
             .await?;
-        let status = ProviderStatus::try_from(view.status).map_err(|code| {
-            ClientError::OutOfRange {
-                call: "getProvider",
-                field: "status",
-                value: code.to_string(),
-            }
-        })?;
+        let status = ProviderStatus::try_from(view.status)
+            .map_err(|code| ClientError::out_of_range("getProvider", "status", code))?;
         Ok(ProviderInfo {
             address: provider,
             status,
@@ -223,11 +211,8 @@ impl MarketplaceClient {
         let count = self
             .query("providerCount", self.registry.providerCount())
             .await?;
-        let count = id_to_u64(count).map_err(|e| ClientError::OutOfRange {
-            call: "providerCount",
-            field: "count",
-            value: e.0.to_string(),
-        })?;
+        let count = id_to_u64(count)
+            .map_err(|e| ClientError::out_of_range("providerCount", "count", e.0))?;
         let mut providers = Vec::new();
         for index in 0..count {
             providers.push(
@@ -261,11 +246,8 @@ impl MarketplaceClient {
         let receipt = self.send("createOrder", create).await?;
         let event: Marketplace::OrderCreated =
             self.event("createOrder", &receipt, self.deployment.marketplace)?;
-        OrderPosted::try_from(event).map_err(|e| ClientError::OutOfRange {
-            call: "createOrder",
-            field: "orderId",
-            value: e.0.to_string(),
-        })
+        OrderPosted::try_from(event)
+            .map_err(|e| ClientError::out_of_range("createOrder", "orderId", e.0))
     }
 
     /// The order as announced by its `OrderCreated` event (with the GPU-model and attribute lists
@@ -288,11 +270,8 @@ impl MarketplaceClient {
                 field: "order_id",
                 reason: format!("no OrderCreated event for order {order_id}"),
             })?;
-        OrderPosted::try_from(event.inner.data).map_err(|e| ClientError::OutOfRange {
-            call: "order_posted",
-            field: "orderId",
-            value: e.0.to_string(),
-        })
+        OrderPosted::try_from(event.inner.data)
+            .map_err(|e| ClientError::out_of_range("order_posted", "orderId", e.0))
     }
 
     /// Bids on an order; `requirements` are the order's lists (see [`Self::order_posted`]).
@@ -326,7 +305,11 @@ impl MarketplaceClient {
     }
 
     /// The tenant picks a bid; reverts with `ProviderLacksCapacity` when the provider is full.
-    pub async fn accept_bid(&self, order_id: u64, bid_id: u64) -> Result<LeaseStarted, ClientError> {
+    pub async fn accept_bid(
+        &self,
+        order_id: u64,
+        bid_id: u64,
+    ) -> Result<LeaseStarted, ClientError> {
         let accept = self
             .market
             .acceptBid(U256::from(order_id), U256::from(bid_id));
@@ -359,10 +342,7 @@ impl MarketplaceClient {
         self.ensure_allowance(order.token, self.deployment.marketplace, amount)
             .await?;
         let receipt = self
-            .send(
-                "topUp",
-                self.market.topUp(U256::from(order_id), amount),
-            )
+            .send("topUp", self.market.topUp(U256::from(order_id), amount))
             .await?;
         let event: Marketplace::EscrowToppedUp =
             self.event("topUp", &receipt, self.deployment.marketplace)?;
@@ -390,9 +370,7 @@ impl MarketplaceClient {
         lease_id: u64,
         reason: CloseReason,
     ) -> Result<LeaseSettlement, ClientError> {
-        let close = self
-            .market
-            .closeLease(U256::from(lease_id), reason.code());
+        let close = self.market.closeLease(U256::from(lease_id), reason.code());
         let receipt = self.send("closeLease", close).await?;
         let event: Marketplace::LeaseClosed =
             self.event("closeLease", &receipt, self.deployment.marketplace)?;
@@ -409,13 +387,8 @@ impl MarketplaceClient {
         let view = self
             .query("getOrder", self.market.getOrder(U256::from(order_id)))
             .await?;
-        let status = OrderStatus::try_from(view.status).map_err(|code| {
-            ClientError::OutOfRange {
-                call: "getOrder",
-                field: "status",
-                value: code.to_string(),
-            }
-        })?;
+        let status = OrderStatus::try_from(view.status)
+            .map_err(|code| ClientError::out_of_range("getOrder", "status", code))?;
         if status == OrderStatus::None {
             return Err(ClientError::InvalidInput {
                 field: "order_id",
@@ -482,11 +455,7 @@ impl MarketplaceClient {
     // ------------------------------------------------------------------ receipts
 
     fn id(&self, call: &'static str, field: &'static str, value: U256) -> Result<u64, ClientError> {
-        id_to_u64(value).map_err(|e| ClientError::OutOfRange {
-            call,
-            field,
-            value: e.0.to_string(),
-        })
+        id_to_u64(value).map_err(|e| ClientError::out_of_range(call, field, e.0))
     }
 
     fn event<E: SolEvent>(

@@ -149,7 +149,10 @@ mod tests {
         assert_eq!(store.load().unwrap(), Some(42));
         store.save(43).unwrap();
         assert_eq!(store.load().unwrap(), Some(43));
-        assert!(!store.temp_path().exists(), "temp file must be renamed away");
+        assert!(
+            !store.temp_path().exists(),
+            "temp file must be renamed away"
+        );
     }
 
     #[test]

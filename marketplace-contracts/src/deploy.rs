@@ -1,5 +1,7 @@
 //! Devnet deployment of the three contracts and test-token funding.
 
+use std::path::{Path, PathBuf};
+
 use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
 use alloy::rpc::types::TransactionReceipt;
@@ -18,6 +20,50 @@ pub struct Deployment {
     pub marketplace: Address,
     /// Block of the first deployment transaction: where event followers start.
     pub start_block: u64,
+}
+
+/// Failure to read or write a deployment file.
+#[derive(Debug, thiserror::Error)]
+pub enum DeploymentFileError {
+    #[error("deployment file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("deployment file {path} is not valid deployment JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Deployment {
+    /// Reads a deployment written by [`Deployment::save`] (or by hand: all fields required).
+    pub fn load(path: &Path) -> Result<Self, DeploymentFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DeploymentFileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| DeploymentFileError::Json {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Writes pretty JSON (addresses as lower-case hex).
+    pub fn save(&self, path: &Path) -> Result<(), DeploymentFileError> {
+        let text =
+            serde_json::to_string_pretty(self).map_err(|source| DeploymentFileError::Json {
+                path: path.to_owned(),
+                source,
+            })?;
+        std::fs::write(path, text + "\n").map_err(|source| DeploymentFileError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
 }
 
 /// Registry constructor parameters.
@@ -63,7 +109,10 @@ where
         .with_timeout(Some(RECEIPT_TIMEOUT))
         .get_receipt()
         .await
-        .map_err(|source| ClientError::Pending { call, source })?;
+        .map_err(|source| ClientError::Pending {
+            call,
+            source: Box::new(source),
+        })?;
     if !receipt.status() {
         return Err(ClientError::TxFailed { call, tx_hash });
     }
@@ -77,13 +126,11 @@ fn created_address(
     call: &'static str,
     receipt: &TransactionReceipt,
 ) -> Result<Address, ClientError> {
-    receipt
-        .contract_address
-        .ok_or(ClientError::MissingEvent {
-            call,
-            event: "contractAddress",
-            tx_hash: receipt.transaction_hash,
-        })
+    receipt.contract_address.ok_or(ClientError::MissingEvent {
+        call,
+        event: "contractAddress",
+        tx_hash: receipt.transaction_hash,
+    })
 }
 
 /// Deploys TestToken, ProviderRegistry and Marketplace from `deployer` (which the provider's
@@ -172,4 +219,36 @@ pub async fn fund_with_faucet<P: Provider>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::address;
+
+    #[test]
+    fn deployment_file_round_trips_and_reports_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deployment.json");
+        let deployment = Deployment {
+            chain_id: 31_337,
+            token: address!("0x5FbDB2315678afecb367f032d93F642f64180aa3"),
+            registry: address!("0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"),
+            marketplace: address!("0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"),
+            start_block: 1,
+        };
+        deployment.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("\"marketplace\": \"0x9fe46736679d2d9a65f0992f2272de9f3c7fa6e0\""),
+            "{text}"
+        );
+        assert_eq!(Deployment::load(&path).unwrap(), deployment);
+
+        std::fs::write(&path, r#"{"chain_id": 1}"#).unwrap();
+        let err = Deployment::load(&path).unwrap_err();
+        assert!(err.to_string().contains("missing field `token`"), "{err}");
+        let err = Deployment::load(&dir.path().join("absent.json")).unwrap_err();
+        assert!(matches!(err, DeploymentFileError::Io { .. }));
+    }
 }

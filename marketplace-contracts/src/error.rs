@@ -9,7 +9,7 @@ use alloy::dyn_abi::{DynSolValue, ErrorExt};
 use alloy::json_abi::JsonAbi;
 use alloy::primitives::{Bytes, Selector, TxHash};
 use alloy::providers::PendingTransactionError;
-use alloy::sol_types::{SolError, SolInterface};
+use alloy::sol_types::{Panic, Revert, SolError, SolInterface};
 
 use crate::bindings::{Marketplace, ProviderRegistry, TestToken};
 
@@ -31,38 +31,46 @@ impl RevertReason {
         let known = data
             .get(..4)
             .and_then(|selector| known_errors().get(&Selector::from_slice(selector)));
-        if let Some(error) = known {
-            if let Ok(decoded) = error.decode_error(data) {
-                let args = error
-                    .inputs
-                    .iter()
-                    .zip(decoded.body.iter())
-                    .enumerate()
-                    .map(|(i, (param, value))| {
-                        let name = if param.name.is_empty() {
-                            format!("arg{i}")
-                        } else {
-                            param.name.clone()
-                        };
-                        (name, format_value(value))
-                    })
-                    .collect();
-                return Self {
-                    name: error.name.clone(),
-                    args,
-                    data: data.clone(),
-                };
-            }
-        }
-        if let Some(message) = alloy::sol_types::decode_revert_reason(data) {
-            let name = if data.starts_with(&alloy::sol_types::Panic::SELECTOR) {
-                "Panic"
-            } else {
-                "Error"
-            };
+        if let Some(error) = known
+            && let Ok(decoded) = error.decode_error(data)
+        {
+            let args = error
+                .inputs
+                .iter()
+                .zip(decoded.body.iter())
+                .enumerate()
+                .map(|(i, (param, value))| {
+                    let name = if param.name.is_empty() {
+                        format!("arg{i}")
+                    } else {
+                        param.name.clone()
+                    };
+                    (name, format_value(value))
+                })
+                .collect();
             return Self {
-                name: name.to_owned(),
-                args: vec![("message".to_owned(), message)],
+                name: error.name.clone(),
+                args,
+                data: data.clone(),
+            };
+        }
+        if let Ok(revert) = Revert::abi_decode(data) {
+            return Self {
+                name: "Error".to_owned(),
+                args: vec![("message".to_owned(), format!("{:?}", revert.reason))],
+                data: data.clone(),
+            };
+        }
+        if let Ok(panic) = Panic::abi_decode(data) {
+            let meaning = panic
+                .kind()
+                .map_or_else(|| "unknown panic code".to_owned(), |kind| kind.to_string());
+            return Self {
+                name: "Panic".to_owned(),
+                args: vec![
+                    ("code".to_owned(), panic.code.to_string()),
+                    ("meaning".to_owned(), meaning),
+                ],
                 data: data.clone(),
             };
         }
@@ -116,7 +124,10 @@ fn format_value(value: &DynSolValue) -> String {
         DynSolValue::Bool(v) => v.to_string(),
         DynSolValue::String(v) => format!("{v:?}"),
         DynSolValue::FixedBytes(word, size) => {
-            format!("0x{}", alloy::hex::encode(word.get(..*size).unwrap_or_default()))
+            format!(
+                "0x{}",
+                alloy::hex::encode(word.get(..*size).unwrap_or_default())
+            )
         }
         DynSolValue::Bytes(bytes) => format!("0x{}", alloy::hex::encode(bytes)),
         DynSolValue::Array(items) | DynSolValue::FixedArray(items) => {
@@ -147,13 +158,13 @@ pub enum ClientError {
     Rpc {
         call: &'static str,
         #[source]
-        source: alloy::contract::Error,
+        source: Box<alloy::contract::Error>,
     },
     #[error("{call}: waiting for the transaction: {source}")]
     Pending {
         call: &'static str,
         #[source]
-        source: PendingTransactionError,
+        source: Box<PendingTransactionError>,
     },
     #[error("{call}: receipt of {tx_hash} lacks the {event} event")]
     MissingEvent {
@@ -179,7 +190,22 @@ impl ClientError {
                 call,
                 reason: RevertReason::decode(&data),
             },
-            None => ClientError::Rpc { call, source },
+            None => ClientError::Rpc {
+                call,
+                source: Box::new(source),
+            },
+        }
+    }
+
+    pub(crate) fn out_of_range(
+        call: &'static str,
+        field: &'static str,
+        value: impl fmt::Display,
+    ) -> Self {
+        ClientError::OutOfRange {
+            call,
+            field,
+            value: value.to_string(),
         }
     }
 
@@ -213,7 +239,10 @@ mod tests {
         assert_eq!(reason.name, "ProviderLacksCapacity");
         assert_eq!(
             reason.to_string(),
-            format!("ProviderLacksCapacity(provider: {})", provider.to_checksum(None))
+            format!(
+                "ProviderLacksCapacity(provider: {})",
+                provider.to_checksum(None)
+            )
         );
         assert!(matches!(
             reason.typed::<Marketplace::MarketplaceErrors>(),
@@ -231,7 +260,10 @@ mod tests {
         .into();
         let reason = RevertReason::decode(&data);
         assert_eq!(reason.name, "StillUnbonding");
-        assert_eq!(reason.args[1], ("unbondingEnds".to_owned(), "99".to_owned()));
+        assert_eq!(
+            reason.args[1],
+            ("unbondingEnds".to_owned(), "99".to_owned())
+        );
 
         let data: Bytes = TestToken::ERC20InsufficientAllowance {
             spender: Address::ZERO,
@@ -252,6 +284,11 @@ mod tests {
         let reason = RevertReason::decode(&data);
         assert_eq!(reason.name, "Error");
         assert!(reason.to_string().contains("nope"), "{reason}");
+
+        let data: Bytes = alloy::sol_types::Panic::from(0x11u64).abi_encode().into();
+        let reason = RevertReason::decode(&data);
+        assert_eq!(reason.name, "Panic");
+        assert_eq!(reason.args[0], ("code".to_owned(), "17".to_owned()));
 
         let reason = RevertReason::decode(&Bytes::from_static(&[1, 2, 3, 4, 5]));
         assert_eq!(reason.name, "unknown");

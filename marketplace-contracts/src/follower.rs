@@ -36,8 +36,11 @@ pub trait LogSource {
     /// The latest block number.
     fn head_block(&self) -> impl Future<Output = Result<u64, SourceError>> + Send;
     /// All logs of interest in the inclusive block range `from..=to`.
-    fn logs(&self, from: u64, to: u64)
-    -> impl Future<Output = Result<Vec<Log>, SourceError>> + Send;
+    fn logs(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Future<Output = Result<Vec<Log>, SourceError>> + Send;
 }
 
 /// Logs emitted by a fixed set of contract addresses, read through an alloy provider.
@@ -181,7 +184,11 @@ pub enum FollowerError<H: std::error::Error + 'static> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Logs of blocks `from..=to` were delivered (possibly none) and the cursor now points past `to`.
-    Advanced { from: u64, to: u64, delivered: usize },
+    Advanced {
+        from: u64,
+        to: u64,
+        delivered: usize,
+    },
     /// Nothing confirmed yet beyond the cursor.
     CaughtUp { next_block: u64, head: u64 },
 }
@@ -322,7 +329,7 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
                 head,
             });
         }
-        let to = safe_head.min(from.saturating_add(self.range - 1));
+        let to = safe_head.min(from.saturating_add(self.range.saturating_sub(1)));
         let logs = match self.call(self.source.logs(from, to)).await {
             Ok(logs) => logs,
             Err(err) => {
@@ -354,7 +361,11 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
         self.delivered_through = None;
         self.stats.ranges = self.stats.ranges.saturating_add(1);
         self.range = self.range.saturating_mul(2).min(self.config.max_range);
-        info!(from, to, delivered, head, "follower advanced");
+        if delivered > 0 {
+            info!(from, to, delivered, head, "follower delivered logs");
+        } else {
+            debug!(from, to, head, "follower advanced over empty range");
+        }
         Ok(Step::Advanced {
             from,
             to,
@@ -573,6 +584,22 @@ mod tests {
         drain(&mut follower, &mut handler).await.unwrap();
         assert_eq!(handler.seen.last(), Some(&(19, 0)));
         assert_eq!(handler.seen.len(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_chain_shorter_than_the_confirmations_is_not_read() {
+        let chain = chain(1, &[(0, 0), (1, 0)]);
+        let store = MemoryCursorStore::default();
+        let mut follower = Follower::new(&chain, &store, config(2, 10));
+        let step = follower.step(&mut Collector::default()).await.unwrap();
+        assert_eq!(
+            step,
+            Step::CaughtUp {
+                next_block: 0,
+                head: 1
+            }
+        );
+        assert!(chain.calls.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

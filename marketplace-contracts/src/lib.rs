@@ -1,5 +1,16 @@
-//! Leasehold marketplace contracts: alloy bindings over the committed Foundry artifacts, a typed
-//! client, a devnet deploy helper and a chain event follower.
+//! Leasehold marketplace contracts from Rust.
+//!
+//! - [`bindings`]: `alloy::sol!` bindings generated from the committed artifacts in `artifacts/`
+//!   (`Marketplace`, `ProviderRegistry`, `TestToken`); building needs no node or forge.
+//! - [`MarketplaceClient`]: one account's typed view of a [`Deployment`]: provider registration
+//!   and unbonding, orders, bids, leases, payments and queries. Reverts come back as
+//!   [`ClientError::Reverted`] with the custom error decoded, e.g.
+//!   `acceptBid reverted: ProviderLacksCapacity(provider: 0x…)`.
+//! - [`deploy_all`] and [`fund_with_faucet`] for devnets.
+//! - [`Follower`]: reads contract logs over bounded block ranges a few confirmations behind the
+//!   head, delivers them in order to a [`LogHandler`], persists a cursor ([`FileCursorStore`]) and
+//!   retries RPC failures with capped exponential backoff. [`LeaseholdEvent::decode`] turns the
+//!   delivered logs into typed events.
 
 pub mod bindings;
 pub mod client;
@@ -11,10 +22,12 @@ pub mod types;
 
 pub use client::{MarketplaceClient, signing_provider};
 pub use cursor::{CursorError, CursorStore, FileCursorStore, MemoryCursorStore};
-pub use deploy::{DeployParams, Deployment, FAUCET_CAP, deploy_all, fund_with_faucet};
+pub use deploy::{
+    DeployParams, Deployment, DeploymentFileError, FAUCET_CAP, deploy_all, fund_with_faucet,
+};
 pub use error::{ClientError, RevertReason};
 pub use follower::{
-    Backoff, BackoffPolicy, Follower, FollowerConfig, FollowerError, LogHandler, LogSource,
-    FollowerStats, RpcLogSource, SourceError, Step,
+    Backoff, BackoffPolicy, Follower, FollowerConfig, FollowerError, FollowerStats, LogHandler,
+    LogSource, RpcLogSource, SourceError, Step,
 };
 pub use types::*;

@@ -57,9 +57,22 @@ pub struct ProviderProfile {
     pub gpus: Vec<GpuCapacity>,
 }
 
+/// The argument list `register` and `update` share.
+pub(crate) type ProfileArgs = (
+    String,
+    Vec<B256>,
+    ProviderRegistry::Resources,
+    Vec<ProviderRegistry::GpuCapacity>,
+);
+
 impl ProviderProfile {
-    pub(crate) fn sol_gpus(&self) -> Vec<ProviderRegistry::GpuCapacity> {
-        self.gpus.iter().copied().map(Into::into).collect()
+    pub(crate) fn sol_args(&self) -> ProfileArgs {
+        (
+            self.endpoint.clone(),
+            self.attributes.clone(),
+            self.capacity.into(),
+            self.gpus.iter().copied().map(Into::into).collect(),
+        )
     }
 }
 

@@ -3,9 +3,11 @@
 //! `proto/leasehold/gateway/v1/gateway.proto` defines the `Lease` and `Provider`
 //! gRPC services ([`gateway`]). This crate also owns the one piece of the
 //! protocol that both sides must compute byte for byte: how a tenant signs a
-//! lease call and how the provider checks it ([`auth`]).
+//! lease call and how the provider checks it ([`auth`]), and the clients that
+//! sign those calls ([`client`]).
 
 pub mod auth;
+pub mod client;
 
 /// Generated messages, clients (`lease_client`, `provider_client`) and servers
 /// (`lease_server`, `provider_server`) of `leasehold.gateway.v1`.

@@ -9,3 +9,13 @@ pub mod hardware;
 pub mod lease;
 pub mod runtime;
 pub mod store;
+// -- daemon --
+pub mod bidder;
+pub mod chain;
+pub mod cli;
+pub mod daemon;
+pub mod deployment;
+pub mod leases;
+pub mod metrics;
+pub mod reconciler;
+pub mod withdrawer;

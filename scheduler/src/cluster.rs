@@ -226,6 +226,9 @@ fn gpu_choices(view: &NodeView<'_>, request: &ReplicaRequest) -> Vec<GpuChoice> 
                 }
                 last = Some((kind, free));
             }
+            // Tightest GPU first, so that among equally scored choices the engine
+            // keeps the roomier GPUs whole.
+            choices.reverse();
             choices
         }
         GpuDemand::Whole(units) => {

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod explain;
+pub mod from_manifest;
 pub mod policy;
 pub mod resources;
 pub mod sim;
@@ -12,7 +13,8 @@ pub mod sim;
 pub use cluster::{Cluster, ClusterError, GpuDevice, GpuShare, NodeSpec, ReplicaPlacement, Score};
 pub use explain::{FailureClass, PlacementFailure, Shortfall};
 pub use policy::{
-    BestFit, FirstFit, FragmentationAware, PlacementPolicy, PolicyKind, WorkloadProfile,
+    BalanceWeights, BestFit, FirstFit, FragmentationAware, PlacementPolicy, PolicyKind,
+    WorkloadProfile,
 };
 pub use resources::{
     GpuConstraint, GpuDemand, GpuModelKey, GpuSpec, GroupRequest, GroupUnit, ModelPattern,

@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use leasehold_scheduler::PolicyKind;
+use leasehold_scheduler::policy::BalanceWeights;
 use leasehold_scheduler::sim::{
     SimConfig, SimOutcome, parse_openb_nodes, parse_openb_pods, simulate,
 };
@@ -15,7 +16,8 @@ use serde::Serialize;
 #[command(
     name = "scheduler",
     version,
-    about = "Leasehold scheduler: placement simulation and benchmarks"
+    about = "Leasehold scheduler: placement simulation and benchmarks",
+    after_help = "Example:\n  scheduler simulate --nodes openb_node_list_gpu_node.csv \\\n    --pods openb_pod_list_default.csv --seeds 42..51"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -51,9 +53,12 @@ struct SimulateArgs {
     /// Repeat the node list K times
     #[arg(long, default_value_t = 1)]
     scale: u32,
-    /// Weight of starved GPU capacity in fgd-balanced's cost
-    #[arg(long, default_value_t = PolicyKind::STARVATION_WEIGHT)]
+    /// fgd-balanced: weight of GPU capacity starved of CPU/memory
+    #[arg(long, default_value_t = BalanceWeights::TUNED.starvation)]
     starvation_weight: f64,
+    /// fgd-balanced: weight of the credit for keeping model-constrained GPUs free
+    #[arg(long, default_value_t = BalanceWeights::TUNED.pressure)]
+    pressure_weight: f64,
     /// Stop each run after this many arrivals
     #[arg(long)]
     limit: Option<usize>,
@@ -138,7 +143,10 @@ fn run_simulate(args: SimulateArgs) -> Result<()> {
             seed,
             scale: args.scale,
             limit: args.limit,
-            starvation_weight: args.starvation_weight,
+            weights: BalanceWeights {
+                starvation: args.starvation_weight,
+                pressure: args.pressure_weight,
+            },
         };
         let started = Instant::now();
         let outcome = simulate(&nodes, &pods, &config).context("simulation")?;

@@ -96,9 +96,10 @@ impl GpuPriceTable {
     /// The hourly rate of one whole GPU of this model.
     pub fn rate(&self, model: &GpuModelKey) -> Result<u128, PricingError> {
         let name = model.model();
+        let ram = model.ram().to_ascii_lowercase();
         let candidates = [
-            format!("{name}.{}.{}", model.ram(), model.interface()),
-            format!("{name}.{}", model.ram()),
+            format!("{name}.{ram}.{}", model.interface()),
+            format!("{name}.{ram}"),
             name.to_string(),
             "*".to_string(),
         ];
@@ -494,7 +495,7 @@ mod tests {
         let no_default = GpuPriceTable::parse("a100=1").unwrap();
         assert_eq!(
             no_default.rate(&key("nvidia/t4/16gi/pcie")),
-            Err(PricingError::NoGpuPrice("nvidia/t4/16gi/pcie".into()))
+            Err(PricingError::NoGpuPrice("nvidia/t4/16Gi/pcie".into()))
         );
     }
 

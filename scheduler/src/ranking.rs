@@ -341,7 +341,7 @@ mod tests {
                     price: 1001,
                     max: 1000
                 },
-                Ineligible::GpuModelNotAllowed("nvidia/h100/80gi/sxm".into()),
+                Ineligible::GpuModelNotAllowed("nvidia/h100/80Gi/sxm".into()),
                 Ineligible::MissingAttribute("region=eu".into()),
             ]
         );

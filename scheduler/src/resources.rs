@@ -38,8 +38,26 @@ pub fn mul(a: u64, b: u64, what: &'static str) -> Result<u64, ResourceError> {
     a.checked_mul(b).ok_or(ResourceError::Overflow { what })
 }
 
-/// A canonical GPU model key: `vendor/model/ram/interface`, lower case,
-/// e.g. `nvidia/a100/80gi/sxm`. Requests use [`ModelPattern`] instead.
+/// Lower-cases a key or pattern, except the RAM unit, which is written `Gi` as in
+/// the manifests crate's canonical keys (`nvidia/a100/80Gi/sxm`): on chain a key is
+/// the keccak256 of this exact string.
+fn canonical(text: &str) -> String {
+    text.trim()
+        .split('/')
+        .enumerate()
+        .map(|(index, part)| {
+            let lowered = part.to_ascii_lowercase();
+            match lowered.strip_suffix("gi") {
+                Some(size) if index == 2 => format!("{size}Gi"),
+                _ => lowered,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A canonical GPU model key: `vendor/model/ram/interface`, lower case but for the
+/// RAM unit, e.g. `nvidia/a100/80Gi/sxm`. Requests use [`ModelPattern`] instead.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct GpuModelKey(String);
@@ -47,7 +65,7 @@ pub struct GpuModelKey(String);
 impl GpuModelKey {
     /// Parses and lower-cases a key; it must have exactly four non-empty, non-wildcard parts.
     pub fn parse(key: &str) -> Result<Self, ResourceError> {
-        let lowered = key.trim().to_ascii_lowercase();
+        let lowered = canonical(key);
         let parts: Vec<&str> = lowered.split('/').collect();
         let invalid = |reason| ResourceError::InvalidModelKey {
             key: key.to_string(),
@@ -116,7 +134,7 @@ pub struct ModelPattern(String);
 
 impl ModelPattern {
     pub fn parse(pattern: &str) -> Result<Self, ResourceError> {
-        let lowered = pattern.trim().to_ascii_lowercase();
+        let lowered = canonical(pattern);
         let invalid = |reason| ResourceError::InvalidModelKey {
             key: pattern.to_string(),
             reason,
@@ -381,7 +399,8 @@ mod tests {
     #[test]
     fn patterns_match_with_wildcards_and_short_forms() {
         let a100 = key("nvidia/a100/80Gi/sxm");
-        assert_eq!(a100.as_str(), "nvidia/a100/80gi/sxm");
+        assert_eq!(a100.as_str(), "nvidia/a100/80Gi/sxm");
+        assert_eq!(key("NVIDIA/A100/80GI/SXM"), a100);
         for ok in [
             "nvidia/a100/*",
             "nvidia/*",

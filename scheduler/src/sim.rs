@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::cluster::{Cluster, ClusterError, GpuDevice, NodeSpec};
-use crate::policy::{PolicyKind, WorkloadProfile};
+use crate::policy::{BalanceWeights, PolicyKind, WorkloadProfile};
 use crate::resources::{
     GpuConstraint, GpuDemand, GpuModelKey, GpuSpec, ModelPattern, ReplicaRequest, Resources,
 };
@@ -264,8 +264,8 @@ pub struct SimConfig {
     pub scale: u32,
     /// Stop after this many arrivals (for quick checks).
     pub limit: Option<usize>,
-    /// Starvation weight of `fgd-balanced`.
-    pub starvation_weight: f64,
+    /// Term weights of `fgd-balanced`.
+    pub weights: BalanceWeights,
 }
 
 /// One simulation run's outcome.
@@ -346,10 +346,7 @@ pub fn simulate(
         }
     }
     let profile = WorkloadProfile::from_requests(pods).with_supply(&specs);
-    let mut cluster = Cluster::new(
-        specs,
-        config.policy.build_with(profile, config.starvation_weight),
-    )?;
+    let mut cluster = Cluster::new(specs, config.policy.build_with(profile, config.weights))?;
     let (capacity, _) = cluster.gpu_milli();
     let mut order = workload(pods, capacity, config.demand_permille, config.seed);
     if let Some(limit) = config.limit {

@@ -251,6 +251,22 @@ contract MarketHandler {
 
     // ------------------------------------------------------------ views for the invariants
 
+    /// @notice The ghost ledger of one order, in one call for the invariant checks.
+    function ledger(uint256 orderId)
+        external
+        view
+        returns (uint256 deposits, uint256 toProvider, uint256 toTenant, uint256 paidWhenClosed)
+    {
+        return (deposited[orderId], paidOut[orderId], refunded[orderId], paidAtClose[orderId]);
+    }
+
+    function providerIndex(address provider) external view returns (uint256) {
+        for (uint256 i = 0; i < providers.length; ++i) {
+            if (providers[i] == provider) return i;
+        }
+        revert("unknown provider");
+    }
+
     function orderCount() external view returns (uint256) {
         return orderIds.length;
     }
@@ -281,7 +297,7 @@ contract MarketHandler {
     {
         uint256 count = orderIds.length;
         for (uint256 k = 0; k < count; ++k) {
-            id = orderIds[(seed + k) % count];
+            id = orderIds[(seed % count + k) % count];
             o = market.getOrder(id);
             if (o.status == wanted) return (true, id, o);
         }

@@ -3,7 +3,7 @@
 
 use alloy::primitives::{B256, U256};
 use leasehold_contracts::bindings::Marketplace;
-use leasehold_contracts::CloseReason;
+use leasehold_contracts::{CloseReason, GpuCapacity};
 
 use crate::support::*;
 
@@ -89,6 +89,91 @@ async fn full_provider_is_skipped_by_settle_and_rejected_by_accept_bid() {
         small.close_lease(first.order_id, CloseReason::ProviderRequest).await.unwrap();
         let info = anyone.provider_info(small.sender()).await.unwrap();
         assert_eq!((info.allocated, info.active_leases), (resources(0, 0, 0), 0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn gpu_models_are_matched_and_gpu_capacity_is_reserved() {
+    within(async {
+        let devnet = Devnet::start(None).await;
+        let tenant = devnet.client(TENANT);
+        let gpu_host = devnet.client(PROVIDER_A);
+        let cpu_host = devnet.client(PROVIDER_B);
+        let anyone = devnet.client(STRANGER);
+        let a100 = attribute("nvidia/a100/80Gi/sxm");
+        let h100 = attribute("nvidia/h100/80Gi/sxm");
+        let mut gpu_profile = profile("https://gpu.example", resources(32_000, 131_072, 0));
+        gpu_profile.gpus = vec![GpuCapacity {
+            model_key: a100,
+            count: 2,
+        }];
+        gpu_host.register_provider(&gpu_profile).await.unwrap();
+        cpu_host
+            .register_provider(&profile(
+                "https://cpu.example",
+                resources(32_000, 131_072, 0),
+            ))
+            .await
+            .unwrap();
+
+        let mut request = cpu_order(
+            &devnet,
+            resources(1_000, 1_024, 0),
+            5 * TOKEN,
+            10 * TOKEN,
+            30,
+        );
+        request.spec.gpu_count = 2;
+        request.spec.requirements.allowed_gpu_models = vec![a100, h100];
+        let first = tenant.create_order(&request).await.unwrap();
+        let second = tenant.create_order(&request).await.unwrap();
+        let requirements = first.spec.requirements.clone();
+
+        let err = cpu_host
+            .place_bid(first.order_id, U256::from(TOKEN), a100, &requirements)
+            .await
+            .unwrap_err();
+        assert_eq!(err.revert_name(), Some("ProviderLacksGpuModel"), "{err}");
+        let err = gpu_host
+            .place_bid(first.order_id, U256::from(TOKEN), B256::ZERO, &requirements)
+            .await
+            .unwrap_err();
+        assert_eq!(err.revert_name(), Some("GpuModelNotAllowed"), "{err}");
+        let err = gpu_host
+            .place_bid(first.order_id, U256::from(TOKEN), h100, &requirements)
+            .await
+            .unwrap_err();
+        assert_eq!(err.revert_name(), Some("ProviderLacksGpuModel"), "{err}");
+
+        let bid_first = gpu_host
+            .place_bid(first.order_id, U256::from(TOKEN), a100, &requirements)
+            .await
+            .unwrap();
+        let bid_second = gpu_host
+            .place_bid(second.order_id, U256::from(TOKEN), a100, &requirements)
+            .await
+            .unwrap();
+        let lease = tenant.accept_bid(first.order_id, bid_first).await.unwrap();
+        assert_eq!(lease.gpu_model, a100);
+        let info = anyone.provider_info(gpu_host.sender()).await.unwrap();
+        assert_eq!((info.gpus[0].model_key, info.gpus[0].allocated), (a100, 2));
+
+        // CPU and memory have room, the GPUs do not.
+        let err = tenant
+            .accept_bid(second.order_id, bid_second)
+            .await
+            .unwrap_err();
+        assert_eq!(err.revert_name(), Some("ProviderLacksCapacity"), "{err}");
+        tenant
+            .close_lease(lease.lease_id, CloseReason::TenantRequest)
+            .await
+            .unwrap();
+        let lease = tenant
+            .accept_bid(second.order_id, bid_second)
+            .await
+            .unwrap();
+        assert_eq!(lease.provider, gpu_host.sender());
     })
     .await;
 }

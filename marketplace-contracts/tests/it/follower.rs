@@ -6,14 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256, U256};
-use alloy::providers::ext::AnvilApi;
 use alloy::providers::Provider;
+use alloy::providers::ext::AnvilApi;
 use alloy::rpc::types::{Filter, Log};
+use leasehold_contracts::bindings::TestToken;
 use leasehold_contracts::{
     BackoffPolicy, CursorStore, FileCursorStore, Follower, FollowerConfig, FollowerStats,
     LeaseholdEvent, LogHandler, MarketplaceClient, RpcLogSource, fund_with_faucet,
 };
-use leasehold_contracts::bindings::TestToken;
 use tokio::sync::oneshot;
 
 use crate::support::*;
@@ -135,16 +135,30 @@ impl Running {
 
 /// Mints a little to the sender itself; emits Transfer and FaucetDrip. Returns the block.
 async fn emit(client: &MarketplaceClient, token: Address) -> u64 {
-    fund_with_faucet(client.provider(), token, client.sender(), &[client.sender()], U256::from(1))
+    fund_with_faucet(
+        client.provider(),
+        token,
+        client.sender(),
+        &[client.sender()],
+        U256::from(1),
+    )
+    .await
+    .expect("faucet");
+    client
+        .provider()
+        .get_block_number()
         .await
-        .expect("faucet");
-    client.provider().get_block_number().await.expect("block number")
+        .expect("block number")
 }
 
 /// Waits until the persisted cursor has passed `block`.
 async fn wait_for_cursor(store: &FileCursorStore, block: u64) {
     tokio::time::timeout(Duration::from_secs(30), async {
-        while store.load().expect("cursor").is_none_or(|next| next <= block) {
+        while store
+            .load()
+            .expect("cursor")
+            .is_none_or(|next| next <= block)
+        {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
@@ -174,12 +188,20 @@ async fn chain_logs(devnet: &Devnet, from: u64, to: u64) -> Vec<Seen> {
 async fn follower_misses_and_repeats_nothing_across_an_rpc_outage_and_a_restart() {
     within(async {
         let devnet = Devnet::start(None).await;
-        devnet.rpc.anvil_set_interval_mining(1).await.expect("interval mining");
+        devnet
+            .rpc
+            .anvil_set_interval_mining(1)
+            .await
+            .expect("interval mining");
         let token = devnet.deployment.token;
         let dir = tempfile::tempdir().expect("tempdir");
         let cursor_path = dir.path().join("follower-cursor.json");
         let collector = Collector::default();
-        let running = spawn_follower(&devnet, FileCursorStore::new(&cursor_path), collector.clone());
+        let running = spawn_follower(
+            &devnet,
+            FileCursorStore::new(&cursor_path),
+            collector.clone(),
+        );
 
         let before = devnet.client(DEPLOYER);
         let during = devnet.client(TENANT);
@@ -221,8 +243,15 @@ async fn follower_misses_and_repeats_nothing_across_an_rpc_outage_and_a_restart(
 
         let expected = chain_logs(&devnet, devnet.deployment.start_block, committed - 1).await;
         let delivered = collector.0.lock().expect("collector").clone();
-        assert!(expected.len() >= 16 + 3, "too few logs on chain: {}", expected.len());
-        assert_eq!(delivered, expected, "every log exactly once, in chain order");
+        assert!(
+            expected.len() >= 16 + 3,
+            "too few logs on chain: {}",
+            expected.len()
+        );
+        assert_eq!(
+            delivered, expected,
+            "every log exactly once, in chain order"
+        );
         assert!(
             stats.rpc_failures > 0,
             "the outage should have caused RPC failures: {stats:?}"
@@ -239,7 +268,11 @@ async fn follower_misses_and_repeats_nothing_across_an_rpc_outage_and_a_restart(
         let expected_new = chain_logs(&devnet, committed, committed_after - 1).await;
         let delivered_new = resumed.0.lock().expect("collector").clone();
         assert_eq!(delivered_new, expected_new);
-        assert_eq!(delivered_new.len(), 2, "one faucet call: Transfer and FaucetDrip");
+        assert_eq!(
+            delivered_new.len(),
+            2,
+            "one faucet call: Transfer and FaucetDrip"
+        );
         assert!(delivered_new.iter().all(|log| log.0 >= committed));
     })
     .await;

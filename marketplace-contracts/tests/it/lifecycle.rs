@@ -47,18 +47,37 @@ async fn two_providers_compete_and_settle_picks_the_cheaper() {
         let requirements = posted.spec.requirements.clone();
 
         let err = provider_a
-            .place_bid(order.order_id, U256::from(6 * TOKEN), B256::ZERO, &requirements)
+            .place_bid(
+                order.order_id,
+                U256::from(6 * TOKEN),
+                B256::ZERO,
+                &requirements,
+            )
             .await
             .unwrap_err();
         assert_eq!(err.revert_name(), Some("PriceAboveMax"), "{err}");
-        assert!(err.to_string().starts_with("placeBid reverted: PriceAboveMax(price: 6000000"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("placeBid reverted: PriceAboveMax(price: 6000000"),
+            "{err}"
+        );
 
         let bid_a = provider_a
-            .place_bid(order.order_id, U256::from(3 * TOKEN), B256::ZERO, &requirements)
+            .place_bid(
+                order.order_id,
+                U256::from(3 * TOKEN),
+                B256::ZERO,
+                &requirements,
+            )
             .await
             .unwrap();
         let bid_b = provider_b
-            .place_bid(order.order_id, U256::from(2 * TOKEN), B256::ZERO, &requirements)
+            .place_bid(
+                order.order_id,
+                U256::from(2 * TOKEN),
+                B256::ZERO,
+                &requirements,
+            )
             .await
             .unwrap();
         assert_eq!((bid_a, bid_b), (0, 1));
@@ -68,7 +87,12 @@ async fn two_providers_compete_and_settle_picks_the_cheaper() {
             .unwrap_err();
         assert_eq!(err.revert_name(), Some("AlreadyBid"), "{err}");
         let err = provider_a
-            .place_bid(order.order_id, U256::from(TOKEN), B256::ZERO, &Default::default())
+            .place_bid(
+                order.order_id,
+                U256::from(TOKEN),
+                B256::ZERO,
+                &Default::default(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.revert_name(), Some("RequirementsMismatch"), "{err}");
@@ -94,7 +118,11 @@ async fn two_providers_compete_and_settle_picks_the_cheaper() {
         let b = anyone.provider_info(provider_b.sender()).await.unwrap();
         assert_eq!((b.allocated, b.active_leases), (amount, 1));
         let a = anyone.provider_info(provider_a.sender()).await.unwrap();
-        assert_eq!(a.allocated, resources(0, 0, 0), "the loser reserves nothing");
+        assert_eq!(
+            a.allocated,
+            resources(0, 0, 0),
+            "the loser reserves nothing"
+        );
 
         // A lease with active work cannot be deregistered.
         let err = provider_b.deregister_provider().await.unwrap_err();
@@ -102,17 +130,28 @@ async fn two_providers_compete_and_settle_picks_the_cheaper() {
 
         // Top up: the tenant already approved exactly the deposit, so this approves again;
         // a second top-up within a larger allowance does not.
-        let escrow = tenant.top_up(order.order_id, U256::from(10 * TOKEN)).await.unwrap();
+        let escrow = tenant
+            .top_up(order.order_id, U256::from(10 * TOKEN))
+            .await
+            .unwrap();
         assert_eq!(escrow, U256::from(110 * TOKEN));
         assert!(
             tenant
-                .ensure_allowance(devnet.deployment.token, devnet.deployment.marketplace, U256::from(50 * TOKEN))
+                .ensure_allowance(
+                    devnet.deployment.token,
+                    devnet.deployment.marketplace,
+                    U256::from(50 * TOKEN)
+                )
                 .await
                 .unwrap()
         );
         assert!(
             !tenant
-                .ensure_allowance(devnet.deployment.token, devnet.deployment.marketplace, U256::from(20 * TOKEN))
+                .ensure_allowance(
+                    devnet.deployment.token,
+                    devnet.deployment.marketplace,
+                    U256::from(20 * TOKEN)
+                )
                 .await
                 .unwrap(),
             "allowance suffices, no approval"
@@ -131,13 +170,22 @@ async fn two_providers_compete_and_settle_picks_the_cheaper() {
         assert!(elapsed >= 1_800, "elapsed {elapsed}");
         let expected_paid = U256::from(elapsed) * U256::from(2 * TOKEN) / U256::from(3_600);
         assert_eq!(settlement.paid_to_provider, expected_paid);
-        assert_eq!(settlement.paid_to_provider + settlement.refunded_to_tenant, U256::from(110 * TOKEN));
-        assert_eq!(devnet.balance(provider_b.sender()).await, provider_before + expected_paid);
+        assert_eq!(
+            settlement.paid_to_provider + settlement.refunded_to_tenant,
+            U256::from(110 * TOKEN)
+        );
+        assert_eq!(
+            devnet.balance(provider_b.sender()).await,
+            provider_before + expected_paid
+        );
         assert_eq!(
             devnet.balance(tenant.sender()).await,
             tenant_before_close + settlement.refunded_to_tenant
         );
-        assert_eq!(devnet.balance(devnet.deployment.marketplace).await, U256::ZERO);
+        assert_eq!(
+            devnet.balance(devnet.deployment.marketplace).await,
+            U256::ZERO
+        );
         let b = anyone.provider_info(provider_b.sender()).await.unwrap();
         assert_eq!((b.allocated, b.active_leases), (resources(0, 0, 0), 0));
 
@@ -149,7 +197,10 @@ async fn two_providers_compete_and_settle_picks_the_cheaper() {
         devnet.warp(devnet.params.unbonding_period_secs + 1).await;
         let stake = provider_b.withdraw_stake().await.unwrap();
         assert_eq!(stake, devnet.params.minimum_stake);
-        assert_eq!(devnet.balance(provider_b.sender()).await, stake_before + stake);
+        assert_eq!(
+            devnet.balance(provider_b.sender()).await,
+            stake_before + stake
+        );
         let b = anyone.provider_info(provider_b.sender()).await.unwrap();
         assert_eq!(b.status, ProviderStatus::None);
     })
@@ -174,7 +225,12 @@ async fn unmatched_orders_cancel_for_a_full_refund_and_withdrawn_bids_never_win(
             .await
             .unwrap();
         let bid = provider
-            .place_bid(order.order_id, U256::from(TOKEN / 2), B256::ZERO, &order.spec.requirements)
+            .place_bid(
+                order.order_id,
+                U256::from(TOKEN / 2),
+                B256::ZERO,
+                &order.spec.requirements,
+            )
             .await
             .unwrap();
         let err = anyone.withdraw_bid(order.order_id, bid).await.unwrap_err();
@@ -190,7 +246,10 @@ async fn unmatched_orders_cancel_for_a_full_refund_and_withdrawn_bids_never_win(
         let refund = tenant.cancel_order(order.order_id).await.unwrap();
         assert_eq!(refund, U256::from(7 * TOKEN));
         assert_eq!(devnet.balance(tenant.sender()).await, before);
-        assert_eq!(anyone.order(order.order_id).await.unwrap().status, OrderStatus::Cancelled);
+        assert_eq!(
+            anyone.order(order.order_id).await.unwrap().status,
+            OrderStatus::Cancelled
+        );
         let err = tenant.cancel_order(order.order_id).await.unwrap_err();
         assert_eq!(err.revert_name(), Some("OrderNotOpen"), "{err}");
         let err = anyone.order(order.order_id + 1).await.unwrap_err();

@@ -2,7 +2,7 @@
 //! that anyone may perform and that release the provider's capacity.
 
 use alloy::primitives::{B256, U256};
-use leasehold_contracts::{CloseReason, LeaseStarted, MarketplaceClient, OrderStatus};
+use leasehold_contracts::{CloseReason, LeaseStarted, MarketplaceClient, OrderStatus, Resources};
 
 use crate::support::*;
 
@@ -12,8 +12,33 @@ const PER_SECOND: u64 = 1_000;
 /// Covers 100 seconds.
 const DEPOSIT: u64 = 100 * PER_SECOND;
 
-/// A provider with room for exactly one `amount` lease, leased to the tenant.
-async fn lease_with_one_slot(devnet: &Devnet) -> (MarketplaceClient, MarketplaceClient, LeaseStarted) {
+/// The tenant's order for `amount` at [`PRICE_PER_HOUR`], bid on by `provider` and accepted.
+async fn lease_order(
+    devnet: &Devnet,
+    tenant: &MarketplaceClient,
+    provider: &MarketplaceClient,
+    amount: Resources,
+) -> LeaseStarted {
+    let order = tenant
+        .create_order(&cpu_order(devnet, amount, PRICE_PER_HOUR, DEPOSIT, 10))
+        .await
+        .unwrap();
+    let bid = provider
+        .place_bid(
+            order.order_id,
+            U256::from(PRICE_PER_HOUR),
+            B256::ZERO,
+            &order.spec.requirements,
+        )
+        .await
+        .unwrap();
+    tenant.accept_bid(order.order_id, bid).await.unwrap()
+}
+
+/// A provider with room for exactly one lease, leased to the tenant.
+async fn lease_with_one_slot(
+    devnet: &Devnet,
+) -> (MarketplaceClient, MarketplaceClient, LeaseStarted) {
     let tenant = devnet.client(TENANT);
     let provider = devnet.client(PROVIDER_A);
     let amount = resources(2_000, 2_048, 0);
@@ -21,15 +46,7 @@ async fn lease_with_one_slot(devnet: &Devnet) -> (MarketplaceClient, Marketplace
         .register_provider(&profile("https://p.example", amount))
         .await
         .unwrap();
-    let order = tenant
-        .create_order(&cpu_order(devnet, amount, PRICE_PER_HOUR, DEPOSIT, 10))
-        .await
-        .unwrap();
-    let bid = provider
-        .place_bid(order.order_id, U256::from(PRICE_PER_HOUR), B256::ZERO, &order.spec.requirements)
-        .await
-        .unwrap();
-    let lease = tenant.accept_bid(order.order_id, bid).await.unwrap();
+    let lease = lease_order(devnet, &tenant, &provider, amount).await;
     (tenant, provider, lease)
 }
 
@@ -38,7 +55,12 @@ async fn payment_accrues_per_second_and_withdrawals_are_capped_at_the_escrow() {
     within(async {
         let devnet = Devnet::start(None).await;
         let (_tenant, provider, lease) = lease_with_one_slot(&devnet).await;
-        let started = devnet.client(STRANGER).lease(lease.lease_id).await.unwrap().started_at;
+        let started = devnet
+            .client(STRANGER)
+            .lease(lease.lease_id)
+            .await
+            .unwrap()
+            .started_at;
         let balance_before = devnet.balance(provider.sender()).await;
 
         devnet.set_next_timestamp(started + 30).await;
@@ -62,14 +84,21 @@ async fn payment_accrues_per_second_and_withdrawals_are_capped_at_the_escrow() {
         assert!(owed.shortfall >= U256::from(150 * PER_SECOND), "{owed:?}");
         let payment = provider.withdraw_payment(lease.lease_id).await.unwrap();
         assert_eq!(payment.amount, U256::from(DEPOSIT - 42 * PER_SECOND));
-        assert_eq!(payment.total_paid, U256::from(DEPOSIT), "never more than deposited");
+        assert_eq!(
+            payment.total_paid,
+            U256::from(DEPOSIT),
+            "never more than deposited"
+        );
         let payment = provider.withdraw_payment(lease.lease_id).await.unwrap();
         assert_eq!(payment.amount, U256::ZERO);
         assert_eq!(
             devnet.balance(provider.sender()).await,
             balance_before + U256::from(DEPOSIT)
         );
-        assert_eq!(devnet.balance(devnet.deployment.marketplace).await, U256::ZERO);
+        assert_eq!(
+            devnet.balance(devnet.deployment.marketplace).await,
+            U256::ZERO
+        );
         let info = anyone.lease(lease.lease_id).await.unwrap();
         assert_eq!((info.paid, info.escrow), (U256::from(DEPOSIT), U256::ZERO));
     })
@@ -103,22 +132,20 @@ async fn anyone_closes_an_insolvent_lease_which_releases_capacity() {
             provider_before + U256::from(DEPOSIT)
         );
         assert_eq!(devnet.balance(tenant.sender()).await, tenant_before);
-        assert_eq!(anyone.order(lease.lease_id).await.unwrap().status, OrderStatus::Closed);
+        assert_eq!(
+            anyone.order(lease.lease_id).await.unwrap().status,
+            OrderStatus::Closed
+        );
         let err = provider.withdraw_payment(lease.lease_id).await.unwrap_err();
         assert_eq!(err.revert_name(), Some("LeaseNotActive"), "{err}");
 
         let info = anyone.provider_info(provider.sender()).await.unwrap();
-        assert_eq!((info.allocated, info.active_leases), (resources(0, 0, 0), 0));
+        assert_eq!(
+            (info.allocated, info.active_leases),
+            (resources(0, 0, 0), 0)
+        );
         // The freed slot takes a new lease.
-        let order = tenant
-            .create_order(&cpu_order(&devnet, info.capacity, PRICE_PER_HOUR, DEPOSIT, 10))
-            .await
-            .unwrap();
-        let bid = provider
-            .place_bid(order.order_id, U256::from(PRICE_PER_HOUR), B256::ZERO, &order.spec.requirements)
-            .await
-            .unwrap();
-        let next = tenant.accept_bid(order.order_id, bid).await.unwrap();
+        let next = lease_order(&devnet, &tenant, &provider, info.capacity).await;
         assert_eq!(next.provider, provider.sender());
     })
     .await;

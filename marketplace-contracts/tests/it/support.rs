@@ -27,9 +27,9 @@ pub const PROVIDER_B: usize = 3;
 pub const STRANGER: usize = 4;
 
 pub fn anvil_bin() -> PathBuf {
-    let path = std::env::var_os("ANVIL_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/anvil")
-    });
+    let path = std::env::var_os("ANVIL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/anvil"));
     assert!(
         path.exists(),
         "anvil not found at {} (set ANVIL_BIN, or run scripts/bootstrap to install it)",

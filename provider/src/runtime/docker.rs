@@ -12,7 +12,7 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
     ContainerSummary, DeviceRequest, EndpointSettings, EventMessage, HostConfig,
-    HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, PortMap,
+    HostConfigLogConfig, Network, NetworkCreateRequest, NetworkingConfig, PortBinding, PortMap,
     RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
@@ -115,12 +115,20 @@ impl DockerRuntime {
         locks.entry(lease_id).or_default().clone()
     }
 
-    fn forget_lease_lock(&self, lease_id: u64) {
+    /// Drops the lease's lock once nobody holds or waits for it; waiters clone
+    /// it under the map's mutex, so the count cannot grow behind our back.
+    fn forget_lease_lock(&self, lease_id: u64, lock: Arc<tokio::sync::Mutex<()>>) {
         let mut locks = self
             .lease_locks
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        locks.remove(&lease_id);
+        drop(lock);
+        if locks
+            .get(&lease_id)
+            .is_some_and(|held| Arc::strong_count(held) == 1)
+        {
+            locks.remove(&lease_id);
+        }
     }
 
     fn emit(&self, event: RuntimeEvent) {
@@ -264,18 +272,10 @@ impl DockerRuntime {
                 let body =
                     container_create_body(deployment, replica, network, &self.config.bind_ip)?;
                 let options = CreateContainerOptionsBuilder::new().name(name).build();
-                match self.docker.create_container(Some(options), body).await {
-                    Ok(_) => tracing::info!(
-                        lease_id = deployment.lease_id,
-                        container = name,
-                        "created container"
-                    ),
-                    // Somebody created it between inspect and create: reuse it below.
-                    Err(DockerError::DockerResponseServerError {
-                        status_code: 409, ..
-                    }) => {}
-                    Err(err) => return Err(engine_error(format!("create container {name}"), &err)),
-                }
+                // 409: somebody created it between inspect and create; reuse it below.
+                let created = self.docker.create_container(Some(options), body).await;
+                accept_status(created, &[409])
+                    .map_err(|err| engine_error(format!("create container {name}"), &err))?;
                 self.inspect(name)
                     .await?
                     .ok_or_else(|| RuntimeError::Engine {
@@ -286,18 +286,15 @@ impl DockerRuntime {
         };
         let restart_count = existing.restart_count.unwrap_or(0);
         if needs_start(existing.state.as_ref(), restart_count) {
-            match self.docker.start_container(name, None).await {
-                Ok(()) => tracing::info!(
-                    lease_id = deployment.lease_id,
-                    container = name,
-                    "started container"
-                ),
-                // 304: already running, which is what we want.
-                Err(DockerError::DockerResponseServerError {
-                    status_code: 304, ..
-                }) => {}
-                Err(err) => return Err(engine_error(format!("start container {name}"), &err)),
-            }
+            // 304: already running, which is what we want.
+            let started = self.docker.start_container(name, None).await;
+            accept_status(started, &[304])
+                .map_err(|err| engine_error(format!("start container {name}"), &err))?;
+            tracing::info!(
+                lease_id = deployment.lease_id,
+                container = name,
+                "started container"
+            );
         }
         Ok(())
     }
@@ -340,15 +337,18 @@ impl DockerRuntime {
         self.containers_with_labels(labels).await
     }
 
-    /// Ids of the networks labelled with the lease.
-    async fn lease_networks(&self, lease_id: u64) -> Result<Vec<String>, RuntimeError> {
-        let filters = HashMap::from([("label", vec![lease_selector(lease_id)])]);
+    async fn networks_with_label(&self, label: String) -> Result<Vec<Network>, RuntimeError> {
+        let filters = HashMap::from([("label", vec![label])]);
         let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
-        let networks = self
-            .docker
+        self.docker
             .list_networks(Some(options))
             .await
-            .map_err(|err| engine_error("list networks", &err))?;
+            .map_err(|err| engine_error("list networks", &err))
+    }
+
+    /// Ids of the networks labelled with the lease.
+    async fn lease_networks(&self, lease_id: u64) -> Result<Vec<String>, RuntimeError> {
+        let networks = self.networks_with_label(lease_selector(lease_id)).await?;
         Ok(networks
             .into_iter()
             .filter_map(|network| network.id)
@@ -360,15 +360,10 @@ impl DockerRuntime {
             .force(true)
             .v(true)
             .build();
-        match self.docker.remove_container(container, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(err) if is_not_found(&err) => Ok(()),
-            // 409: a removal is already under way; the network step waits for it.
-            Err(DockerError::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(err) => Err(engine_error(format!("remove container {container}"), &err)),
-        }
+        // 409: a removal is already under way; the network step waits for it.
+        let removed = self.docker.remove_container(container, Some(options)).await;
+        accept_status(removed, &[404, 409])
+            .map_err(|err| engine_error(format!("remove container {container}"), &err))
     }
 
     async fn remove_network(&self, network: &str) -> Result<(), RuntimeError> {
@@ -597,7 +592,7 @@ impl Runtime for DockerRuntime {
             });
         }
         drop(serialized);
-        self.forget_lease_lock(lease_id);
+        self.forget_lease_lock(lease_id, lock);
         tracing::info!(lease_id, "lease torn down");
         Ok(())
     }
@@ -611,13 +606,7 @@ impl Runtime for DockerRuntime {
             leases
                 .extend(label(container.labels.as_ref(), LABEL_LEASE).and_then(parse_lease_label));
         }
-        let filters = HashMap::from([("label", vec![LABEL_LEASE.to_owned()])]);
-        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
-        let networks = self
-            .docker
-            .list_networks(Some(options))
-            .await
-            .map_err(|err| engine_error("list networks", &err))?;
+        let networks = self.networks_with_label(LABEL_LEASE.to_owned()).await?;
         for network in networks {
             leases.extend(label(network.labels.as_ref(), LABEL_LEASE).and_then(parse_lease_label));
         }
@@ -868,6 +857,20 @@ fn label<'a>(labels: Option<&'a HashMap<String, String>>, key: &str) -> Option<&
     labels?.get(key).map(String::as_str)
 }
 
+/// Success, or one of the `accepted` answers that mean the wanted state holds
+/// already (the container exists, runs, is gone...).
+fn accept_status<T>(result: Result<T, DockerError>, accepted: &[u16]) -> Result<(), DockerError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(DockerError::DockerResponseServerError { status_code, .. })
+            if accepted.contains(&status_code) =>
+        {
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
 fn is_not_found(err: &DockerError) -> bool {
     matches!(
         err,
@@ -902,39 +905,30 @@ mod tests {
     use crate::runtime::{PortExposure, ServiceDeployment, ServiceResources};
 
     fn deployment(gpu_devices: Vec<Vec<String>>) -> LeaseDeployment {
+        let resources = ServiceResources {
+            cpu_millis: 500,
+            memory_bytes: 256 * 1024 * 1024,
+            storage_bytes: 1 << 30,
+        };
+        let service = ServiceDeployment {
+            command: vec!["sh".into(), "-c".into()],
+            args: vec!["exec httpd -f".into()],
+            env: BTreeMap::from([("MODE".to_owned(), "fast".to_owned())]),
+            expose: vec![
+                PortExposure::global(80, Protocol::Tcp),
+                PortExposure {
+                    global: false,
+                    ..PortExposure::global(9000, Protocol::Udp)
+                },
+            ],
+            replicas: u32::try_from(gpu_devices.len().max(1)).unwrap_or(1),
+            gpu_devices,
+            ..ServiceDeployment::new("infer", "leasehold/busybox:test", resources)
+        };
         LeaseDeployment {
             lease_id: 9,
             tenant: "0x00000000000000000000000000000000000000bb".into(),
-            services: vec![ServiceDeployment {
-                name: "infer".into(),
-                image: "leasehold/busybox:test".into(),
-                command: vec!["sh".into(), "-c".into()],
-                args: vec!["exec httpd -f".into()],
-                env: BTreeMap::from([("MODE".to_owned(), "fast".to_owned())]),
-                expose: vec![
-                    PortExposure {
-                        port: 80,
-                        external_port: 80,
-                        proto: Protocol::Tcp,
-                        global: true,
-                        host_port: None,
-                    },
-                    PortExposure {
-                        port: 9000,
-                        external_port: 9000,
-                        proto: Protocol::Udp,
-                        global: false,
-                        host_port: None,
-                    },
-                ],
-                resources: ServiceResources {
-                    cpu_millis: 500,
-                    memory_bytes: 256 * 1024 * 1024,
-                    storage_bytes: 1 << 30,
-                },
-                replicas: u32::try_from(gpu_devices.len().max(1)).unwrap_or(1),
-                gpu_devices,
-            }],
+            services: vec![service],
         }
     }
 
@@ -1036,26 +1030,28 @@ mod tests {
 
     #[test]
     fn image_references_split_into_name_and_tag() {
-        assert_eq!(
-            split_image_reference("nginx"),
-            ("nginx".into(), Some("latest".into()))
-        );
-        assert_eq!(
-            split_image_reference("nginx:1.25"),
-            ("nginx".into(), Some("1.25".into()))
-        );
-        assert_eq!(
-            split_image_reference("registry.local:5000/team/app"),
-            ("registry.local:5000/team/app".into(), Some("latest".into()))
-        );
-        assert_eq!(
-            split_image_reference("registry.local:5000/team/app:v2"),
-            ("registry.local:5000/team/app".into(), Some("v2".into()))
-        );
-        assert_eq!(
-            split_image_reference("app@sha256:abcd"),
-            ("app@sha256:abcd".into(), None)
-        );
+        let cases = [
+            ("nginx", "nginx", Some("latest")),
+            ("nginx:1.25", "nginx", Some("1.25")),
+            (
+                "registry.local:5000/team/app",
+                "registry.local:5000/team/app",
+                Some("latest"),
+            ),
+            (
+                "registry.local:5000/team/app:v2",
+                "registry.local:5000/team/app",
+                Some("v2"),
+            ),
+            ("app@sha256:abcd", "app@sha256:abcd", None),
+        ];
+        for (reference, name, tag) in cases {
+            assert_eq!(
+                split_image_reference(reference),
+                (name.to_owned(), tag.map(str::to_owned)),
+                "{reference}"
+            );
+        }
     }
 
     fn state(status: ContainerStateStatusEnum, exit_code: i64) -> ContainerState {

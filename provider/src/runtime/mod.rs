@@ -94,6 +94,41 @@ pub struct PortExposure {
     pub host_port: Option<u16>,
 }
 
+impl PortExposure {
+    /// Exposed to the world under its own port number, on an engine-chosen host port.
+    pub fn global(port: u16, proto: Protocol) -> Self {
+        PortExposure {
+            port,
+            external_port: port,
+            proto,
+            global: true,
+            host_port: None,
+        }
+    }
+}
+
+impl ServiceDeployment {
+    /// One replica of `image` as it is: no command override, environment,
+    /// ports or GPUs.
+    pub fn new(
+        name: impl Into<String>,
+        image: impl Into<String>,
+        resources: ServiceResources,
+    ) -> Self {
+        ServiceDeployment {
+            name: name.into(),
+            image: image.into(),
+            command: Vec::new(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            expose: Vec::new(),
+            resources,
+            replicas: 1,
+            gpu_devices: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
     Tcp,
@@ -759,26 +794,18 @@ mod tests {
     const TENANT: &str = "0x00000000000000000000000000000000000000aa";
 
     fn web_service() -> ServiceDeployment {
+        let resources = ServiceResources {
+            cpu_millis: 250,
+            memory_bytes: 64 * 1024 * 1024,
+            storage_bytes: 0,
+        };
         ServiceDeployment {
-            name: "web".into(),
-            image: "leasehold/busybox:test".into(),
-            command: vec![],
-            args: vec![],
-            env: BTreeMap::new(),
             expose: vec![PortExposure {
-                port: 8080,
                 external_port: 80,
-                proto: Protocol::Tcp,
-                global: true,
-                host_port: None,
+                ..PortExposure::global(8080, Protocol::Tcp)
             }],
-            resources: ServiceResources {
-                cpu_millis: 250,
-                memory_bytes: 64 * 1024 * 1024,
-                storage_bytes: 0,
-            },
             replicas: 2,
-            gpu_devices: vec![],
+            ..ServiceDeployment::new("web", "leasehold/busybox:test", resources)
         }
     }
 
@@ -832,25 +859,16 @@ mod tests {
     fn exposures_round_trip_through_the_label_and_skip_local_ports() {
         let expose = vec![
             PortExposure {
-                port: 8080,
                 external_port: 80,
-                proto: Protocol::Tcp,
-                global: true,
-                host_port: None,
+                ..PortExposure::global(8080, Protocol::Tcp)
             },
             PortExposure {
-                port: 53,
                 external_port: 5353,
-                proto: Protocol::Udp,
-                global: true,
-                host_port: None,
+                ..PortExposure::global(53, Protocol::Udp)
             },
             PortExposure {
-                port: 9000,
-                external_port: 9000,
-                proto: Protocol::Tcp,
                 global: false,
-                host_port: None,
+                ..PortExposure::global(9000, Protocol::Tcp)
             },
         ];
         let encoded = encode_exposures(&expose);

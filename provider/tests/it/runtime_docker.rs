@@ -1,12 +1,13 @@
 //! The Docker runtime against the real engine. Each test uses its own lease ids
 //! (unique per process and test), tears down what it created even when it fails
 //! (a guard), and is bounded in time. Needs `leasehold/busybox:test` (built by
-//! scripts/bootstrap); nothing is pulled from a registry.
+//! scripts/bootstrap); the only pull is from a registry the test serves itself.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -22,6 +23,7 @@ use leasehold_provider::runtime::{
     LogLine, PortExposure, Protocol, ReplicaState, Runtime, RuntimeError, RuntimeEventKind,
     ServiceDeployment, ServiceResources, lease_network_name, lease_selector, replica_name,
 };
+use sha2::{Digest, Sha256};
 
 const IMAGE: &str = "leasehold/busybox:test";
 const TENANT: &str = "0x00000000000000000000000000000000000000c1";
@@ -97,27 +99,41 @@ impl Drop for LeaseGuard {
     }
 }
 
+/// Runs a test body against a fresh runtime and two fresh lease ids, bounded
+/// in time; the leases are torn down afterwards whatever happened.
+async fn bounded_test<Body, Done>(body: Body)
+where
+    Body: FnOnce(Arc<DockerRuntime>, [u64; 2]) -> Done,
+    Done: Future<Output = ()>,
+{
+    let runtime = Arc::new(runtime().await);
+    let guard = LeaseGuard::new(&runtime, 2).await;
+    let leases = [guard.id(0), guard.id(1)];
+    tokio::time::timeout(TEST_TIMEOUT, body(runtime, leases))
+        .await
+        .expect("test finished in time");
+    drop(guard);
+}
+
+async fn is_listed(runtime: &DockerRuntime, lease_id: u64) -> bool {
+    runtime
+        .list_leases()
+        .await
+        .expect("list leases")
+        .contains(&lease_id)
+}
+
 fn service(name: &str, replicas: u32) -> ServiceDeployment {
+    let resources = ServiceResources {
+        cpu_millis: 250,
+        memory_bytes: 64 * MIB,
+        storage_bytes: 0,
+    };
     ServiceDeployment {
-        name: name.to_owned(),
-        image: IMAGE.to_owned(),
-        command: vec![],
-        args: vec![],
         env: BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]),
-        expose: vec![PortExposure {
-            port: 80,
-            external_port: 80,
-            proto: Protocol::Tcp,
-            global: true,
-            host_port: None,
-        }],
-        resources: ServiceResources {
-            cpu_millis: 250,
-            memory_bytes: 64 * MIB,
-            storage_bytes: 0,
-        },
+        expose: vec![PortExposure::global(80, Protocol::Tcp)],
         replicas,
-        gpu_devices: vec![],
+        ..ServiceDeployment::new(name, IMAGE, resources)
     }
 }
 
@@ -287,11 +303,12 @@ async fn collect_logs(runtime: &DockerRuntime, lease_id: u64, tail: Option<u32>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_applies_limits_and_hardening_and_the_uri_answers() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
-        let runtime = runtime().await;
-        let guard = LeaseGuard::new(&runtime, 1).await;
-        let lease_id = guard.id(0);
-        runtime
+    bounded_test(|runtime, leases| async move {
+        let lease_id = leases[0];
+        // Through the trait object, as the daemon holds it.
+        let shared: Arc<dyn Runtime> = runtime.clone();
+        assert_eq!(shared.backend(), "docker");
+        shared
             .deploy(&lease(lease_id, vec![service("web", 1)]))
             .await
             .expect("deploy");
@@ -377,29 +394,25 @@ async fn deploy_applies_limits_and_hardening_and_the_uri_answers() {
             "{proc_status}"
         );
 
-        assert!(
-            runtime
-                .list_leases()
-                .await
-                .expect("list leases")
-                .contains(&lease_id)
-        );
+        assert!(is_listed(&runtime, lease_id).await);
         runtime.teardown(lease_id).await.expect("teardown");
     })
-    .await
-    .expect("test finished in time");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_is_idempotent_and_teardown_removes_everything() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
-        let runtime = runtime().await;
+    bounded_test(|runtime, leases| async move {
         let docker = runtime.client();
-        let guard = LeaseGuard::new(&runtime, 1).await;
-        let lease_id = guard.id(0);
+        let lease_id = leases[0];
         let deployment = lease(lease_id, vec![service("web", 2)]);
 
-        runtime.deploy(&deployment).await.expect("first deploy");
+        // Concurrent deploys of one lease (daemon and reconciler racing) still
+        // create one network and one container per replica.
+        let (first, racing) =
+            tokio::join!(runtime.deploy(&deployment), runtime.deploy(&deployment));
+        first.expect("first deploy");
+        racing.expect("racing deploy");
         wait_for_status(&runtime, lease_id, "ready", LeaseRuntimeStatus::is_ready).await;
         let ids = lease_container_ids(docker, lease_id).await;
         assert_eq!(ids.len(), 2);
@@ -461,13 +474,7 @@ async fn deploy_is_idempotent_and_teardown_removes_everything() {
             (1, 1, 1)
         );
 
-        assert!(
-            runtime
-                .list_leases()
-                .await
-                .expect("list")
-                .contains(&lease_id)
-        );
+        assert!(is_listed(&runtime, lease_id).await);
         runtime.teardown(lease_id).await.expect("teardown");
         assert!(
             lease_container_ids(docker, lease_id).await.is_empty(),
@@ -478,13 +485,7 @@ async fn deploy_is_idempotent_and_teardown_removes_everything() {
             0,
             "network removed"
         );
-        assert!(
-            !runtime
-                .list_leases()
-                .await
-                .expect("list")
-                .contains(&lease_id)
-        );
+        assert!(!is_listed(&runtime, lease_id).await);
         assert!(
             runtime
                 .status(lease_id)
@@ -498,17 +499,14 @@ async fn deploy_is_idempotent_and_teardown_removes_everything() {
             .await
             .expect("second teardown is fine");
     })
-    .await
-    .expect("test finished in time");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_cannot_reach_each_other_but_services_within_a_lease_can() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
-        let runtime = runtime().await;
+    bounded_test(|runtime, leases| async move {
         let docker = runtime.client();
-        let guard = LeaseGuard::new(&runtime, 2).await;
-        let (lease_a, lease_b) = (guard.id(0), guard.id(1));
+        let (lease_a, lease_b) = (leases[0], leases[1]);
         let deploy_a = lease(lease_a, vec![service("web", 1), service("client", 1)]);
         let deploy_b = lease(lease_b, vec![service("web", 1)]);
         let (a, b) = tokio::join!(runtime.deploy(&deploy_a), runtime.deploy(&deploy_b));
@@ -561,17 +559,14 @@ async fn leases_cannot_reach_each_other_but_services_within_a_lease_can() {
         runtime.teardown(lease_a).await.expect("teardown A");
         runtime.teardown(lease_b).await.expect("teardown B");
     })
-    .await
-    .expect("test finished in time");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpullable_image_fails_with_the_engines_reason_and_leaves_nothing() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
-        let runtime = runtime().await;
+    bounded_test(|runtime, leases| async move {
         let docker = runtime.client();
-        let guard = LeaseGuard::new(&runtime, 1).await;
-        let lease_id = guard.id(0);
+        let lease_id = leases[0];
         let image = format!("leasehold/no-such-image-{lease_id}:missing");
         let mut broken = service("web", 1);
         broken.image = image.clone();
@@ -602,25 +597,16 @@ async fn an_unpullable_image_fails_with_the_engines_reason_and_leaves_nothing() 
             0,
             "no network left"
         );
-        assert!(
-            !runtime
-                .list_leases()
-                .await
-                .expect("list")
-                .contains(&lease_id)
-        );
+        assert!(!is_listed(&runtime, lease_id).await);
     })
-    .await
-    .expect("test finished in time");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loop_is_reported_with_its_exit_code_and_left_alone() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
-        let runtime = runtime().await;
+    bounded_test(|runtime, leases| async move {
         let docker = runtime.client();
-        let guard = LeaseGuard::new(&runtime, 1).await;
-        let lease_id = guard.id(0);
+        let lease_id = leases[0];
         let mut events = runtime.events(lease_id).await.expect("events");
         let deployment = lease(lease_id, vec![scripted("crash", "exit 3")]);
         runtime
@@ -683,25 +669,16 @@ async fn a_crash_loop_is_reported_with_its_exit_code_and_left_alone() {
             after.state.and_then(|s| s.started_at),
             before.state.and_then(|s| s.started_at)
         );
-        assert!(
-            runtime
-                .list_leases()
-                .await
-                .expect("provider still answers")
-                .contains(&lease_id)
-        );
+        assert!(is_listed(&runtime, lease_id).await);
         runtime.teardown(lease_id).await.expect("teardown");
     })
-    .await
-    .expect("test finished in time");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_deliver_tail_and_follow() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
-        let runtime = runtime().await;
-        let guard = LeaseGuard::new(&runtime, 1).await;
-        let lease_id = guard.id(0);
+    bounded_test(|runtime, leases| async move {
+        let lease_id = leases[0];
         let script =
             "echo to-stderr >&2; i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.2; done";
         runtime
@@ -779,6 +756,251 @@ async fn logs_deliver_tail_and_follow() {
         }
         runtime.teardown(lease_id).await.expect("teardown");
     })
-    .await
-    .expect("test finished in time");
+    .await;
+}
+
+/// Just enough of the registry API (Distribution v2) for the engine to pull one
+/// image: the test image as the engine itself exports it, under any name, on
+/// 127.0.0.1 (which Docker treats as an insecure registry, so plain HTTP).
+struct LocalRegistry {
+    port: u16,
+    requests: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+const MANIFEST_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+fn sha256_digest(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let hex: String = hash.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The regular files of a tar archive (as `docker save` writes it).
+fn untar(archive: &[u8]) -> HashMap<String, Vec<u8>> {
+    let mut files = HashMap::new();
+    let mut offset = 0;
+    while let Some(header) = archive.get(offset..offset + 512) {
+        if header.iter().all(|byte| *byte == 0) {
+            break;
+        }
+        let text = |range: std::ops::Range<usize>| {
+            String::from_utf8_lossy(&header[range])
+                .trim_end_matches(['\0', ' '])
+                .trim_start()
+                .to_owned()
+        };
+        let size = usize::from_str_radix(&text(124..136), 8).expect("tar entry size");
+        let data_start = offset + 512;
+        if matches!(header[156], b'0' | 0) {
+            let data = archive
+                .get(data_start..data_start + size)
+                .expect("tar entry data");
+            files.insert(text(0..100), data.to_vec());
+        }
+        offset = data_start + size.div_ceil(512) * 512;
+    }
+    files
+}
+
+/// The quoted strings following `key` in a small JSON text.
+fn json_strings_after(json: &str, key: &str, until: char) -> Vec<String> {
+    let start = json.find(key).expect("key in manifest.json") + key.len();
+    let rest = &json[start..];
+    let section = &rest[..rest.find(until).unwrap_or(rest.len())];
+    section
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+impl LocalRegistry {
+    async fn start(docker: &Docker) -> Self {
+        let mut export = Vec::new();
+        let mut chunks = docker.export_image(IMAGE);
+        while let Some(chunk) = chunks.next().await {
+            export.extend_from_slice(&chunk.expect("export image"));
+        }
+        let files = untar(&export);
+        let saved = String::from_utf8_lossy(files.get("manifest.json").expect("manifest.json"))
+            .into_owned();
+        let config_file = json_strings_after(&saved, "\"Config\":", ',').remove(0);
+        let layer_files = json_strings_after(&saved, "\"Layers\":", ']');
+        let mut blobs: HashMap<String, Vec<u8>> = HashMap::new();
+        let config = files.get(&config_file).expect("config file").clone();
+        let config_digest = sha256_digest(&config);
+        let mut layers = Vec::new();
+        for file in layer_files {
+            let layer = files.get(&file).expect("layer file").clone();
+            let digest = sha256_digest(&layer);
+            layers.push(format!(
+                r#"{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar","size":{},"digest":"{digest}"}}"#,
+                layer.len()
+            ));
+            blobs.insert(digest, layer);
+        }
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{MANIFEST_TYPE}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":{},"digest":"{config_digest}"}},"layers":[{}]}}"#,
+            config.len(),
+            layers.join(",")
+        )
+        .into_bytes();
+        blobs.insert(config_digest, config);
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind registry");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let port = listener.local_addr().expect("registry address").port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (counter, stopped) = (requests.clone(), stop.clone());
+        let content = Arc::new((manifest, blobs));
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((connection, _)) => {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        let content = content.clone();
+                        std::thread::spawn(move || {
+                            let _ = answer_registry_request(connection, &content.0, &content.1);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        LocalRegistry {
+            port,
+            requests,
+            stop,
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn answer_registry_request(
+    mut connection: TcpStream,
+    manifest: &[u8],
+    blobs: &HashMap<String, Vec<u8>>,
+) -> std::io::Result<()> {
+    connection.set_nonblocking(false)?;
+    connection.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = connection.read(&mut buffer)?;
+        if read == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&buffer[..read]);
+    }
+    let request = String::from_utf8_lossy(&request);
+    let mut parts = request.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let manifest_digest = sha256_digest(manifest);
+    let (status, content_type, body): (&str, &str, &[u8]) = if path == "/v2/" {
+        ("200 OK", "application/json", b"{}")
+    } else if path.contains("/manifests/") {
+        ("200 OK", MANIFEST_TYPE, manifest)
+    } else if let Some(blob) = path
+        .split("/blobs/")
+        .nth(1)
+        .and_then(|digest| blobs.get(digest))
+    {
+        ("200 OK", "application/octet-stream", blob)
+    } else {
+        ("404 Not Found", "application/json", b"{}")
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Docker-Distribution-API-Version: registry/2.0\r\nDocker-Content-Digest: {manifest_digest}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    connection.write_all(head.as_bytes())?;
+    if method != "HEAD" {
+        connection.write_all(body)?;
+    }
+    connection.flush()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_is_pulled_once_with_progress_events() {
+    bounded_test(|runtime, leases| async move {
+        let lease_id = leases[0];
+        let docker = runtime.client();
+        let registry = LocalRegistry::start(docker).await;
+        let image = format!("127.0.0.1:{}/leasehold/pulled-{lease_id}:v1", registry.port);
+        let deployment = lease(
+            lease_id,
+            vec![ServiceDeployment {
+                image: image.clone(),
+                ..service("web", 1)
+            }],
+        );
+        let mut events = runtime.events(lease_id).await.expect("events");
+        runtime
+            .deploy(&deployment)
+            .await
+            .expect("deploy pulls the image");
+        let status =
+            wait_for_status(&runtime, lease_id, "ready", LeaseRuntimeStatus::is_ready).await;
+        let uri = status
+            .service("web")
+            .and_then(|web| web.uris.first().cloned())
+            .expect("uri");
+        assert!(
+            http_get_eventually(&uri)
+                .await
+                .contains("hello from leasehold")
+        );
+
+        let mut progress = 0;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = events.next().await {
+                match event.expect("event").kind {
+                    RuntimeEventKind::PullProgress { image: pulled, .. } if pulled == image => {
+                        progress += 1
+                    }
+                    RuntimeEventKind::PullComplete { image: pulled } if pulled == image => return,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("a pull-complete event");
+        assert!(progress > 0, "pull progress was reported");
+
+        let requests = registry.requests();
+        assert!(requests > 0);
+        runtime.deploy(&deployment).await.expect("redeploy");
+        assert_eq!(
+            registry.requests(),
+            requests,
+            "a present image is not pulled again"
+        );
+
+        runtime.teardown(lease_id).await.expect("teardown");
+        docker
+            .remove_image(
+                &image,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+            .expect("remove pulled image");
+    })
+    .await;
 }

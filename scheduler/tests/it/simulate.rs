@@ -1,9 +1,9 @@
 use std::path::PathBuf;
 
-use leasehold_scheduler::PolicyKind;
 use leasehold_scheduler::sim::{
     SimConfig, parse_openb_nodes, parse_openb_pods, simulate, workload,
 };
+use leasehold_scheduler::{BalanceWeights, PolicyKind};
 
 pub fn openb(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -47,7 +47,7 @@ fn openb_default_trace_one_seed_is_sane() {
         seed: 42,
         scale: 1,
         limit: Some(4000),
-        starvation_weight: PolicyKind::STARVATION_WEIGHT,
+        weights: BalanceWeights::TUNED,
     };
     let outcome = simulate(&nodes, &pods, &config).unwrap();
     assert_eq!(outcome.arrivals, 4000);

@@ -1,0 +1,355 @@
+//! Gateway clients: [`SignedLeaseClient`] for a lease's tenant (every call
+//! signed as described in [`crate::auth`]) and [`ProviderClient`] for the
+//! public provider status.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use alloy::primitives::Address;
+use alloy::signers::local::PrivateKeySigner;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status, Streaming};
+
+use crate::auth::{self, AuthError, methods};
+use crate::gateway::lease_client::LeaseClient;
+use crate::gateway::provider_client::ProviderClient as RawProviderClient;
+use crate::gateway::{
+    LeaseEvent, LeaseStatus, LeaseStatusRequest, LogLine, ProviderStatus, ProviderStatusRequest,
+    SendManifestRequest, StreamEventsRequest, StreamLogsRequest,
+};
+
+/// How long [`SignedLeaseClient::connect`] and [`ProviderClient::connect`] wait
+/// for the TCP/HTTP2 connection when the caller has no opinion.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("gateway endpoint `{endpoint}` is not a valid URI: {reason}")]
+    InvalidEndpoint { endpoint: String, reason: String },
+    #[error("cannot connect to the gateway at {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("cannot sign the {method} call: {source}")]
+    Signing {
+        method: &'static str,
+        #[source]
+        source: AuthError,
+    },
+    #[error("{method} refused by the provider: {code:?}: {message}", code = status.code(), message = status.message())]
+    Rpc {
+        method: &'static str,
+        status: Box<Status>,
+    },
+}
+
+impl ClientError {
+    /// The provider's gRPC status, when the call reached the provider.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            ClientError::Rpc { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+
+    fn rpc(method: &'static str) -> impl FnOnce(Status) -> Self {
+        move |status| ClientError::Rpc {
+            method,
+            status: Box::new(status),
+        }
+    }
+}
+
+/// Seconds since the unix epoch by the local clock (0 if the clock is before
+/// 1970, which the provider will then refuse as skewed).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// Wraps `message` in a request carrying the credentials of `signer` for
+/// `method` on `lease_id` at `timestamp`, signed over the message's protobuf
+/// encoding: exactly the bytes the provider re-encodes and checks.
+pub fn signed_request<M: prost::Message>(
+    signer: &PrivateKeySigner,
+    method: &'static str,
+    lease_id: u64,
+    timestamp: u64,
+    message: M,
+) -> Result<Request<M>, AuthError> {
+    let credentials = auth::sign(signer, method, lease_id, timestamp, &message.encode_to_vec())?;
+    let mut request = Request::new(message);
+    credentials.insert_into(request.metadata_mut());
+    Ok(request)
+}
+
+/// Parses a gateway endpoint, accepting a bare `host:port` as plain HTTP/2.
+pub fn endpoint(address: &str, connect_timeout: Duration) -> Result<Endpoint, ClientError> {
+    let uri = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    Endpoint::from_shared(uri)
+        .map(|endpoint| endpoint.connect_timeout(connect_timeout))
+        .map_err(|e| ClientError::InvalidEndpoint {
+            endpoint: address.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+async fn connect_channel(address: &str, connect_timeout: Duration) -> Result<Channel, ClientError> {
+    endpoint(address, connect_timeout)?
+        .connect()
+        .await
+        .map_err(|source| ClientError::Connect {
+            endpoint: address.to_owned(),
+            source,
+        })
+}
+
+/// Hands out signing timestamps so that one client never signs the same
+/// message twice.
+///
+/// ECDSA signatures here are deterministic (RFC 6979): two identical calls in
+/// the same second would carry the same signature and the provider would
+/// refuse the second one as a replay. Only such a repeat moves its timestamp
+/// forward, so the clock drifts ahead only for identical calls made faster than
+/// once a second.
+#[derive(Debug, Default)]
+struct SignatureTimestamps {
+    /// `(timestamp, signing message)` of calls signed at or after the last
+    /// observed `now`; older ones can never collide again.
+    issued: HashSet<(u64, String)>,
+}
+
+impl SignatureTimestamps {
+    fn next(
+        &mut self,
+        method: &'static str,
+        lease_id: u64,
+        body: &[u8],
+        now: u64,
+    ) -> Result<u64, AuthError> {
+        self.issued.retain(|(timestamp, _)| *timestamp >= now);
+        let mut timestamp = now;
+        loop {
+            let message = auth::signing_message(method, lease_id, timestamp, body)?;
+            if self.issued.insert((timestamp, message)) {
+                return Ok(timestamp);
+            }
+            timestamp = timestamp.saturating_add(1);
+        }
+    }
+}
+
+/// A tenant's client for the `Lease` service: every call is signed with the
+/// tenant's key.
+#[derive(Debug, Clone)]
+pub struct SignedLeaseClient {
+    inner: LeaseClient<Channel>,
+    signer: PrivateKeySigner,
+    timestamps: Arc<Mutex<SignatureTimestamps>>,
+}
+
+impl SignedLeaseClient {
+    /// Connects to `address` (`http://host:port` or `host:port`).
+    pub async fn connect(
+        address: &str,
+        signer: PrivateKeySigner,
+        connect_timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        Ok(Self::new(
+            connect_channel(address, connect_timeout).await?,
+            signer,
+        ))
+    }
+
+    pub fn new(channel: Channel, signer: PrivateKeySigner) -> Self {
+        Self {
+            // Manifests may be large; the provider enforces its own limit.
+            inner: LeaseClient::new(channel).max_encoding_message_size(usize::MAX),
+            signer,
+            timestamps: Arc::default(),
+        }
+    }
+
+    /// The tenant address this client signs as.
+    pub fn address(&self) -> Address {
+        self.signer.address()
+    }
+
+    fn sign<M: prost::Message>(
+        &self,
+        method: &'static str,
+        lease_id: u64,
+        message: M,
+    ) -> Result<Request<M>, ClientError> {
+        let signing = |source| ClientError::Signing { method, source };
+        let timestamp = self
+            .timestamps
+            .lock()
+            // The set stays consistent even if a holder panicked mid-insert.
+            .unwrap_or_else(PoisonError::into_inner)
+            .next(method, lease_id, &message.encode_to_vec(), unix_now())
+            .map_err(signing)?;
+        signed_request(&self.signer, method, lease_id, timestamp, message).map_err(signing)
+    }
+
+    /// Delivers the canonical manifest JSON of the lease's deployment.
+    pub async fn send_manifest(
+        &mut self,
+        lease_id: u64,
+        manifest_json: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let method = methods::SEND_MANIFEST;
+        let request = self.sign(
+            method,
+            lease_id,
+            SendManifestRequest {
+                lease_id,
+                manifest_json,
+            },
+        )?;
+        self.inner
+            .send_manifest(request)
+            .await
+            .map_err(ClientError::rpc(method))?;
+        Ok(())
+    }
+
+    pub async fn status(&mut self, lease_id: u64) -> Result<LeaseStatus, ClientError> {
+        let method = methods::GET_STATUS;
+        let request = self.sign(method, lease_id, LeaseStatusRequest { lease_id })?;
+        let response = self
+            .inner
+            .get_status(request)
+            .await
+            .map_err(ClientError::rpc(method))?;
+        Ok(response.into_inner())
+    }
+
+    /// Log lines of `service` (`None`: every service); `tail` 0 means all
+    /// retained lines; with `follow` the stream stays open for new lines.
+    pub async fn logs(
+        &mut self,
+        lease_id: u64,
+        service: Option<&str>,
+        follow: bool,
+        tail: u32,
+    ) -> Result<Streaming<LogLine>, ClientError> {
+        let method = methods::STREAM_LOGS;
+        let message = StreamLogsRequest {
+            lease_id,
+            service: service.unwrap_or_default().to_owned(),
+            follow,
+            tail,
+        };
+        let request = self.sign(method, lease_id, message)?;
+        let response = self
+            .inner
+            .stream_logs(request)
+            .await
+            .map_err(ClientError::rpc(method))?;
+        Ok(response.into_inner())
+    }
+
+    pub async fn events(&mut self, lease_id: u64) -> Result<Streaming<LeaseEvent>, ClientError> {
+        let method = methods::STREAM_EVENTS;
+        let request = self.sign(method, lease_id, StreamEventsRequest { lease_id })?;
+        let response = self
+            .inner
+            .stream_events(request)
+            .await
+            .map_err(ClientError::rpc(method))?;
+        Ok(response.into_inner())
+    }
+}
+
+/// A client for the public `Provider` service.
+#[derive(Debug, Clone)]
+pub struct ProviderClient {
+    inner: RawProviderClient<Channel>,
+}
+
+impl ProviderClient {
+    const GET_STATUS: &str = "/leasehold.gateway.v1.Provider/GetStatus";
+
+    pub async fn connect(address: &str, connect_timeout: Duration) -> Result<Self, ClientError> {
+        Ok(Self::new(connect_channel(address, connect_timeout).await?))
+    }
+
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            inner: RawProviderClient::new(channel),
+        }
+    }
+
+    pub async fn status(&mut self) -> Result<ProviderStatus, ClientError> {
+        let response = self
+            .inner
+            .get_status(ProviderStatusRequest {})
+            .await
+            .map_err(ClientError::rpc(Self::GET_STATUS))?;
+        Ok(response.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+
+    #[test]
+    fn bare_host_port_becomes_http() {
+        let endpoint = endpoint("127.0.0.1:8443", DEFAULT_CONNECT_TIMEOUT).unwrap();
+        assert_eq!(endpoint.uri().to_string(), "http://127.0.0.1:8443/");
+    }
+
+    #[test]
+    fn invalid_endpoint_names_the_input() {
+        let err = endpoint("http://bad host", DEFAULT_CONNECT_TIMEOUT).unwrap_err();
+        assert!(err.to_string().contains("`http://bad host`"), "{err}");
+    }
+
+    #[test]
+    fn identical_calls_in_one_second_get_distinct_timestamps() {
+        let mut timestamps = SignatureTimestamps::default();
+        let first = timestamps.next(methods::GET_STATUS, 1, b"a", NOW).unwrap();
+        let repeat = timestamps.next(methods::GET_STATUS, 1, b"a", NOW).unwrap();
+        assert_eq!((first, repeat), (NOW, NOW + 1));
+        // A different call in the same second keeps the real time.
+        assert_eq!(
+            timestamps.next(methods::GET_STATUS, 2, b"a", NOW).unwrap(),
+            NOW
+        );
+        // Once the clock has moved past the bumped stamp, nothing drifts.
+        assert_eq!(
+            timestamps
+                .next(methods::GET_STATUS, 1, b"a", NOW + 5)
+                .unwrap(),
+            NOW + 5
+        );
+        assert!(timestamps.issued.iter().all(|(t, _)| *t >= NOW + 5));
+    }
+
+    #[test]
+    fn signed_request_verifies_over_the_encoded_message() {
+        // anvil's second development key: public, for tests only.
+        let signer: PrivateKeySigner =
+            "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+                .parse()
+                .unwrap();
+        let message = LeaseStatusRequest { lease_id: 9 };
+        let body = prost::Message::encode_to_vec(&message);
+        let request = signed_request(&signer, methods::GET_STATUS, 9, NOW, message).unwrap();
+        let credentials = auth::Credentials::from_metadata(request.metadata()).unwrap();
+        let who = auth::verify(&credentials, methods::GET_STATUS, 9, &body, NOW).unwrap();
+        assert_eq!(who, signer.address());
+    }
+}

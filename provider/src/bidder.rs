@@ -1,0 +1,524 @@
+//! The bid engine: order -> eligibility -> placement against the inventory (reserving) ->
+//! price for what was reserved -> `placeBid` naming the GPU model.
+//!
+//! The inventory is the one place capacity is counted: every order reserves through its
+//! lock, so reservations plus allocations never exceed the hardware, however many orders
+//! arrive at once. Each reservation or allocation is also a row in the store (its
+//! placement as JSON), so a restarted daemon rebuilds the same inventory.
+
+use std::collections::BTreeMap;
+
+use alloy::primitives::{B256, U256};
+use leasehold_contracts::OrderPosted;
+use leasehold_scheduler::inventory::{GroupPlacement, InventorySnapshot, Reservation as Held};
+use leasehold_scheduler::pricing::{PriceInput, PricingStrategy, Utilisation};
+use leasehold_scheduler::{
+    BestFit, GpuConstraint, GpuDemand, GroupRequest, GroupUnit, Inventory, InventoryError,
+    ModelPattern, NodeSpec, ReplicaRequest, Resources,
+};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::daemon::{Core, DaemonError, OfferedGpu, unix_now};
+use crate::store::{Reservation, Store};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Expiry stored for allocations: they last until the lease closes.
+pub const ALLOCATED_UNTIL: u64 = i64::MAX as u64;
+
+/// What a reservation row of the store holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holding {
+    pub placement: GroupPlacement,
+    /// The lease exists: this is an allocation, not a reservation.
+    pub allocated: bool,
+    /// The GPU model string the bid named, when the order wants GPUs.
+    pub gpu_model: Option<String>,
+    /// The manifest group the lease runs, once the manifest arrived.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+impl Holding {
+    /// GPU device ids of the placement, in replica order.
+    pub fn gpu_devices(&self) -> Vec<String> {
+        self.placement
+            .replicas
+            .iter()
+            .flat_map(|replica| replica.gpus.iter())
+            .map(|share| share.device_index.to_string())
+            .collect()
+    }
+}
+
+/// The inventory key of an order (and of its lease: lease id == order id).
+pub fn inventory_id(order_id: u64) -> String {
+    order_id.to_string()
+}
+
+/// Why an order gets no bid (not an error: most orders are simply not for us).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    MissingAttribute(B256),
+    NoAllowedGpuModel,
+    NoReplicas,
+    DoesNotFit(String),
+    AboveMaxPrice { price: U256, max: U256 },
+    NotOpen,
+}
+
+/// Rebuilds the inventory from the store's rows over `node`.
+pub async fn restore_inventory(store: &Store, node: NodeSpec) -> Result<Inventory, DaemonError> {
+    let mut snapshot = InventorySnapshot {
+        nodes: vec![node],
+        reservations: BTreeMap::new(),
+        allocations: BTreeMap::new(),
+    };
+    for row in store.reservations().await? {
+        let holding = parse_holding(&row)?;
+        let id = inventory_id(row.order_id);
+        if holding.allocated {
+            snapshot.allocations.insert(id, holding.placement);
+        } else {
+            snapshot.reservations.insert(
+                id,
+                Held {
+                    placement: holding.placement,
+                    expires_at: row.expires_at,
+                },
+            );
+        }
+    }
+    Ok(Inventory::restore(snapshot, Box::new(BestFit))?)
+}
+
+fn parse_holding(row: &Reservation) -> Result<Holding, DaemonError> {
+    serde_json::from_value(row.resources.clone()).map_err(|error| DaemonError::Holding {
+        order_id: row.order_id,
+        reason: format!("stored placement is not readable: {error}"),
+    })
+}
+
+/// The replicas an order asks for. An order carries only totals, so the replicas share
+/// them evenly and the first replica takes what does not divide.
+pub fn group_request(
+    order: &OrderPosted,
+    gpu: Option<&OfferedGpu>,
+) -> Result<GroupRequest, Skip> {
+    let spec = &order.spec;
+    let replicas = u64::from(spec.replicas);
+    if replicas == 0 {
+        return Err(Skip::NoReplicas);
+    }
+    let split = |total: u64| (total / replicas, total % replicas);
+    let (cpu, cpu_rest) = split(spec.resources.cpu_milli);
+    let memory_total = spec.resources.memory_mib.saturating_mul(MIB);
+    let storage_total = spec.resources.storage_mib.saturating_mul(MIB);
+    let (memory, memory_rest) = split(memory_total);
+    let (storage, storage_rest) = split(storage_total);
+    let (gpus, gpu_rest) = split(u64::from(spec.gpu_count));
+    let constraint = GpuConstraint {
+        models: gpu
+            .and_then(|offered| ModelPattern::parse(offered.key.as_str()).ok())
+            .into_iter()
+            .collect(),
+        ..GpuConstraint::default()
+    };
+    let replica = |cpu: u64, memory: u64, storage: u64, gpus: u64| ReplicaRequest {
+        resources: Resources {
+            cpu_millis: cpu,
+            memory_bytes: memory,
+            ephemeral_storage_bytes: storage,
+            persistent_storage: BTreeMap::new(),
+        },
+        gpu: GpuDemand::whole(u32::try_from(gpus).unwrap_or(u32::MAX)),
+        gpu_constraint: constraint.clone(),
+    };
+    let uneven = cpu_rest + memory_rest + storage_rest + gpu_rest > 0;
+    let mut units = Vec::new();
+    let mut even_count = replicas;
+    if uneven {
+        units.push(GroupUnit {
+            replica: replica(
+                cpu + cpu_rest,
+                memory + memory_rest,
+                storage + storage_rest,
+                gpus + gpu_rest,
+            ),
+            count: 1,
+        });
+        even_count -= 1;
+    }
+    if even_count > 0 {
+        units.push(GroupUnit {
+            replica: replica(cpu, memory, storage, gpus),
+            count: u32::try_from(even_count).unwrap_or(u32::MAX),
+        });
+    }
+    Ok(GroupRequest {
+        name: format!("order-{}", order.order_id),
+        units,
+    })
+}
+
+impl Core {
+    /// The GPU models an order may get from us, cheapest first.
+    fn gpu_candidates(&self, order: &OrderPosted) -> Vec<OfferedGpu> {
+        let allowed = &order.spec.requirements.allowed_gpu_models;
+        let mut candidates: Vec<(u128, OfferedGpu)> = self
+            .gpus
+            .iter()
+            .filter(|gpu| allowed.is_empty() || allowed.contains(&gpu.chain_key))
+            .map(|gpu| (self.rates.gpu.rate(&gpu.key).unwrap_or(u128::MAX), gpu.clone()))
+            .collect();
+        candidates.sort_by_key(|(rate, _)| *rate);
+        candidates.into_iter().map(|(_, gpu)| gpu).collect()
+    }
+
+    /// Reserves room for the order (trying each allowed GPU model) and prices it.
+    /// All in one hold of the inventory lock.
+    fn reserve_and_price(
+        &self,
+        order: &OrderPosted,
+        expires_at: u64,
+    ) -> Result<Result<(Holding, U256), Skip>, DaemonError> {
+        let id = inventory_id(order.order_id);
+        let models: Vec<Option<OfferedGpu>> = if order.spec.gpu_count == 0 {
+            vec![None]
+        } else {
+            self.gpu_candidates(order).into_iter().map(Some).collect()
+        };
+        if models.is_empty() {
+            return Ok(Err(Skip::NoAllowedGpuModel));
+        }
+        let mut inventory = self.inventory()?;
+        let mut last_failure = String::new();
+        for model in models {
+            let request = match group_request(order, model.as_ref()) {
+                Ok(request) => request,
+                Err(skip) => return Ok(Err(skip)),
+            };
+            match inventory.reserve(&id, &request, expires_at) {
+                Ok(placement) => {
+                    let utilisation = Utilisation::of(inventory.cluster());
+                    let price = self.rates.price(&PriceInput {
+                        placement: &placement,
+                        utilisation,
+                    });
+                    let price = match price {
+                        Ok(price) => U256::from(price.max(1)),
+                        Err(error) => {
+                            inventory.release(&id)?;
+                            return Err(error.into());
+                        }
+                    };
+                    if price > order.max_price_per_hour {
+                        inventory.release(&id)?;
+                        return Ok(Err(Skip::AboveMaxPrice {
+                            price,
+                            max: order.max_price_per_hour,
+                        }));
+                    }
+                    let holding = Holding {
+                        placement,
+                        allocated: false,
+                        gpu_model: model.map(|gpu| gpu.chain_name),
+                        group: None,
+                    };
+                    return Ok(Ok((holding, price)));
+                }
+                Err(InventoryError::NoFit { failure, .. }) => last_failure = failure.to_string(),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(Err(Skip::DoesNotFit(last_failure)))
+    }
+
+    /// Reacts to `OrderCreated`: bids when eligible and the order fits.
+    pub async fn on_order_created(&self, order: &OrderPosted) -> Result<(), DaemonError> {
+        let order_id = order.order_id;
+        if let Some(row) = self.store.reservation(order_id).await? {
+            let holding = parse_holding(&row)?;
+            if holding.allocated || row.bid_id.is_some() {
+                return Ok(());
+            }
+        }
+        if let Some(missing) = order
+            .spec
+            .requirements
+            .required_attributes
+            .iter()
+            .find(|attribute| !self.attributes.contains(*attribute))
+        {
+            self.skip(order_id, Skip::MissingAttribute(*missing));
+            return Ok(());
+        }
+        // Redelivered after a restart: the order may be gone, or we may have bid already.
+        let info = self.chain.order(order_id).await?;
+        if info.status != leasehold_contracts::OrderStatus::Open {
+            self.release_reservation(order_id).await?;
+            self.skip(order_id, Skip::NotOpen);
+            return Ok(());
+        }
+        let me = self.chain.address();
+        let existing_bid = self
+            .chain
+            .bids(order_id)
+            .await?
+            .into_iter()
+            .find(|bid| bid.provider == me);
+        let expires_at = unix_now().saturating_add(self.config.bid.reservation_timeout_secs);
+        let (holding, price) = match self.reserve_and_price(order, expires_at)? {
+            Ok(reserved) => reserved,
+            Err(skip) => {
+                if let Some(bid) = existing_bid
+                    && !bid.withdrawn
+                {
+                    // Bid before a restart but no longer fits: take the bid back.
+                    let _ = self.chain.withdraw_bid(order_id, bid.bid_id).await;
+                }
+                self.skip(order_id, skip);
+                return Ok(());
+            }
+        };
+        let gpu_model = holding
+            .gpu_model
+            .as_deref()
+            .map(crate::deployment::gpu_model_key)
+            .unwrap_or(B256::ZERO);
+        self.persist_holding(order_id, &holding, None, expires_at)
+            .await?;
+        if let Some(bid) = existing_bid {
+            self.persist_holding(order_id, &holding, Some(bid.bid_id), expires_at)
+                .await?;
+            return Ok(());
+        }
+        match self
+            .chain
+            .place_bid(order_id, price, gpu_model, &order.spec.requirements)
+            .await
+        {
+            Ok(bid_id) => {
+                self.persist_holding(order_id, &holding, Some(bid_id), expires_at)
+                    .await?;
+                self.metrics.bids_placed.inc();
+                info!(order_id, bid_id, %price, model = ?holding.gpu_model, "bid placed");
+                Ok(())
+            }
+            Err(error) => {
+                self.metrics.bids_failed.inc();
+                self.release_reservation(order_id).await?;
+                if error.revert().is_some() {
+                    warn!(order_id, %error, "bid refused by the contract");
+                    Ok(())
+                } else {
+                    Err(error.into())
+                }
+            }
+        }
+    }
+
+    fn skip(&self, order_id: u64, reason: Skip) {
+        self.metrics.bids_skipped.inc();
+        info!(order_id, ?reason, "not bidding");
+    }
+
+    pub(crate) async fn persist_holding(
+        &self,
+        order_id: u64,
+        holding: &Holding,
+        bid_id: Option<u64>,
+        expires_at: u64,
+    ) -> Result<(), DaemonError> {
+        let resources =
+            serde_json::to_value(holding).map_err(|error| DaemonError::Holding {
+                order_id,
+                reason: error.to_string(),
+            })?;
+        self.store
+            .put_reservation(&Reservation {
+                order_id,
+                bid_id,
+                resources,
+                expires_at,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The stored holding of an order or lease.
+    pub(crate) async fn holding(&self, order_id: u64) -> Result<Option<(Reservation, Holding)>, DaemonError> {
+        match self.store.reservation(order_id).await? {
+            Some(row) => {
+                let holding = parse_holding(&row)?;
+                Ok(Some((row, holding)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Bookkeeping of our `BidPlaced`: remembers the bid id.
+    pub async fn on_bid_placed(&self, order_id: u64, bid_id: u64) -> Result<(), DaemonError> {
+        if let Some((row, holding)) = self.holding(order_id).await?
+            && row.bid_id.is_none()
+        {
+            self.persist_holding(order_id, &holding, Some(bid_id), row.expires_at)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Gives back an order's reservation (lost, withdrawn, cancelled). Allocations of
+    /// leases are left alone: only closing the lease frees them.
+    pub async fn release_reservation(&self, order_id: u64) -> Result<(), DaemonError> {
+        let id = inventory_id(order_id);
+        let Some((_, holding)) = self.holding(order_id).await? else {
+            self.inventory()?.release(&id)?;
+            return Ok(());
+        };
+        if holding.allocated {
+            return Ok(());
+        }
+        self.inventory()?.release(&id)?;
+        self.store.remove_reservation(order_id).await?;
+        info!(order_id, "reservation released");
+        Ok(())
+    }
+
+    /// Frees a lease's allocation (the lease closed).
+    pub async fn release_allocation(&self, lease_id: u64) -> Result<(), DaemonError> {
+        self.inventory()?.release(&inventory_id(lease_id))?;
+        self.store.remove_reservation(lease_id).await?;
+        Ok(())
+    }
+
+    /// Turns the order's reservation into the lease's allocation; reserves afresh when the
+    /// reservation already lapsed. `Ok(None)` when the lease no longer fits.
+    pub async fn allocate_for_lease(&self, lease_id: u64) -> Result<Option<Holding>, DaemonError> {
+        let id = inventory_id(lease_id);
+        let stored = self.holding(lease_id).await?;
+        if let Some((_, holding)) = &stored
+            && holding.allocated
+        {
+            return Ok(Some(holding.clone()));
+        }
+        let committed = {
+            let mut inventory = self.inventory()?;
+            if inventory.reservations().contains_key(&id) || inventory.allocations().contains_key(&id) {
+                // The chain awarded the lease, so a reservation that lapsed a moment ago
+                // still counts: commit as of time zero.
+                Some(inventory.commit(&id, 0)?.clone())
+            } else {
+                None
+            }
+        };
+        let holding = match (committed, stored) {
+            (Some(placement), Some((_, holding))) => Holding {
+                placement,
+                allocated: true,
+                ..holding
+            },
+            (Some(placement), None) => Holding {
+                placement,
+                allocated: true,
+                gpu_model: None,
+                group: None,
+            },
+            (None, _) => {
+                let order = self.chain.order_posted(lease_id).await?;
+                let lease = self.chain.lease(lease_id).await?;
+                let model = self
+                    .gpus
+                    .iter()
+                    .find(|gpu| gpu.chain_key == lease.gpu_model)
+                    .cloned();
+                let Ok(request) = group_request(&order, model.as_ref()) else {
+                    return Ok(None);
+                };
+                let placement = {
+                    let mut inventory = self.inventory()?;
+                    match inventory.reserve(&id, &request, ALLOCATED_UNTIL) {
+                        Ok(_) => inventory.commit(&id, 0)?.clone(),
+                        Err(InventoryError::NoFit { .. }) => return Ok(None),
+                        Err(other) => return Err(other.into()),
+                    }
+                };
+                Holding {
+                    placement,
+                    allocated: true,
+                    gpu_model: model.map(|gpu| gpu.chain_name),
+                    group: None,
+                }
+            }
+        };
+        self.persist_holding(lease_id, &holding, None, ALLOCATED_UNTIL)
+            .await?;
+        Ok(Some(holding))
+    }
+
+    /// Releases reservations whose bids lapsed and takes those bids back on chain.
+    pub async fn expire_reservations(&self) -> Result<(), DaemonError> {
+        let now = unix_now();
+        for row in self.store.take_expired_reservations(now).await? {
+            self.inventory()?.release(&inventory_id(row.order_id))?;
+            info!(order_id = row.order_id, "reservation expired");
+            if let Some(bid_id) = row.bid_id
+                && let Err(error) = self.chain.withdraw_bid(row.order_id, bid_id).await
+            {
+                info!(order_id = row.order_id, %error, "expired bid not withdrawn");
+            }
+        }
+        self.inventory()?.expire(now)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasehold_contracts::{OrderRequirements, OrderSpec};
+
+    fn order(replicas: u16, cpu: u64, gpus: u32) -> OrderPosted {
+        OrderPosted {
+            order_id: 3,
+            tenant: Default::default(),
+            token: Default::default(),
+            spec: OrderSpec {
+                resources: leasehold_contracts::Resources {
+                    cpu_milli: cpu,
+                    memory_mib: 100,
+                    storage_mib: 10,
+                },
+                gpu_count: gpus,
+                replicas,
+                requirements: OrderRequirements::default(),
+            },
+            manifest_hash: B256::ZERO,
+            max_price_per_hour: U256::from(1),
+            deposit: U256::from(1),
+            bid_window_end: 0,
+        }
+    }
+
+    #[test]
+    fn uneven_totals_go_to_the_first_replica_and_sum_up() {
+        let request = group_request(&order(3, 1000, 4), None).unwrap();
+        let totals = request.totals().unwrap();
+        assert_eq!(totals.replicas, 3);
+        assert_eq!(totals.resources.cpu_millis, 1000);
+        assert_eq!(totals.resources.memory_bytes, 100 * MIB);
+        assert_eq!(totals.gpu_milli, 4000);
+        assert_eq!(request.units[0].count, 1);
+        assert_eq!(request.units[0].replica.resources.cpu_millis, 334);
+    }
+
+    #[test]
+    fn even_totals_make_one_unit_and_zero_replicas_are_skipped() {
+        let request = group_request(&order(2, 1000, 0), None).unwrap();
+        assert_eq!(request.units.len(), 1);
+        assert_eq!(request.units[0].count, 2);
+        assert!(request.units[0].replica.gpu.is_none());
+        assert_eq!(group_request(&order(0, 1, 0), None), Err(Skip::NoReplicas));
+    }
+}

@@ -1,0 +1,1 @@
+//! The `provider` command line (parsed in `main.rs`, run here).

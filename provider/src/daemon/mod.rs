@@ -1,0 +1,471 @@
+//! The provider daemon: one [`Core`] holding the store, the chain lane, the runtime and
+//! the inventory, and the tasks that drive it: the chain follower ([`events`]), the
+//! housekeeping sweep (reservation expiry, manifest deadlines), the withdrawer, the
+//! reconciler and the metrics endpoint.
+//!
+//! [`Daemon::start`] returns a [`DaemonHandle`]; [`DaemonHandle::shutdown`] stops every
+//! task between steps, so the follower's cursor always matches what its handler saw.
+
+pub mod events;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use alloy::primitives::B256;
+use alloy::signers::local::PrivateKeySigner;
+use leasehold_contracts::{
+    ClientError, FileCursorStore, Follower, FollowerConfig, RpcLogSource,
+};
+use leasehold_scheduler::pricing::{GpuPriceTable, LinearRates, PricingError};
+use leasehold_scheduler::{BestFit, GpuModelKey, Inventory, InventoryError, NodeSpec};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::chain::{Chain, ChainSetupError};
+use crate::config::Config;
+use crate::deployment::{DeploymentError, gpu_model_key};
+use crate::hardware::{Hardware, HardwareError};
+use crate::metrics::Metrics;
+use crate::runtime::docker::{DockerRuntime, DockerRuntimeConfig};
+use crate::runtime::{Runtime, RuntimeError};
+use crate::store::{Store, StoreError};
+
+/// Timings and switches that are not part of the operator's config file.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// First block to follow when no cursor has been saved.
+    pub start_block: u64,
+    /// Blocks below the head the follower stays.
+    pub confirmations: u64,
+    pub poll_interval: Duration,
+    /// Reservation expiry and manifest-deadline sweep.
+    pub housekeeping_interval: Duration,
+    pub reconcile_interval: Duration,
+    pub withdraw_interval: Duration,
+    /// Seconds a tenant has to send the manifest once the lease exists.
+    pub manifest_timeout_secs: u64,
+    /// Where `/metrics` is served; `None` serves nothing.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Remove runtime workloads of leases this daemon does not know. Off when several
+    /// daemons share one container engine (tests).
+    pub remove_unknown_workloads: bool,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self {
+            start_block: 0,
+            confirmations: 2,
+            poll_interval: Duration::from_secs(1),
+            housekeeping_interval: Duration::from_secs(2),
+            reconcile_interval: Duration::from_secs(30),
+            withdraw_interval: Duration::from_secs(300),
+            manifest_timeout_secs: 300,
+            metrics_listen: None,
+            remove_unknown_workloads: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    ChainSetup(#[from] ChainSetupError),
+    #[error("chain: {0}")]
+    Chain(#[from] ClientError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("runtime: {0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("hardware: {0}")]
+    Hardware(#[from] HardwareError),
+    #[error("inventory: {0}")]
+    Inventory(#[from] InventoryError),
+    #[error("pricing: {0}")]
+    Pricing(#[from] PricingError),
+    #[error("{0}")]
+    Deployment(#[from] DeploymentError),
+    #[error("GPU model `{model}`: {reason}")]
+    GpuModel { model: String, reason: String },
+    #[error("reservation of order {order_id}: {reason}")]
+    Holding { order_id: u64, reason: String },
+    #[error("lease {lease_id}: {reason}")]
+    Lease { lease_id: u64, reason: String },
+    #[error("runtime kind {0:?} is not supported by this daemon yet")]
+    UnsupportedRuntime(String),
+    #[error("metrics listener {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("inventory lock poisoned")]
+    Poisoned,
+}
+
+/// A GPU model this provider offers, under the names each layer uses.
+#[derive(Debug, Clone)]
+pub struct OfferedGpu {
+    /// The scheduler's (lower-cased) key.
+    pub key: GpuModelKey,
+    /// The string registered on chain, e.g. `nvidia/a100/80Gi/sxm`.
+    pub chain_name: String,
+    /// keccak256 of `chain_name`.
+    pub chain_key: B256,
+}
+
+/// Everything the daemon's tasks share.
+pub struct Core {
+    pub(crate) config: Config,
+    pub(crate) options: DaemonOptions,
+    pub(crate) store: Store,
+    pub(crate) chain: Chain,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    inventory: Mutex<Inventory>,
+    pub(crate) metrics: Metrics,
+    pub(crate) rates: LinearRates,
+    pub(crate) attributes: BTreeSet<B256>,
+    pub(crate) gpus: Vec<OfferedGpu>,
+}
+
+/// The node id of the single Docker host in the inventory.
+pub const LOCAL_NODE: &str = "local";
+const MIB: u64 = 1024 * 1024;
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+/// The inventory node of a one-host runtime: detected (or overridden) hardware, with its
+/// GPUs (declared ones included).
+pub fn local_node(hardware: &Hardware) -> Result<(NodeSpec, Vec<OfferedGpu>), DaemonError> {
+    let mut devices = Vec::new();
+    let mut offered: Vec<OfferedGpu> = Vec::new();
+    for gpu in &hardware.gpus {
+        let key = GpuModelKey::parse(&gpu.model_key).map_err(|error| DaemonError::GpuModel {
+            model: gpu.model_key.clone(),
+            reason: error.to_string(),
+        })?;
+        let vram = gpu
+            .vram_mib
+            .checked_mul(MIB)
+            .ok_or_else(|| DaemonError::GpuModel {
+                model: gpu.model_key.clone(),
+                reason: "vram overflows".into(),
+            })?;
+        devices.push(leasehold_scheduler::GpuDevice {
+            index: gpu.index,
+            spec: leasehold_scheduler::GpuSpec::from_key(key.clone(), vram),
+        });
+        if !offered.iter().any(|known| known.key == key) {
+            offered.push(OfferedGpu {
+                key,
+                chain_name: gpu.model_key.clone(),
+                chain_key: gpu_model_key(&gpu.model_key),
+            });
+        }
+    }
+    let bytes = |mib: u64, what: &'static str| {
+        mib.checked_mul(MIB).ok_or_else(|| DaemonError::GpuModel {
+            model: what.into(),
+            reason: "capacity overflows".into(),
+        })
+    };
+    let node = NodeSpec {
+        id: LOCAL_NODE.to_owned(),
+        capacity: leasehold_scheduler::Resources {
+            cpu_millis: hardware.cpu_millis,
+            memory_bytes: bytes(hardware.memory_mib, "memory")?,
+            ephemeral_storage_bytes: bytes(hardware.storage_mib, "storage")?,
+            persistent_storage: Default::default(),
+        },
+        gpus: devices,
+    };
+    Ok((node, offered))
+}
+
+/// The linear rates of the config.
+pub fn rates_from_config(config: &Config) -> Result<LinearRates, DaemonError> {
+    Ok(LinearRates {
+        cpu_per_core: config.pricing.cpu_core_per_hour.into(),
+        memory_per_gib: config.pricing.memory_gib_per_hour.into(),
+        ephemeral_storage_per_gib: config.pricing.storage_gib_per_hour.into(),
+        persistent_storage_per_gib: Default::default(),
+        persistent_storage_default_per_gib: config.pricing.storage_gib_per_hour.into(),
+        gpu: GpuPriceTable::parse(&config.pricing.gpu_prices)?,
+    })
+}
+
+/// Connects the Docker runtime the config describes.
+pub async fn docker_runtime(config: &Config) -> Result<DockerRuntime, DaemonError> {
+    let socket = &config.runtime.docker.socket;
+    let socket = socket
+        .strip_prefix("unix://")
+        .map(str::to_owned)
+        .or_else(|| (!socket.is_empty()).then(|| socket.clone()));
+    Ok(DockerRuntime::connect(DockerRuntimeConfig {
+        socket,
+        public_host: config.runtime.docker.public_host.clone(),
+        ..DockerRuntimeConfig::default()
+    })
+    .await?)
+}
+
+impl Core {
+    /// Builds the core: store (with migrations), chain, hardware, inventory restored from
+    /// the persisted reservations and allocations.
+    pub async fn new(
+        config: Config,
+        signer: PrivateKeySigner,
+        runtime: Arc<dyn Runtime>,
+        options: DaemonOptions,
+    ) -> Result<Self, DaemonError> {
+        let store = Store::connect(&config.database_url()).await?;
+        let chain = Chain::connect(&config, signer, options.start_block).await?;
+        let hardware = Hardware::detect(&config.data_dir, &config.hardware)?;
+        let (node, gpus) = local_node(&hardware)?;
+        let inventory = crate::bidder::restore_inventory(&store, node).await?;
+        let rates = rates_from_config(&config)?;
+        let attributes = config
+            .attributes
+            .iter()
+            .map(|text| crate::deployment::attribute_key(text))
+            .collect();
+        Ok(Self {
+            config,
+            options,
+            store,
+            chain,
+            runtime,
+            inventory: Mutex::new(inventory),
+            metrics: Metrics::default(),
+            rates,
+            attributes,
+            gpus,
+        })
+    }
+
+    /// The inventory; never held across an await.
+    pub(crate) fn inventory(&self) -> Result<MutexGuard<'_, Inventory>, DaemonError> {
+        self.inventory.lock().map_err(|_| DaemonError::Poisoned)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn cursor_path(&self) -> PathBuf {
+        self.config.data_dir.join("follower-cursor.json")
+    }
+}
+
+/// Entry point of the daemon.
+pub struct Daemon;
+
+/// A running daemon. Dropping it without [`DaemonHandle::shutdown`] aborts its tasks.
+pub struct DaemonHandle {
+    core: Arc<Core>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl Daemon {
+    /// Starts every task with the Docker runtime the config names.
+    pub async fn start(
+        config: Config,
+        signer: PrivateKeySigner,
+        options: DaemonOptions,
+    ) -> Result<DaemonHandle, DaemonError> {
+        let runtime: Arc<dyn Runtime> = match config.runtime.kind {
+            crate::config::RuntimeKind::Docker => Arc::new(docker_runtime(&config).await?),
+            crate::config::RuntimeKind::Kubernetes => {
+                return Err(DaemonError::UnsupportedRuntime("kubernetes".into()));
+            }
+        };
+        Self::start_with_runtime(config, signer, runtime, options).await
+    }
+
+    /// Starts every task over a given runtime.
+    pub async fn start_with_runtime(
+        config: Config,
+        signer: PrivateKeySigner,
+        runtime: Arc<dyn Runtime>,
+        options: DaemonOptions,
+    ) -> Result<DaemonHandle, DaemonError> {
+        let core = Arc::new(Core::new(config, signer, runtime, options).await?);
+        // Chain, store and runtime agree before anything new is taken on.
+        if let Err(error) = core.reconcile().await {
+            warn!(%error, "initial reconcile failed; the periodic one retries");
+        }
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(follow(core.clone(), stopped.clone())));
+        let every = |period: Duration, name: &'static str, core: Arc<Core>, job: Job| {
+            tokio::spawn(periodic(core, stopped.clone(), period, name, job))
+        };
+        tasks.push(every(
+            core.options.housekeeping_interval,
+            "housekeeping",
+            core.clone(),
+            Job::Housekeeping,
+        ));
+        tasks.push(every(
+            core.options.reconcile_interval,
+            "reconcile",
+            core.clone(),
+            Job::Reconcile,
+        ));
+        tasks.push(every(
+            core.options.withdraw_interval,
+            "withdraw",
+            core.clone(),
+            Job::Withdraw,
+        ));
+        let mut metrics_addr = None;
+        if let Some(addr) = core.options.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?;
+            metrics_addr = listener.local_addr().ok();
+            tasks.push(tokio::spawn(crate::metrics::serve(
+                core.clone(),
+                listener,
+                stopped.clone(),
+            )));
+        }
+        info!(provider = %core.chain.address(), "daemon started");
+        Ok(DaemonHandle {
+            core,
+            stop,
+            tasks,
+            metrics_addr,
+        })
+    }
+}
+
+impl DaemonHandle {
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Where `/metrics` answers, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Stops every task at its next pause and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            if let Err(error) = task.await {
+                warn!(%error, "daemon task ended abnormally");
+            }
+        }
+        self.core.store.close().await;
+    }
+}
+
+impl Drop for DaemonHandle {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    Housekeeping,
+    Reconcile,
+    Withdraw,
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn periodic(
+    core: Arc<Core>,
+    stop: watch::Receiver<bool>,
+    period: Duration,
+    name: &'static str,
+    job: Job,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            () = stopped(stop.clone()) => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let result = match job {
+            Job::Housekeeping => core.housekeeping().await,
+            Job::Reconcile => core.reconcile().await,
+            Job::Withdraw => core.withdraw_all().await,
+        };
+        if let Err(error) = result {
+            warn!(task = name, %error, "periodic task failed; retrying next period");
+        }
+    }
+}
+
+/// Runs the follower until shutdown. A handler error (e.g. the node went away while a bid
+/// was being placed) restarts it from the saved cursor after a pause; handlers are
+/// idempotent, so the redelivered range does no harm.
+async fn follow(core: Arc<Core>, stop: watch::Receiver<bool>) {
+    let deployment = *core.chain.deployment();
+    let config = FollowerConfig {
+        start_block: core.options.start_block,
+        confirmations: core.options.confirmations,
+        poll_interval: core.options.poll_interval,
+        ..FollowerConfig::default()
+    };
+    loop {
+        let source = RpcLogSource::new(
+            core.chain.client().provider().clone(),
+            [deployment.marketplace, deployment.registry],
+        );
+        let cursor = FileCursorStore::new(core.cursor_path());
+        let mut follower = Follower::new(source, cursor, config.clone());
+        let mut handler = events::EventHandler::new(core.clone());
+        match follower.run(&mut handler, stopped(stop.clone())).await {
+            Ok(()) => return,
+            Err(error) => {
+                error!(%error, "chain follower stopped; restarting from the saved cursor");
+                core.metrics.follower_restarts.inc();
+            }
+        }
+        tokio::select! {
+            () = stopped(stop.clone()) => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

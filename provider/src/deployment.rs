@@ -1,0 +1,334 @@
+//! From the tenant's manifest to what the runtime runs, and from a manifest group to the
+//! on-chain order it must match.
+//!
+//! An order carries only a group's totals, so the provider finds the manifest group an
+//! order pays for by comparing totals: the group's replicas must equal the order's and its
+//! resources must fit inside what the order reserved. That stops a tenant from paying for a
+//! small order and sending a large workload.
+
+use std::collections::BTreeMap;
+
+use alloy::primitives::{B256, keccak256};
+use leasehold_contracts::{OrderRequirements, OrderSpec, Resources as ChainResources};
+use leasehold_manifests::{Group, Manifest, ManifestGroup, Protocol as ManifestProtocol, Service};
+
+use crate::runtime::{LeaseDeployment, PortExposure, Protocol, ServiceDeployment, ServiceResources};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Why a manifest cannot be turned into a deployment for an order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeploymentError {
+    #[error("manifest is not valid manifest JSON: {0}")]
+    Json(String),
+    #[error(
+        "no manifest group matches the order ({replicas} replicas, {cpu_milli} cpu millis, \
+         {memory_mib} MiB memory, {storage_mib} MiB storage, {gpu_count} GPUs)"
+    )]
+    NoMatchingGroup {
+        replicas: u16,
+        cpu_milli: u64,
+        memory_mib: u64,
+        storage_mib: u64,
+        gpu_count: u32,
+    },
+    #[error("manifest group `{0}` is not in the manifest")]
+    UnknownGroup(String),
+    #[error("services.{service}.env: entry {entry:?} is not NAME=value")]
+    Env { service: String, entry: String },
+    #[error("manifest group `{group}`: {what} overflows")]
+    Overflow { group: String, what: &'static str },
+    #[error(
+        "services.{service}: needs {wanted} GPU(s) but the lease's allocation has only {available} left"
+    )]
+    GpuShortfall {
+        service: String,
+        wanted: u32,
+        available: usize,
+    },
+}
+
+/// Totals of a manifest group, in the units an order uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupDemand {
+    pub replicas: u64,
+    pub resources: ChainResources,
+    pub gpu_count: u64,
+}
+
+/// keccak256 of an attribute `key=value`, as announced on chain.
+pub fn attribute_key(text: &str) -> B256 {
+    keccak256(text.as_bytes())
+}
+
+/// keccak256 of a canonical GPU model string, e.g. `nvidia/a100/80Gi/sxm`.
+pub fn gpu_model_key(model: &str) -> B256 {
+    keccak256(model.as_bytes())
+}
+
+/// The order a tenant posts for one SDL group: the group's totals (memory and storage
+/// rounded up to MiB), its attributes and its allowed GPU models.
+pub fn order_spec_for_group(group: &Group) -> Result<OrderSpec, DeploymentError> {
+    let overflow = |what| DeploymentError::Overflow {
+        group: group.name.clone(),
+        what,
+    };
+    let totals = group.totals().map_err(|_| overflow("totals"))?;
+    let mut models: Vec<B256> = group
+        .units
+        .iter()
+        .flat_map(|unit| unit.resources.gpu.models.iter())
+        .map(|model| gpu_model_key(&model.to_string()))
+        .collect();
+    models.sort();
+    models.dedup();
+    Ok(OrderSpec {
+        resources: ChainResources {
+            cpu_milli: totals.cpu_millis,
+            memory_mib: totals.memory_bytes.div_ceil(MIB),
+            storage_mib: totals.storage_bytes.div_ceil(MIB),
+        },
+        gpu_count: u32::try_from(totals.gpu_units).map_err(|_| overflow("gpu units"))?,
+        replicas: u16::try_from(totals.replicas).map_err(|_| overflow("replicas"))?,
+        requirements: OrderRequirements {
+            allowed_gpu_models: models,
+            required_attributes: group
+                .requirements
+                .attributes
+                .iter()
+                .map(|attribute| attribute_key(&format!("{}={}", attribute.key, attribute.value)))
+                .collect(),
+        },
+    })
+}
+
+/// Parses the manifest JSON the tenant sent (its hash is checked by the caller).
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, DeploymentError> {
+    serde_json::from_slice(bytes).map_err(|error| DeploymentError::Json(error.to_string()))
+}
+
+/// The totals of a manifest group's services.
+pub fn group_demand(group: &ManifestGroup) -> Result<GroupDemand, DeploymentError> {
+    let overflow = |what| DeploymentError::Overflow {
+        group: group.name.clone(),
+        what,
+    };
+    let mut replicas = 0u64;
+    let mut cpu = 0u64;
+    let mut memory = 0u64;
+    let mut storage = 0u64;
+    let mut gpus = 0u64;
+    for service in &group.services {
+        let count = u64::from(service.count);
+        let per_storage = service
+            .resources
+            .storage
+            .iter()
+            .try_fold(0u64, |sum, volume| sum.checked_add(volume.bytes))
+            .ok_or_else(|| overflow("storage"))?;
+        let scaled = |value: u64, what| value.checked_mul(count).ok_or_else(|| overflow(what));
+        replicas = replicas.checked_add(count).ok_or_else(|| overflow("replicas"))?;
+        cpu = cpu
+            .checked_add(scaled(service.resources.cpu_millis, "cpu")?)
+            .ok_or_else(|| overflow("cpu"))?;
+        memory = memory
+            .checked_add(scaled(service.resources.memory_bytes, "memory")?)
+            .ok_or_else(|| overflow("memory"))?;
+        storage = storage
+            .checked_add(scaled(per_storage, "storage")?)
+            .ok_or_else(|| overflow("storage"))?;
+        gpus = gpus
+            .checked_add(scaled(u64::from(service.resources.gpu.units), "gpu")?)
+            .ok_or_else(|| overflow("gpu"))?;
+    }
+    Ok(GroupDemand {
+        replicas,
+        resources: ChainResources {
+            cpu_milli: cpu,
+            memory_mib: memory.div_ceil(MIB),
+            storage_mib: storage.div_ceil(MIB),
+        },
+        gpu_count: gpus,
+    })
+}
+
+/// The first manifest group (by name) that the order pays for: same replica count, and
+/// every resource within the order's.
+pub fn matching_group<'m>(
+    manifest: &'m Manifest,
+    order: &OrderSpec,
+) -> Result<&'m ManifestGroup, DeploymentError> {
+    for group in &manifest.groups {
+        let demand = group_demand(group)?;
+        let fits = demand.replicas == u64::from(order.replicas)
+            && demand.resources.cpu_milli <= order.resources.cpu_milli
+            && demand.resources.memory_mib <= order.resources.memory_mib
+            && demand.resources.storage_mib <= order.resources.storage_mib
+            && demand.gpu_count <= u64::from(order.gpu_count);
+        if fits {
+            return Ok(group);
+        }
+    }
+    Err(DeploymentError::NoMatchingGroup {
+        replicas: order.replicas,
+        cpu_milli: order.resources.cpu_milli,
+        memory_mib: order.resources.memory_mib,
+        storage_mib: order.resources.storage_mib,
+        gpu_count: order.gpu_count,
+    })
+}
+
+/// The runtime deployment of one manifest group. `gpu_devices` are the device ids the
+/// lease's allocation holds, handed out to GPU replicas in service order.
+pub fn lease_deployment(
+    lease_id: u64,
+    tenant: &str,
+    manifest: &Manifest,
+    group_name: &str,
+    gpu_devices: &[String],
+) -> Result<LeaseDeployment, DeploymentError> {
+    let group = manifest
+        .groups
+        .iter()
+        .find(|group| group.name == group_name)
+        .ok_or_else(|| DeploymentError::UnknownGroup(group_name.to_owned()))?;
+    let mut devices = gpu_devices.iter();
+    let services = group
+        .services
+        .iter()
+        .map(|service| service_deployment(service, &mut devices))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LeaseDeployment {
+        lease_id,
+        tenant: tenant.to_owned(),
+        services,
+    })
+}
+
+fn service_deployment<'d>(
+    service: &Service,
+    devices: &mut impl Iterator<Item = &'d String>,
+) -> Result<ServiceDeployment, DeploymentError> {
+    let mut env = BTreeMap::new();
+    for entry in service.env.iter().flatten() {
+        let (name, value) = entry.split_once('=').ok_or_else(|| DeploymentError::Env {
+            service: service.name.clone(),
+            entry: entry.clone(),
+        })?;
+        env.insert(name.to_owned(), value.to_owned());
+    }
+    let storage_bytes = service
+        .resources
+        .storage
+        .iter()
+        .filter(|volume| !volume.persistent)
+        .fold(0u64, |sum, volume| sum.saturating_add(volume.bytes));
+    let per_replica = service.resources.gpu.units;
+    let mut gpu_devices = Vec::new();
+    if per_replica > 0 {
+        for _ in 0..service.count {
+            let taken: Vec<String> = devices
+                .by_ref()
+                .take(usize::try_from(per_replica).unwrap_or(usize::MAX))
+                .cloned()
+                .collect();
+            if taken.len() < usize::try_from(per_replica).unwrap_or(usize::MAX) {
+                return Err(DeploymentError::GpuShortfall {
+                    service: service.name.clone(),
+                    wanted: per_replica,
+                    available: taken.len(),
+                });
+            }
+            gpu_devices.push(taken);
+        }
+    }
+    Ok(ServiceDeployment {
+        name: service.name.clone(),
+        image: service.image.clone(),
+        command: service.command.clone().unwrap_or_default(),
+        args: service.args.clone().unwrap_or_default(),
+        env,
+        expose: exposures(service),
+        resources: ServiceResources {
+            cpu_millis: service.resources.cpu_millis,
+            memory_bytes: service.resources.memory_bytes,
+            storage_bytes,
+        },
+        replicas: service.count,
+        gpu_devices,
+    })
+}
+
+/// One exposure per container port and protocol: the manifest lists one entry per `to`
+/// target, and a port is published when any of them is global.
+fn exposures(service: &Service) -> Vec<PortExposure> {
+    let mut merged: BTreeMap<(u16, Protocol), PortExposure> = BTreeMap::new();
+    for expose in &service.expose {
+        let proto = match expose.proto {
+            ManifestProtocol::Tcp => Protocol::Tcp,
+            ManifestProtocol::Udp => Protocol::Udp,
+        };
+        let external_port = if expose.external_port == 0 {
+            expose.port
+        } else {
+            expose.external_port
+        };
+        let entry = merged
+            .entry((expose.port, proto))
+            .or_insert_with(|| PortExposure {
+                port: expose.port,
+                external_port,
+                proto,
+                global: false,
+                host_port: None,
+            });
+        if expose.global && !entry.global {
+            entry.global = true;
+            entry.external_port = external_port;
+        }
+    }
+    merged.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELLO: &str = include_str!("../../manifests/examples/hello.yaml");
+
+    #[test]
+    fn hello_converts_to_one_published_http_service() {
+        let sdl = leasehold_manifests::parse(HELLO).unwrap();
+        let manifest = sdl.manifest();
+        let spec = order_spec_for_group(&sdl.groups()[0]).unwrap();
+        assert_eq!(spec.resources.cpu_milli, 100);
+        assert_eq!(spec.resources.memory_mib, 64);
+        assert_eq!(spec.replicas, 1);
+        let group = matching_group(&manifest, &spec).unwrap();
+        let deployment = lease_deployment(7, "0xabc", &manifest, &group.name, &[]).unwrap();
+        let web = &deployment.services[0];
+        assert_eq!(web.replicas, 1);
+        assert_eq!(web.resources.memory_bytes, 64 * MIB);
+        assert_eq!(web.expose.len(), 1);
+        assert!(web.expose[0].global);
+        assert_eq!(web.expose[0].external_port, 80);
+        assert_eq!(web.command[0], "httpd");
+    }
+
+    #[test]
+    fn a_manifest_bigger_than_the_order_matches_no_group() {
+        let sdl = leasehold_manifests::parse(HELLO).unwrap();
+        let mut spec = order_spec_for_group(&sdl.groups()[0]).unwrap();
+        spec.resources.cpu_milli = 99;
+        let err = matching_group(&sdl.manifest(), &spec).unwrap_err();
+        assert!(matches!(err, DeploymentError::NoMatchingGroup { .. }), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_a_json_error() {
+        assert!(matches!(
+            parse_manifest(b"{not json"),
+            Err(DeploymentError::Json(_))
+        ));
+    }
+}

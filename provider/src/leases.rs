@@ -1,0 +1,322 @@
+//! The lease manager: the persisted state machine (store + [`crate::lease`]) driven by
+//! chain events, the tenant's manifest and the runtime.
+//!
+//! Won -> AwaitingManifest (the allocation is committed, the manifest window opens) ->
+//! Deploying (a manifest whose keccak256 equals the order's `manifestHash`) -> Running ->
+//! Closing (tenant, provider, insolvency or a manifest that never came) -> Closed.
+
+use alloy::primitives::{Address, keccak256};
+use leasehold_contracts::{CloseReason as ChainCloseReason, OrderRequirements, OrderSpec};
+use tracing::{info, warn};
+
+use crate::bidder::Holding;
+use crate::daemon::{Core, DaemonError, unix_now};
+use crate::deployment::{lease_deployment, matching_group, parse_manifest};
+use crate::lease::{CloseReason, LeaseEvent, LeaseState, LeaseStateKind, ManifestHash};
+use crate::runtime::{LeaseDeployment, LeaseRuntimeStatus};
+use crate::store::{LeaseRecord, NewLease, StoreError};
+
+/// Why a manifest was refused; each names what the tenant must fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestRejected {
+    #[error("lease {0} is not a lease of this provider")]
+    UnknownLease(u64),
+    #[error("lease {lease_id} is {state}; it takes no manifest now")]
+    WrongState {
+        lease_id: u64,
+        state: LeaseStateKind,
+    },
+    #[error("manifest hash {got} differs from the order's manifestHash {expected}")]
+    HashMismatch { expected: String, got: String },
+    #[error("a different manifest ({0}) was already accepted for this lease")]
+    DifferentManifest(String),
+    #[error("manifest is not UTF-8 JSON")]
+    NotUtf8,
+    #[error("manifest: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Internal(#[from] DaemonError),
+}
+
+impl From<StoreError> for ManifestRejected {
+    fn from(error: StoreError) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+/// Every state in which the lease still exists on chain as far as the store knows.
+pub const OPEN_STATES: [LeaseStateKind; 6] = [
+    LeaseStateKind::Won,
+    LeaseStateKind::AwaitingManifest,
+    LeaseStateKind::Deploying,
+    LeaseStateKind::Running,
+    LeaseStateKind::Failed,
+    LeaseStateKind::Closing,
+];
+
+fn chain_reason(reason: CloseReason) -> ChainCloseReason {
+    match reason {
+        CloseReason::ManifestTimeout => ChainCloseReason::ManifestNotDelivered,
+        CloseReason::TenantRequested => ChainCloseReason::TenantRequest,
+        CloseReason::ProviderRequested => ChainCloseReason::ProviderRequest,
+        CloseReason::Insolvent => ChainCloseReason::Insolvent,
+        CloseReason::DeployFailed => ChainCloseReason::WorkloadFailed,
+        CloseReason::ClosedOnChain => ChainCloseReason::Unspecified,
+    }
+}
+
+impl Core {
+    /// Every lease not yet closed, by id.
+    pub async fn open_leases(&self) -> Result<Vec<LeaseRecord>, DaemonError> {
+        let mut leases = Vec::new();
+        for kind in OPEN_STATES {
+            leases.extend(self.store.leases_in_state(kind).await?);
+        }
+        leases.sort_by_key(|lease| lease.lease_id);
+        Ok(leases)
+    }
+
+    /// Reacts to our `LeaseCreated`: commits the allocation, stores the lease and opens the
+    /// manifest window.
+    pub async fn on_lease_won(&self, lease_id: u64, tenant: Address) -> Result<(), DaemonError> {
+        if let Some(existing) = self.store.find_lease(lease_id).await?
+            && existing.state.kind() != LeaseStateKind::Won
+        {
+            return Ok(());
+        }
+        let Some(_) = self.allocate_for_lease(lease_id).await? else {
+            warn!(lease_id, "won a lease that no longer fits; closing it");
+            self.close_lease(lease_id, CloseReason::ProviderRequested)
+                .await?;
+            return Ok(());
+        };
+        let deadline = unix_now().saturating_add(self.options.manifest_timeout_secs);
+        let (record, _) = self
+            .store
+            .insert_won(&NewLease {
+                lease_id,
+                order_id: lease_id,
+                tenant: tenant.to_string().to_lowercase(),
+                manifest_deadline: deadline,
+            })
+            .await?;
+        if record.state.kind() == LeaseStateKind::Won {
+            self.store
+                .apply(lease_id, &LeaseEvent::ManifestWindowOpened)
+                .await?;
+        }
+        info!(lease_id, %tenant, deadline, "lease won; waiting for the manifest");
+        Ok(())
+    }
+
+    /// Reacts to `LeaseClosed`: removes the workload, marks the lease closed and frees its
+    /// allocation. Leases of other providers are ignored.
+    pub async fn on_lease_closed(&self, lease_id: u64) -> Result<(), DaemonError> {
+        let Some(record) = self.store.find_lease(lease_id).await? else {
+            return Ok(());
+        };
+        self.runtime.teardown(lease_id).await?;
+        if record.state.kind() != LeaseStateKind::Closed {
+            self.store.apply(lease_id, &LeaseEvent::ClosedOnChain).await?;
+            info!(lease_id, "lease closed");
+        }
+        self.release_allocation(lease_id).await
+    }
+
+    /// Closes a lease from the provider's side: Closing, then `closeLease` on chain, then
+    /// the same cleanup as a `LeaseClosed` event (which stays idempotent).
+    pub async fn close_lease(&self, lease_id: u64, reason: CloseReason) -> Result<(), DaemonError> {
+        if self.store.find_lease(lease_id).await?.is_some() {
+            self.store
+                .apply(lease_id, &LeaseEvent::CloseRequested { reason })
+                .await?;
+        }
+        match self.chain.close_lease(lease_id, chain_reason(reason)).await {
+            Ok(settlement) => {
+                info!(lease_id, %reason, paid = %settlement.paid_to_provider, "lease closed on chain");
+            }
+            Err(error) => {
+                // Already closed by the tenant or by someone closing an insolvent lease.
+                if self.chain.lease(lease_id).await?.active {
+                    return Err(error.into());
+                }
+            }
+        }
+        if self.store.find_lease(lease_id).await?.is_some() {
+            self.on_lease_closed(lease_id).await
+        } else {
+            self.release_allocation(lease_id).await
+        }
+    }
+
+    /// The tenant's manifest for a lease (the gateway calls this after checking the
+    /// signature). Idempotent: the same manifest again succeeds without a change.
+    pub async fn accept_manifest(
+        &self,
+        lease_id: u64,
+        manifest: &[u8],
+    ) -> Result<LeaseRecord, ManifestRejected> {
+        let record = self
+            .store
+            .find_lease(lease_id)
+            .await?
+            .ok_or(ManifestRejected::UnknownLease(lease_id))?;
+        let hash = ManifestHash(keccak256(manifest).0);
+        match &record.state {
+            LeaseState::Won { .. } | LeaseState::AwaitingManifest { .. } => {}
+            LeaseState::Deploying { manifest_hash }
+            | LeaseState::Running { manifest_hash }
+            | LeaseState::Failed { manifest_hash, .. } => {
+                return if *manifest_hash == hash {
+                    Ok(record)
+                } else {
+                    Err(ManifestRejected::DifferentManifest(manifest_hash.to_string()))
+                };
+            }
+            other => {
+                return Err(ManifestRejected::WrongState {
+                    lease_id,
+                    state: other.kind(),
+                });
+            }
+        }
+        let order = self
+            .chain
+            .order(record.order_id)
+            .await
+            .map_err(DaemonError::from)?;
+        if order.manifest_hash.0 != hash.0 {
+            return Err(ManifestRejected::HashMismatch {
+                expected: order.manifest_hash.to_string(),
+                got: hash.to_string(),
+            });
+        }
+        let text = std::str::from_utf8(manifest).map_err(|_| ManifestRejected::NotUtf8)?;
+        let parsed = parse_manifest(manifest).map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
+        let spec = OrderSpec {
+            resources: order.resources,
+            gpu_count: order.gpu_count,
+            replicas: order.replicas,
+            requirements: OrderRequirements::default(),
+        };
+        let group = matching_group(&parsed, &spec)
+            .map_err(|e| ManifestRejected::Invalid(e.to_string()))?
+            .name
+            .clone();
+        let Some((row, holding)) = self.holding(lease_id).await? else {
+            return Err(ManifestRejected::Internal(DaemonError::Lease {
+                lease_id,
+                reason: "no allocation is recorded".into(),
+            }));
+        };
+        let deployment = lease_deployment(
+            lease_id,
+            &record.tenant,
+            &parsed,
+            &group,
+            &holding.gpu_devices(),
+        )
+        .map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
+        deployment
+            .validate()
+            .map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
+        let holding = Holding {
+            group: Some(group),
+            ..holding
+        };
+        self.persist_holding(lease_id, &holding, row.bid_id, row.expires_at)
+            .await?;
+        let record = self.store.receive_manifest(lease_id, hash, text).await?;
+        info!(lease_id, manifest = %hash, "manifest accepted; deploying");
+        Ok(record)
+    }
+
+    /// What the runtime should run for a lease, from its stored manifest and allocation.
+    pub async fn deployment_of(&self, record: &LeaseRecord) -> Result<LeaseDeployment, DaemonError> {
+        let lease_id = record.lease_id;
+        let missing = |what: &str| DaemonError::Lease {
+            lease_id,
+            reason: format!("no {what} is stored"),
+        };
+        let json = record.manifest_json.as_deref().ok_or_else(|| missing("manifest"))?;
+        let (_, holding) = self
+            .holding(lease_id)
+            .await?
+            .ok_or_else(|| missing("allocation"))?;
+        let group = holding.group.as_deref().ok_or_else(|| missing("manifest group"))?;
+        let manifest = parse_manifest(json.as_bytes())?;
+        Ok(lease_deployment(
+            lease_id,
+            &record.tenant,
+            &manifest,
+            group,
+            &holding.gpu_devices(),
+        )?)
+    }
+
+    /// Brings the runtime to the lease's manifest (idempotent) and records the outcome.
+    /// A Failed lease is retried.
+    pub async fn deploy_lease(&self, lease_id: u64) -> Result<(), DaemonError> {
+        let mut record = self.store.lease(lease_id).await?;
+        if record.state.kind() == LeaseStateKind::Failed {
+            record = self.store.apply(lease_id, &LeaseEvent::DeployStarted).await?;
+        }
+        if !record.state.wants_workload() {
+            return Ok(());
+        }
+        let deployment = self.deployment_of(&record).await?;
+        match self.runtime.deploy(&deployment).await {
+            Ok(()) => {
+                if record.state.kind() == LeaseStateKind::Deploying {
+                    self.store.apply(lease_id, &LeaseEvent::DeploySucceeded).await?;
+                    info!(lease_id, "lease running");
+                }
+                Ok(())
+            }
+            Err(error) => {
+                warn!(lease_id, %error, "deploy failed");
+                self.store
+                    .apply(
+                        lease_id,
+                        &LeaseEvent::DeployFailed {
+                            reason: error.to_string(),
+                        },
+                    )
+                    .await?;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// The lease as stored and as the runtime sees it.
+    pub async fn lease_status(
+        &self,
+        lease_id: u64,
+    ) -> Result<Option<(LeaseRecord, LeaseRuntimeStatus)>, DaemonError> {
+        let Some(record) = self.store.find_lease(lease_id).await? else {
+            return Ok(None);
+        };
+        let status = self.runtime.status(lease_id).await?;
+        Ok(Some((record, status)))
+    }
+
+    /// Closes leases whose manifest never came.
+    pub async fn close_overdue_leases(&self) -> Result<(), DaemonError> {
+        let now = unix_now();
+        for lease in self.store.leases_past_manifest_deadline(now).await? {
+            warn!(lease_id = lease.lease_id, "manifest deadline passed");
+            self.store
+                .apply(lease.lease_id, &LeaseEvent::ManifestDeadlinePassed { now })
+                .await?;
+            self.close_lease(lease.lease_id, CloseReason::ManifestTimeout)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One housekeeping pass: lapsed reservations and overdue manifests.
+    pub async fn housekeeping(&self) -> Result<(), DaemonError> {
+        self.expire_reservations().await?;
+        self.close_overdue_leases().await
+    }
+}

@@ -1,0 +1,238 @@
+//! Prometheus text exposition on `/metrics`, over a minimal HTTP/1.x handler so the
+//! daemon needs no web framework: leases by state, capacity / allocated / reserved,
+//! bids, the follower's block, withdrawals.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use alloy::primitives::U256;
+use leasehold_contracts::{CursorStore, FileCursorStore};
+use leasehold_scheduler::Resources;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::daemon::{Core, DaemonError};
+use crate::lease::LeaseStateKind;
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub bids_placed: Counter,
+    pub bids_failed: Counter,
+    pub bids_skipped: Counter,
+    pub withdrawals: Counter,
+    pub insolvent_closes: Counter,
+    pub reconciles: Counter,
+    pub follower_restarts: Counter,
+    /// Token base units withdrawn, saturating at u64::MAX.
+    withdrawn: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add_withdrawn(&self, amount: U256) {
+        let amount = u64::try_from(amount).unwrap_or(u64::MAX);
+        let _ = self
+            .withdrawn
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                Some(total.saturating_add(amount))
+            });
+    }
+
+    pub fn withdrawn(&self) -> u64 {
+        self.withdrawn.load(Ordering::Relaxed)
+    }
+}
+
+/// Capacity, allocations (leases) and reservations (open bids) of the inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapacityReport {
+    pub capacity: Resources,
+    pub allocated: Resources,
+    pub reserved: Resources,
+    pub gpus_capacity: u64,
+    pub gpus_allocated: u64,
+    pub gpus_reserved: u64,
+}
+
+fn add_placement(
+    total: &mut Resources,
+    gpus: &mut u64,
+    placement: &leasehold_scheduler::GroupPlacement,
+) {
+    for replica in &placement.replicas {
+        total.cpu_millis = total.cpu_millis.saturating_add(replica.resources.cpu_millis);
+        total.memory_bytes = total
+            .memory_bytes
+            .saturating_add(replica.resources.memory_bytes);
+        total.ephemeral_storage_bytes = total
+            .ephemeral_storage_bytes
+            .saturating_add(replica.resources.ephemeral_storage_bytes);
+        let milli: u64 = replica.gpus.iter().map(|share| u64::from(share.milli)).sum();
+        *gpus = gpus.saturating_add(milli / 1000);
+    }
+}
+
+impl Core {
+    pub fn capacity_report(&self) -> Result<CapacityReport, DaemonError> {
+        let inventory = self.inventory()?;
+        let mut report = CapacityReport::default();
+        for node in inventory.cluster().node_specs() {
+            report.capacity.cpu_millis = report
+                .capacity
+                .cpu_millis
+                .saturating_add(node.capacity.cpu_millis);
+            report.capacity.memory_bytes = report
+                .capacity
+                .memory_bytes
+                .saturating_add(node.capacity.memory_bytes);
+            report.capacity.ephemeral_storage_bytes = report
+                .capacity
+                .ephemeral_storage_bytes
+                .saturating_add(node.capacity.ephemeral_storage_bytes);
+            report.gpus_capacity = report.gpus_capacity.saturating_add(node.gpus.len() as u64);
+        }
+        for placement in inventory.allocations().values() {
+            add_placement(&mut report.allocated, &mut report.gpus_allocated, placement);
+        }
+        for reservation in inventory.reservations().values() {
+            add_placement(
+                &mut report.reserved,
+                &mut report.gpus_reserved,
+                &reservation.placement,
+            );
+        }
+        Ok(report)
+    }
+
+    /// The whole exposition text.
+    pub async fn render_metrics(&self) -> Result<String, DaemonError> {
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        family("leasehold_leases", "gauge", "Leases by state.");
+        let mut lines = String::new();
+        for kind in LeaseStateKind::ALL {
+            let count = self.store.leases_in_state(kind).await?.len();
+            let _ = writeln!(lines, "leasehold_leases{{state=\"{kind}\"}} {count}");
+        }
+        out.push_str(&lines);
+        let report = self.capacity_report()?;
+        let mut resource = |name: &str, help: &str, pick: &dyn Fn(&Resources) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (ledger, resources) in [
+                ("capacity", &report.capacity),
+                ("allocated", &report.allocated),
+                ("reserved", &report.reserved),
+            ] {
+                let _ = writeln!(out, "{name}{{ledger=\"{ledger}\"}} {}", pick(resources));
+            }
+        };
+        resource(
+            "leasehold_cpu_millis",
+            "CPU in millicores by ledger.",
+            &|r| r.cpu_millis,
+        );
+        resource(
+            "leasehold_memory_bytes",
+            "Memory in bytes by ledger.",
+            &|r| r.memory_bytes,
+        );
+        resource(
+            "leasehold_storage_bytes",
+            "Ephemeral storage in bytes by ledger.",
+            &|r| r.ephemeral_storage_bytes,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP leasehold_gpus GPUs by ledger.\n# TYPE leasehold_gpus gauge\n\
+             leasehold_gpus{{ledger=\"capacity\"}} {}\nleasehold_gpus{{ledger=\"allocated\"}} {}\n\
+             leasehold_gpus{{ledger=\"reserved\"}} {}",
+            report.gpus_capacity, report.gpus_allocated, report.gpus_reserved
+        );
+        let cursor = FileCursorStore::new(self.config.data_dir.join("follower-cursor.json"))
+            .load()
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        for (name, kind, help, value) in [
+            ("leasehold_bids_placed_total", "counter", "Bids placed on chain.", self.metrics.bids_placed.get()),
+            ("leasehold_bids_failed_total", "counter", "Bids the chain refused or that failed to send.", self.metrics.bids_failed.get()),
+            ("leasehold_orders_skipped_total", "counter", "Orders not bid on (ineligible, no room, price).", self.metrics.bids_skipped.get()),
+            ("leasehold_follower_next_block", "gauge", "Next block the chain follower will read.", cursor),
+            ("leasehold_follower_restarts_total", "counter", "Chain follower restarts after errors.", self.metrics.follower_restarts.get()),
+            ("leasehold_withdrawals_total", "counter", "Successful payment withdrawals.", self.metrics.withdrawals.get()),
+            ("leasehold_withdrawn_base_units_total", "counter", "Token base units withdrawn.", self.metrics.withdrawn()),
+            ("leasehold_insolvent_closes_total", "counter", "Leases closed for insolvency.", self.metrics.insolvent_closes.get()),
+            ("leasehold_reconciles_total", "counter", "Completed reconcile passes.", self.metrics.reconciles.get()),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        Ok(out)
+    }
+}
+
+/// Serves `/metrics` until `stop` turns true.
+pub async fn serve(core: Arc<Core>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let core = core.clone();
+        tokio::spawn(async move {
+            if let Err(error) = answer(&core, stream).await {
+                debug!(%peer, %error, "metrics request failed");
+            }
+        });
+    }
+}
+
+async fn answer(core: &Core, mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
+    let mut request = Vec::with_capacity(1024);
+    let mut buffer = [0u8; 1024];
+    // Only the request line matters; stop at the end of the headers or 8 KiB.
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .map_err(|_| std::io::Error::other("request timed out"))??;
+        if read == 0 {
+            break;
+        }
+        request.extend_from_slice(buffer.get(..read).unwrap_or_default());
+    }
+    let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
+    let (status, body) = if line.starts_with(b"GET /metrics ") {
+        match core.render_metrics().await {
+            Ok(body) => ("200 OK", body),
+            Err(error) => ("500 Internal Server Error", format!("{error}\n")),
+        }
+    } else {
+        ("404 Not Found", "only /metrics is served\n".to_owned())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
