@@ -270,7 +270,9 @@ contract Marketplace is ReentrancyGuardTransient {
         bytes32 reqHash = requirementsHash(spec.allowedGpuModels, spec.requiredAttributes);
         if (reqHash != bytes32(0)) order.requirementsHash = reqHash;
 
-        emit OrderCreated(orderId, msg.sender, address(token), spec, manifestHash, maxPricePerHour, deposit, bidWindowEnd);
+        emit OrderCreated(
+            orderId, msg.sender, address(token), spec, manifestHash, maxPricePerHour, deposit, bidWindowEnd
+        );
         token.pullExact(msg.sender, deposit);
     }
 

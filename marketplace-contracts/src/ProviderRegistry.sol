@@ -321,7 +321,13 @@ contract ProviderRegistry is ReentrancyGuardTransient {
     function resourceState(address provider)
         external
         view
-        returns (ProviderStatus status, Resources memory capacity, Resources memory allocated, uint32 activeLeases, uint256 stake)
+        returns (
+            ProviderStatus status,
+            Resources memory capacity,
+            Resources memory allocated,
+            uint32 activeLeases,
+            uint256 stake
+        )
     {
         Record storage rec = _records[provider];
         return (

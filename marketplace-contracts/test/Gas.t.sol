@@ -15,7 +15,7 @@ contract GasBenchmarks is Fixture {
     uint256 internal constant MATCH_TARGET = 160_000;
     uint256 internal constant WITHDRAW_TARGET = 60_000;
     uint256 internal constant CLOSE_TARGET = 80_000;
-    // Documented misses (see README.md, "Gas"): a GPU bid stores its model next to the bid
+    // Documented misses (see CONTRACTS.md, "Gas"): a GPU bid stores its model next to the bid
     // (two fresh slots) and checks one more attribute and the GPU capacity in the registry;
     // closing makes two token transfers plus the registry release on top of the 21k base cost;
     // settle reads every bid, so its cost grows with the bid count (16 is the worst case).

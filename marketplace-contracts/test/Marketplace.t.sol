@@ -421,7 +421,9 @@ contract MarketplaceMatchTest is Fixture {
         vm.prank(tenant);
         market.acceptBid(orderId, 0);
         vm.prank(tenant);
-        vm.expectRevert(abi.encodeWithSelector(Marketplace.OrderNotOpen.selector, orderId, Marketplace.OrderStatus.Leased));
+        vm.expectRevert(
+            abi.encodeWithSelector(Marketplace.OrderNotOpen.selector, orderId, Marketplace.OrderStatus.Leased)
+        );
         market.acceptBid(orderId, 0);
     }
 
@@ -512,7 +514,9 @@ contract MarketplaceMatchTest is Fixture {
         vm.prank(p1);
         registry.update("e", _list(EU), _res(8000, 32768, 102400), _gpus(A100, 4));
         market.settle(orderId);
-        vm.expectRevert(abi.encodeWithSelector(Marketplace.OrderNotOpen.selector, orderId, Marketplace.OrderStatus.Leased));
+        vm.expectRevert(
+            abi.encodeWithSelector(Marketplace.OrderNotOpen.selector, orderId, Marketplace.OrderStatus.Leased)
+        );
         market.settle(orderId);
     }
 }

@@ -91,6 +91,17 @@ contract ProviderRegistryTest is Fixture {
         (uint32 cap, uint32 alloc) = registry.gpuState(p1, A100);
         assertEq(cap, 4, "gpu capacity");
         assertEq(alloc, 0, "gpu allocated");
+        (
+            ProviderRegistry.ProviderStatus status,
+            Resources memory capacity,
+            Resources memory allocated,
+            uint32 leases,
+            uint256 stake
+        ) = registry.resourceState(p1);
+        assertEq(uint256(status), uint256(ProviderRegistry.ProviderStatus.Active), "state: status");
+        assertEq(capacity.memoryMiB, 32768, "state: capacity");
+        assertEq(allocated.cpuMilli + leases, 0, "state: nothing allocated");
+        assertEq(stake, MIN_STAKE, "state: stake");
         assertEq(registry.providerCount(), 1, "listed");
         assertEq(registry.providerAt(0), p1, "list entry");
     }
@@ -217,7 +228,9 @@ contract ProviderRegistryTest is Fixture {
         registry.reserve(p1, _res(2000, 4096, 8192), A100, 3);
 
         vm.startPrank(p1);
-        vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.CapacityBelowAllocated.selector, "cpuMilli", 1999, 2000));
+        vm.expectRevert(
+            abi.encodeWithSelector(ProviderRegistry.CapacityBelowAllocated.selector, "cpuMilli", 1999, 2000)
+        );
         registry.update("e", _none(), _res(1999, 4096, 8192), _gpus(A100, 3));
         vm.expectRevert(
             abi.encodeWithSelector(ProviderRegistry.CapacityBelowAllocated.selector, "memoryMiB", 4095, 4096)

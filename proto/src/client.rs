@@ -277,8 +277,6 @@ pub struct ProviderClient {
 }
 
 impl ProviderClient {
-    const GET_STATUS: &str = "/leasehold.gateway.v1.Provider/GetStatus";
-
     pub async fn connect(address: &str, connect_timeout: Duration) -> Result<Self, ClientError> {
         Ok(Self::new(connect_channel(address, connect_timeout).await?))
     }
@@ -294,7 +292,7 @@ impl ProviderClient {
             .inner
             .get_status(ProviderStatusRequest {})
             .await
-            .map_err(ClientError::rpc(Self::GET_STATUS))?;
+            .map_err(ClientError::rpc(crate::PROVIDER_GET_STATUS))?;
         Ok(response.into_inner())
     }
 }

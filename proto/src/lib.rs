@@ -16,6 +16,9 @@ pub mod gateway {
     tonic::include_proto!("leasehold.gateway.v1");
 }
 
+/// Full gRPC path of the public (unsigned) `Provider.GetStatus` call.
+pub const PROVIDER_GET_STATUS: &str = "/leasehold.gateway.v1.Provider/GetStatus";
+
 /// The gateway's protobuf source, for clients in other languages.
 pub const GATEWAY_PROTO: &str = include_str!("../proto/leasehold/gateway/v1/gateway.proto");
 

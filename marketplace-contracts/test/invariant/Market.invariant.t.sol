@@ -27,14 +27,20 @@ contract MarketInvariantTest is Test {
 
         address[] memory providers = new address[](4);
         address[] memory tenants = new address[](3);
-        for (uint256 i = 0; i < providers.length; ++i) providers[i] = address(uint160(0xA000 + i));
-        for (uint256 i = 0; i < tenants.length; ++i) tenants[i] = address(uint160(0xB000 + i));
+        for (uint256 i = 0; i < providers.length; ++i) {
+            providers[i] = address(uint160(0xA000 + i));
+        }
+        for (uint256 i = 0; i < tenants.length; ++i) {
+            tenants[i] = address(uint160(0xB000 + i));
+        }
         address stranger = address(0xC000);
         handler = new MarketHandler(token, registry, market, providers, tenants, stranger);
 
         address[] memory all = handler.everyone();
         for (uint256 i = 0; i < all.length; ++i) {
-            for (uint256 k = 0; k < 20; ++k) token.faucet(all[i], token.FAUCET_CAP());
+            for (uint256 k = 0; k < 20; ++k) {
+                token.faucet(all[i], token.FAUCET_CAP());
+            }
             vm.startPrank(all[i]);
             token.approve(address(market), type(uint256).max);
             token.approve(address(registry), type(uint256).max);
@@ -137,7 +143,9 @@ contract MarketInvariantTest is Test {
     function _checkNoTokensLeak() internal view {
         address[] memory all = handler.everyone();
         uint256 total = token.balanceOf(address(market)) + token.balanceOf(address(registry));
-        for (uint256 i = 0; i < all.length; ++i) total += token.balanceOf(all[i]);
+        for (uint256 i = 0; i < all.length; ++i) {
+            total += token.balanceOf(all[i]);
+        }
         assertEq(total, token.totalSupply(), "supply accounted for");
     }
 
@@ -166,8 +174,18 @@ contract MarketInvariantTest is Test {
             if (action == 13) handler.warp(b % 4 hours);
         }
         string[12] memory actions = [
-            "register", "update", "deregister", "withdrawStake", "createOrder", "cancelOrder", "topUp",
-            "placeBid", "acceptBid", "settle", "withdraw", "closeLease"
+            "register",
+            "update",
+            "deregister",
+            "withdrawStake",
+            "createOrder",
+            "cancelOrder",
+            "topUp",
+            "placeBid",
+            "acceptBid",
+            "settle",
+            "withdraw",
+            "closeLease"
         ];
         for (uint256 i = 0; i < actions.length; ++i) {
             assertGt(handler.successes(actions[i]), 0, actions[i]);

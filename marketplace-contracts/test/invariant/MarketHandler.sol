@@ -126,7 +126,8 @@ contract MarketHandler {
         address tenant = tenants[tenantSeed % tenants.length];
         Marketplace.OrderSpec memory spec = _spec(resourceSeed, gpuSeed, attributeSeed);
         uint256 maxPrice = bound(priceSeed, 1, 1e9);
-        uint256 deposit = bound(depositSeed, 1, 1e10);
+        // at most a day at the maximum price, so insolvent leases are common
+        uint256 deposit = bound(depositSeed, 1, maxPrice * 24);
         uint64 window = uint64(bound(priceSeed >> 128, 1, 1 hours));
         uint256[] memory before = _balances();
         vm.prank(tenant);
@@ -278,8 +279,12 @@ contract MarketHandler {
     function everyone() public view returns (address[] memory all) {
         all = new address[](providers.length + tenants.length + 1);
         uint256 n;
-        for (uint256 i = 0; i < providers.length; ++i) all[n++] = providers[i];
-        for (uint256 i = 0; i < tenants.length; ++i) all[n++] = tenants[i];
+        for (uint256 i = 0; i < providers.length; ++i) {
+            all[n++] = providers[i];
+        }
+        for (uint256 i = 0; i < tenants.length; ++i) {
+            all[n++] = tenants[i];
+        }
         all[n] = stranger;
     }
 
@@ -359,7 +364,9 @@ contract MarketHandler {
     function _balances() private view returns (uint256[] memory balances) {
         address[] memory all = everyone();
         balances = new uint256[](all.length);
-        for (uint256 i = 0; i < all.length; ++i) balances[i] = token.balanceOf(all[i]);
+        for (uint256 i = 0; i < all.length; ++i) {
+            balances[i] = token.balanceOf(all[i]);
+        }
     }
 
     /// @dev Every actor's balance is unchanged except `a` by `deltaA` and `b` by `deltaB`:

@@ -107,12 +107,9 @@ abstract contract Fixture is Test {
         _register(provider, _list(EU, TIER), _res(8000, 32768, 102400), _gpus(A100, 4));
     }
 
-    function _register(
-        address provider,
-        bytes32[] memory attrs,
-        Resources memory capacity,
-        GpuCapacity[] memory gpus
-    ) internal {
+    function _register(address provider, bytes32[] memory attrs, Resources memory capacity, GpuCapacity[] memory gpus)
+        internal
+    {
         vm.prank(provider);
         registry.register("https://provider.example:8443", attrs, capacity, gpus);
     }

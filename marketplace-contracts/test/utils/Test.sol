@@ -13,8 +13,9 @@ function bound(uint256 x, uint256 min, uint256 max) pure returns (uint256) {
     return min + (x % size);
 }
 
-/// @notice Minimal test base: assertions that fail through the
-/// cheatcode assertions (so forge reports left/right values) and the
+/// @notice Minimal test base: assertions that, only when they fail, go through the cheatcode
+/// assertions (so forge reports left/right values; skipping the cheatcode call on success keeps
+/// long invariant campaigns fast) and the
 /// target/exclude hooks forge calls to configure invariant runs. `vm` and `bound` are
 /// file-level so handlers can use them without inheriting a test.
 abstract contract Test {
@@ -60,42 +61,42 @@ abstract contract Test {
     // ------------------------------------------------------------ assertions
 
     function assertTrue(bool condition, string memory what) internal pure {
-        vm.assertTrue(condition, what);
+        if (!condition) vm.assertTrue(condition, what);
     }
 
     function assertFalse(bool condition, string memory what) internal pure {
-        vm.assertFalse(condition, what);
+        if (condition) vm.assertFalse(condition, what);
     }
 
     function assertEq(uint256 left, uint256 right, string memory what) internal pure {
-        vm.assertEq(left, right, what);
+        if (left != right) vm.assertEq(left, right, what);
     }
 
     function assertEq(address left, address right, string memory what) internal pure {
-        vm.assertEq(left, right, what);
+        if (left != right) vm.assertEq(left, right, what);
     }
 
     function assertEq(bytes32 left, bytes32 right, string memory what) internal pure {
-        vm.assertEq(left, right, what);
+        if (left != right) vm.assertEq(left, right, what);
     }
 
     function assertEq(bool left, bool right, string memory what) internal pure {
-        vm.assertEq(left, right, what);
+        if (left != right) vm.assertEq(left, right, what);
     }
 
     function assertEq(string memory left, string memory right, string memory what) internal pure {
-        vm.assertEq(left, right, what);
+        if (keccak256(bytes(left)) != keccak256(bytes(right))) vm.assertEq(left, right, what);
     }
 
     function assertLe(uint256 left, uint256 right, string memory what) internal pure {
-        vm.assertLe(left, right, what);
+        if (left > right) vm.assertLe(left, right, what);
     }
 
     function assertGe(uint256 left, uint256 right, string memory what) internal pure {
-        vm.assertGe(left, right, what);
+        if (left < right) vm.assertGe(left, right, what);
     }
 
     function assertGt(uint256 left, uint256 right, string memory what) internal pure {
-        vm.assertGt(left, right, what);
+        if (left <= right) vm.assertGt(left, right, what);
     }
 }
