@@ -506,8 +506,7 @@ contract MarketplaceMatchTest is Fixture {
         _bid(p1, orderId, spec, 100, A100);
         vm.prank(p1);
         registry.update("e", _list(EU), _res(3000, 32768, 102400), _gpus(A100, 4));
-        vm.expectEmit(true, true, false, true, address(market));
-        emit Marketplace.BidSkipped(orderId, 0, p1);
+        // p1 no longer has room: its bid is passed over and nothing else is left
         vm.expectRevert(abi.encodeWithSelector(Marketplace.NoEligibleBid.selector, orderId));
         market.settle(orderId);
 
@@ -543,6 +542,17 @@ contract MarketplaceLeaseTest is Fixture {
 
         vm.prank(p1);
         assertEq(market.withdraw(leaseId), 0, "nothing new in the same second");
+    }
+
+    function test_owed_whileSolvent() public {
+        vm.warp(START + 10);
+        (uint256 withdrawable, uint256 shortfall) = market.owed(leaseId);
+        assertEq(withdrawable, 10_000, "ten seconds accrued");
+        assertEq(shortfall, 0, "covered");
+        assertFalse(market.isInsolvent(leaseId), "solvent");
+        Marketplace.BidView[] memory bids = market.getBids(leaseId);
+        assertEq(bids.length, 1, "one bid");
+        assertEq(bids[0].provider, p1, "bidder");
     }
 
     function test_withdraw_roundsDownCumulatively() public {

@@ -59,7 +59,10 @@ pub enum AuthError {
     )]
     ClockSkew { timestamp: u64, now: u64, skew: u64 },
     #[error("signature was made by {recovered}, not by the claimed caller {claimed}")]
-    WrongSigner { claimed: Address, recovered: Address },
+    WrongSigner {
+        claimed: Address,
+        recovered: Address,
+    },
     #[error("signing failed: {0}")]
     Signing(String),
 }
@@ -84,18 +87,20 @@ impl Credentials {
                     reason: "not ASCII".into(),
                 })
         };
-        let address = get(metadata::ADDRESS)?
-            .parse::<Address>()
-            .map_err(|e| AuthError::Malformed {
-                key: metadata::ADDRESS,
-                reason: e.to_string(),
-            })?;
-        let timestamp = get(metadata::TIMESTAMP)?
-            .parse::<u64>()
-            .map_err(|e| AuthError::Malformed {
-                key: metadata::TIMESTAMP,
-                reason: format!("expected unix seconds: {e}"),
-            })?;
+        let address =
+            get(metadata::ADDRESS)?
+                .parse::<Address>()
+                .map_err(|e| AuthError::Malformed {
+                    key: metadata::ADDRESS,
+                    reason: e.to_string(),
+                })?;
+        let timestamp =
+            get(metadata::TIMESTAMP)?
+                .parse::<u64>()
+                .map_err(|e| AuthError::Malformed {
+                    key: metadata::TIMESTAMP,
+                    reason: format!("expected unix seconds: {e}"),
+                })?;
         let signature = get(metadata::SIGNATURE)?
             .parse::<Signature>()
             .map_err(|e| AuthError::Malformed {
@@ -117,7 +122,10 @@ impl Credentials {
         md.insert(metadata::TIMESTAMP, ascii(self.timestamp.to_string()));
         md.insert(
             metadata::SIGNATURE,
-            ascii(format!("0x{}", alloy::hex::encode(self.signature.as_bytes()))),
+            ascii(format!(
+                "0x{}",
+                alloy::hex::encode(self.signature.as_bytes())
+            )),
         );
     }
 

@@ -81,7 +81,13 @@ pub fn signed_request<M: prost::Message>(
     timestamp: u64,
     message: M,
 ) -> Result<Request<M>, AuthError> {
-    let credentials = auth::sign(signer, method, lease_id, timestamp, &message.encode_to_vec())?;
+    let credentials = auth::sign(
+        signer,
+        method,
+        lease_id,
+        timestamp,
+        &message.encode_to_vec(),
+    )?;
     let mut request = Request::new(message);
     credentials.insert_into(request.metadata_mut());
     Ok(request)

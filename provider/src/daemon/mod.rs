@@ -6,6 +6,7 @@
 //! [`Daemon::start`] returns a [`DaemonHandle`]; [`DaemonHandle::shutdown`] stops every
 //! task between steps, so the follower's cursor always matches what its handler saw.
 
+pub mod backend;
 pub mod events;
 
 use std::collections::BTreeSet;
@@ -20,7 +21,7 @@ use leasehold_contracts::{
     ClientError, FileCursorStore, Follower, FollowerConfig, RpcLogSource,
 };
 use leasehold_scheduler::pricing::{GpuPriceTable, LinearRates, PricingError};
-use leasehold_scheduler::{BestFit, GpuModelKey, Inventory, InventoryError, NodeSpec};
+use leasehold_scheduler::{GpuModelKey, Inventory, InventoryError, NodeSpec};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -50,6 +51,8 @@ pub struct DaemonOptions {
     pub manifest_timeout_secs: u64,
     /// Where `/metrics` is served; `None` serves nothing.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the tenant gateway on `config.gateway.listen`.
+    pub serve_gateway: bool,
     /// Remove runtime workloads of leases this daemon does not know. Off when several
     /// daemons share one container engine (tests).
     pub remove_unknown_workloads: bool,
@@ -66,6 +69,7 @@ impl Default for DaemonOptions {
             withdraw_interval: Duration::from_secs(300),
             manifest_timeout_secs: 300,
             metrics_listen: None,
+            serve_gateway: true,
             remove_unknown_workloads: true,
         }
     }
@@ -103,6 +107,10 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("gateway: {0}")]
+    Gateway(#[from] crate::gateway::GatewayError),
+    #[error("gateway.listen `{0}` is not host:port")]
+    GatewayListen(String),
     #[error("inventory lock poisoned")]
     Poisoned,
 }
@@ -292,6 +300,7 @@ pub struct DaemonHandle {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     metrics_addr: Option<SocketAddr>,
+    gateway: Option<crate::gateway::RunningGateway>,
 }
 
 impl Daemon {
@@ -322,11 +331,11 @@ impl Daemon {
         if let Err(error) = core.reconcile().await {
             warn!(%error, "initial reconcile failed; the periodic one retries");
         }
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(follow(core.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(follow(core.clone(), stop_rx.clone())));
         let every = |period: Duration, name: &'static str, core: Arc<Core>, job: Job| {
-            tokio::spawn(periodic(core, stopped.clone(), period, name, job))
+            tokio::spawn(periodic(core, stop_rx.clone(), period, name, job))
         };
         tasks.push(every(
             core.options.housekeeping_interval,
@@ -355,15 +364,33 @@ impl Daemon {
             tasks.push(tokio::spawn(crate::metrics::serve(
                 core.clone(),
                 listener,
-                stopped.clone(),
+                stop_rx.clone(),
             )));
         }
+        let gateway = if core.options.serve_gateway {
+            let listen = &core.config.gateway.listen;
+            let addr: SocketAddr = listen
+                .parse()
+                .map_err(|_| DaemonError::GatewayListen(listen.clone()))?;
+            Some(
+                crate::gateway::serve(
+                    addr,
+                    crate::gateway::GatewayConfig::default(),
+                    Arc::new(backend::DaemonBackend::new(core.clone())),
+                    stopped(stop.subscribe()),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         info!(provider = %core.chain.address(), "daemon started");
         Ok(DaemonHandle {
             core,
             stop,
             tasks,
             metrics_addr,
+            gateway,
         })
     }
 }
@@ -378,9 +405,19 @@ impl DaemonHandle {
         self.metrics_addr
     }
 
+    /// Where the gateway answers, when served.
+    pub fn gateway_addr(&self) -> Option<SocketAddr> {
+        self.gateway.as_ref().map(|gateway| gateway.local_addr())
+    }
+
     /// Stops every task at its next pause and waits for them.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        if let Some(gateway) = self.gateway.take()
+            && let Err(error) = gateway.wait().await
+        {
+            warn!(%error, "gateway ended abnormally");
+        }
         for task in self.tasks.drain(..) {
             if let Err(error) = task.await {
                 warn!(%error, "daemon task ended abnormally");

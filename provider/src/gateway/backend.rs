@@ -69,7 +69,9 @@ pub enum BackendError {
         "manifest hash mismatch: the order commits to {expected}, the manifest sent hashes to {got}"
     )]
     HashMismatch { expected: B256, got: B256 },
-    #[error("lease {lease_id} is {state}; a manifest is accepted only while it is AwaitingManifest")]
+    #[error(
+        "lease {lease_id} is {state}; a manifest is accepted only while it is AwaitingManifest"
+    )]
     LeaseNotAwaitingManifest { lease_id: u64, state: String },
     #[error("invalid manifest: {reason}")]
     InvalidManifest { reason: String },

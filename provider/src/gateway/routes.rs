@@ -215,7 +215,11 @@ mod tests {
                 .collect();
             let status = outcome.unwrap_err();
             assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-            assert!(status.message().contains("11 bytes"), "{}", status.message());
+            assert!(
+                status.message().contains("11 bytes"),
+                "{}",
+                status.message()
+            );
         }
     }
 }

@@ -213,12 +213,16 @@ impl Lease for LeaseService {
         &self,
         request: Request<SendManifestRequest>,
     ) -> Result<Response<SendManifestResponse>, Status> {
-        self.signed_call(methods::SEND_MANIFEST, request, |backend, message| async move {
-            backend
-                .accept_manifest(message.lease_id, message.manifest_json)
-                .await
-                .map(|()| SendManifestResponse {})
-        })
+        self.signed_call(
+            methods::SEND_MANIFEST,
+            request,
+            |backend, message| async move {
+                backend
+                    .accept_manifest(message.lease_id, message.manifest_json)
+                    .await
+                    .map(|()| SendManifestResponse {})
+            },
+        )
         .await
     }
 
@@ -226,9 +230,11 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseStatusRequest>,
     ) -> Result<Response<LeaseStatus>, Status> {
-        self.signed_call(methods::GET_STATUS, request, |backend, message| async move {
-            backend.lease_status(message.lease_id).await
-        })
+        self.signed_call(
+            methods::GET_STATUS,
+            request,
+            |backend, message| async move { backend.lease_status(message.lease_id).await },
+        )
         .await
     }
 
@@ -238,15 +244,19 @@ impl Lease for LeaseService {
         &self,
         request: Request<StreamLogsRequest>,
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
-        self.signed_call(methods::STREAM_LOGS, request, |backend, message| async move {
-            let query = LogQuery {
-                service: Some(message.service).filter(|service| !service.is_empty()),
-                follow: message.follow,
-                tail: Some(message.tail).filter(|tail| *tail > 0),
-            };
-            let stream = backend.logs(message.lease_id, query).await?;
-            Ok(self.gateway_stream(stream))
-        })
+        self.signed_call(
+            methods::STREAM_LOGS,
+            request,
+            |backend, message| async move {
+                let query = LogQuery {
+                    service: Some(message.service).filter(|service| !service.is_empty()),
+                    follow: message.follow,
+                    tail: Some(message.tail).filter(|tail| *tail > 0),
+                };
+                let stream = backend.logs(message.lease_id, query).await?;
+                Ok(self.gateway_stream(stream))
+            },
+        )
         .await
     }
 
@@ -256,10 +266,14 @@ impl Lease for LeaseService {
         &self,
         request: Request<StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
-        self.signed_call(methods::STREAM_EVENTS, request, |backend, message| async move {
-            let stream = backend.events(message.lease_id).await?;
-            Ok(self.gateway_stream(stream))
-        })
+        self.signed_call(
+            methods::STREAM_EVENTS,
+            request,
+            |backend, message| async move {
+                let stream = backend.events(message.lease_id).await?;
+                Ok(self.gateway_stream(stream))
+            },
+        )
         .await
     }
 }

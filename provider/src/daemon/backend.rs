@@ -1,0 +1,246 @@
+//! The daemon's side of the gateway: [`GatewayBackend`] over the store, chain and runtime.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use alloy::primitives::{Address, B256};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use leasehold_proto::gateway::{
+    GpuCount, LeaseEvent, LeaseStatus, LogLine, ProviderStatus, Resources as ProtoResources,
+    ServiceStatus,
+};
+use tracing::warn;
+
+use super::Core;
+use crate::gateway::{BackendError, BackendStream, GatewayBackend, LogQuery};
+use crate::leases::ManifestRejected;
+use crate::runtime::{RuntimeError, RuntimeEventKind};
+
+/// Replay keys are unique on their own; the store wants an owner column.
+const REPLAY_OWNER: &str = "gateway";
+
+pub struct DaemonBackend {
+    core: Arc<Core>,
+}
+
+impl DaemonBackend {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+fn internal(error: impl std::error::Error + Send + Sync + 'static) -> BackendError {
+    BackendError::internal(error)
+}
+
+fn runtime_error(lease_id: u64, error: RuntimeError) -> BackendError {
+    match error {
+        RuntimeError::NotFound { what } => BackendError::UnknownService {
+            lease_id,
+            service: what,
+        },
+        RuntimeError::Unavailable { reason } => BackendError::Unavailable { reason },
+        other => internal(other),
+    }
+}
+
+fn now_nanos() -> i64 {
+    i64::try_from(super::unix_now())
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000_000)
+}
+
+#[async_trait]
+impl GatewayBackend for DaemonBackend {
+    async fn lease_tenant(&self, lease_id: u64) -> Result<Option<Address>, BackendError> {
+        let Some(record) = self.core.store.find_lease(lease_id).await.map_err(internal)? else {
+            return Ok(None);
+        };
+        Address::from_str(&record.tenant).map(Some).map_err(internal)
+    }
+
+    async fn remember_signature(
+        &self,
+        replay_key: String,
+        timestamp: u64,
+    ) -> Result<bool, BackendError> {
+        self.core
+            .store
+            .remember_signature(REPLAY_OWNER, &replay_key, timestamp)
+            .await
+            .map_err(internal)
+    }
+
+    async fn accept_manifest(
+        &self,
+        lease_id: u64,
+        manifest_json: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        match self.core.accept_manifest(lease_id, &manifest_json).await {
+            Ok(_) => {
+                let core = self.core.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = core.deploy_lease(lease_id).await {
+                        warn!(lease_id, %error, "deploy after manifest failed; the reconciler retries");
+                    }
+                });
+                Ok(())
+            }
+            Err(ManifestRejected::UnknownLease(lease_id)) => {
+                Err(BackendError::UnknownLease { lease_id })
+            }
+            Err(ManifestRejected::WrongState { lease_id, state }) => {
+                Err(BackendError::LeaseNotAwaitingManifest {
+                    lease_id,
+                    state: state.to_string(),
+                })
+            }
+            Err(ManifestRejected::HashMismatch { expected, got }) => {
+                Err(BackendError::HashMismatch {
+                    expected: B256::from_str(&expected).unwrap_or_default(),
+                    got: B256::from_str(&got).unwrap_or_default(),
+                })
+            }
+            Err(ManifestRejected::Internal(error)) => Err(internal(error)),
+            Err(other) => Err(BackendError::InvalidManifest {
+                reason: other.to_string(),
+            }),
+        }
+    }
+
+    async fn lease_status(&self, lease_id: u64) -> Result<LeaseStatus, BackendError> {
+        let (record, status) = self
+            .core
+            .lease_status(lease_id)
+            .await
+            .map_err(internal)?
+            .ok_or(BackendError::UnknownLease { lease_id })?;
+        Ok(LeaseStatus {
+            lease_id,
+            state: record.state.kind().to_string(),
+            services: status
+                .services
+                .into_iter()
+                .map(|service| ServiceStatus {
+                    name: service.name,
+                    ready_replicas: service.ready_replicas,
+                    total_replicas: service.total_replicas,
+                    uris: service.uris,
+                    states: service
+                        .replicas
+                        .iter()
+                        .map(|replica| replica.state.to_string())
+                        .collect(),
+                })
+                .collect(),
+            message: record.state.reason().unwrap_or_default(),
+        })
+    }
+
+    async fn logs(
+        &self,
+        lease_id: u64,
+        query: LogQuery,
+    ) -> Result<BackendStream<LogLine>, BackendError> {
+        self.known(lease_id).await?;
+        let stream = self
+            .core
+            .runtime
+            .logs(lease_id, query.service.as_deref(), query.follow, query.tail)
+            .await
+            .map_err(|error| runtime_error(lease_id, error))?;
+        Ok(stream
+            .map(move |line| {
+                line.map(|line| LogLine {
+                    service: line.service,
+                    replica: line.replica,
+                    stderr: line.stderr,
+                    line: line.line,
+                    timestamp_unix_nanos: 0,
+                })
+                .map_err(|error| runtime_error(lease_id, error))
+            })
+            .boxed())
+    }
+
+    async fn events(&self, lease_id: u64) -> Result<BackendStream<LeaseEvent>, BackendError> {
+        self.known(lease_id).await?;
+        let stream = self
+            .core
+            .runtime
+            .events(lease_id)
+            .await
+            .map_err(|error| runtime_error(lease_id, error))?;
+        Ok(stream
+            .map(move |event| {
+                event
+                    .map(|event| {
+                        let (kind, message) = match event.kind {
+                            RuntimeEventKind::PullProgress { image, status, .. } => {
+                                ("pull_progress", format!("{image}: {status}"))
+                            }
+                            RuntimeEventKind::PullComplete { image } => ("pull_complete", image),
+                            RuntimeEventKind::Created => ("created", String::new()),
+                            RuntimeEventKind::Started => ("started", String::new()),
+                            RuntimeEventKind::Died { exit_code } => (
+                                "died",
+                                exit_code.map(|code| format!("exit code {code}")).unwrap_or_default(),
+                            ),
+                            RuntimeEventKind::OutOfMemory => ("oom", String::new()),
+                            RuntimeEventKind::Removed => ("removed", String::new()),
+                            RuntimeEventKind::Other { action } => ("other", action),
+                        };
+                        LeaseEvent {
+                            timestamp_unix_nanos: now_nanos(),
+                            kind: kind.to_owned(),
+                            service: event.service.unwrap_or_default(),
+                            message,
+                        }
+                    })
+                    .map_err(|error| runtime_error(lease_id, error))
+            })
+            .boxed())
+    }
+
+    async fn provider_status(&self) -> Result<ProviderStatus, BackendError> {
+        let report = self.core.capacity_report().map_err(internal)?;
+        let active = self.core.open_leases().await.map_err(internal)?.len();
+        let model = self
+            .core
+            .gpus
+            .first()
+            .map(|gpu| gpu.chain_name.clone())
+            .unwrap_or_default();
+        let resources = |r: &leasehold_scheduler::Resources, gpus: u64| ProtoResources {
+            cpu_milli: r.cpu_millis,
+            memory_bytes: r.memory_bytes,
+            storage_bytes: r.ephemeral_storage_bytes,
+            gpus: if gpus == 0 {
+                Vec::new()
+            } else {
+                vec![GpuCount {
+                    model: model.clone(),
+                    count: u32::try_from(gpus).unwrap_or(u32::MAX),
+                }]
+            },
+        };
+        Ok(ProviderStatus {
+            address: self.core.chain.address().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            capacity: Some(resources(&report.capacity, report.gpus_capacity)),
+            allocated: Some(resources(&report.allocated, report.gpus_allocated)),
+            reserved: Some(resources(&report.reserved, report.gpus_reserved)),
+            active_leases: u32::try_from(active).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+impl DaemonBackend {
+    async fn known(&self, lease_id: u64) -> Result<(), BackendError> {
+        match self.core.store.find_lease(lease_id).await.map_err(internal)? {
+            Some(_) => Ok(()),
+            None => Err(BackendError::UnknownLease { lease_id }),
+        }
+    }
+}

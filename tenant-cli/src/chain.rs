@@ -1,0 +1,114 @@
+//! Connecting to the chain: the deployment file, the wrong-network check and the client.
+
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::{Provider as _, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use leasehold_contracts::{Deployment, MarketplaceClient};
+
+use crate::config::{Settings, env};
+use crate::error::{CliError, CliResult, ExitKind};
+
+/// How long a single RPC call may take before the CLI reports the node unreachable.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A client for the configured deployment, after checking the node is on its chain.
+pub struct Chain {
+    pub client: MarketplaceClient,
+    pub deployment: Deployment,
+    pub rpc_url: String,
+}
+
+impl Chain {
+    /// Connects as `signer`; read-only commands pass `None` and get a throwaway key that
+    /// never signs anything.
+    pub async fn connect(settings: &Settings, signer: Option<PrivateKeySigner>) -> CliResult<Self> {
+        let path = settings.deployment_path()?;
+        let deployment = Deployment::load(path).map_err(|e| CliError::new(ExitKind::Usage, e))?;
+        if let Some(expected) = settings.chain_id
+            && expected != deployment.chain_id
+        {
+            return Err(wrong_network(
+                &format!("{} / config chain_id", env::CHAIN_ID),
+                expected,
+                &path.display().to_string(),
+                deployment.chain_id,
+            ));
+        }
+        let node = node_chain_id(&settings.rpc_url).await?;
+        if node != deployment.chain_id {
+            return Err(wrong_network(
+                &format!("the RPC at {}", settings.rpc_url),
+                node,
+                &format!("the deployment {}", path.display()),
+                deployment.chain_id,
+            ));
+        }
+        let signer = signer.unwrap_or_else(PrivateKeySigner::random);
+        let client = MarketplaceClient::connect_http(&settings.rpc_url, signer, deployment)?;
+        Ok(Self {
+            client,
+            deployment,
+            rpc_url: settings.rpc_url.clone(),
+        })
+    }
+
+    pub fn sender(&self) -> Address {
+        self.client.sender()
+    }
+
+    pub async fn eth_balance(&self, owner: Address) -> CliResult<U256> {
+        bounded("eth_getBalance", self.client.provider().get_balance(owner)).await
+    }
+
+    pub async fn token_balance(&self, owner: Address) -> CliResult<U256> {
+        Ok(self
+            .client
+            .token_balance(self.deployment.token, owner)
+            .await?)
+    }
+}
+
+fn wrong_network(what: &str, chain: u64, other: &str, other_chain: u64) -> CliError {
+    CliError::msg(
+        ExitKind::Network,
+        format!(
+            "wrong network: {what} is on chain id {chain}, but {other} is for chain id \
+             {other_chain}; point {} at the right node or {} at the right deployment",
+            env::RPC_URL,
+            env::DEPLOYMENT
+        ),
+    )
+    .with_details(serde_json::json!({ "rpc_chain_id": chain, "expected_chain_id": other_chain }))
+}
+
+/// Awaits an RPC future for at most [`RPC_TIMEOUT`]; failures are network errors (exit 3).
+pub async fn bounded<T, E: std::fmt::Display>(
+    call: &str,
+    future: impl std::future::IntoFuture<Output = Result<T, E>>,
+) -> CliResult<T> {
+    match tokio::time::timeout(RPC_TIMEOUT, future.into_future()).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(CliError::msg(ExitKind::Network, format!("{call}: {error}"))),
+        Err(_) => Err(CliError::msg(
+            ExitKind::Network,
+            format!("{call}: no answer within {}s", RPC_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+/// The chain id the node at `rpc_url` reports.
+pub async fn node_chain_id(rpc_url: &str) -> CliResult<u64> {
+    let url = rpc_url
+        .parse()
+        .map_err(|e| CliError::usage(format!("RPC URL {rpc_url:?} is not a URL: {e}")))?;
+    let provider = ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .connect_http(url);
+    bounded(
+        &format!("eth_chainId at {rpc_url}"),
+        provider.get_chain_id(),
+    )
+    .await
+}

@@ -1,0 +1,269 @@
+//! Command-line arguments (clap derive). Every command documents an example and the exit
+//! codes in its `--help`.
+
+use std::path::PathBuf;
+
+use alloy::primitives::{Address, U256};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::Output;
+
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:\n  0  success\n  1  the operation failed or the input is invalid\n  2  usage or configuration error\n  3  chain or network error (RPC, wrong network, provider gateway unreachable)\n  4  timeout (no bids, workload not running in time)"
+    };
+}
+
+macro_rules! help {
+    ($($example:literal),+ $(,)?) => {
+        concat!("Examples:\n", $("  ", $example, "\n",)+ "\nAll commands take --output json|text.\n\n", exit_codes!())
+    };
+}
+
+const TOP_HELP: &str = concat!(
+    "Examples:\n  tenant deploy app.yaml\n  tenant status 7 --output json\n\n",
+    "Configuration: ~/.config/leasehold/config.toml (or $XDG_CONFIG_HOME, or --config), keys\n",
+    "rpc_url, deployment, keystore, password_file, chain_id, data_dir; overridden by\n",
+    "LEASEHOLD_RPC_URL, LEASEHOLD_DEPLOYMENT, LEASEHOLD_KEYSTORE, LEASEHOLD_PASSWORD,\n",
+    "LEASEHOLD_PASSWORD_FILE, LEASEHOLD_PRIVATE_KEY (devnets) and LEASEHOLD_CHAIN_ID,\n",
+    "overridden by flags. Amounts are payment-token base units (6 decimals on the devnet token).\n\n",
+    exit_codes!()
+);
+
+/// Leasehold tenant CLI.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tenant",
+    version,
+    about = "Deploy and manage workloads on Leasehold",
+    after_help = TOP_HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Output format: human text, or one JSON document on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Config file (default: $XDG_CONFIG_HOME/leasehold/config.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// JSON-RPC URL of the chain (overrides LEASEHOLD_RPC_URL).
+    #[arg(long, global = true, value_name = "URL")]
+    pub rpc_url: Option<String>,
+    /// Deployment JSON with the contract addresses (overrides LEASEHOLD_DEPLOYMENT).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub deployment: Option<PathBuf>,
+    /// Keystore file of the tenant key (overrides LEASEHOLD_KEYSTORE).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub keystore: Option<PathBuf>,
+}
+
+/// How `deploy` picks the winning bid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Select {
+    /// After the bid window, accept the lowest price (earliest on a tie) with room.
+    #[default]
+    Cheapest,
+    /// After the bid window, accept the best weighted score (price and track record).
+    Score,
+    /// Show the ranked bids after the bid window and ask which to accept.
+    Interactive,
+    /// After the bid window, call the contract's `settle` (the default on-chain matcher).
+    Settle,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and validate an SDL file; show its groups and manifest hash.
+    #[command(after_help = help!(
+        "tenant validate manifests/examples/hello.yaml",
+        "tenant validate app.yaml --output json"
+    ))]
+    Validate {
+        /// SDL file (Akash SDL v2.0 or v2.1).
+        file: PathBuf,
+    },
+    /// Manage the tenant key: keystores, balances, the devnet faucet.
+    #[command(subcommand, after_help = help!(
+        "tenant wallet new",
+        "tenant wallet balance --output json"
+    ))]
+    Wallet(WalletCommand),
+    /// List registered providers: endpoint, attributes, capacity and allocation.
+    #[command(after_help = help!("tenant providers", "tenant providers --all --output json"))]
+    Providers {
+        /// Include providers that are unbonding.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Which providers could serve each group of an SDL, at what maximum price, and why the
+    /// others cannot.
+    #[command(after_help = help!("tenant preflight app.yaml", "tenant preflight app.yaml --output json"))]
+    Preflight {
+        /// SDL file.
+        file: PathBuf,
+    },
+    /// Post an SDL as on-chain orders, pick bids, send the manifest and wait until it runs.
+    #[command(after_help = help!(
+        "tenant deploy app.yaml",
+        "tenant deploy app.yaml --deposit 5000000 --bid-window 20 --select settle",
+        "tenant deploy app.yaml --select interactive --timeout 300"
+    ))]
+    Deploy(DeployArgs),
+    /// Show a lease: on-chain state, escrow, and the workload's status from the provider.
+    #[command(after_help = help!("tenant status 7", "tenant status 7 --output json"))]
+    Status {
+        /// Lease id (equal to its order id).
+        lease: u64,
+    },
+    /// Print (or follow) the workload's logs from the provider.
+    #[command(after_help = help!(
+        "tenant logs 7 --tail 50",
+        "tenant logs 7 -f --service web",
+        "tenant logs 7 --output json   # one JSON object per line"
+    ))]
+    Logs {
+        /// Lease id.
+        lease: u64,
+        /// Keep streaming new lines until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines per replica from the end (0: everything retained).
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Close a lease (refunding the unspent escrow), or cancel a still unmatched order.
+    #[command(after_help = help!("tenant close 7", "tenant close 7 --output json"))]
+    Close {
+        /// Lease or order id.
+        lease: u64,
+    },
+    /// Add to a lease's (or open order's) escrow.
+    #[command(after_help = help!("tenant topup 7 1000000", "tenant topup 7 1_000_000 --output json"))]
+    Topup {
+        /// Lease or order id.
+        lease: u64,
+        /// Amount in token base units.
+        #[arg(value_parser = parse_amount)]
+        amount: U256,
+    },
+    /// List an order's bids, ranked, with why a bid cannot win.
+    #[command(after_help = help!("tenant bids 7", "tenant bids 7 --output json"))]
+    Bids {
+        /// Order id.
+        order: u64,
+    },
+    /// Deployments recorded on this machine, with their on-chain state.
+    #[command(after_help = help!("tenant leases", "tenant leases --output json"))]
+    Leases,
+}
+
+/// `tenant deploy` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    /// SDL file.
+    pub file: PathBuf,
+    /// Escrow deposit per order, in token base units (default: 24 hours at the group's
+    /// maximum price).
+    #[arg(long, value_parser = parse_amount)]
+    pub deposit: Option<U256>,
+    /// Seconds providers have to bid.
+    #[arg(long, default_value_t = 10)]
+    pub bid_window: u64,
+    /// How the winning bid is chosen.
+    #[arg(long, value_enum, default_value_t = Select::Cheapest)]
+    pub select: Select,
+    /// Give up (exit 4) when no usable bid arrives, or the workload is not running, within
+    /// this many seconds of posting.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Stop after the lease is created: do not send the manifest or wait for the workload.
+    #[arg(long)]
+    pub no_manifest: bool,
+}
+
+/// `tenant wallet ...`
+#[derive(Debug, Subcommand)]
+pub enum WalletCommand {
+    /// Create a new key in a password-protected keystore (Web3 Secret Storage).
+    #[command(after_help = help!(
+        "tenant wallet new",
+        "LEASEHOLD_PASSWORD_FILE=pw.txt tenant wallet new --keystore ./tenant.json --output json"
+    ))]
+    New,
+    /// Encrypt an existing private key into a keystore.
+    #[command(after_help = help!(
+        "tenant wallet import --private-key-file key.txt",
+        "cat key.txt | tenant wallet import --private-key-file - --keystore ./tenant.json"
+    ))]
+    Import {
+        /// File holding the hex private key (`-`: stdin). Default: LEASEHOLD_PRIVATE_KEY, or
+        /// a hidden prompt on a terminal.
+        #[arg(long, value_name = "FILE")]
+        private_key_file: Option<PathBuf>,
+    },
+    /// Print the address of the configured key (decrypting the keystore).
+    #[command(after_help = help!("tenant wallet address", "tenant wallet address --output json"))]
+    Address,
+    /// ETH (for gas) and payment-token balances.
+    #[command(after_help = help!(
+        "tenant wallet balance",
+        "tenant wallet balance 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 --output json"
+    ))]
+    Balance {
+        /// Address to inspect (default: the configured key).
+        address: Option<Address>,
+    },
+    /// Mint devnet test tokens (TestToken.faucet).
+    #[command(after_help = help!("tenant wallet faucet", "tenant wallet faucet 5000000000 --to 0x70997970C51812dc3A010C7d01b50e0d17dc79C8"))]
+    Faucet {
+        /// Amount in token base units (default 1000 tokens = 1000000000).
+        #[arg(value_parser = parse_amount)]
+        amount: Option<U256>,
+        /// Recipient (default: the configured key).
+        #[arg(long)]
+        to: Option<Address>,
+    },
+}
+
+/// Token base units: a non-negative integer, `_` separators allowed.
+pub fn parse_amount(text: &str) -> Result<U256, String> {
+    let digits: String = text.chars().filter(|c| *c != '_').collect();
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "`{text}` is not an amount: use token base units, e.g. 1000000 (= 1 token with 6 decimals)"
+        ));
+    }
+    U256::from_str_radix(&digits, 10).map_err(|e| format!("`{text}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn amounts_parse_base_units_only() {
+        assert_eq!(parse_amount("1_000_000"), Ok(U256::from(1_000_000u64)));
+        assert!(parse_amount("1.5").is_err());
+        assert!(parse_amount("-3").is_err());
+        assert!(parse_amount("").is_err());
+    }
+
+    #[test]
+    fn arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

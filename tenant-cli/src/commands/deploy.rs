@@ -1,0 +1,625 @@
+//! `tenant deploy`: validate, preflight, fund and post one order per group, watch bids,
+//! pick a winner (or let `settle` pick), send the signed manifest, wait until it runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead as _;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::signers::local::PrivateKeySigner;
+use leasehold_contracts::{BidInfo, LeaseStarted, NewOrder, OrderPosted, ProviderInfo};
+use leasehold_proto::client::unix_now;
+use leasehold_scheduler::ranking::{self, RankedBid, RankingPolicy};
+use serde_json::json;
+
+use super::providers::{self, Preflight};
+use super::validate;
+use crate::chain::Chain;
+use crate::cli::{DeployArgs, Select};
+use crate::commands::Ctx;
+use crate::error::{CliError, CliResult, Context as _, ExitKind};
+use crate::gateway;
+use crate::market::{self, GroupOrder, Names};
+use crate::output::{Output, Progress, emit, table};
+use crate::records::{DeploymentRecord, GroupRecord};
+use crate::wallet;
+
+/// Default deposit: this many hours at the group's maximum price.
+const DEFAULT_DEPOSIT_HOURS: u64 = 24;
+const POLL: Duration = Duration::from_secs(1);
+
+struct Deploying<'a> {
+    args: &'a DeployArgs,
+    chain: Chain,
+    signer: PrivateKeySigner,
+    progress: Progress,
+    names: Names,
+    preflight: Preflight,
+    providers: HashMap<Address, ProviderInfo>,
+}
+
+pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
+    if args.select == Select::Interactive && ctx.output == Output::Json {
+        return Err(CliError::usage(
+            "--select interactive needs text output; use cheapest, score or settle with --output json",
+        ));
+    }
+    let progress = Progress::new(ctx.output);
+    progress.working(format!("validating {}", args.file.display()));
+    let sdl = validate::load_valid(&args.file)?;
+    let groups = sdl.groups();
+    let manifest = sdl.manifest();
+    let manifest_hash = B256::from(manifest.hash());
+    let orders = groups
+        .iter()
+        .map(market::group_order)
+        .collect::<CliResult<Vec<GroupOrder>>>()?;
+    progress.step(
+        "validated",
+        format!(
+            "{} is valid: {} group(s), manifest hash {manifest_hash}",
+            args.file.display(),
+            groups.len()
+        ),
+        json!({ "groups": groups.len(), "manifest_hash": manifest_hash }),
+    );
+
+    let signer = wallet::signer(&ctx.settings)?;
+    let chain = Chain::connect(&ctx.settings, Some(signer.clone())).await?;
+
+    progress.working("preflight: checking the registered providers");
+    let preflight = providers::preflight(&chain, &groups).await?;
+    for group in &preflight.groups {
+        progress.step(
+            "preflight",
+            format!(
+                "group `{}`: {} provider(s) could serve it at up to {}/h",
+                group.group,
+                group.eligible.len(),
+                group.max_price_per_hour
+            ),
+            serde_json::to_value(group).unwrap_or_default(),
+        );
+    }
+    if !preflight.servable() {
+        progress.line(
+            "warning",
+            format!(
+                "warning: no registered provider can serve every group yet; posting anyway\n{}",
+                preflight.explain()
+            ),
+            serde_json::Value::Null,
+        );
+    }
+
+    let mut deploying = Deploying {
+        args,
+        chain,
+        signer,
+        progress,
+        names: Names::from_groups(&groups),
+        preflight,
+        providers: HashMap::new(),
+    };
+    let deposits = deploying.check_funds(&orders).await?;
+    let (mut record, posted) = deploying
+        .post_orders(&orders, &deposits, manifest_hash, &manifest.hash_hex())
+        .await?;
+    let records_dir = ctx.settings.deployments_dir();
+    let record_path = record.save(&records_dir)?;
+
+    let mut results = Vec::new();
+    for order in &posted {
+        let lease = deploying.await_lease(order).await?;
+        let endpoint = deploying.provider(lease.provider).await?.endpoint;
+        if let Some(group) = record.group_mut(order.order_id) {
+            group.lease_id = Some(lease.lease_id);
+            group.provider = Some(lease.provider);
+            group.endpoint = Some(endpoint.clone());
+            group.price_per_hour = Some(lease.price_per_hour);
+        }
+        record.save(&records_dir)?;
+        results.push((lease, endpoint));
+    }
+
+    let mut summary = Vec::new();
+    for ((lease, endpoint), group) in results.iter().zip(&record.groups) {
+        let status = if args.no_manifest {
+            None
+        } else {
+            let manifest_json = manifest.canonical_json().into_bytes();
+            Some(deploying.deliver(lease.lease_id, endpoint, manifest_json).await?)
+        };
+        summary.push(json!({
+            "group": group.group,
+            "order_id": group.order_id,
+            "lease_id": lease.lease_id,
+            "provider": lease.provider,
+            "endpoint": endpoint,
+            "price_per_hour": lease.price_per_hour.to_string(),
+            "status": status.as_ref().map(gateway::status_json),
+            "uris": status.as_ref().map(gateway::uris).unwrap_or_default(),
+        }));
+    }
+    deploying.progress.finish();
+    let document = json!({
+        "deployment": record.id,
+        "manifest_hash": record.manifest_hash,
+        "record": record_path,
+        "groups": summary,
+    });
+    emit(ctx.output, &document, || {
+        let mut rows = vec![
+            ["GROUP", "LEASE", "PROVIDER", "PRICE/H", "URIS"].map(str::to_owned).to_vec(),
+        ];
+        for entry in &summary {
+            let uris: Vec<String> = entry["uris"]
+                .as_array()
+                .map(|uris| uris.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            rows.push(vec![
+                entry["group"].as_str().unwrap_or_default().to_owned(),
+                entry["lease_id"].to_string(),
+                entry["provider"].as_str().unwrap_or_default().to_owned(),
+                entry["price_per_hour"].as_str().unwrap_or_default().to_owned(),
+                if uris.is_empty() { "-".to_owned() } else { uris.join(" ") },
+            ]);
+        }
+        let next = if args.no_manifest {
+            "manifest not sent (--no-manifest)"
+        } else {
+            "running"
+        };
+        format!(
+            "{}deployment {} {next}; record: {}\n  tenant status {}   tenant logs {} -f   tenant close {}\n",
+            table(&rows),
+            record.id,
+            record_path.display(),
+            record.id,
+            record.id,
+            record.id
+        )
+    });
+    Ok(0)
+}
+
+impl Deploying<'_> {
+    async fn provider(&mut self, address: Address) -> CliResult<ProviderInfo> {
+        if let Some(info) = self.providers.get(&address) {
+            return Ok(info.clone());
+        }
+        let info = self.chain.client.provider_info(address).await?;
+        self.providers.insert(address, info.clone());
+        Ok(info)
+    }
+
+    /// Deposits per order; fails before sending anything when the wallet cannot pay them.
+    async fn check_funds(&self, orders: &[GroupOrder]) -> CliResult<Vec<U256>> {
+        let mut deposits = Vec::new();
+        for order in orders {
+            let deposit = match self.args.deposit {
+                Some(deposit) => deposit,
+                None => order
+                    .max_price_per_hour
+                    .checked_mul(U256::from(DEFAULT_DEPOSIT_HOURS))
+                    .ok_or_else(|| CliError::failed(format!("group `{}`: deposit overflows", order.group)))?,
+            };
+            if deposit.is_zero() {
+                return Err(CliError::failed(format!(
+                    "group `{}`: the deposit would be 0; pass --deposit",
+                    order.group
+                )));
+            }
+            deposits.push(deposit);
+        }
+        let needed = deposits
+            .iter()
+            .try_fold(U256::ZERO, |sum, deposit| sum.checked_add(*deposit))
+            .ok_or_else(|| CliError::failed("the deposits overflow"))?;
+        let me = self.chain.sender();
+        let balance = self.chain.token_balance(me).await?;
+        if balance < needed {
+            return Err(CliError::failed(format!(
+                "insufficient funds: {me} holds {balance} of token {}, but the deposits need {needed} \
+                 ({} order(s)); fund the wallet (`tenant wallet faucet` on a devnet) or lower --deposit",
+                self.chain.deployment.token,
+                deposits.len()
+            ))
+            .with_details(json!({ "balance": balance.to_string(), "needed": needed.to_string() })));
+        }
+        if self.chain.eth_balance(me).await?.is_zero() {
+            return Err(CliError::failed(format!(
+                "insufficient funds: {me} has no ETH to pay for gas"
+            )));
+        }
+        Ok(deposits)
+    }
+
+    /// One approval for all deposits, then one `createOrder` per group.
+    async fn post_orders(
+        &self,
+        orders: &[GroupOrder],
+        deposits: &[U256],
+        manifest_hash: B256,
+        manifest_hash_hex: &str,
+    ) -> CliResult<(DeploymentRecord, Vec<OrderPosted>)> {
+        let deployment = self.chain.deployment;
+        let total = deposits.iter().fold(U256::ZERO, |sum, d| sum.saturating_add(*d));
+        self.progress.working(format!("approving {total} for the marketplace"));
+        let approved = self
+            .chain
+            .client
+            .ensure_allowance(deployment.token, deployment.marketplace, total)
+            .await
+            .ctx("approving the deposits")?;
+        self.progress.step(
+            "approved",
+            if approved {
+                format!("approved {total} for all deposits")
+            } else {
+                format!("allowance already covers {total}")
+            },
+            json!({ "amount": total.to_string(), "sent": approved }),
+        );
+        let mut posted = Vec::new();
+        for (order, deposit) in orders.iter().zip(deposits) {
+            self.progress.working(format!("posting the order for group `{}`", order.group));
+            let new_order = NewOrder {
+                token: deployment.token,
+                spec: order.spec.clone(),
+                manifest_hash,
+                max_price_per_hour: order.max_price_per_hour,
+                deposit: *deposit,
+                bid_window_secs: self.args.bid_window,
+            };
+            let created = self
+                .chain
+                .client
+                .create_order(&new_order)
+                .await
+                .ctx(format!("posting the order for group `{}`", order.group))?;
+            self.progress.step(
+                "order_created",
+                format!(
+                    "order {} for group `{}`: max {}/h, deposit {deposit}, bids until {}",
+                    created.order_id, order.group, order.max_price_per_hour, created.bid_window_end
+                ),
+                json!({ "order_id": created.order_id, "group": order.group }),
+            );
+            posted.push(created);
+        }
+        let first = posted.first().map_or(0, |order| order.order_id);
+        let record = DeploymentRecord {
+            id: first,
+            created_at: unix_now(),
+            chain_id: deployment.chain_id,
+            marketplace: deployment.marketplace,
+            tenant: self.chain.sender(),
+            manifest_path: std::fs::canonicalize(&self.args.file).unwrap_or(self.args.file.clone()),
+            manifest_hash: manifest_hash_hex.to_owned(),
+            groups: orders
+                .iter()
+                .zip(deposits)
+                .zip(&posted)
+                .map(|((order, deposit), created)| GroupRecord {
+                    group: order.group.clone(),
+                    order_id: created.order_id,
+                    deposit: *deposit,
+                    max_price_per_hour: order.max_price_per_hour,
+                    lease_id: None,
+                    provider: None,
+                    endpoint: None,
+                    price_per_hour: None,
+                })
+                .collect(),
+        };
+        Ok((record, posted))
+    }
+
+    /// Bids as the scheduler sees them, with their providers.
+    async fn current_bids(&mut self, order_id: u64) -> CliResult<Vec<(BidInfo, ProviderInfo)>> {
+        let bids = self.chain.client.bids(order_id).await?;
+        let mut out = Vec::new();
+        for bid in bids {
+            let provider = self.provider(bid.provider).await?;
+            out.push((bid, provider));
+        }
+        Ok(out)
+    }
+
+    fn bid_row(&self, bid: &BidInfo, provider: &ProviderInfo) -> String {
+        let gpu = if bid.gpu_model == B256::ZERO {
+            "-".to_owned()
+        } else {
+            self.names.name(&bid.gpu_model)
+        };
+        let attributes: Vec<String> = provider.attributes.iter().map(|a| self.names.name(a)).collect();
+        format!(
+            "  bid {:<3} {}  {:>10}/h  gpu {:<22} attrs {}  {}",
+            bid.bid_id,
+            provider.address,
+            bid.price_per_hour,
+            gpu,
+            if attributes.is_empty() { "-".to_owned() } else { attributes.join(",") },
+            provider.endpoint
+        )
+    }
+
+    /// Watches bids until the window closes and a usable bid exists, then creates the lease
+    /// the way `--select` says; exit 4 (with the preflight) when the timeout passes first.
+    async fn await_lease(&mut self, order: &OrderPosted) -> CliResult<LeaseStarted> {
+        let order_id = order.order_id;
+        let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
+        let scheduler_order = market::scheduler_order(&order.spec, order.max_price_per_hour);
+        let mut shown = 0usize;
+        self.progress.line(
+            "bids",
+            format!("bids on order {order_id} (window closes at {}):", order.bid_window_end),
+            json!({ "order_id": order_id }),
+        );
+        loop {
+            let bids = self.current_bids(order_id).await?;
+            for (bid, provider) in bids.iter().skip(shown) {
+                let row = self.bid_row(bid, provider);
+                self.progress.line(
+                    "bid",
+                    row,
+                    json!({
+                        "order_id": order_id,
+                        "bid_id": bid.bid_id,
+                        "provider": provider.address,
+                        "price_per_hour": bid.price_per_hour.to_string(),
+                        "gpu_model": (bid.gpu_model != B256::ZERO).then(|| self.names.name(&bid.gpu_model)),
+                        "endpoint": provider.endpoint,
+                    }),
+                );
+            }
+            shown = bids.len();
+            let now = unix_now();
+            let scheduler_bids: Vec<ranking::Bid> =
+                bids.iter().map(|(bid, provider)| market::scheduler_bid(bid, provider)).collect();
+            let any_eligible = ranking::onchain_winner(&scheduler_order, &scheduler_bids).is_some();
+            if now >= order.bid_window_end && any_eligible {
+                if let Some(lease) = self.choose(order, &scheduler_order, &scheduler_bids).await? {
+                    self.progress.step(
+                        "lease_created",
+                        format!(
+                            "lease {} with {} at {}/h (bid {})",
+                            lease.lease_id, lease.provider, lease.price_per_hour, lease.bid_id
+                        ),
+                        serde_json::to_value(&lease).unwrap_or_default(),
+                    );
+                    return Ok(lease);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(self.no_bids(order, bids.len()).await);
+            }
+            let waiting = if now < order.bid_window_end {
+                format!(
+                    "order {order_id}: {} bid(s), window closes in {}s",
+                    bids.len(),
+                    order.bid_window_end - now
+                )
+            } else {
+                format!("order {order_id}: waiting for a usable bid ({} so far)", bids.len())
+            };
+            self.progress.working(waiting);
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Creates the lease by `--select`; `None` when every candidate turned out to lack room
+    /// (the caller keeps waiting for bids).
+    async fn choose(
+        &mut self,
+        order: &OrderPosted,
+        scheduler_order: &ranking::OrderSpec,
+        bids: &[ranking::Bid],
+    ) -> CliResult<Option<LeaseStarted>> {
+        let order_id = order.order_id;
+        let policy = match self.args.select {
+            Select::Settle => {
+                self.progress.working(format!("settle({order_id}): the contract picks the winner"));
+                return match self.chain.client.settle(order_id).await {
+                    Ok(lease) => Ok(Some(lease)),
+                    // Chain time can trail the local clock by a block.
+                    Err(error) if error.revert_name().is_some_and(|n| n.contains("BidWindow")) => Ok(None),
+                    Err(error) => Err(CliError::from(error).context("settle")),
+                };
+            }
+            Select::Cheapest | Select::Interactive => RankingPolicy::Cheapest,
+            Select::Score => RankingPolicy::Weighted {
+                price: 1.0,
+                unreliability: 1.0,
+                preferred_attributes: BTreeMap::new(),
+            },
+        };
+        let ranked: Vec<RankedBid> = ranking::rank(scheduler_order, bids, &policy)
+            .into_iter()
+            .filter(|bid| bid.eligible)
+            .collect();
+        let candidates = if self.args.select == Select::Interactive {
+            vec![self.ask(&ranked)?]
+        } else {
+            ranked.iter().map(|bid| bid.bid_index).collect()
+        };
+        for bid_id in candidates {
+            self.progress.working(format!("acceptBid({order_id}, {bid_id})"));
+            match self.chain.client.accept_bid(order_id, bid_id).await {
+                Ok(lease) => return Ok(Some(lease)),
+                Err(error) if error.revert_name() == Some("ProviderLacksCapacity") => {
+                    self.progress.line(
+                        "bid_skipped",
+                        format!("  bid {bid_id}: provider has no room any more, trying the next"),
+                        json!({ "bid_id": bid_id }),
+                    );
+                }
+                Err(error) => return Err(CliError::from(error).context("acceptBid")),
+            }
+        }
+        Ok(None)
+    }
+
+    fn ask(&self, ranked: &[RankedBid]) -> CliResult<u64> {
+        let mut rows = vec![["BID", "PROVIDER", "PRICE/H", "WHY"].map(str::to_owned).to_vec()];
+        for bid in ranked {
+            rows.push(vec![
+                bid.bid_index.to_string(),
+                bid.provider.clone(),
+                bid.price_per_hour.to_string(),
+                bid.reasons.join("; "),
+            ]);
+        }
+        self.progress.line("choices", table(&rows), serde_json::Value::Null);
+        let default = ranked.first().map(|bid| bid.bid_index);
+        eprint!(
+            "accept which bid? [{}]: ",
+            default.map_or("none".to_owned(), |id| id.to_string())
+        );
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| CliError::usage(format!("cannot read the choice: {e}")))?;
+        let choice = line.trim();
+        if choice.is_empty() {
+            return default.ok_or_else(|| CliError::failed("no eligible bid to accept"));
+        }
+        let bid: u64 = choice
+            .parse()
+            .map_err(|_| CliError::failed(format!("`{choice}` is not a bid id")))?;
+        if !ranked.iter().any(|candidate| candidate.bid_index == bid) {
+            return Err(CliError::failed(format!("bid {bid} is not one of the eligible bids")));
+        }
+        Ok(bid)
+    }
+
+    /// The exit-4 error: what preflight said, after cancelling the order for a full refund.
+    async fn no_bids(&self, order: &OrderPosted, bids: usize) -> CliError {
+        let refund = match self.chain.client.cancel_order(order.order_id).await {
+            Ok(refund) => format!("order {} cancelled, {refund} refunded", order.order_id),
+            Err(error) => format!(
+                "cancelling order {} failed ({error}); run `tenant close {}` to get the deposit back",
+                order.order_id, order.order_id
+            ),
+        };
+        CliError::msg(
+            ExitKind::Timeout,
+            format!(
+                "no usable bid on order {} within {}s ({bids} bid(s) seen); {refund}.\npreflight:\n{}",
+                order.order_id,
+                self.args.timeout,
+                self.preflight.explain().trim_end()
+            ),
+        )
+        .with_details(json!({
+            "order_id": order.order_id,
+            "bids": bids,
+            "preflight": self.preflight,
+        }))
+    }
+
+    /// Sends the signed manifest to the winner's gateway (retrying while the provider has
+    /// not yet seen the lease), then polls its status until every replica runs.
+    async fn deliver(
+        &self,
+        lease_id: u64,
+        endpoint: &str,
+        manifest_json: Vec<u8>,
+    ) -> CliResult<leasehold_proto::gateway::LeaseStatus> {
+        let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
+        let mut last_error: String;
+        let mut client = loop {
+            self.progress.working(format!("sending the manifest to {endpoint}"));
+            let attempt = async {
+                let mut client = gateway::connect(endpoint, self.signer.clone()).await?;
+                match tokio::time::timeout(
+                    gateway::CALL_TIMEOUT,
+                    client.send_manifest(lease_id, manifest_json.clone()),
+                )
+                .await
+                {
+                    Ok(sent) => sent.map_err(CliError::from)?,
+                    Err(_) => return Err(CliError::msg(ExitKind::Network, "SendManifest timed out")),
+                }
+                Ok::<_, CliError>(client)
+            };
+            match attempt.await {
+                Ok(client) => break client,
+                Err(error) if is_final(&error) => {
+                    return Err(error.context(format!("provider {endpoint} refused the manifest")));
+                }
+                Err(error) => last_error = format!("{:#}", error.error),
+            }
+            if Instant::now() >= deadline {
+                return Err(CliError::msg(
+                    ExitKind::Timeout,
+                    format!(
+                        "could not deliver the manifest of lease {lease_id} to {endpoint} within {}s: {last_error}",
+                        self.args.timeout
+                    ),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        self.progress.step(
+            "manifest_sent",
+            format!("manifest sent to {endpoint}"),
+            json!({ "lease_id": lease_id, "endpoint": endpoint }),
+        );
+        loop {
+            match gateway::status(&mut client, lease_id).await {
+                Ok(status) if gateway::is_running(&status) => {
+                    self.progress.step(
+                        "running",
+                        format!("lease {lease_id} is running: {}", gateway::uris(&status).join(" ")),
+                        gateway::status_json(&status),
+                    );
+                    return Ok(status);
+                }
+                Ok(status) if gateway::is_over(&status) => {
+                    return Err(CliError::failed(format!(
+                        "lease {lease_id} is {}: {}",
+                        status.state, status.message
+                    ))
+                    .with_details(gateway::status_json(&status)));
+                }
+                Ok(status) => {
+                    let ready: Vec<String> = status
+                        .services
+                        .iter()
+                        .map(|s| format!("{} {}/{}", s.name, s.ready_replicas, s.total_replicas))
+                        .collect();
+                    last_error = format!("{} {}", status.state, status.message);
+                    self.progress.working(format!(
+                        "lease {lease_id}: {} {}",
+                        status.state,
+                        ready.join(", ")
+                    ));
+                }
+                Err(error) => last_error = format!("{:#}", error.error),
+            }
+            if Instant::now() >= deadline {
+                return Err(CliError::msg(
+                    ExitKind::Timeout,
+                    format!(
+                        "lease {lease_id} not running within {}s (last: {last_error}); see `tenant status {lease_id}` and `tenant logs {lease_id}`",
+                        self.args.timeout
+                    ),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Refusals that retrying cannot fix (a bad manifest); everything else may be the provider
+/// not having seen the lease yet.
+fn is_final(error: &CliError) -> bool {
+    error
+        .error
+        .downcast_ref::<leasehold_proto::client::ClientError>()
+        .and_then(leasehold_proto::client::ClientError::status)
+        .is_some_and(|status| status.code() == tonic::Code::InvalidArgument)
+}

@@ -1,0 +1,373 @@
+//! Commands on an existing deployment: `status`, `logs`, `close`, `topup`, `bids`, `leases`.
+
+use alloy::primitives::{B256, U256};
+use leasehold_contracts::{CloseReason, OrderStatus};
+use leasehold_scheduler::ranking::{self, RankingPolicy};
+use serde_json::json;
+
+use crate::chain::Chain;
+use crate::commands::Ctx;
+use crate::error::{CliError, CliResult, Context as _, ExitKind};
+use crate::gateway;
+use crate::market::{self, Names};
+use crate::output::{Output, emit, table};
+use crate::records;
+use crate::wallet;
+
+/// Names for a lease's keys from its local record's manifest, when there is one.
+fn names_for(ctx: &Ctx, chain: &Chain, order_id: u64) -> Names {
+    records::find(&ctx.settings.deployments_dir(), chain.deployment.marketplace, order_id)
+        .and_then(|record| std::fs::read_to_string(&record.manifest_path).ok())
+        .and_then(|yaml| leasehold_manifests::parse(&yaml).ok())
+        .map(|sdl| Names::from_groups(&sdl.groups()))
+        .unwrap_or_default()
+}
+
+pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
+    let signer = wallet::signer(&ctx.settings)?;
+    let chain = Chain::connect(&ctx.settings, Some(signer.clone())).await?;
+    let order = chain.client.order(lease_id).await?;
+    let record = records::find(&ctx.settings.deployments_dir(), chain.deployment.marketplace, lease_id);
+    let group = record
+        .as_ref()
+        .and_then(|r| r.groups.iter().find(|g| g.order_id == lease_id))
+        .map(|g| g.group.clone());
+    let lease = if order.status == OrderStatus::Open || order.status == OrderStatus::Cancelled {
+        None
+    } else {
+        Some(chain.client.lease(lease_id).await?)
+    };
+    let owed = match &lease {
+        Some(lease) if lease.active => Some(chain.client.owed(lease_id).await?),
+        _ => None,
+    };
+    // The workload's status only exists while the lease is active.
+    let (workload, gateway_error) = match &lease {
+        Some(lease) if lease.active => {
+            let endpoint = chain.client.provider_info(lease.provider).await?.endpoint;
+            let result = async {
+                let mut client = gateway::connect(&endpoint, signer.clone()).await?;
+                gateway::status(&mut client, lease_id).await
+            }
+            .await;
+            match result {
+                Ok(status) => (Some(status), None),
+                Err(error) => (None, Some(error)),
+            }
+        }
+        _ => (None, None),
+    };
+    let document = json!({
+        "lease_id": lease_id,
+        "group": group,
+        "order": order,
+        "lease": lease,
+        "owed": owed,
+        "workload": workload.as_ref().map(gateway::status_json),
+        "gateway_error": gateway_error.as_ref().map(|e| format!("{:#}", e.error)),
+    });
+    emit(ctx.output, &document, || {
+        let mut text = format!(
+            "lease {lease_id}{}\norder     {:?}, escrow {}, max {}/h\n",
+            group.as_deref().map_or(String::new(), |g| format!(" (group `{g}`)")),
+            order.status,
+            order.escrow,
+            order.max_price_per_hour
+        );
+        if let Some(lease) = &lease {
+            text.push_str(&format!(
+                "lease     {} with {} at {}/h, paid {}, escrow {}\n",
+                if lease.active { "active" } else { "closed" },
+                lease.provider,
+                lease.price_per_hour,
+                lease.paid,
+                lease.escrow
+            ));
+        }
+        if let Some(owed) = &owed {
+            text.push_str(&format!(
+                "owed      {} withdrawable, {} shortfall{}\n",
+                owed.withdrawable,
+                owed.shortfall,
+                if owed.shortfall.is_zero() { "" } else { "  (INSOLVENT: top up)" }
+            ));
+        }
+        if let Some(status) = &workload {
+            text.push_str(&format!("workload  {} {}\n", status.state, status.message));
+            let mut rows = vec![["SERVICE", "READY", "STATES", "URIS"].map(str::to_owned).to_vec()];
+            for service in &status.services {
+                rows.push(vec![
+                    service.name.clone(),
+                    format!("{}/{}", service.ready_replicas, service.total_replicas),
+                    service.states.join(","),
+                    service.uris.join(" "),
+                ]);
+            }
+            text.push_str(&table(&rows));
+        }
+        if let Some(error) = &gateway_error {
+            text.push_str(&format!("workload  unknown: {:#}\n", error.error));
+        }
+        text
+    });
+    // The chain part printed; an unreachable gateway still makes the exit code say so.
+    Ok(gateway_error.map_or(0, |error| error.kind.code()))
+}
+
+pub async fn logs(
+    ctx: &Ctx,
+    lease_id: u64,
+    follow: bool,
+    tail: u32,
+    service: Option<&str>,
+) -> CliResult<u8> {
+    let signer = wallet::signer(&ctx.settings)?;
+    let chain = Chain::connect(&ctx.settings, Some(signer.clone())).await?;
+    let endpoint = gateway::endpoint_of(&chain, lease_id).await?;
+    let mut client = gateway::connect(&endpoint, signer).await?;
+    let mut stream = client
+        .logs(lease_id, service, follow, tail)
+        .await
+        .ctx(format!("logs of lease {lease_id} from {endpoint}"))?;
+    // Without --follow the stream ends by itself; bound it anyway.
+    let idle = if follow {
+        None
+    } else {
+        Some(gateway::CALL_TIMEOUT)
+    };
+    loop {
+        let next = match idle {
+            Some(limit) => match tokio::time::timeout(limit, stream.message()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => stream.message().await,
+        };
+        let line = match next {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(status) => {
+                return Err(CliError::msg(
+                    ExitKind::Network,
+                    format!("log stream from {endpoint} ended: {}", status.message()),
+                ));
+            }
+        };
+        let text = String::from_utf8_lossy(&line.line);
+        let text = text.trim_end_matches('\n');
+        match ctx.output {
+            // NDJSON: one object per line, so `-f` can be piped into jq.
+            Output::Json => println!(
+                "{}",
+                json!({
+                    "service": line.service,
+                    "replica": line.replica,
+                    "stderr": line.stderr,
+                    "timestamp_unix_nanos": line.timestamp_unix_nanos,
+                    "line": text,
+                })
+            ),
+            Output::Text => println!("{}[{}] {text}", line.service, line.replica),
+        }
+    }
+    Ok(0)
+}
+
+pub async fn close(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
+    let chain = Chain::connect(&ctx.settings, Some(wallet::signer(&ctx.settings)?)).await?;
+    let order = chain.client.order(lease_id).await?;
+    let document = match order.status {
+        OrderStatus::Open => {
+            let refund = chain.client.cancel_order(lease_id).await.ctx("cancelOrder")?;
+            json!({ "lease_id": lease_id, "action": "cancelled_order", "refunded_to_tenant": refund.to_string() })
+        }
+        OrderStatus::Leased => {
+            let settlement = chain
+                .client
+                .close_lease(lease_id, CloseReason::TenantRequest)
+                .await
+                .ctx("closeLease")?;
+            json!({
+                "lease_id": lease_id,
+                "action": "closed_lease",
+                "paid_to_provider": settlement.paid_to_provider.to_string(),
+                "refunded_to_tenant": settlement.refunded_to_tenant.to_string(),
+            })
+        }
+        other => {
+            return Err(CliError::failed(format!(
+                "lease {lease_id} is already {other:?}; nothing to close"
+            )));
+        }
+    };
+    emit(ctx.output, &document, || match order.status {
+        OrderStatus::Open => format!(
+            "order {lease_id} cancelled; refunded {}\n",
+            document["refunded_to_tenant"].as_str().unwrap_or_default()
+        ),
+        _ => format!(
+            "lease {lease_id} closed; provider paid {}, refunded {}\n",
+            document["paid_to_provider"].as_str().unwrap_or_default(),
+            document["refunded_to_tenant"].as_str().unwrap_or_default()
+        ),
+    });
+    Ok(0)
+}
+
+pub async fn topup(ctx: &Ctx, lease_id: u64, amount: U256) -> CliResult<u8> {
+    if amount.is_zero() {
+        return Err(CliError::failed("the amount must be greater than 0"));
+    }
+    let chain = Chain::connect(&ctx.settings, Some(wallet::signer(&ctx.settings)?)).await?;
+    let me = chain.sender();
+    let balance = chain.token_balance(me).await?;
+    if balance < amount {
+        return Err(CliError::failed(format!(
+            "insufficient funds: {me} holds {balance} of token {}, the top-up needs {amount}",
+            chain.deployment.token
+        )));
+    }
+    let escrow = chain.client.top_up(lease_id, amount).await.ctx("topUp")?;
+    emit(
+        ctx.output,
+        &json!({ "lease_id": lease_id, "added": amount.to_string(), "escrow": escrow.to_string() }),
+        || format!("added {amount} to lease {lease_id}; escrow now {escrow}\n"),
+    );
+    Ok(0)
+}
+
+pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
+    let chain = Chain::connect(&ctx.settings, None).await?;
+    let order = chain.client.order(order_id).await?;
+    let posted = chain.client.order_posted(order_id).await?;
+    let names = names_for(ctx, &chain, order_id);
+    let mut scheduler_bids = Vec::new();
+    let mut infos = Vec::new();
+    for bid in chain.client.bids(order_id).await? {
+        let provider = chain.client.provider_info(bid.provider).await?;
+        scheduler_bids.push(market::scheduler_bid(&bid, &provider));
+        infos.push((bid, provider));
+    }
+    let scheduler_order = market::scheduler_order(&posted.spec, posted.max_price_per_hour);
+    let ranked = ranking::rank(&scheduler_order, &scheduler_bids, &RankingPolicy::Cheapest);
+    let settle_winner =
+        ranking::onchain_winner(&scheduler_order, &scheduler_bids).map(|bid| bid.bid_index);
+    let rows: Vec<serde_json::Value> = ranked
+        .iter()
+        .filter_map(|rank| {
+            let (bid, provider) = infos.iter().find(|(bid, _)| bid.bid_id == rank.bid_index)?;
+            let reason = market::explain(&scheduler_order, &scheduler_bids[usize::try_from(bid.bid_id).ok()?.min(scheduler_bids.len().saturating_sub(1))], provider, &names);
+            Some(json!({
+                "bid_id": bid.bid_id,
+                "provider": provider.address,
+                "endpoint": provider.endpoint,
+                "price_per_hour": bid.price_per_hour.to_string(),
+                "gpu_model": (bid.gpu_model != B256::ZERO).then(|| names.name(&bid.gpu_model)),
+                "withdrawn": bid.withdrawn,
+                "eligible": rank.eligible,
+                "settle_would_pick": settle_winner == Some(bid.bid_id),
+                "reasons": rank.reasons,
+                "ineligible_because": reason,
+            }))
+        })
+        .collect();
+    let document = json!({
+        "order_id": order_id,
+        "status": order.status,
+        "max_price_per_hour": order.max_price_per_hour.to_string(),
+        "bid_window_end": order.bid_window_end,
+        "bids": rows,
+    });
+    emit(ctx.output, &document, || {
+        if rows.is_empty() {
+            return format!("order {order_id} ({:?}): no bids yet\n", order.status);
+        }
+        let mut table_rows = vec![
+            ["BID", "PROVIDER", "PRICE/H", "GPU", "ELIGIBLE", "NOTES"].map(str::to_owned).to_vec(),
+        ];
+        for row in &rows {
+            let mut notes = Vec::new();
+            if row["settle_would_pick"] == true {
+                notes.push("settle picks this".to_owned());
+            }
+            if let Some(message) = row["ineligible_because"]["message"].as_str() {
+                notes.push(message.to_owned());
+            }
+            table_rows.push(vec![
+                row["bid_id"].to_string(),
+                row["provider"].as_str().unwrap_or_default().to_owned(),
+                row["price_per_hour"].as_str().unwrap_or_default().to_owned(),
+                row["gpu_model"].as_str().unwrap_or("-").to_owned(),
+                if row["eligible"] == true { "yes" } else { "no" }.to_owned(),
+                notes.join("; "),
+            ]);
+        }
+        format!(
+            "order {order_id} ({:?}), max {}/h\n{}",
+            order.status,
+            order.max_price_per_hour,
+            table(&table_rows)
+        )
+    });
+    Ok(0)
+}
+
+pub async fn leases(ctx: &Ctx) -> CliResult<u8> {
+    let chain = Chain::connect(&ctx.settings, None).await?;
+    let (records, problems) =
+        records::load_all(&ctx.settings.deployments_dir(), chain.deployment.marketplace);
+    let mut entries = Vec::new();
+    for record in &records {
+        for group in &record.groups {
+            let order = chain.client.order(group.order_id).await?;
+            let lease = match order.status {
+                OrderStatus::Leased | OrderStatus::Closed => {
+                    Some(chain.client.lease(group.order_id).await?)
+                }
+                _ => None,
+            };
+            entries.push(json!({
+                "deployment": record.id,
+                "group": group.group,
+                "lease_id": group.order_id,
+                "manifest": record.manifest_path,
+                "order_status": order.status,
+                "escrow": order.escrow.to_string(),
+                "provider": lease.as_ref().map(|l| l.provider),
+                "endpoint": group.endpoint,
+                "price_per_hour": lease.as_ref().map(|l| l.price_per_hour.to_string()),
+                "active": lease.as_ref().is_some_and(|l| l.active),
+            }));
+        }
+    }
+    emit(ctx.output, &json!({ "leases": entries, "unreadable_records": problems }), || {
+        if entries.is_empty() {
+            return format!(
+                "no deployments recorded in {} for this marketplace\n",
+                ctx.settings.deployments_dir().display()
+            );
+        }
+        let mut rows = vec![
+            ["LEASE", "GROUP", "STATE", "PROVIDER", "PRICE/H", "ESCROW", "MANIFEST"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
+        for entry in &entries {
+            rows.push(vec![
+                entry["lease_id"].to_string(),
+                entry["group"].as_str().unwrap_or_default().to_owned(),
+                entry["order_status"].as_str().unwrap_or_default().to_owned(),
+                entry["provider"].as_str().unwrap_or("-").to_owned(),
+                entry["price_per_hour"].as_str().unwrap_or("-").to_owned(),
+                entry["escrow"].as_str().unwrap_or_default().to_owned(),
+                entry["manifest"].as_str().unwrap_or_default().to_owned(),
+            ]);
+        }
+        let mut text = table(&rows);
+        for problem in &problems {
+            text.push_str(&format!("warning: unreadable record {problem}\n"));
+        }
+        text
+    });
+    Ok(0)
+}

@@ -1,0 +1,257 @@
+//! `tenant providers` and `tenant preflight`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider as _;
+use alloy::rpc::types::Filter;
+use alloy::sol_types::SolEvent as _;
+use leasehold_contracts::bindings::Marketplace;
+use leasehold_contracts::{ProviderInfo, ProviderStatus};
+use leasehold_manifests::Group;
+use serde::Serialize;
+
+use crate::chain::{Chain, bounded};
+use crate::commands::Ctx;
+use crate::error::CliResult;
+use crate::market::{self, GroupOrder, Names, Reason};
+use crate::output::{emit, table};
+
+/// Every registered provider's on-chain record (`all`: unbonding ones too).
+pub async fn registered(chain: &Chain, all: bool) -> CliResult<Vec<ProviderInfo>> {
+    let mut providers = Vec::new();
+    for address in chain.client.providers().await? {
+        let info = chain.client.provider_info(address).await?;
+        if all || info.status == ProviderStatus::Active {
+            providers.push(info);
+        }
+    }
+    Ok(providers)
+}
+
+pub async fn list(ctx: &Ctx, all: bool) -> CliResult<u8> {
+    let chain = Chain::connect(&ctx.settings, None).await?;
+    let providers = registered(&chain, all).await?;
+    let names = Names::default();
+    emit(ctx.output, &serde_json::json!({ "providers": providers }), || {
+        if providers.is_empty() {
+            return "no providers registered\n".to_owned();
+        }
+        let mut rows = vec![
+            ["PROVIDER", "STATUS", "ENDPOINT", "ATTRIBUTES", "CPU (m)", "MEMORY (MiB)", "STORAGE (MiB)", "GPUS", "LEASES"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
+        for p in &providers {
+            let used = |allocated: u64, capacity: u64| format!("{allocated}/{capacity}");
+            let gpus: Vec<String> = p
+                .gpus
+                .iter()
+                .map(|g| format!("{}/{} {}", g.allocated, g.capacity, names.name(&g.model_key)))
+                .collect();
+            rows.push(vec![
+                p.address.to_string(),
+                format!("{:?}", p.status).to_lowercase(),
+                p.endpoint.clone(),
+                p.attributes.len().to_string(),
+                used(p.allocated.cpu_milli, p.capacity.cpu_milli),
+                used(p.allocated.memory_mib, p.capacity.memory_mib),
+                used(p.allocated.storage_mib, p.capacity.storage_mib),
+                if gpus.is_empty() { "-".to_owned() } else { gpus.join(", ") },
+                p.active_leases.to_string(),
+            ]);
+        }
+        format!(
+            "{}(allocated/capacity; attributes and GPU models are keccak256 keys on chain: \
+             `tenant preflight FILE` names the ones a manifest asks for)\n",
+            table(&rows)
+        )
+    });
+    Ok(0)
+}
+
+/// A provider that could serve a group.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub provider: Address,
+    pub endpoint: String,
+    /// From the provider's recent bids, scaled to this group's replicas; `None` when it has
+    /// not bid yet.
+    pub estimated_price_per_hour: Option<String>,
+}
+
+/// A provider that cannot serve a group, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejected {
+    pub provider: Address,
+    pub endpoint: String,
+    pub reason: Reason,
+}
+
+/// The preflight of one group.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupPreflight {
+    pub group: String,
+    pub replicas: u16,
+    pub cpu_milli: u64,
+    pub memory_mib: u64,
+    pub storage_mib: u64,
+    pub gpu_count: u32,
+    pub max_price_per_hour: String,
+    pub eligible: Vec<Candidate>,
+    pub ineligible: Vec<Rejected>,
+}
+
+/// The preflight of a whole SDL.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preflight {
+    pub groups: Vec<GroupPreflight>,
+}
+
+impl Preflight {
+    /// True when every group has at least one provider that could serve it.
+    pub fn servable(&self) -> bool {
+        self.groups.iter().all(|group| !group.eligible.is_empty())
+    }
+
+    /// Plain text, one paragraph per group (also used in the no-bids error).
+    pub fn explain(&self) -> String {
+        let mut text = String::new();
+        for group in &self.groups {
+            let total = group.eligible.len() + group.ineligible.len();
+            let _ = writeln!(
+                text,
+                "group `{}` ({} replicas, {}m cpu, {} MiB memory, {} MiB storage, {} GPUs, max {}/h): {} of {total} provider(s) can serve it",
+                group.group,
+                group.replicas,
+                group.cpu_milli,
+                group.memory_mib,
+                group.storage_mib,
+                group.gpu_count,
+                group.max_price_per_hour,
+                group.eligible.len(),
+            );
+            for candidate in &group.eligible {
+                let price = candidate
+                    .estimated_price_per_hour
+                    .as_deref()
+                    .map_or("price unknown until it bids".to_owned(), |p| format!("~{p}/h from its recent bids"));
+                let _ = writeln!(text, "  ok   {} {} ({price})", candidate.provider, candidate.endpoint);
+            }
+            for rejected in &group.ineligible {
+                let _ = writeln!(
+                    text,
+                    "  no   {} {}: {} [{}]",
+                    rejected.provider, rejected.endpoint, rejected.reason.message, rejected.reason.kind
+                );
+            }
+        }
+        text
+    }
+}
+
+/// Lowest price per replica-hour each provider bid on recent orders: a provider's prices are
+/// not on chain, its bids are. One log query for all providers.
+async fn recent_rates(chain: &Chain) -> CliResult<HashMap<Address, U256>> {
+    let filter = Filter::new()
+        .address(chain.deployment.marketplace)
+        .event_signature(Marketplace::BidPlaced::SIGNATURE_HASH)
+        .from_block(chain.deployment.start_block);
+    let logs = bounded("eth_getLogs BidPlaced", chain.client.provider().get_logs(&filter)).await?;
+    let mut replicas_of: HashMap<U256, u16> = HashMap::new();
+    let mut rates: HashMap<Address, U256> = HashMap::new();
+    // Most recent bids only: prices change.
+    for log in logs.iter().rev().take(50) {
+        let Ok(bid) = log.log_decode::<Marketplace::BidPlaced>() else {
+            continue;
+        };
+        let bid = bid.inner.data;
+        let replicas = match replicas_of.get(&bid.orderId) {
+            Some(replicas) => *replicas,
+            None => {
+                let Ok(order_id) = u64::try_from(bid.orderId) else { continue };
+                let replicas = chain.client.order(order_id).await?.replicas;
+                replicas_of.insert(bid.orderId, replicas);
+                replicas
+            }
+        };
+        if replicas == 0 {
+            continue;
+        }
+        let rate = bid.pricePerHour.div_ceil(U256::from(replicas));
+        rates
+            .entry(bid.provider)
+            .and_modify(|lowest| *lowest = (*lowest).min(rate))
+            .or_insert(rate);
+    }
+    Ok(rates)
+}
+
+/// Checks every group against every active provider with the scheduler's eligibility rule.
+pub async fn preflight(chain: &Chain, groups: &[Group]) -> CliResult<Preflight> {
+    let providers = registered(chain, true).await?;
+    let rates = recent_rates(chain).await?;
+    let names = Names::from_groups(groups);
+    let mut report = Vec::new();
+    for group in groups {
+        let GroupOrder {
+            spec,
+            max_price_per_hour,
+            ..
+        } = market::group_order(group)?;
+        let order = market::scheduler_order(&spec, max_price_per_hour);
+        let mut eligible = Vec::new();
+        let mut ineligible = Vec::new();
+        for provider in &providers {
+            let estimate = rates
+                .get(&provider.address)
+                .and_then(|rate| rate.checked_mul(U256::from(spec.replicas)));
+            let price = estimate.map_or(0, |p| u128::try_from(p).unwrap_or(u128::MAX));
+            let bid = market::hypothetical_bid(&spec, provider, price);
+            match market::explain(&order, &bid, provider, &names) {
+                None => eligible.push(Candidate {
+                    provider: provider.address,
+                    endpoint: provider.endpoint.clone(),
+                    estimated_price_per_hour: estimate.map(|p| p.to_string()),
+                }),
+                Some(reason) => ineligible.push(Rejected {
+                    provider: provider.address,
+                    endpoint: provider.endpoint.clone(),
+                    reason: price_reason_with_basis(reason),
+                }),
+            }
+        }
+        report.push(GroupPreflight {
+            group: group.name.clone(),
+            replicas: spec.replicas,
+            cpu_milli: spec.resources.cpu_milli,
+            memory_mib: spec.resources.memory_mib,
+            storage_mib: spec.resources.storage_mib,
+            gpu_count: spec.gpu_count,
+            max_price_per_hour: max_price_per_hour.to_string(),
+            eligible,
+            ineligible,
+        });
+    }
+    Ok(Preflight { groups: report })
+}
+
+fn price_reason_with_basis(reason: Reason) -> Reason {
+    if reason.kind != "price" {
+        return reason;
+    }
+    Reason {
+        message: format!("too expensive: its recent bids suggest {}", reason.message),
+        ..reason
+    }
+}
+
+pub async fn preflight_command(ctx: &Ctx, file: &Path) -> CliResult<u8> {
+    let sdl = super::validate::load_valid(file)?;
+    let chain = Chain::connect(&ctx.settings, None).await?;
+    let report = preflight(&chain, &sdl.groups()).await?;
+    emit(ctx.output, &report, || report.explain());
+    Ok(0)
+}

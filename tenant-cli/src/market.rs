@@ -1,0 +1,305 @@
+//! The tenant's view of the market: a manifest group as an on-chain order, names for the
+//! keccak256 keys the chain stores, and chain data in the scheduler's terms so its
+//! eligibility and ranking rules (the ones `settle` mirrors) decide, not a copy of them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use alloy::primitives::{B256, U256, keccak256};
+use leasehold_contracts::{
+    BidInfo, OrderRequirements, OrderSpec, ProviderInfo, ProviderStatus, Resources,
+};
+use leasehold_manifests::Group;
+use leasehold_scheduler::ranking::{self, Ineligible, ProviderRoom};
+use leasehold_scheduler::{GpuModelKey, ModelPattern};
+
+use crate::error::{CliError, CliResult};
+
+const MIB: u64 = 1 << 20;
+
+/// keccak256 of a `key=value` attribute or a canonical GPU model string, as stored on chain.
+pub fn chain_key(text: &str) -> B256 {
+    keccak256(text.as_bytes())
+}
+
+/// The order a group becomes: its totals (memory and storage rounded up to MiB), its
+/// required attributes and its allowed GPU models, plus the maximum price per hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOrder {
+    pub group: String,
+    pub spec: OrderSpec,
+    pub max_price_per_hour: U256,
+    /// Denomination named in the SDL (informational: the deployment fixes the token).
+    pub denom: String,
+}
+
+pub fn group_order(group: &Group) -> CliResult<GroupOrder> {
+    let totals = group
+        .totals()
+        .map_err(|e| CliError::failed(format!("group `{}`: {e}", group.name)))?;
+    let too_big = |what: &str| CliError::failed(format!("group `{}`: {what} out of range", group.name));
+    let mut models: Vec<B256> = group
+        .units
+        .iter()
+        .flat_map(|unit| unit.resources.gpu.models.iter())
+        .map(|model| chain_key(&model.to_string()))
+        .collect();
+    models.sort();
+    models.dedup();
+    let spec = OrderSpec {
+        resources: Resources {
+            cpu_milli: totals.cpu_millis,
+            memory_mib: totals.memory_bytes.div_ceil(MIB),
+            storage_mib: totals.storage_bytes.div_ceil(MIB),
+        },
+        gpu_count: u32::try_from(totals.gpu_units).map_err(|_| too_big("gpu units"))?,
+        replicas: u16::try_from(totals.replicas).map_err(|_| too_big("replicas"))?,
+        requirements: OrderRequirements {
+            allowed_gpu_models: models,
+            required_attributes: group
+                .requirements
+                .attributes
+                .iter()
+                .map(|attribute| chain_key(&format!("{}={}", attribute.key, attribute.value)))
+                .collect(),
+        },
+    };
+    Ok(GroupOrder {
+        group: group.name.clone(),
+        spec,
+        max_price_per_hour: U256::from(totals.price.amount.floor_units()),
+        denom: totals.price.denom,
+    })
+}
+
+/// Human names for on-chain keys, learned from manifests (the chain stores only hashes).
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    names: HashMap<B256, String>,
+}
+
+impl Names {
+    /// Every attribute and GPU model string a set of groups mentions.
+    pub fn from_groups(groups: &[Group]) -> Self {
+        let mut names = Self::default();
+        for group in groups {
+            for attribute in &group.requirements.attributes {
+                names.learn(&format!("{}={}", attribute.key, attribute.value));
+            }
+            for unit in &group.units {
+                for model in &unit.resources.gpu.models {
+                    names.learn(&model.to_string());
+                }
+            }
+        }
+        names
+    }
+
+    pub fn learn(&mut self, text: &str) {
+        self.names.insert(chain_key(text), text.to_owned());
+    }
+
+    /// The name, or the short hex of the key.
+    pub fn name(&self, key: &B256) -> String {
+        self.names
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| crate::output::short_hex(&key.to_string()))
+    }
+}
+
+/// Keys stand in for names inside the scheduler, so its rules compare exactly what the
+/// contract compares. A model key must look like `vendor/model/ram/interface`.
+fn model_key(key: &B256) -> Option<GpuModelKey> {
+    GpuModelKey::parse(&format!("chain/{key}/0Gi/key")).ok()
+}
+
+fn model_pattern(key: &B256) -> Option<ModelPattern> {
+    ModelPattern::parse(&format!("chain/{key}/0Gi/key")).ok()
+}
+
+/// Recovers the key from a scheduler-side model name produced by [`model_key`].
+fn key_of_model_name(name: &str) -> Option<B256> {
+    name.split('/').nth(1)?.parse().ok()
+}
+
+/// The order in the scheduler's terms.
+pub fn scheduler_order(spec: &OrderSpec, max_price_per_hour: U256) -> ranking::OrderSpec {
+    ranking::OrderSpec {
+        max_price_per_hour: u128::try_from(max_price_per_hour).unwrap_or(u128::MAX),
+        cpu_milli: spec.resources.cpu_milli,
+        memory_mib: spec.resources.memory_mib,
+        storage_mib: spec.resources.storage_mib,
+        gpu_units: u64::from(spec.gpu_count),
+        allowed_gpu_models: spec
+            .requirements
+            .allowed_gpu_models
+            .iter()
+            .filter_map(model_pattern)
+            .collect(),
+        required_attributes: spec
+            .requirements
+            .required_attributes
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    }
+}
+
+/// What a provider has free on chain (capacity minus allocated), per GPU model key.
+pub fn room(provider: &ProviderInfo) -> ProviderRoom {
+    let free = |capacity: u64, allocated: u64| capacity.saturating_sub(allocated);
+    ProviderRoom {
+        cpu_milli: free(provider.capacity.cpu_milli, provider.allocated.cpu_milli),
+        memory_mib: free(provider.capacity.memory_mib, provider.allocated.memory_mib),
+        storage_mib: free(provider.capacity.storage_mib, provider.allocated.storage_mib),
+        gpus: provider
+            .gpus
+            .iter()
+            .filter_map(|gpu| {
+                let free = u64::from(gpu.capacity.saturating_sub(gpu.allocated));
+                Some((model_key(&gpu.model_key)?, free))
+            })
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// A bid in the scheduler's terms.
+pub fn scheduler_bid(bid: &BidInfo, provider: &ProviderInfo) -> ranking::Bid {
+    ranking::Bid {
+        bid_index: bid.bid_id,
+        provider: provider.address.to_string(),
+        price_per_hour: u128::try_from(bid.price_per_hour).unwrap_or(u128::MAX),
+        gpu_model: (bid.gpu_model != B256::ZERO)
+            .then(|| model_key(&bid.gpu_model))
+            .flatten(),
+        attributes: attribute_set(provider),
+        reputation: ranking::Reputation::default(),
+        room: room(provider),
+        withdrawn: bid.withdrawn,
+    }
+}
+
+fn attribute_set(provider: &ProviderInfo) -> BTreeSet<String> {
+    provider.attributes.iter().map(ToString::to_string).collect()
+}
+
+/// The bid a provider would place on `spec` at `price`: naming the allowed model it has the
+/// most of free (or, if it has none, its first model, so the reason says "not allowed").
+pub fn hypothetical_bid(spec: &OrderSpec, provider: &ProviderInfo, price: u128) -> ranking::Bid {
+    let allowed = &spec.requirements.allowed_gpu_models;
+    let gpu = if spec.gpu_count == 0 {
+        None
+    } else {
+        provider
+            .gpus
+            .iter()
+            .filter(|gpu| allowed.is_empty() || allowed.contains(&gpu.model_key))
+            .max_by_key(|gpu| gpu.capacity.saturating_sub(gpu.allocated))
+            .or_else(|| provider.gpus.first())
+            .map(|gpu| gpu.model_key)
+    };
+    ranking::Bid {
+        bid_index: 0,
+        provider: provider.address.to_string(),
+        price_per_hour: price,
+        gpu_model: gpu.as_ref().and_then(model_key),
+        attributes: attribute_set(provider),
+        reputation: ranking::Reputation::default(),
+        room: room(provider),
+        withdrawn: false,
+    }
+}
+
+/// Why a provider cannot serve an order, in the user's words.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reason {
+    /// `inactive`, `attributes`, `gpu_model`, `capacity` or `price`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// The scheduler's eligibility verdict, with keys turned back into names.
+pub fn explain(
+    order: &ranking::OrderSpec,
+    bid: &ranking::Bid,
+    provider: &ProviderInfo,
+    names: &Names,
+) -> Option<Reason> {
+    if provider.status != ProviderStatus::Active {
+        return Some(Reason {
+            kind: "inactive",
+            message: format!("provider is {:?}, not active", provider.status).to_lowercase(),
+        });
+    }
+    let error = ranking::eligibility(order, bid).err()?;
+    let key_name = |text: &str| match text.parse::<B256>() {
+        Ok(key) => names.name(&key),
+        Err(_) => text.to_owned(),
+    };
+    let allowed = || {
+        order
+            .allowed_gpu_models
+            .iter()
+            .filter_map(|pattern| key_of_model_name(pattern.as_str()))
+            .map(|key| names.name(&key))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(match error {
+        Ineligible::Withdrawn => Reason {
+            kind: "withdrawn",
+            message: "bid withdrawn".to_owned(),
+        },
+        Ineligible::OverMaxPrice { price, max } => Reason {
+            kind: "price",
+            message: format!("price {price}/h is above the maximum {max}/h"),
+        },
+        Ineligible::MissingAttribute(key) => Reason {
+            kind: "attributes",
+            message: format!("lacks the required attribute {}", key_name(&key)),
+        },
+        Ineligible::GpuModelNotAllowed(model) => Reason {
+            kind: "gpu_model",
+            message: format!(
+                "offers GPU model {}, but the order allows only {}",
+                key_of_model_name(&model).map_or(model, |key| names.name(&key)),
+                allowed()
+            ),
+        },
+        Ineligible::NoGpuModel => Reason {
+            kind: "gpu_model",
+            message: "has no GPUs, but the order needs some".to_owned(),
+        },
+        Ineligible::NoRoom(what) => Reason {
+            kind: "capacity",
+            message: format!("not enough free capacity: {what}"),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SDL: &str = include_str!("../../manifests/examples/gpu-inference.yaml");
+
+    #[test]
+    fn gpu_group_becomes_an_order_with_hashed_lists() {
+        let sdl = leasehold_manifests::parse(SDL).unwrap();
+        let groups = sdl.groups();
+        let order = group_order(&groups[0]).unwrap();
+        assert!(order.spec.gpu_count > 0);
+        assert_eq!(order.spec.requirements.allowed_gpu_models.len(), 2);
+        assert!(
+            order
+                .spec
+                .requirements
+                .allowed_gpu_models
+                .contains(&chain_key("nvidia/a100/80Gi/sxm"))
+        );
+        let names = Names::from_groups(&groups);
+        assert_eq!(names.name(&chain_key("nvidia/a100/80Gi/sxm")), "nvidia/a100/80Gi/sxm");
+        let key = chain_key("nvidia/a100/80Gi/sxm");
+        assert_eq!(key_of_model_name(model_key(&key).unwrap().as_str()), Some(key));
+    }
+}

@@ -1,0 +1,222 @@
+//! A fresh anvil with the real contracts per test, and a runner for the built `tenant`
+//! binary with an isolated HOME, XDG dirs and `LEASEHOLD_*` environment.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use alloy::node_bindings::{Anvil, AnvilInstance};
+use alloy::primitives::{Address, B256, U256, keccak256};
+use alloy::signers::local::PrivateKeySigner;
+use leasehold_contracts::{
+    DeployParams, Deployment, GpuCapacity, MarketplaceClient, ProviderProfile, Resources,
+    deploy_all, fund_with_faucet, signing_provider,
+};
+
+/// Upper bound for any single test: nothing may hang.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(150);
+
+pub const DEPLOYER: usize = 0;
+pub const TENANT: usize = 1;
+pub const PROVIDER_A: usize = 2;
+pub const PROVIDER_B: usize = 3;
+pub const OTHER_TENANT: usize = 4;
+/// Has ETH but no tokens.
+pub const UNFUNDED: usize = 6;
+
+/// 100,000 tokens of 6 decimals.
+pub const FUNDING: u64 = 100_000_000_000;
+
+pub fn anvil_bin() -> PathBuf {
+    let path = std::env::var_os("ANVIL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/anvil"));
+    assert!(
+        path.exists(),
+        "anvil not found at {} (set ANVIL_BIN, or run scripts/bootstrap)",
+        path.display()
+    );
+    path
+}
+
+pub async fn within<T>(body: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .expect("test exceeded its time limit")
+}
+
+pub fn example(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../manifests/examples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+pub fn key(text: &str) -> B256 {
+    keccak256(text.as_bytes())
+}
+
+/// Runs `tenant` with only the given environment (plus PATH) and HOME inside `home`.
+pub fn run_tenant(home: &Path, env: &[(&str, String)], args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tenant"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"));
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run tenant")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            stdout(output),
+            stderr(output)
+        )
+    })
+}
+
+pub fn code(output: &Output) -> Option<i32> {
+    output.status.code()
+}
+
+pub struct Devnet {
+    pub anvil: AnvilInstance,
+    pub deployment: Deployment,
+    pub home: tempfile::TempDir,
+    pub deployment_path: PathBuf,
+}
+
+impl Devnet {
+    /// Anvil with the contracts deployed; accounts 0-5 hold [`FUNDING`] tokens.
+    pub async fn start() -> Self {
+        let anvil = Anvil::at(anvil_bin()).try_spawn().expect("anvil did not start");
+        let deployer = PrivateKeySigner::from(anvil.keys()[DEPLOYER].clone());
+        let deploying = signing_provider(&anvil.endpoint(), deployer.clone()).expect("provider");
+        let deployment = deploy_all(&deploying, deployer.address(), &DeployParams::default())
+            .await
+            .expect("deploy_all");
+        let funded: Vec<Address> = anvil.addresses().iter().take(6).copied().collect();
+        fund_with_faucet(
+            &deploying,
+            deployment.token,
+            deployer.address(),
+            &funded,
+            U256::from(FUNDING),
+        )
+        .await
+        .expect("faucet");
+        let home = tempfile::tempdir().expect("temp dir");
+        let deployment_path = home.path().join("deployment.json");
+        deployment.save(&deployment_path).expect("save deployment");
+        Self {
+            anvil,
+            deployment,
+            home,
+            deployment_path,
+        }
+    }
+
+    pub fn signer(&self, index: usize) -> PrivateKeySigner {
+        PrivateKeySigner::from(self.anvil.keys()[index].clone())
+    }
+
+    pub fn address(&self, index: usize) -> Address {
+        self.anvil.addresses()[index]
+    }
+
+    pub fn private_key(&self, index: usize) -> String {
+        alloy::hex::encode_prefixed(self.anvil.keys()[index].to_bytes())
+    }
+
+    pub fn client(&self, index: usize) -> MarketplaceClient {
+        MarketplaceClient::connect_http(&self.anvil.endpoint(), self.signer(index), self.deployment)
+            .expect("client")
+    }
+
+    /// RPC URL and deployment file; add the key yourself.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LEASEHOLD_RPC_URL", self.anvil.endpoint()),
+            (
+                "LEASEHOLD_DEPLOYMENT",
+                self.deployment_path.to_string_lossy().into_owned(),
+            ),
+        ]
+    }
+
+    /// [`Devnet::env`] acting as account `index` through LEASEHOLD_PRIVATE_KEY.
+    pub fn env_as(&self, index: usize) -> Vec<(&'static str, String)> {
+        let mut env = self.env();
+        env.push(("LEASEHOLD_PRIVATE_KEY", self.private_key(index)));
+        env
+    }
+
+    /// Runs `tenant` as account `index` (blocking; call from a blocking-friendly context).
+    pub fn tenant_as(&self, index: usize, args: &[&str]) -> Output {
+        run_tenant(self.home.path(), &self.env_as(index), args)
+    }
+
+    /// Registers account `index` as a provider in region=eu-west.
+    pub async fn register(&self, index: usize, endpoint: &str, gpus: &[(&str, u32)]) {
+        let profile = ProviderProfile {
+            endpoint: endpoint.to_owned(),
+            attributes: vec![key("region=eu-west")],
+            capacity: Resources {
+                cpu_milli: 64_000,
+                memory_mib: 262_144,
+                storage_mib: 2_000_000,
+            },
+            gpus: gpus
+                .iter()
+                .map(|(model, count)| GpuCapacity {
+                    model_key: key(model),
+                    count: *count,
+                })
+                .collect(),
+        };
+        self.client(index)
+            .register_provider(&profile)
+            .await
+            .expect("register provider");
+    }
+}
+
+/// Runs a blocking closure (a `tenant` process) without stalling the async test.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+impl Devnet {
+    /// Runs `tenant` as account `index` on a blocking thread.
+    pub async fn tenant(&self, index: usize, args: &[&str]) -> Output {
+        self.tenant_with(self.env_as(index), args).await
+    }
+
+    /// Runs `tenant` with exactly `env` (plus PATH and the isolated HOME).
+    pub async fn tenant_with(&self, env: Vec<(&'static str, String)>, args: &[&str]) -> Output {
+        let home = self.home.path().to_owned();
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_tenant(&home, &env, &args)
+        })
+        .await
+    }
+}
