@@ -1,0 +1,187 @@
+//! `tenant providers`, `preflight` and the wrong-network check against real contracts.
+
+use alloy::primitives::{B256, U256};
+use leasehold_contracts::{NewOrder, OrderRequirements, OrderSpec, Resources};
+
+use crate::support::{
+    Devnet, OTHER_TENANT, PROVIDER_A, PROVIDER_B, TENANT, code, json, stderr, within,
+};
+
+const H100_SDL: &str = r#"
+version: "2.0"
+services:
+  infer:
+    image: leasehold/busybox:test
+    expose:
+      - port: 80
+        to:
+          - global: true
+profiles:
+  compute:
+    gpu:
+      resources:
+        cpu:
+          units: 2
+        memory:
+          size: 4Gi
+        storage:
+          size: 10Gi
+        gpu:
+          units: 1
+          attributes:
+            vendor:
+              nvidia:
+                - model: h100
+                  ram: 80Gi
+                  interface: sxm
+  placement:
+    eu:
+      attributes:
+        region: eu-west
+      pricing:
+        gpu:
+          denom: usdc
+          amount: 1000
+deployment:
+  infer:
+    eu:
+      profile: gpu
+      count: 1
+"#;
+
+/// B's only bid so far: 50,000/h for one replica, far above the SDL's 1000/h.
+async fn give_b_a_price_history(devnet: &Devnet) {
+    let posted = devnet
+        .client(OTHER_TENANT)
+        .create_order(&NewOrder {
+            token: devnet.deployment.token,
+            spec: OrderSpec {
+                resources: Resources {
+                    cpu_milli: 100,
+                    memory_mib: 64,
+                    storage_mib: 64,
+                },
+                gpu_count: 0,
+                replicas: 1,
+                requirements: OrderRequirements::default(),
+            },
+            manifest_hash: B256::repeat_byte(1),
+            max_price_per_hour: U256::from(100_000),
+            deposit: U256::from(1_000_000),
+            bid_window_secs: 3600,
+        })
+        .await
+        .expect("create order");
+    devnet
+        .client(PROVIDER_B)
+        .place_bid(
+            posted.order_id,
+            U256::from(50_000),
+            B256::ZERO,
+            &posted.spec.requirements,
+        )
+        .await
+        .expect("place bid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_and_preflight_explain_who_cannot_serve_and_why() {
+    within(async {
+        let devnet = Devnet::start().await;
+        devnet.register(PROVIDER_A, "127.0.0.1:7001", &[("nvidia/a100/80Gi/sxm", 4)]).await;
+        devnet.register(PROVIDER_B, "127.0.0.1:7002", &[("nvidia/h100/80Gi/sxm", 2)]).await;
+        give_b_a_price_history(&devnet).await;
+
+        let listed = devnet.tenant_with(devnet.env(), &["providers", "--output", "json"]).await;
+        assert_eq!(code(&listed), Some(0), "{}", stderr(&listed));
+        let providers = json(&listed)["providers"].as_array().expect("providers").clone();
+        assert_eq!(providers.len(), 2);
+        let a = devnet.address(PROVIDER_A).to_string();
+        let a_json = providers.iter().find(|p| p["address"] == a.as_str()).expect("A listed");
+        assert_eq!(a_json["endpoint"], "127.0.0.1:7001");
+        assert_eq!(a_json["capacity"]["cpu_milli"], 64_000);
+        assert_eq!(a_json["gpus"][0]["capacity"], 4);
+        let text = devnet.tenant_with(devnet.env(), &["providers"]).await;
+        let text = String::from_utf8_lossy(&text.stdout).into_owned();
+        assert!(text.contains("127.0.0.1:7002") && text.contains("0/64000"), "{text}");
+
+        let file = devnet.home.path().join("h100.yaml");
+        std::fs::write(&file, H100_SDL).expect("write sdl");
+        let file = file.to_string_lossy().into_owned();
+        let report = devnet
+            .tenant_with(devnet.env(), &["preflight", &file, "--output", "json"])
+            .await;
+        assert_eq!(code(&report), Some(0), "{}", stderr(&report));
+        let report = json(&report);
+        let group = &report["groups"][0];
+        assert_eq!(group["group"], "eu");
+        assert_eq!(group["max_price_per_hour"], "1000");
+        assert_eq!(group["eligible"].as_array().map(Vec::len), Some(0), "{group}");
+        let why = |index: usize| {
+            let address = devnet.address(index).to_string();
+            group["ineligible"]
+                .as_array()
+                .and_then(|list| list.iter().find(|r| r["provider"] == address.as_str()))
+                .map(|r| r["reason"].clone())
+                .unwrap_or_else(|| panic!("{address} not in {group}"))
+        };
+        let a_reason = why(PROVIDER_A);
+        assert_eq!(a_reason["kind"], "gpu_model", "{a_reason}");
+        assert!(
+            a_reason["message"].as_str().unwrap_or_default().contains("nvidia/h100/80Gi/sxm"),
+            "{a_reason}"
+        );
+        let b_reason = why(PROVIDER_B);
+        assert_eq!(b_reason["kind"], "price", "{b_reason}");
+        assert!(
+            b_reason["message"].as_str().unwrap_or_default().contains("50000"),
+            "{b_reason}"
+        );
+
+        // Text mode says the same in words.
+        let text = devnet.tenant_with(devnet.env(), &["preflight", &file]).await;
+        let text = String::from_utf8_lossy(&text.stdout).into_owned();
+        assert!(text.contains("0 of 2 provider(s) can serve it"), "{text}");
+        assert!(text.contains("too expensive"), "{text}");
+
+        // A CPU-only SDL in the region fits both.
+        let hello = crate::support::example("hello.yaml");
+        let report = devnet
+            .tenant_with(devnet.env(), &["preflight", &hello, "--output", "json"])
+            .await;
+        assert_eq!(code(&report), Some(0), "{}", stderr(&report));
+        let eligible = json(&report)["groups"][0]["eligible"].as_array().map(Vec::len);
+        // B's history (50000/h per replica) is above hello's 1000/h; A has no history.
+        assert_eq!(eligible, Some(1));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_network_is_exit_3_naming_both_chain_ids() {
+    within(async {
+        let devnet = Devnet::start().await;
+        let mut other = devnet.deployment;
+        other.chain_id = 11_155_111;
+        let path = devnet.home.path().join("sepolia.json");
+        other.save(&path).expect("save");
+        let mut env = devnet.env_as(TENANT);
+        env.retain(|(name, _)| *name != "LEASEHOLD_DEPLOYMENT");
+        env.push(("LEASEHOLD_DEPLOYMENT", path.to_string_lossy().into_owned()));
+        let output = devnet.tenant_with(env, &["wallet", "balance", "--output", "json"]).await;
+        assert_eq!(code(&output), Some(3), "{}", stderr(&output));
+        let message = stderr(&output);
+        assert!(message.contains("31337") && message.contains("11155111"), "{message}");
+        let error = json(&output);
+        assert_eq!(error["error"]["details"]["rpc_chain_id"], 31337);
+        assert_eq!(error["error"]["details"]["expected_chain_id"], 11_155_111);
+
+        // An unreachable node is a network error too.
+        let mut env = devnet.env_as(TENANT);
+        env.retain(|(name, _)| *name != "LEASEHOLD_RPC_URL");
+        env.push(("LEASEHOLD_RPC_URL", "http://127.0.0.1:1".to_owned()));
+        let output = devnet.tenant_with(env, &["providers"]).await;
+        assert_eq!(code(&output), Some(3), "{}", stderr(&output));
+    })
+    .await;
+}
