@@ -1,1 +1,265 @@
-//! The `provider` command line (parsed in `main.rs`, run here).
+//! The `provider` command line: `init`, `register`, `run`, `status`, `withdraw`,
+//! `deregister`. `main.rs` parses [`Cli`] and calls [`run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::chain::{Chain, load_signer, provider_profile};
+use crate::config::Config;
+use crate::daemon::{Core, Daemon, DaemonOptions, docker_runtime};
+use crate::hardware::{Hardware, HardwareOverrides};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "provider", version, about = "Leasehold provider: bid on orders and run leases")]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, default_value = "provider.toml", env = "LEASEHOLD_PROVIDER_CONFIG")]
+    pub config: PathBuf,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Detect the hardware and write a starting config.
+    #[command(after_help = "Example:\n  provider init --config provider.toml --data-dir /var/lib/leasehold")]
+    Init {
+        /// Where the daemon keeps its database and cursor.
+        #[arg(long, default_value = "./provider-data")]
+        data_dir: PathBuf,
+        /// Overwrite an existing config file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Register on chain with the minimum stake: capacity, GPU models, attributes, endpoint.
+    #[command(after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider register --config provider.toml")]
+    Register,
+    /// Run the daemon until SIGINT or SIGTERM.
+    #[command(after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider run --config provider.toml --metrics 127.0.0.1:9102")]
+    Run {
+        /// First block to follow when no cursor is saved (the contracts' deployment block).
+        #[arg(long, default_value_t = 0)]
+        start_block: u64,
+        /// Blocks to stay behind the head.
+        #[arg(long, default_value_t = 2)]
+        confirmations: u64,
+        /// Serve Prometheus metrics on this address.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+        /// Seconds between withdrawals.
+        #[arg(long, default_value_t = 300)]
+        withdraw_interval: u64,
+        /// Seconds a tenant has to send the manifest.
+        #[arg(long, default_value_t = 300)]
+        manifest_timeout: u64,
+    },
+    /// Ask a running daemon's gateway for its status (Provider.GetStatus).
+    #[command(after_help = "Example:\n  provider status --gateway http://127.0.0.1:8443 --output json")]
+    Status {
+        /// Default: the config's gateway.listen.
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+    /// Collect what every open lease owes now (and close insolvent ones).
+    #[command(after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider withdraw --config provider.toml")]
+    Withdraw,
+    /// Start unbonding; the stake can be withdrawn after the unbonding period.
+    #[command(after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider deregister --config provider.toml")]
+    Deregister,
+}
+
+fn print(output: Output, text: String, value: serde_json::Value) {
+    match output {
+        Output::Text => println!("{text}"),
+        Output::Json => println!("{value}"),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config> {
+    Config::load(path).with_context(|| format!("loading config {}", path.display()))
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Result<()> {
+    let output = cli.output;
+    match cli.command {
+        Command::Init { data_dir, force } => {
+            if cli.config.exists() && !force {
+                bail!(
+                    "{} exists; pass --force to overwrite it",
+                    cli.config.display()
+                );
+            }
+            let hardware = Hardware::detect(&data_dir, &HardwareOverrides::default())
+                .context("detecting hardware")?;
+            let config = Config::default_for(&hardware, data_dir);
+            let text = config.to_toml_string().context("writing the config")?;
+            std::fs::write(&cli.config, &text)
+                .with_context(|| format!("writing {}", cli.config.display()))?;
+            print(
+                output,
+                text,
+                json!({"config": cli.config, "hardware": hardware}),
+            );
+        }
+        Command::Register => {
+            let config = load(&cli.config)?;
+            let signer = load_signer(&config).context("loading the signing key")?;
+            let hardware = Hardware::detect(&config.data_dir, &config.hardware)
+                .context("detecting hardware")?;
+            let profile = provider_profile(&config, &hardware);
+            let chain = Chain::connect(&config, signer, 0)
+                .await
+                .context("connecting to the chain")?;
+            chain
+                .client()
+                .register_provider(&profile)
+                .await
+                .context("registering the provider")?;
+            print(
+                output,
+                format!(
+                    "registered {} with {} cpu millis, {} MiB memory, {} GPU model(s) at {}",
+                    chain.address(),
+                    profile.capacity.cpu_milli,
+                    profile.capacity.memory_mib,
+                    profile.gpus.len(),
+                    profile.endpoint
+                ),
+                json!({"provider": chain.address(), "profile": profile}),
+            );
+        }
+        Command::Run {
+            start_block,
+            confirmations,
+            metrics,
+            withdraw_interval,
+            manifest_timeout,
+        } => {
+            let config = load(&cli.config)?;
+            let signer = load_signer(&config).context("loading the signing key")?;
+            let options = DaemonOptions {
+                start_block,
+                confirmations,
+                metrics_listen: metrics,
+                withdraw_interval: Duration::from_secs(withdraw_interval.max(1)),
+                manifest_timeout_secs: manifest_timeout,
+                ..DaemonOptions::default()
+            };
+            let handle = Daemon::start(config, signer, options)
+                .await
+                .context("starting the daemon")?;
+            print(
+                output,
+                format!(
+                    "provider {} running; gateway {:?}, metrics {:?}",
+                    handle.core().chain().address(),
+                    handle.gateway_addr(),
+                    handle.metrics_addr()
+                ),
+                json!({
+                    "provider": handle.core().chain().address(),
+                    "gateway": handle.gateway_addr(),
+                    "metrics": handle.metrics_addr(),
+                }),
+            );
+            shutdown_signal().await?;
+            handle.shutdown().await;
+        }
+        Command::Status { gateway } => {
+            let address = match gateway {
+                Some(address) => address,
+                None => format!("http://{}", load(&cli.config)?.gateway.listen),
+            };
+            let mut client =
+                leasehold_proto::client::ProviderClient::connect(&address, Duration::from_secs(10))
+                    .await
+                    .with_context(|| format!("connecting to the gateway at {address}"))?;
+            let status = client.status().await.context("Provider.GetStatus")?;
+            let resources = |r: &Option<leasehold_proto::gateway::Resources>| {
+                r.as_ref().map(|r| {
+                    json!({"cpu_milli": r.cpu_milli, "memory_bytes": r.memory_bytes,
+                           "storage_bytes": r.storage_bytes,
+                           "gpus": r.gpus.iter().map(|g| json!({"model": g.model, "count": g.count})).collect::<Vec<_>>()})
+                })
+            };
+            let value = json!({
+                "address": status.address,
+                "version": status.version,
+                "active_leases": status.active_leases,
+                "capacity": resources(&status.capacity),
+                "allocated": resources(&status.allocated),
+                "reserved": resources(&status.reserved),
+            });
+            print(
+                output,
+                serde_json::to_string_pretty(&value).unwrap_or_default(),
+                value,
+            );
+        }
+        Command::Withdraw => {
+            let config = load(&cli.config)?;
+            let signer = load_signer(&config).context("loading the signing key")?;
+            let runtime = Arc::new(docker_runtime(&config).await.context("connecting to Docker")?);
+            let core = Core::new(config, signer, runtime, DaemonOptions::default())
+                .await
+                .context("opening the daemon state")?;
+            let mut collected = Vec::new();
+            for lease in core.open_leases().await.context("listing leases")? {
+                let amount = core
+                    .collect(lease.lease_id)
+                    .await
+                    .with_context(|| format!("collecting lease {}", lease.lease_id))?;
+                collected.push(json!({"lease_id": lease.lease_id, "amount": amount.to_string()}));
+            }
+            print(
+                output,
+                format!("collected from {} lease(s): {collected:?}", collected.len()),
+                json!({"withdrawals": collected}),
+            );
+        }
+        Command::Deregister => {
+            let config = load(&cli.config)?;
+            let signer = load_signer(&config).context("loading the signing key")?;
+            let chain = Chain::connect(&config, signer, 0)
+                .await
+                .context("connecting to the chain")?;
+            let ends = chain
+                .client()
+                .deregister_provider()
+                .await
+                .context("deregistering")?;
+            print(
+                output,
+                format!("unbonding; the stake can be withdrawn from unix time {ends}"),
+                json!({"unbonding_ends": ends}),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() -> Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

@@ -4,50 +4,8 @@ use alloy::primitives::{B256, U256};
 use leasehold_contracts::{NewOrder, OrderRequirements, OrderSpec, Resources};
 
 use crate::support::{
-    Devnet, OTHER_TENANT, PROVIDER_A, PROVIDER_B, TENANT, code, json, stderr, within,
+    Devnet, H100_SDL, OTHER_TENANT, PROVIDER_A, PROVIDER_B, TENANT, code, json, stderr, within,
 };
-
-const H100_SDL: &str = r#"
-version: "2.0"
-services:
-  infer:
-    image: leasehold/busybox:test
-    expose:
-      - port: 80
-        to:
-          - global: true
-profiles:
-  compute:
-    gpu:
-      resources:
-        cpu:
-          units: 2
-        memory:
-          size: 4Gi
-        storage:
-          size: 10Gi
-        gpu:
-          units: 1
-          attributes:
-            vendor:
-              nvidia:
-                - model: h100
-                  ram: 80Gi
-                  interface: sxm
-  placement:
-    eu:
-      attributes:
-        region: eu-west
-      pricing:
-        gpu:
-          denom: usdc
-          amount: 1000
-deployment:
-  infer:
-    eu:
-      profile: gpu
-      count: 1
-"#;
 
 /// B's only bid so far: 50,000/h for one replica, far above the SDL's 1000/h.
 async fn give_b_a_price_history(devnet: &Devnet) {

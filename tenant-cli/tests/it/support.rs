@@ -220,3 +220,46 @@ impl Devnet {
         .await
     }
 }
+
+/// One replica needing an H100 in region=eu-west, at most 1000/h.
+pub const H100_SDL: &str = r#"
+version: "2.0"
+services:
+  infer:
+    image: leasehold/busybox:test
+    expose:
+      - port: 80
+        to:
+          - global: true
+profiles:
+  compute:
+    gpu:
+      resources:
+        cpu:
+          units: 2
+        memory:
+          size: 4Gi
+        storage:
+          size: 10Gi
+        gpu:
+          units: 1
+          attributes:
+            vendor:
+              nvidia:
+                - model: h100
+                  ram: 80Gi
+                  interface: sxm
+  placement:
+    eu:
+      attributes:
+        region: eu-west
+      pricing:
+        gpu:
+          denom: usdc
+          amount: 1000
+deployment:
+  infer:
+    eu:
+      profile: gpu
+      count: 1
+"#;

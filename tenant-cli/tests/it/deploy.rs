@@ -1,0 +1,201 @@
+//! `tenant deploy` against anvil with the test acting as the providers (bidding through the
+//! contracts client), then the lease commands on the result.
+
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use leasehold_contracts::OrderPosted;
+
+use crate::support::{
+    Devnet, FUNDING, H100_SDL, PROVIDER_A, PROVIDER_B, TENANT, UNFUNDED, code, example, json,
+    stderr, within,
+};
+
+/// Waits for order `order_id` to be posted, then each `(provider, price)` bids on it.
+async fn bid_when_posted(devnet: &Devnet, order_id: u64, bids: &[(usize, u64)]) -> OrderPosted {
+    let watcher = devnet.client(PROVIDER_A);
+    let posted = loop {
+        if let Ok(posted) = watcher.order_posted(order_id).await {
+            break posted;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (provider, price) in bids {
+        devnet
+            .client(*provider)
+            .place_bid(order_id, U256::from(*price), alloy::primitives::B256::ZERO, &posted.spec.requirements)
+            .await
+            .expect("place bid");
+    }
+    posted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_accepts_the_cheapest_bid_then_lease_commands_work() {
+    within(async {
+        let devnet = Devnet::start().await;
+        // Nothing listens on these: the gateway part of `status` must report it (exit 3).
+        devnet.register(PROVIDER_A, "127.0.0.1:1", &[]).await;
+        devnet.register(PROVIDER_B, "127.0.0.1:2", &[]).await;
+        let hello = example("hello.yaml");
+        let deploying = devnet.tenant(
+            TENANT,
+            &[
+                "deploy", &hello, "--bid-window", "3", "--no-manifest", "--timeout", "60",
+                "--deposit", "50000", "--output", "json",
+            ],
+        );
+        let bidding = bid_when_posted(&devnet, 1, &[(PROVIDER_A, 900), (PROVIDER_B, 500)]);
+        let (output, posted) = tokio::join!(deploying, bidding);
+        assert_eq!(code(&output), Some(0), "{}", stderr(&output));
+        assert_eq!(posted.deposit, U256::from(50_000));
+        let result = json(&output);
+        let group = &result["groups"][0];
+        let b = devnet.address(PROVIDER_B).to_string();
+        assert_eq!(group["lease_id"], 1);
+        assert_eq!(group["provider"], b.as_str());
+        assert_eq!(group["price_per_hour"], "500");
+        assert_eq!(group["endpoint"], "127.0.0.1:2");
+        // Progress went to stderr as NDJSON events.
+        let events = stderr(&output);
+        assert!(events.lines().any(|l| l.contains("\"event\":\"order_created\"")), "{events}");
+        assert!(events.lines().filter(|l| l.contains("\"event\":\"bid\"")).count() >= 2, "{events}");
+
+        let record = devnet.home.path().join("data/leasehold/deployments/1.json");
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&record).expect("record")).expect("json");
+        assert_eq!(saved["groups"][0]["lease_id"], 1);
+        assert_eq!(saved["groups"][0]["endpoint"], "127.0.0.1:2");
+
+        let bids = devnet.tenant(TENANT, &["bids", "1", "--output", "json"]).await;
+        assert_eq!(code(&bids), Some(0), "{}", stderr(&bids));
+        let bids = json(&bids);
+        assert_eq!(bids["status"], "leased");
+        let rows = bids["bids"].as_array().expect("bids");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["provider"], b.as_str(), "cheapest first: {bids}");
+        assert_eq!(rows[0]["settle_would_pick"], true);
+
+        let leases = devnet.tenant(TENANT, &["leases", "--output", "json"]).await;
+        assert_eq!(code(&leases), Some(0), "{}", stderr(&leases));
+        let leases = json(&leases);
+        assert_eq!(leases["leases"][0]["lease_id"], 1);
+        assert_eq!(leases["leases"][0]["active"], true);
+        assert_eq!(leases["leases"][0]["provider"], b.as_str());
+
+        // Chain part printed; the unreachable gateway gives exit 3.
+        let status = devnet.tenant(TENANT, &["status", "1", "--output", "json"]).await;
+        assert_eq!(code(&status), Some(3), "{}", stderr(&status));
+        let status = json(&status);
+        assert_eq!(status["lease"]["active"], true);
+        assert_eq!(status["group"], "web");
+        assert!(status["gateway_error"].as_str().is_some(), "{status}");
+
+        let topped = devnet.tenant(TENANT, &["topup", "1", "1000", "--output", "json"]).await;
+        assert_eq!(code(&topped), Some(0), "{}", stderr(&topped));
+        let escrow: u64 = json(&topped)["escrow"].as_str().and_then(|e| e.parse().ok()).expect("escrow");
+        assert!(escrow > 50_000 && escrow <= 51_000, "{escrow}");
+
+        let closed = devnet.tenant(TENANT, &["close", "1", "--output", "json"]).await;
+        assert_eq!(code(&closed), Some(0), "{}", stderr(&closed));
+        let closed = json(&closed);
+        assert_eq!(closed["action"], "closed_lease");
+        let refunded: u64 = closed["refunded_to_tenant"].as_str().and_then(|r| r.parse().ok()).expect("refund");
+        assert!(refunded > 0);
+
+        let after = devnet.tenant(TENANT, &["status", "1", "--output", "json"]).await;
+        assert_eq!(code(&after), Some(0), "{}", stderr(&after));
+        assert_eq!(json(&after)["lease"]["active"], false);
+        let again = devnet.tenant(TENANT, &["close", "1"]).await;
+        assert_eq!(code(&again), Some(1));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_with_settle_lets_the_contract_pick() {
+    within(async {
+        let devnet = Devnet::start().await;
+        devnet.register(PROVIDER_A, "127.0.0.1:1", &[]).await;
+        devnet.register(PROVIDER_B, "127.0.0.1:2", &[]).await;
+        let hello = example("hello.yaml");
+        let deploying = devnet.tenant(
+            TENANT,
+            &[
+                "deploy", &hello, "--bid-window", "3", "--no-manifest", "--select", "settle",
+                "--timeout", "60",
+            ],
+        );
+        let bidding = bid_when_posted(&devnet, 1, &[(PROVIDER_B, 800), (PROVIDER_A, 700)]);
+        let (output, _) = tokio::join!(deploying, bidding);
+        assert_eq!(code(&output), Some(0), "{}", stderr(&output));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let a = devnet.address(PROVIDER_A).to_string();
+        assert!(text.contains(&a) && text.contains("700"), "{text}");
+        let lease = devnet.client(TENANT).lease(1).await.expect("lease");
+        assert_eq!(lease.provider, devnet.address(PROVIDER_A));
+        // Text mode progress is on stderr, the table on stdout.
+        assert!(stderr(&output).contains("order 1 for group `web`"), "{}", stderr(&output));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_bids_is_exit_4_with_the_preflight_and_a_refund() {
+    within(async {
+        let devnet = Devnet::start().await;
+        devnet.register(PROVIDER_A, "127.0.0.1:1", &[("nvidia/a100/80Gi/sxm", 4)]).await;
+        let file = devnet.home.path().join("h100.yaml");
+        std::fs::write(&file, H100_SDL).expect("write sdl");
+        let output = devnet
+            .tenant(
+                TENANT,
+                &[
+                    "deploy", &file.to_string_lossy(), "--bid-window", "1", "--timeout", "3",
+                    "--output", "json",
+                ],
+            )
+            .await;
+        assert_eq!(code(&output), Some(4), "{}", stderr(&output));
+        let error = json(&output);
+        let message = error["error"]["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains("no usable bid on order 1"), "{message}");
+        assert!(message.contains("preflight"), "{message}");
+        assert!(message.contains("nvidia/h100/80Gi/sxm"), "{message}");
+        assert!(message.contains("refunded"), "{message}");
+        assert_eq!(
+            error["error"]["details"]["preflight"]["groups"][0]["ineligible"][0]["reason"]["kind"],
+            "gpu_model"
+        );
+        // The cancelled order gave the whole deposit back.
+        let balance = devnet
+            .client(TENANT)
+            .token_balance(devnet.deployment.token, devnet.address(TENANT))
+            .await
+            .expect("balance");
+        assert_eq!(balance, U256::from(FUNDING));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insufficient_funds_fail_before_anything_is_sent() {
+    within(async {
+        let devnet = Devnet::start().await;
+        let hello = example("hello.yaml");
+        let output = devnet.tenant(UNFUNDED, &["deploy", &hello, "--deposit", "24000"]).await;
+        assert_eq!(code(&output), Some(1), "{}", stderr(&output));
+        let message = stderr(&output);
+        assert!(message.contains("insufficient funds"), "{message}");
+        assert!(message.contains("holds 0") && message.contains("need 24000"), "{message}");
+        assert!(devnet.client(TENANT).order(1).await.is_err(), "no order may exist");
+
+        // An invalid manifest is exit 1 before any chain access.
+        let bad = devnet.home.path().join("bad.yaml");
+        std::fs::write(&bad, "version: \"2.0\"\n").expect("write");
+        let output = devnet.tenant(TENANT, &["deploy", &bad.to_string_lossy()]).await;
+        assert_eq!(code(&output), Some(1), "{}", stderr(&output));
+        assert!(stderr(&output).contains("not a valid SDL"), "{}", stderr(&output));
+    })
+    .await;
+}
