@@ -102,10 +102,7 @@ fn parse_holding(row: &Reservation) -> Result<Holding, DaemonError> {
 
 /// The replicas an order asks for. An order carries only totals, so the replicas share
 /// them evenly and the first replica takes what does not divide.
-pub fn group_request(
-    order: &OrderPosted,
-    gpu: Option<&OfferedGpu>,
-) -> Result<GroupRequest, Skip> {
+pub fn group_request(order: &OrderPosted, gpu: Option<&OfferedGpu>) -> Result<GroupRequest, Skip> {
     let spec = &order.spec;
     let replicas = u64::from(spec.replicas);
     if replicas == 0 {
@@ -170,7 +167,12 @@ impl Core {
             .gpus
             .iter()
             .filter(|gpu| allowed.is_empty() || allowed.contains(&gpu.chain_key))
-            .map(|gpu| (self.rates.gpu.rate(&gpu.key).unwrap_or(u128::MAX), gpu.clone()))
+            .map(|gpu| {
+                (
+                    self.rates.gpu.rate(&gpu.key).unwrap_or(u128::MAX),
+                    gpu.clone(),
+                )
+            })
             .collect();
         candidates.sort_by_key(|(rate, _)| *rate);
         candidates.into_iter().map(|(_, gpu)| gpu).collect()
@@ -331,11 +333,10 @@ impl Core {
         bid_id: Option<u64>,
         expires_at: u64,
     ) -> Result<(), DaemonError> {
-        let resources =
-            serde_json::to_value(holding).map_err(|error| DaemonError::Holding {
-                order_id,
-                reason: error.to_string(),
-            })?;
+        let resources = serde_json::to_value(holding).map_err(|error| DaemonError::Holding {
+            order_id,
+            reason: error.to_string(),
+        })?;
         self.store
             .put_reservation(&Reservation {
                 order_id,
@@ -348,7 +349,10 @@ impl Core {
     }
 
     /// The stored holding of an order or lease.
-    pub(crate) async fn holding(&self, order_id: u64) -> Result<Option<(Reservation, Holding)>, DaemonError> {
+    pub(crate) async fn holding(
+        &self,
+        order_id: u64,
+    ) -> Result<Option<(Reservation, Holding)>, DaemonError> {
         match self.store.reservation(order_id).await? {
             Some(row) => {
                 let holding = parse_holding(&row)?;
@@ -405,7 +409,9 @@ impl Core {
         }
         let committed = {
             let mut inventory = self.inventory()?;
-            if inventory.reservations().contains_key(&id) || inventory.allocations().contains_key(&id) {
+            if inventory.reservations().contains_key(&id)
+                || inventory.allocations().contains_key(&id)
+            {
                 // The chain awarded the lease, so a reservation that lapsed a moment ago
                 // still counts: commit as of time zero.
                 Some(inventory.commit(&id, 0)?.clone())

@@ -148,7 +148,8 @@ impl Chain {
             url: url.clone(),
             source,
         };
-        let provider = leasehold_contracts::signing_provider(&url, signer.clone()).map_err(connect)?;
+        let provider =
+            leasehold_contracts::signing_provider(&url, signer.clone()).map_err(connect)?;
         let actual = provider
             .get_chain_id()
             .await

@@ -22,10 +22,19 @@ pub enum Output {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "provider", version, about = "Leasehold provider: bid on orders and run leases")]
+#[command(
+    name = "provider",
+    version,
+    about = "Leasehold provider: bid on orders and run leases"
+)]
 pub struct Cli {
     /// The config file.
-    #[arg(long, global = true, default_value = "provider.toml", env = "LEASEHOLD_PROVIDER_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "provider.toml",
+        env = "LEASEHOLD_PROVIDER_CONFIG"
+    )]
     pub config: PathBuf,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -37,7 +46,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Detect the hardware and write a starting config.
-    #[command(after_help = "Example:\n  provider init --config provider.toml --data-dir /var/lib/leasehold")]
+    #[command(
+        after_help = "Example:\n  provider init --config provider.toml --data-dir /var/lib/leasehold"
+    )]
     Init {
         /// Where the daemon keeps its database and cursor.
         #[arg(long, default_value = "./provider-data")]
@@ -47,10 +58,14 @@ pub enum Command {
         force: bool,
     },
     /// Register on chain with the minimum stake: capacity, GPU models, attributes, endpoint.
-    #[command(after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider register --config provider.toml")]
+    #[command(
+        after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider register --config provider.toml"
+    )]
     Register,
     /// Run the daemon until SIGINT or SIGTERM.
-    #[command(after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider run --config provider.toml --metrics 127.0.0.1:9102")]
+    #[command(
+        after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider run --config provider.toml --metrics 127.0.0.1:9102"
+    )]
     Run {
         /// First block to follow when no cursor is saved (the contracts' deployment block).
         #[arg(long, default_value_t = 0)]
@@ -69,17 +84,23 @@ pub enum Command {
         manifest_timeout: u64,
     },
     /// Ask a running daemon's gateway for its status (Provider.GetStatus).
-    #[command(after_help = "Example:\n  provider status --gateway http://127.0.0.1:8443 --output json")]
+    #[command(
+        after_help = "Example:\n  provider status --gateway http://127.0.0.1:8443 --output json"
+    )]
     Status {
         /// Default: the config's gateway.listen.
         #[arg(long)]
         gateway: Option<String>,
     },
     /// Collect what every open lease owes now (and close insolvent ones).
-    #[command(after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider withdraw --config provider.toml")]
+    #[command(
+        after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider withdraw --config provider.toml"
+    )]
     Withdraw,
     /// Start unbonding; the stake can be withdrawn after the unbonding period.
-    #[command(after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider deregister --config provider.toml")]
+    #[command(
+        after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider deregister --config provider.toml"
+    )]
     Deregister,
 }
 
@@ -215,7 +236,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Withdraw => {
             let config = load(&cli.config)?;
             let signer = load_signer(&config).context("loading the signing key")?;
-            let runtime = Arc::new(docker_runtime(&config).await.context("connecting to Docker")?);
+            let runtime = Arc::new(
+                docker_runtime(&config)
+                    .await
+                    .context("connecting to Docker")?,
+            );
             let core = Core::new(config, signer, runtime, DaemonOptions::default())
                 .await
                 .context("opening the daemon state")?;

@@ -12,7 +12,9 @@ use alloy::primitives::{B256, keccak256};
 use leasehold_contracts::{OrderRequirements, OrderSpec, Resources as ChainResources};
 use leasehold_manifests::{Group, Manifest, ManifestGroup, Protocol as ManifestProtocol, Service};
 
-use crate::runtime::{LeaseDeployment, PortExposure, Protocol, ServiceDeployment, ServiceResources};
+use crate::runtime::{
+    LeaseDeployment, PortExposure, Protocol, ServiceDeployment, ServiceResources,
+};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -127,7 +129,9 @@ pub fn group_demand(group: &ManifestGroup) -> Result<GroupDemand, DeploymentErro
             .try_fold(0u64, |sum, volume| sum.checked_add(volume.bytes))
             .ok_or_else(|| overflow("storage"))?;
         let scaled = |value: u64, what| value.checked_mul(count).ok_or_else(|| overflow(what));
-        replicas = replicas.checked_add(count).ok_or_else(|| overflow("replicas"))?;
+        replicas = replicas
+            .checked_add(count)
+            .ok_or_else(|| overflow("replicas"))?;
         cpu = cpu
             .checked_add(scaled(service.resources.cpu_millis, "cpu")?)
             .ok_or_else(|| overflow("cpu"))?;
@@ -321,7 +325,10 @@ mod tests {
         let mut spec = order_spec_for_group(&sdl.groups()[0]).unwrap();
         spec.resources.cpu_milli = 99;
         let err = matching_group(&sdl.manifest(), &spec).unwrap_err();
-        assert!(matches!(err, DeploymentError::NoMatchingGroup { .. }), "{err}");
+        assert!(
+            matches!(err, DeploymentError::NoMatchingGroup { .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -117,7 +117,9 @@ impl Core {
         };
         self.runtime.teardown(lease_id).await?;
         if record.state.kind() != LeaseStateKind::Closed {
-            self.store.apply(lease_id, &LeaseEvent::ClosedOnChain).await?;
+            self.store
+                .apply(lease_id, &LeaseEvent::ClosedOnChain)
+                .await?;
             info!(lease_id, "lease closed");
         }
         self.release_allocation(lease_id).await
@@ -170,7 +172,9 @@ impl Core {
                 return if *manifest_hash == hash {
                     Ok(record)
                 } else {
-                    Err(ManifestRejected::DifferentManifest(manifest_hash.to_string()))
+                    Err(ManifestRejected::DifferentManifest(
+                        manifest_hash.to_string(),
+                    ))
                 };
             }
             other => {
@@ -192,7 +196,8 @@ impl Core {
             });
         }
         let text = std::str::from_utf8(manifest).map_err(|_| ManifestRejected::NotUtf8)?;
-        let parsed = parse_manifest(manifest).map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
+        let parsed =
+            parse_manifest(manifest).map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
         let spec = OrderSpec {
             resources: order.resources,
             gpu_count: order.gpu_count,
@@ -232,18 +237,27 @@ impl Core {
     }
 
     /// What the runtime should run for a lease, from its stored manifest and allocation.
-    pub async fn deployment_of(&self, record: &LeaseRecord) -> Result<LeaseDeployment, DaemonError> {
+    pub async fn deployment_of(
+        &self,
+        record: &LeaseRecord,
+    ) -> Result<LeaseDeployment, DaemonError> {
         let lease_id = record.lease_id;
         let missing = |what: &str| DaemonError::Lease {
             lease_id,
             reason: format!("no {what} is stored"),
         };
-        let json = record.manifest_json.as_deref().ok_or_else(|| missing("manifest"))?;
+        let json = record
+            .manifest_json
+            .as_deref()
+            .ok_or_else(|| missing("manifest"))?;
         let (_, holding) = self
             .holding(lease_id)
             .await?
             .ok_or_else(|| missing("allocation"))?;
-        let group = holding.group.as_deref().ok_or_else(|| missing("manifest group"))?;
+        let group = holding
+            .group
+            .as_deref()
+            .ok_or_else(|| missing("manifest group"))?;
         let manifest = parse_manifest(json.as_bytes())?;
         Ok(lease_deployment(
             lease_id,
@@ -259,7 +273,10 @@ impl Core {
     pub async fn deploy_lease(&self, lease_id: u64) -> Result<(), DaemonError> {
         let mut record = self.store.lease(lease_id).await?;
         if record.state.kind() == LeaseStateKind::Failed {
-            record = self.store.apply(lease_id, &LeaseEvent::DeployStarted).await?;
+            record = self
+                .store
+                .apply(lease_id, &LeaseEvent::DeployStarted)
+                .await?;
         }
         if !record.state.wants_workload() {
             return Ok(());
@@ -268,7 +285,9 @@ impl Core {
         match self.runtime.deploy(&deployment).await {
             Ok(()) => {
                 if record.state.kind() == LeaseStateKind::Deploying {
-                    self.store.apply(lease_id, &LeaseEvent::DeploySucceeded).await?;
+                    self.store
+                        .apply(lease_id, &LeaseEvent::DeploySucceeded)
+                        .await?;
                     info!(lease_id, "lease running");
                 }
                 Ok(())

@@ -76,14 +76,20 @@ fn add_placement(
     placement: &leasehold_scheduler::GroupPlacement,
 ) {
     for replica in &placement.replicas {
-        total.cpu_millis = total.cpu_millis.saturating_add(replica.resources.cpu_millis);
+        total.cpu_millis = total
+            .cpu_millis
+            .saturating_add(replica.resources.cpu_millis);
         total.memory_bytes = total
             .memory_bytes
             .saturating_add(replica.resources.memory_bytes);
         total.ephemeral_storage_bytes = total
             .ephemeral_storage_bytes
             .saturating_add(replica.resources.ephemeral_storage_bytes);
-        let milli: u64 = replica.gpus.iter().map(|share| u64::from(share.milli)).sum();
+        let milli: u64 = replica
+            .gpus
+            .iter()
+            .map(|share| u64::from(share.milli))
+            .sum();
         *gpus = gpus.saturating_add(milli / 1000);
     }
 }
@@ -172,17 +178,65 @@ impl Core {
             .flatten()
             .unwrap_or(0);
         for (name, kind, help, value) in [
-            ("leasehold_bids_placed_total", "counter", "Bids placed on chain.", self.metrics.bids_placed.get()),
-            ("leasehold_bids_failed_total", "counter", "Bids the chain refused or that failed to send.", self.metrics.bids_failed.get()),
-            ("leasehold_orders_skipped_total", "counter", "Orders not bid on (ineligible, no room, price).", self.metrics.bids_skipped.get()),
-            ("leasehold_follower_next_block", "gauge", "Next block the chain follower will read.", cursor),
-            ("leasehold_follower_restarts_total", "counter", "Chain follower restarts after errors.", self.metrics.follower_restarts.get()),
-            ("leasehold_withdrawals_total", "counter", "Successful payment withdrawals.", self.metrics.withdrawals.get()),
-            ("leasehold_withdrawn_base_units_total", "counter", "Token base units withdrawn.", self.metrics.withdrawn()),
-            ("leasehold_insolvent_closes_total", "counter", "Leases closed for insolvency.", self.metrics.insolvent_closes.get()),
-            ("leasehold_reconciles_total", "counter", "Completed reconcile passes.", self.metrics.reconciles.get()),
+            (
+                "leasehold_bids_placed_total",
+                "counter",
+                "Bids placed on chain.",
+                self.metrics.bids_placed.get(),
+            ),
+            (
+                "leasehold_bids_failed_total",
+                "counter",
+                "Bids the chain refused or that failed to send.",
+                self.metrics.bids_failed.get(),
+            ),
+            (
+                "leasehold_orders_skipped_total",
+                "counter",
+                "Orders not bid on (ineligible, no room, price).",
+                self.metrics.bids_skipped.get(),
+            ),
+            (
+                "leasehold_follower_next_block",
+                "gauge",
+                "Next block the chain follower will read.",
+                cursor,
+            ),
+            (
+                "leasehold_follower_restarts_total",
+                "counter",
+                "Chain follower restarts after errors.",
+                self.metrics.follower_restarts.get(),
+            ),
+            (
+                "leasehold_withdrawals_total",
+                "counter",
+                "Successful payment withdrawals.",
+                self.metrics.withdrawals.get(),
+            ),
+            (
+                "leasehold_withdrawn_base_units_total",
+                "counter",
+                "Token base units withdrawn.",
+                self.metrics.withdrawn(),
+            ),
+            (
+                "leasehold_insolvent_closes_total",
+                "counter",
+                "Leases closed for insolvency.",
+                self.metrics.insolvent_closes.get(),
+            ),
+            (
+                "leasehold_reconciles_total",
+                "counter",
+                "Completed reconcile passes.",
+                self.metrics.reconciles.get(),
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         }
         Ok(out)
     }
@@ -212,9 +266,10 @@ async fn answer(core: &Core, mut stream: tokio::net::TcpStream) -> std::io::Resu
     let mut buffer = [0u8; 1024];
     // Only the request line matters; stop at the end of the headers or 8 KiB.
     while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-        let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buffer))
-            .await
-            .map_err(|_| std::io::Error::other("request timed out"))??;
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buffer))
+                .await
+                .map_err(|_| std::io::Error::other("request timed out"))??;
         if read == 0 {
             break;
         }

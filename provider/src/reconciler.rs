@@ -56,8 +56,9 @@ impl Core {
             }
             let known = self.store.find_lease(lease_id).await?;
             let remove = match &known {
-                Some(record) => !record.state.wants_workload()
-                    && record.state.kind() != LeaseStateKind::Failed,
+                Some(record) => {
+                    !record.state.wants_workload() && record.state.kind() != LeaseStateKind::Failed
+                }
                 None => self.options.remove_unknown_workloads,
             };
             if remove {

@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
+use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, U256};
 use alloy::providers::{Provider as _, ProviderBuilder};
+use alloy::rpc::client::RpcClient;
 use alloy::signers::local::PrivateKeySigner;
+use alloy::transports::http::{Http, reqwest};
 use leasehold_contracts::{Deployment, MarketplaceClient};
 
 use crate::config::{Settings, env};
@@ -46,7 +49,19 @@ impl Chain {
             ));
         }
         let signer = signer.unwrap_or_else(PrivateKeySigner::random);
-        let client = MarketplaceClient::connect_http(&settings.rpc_url, signer, deployment)?;
+        let sender = signer.address();
+        // The fillers of `leasehold_contracts::signing_provider` (see there for why nonces
+        // come from the node), over a transport whose requests time out, so a node that
+        // stops answering mid-command fails the command instead of hanging it.
+        let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .fetch_chain_id()
+            .wallet(EthereumWallet::from(signer))
+            .connect_client(rpc_client(&settings.rpc_url)?)
+            .erased();
+        let client = MarketplaceClient::new(provider, sender, deployment);
         Ok(Self {
             client,
             deployment,
@@ -98,14 +113,25 @@ pub async fn bounded<T, E: std::fmt::Display>(
     }
 }
 
-/// The chain id the node at `rpc_url` reports.
-pub async fn node_chain_id(rpc_url: &str) -> CliResult<u64> {
-    let url = rpc_url
+/// A JSON-RPC client over HTTP whose every request gives up after [`RPC_TIMEOUT`].
+fn rpc_client(rpc_url: &str) -> CliResult<RpcClient> {
+    let url: reqwest::Url = rpc_url
         .parse()
         .map_err(|e| CliError::usage(format!("RPC URL {rpc_url:?} is not a URL: {e}")))?;
+    let http = reqwest::Client::builder()
+        .timeout(RPC_TIMEOUT)
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot build the HTTP client: {e}")))?;
+    // Local nodes get fast receipt polling, as with `connect_http`.
+    let is_local = alloy::transports::utils::guess_local_url(&url);
+    Ok(RpcClient::new(Http::with_client(http, url), is_local))
+}
+
+/// The chain id the node at `rpc_url` reports.
+pub async fn node_chain_id(rpc_url: &str) -> CliResult<u64> {
     let provider = ProviderBuilder::new()
         .disable_recommended_fillers()
-        .connect_http(url);
+        .connect_client(rpc_client(rpc_url)?);
     bounded(
         &format!("eth_chainId at {rpc_url}"),
         provider.get_chain_id(),

@@ -136,10 +136,7 @@ impl Settings {
         };
         let var = |name: &str| env(name).filter(|value| !value.is_empty());
         // Relative paths in the file are relative to the file, as users expect.
-        let base = config_path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_owned();
+        let base = config_path.parent().unwrap_or(Path::new(".")).to_owned();
         let from_file = |path: Option<PathBuf>| path.map(|path| base.join(path));
 
         let data_dir = match from_file(file.data_dir) {
@@ -148,7 +145,10 @@ impl Settings {
         };
         let chain_id = match var(env::CHAIN_ID) {
             Some(text) => Some(text.trim().parse::<u64>().or_usage().map_err(|e| {
-                e.context(format!("{} must be a chain id, got {text:?}", env::CHAIN_ID))
+                e.context(format!(
+                    "{} must be a chain id, got {text:?}",
+                    env::CHAIN_ID
+                ))
             })?),
             None => file.chain_id,
         };
@@ -227,7 +227,10 @@ mod tests {
             settings.config_path,
             Path::new("/home/t/.config/leasehold/config.toml")
         );
-        assert_eq!(settings.data_dir, Path::new("/home/t/.local/share/leasehold"));
+        assert_eq!(
+            settings.data_dir,
+            Path::new("/home/t/.local/share/leasehold")
+        );
         assert_eq!(settings.rpc_url, DEFAULT_RPC_URL);
         assert_eq!(settings.password, PasswordSource::Prompt);
 
@@ -289,8 +292,16 @@ mod tests {
         };
         let err = Settings::resolve(&overrides, &lookup(&[("HOME", "/h")])).unwrap_err();
         assert_eq!(err.kind, crate::error::ExitKind::Usage);
-        assert!(err.error.to_string().contains("config.toml"), "{:#}", err.error);
-        assert!(err.error.to_string().contains("rpc_urll"), "{:#}", err.error);
+        assert!(
+            err.error.to_string().contains("config.toml"),
+            "{:#}",
+            err.error
+        );
+        assert!(
+            err.error.to_string().contains("rpc_urll"),
+            "{:#}",
+            err.error
+        );
 
         let missing = Overrides {
             config: Some(dir.path().join("absent.toml")),

@@ -51,7 +51,10 @@ pub async fn status(client: &mut SignedLeaseClient, lease_id: u64) -> CliResult<
         Ok(status) => Ok(status?),
         Err(_) => Err(CliError::msg(
             ExitKind::Network,
-            format!("GetStatus for lease {lease_id}: no answer within {}s", CALL_TIMEOUT.as_secs()),
+            format!(
+                "GetStatus for lease {lease_id}: no answer within {}s",
+                CALL_TIMEOUT.as_secs()
+            ),
         )),
     }
 }
@@ -60,10 +63,9 @@ pub async fn status(client: &mut SignedLeaseClient, lease_id: u64) -> CliResult<
 pub fn is_running(status: &LeaseStatus) -> bool {
     status.state.eq_ignore_ascii_case("running")
         && !status.services.is_empty()
-        && status
-            .services
-            .iter()
-            .all(|service| service.total_replicas > 0 && service.ready_replicas >= service.total_replicas)
+        && status.services.iter().all(|service| {
+            service.total_replicas > 0 && service.ready_replicas >= service.total_replicas
+        })
 }
 
 /// The lease has failed for good.

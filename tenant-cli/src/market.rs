@@ -36,7 +36,8 @@ pub fn group_order(group: &Group) -> CliResult<GroupOrder> {
     let totals = group
         .totals()
         .map_err(|e| CliError::failed(format!("group `{}`: {e}", group.name)))?;
-    let too_big = |what: &str| CliError::failed(format!("group `{}`: {what} out of range", group.name));
+    let too_big =
+        |what: &str| CliError::failed(format!("group `{}`: {what} out of range", group.name));
     let mut models: Vec<B256> = group
         .units
         .iter()
@@ -151,7 +152,10 @@ pub fn room(provider: &ProviderInfo) -> ProviderRoom {
     ProviderRoom {
         cpu_milli: free(provider.capacity.cpu_milli, provider.allocated.cpu_milli),
         memory_mib: free(provider.capacity.memory_mib, provider.allocated.memory_mib),
-        storage_mib: free(provider.capacity.storage_mib, provider.allocated.storage_mib),
+        storage_mib: free(
+            provider.capacity.storage_mib,
+            provider.allocated.storage_mib,
+        ),
         gpus: provider
             .gpus
             .iter()
@@ -180,7 +184,11 @@ pub fn scheduler_bid(bid: &BidInfo, provider: &ProviderInfo) -> ranking::Bid {
 }
 
 fn attribute_set(provider: &ProviderInfo) -> BTreeSet<String> {
-    provider.attributes.iter().map(ToString::to_string).collect()
+    provider
+        .attributes
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// The bid a provider would place on `spec` at `price`: naming the allowed model it has the
@@ -298,8 +306,14 @@ mod tests {
                 .contains(&chain_key("nvidia/a100/80Gi/sxm"))
         );
         let names = Names::from_groups(&groups);
-        assert_eq!(names.name(&chain_key("nvidia/a100/80Gi/sxm")), "nvidia/a100/80Gi/sxm");
+        assert_eq!(
+            names.name(&chain_key("nvidia/a100/80Gi/sxm")),
+            "nvidia/a100/80Gi/sxm"
+        );
         let key = chain_key("nvidia/a100/80Gi/sxm");
-        assert_eq!(key_of_model_name(model_key(&key).unwrap().as_str()), Some(key));
+        assert_eq!(
+            key_of_model_name(model_key(&key).unwrap().as_str()),
+            Some(key)
+        );
     }
 }

@@ -56,7 +56,9 @@ impl DeploymentRecord {
     }
 
     pub fn group_mut(&mut self, order_id: u64) -> Option<&mut GroupRecord> {
-        self.groups.iter_mut().find(|group| group.order_id == order_id)
+        self.groups
+            .iter_mut()
+            .find(|group| group.order_id == order_id)
     }
 }
 

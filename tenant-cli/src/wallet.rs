@@ -21,7 +21,10 @@ pub fn password(source: &PasswordSource, confirm: bool) -> CliResult<String> {
         PasswordSource::Value(password) => Ok(password.clone()),
         PasswordSource::File(path) => {
             let text = std::fs::read_to_string(path).map_err(|error| {
-                CliError::usage(format!("cannot read password file {}: {error}", path.display()))
+                CliError::usage(format!(
+                    "cannot read password file {}: {error}",
+                    path.display()
+                ))
             })?;
             Ok(text.lines().next().unwrap_or_default().to_owned())
         }
@@ -81,7 +84,9 @@ pub fn new_keystore(path: &Path, password: &str) -> CliResult<PrivateKeySigner> 
     create_dir(&dir)?;
     let (signer, _uuid) =
         PrivateKeySigner::new_keystore(&dir, &mut rand08::thread_rng(), password, Some(&name))
-            .map_err(|e| CliError::failed(format!("cannot write keystore {}: {e}", path.display())))?;
+            .map_err(|e| {
+                CliError::failed(format!("cannot write keystore {}: {e}", path.display()))
+            })?;
     Ok(signer)
 }
 
@@ -155,8 +160,10 @@ pub fn read_private_key(file: Option<&Path>, settings: &Settings) -> CliResult<P
         })?,
         None => match &settings.private_key {
             Some(key) => key.clone(),
-            None if std::io::stdin().is_terminal() => rpassword::prompt_password("Private key: ")
-                .map_err(|e| CliError::usage(format!("cannot read the key: {e}")))?,
+            None if std::io::stdin().is_terminal() => {
+                rpassword::prompt_password("Private key: ")
+                    .map_err(|e| CliError::usage(format!("cannot read the key: {e}")))?
+            }
             None => {
                 return Err(CliError::msg(
                     ExitKind::Usage,
@@ -180,9 +187,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested").join("k.json");
         let signer = new_keystore(&path, "pw").unwrap();
-        assert_eq!(open_keystore(&path, "pw").unwrap().address(), signer.address());
+        assert_eq!(
+            open_keystore(&path, "pw").unwrap().address(),
+            signer.address()
+        );
         let err = open_keystore(&path, "nope").unwrap_err();
-        assert!(err.error.to_string().contains("wrong password"), "{:#}", err.error);
+        assert!(
+            err.error.to_string().contains("wrong password"),
+            "{:#}",
+            err.error
+        );
         assert!(new_keystore(&path, "pw").is_err(), "must not overwrite");
     }
 

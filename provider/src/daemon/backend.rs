@@ -54,10 +54,18 @@ fn now_nanos() -> i64 {
 #[async_trait]
 impl GatewayBackend for DaemonBackend {
     async fn lease_tenant(&self, lease_id: u64) -> Result<Option<Address>, BackendError> {
-        let Some(record) = self.core.store.find_lease(lease_id).await.map_err(internal)? else {
+        let Some(record) = self
+            .core
+            .store
+            .find_lease(lease_id)
+            .await
+            .map_err(internal)?
+        else {
             return Ok(None);
         };
-        Address::from_str(&record.tenant).map(Some).map_err(internal)
+        Address::from_str(&record.tenant)
+            .map(Some)
+            .map_err(internal)
     }
 
     async fn remember_signature(
@@ -185,7 +193,9 @@ impl GatewayBackend for DaemonBackend {
                             RuntimeEventKind::Started => ("started", String::new()),
                             RuntimeEventKind::Died { exit_code } => (
                                 "died",
-                                exit_code.map(|code| format!("exit code {code}")).unwrap_or_default(),
+                                exit_code
+                                    .map(|code| format!("exit code {code}"))
+                                    .unwrap_or_default(),
                             ),
                             RuntimeEventKind::OutOfMemory => ("oom", String::new()),
                             RuntimeEventKind::Removed => ("removed", String::new()),
@@ -238,7 +248,13 @@ impl GatewayBackend for DaemonBackend {
 
 impl DaemonBackend {
     async fn known(&self, lease_id: u64) -> Result<(), BackendError> {
-        match self.core.store.find_lease(lease_id).await.map_err(internal)? {
+        match self
+            .core
+            .store
+            .find_lease(lease_id)
+            .await
+            .map_err(internal)?
+        {
             Some(_) => Ok(()),
             None => Err(BackendError::UnknownLease { lease_id }),
         }

@@ -17,9 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::B256;
 use alloy::signers::local::PrivateKeySigner;
-use leasehold_contracts::{
-    ClientError, FileCursorStore, Follower, FollowerConfig, RpcLogSource,
-};
+use leasehold_contracts::{ClientError, FileCursorStore, Follower, FollowerConfig, RpcLogSource};
 use leasehold_scheduler::pricing::{GpuPriceTable, LinearRates, PricingError};
 use leasehold_scheduler::{GpuModelKey, Inventory, InventoryError, NodeSpec};
 use tokio::sync::watch;

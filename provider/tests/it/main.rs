@@ -1,5 +1,6 @@
 //! The provider's integration tests: one binary, one module per area.
 
+mod daemon;
 mod gateway;
 mod runtime_docker;
 mod store;

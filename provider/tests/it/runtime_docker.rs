@@ -48,20 +48,20 @@ async fn runtime() -> DockerRuntime {
 }
 
 /// Lease ids no other test or concurrent test process uses.
-fn unique_lease_id() -> u64 {
+pub(crate) fn unique_lease_id() -> u64 {
     let pid = u64::from(std::process::id());
     9_000_000_000 + pid * 1_000 + NEXT_LEASE.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Tears its leases down when dropped, also when the test panicked. Drop
 /// cannot await, so it runs the teardown on a runtime of its own.
-struct LeaseGuard {
+pub(crate) struct LeaseGuard {
     ids: Vec<u64>,
 }
 
 impl LeaseGuard {
     /// Fresh lease ids, cleared of anything a crashed earlier run left behind.
-    async fn new(runtime: &DockerRuntime, count: usize) -> Self {
+    pub(crate) async fn new(runtime: &DockerRuntime, count: usize) -> Self {
         let ids: Vec<u64> = (0..count).map(|_| unique_lease_id()).collect();
         for id in &ids {
             runtime.teardown(*id).await.expect("clean leftovers");
@@ -69,7 +69,7 @@ impl LeaseGuard {
         LeaseGuard { ids }
     }
 
-    fn id(&self, index: usize) -> u64 {
+    pub(crate) fn id(&self, index: usize) -> u64 {
         self.ids[index]
     }
 }
@@ -154,7 +154,7 @@ fn lease(lease_id: u64, services: Vec<ServiceDeployment>) -> LeaseDeployment {
 }
 
 /// Polls status until `done` holds, returning that status.
-async fn wait_for_status(
+pub(crate) async fn wait_for_status(
     runtime: &DockerRuntime,
     lease_id: u64,
     what: &str,
@@ -191,7 +191,7 @@ fn container_ip(info: &ContainerInspectResponse, network: &str) -> String {
         .expect("container has an address on its lease network")
 }
 
-async fn lease_container_ids(docker: &Docker, lease_id: u64) -> Vec<String> {
+pub(crate) async fn lease_container_ids(docker: &Docker, lease_id: u64) -> Vec<String> {
     let filters = HashMap::from([("label", vec![lease_selector(lease_id)])]);
     let options = ListContainersOptionsBuilder::new()
         .all(true)
@@ -208,7 +208,7 @@ async fn lease_container_ids(docker: &Docker, lease_id: u64) -> Vec<String> {
     ids
 }
 
-async fn lease_network_count(docker: &Docker, lease_id: u64) -> usize {
+pub(crate) async fn lease_network_count(docker: &Docker, lease_id: u64) -> usize {
     let filters = HashMap::from([("label", vec![lease_selector(lease_id)])]);
     let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
     docker
@@ -219,7 +219,7 @@ async fn lease_network_count(docker: &Docker, lease_id: u64) -> usize {
 }
 
 /// Runs a command in a container; returns its exit code and output.
-async fn exec(docker: &Docker, container: &str, command: &[&str]) -> (i64, String) {
+pub(crate) async fn exec(docker: &Docker, container: &str, command: &[&str]) -> (i64, String) {
     let config = ExecConfig {
         cmd: Some(command.iter().map(|part| (*part).to_owned()).collect()),
         attach_stdout: Some(true),
@@ -255,7 +255,7 @@ async fn exec(docker: &Docker, container: &str, command: &[&str]) -> (i64, Strin
 }
 
 /// A plain HTTP/1.0 GET; enough for busybox httpd and keeps dependencies out.
-fn http_get(uri: &str) -> std::io::Result<String> {
+pub(crate) fn http_get(uri: &str) -> std::io::Result<String> {
     let authority = uri
         .strip_prefix("http://")
         .ok_or_else(|| std::io::Error::other(format!("not an http URI: {uri}")))?;
@@ -268,7 +268,7 @@ fn http_get(uri: &str) -> std::io::Result<String> {
     Ok(response)
 }
 
-async fn http_get_eventually(uri: &str) -> String {
+pub(crate) async fn http_get_eventually(uri: &str) -> String {
     let mut last_error = String::new();
     for _ in 0..25 {
         let target = uri.to_owned();

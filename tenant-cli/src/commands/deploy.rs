@@ -128,7 +128,11 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
             None
         } else {
             let manifest_json = manifest.canonical_json().into_bytes();
-            Some(deploying.deliver(lease.lease_id, endpoint, manifest_json).await?)
+            Some(
+                deploying
+                    .deliver(lease.lease_id, endpoint, manifest_json)
+                    .await?,
+            )
         };
         summary.push(json!({
             "group": group.group,
@@ -150,19 +154,32 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
     });
     emit(ctx.output, &document, || {
         let mut rows = vec![
-            ["GROUP", "LEASE", "PROVIDER", "PRICE/H", "URIS"].map(str::to_owned).to_vec(),
+            ["GROUP", "LEASE", "PROVIDER", "PRICE/H", "URIS"]
+                .map(str::to_owned)
+                .to_vec(),
         ];
         for entry in &summary {
             let uris: Vec<String> = entry["uris"]
                 .as_array()
-                .map(|uris| uris.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
+                .map(|uris| {
+                    uris.iter()
+                        .filter_map(|u| u.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default();
             rows.push(vec![
                 entry["group"].as_str().unwrap_or_default().to_owned(),
                 entry["lease_id"].to_string(),
                 entry["provider"].as_str().unwrap_or_default().to_owned(),
-                entry["price_per_hour"].as_str().unwrap_or_default().to_owned(),
-                if uris.is_empty() { "-".to_owned() } else { uris.join(" ") },
+                entry["price_per_hour"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                if uris.is_empty() {
+                    "-".to_owned()
+                } else {
+                    uris.join(" ")
+                },
             ]);
         }
         let next = if args.no_manifest {
@@ -202,7 +219,9 @@ impl Deploying<'_> {
                 None => order
                     .max_price_per_hour
                     .checked_mul(U256::from(DEFAULT_DEPOSIT_HOURS))
-                    .ok_or_else(|| CliError::failed(format!("group `{}`: deposit overflows", order.group)))?,
+                    .ok_or_else(|| {
+                        CliError::failed(format!("group `{}`: deposit overflows", order.group))
+                    })?,
             };
             if deposit.is_zero() {
                 return Err(CliError::failed(format!(
@@ -244,8 +263,11 @@ impl Deploying<'_> {
         manifest_hash_hex: &str,
     ) -> CliResult<(DeploymentRecord, Vec<OrderPosted>)> {
         let deployment = self.chain.deployment;
-        let total = deposits.iter().fold(U256::ZERO, |sum, d| sum.saturating_add(*d));
-        self.progress.working(format!("approving {total} for the marketplace"));
+        let total = deposits
+            .iter()
+            .fold(U256::ZERO, |sum, d| sum.saturating_add(*d));
+        self.progress
+            .working(format!("approving {total} for the marketplace"));
         let approved = self
             .chain
             .client
@@ -263,7 +285,8 @@ impl Deploying<'_> {
         );
         let mut posted = Vec::new();
         for (order, deposit) in orders.iter().zip(deposits) {
-            self.progress.working(format!("posting the order for group `{}`", order.group));
+            self.progress
+                .working(format!("posting the order for group `{}`", order.group));
             let new_order = NewOrder {
                 token: deployment.token,
                 spec: order.spec.clone(),
@@ -333,14 +356,22 @@ impl Deploying<'_> {
         } else {
             self.names.name(&bid.gpu_model)
         };
-        let attributes: Vec<String> = provider.attributes.iter().map(|a| self.names.name(a)).collect();
+        let attributes: Vec<String> = provider
+            .attributes
+            .iter()
+            .map(|a| self.names.name(a))
+            .collect();
         format!(
             "  bid {:<3} {}  {:>10}/h  gpu {:<22} attrs {}  {}",
             bid.bid_id,
             provider.address,
             bid.price_per_hour,
             gpu,
-            if attributes.is_empty() { "-".to_owned() } else { attributes.join(",") },
+            if attributes.is_empty() {
+                "-".to_owned()
+            } else {
+                attributes.join(",")
+            },
             provider.endpoint
         )
     }
@@ -354,7 +385,10 @@ impl Deploying<'_> {
         let mut shown = 0usize;
         self.progress.line(
             "bids",
-            format!("bids on order {order_id} (window closes at {}):", order.bid_window_end),
+            format!(
+                "bids on order {order_id} (window closes at {}):",
+                order.bid_window_end
+            ),
             json!({ "order_id": order_id }),
         );
         loop {
@@ -376,21 +410,26 @@ impl Deploying<'_> {
             }
             shown = bids.len();
             let now = unix_now();
-            let scheduler_bids: Vec<ranking::Bid> =
-                bids.iter().map(|(bid, provider)| market::scheduler_bid(bid, provider)).collect();
+            let scheduler_bids: Vec<ranking::Bid> = bids
+                .iter()
+                .map(|(bid, provider)| market::scheduler_bid(bid, provider))
+                .collect();
             let any_eligible = ranking::onchain_winner(&scheduler_order, &scheduler_bids).is_some();
-            if now >= order.bid_window_end && any_eligible {
-                if let Some(lease) = self.choose(order, &scheduler_order, &scheduler_bids).await? {
-                    self.progress.step(
-                        "lease_created",
-                        format!(
-                            "lease {} with {} at {}/h (bid {})",
-                            lease.lease_id, lease.provider, lease.price_per_hour, lease.bid_id
-                        ),
-                        serde_json::to_value(&lease).unwrap_or_default(),
-                    );
-                    return Ok(lease);
-                }
+            if now >= order.bid_window_end
+                && any_eligible
+                && let Some(lease) = self
+                    .choose(order, &scheduler_order, &scheduler_bids)
+                    .await?
+            {
+                self.progress.step(
+                    "lease_created",
+                    format!(
+                        "lease {} with {} at {}/h (bid {})",
+                        lease.lease_id, lease.provider, lease.price_per_hour, lease.bid_id
+                    ),
+                    serde_json::to_value(&lease).unwrap_or_default(),
+                );
+                return Ok(lease);
             }
             if Instant::now() >= deadline {
                 return Err(self.no_bids(order, bids.len()).await);
@@ -402,7 +441,10 @@ impl Deploying<'_> {
                     order.bid_window_end - now
                 )
             } else {
-                format!("order {order_id}: waiting for a usable bid ({} so far)", bids.len())
+                format!(
+                    "order {order_id}: waiting for a usable bid ({} so far)",
+                    bids.len()
+                )
             };
             self.progress.working(waiting);
             tokio::time::sleep(POLL).await;
@@ -420,11 +462,14 @@ impl Deploying<'_> {
         let order_id = order.order_id;
         let policy = match self.args.select {
             Select::Settle => {
-                self.progress.working(format!("settle({order_id}): the contract picks the winner"));
+                self.progress
+                    .working(format!("settle({order_id}): the contract picks the winner"));
                 return match self.chain.client.settle(order_id).await {
                     Ok(lease) => Ok(Some(lease)),
                     // Chain time can trail the local clock by a block.
-                    Err(error) if error.revert_name().is_some_and(|n| n.contains("BidWindow")) => Ok(None),
+                    Err(error) if error.revert_name().is_some_and(|n| n.contains("BidWindow")) => {
+                        Ok(None)
+                    }
                     Err(error) => Err(CliError::from(error).context("settle")),
                 };
             }
@@ -445,7 +490,8 @@ impl Deploying<'_> {
             ranked.iter().map(|bid| bid.bid_index).collect()
         };
         for bid_id in candidates {
-            self.progress.working(format!("acceptBid({order_id}, {bid_id})"));
+            self.progress
+                .working(format!("acceptBid({order_id}, {bid_id})"));
             match self.chain.client.accept_bid(order_id, bid_id).await {
                 Ok(lease) => return Ok(Some(lease)),
                 Err(error) if error.revert_name() == Some("ProviderLacksCapacity") => {
@@ -462,7 +508,11 @@ impl Deploying<'_> {
     }
 
     fn ask(&self, ranked: &[RankedBid]) -> CliResult<u64> {
-        let mut rows = vec![["BID", "PROVIDER", "PRICE/H", "WHY"].map(str::to_owned).to_vec()];
+        let mut rows = vec![
+            ["BID", "PROVIDER", "PRICE/H", "WHY"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
         for bid in ranked {
             rows.push(vec![
                 bid.bid_index.to_string(),
@@ -471,7 +521,8 @@ impl Deploying<'_> {
                 bid.reasons.join("; "),
             ]);
         }
-        self.progress.line("choices", table(&rows), serde_json::Value::Null);
+        self.progress
+            .line("choices", table(&rows), serde_json::Value::Null);
         let default = ranked.first().map(|bid| bid.bid_index);
         eprint!(
             "accept which bid? [{}]: ",
@@ -490,7 +541,9 @@ impl Deploying<'_> {
             .parse()
             .map_err(|_| CliError::failed(format!("`{choice}` is not a bid id")))?;
         if !ranked.iter().any(|candidate| candidate.bid_index == bid) {
-            return Err(CliError::failed(format!("bid {bid} is not one of the eligible bids")));
+            return Err(CliError::failed(format!(
+                "bid {bid} is not one of the eligible bids"
+            )));
         }
         Ok(bid)
     }
@@ -531,7 +584,8 @@ impl Deploying<'_> {
         let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
         let mut last_error: String;
         let mut client = loop {
-            self.progress.working(format!("sending the manifest to {endpoint}"));
+            self.progress
+                .working(format!("sending the manifest to {endpoint}"));
             let attempt = async {
                 let mut client = gateway::connect(endpoint, self.signer.clone()).await?;
                 match tokio::time::timeout(
@@ -541,7 +595,9 @@ impl Deploying<'_> {
                 .await
                 {
                     Ok(sent) => sent.map_err(CliError::from)?,
-                    Err(_) => return Err(CliError::msg(ExitKind::Network, "SendManifest timed out")),
+                    Err(_) => {
+                        return Err(CliError::msg(ExitKind::Network, "SendManifest timed out"));
+                    }
                 }
                 Ok::<_, CliError>(client)
             };
@@ -573,7 +629,10 @@ impl Deploying<'_> {
                 Ok(status) if gateway::is_running(&status) => {
                     self.progress.step(
                         "running",
-                        format!("lease {lease_id} is running: {}", gateway::uris(&status).join(" ")),
+                        format!(
+                            "lease {lease_id} is running: {}",
+                            gateway::uris(&status).join(" ")
+                        ),
                         gateway::status_json(&status),
                     );
                     return Ok(status);

@@ -16,18 +16,26 @@ use crate::wallet;
 
 /// Names for a lease's keys from its local record's manifest, when there is one.
 fn names_for(ctx: &Ctx, chain: &Chain, order_id: u64) -> Names {
-    records::find(&ctx.settings.deployments_dir(), chain.deployment.marketplace, order_id)
-        .and_then(|record| std::fs::read_to_string(&record.manifest_path).ok())
-        .and_then(|yaml| leasehold_manifests::parse(&yaml).ok())
-        .map(|sdl| Names::from_groups(&sdl.groups()))
-        .unwrap_or_default()
+    records::find(
+        &ctx.settings.deployments_dir(),
+        chain.deployment.marketplace,
+        order_id,
+    )
+    .and_then(|record| std::fs::read_to_string(&record.manifest_path).ok())
+    .and_then(|yaml| leasehold_manifests::parse(&yaml).ok())
+    .map(|sdl| Names::from_groups(&sdl.groups()))
+    .unwrap_or_default()
 }
 
 pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
     let signer = wallet::signer(&ctx.settings)?;
     let chain = Chain::connect(&ctx.settings, Some(signer.clone())).await?;
     let order = chain.client.order(lease_id).await?;
-    let record = records::find(&ctx.settings.deployments_dir(), chain.deployment.marketplace, lease_id);
+    let record = records::find(
+        &ctx.settings.deployments_dir(),
+        chain.deployment.marketplace,
+        lease_id,
+    );
     let group = record
         .as_ref()
         .and_then(|r| r.groups.iter().find(|g| g.order_id == lease_id))
@@ -69,7 +77,9 @@ pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
     emit(ctx.output, &document, || {
         let mut text = format!(
             "lease {lease_id}{}\norder     {:?}, escrow {}, max {}/h\n",
-            group.as_deref().map_or(String::new(), |g| format!(" (group `{g}`)")),
+            group
+                .as_deref()
+                .map_or(String::new(), |g| format!(" (group `{g}`)")),
             order.status,
             order.escrow,
             order.max_price_per_hour
@@ -89,12 +99,20 @@ pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
                 "owed      {} withdrawable, {} shortfall{}\n",
                 owed.withdrawable,
                 owed.shortfall,
-                if owed.shortfall.is_zero() { "" } else { "  (INSOLVENT: top up)" }
+                if owed.shortfall.is_zero() {
+                    ""
+                } else {
+                    "  (INSOLVENT: top up)"
+                }
             ));
         }
         if let Some(status) = &workload {
             text.push_str(&format!("workload  {} {}\n", status.state, status.message));
-            let mut rows = vec![["SERVICE", "READY", "STATES", "URIS"].map(str::to_owned).to_vec()];
+            let mut rows = vec![
+                ["SERVICE", "READY", "STATES", "URIS"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ];
             for service in &status.services {
                 rows.push(vec![
                     service.name.clone(),
@@ -178,7 +196,11 @@ pub async fn close(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
     let order = chain.client.order(lease_id).await?;
     let document = match order.status {
         OrderStatus::Open => {
-            let refund = chain.client.cancel_order(lease_id).await.ctx("cancelOrder")?;
+            let refund = chain
+                .client
+                .cancel_order(lease_id)
+                .await
+                .ctx("cancelOrder")?;
             json!({ "lease_id": lease_id, "action": "cancelled_order", "refunded_to_tenant": refund.to_string() })
         }
         OrderStatus::Leased => {
@@ -256,7 +278,14 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
         .iter()
         .filter_map(|rank| {
             let (bid, provider) = infos.iter().find(|(bid, _)| bid.bid_id == rank.bid_index)?;
-            let reason = market::explain(&scheduler_order, &scheduler_bids[usize::try_from(bid.bid_id).ok()?.min(scheduler_bids.len().saturating_sub(1))], provider, &names);
+            let reason = market::explain(
+                &scheduler_order,
+                &scheduler_bids[usize::try_from(bid.bid_id)
+                    .ok()?
+                    .min(scheduler_bids.len().saturating_sub(1))],
+                provider,
+                &names,
+            );
             Some(json!({
                 "bid_id": bid.bid_id,
                 "provider": provider.address,
@@ -283,7 +312,9 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
             return format!("order {order_id} ({:?}): no bids yet\n", order.status);
         }
         let mut table_rows = vec![
-            ["BID", "PROVIDER", "PRICE/H", "GPU", "ELIGIBLE", "NOTES"].map(str::to_owned).to_vec(),
+            ["BID", "PROVIDER", "PRICE/H", "GPU", "ELIGIBLE", "NOTES"]
+                .map(str::to_owned)
+                .to_vec(),
         ];
         for row in &rows {
             let mut notes = Vec::new();
@@ -296,7 +327,10 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
             table_rows.push(vec![
                 row["bid_id"].to_string(),
                 row["provider"].as_str().unwrap_or_default().to_owned(),
-                row["price_per_hour"].as_str().unwrap_or_default().to_owned(),
+                row["price_per_hour"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 row["gpu_model"].as_str().unwrap_or("-").to_owned(),
                 if row["eligible"] == true { "yes" } else { "no" }.to_owned(),
                 notes.join("; "),
@@ -314,8 +348,10 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
 
 pub async fn leases(ctx: &Ctx) -> CliResult<u8> {
     let chain = Chain::connect(&ctx.settings, None).await?;
-    let (records, problems) =
-        records::load_all(&ctx.settings.deployments_dir(), chain.deployment.marketplace);
+    let (records, problems) = records::load_all(
+        &ctx.settings.deployments_dir(),
+        chain.deployment.marketplace,
+    );
     let mut entries = Vec::new();
     for record in &records {
         for group in &record.groups {
@@ -340,34 +376,43 @@ pub async fn leases(ctx: &Ctx) -> CliResult<u8> {
             }));
         }
     }
-    emit(ctx.output, &json!({ "leases": entries, "unreadable_records": problems }), || {
-        if entries.is_empty() {
-            return format!(
-                "no deployments recorded in {} for this marketplace\n",
-                ctx.settings.deployments_dir().display()
-            );
-        }
-        let mut rows = vec![
-            ["LEASE", "GROUP", "STATE", "PROVIDER", "PRICE/H", "ESCROW", "MANIFEST"]
+    emit(
+        ctx.output,
+        &json!({ "leases": entries, "unreadable_records": problems }),
+        || {
+            if entries.is_empty() {
+                return format!(
+                    "no deployments recorded in {} for this marketplace\n",
+                    ctx.settings.deployments_dir().display()
+                );
+            }
+            let mut rows = vec![
+                [
+                    "LEASE", "GROUP", "STATE", "PROVIDER", "PRICE/H", "ESCROW", "MANIFEST",
+                ]
                 .map(str::to_owned)
                 .to_vec(),
-        ];
-        for entry in &entries {
-            rows.push(vec![
-                entry["lease_id"].to_string(),
-                entry["group"].as_str().unwrap_or_default().to_owned(),
-                entry["order_status"].as_str().unwrap_or_default().to_owned(),
-                entry["provider"].as_str().unwrap_or("-").to_owned(),
-                entry["price_per_hour"].as_str().unwrap_or("-").to_owned(),
-                entry["escrow"].as_str().unwrap_or_default().to_owned(),
-                entry["manifest"].as_str().unwrap_or_default().to_owned(),
-            ]);
-        }
-        let mut text = table(&rows);
-        for problem in &problems {
-            text.push_str(&format!("warning: unreadable record {problem}\n"));
-        }
-        text
-    });
+            ];
+            for entry in &entries {
+                rows.push(vec![
+                    entry["lease_id"].to_string(),
+                    entry["group"].as_str().unwrap_or_default().to_owned(),
+                    entry["order_status"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    entry["provider"].as_str().unwrap_or("-").to_owned(),
+                    entry["price_per_hour"].as_str().unwrap_or("-").to_owned(),
+                    entry["escrow"].as_str().unwrap_or_default().to_owned(),
+                    entry["manifest"].as_str().unwrap_or_default().to_owned(),
+                ]);
+            }
+            let mut text = table(&rows);
+            for problem in &problems {
+                text.push_str(&format!("warning: unreadable record {problem}\n"));
+            }
+            text
+        },
+    );
     Ok(0)
 }

@@ -35,40 +35,65 @@ pub async fn list(ctx: &Ctx, all: bool) -> CliResult<u8> {
     let chain = Chain::connect(&ctx.settings, None).await?;
     let providers = registered(&chain, all).await?;
     let names = Names::default();
-    emit(ctx.output, &serde_json::json!({ "providers": providers }), || {
-        if providers.is_empty() {
-            return "no providers registered\n".to_owned();
-        }
-        let mut rows = vec![
-            ["PROVIDER", "STATUS", "ENDPOINT", "ATTRIBUTES", "CPU (m)", "MEMORY (MiB)", "STORAGE (MiB)", "GPUS", "LEASES"]
+    emit(
+        ctx.output,
+        &serde_json::json!({ "providers": providers }),
+        || {
+            if providers.is_empty() {
+                return "no providers registered\n".to_owned();
+            }
+            let mut rows = vec![
+                [
+                    "PROVIDER",
+                    "STATUS",
+                    "ENDPOINT",
+                    "ATTRIBUTES",
+                    "CPU (m)",
+                    "MEMORY (MiB)",
+                    "STORAGE (MiB)",
+                    "GPUS",
+                    "LEASES",
+                ]
                 .map(str::to_owned)
                 .to_vec(),
-        ];
-        for p in &providers {
-            let used = |allocated: u64, capacity: u64| format!("{allocated}/{capacity}");
-            let gpus: Vec<String> = p
-                .gpus
-                .iter()
-                .map(|g| format!("{}/{} {}", g.allocated, g.capacity, names.name(&g.model_key)))
-                .collect();
-            rows.push(vec![
-                p.address.to_string(),
-                format!("{:?}", p.status).to_lowercase(),
-                p.endpoint.clone(),
-                p.attributes.len().to_string(),
-                used(p.allocated.cpu_milli, p.capacity.cpu_milli),
-                used(p.allocated.memory_mib, p.capacity.memory_mib),
-                used(p.allocated.storage_mib, p.capacity.storage_mib),
-                if gpus.is_empty() { "-".to_owned() } else { gpus.join(", ") },
-                p.active_leases.to_string(),
-            ]);
-        }
-        format!(
-            "{}(allocated/capacity; attributes and GPU models are keccak256 keys on chain: \
+            ];
+            for p in &providers {
+                let used = |allocated: u64, capacity: u64| format!("{allocated}/{capacity}");
+                let gpus: Vec<String> = p
+                    .gpus
+                    .iter()
+                    .map(|g| {
+                        format!(
+                            "{}/{} {}",
+                            g.allocated,
+                            g.capacity,
+                            names.name(&g.model_key)
+                        )
+                    })
+                    .collect();
+                rows.push(vec![
+                    p.address.to_string(),
+                    format!("{:?}", p.status).to_lowercase(),
+                    p.endpoint.clone(),
+                    p.attributes.len().to_string(),
+                    used(p.allocated.cpu_milli, p.capacity.cpu_milli),
+                    used(p.allocated.memory_mib, p.capacity.memory_mib),
+                    used(p.allocated.storage_mib, p.capacity.storage_mib),
+                    if gpus.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        gpus.join(", ")
+                    },
+                    p.active_leases.to_string(),
+                ]);
+            }
+            format!(
+                "{}(allocated/capacity; attributes and GPU models are keccak256 keys on chain: \
              `tenant preflight FILE` names the ones a manifest asks for)\n",
-            table(&rows)
-        )
-    });
+                table(&rows)
+            )
+        },
+    );
     Ok(0)
 }
 
@@ -137,14 +162,23 @@ impl Preflight {
                 let price = candidate
                     .estimated_price_per_hour
                     .as_deref()
-                    .map_or("price unknown until it bids".to_owned(), |p| format!("~{p}/h from its recent bids"));
-                let _ = writeln!(text, "  ok   {} {} ({price})", candidate.provider, candidate.endpoint);
+                    .map_or("price unknown until it bids".to_owned(), |p| {
+                        format!("~{p}/h from its recent bids")
+                    });
+                let _ = writeln!(
+                    text,
+                    "  ok   {} {} ({price})",
+                    candidate.provider, candidate.endpoint
+                );
             }
             for rejected in &group.ineligible {
                 let _ = writeln!(
                     text,
                     "  no   {} {}: {} [{}]",
-                    rejected.provider, rejected.endpoint, rejected.reason.message, rejected.reason.kind
+                    rejected.provider,
+                    rejected.endpoint,
+                    rejected.reason.message,
+                    rejected.reason.kind
                 );
             }
         }
@@ -159,7 +193,11 @@ async fn recent_rates(chain: &Chain) -> CliResult<HashMap<Address, U256>> {
         .address(chain.deployment.marketplace)
         .event_signature(Marketplace::BidPlaced::SIGNATURE_HASH)
         .from_block(chain.deployment.start_block);
-    let logs = bounded("eth_getLogs BidPlaced", chain.client.provider().get_logs(&filter)).await?;
+    let logs = bounded(
+        "eth_getLogs BidPlaced",
+        chain.client.provider().get_logs(&filter),
+    )
+    .await?;
     let mut replicas_of: HashMap<U256, u16> = HashMap::new();
     let mut rates: HashMap<Address, U256> = HashMap::new();
     // Most recent bids only: prices change.
@@ -171,7 +209,9 @@ async fn recent_rates(chain: &Chain) -> CliResult<HashMap<Address, U256>> {
         let replicas = match replicas_of.get(&bid.orderId) {
             Some(replicas) => *replicas,
             None => {
-                let Ok(order_id) = u64::try_from(bid.orderId) else { continue };
+                let Ok(order_id) = u64::try_from(bid.orderId) else {
+                    continue;
+                };
                 let replicas = chain.client.order(order_id).await?.replicas;
                 replicas_of.insert(bid.orderId, replicas);
                 replicas

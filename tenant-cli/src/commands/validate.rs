@@ -48,7 +48,11 @@ pub fn read_sdl(file: &Path) -> CliResult<Result<Sdl, ManifestErrors>> {
 /// Reads an SDL that must be valid (for commands that go on to use it): errors are listed.
 pub fn load_valid(file: &Path) -> CliResult<Sdl> {
     read_sdl(file)?.map_err(|errors| {
-        let mut text = format!("{} is not a valid SDL: {} error(s)", file.display(), errors.errors().len());
+        let mut text = format!(
+            "{} is not a valid SDL: {} error(s)",
+            file.display(),
+            errors.errors().len()
+        );
         for error in errors.errors() {
             let _ = write!(text, "\n  {error}");
         }
@@ -96,9 +100,18 @@ fn mebibytes(bytes: u64) -> String {
 
 fn groups_table(groups: &[GroupJson<'_>], hash: &str) -> String {
     let mut rows = vec![
-        ["GROUP", "COUNT", "CPU", "MEMORY", "STORAGE", "GPU", "PRICE/H", "ENDPOINTS"]
-            .map(str::to_owned)
-            .to_vec(),
+        [
+            "GROUP",
+            "COUNT",
+            "CPU",
+            "MEMORY",
+            "STORAGE",
+            "GPU",
+            "PRICE/H",
+            "ENDPOINTS",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     ];
     for entry in groups {
         for unit in &entry.group.units {
@@ -107,8 +120,12 @@ fn groups_table(groups: &[GroupJson<'_>], hash: &str) -> String {
             let gpu = if resources.gpu.units == 0 {
                 "-".to_owned()
             } else {
-                let models: Vec<String> =
-                    resources.gpu.models.iter().map(ToString::to_string).collect();
+                let models: Vec<String> = resources
+                    .gpu
+                    .models
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 format!("{} x {}", resources.gpu.units, models.join("|"))
             };
             rows.push(vec![

@@ -46,7 +46,10 @@ pub async fn run(ctx: &Ctx, command: WalletCommand) -> CliResult<u8> {
         WalletCommand::Balance { address } => {
             let (chain, owner) = chain_and_owner(ctx, address).await?;
             let eth = chain.eth_balance(owner).await?;
-            let token = chain.token_balance(owner).await.ctx("reading the token balance")?;
+            let token = chain
+                .token_balance(owner)
+                .await
+                .ctx("reading the token balance")?;
             emit(
                 ctx.output,
                 &json!({

@@ -23,7 +23,12 @@ async fn bid_when_posted(devnet: &Devnet, order_id: u64, bids: &[(usize, u64)]) 
     for (provider, price) in bids {
         devnet
             .client(*provider)
-            .place_bid(order_id, U256::from(*price), alloy::primitives::B256::ZERO, &posted.spec.requirements)
+            .place_bid(
+                order_id,
+                U256::from(*price),
+                alloy::primitives::B256::ZERO,
+                &posted.spec.requirements,
+            )
             .await
             .expect("place bid");
     }
@@ -41,8 +46,17 @@ async fn deploy_accepts_the_cheapest_bid_then_lease_commands_work() {
         let deploying = devnet.tenant(
             TENANT,
             &[
-                "deploy", &hello, "--bid-window", "3", "--no-manifest", "--timeout", "60",
-                "--deposit", "50000", "--output", "json",
+                "deploy",
+                &hello,
+                "--bid-window",
+                "3",
+                "--no-manifest",
+                "--timeout",
+                "60",
+                "--deposit",
+                "50000",
+                "--output",
+                "json",
             ],
         );
         let bidding = bid_when_posted(&devnet, 1, &[(PROVIDER_A, 900), (PROVIDER_B, 500)]);
@@ -51,15 +65,27 @@ async fn deploy_accepts_the_cheapest_bid_then_lease_commands_work() {
         assert_eq!(posted.deposit, U256::from(50_000));
         let result = json(&output);
         let group = &result["groups"][0];
-        let b = devnet.address(PROVIDER_B).to_string();
+        let b = devnet.address_json(PROVIDER_B);
         assert_eq!(group["lease_id"], 1);
         assert_eq!(group["provider"], b.as_str());
         assert_eq!(group["price_per_hour"], "500");
         assert_eq!(group["endpoint"], "127.0.0.1:2");
         // Progress went to stderr as NDJSON events.
         let events = stderr(&output);
-        assert!(events.lines().any(|l| l.contains("\"event\":\"order_created\"")), "{events}");
-        assert!(events.lines().filter(|l| l.contains("\"event\":\"bid\"")).count() >= 2, "{events}");
+        assert!(
+            events
+                .lines()
+                .any(|l| l.contains("\"event\":\"order_created\"")),
+            "{events}"
+        );
+        assert!(
+            events
+                .lines()
+                .filter(|l| l.contains("\"event\":\"bid\""))
+                .count()
+                >= 2,
+            "{events}"
+        );
 
         let record = devnet.home.path().join("data/leasehold/deployments/1.json");
         let saved: serde_json::Value =
@@ -67,7 +93,9 @@ async fn deploy_accepts_the_cheapest_bid_then_lease_commands_work() {
         assert_eq!(saved["groups"][0]["lease_id"], 1);
         assert_eq!(saved["groups"][0]["endpoint"], "127.0.0.1:2");
 
-        let bids = devnet.tenant(TENANT, &["bids", "1", "--output", "json"]).await;
+        let bids = devnet
+            .tenant(TENANT, &["bids", "1", "--output", "json"])
+            .await;
         assert_eq!(code(&bids), Some(0), "{}", stderr(&bids));
         let bids = json(&bids);
         assert_eq!(bids["status"], "leased");
@@ -84,26 +112,40 @@ async fn deploy_accepts_the_cheapest_bid_then_lease_commands_work() {
         assert_eq!(leases["leases"][0]["provider"], b.as_str());
 
         // Chain part printed; the unreachable gateway gives exit 3.
-        let status = devnet.tenant(TENANT, &["status", "1", "--output", "json"]).await;
+        let status = devnet
+            .tenant(TENANT, &["status", "1", "--output", "json"])
+            .await;
         assert_eq!(code(&status), Some(3), "{}", stderr(&status));
         let status = json(&status);
         assert_eq!(status["lease"]["active"], true);
-        assert_eq!(status["group"], "web");
+        assert_eq!(status["group"], "anywhere");
         assert!(status["gateway_error"].as_str().is_some(), "{status}");
 
-        let topped = devnet.tenant(TENANT, &["topup", "1", "1000", "--output", "json"]).await;
+        let topped = devnet
+            .tenant(TENANT, &["topup", "1", "1000", "--output", "json"])
+            .await;
         assert_eq!(code(&topped), Some(0), "{}", stderr(&topped));
-        let escrow: u64 = json(&topped)["escrow"].as_str().and_then(|e| e.parse().ok()).expect("escrow");
+        let escrow: u64 = json(&topped)["escrow"]
+            .as_str()
+            .and_then(|e| e.parse().ok())
+            .expect("escrow");
         assert!(escrow > 50_000 && escrow <= 51_000, "{escrow}");
 
-        let closed = devnet.tenant(TENANT, &["close", "1", "--output", "json"]).await;
+        let closed = devnet
+            .tenant(TENANT, &["close", "1", "--output", "json"])
+            .await;
         assert_eq!(code(&closed), Some(0), "{}", stderr(&closed));
         let closed = json(&closed);
         assert_eq!(closed["action"], "closed_lease");
-        let refunded: u64 = closed["refunded_to_tenant"].as_str().and_then(|r| r.parse().ok()).expect("refund");
+        let refunded: u64 = closed["refunded_to_tenant"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .expect("refund");
         assert!(refunded > 0);
 
-        let after = devnet.tenant(TENANT, &["status", "1", "--output", "json"]).await;
+        let after = devnet
+            .tenant(TENANT, &["status", "1", "--output", "json"])
+            .await;
         assert_eq!(code(&after), Some(0), "{}", stderr(&after));
         assert_eq!(json(&after)["lease"]["active"], false);
         let again = devnet.tenant(TENANT, &["close", "1"]).await;
@@ -122,20 +164,31 @@ async fn deploy_with_settle_lets_the_contract_pick() {
         let deploying = devnet.tenant(
             TENANT,
             &[
-                "deploy", &hello, "--bid-window", "3", "--no-manifest", "--select", "settle",
-                "--timeout", "60",
+                "deploy",
+                &hello,
+                "--bid-window",
+                "3",
+                "--no-manifest",
+                "--select",
+                "settle",
+                "--timeout",
+                "60",
             ],
         );
         let bidding = bid_when_posted(&devnet, 1, &[(PROVIDER_B, 800), (PROVIDER_A, 700)]);
         let (output, _) = tokio::join!(deploying, bidding);
         assert_eq!(code(&output), Some(0), "{}", stderr(&output));
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        let a = devnet.address(PROVIDER_A).to_string();
+        let a = devnet.address_json(PROVIDER_A);
         assert!(text.contains(&a) && text.contains("700"), "{text}");
         let lease = devnet.client(TENANT).lease(1).await.expect("lease");
         assert_eq!(lease.provider, devnet.address(PROVIDER_A));
         // Text mode progress is on stderr, the table on stdout.
-        assert!(stderr(&output).contains("order 1 for group `web`"), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("order 1 for group `anywhere`"),
+            "{}",
+            stderr(&output)
+        );
     })
     .await;
 }
@@ -144,21 +197,32 @@ async fn deploy_with_settle_lets_the_contract_pick() {
 async fn no_bids_is_exit_4_with_the_preflight_and_a_refund() {
     within(async {
         let devnet = Devnet::start().await;
-        devnet.register(PROVIDER_A, "127.0.0.1:1", &[("nvidia/a100/80Gi/sxm", 4)]).await;
+        devnet
+            .register(PROVIDER_A, "127.0.0.1:1", &[("nvidia/a100/80Gi/sxm", 4)])
+            .await;
         let file = devnet.home.path().join("h100.yaml");
         std::fs::write(&file, H100_SDL).expect("write sdl");
         let output = devnet
             .tenant(
                 TENANT,
                 &[
-                    "deploy", &file.to_string_lossy(), "--bid-window", "1", "--timeout", "3",
-                    "--output", "json",
+                    "deploy",
+                    &file.to_string_lossy(),
+                    "--bid-window",
+                    "1",
+                    "--timeout",
+                    "3",
+                    "--output",
+                    "json",
                 ],
             )
             .await;
         assert_eq!(code(&output), Some(4), "{}", stderr(&output));
         let error = json(&output);
-        let message = error["error"]["message"].as_str().unwrap_or_default().to_owned();
+        let message = error["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         assert!(message.contains("no usable bid on order 1"), "{message}");
         assert!(message.contains("preflight"), "{message}");
         assert!(message.contains("nvidia/h100/80Gi/sxm"), "{message}");
@@ -183,19 +247,113 @@ async fn insufficient_funds_fail_before_anything_is_sent() {
     within(async {
         let devnet = Devnet::start().await;
         let hello = example("hello.yaml");
-        let output = devnet.tenant(UNFUNDED, &["deploy", &hello, "--deposit", "24000"]).await;
+        let output = devnet
+            .tenant(UNFUNDED, &["deploy", &hello, "--deposit", "24000"])
+            .await;
         assert_eq!(code(&output), Some(1), "{}", stderr(&output));
         let message = stderr(&output);
         assert!(message.contains("insufficient funds"), "{message}");
-        assert!(message.contains("holds 0") && message.contains("need 24000"), "{message}");
-        assert!(devnet.client(TENANT).order(1).await.is_err(), "no order may exist");
+        assert!(
+            message.contains("holds 0") && message.contains("need 24000"),
+            "{message}"
+        );
+        assert!(
+            devnet.client(TENANT).order(1).await.is_err(),
+            "no order may exist"
+        );
 
         // An invalid manifest is exit 1 before any chain access.
         let bad = devnet.home.path().join("bad.yaml");
         std::fs::write(&bad, "version: \"2.0\"\n").expect("write");
-        let output = devnet.tenant(TENANT, &["deploy", &bad.to_string_lossy()]).await;
+        let output = devnet
+            .tenant(TENANT, &["deploy", &bad.to_string_lossy()])
+            .await;
         assert_eq!(code(&output), Some(1), "{}", stderr(&output));
-        assert!(stderr(&output).contains("not a valid SDL"), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("not a valid SDL"),
+            "{}",
+            stderr(&output)
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_delivers_the_signed_manifest_and_waits_until_it_runs() {
+    within(async {
+        let devnet = Devnet::start().await;
+        let gateway = crate::gateway::start(devnet.client(PROVIDER_A));
+        devnet
+            .register(PROVIDER_A, &format!("http://{}", gateway.addr), &[])
+            .await;
+        let hello = example("hello.yaml");
+        let deploying = devnet.tenant(
+            TENANT,
+            &[
+                "deploy",
+                &hello,
+                "--bid-window",
+                "2",
+                "--timeout",
+                "60",
+                "--output",
+                "json",
+            ],
+        );
+        let bidding = bid_when_posted(&devnet, 1, &[(PROVIDER_A, 600)]);
+        let (output, posted) = tokio::join!(deploying, bidding);
+        assert_eq!(code(&output), Some(0), "{}", stderr(&output));
+        let result = json(&output);
+        assert_eq!(
+            result["groups"][0]["uris"][0],
+            crate::gateway::URI,
+            "{result}"
+        );
+        assert_eq!(result["groups"][0]["status"]["state"], "Running");
+
+        // The gateway got the canonical manifest, whose hash the order carries.
+        let received = gateway.received.lock().expect("lock").clone();
+        assert_eq!(received.len(), 1);
+        let (lease_id, manifest) = &received[0];
+        assert_eq!(*lease_id, 1);
+        assert_eq!(alloy::primitives::keccak256(manifest), posted.manifest_hash);
+        let sdl = leasehold_manifests::parse(&std::fs::read_to_string(&hello).expect("read"))
+            .expect("valid");
+        assert_eq!(
+            manifest.as_slice(),
+            sdl.manifest().canonical_json().as_bytes()
+        );
+
+        let status = devnet
+            .tenant(TENANT, &["status", "1", "--output", "json"])
+            .await;
+        assert_eq!(code(&status), Some(0), "{}", stderr(&status));
+        let status = json(&status);
+        assert_eq!(status["workload"]["state"], "Running");
+        assert_eq!(
+            status["workload"]["services"][0]["uris"][0],
+            crate::gateway::URI
+        );
+        let text = devnet.tenant(TENANT, &["status", "1"]).await;
+        assert!(String::from_utf8_lossy(&text.stdout).contains(crate::gateway::URI));
+
+        let logs = devnet
+            .tenant(TENANT, &["logs", "1", "--output", "json"])
+            .await;
+        assert_eq!(code(&logs), Some(0), "{}", stderr(&logs));
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&logs.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("NDJSON line"))
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["line"], "GET / 200");
+        assert_eq!(lines[0]["service"], "web");
+
+        // Someone who is not the tenant is refused by the gateway (signed calls).
+        let stranger = devnet.tenant(PROVIDER_B, &["status", "1"]).await;
+        assert_eq!(code(&stranger), Some(1), "{}", stderr(&stranger));
+        let text = String::from_utf8_lossy(&stranger.stdout).into_owned();
+        assert!(text.contains("not the lease's tenant"), "{text}");
     })
     .await;
 }

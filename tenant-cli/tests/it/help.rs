@@ -33,7 +33,10 @@ fn every_command_has_an_example_output_flag_and_exit_codes() {
         assert_eq!(output.status.code(), Some(0), "{args:?}");
         assert!(text.contains("Example"), "{args:?} has no example:\n{text}");
         assert!(text.contains("tenant "), "{args:?} example:\n{text}");
-        assert!(text.contains("--output"), "{args:?} lacks --output:\n{text}");
+        assert!(
+            text.contains("--output"),
+            "{args:?} lacks --output:\n{text}"
+        );
         assert!(
             text.contains("Exit codes:") && text.contains("4  timeout"),
             "{args:?}:\n{text}"
@@ -62,10 +65,21 @@ fn missing_deployment_config_is_exit_2_naming_the_variable() {
     let output = run_tenant(
         home.path(),
         &[],
-        &["providers", "--config", &config.to_string_lossy(), "--output", "json"],
+        &[
+            "providers",
+            "--config",
+            &config.to_string_lossy(),
+            "--output",
+            "json",
+        ],
     );
     assert_eq!(output.status.code(), Some(2));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON error");
     assert_eq!(json["error"]["exit_code"], 2);
-    assert!(json["error"]["message"].as_str().unwrap_or_default().contains("bad.toml"));
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bad.toml")
+    );
 }

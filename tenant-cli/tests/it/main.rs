@@ -2,6 +2,7 @@
 //! contracts deployed per test.
 
 mod deploy;
+mod gateway;
 mod help;
 mod market;
 mod support;

@@ -46,22 +46,37 @@ async fn give_b_a_price_history(devnet: &Devnet) {
 async fn providers_and_preflight_explain_who_cannot_serve_and_why() {
     within(async {
         let devnet = Devnet::start().await;
-        devnet.register(PROVIDER_A, "127.0.0.1:7001", &[("nvidia/a100/80Gi/sxm", 4)]).await;
-        devnet.register(PROVIDER_B, "127.0.0.1:7002", &[("nvidia/h100/80Gi/sxm", 2)]).await;
+        devnet
+            .register(PROVIDER_A, "127.0.0.1:7001", &[("nvidia/a100/80Gi/sxm", 4)])
+            .await;
+        devnet
+            .register(PROVIDER_B, "127.0.0.1:7002", &[("nvidia/h100/80Gi/sxm", 2)])
+            .await;
         give_b_a_price_history(&devnet).await;
 
-        let listed = devnet.tenant_with(devnet.env(), &["providers", "--output", "json"]).await;
+        let listed = devnet
+            .tenant_with(devnet.env(), &["providers", "--output", "json"])
+            .await;
         assert_eq!(code(&listed), Some(0), "{}", stderr(&listed));
-        let providers = json(&listed)["providers"].as_array().expect("providers").clone();
+        let providers = json(&listed)["providers"]
+            .as_array()
+            .expect("providers")
+            .clone();
         assert_eq!(providers.len(), 2);
-        let a = devnet.address(PROVIDER_A).to_string();
-        let a_json = providers.iter().find(|p| p["address"] == a.as_str()).expect("A listed");
+        let a = devnet.address_json(PROVIDER_A);
+        let a_json = providers
+            .iter()
+            .find(|p| p["address"] == a.as_str())
+            .expect("A listed");
         assert_eq!(a_json["endpoint"], "127.0.0.1:7001");
         assert_eq!(a_json["capacity"]["cpu_milli"], 64_000);
         assert_eq!(a_json["gpus"][0]["capacity"], 4);
         let text = devnet.tenant_with(devnet.env(), &["providers"]).await;
         let text = String::from_utf8_lossy(&text.stdout).into_owned();
-        assert!(text.contains("127.0.0.1:7002") && text.contains("0/64000"), "{text}");
+        assert!(
+            text.contains("127.0.0.1:7002") && text.contains("0/64000"),
+            "{text}"
+        );
 
         let file = devnet.home.path().join("h100.yaml");
         std::fs::write(&file, H100_SDL).expect("write sdl");
@@ -74,9 +89,13 @@ async fn providers_and_preflight_explain_who_cannot_serve_and_why() {
         let group = &report["groups"][0];
         assert_eq!(group["group"], "eu");
         assert_eq!(group["max_price_per_hour"], "1000");
-        assert_eq!(group["eligible"].as_array().map(Vec::len), Some(0), "{group}");
+        assert_eq!(
+            group["eligible"].as_array().map(Vec::len),
+            Some(0),
+            "{group}"
+        );
         let why = |index: usize| {
-            let address = devnet.address(index).to_string();
+            let address = devnet.address_json(index);
             group["ineligible"]
                 .as_array()
                 .and_then(|list| list.iter().find(|r| r["provider"] == address.as_str()))
@@ -86,18 +105,26 @@ async fn providers_and_preflight_explain_who_cannot_serve_and_why() {
         let a_reason = why(PROVIDER_A);
         assert_eq!(a_reason["kind"], "gpu_model", "{a_reason}");
         assert!(
-            a_reason["message"].as_str().unwrap_or_default().contains("nvidia/h100/80Gi/sxm"),
+            a_reason["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("nvidia/h100/80Gi/sxm"),
             "{a_reason}"
         );
         let b_reason = why(PROVIDER_B);
         assert_eq!(b_reason["kind"], "price", "{b_reason}");
         assert!(
-            b_reason["message"].as_str().unwrap_or_default().contains("50000"),
+            b_reason["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("50000"),
             "{b_reason}"
         );
 
         // Text mode says the same in words.
-        let text = devnet.tenant_with(devnet.env(), &["preflight", &file]).await;
+        let text = devnet
+            .tenant_with(devnet.env(), &["preflight", &file])
+            .await;
         let text = String::from_utf8_lossy(&text.stdout).into_owned();
         assert!(text.contains("0 of 2 provider(s) can serve it"), "{text}");
         assert!(text.contains("too expensive"), "{text}");
@@ -108,7 +135,9 @@ async fn providers_and_preflight_explain_who_cannot_serve_and_why() {
             .tenant_with(devnet.env(), &["preflight", &hello, "--output", "json"])
             .await;
         assert_eq!(code(&report), Some(0), "{}", stderr(&report));
-        let eligible = json(&report)["groups"][0]["eligible"].as_array().map(Vec::len);
+        let eligible = json(&report)["groups"][0]["eligible"]
+            .as_array()
+            .map(Vec::len);
         // B's history (50000/h per replica) is above hello's 1000/h; A has no history.
         assert_eq!(eligible, Some(1));
     })
@@ -126,10 +155,15 @@ async fn wrong_network_is_exit_3_naming_both_chain_ids() {
         let mut env = devnet.env_as(TENANT);
         env.retain(|(name, _)| *name != "LEASEHOLD_DEPLOYMENT");
         env.push(("LEASEHOLD_DEPLOYMENT", path.to_string_lossy().into_owned()));
-        let output = devnet.tenant_with(env, &["wallet", "balance", "--output", "json"]).await;
+        let output = devnet
+            .tenant_with(env, &["wallet", "balance", "--output", "json"])
+            .await;
         assert_eq!(code(&output), Some(3), "{}", stderr(&output));
         let message = stderr(&output);
-        assert!(message.contains("31337") && message.contains("11155111"), "{message}");
+        assert!(
+            message.contains("31337") && message.contains("11155111"),
+            "{message}"
+        );
         let error = json(&output);
         assert_eq!(error["error"]["details"]["rpc_chain_id"], 31337);
         assert_eq!(error["error"]["details"]["expected_chain_id"], 11_155_111);

@@ -106,7 +106,9 @@ pub struct Devnet {
 impl Devnet {
     /// Anvil with the contracts deployed; accounts 0-5 hold [`FUNDING`] tokens.
     pub async fn start() -> Self {
-        let anvil = Anvil::at(anvil_bin()).try_spawn().expect("anvil did not start");
+        let anvil = Anvil::at(anvil_bin())
+            .try_spawn()
+            .expect("anvil did not start");
         let deployer = PrivateKeySigner::from(anvil.keys()[DEPLOYER].clone());
         let deploying = signing_provider(&anvil.endpoint(), deployer.clone()).expect("provider");
         let deployment = deploy_all(&deploying, deployer.address(), &DeployParams::default())
@@ -141,6 +143,11 @@ impl Devnet {
         self.anvil.addresses()[index]
     }
 
+    /// The address as JSON output writes it (lower-case hex).
+    pub fn address_json(&self, index: usize) -> String {
+        self.address(index).to_string().to_lowercase()
+    }
+
     pub fn private_key(&self, index: usize) -> String {
         alloy::hex::encode_prefixed(self.anvil.keys()[index].to_bytes())
     }
@@ -166,11 +173,6 @@ impl Devnet {
         let mut env = self.env();
         env.push(("LEASEHOLD_PRIVATE_KEY", self.private_key(index)));
         env
-    }
-
-    /// Runs `tenant` as account `index` (blocking; call from a blocking-friendly context).
-    pub fn tenant_as(&self, index: usize, args: &[&str]) -> Output {
-        run_tenant(self.home.path(), &self.env_as(index), args)
     }
 
     /// Registers account `index` as a provider in region=eu-west.
@@ -205,19 +207,22 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 
 impl Devnet {
     /// Runs `tenant` as account `index` on a blocking thread.
-    pub async fn tenant(&self, index: usize, args: &[&str]) -> Output {
-        self.tenant_with(self.env_as(index), args).await
+    pub fn tenant(&self, index: usize, args: &[&str]) -> impl Future<Output = Output> + 'static {
+        self.tenant_with(self.env_as(index), args)
     }
 
     /// Runs `tenant` with exactly `env` (plus PATH and the isolated HOME).
-    pub async fn tenant_with(&self, env: Vec<(&'static str, String)>, args: &[&str]) -> Output {
+    pub fn tenant_with(
+        &self,
+        env: Vec<(&'static str, String)>,
+        args: &[&str],
+    ) -> impl Future<Output = Output> + 'static {
         let home = self.home.path().to_owned();
         let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
         blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             run_tenant(&home, &env, &args)
         })
-        .await
     }
 }
 

@@ -16,19 +16,36 @@ fn new_import_address_round_trip_with_a_password() {
     let created = run_tenant(
         home.path(),
         &env,
-        &["wallet", "new", "--keystore", &keystore_arg, "--output", "json"],
+        &[
+            "wallet",
+            "new",
+            "--keystore",
+            &keystore_arg,
+            "--output",
+            "json",
+        ],
     );
     assert_eq!(code(&created), Some(0), "{}", stderr(&created));
-    let address = json(&created)["address"].as_str().expect("address").to_owned();
+    let address = json(&created)["address"]
+        .as_str()
+        .expect("address")
+        .to_owned();
 
     // The file is a standard keystore that alloy decrypts to the same key.
     let signer = PrivateKeySigner::decrypt_keystore(&keystore, "correct horse").expect("decrypt");
-    assert_eq!(signer.address().to_string(), address);
+    assert_eq!(signer.address().to_string().to_lowercase(), address);
 
     let shown = run_tenant(
         home.path(),
         &env,
-        &["wallet", "address", "--keystore", &keystore_arg, "--output", "json"],
+        &[
+            "wallet",
+            "address",
+            "--keystore",
+            &keystore_arg,
+            "--output",
+            "json",
+        ],
     );
     assert_eq!(code(&shown), Some(0), "{}", stderr(&shown));
     assert_eq!(json(&shown)["address"], address.as_str());
@@ -39,12 +56,24 @@ fn new_import_address_round_trip_with_a_password() {
         &["wallet", "address", "--keystore", &keystore_arg],
     );
     assert_eq!(code(&wrong), Some(1));
-    assert!(stderr(&wrong).contains("wrong password"), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("wrong password"),
+        "{}",
+        stderr(&wrong)
+    );
 
     // Never overwrite an existing key.
-    let again = run_tenant(home.path(), &env, &["wallet", "new", "--keystore", &keystore_arg]);
+    let again = run_tenant(
+        home.path(),
+        &env,
+        &["wallet", "new", "--keystore", &keystore_arg],
+    );
     assert_eq!(code(&again), Some(1));
-    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
 
     // Import a known key from a file, through the default keystore location (XDG data dir).
     let key = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
@@ -52,15 +81,28 @@ fn new_import_address_round_trip_with_a_password() {
     std::fs::write(&key_file, format!("{key}\n")).expect("write key");
     let pw_file = home.path().join("pw.txt");
     std::fs::write(&pw_file, "from a file\n").expect("write password");
-    let file_env = vec![("LEASEHOLD_PASSWORD_FILE", pw_file.to_string_lossy().into_owned())];
+    let file_env = vec![(
+        "LEASEHOLD_PASSWORD_FILE",
+        pw_file.to_string_lossy().into_owned(),
+    )];
     let imported = run_tenant(
         home.path(),
         &file_env,
-        &["wallet", "import", "--private-key-file", &key_file.to_string_lossy(), "--output", "json"],
+        &[
+            "wallet",
+            "import",
+            "--private-key-file",
+            &key_file.to_string_lossy(),
+            "--output",
+            "json",
+        ],
     );
     assert_eq!(code(&imported), Some(0), "{}", stderr(&imported));
     let expected: PrivateKeySigner = key.parse().expect("key");
-    assert_eq!(json(&imported)["address"], expected.address().to_string());
+    assert_eq!(
+        json(&imported)["address"],
+        expected.address().to_string().to_lowercase()
+    );
     let default_keystore = home.path().join("data/leasehold/keystores/default.json");
     assert!(default_keystore.exists());
     let shown = run_tenant(home.path(), &file_env, &["wallet", "address"]);
@@ -70,21 +112,30 @@ fn new_import_address_round_trip_with_a_password() {
     // No password and no terminal: a usage error that says how to provide one.
     let no_password = run_tenant(home.path(), &[], &["wallet", "address"]);
     assert_eq!(code(&no_password), Some(2));
-    assert!(stderr(&no_password).contains("LEASEHOLD_PASSWORD"), "{}", stderr(&no_password));
+    assert!(
+        stderr(&no_password).contains("LEASEHOLD_PASSWORD"),
+        "{}",
+        stderr(&no_password)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faucet_and_balance() {
     within(async {
         let devnet = Devnet::start().await;
-        let before = devnet.tenant(UNFUNDED, &["wallet", "balance", "--output", "json"]).await;
+        let before = devnet
+            .tenant(UNFUNDED, &["wallet", "balance", "--output", "json"])
+            .await;
         assert_eq!(code(&before), Some(0), "{}", stderr(&before));
         let before = json(&before);
         assert_eq!(before["token_balance"], "0");
         assert_ne!(before["eth_wei"], "0");
 
         let minted = devnet
-            .tenant(UNFUNDED, &["wallet", "faucet", "2500000", "--output", "json"])
+            .tenant(
+                UNFUNDED,
+                &["wallet", "faucet", "2500000", "--output", "json"],
+            )
             .await;
         assert_eq!(code(&minted), Some(0), "{}", stderr(&minted));
         assert_eq!(json(&minted)["token_balance"], "2500000");
@@ -102,7 +153,10 @@ async fn faucet_and_balance() {
         // Minting to another address.
         let to = devnet.address(OTHER_TENANT).to_string();
         let minted = devnet
-            .tenant(UNFUNDED, &["wallet", "faucet", "7", "--to", &to, "--output", "json"])
+            .tenant(
+                UNFUNDED,
+                &["wallet", "faucet", "7", "--to", &to, "--output", "json"],
+            )
             .await;
         assert_eq!(code(&minted), Some(0), "{}", stderr(&minted));
         assert_eq!(json(&minted)["token_balance"], (FUNDING + 7).to_string());
