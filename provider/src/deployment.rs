@@ -13,7 +13,8 @@ use leasehold_contracts::{OrderRequirements, OrderSpec, Resources as ChainResour
 use leasehold_manifests::{Group, Manifest, ManifestGroup, Protocol as ManifestProtocol, Service};
 
 use crate::runtime::{
-    LeaseDeployment, PortExposure, Protocol, ServiceDeployment, ServiceResources,
+    LeaseDeployment, PersistentVolume, PortExposure, Protocol, ServiceDeployment,
+    ServiceResources,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -260,7 +261,40 @@ fn service_deployment<'d>(
         },
         replicas: service.count,
         gpu_devices,
+        volumes: persistent_volumes(service),
+        gpu_models: service
+            .resources
+            .gpu
+            .models
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     })
+}
+
+/// The service's persistent volumes with their mounts (a persistent volume the SDL
+/// mounts nowhere is not given to the runtime: nothing could use it).
+fn persistent_volumes(service: &Service) -> Vec<PersistentVolume> {
+    let mounts = service
+        .params
+        .as_ref()
+        .map_or(&[][..], |params| params.storage.as_slice());
+    service
+        .resources
+        .storage
+        .iter()
+        .filter(|volume| volume.persistent)
+        .filter_map(|volume| {
+            let mount = mounts.iter().find(|mount| mount.name == volume.name)?;
+            Some(PersistentVolume {
+                name: volume.name.clone(),
+                mount: mount.mount.clone(),
+                size_bytes: volume.bytes,
+                class: volume.class.clone(),
+                read_only: mount.read_only,
+            })
+        })
+        .collect()
 }
 
 /// One exposure per container port and protocol: the manifest lists one entry per `to`

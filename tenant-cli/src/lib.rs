@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod history;
 pub mod market;
 pub mod output;
 pub mod records;

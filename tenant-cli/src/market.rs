@@ -167,8 +167,12 @@ pub fn room(provider: &ProviderInfo) -> ProviderRoom {
     }
 }
 
-/// A bid in the scheduler's terms.
-pub fn scheduler_bid(bid: &BidInfo, provider: &ProviderInfo) -> ranking::Bid {
+/// A bid in the scheduler's terms, with the provider's track record.
+pub fn scheduler_bid(
+    bid: &BidInfo,
+    provider: &ProviderInfo,
+    reputation: ranking::Reputation,
+) -> ranking::Bid {
     ranking::Bid {
         bid_index: bid.bid_id,
         provider: provider.address.to_string(),
@@ -177,7 +181,7 @@ pub fn scheduler_bid(bid: &BidInfo, provider: &ProviderInfo) -> ranking::Bid {
             .then(|| model_key(&bid.gpu_model))
             .flatten(),
         attributes: attribute_set(provider),
-        reputation: ranking::Reputation::default(),
+        reputation,
         room: room(provider),
         withdrawn: bid.withdrawn,
     }

@@ -68,9 +68,32 @@ pub fn short_hex(text: &str) -> String {
     format!("{head}…{tail}")
 }
 
+/// A JSON address value (lower-case hex) in its checksummed form for text; `-` if absent.
+pub fn address_text(value: &serde_json::Value) -> String {
+    value
+        .as_str()
+        .and_then(|text| text.parse::<alloy::primitives::Address>().ok())
+        .map_or_else(|| "-".to_owned(), |address| address.to_string())
+}
+
+/// `in 12s`, or `now` once `end` (unix seconds) has passed.
+pub fn closes_in(end: u64) -> String {
+    let now = leasehold_proto::client::unix_now();
+    match end.checked_sub(now) {
+        Some(left) if left > 0 => format!("in {left}s"),
+        _ => "now".to_owned(),
+    }
+}
+
+/// Lower-case name of a status enum, as JSON writes it.
+pub fn status_text(status: &impl std::fmt::Debug) -> String {
+    format!("{status:?}").to_lowercase()
+}
+
 /// Progress of a long command. Text mode: a spinner with the current activity and one line
 /// per finished step (plain lines when stderr is not a terminal). JSON mode: one NDJSON
-/// object per event on stderr, so stdout stays a single JSON document.
+/// object per step or bid on stderr (`{"event", "message", "data"}`), so stdout stays a
+/// single JSON document.
 pub struct Progress {
     output: Output,
     spinner: Option<ProgressBar>,
@@ -89,13 +112,11 @@ impl Progress {
         Self { output, spinner }
     }
 
-    /// What is happening now (the spinner's message; an event in JSON mode).
+    /// What is happening now: the spinner's message. Not an NDJSON event: it changes every
+    /// poll (countdowns), and steps carry the information.
     pub fn working(&self, message: impl Into<String>) {
-        let message = message.into();
-        match (&self.spinner, self.output) {
-            (Some(bar), _) => bar.set_message(message),
-            (None, Output::Json) => self.event("working", &message, serde_json::Value::Null),
-            (None, Output::Text) => {}
+        if let Some(bar) = &self.spinner {
+            bar.set_message(message.into());
         }
     }
 

@@ -8,6 +8,7 @@
 //! and the assembly of a lease's status from observed replicas.
 
 pub mod docker;
+pub mod kubernetes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -75,6 +76,27 @@ pub struct ServiceDeployment {
     pub replicas: u32,
     /// GPU device ids for each replica: empty, or exactly one entry per replica.
     pub gpu_devices: Vec<Vec<String>>,
+    /// Volumes that outlive a replica (Akash `persistent: true` storage), one set per
+    /// replica. Empty for most services; Kubernetes turns a service with volumes into a
+    /// StatefulSet.
+    pub volumes: Vec<PersistentVolume>,
+    /// GPU models the service accepts (canonical keys, `*` parts allowed); empty means
+    /// any. Kubernetes pins GPU replicas to nodes carrying one of them.
+    pub gpu_models: Vec<String>,
+}
+
+/// A persistent volume of each replica of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistentVolume {
+    /// A DNS label, unique within the service.
+    pub name: String,
+    /// Absolute path the volume is mounted at.
+    pub mount: String,
+    pub size_bytes: u64,
+    /// The storage class the tenant asked for (Akash `class`, e.g. `beta2`); `None`
+    /// for the provider's default.
+    pub class: Option<String>,
+    pub read_only: bool,
 }
 
 /// A container port and how it is exposed.
@@ -125,7 +147,16 @@ impl ServiceDeployment {
             resources,
             replicas: 1,
             gpu_devices: Vec::new(),
+            volumes: Vec::new(),
+            gpu_models: Vec::new(),
         }
+    }
+
+    /// GPUs each replica gets (the length of its device list).
+    pub fn gpus_per_replica(&self) -> u32 {
+        self.gpu_devices
+            .first()
+            .map_or(0, |devices| u32::try_from(devices.len()).unwrap_or(u32::MAX))
     }
 }
 
@@ -219,6 +250,18 @@ impl ReplicaSpec<'_> {
         hasher.field(&service.resources.storage_bytes.to_be_bytes());
         hasher.field(&service.replicas.to_be_bytes());
         hasher.list(self.gpu_devices.iter().map(String::as_bytes));
+        // Hashed only when present, so that replicas deployed before these fields
+        // existed keep their fingerprint.
+        for volume in &service.volumes {
+            hasher.field(volume.name.as_bytes());
+            hasher.field(volume.mount.as_bytes());
+            hasher.field(&volume.size_bytes.to_be_bytes());
+            hasher.field(volume.class.as_deref().unwrap_or("").as_bytes());
+            hasher.field(&[u8::from(volume.read_only)]);
+        }
+        if !service.gpu_models.is_empty() {
+            hasher.list(service.gpu_models.iter().map(String::as_bytes));
+        }
         format!("{:016x}", hasher.state)
     }
 }
@@ -410,6 +453,46 @@ impl ServiceDeployment {
                     ));
                 }
             }
+            let first_len = self.gpu_devices.first().map(Vec::len);
+            if self
+                .gpu_devices
+                .iter()
+                .any(|devices| Some(devices.len()) != first_len)
+            {
+                return Err(invalid(
+                    field("gpu_devices"),
+                    "every replica needs the same number of GPUs",
+                ));
+            }
+        }
+        if self.gpu_models.iter().any(|model| model.trim().is_empty()) {
+            return Err(invalid(field("gpu_models"), "model keys must be non-empty"));
+        }
+        let mut volume_names = BTreeSet::new();
+        let mut mounts = BTreeSet::new();
+        for volume in &self.volumes {
+            let volume_field = field(&format!("volumes.{}", volume.name));
+            if !is_dns_label(&volume.name) {
+                return Err(invalid(
+                    volume_field,
+                    "name must be a DNS label (lower-case letters, digits and '-')",
+                ));
+            }
+            if !volume_names.insert(volume.name.as_str()) {
+                return Err(invalid(volume_field, "duplicate volume name"));
+            }
+            if !volume.mount.starts_with('/') || !mounts.insert(volume.mount.as_str()) {
+                return Err(invalid(
+                    volume_field,
+                    "mount must be an absolute path used by no other volume",
+                ));
+            }
+            if volume.size_bytes == 0 {
+                return Err(invalid(volume_field, "size must be greater than zero"));
+            }
+            if volume.class.as_deref().is_some_and(|class| !is_dns_label(class)) {
+                return Err(invalid(volume_field, "class must be a DNS label"));
+            }
         }
         Ok(())
     }
@@ -425,17 +508,19 @@ fn validate_tenant(tenant: &str) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-fn validate_service_name(name: &str) -> Result<(), RuntimeError> {
-    let field = || format!("services.{name}.name");
+/// Lower-case letters, digits and '-', starting with a letter, not ending with '-',
+/// at most [`MAX_SERVICE_NAME_LEN`] characters.
+pub fn is_dns_label(name: &str) -> bool {
     let starts_with_letter = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !starts_with_letter
-        || !valid_chars
-        || name.ends_with('-')
-        || name.len() > MAX_SERVICE_NAME_LEN
-    {
+    starts_with_letter && valid_chars && !name.ends_with('-') && name.len() <= MAX_SERVICE_NAME_LEN
+}
+
+fn validate_service_name(name: &str) -> Result<(), RuntimeError> {
+    let field = || format!("services.{name}.name");
+    if !is_dns_label(name) {
         return Err(invalid(
             field(),
             format!(

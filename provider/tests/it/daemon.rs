@@ -709,3 +709,167 @@ async fn twenty_concurrent_gpu_orders_never_exceed_four_gpus() {
     })
     .await;
 }
+
+/// The `provider` binary, killed with SIGKILL when dropped.
+struct DaemonProcess(std::process::Child);
+
+impl DaemonProcess {
+    fn spawn(devnet: &Devnet, config_path: &std::path::Path) -> Self {
+        let key = format!(
+            "0x{}",
+            alloy::hex::encode(devnet.signer(PROVIDER).to_bytes())
+        );
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
+            .args(["--config"])
+            .arg(config_path)
+            .args(["run", "--confirmations", "0"])
+            .env("LEASEHOLD_PROVIDER_KEY", key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("provider binary starts");
+        Self(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+async fn tenant_client(
+    devnet: &Devnet,
+    gateway: &str,
+) -> leasehold_proto::client::SignedLeaseClient {
+    eventually("the gateway to answer", || async {
+        leasehold_proto::client::SignedLeaseClient::connect(
+            gateway,
+            devnet.signer(TENANT),
+            Duration::from_secs(2),
+        )
+        .await
+        .ok()
+    })
+    .await
+}
+
+async fn lease_state_on(
+    tenant: &mut leasehold_proto::client::SignedLeaseClient,
+    lease_id: u64,
+) -> Option<(String, Vec<String>)> {
+    let status = tenant.status(lease_id).await.ok()?;
+    let uris = status
+        .services
+        .iter()
+        .filter(|service| service.ready_replicas == service.total_replicas)
+        .flat_map(|service| service.uris.clone())
+        .collect();
+    Some((status.state, uris))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_dash_nine_and_restart_keeps_running_leases_and_misses_nothing() {
+    daemon_test(0..4, || async {
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = provider_config(&devnet, dir.path(), 0);
+        config.gateway.listen = format!("127.0.0.1:{}", free_port());
+        register(&devnet, &config).await;
+        let config_path = dir.path().join("provider.toml");
+        std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
+        let gateway = format!("http://{}", config.gateway.listen);
+        let tenant = devnet.client(TENANT);
+
+        let mut daemon = DaemonProcess::spawn(&devnet, &config_path);
+        let mut signed = tenant_client(&devnet, &gateway).await;
+        let (order, manifest) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
+        let mut leases = Vec::new();
+        for _ in 0..2 {
+            let posted = tenant.create_order(&order).await.expect("createOrder");
+            let bid_id = eventually("our bid", || our_bid(&devnet, posted.order_id)).await;
+            let lease = tenant
+                .accept_bid(posted.order_id, bid_id)
+                .await
+                .expect("acceptBid");
+            leases.push(lease.lease_id);
+        }
+        let (running, deploying) = (leases[0], leases[1]);
+        for lease_id in &leases {
+            eventually("the manifest window", || {
+                let mut signed = signed.clone();
+                async move {
+                    let (state, _) = lease_state_on(&mut signed, *lease_id).await?;
+                    (state == "awaiting_manifest").then_some(())
+                }
+            })
+            .await;
+        }
+        signed
+            .send_manifest(running, manifest.clone())
+            .await
+            .expect("manifest");
+        eventually("the first lease to run", || {
+            let mut signed = signed.clone();
+            async move {
+                let (state, uris) = lease_state_on(&mut signed, running).await?;
+                (state == "running" && !uris.is_empty()).then_some(())
+            }
+        })
+        .await;
+        let running_containers = containers_of(running).await;
+        assert_eq!(running_containers.len(), 1);
+
+        // The second manifest lands and the daemon dies while it deploys.
+        signed
+            .send_manifest(deploying, manifest.clone())
+            .await
+            .expect("manifest");
+        daemon.kill();
+
+        // A chain event while the daemon is down.
+        let missed = tenant.create_order(&order).await.expect("createOrder");
+
+        let _daemon = DaemonProcess::spawn(&devnet, &config_path);
+        let mut signed = tenant_client(&devnet, &gateway).await;
+        eventually("the interrupted deploy to finish", || {
+            let mut signed = signed.clone();
+            async move {
+                let (state, uris) = lease_state_on(&mut signed, deploying).await?;
+                (state == "running" && !uris.is_empty()).then_some(())
+            }
+        })
+        .await;
+        eventually("a bid on the order posted while down", || {
+            our_bid(&devnet, missed.order_id)
+        })
+        .await;
+        assert_eq!(
+            containers_of(running).await,
+            running_containers,
+            "the running lease keeps its containers"
+        );
+        assert_eq!(
+            containers_of(deploying).await.len(),
+            1,
+            "nothing duplicated"
+        );
+        let (state, uris) = lease_state_on(&mut signed, running).await.expect("status");
+        assert_eq!(state, "running");
+        let response = http_get_async(uris[0].clone(), "/").await.expect("GET");
+        assert!(response.contains(" 200"), "{response}");
+    })
+    .await;
+}

@@ -20,7 +20,7 @@ use crate::commands::Ctx;
 use crate::error::{CliError, CliResult, Context as _, ExitKind};
 use crate::gateway;
 use crate::market::{self, GroupOrder, Names};
-use crate::output::{Output, Progress, emit, table};
+use crate::output::{Output, Progress, address_text, closes_in, emit, table};
 use crate::records::{DeploymentRecord, GroupRecord};
 use crate::wallet;
 
@@ -170,7 +170,7 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
             rows.push(vec![
                 entry["group"].as_str().unwrap_or_default().to_owned(),
                 entry["lease_id"].to_string(),
-                entry["provider"].as_str().unwrap_or_default().to_owned(),
+                address_text(&entry["provider"]),
                 entry["price_per_hour"]
                     .as_str()
                     .unwrap_or_default()
@@ -304,8 +304,11 @@ impl Deploying<'_> {
             self.progress.step(
                 "order_created",
                 format!(
-                    "order {} for group `{}`: max {}/h, deposit {deposit}, bids until {}",
-                    created.order_id, order.group, order.max_price_per_hour, created.bid_window_end
+                    "order {} for group `{}`: max {}/h, deposit {deposit}, bid window closes {}",
+                    created.order_id,
+                    order.group,
+                    order.max_price_per_hour,
+                    closes_in(created.bid_window_end)
                 ),
                 json!({ "order_id": created.order_id, "group": order.group }),
             );
@@ -383,11 +386,17 @@ impl Deploying<'_> {
         let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
         let scheduler_order = market::scheduler_order(&order.spec, order.max_price_per_hour);
         let mut shown = 0usize;
+        // Track records matter only to the weighted score; skip the log queries otherwise.
+        let reputations = if self.args.select == Select::Score {
+            crate::history::reputations(&self.chain).await?
+        } else {
+            HashMap::new()
+        };
         self.progress.line(
             "bids",
             format!(
-                "bids on order {order_id} (window closes at {}):",
-                order.bid_window_end
+                "bids on order {order_id} (window closes {}):",
+                closes_in(order.bid_window_end)
             ),
             json!({ "order_id": order_id }),
         );
@@ -412,7 +421,10 @@ impl Deploying<'_> {
             let now = unix_now();
             let scheduler_bids: Vec<ranking::Bid> = bids
                 .iter()
-                .map(|(bid, provider)| market::scheduler_bid(bid, provider))
+                .map(|(bid, provider)| {
+                    let reputation = reputations.get(&provider.address).copied();
+                    market::scheduler_bid(bid, provider, reputation.unwrap_or_default())
+                })
                 .collect();
             let any_eligible = ranking::onchain_winner(&scheduler_order, &scheduler_bids).is_some();
             if now >= order.bid_window_end

@@ -10,7 +10,7 @@ use crate::commands::Ctx;
 use crate::error::{CliError, CliResult, Context as _, ExitKind};
 use crate::gateway;
 use crate::market::{self, Names};
-use crate::output::{Output, emit, table};
+use crate::output::{Output, address_text, closes_in, emit, status_text, table};
 use crate::records;
 use crate::wallet;
 
@@ -76,11 +76,11 @@ pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
     });
     emit(ctx.output, &document, || {
         let mut text = format!(
-            "lease {lease_id}{}\norder     {:?}, escrow {}, max {}/h\n",
+            "lease {lease_id}{}\norder     {}, escrow {}, max {}/h\n",
             group
                 .as_deref()
                 .map_or(String::new(), |g| format!(" (group `{g}`)")),
-            order.status,
+            status_text(&order.status),
             order.escrow,
             order.max_price_per_hour
         );
@@ -263,29 +263,36 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
     let order = chain.client.order(order_id).await?;
     let posted = chain.client.order_posted(order_id).await?;
     let names = names_for(ctx, &chain, order_id);
+    let reputations = crate::history::reputations(&chain).await?;
     let mut scheduler_bids = Vec::new();
     let mut infos = Vec::new();
     for bid in chain.client.bids(order_id).await? {
         let provider = chain.client.provider_info(bid.provider).await?;
-        scheduler_bids.push(market::scheduler_bid(&bid, &provider));
+        let reputation = reputations.get(&bid.provider).copied().unwrap_or_default();
+        scheduler_bids.push(market::scheduler_bid(&bid, &provider, reputation));
         infos.push((bid, provider));
     }
     let scheduler_order = market::scheduler_order(&posted.spec, posted.max_price_per_hour);
     let ranked = ranking::rank(&scheduler_order, &scheduler_bids, &RankingPolicy::Cheapest);
-    let settle_winner =
-        ranking::onchain_winner(&scheduler_order, &scheduler_bids).map(|bid| bid.bid_index);
+    // Who `settle` would pick matters while the order is open; afterwards, who won.
+    let settle_winner = (order.status == OrderStatus::Open)
+        .then(|| ranking::onchain_winner(&scheduler_order, &scheduler_bids))
+        .flatten()
+        .map(|bid| bid.bid_index);
+    let winner = match order.status {
+        OrderStatus::Leased | OrderStatus::Closed => {
+            Some(u64::from(chain.client.lease(order_id).await?.bid_id))
+        }
+        _ => None,
+    };
     let rows: Vec<serde_json::Value> = ranked
         .iter()
         .filter_map(|rank| {
             let (bid, provider) = infos.iter().find(|(bid, _)| bid.bid_id == rank.bid_index)?;
-            let reason = market::explain(
-                &scheduler_order,
-                &scheduler_bids[usize::try_from(bid.bid_id)
-                    .ok()?
-                    .min(scheduler_bids.len().saturating_sub(1))],
-                provider,
-                &names,
-            );
+            let as_scheduler = scheduler_bids
+                .iter()
+                .find(|candidate| candidate.bid_index == rank.bid_index)?;
+            let reason = market::explain(&scheduler_order, as_scheduler, provider, &names);
             Some(json!({
                 "bid_id": bid.bid_id,
                 "provider": provider.address,
@@ -295,8 +302,10 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
                 "withdrawn": bid.withdrawn,
                 "eligible": rank.eligible,
                 "settle_would_pick": settle_winner == Some(bid.bid_id),
+                "won": winner == Some(bid.bid_id),
                 "reasons": rank.reasons,
                 "ineligible_because": reason,
+                "track_record": as_scheduler.reputation,
             }))
         })
         .collect();
@@ -309,7 +318,11 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
     });
     emit(ctx.output, &document, || {
         if rows.is_empty() {
-            return format!("order {order_id} ({:?}): no bids yet\n", order.status);
+            return format!(
+                "order {order_id} ({}): no bids yet; the bid window closes {}\n",
+                status_text(&order.status),
+                closes_in(order.bid_window_end)
+            );
         }
         let mut table_rows = vec![
             ["BID", "PROVIDER", "PRICE/H", "GPU", "ELIGIBLE", "NOTES"]
@@ -318,15 +331,18 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
         ];
         for row in &rows {
             let mut notes = Vec::new();
+            if row["won"] == true {
+                notes.push("won: the lease's bid".to_owned());
+            }
             if row["settle_would_pick"] == true {
-                notes.push("settle picks this".to_owned());
+                notes.push("settle would pick this".to_owned());
             }
             if let Some(message) = row["ineligible_because"]["message"].as_str() {
                 notes.push(message.to_owned());
             }
             table_rows.push(vec![
                 row["bid_id"].to_string(),
-                row["provider"].as_str().unwrap_or_default().to_owned(),
+                address_text(&row["provider"]),
                 row["price_per_hour"]
                     .as_str()
                     .unwrap_or_default()
@@ -337,8 +353,8 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
             ]);
         }
         format!(
-            "order {order_id} ({:?}), max {}/h\n{}",
-            order.status,
+            "order {order_id} ({}), max {}/h\n{}",
+            status_text(&order.status),
             order.max_price_per_hour,
             table(&table_rows)
         )
@@ -401,7 +417,7 @@ pub async fn leases(ctx: &Ctx) -> CliResult<u8> {
                         .as_str()
                         .unwrap_or_default()
                         .to_owned(),
-                    entry["provider"].as_str().unwrap_or("-").to_owned(),
+                    address_text(&entry["provider"]),
                     entry["price_per_hour"].as_str().unwrap_or("-").to_owned(),
                     entry["escrow"].as_str().unwrap_or_default().to_owned(),
                     entry["manifest"].as_str().unwrap_or_default().to_owned(),

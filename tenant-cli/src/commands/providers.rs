@@ -1,19 +1,14 @@
 //! `tenant providers` and `tenant preflight`.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use alloy::primitives::{Address, U256};
-use alloy::providers::Provider as _;
-use alloy::rpc::types::Filter;
-use alloy::sol_types::SolEvent as _;
-use leasehold_contracts::bindings::Marketplace;
 use leasehold_contracts::{ProviderInfo, ProviderStatus};
 use leasehold_manifests::Group;
 use serde::Serialize;
 
-use crate::chain::{Chain, bounded};
+use crate::chain::Chain;
 use crate::commands::Ctx;
 use crate::error::CliResult;
 use crate::market::{self, GroupOrder, Names, Reason};
@@ -186,53 +181,10 @@ impl Preflight {
     }
 }
 
-/// Lowest price per replica-hour each provider bid on recent orders: a provider's prices are
-/// not on chain, its bids are. One log query for all providers.
-async fn recent_rates(chain: &Chain) -> CliResult<HashMap<Address, U256>> {
-    let filter = Filter::new()
-        .address(chain.deployment.marketplace)
-        .event_signature(Marketplace::BidPlaced::SIGNATURE_HASH)
-        .from_block(chain.deployment.start_block);
-    let logs = bounded(
-        "eth_getLogs BidPlaced",
-        chain.client.provider().get_logs(&filter),
-    )
-    .await?;
-    let mut replicas_of: HashMap<U256, u16> = HashMap::new();
-    let mut rates: HashMap<Address, U256> = HashMap::new();
-    // Most recent bids only: prices change.
-    for log in logs.iter().rev().take(50) {
-        let Ok(bid) = log.log_decode::<Marketplace::BidPlaced>() else {
-            continue;
-        };
-        let bid = bid.inner.data;
-        let replicas = match replicas_of.get(&bid.orderId) {
-            Some(replicas) => *replicas,
-            None => {
-                let Ok(order_id) = u64::try_from(bid.orderId) else {
-                    continue;
-                };
-                let replicas = chain.client.order(order_id).await?.replicas;
-                replicas_of.insert(bid.orderId, replicas);
-                replicas
-            }
-        };
-        if replicas == 0 {
-            continue;
-        }
-        let rate = bid.pricePerHour.div_ceil(U256::from(replicas));
-        rates
-            .entry(bid.provider)
-            .and_modify(|lowest| *lowest = (*lowest).min(rate))
-            .or_insert(rate);
-    }
-    Ok(rates)
-}
-
 /// Checks every group against every active provider with the scheduler's eligibility rule.
 pub async fn preflight(chain: &Chain, groups: &[Group]) -> CliResult<Preflight> {
     let providers = registered(chain, true).await?;
-    let rates = recent_rates(chain).await?;
+    let rates = crate::history::recent_rates(chain).await?;
     let names = Names::from_groups(groups);
     let mut report = Vec::new();
     for group in groups {

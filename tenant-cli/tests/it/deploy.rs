@@ -102,7 +102,8 @@ async fn deploy_accepts_the_cheapest_bid_then_lease_commands_work() {
         let rows = bids["bids"].as_array().expect("bids");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0]["provider"], b.as_str(), "cheapest first: {bids}");
-        assert_eq!(rows[0]["settle_would_pick"], true);
+        assert_eq!(rows[0]["won"], true);
+        assert_eq!(rows[1]["won"], false);
 
         let leases = devnet.tenant(TENANT, &["leases", "--output", "json"]).await;
         assert_eq!(code(&leases), Some(0), "{}", stderr(&leases));
@@ -179,7 +180,8 @@ async fn deploy_with_settle_lets_the_contract_pick() {
         let (output, _) = tokio::join!(deploying, bidding);
         assert_eq!(code(&output), Some(0), "{}", stderr(&output));
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        let a = devnet.address_json(PROVIDER_A);
+        // Text shows checksummed addresses.
+        let a = devnet.address(PROVIDER_A).to_string();
         assert!(text.contains(&a) && text.contains("700"), "{text}");
         let lease = devnet.client(TENANT).lease(1).await.expect("lease");
         assert_eq!(lease.provider, devnet.address(PROVIDER_A));
@@ -354,6 +356,160 @@ async fn deploy_delivers_the_signed_manifest_and_waits_until_it_runs() {
         assert_eq!(code(&stranger), Some(1), "{}", stderr(&stranger));
         let text = String::from_utf8_lossy(&stranger.stdout).into_owned();
         assert!(text.contains("not the lease's tenant"), "{text}");
+    })
+    .await;
+}
+
+/// A past lease of `provider` for OTHER_TENANT, ended by `reason` (closed by the provider for
+/// `WorkloadFailed`, by the tenant otherwise).
+async fn past_lease(devnet: &Devnet, provider: usize, reason: leasehold_contracts::CloseReason) {
+    use leasehold_contracts::{NewOrder, OrderSpec, Resources};
+    let tenant = devnet.client(crate::support::OTHER_TENANT);
+    let posted = tenant
+        .create_order(&NewOrder {
+            token: devnet.deployment.token,
+            spec: OrderSpec {
+                resources: Resources {
+                    cpu_milli: 100,
+                    memory_mib: 64,
+                    storage_mib: 64,
+                },
+                gpu_count: 0,
+                replicas: 1,
+                requirements: Default::default(),
+            },
+            manifest_hash: alloy::primitives::B256::repeat_byte(2),
+            max_price_per_hour: U256::from(10_000),
+            deposit: U256::from(100_000),
+            bid_window_secs: 3600,
+        })
+        .await
+        .expect("order");
+    let bid = devnet
+        .client(provider)
+        .place_bid(
+            posted.order_id,
+            U256::from(100),
+            alloy::primitives::B256::ZERO,
+            &posted.spec.requirements,
+        )
+        .await
+        .expect("bid");
+    tenant
+        .accept_bid(posted.order_id, bid)
+        .await
+        .expect("accept");
+    let closer = if reason == leasehold_contracts::CloseReason::WorkloadFailed {
+        devnet.client(provider)
+    } else {
+        tenant
+    };
+    closer
+        .close_lease(posted.order_id, reason)
+        .await
+        .expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn score_selection_weighs_the_track_record_against_price() {
+    use leasehold_contracts::CloseReason;
+    within(async {
+        let devnet = Devnet::start().await;
+        devnet.register(PROVIDER_A, "127.0.0.1:1", &[]).await;
+        devnet.register(PROVIDER_B, "127.0.0.1:2", &[]).await;
+        past_lease(&devnet, PROVIDER_A, CloseReason::WorkloadFailed).await;
+        past_lease(&devnet, PROVIDER_B, CloseReason::TenantRequest).await;
+
+        let hello = example("hello.yaml");
+        let deploying = devnet.tenant(
+            TENANT,
+            &[
+                "deploy",
+                &hello,
+                "--bid-window",
+                "3",
+                "--no-manifest",
+                "--select",
+                "score",
+                "--timeout",
+                "60",
+                "--output",
+                "json",
+            ],
+        );
+        // A is cheaper, but failed its last lease; B completed its.
+        let bidding = bid_when_posted(&devnet, 3, &[(PROVIDER_A, 550), (PROVIDER_B, 600)]);
+        let (output, _) = tokio::join!(deploying, bidding);
+        assert_eq!(code(&output), Some(0), "{}", stderr(&output));
+        let result = json(&output);
+        assert_eq!(
+            result["groups"][0]["provider"],
+            devnet.address_json(PROVIDER_B),
+            "{result}"
+        );
+
+        // `bids` ranks by the on-chain rule (A first) and shows the track records.
+        let bids = devnet
+            .tenant(TENANT, &["bids", "3", "--output", "json"])
+            .await;
+        assert_eq!(code(&bids), Some(0), "{}", stderr(&bids));
+        let bids = json(&bids);
+        assert_eq!(bids["bids"][0]["provider"], devnet.address_json(PROVIDER_A));
+        assert_eq!(bids["bids"][0]["track_record"]["leases_failed"], 1);
+        assert_eq!(bids["bids"][1]["track_record"]["leases_completed"], 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_selection_accepts_the_typed_bid() {
+    within(async {
+        let devnet = Devnet::start().await;
+        devnet.register(PROVIDER_A, "127.0.0.1:1", &[]).await;
+        devnet.register(PROVIDER_B, "127.0.0.1:2", &[]).await;
+        let hello = example("hello.yaml");
+        // Bid 0 (A, 300) is the cheapest and the default; the tenant types 1 (B).
+        let deploying = devnet.tenant_typing(
+            devnet.env_as(TENANT),
+            &[
+                "deploy",
+                &hello,
+                "--bid-window",
+                "3",
+                "--no-manifest",
+                "--select",
+                "interactive",
+                "--timeout",
+                "60",
+            ],
+            "1\n",
+        );
+        let bidding = bid_when_posted(&devnet, 1, &[(PROVIDER_A, 300), (PROVIDER_B, 400)]);
+        let (output, _) = tokio::join!(deploying, bidding);
+        assert_eq!(code(&output), Some(0), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("accept which bid? [0]"),
+            "{}",
+            stderr(&output)
+        );
+        let lease = devnet.client(TENANT).lease(1).await.expect("lease");
+        assert_eq!(lease.provider, devnet.address(PROVIDER_B));
+
+        // Interactive selection and JSON output do not mix.
+        let refused = devnet
+            .tenant(
+                TENANT,
+                &[
+                    "deploy",
+                    &hello,
+                    "--select",
+                    "interactive",
+                    "--output",
+                    "json",
+                ],
+            )
+            .await;
+        assert_eq!(code(&refused), Some(2), "{}", stderr(&refused));
     })
     .await;
 }

@@ -129,6 +129,23 @@ async fn providers_and_preflight_explain_who_cannot_serve_and_why() {
         assert!(text.contains("0 of 2 provider(s) can serve it"), "{text}");
         assert!(text.contains("too expensive"), "{text}");
 
+        // B's bid on the open history order: `bids` says settle would pick it.
+        let bids = devnet
+            .tenant_with(devnet.env(), &["bids", "1", "--output", "json"])
+            .await;
+        assert_eq!(code(&bids), Some(0), "{}", stderr(&bids));
+        let bids = json(&bids);
+        assert_eq!(bids["status"], "open");
+        assert_eq!(bids["bids"][0]["provider"], devnet.address_json(PROVIDER_B));
+        assert_eq!(bids["bids"][0]["settle_would_pick"], true);
+        assert_eq!(bids["bids"][0]["won"], false);
+        let text = devnet.tenant_with(devnet.env(), &["bids", "1"]).await;
+        let text = String::from_utf8_lossy(&text.stdout).into_owned();
+        assert!(
+            text.contains("order 1 (open)") && text.contains("settle would pick this"),
+            "{text}"
+        );
+
         // A CPU-only SDL in the region fits both.
         let hello = crate::support::example("hello.yaml");
         let report = devnet
@@ -167,6 +184,17 @@ async fn wrong_network_is_exit_3_naming_both_chain_ids() {
         let error = json(&output);
         assert_eq!(error["error"]["details"]["rpc_chain_id"], 31337);
         assert_eq!(error["error"]["details"]["expected_chain_id"], 11_155_111);
+
+        // The configured chain id disagrees with the deployment: refused before any call.
+        let mut env = devnet.env_as(TENANT);
+        env.push(("LEASEHOLD_CHAIN_ID", "5".to_owned()));
+        let output = devnet.tenant_with(env, &["providers"]).await;
+        assert_eq!(code(&output), Some(3), "{}", stderr(&output));
+        let message = stderr(&output);
+        assert!(
+            message.contains("chain id 5") && message.contains("31337"),
+            "{message}"
+        );
 
         // An unreachable node is a network error too.
         let mut env = devnet.env_as(TENANT);

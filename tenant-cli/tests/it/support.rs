@@ -60,6 +60,16 @@ pub fn key(text: &str) -> B256 {
 
 /// Runs `tenant` with only the given environment (plus PATH) and HOME inside `home`.
 pub fn run_tenant(home: &Path, env: &[(&str, String)], args: &[&str]) -> Output {
+    run_tenant_with_stdin(home, env, args, "")
+}
+
+/// [`run_tenant`] with `input` on stdin.
+pub fn run_tenant_with_stdin(
+    home: &Path,
+    env: &[(&str, String)],
+    args: &[&str],
+    input: &str,
+) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tenant"));
     command
         .args(args)
@@ -71,7 +81,17 @@ pub fn run_tenant(home: &Path, env: &[(&str, String)], args: &[&str]) -> Output 
     for (name, value) in env {
         command.env(name, value);
     }
-    command.output().expect("run tenant")
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("run tenant");
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write as _;
+        // The child may exit without reading; that is its business.
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    child.wait_with_output().expect("wait for tenant")
 }
 
 pub fn stdout(output: &Output) -> String {
@@ -217,11 +237,22 @@ impl Devnet {
         env: Vec<(&'static str, String)>,
         args: &[&str],
     ) -> impl Future<Output = Output> + 'static {
+        self.tenant_typing(env, args, "")
+    }
+
+    /// [`Devnet::tenant_with`], typing `input` on stdin.
+    pub fn tenant_typing(
+        &self,
+        env: Vec<(&'static str, String)>,
+        args: &[&str],
+        input: &str,
+    ) -> impl Future<Output = Output> + 'static {
         let home = self.home.path().to_owned();
         let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let input = input.to_owned();
         blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run_tenant(&home, &env, &args)
+            run_tenant_with_stdin(&home, &env, &args, &input)
         })
     }
 }

@@ -1,0 +1,88 @@
+//! What the chain's event history says about providers: the prices they bid (their price
+//! lists are not on chain, their bids are) and how their leases ended (a track record for
+//! `--select score`).
+
+use std::collections::HashMap;
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider as _;
+use alloy::rpc::types::{Filter, Log};
+use alloy::sol_types::SolEvent;
+use leasehold_contracts::CloseReason;
+use leasehold_contracts::bindings::Marketplace;
+use leasehold_scheduler::ranking::Reputation;
+
+use crate::chain::{Chain, bounded};
+use crate::error::CliResult;
+
+/// Only the most recent bids count: prices change.
+const RECENT_BIDS: usize = 50;
+
+async fn events<E: SolEvent>(chain: &Chain, call: &str) -> CliResult<Vec<E>> {
+    let filter = Filter::new()
+        .address(chain.deployment.marketplace)
+        .event_signature(E::SIGNATURE_HASH)
+        .from_block(chain.deployment.start_block);
+    let logs: Vec<Log> = bounded(call, chain.client.provider().get_logs(&filter)).await?;
+    Ok(logs
+        .iter()
+        .filter_map(|log| log.log_decode::<E>().ok())
+        .map(|log| log.inner.data)
+        .collect())
+}
+
+/// The lowest price per replica-hour each provider bid recently.
+pub async fn recent_rates(chain: &Chain) -> CliResult<HashMap<Address, U256>> {
+    let bids = events::<Marketplace::BidPlaced>(chain, "eth_getLogs BidPlaced").await?;
+    let mut replicas_of: HashMap<U256, u16> = HashMap::new();
+    let mut rates: HashMap<Address, U256> = HashMap::new();
+    for bid in bids.iter().rev().take(RECENT_BIDS) {
+        let replicas = match replicas_of.get(&bid.orderId) {
+            Some(replicas) => *replicas,
+            None => {
+                let Ok(order_id) = u64::try_from(bid.orderId) else {
+                    continue;
+                };
+                let replicas = chain.client.order(order_id).await?.replicas;
+                replicas_of.insert(bid.orderId, replicas);
+                replicas
+            }
+        };
+        if replicas == 0 {
+            continue;
+        }
+        let rate = bid.pricePerHour.div_ceil(U256::from(replicas));
+        rates
+            .entry(bid.provider)
+            .and_modify(|lowest| *lowest = (*lowest).min(rate))
+            .or_insert(rate);
+    }
+    Ok(rates)
+}
+
+/// Leases a provider completed (closed at the tenant's request) or failed (closed by the
+/// provider, or as a failed workload). Closures for the tenant's own reasons (insolvency,
+/// a manifest never sent) do not count against the provider.
+pub async fn reputations(chain: &Chain) -> CliResult<HashMap<Address, Reputation>> {
+    let created = events::<Marketplace::LeaseCreated>(chain, "eth_getLogs LeaseCreated").await?;
+    let provider_of: HashMap<U256, Address> = created
+        .iter()
+        .map(|lease| (lease.leaseId, lease.provider))
+        .collect();
+    let closed = events::<Marketplace::LeaseClosed>(chain, "eth_getLogs LeaseClosed").await?;
+    let mut reputations: HashMap<Address, Reputation> = HashMap::new();
+    for lease in closed {
+        let Some(provider) = provider_of.get(&lease.leaseId) else {
+            continue;
+        };
+        let entry = reputations.entry(*provider).or_default();
+        if lease.reason == CloseReason::TenantRequest.code() {
+            entry.leases_completed = entry.leases_completed.saturating_add(1);
+        } else if lease.reason == CloseReason::ProviderRequest.code()
+            || lease.reason == CloseReason::WorkloadFailed.code()
+        {
+            entry.leases_failed = entry.leases_failed.saturating_add(1);
+        }
+    }
+    Ok(reputations)
+}
