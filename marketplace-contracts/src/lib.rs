@@ -6,7 +6,8 @@
 //!   and unbonding, orders, bids, leases, payments and queries. Reverts come back as
 //!   [`ClientError::Reverted`] with the custom error decoded, e.g.
 //!   `acceptBid reverted: ProviderLacksCapacity(provider: 0x…)`.
-//! - [`deploy_all`] and [`fund_with_faucet`] for devnets.
+//! - [`deploy_all`] and [`fund_with_faucet`] for devnets; with the `devnet` feature,
+//!   `devnet::Devnet` brings up anvil with the contracts deployed and dev accounts funded.
 //! - [`Follower`]: reads contract logs over bounded block ranges a few confirmations behind the
 //!   head, delivers them in order to a [`LogHandler`], persists a cursor ([`FileCursorStore`]) and
 //!   retries RPC failures with capped exponential backoff. [`LeaseholdEvent::decode`] turns the
@@ -16,6 +17,8 @@ pub mod bindings;
 pub mod client;
 pub mod cursor;
 pub mod deploy;
+#[cfg(feature = "devnet")]
+pub mod devnet;
 pub mod error;
 pub mod follower;
 pub mod types;

@@ -82,6 +82,10 @@ pub enum Command {
         /// Seconds a tenant has to send the manifest.
         #[arg(long, default_value_t = 300)]
         manifest_timeout: u64,
+        /// Leave alone workloads of leases this daemon does not know (when several
+        /// daemons share one container engine).
+        #[arg(long)]
+        keep_unknown_workloads: bool,
     },
     /// Ask a running daemon's gateway for its status (Provider.GetStatus).
     #[command(
@@ -171,6 +175,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             metrics,
             withdraw_interval,
             manifest_timeout,
+            keep_unknown_workloads,
         } => {
             let config = load(&cli.config)?;
             let signer = load_signer(&config).context("loading the signing key")?;
@@ -180,6 +185,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 metrics_listen: metrics,
                 withdraw_interval: Duration::from_secs(withdraw_interval.max(1)),
                 manifest_timeout_secs: manifest_timeout,
+                remove_unknown_workloads: !keep_unknown_workloads,
                 ..DaemonOptions::default()
             };
             let handle = Daemon::start(config, signer, options)
@@ -277,6 +283,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Logs to stderr at the level in `LEASEHOLD_LOG` (`error`..`trace`, default `info`).
+pub fn init_logging() {
+    let level = std::env::var("LEASEHOLD_LOG")
+        .ok()
+        .and_then(|text| text.parse::<tracing::level_filters::LevelFilter>().ok())
+        .unwrap_or(tracing::level_filters::LevelFilter::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn shutdown_signal() -> Result<()> {

@@ -13,8 +13,7 @@ use leasehold_contracts::{OrderRequirements, OrderSpec, Resources as ChainResour
 use leasehold_manifests::{Group, Manifest, ManifestGroup, Protocol as ManifestProtocol, Service};
 
 use crate::runtime::{
-    LeaseDeployment, PersistentVolume, PortExposure, Protocol, ServiceDeployment,
-    ServiceResources,
+    LeaseDeployment, PersistentVolume, PortExposure, Protocol, ServiceDeployment, ServiceResources,
 };
 
 const MIB: u64 = 1024 * 1024;

@@ -1,4 +1,5 @@
-//! The README's main command, `scripts/demo`, run as a newcomer runs it.
+//! The README's main command, `scripts/demo`, run as a newcomer runs it: `--validate-only`
+//! (no chain, no Docker) here; the whole marketplace in `flows`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +15,7 @@ fn repo_root() -> PathBuf {
 fn demo_validates_every_example_and_prints_its_manifest_hash() {
     let root = repo_root();
     let output = Command::new(root.join("scripts/demo"))
+        .arg("--validate-only")
         .current_dir(&root)
         .output()
         .expect("scripts/demo runs");

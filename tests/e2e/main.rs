@@ -1,3 +1,5 @@
 //! End-to-end flows: real processes, started the way a user starts them.
 
+mod bench;
 mod demo;
+mod flows;

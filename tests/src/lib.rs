@@ -1,1 +1,161 @@
-//! Helpers shared by the end-to-end flows in `e2e/`.
+//! Helpers shared by the end-to-end flows in `e2e/`: the built binaries, bounded process
+//! runs, guards that stop processes and remove containers even when a test fails, a tiny
+//! HTTP client and Docker queries. The chain comes from `leasehold_contracts::devnet`.
+
+pub mod docker;
+pub mod process;
+pub mod scenario;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap_or_else(|error| panic!("no free port: {error}"))
+}
+
+/// Polls `probe` every 200 ms until it returns `Some`, failing the test after `limit`.
+pub fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Whether something accepts TCP connections at `address`.
+pub fn listening(address: &str) -> bool {
+    address
+        .parse()
+        .ok()
+        .is_some_and(|socket| TcpStream::connect_timeout(&socket, Duration::from_millis(300)).is_ok())
+}
+
+/// The `provider` and `tenant` executables.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub provider: PathBuf,
+    pub tenant: PathBuf,
+}
+
+/// The binaries, built once per test run: `$LEASEHOLD_BIN_DIR` when set (prebuilt), else
+/// `cargo build` into the target dir and profile this test binary was built in (a no-op
+/// when the workspace is already built).
+pub fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Result<Binaries, String>> = OnceLock::new();
+    match BINARIES.get_or_init(locate_or_build) {
+        Ok(binaries) => binaries,
+        Err(reason) => panic!("cannot get the provider and tenant binaries: {reason}"),
+    }
+}
+
+fn locate_or_build() -> Result<Binaries, String> {
+    if let Some(dir) = std::env::var_os("LEASEHOLD_BIN_DIR") {
+        return in_dir(Path::new(&dir));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+    // <target>/<profile dir>/deps/e2e-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the test binary is not inside <target>/<profile>/deps")?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or("the profile dir has no parent")?;
+    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") => "dev".to_owned(),
+        Some(name) => name.to_owned(),
+        None => return Err("unreadable profile dir name".into()),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "leasehold-provider",
+            "-p",
+            "leasehold-tenant",
+            "--bin",
+            "provider",
+            "--bin",
+            "tenant",
+            "--profile",
+            &profile,
+        ])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(repo_root())
+        .status()
+        .map_err(|e| format!("running cargo build: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build of provider and tenant failed: {status}"));
+    }
+    in_dir(profile_dir)
+}
+
+fn in_dir(dir: &Path) -> Result<Binaries, String> {
+    let binaries = Binaries {
+        provider: dir.join("provider"),
+        tenant: dir.join("tenant"),
+    };
+    for path in [&binaries.provider, &binaries.tenant] {
+        if !path.is_file() {
+            return Err(format!("{} is missing", path.display()));
+        }
+    }
+    Ok(binaries)
+}
+
+/// A parsed `http://host:port/path` response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// A plain HTTP/1.0 GET with a 3-second budget; `None` when nothing usable answered.
+pub fn http_get(url: &str) -> Option<HttpResponse> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => rest.split_at(slash),
+        None => (rest, "/"),
+    };
+    let socket = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .ok()?
+        .next()?;
+    let budget = Duration::from_secs(3);
+    let mut stream = TcpStream::connect_timeout(&socket, budget).ok()?;
+    stream.set_read_timeout(Some(budget)).ok()?;
+    stream.set_write_timeout(Some(budget)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(HttpResponse {
+        status,
+        body: body.to_owned(),
+    })
+}

@@ -1,42 +1,26 @@
 //! A fresh anvil per test with the contracts deployed, and helpers to act as its dev accounts.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::ops::Deref;
 use std::time::Duration;
 
-use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, B256, U256, keccak256};
-use alloy::providers::ext::AnvilApi;
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::signers::local::PrivateKeySigner;
+use leasehold_contracts::devnet::DevnetConfig;
 use leasehold_contracts::{
-    DeployParams, Deployment, MarketplaceClient, NewOrder, OrderRequirements, OrderSpec,
-    ProviderProfile, Resources, deploy_all, fund_with_faucet, signing_provider,
+    MarketplaceClient, NewOrder, OrderRequirements, OrderSpec, ProviderProfile, Resources,
 };
 
 /// Upper bound for any single test: nothing may hang.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// One test token (6 decimals).
-pub const TOKEN: u64 = 1_000_000;
+pub const TOKEN: u64 = leasehold_contracts::devnet::ONE_TOKEN;
 
-pub const DEPLOYER: usize = 0;
+pub const DEPLOYER: usize = leasehold_contracts::devnet::DEPLOYER;
 pub const TENANT: usize = 1;
 pub const PROVIDER_A: usize = 2;
 pub const PROVIDER_B: usize = 3;
 pub const STRANGER: usize = 4;
-
-pub fn anvil_bin() -> PathBuf {
-    let path = std::env::var_os("ANVIL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/anvil"));
-    assert!(
-        path.exists(),
-        "anvil not found at {} (set ANVIL_BIN, or run scripts/bootstrap to install it)",
-        path.display()
-    );
-    path
-}
 
 /// Runs a test body with [`TEST_TIMEOUT`].
 pub async fn within<T>(body: impl Future<Output = T>) -> T {
@@ -45,62 +29,37 @@ pub async fn within<T>(body: impl Future<Output = T>) -> T {
         .expect("test exceeded its time limit")
 }
 
-pub struct Devnet {
-    pub anvil: AnvilInstance,
-    pub deployment: Deployment,
-    pub params: DeployParams,
-    /// Read-only and anvil-API access (no wallet).
-    pub rpc: DynProvider,
+/// The shared devnet (`leasehold_contracts::devnet`), failing the test on any error.
+pub struct Devnet(leasehold_contracts::devnet::Devnet);
+
+impl Deref for Devnet {
+    type Target = leasehold_contracts::devnet::Devnet;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Devnet {
     /// Anvil on a free port, instant mining (`block_time: None`) or one block every N seconds,
-    /// with the contracts deployed and every dev account funded with 100,000 tokens.
+    /// with the contracts deployed and accounts 0-4 funded with 100,000 tokens.
     pub async fn start(block_time: Option<u64>) -> Self {
-        let mut anvil = Anvil::at(anvil_bin());
-        if let Some(seconds) = block_time {
-            anvil = anvil.block_time(seconds);
-        }
-        let anvil = anvil.try_spawn().expect("anvil did not start");
-        let rpc = ProviderBuilder::new()
-            .connect_http(anvil.endpoint_url())
-            .erased();
-        let params = DeployParams::default();
-        let deployer = Self::signer_of(&anvil, DEPLOYER);
-        let deploying =
-            signing_provider(&anvil.endpoint(), deployer.clone()).expect("signing provider");
-        let deployment = deploy_all(&deploying, deployer.address(), &params)
-            .await
-            .expect("deploy_all failed");
-        let accounts: Vec<Address> = anvil.addresses().iter().take(5).copied().collect();
-        fund_with_faucet(
-            &deploying,
-            deployment.token,
-            deployer.address(),
-            &accounts,
-            U256::from(100_000 * TOKEN),
+        let config = DevnetConfig {
+            block_time,
+            funded_accounts: 5,
+            ..DevnetConfig::default()
+        };
+        Self(
+            leasehold_contracts::devnet::Devnet::start_with(config)
+                .await
+                .unwrap_or_else(|error| panic!("devnet did not start: {error}")),
         )
-        .await
-        .expect("faucet funding failed");
-        Self {
-            anvil,
-            deployment,
-            params,
-            rpc,
-        }
-    }
-
-    fn signer_of(anvil: &AnvilInstance, index: usize) -> PrivateKeySigner {
-        PrivateKeySigner::from(anvil.keys()[index].clone())
     }
 
     pub fn client(&self, index: usize) -> MarketplaceClient {
-        MarketplaceClient::connect_http(
-            &self.anvil.endpoint(),
-            Self::signer_of(&self.anvil, index),
-            self.deployment,
-        )
-        .expect("client")
+        self.0
+            .client(index)
+            .unwrap_or_else(|error| panic!("client {index}: {error}"))
     }
 
     pub async fn balance(&self, owner: Address) -> U256 {
@@ -112,19 +71,20 @@ impl Devnet {
 
     /// The next mined block (i.e. the next transaction, with instant mining) gets `timestamp`.
     pub async fn set_next_timestamp(&self, timestamp: u64) {
-        self.rpc
-            .anvil_set_next_block_timestamp(timestamp)
+        self.0
+            .set_next_timestamp(timestamp)
             .await
             .expect("anvil_setNextBlockTimestamp");
     }
 
     /// Moves chain time forward and mines a block so views see it.
     pub async fn warp(&self, seconds: u64) {
-        self.rpc
-            .anvil_increase_time(seconds)
-            .await
-            .expect("evm_increaseTime");
-        self.rpc.evm_mine(None).await.expect("evm_mine");
+        self.0.warp(seconds).await.expect("warp");
+    }
+
+    /// Mines one block (at the timestamp set by [`Devnet::set_next_timestamp`], if any).
+    pub async fn rpc_mine(&self) {
+        self.0.mine().await.expect("evm_mine");
     }
 }
 
@@ -172,12 +132,5 @@ pub fn cpu_order(
         max_price_per_hour: U256::from(max_price_per_hour),
         deposit: U256::from(deposit),
         bid_window_secs,
-    }
-}
-
-impl Devnet {
-    /// Mines one block (at the timestamp set by [`Devnet::set_next_timestamp`], if any).
-    pub async fn rpc_mine(&self) {
-        self.rpc.evm_mine(None).await.expect("evm_mine");
     }
 }

@@ -478,6 +478,7 @@ pub fn runtime_event(lease_id: u64, event: &Event, services: &[String]) -> Runti
 /// State of an events stream: renews the watch when the server ends it and
 /// relists when its resource version has expired.
 struct EventWatch {
+    runtime: KubernetesRuntime,
     api: Api<Event>,
     lease_id: u64,
     services: Vec<String>,
@@ -523,7 +524,14 @@ impl EventWatch {
                     if let Some(version) = event.metadata.resource_version.clone() {
                         self.resource_version = version;
                     }
-                    let mapped = runtime_event(self.lease_id, &event, &self.services);
+                    let mut mapped = runtime_event(self.lease_id, &event, &self.services);
+                    if mapped.service.is_none() {
+                        // The stream may predate the deploy: learn the services now.
+                        if let Ok(workloads) = self.runtime.workloads(self.lease_id).await {
+                            self.services = workloads.into_iter().map(|w| w.service).collect();
+                            mapped = runtime_event(self.lease_id, &event, &self.services);
+                        }
+                    }
                     return Some((Ok(mapped), self));
                 }
                 Some(Ok(WatchEvent::Deleted(event))) => {
@@ -700,21 +708,22 @@ impl Runtime for KubernetesRuntime {
         Ok(Box::pin(stream::select_all(streams)))
     }
 
+    /// Works before the first deploy too (watching a namespace that does not exist
+    /// yet is allowed), so a deploy's pulls can be followed from the start.
     async fn events(&self, lease_id: u64) -> Result<EventStream, RuntimeError> {
-        if self.owned_namespace(lease_id).await?.is_none() {
-            return Err(RuntimeError::NotFound {
-                what: format!("lease {lease_id}"),
-            });
-        }
-        let services = self
-            .workloads(lease_id)
-            .await?
-            .into_iter()
-            .map(|workload| workload.service)
-            .collect();
+        let services = match self.owned_namespace(lease_id).await? {
+            Some(_) => self
+                .workloads(lease_id)
+                .await?
+                .into_iter()
+                .map(|workload| workload.service)
+                .collect(),
+            None => Vec::new(),
+        };
         let api: Api<Event> = self.namespaced(lease_id);
         let resource_version = EventWatch::latest_version(&api).await?;
         let watch = EventWatch {
+            runtime: self.clone(),
             api,
             lease_id,
             services,

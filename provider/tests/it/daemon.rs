@@ -526,6 +526,30 @@ async fn order_to_bid_to_running_lease_to_close_and_payment() {
         let report = handle.core().capacity_report().expect("report");
         assert_eq!(report.allocated.cpu_millis, 0);
         assert_eq!(report.reserved.cpu_millis, 0);
+
+        // A workload of a closed lease that reappears is removed by the reconciler.
+        let manifest = leasehold_manifests::parse(HELLO).expect("hello").manifest();
+        let tenant_address = devnet.signer(TENANT).address().to_string().to_lowercase();
+        let stray = leasehold_provider::deployment::lease_deployment(
+            lease_id,
+            &tenant_address,
+            &manifest,
+            &manifest.groups[0].name,
+            &[],
+        )
+        .expect("deployment");
+        handle
+            .core()
+            .runtime()
+            .deploy(&stray)
+            .await
+            .expect("stray deploy");
+        assert_eq!(containers_of(lease_id).await.len(), 1);
+        handle.core().reconcile().await.expect("reconcile");
+        assert!(
+            containers_of(lease_id).await.is_empty(),
+            "stray workload removed"
+        );
         handle.shutdown().await;
     })
     .await;
@@ -722,8 +746,9 @@ impl DaemonProcess {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
             .args(["--config"])
             .arg(config_path)
-            .args(["run", "--confirmations", "0"])
+            .args(["run", "--confirmations", "0", "--keep-unknown-workloads"])
             .env("LEASEHOLD_PROVIDER_KEY", key)
+            .env("LEASEHOLD_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -838,12 +863,29 @@ async fn kill_dash_nine_and_restart_keeps_running_leases_and_misses_nothing() {
             .await
             .expect("manifest");
         daemon.kill();
+        let store = leasehold_provider::store::Store::connect(&config.database_url())
+            .await
+            .expect("store");
+        let at_kill = store.lease(deploying).await.expect("lease").state.kind();
+        store.close().await;
+        eprintln!("second lease was {at_kill} when the daemon was killed");
+        assert!(
+            matches!(at_kill, LeaseStateKind::Deploying | LeaseStateKind::Running),
+            "{at_kill}"
+        );
 
         // A chain event while the daemon is down.
         let missed = tenant.create_order(&order).await.expect("createOrder");
 
         let _daemon = DaemonProcess::spawn(&devnet, &config_path);
-        let mut signed = tenant_client(&devnet, &gateway).await;
+        // The same client again: a fresh one could sign a call identical to one already
+        // made in the same second, which the provider rightly refuses as a replay.
+        eventually("the restarted gateway", || async {
+            leasehold_proto::client::ProviderClient::connect(&gateway, Duration::from_secs(2))
+                .await
+                .ok()
+        })
+        .await;
         eventually("the interrupted deploy to finish", || {
             let mut signed = signed.clone();
             async move {
@@ -870,6 +912,272 @@ async fn kill_dash_nine_and_restart_keeps_running_leases_and_misses_nothing() {
         assert_eq!(state, "running");
         let response = http_get_async(uris[0].clone(), "/").await.expect("GET");
         assert!(response.contains(" 200"), "{response}");
+
+        // `provider status` asks the gateway.
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
+            .args(["status", "--output", "json", "--gateway", &gateway])
+            .output()
+            .expect("provider status runs");
+        assert!(status.status.success(), "{status:?}");
+        let status: serde_json::Value =
+            serde_json::from_slice(&status.stdout).expect("status is JSON");
+        assert_eq!(status["active_leases"], 2);
+        assert_eq!(status["allocated"]["cpu_milli"], 200);
+        assert_eq!(
+            status["address"].as_str().map(str::to_lowercase),
+            Some(devnet.signer(PROVIDER).address().to_string().to_lowercase())
+        );
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_manifest_that_never_comes_closes_the_lease() {
+    daemon_test(0..4, || async {
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = provider_config(&devnet, dir.path(), 0);
+        register(&devnet, &config).await;
+        let handle = Daemon::start(
+            config.clone(),
+            devnet.signer(PROVIDER),
+            DaemonOptions {
+                manifest_timeout_secs: 2,
+                ..options()
+            },
+        )
+        .await
+        .expect("daemon starts");
+        let tenant = devnet.client(TENANT);
+        let (order, _) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
+        let posted = tenant.create_order(&order).await.expect("createOrder");
+        let bid_id = eventually("our bid", || our_bid(&devnet, posted.order_id)).await;
+        let lease_id = tenant
+            .accept_bid(posted.order_id, bid_id)
+            .await
+            .expect("acceptBid")
+            .lease_id;
+        eventually("the overdue lease to close", || async {
+            (lease_state(&handle, lease_id).await == Some(LeaseStateKind::Closed)).then_some(())
+        })
+        .await;
+        let record = handle.core().store().lease(lease_id).await.expect("lease");
+        assert_eq!(record.state.reason().as_deref(), Some("manifest_timeout"));
+        assert!(!tenant.lease(lease_id).await.expect("lease").active);
+        assert_eq!(
+            handle
+                .core()
+                .capacity_report()
+                .expect("report")
+                .allocated
+                .cpu_millis,
+            0
+        );
+        handle.shutdown().await;
+    })
+    .await;
+}
+
+#[test]
+fn init_writes_a_config_and_every_command_has_an_example() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("provider.toml");
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--output", "json", "init", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("provider init runs");
+    assert!(init.status.success(), "{init:?}");
+    let printed: serde_json::Value = serde_json::from_slice(&init.stdout).expect("JSON");
+    assert!(
+        printed["hardware"]["cpu_millis"]
+            .as_u64()
+            .is_some_and(|c| c > 0)
+    );
+    let text = std::fs::read_to_string(&config).expect("config written");
+    assert!(text.contains("[pricing]"), "{text}");
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
+        .arg("--config")
+        .arg(&config)
+        .arg("init")
+        .output()
+        .expect("provider init runs");
+    assert!(
+        !again.status.success(),
+        "an existing config is not overwritten"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    for command in [
+        "init",
+        "register",
+        "run",
+        "status",
+        "withdraw",
+        "deregister",
+    ] {
+        let help = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
+            .args([command, "--help"])
+            .output()
+            .expect("help runs");
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(text.contains("Example:"), "{command}: {text}");
+        assert!(text.contains("--output"), "{command}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_and_expired_bids_give_their_reservations_back() {
+    daemon_test(0..0, || async {
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = provider_config(&devnet, dir.path(), 0);
+        register(&devnet, &config).await;
+        let rival = devnet.client(4);
+        let hardware = Hardware::detect(dir.path(), &overrides(0)).expect("hardware");
+        let mut rival_profile = provider_profile(&config, &hardware);
+        rival_profile.endpoint = "http://rival.example:8443".to_owned();
+        rival
+            .register_provider(&rival_profile)
+            .await
+            .expect("rival registers");
+        let handle = start(&devnet, &config).await;
+        let tenant = devnet.client(TENANT);
+        let reserved = || async {
+            handle
+                .core()
+                .capacity_report()
+                .expect("report")
+                .reserved
+                .cpu_millis
+        };
+
+        // Lost: the tenant takes the rival's bid.
+        let (order, _) = hello_order(&devnet, 100 * TOKEN, 3_600);
+        let lost = tenant.create_order(&order).await.expect("createOrder");
+        eventually("our bid", || our_bid(&devnet, lost.order_id)).await;
+        assert_eq!(reserved().await, 100);
+        let requirements = devnet
+            .client(0)
+            .order_posted(lost.order_id)
+            .await
+            .expect("order")
+            .spec
+            .requirements;
+        let rival_bid = rival
+            .place_bid(lost.order_id, U256::from(TOKEN), B256::ZERO, &requirements)
+            .await
+            .expect("rival bids");
+        tenant
+            .accept_bid(lost.order_id, rival_bid)
+            .await
+            .expect("acceptBid");
+        eventually("the lost reservation to go", || async {
+            (reserved().await == 0).then_some(())
+        })
+        .await;
+        assert!(
+            handle
+                .core()
+                .store()
+                .reservation(lost.order_id)
+                .await
+                .expect("store")
+                .is_none()
+        );
+
+        // Expired: nobody accepts within the reservation timeout; the bid is withdrawn.
+        handle.shutdown().await;
+        config.bid.reservation_timeout_secs = 3;
+        config.bid.bid_timeout_secs = 1;
+        let handle = start(&devnet, &config).await;
+        let reserved = || async {
+            handle
+                .core()
+                .capacity_report()
+                .expect("report")
+                .reserved
+                .cpu_millis
+        };
+        let expired = tenant.create_order(&order).await.expect("createOrder");
+        let bid_id = eventually("our bid", || our_bid(&devnet, expired.order_id)).await;
+        assert_eq!(reserved().await, 100);
+        eventually("the bid to be withdrawn", || async {
+            let bids = devnet.client(0).bids(expired.order_id).await.ok()?;
+            bids.get(usize::try_from(bid_id).ok()?)?
+                .withdrawn
+                .then_some(())
+        })
+        .await;
+        assert_eq!(reserved().await, 0);
+        handle.shutdown().await;
+    })
+    .await;
+}
+
+fn provider_command(
+    devnet: &Devnet,
+    config_path: &std::path::Path,
+    args: &[&str],
+) -> serde_json::Value {
+    let key = format!(
+        "0x{}",
+        alloy::hex::encode(devnet.signer(PROVIDER).to_bytes())
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
+        .arg("--config")
+        .arg(config_path)
+        .args(["--output", "json"])
+        .args(args)
+        .env("LEASEHOLD_PROVIDER_KEY", key)
+        .env("LEASEHOLD_LOG", "error")
+        .output()
+        .expect("provider runs");
+    assert!(output.status.success(), "{args:?}: {output:?}");
+    serde_json::from_slice(&output.stdout).expect("JSON output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_withdraw_and_deregister_through_the_binary() {
+    let _serial = SERIAL.lock().await;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = provider_config(&devnet, dir.path(), 2);
+        let config_path = dir.path().join("provider.toml");
+        std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
+        let registered = provider_command(&devnet, &config_path, &["register"]);
+        assert_eq!(registered["profile"]["capacity"]["cpu_milli"], 4_000);
+        let info = devnet
+            .client(0)
+            .provider_info(devnet.signer(PROVIDER).address())
+            .await
+            .expect("provider info");
+        assert_eq!(info.status, leasehold_contracts::ProviderStatus::Active);
+        assert_eq!(info.capacity.memory_mib, 8_192);
+        assert_eq!(info.gpus.len(), 1);
+        assert_eq!(info.gpus[0].model_key, gpu_model_key(A100));
+        assert_eq!(info.gpus[0].capacity, 2);
+        assert_eq!(
+            info.attributes,
+            vec![alloy::primitives::keccak256("region=eu-west")]
+        );
+        let collected = provider_command(&devnet, &config_path, &["withdraw"]);
+        assert_eq!(collected["withdrawals"], serde_json::json!([]));
+        let deregistered = provider_command(&devnet, &config_path, &["deregister"]);
+        assert!(
+            deregistered["unbonding_ends"]
+                .as_u64()
+                .is_some_and(|t| t > 0)
+        );
+        let info = devnet
+            .client(0)
+            .provider_info(devnet.signer(PROVIDER).address())
+            .await
+            .expect("provider info");
+        assert_eq!(info.status, leasehold_contracts::ProviderStatus::Unbonding);
+    })
+    .await
+    .expect("test exceeded its time limit");
 }

@@ -6,18 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::signers::local::PrivateKeySigner;
-use leasehold_contracts::{
-    DeployParams, Deployment, GpuCapacity, MarketplaceClient, ProviderProfile, Resources,
-    deploy_all, fund_with_faucet, signing_provider,
-};
+use leasehold_contracts::devnet::DevnetConfig;
+use leasehold_contracts::{Deployment, GpuCapacity, MarketplaceClient, ProviderProfile, Resources};
 
 /// Upper bound for any single test: nothing may hang.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(150);
 
-pub const DEPLOYER: usize = 0;
 pub const TENANT: usize = 1;
 pub const PROVIDER_A: usize = 2;
 pub const PROVIDER_B: usize = 3;
@@ -27,18 +23,6 @@ pub const UNFUNDED: usize = 6;
 
 /// 100,000 tokens of 6 decimals.
 pub const FUNDING: u64 = 100_000_000_000;
-
-pub fn anvil_bin() -> PathBuf {
-    let path = std::env::var_os("ANVIL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/anvil"));
-    assert!(
-        path.exists(),
-        "anvil not found at {} (set ANVIL_BIN, or run scripts/bootstrap)",
-        path.display()
-    );
-    path
-}
 
 pub async fn within<T>(body: impl Future<Output = T>) -> T {
     tokio::time::timeout(TEST_TIMEOUT, body)
@@ -116,8 +100,10 @@ pub fn code(output: &Output) -> Option<i32> {
     output.status.code()
 }
 
+/// The shared devnet (`leasehold_contracts::devnet`) plus an isolated HOME holding its
+/// deployment file.
 pub struct Devnet {
-    pub anvil: AnvilInstance,
+    pub chain: leasehold_contracts::devnet::Devnet,
     pub deployment: Deployment,
     pub home: tempfile::TempDir,
     pub deployment_path: PathBuf,
@@ -126,41 +112,35 @@ pub struct Devnet {
 impl Devnet {
     /// Anvil with the contracts deployed; accounts 0-5 hold [`FUNDING`] tokens.
     pub async fn start() -> Self {
-        let anvil = Anvil::at(anvil_bin())
-            .try_spawn()
-            .expect("anvil did not start");
-        let deployer = PrivateKeySigner::from(anvil.keys()[DEPLOYER].clone());
-        let deploying = signing_provider(&anvil.endpoint(), deployer.clone()).expect("provider");
-        let deployment = deploy_all(&deploying, deployer.address(), &DeployParams::default())
+        let config = DevnetConfig {
+            funded_accounts: UNFUNDED,
+            funding: U256::from(FUNDING),
+            ..DevnetConfig::default()
+        };
+        let chain = leasehold_contracts::devnet::Devnet::start_with(config)
             .await
-            .expect("deploy_all");
-        let funded: Vec<Address> = anvil.addresses().iter().take(6).copied().collect();
-        fund_with_faucet(
-            &deploying,
-            deployment.token,
-            deployer.address(),
-            &funded,
-            U256::from(FUNDING),
-        )
-        .await
-        .expect("faucet");
+            .unwrap_or_else(|error| panic!("devnet did not start: {error}"));
         let home = tempfile::tempdir().expect("temp dir");
         let deployment_path = home.path().join("deployment.json");
-        deployment.save(&deployment_path).expect("save deployment");
+        chain
+            .write_deployment(&deployment_path)
+            .expect("save deployment");
         Self {
-            anvil,
-            deployment,
+            deployment: chain.deployment,
+            chain,
             home,
             deployment_path,
         }
     }
 
     pub fn signer(&self, index: usize) -> PrivateKeySigner {
-        PrivateKeySigner::from(self.anvil.keys()[index].clone())
+        self.chain
+            .signer(index)
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     pub fn address(&self, index: usize) -> Address {
-        self.anvil.addresses()[index]
+        self.signer(index).address()
     }
 
     /// The address as JSON output writes it (lower-case hex).
@@ -169,18 +149,21 @@ impl Devnet {
     }
 
     pub fn private_key(&self, index: usize) -> String {
-        alloy::hex::encode_prefixed(self.anvil.keys()[index].to_bytes())
+        self.chain
+            .private_key_hex(index)
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     pub fn client(&self, index: usize) -> MarketplaceClient {
-        MarketplaceClient::connect_http(&self.anvil.endpoint(), self.signer(index), self.deployment)
-            .expect("client")
+        self.chain
+            .client(index)
+            .unwrap_or_else(|error| panic!("client {index}: {error}"))
     }
 
     /// RPC URL and deployment file; add the key yourself.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("LEASEHOLD_RPC_URL", self.anvil.endpoint()),
+            ("LEASEHOLD_RPC_URL", self.chain.endpoint()),
             (
                 "LEASEHOLD_DEPLOYMENT",
                 self.deployment_path.to_string_lossy().into_owned(),

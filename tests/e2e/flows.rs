@@ -1,0 +1,480 @@
+//! The marketplace end to end: anvil (1-second blocks), `provider run` daemons on the local
+//! Docker engine and the `tenant` CLI, all real processes. Flows take turns (see
+//! `scenario::serial`); each has its own chain, ports and data dirs, bounded waits, and
+//! removes its processes, containers and networks when it ends, passed or failed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use leasehold_e2e::docker::{inspect, lease_containers, lease_networks};
+use leasehold_e2e::process::stream_lines;
+use leasehold_e2e::scenario::{
+    OTHER_TENANT, PROVIDER_A, PROVIDER_B, ProviderSpec, Scenario, TENANT, TOKEN, first_uri,
+    lease_ids, serial,
+};
+use leasehold_e2e::{HttpResponse, eventually, http_get, repo_root};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn hello() -> PathBuf {
+    repo_root().join("manifests/examples/hello.yaml")
+}
+
+/// Writes `yaml` into the scenario's temp dir.
+fn manifest(scenario: &Scenario, name: &str, yaml: &str) -> PathBuf {
+    let path = scenario.dir.path().join(name);
+    std::fs::write(&path, yaml).unwrap_or_else(|error| panic!("writing {name}: {error}"));
+    path
+}
+
+/// Deploys `manifest` as [`TENANT`], requiring success; returns the JSON document and lease.
+fn deploy_ok(scenario: &Scenario, manifest: &Path, extra: &[&str]) -> (serde_json::Value, u64) {
+    let run = scenario.deploy(TENANT, manifest, extra);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "tenant deploy failed ({:?}):\n{}\n{}\n{}",
+        run.code,
+        run.stdout,
+        run.stderr,
+        scenario.provider_logs()
+    );
+    let document = run.json();
+    let lease = *lease_ids(&document)
+        .first()
+        .unwrap_or_else(|| panic!("no lease in {document}"));
+    (document, lease)
+}
+
+fn wait_for_200(uri: &str) -> HttpResponse {
+    eventually(&format!("HTTP 200 from {uri}"), MINUTE, || {
+        http_get(uri).filter(|response| response.status == 200)
+    })
+}
+
+fn wait_for_teardown(lease: u64) {
+    eventually(
+        &format!("lease {lease}'s containers and networks to be removed"),
+        MINUTE,
+        || (lease_containers(lease).is_empty() && lease_networks(lease).is_empty()).then_some(()),
+    );
+}
+
+/// 0.1 core (hello.yaml) at 36 tokens per core-hour: 1,000 base units a second.
+const PRICE_A: u64 = 36 * TOKEN;
+const PRICE_B: u64 = 18 * TOKEN;
+
+#[test]
+fn hello_deploys_and_its_url_answers_with_the_page() {
+    let _turn = serial();
+    let mut scenario = Scenario::start(1);
+    scenario.add_provider(ProviderSpec::new(PROVIDER_A, PRICE_A));
+
+    let (document, lease) = deploy_ok(
+        &scenario,
+        &hello(),
+        &["--bid-window", "1", "--select", "cheapest", "--deposit", "10000000"],
+    );
+    let uri = first_uri(&document).unwrap_or_else(|| panic!("no URI in {document}"));
+    let response = wait_for_200(&uri);
+    assert!(
+        response.body.contains("hello from leasehold"),
+        "unexpected page: {}",
+        response.body
+    );
+    assert_eq!(
+        document["groups"][0]["provider"]
+            .as_str()
+            .map(str::to_lowercase),
+        Some(scenario.address(PROVIDER_A))
+    );
+    assert!(!lease_containers(lease).is_empty(), "no container labelled");
+
+    // The status command agrees, in JSON.
+    let status = scenario.tenant(
+        TENANT,
+        &["status", &lease.to_string(), "--output", "json"],
+        MINUTE,
+    );
+    status.expect_code(0, "tenant status");
+    let status = status.json();
+    assert!(
+        status.to_string().contains(&uri),
+        "status lacks the URI {uri}: {status}"
+    );
+}
+
+#[test]
+fn the_cheaper_of_two_providers_wins() {
+    let _turn = serial();
+    let mut scenario = Scenario::start(1);
+    scenario.add_provider(ProviderSpec::new(PROVIDER_A, PRICE_A));
+    scenario.add_provider(ProviderSpec::new(PROVIDER_B, PRICE_B));
+
+    let (document, lease) = deploy_ok(
+        &scenario,
+        &hello(),
+        &["--bid-window", "5", "--select", "cheapest", "--deposit", "10000000"],
+    );
+    assert_eq!(
+        document["groups"][0]["provider"]
+            .as_str()
+            .map(str::to_lowercase),
+        Some(scenario.address(PROVIDER_B)),
+        "the cheaper provider B should win: {document}"
+    );
+    // 0.1 core at 18 tokens per core-hour.
+    assert_eq!(
+        document["groups"][0]["price_per_hour"].as_str(),
+        Some("1800000")
+    );
+    let on_chain = scenario.lease_on_chain(lease);
+    assert_eq!(
+        on_chain.provider.to_string().to_lowercase(),
+        scenario.address(PROVIDER_B)
+    );
+
+    let order = document["groups"][0]["order_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no order id in {document}"));
+    let bids = scenario.tenant(
+        TENANT,
+        &["bids", &order.to_string(), "--output", "json"],
+        MINUTE,
+    );
+    bids.expect_code(0, "tenant bids");
+    let text = bids.json().to_string().to_lowercase();
+    for provider in [PROVIDER_A, PROVIDER_B] {
+        assert!(
+            text.contains(&scenario.address(provider)),
+            "bids lack provider {provider}: {text}"
+        );
+    }
+    let uri = first_uri(&document).unwrap_or_else(|| panic!("no URI in {document}"));
+    wait_for_200(&uri);
+}
+
+#[test]
+fn close_refunds_the_tenant_and_removes_the_containers() {
+    let _turn = serial();
+    let mut scenario = Scenario::start(1);
+    scenario.add_provider(ProviderSpec::new(PROVIDER_A, PRICE_A));
+    let (document, lease) = deploy_ok(
+        &scenario,
+        &hello(),
+        &["--bid-window", "1", "--deposit", "10000000"],
+    );
+    let uri = first_uri(&document).unwrap_or_else(|| panic!("no URI in {document}"));
+    wait_for_200(&uri);
+    assert!(!lease_containers(lease).is_empty(), "no container labelled");
+    assert!(!lease_networks(lease).is_empty(), "no network labelled");
+
+    let before = scenario.token_balance(TENANT);
+    let close = scenario.tenant(
+        TENANT,
+        &["close", &lease.to_string(), "--output", "json"],
+        MINUTE,
+    );
+    close.expect_code(0, "tenant close");
+    close.json();
+    assert!(!scenario.lease_on_chain(lease).active, "lease still active");
+    let after = scenario.token_balance(TENANT);
+    assert!(after > before, "no refund: {before} -> {after}");
+    wait_for_teardown(lease);
+    assert!(http_get(&uri).is_none_or(|response| response.status != 200));
+
+    // Closing again is an error with a meaningful exit code, not a success.
+    let again = scenario.tenant(TENANT, &["close", &lease.to_string()], MINUTE);
+    assert_eq!(again.code, Some(1), "second close: {again:?}");
+}
+
+const TICKER: &str = r#"
+version: "2.0"
+services:
+  ticker:
+    image: leasehold/busybox:test
+    command:
+      - sh
+      - -c
+      - "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done"
+profiles:
+  compute:
+    ticker:
+      resources:
+        cpu:
+          units: 100m
+        memory:
+          size: 64Mi
+        storage:
+          size: 128Mi
+  placement:
+    anywhere:
+      pricing:
+        ticker:
+          denom: usdc
+          amount: 1000
+deployment:
+  ticker:
+    anywhere:
+      profile: ticker
+      count: 1
+"#;
+
+#[test]
+fn logs_follow_streams_and_another_tenant_cannot_read_them() {
+    let _turn = serial();
+    let mut scenario = Scenario::start(1);
+    scenario.add_provider(ProviderSpec::new(PROVIDER_A, PRICE_A));
+    let ticker = manifest(&scenario, "ticker.yaml", TICKER);
+    let (_, lease) = deploy_ok(
+        &scenario,
+        &ticker,
+        &["--bid-window", "1", "--deposit", "10000000"],
+    );
+
+    let lease_arg = lease.to_string();
+    let command = scenario.tenant_command(TENANT, &["logs", &lease_arg, "-f", "--output", "json"]);
+    let lines = stream_lines(command, MINUTE, |lines| {
+        lines.iter().filter(|line| line.contains("tick")).count() >= 3
+    });
+    let ticks: Vec<&String> = lines.iter().filter(|line| line.contains("tick")).collect();
+    assert!(
+        ticks.len() >= 3,
+        "logs -f streamed {} tick line(s) in a minute: {lines:?}\n{}",
+        ticks.len(),
+        scenario.provider_logs()
+    );
+    for line in &ticks {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|error| panic!("log line is not JSON ({error}): {line}"));
+    }
+
+    let stranger = scenario.tenant(OTHER_TENANT, &["logs", &lease_arg], MINUTE);
+    assert_ne!(stranger.code, Some(0), "another tenant read the logs");
+    assert!(
+        !stranger.stdout.contains("tick"),
+        "another tenant saw log lines: {}",
+        stranger.stdout
+    );
+    let message = stranger.stderr.to_lowercase();
+    assert!(
+        message.contains("tenant") || message.contains("denied") || message.contains("not"),
+        "unclear refusal (exit {:?}): {}",
+        stranger.code,
+        stranger.stderr
+    );
+    eprintln!(
+        "other tenant's logs: exit {:?}: {}",
+        stranger.code,
+        stranger.stderr.trim()
+    );
+}
+
+#[test]
+fn an_insolvent_lease_is_closed_and_its_containers_removed() {
+    let _turn = serial();
+    let mut scenario = Scenario::start(1);
+    let mut spec = ProviderSpec::new(PROVIDER_A, PRICE_A);
+    spec.withdraw_interval_secs = 2;
+    scenario.add_provider(spec);
+    // 1,000 base units a second: 20 seconds of escrow.
+    let (document, lease) = deploy_ok(
+        &scenario,
+        &hello(),
+        &["--bid-window", "1", "--deposit", "20000"],
+    );
+    let uri = first_uri(&document).unwrap_or_else(|| panic!("no URI in {document}"));
+    wait_for_200(&uri);
+
+    eventually(
+        &format!("lease {lease} to be closed on chain"),
+        Duration::from_secs(90),
+        || (!scenario.lease_on_chain(lease).active).then_some(()),
+    );
+    wait_for_teardown(lease);
+    let info = scenario.lease_on_chain(lease);
+    assert_eq!(info.escrow, alloy::primitives::U256::ZERO, "{info:?}");
+    assert!(info.paid <= alloy::primitives::U256::from(20_000u64));
+}
+
+const A100: &str = "nvidia/a100/80Gi/sxm";
+
+const A100_SDL: &str = r#"
+version: "2.0"
+services:
+  infer:
+    image: leasehold/busybox:test
+    command: ["sleep", "3600"]
+profiles:
+  compute:
+    gpu:
+      resources:
+        cpu:
+          units: 100m
+        memory:
+          size: 64Mi
+        storage:
+          size: 128Mi
+        gpu:
+          units: 1
+          attributes:
+            vendor:
+              nvidia:
+                - model: a100
+                  ram: 80Gi
+                  interface: sxm
+  placement:
+    anywhere:
+      pricing:
+        gpu:
+          denom: usdc
+          amount: 1000
+deployment:
+  infer:
+    anywhere:
+      profile: gpu
+      count: 1
+"#;
+
+#[test]
+fn a_gpu_order_goes_only_to_the_provider_with_that_model() {
+    let _turn = serial();
+    let mut scenario = Scenario::start(1);
+    let mut with_a100 = ProviderSpec::new(PROVIDER_A, PRICE_A);
+    with_a100.gpus = vec![(A100.to_owned(), 1)];
+    with_a100.gpu_prices = format!("a100={},*={}", 2 * TOKEN, 2 * TOKEN);
+    scenario.add_provider(with_a100);
+    // Cheaper, but its GPU is an H100.
+    let mut with_h100 = ProviderSpec::new(PROVIDER_B, PRICE_B);
+    with_h100.gpus = vec![("nvidia/h100/80Gi/sxm".to_owned(), 1)];
+    with_h100.gpu_prices = format!("*={TOKEN}");
+    scenario.add_provider(with_h100);
+
+    let sdl = manifest(&scenario, "a100.yaml", A100_SDL);
+    // No NVIDIA runtime here, so the container cannot start; give up quickly.
+    let run = scenario.deploy(
+        TENANT,
+        &sdl,
+        &["--bid-window", "4", "--deposit", "10000000", "--timeout", "40"],
+    );
+    let order = run
+        .stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|event| event.pointer("/order_id").and_then(|id| id.as_u64()))
+        .unwrap_or_else(|| panic!("no order in the progress events:\n{}", run.stderr));
+    let lease = order;
+    let info = scenario.lease_on_chain(lease);
+    assert!(info.active || info.closed_at > 0, "no lease for order {order}");
+    assert_eq!(
+        info.provider.to_string().to_lowercase(),
+        scenario.address(PROVIDER_A),
+        "the A100 order went to the wrong provider"
+    );
+    let bids = scenario.tenant(
+        TENANT,
+        &["bids", &order.to_string(), "--output", "json"],
+        MINUTE,
+    );
+    bids.expect_code(0, "tenant bids");
+    let text = bids.json().to_string().to_lowercase();
+    assert!(text.contains(&scenario.address(PROVIDER_A)), "{text}");
+    assert!(
+        !text.contains(&scenario.address(PROVIDER_B)),
+        "the H100 provider bid on an A100 order: {text}"
+    );
+
+    // The container asks Docker for the GPU by device id (it cannot start without the
+    // NVIDIA runtime, but its device request is there to inspect).
+    let container = eventually("the GPU lease's container", MINUTE, || {
+        lease_containers(lease).into_iter().next()
+    });
+    let details = inspect(&container).unwrap_or_else(|| panic!("docker inspect {container}"));
+    let requests = &details["HostConfig"]["DeviceRequests"];
+    let request = requests
+        .get(0)
+        .unwrap_or_else(|| panic!("no device request: {details}"));
+    assert_eq!(
+        request["Capabilities"],
+        serde_json::json!([["gpu"]]),
+        "{request}"
+    );
+    assert_eq!(
+        request["DeviceIDs"].as_array().map(Vec::len),
+        Some(1),
+        "{request}"
+    );
+    eprintln!(
+        "GPU deploy exit {:?}; device request {request}",
+        run.code
+    );
+}
+
+#[test]
+fn cli_json_output_parses_and_exit_codes_mean_something() {
+    let _turn = serial();
+    let mut scenario = Scenario::start(1);
+    let node = scenario.add_provider(ProviderSpec::new(PROVIDER_A, PRICE_A));
+
+    let providers = scenario.tenant(TENANT, &["providers", "--output", "json"], MINUTE);
+    providers.expect_code(0, "tenant providers");
+    let text = providers.json().to_string().to_lowercase();
+    assert!(text.contains(&scenario.address(PROVIDER_A)), "{text}");
+
+    let preflight = scenario.tenant(
+        TENANT,
+        &["preflight", &hello().to_string_lossy(), "--output", "json"],
+        MINUTE,
+    );
+    preflight.expect_code(0, "tenant preflight");
+    assert!(preflight.json().to_string().to_lowercase().contains(&scenario.address(PROVIDER_A)));
+
+    let leases = scenario.tenant(TENANT, &["leases", "--output", "json"], MINUTE);
+    leases.expect_code(0, "tenant leases");
+    leases.json();
+
+    // Invalid manifest: 1, with the errors as JSON.
+    let bad = manifest(&scenario, "bad.yaml", "version: \"2.0\"\nservices: {}\n");
+    let invalid = scenario.tenant(
+        TENANT,
+        &["validate", &bad.to_string_lossy(), "--output", "json"],
+        MINUTE,
+    );
+    invalid.expect_code(1, "validate of an invalid manifest");
+    invalid.json();
+
+    // Unknown lease: the operation fails (1).
+    let missing = scenario.tenant(TENANT, &["status", "4242", "--output", "json"], MINUTE);
+    assert_eq!(missing.code, Some(1), "status of a missing lease: {missing:?}");
+
+    // Unreachable chain: 3.
+    let offline = scenario.tenant(
+        TENANT,
+        &["--rpc-url", "http://127.0.0.1:1", "leases", "--output", "json"],
+        MINUTE,
+    );
+    offline.expect_code(3, "an unreachable RPC");
+
+    // Usage error: 2.
+    let usage = scenario.tenant(TENANT, &["deploy", "--select", "nonsense"], MINUTE);
+    usage.expect_code(2, "a bad flag");
+
+    // The provider's own status, through its gateway.
+    let gateway = format!("http://{}", scenario.providers[node].gateway);
+    let status = leasehold_e2e::process::run_bounded(
+        {
+            let mut command = std::process::Command::new(&leasehold_e2e::binaries().provider);
+            command.args(["status", "--gateway", &gateway, "--output", "json"]);
+            command
+        },
+        MINUTE,
+    );
+    status.expect_code(0, "provider status");
+    let status = status.json();
+    assert_eq!(
+        status["address"].as_str().map(str::to_lowercase),
+        Some(scenario.address(PROVIDER_A)),
+        "{status}"
+    );
+    assert_eq!(status["active_leases"], 0, "{status}");
+}

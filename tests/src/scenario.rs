@@ -1,0 +1,409 @@
+//! One end-to-end world: a devnet with 1-second blocks, provider daemons run as the real
+//! `provider` binary, and the real `tenant` binary acting as dev accounts. Dropping it stops
+//! the daemons, removes the leases' containers and networks, then stops anvil, in that
+//! order, also when the test failed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use leasehold_contracts::devnet::{Devnet, DevnetConfig};
+
+use crate::process::{Guard, Run, run_bounded};
+use crate::{binaries, docker, eventually, free_port, listening};
+
+pub const TENANT: usize = 1;
+pub const PROVIDER_A: usize = 2;
+pub const PROVIDER_B: usize = 3;
+pub const OTHER_TENANT: usize = 4;
+
+/// One test token (6 decimals).
+pub const TOKEN: u64 = leasehold_contracts::devnet::ONE_TOKEN;
+
+/// The environment variable holding a provider's key (the key itself never goes in files).
+const PROVIDER_KEY_ENV: &str = "LEASEHOLD_PROVIDER_KEY";
+
+/// Flows that run workloads take turns: the provider's Docker runtime names containers and
+/// networks by lease id alone, and every devnet starts counting leases at 1.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How one provider daemon is configured.
+#[derive(Debug, Clone)]
+pub struct ProviderSpec {
+    pub account: usize,
+    /// Token base units per CPU core and hour (memory and storage are free).
+    pub cpu_core_per_hour: u64,
+    /// Declared GPUs: (model key, count).
+    pub gpus: Vec<(String, u32)>,
+    /// Akash-style per-GPU prices, e.g. `a100=1000000,*=2000000`.
+    pub gpu_prices: String,
+    /// Seconds between the withdrawer's passes (which close insolvent leases).
+    pub withdraw_interval_secs: u64,
+}
+
+impl ProviderSpec {
+    pub fn new(account: usize, cpu_core_per_hour: u64) -> Self {
+        Self {
+            account,
+            cpu_core_per_hour,
+            gpus: Vec::new(),
+            gpu_prices: format!("*={TOKEN}"),
+            withdraw_interval_secs: 300,
+        }
+    }
+}
+
+/// A running `provider run` and where to find it.
+pub struct ProviderNode {
+    pub spec: ProviderSpec,
+    pub address: String,
+    pub gateway: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    guard: Guard,
+}
+
+impl ProviderNode {
+    /// The daemon's log so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn exited(&mut self) -> bool {
+        self.guard.exited()
+    }
+}
+
+pub struct Scenario {
+    pub runtime: tokio::runtime::Runtime,
+    pub devnet: Option<Devnet>,
+    pub dir: tempfile::TempDir,
+    pub deployment_path: PathBuf,
+    pub providers: Vec<ProviderNode>,
+    /// Leases whose containers and networks are removed on drop.
+    leases: Mutex<Vec<u64>>,
+}
+
+impl Scenario {
+    /// A devnet with `block_time`-second blocks and accounts 0-5 funded.
+    pub fn start(block_time: u64) -> Self {
+        assert!(
+            docker::available(),
+            "no Docker engine answers: run scripts/bootstrap"
+        );
+        // Build (or find) the binaries before the chain clock starts.
+        binaries();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|error| panic!("tokio runtime: {error}"));
+        let devnet = runtime
+            .block_on(Devnet::start_with(DevnetConfig {
+                block_time: Some(block_time),
+                ..DevnetConfig::default()
+            }))
+            .unwrap_or_else(|error| panic!("devnet did not start: {error}"));
+        let dir = tempfile::Builder::new()
+            .prefix("leasehold-e2e-")
+            .tempdir()
+            .unwrap_or_else(|error| panic!("temp dir: {error}"));
+        let deployment_path = dir.path().join("deployment.json");
+        devnet
+            .write_deployment(&deployment_path)
+            .unwrap_or_else(|error| panic!("{error}"));
+        Self {
+            runtime,
+            devnet: Some(devnet),
+            dir,
+            deployment_path,
+            providers: Vec::new(),
+            leases: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn devnet(&self) -> &Devnet {
+        self.devnet
+            .as_ref()
+            .unwrap_or_else(|| panic!("the devnet was stopped"))
+    }
+
+    pub fn rpc_url(&self) -> String {
+        self.devnet().endpoint()
+    }
+
+    pub fn address(&self, account: usize) -> String {
+        self.devnet()
+            .address(account)
+            .map(|address| address.to_string().to_lowercase())
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn key(&self, account: usize) -> String {
+        self.devnet()
+            .private_key_hex(account)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Writes the provider's config, registers it with `provider register` and starts
+    /// `provider run`, waiting (at most 60 s) until its gateway accepts connections.
+    pub fn add_provider(&mut self, spec: ProviderSpec) -> usize {
+        let name = format!("provider-{}", spec.account);
+        let home = self.dir.path().join(&name);
+        let data = home.join("data");
+        std::fs::create_dir_all(&data)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", data.display()));
+        let port = free_port();
+        let gateway = format!("127.0.0.1:{port}");
+        let config = home.join("provider.toml");
+        std::fs::write(&config, self.provider_toml(&spec, &data, &gateway))
+            .unwrap_or_else(|error| panic!("writing {}: {error}", config.display()));
+
+        let register = run_bounded(
+            self.provider_command(&spec, &config, &["register", "--output", "json"]),
+            Duration::from_secs(60),
+        );
+        register.expect_code(0, "provider register");
+        let address = register.json()["provider"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase();
+        assert_eq!(address, self.address(spec.account), "registered address");
+
+        let start_block = self.devnet().deployment.start_block.to_string();
+        let withdraw = spec.withdraw_interval_secs.to_string();
+        let command = self.provider_command(
+            &spec,
+            &config,
+            &[
+                "run",
+                "--start-block",
+                &start_block,
+                "--confirmations",
+                "0",
+                "--withdraw-interval",
+                &withdraw,
+                "--manifest-timeout",
+                "120",
+                // Other flows' and other daemons' containers share this engine.
+                "--keep-unknown-workloads",
+            ],
+        );
+        let (guard, log) = Guard::spawn_logged(command, &name, &home);
+        let mut node = ProviderNode {
+            spec,
+            address,
+            gateway: gateway.clone(),
+            config,
+            log,
+            guard,
+        };
+        eventually(
+            &format!("{name}'s gateway on {gateway}"),
+            Duration::from_secs(60),
+            || {
+                assert!(
+                    !node.exited(),
+                    "{name} exited early:\n{}",
+                    node.log_text()
+                );
+                listening(&gateway).then_some(())
+            },
+        );
+        self.providers.push(node);
+        self.providers.len() - 1
+    }
+
+    fn provider_toml(&self, spec: &ProviderSpec, data: &Path, gateway: &str) -> String {
+        let d = self.devnet().deployment;
+        let mut text = format!(
+            r#"data_dir = "{data}"
+attributes = ["region=local"]
+
+[chain]
+rpc_url = "{rpc}"
+chain_id = {chain_id}
+marketplace = "{marketplace}"
+registry = "{registry}"
+token = "{token}"
+
+[key]
+private_key_env = "{PROVIDER_KEY_ENV}"
+
+[gateway]
+listen = "{gateway}"
+public_endpoint = "http://{gateway}"
+
+[runtime]
+kind = "docker"
+
+[pricing]
+cpu_core_per_hour = {cpu}
+memory_gib_per_hour = 0
+storage_gib_per_hour = 0
+gpu_prices = "{gpu_prices}"
+
+[hardware]
+cpu_millis = 4000
+memory_mib = 8192
+storage_mib = 20480
+"#,
+            data = data.display(),
+            rpc = self.rpc_url(),
+            chain_id = d.chain_id,
+            marketplace = d.marketplace,
+            registry = d.registry,
+            token = d.token,
+            cpu = spec.cpu_core_per_hour,
+            gpu_prices = spec.gpu_prices,
+        );
+        for (model, count) in &spec.gpus {
+            text.push_str(&format!(
+                "\n[[hardware.gpus]]\nmodel = \"{model}\"\nvram_mib = 81920\ncount = {count}\n"
+            ));
+        }
+        text
+    }
+
+    fn provider_command(&self, spec: &ProviderSpec, config: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(&binaries().provider);
+        command
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env(PROVIDER_KEY_ENV, self.key(spec.account))
+            .env("LEASEHOLD_LOG", "info");
+        command
+    }
+
+    /// `tenant <args>` as dev account `account`, with its own HOME, bounded by `limit`.
+    pub fn tenant_command(&self, account: usize, args: &[&str]) -> Command {
+        let home = self.dir.path().join(format!("tenant-{account}"));
+        let mut command = Command::new(&binaries().tenant);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("LEASEHOLD_RPC_URL", self.rpc_url())
+            .env("LEASEHOLD_DEPLOYMENT", &self.deployment_path)
+            .env("LEASEHOLD_PRIVATE_KEY", self.key(account));
+        command
+    }
+
+    pub fn tenant(&self, account: usize, args: &[&str], limit: Duration) -> Run {
+        run_bounded(self.tenant_command(account, args), limit)
+    }
+
+    /// `tenant deploy <manifest> --output json` plus `extra`; the leases it reports are
+    /// registered for cleanup.
+    pub fn deploy(&self, account: usize, manifest: &Path, extra: &[&str]) -> Run {
+        let manifest = manifest.to_string_lossy().into_owned();
+        let mut args = vec!["deploy", manifest.as_str(), "--output", "json"];
+        args.extend_from_slice(extra);
+        let run = self.tenant(account, &args, Duration::from_secs(150));
+        if let Ok(document) = serde_json::from_str::<serde_json::Value>(&run.stdout) {
+            for lease in lease_ids(&document) {
+                self.track_lease(lease);
+            }
+        }
+        // A failed deploy may still have created a lease: find it in the progress events.
+        for line in run.stderr.lines() {
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(line)
+                && let Some(lease) = event.pointer("/lease_id").and_then(|v| v.as_u64())
+            {
+                self.track_lease(lease);
+            }
+        }
+        run
+    }
+
+    /// Removes `lease`'s containers and networks when the scenario ends.
+    pub fn track_lease(&self, lease: u64) {
+        let mut leases = self
+            .leases
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !leases.contains(&lease) {
+            leases.push(lease);
+        }
+    }
+
+    /// The lease as the chain sees it.
+    pub fn lease_on_chain(&self, lease: u64) -> leasehold_contracts::LeaseInfo {
+        let client = self
+            .devnet()
+            .client(OTHER_TENANT)
+            .unwrap_or_else(|error| panic!("{error}"));
+        self.runtime
+            .block_on(client.lease(lease))
+            .unwrap_or_else(|error| panic!("reading lease {lease}: {error}"))
+    }
+
+    /// `account`'s test-token balance in base units.
+    pub fn token_balance(&self, account: usize) -> alloy::primitives::U256 {
+        let devnet = self.devnet();
+        let client = devnet
+            .client(account)
+            .unwrap_or_else(|error| panic!("{error}"));
+        let owner = devnet
+            .address(account)
+            .unwrap_or_else(|error| panic!("{error}"));
+        self.runtime
+            .block_on(client.token_balance(devnet.deployment.token, owner))
+            .unwrap_or_else(|error| panic!("balanceOf: {error}"))
+    }
+
+    /// Every provider log, for failure messages.
+    pub fn provider_logs(&self) -> String {
+        self.providers
+            .iter()
+            .map(|node| format!("--- {}:\n{}", node.log.display(), node.log_text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// The lease ids of a `tenant deploy --output json` document.
+pub fn lease_ids(document: &serde_json::Value) -> Vec<u64> {
+    document["groups"]
+        .as_array()
+        .map(|groups| {
+            groups
+                .iter()
+                .filter_map(|group| group["lease_id"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first URI of the first group of a `tenant deploy --output json` document.
+pub fn first_uri(document: &serde_json::Value) -> Option<String> {
+    document
+        .pointer("/groups/0/uris/0")
+        .and_then(|uri| uri.as_str())
+        .map(str::to_owned)
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        for node in &mut self.providers {
+            node.guard.stop();
+        }
+        let leases = self
+            .leases
+            .lock()
+            .map(|leases| leases.clone())
+            .unwrap_or_default();
+        docker::remove_leases(&leases);
+        // Anvil is killed when its instance drops, inside the runtime that owns its client.
+        let devnet = self.devnet.take();
+        self.runtime.block_on(async move { drop(devnet) });
+    }
+}
