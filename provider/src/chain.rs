@@ -6,10 +6,12 @@
 //! would pick the same nonce and one would be dropped.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::str::FromStr;
 
 use alloy::primitives::{Address, B256, U256};
-use alloy::signers::local::PrivateKeySigner;
+use alloy::signers::local::{LocalSignerError, PrivateKeySigner};
+use eth_keystore::KeystoreError;
 use leasehold_contracts::{
     BidInfo, ClientError, CloseReason, Deployment, GpuCapacity, LeaseInfo, LeaseSettlement,
     MarketplaceClient, OrderInfo, OrderPosted, OrderRequirements, Owed, Payment, ProviderProfile,
@@ -42,8 +44,8 @@ pub enum ChainSetupError {
     },
 }
 
-/// The signing key the config names. Keystore files need a keystore-enabled build; a raw
-/// key is read from the named environment variable.
+/// The signing key the config names: a Web3 Secret Storage keystore file decrypted with
+/// the password in the named environment variable, or a raw key in the named variable.
 pub fn load_signer(config: &Config) -> Result<PrivateKeySigner, ChainSetupError> {
     let source = config
         .key_source()
@@ -59,11 +61,43 @@ pub fn load_signer(config: &Config) -> Result<PrivateKeySigner, ChainSetupError>
                 ))
             })
         }
-        KeySource::Keystore { path, .. } => Err(ChainSetupError::Key(format!(
-            "keystore {} cannot be read by this build; set key.private_key_env instead",
-            path.display()
-        ))),
+        KeySource::Keystore { path, password_env } => {
+            let password = std::env::var(&password_env).map_err(|_| {
+                ChainSetupError::Key(format!(
+                    "environment variable {password_env} (key.password_env, the password of keystore {}) is not set",
+                    path.display()
+                ))
+            })?;
+            decrypt_keystore(&path, &password)
+        }
     }
+}
+
+/// Decrypts a keystore file. Errors name the file and never echo the password.
+pub fn decrypt_keystore(path: &Path, password: &str) -> Result<PrivateKeySigner, ChainSetupError> {
+    let problem =
+        |reason: String| ChainSetupError::Key(format!("keystore {}: {reason}", path.display()));
+    // Checked first so a missing file is not reported as a decryption failure.
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() => {}
+        Ok(_) => return Err(problem("is not a file".into())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(problem("file not found".into()));
+        }
+        Err(error) => return Err(problem(format!("cannot be read: {error}"))),
+    }
+    PrivateKeySigner::decrypt_keystore(path, password).map_err(|error| match error {
+        LocalSignerError::EthKeystoreError(KeystoreError::MacMismatch) => problem(
+            "wrong password (the MAC does not match); check key.password_env".into(),
+        ),
+        LocalSignerError::EthKeystoreError(KeystoreError::SerdeJson(reason)) => {
+            problem(format!("is not a Web3 Secret Storage JSON file: {reason}"))
+        }
+        LocalSignerError::EthKeystoreError(KeystoreError::StdIo(reason)) => {
+            problem(format!("cannot be read: {reason}"))
+        }
+        other => problem(format!("cannot be decrypted: {other}")),
+    })
 }
 
 fn parse_address(field: &'static str, text: &str) -> Result<Address, ChainSetupError> {
@@ -236,5 +270,92 @@ impl Chain {
 
     pub async fn is_insolvent(&self, lease_id: u64) -> Result<bool, ClientError> {
         self.client.is_insolvent(lease_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWORD: &str = "correct horse battery staple";
+
+    fn keystore_of(signer: &PrivateKeySigner, dir: &Path) -> std::path::PathBuf {
+        let mut rng = rand08::thread_rng();
+        PrivateKeySigner::encrypt_keystore(
+            dir,
+            &mut rng,
+            signer.to_bytes(),
+            PASSWORD,
+            Some("provider.json"),
+        )
+        .expect("keystore written");
+        dir.join("provider.json")
+    }
+
+    #[test]
+    fn keystore_decrypts_to_the_key_it_was_made_from_and_refuses_a_wrong_password() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let signer = PrivateKeySigner::random();
+        let path = keystore_of(&signer, dir.path());
+
+        let loaded = decrypt_keystore(&path, PASSWORD).expect("right password decrypts");
+        assert_eq!(loaded.address(), signer.address());
+
+        let wrong = "not the password";
+        let message = decrypt_keystore(&path, wrong)
+            .expect_err("wrong password refused")
+            .to_string();
+        assert!(message.contains("wrong password"), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(!message.contains(wrong), "the password leaked: {message}");
+    }
+
+    #[test]
+    fn missing_or_malformed_keystore_files_are_named_in_the_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("absent.json");
+        let message = decrypt_keystore(&missing, PASSWORD)
+            .expect_err("missing file")
+            .to_string();
+        assert!(message.contains("absent.json"), "{message}");
+        assert!(message.contains("not found"), "{message}");
+
+        let garbage = dir.path().join("garbage.json");
+        std::fs::write(&garbage, "{\"not\": \"a keystore\"}").expect("write");
+        let message = decrypt_keystore(&garbage, PASSWORD)
+            .expect_err("not a keystore")
+            .to_string();
+        assert!(message.contains("garbage.json"), "{message}");
+        assert!(message.contains("Web3 Secret Storage"), "{message}");
+
+        let message = decrypt_keystore(dir.path(), PASSWORD)
+            .expect_err("a directory")
+            .to_string();
+        assert!(message.contains("is not a file"), "{message}");
+    }
+
+    #[test]
+    fn a_keystore_config_without_its_password_variable_names_the_variable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = keystore_of(&PrivateKeySigner::random(), dir.path());
+        let overrides = crate::hardware::HardwareOverrides {
+            cpu_millis: Some(1_000),
+            memory_mib: Some(1_024),
+            storage_mib: Some(1_024),
+            gpus: Vec::new(),
+        };
+        let hardware = Hardware::detect(dir.path(), &overrides).expect("hardware");
+        let mut config = Config::default_for(&hardware, dir.path().to_path_buf());
+        config.key.private_key_env = None;
+        config.key.keystore = Some(path);
+        config.key.password_env = Some("LEASEHOLD_TEST_PASSWORD_THAT_IS_NEVER_SET".into());
+        let message = load_signer(&config)
+            .expect_err("no password variable")
+            .to_string();
+        assert!(
+            message.contains("LEASEHOLD_TEST_PASSWORD_THAT_IS_NEVER_SET"),
+            "{message}"
+        );
+        assert!(message.contains("provider.json"), "{message}");
     }
 }

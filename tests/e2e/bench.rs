@@ -10,7 +10,9 @@
 use std::time::{Duration, Instant};
 
 use leasehold_e2e::http_get;
-use leasehold_e2e::scenario::{PROVIDER_A, ProviderSpec, Scenario, TENANT, TOKEN, first_uri, lease_ids, serial};
+use leasehold_e2e::scenario::{
+    PROVIDER_A, ProviderSpec, Scenario, TENANT, first_uri, lease_ids, serial,
+};
 
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
@@ -21,7 +23,8 @@ fn deploy_to_first_http_200() {
         .unwrap_or(10);
     let _turn = serial();
     let mut scenario = Scenario::start(1);
-    scenario.add_provider(ProviderSpec::new(PROVIDER_A, 36 * TOKEN));
+    // 800 base units an hour for hello.yaml's 0.1 core (it pays at most 1000).
+    scenario.add_provider(ProviderSpec::new(PROVIDER_A, 8_000));
     let hello = leasehold_e2e::repo_root().join("manifests/examples/hello.yaml");
 
     let mut figures = Vec::new();
@@ -30,7 +33,14 @@ fn deploy_to_first_http_200() {
         let deploy = scenario.deploy(
             TENANT,
             &hello,
-            &["--bid-window", "1", "--select", "cheapest", "--deposit", "10000000"],
+            &[
+                "--bid-window",
+                "1",
+                "--select",
+                "cheapest",
+                "--deposit",
+                "10000000",
+            ],
         );
         deploy.expect_code(0, "tenant deploy");
         let document = deploy.json();
@@ -50,7 +60,11 @@ fn deploy_to_first_http_200() {
         // Free the provider for the next run; closing is not part of the figure.
         for lease in lease_ids(&document) {
             scenario
-                .tenant(TENANT, &["close", &lease.to_string()], Duration::from_secs(60))
+                .tenant(
+                    TENANT,
+                    &["close", &lease.to_string()],
+                    Duration::from_secs(60),
+                )
                 .expect_code(0, "tenant close");
         }
     }

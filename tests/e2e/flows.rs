@@ -60,9 +60,10 @@ fn wait_for_teardown(lease: u64) {
     );
 }
 
-/// 0.1 core (hello.yaml) at 36 tokens per core-hour: 1,000 base units a second.
-const PRICE_A: u64 = 36 * TOKEN;
-const PRICE_B: u64 = 18 * TOKEN;
+/// Per core-hour: hello.yaml's 0.1 core costs 800 base units an hour with A, 500 with B
+/// (it pays at most 1000; memory and storage are free here).
+const PRICE_A: u64 = 8_000;
+const PRICE_B: u64 = 5_000;
 
 #[test]
 fn hello_deploys_and_its_url_answers_with_the_page() {
@@ -73,7 +74,14 @@ fn hello_deploys_and_its_url_answers_with_the_page() {
     let (document, lease) = deploy_ok(
         &scenario,
         &hello(),
-        &["--bid-window", "1", "--select", "cheapest", "--deposit", "10000000"],
+        &[
+            "--bid-window",
+            "1",
+            "--select",
+            "cheapest",
+            "--deposit",
+            "10000000",
+        ],
     );
     let uri = first_uri(&document).unwrap_or_else(|| panic!("no URI in {document}"));
     let response = wait_for_200(&uri);
@@ -90,7 +98,11 @@ fn hello_deploys_and_its_url_answers_with_the_page() {
     );
     assert!(!lease_containers(lease).is_empty(), "no container labelled");
 
-    // The status command agrees, in JSON.
+    // The status command agrees, in JSON. Wait a second first: the gateway rejects a call
+    // whose signature it has seen, and the signed message has only second resolution, so a
+    // second process repeating the deploy's last GetStatus within the same second is
+    // refused as a replay (reported; the CLI dedupes only within one process).
+    std::thread::sleep(Duration::from_millis(1100));
     let status = scenario.tenant(
         TENANT,
         &["status", &lease.to_string(), "--output", "json"],
@@ -114,7 +126,14 @@ fn the_cheaper_of_two_providers_wins() {
     let (document, lease) = deploy_ok(
         &scenario,
         &hello(),
-        &["--bid-window", "5", "--select", "cheapest", "--deposit", "10000000"],
+        &[
+            "--bid-window",
+            "5",
+            "--select",
+            "cheapest",
+            "--deposit",
+            "10000000",
+        ],
     );
     assert_eq!(
         document["groups"][0]["provider"]
@@ -123,10 +142,9 @@ fn the_cheaper_of_two_providers_wins() {
         Some(scenario.address(PROVIDER_B)),
         "the cheaper provider B should win: {document}"
     );
-    // 0.1 core at 18 tokens per core-hour.
     assert_eq!(
         document["groups"][0]["price_per_hour"].as_str(),
-        Some("1800000")
+        Some("500")
     );
     let on_chain = scenario.lease_on_chain(lease);
     assert_eq!(
@@ -250,23 +268,22 @@ fn logs_follow_streams_and_another_tenant_cannot_read_them() {
     }
 
     let stranger = scenario.tenant(OTHER_TENANT, &["logs", &lease_arg], MINUTE);
-    assert_ne!(stranger.code, Some(0), "another tenant read the logs");
+    assert_eq!(
+        stranger.code,
+        Some(1),
+        "another tenant's logs: {stranger:?}"
+    );
     assert!(
         !stranger.stdout.contains("tick"),
         "another tenant saw log lines: {}",
         stranger.stdout
     );
-    let message = stranger.stderr.to_lowercase();
     assert!(
-        message.contains("tenant") || message.contains("denied") || message.contains("not"),
-        "unclear refusal (exit {:?}): {}",
-        stranger.code,
+        stranger
+            .stderr
+            .contains(&format!("is not the tenant of lease {lease}")),
+        "unclear refusal: {}",
         stranger.stderr
-    );
-    eprintln!(
-        "other tenant's logs: exit {:?}: {}",
-        stranger.code,
-        stranger.stderr.trim()
     );
 }
 
@@ -274,13 +291,18 @@ fn logs_follow_streams_and_another_tenant_cannot_read_them() {
 fn an_insolvent_lease_is_closed_and_its_containers_removed() {
     let _turn = serial();
     let mut scenario = Scenario::start(1);
-    let mut spec = ProviderSpec::new(PROVIDER_A, PRICE_A);
+    // 0.1 core at 36 tokens per core-hour: 1,000 base units a second, which hello.yaml
+    // with a raised maximum price accepts; the deposit lasts 20 seconds.
+    let mut spec = ProviderSpec::new(PROVIDER_A, 36 * TOKEN);
     spec.withdraw_interval_secs = 2;
     scenario.add_provider(spec);
-    // 1,000 base units a second: 20 seconds of escrow.
+    let hello_text = std::fs::read_to_string(hello()).unwrap_or_else(|e| panic!("{e}"));
+    let pricey = hello_text.replace("amount: 1000\n", "amount: 3600000\n");
+    assert_ne!(pricey, hello_text, "hello.yaml's price line moved");
+    let pricey = manifest(&scenario, "hello-pricey.yaml", &pricey);
     let (document, lease) = deploy_ok(
         &scenario,
-        &hello(),
+        &pricey,
         &["--bid-window", "1", "--deposit", "20000"],
     );
     let uri = first_uri(&document).unwrap_or_else(|| panic!("no URI in {document}"));
@@ -328,7 +350,7 @@ profiles:
       pricing:
         gpu:
           denom: usdc
-          amount: 1000
+          amount: 10000000
 deployment:
   infer:
     anywhere:
@@ -355,17 +377,27 @@ fn a_gpu_order_goes_only_to_the_provider_with_that_model() {
     let run = scenario.deploy(
         TENANT,
         &sdl,
-        &["--bid-window", "4", "--deposit", "10000000", "--timeout", "40"],
+        &[
+            "--bid-window",
+            "4",
+            "--deposit",
+            "10000000",
+            "--timeout",
+            "40",
+        ],
     );
     let order = run
         .stderr
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find_map(|event| event.pointer("/order_id").and_then(|id| id.as_u64()))
+        .find_map(|event| event.pointer("/data/order_id").and_then(|id| id.as_u64()))
         .unwrap_or_else(|| panic!("no order in the progress events:\n{}", run.stderr));
     let lease = order;
     let info = scenario.lease_on_chain(lease);
-    assert!(info.active || info.closed_at > 0, "no lease for order {order}");
+    assert!(
+        info.active || info.closed_at > 0,
+        "no lease for order {order}"
+    );
     assert_eq!(
         info.provider.to_string().to_lowercase(),
         scenario.address(PROVIDER_A),
@@ -404,10 +436,16 @@ fn a_gpu_order_goes_only_to_the_provider_with_that_model() {
         Some(1),
         "{request}"
     );
-    eprintln!(
-        "GPU deploy exit {:?}; device request {request}",
-        run.code
-    );
+    // Without the NVIDIA container runtime (as here) the engine refuses to start it and
+    // the deploy reports the failed lease; with it, the deploy succeeds.
+    if run.code != Some(0) {
+        assert_eq!(run.code, Some(1), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("nvidia"),
+            "the failure should name the device driver: {}",
+            run.stderr
+        );
+    }
 }
 
 #[test]
@@ -427,7 +465,13 @@ fn cli_json_output_parses_and_exit_codes_mean_something() {
         MINUTE,
     );
     preflight.expect_code(0, "tenant preflight");
-    assert!(preflight.json().to_string().to_lowercase().contains(&scenario.address(PROVIDER_A)));
+    assert!(
+        preflight
+            .json()
+            .to_string()
+            .to_lowercase()
+            .contains(&scenario.address(PROVIDER_A))
+    );
 
     let leases = scenario.tenant(TENANT, &["leases", "--output", "json"], MINUTE);
     leases.expect_code(0, "tenant leases");
@@ -445,12 +489,22 @@ fn cli_json_output_parses_and_exit_codes_mean_something() {
 
     // Unknown lease: the operation fails (1).
     let missing = scenario.tenant(TENANT, &["status", "4242", "--output", "json"], MINUTE);
-    assert_eq!(missing.code, Some(1), "status of a missing lease: {missing:?}");
+    assert_eq!(
+        missing.code,
+        Some(1),
+        "status of a missing lease: {missing:?}"
+    );
 
     // Unreachable chain: 3.
     let offline = scenario.tenant(
         TENANT,
-        &["--rpc-url", "http://127.0.0.1:1", "leases", "--output", "json"],
+        &[
+            "--rpc-url",
+            "http://127.0.0.1:1",
+            "leases",
+            "--output",
+            "json",
+        ],
         MINUTE,
     );
     offline.expect_code(3, "an unreachable RPC");

@@ -45,10 +45,9 @@ pub fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Opt
 
 /// Whether something accepts TCP connections at `address`.
 pub fn listening(address: &str) -> bool {
-    address
-        .parse()
-        .ok()
-        .is_some_and(|socket| TcpStream::connect_timeout(&socket, Duration::from_millis(300)).is_ok())
+    address.parse().ok().is_some_and(|socket| {
+        TcpStream::connect_timeout(&socket, Duration::from_millis(300)).is_ok()
+    })
 }
 
 /// The `provider` and `tenant` executables.
@@ -108,7 +107,9 @@ fn locate_or_build() -> Result<Binaries, String> {
         .status()
         .map_err(|e| format!("running cargo build: {e}"))?;
     if !status.success() {
-        return Err(format!("cargo build of provider and tenant failed: {status}"));
+        return Err(format!(
+            "cargo build of provider and tenant failed: {status}"
+        ));
     }
     in_dir(profile_dir)
 }

@@ -28,7 +28,9 @@ const PROVIDER_KEY_ENV: &str = "LEASEHOLD_PROVIDER_KEY";
 /// networks by lease id alone, and every devnet starts counting leases at 1.
 pub fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// How one provider daemon is configured.
@@ -206,11 +208,7 @@ impl Scenario {
             &format!("{name}'s gateway on {gateway}"),
             Duration::from_secs(60),
             || {
-                assert!(
-                    !node.exited(),
-                    "{name} exited early:\n{}",
-                    node.log_text()
-                );
+                assert!(!node.exited(), "{name} exited early:\n{}", node.log_text());
                 listening(&gateway).then_some(())
             },
         );
@@ -316,7 +314,7 @@ storage_mib = 20480
         // A failed deploy may still have created a lease: find it in the progress events.
         for line in run.stderr.lines() {
             if let Ok(event) = serde_json::from_str::<serde_json::Value>(line)
-                && let Some(lease) = event.pointer("/lease_id").and_then(|v| v.as_u64())
+                && let Some(lease) = event.pointer("/data/lease_id").and_then(|v| v.as_u64())
             {
                 self.track_lease(lease);
             }

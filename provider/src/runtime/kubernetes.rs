@@ -58,7 +58,7 @@ const WATCH_TIMEOUT_SECS: u32 = 290;
 
 /// The provider's settings for the Kubernetes runtime (`runtime = "kubernetes"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubernetesConfig {
+pub struct KubernetesRuntimeConfig {
     /// Kubeconfig file; `None` infers (in-cluster service account, then `KUBECONFIG`,
     /// then `~/.kube/config`).
     pub kubeconfig: Option<PathBuf>,
@@ -87,10 +87,10 @@ pub struct KubernetesConfig {
     pub teardown_timeout: Duration,
 }
 
-impl KubernetesConfig {
+impl KubernetesRuntimeConfig {
     /// Defaults for a provider address.
     pub fn new(provider: impl Into<String>) -> Self {
-        KubernetesConfig {
+        KubernetesRuntimeConfig {
             kubeconfig: None,
             context: None,
             namespace_prefix: DEFAULT_NAMESPACE_PREFIX.to_owned(),
@@ -139,7 +139,7 @@ impl KubernetesConfig {
 #[derive(Clone)]
 pub struct KubernetesRuntime {
     client: Client,
-    config: KubernetesConfig,
+    config: KubernetesRuntimeConfig,
 }
 
 fn unavailable(reason: impl ToString) -> RuntimeError {
@@ -164,13 +164,21 @@ fn api_error(action: impl Into<String>, error: kube::Error) -> RuntimeError {
     }
 }
 
+fn kind_of<K>() -> String
+where
+    K: Resource,
+    <K as Resource>::DynamicType: Default,
+{
+    K::kind(&<K as Resource>::DynamicType::default()).into_owned()
+}
+
 fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
 impl KubernetesRuntime {
-    /// Connects with the configured kubeconfig and context (see [`KubernetesConfig`]).
-    pub async fn connect(config: KubernetesConfig) -> Result<Self, RuntimeError> {
+    /// Connects with the configured kubeconfig and context (see [`KubernetesRuntimeConfig`]).
+    pub async fn connect(config: KubernetesRuntimeConfig) -> Result<Self, RuntimeError> {
         config.validate()?;
         let options = KubeConfigOptions {
             context: config.context.clone(),
@@ -195,7 +203,7 @@ impl KubernetesRuntime {
     }
 
     /// A runtime over an existing client.
-    pub fn new(client: Client, config: KubernetesConfig) -> Result<Self, RuntimeError> {
+    pub fn new(client: Client, config: KubernetesRuntimeConfig) -> Result<Self, RuntimeError> {
         config.validate()?;
         Ok(KubernetesRuntime { client, config })
     }
@@ -204,7 +212,7 @@ impl KubernetesRuntime {
         &self.client
     }
 
-    pub fn config(&self) -> &KubernetesConfig {
+    pub fn config(&self) -> &KubernetesRuntimeConfig {
         &self.config
     }
 
@@ -243,7 +251,11 @@ impl KubernetesRuntime {
             return Ok(None);
         };
         let labels = namespace.metadata.labels.as_ref();
-        let label = |key: &str| labels.and_then(|labels| labels.get(key)).map(String::as_str);
+        let label = |key: &str| {
+            labels
+                .and_then(|labels| labels.get(key))
+                .map(String::as_str)
+        };
         let lease = lease_id.to_string();
         if label(LABEL_PROVIDER) != Some(self.config.provider.as_str())
             || label(LABEL_LEASE) != Some(lease.as_str())
@@ -259,7 +271,7 @@ impl KubernetesRuntime {
         <K as Resource>::DynamicType: Default,
     {
         let name = object.meta().name.clone().unwrap_or_default();
-        let kind = K::kind(&<K as Resource>::DynamicType::default()).into_owned();
+        let kind = kind_of::<K>();
         api.patch(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -274,14 +286,11 @@ impl KubernetesRuntime {
     /// `keep` (services dropped from the deployment).
     async fn prune<K>(&self, lease_id: u64, keep: &BTreeSet<String>) -> Result<(), RuntimeError>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
         <K as Resource>::DynamicType: Default,
     {
         let api: Api<K> = self.namespaced(lease_id);
-        let kind = K::kind(&<K as Resource>::DynamicType::default()).into_owned();
+        let kind = kind_of::<K>();
         let listed = api
             .list(&ListParams::default().labels(LABEL_SERVICE))
             .await
@@ -304,13 +313,10 @@ impl KubernetesRuntime {
 
     async fn list_in<K>(&self, lease_id: u64, params: &ListParams) -> Result<Vec<K>, RuntimeError>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
         <K as Resource>::DynamicType: Default,
     {
-        let kind = K::kind(&<K as Resource>::DynamicType::default()).into_owned();
+        let kind = kind_of::<K>();
         self.namespaced::<K>(lease_id)
             .list(params)
             .await
@@ -363,11 +369,16 @@ fn split_timestamp(line: Vec<u8>) -> (Option<String>, Vec<u8>) {
     let Some(space) = line.iter().position(|byte| *byte == b' ') else {
         return (None, line);
     };
-    let stamp = line.get(..space).and_then(|stamp| std::str::from_utf8(stamp).ok());
+    let stamp = line
+        .get(..space)
+        .and_then(|stamp| std::str::from_utf8(stamp).ok());
     match stamp {
         Some(stamp) if stamp.len() >= 20 && stamp.as_bytes().get(10) == Some(&b'T') => {
             let stamp = stamp.to_owned();
-            let rest = line.get(space.saturating_add(1)..).unwrap_or_default().to_vec();
+            let rest = line
+                .get(space.saturating_add(1)..)
+                .unwrap_or_default()
+                .to_vec();
             (Some(stamp), rest)
         }
         _ => (None, line),
@@ -589,8 +600,11 @@ impl Runtime for KubernetesRuntime {
             &objects.resource_quota,
         )
         .await?;
-        self.apply(&self.namespaced::<LimitRange>(lease_id), &objects.limit_range)
-            .await?;
+        self.apply(
+            &self.namespaced::<LimitRange>(lease_id),
+            &objects.limit_range,
+        )
+        .await?;
         self.apply(
             &self.namespaced::<NetworkPolicy>(lease_id),
             &objects.network_policy,
@@ -611,13 +625,30 @@ impl Runtime for KubernetesRuntime {
         for workload in &objects.stateful_sets {
             self.apply(&stateful_sets, workload).await?;
         }
-        let keep_services = names(objects.services.iter().map(|o| o.metadata.name.clone()).collect());
-        let keep_deployments =
-            names(objects.deployments.iter().map(|o| o.metadata.name.clone()).collect());
-        let keep_stateful_sets =
-            names(objects.stateful_sets.iter().map(|o| o.metadata.name.clone()).collect());
+        let keep_services = names(
+            objects
+                .services
+                .iter()
+                .map(|o| o.metadata.name.clone())
+                .collect(),
+        );
+        let keep_deployments = names(
+            objects
+                .deployments
+                .iter()
+                .map(|o| o.metadata.name.clone())
+                .collect(),
+        );
+        let keep_stateful_sets = names(
+            objects
+                .stateful_sets
+                .iter()
+                .map(|o| o.metadata.name.clone())
+                .collect(),
+        );
         self.prune::<Service>(lease_id, &keep_services).await?;
-        self.prune::<Deployment>(lease_id, &keep_deployments).await?;
+        self.prune::<Deployment>(lease_id, &keep_deployments)
+            .await?;
         self.prune::<StatefulSet>(lease_id, &keep_stateful_sets)
             .await?;
         tracing::info!(lease_id, namespace = %self.namespace(lease_id), "lease applied");
@@ -784,7 +815,8 @@ impl Runtime for KubernetesRuntime {
             .items
             .iter()
             .filter_map(|namespace| {
-                let lease_id = parse_lease_label(namespace.metadata.labels.as_ref()?.get(LABEL_LEASE)?)?;
+                let lease_id =
+                    parse_lease_label(namespace.metadata.labels.as_ref()?.get(LABEL_LEASE)?)?;
                 // A namespace whose name does not match its label was not made here.
                 (namespace.metadata.name.as_deref() == Some(self.namespace(lease_id).as_str()))
                     .then_some(lease_id)
@@ -793,5 +825,57 @@ impl Runtime for KubernetesRuntime {
         leases.sort_unstable();
         leases.dedup();
         Ok(leases)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_belong_to_the_longest_matching_service() {
+        let services = vec!["web".to_owned(), "web-api".to_owned()];
+        assert_eq!(
+            event_owner("web-api-5d8f7c9b4-abcde", &services),
+            (Some("web-api".to_owned()), None)
+        );
+        assert_eq!(
+            event_owner("web-0", &services),
+            (Some("web".to_owned()), Some(0))
+        );
+        assert_eq!(event_owner("webby-1", &services), (None, None));
+        assert_eq!(
+            quoted("Pulling image \"busybox:1.36\""),
+            Some("busybox:1.36".into())
+        );
+    }
+
+    #[test]
+    fn log_timestamps_are_split_only_when_present() {
+        let (stamp, line) = split_timestamp(b"2026-01-01T00:00:01.5Z hello world".to_vec());
+        assert_eq!(stamp.as_deref(), Some("2026-01-01T00:00:01.5Z"));
+        assert_eq!(line, b"hello world");
+        let (stamp, line) = split_timestamp(b"plain line".to_vec());
+        assert_eq!((stamp, line), (None, b"plain line".to_vec()));
+    }
+
+    #[test]
+    fn config_is_checked_before_use() {
+        assert!(KubernetesRuntimeConfig::new("0xabc").validate().is_ok());
+        let mut bad = KubernetesRuntimeConfig::new("0xabc");
+        bad.namespace_prefix = "Lease_".into();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("kubernetes.namespace_prefix")
+        );
+        let bad = KubernetesRuntimeConfig::new("not a label value");
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("kubernetes.provider")
+        );
     }
 }

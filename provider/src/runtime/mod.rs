@@ -154,9 +154,9 @@ impl ServiceDeployment {
 
     /// GPUs each replica gets (the length of its device list).
     pub fn gpus_per_replica(&self) -> u32 {
-        self.gpu_devices
-            .first()
-            .map_or(0, |devices| u32::try_from(devices.len()).unwrap_or(u32::MAX))
+        self.gpu_devices.first().map_or(0, |devices| {
+            u32::try_from(devices.len()).unwrap_or(u32::MAX)
+        })
     }
 }
 
@@ -453,17 +453,6 @@ impl ServiceDeployment {
                     ));
                 }
             }
-            let first_len = self.gpu_devices.first().map(Vec::len);
-            if self
-                .gpu_devices
-                .iter()
-                .any(|devices| Some(devices.len()) != first_len)
-            {
-                return Err(invalid(
-                    field("gpu_devices"),
-                    "every replica needs the same number of GPUs",
-                ));
-            }
         }
         if self.gpu_models.iter().any(|model| model.trim().is_empty()) {
             return Err(invalid(field("gpu_models"), "model keys must be non-empty"));
@@ -490,7 +479,11 @@ impl ServiceDeployment {
             if volume.size_bytes == 0 {
                 return Err(invalid(volume_field, "size must be greater than zero"));
             }
-            if volume.class.as_deref().is_some_and(|class| !is_dns_label(class)) {
+            if volume
+                .class
+                .as_deref()
+                .is_some_and(|class| !is_dns_label(class))
+            {
                 return Err(invalid(volume_field, "class must be a DNS label"));
             }
         }

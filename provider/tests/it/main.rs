@@ -3,4 +3,5 @@
 mod daemon;
 mod gateway;
 mod runtime_docker;
+mod runtime_kubernetes;
 mod store;

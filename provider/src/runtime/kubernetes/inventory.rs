@@ -11,7 +11,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use leasehold_scheduler::cluster::{GpuDevice, NodeSpec};
 use leasehold_scheduler::resources::{GpuModelKey, GpuSpec, Resources};
 
-use super::objects::{GPU_MEMORY_LABEL, GPU_RESOURCE};
+use super::objects::{
+    DEFAULT_GPU_PRODUCT_LABEL, GPU_MEMORY_LABEL, GPU_RESOURCE, gpu_model_for_product,
+};
 use crate::hardware::nvidia_identity;
 
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -24,6 +26,15 @@ pub struct InventoryOptions {
     /// Persistent storage per class the provider offers on each node; clusters
     /// provision volumes dynamically, so the API has no per-node figure for it.
     pub persistent_storage: BTreeMap<String, u64>,
+}
+
+impl Default for InventoryOptions {
+    fn default() -> Self {
+        InventoryOptions {
+            gpu_label: DEFAULT_GPU_PRODUCT_LABEL.to_owned(),
+            persistent_storage: BTreeMap::new(),
+        }
+    }
 }
 
 /// A node left out of the inventory, and why.
@@ -68,7 +79,11 @@ pub fn parse_quantity_nanos(text: &str) -> Option<u128> {
     if !digits(whole) || !digits(fraction) {
         return None;
     }
-    let mut nanos: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let mut nanos: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     nanos = nanos.checked_mul(NANO)?;
     let fraction_digits: String = fraction.chars().take(9).collect();
     if !fraction_digits.is_empty() {
@@ -205,13 +220,18 @@ fn gpu_spec(labels: &BTreeMap<String, String>, gpu_label: &str) -> Option<GpuSpe
         .get(GPU_MEMORY_LABEL)
         .and_then(|mib| mib.parse::<u64>().ok())
         .unwrap_or(0);
-    let identity = nvidia_identity(product, memory_mib);
-    let key = GpuModelKey::parse(&format!(
-        "nvidia/{}/{}/{}",
-        identity.model, identity.ram, identity.interface
-    ))
-    .ok()?;
-    let gib: u64 = identity.ram.strip_suffix("Gi")?.parse().ok()?;
+    let key = match gpu_model_for_product(product) {
+        Some(known) => GpuModelKey::parse(known).ok()?,
+        None => {
+            let identity = nvidia_identity(product, memory_mib);
+            GpuModelKey::parse(&format!(
+                "nvidia/{}/{}/{}",
+                identity.model, identity.ram, identity.interface
+            ))
+            .ok()?
+        }
+    };
+    let gib: u64 = key.ram().strip_suffix("Gi")?.parse().ok()?;
     Some(GpuSpec::from_key(key, gib.checked_mul(GIB)?))
 }
 
@@ -225,7 +245,10 @@ pub fn cluster_inventory(
 ) -> ClusterInventory {
     let mut used: BTreeMap<&str, Amounts> = BTreeMap::new();
     for pod in pods {
-        let phase = pod.status.as_ref().and_then(|status| status.phase.as_deref());
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|status| status.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
             continue;
         }
@@ -325,10 +348,14 @@ impl DriftReport {
 
 /// Compares two inventories node by node.
 pub fn drift(previous: &[NodeSpec], current: &[NodeSpec]) -> DriftReport {
-    let before: BTreeMap<&str, &NodeSpec> =
-        previous.iter().map(|node| (node.id.as_str(), node)).collect();
-    let after: BTreeMap<&str, &NodeSpec> =
-        current.iter().map(|node| (node.id.as_str(), node)).collect();
+    let before: BTreeMap<&str, &NodeSpec> = previous
+        .iter()
+        .map(|node| (node.id.as_str(), node))
+        .collect();
+    let after: BTreeMap<&str, &NodeSpec> = current
+        .iter()
+        .map(|node| (node.id.as_str(), node))
+        .collect();
     let mut report = DriftReport::default();
     for (id, node) in &after {
         match before.get(id) {

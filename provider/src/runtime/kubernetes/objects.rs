@@ -17,8 +17,8 @@ use k8s_openapi::api::core::v1::{
     LimitRangeSpec, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement,
     NodeSelectorTerm, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
     PodSpec, PodTemplateSpec, ResourceQuota, ResourceQuotaSpec, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Toleration,
-    VolumeMount, VolumeResourceRequirements,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Toleration, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -30,10 +30,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use leasehold_manifests::GpuModelKey;
 use sha2::{Digest, Sha256};
 
-use super::KubernetesConfig;
+use super::KubernetesRuntimeConfig;
 use crate::runtime::{
-    LABEL_LEASE, LABEL_SERVICE, LeaseDeployment, Protocol, RuntimeError, ServiceDeployment,
-    invalid,
+    LABEL_LEASE, LABEL_SERVICE, LeaseDeployment, Protocol, RuntimeError, ServiceDeployment, invalid,
 };
 
 /// Label naming the provider (its 0x address) that owns a lease namespace, so that
@@ -57,8 +56,9 @@ const PSA_RESTRICTED: &str = "restricted";
 
 /// Our GPU model keys and the product names GPU feature discovery labels nodes with
 /// (`nvidia.com/gpu.product`: the driver's name with spaces as '-'). The one place
-/// this mapping lives; a test checks each product name maps back to its key through
-/// [`crate::hardware::nvidia_identity`], which reads the label on the inventory side.
+/// this mapping lives: pods are pinned with it and the inventory reads node labels
+/// back through it, falling back to [`crate::hardware::nvidia_identity`] (the
+/// `nvidia-smi` name reader) for products not listed; a test checks both agree.
 pub const GPU_PRODUCTS: &[(&str, &str)] = &[
     ("nvidia/a100/40Gi/pcie", "NVIDIA-A100-PCIE-40GB"),
     ("nvidia/a100/40Gi/sxm", "NVIDIA-A100-SXM4-40GB"),
@@ -78,6 +78,14 @@ pub const GPU_PRODUCTS: &[(&str, &str)] = &[
     ("nvidia/v100/16Gi/pcie", "Tesla-V100-PCIE-16GB"),
     ("nvidia/v100/32Gi/sxm", "Tesla-V100-SXM2-32GB"),
 ];
+
+/// The model key of a product label from [`GPU_PRODUCTS`], if known.
+pub fn gpu_model_for_product(product: &str) -> Option<&'static str> {
+    GPU_PRODUCTS
+        .iter()
+        .find(|(_, known)| known.eq_ignore_ascii_case(product))
+        .map(|(key, _)| *key)
+}
 
 /// The product labels of every known GPU matching one of `models` (keys with `*`
 /// parts allowed), sorted. Fails naming the model when one matches nothing known,
@@ -163,7 +171,7 @@ impl LeaseObjects {
 /// Builds the objects of a lease. Validates the deployment first.
 pub fn lease_objects(
     deployment: &LeaseDeployment,
-    config: &KubernetesConfig,
+    config: &KubernetesRuntimeConfig,
 ) -> Result<LeaseObjects, RuntimeError> {
     deployment.validate()?;
     let namespace = namespace_name(&config.namespace_prefix, deployment.lease_id);
@@ -190,12 +198,29 @@ pub fn lease_objects(
             object_meta
         };
         if !service.expose.is_empty() {
-            services.push(cluster_ip_service(service, service_meta(&service.name)));
+            services.push(cluster_ip_service(
+                service,
+                deployment.lease_id,
+                service_meta(&service.name),
+            ));
         }
         if service.expose.iter().any(|exposure| exposure.global) {
             node_port_services.push(node_port_service(
                 service,
+                deployment.lease_id,
                 service_meta(&node_port_service_name(&service.name)),
+            ));
+        }
+        // Replicas share one pod template, so they share one GPU count.
+        let gpus = service.gpus_per_replica();
+        if service
+            .gpu_devices
+            .iter()
+            .any(|devices| u32::try_from(devices.len()).ok() != Some(gpus))
+        {
+            return Err(invalid(
+                format!("services.{}.gpu_devices", service.name),
+                "every replica needs the same number of GPUs on Kubernetes",
             ));
         }
         let template = pod_template(deployment, service, config)?;
@@ -271,6 +296,10 @@ pub fn selector_labels(lease_id: u64, service: &str) -> BTreeMap<String, String>
     ])
 }
 
+/// The API server's default NodePort range; a fixed host port outside it would be
+/// refused at apply time, so it is refused here with the field named.
+pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
+
 /// Service objects share one namespace, so `web-np` (NodePort of `web`) must not be a
 /// service of its own; and the suffixed name must still be a DNS label.
 fn check_object_names(deployment: &LeaseDeployment) -> Result<(), RuntimeError> {
@@ -280,6 +309,21 @@ fn check_object_names(deployment: &LeaseDeployment) -> Result<(), RuntimeError> 
         .map(|service| service.name.as_str())
         .collect();
     for service in &deployment.services {
+        if let Some(port) = service
+            .expose
+            .iter()
+            .filter_map(|exposure| exposure.host_port)
+            .find(|port| !NODE_PORT_RANGE.contains(port))
+        {
+            return Err(invalid(
+                format!("services.{}.expose", service.name),
+                format!(
+                    "fixed host port {port} is outside the NodePort range {}-{}",
+                    NODE_PORT_RANGE.start(),
+                    NODE_PORT_RANGE.end()
+                ),
+            ));
+        }
         if !service.expose.iter().any(|exposure| exposure.global) {
             continue;
         }
@@ -299,7 +343,7 @@ fn check_object_names(deployment: &LeaseDeployment) -> Result<(), RuntimeError> 
 
 fn namespace_object(
     deployment: &LeaseDeployment,
-    config: &KubernetesConfig,
+    config: &KubernetesRuntimeConfig,
     name: &str,
 ) -> Namespace {
     let mut labels = deployment.lease_labels();
@@ -340,8 +384,7 @@ fn k8s_protocol(proto: Protocol) -> String {
 
 /// Other services of the lease reach this one by name on the container port, as
 /// on Docker's lease network.
-fn cluster_ip_service(service: &ServiceDeployment, metadata: ObjectMeta) -> Service {
-    let lease_id = lease_of(&metadata);
+fn cluster_ip_service(service: &ServiceDeployment, lease_id: u64, metadata: ObjectMeta) -> Service {
     Service {
         metadata,
         spec: Some(ServiceSpec {
@@ -369,8 +412,7 @@ fn cluster_ip_service(service: &ServiceDeployment, metadata: ObjectMeta) -> Serv
 /// Global ports on every node: the Service's port is the exposed (`as`) port, so
 /// status can tell HTTP from raw TCP, and the node port is the fixed host port when
 /// one was asked for, else the cluster's choice.
-fn node_port_service(service: &ServiceDeployment, metadata: ObjectMeta) -> Service {
-    let lease_id = lease_of(&metadata);
+fn node_port_service(service: &ServiceDeployment, lease_id: u64, metadata: ObjectMeta) -> Service {
     Service {
         metadata,
         spec: Some(ServiceSpec {
@@ -396,15 +438,6 @@ fn node_port_service(service: &ServiceDeployment, metadata: ObjectMeta) -> Servi
         }),
         ..Service::default()
     }
-}
-
-fn lease_of(metadata: &ObjectMeta) -> u64 {
-    metadata
-        .labels
-        .as_ref()
-        .and_then(|labels| labels.get(LABEL_LEASE))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_default()
 }
 
 fn quantity(value: impl ToString) -> Quantity {
@@ -444,7 +477,7 @@ fn container_resources(service: &ServiceDeployment) -> ResourceRequirements {
 fn pod_template(
     deployment: &LeaseDeployment,
     service: &ServiceDeployment,
-    config: &KubernetesConfig,
+    config: &KubernetesRuntimeConfig,
 ) -> Result<PodTemplateSpec, RuntimeError> {
     let mut labels = deployment.lease_labels();
     labels.insert(LABEL_SERVICE.to_owned(), service.name.clone());
@@ -541,7 +574,7 @@ fn pod_template(
 /// node when the service accepts any), and tolerates the taint GPU nodes usually carry.
 fn gpu_affinity(
     service: &ServiceDeployment,
-    config: &KubernetesConfig,
+    config: &KubernetesRuntimeConfig,
 ) -> Result<(Affinity, Vec<Toleration>), RuntimeError> {
     let requirement = if service.gpu_models.is_empty() {
         NodeSelectorRequirement {
@@ -582,7 +615,7 @@ fn gpu_affinity(
 
 /// The cluster storage class for a tenant's class: the provider's mapping, else the
 /// same name; Akash's `default` (or none) means the cluster's default class.
-fn storage_class(class: Option<&str>, config: &KubernetesConfig) -> Option<String> {
+fn storage_class(class: Option<&str>, config: &KubernetesRuntimeConfig) -> Option<String> {
     let class = class.filter(|class| *class != "default")?;
     Some(
         config
@@ -595,7 +628,7 @@ fn storage_class(class: Option<&str>, config: &KubernetesConfig) -> Option<Strin
 
 fn volume_claims(
     service: &ServiceDeployment,
-    config: &KubernetesConfig,
+    config: &KubernetesRuntimeConfig,
 ) -> Result<Vec<PersistentVolumeClaim>, RuntimeError> {
     Ok(service
         .volumes
@@ -639,14 +672,16 @@ struct LeaseTotals {
 
 fn lease_totals(
     deployment: &LeaseDeployment,
-    config: &KubernetesConfig,
+    config: &KubernetesRuntimeConfig,
 ) -> Result<LeaseTotals, RuntimeError> {
     let overflow = |what: &str| invalid(format!("services ({what} total)"), "too large");
-    let add = |sum: u64, value: u64, what: &str| sum.checked_add(value).ok_or_else(|| overflow(what));
+    let add =
+        |sum: u64, value: u64, what: &str| sum.checked_add(value).ok_or_else(|| overflow(what));
     let mut totals = LeaseTotals::default();
     for service in &deployment.services {
         let replicas = u64::from(service.replicas);
-        let scaled = |value: u64, what: &str| value.checked_mul(replicas).ok_or_else(|| overflow(what));
+        let scaled =
+            |value: u64, what: &str| value.checked_mul(replicas).ok_or_else(|| overflow(what));
         totals.pods = add(totals.pods, replicas, "pods")?;
         totals.cpu_millis = add(
             totals.cpu_millis,
@@ -679,8 +714,7 @@ fn lease_totals(
         }
         let global_ports = service.expose.iter().filter(|e| e.global).count() as u64;
         totals.node_ports = add(totals.node_ports, global_ports, "ports")?;
-        let service_objects =
-            u64::from(!service.expose.is_empty()) + u64::from(global_ports > 0);
+        let service_objects = u64::from(!service.expose.is_empty()) + u64::from(global_ports > 0);
         totals.services = add(totals.services, service_objects, "services")?;
     }
     Ok(totals)
@@ -691,7 +725,7 @@ fn lease_totals(
 /// (a tenant with API access, say) can grow a pod past what was bought.
 fn limits(
     deployment: &LeaseDeployment,
-    config: &KubernetesConfig,
+    config: &KubernetesRuntimeConfig,
     meta: &dyn Fn(&str) -> ObjectMeta,
 ) -> Result<(ResourceQuota, LimitRange), RuntimeError> {
     let totals = lease_totals(deployment, config)?;
@@ -703,7 +737,10 @@ fn limits(
         ("limits.memory".to_owned(), quantity(totals.memory_bytes)),
         (format!("requests.{GPU_RESOURCE}"), quantity(totals.gpus)),
         ("persistentvolumeclaims".to_owned(), quantity(totals.claims)),
-        ("requests.storage".to_owned(), quantity(totals.persistent_bytes)),
+        (
+            "requests.storage".to_owned(),
+            quantity(totals.persistent_bytes),
+        ),
         ("services".to_owned(), quantity(totals.services)),
         ("services.nodeports".to_owned(), quantity(totals.node_ports)),
         ("services.loadbalancers".to_owned(), quantity(0)),
@@ -743,8 +780,14 @@ fn limits(
         deployment.services.iter().map(value).max().unwrap_or(0)
     };
     let mut container_max = BTreeMap::from([
-        ("cpu".to_owned(), cpu_quantity(largest(|s| s.resources.cpu_millis))),
-        ("memory".to_owned(), quantity(largest(|s| s.resources.memory_bytes))),
+        (
+            "cpu".to_owned(),
+            cpu_quantity(largest(|s| s.resources.cpu_millis)),
+        ),
+        (
+            "memory".to_owned(),
+            quantity(largest(|s| s.resources.memory_bytes)),
+        ),
     ]);
     let largest_storage = largest(|s| s.resources.storage_bytes);
     if largest_storage > 0 {

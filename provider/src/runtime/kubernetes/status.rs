@@ -96,17 +96,19 @@ pub fn published_ports(services: &[Service]) -> BTreeMap<String, Vec<PublishedPo
                 Some("UDP") => Protocol::Udp,
                 _ => Protocol::Tcp,
             };
-            let (Ok(external_port), Some(Ok(node_port))) = (
-                u16::try_from(port.port),
-                port.node_port.map(u16::try_from),
-            ) else {
+            let (Ok(external_port), Some(Ok(node_port))) =
+                (u16::try_from(port.port), port.node_port.map(u16::try_from))
+            else {
                 continue;
             };
-            published.entry(owner.clone()).or_default().push(PublishedPort {
-                proto,
-                external_port,
-                node_port,
-            });
+            published
+                .entry(owner.clone())
+                .or_default()
+                .push(PublishedPort {
+                    proto,
+                    external_port,
+                    node_port,
+                });
         }
     }
     published
@@ -115,16 +117,11 @@ pub fn published_ports(services: &[Service]) -> BTreeMap<String, Vec<PublishedPo
 /// The replica index of each live pod of a service: a StatefulSet pod's ordinal, else
 /// the pod's rank by creation time (Deployment pods have no identity of their own).
 /// Terminating pods are left out: their replacements stand for them.
-pub fn indexed_pods<'p>(
-    workload: &WorkloadView,
-    pods: &'p [Pod],
-) -> Vec<(u32, &'p Pod)> {
+pub fn indexed_pods<'p>(workload: &WorkloadView, pods: &'p [Pod]) -> Vec<(u32, &'p Pod)> {
     let mut live: Vec<&Pod> = pods
         .iter()
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-        .filter(|pod| {
-            service_label(pod.metadata.labels.as_ref(), None) == workload.service
-        })
+        .filter(|pod| service_label(pod.metadata.labels.as_ref(), None) == workload.service)
         .collect();
     if workload.ordered {
         let prefix = format!("{}-", workload.service);
@@ -212,10 +209,13 @@ pub fn pod_state(pod: &Pod) -> (ReplicaState, u32) {
             "CrashLoopBackOff" => ReplicaState::Restarting {
                 last_exit_code: last_exit_code(container),
             },
-            "ImagePullBackOff" | "ErrImagePull" | "InvalidImageName" | "ErrImageNeverPull"
-            | "CreateContainerConfigError" | "CreateContainerError" | "RunContainerError" => {
-                ReplicaState::Other(detail())
-            }
+            "ImagePullBackOff"
+            | "ErrImagePull"
+            | "InvalidImageName"
+            | "ErrImageNeverPull"
+            | "CreateContainerConfigError"
+            | "CreateContainerError"
+            | "RunContainerError" => ReplicaState::Other(detail()),
             _ => ReplicaState::Pending,
         };
         return (replica_state, restarts);
@@ -252,16 +252,15 @@ pub fn observe(
             .unwrap_or(&[]);
         let mut seen = vec![false; usize::try_from(workload.replicas).unwrap_or(0)];
         for (index, pod) in indexed_pods(workload, pods) {
-            let Some(slot) = usize::try_from(index)
-                .ok()
-                .and_then(|i| seen.get_mut(i))
-            else {
+            let Some(slot) = usize::try_from(index).ok().and_then(|i| seen.get_mut(i)) else {
                 continue;
             };
             *slot = true;
             let (state, restart_count) = pod_state(pod);
             let host = public_host.map(str::to_owned).or_else(|| {
-                pod.status.as_ref().and_then(|status| status.host_ip.clone())
+                pod.status
+                    .as_ref()
+                    .and_then(|status| status.host_ip.clone())
             });
             let uris = match (&state, host) {
                 (ReplicaState::Running, Some(host)) => ports

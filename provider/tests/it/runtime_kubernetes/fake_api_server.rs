@@ -94,9 +94,9 @@ struct Route {
 
 fn parse_route(path: &str) -> Option<Route> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (prefix, rest) = match segments.first()? {
-        &"api" => (format!("api/{}", segments.get(1)?), segments.get(2..)?),
-        &"apis" => (
+    let (prefix, rest) = match *segments.first()? {
+        "api" => (format!("api/{}", segments.get(1)?), segments.get(2..)?),
+        "apis" => (
             format!("apis/{}/{}", segments.get(1)?, segments.get(2)?),
             segments.get(3..)?,
         ),
@@ -185,7 +185,11 @@ fn not_found(route: &Route) -> Response<Body> {
     let name = route.name.clone().unwrap_or_default();
     json_response(
         StatusCode::NOT_FOUND,
-        &status_body(404, "NotFound", format!("{} \"{name}\" not found", route.resource)),
+        &status_body(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", route.resource),
+        ),
     )
 }
 
@@ -294,7 +298,7 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Response<B
         (Method::DELETE, true, None) => delete(&shared, &route),
         _ => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            &status_body(405, "MethodNotAllowed", format!("{path}")),
+            &status_body(405, "MethodNotAllowed", path.clone()),
         ),
     };
     Ok(response)
@@ -319,7 +323,9 @@ fn get(shared: &Shared, route: &Route) -> Response<Body> {
         if state.terminating.remove(&name) {
             // Answer "Terminating" this once; the namespace and its content are gone after.
             state.objects.remove(&key);
-            state.objects.retain(|(_, namespace, _), _| *namespace != name);
+            state
+                .objects
+                .retain(|(_, namespace, _), _| *namespace != name);
         }
     }
     json_response(StatusCode::OK, &object)
@@ -381,7 +387,9 @@ fn watch(shared: &Shared, route: &Route, query: &str) -> Response<Body> {
         async move {
             loop {
                 match receiver.recv().await {
-                    Ok((r, n, event)) if r == resource && (namespace.is_empty() || n == namespace) => {
+                    Ok((r, n, event))
+                        if r == resource && (namespace.is_empty() || n == namespace) =>
+                    {
                         return Some((event, receiver));
                     }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -393,7 +401,7 @@ fn watch(shared: &Shared, route: &Route, query: &str) -> Response<Body> {
     let frames = stream::iter(backlog)
         .chain(live)
         .map(|event| Ok(Frame::data(Bytes::from(format!("{event}\n")))));
-    let mut response = Response::new(StreamBody::new(frames).boxed());
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
     response.headers_mut().insert(
         "content-type",
         hyper::header::HeaderValue::from_static("application/json"),
@@ -437,9 +445,9 @@ fn logs(shared: &Shared, route: &Route, query: &str) -> Response<Body> {
     }
     let frames = stream::iter(lines).map(|line| Ok(Frame::data(Bytes::from(line))));
     let body = if follow {
-        StreamBody::new(frames.chain(stream::pending())).boxed()
+        BodyExt::boxed(StreamBody::new(frames.chain(stream::pending())))
     } else {
-        StreamBody::new(frames).boxed()
+        BodyExt::boxed(StreamBody::new(frames))
     };
     Response::new(body)
 }
@@ -497,13 +505,18 @@ fn apply(shared: &Shared, route: &Route, body: &[u8]) -> Response<Body> {
     let mut state = shared.lock();
     let key = key_of(route);
     if !route.namespace.is_empty() {
-        if !state
-            .objects
-            .contains_key(&("api/v1/namespaces".to_owned(), String::new(), route.namespace.clone()))
-        {
+        if !state.objects.contains_key(&(
+            "api/v1/namespaces".to_owned(),
+            String::new(),
+            route.namespace.clone(),
+        )) {
             return json_response(
                 StatusCode::NOT_FOUND,
-                &status_body(404, "NotFound", format!("namespaces \"{}\" not found", route.namespace)),
+                &status_body(
+                    404,
+                    "NotFound",
+                    format!("namespaces \"{}\" not found", route.namespace),
+                ),
             );
         }
         applied["metadata"]["namespace"] = json!(route.namespace);
@@ -595,6 +608,20 @@ fn assign_node_ports(state: &mut State, applied: &mut Value, existing: Option<&V
     }
 }
 
+/// A workload's `matchLabels` as a label selector string.
+fn pod_selector(workload: &Value) -> String {
+    workload["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
 /// The controller: brings the workload's pods to its replica count, replacing them
 /// all when the template changed. Returns the keys of pods to start.
 fn reconcile_pods(
@@ -606,22 +633,15 @@ fn reconcile_pods(
 ) -> Vec<Key> {
     let name = route.name.clone().unwrap_or_default();
     let ordered = route.resource.ends_with("statefulsets");
-    let selector: Vec<String> = workload["spec"]["selector"]["matchLabels"]
-        .as_object()
-        .map(|labels| {
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect()
-        })
-        .unwrap_or_default();
-    let selector = selector.join(",");
+    let selector = pod_selector(workload);
     let pod_resource = "api/v1/pods".to_owned();
     let existing: Vec<Key> = state
         .objects
         .iter()
         .filter(|((resource, namespace, _), pod)| {
-            *resource == pod_resource && *namespace == route.namespace && labels_match(pod, &selector)
+            *resource == pod_resource
+                && *namespace == route.namespace
+                && labels_match(pod, &selector)
         })
         .map(|(key, _)| key.clone())
         .collect();
@@ -646,7 +666,11 @@ fn reconcile_pods(
         let pod_name = if ordered {
             format!("{name}-{index}")
         } else {
-            format!("{name}-7d9f8c6b5{}-x{:04}", state.next_pod % 10, state.next_pod)
+            format!(
+                "{name}-7d9f8c6b5{}-x{:04}",
+                state.next_pod % 10,
+                state.next_pod
+            )
         };
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -669,7 +693,14 @@ fn reconcile_pods(
     started
 }
 
-fn record_event(shared: &Shared, state: &mut State, namespace: &str, pod: &str, reason: &str, message: String) {
+fn record_event(
+    shared: &Shared,
+    state: &mut State,
+    namespace: &str,
+    pod: &str,
+    reason: &str,
+    message: String,
+) {
     state.next_pod += 1;
     let name = format!("{pod}.{:x}", state.next_pod);
     let event = json!({
@@ -709,8 +740,22 @@ fn run_kubelet(shared: &Shared, key: &Key) {
         .and_then(|last| last.strip_prefix("exit "))
         .and_then(|code| code.trim().parse::<i64>().ok());
     let (namespace, pod_name) = (key.1.clone(), key.2.clone());
-    record_event(shared, &mut state, &namespace, &pod_name, "Scheduled", format!("Successfully assigned {namespace}/{pod_name} to {NODE_NAME}"));
-    record_event(shared, &mut state, &namespace, &pod_name, "Pulling", format!("Pulling image \"{image}\""));
+    record_event(
+        shared,
+        &mut state,
+        &namespace,
+        &pod_name,
+        "Scheduled",
+        format!("Successfully assigned {namespace}/{pod_name} to {NODE_NAME}"),
+    );
+    record_event(
+        shared,
+        &mut state,
+        &namespace,
+        &pod_name,
+        "Pulling",
+        format!("Pulling image \"{image}\""),
+    );
     pod["status"]["hostIP"] = json!(NODE_IP);
     if image.contains(".invalid/") {
         pod["status"]["containerStatuses"] = json!([{
@@ -718,11 +763,39 @@ fn run_kubelet(shared: &Shared, key: &Key) {
             "state": {"waiting": {"reason": "ImagePullBackOff",
                 "message": format!("Back-off pulling image \"{image}\"")}},
         }]);
-        record_event(shared, &mut state, &namespace, &pod_name, "Failed", format!("Failed to pull image \"{image}\""));
+        record_event(
+            shared,
+            &mut state,
+            &namespace,
+            &pod_name,
+            "Failed",
+            format!("Failed to pull image \"{image}\""),
+        );
     } else {
-        record_event(shared, &mut state, &namespace, &pod_name, "Pulled", format!("Successfully pulled image \"{image}\""));
-        record_event(shared, &mut state, &namespace, &pod_name, "Created", "Created container".to_owned());
-        record_event(shared, &mut state, &namespace, &pod_name, "Started", "Started container".to_owned());
+        record_event(
+            shared,
+            &mut state,
+            &namespace,
+            &pod_name,
+            "Pulled",
+            format!("Successfully pulled image \"{image}\""),
+        );
+        record_event(
+            shared,
+            &mut state,
+            &namespace,
+            &pod_name,
+            "Created",
+            "Created container".to_owned(),
+        );
+        record_event(
+            shared,
+            &mut state,
+            &namespace,
+            &pod_name,
+            "Started",
+            "Started container".to_owned(),
+        );
         pod["status"]["phase"] = json!("Running");
         pod["status"]["podIP"] = json!("10.244.0.10");
         pod["status"]["containerStatuses"] = match exit_code {
@@ -759,16 +832,7 @@ fn delete(shared: &Shared, route: &Route) -> Response<Body> {
         route.resource.as_str(),
         "apis/apps/v1/deployments" | "apis/apps/v1/statefulsets"
     ) {
-        let selector: Vec<String> = object["spec"]["selector"]["matchLabels"]
-            .as_object()
-            .map(|labels| {
-                labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let selector = selector.join(",");
+        let selector = pod_selector(&object);
         let namespace = route.namespace.clone();
         state.objects.retain(|(resource, ns, _), pod| {
             !(resource == "api/v1/pods" && *ns == namespace && labels_match(pod, &selector))

@@ -1,0 +1,1275 @@
+//! The Kubernetes runtime: the objects it builds for the example manifests (typed
+//! checks and committed snapshots), the pure pieces (pod states, quantities,
+//! inventory, drift), and client-flow tests against an in-process fake API server.
+//!
+//! The fake API server tests ("fake_api_server_*") run the real kube client over
+//! real HTTP against [`fake_api_server::FakeApiServer`]. They run unchanged against
+//! a real cluster when `LEASEHOLD_TEST_KUBECONFIG` names a kubeconfig; no cluster
+//! was available where they were written, so that path is unverified. Steps:
+//!
+//! ```text
+//! kind create cluster --name leasehold            # or: k3s, any cluster >= 1.33
+//! kind get kubeconfig --name leasehold > /tmp/leasehold-kind.yaml
+//! LEASEHOLD_TEST_KUBECONFIG=/tmp/leasehold-kind.yaml \
+//!   [LEASEHOLD_TEST_CONTEXT=kind-leasehold] [LEASEHOLD_TEST_IMAGE=busybox:1.36] \
+//!   cargo test -p leasehold-provider --test it runtime_kubernetes::fake_api_server -- --test-threads=1
+//! kubectl delete ns -l io.leasehold.provider=0x00000000000000000000000000000000000000e5  # leftovers
+//! ```
+//!
+//! The image (default `busybox:1.36`) must be pullable by the cluster. On a real
+//! cluster the same assertions hold; checks that only make sense against the fake
+//! (recorded requests, no-op applies) are skipped.
+
+mod fake_api_server;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use leasehold_provider::deployment::lease_deployment;
+use leasehold_provider::hardware::nvidia_identity;
+use leasehold_provider::runtime::kubernetes::inventory::{
+    InventoryOptions, InventoryTracker, cluster_inventory, drift, parse_quantity_nanos,
+};
+use leasehold_provider::runtime::kubernetes::objects::{
+    GPU_PRODUCTS, LABEL_PROVIDER, LeaseObjects, gpu_products_for, lease_objects, namespace_name,
+};
+use leasehold_provider::runtime::kubernetes::status::{WorkloadView, observe, pod_state};
+use leasehold_provider::runtime::kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
+use leasehold_provider::runtime::{
+    LABEL_LEASE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus, PortExposure, Protocol,
+    ReplicaState, Runtime, RuntimeError, RuntimeEventKind, ServiceDeployment, ServiceResources,
+    lease_selector,
+};
+use serde_json::{Value, json};
+
+use self::fake_api_server::{FakeApiServer, NODE_IP};
+
+const TENANT: &str = "0x00000000000000000000000000000000000000c2";
+const PROVIDER: &str = "0x00000000000000000000000000000000000000e5";
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
+
+fn example(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../manifests/examples")
+        .join(format!("{name}.yaml"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// An example manifest as the daemon converts it (its first group), GPU replicas
+/// handed device ids "0", "1"...
+fn example_deployment(name: &str, lease_id: u64) -> LeaseDeployment {
+    let sdl = leasehold_manifests::parse(&example(name)).expect("example parses");
+    let manifest = sdl.manifest();
+    let group = manifest.groups.first().expect("a group");
+    let devices: Vec<String> = (0..8).map(|i| i.to_string()).collect();
+    lease_deployment(lease_id, TENANT, &manifest, &group.name, &devices).expect("converts")
+}
+
+fn config() -> KubernetesRuntimeConfig {
+    KubernetesRuntimeConfig::new(PROVIDER)
+}
+
+fn objects_for(name: &str) -> LeaseObjects {
+    lease_objects(&example_deployment(name, 7), &config()).expect("objects build")
+}
+
+fn quantities(
+    map: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+) -> BTreeMap<String, String> {
+    map.iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
+}
+
+fn owned(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn container_of(spec: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>) -> Container {
+    spec.and_then(|t| t.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .cloned()
+        .expect("one container")
+}
+
+#[test]
+fn hello_gets_a_labelled_namespace_an_exact_quota_and_a_locked_down_pod() {
+    let objects = objects_for("hello");
+    let namespace = namespace_name("lh", 7);
+    assert_eq!(
+        objects.namespace.metadata.name.as_deref(),
+        Some(namespace.as_str())
+    );
+    assert!(
+        namespace.starts_with("lh-") && namespace.len() == 19,
+        "{namespace}"
+    );
+    let labels = objects.namespace.metadata.labels.clone().expect("labels");
+    assert_eq!(labels.get(LABEL_LEASE).map(String::as_str), Some("7"));
+    assert_eq!(labels.get(LABEL_TENANT).map(String::as_str), Some(TENANT));
+    assert_eq!(
+        labels.get(LABEL_PROVIDER).map(String::as_str),
+        Some(PROVIDER)
+    );
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("baseline")
+    );
+
+    let hard = quantities(&objects.resource_quota.spec.as_ref().expect("spec").hard);
+    assert_eq!(
+        hard,
+        owned(&[
+            ("limits.cpu", "100m"),
+            ("limits.ephemeral-storage", "134217728"),
+            ("limits.memory", "67108864"),
+            ("persistentvolumeclaims", "0"),
+            ("pods", "1"),
+            ("requests.cpu", "100m"),
+            ("requests.ephemeral-storage", "134217728"),
+            ("requests.memory", "67108864"),
+            ("requests.nvidia.com/gpu", "0"),
+            ("requests.storage", "0"),
+            ("services", "2"),
+            ("services.loadbalancers", "0"),
+            ("services.nodeports", "1"),
+        ])
+    );
+    let limits = &objects.limit_range.spec.as_ref().expect("spec").limits;
+    assert_eq!(limits.len(), 1, "no volumes, no claim limit");
+    assert_eq!(limits[0].type_, "Container");
+    assert_eq!(
+        quantities(&limits[0].max),
+        owned(&[
+            ("cpu", "100m"),
+            ("ephemeral-storage", "134217728"),
+            ("memory", "67108864")
+        ])
+    );
+
+    let policy = objects.network_policy.spec.as_ref().expect("spec");
+    assert_eq!(
+        policy.policy_types.as_deref(),
+        Some(&["Ingress".to_owned()][..])
+    );
+    let ingress = policy.ingress.as_ref().expect("ingress");
+    assert_eq!(ingress.len(), 2);
+    let same_namespace = ingress[0].from.as_ref().expect("from");
+    assert!(
+        same_namespace[0].pod_selector.is_some() && same_namespace[0].namespace_selector.is_none()
+    );
+    assert!(ingress[1].from.is_none(), "public port open to all");
+    let port = &ingress[1].ports.as_ref().expect("ports")[0];
+    assert_eq!(
+        serde_json::to_value(port).expect("json"),
+        json!({"port": 80, "protocol": "TCP"})
+    );
+
+    assert!(objects.stateful_sets.is_empty());
+    assert_eq!(objects.deployments.len(), 1);
+    let deployment = objects.deployments[0].spec.as_ref().expect("spec");
+    assert_eq!(deployment.replicas, Some(1));
+    let pod = deployment.template.spec.as_ref().expect("pod spec");
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.host_network, Some(false));
+    assert_eq!(pod.host_pid, Some(false));
+    assert!(pod.volumes.is_none(), "no hostPath or any other volume");
+    assert!(pod.affinity.is_none() && pod.tolerations.is_none());
+    let pod_security = pod.security_context.as_ref().expect("pod security");
+    assert_eq!(
+        pod_security
+            .seccomp_profile
+            .as_ref()
+            .map(|p| p.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    let container = container_of(Some(&deployment.template));
+    assert_eq!(
+        serde_json::to_value(&container.security_context).expect("json"),
+        json!({
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
+            "privileged": false,
+            "runAsNonRoot": false,
+        })
+    );
+    let resources = container.resources.expect("resources");
+    assert_eq!(
+        quantities(&resources.requests),
+        quantities(&resources.limits)
+    );
+    assert_eq!(
+        quantities(&resources.limits),
+        owned(&[
+            ("cpu", "100m"),
+            ("ephemeral-storage", "134217728"),
+            ("memory", "67108864")
+        ])
+    );
+    assert_eq!(
+        container.command.as_ref().map(|c| c[0].as_str()),
+        Some("httpd")
+    );
+
+    let names: Vec<(Option<String>, Option<String>)> = objects
+        .services
+        .iter()
+        .map(|s| {
+            (
+                s.metadata.name.clone(),
+                s.spec.as_ref().and_then(|s| s.type_.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            (Some("web".into()), Some("ClusterIP".into())),
+            (Some("web-np".into()), Some("NodePort".into())),
+        ]
+    );
+}
+
+#[test]
+fn run_as_non_root_is_a_provider_setting_and_tightens_pod_security() {
+    let mut strict = config();
+    strict.run_as_non_root = true;
+    let objects = lease_objects(&example_deployment("hello", 7), &strict).expect("objects");
+    let labels = objects.namespace.metadata.labels.expect("labels");
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
+    let template = &objects.deployments[0].spec.as_ref().expect("spec").template;
+    let container = container_of(Some(template));
+    assert_eq!(
+        container.security_context.and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    assert_eq!(
+        template
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.as_ref())
+            .and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+}
+
+#[test]
+fn multi_service_puts_the_database_in_a_stateful_set_with_its_volume_class() {
+    let objects = objects_for("multi-service");
+    assert_eq!(objects.deployments.len(), 1);
+    assert_eq!(objects.stateful_sets.len(), 1);
+    let web = objects.deployments[0].spec.as_ref().expect("spec");
+    assert_eq!(objects.deployments[0].metadata.name.as_deref(), Some("web"));
+    assert_eq!(web.replicas, Some(2));
+    let strategy = serde_json::to_value(&web.strategy).expect("json");
+    assert_eq!(
+        strategy["rollingUpdate"],
+        json!({"maxSurge": 0, "maxUnavailable": 1})
+    );
+
+    let db = objects.stateful_sets[0].spec.as_ref().expect("spec");
+    assert_eq!(
+        objects.stateful_sets[0].metadata.name.as_deref(),
+        Some("db")
+    );
+    let claims = db.volume_claim_templates.as_ref().expect("claims");
+    assert_eq!(claims.len(), 1);
+    let claim = claims[0].spec.as_ref().expect("claim spec");
+    assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+    assert_eq!(claim.storage_class_name.as_deref(), Some("beta2"));
+    assert_eq!(
+        quantities(&claim.resources.as_ref().expect("resources").requests),
+        owned(&[("storage", "21474836480")])
+    );
+    let mount = container_of(Some(&db.template))
+        .volume_mounts
+        .expect("mounts");
+    assert_eq!(mount[0].mount_path, "/var/lib/postgresql/data");
+    assert_eq!(mount[0].read_only, Some(false));
+
+    let hard = quantities(&objects.resource_quota.spec.as_ref().expect("spec").hard);
+    let expect = |key: &str| hard.get(key).map(String::as_str);
+    assert_eq!(expect("pods"), Some("3"));
+    assert_eq!(expect("requests.cpu"), Some("2000m"), "2 x 500m + 1000m");
+    assert_eq!(
+        expect("limits.memory"),
+        Some((2 * 512 * MIB + 2 * GIB).to_string().as_str())
+    );
+    assert_eq!(expect("requests.storage"), Some("21474836480"));
+    assert_eq!(
+        expect("beta2.storageclass.storage.k8s.io/requests.storage"),
+        Some("21474836480")
+    );
+    assert_eq!(expect("persistentvolumeclaims"), Some("1"));
+    assert_eq!(
+        expect("services.nodeports"),
+        Some("1"),
+        "only web is global"
+    );
+    assert_eq!(expect("services"), Some("3"), "web, web-np, db");
+
+    let limits = &objects.limit_range.spec.as_ref().expect("spec").limits;
+    assert_eq!(limits[1].type_, "PersistentVolumeClaim");
+    assert_eq!(
+        quantities(&limits[1].max),
+        owned(&[("storage", "21474836480")])
+    );
+
+    // Only web's 8080 is open beyond the lease; db's 5432 answers its own lease only.
+    let ingress = serde_json::to_value(&objects.network_policy.spec).expect("json");
+    assert_eq!(
+        ingress["ingress"][1]["ports"],
+        json!([{"port": 8080, "protocol": "TCP"}])
+    );
+    // A port above 1024 needs no capability back.
+    let web_container = container_of(Some(&web.template));
+    let caps = web_container
+        .security_context
+        .and_then(|s| s.capabilities)
+        .expect("caps");
+    assert_eq!(caps.add, None);
+}
+
+#[test]
+fn gpu_inference_requests_the_gpu_and_pins_it_to_the_accepted_products() {
+    let objects = objects_for("gpu-inference");
+    assert_eq!(
+        objects.stateful_sets.len(),
+        1,
+        "the models volume is persistent"
+    );
+    let spec = objects.stateful_sets[0].spec.as_ref().expect("spec");
+    let container = container_of(Some(&spec.template));
+    let resources = container.resources.expect("resources");
+    assert_eq!(
+        quantities(&resources.limits)
+            .get("nvidia.com/gpu")
+            .map(String::as_str),
+        Some("1")
+    );
+    let pod = spec.template.spec.as_ref().expect("pod");
+    assert_eq!(
+        serde_json::to_value(&pod.affinity).expect("json"),
+        json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{
+                "key": "nvidia.com/gpu.product", "operator": "In",
+                "values": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"],
+            }]}],
+        }}})
+    );
+    assert_eq!(
+        serde_json::to_value(&pod.tolerations).expect("json"),
+        json!([{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}])
+    );
+    let hard = quantities(&objects.resource_quota.spec.as_ref().expect("spec").hard);
+    assert_eq!(
+        hard.get("requests.nvidia.com/gpu").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        hard.get("beta3.storageclass.storage.k8s.io/requests.storage")
+            .map(String::as_str),
+        Some((200 * GIB).to_string().as_str())
+    );
+    let claim = &spec.volume_claim_templates.as_ref().expect("claims")[0];
+    assert_eq!(
+        claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.as_deref()),
+        Some("beta3")
+    );
+
+    // The provider's storage class mapping applies to claims and quota alike.
+    let mut mapped = config();
+    mapped
+        .storage_classes
+        .insert("beta3".into(), "fast-nvme".into());
+    let objects = lease_objects(&example_deployment("gpu-inference", 7), &mapped).expect("objects");
+    let hard = quantities(&objects.resource_quota.spec.as_ref().expect("spec").hard);
+    assert!(hard.contains_key("fast-nvme.storageclass.storage.k8s.io/requests.storage"));
+    let claim = &objects.stateful_sets[0]
+        .spec
+        .as_ref()
+        .expect("spec")
+        .volume_claim_templates
+        .as_ref()
+        .expect("claims")[0];
+    assert_eq!(
+        claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.as_deref()),
+        Some("fast-nvme")
+    );
+}
+
+#[test]
+fn every_gpu_product_label_reads_back_as_its_model_key() {
+    for (key, product) in GPU_PRODUCTS {
+        // GPU feature discovery labels the memory too; drivers report a bit less.
+        let gib: u64 = key
+            .split('/')
+            .nth(2)
+            .and_then(|ram| ram.strip_suffix("Gi"))
+            .and_then(|n| n.parse().ok())
+            .expect("ram");
+        let identity = nvidia_identity(product, gib * 1024 - 300);
+        assert_eq!(
+            format!(
+                "nvidia/{}/{}/{}",
+                identity.model, identity.ram, identity.interface
+            ),
+            *key,
+            "{product}"
+        );
+    }
+    assert_eq!(
+        gpu_products_for(&["nvidia/a100/*/*".into()], "f").expect("known"),
+        vec![
+            "NVIDIA-A100-80GB-PCIe",
+            "NVIDIA-A100-PCIE-40GB",
+            "NVIDIA-A100-SXM4-40GB",
+            "NVIDIA-A100-SXM4-80GB"
+        ]
+    );
+    let error = gpu_products_for(&["nvidia/b300/*/*".into()], "services.x.gpu_models")
+        .expect_err("unknown model");
+    assert!(
+        error.to_string().contains("services.x.gpu_models") && error.to_string().contains("b300"),
+        "{error}"
+    );
+}
+
+#[test]
+fn object_names_that_would_collide_are_refused_with_the_field() {
+    let mut deployment = example_deployment("hello", 7);
+    let mut clash = deployment.services[0].clone();
+    clash.name = "web-np".into();
+    clash.expose.clear();
+    deployment.services.push(clash);
+    let error = lease_objects(&deployment, &config()).expect_err("collision");
+    assert!(error.to_string().contains("services.web.name"), "{error}");
+
+    let mut fixed = example_deployment("hello", 7);
+    fixed.services[0].expose[0].host_port = Some(8080);
+    let error = lease_objects(&fixed, &config()).expect_err("outside the range");
+    assert!(
+        error.to_string().contains("services.web.expose") && error.to_string().contains("8080"),
+        "{error}"
+    );
+    fixed.services[0].expose[0].host_port = Some(30500);
+    let objects = lease_objects(&fixed, &config()).expect("in range");
+    let node_port = serde_json::to_value(&objects.services[1].spec).expect("json");
+    assert_eq!(node_port["ports"][0]["nodePort"], json!(30500));
+}
+
+#[test]
+fn gpu_services_need_even_counts_and_accept_any_model_when_none_is_named() {
+    let mut deployment = example_deployment("gpu-inference", 7);
+    let service = &mut deployment.services[0];
+    service.replicas = 2;
+    service.gpu_devices = vec![vec!["0".into()], vec!["1".into(), "2".into()]];
+    let error = lease_objects(&deployment, &config()).expect_err("uneven");
+    assert!(
+        error.to_string().contains("services.inference.gpu_devices"),
+        "{error}"
+    );
+
+    let service = &mut deployment.services[0];
+    service.gpu_devices = vec![vec!["0".into()], vec!["1".into()]];
+    service.gpu_models.clear();
+    let objects = lease_objects(&deployment, &config()).expect("objects");
+    let spec = objects.stateful_sets[0].spec.as_ref().expect("spec");
+    let affinity =
+        serde_json::to_value(&spec.template.spec.as_ref().expect("pod").affinity).expect("json");
+    assert_eq!(
+        affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"],
+        json!([{"key": "nvidia.com/gpu.product", "operator": "Exists"}])
+    );
+    let hard = quantities(&objects.resource_quota.spec.as_ref().expect("spec").hard);
+    assert_eq!(
+        hard.get("requests.nvidia.com/gpu").map(String::as_str),
+        Some("2")
+    );
+}
+
+#[test]
+fn persistent_volumes_are_validated_naming_the_field() {
+    let deployment = example_deployment("multi-service", 7);
+    let db = deployment
+        .services
+        .iter()
+        .position(|s| s.name == "db")
+        .expect("db");
+    assert_eq!(deployment.services[db].volumes.len(), 1);
+    let broken = |edit: fn(&mut leasehold_provider::runtime::PersistentVolume)| {
+        let mut deployment = deployment.clone();
+        edit(&mut deployment.services[db].volumes[0]);
+        deployment
+            .validate()
+            .expect_err("invalid volume")
+            .to_string()
+    };
+    assert!(broken(|v| v.mount = "relative".into()).contains("services.db.volumes.data"));
+    assert!(broken(|v| v.size_bytes = 0).contains("size"));
+    assert!(broken(|v| v.class = Some("Fast SSD".into())).contains("class"));
+    assert!(broken(|v| v.name = "Data".into()).contains("services.db.volumes.Data"));
+}
+
+/// Compares the objects of each example with the committed snapshot;
+/// `UPDATE_SNAPSHOTS=1` rewrites the files instead.
+#[test]
+fn objects_match_the_committed_snapshots() {
+    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/kubernetes");
+    let update = std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1");
+    for name in ["hello", "multi-service", "gpu-inference"] {
+        let actual = objects_for(name).to_json().expect("serializes");
+        let rendered = format!("{}\n", serde_json::to_string_pretty(&actual).expect("json"));
+        let path = directory.join(format!("{name}.json"));
+        if update {
+            std::fs::create_dir_all(&directory).expect("snapshot dir");
+            std::fs::write(&path, &rendered).expect("write snapshot");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run with UPDATE_SNAPSHOTS=1 to create it",
+                path.display()
+            )
+        });
+        assert!(
+            expected == rendered,
+            "{name}: objects differ from {}; review and run with UPDATE_SNAPSHOTS=1",
+            path.display()
+        );
+    }
+}
+
+fn pod(value: Value) -> Pod {
+    serde_json::from_value(value).expect("pod JSON")
+}
+
+fn pod_with_container(phase: &str, container: Value) -> Pod {
+    pod(json!({
+        "metadata": {"name": "web-abc", "labels": {"io.leasehold.service": "web"}},
+        "status": {"phase": phase, "hostIP": "10.1.2.3",
+            "containerStatuses": [container]},
+    }))
+}
+
+#[test]
+fn pod_states_cover_crash_loops_pull_failures_and_exit_codes() {
+    let waiting = |reason: &str| {
+        pod_with_container(
+            "Pending",
+            json!({"name": "web", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": reason, "message": "detail"}}}),
+        )
+    };
+    assert_eq!(
+        pod_state(&waiting("ContainerCreating")).0,
+        ReplicaState::Pending
+    );
+    assert_eq!(
+        pod_state(&waiting("ImagePullBackOff")).0,
+        ReplicaState::Other("ImagePullBackOff: detail".into())
+    );
+    let crash = pod_with_container(
+        "Running",
+        json!({"name": "web", "image": "i", "imageID": "",
+        "ready": false, "restartCount": 4,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 3}}}),
+    );
+    assert_eq!(
+        pod_state(&crash),
+        (
+            ReplicaState::Restarting {
+                last_exit_code: Some(3)
+            },
+            4
+        )
+    );
+    let oom = pod_with_container(
+        "Failed",
+        json!({"name": "web", "image": "i", "imageID": "",
+        "ready": false, "restartCount": 1,
+        "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}),
+    );
+    assert_eq!(
+        pod_state(&oom).0,
+        ReplicaState::Exited {
+            exit_code: 137,
+            oom_killed: true
+        }
+    );
+    let running = pod_with_container(
+        "Running",
+        json!({"name": "web", "image": "i", "imageID": "",
+        "ready": true, "restartCount": 0, "state": {"running": {}}}),
+    );
+    assert_eq!(pod_state(&running).0, ReplicaState::Running);
+    let unschedulable = pod(
+        json!({"metadata": {"name": "p"}, "status": {"phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/3 nodes have nvidia.com/gpu"}]}}),
+    );
+    assert_eq!(
+        pod_state(&unschedulable).0,
+        ReplicaState::Other("unschedulable: 0/3 nodes have nvidia.com/gpu".into())
+    );
+
+    // Two expected replicas, one running pod: the other is reported with the
+    // controller's reason, and the running one carries node address:nodePort.
+    let workloads = vec![WorkloadView {
+        service: "web".into(),
+        replicas: 2,
+        ordered: false,
+        failure: Some("exceeded quota: lease-quota".into()),
+    }];
+    let published = BTreeMap::from([(
+        "web".to_owned(),
+        vec![
+            leasehold_provider::runtime::kubernetes::status::PublishedPort {
+                proto: Protocol::Tcp,
+                external_port: 80,
+                node_port: 30080,
+            },
+        ],
+    )]);
+    let status =
+        LeaseRuntimeStatus::from_observed(1, observe(&workloads, &[running], &published, None));
+    let web = status.service("web").expect("web");
+    assert_eq!(web.uris, vec!["http://10.1.2.3:30080"]);
+    assert_eq!(web.ready_replicas, 1);
+    assert_eq!(
+        web.replicas[1].state,
+        ReplicaState::Other("cannot be created: exceeded quota: lease-quota".into())
+    );
+}
+
+#[test]
+fn quantities_parse_exactly() {
+    let nanos = |text: &str| parse_quantity_nanos(text);
+    assert_eq!(nanos("100m"), Some(100_000_000));
+    assert_eq!(nanos("1.5"), Some(1_500_000_000));
+    assert_eq!(nanos("16Gi"), Some(16 * (1u128 << 30) * 1_000_000_000));
+    assert_eq!(nanos("1e3"), Some(1_000 * 1_000_000_000));
+    assert_eq!(nanos("129M"), Some(129_000_000 * 1_000_000_000));
+    assert_eq!(nanos("250n"), Some(250));
+    for bad in ["", "Gi", "1.2.3", "-1", "12Q", "1e"] {
+        assert_eq!(nanos(bad), None, "{bad:?}");
+    }
+}
+
+fn inventory_options(persistent_storage: BTreeMap<String, u64>) -> InventoryOptions {
+    InventoryOptions {
+        persistent_storage,
+        ..InventoryOptions::default()
+    }
+}
+
+fn node(name: &str, labels: Value, allocatable: Value, ready: &str, cordoned: bool) -> Node {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"unschedulable": cordoned},
+        "status": {"allocatable": allocatable,
+            "conditions": [{"type": "Ready", "status": ready}]},
+    }))
+    .expect("node JSON")
+}
+
+fn bound_pod(namespace: &str, node: &str, requests: Value) -> Pod {
+    pod(json!({
+        "metadata": {"name": "p", "namespace": namespace},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "resources": {"requests": requests}}]},
+        "status": {"phase": "Running"},
+    }))
+}
+
+#[test]
+fn inventory_subtracts_foreign_requests_and_skips_unusable_nodes() {
+    let nodes = vec![
+        node(
+            "gpu-1",
+            json!({"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": "81920"}),
+            json!({"cpu": "64", "memory": "512Gi", "ephemeral-storage": "1Ti", "nvidia.com/gpu": "8"}),
+            "True",
+            false,
+        ),
+        node(
+            "cpu-1",
+            json!({}),
+            json!({"cpu": "3500m", "memory": "8Gi"}),
+            "True",
+            false,
+        ),
+        node(
+            "cordoned",
+            json!({}),
+            json!({"cpu": "8", "memory": "8Gi"}),
+            "True",
+            true,
+        ),
+        node(
+            "sick",
+            json!({}),
+            json!({"cpu": "8", "memory": "8Gi"}),
+            "False",
+            false,
+        ),
+    ];
+    let own = namespace_name("lh", 1);
+    let pods = vec![
+        bound_pod(
+            "kube-system",
+            "gpu-1",
+            json!({"cpu": "2", "memory": "1Gi", "nvidia.com/gpu": "2"}),
+        ),
+        bound_pod(
+            "kube-system",
+            "cpu-1",
+            json!({"cpu": "500m", "memory": "512Mi"}),
+        ),
+        // The provider's own lease pods are in its ledger already.
+        bound_pod(&own, "cpu-1", json!({"cpu": "1", "memory": "1Gi"})),
+    ];
+    let options = inventory_options(BTreeMap::from([("beta2".to_owned(), 100 * GIB)]));
+    let inventory = cluster_inventory(&nodes, &pods, &[own].into_iter().collect(), &options);
+    let skipped: Vec<(&str, &str)> = inventory
+        .skipped
+        .iter()
+        .map(|s| (s.node.as_str(), s.reason.as_str()))
+        .collect();
+    assert_eq!(
+        skipped,
+        vec![("cordoned", "cordoned"), ("sick", "not ready")]
+    );
+    let ids: Vec<&str> = inventory.nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, vec!["cpu-1", "gpu-1"]);
+    let cpu = &inventory.nodes[0];
+    assert_eq!(cpu.capacity.cpu_millis, 3000);
+    assert_eq!(cpu.capacity.memory_bytes, 8 * GIB - 512 * MIB);
+    assert!(cpu.gpus.is_empty());
+    assert_eq!(
+        cpu.capacity.persistent_storage.get("beta2"),
+        Some(&(100 * GIB))
+    );
+    let gpu = &inventory.nodes[1];
+    assert_eq!(gpu.capacity.cpu_millis, 62_000);
+    assert_eq!(gpu.gpus.len(), 6, "8 allocatable, 2 requested");
+    assert_eq!(gpu.gpus[0].spec.model.to_string(), "nvidia/a100/80Gi/sxm");
+    assert_eq!(gpu.gpus[0].spec.vram_bytes, 80 * GIB);
+
+    // Drift: a second reading where a GPU disappeared and a node left.
+    let tracker = InventoryTracker::default();
+    assert!(
+        tracker.observe(&inventory.nodes).is_empty(),
+        "first reading"
+    );
+    let mut later = inventory.nodes.clone();
+    later[1].gpus.pop();
+    later.remove(0);
+    let report = tracker.observe(&later);
+    assert_eq!(report.removed, vec!["cpu-1"]);
+    assert_eq!(report.changed.len(), 1);
+    assert_eq!(report.changed[0].node, "gpu-1");
+    assert_eq!(tracker.drifted_nodes_total(), 2);
+    assert!(drift(&later, &later).is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Fake API server tests (and a real cluster with LEASEHOLD_TEST_KUBECONFIG).
+// ---------------------------------------------------------------------------
+
+static NEXT_LEASE: AtomicU64 = AtomicU64::new(0);
+
+/// Unique per run, so repeated runs against a real cluster do not collide.
+fn lease_id() -> u64 {
+    let base = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() % 1_000_000)
+        .unwrap_or(0);
+    base * 1000 + NEXT_LEASE.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The cluster a flow test talks to: the fake, or the real one named by
+/// `LEASEHOLD_TEST_KUBECONFIG`.
+struct Cluster {
+    fake: Option<FakeApiServer>,
+    runtime: KubernetesRuntime,
+    ready_timeout: Duration,
+}
+
+fn test_config() -> KubernetesRuntimeConfig {
+    let mut config = config();
+    config.namespace_prefix = "lh-test".into();
+    config.teardown_timeout = Duration::from_secs(180);
+    config
+}
+
+async fn runtime_for(fake: Option<&FakeApiServer>) -> KubernetesRuntime {
+    let mut config = test_config();
+    match fake {
+        Some(fake) => {
+            let uri = fake.url.parse().expect("fake URL");
+            let client = kube::Client::try_from(kube::Config::new(uri)).expect("client");
+            KubernetesRuntime::new(client, config).expect("runtime")
+        }
+        None => {
+            config.kubeconfig = std::env::var_os("LEASEHOLD_TEST_KUBECONFIG").map(PathBuf::from);
+            config.context = std::env::var("LEASEHOLD_TEST_CONTEXT").ok();
+            KubernetesRuntime::connect(config)
+                .await
+                .expect("connect to the test cluster")
+        }
+    }
+}
+
+async fn cluster() -> Cluster {
+    if std::env::var_os("LEASEHOLD_TEST_KUBECONFIG").is_some() {
+        return Cluster {
+            fake: None,
+            runtime: runtime_for(None).await,
+            ready_timeout: Duration::from_secs(180),
+        };
+    }
+    let fake = FakeApiServer::start().await;
+    let runtime = runtime_for(Some(&fake)).await;
+    Cluster {
+        fake: Some(fake),
+        runtime,
+        ready_timeout: Duration::from_secs(10),
+    }
+}
+
+fn image() -> String {
+    std::env::var("LEASEHOLD_TEST_IMAGE").unwrap_or_else(|_| "busybox:1.36".to_owned())
+}
+
+/// A web service printing `ready` then serving HTTP on port 80 (as root: busybox).
+fn web(name: &str, replicas: u32) -> ServiceDeployment {
+    let resources = ServiceResources {
+        cpu_millis: 100,
+        memory_bytes: 32 * MIB,
+        storage_bytes: 16 * MIB,
+    };
+    ServiceDeployment {
+        command: vec!["sh".into(), "-c".into()],
+        args: vec!["echo ready; mkdir -p /tmp/www; exec httpd -f -p 80 -h /tmp/www".into()],
+        expose: vec![PortExposure::global(80, Protocol::Tcp)],
+        replicas,
+        ..ServiceDeployment::new(name, image(), resources)
+    }
+}
+
+fn lease(lease_id: u64, services: Vec<ServiceDeployment>) -> LeaseDeployment {
+    LeaseDeployment {
+        lease_id,
+        tenant: TENANT.into(),
+        services,
+    }
+}
+
+async fn wait_for(
+    runtime: &KubernetesRuntime,
+    lease_id: u64,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&LeaseRuntimeStatus) -> bool,
+) -> LeaseRuntimeStatus {
+    let started = Instant::now();
+    loop {
+        let status = runtime.status(lease_id).await.expect("status");
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "not {what} in time: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Pod names of a lease, to prove a redeploy restarted nothing.
+async fn pod_names(runtime: &KubernetesRuntime, lease_id: u64) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(runtime.client().clone(), &runtime.namespace(lease_id));
+    let mut names: Vec<String> = pods
+        .list(&ListParams::default().labels(&lease_selector(lease_id)))
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .filter_map(|pod| pod.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Bounds a flow test in time and tears its leases down whatever happens.
+async fn bounded<F: std::future::Future<Output = ()>>(
+    runtime: &KubernetesRuntime,
+    leases: &[u64],
+    test: F,
+) {
+    let outcome = tokio::time::timeout(Duration::from_secs(300), test).await;
+    for lease_id in leases {
+        let _ = runtime.teardown(*lease_id).await;
+    }
+    outcome.expect("flow test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_deploy_becomes_ready_then_logs_events_and_teardown() {
+    let cluster = cluster().await;
+    let runtime = &cluster.runtime;
+    let lease_id = lease_id();
+    bounded(runtime, &[lease_id], async {
+        let mut events = runtime
+            .events(lease_id)
+            .await
+            .expect("events before deploy");
+        let deployment = lease(lease_id, vec![web("web", 2)]);
+        runtime.deploy(&deployment).await.expect("deploy");
+        assert!(
+            runtime
+                .list_leases()
+                .await
+                .expect("list")
+                .contains(&lease_id)
+        );
+
+        let status = wait_for(
+            runtime,
+            lease_id,
+            cluster.ready_timeout,
+            "ready",
+            LeaseRuntimeStatus::is_ready,
+        )
+        .await;
+        let service = status.service("web").expect("web");
+        assert_eq!((service.ready_replicas, service.total_replicas), (2, 2));
+        assert!(!service.uris.is_empty());
+        if cluster.fake.is_some() {
+            assert_eq!(service.uris, vec![format!("http://{NODE_IP}:30080")]);
+        }
+        for uri in &service.uris {
+            assert!(uri.starts_with("http://"), "{uri}");
+            let port: u16 = uri
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+            assert!((30000..=32767).contains(&port), "{uri} is a node port");
+        }
+
+        // Every replica said "ready"; lines carry the server's timestamps.
+        let lines: Vec<_> = runtime
+            .logs(lease_id, Some("web"), false, Some(10))
+            .await
+            .expect("logs")
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .expect("log lines");
+        let mut replicas: Vec<u32> = lines
+            .iter()
+            .filter(|line| line.line == b"ready")
+            .map(|line| line.replica)
+            .collect();
+        replicas.sort_unstable();
+        assert_eq!(replicas, vec![0, 1], "{lines:?}");
+        assert!(lines.iter().all(|line| line.timestamp.is_some()));
+
+        // Following merges the replicas' streams and stays open.
+        let mut follow = runtime
+            .logs(lease_id, None, true, None)
+            .await
+            .expect("follow");
+        for _ in 0..2 {
+            let line = tokio::time::timeout(Duration::from_secs(10), follow.next())
+                .await
+                .expect("a followed line")
+                .expect("stream open")
+                .expect("line");
+            assert_eq!(line.line, b"ready");
+        }
+        drop(follow);
+
+        let mut started = 0;
+        let deadline = Instant::now() + cluster.ready_timeout;
+        while started < 2 && Instant::now() < deadline {
+            let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), events.next()).await
+            else {
+                continue;
+            };
+            let event = event.expect("event");
+            assert_eq!(event.lease_id, lease_id);
+            if event.kind == RuntimeEventKind::Started {
+                assert_eq!(event.service.as_deref(), Some("web"));
+                started += 1;
+            }
+        }
+        assert_eq!(started, 2, "a Started event per replica");
+        drop(events);
+
+        runtime.teardown(lease_id).await.expect("teardown");
+        assert!(
+            !runtime
+                .list_leases()
+                .await
+                .expect("list")
+                .contains(&lease_id)
+        );
+        assert!(
+            runtime
+                .status(lease_id)
+                .await
+                .expect("status")
+                .services
+                .is_empty()
+        );
+        runtime.teardown(lease_id).await.expect("teardown twice");
+
+        if let Some(fake) = &cluster.fake {
+            let requests = fake.requests();
+            let applies: Vec<_> = requests.iter().filter(|r| r.method == "PATCH").collect();
+            assert_eq!(
+                applies.len(),
+                7,
+                "namespace, quota, limits, policy, 2 services, deployment"
+            );
+            for apply in applies {
+                assert_eq!(
+                    apply.content_type.as_deref(),
+                    Some("application/apply-patch+yaml")
+                );
+                assert!(
+                    apply.query.contains("fieldManager=leasehold-provider"),
+                    "{}",
+                    apply.query
+                );
+                assert!(apply.query.contains("force=true"), "{}", apply.query);
+            }
+            assert!(requests.iter().any(|r| r.method == "GET"
+                && r.path.ends_with("/log")
+                && r.query.contains("follow=true")));
+            assert!(
+                requests
+                    .iter()
+                    .any(|r| r.method == "DELETE"
+                        && r.path.starts_with("/api/v1/namespaces/lh-test-"))
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_restart_reconciles_without_duplicating_or_restarting() {
+    let cluster = cluster().await;
+    let runtime = &cluster.runtime;
+    let lease_id = lease_id();
+    bounded(runtime, &[lease_id], async {
+        let deployment = lease(lease_id, vec![web("web", 1), web("api", 1)]);
+        runtime.deploy(&deployment).await.expect("deploy");
+        wait_for(
+            runtime,
+            lease_id,
+            cluster.ready_timeout,
+            "ready",
+            LeaseRuntimeStatus::is_ready,
+        )
+        .await;
+        let pods_before = pod_names(runtime, lease_id).await;
+        assert_eq!(pods_before.len(), 2);
+
+        // A new daemon process: new client, nothing remembered.
+        let restarted = runtime_for(cluster.fake.as_ref()).await;
+        assert!(
+            restarted
+                .list_leases()
+                .await
+                .expect("list")
+                .contains(&lease_id)
+        );
+        let unchanged_before = cluster.fake.as_ref().map(FakeApiServer::unchanged_applies);
+        restarted.deploy(&deployment).await.expect("redeploy");
+        if let (Some(fake), Some(before)) = (&cluster.fake, unchanged_before) {
+            assert_eq!(
+                fake.unchanged_applies() - before,
+                10,
+                "every apply was a no-op"
+            );
+        }
+        let status = wait_for(
+            &restarted,
+            lease_id,
+            cluster.ready_timeout,
+            "ready",
+            LeaseRuntimeStatus::is_ready,
+        )
+        .await;
+        assert_eq!(status.services.len(), 2);
+        assert_eq!(
+            pod_names(&restarted, lease_id).await,
+            pods_before,
+            "same pods"
+        );
+
+        // Dropping a service prunes its objects; the other keeps its pod.
+        restarted
+            .deploy(&lease(lease_id, vec![web("web", 1)]))
+            .await
+            .expect("deploy without api");
+        let namespace = restarted.namespace(lease_id);
+        let deployments: Api<Deployment> = Api::namespaced(restarted.client().clone(), &namespace);
+        let services: Api<Service> = Api::namespaced(restarted.client().clone(), &namespace);
+        assert!(deployments.get_opt("api").await.expect("get").is_none());
+        assert!(services.get_opt("api").await.expect("get").is_none());
+        assert!(services.get_opt("api-np").await.expect("get").is_none());
+        assert!(deployments.get_opt("web").await.expect("get").is_some());
+        let statefuls: Api<StatefulSet> = Api::namespaced(restarted.client().clone(), &namespace);
+        assert!(
+            statefuls
+                .list(&ListParams::default())
+                .await
+                .expect("list")
+                .items
+                .is_empty()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_reports_crash_loops_and_image_pull_failures() {
+    let cluster = cluster().await;
+    let runtime = &cluster.runtime;
+    let lease_id = lease_id();
+    bounded(runtime, &[lease_id], async {
+        let crashing = ServiceDeployment {
+            args: vec!["exit 3".into()],
+            expose: vec![],
+            ..web("crash", 1)
+        };
+        let unpullable = ServiceDeployment {
+            image: "registry.leasehold.invalid/nope:1".into(),
+            ..web("nopull", 1)
+        };
+        runtime.deploy(&lease(lease_id, vec![crashing, unpullable])).await.expect("deploy");
+        let status = wait_for(runtime, lease_id, cluster.ready_timeout.max(Duration::from_secs(60)), "failing", |status| {
+            let state = |name: &str| status.service(name).map(|s| s.replicas[0].state.clone());
+            matches!(state("crash"), Some(ReplicaState::Restarting { last_exit_code: Some(3) }))
+                && matches!(state("nopull"), Some(ReplicaState::Other(text)) if text.contains("ImagePull") || text.contains("ErrImagePull"))
+        })
+        .await;
+        assert!(!status.is_ready());
+        assert!(status.service("nopull").expect("nopull").uris.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_refuses_a_namespace_it_does_not_own() {
+    let cluster = cluster().await;
+    let runtime = &cluster.runtime;
+    let lease_id = lease_id();
+    let namespace = runtime.namespace(lease_id);
+    let namespaces: Api<Namespace> = Api::all(runtime.client().clone());
+    let foreign: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns");
+    namespaces
+        .create(&PostParams::default(), &foreign)
+        .await
+        .expect("create foreign namespace");
+    let deploy = runtime.deploy(&lease(lease_id, vec![web("web", 1)])).await;
+    let teardown = runtime.teardown(lease_id).await;
+    let listed = runtime.list_leases().await.expect("list");
+    let _ = namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await;
+    assert!(
+        matches!(deploy, Err(RuntimeError::Conflict { .. })),
+        "{deploy:?}"
+    );
+    assert!(
+        matches!(teardown, Err(RuntimeError::Conflict { .. })),
+        "{teardown:?}"
+    );
+    assert!(!listed.contains(&lease_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_inventory_reads_nodes_and_pods() {
+    let Some(fake) = cluster().await.fake else {
+        // On a real cluster: at least one node, every figure non-zero.
+        let runtime = runtime_for(None).await;
+        let options = inventory_options(BTreeMap::new());
+        let inventory = runtime.inventory(&options).await.expect("inventory");
+        assert!(!inventory.nodes.is_empty());
+        assert!(
+            inventory
+                .nodes
+                .iter()
+                .all(|n| n.capacity.cpu_millis > 0 && n.capacity.memory_bytes > 0)
+        );
+        return;
+    };
+    fake.insert(
+        "/api/v1/nodes",
+        json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "n1", "labels": {"nvidia.com/gpu.product": "NVIDIA-L4"}},
+            "status": {"allocatable": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "2"},
+                "conditions": [{"type": "Ready", "status": "True"}]}}),
+    );
+    fake.insert(
+        "/api/v1/namespaces/kube-system/pods",
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dns"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c",
+                "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}]},
+            "status": {"phase": "Running"}}),
+    );
+    let runtime = runtime_for(Some(&fake)).await;
+    let options = inventory_options(BTreeMap::new());
+    let inventory = runtime.inventory(&options).await.expect("inventory");
+    assert_eq!(inventory.nodes.len(), 1);
+    let node = &inventory.nodes[0];
+    assert_eq!(node.capacity.cpu_millis, 3750);
+    assert_eq!(node.capacity.memory_bytes, 16 * GIB - 256 * MIB);
+    assert_eq!(node.gpus.len(), 2);
+    assert_eq!(node.gpus[0].spec.model.to_string(), "nvidia/l4/24Gi/pcie");
+    let pods_query = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/api/v1/pods")
+        .expect("cluster-wide pod list");
+    assert!(
+        pods_query.query.contains("fieldSelector="),
+        "{}",
+        pods_query.query
+    );
+}
