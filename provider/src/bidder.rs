@@ -69,9 +69,12 @@ pub enum Skip {
 }
 
 /// Rebuilds the inventory from the store's rows over `node`.
-pub async fn restore_inventory(store: &Store, node: NodeSpec) -> Result<Inventory, DaemonError> {
+pub async fn restore_inventory(
+    store: &Store,
+    nodes: Vec<NodeSpec>,
+) -> Result<Inventory, DaemonError> {
     let mut snapshot = InventorySnapshot {
-        nodes: vec![node],
+        nodes,
         reservations: BTreeMap::new(),
         allocations: BTreeMap::new(),
     };

@@ -212,6 +212,21 @@ pub struct KubernetesConfig {
     /// Default: in-cluster config, else `$KUBECONFIG`, else `~/.kube/config`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context; default: the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Prefix of lease namespaces; default `lh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_prefix: Option<String>,
+    /// Node label naming the GPU product; default `nvidia.com/gpu.product`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_label: Option<String>,
+    /// Refuse images that run as root (Pod Security `restricted`); default off.
+    #[serde(default)]
+    pub run_as_non_root: bool,
+    /// Host named in service URIs; default: the address of the replica's node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_host: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -185,6 +185,12 @@ impl Core {
                 self.metrics.bids_placed.get(),
             ),
             (
+                "leasehold_cluster_drifted_nodes_total",
+                "counter",
+                "Cluster nodes found added, removed or changed since start (Kubernetes).",
+                self.cluster_drifted_nodes(),
+            ),
+            (
                 "leasehold_bids_failed_total",
                 "counter",
                 "Bids the chain refused or that failed to send.",

@@ -30,6 +30,8 @@ use crate::deployment::{DeploymentError, gpu_model_key};
 use crate::hardware::{Hardware, HardwareError};
 use crate::metrics::Metrics;
 use crate::runtime::docker::{DockerRuntime, DockerRuntimeConfig};
+use crate::runtime::kubernetes::inventory::InventoryTracker;
+use crate::runtime::kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::{Store, StoreError};
 
@@ -97,8 +99,6 @@ pub enum DaemonError {
     Holding { order_id: u64, reason: String },
     #[error("lease {lease_id}: {reason}")]
     Lease { lease_id: u64, reason: String },
-    #[error("runtime kind {0:?} is not supported by this daemon yet")]
-    UnsupportedRuntime(String),
     #[error("metrics listener {addr}: {source}")]
     Metrics {
         addr: SocketAddr,
@@ -132,6 +132,8 @@ pub struct Core {
     pub(crate) chain: Chain,
     pub(crate) runtime: Arc<dyn Runtime>,
     inventory: Mutex<Inventory>,
+    /// The last cluster reading, to report drift (a cluster runtime only).
+    cluster_drift: InventoryTracker,
     pub(crate) metrics: Metrics,
     pub(crate) rates: LinearRates,
     pub(crate) attributes: BTreeSet<B256>,
@@ -198,6 +200,42 @@ pub fn local_node(hardware: &Hardware) -> Result<(NodeSpec, Vec<OfferedGpu>), Da
     Ok((node, offered))
 }
 
+/// The GPU models a cluster's nodes offer, one entry per model.
+fn offered_gpus(nodes: &[NodeSpec]) -> Vec<OfferedGpu> {
+    let mut offered: Vec<OfferedGpu> = Vec::new();
+    for device in nodes.iter().flat_map(|node| &node.gpus) {
+        let key = &device.spec.model;
+        if !offered.iter().any(|known| &known.key == key) {
+            offered.push(OfferedGpu {
+                key: key.clone(),
+                chain_name: key.to_string(),
+                chain_key: gpu_model_key(key.as_str()),
+            });
+        }
+    }
+    offered
+}
+
+/// Connects the Kubernetes runtime the config describes, for this provider's address.
+pub async fn kubernetes_runtime(
+    config: &Config,
+    provider: alloy::primitives::Address,
+) -> Result<KubernetesRuntime, DaemonError> {
+    let settings = &config.runtime.kubernetes;
+    let mut runtime_config = KubernetesRuntimeConfig::new(provider.to_string().to_lowercase());
+    runtime_config.kubeconfig = settings.kubeconfig.clone();
+    runtime_config.context = settings.context.clone();
+    if let Some(prefix) = &settings.namespace_prefix {
+        runtime_config.namespace_prefix = prefix.clone();
+    }
+    if let Some(label) = &settings.gpu_label {
+        runtime_config.gpu_label = label.clone();
+    }
+    runtime_config.run_as_non_root = settings.run_as_non_root;
+    runtime_config.public_host = settings.public_host.clone();
+    Ok(KubernetesRuntime::connect(runtime_config).await?)
+}
+
 /// The linear rates of the config.
 pub fn rates_from_config(config: &Config) -> Result<LinearRates, DaemonError> {
     Ok(LinearRates {
@@ -236,9 +274,25 @@ impl Core {
     ) -> Result<Self, DaemonError> {
         let store = Store::connect(&config.database_url()).await?;
         let chain = Chain::connect(&config, signer, options.start_block).await?;
-        let hardware = Hardware::detect(&config.data_dir, &config.hardware)?;
-        let (node, gpus) = local_node(&hardware)?;
-        let inventory = crate::bidder::restore_inventory(&store, node).await?;
+        let cluster_drift = InventoryTracker::default();
+        let (nodes, gpus) = match runtime.cluster_nodes().await? {
+            Some(nodes) => {
+                cluster_drift.observe(&nodes);
+                let gpus = offered_gpus(&nodes);
+                (nodes, gpus)
+            }
+            None => {
+                let hardware = Hardware::detect(&config.data_dir, &config.hardware)?;
+                let (node, gpus) = local_node(&hardware)?;
+                (vec![node], gpus)
+            }
+        };
+        info!(
+            nodes = nodes.len(),
+            runtime = runtime.backend(),
+            "inventory built"
+        );
+        let inventory = crate::bidder::restore_inventory(&store, nodes).await?;
         let rates = rates_from_config(&config)?;
         let attributes = config
             .attributes
@@ -252,6 +306,7 @@ impl Core {
             chain,
             runtime,
             inventory: Mutex::new(inventory),
+            cluster_drift,
             metrics: Metrics::default(),
             rates,
             attributes,
@@ -278,6 +333,22 @@ impl Core {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Nodes of the cluster found added, removed or changed since start (0 for a
+    /// one-host runtime).
+    pub fn cluster_drifted_nodes(&self) -> u64 {
+        self.cluster_drift.drifted_nodes_total()
+    }
+
+    /// Re-reads a cluster runtime's nodes and reports any difference from the last
+    /// reading (logs and `/metrics`). The inventory keeps what it was built with until a
+    /// restart, so drift is visible, never silently absorbed.
+    async fn check_cluster_drift(&self) -> Result<(), DaemonError> {
+        if let Some(nodes) = self.runtime.cluster_nodes().await? {
+            self.cluster_drift.observe(&nodes);
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &Config {
@@ -311,7 +382,7 @@ impl Daemon {
         let runtime: Arc<dyn Runtime> = match config.runtime.kind {
             crate::config::RuntimeKind::Docker => Arc::new(docker_runtime(&config).await?),
             crate::config::RuntimeKind::Kubernetes => {
-                return Err(DaemonError::UnsupportedRuntime("kubernetes".into()));
+                Arc::new(kubernetes_runtime(&config, signer.address()).await?)
             }
         };
         Self::start_with_runtime(config, signer, runtime, options).await
@@ -463,7 +534,10 @@ async fn periodic(
         }
         let result = match job {
             Job::Housekeeping => core.housekeeping().await,
-            Job::Reconcile => core.reconcile().await,
+            Job::Reconcile => match core.reconcile().await {
+                Ok(()) => core.check_cluster_drift().await,
+                Err(error) => Err(error),
+            },
             Job::Withdraw => core.withdraw_all().await,
         };
         if let Err(error) = result {

@@ -35,6 +35,7 @@ use kube::api::{
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource};
+use leasehold_scheduler::NodeSpec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -825,6 +826,18 @@ impl Runtime for KubernetesRuntime {
         leases.sort_unstable();
         leases.dedup();
         Ok(leases)
+    }
+
+    async fn cluster_nodes(&self) -> Result<Option<Vec<NodeSpec>>, RuntimeError> {
+        let options = InventoryOptions {
+            gpu_label: self.config.gpu_label.clone(),
+            ..InventoryOptions::default()
+        };
+        let inventory = self.inventory(&options).await?;
+        for skipped in &inventory.skipped {
+            tracing::info!(node = %skipped.node, reason = %skipped.reason, "node left out of the inventory");
+        }
+        Ok(Some(inventory.nodes))
     }
 }
 

@@ -863,6 +863,15 @@ pub trait Runtime: Send + Sync {
 
     /// Ids of the leases the runtime holds anything for, sorted.
     async fn list_leases(&self) -> Result<Vec<u64>, RuntimeError>;
+
+    /// The nodes this runtime places workloads on, when it learns them itself (a
+    /// cluster). `None`, the default, means the daemon's own host, which the daemon
+    /// describes from its detected hardware.
+    async fn cluster_nodes(
+        &self,
+    ) -> Result<Option<Vec<leasehold_scheduler::NodeSpec>>, RuntimeError> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

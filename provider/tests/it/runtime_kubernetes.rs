@@ -20,7 +20,7 @@
 //! cluster the same assertions hold; checks that only make sense against the fake
 //! (recorded requests, no-op applies) are skipped.
 
-mod fake_api_server;
+pub(crate) mod fake_api_server;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
