@@ -47,7 +47,9 @@ const NEXT_ORDER_ID_SLOT: u64 = 0;
 
 fn main() -> Result<()> {
     if !std::env::args().any(|arg| arg == "--bench") {
-        println!("daemon bench: skipped (run with `cargo bench -p leasehold-provider --bench daemon`)");
+        println!(
+            "daemon bench: skipped (run with `cargo bench -p leasehold-provider --bench daemon`)"
+        );
         return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -86,7 +88,11 @@ fn lease_id_base() -> u64 {
 
 async fn bench() -> Result<()> {
     let (binary, lease_count, block_time) = settings()?;
-    ensure!(binary.exists(), "provider binary {} not found", binary.display());
+    ensure!(
+        binary.exists(),
+        "provider binary {} not found",
+        binary.display()
+    );
     let base = lease_id_base();
     let started = Instant::now();
     let mut run = tokio::spawn(measure(binary, lease_count, block_time, base));
@@ -98,7 +104,10 @@ async fn bench() -> Result<()> {
     }
     // Whatever happened, nothing of ours stays on the engine.
     let removed = remove_lease_workloads(base..base + lease_count as u64 + 10).await;
-    progress(started, &format!("cleanup: removed {removed} leftover container(s)"));
+    progress(
+        started,
+        &format!("cleanup: removed {removed} leftover container(s)"),
+    );
     match outcome {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => bail!("bench task failed: {join}"),
@@ -207,7 +216,8 @@ impl Chain {
 }
 
 async fn start_chain(block_time: Option<u64>, base: u64) -> Result<Chain> {
-    let mut anvil = Anvil::at(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/anvil"));
+    let mut anvil =
+        Anvil::at(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/anvil"));
     if let Some(seconds) = block_time {
         anvil = anvil.block_time(seconds);
     }
@@ -308,7 +318,11 @@ struct LeaseTiming {
 }
 
 async fn post_order(tenant: &MarketplaceClient, order: &NewOrder) -> Result<u64> {
-    Ok(tenant.create_order(order).await.context("createOrder")?.order_id)
+    Ok(tenant
+        .create_order(order)
+        .await
+        .context("createOrder")?
+        .order_id)
 }
 
 async fn wait_for_bid(tenant: &MarketplaceClient, order_id: u64, provider: Address) -> Result<u64> {
@@ -350,10 +364,9 @@ async fn deliver_and_wait(
         if let Ok(status) = gateway.status(lease_id).await
             && status.state == "running"
             && !status.services.is_empty()
-            && status
-                .services
-                .iter()
-                .all(|service| service.total_replicas > 0 && service.ready_replicas == service.total_replicas)
+            && status.services.iter().all(|service| {
+                service.total_replicas > 0 && service.ready_replicas == service.total_replicas
+            })
         {
             let ready = Instant::now();
             return Ok(LeaseTiming {
@@ -362,7 +375,10 @@ async fn deliver_and_wait(
                 manifest_to_ready: ready - delivered,
             });
         }
-        ensure!(Instant::now() < deadline, "lease {lease_id} never became ready");
+        ensure!(
+            Instant::now() < deadline,
+            "lease {lease_id} never became ready"
+        );
         tokio::time::sleep(poll).await;
     }
 }
@@ -387,15 +403,29 @@ fn summary(name: &str, mut values: Vec<Duration>) -> String {
     )
 }
 
-async fn measure(binary: PathBuf, lease_count: usize, block_time: Option<u64>, base: u64) -> Result<()> {
+async fn measure(
+    binary: PathBuf,
+    lease_count: usize,
+    block_time: Option<u64>,
+    base: u64,
+) -> Result<()> {
     let started = Instant::now();
     let mining = match block_time {
         Some(seconds) => format!("{seconds} s blocks, confirmations 2"),
         None => "instant mining, confirmations 0".to_owned(),
     };
-    progress(started, &format!("provider binary {}; {mining}; {lease_count} leases", binary.display()));
+    progress(
+        started,
+        &format!(
+            "provider binary {}; {mining}; {lease_count} leases",
+            binary.display()
+        ),
+    );
     let chain = start_chain(block_time, base).await?;
-    progress(started, &format!("anvil + contracts up at {}", chain.anvil.endpoint()));
+    progress(
+        started,
+        &format!("anvil + contracts up at {}", chain.anvil.endpoint()),
+    );
 
     let dir = tempfile::tempdir().context("tempdir")?;
     let password = format!("bench-{}", std::process::id());
@@ -409,7 +439,12 @@ async fn measure(binary: PathBuf, lease_count: usize, block_time: Option<u64>, b
     )
     .context("writing the keystore")?;
     let gateway_port = free_port()?;
-    let config = write_config(&chain, dir.path(), gateway_port, &dir.path().join("provider-key.json"))?;
+    let config = write_config(
+        &chain,
+        dir.path(),
+        gateway_port,
+        &dir.path().join("provider-key.json"),
+    )?;
     let logs = std::env::temp_dir().join(format!("pbench-provider-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
 
@@ -417,7 +452,11 @@ async fn measure(binary: PathBuf, lease_count: usize, block_time: Option<u64>, b
         .arg("register")
         .status()
         .context("provider register")?;
-    ensure!(registered.success(), "provider register failed; see {}", logs.display());
+    ensure!(
+        registered.success(),
+        "provider register failed; see {}",
+        logs.display()
+    );
 
     let mut run = provider_command(&binary, &config, &password, &logs.join("run.log"))?;
     run.args(["run", "--keep-unknown-workloads"]);
@@ -437,19 +476,32 @@ async fn measure(binary: PathBuf, lease_count: usize, block_time: Option<u64>, b
         {
             break;
         }
-        ensure!(Instant::now() < deadline, "gateway never answered; logs in {}", logs.display());
+        ensure!(
+            Instant::now() < deadline,
+            "gateway never answered; logs in {}",
+            logs.display()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     progress(
         started,
-        &format!("daemon pid {pid} serving after {:.2}s; logs in {}", spawned.elapsed().as_secs_f64(), logs.display()),
+        &format!(
+            "daemon pid {pid} serving after {:.2}s; logs in {}",
+            spawned.elapsed().as_secs_f64(),
+            logs.display()
+        ),
     );
 
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = settle_and_sample(pid, Duration::from_secs(5)).await?;
     progress(
         started,
-        &format!("idle: RSS {:.1} MiB (peak so far {:.1} MiB), {} threads", mib(idle.rss_kib), mib(idle.peak_kib), idle.threads),
+        &format!(
+            "idle: RSS {:.1} MiB (peak so far {:.1} MiB), {} threads",
+            mib(idle.rss_kib),
+            mib(idle.peak_kib),
+            idle.threads
+        ),
     );
 
     let tenant = Arc::new(chain.client(TENANT)?);
@@ -487,8 +539,18 @@ async fn measure(binary: PathBuf, lease_count: usize, block_time: Option<u64>, b
         "order id {single_order} is not the bench's base {base}; refusing to go on"
     );
     let bid = wait_for_bid(&tenant, single_order, provider).await?;
-    let lease = tenant.accept_bid(single_order, bid).await.context("acceptBid")?;
-    let single = deliver_and_wait(gateway(), lease.lease_id, manifest.clone(), Instant::now(), Duration::from_millis(50)).await?;
+    let lease = tenant
+        .accept_bid(single_order, bid)
+        .await
+        .context("acceptBid")?;
+    let single = deliver_and_wait(
+        gateway(),
+        lease.lease_id,
+        manifest.clone(),
+        Instant::now(),
+        Duration::from_millis(50),
+    )
+    .await?;
     progress(
         started,
         &format!(
@@ -518,8 +580,17 @@ async fn measure(binary: PathBuf, lease_count: usize, block_time: Option<u64>, b
     progress(started, &format!("{lease_count} bids placed by the daemon"));
     let mut watchers = tokio::task::JoinSet::new();
     for (order_id, bid_id) in orders.iter().zip(&bids) {
-        let lease = tenant.accept_bid(*order_id, *bid_id).await.context("acceptBid")?;
-        watchers.spawn(deliver_and_wait(gateway(), lease.lease_id, manifest.clone(), Instant::now(), Duration::from_millis(250)));
+        let lease = tenant
+            .accept_bid(*order_id, *bid_id)
+            .await
+            .context("acceptBid")?;
+        watchers.spawn(deliver_and_wait(
+            gateway(),
+            lease.lease_id,
+            manifest.clone(),
+            Instant::now(),
+            Duration::from_millis(250),
+        ));
     }
     progress(started, &format!("{lease_count} bids accepted"));
     let mut timings = Vec::with_capacity(lease_count);
@@ -544,7 +615,12 @@ async fn measure(binary: PathBuf, lease_count: usize, block_time: Option<u64>, b
     let loaded = settle_and_sample(pid, Duration::from_secs(5)).await?;
     progress(
         started,
-        &format!("{lease_count} running: RSS {:.1} MiB, peak {:.1} MiB, {} threads", mib(loaded.rss_kib), mib(loaded.peak_kib), loaded.threads),
+        &format!(
+            "{lease_count} running: RSS {:.1} MiB, peak {:.1} MiB, {} threads",
+            mib(loaded.rss_kib),
+            mib(loaded.peak_kib),
+            loaded.threads
+        ),
     );
 
     let closing = Instant::now();
@@ -562,8 +638,14 @@ async fn measure(binary: PathBuf, lease_count: usize, block_time: Option<u64>, b
     let status = daemon.stop()?;
     progress(started, &format!("daemon stopped: {status}"));
 
-    let created: Vec<Duration> = timings.iter().map(|timing| timing.created_to_ready).collect();
-    let delivered: Vec<Duration> = timings.iter().map(|timing| timing.manifest_to_ready).collect();
+    let created: Vec<Duration> = timings
+        .iter()
+        .map(|timing| timing.created_to_ready)
+        .collect();
+    let delivered: Vec<Duration> = timings
+        .iter()
+        .map(|timing| timing.manifest_to_ready)
+        .collect();
     println!("== leasehold provider daemon bench ({mining}) ==");
     println!(
         "idle RSS: {:.1} MiB (VmHWM {:.1} MiB, {} threads)",
@@ -584,9 +666,18 @@ async fn measure(binary: PathBuf, lease_count: usize, block_time: Option<u64>, b
         single.created_to_ready.as_secs_f64(),
         single.manifest_to_ready.as_secs_f64()
     );
-    println!("{}", summary(&format!("{lease_count} leases created->ready"), created));
-    println!("{}", summary(&format!("{lease_count} leases manifest->ready"), delivered));
-    println!("teardown of {lease_count} leases (closeLease txs -> containers gone): {:.2}s", teardown.as_secs_f64());
+    println!(
+        "{}",
+        summary(&format!("{lease_count} leases created->ready"), created)
+    );
+    println!(
+        "{}",
+        summary(&format!("{lease_count} leases manifest->ready"), delivered)
+    );
+    println!(
+        "teardown of {lease_count} leases (closeLease txs -> containers gone): {:.2}s",
+        teardown.as_secs_f64()
+    );
     println!("total wall time {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -597,7 +688,10 @@ fn docker() -> Option<bollard::Docker> {
 
 async fn containers_of(docker: &bollard::Docker, lease_id: u64) -> Vec<String> {
     let filters = HashMap::from([("label", vec![lease_selector(lease_id)])]);
-    let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
     docker
         .list_containers(Some(options))
         .await
@@ -620,7 +714,10 @@ async fn wait_for_no_containers(leases: std::ops::Range<u64>, started: Instant) 
             progress(started, &format!("leases {leases:?} torn down"));
             return Ok(());
         }
-        ensure!(Instant::now() < deadline, "{left} container(s) of closed leases remain");
+        ensure!(
+            Instant::now() < deadline,
+            "{left} container(s) of closed leases remain"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

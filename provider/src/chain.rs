@@ -87,9 +87,9 @@ pub fn decrypt_keystore(path: &Path, password: &str) -> Result<PrivateKeySigner,
         Err(error) => return Err(problem(format!("cannot be read: {error}"))),
     }
     PrivateKeySigner::decrypt_keystore(path, password).map_err(|error| match error {
-        LocalSignerError::EthKeystoreError(KeystoreError::MacMismatch) => problem(
-            "wrong password (the MAC does not match); check key.password_env".into(),
-        ),
+        LocalSignerError::EthKeystoreError(KeystoreError::MacMismatch) => {
+            problem("wrong password (the MAC does not match); check key.password_env".into())
+        }
         LocalSignerError::EthKeystoreError(KeystoreError::SerdeJson(reason)) => {
             problem(format!("is not a Web3 Secret Storage JSON file: {reason}"))
         }

@@ -51,3 +51,48 @@ fn demo_validates_every_example_and_prints_its_manifest_hash() {
         }
     }
 }
+
+/// The main job itself: two providers compete, the cheaper one serves hello.yaml, its URL
+/// answers, and `--once` leaves no lease, container, network or process behind.
+#[test]
+fn demo_once_serves_hello_from_the_cheaper_provider_and_cleans_up() {
+    let _turn = leasehold_e2e::scenario::serial();
+    let root = repo_root();
+    let mut command = Command::new(root.join("scripts/demo"));
+    command
+        .args(["--once", "--providers", "2"])
+        .current_dir(&root);
+    let run = leasehold_e2e::process::run_bounded(command, std::time::Duration::from_secs(540));
+    let output = format!("{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(0), "scripts/demo --once failed:\n{output}");
+    assert!(output.contains("hello from leasehold"), "{output}");
+    // Provider 2 (dev account 3) asks less and wins.
+    assert!(
+        output.contains("with provider 0x90f79bf6eb2c4f870365e785982e1f101e93b906"),
+        "the cheaper provider did not win:\n{output}"
+    );
+    let lease = output
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("lease ")?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no lease line:\n{output}"));
+    assert!(
+        output.contains(&format!("lease {lease} closed")),
+        "{output}"
+    );
+    assert!(leasehold_e2e::docker::lease_containers(lease).is_empty());
+    assert!(leasehold_e2e::docker::lease_networks(lease).is_empty());
+    let rpc = output
+        .lines()
+        .find_map(|line| line.strip_prefix("RPC URL")?.trim().strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no RPC URL line:\n{output}"));
+    assert!(
+        !leasehold_e2e::listening(rpc),
+        "anvil still listens on {rpc}"
+    );
+}
