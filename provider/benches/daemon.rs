@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, B256, U256};
+use alloy::providers::ProviderBuilder;
 use alloy::providers::ext::AnvilApi;
-use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, Result, bail, ensure};
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
@@ -429,10 +429,9 @@ async fn measure(
 
     let dir = tempfile::tempdir().context("tempdir")?;
     let password = format!("bench-{}", std::process::id());
-    let mut rng = rand08::thread_rng();
     PrivateKeySigner::encrypt_keystore(
         dir.path(),
-        &mut rng,
+        &mut rand08::thread_rng(),
         chain.signer(PROVIDER).to_bytes(),
         &password,
         Some("provider-key.json"),
@@ -635,6 +634,8 @@ async fn measure(
     wait_for_no_containers(first..last + 1, started).await?;
     let teardown = closing.elapsed();
     let after = memory_of(pid)?;
+    // The gateway's graceful shutdown waits for open connections.
+    drop(channel);
     let status = daemon.stop()?;
     progress(started, &format!("daemon stopped: {status}"));
 

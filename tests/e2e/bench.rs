@@ -10,9 +10,7 @@
 use std::time::{Duration, Instant};
 
 use leasehold_e2e::http_get;
-use leasehold_e2e::scenario::{
-    PROVIDER_A, ProviderSpec, Scenario, TENANT, first_uri, lease_ids, serial,
-};
+use leasehold_e2e::scenario::{QUICK_DEPLOY, Scenario, TENANT, first_uri, hello, lease_ids};
 
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
@@ -21,30 +19,17 @@ fn deploy_to_first_http_200() {
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(10);
-    let _turn = serial();
-    let mut scenario = Scenario::start(1);
     // 800 base units an hour for hello.yaml's 0.1 core (it pays at most 1000).
-    scenario.add_provider(ProviderSpec::new(PROVIDER_A, 8_000));
-    let hello = leasehold_e2e::repo_root().join("manifests/examples/hello.yaml");
+    let scenario = Scenario::with_provider(8_000);
+    let hello = hello();
 
     let mut figures = Vec::new();
     for run in 1..=runs {
         let started = Instant::now();
-        let deploy = scenario.deploy(
-            TENANT,
-            &hello,
-            &[
-                "--bid-window",
-                "1",
-                "--select",
-                "cheapest",
-                "--deposit",
-                "10000000",
-            ],
-        );
+        let deploy = scenario.deploy(TENANT, &hello, QUICK_DEPLOY);
         deploy.expect_code(0, "tenant deploy");
         let document = deploy.json();
-        let uri = first_uri(&document).unwrap_or_else(|| panic!("no URI in {document}"));
+        let uri = first_uri(&document);
         let deadline = started + Duration::from_secs(60);
         while http_get(&uri).is_none_or(|response| response.status != 200) {
             assert!(Instant::now() < deadline, "{uri} never answered 200");

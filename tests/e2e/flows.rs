@@ -1,7 +1,7 @@
 //! The marketplace end to end: anvil (1-second blocks), `provider run` daemons on the local
-//! Docker engine and the `tenant` CLI, all real processes. Flows take turns (see
-//! `scenario::serial`); each has its own chain, ports and data dirs, bounded waits, and
-//! removes its processes, containers and networks when it ends, passed or failed.
+//! Docker engine and the `tenant` CLI, all real processes. Flows take turns (`Scenario::start`
+//! takes `scenario::serial`); each has its own chain, ports and data dirs, bounded waits,
+//! and removes its processes, containers and networks when it ends, passed or failed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,16 +9,12 @@ use std::time::Duration;
 use leasehold_e2e::docker::{inspect, lease_containers, lease_networks};
 use leasehold_e2e::process::stream_lines;
 use leasehold_e2e::scenario::{
-    OTHER_TENANT, PROVIDER_A, PROVIDER_B, ProviderSpec, Scenario, TENANT, TOKEN, first_uri,
-    lease_ids, serial,
+    OTHER_TENANT, PROVIDER_A, PROVIDER_B, ProviderSpec, QUICK_DEPLOY, Scenario, TENANT, TOKEN,
+    first_uri, hello, lease_ids,
 };
-use leasehold_e2e::{HttpResponse, eventually, http_get, repo_root};
+use leasehold_e2e::{HttpResponse, eventually, http_get};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-fn hello() -> PathBuf {
-    repo_root().join("manifests/examples/hello.yaml")
-}
 
 /// Writes `yaml` into the scenario's temp dir.
 fn manifest(scenario: &Scenario, name: &str, yaml: &str) -> PathBuf {
@@ -67,23 +63,10 @@ const PRICE_B: u64 = 5_000;
 
 #[test]
 fn hello_deploys_and_its_url_answers_with_the_page() {
-    let _turn = serial();
-    let mut scenario = Scenario::start(1);
-    scenario.add_provider(ProviderSpec::new(PROVIDER_A, PRICE_A));
+    let scenario = Scenario::with_provider(PRICE_A);
 
-    let (document, lease) = deploy_ok(
-        &scenario,
-        &hello(),
-        &[
-            "--bid-window",
-            "1",
-            "--select",
-            "cheapest",
-            "--deposit",
-            "10000000",
-        ],
-    );
-    let uri = first_uri(&document).unwrap_or_else(|| panic!("no URI in {document}"));
+    let (document, lease) = deploy_ok(&scenario, &hello(), QUICK_DEPLOY);
+    let uri = first_uri(&document);
     let response = wait_for_200(&uri);
     assert!(
         response.body.contains("hello from leasehold"),
@@ -118,9 +101,7 @@ fn hello_deploys_and_its_url_answers_with_the_page() {
 
 #[test]
 fn the_cheaper_of_two_providers_wins() {
-    let _turn = serial();
-    let mut scenario = Scenario::start(1);
-    scenario.add_provider(ProviderSpec::new(PROVIDER_A, PRICE_A));
+    let mut scenario = Scenario::with_provider(PRICE_A);
     scenario.add_provider(ProviderSpec::new(PROVIDER_B, PRICE_B));
 
     let (document, lease) = deploy_ok(
@@ -168,21 +149,15 @@ fn the_cheaper_of_two_providers_wins() {
             "bids lack provider {provider}: {text}"
         );
     }
-    let uri = first_uri(&document).unwrap_or_else(|| panic!("no URI in {document}"));
+    let uri = first_uri(&document);
     wait_for_200(&uri);
 }
 
 #[test]
 fn close_refunds_the_tenant_and_removes_the_containers() {
-    let _turn = serial();
-    let mut scenario = Scenario::start(1);
-    scenario.add_provider(ProviderSpec::new(PROVIDER_A, PRICE_A));
-    let (document, lease) = deploy_ok(
-        &scenario,
-        &hello(),
-        &["--bid-window", "1", "--deposit", "10000000"],
-    );
-    let uri = first_uri(&document).unwrap_or_else(|| panic!("no URI in {document}"));
+    let scenario = Scenario::with_provider(PRICE_A);
+    let (document, lease) = deploy_ok(&scenario, &hello(), QUICK_DEPLOY);
+    let uri = first_uri(&document);
     wait_for_200(&uri);
     assert!(!lease_containers(lease).is_empty(), "no container labelled");
     assert!(!lease_networks(lease).is_empty(), "no network labelled");
@@ -240,15 +215,9 @@ deployment:
 
 #[test]
 fn logs_follow_streams_and_another_tenant_cannot_read_them() {
-    let _turn = serial();
-    let mut scenario = Scenario::start(1);
-    scenario.add_provider(ProviderSpec::new(PROVIDER_A, PRICE_A));
+    let scenario = Scenario::with_provider(PRICE_A);
     let ticker = manifest(&scenario, "ticker.yaml", TICKER);
-    let (_, lease) = deploy_ok(
-        &scenario,
-        &ticker,
-        &["--bid-window", "1", "--deposit", "10000000"],
-    );
+    let (_, lease) = deploy_ok(&scenario, &ticker, QUICK_DEPLOY);
 
     let lease_arg = lease.to_string();
     let command = scenario.tenant_command(TENANT, &["logs", &lease_arg, "-f", "--output", "json"]);
@@ -289,7 +258,6 @@ fn logs_follow_streams_and_another_tenant_cannot_read_them() {
 
 #[test]
 fn an_insolvent_lease_is_closed_and_its_containers_removed() {
-    let _turn = serial();
     let mut scenario = Scenario::start(1);
     // 0.1 core at 36 tokens per core-hour: 1,000 base units a second, which hello.yaml
     // with a raised maximum price accepts; the deposit lasts 20 seconds.
@@ -305,7 +273,7 @@ fn an_insolvent_lease_is_closed_and_its_containers_removed() {
         &pricey,
         &["--bid-window", "1", "--deposit", "20000"],
     );
-    let uri = first_uri(&document).unwrap_or_else(|| panic!("no URI in {document}"));
+    let uri = first_uri(&document);
     wait_for_200(&uri);
 
     eventually(
@@ -360,7 +328,6 @@ deployment:
 
 #[test]
 fn a_gpu_order_goes_only_to_the_provider_with_that_model() {
-    let _turn = serial();
     let mut scenario = Scenario::start(1);
     let mut with_a100 = ProviderSpec::new(PROVIDER_A, PRICE_A);
     with_a100.gpus = vec![(A100.to_owned(), 1)];
@@ -450,7 +417,6 @@ fn a_gpu_order_goes_only_to_the_provider_with_that_model() {
 
 #[test]
 fn cli_json_output_parses_and_exit_codes_mean_something() {
-    let _turn = serial();
     let mut scenario = Scenario::start(1);
     let node = scenario.add_provider(ProviderSpec::new(PROVIDER_A, PRICE_A));
 

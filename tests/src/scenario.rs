@@ -24,6 +24,22 @@ pub const TOKEN: u64 = leasehold_contracts::devnet::ONE_TOKEN;
 /// The environment variable holding a provider's key (the key itself never goes in files).
 const PROVIDER_KEY_ENV: &str = "LEASEHOLD_PROVIDER_KEY";
 
+/// `tenant deploy` flags for a quick single-provider deploy: 1-second bid window, the
+/// cheapest bid, 10 tokens of escrow.
+pub const QUICK_DEPLOY: &[&str] = &[
+    "--bid-window",
+    "1",
+    "--select",
+    "cheapest",
+    "--deposit",
+    "10000000",
+];
+
+/// manifests/examples/hello.yaml.
+pub fn hello() -> PathBuf {
+    crate::repo_root().join("manifests/examples/hello.yaml")
+}
+
 /// Flows that run workloads take turns: the provider's Docker runtime names containers and
 /// networks by lease id alone, and every devnet starts counting leases at 1.
 pub fn serial() -> MutexGuard<'static, ()> {
@@ -88,11 +104,15 @@ pub struct Scenario {
     pub providers: Vec<ProviderNode>,
     /// Leases whose containers and networks are removed on drop.
     leases: Mutex<Vec<u64>>,
+    /// This flow's turn on the Docker engine ([`serial`]), released after the cleanup.
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Scenario {
-    /// A devnet with `block_time`-second blocks and accounts 0-5 funded.
+    /// A devnet with `block_time`-second blocks and accounts 0-5 funded, once it is this
+    /// flow's turn.
     pub fn start(block_time: u64) -> Self {
+        let turn = serial();
         assert!(
             docker::available(),
             "no Docker engine answers: run scripts/bootstrap"
@@ -125,7 +145,16 @@ impl Scenario {
             deployment_path,
             providers: Vec::new(),
             leases: Mutex::new(Vec::new()),
+            _turn: turn,
         }
+    }
+
+    /// [`Scenario::start`] with 1-second blocks and one provider (dev account
+    /// [`PROVIDER_A`]) asking `cpu_core_per_hour`.
+    pub fn with_provider(cpu_core_per_hour: u64) -> Self {
+        let mut scenario = Self::start(1);
+        scenario.add_provider(ProviderSpec::new(PROVIDER_A, cpu_core_per_hour));
+        scenario
     }
 
     pub fn devnet(&self) -> &Devnet {
@@ -382,11 +411,12 @@ pub fn lease_ids(document: &serde_json::Value) -> Vec<u64> {
 }
 
 /// The first URI of the first group of a `tenant deploy --output json` document.
-pub fn first_uri(document: &serde_json::Value) -> Option<String> {
+pub fn first_uri(document: &serde_json::Value) -> String {
     document
         .pointer("/groups/0/uris/0")
         .and_then(|uri| uri.as_str())
         .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no URI in {document}"))
 }
 
 impl Drop for Scenario {
