@@ -345,8 +345,10 @@ impl Config {
             runtime: RuntimeConfig::default(),
             pricing: PricingConfig {
                 strategy: PricingStrategy::Linear,
-                cpu_core_per_hour: 10_000,
-                memory_gib_per_hour: 5_000,
+                // Low enough that manifests/examples/hello.yaml (0.1 core, 64Mi, at
+                // most 1000 an hour) gets a bid from a provider left at the defaults.
+                cpu_core_per_hour: 8_000,
+                memory_gib_per_hour: 2_000,
                 storage_gib_per_hour: 100,
                 gpu_prices,
             },
