@@ -340,7 +340,8 @@ async fn wait_for_bid(tenant: &MarketplaceClient, order_id: u64, provider: Addre
 /// Sends the manifest as soon as the daemon knows the lease, then polls Lease.GetStatus
 /// every `poll` until every service reports all replicas ready.
 async fn deliver_and_wait(
-    mut gateway: SignedLeaseClient,
+    channel: tonic::transport::Channel,
+    tenant: PrivateKeySigner,
     lease_id: u64,
     manifest: Vec<u8>,
     created: Instant,
@@ -348,7 +349,11 @@ async fn deliver_and_wait(
 ) -> Result<LeaseTiming> {
     let deadline = created + STEP_LIMIT;
     loop {
-        match gateway.send_manifest(lease_id, manifest.clone()).await {
+        // A fresh client per attempt: one client moves its signing timestamp a second ahead
+        // for every identical call within a second, and the provider refuses timestamps
+        // more than 5 minutes off. Refused attempts (lease not known yet) burn no signature.
+        let mut attempt = SignedLeaseClient::new(channel.clone(), tenant.clone());
+        match attempt.send_manifest(lease_id, manifest.clone()).await {
             Ok(()) => break,
             Err(error) => {
                 ensure!(
@@ -359,6 +364,9 @@ async fn deliver_and_wait(
             }
         }
     }
+    // Polls faster than once a second drift this client's timestamps ahead by at most
+    // STEP_LIMIT, inside the provider's 5 minute window.
+    let mut gateway = SignedLeaseClient::new(channel, tenant);
     let delivered = Instant::now();
     loop {
         if let Ok(status) = gateway.status(lease_id).await
@@ -529,7 +537,6 @@ async fn measure(
         .connect()
         .await
         .context("gateway channel")?;
-    let gateway = || SignedLeaseClient::new(channel.clone(), chain.signer(TENANT));
 
     // A single lease on the idle daemon.
     let single_order = post_order(&tenant, &order).await?;
@@ -543,7 +550,8 @@ async fn measure(
         .await
         .context("acceptBid")?;
     let single = deliver_and_wait(
-        gateway(),
+        channel.clone(),
+        chain.signer(TENANT),
         lease.lease_id,
         manifest.clone(),
         Instant::now(),
@@ -584,7 +592,8 @@ async fn measure(
             .await
             .context("acceptBid")?;
         watchers.spawn(deliver_and_wait(
-            gateway(),
+            channel.clone(),
+            chain.signer(TENANT),
             lease.lease_id,
             manifest.clone(),
             Instant::now(),
