@@ -21,6 +21,7 @@ pub mod deploy;
 pub mod devnet;
 pub mod error;
 pub mod follower;
+pub mod order;
 pub mod types;
 
 pub use client::{MarketplaceClient, signing_provider};
@@ -33,4 +34,5 @@ pub use follower::{
     Backoff, BackoffPolicy, Follower, FollowerConfig, FollowerError, FollowerStats, LogHandler,
     LogSource, RpcLogSource, SourceError, Step,
 };
+pub use order::{OrderEncodingError, chain_key, order_spec_for_group};
 pub use types::*;

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use alloy::primitives::{B256, keccak256};
-use leasehold_contracts::{OrderRequirements, OrderSpec, Resources as ChainResources};
+use alloy::primitives::B256;
+use leasehold_contracts::{OrderSpec, Resources as ChainResources};
 use leasehold_manifests::{Group, Manifest, ManifestGroup, Protocol as ManifestProtocol, Service};
 
 use crate::runtime::{
@@ -60,47 +60,20 @@ pub struct GroupDemand {
 
 /// keccak256 of an attribute `key=value`, as announced on chain.
 pub fn attribute_key(text: &str) -> B256 {
-    keccak256(text.as_bytes())
+    leasehold_contracts::chain_key(text)
 }
 
 /// keccak256 of a canonical GPU model string, e.g. `nvidia/a100/80Gi/sxm`.
 pub fn gpu_model_key(model: &str) -> B256 {
-    keccak256(model.as_bytes())
+    leasehold_contracts::chain_key(model)
 }
 
-/// The order a tenant posts for one SDL group: the group's totals (memory and storage
-/// rounded up to MiB), its attributes and its allowed GPU models.
+/// The order a tenant posts for one SDL group (the shared encoding in
+/// `leasehold_contracts::order`).
 pub fn order_spec_for_group(group: &Group) -> Result<OrderSpec, DeploymentError> {
-    let overflow = |what| DeploymentError::Overflow {
-        group: group.name.clone(),
-        what,
-    };
-    let totals = group.totals().map_err(|_| overflow("totals"))?;
-    let mut models: Vec<B256> = group
-        .units
-        .iter()
-        .flat_map(|unit| unit.resources.gpu.models.iter())
-        .map(|model| gpu_model_key(&model.to_string()))
-        .collect();
-    models.sort();
-    models.dedup();
-    Ok(OrderSpec {
-        resources: ChainResources {
-            cpu_milli: totals.cpu_millis,
-            memory_mib: totals.memory_bytes.div_ceil(MIB),
-            storage_mib: totals.storage_bytes.div_ceil(MIB),
-        },
-        gpu_count: u32::try_from(totals.gpu_units).map_err(|_| overflow("gpu units"))?,
-        replicas: u16::try_from(totals.replicas).map_err(|_| overflow("replicas"))?,
-        requirements: OrderRequirements {
-            allowed_gpu_models: models,
-            required_attributes: group
-                .requirements
-                .attributes
-                .iter()
-                .map(|attribute| attribute_key(&format!("{}={}", attribute.key, attribute.value)))
-                .collect(),
-        },
+    leasehold_contracts::order_spec_for_group(group).map_err(|error| DeploymentError::Overflow {
+        group: error.group,
+        what: error.what,
     })
 }
 

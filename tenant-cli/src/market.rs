@@ -4,21 +4,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use alloy::primitives::{B256, U256, keccak256};
-use leasehold_contracts::{
-    BidInfo, OrderRequirements, OrderSpec, ProviderInfo, ProviderStatus, Resources,
-};
+use alloy::primitives::{B256, U256};
+use leasehold_contracts::{BidInfo, OrderSpec, ProviderInfo, ProviderStatus};
 use leasehold_manifests::Group;
 use leasehold_scheduler::ranking::{self, Ineligible, ProviderRoom};
 use leasehold_scheduler::{GpuModelKey, ModelPattern};
 
 use crate::error::{CliError, CliResult};
 
-const MIB: u64 = 1 << 20;
-
 /// keccak256 of a `key=value` attribute or a canonical GPU model string, as stored on chain.
 pub fn chain_key(text: &str) -> B256 {
-    keccak256(text.as_bytes())
+    leasehold_contracts::chain_key(text)
 }
 
 /// The order a group becomes: its totals (memory and storage rounded up to MiB), its
@@ -36,34 +32,8 @@ pub fn group_order(group: &Group) -> CliResult<GroupOrder> {
     let totals = group
         .totals()
         .map_err(|e| CliError::failed(format!("group `{}`: {e}", group.name)))?;
-    let too_big =
-        |what: &str| CliError::failed(format!("group `{}`: {what} out of range", group.name));
-    let mut models: Vec<B256> = group
-        .units
-        .iter()
-        .flat_map(|unit| unit.resources.gpu.models.iter())
-        .map(|model| chain_key(&model.to_string()))
-        .collect();
-    models.sort();
-    models.dedup();
-    let spec = OrderSpec {
-        resources: Resources {
-            cpu_milli: totals.cpu_millis,
-            memory_mib: totals.memory_bytes.div_ceil(MIB),
-            storage_mib: totals.storage_bytes.div_ceil(MIB),
-        },
-        gpu_count: u32::try_from(totals.gpu_units).map_err(|_| too_big("gpu units"))?,
-        replicas: u16::try_from(totals.replicas).map_err(|_| too_big("replicas"))?,
-        requirements: OrderRequirements {
-            allowed_gpu_models: models,
-            required_attributes: group
-                .requirements
-                .attributes
-                .iter()
-                .map(|attribute| chain_key(&format!("{}={}", attribute.key, attribute.value)))
-                .collect(),
-        },
-    };
+    let spec = leasehold_contracts::order_spec_for_group(group)
+        .map_err(|e| CliError::failed(e.to_string()))?;
     Ok(GroupOrder {
         group: group.name.clone(),
         spec,
