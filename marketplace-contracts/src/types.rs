@@ -6,6 +6,26 @@ use alloy::rpc::types::Log;
 use alloy::sol_types::SolEventInterface;
 use serde::{Deserialize, Serialize};
 
+/// Token amounts in JSON as decimal strings (`"1500000"`), the way people read them and
+/// JSON numbers cannot hold. Reading also takes `0x` hex, the form alloy writes.
+pub mod decimal_amount {
+    use alloy::primitives::U256;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(amount: &U256, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&amount.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<U256, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let parsed = match text.strip_prefix("0x") {
+            Some(hex) => U256::from_str_radix(hex, 16),
+            None => U256::from_str_radix(&text, 10),
+        };
+        parsed.map_err(|error| serde::de::Error::custom(format!("amount `{text}`: {error}")))
+    }
+}
+
 use crate::bindings::{Marketplace, ProviderRegistry};
 
 /// Compute resources: CPU in millicores, memory and storage in MiB.
@@ -125,7 +145,9 @@ pub struct NewOrder {
     pub token: Address,
     pub spec: OrderSpec,
     pub manifest_hash: B256,
+    #[serde(with = "decimal_amount")]
     pub max_price_per_hour: U256,
+    #[serde(with = "decimal_amount")]
     pub deposit: U256,
     pub bid_window_secs: u64,
 }
@@ -138,7 +160,9 @@ pub struct OrderPosted {
     pub token: Address,
     pub spec: OrderSpec,
     pub manifest_hash: B256,
+    #[serde(with = "decimal_amount")]
     pub max_price_per_hour: U256,
+    #[serde(with = "decimal_amount")]
     pub deposit: U256,
     pub bid_window_end: u64,
 }
@@ -203,7 +227,9 @@ pub struct OrderInfo {
     pub gpu_count: u32,
     pub bid_window_end: u64,
     pub resources: Resources,
+    #[serde(with = "decimal_amount")]
     pub max_price_per_hour: U256,
+    #[serde(with = "decimal_amount")]
     pub escrow: U256,
     pub manifest_hash: B256,
     pub requirements_hash: B256,
@@ -213,6 +239,7 @@ pub struct OrderInfo {
 pub struct BidInfo {
     pub bid_id: u64,
     pub provider: Address,
+    #[serde(with = "decimal_amount")]
     pub price_per_hour: U256,
     pub gpu_model: B256,
     pub withdrawn: bool,
@@ -229,9 +256,12 @@ pub struct LeaseInfo {
     pub active: bool,
     pub started_at: u64,
     pub closed_at: u64,
+    #[serde(with = "decimal_amount")]
     pub price_per_hour: U256,
     pub gpu_model: B256,
+    #[serde(with = "decimal_amount")]
     pub paid: U256,
+    #[serde(with = "decimal_amount")]
     pub escrow: U256,
 }
 
@@ -285,6 +315,7 @@ pub struct GpuState {
 pub struct ProviderInfo {
     pub address: Address,
     pub status: ProviderStatus,
+    #[serde(with = "decimal_amount")]
     pub stake: U256,
     pub unbonding_ends: u64,
     pub active_leases: u32,
@@ -299,8 +330,10 @@ pub struct ProviderInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owed {
     /// Accrued, unpaid and covered by the escrow.
+    #[serde(with = "decimal_amount")]
     pub withdrawable: U256,
     /// Accrued and unpaid beyond the escrow; non-zero means insolvent.
+    #[serde(with = "decimal_amount")]
     pub shortfall: U256,
 }
 
@@ -337,6 +370,7 @@ pub struct LeaseStarted {
     pub tenant: Address,
     pub provider: Address,
     pub bid_id: u64,
+    #[serde(with = "decimal_amount")]
     pub price_per_hour: U256,
     pub gpu_model: B256,
     /// Bids `settle` skipped before finding room; always empty for `acceptBid`.
@@ -346,14 +380,18 @@ pub struct LeaseStarted {
 /// Outcome of `closeLease`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseSettlement {
+    #[serde(with = "decimal_amount")]
     pub paid_to_provider: U256,
+    #[serde(with = "decimal_amount")]
     pub refunded_to_tenant: U256,
 }
 
 /// Outcome of a provider's `withdraw`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payment {
+    #[serde(with = "decimal_amount")]
     pub amount: U256,
+    #[serde(with = "decimal_amount")]
     pub total_paid: U256,
 }
 
@@ -414,5 +452,22 @@ mod tests {
     fn ids_beyond_u64_are_rejected() {
         assert_eq!(id_to_u64(U256::from(7)), Ok(7));
         assert!(id_to_u64(U256::MAX).is_err());
+    }
+
+    #[test]
+    fn amounts_are_decimal_strings_in_json_and_hex_is_still_read() {
+        let owed = Owed {
+            withdrawable: U256::from(1_500_000u64),
+            shortfall: U256::MAX,
+        };
+        let json = serde_json::to_value(owed).unwrap();
+        assert_eq!(json["withdrawable"], "1500000");
+        assert_eq!(json["shortfall"], U256::MAX.to_string());
+        let back: Owed = serde_json::from_value(json).unwrap();
+        assert_eq!(back, owed);
+        let hex: Owed =
+            serde_json::from_str(r#"{"withdrawable":"0x10","shortfall":"0"}"#).unwrap();
+        assert_eq!(hex.withdrawable, U256::from(16u64));
+        assert!(serde_json::from_str::<Owed>(r#"{"withdrawable":"ten","shortfall":"0"}"#).is_err());
     }
 }

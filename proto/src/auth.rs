@@ -4,20 +4,25 @@
 //! an EIP-191 `personal_sign` over [`signing_message`]:
 //!
 //! ```text
-//! leasehold:{method}:{lease_id}:{timestamp}:{keccak256(body)}
+//! leasehold:{method}:{lease_id}:{timestamp}:{nonce}:{keccak256(body)}
 //! ```
 //!
 //! `method` is the full gRPC path (`/leasehold.gateway.v1.Lease/SendManifest`),
-//! `lease_id` and `timestamp` (unix seconds) are decimal, and the body hash is
-//! `0x`-prefixed lower-case hex of keccak256 over the protobuf-encoded request.
-//! Binding the path and the body hash means a signature for one call can never
-//! authorise another call, lease or payload.
+//! `lease_id` and `timestamp` (unix seconds) are decimal, `nonce` is 16 random
+//! bytes and the body hash is keccak256 over the protobuf-encoded request, both
+//! `0x`-prefixed lower-case hex. Binding the path and the body hash means a
+//! signature for one call can never authorise another call, lease or payload;
+//! the nonce lets a client make the same call many times a second.
 //!
-//! [`verify`] recovers the signer and applies the clock-skew window. The
-//! provider must additionally require the signer to be the lease's tenant on
-//! chain and refuse a signature it has seen before (replay).
+//! [`verify`] refuses high-s signatures (each ECDSA signature has a twin with
+//! `s' = n - s` that recovers the same signer, so only the low-s one counts),
+//! recovers the signer and applies the clock-skew window. The provider must
+//! additionally require the signer to be the lease's tenant on chain and refuse
+//! a [`Credentials::replay_key`] it has seen before. The replay key is derived
+//! from the signed content, not from the signature bytes, so no re-encoding of
+//! a signature makes an old call new.
 
-use alloy::primitives::{Address, Signature, keccak256};
+use alloy::primitives::{Address, B256, Signature, keccak256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -32,7 +37,9 @@ pub mod metadata {
     pub const ADDRESS: &str = "x-leasehold-address";
     /// Unix seconds, decimal.
     pub const TIMESTAMP: &str = "x-leasehold-timestamp";
-    /// 65-byte `r || s || v` signature, `0x`-prefixed hex.
+    /// 16 random bytes, `0x`-prefixed hex; fresh for every call.
+    pub const NONCE: &str = "x-leasehold-nonce";
+    /// 65-byte `r || s || v` signature, `0x`-prefixed hex, low-s.
     pub const SIGNATURE: &str = "x-leasehold-signature";
 }
 
@@ -63,8 +70,20 @@ pub enum AuthError {
         claimed: Address,
         recovered: Address,
     },
+    #[error(
+        "signature has a high s value; only the low-s form (s <= n/2, as every Ethereum signer produces) is accepted"
+    )]
+    HighS,
     #[error("signing failed: {0}")]
     Signing(String),
+}
+
+/// The per-call random value bound into the signed message.
+pub type Nonce = alloy::primitives::B128;
+
+/// A fresh random nonce.
+pub fn new_nonce() -> Nonce {
+    Nonce::from(rand08::random::<u128>())
 }
 
 /// The three metadata values of a signed call.
@@ -72,6 +91,7 @@ pub enum AuthError {
 pub struct Credentials {
     pub address: Address,
     pub timestamp: u64,
+    pub nonce: Nonce,
     pub signature: Signature,
 }
 
@@ -101,6 +121,12 @@ impl Credentials {
                     key: metadata::TIMESTAMP,
                     reason: format!("expected unix seconds: {e}"),
                 })?;
+        let nonce = get(metadata::NONCE)?
+            .parse::<Nonce>()
+            .map_err(|e| AuthError::Malformed {
+                key: metadata::NONCE,
+                reason: format!("expected 16 bytes of 0x-prefixed hex: {e}"),
+            })?;
         let signature = get(metadata::SIGNATURE)?
             .parse::<Signature>()
             .map_err(|e| AuthError::Malformed {
@@ -110,6 +136,7 @@ impl Credentials {
         Ok(Self {
             address,
             timestamp,
+            nonce,
             signature,
         })
     }
@@ -120,6 +147,7 @@ impl Credentials {
         let ascii = |s: String| MetadataValue::try_from(s).expect("hex/decimal is ASCII");
         md.insert(metadata::ADDRESS, ascii(self.address.to_checksum(None)));
         md.insert(metadata::TIMESTAMP, ascii(self.timestamp.to_string()));
+        md.insert(metadata::NONCE, ascii(self.nonce.to_string()));
         md.insert(
             metadata::SIGNATURE,
             ascii(format!(
@@ -129,14 +157,14 @@ impl Credentials {
         );
     }
 
-    /// A key that identifies this exact signature, for the provider's replay
-    /// cache.
-    pub fn replay_key(&self) -> String {
-        format!(
-            "{}:{}",
-            self.address,
-            alloy::hex::encode(self.signature.as_bytes())
-        )
+    /// The provider's replay-cache key for this call: keccak256 of the signer
+    /// and the signed message, so any second signature over the same call
+    /// (a malleated twin, another encoding) finds the same key.
+    pub fn replay_key(&self, method: &str, lease_id: u64, body: &[u8]) -> Result<B256, AuthError> {
+        let message = signing_message(method, lease_id, self.timestamp, self.nonce, body)?;
+        let mut keyed = self.address.to_vec();
+        keyed.extend_from_slice(message.as_bytes());
+        Ok(keccak256(keyed))
     }
 }
 
@@ -145,32 +173,35 @@ pub fn signing_message(
     method: &str,
     lease_id: u64,
     timestamp: u64,
+    nonce: Nonce,
     body: &[u8],
 ) -> Result<String, AuthError> {
     if !methods::SIGNED.contains(&method) {
         return Err(AuthError::UnknownMethod(method.to_owned()));
     }
     Ok(format!(
-        "leasehold:{method}:{lease_id}:{timestamp}:{}",
+        "leasehold:{method}:{lease_id}:{timestamp}:{nonce}:{}",
         keccak256(body)
     ))
 }
 
-/// Signs one call as the tenant.
+/// Signs one call as the tenant, with `nonce` (use [`new_nonce`]).
 pub fn sign(
     signer: &PrivateKeySigner,
     method: &str,
     lease_id: u64,
     timestamp: u64,
+    nonce: Nonce,
     body: &[u8],
 ) -> Result<Credentials, AuthError> {
-    let message = signing_message(method, lease_id, timestamp, body)?;
+    let message = signing_message(method, lease_id, timestamp, nonce, body)?;
     let signature = signer
         .sign_message_sync(message.as_bytes())
         .map_err(|e| AuthError::Signing(e.to_string()))?;
     Ok(Credentials {
         address: signer.address(),
         timestamp,
+        nonce,
         signature,
     })
 }
@@ -200,7 +231,16 @@ pub fn verify(
     now: u64,
 ) -> Result<Address, AuthError> {
     check_clock_skew(credentials.timestamp, now)?;
-    let message = signing_message(method, lease_id, credentials.timestamp, body)?;
+    if credentials.signature.normalize_s().is_some() {
+        return Err(AuthError::HighS);
+    }
+    let message = signing_message(
+        method,
+        lease_id,
+        credentials.timestamp,
+        credentials.nonce,
+        body,
+    )?;
     let recovered = credentials
         .signature
         .recover_address_from_msg(message.as_bytes())
@@ -223,6 +263,7 @@ mod tests {
     use proptest::prelude::*;
 
     const NOW: u64 = 1_700_000_000;
+    const NONCE: Nonce = Nonce::repeat_byte(0x42);
 
     fn tenant() -> PrivateKeySigner {
         // anvil's first development key: public, for tests only.
@@ -233,18 +274,20 @@ mod tests {
 
     #[test]
     fn message_binds_method_lease_time_and_body() {
-        let msg = signing_message(methods::SEND_MANIFEST, 7, NOW, b"").unwrap();
+        let msg = signing_message(methods::SEND_MANIFEST, 7, NOW, NONCE, b"").unwrap();
         // keccak256("") is a well-known constant.
         assert_eq!(
             msg,
             "leasehold:/leasehold.gateway.v1.Lease/SendManifest:7:1700000000:\
+             0x42424242424242424242424242424242:\
              0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
         );
         for other in [
-            signing_message(methods::SEND_MANIFEST, 7, NOW, b"x"),
-            signing_message(methods::SEND_MANIFEST, 8, NOW, b""),
-            signing_message(methods::SEND_MANIFEST, 7, NOW + 1, b""),
-            signing_message(methods::GET_STATUS, 7, NOW, b""),
+            signing_message(methods::SEND_MANIFEST, 7, NOW, NONCE, b"x"),
+            signing_message(methods::SEND_MANIFEST, 8, NOW, NONCE, b""),
+            signing_message(methods::SEND_MANIFEST, 7, NOW + 1, NONCE, b""),
+            signing_message(methods::GET_STATUS, 7, NOW, NONCE, b""),
+            signing_message(methods::SEND_MANIFEST, 7, NOW, Nonce::ZERO, b""),
         ] {
             assert_ne!(msg, other.unwrap());
         }
@@ -252,7 +295,7 @@ mod tests {
 
     #[test]
     fn unknown_method_is_refused() {
-        let err = signing_message("/leasehold.gateway.v1.Provider/GetStatus", 1, 1, b"");
+        let err = signing_message("/leasehold.gateway.v1.Provider/GetStatus", 1, 1, NONCE, b"");
         assert!(matches!(err, Err(AuthError::UnknownMethod(_))));
     }
 
@@ -269,7 +312,7 @@ mod tests {
 
     #[test]
     fn signed_call_round_trips_through_metadata() {
-        let creds = sign(&tenant(), methods::GET_STATUS, 3, NOW, b"body").unwrap();
+        let creds = sign(&tenant(), methods::GET_STATUS, 3, NOW, NONCE, b"body").unwrap();
         let mut md = MetadataMap::new();
         creds.insert_into(&mut md);
         let read = Credentials::from_metadata(&md).unwrap();
@@ -280,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_signature_does_not_transfer_to_another_call() {
-        let creds = sign(&tenant(), methods::GET_STATUS, 3, NOW, b"body").unwrap();
+        let creds = sign(&tenant(), methods::GET_STATUS, 3, NOW, NONCE, b"body").unwrap();
         for (method, lease, body) in [
             (methods::STREAM_LOGS, 3, &b"body"[..]),
             (methods::GET_STATUS, 4, &b"body"[..]),
@@ -293,7 +336,7 @@ mod tests {
 
     #[test]
     fn claiming_someone_elses_address_fails() {
-        let mut creds = sign(&tenant(), methods::GET_STATUS, 3, NOW, b"").unwrap();
+        let mut creds = sign(&tenant(), methods::GET_STATUS, 3, NOW, NONCE, b"").unwrap();
         creds.address = Address::repeat_byte(0x11);
         assert!(matches!(
             verify(&creds, methods::GET_STATUS, 3, b"", NOW),
@@ -303,7 +346,7 @@ mod tests {
 
     #[test]
     fn missing_and_malformed_metadata_name_the_key() {
-        let creds = sign(&tenant(), methods::GET_STATUS, 3, NOW, b"").unwrap();
+        let creds = sign(&tenant(), methods::GET_STATUS, 3, NOW, NONCE, b"").unwrap();
         let mut md = MetadataMap::new();
         creds.insert_into(&mut md);
         md.remove(metadata::SIGNATURE);
@@ -326,11 +369,63 @@ mod tests {
         );
     }
 
+    /// The other valid signature over the same message: s -> n - s, parity flipped.
+    fn malleated(signature: &Signature) -> Signature {
+        let order = alloy::primitives::U256::from_str_radix(
+            "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141",
+            16,
+        )
+        .unwrap();
+        Signature::new(signature.r(), order - signature.s(), !signature.v())
+    }
+
+    #[test]
+    fn a_malleated_high_s_twin_is_refused_and_shares_the_replay_key() {
+        let creds = sign(&tenant(), methods::GET_STATUS, 3, NOW, NONCE, b"body").unwrap();
+        let twin = Credentials {
+            signature: malleated(&creds.signature),
+            ..creds.clone()
+        };
+        // The twin recovers the same signer: only the low-s rule tells them apart.
+        assert_eq!(
+            twin.signature
+                .recover_address_from_msg(
+                    signing_message(methods::GET_STATUS, 3, NOW, NONCE, b"body")
+                        .unwrap()
+                        .as_bytes()
+                )
+                .unwrap(),
+            tenant().address()
+        );
+        assert_eq!(
+            verify(&twin, methods::GET_STATUS, 3, b"body", NOW),
+            Err(AuthError::HighS)
+        );
+        assert_eq!(
+            twin.replay_key(methods::GET_STATUS, 3, b"body").unwrap(),
+            creds.replay_key(methods::GET_STATUS, 3, b"body").unwrap()
+        );
+    }
+
+    #[test]
+    fn the_same_call_twice_in_one_second_has_two_replay_keys() {
+        let first = sign(&tenant(), methods::GET_STATUS, 3, NOW, new_nonce(), b"").unwrap();
+        let second = sign(&tenant(), methods::GET_STATUS, 3, NOW, new_nonce(), b"").unwrap();
+        assert_ne!(first.nonce, second.nonce);
+        assert_ne!(
+            first.replay_key(methods::GET_STATUS, 3, b"").unwrap(),
+            second.replay_key(methods::GET_STATUS, 3, b"").unwrap()
+        );
+        for creds in [&first, &second] {
+            verify(creds, methods::GET_STATUS, 3, b"", NOW).unwrap();
+        }
+    }
+
     proptest! {
         #[test]
-        fn arbitrary_metadata_never_panics(addr in ".{0,50}", ts in ".{0,30}", sig in ".{0,140}") {
+        fn arbitrary_metadata_never_panics(addr in ".{0,50}", ts in ".{0,30}", nonce in ".{0,40}", sig in ".{0,140}") {
             let mut md = MetadataMap::new();
-            for (key, value) in [(metadata::ADDRESS, addr), (metadata::TIMESTAMP, ts), (metadata::SIGNATURE, sig)] {
+            for (key, value) in [(metadata::ADDRESS, addr), (metadata::TIMESTAMP, ts), (metadata::NONCE, nonce), (metadata::SIGNATURE, sig)] {
                 if let Ok(v) = MetadataValue::try_from(value) {
                     md.insert(key, v);
                 }

@@ -2,8 +2,6 @@
 //! signed as described in [`crate::auth`]) and [`ProviderClient`] for the
 //! public provider status.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::Address;
@@ -72,8 +70,9 @@ pub fn unix_now() -> u64 {
 }
 
 /// Wraps `message` in a request carrying the credentials of `signer` for
-/// `method` on `lease_id` at `timestamp`, signed over the message's protobuf
-/// encoding: exactly the bytes the provider re-encodes and checks.
+/// `method` on `lease_id` at `timestamp` with a fresh nonce, signed over the
+/// message's protobuf encoding: exactly the bytes the provider re-encodes and
+/// checks.
 pub fn signed_request<M: prost::Message>(
     signer: &PrivateKeySigner,
     method: &'static str,
@@ -86,6 +85,7 @@ pub fn signed_request<M: prost::Message>(
         method,
         lease_id,
         timestamp,
+        auth::new_nonce(),
         &message.encode_to_vec(),
     )?;
     let mut request = Request::new(message);
@@ -118,48 +118,12 @@ async fn connect_channel(address: &str, connect_timeout: Duration) -> Result<Cha
         })
 }
 
-/// Hands out signing timestamps so that one client never signs the same
-/// message twice.
-///
-/// ECDSA signatures here are deterministic (RFC 6979): two identical calls in
-/// the same second would carry the same signature and the provider would
-/// refuse the second one as a replay. Only such a repeat moves its timestamp
-/// forward, so the clock drifts ahead only for identical calls made faster than
-/// once a second.
-#[derive(Debug, Default)]
-struct SignatureTimestamps {
-    /// `(timestamp, signing message)` of calls signed at or after the last
-    /// observed `now`; older ones can never collide again.
-    issued: HashSet<(u64, String)>,
-}
-
-impl SignatureTimestamps {
-    fn next(
-        &mut self,
-        method: &'static str,
-        lease_id: u64,
-        body: &[u8],
-        now: u64,
-    ) -> Result<u64, AuthError> {
-        self.issued.retain(|(timestamp, _)| *timestamp >= now);
-        let mut timestamp = now;
-        loop {
-            let message = auth::signing_message(method, lease_id, timestamp, body)?;
-            if self.issued.insert((timestamp, message)) {
-                return Ok(timestamp);
-            }
-            timestamp = timestamp.saturating_add(1);
-        }
-    }
-}
-
 /// A tenant's client for the `Lease` service: every call is signed with the
 /// tenant's key.
 #[derive(Debug, Clone)]
 pub struct SignedLeaseClient {
     inner: LeaseClient<Channel>,
     signer: PrivateKeySigner,
-    timestamps: Arc<Mutex<SignatureTimestamps>>,
 }
 
 impl SignedLeaseClient {
@@ -180,7 +144,6 @@ impl SignedLeaseClient {
             // Manifests may be large; the provider enforces its own limit.
             inner: LeaseClient::new(channel).max_encoding_message_size(usize::MAX),
             signer,
-            timestamps: Arc::default(),
         }
     }
 
@@ -195,15 +158,8 @@ impl SignedLeaseClient {
         lease_id: u64,
         message: M,
     ) -> Result<Request<M>, ClientError> {
-        let signing = |source| ClientError::Signing { method, source };
-        let timestamp = self
-            .timestamps
-            .lock()
-            // The set stays consistent even if a holder panicked mid-insert.
-            .unwrap_or_else(PoisonError::into_inner)
-            .next(method, lease_id, &message.encode_to_vec(), unix_now())
-            .map_err(signing)?;
-        signed_request(&self.signer, method, lease_id, timestamp, message).map_err(signing)
+        signed_request(&self.signer, method, lease_id, unix_now(), message)
+            .map_err(|source| ClientError::Signing { method, source })
     }
 
     /// Delivers the canonical manifest JSON of the lease's deployment.
@@ -322,24 +278,20 @@ mod tests {
     }
 
     #[test]
-    fn identical_calls_in_one_second_get_distinct_timestamps() {
-        let mut timestamps = SignatureTimestamps::default();
-        let first = timestamps.next(methods::GET_STATUS, 1, b"a", NOW).unwrap();
-        let repeat = timestamps.next(methods::GET_STATUS, 1, b"a", NOW).unwrap();
-        assert_eq!((first, repeat), (NOW, NOW + 1));
-        // A different call in the same second keeps the real time.
-        assert_eq!(
-            timestamps.next(methods::GET_STATUS, 2, b"a", NOW).unwrap(),
-            NOW
-        );
-        // Once the clock has moved past the bumped stamp, nothing drifts.
-        assert_eq!(
-            timestamps
-                .next(methods::GET_STATUS, 1, b"a", NOW + 5)
-                .unwrap(),
-            NOW + 5
-        );
-        assert!(timestamps.issued.iter().all(|(t, _)| *t >= NOW + 5));
+    fn identical_calls_in_one_second_get_distinct_replay_keys() {
+        let signer = PrivateKeySigner::random();
+        let keys: std::collections::HashSet<_> = (0..3)
+            .map(|_| {
+                let request =
+                    signed_request(&signer, methods::GET_STATUS, 1, NOW, LeaseStatusRequest { lease_id: 1 })
+                        .unwrap();
+                let credentials = auth::Credentials::from_metadata(request.metadata()).unwrap();
+                assert_eq!(credentials.timestamp, NOW);
+                let body = prost::Message::encode_to_vec(request.get_ref());
+                credentials.replay_key(methods::GET_STATUS, 1, &body).unwrap()
+            })
+            .collect();
+        assert_eq!(keys.len(), 3);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The `provider` command line: `init`, `register`, `run`, `status`, `withdraw`,
-//! `deregister`. `main.rs` parses [`Cli`] and calls [`run`].
+//! The `provider` command line: `init`, `register`, `update`, `run`, `status`,
+//! `withdraw`, `deregister`. `main.rs` parses [`Cli`] and calls [`run`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +62,12 @@ pub enum Command {
         after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider register --config provider.toml"
     )]
     Register,
+    /// Publish the config's capacity, GPU models, attributes and endpoint to an existing
+    /// registration (after changing the config or the hardware).
+    #[command(
+        after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider update --config provider.toml --output json"
+    )]
+    Update,
     /// Run the daemon until SIGINT or SIGTERM.
     #[command(
         after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider run --config provider.toml --metrics 127.0.0.1:9102"
@@ -82,6 +88,9 @@ pub enum Command {
         /// Seconds a tenant has to send the manifest.
         #[arg(long, default_value_t = 300)]
         manifest_timeout: u64,
+        /// Failed deployments in a row after which a lease is closed as "deploy failed".
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        max_deploy_attempts: u64,
         /// Leave alone workloads of leases this daemon does not know (when several
         /// daemons share one container engine).
         #[arg(long)]
@@ -115,6 +124,69 @@ fn print(output: Output, text: String, value: serde_json::Value) {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Publish {
+    Register,
+    Update,
+}
+
+/// `register` and `update`: the same profile, sent as a new registration or as a change.
+async fn publish_profile(
+    config_path: &std::path::Path,
+    output: Output,
+    how: Publish,
+) -> Result<()> {
+    let config = load(config_path)?;
+    let signer = load_signer(&config).context("loading the signing key")?;
+    let hardware =
+        Hardware::detect(&config.data_dir, &config.hardware).context("detecting hardware")?;
+    let profile = provider_profile(&config, &hardware);
+    let chain = Chain::connect(&config, signer, 0)
+        .await
+        .context("connecting to the chain")?;
+    let client = chain.client();
+    let (sent, verb) = match how {
+        Publish::Register => (client.register_provider(&profile).await, "registered"),
+        Publish::Update => (client.update_provider(&profile).await, "updated"),
+    };
+    if let Err(error) = sent {
+        let hint = match (how, error.revert_name()) {
+            (Publish::Register, Some("AlreadyRegistered")) => {
+                "this key is already registered; run `provider update` to change the registration"
+            }
+            (Publish::Update, Some("NotActive")) => {
+                "this key is not an active provider; run `provider register` first"
+            }
+            (Publish::Update, Some("CapacityBelowAllocated")) => {
+                "active leases hold more than the new capacity; wait for them to close or keep the capacity"
+            }
+            _ => "check the RPC URL, the contract addresses and the account's balance",
+        };
+        return Err(anyhow::Error::new(error).context(format!(
+            "{} the provider failed: {hint}",
+            match how {
+                Publish::Register => "registering",
+                Publish::Update => "updating",
+            }
+        )));
+    }
+    print(
+        output,
+        format!(
+            "{verb} {} with {} cpu millis, {} MiB memory, {} MiB storage, {} GPU model(s), {} attribute(s) at {}",
+            chain.address(),
+            profile.capacity.cpu_milli,
+            profile.capacity.memory_mib,
+            profile.capacity.storage_mib,
+            profile.gpus.len(),
+            profile.attributes.len(),
+            profile.endpoint
+        ),
+        json!({"provider": chain.address(), "profile": profile}),
+    );
+    Ok(())
+}
+
 fn load(path: &std::path::Path) -> Result<Config> {
     Config::load(path).with_context(|| format!("loading config {}", path.display()))
 }
@@ -142,39 +214,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                 json!({"config": cli.config, "hardware": hardware}),
             );
         }
-        Command::Register => {
-            let config = load(&cli.config)?;
-            let signer = load_signer(&config).context("loading the signing key")?;
-            let hardware = Hardware::detect(&config.data_dir, &config.hardware)
-                .context("detecting hardware")?;
-            let profile = provider_profile(&config, &hardware);
-            let chain = Chain::connect(&config, signer, 0)
-                .await
-                .context("connecting to the chain")?;
-            chain
-                .client()
-                .register_provider(&profile)
-                .await
-                .context("registering the provider")?;
-            print(
-                output,
-                format!(
-                    "registered {} with {} cpu millis, {} MiB memory, {} GPU model(s) at {}",
-                    chain.address(),
-                    profile.capacity.cpu_milli,
-                    profile.capacity.memory_mib,
-                    profile.gpus.len(),
-                    profile.endpoint
-                ),
-                json!({"provider": chain.address(), "profile": profile}),
-            );
-        }
+        Command::Register => publish_profile(&cli.config, output, Publish::Register).await?,
+        Command::Update => publish_profile(&cli.config, output, Publish::Update).await?,
         Command::Run {
             start_block,
             confirmations,
             metrics,
             withdraw_interval,
             manifest_timeout,
+            max_deploy_attempts,
             keep_unknown_workloads,
         } => {
             let config = load(&cli.config)?;
@@ -185,6 +233,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 metrics_listen: metrics,
                 withdraw_interval: Duration::from_secs(withdraw_interval.max(1)),
                 manifest_timeout_secs: manifest_timeout,
+                max_deploy_attempts,
                 remove_unknown_workloads: !keep_unknown_workloads,
                 ..DaemonOptions::default()
             };
@@ -251,18 +300,25 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await
                 .context("opening the daemon state")?;
             let mut collected = Vec::new();
+            let mut lines = Vec::new();
             for lease in core.open_leases().await.context("listing leases")? {
                 let amount = core
                     .collect(lease.lease_id)
                     .await
                     .with_context(|| format!("collecting lease {}", lease.lease_id))?;
+                lines.push(format!("lease {}: {amount} base units", lease.lease_id));
                 collected.push(json!({"lease_id": lease.lease_id, "amount": amount.to_string()}));
             }
-            print(
-                output,
-                format!("collected from {} lease(s): {collected:?}", collected.len()),
-                json!({"withdrawals": collected}),
-            );
+            let text = if lines.is_empty() {
+                "no open leases: nothing to collect".to_owned()
+            } else {
+                format!(
+                    "collected from {} lease(s):\n  {}",
+                    lines.len(),
+                    lines.join("\n  ")
+                )
+            };
+            print(output, text, json!({"withdrawals": collected}));
         }
         Command::Deregister => {
             let config = load(&cli.config)?;

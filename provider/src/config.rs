@@ -281,12 +281,42 @@ fn default_bid_timeout() -> u64 {
 
 impl Config {
     /// Reads and validates a config file.
+    /// Relative paths in it (`data_dir`, `key.keystore`, the kubeconfig and a SQLite
+    /// `database_url`) are resolved against the file's own directory, never against the
+    /// working directory: a daemon started from elsewhere must find the same store.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml_str(&text, path)
+        let mut config = Self::from_toml_str(&text, path)?;
+        let read_error = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::path::absolute(path).map_err(read_error)?;
+        let base = file.parent().unwrap_or(Path::new("/"));
+        config.resolve_relative_paths(base);
+        Ok(config)
+    }
+
+    /// Makes every relative path in the config relative to `base` instead.
+    pub fn resolve_relative_paths(&mut self, base: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() && !path.as_os_str().is_empty() {
+                *path = base.join(&*path);
+            }
+        };
+        resolve(&mut self.data_dir);
+        if let Some(keystore) = &mut self.key.keystore {
+            resolve(keystore);
+        }
+        if let Some(kubeconfig) = &mut self.runtime.kubernetes.kubeconfig {
+            resolve(kubeconfig);
+        }
+        if let Some(url) = &self.database_url {
+            self.database_url = Some(resolve_sqlite_url(url, base));
+        }
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.
@@ -788,6 +818,28 @@ pub fn check_gpu_model_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A `sqlite:` URL whose file path is relative, rewritten to be relative to `base`;
+/// any other URL unchanged.
+fn resolve_sqlite_url(url: &str, base: &Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_owned();
+    };
+    let (file, query) = rest
+        .split_once('?')
+        .map_or((rest, None), |(f, q)| (f, Some(q)));
+    if file.is_empty() || file == ":memory:" || Path::new(file).is_absolute() {
+        return url.to_owned();
+    }
+    let absolute = base.join(file);
+    match query {
+        Some(query) => format!("sqlite://{}?{query}", absolute.display()),
+        None => format!("sqlite://{}", absolute.display()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -834,6 +886,50 @@ count = 8
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml_str(text, Path::new("provider.toml"))
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_file_not_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_dir = dir.path().join("etc");
+        std::fs::create_dir(&config_dir).unwrap();
+        let text = valid_toml()
+            .replace("/var/lib/leasehold", "state")
+            .replace("/etc/leasehold/key.json", "keys/provider.json")
+            .replace("/etc/rancher/k3s/k3s.yaml", "../kube.yaml")
+            .replace(
+                "attributes =",
+                "database_url = \"sqlite://db/provider.db?mode=rwc\"\nattributes =",
+            );
+        let file = config_dir.join("provider.toml");
+        std::fs::write(&file, text).unwrap();
+        // The working directory stays where the test runner put it: not `etc/`.
+        let config = Config::load(&file).unwrap();
+        assert_eq!(config.data_dir, config_dir.join("state"));
+        assert_eq!(
+            config.key.keystore.as_deref(),
+            Some(config_dir.join("keys/provider.json").as_path())
+        );
+        assert_eq!(
+            config.runtime.kubernetes.kubeconfig.as_deref(),
+            Some(config_dir.join("../kube.yaml").as_path())
+        );
+        assert_eq!(
+            config.database_url(),
+            format!(
+                "sqlite://{}?mode=rwc",
+                config_dir.join("db/provider.db").display()
+            )
+        );
+        // Absolute paths and non-file URLs are left alone.
+        assert_eq!(
+            resolve_sqlite_url("postgres://u@127.0.0.1/db", &config_dir),
+            "postgres://u@127.0.0.1/db"
+        );
+        assert_eq!(
+            resolve_sqlite_url("sqlite:///abs/p.db", &config_dir),
+            "sqlite:///abs/p.db"
+        );
     }
 
     fn problem_fields(error: ConfigError) -> Vec<String> {

@@ -91,7 +91,7 @@ impl Core {
             return Ok(());
         };
         let deadline = unix_now().saturating_add(self.options.manifest_timeout_secs);
-        let (record, _) = self
+        let (record, inserted) = self
             .store
             .insert_won(&NewLease {
                 lease_id,
@@ -103,6 +103,15 @@ impl Core {
         if record.state.kind() == LeaseStateKind::Won {
             self.store
                 .apply(lease_id, &LeaseEvent::ManifestWindowOpened)
+                .await?;
+        }
+        if inserted {
+            self.store
+                .record_history(
+                    lease_id,
+                    "won",
+                    &format!("lease created on chain; the manifest is due by unix time {deadline}"),
+                )
                 .await?;
         }
         info!(lease_id, %tenant, deadline, "lease won; waiting for the manifest");
@@ -117,8 +126,17 @@ impl Core {
         };
         self.runtime.teardown(lease_id).await?;
         if record.state.kind() != LeaseStateKind::Closed {
-            self.store
+            let closed = self
+                .store
                 .apply(lease_id, &LeaseEvent::ClosedOnChain)
+                .await?;
+            let reason = closed.state.reason().unwrap_or_default();
+            self.store
+                .record_history(
+                    lease_id,
+                    "closed",
+                    &format!("closed on chain ({reason}); workload removed"),
+                )
                 .await?;
             info!(lease_id, "lease closed");
         }
@@ -169,13 +187,15 @@ impl Core {
             LeaseState::Deploying { manifest_hash }
             | LeaseState::Running { manifest_hash }
             | LeaseState::Failed { manifest_hash, .. } => {
-                return if *manifest_hash == hash {
-                    Ok(record)
-                } else {
-                    Err(ManifestRejected::DifferentManifest(
+                if *manifest_hash != hash {
+                    return Err(ManifestRejected::DifferentManifest(
                         manifest_hash.to_string(),
-                    ))
-                };
+                    ));
+                }
+                if record.manifest_json.is_some() {
+                    return Ok(record);
+                }
+                // Adopted after the store was lost: take the text again, checked as new.
             }
             other => {
                 return Err(ManifestRejected::WrongState {
@@ -225,13 +245,26 @@ impl Core {
         deployment
             .validate()
             .map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
+        let group_name = group.clone();
         let holding = Holding {
             group: Some(group),
             ..holding
         };
         self.persist_holding(lease_id, &holding, row.bid_id, row.expires_at)
             .await?;
-        let record = self.store.receive_manifest(lease_id, hash, text).await?;
+        let record = if record.state.manifest_hash().is_some() {
+            self.store.attach_manifest(lease_id, hash, text).await?;
+            self.store.lease(lease_id).await?
+        } else {
+            self.store.receive_manifest(lease_id, hash, text).await?
+        };
+        self.store
+            .record_history(
+                lease_id,
+                "manifest_accepted",
+                &format!("manifest {hash} matches the order; deploying group `{group_name}`"),
+            )
+            .await?;
         info!(lease_id, manifest = %hash, "manifest accepted; deploying");
         Ok(record)
     }
@@ -269,7 +302,9 @@ impl Core {
     }
 
     /// Brings the runtime to the lease's manifest (idempotent) and records the outcome.
-    /// A Failed lease is retried.
+    /// A Failed lease is retried; after [`crate::daemon::DaemonOptions::max_deploy_attempts`]
+    /// failures in a row the lease is closed (deploy failed) so the tenant stops paying for
+    /// a workload that cannot run, and its history says why.
     pub async fn deploy_lease(&self, lease_id: u64) -> Result<(), DaemonError> {
         let mut record = self.store.lease(lease_id).await?;
         if record.state.kind() == LeaseStateKind::Failed {
@@ -281,12 +316,21 @@ impl Core {
         if !record.state.wants_workload() {
             return Ok(());
         }
+        if record.manifest_json.is_none() {
+            // Adopted after the store was lost: the workload runs as it was found until
+            // the tenant sends the manifest again; there is nothing to deploy from.
+            return Ok(());
+        }
         let deployment = self.deployment_of(&record).await?;
         match self.runtime.deploy(&deployment).await {
             Ok(()) => {
+                self.store.reset_deploy_failures(lease_id).await?;
                 if record.state.kind() == LeaseStateKind::Deploying {
                     self.store
                         .apply(lease_id, &LeaseEvent::DeploySucceeded)
+                        .await?;
+                    self.store
+                        .record_history(lease_id, "running", "every replica was started")
                         .await?;
                     info!(lease_id, "lease running");
                 }
@@ -294,17 +338,59 @@ impl Core {
             }
             Err(error) => {
                 warn!(lease_id, %error, "deploy failed");
-                self.store
-                    .apply(
-                        lease_id,
-                        &LeaseEvent::DeployFailed {
-                            reason: error.to_string(),
-                        },
-                    )
+                self.record_deploy_failure(lease_id, &error.to_string())
                     .await?;
                 Err(error.into())
             }
         }
+    }
+
+    /// Counts a failed deployment, records it in the lease's history and closes the lease
+    /// once the attempts are used up.
+    async fn record_deploy_failure(&self, lease_id: u64, reason: &str) -> Result<(), DaemonError> {
+        self.metrics.deploy_failures.inc();
+        if self.store.lease(lease_id).await?.state.kind() == LeaseStateKind::Running {
+            // A running lease whose workload had to be re-created: the attempt failed.
+            self.store
+                .apply(lease_id, &LeaseEvent::DeployStarted)
+                .await?;
+        }
+        self.store
+            .apply(
+                lease_id,
+                &LeaseEvent::DeployFailed {
+                    reason: reason.to_owned(),
+                },
+            )
+            .await?;
+        let failures = self.store.count_deploy_failure(lease_id).await?;
+        let allowed = self.options.max_deploy_attempts;
+        self.store
+            .record_history(
+                lease_id,
+                "deploy_failed",
+                &format!("attempt {failures} of {allowed}: {reason}"),
+            )
+            .await?;
+        if failures >= allowed {
+            self.store
+                .record_history(
+                    lease_id,
+                    "closing",
+                    &format!(
+                        "the deployment failed {failures} times in a row; closing the lease (deploy failed) so that nothing more is charged"
+                    ),
+                )
+                .await?;
+            warn!(
+                lease_id,
+                failures, "deployment keeps failing; closing the lease"
+            );
+            self.metrics.failed_deploy_closes.inc();
+            self.close_lease(lease_id, CloseReason::DeployFailed)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The lease as stored and as the runtime sees it.
@@ -333,9 +419,22 @@ impl Core {
         Ok(())
     }
 
-    /// One housekeeping pass: lapsed reservations and overdue manifests.
+    /// One housekeeping pass: lapsed reservations, overdue manifests and the gateway's
+    /// replay cache.
     pub async fn housekeeping(&self) -> Result<(), DaemonError> {
         self.expire_reservations().await?;
-        self.close_overdue_leases().await
+        self.close_overdue_leases().await?;
+        self.prune_replay_cache().await
+    }
+
+    /// Forgets signed calls the gateway would refuse as too old anyway. Twice the skew
+    /// window, so a provider clock that steps back a little still finds recent ones.
+    pub async fn prune_replay_cache(&self) -> Result<(), DaemonError> {
+        let cutoff = unix_now().saturating_sub(2 * leasehold_proto::auth::MAX_CLOCK_SKEW_SECS);
+        let removed = self.store.prune_signatures(cutoff).await?;
+        if removed > 0 {
+            tracing::debug!(removed, "replay cache pruned");
+        }
+        Ok(())
     }
 }

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub insolvent_closes: Counter,
     pub reconciles: Counter,
     pub follower_restarts: Counter,
+    pub leases_adopted: Counter,
+    pub deploy_failures: Counter,
+    pub failed_deploy_closes: Counter,
     /// Token base units withdrawn, saturating at u64::MAX.
     withdrawn: AtomicU64,
 }
@@ -231,6 +234,24 @@ impl Core {
                 "counter",
                 "Leases closed for insolvency.",
                 self.metrics.insolvent_closes.get(),
+            ),
+            (
+                "leasehold_leases_adopted_total",
+                "counter",
+                "Running workloads adopted because the store did not know their lease.",
+                self.metrics.leases_adopted.get(),
+            ),
+            (
+                "leasehold_deploy_failures_total",
+                "counter",
+                "Deployments the runtime refused or could not complete.",
+                self.metrics.deploy_failures.get(),
+            ),
+            (
+                "leasehold_failed_deploy_closes_total",
+                "counter",
+                "Leases closed because their deployment kept failing.",
+                self.metrics.failed_deploy_closes.get(),
             ),
             (
                 "leasehold_reconciles_total",

@@ -2,13 +2,28 @@
 //! deployed (idempotently, so nothing is duplicated or restarted), what should not is
 //! removed, leases the chain closed while the daemon was away are closed here too, and a
 //! lease is never torn down merely because the daemon restarted.
+//!
+//! A workload the store does not know is judged by the chain alone: when its lease is
+//! active and ours, the store was lost (or pointed elsewhere) and the workload is adopted
+//! as it runs; only a workload whose lease the chain says is closed, or never ours, is
+//! removed. A chain that does not answer removes nothing.
 
 use std::collections::BTreeSet;
 
 use tracing::{info, warn};
 
 use crate::daemon::{Core, DaemonError};
-use crate::lease::{CloseReason, LeaseStateKind};
+use crate::lease::{CloseReason, LeaseStateKind, ManifestHash};
+use crate::store::NewLease;
+
+/// What the chain says of a workload the store does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// Its lease is active and ours: now recorded as running.
+    Adopted,
+    /// Its lease is closed, unknown or another provider's.
+    NotOurs,
+}
 
 impl Core {
     /// One reconcile pass. Problems with one lease are logged and do not stop the others.
@@ -59,7 +74,14 @@ impl Core {
                 Some(record) => {
                     !record.state.wants_workload() && record.state.kind() != LeaseStateKind::Failed
                 }
-                None => self.options.remove_unknown_workloads,
+                None => match self.adopt_workload(lease_id).await {
+                    Ok(Adoption::Adopted) => false,
+                    Ok(Adoption::NotOurs) => self.options.remove_unknown_workloads,
+                    Err(error) => {
+                        warn!(lease_id, %error, "cannot tell whether an unknown workload is ours; leaving it");
+                        false
+                    }
+                },
             };
             if remove {
                 info!(lease_id, "removing a workload that should not run");
@@ -68,5 +90,59 @@ impl Core {
         }
         self.metrics.reconciles.inc();
         Ok(())
+    }
+}
+
+impl Core {
+    /// Records a running workload whose lease the store lost, if the chain says the lease
+    /// is active and ours: state `Running` with the order's manifest hash, the allocation
+    /// taken again from the order, nothing asked of the tenant. The manifest text is not on
+    /// chain, so it stays unknown until the tenant sends it again (`SendManifest` accepts
+    /// the same manifest for an adopted lease); until then the workload runs as found.
+    pub async fn adopt_workload(&self, lease_id: u64) -> Result<Adoption, DaemonError> {
+        let lease = match self.chain.lease(lease_id).await {
+            Ok(lease) => lease,
+            Err(error) if error.revert_name() == Some("LeaseNotFound") => {
+                return Ok(Adoption::NotOurs);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        if !lease.active || lease.provider != self.chain.address() {
+            return Ok(Adoption::NotOurs);
+        }
+        let order = self.chain.order(lease_id).await?;
+        if self.allocate_for_lease(lease_id).await?.is_none() {
+            warn!(
+                lease_id,
+                "an adopted lease does not fit the inventory as configured now; it keeps running"
+            );
+        }
+        let (_, inserted) = self
+            .store
+            .insert_adopted(
+                &NewLease {
+                    lease_id,
+                    order_id: lease_id,
+                    tenant: lease.tenant.to_string().to_lowercase(),
+                    manifest_deadline: 0,
+                },
+                ManifestHash(order.manifest_hash.0),
+            )
+            .await?;
+        if inserted {
+            self.store
+                .record_history(
+                    lease_id,
+                    "adopted",
+                    "the provider's store did not know this running lease; adopted it from the runtime and the chain",
+                )
+                .await?;
+            warn!(
+                lease_id,
+                "adopted a running workload missing from the store"
+            );
+            self.metrics.leases_adopted.inc();
+        }
+        Ok(Adoption::Adopted)
     }
 }

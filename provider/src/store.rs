@@ -25,6 +25,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// How often [`Store::apply`] re-reads and retries after losing a race.
 const APPLY_ATTEMPTS: usize = 5;
+/// How often [`Store::record_history`] retries a sequence number another writer took.
+const HISTORY_ATTEMPTS: usize = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -104,6 +106,16 @@ pub struct LeaseRecord {
     pub updated_at: i64,
     /// Bumped by every change; pass it back to [`Store::apply_at_version`].
     pub version: i64,
+}
+
+/// One step of a lease's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Unix seconds.
+    pub at: u64,
+    /// A short machine-readable name: `won`, `manifest_accepted`, `deploy_failed`, ...
+    pub kind: String,
+    pub message: String,
 }
 
 /// Resources held for an order while a bid is open.
@@ -199,6 +211,133 @@ impl Store {
         Ok((record, inserted))
     }
 
+    /// Records a lease found running in the runtime but missing from the store (the store
+    /// was lost): `Running` with the order's manifest hash and no manifest text, which the
+    /// tenant may deliver again later. Idempotent like [`Store::insert_won`].
+    pub async fn insert_adopted(
+        &self,
+        lease: &NewLease,
+        manifest_hash: ManifestHash,
+    ) -> Result<(LeaseRecord, bool), StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO leases (lease_id, order_id, tenant, state, manifest_hash, created_at, updated_at, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, 0) ON CONFLICT (lease_id) DO NOTHING",
+        )
+        .bind(to_db(lease.lease_id, "lease id")?)
+        .bind(to_db(lease.order_id, "order id")?)
+        .bind(&lease.tenant)
+        .bind(LeaseStateKind::Running.as_str())
+        .bind(manifest_hash.to_string())
+        .bind(unix_now())
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        Ok((self.lease(lease.lease_id).await?, inserted))
+    }
+
+    /// Stores the manifest text of a lease that has its hash but lost the text (adopted).
+    /// `false` when the lease already has a manifest or another hash.
+    pub async fn attach_manifest(
+        &self,
+        lease_id: u64,
+        manifest_hash: ManifestHash,
+        manifest_json: &str,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE leases SET manifest_json = $1, updated_at = $2, version = version + 1 \
+             WHERE lease_id = $3 AND manifest_hash = $4 AND manifest_json IS NULL",
+        )
+        .bind(manifest_json)
+        .bind(unix_now())
+        .bind(to_db(lease_id, "lease id")?)
+        .bind(manifest_hash.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// Counts one more failed deployment in a row; returns the count.
+    pub async fn count_deploy_failure(&self, lease_id: u64) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "UPDATE leases SET deploy_failures = deploy_failures + 1 WHERE lease_id = $1 \
+             RETURNING deploy_failures",
+        )
+        .bind(to_db(lease_id, "lease id")?)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::LeaseNotFound(lease_id))?;
+        let count: i64 = row.try_get("deploy_failures")?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// The deployment ran: the failure count starts over.
+    pub async fn reset_deploy_failures(&self, lease_id: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE leases SET deploy_failures = 0 WHERE lease_id = $1 AND deploy_failures <> 0",
+        )
+        .bind(to_db(lease_id, "lease id")?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Appends to a lease's history. Concurrent appends to one lease retry on the
+    /// sequence number they raced for.
+    pub async fn record_history(
+        &self,
+        lease_id: u64,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let id = to_db(lease_id, "lease id")?;
+        let mut attempt = 1;
+        loop {
+            let result = sqlx::query(
+                "INSERT INTO lease_history (lease_id, seq, at, kind, message) \
+                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4 FROM lease_history WHERE lease_id = $1",
+            )
+            .bind(id)
+            .bind(unix_now())
+            .bind(kind)
+            .bind(message)
+            .execute(&self.pool)
+            .await;
+            match result {
+                Err(sqlx::Error::Database(error))
+                    if error.is_unique_violation() && attempt < HISTORY_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                other => return other.map(|_| ()).map_err(StoreError::from),
+            }
+        }
+    }
+
+    /// A lease's history, oldest first.
+    pub async fn history(&self, lease_id: u64) -> Result<Vec<HistoryEntry>, StoreError> {
+        let Ok(id) = i64::try_from(lease_id) else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(
+            "SELECT at, kind, message FROM lease_history WHERE lease_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let at: i64 = row.try_get("at")?;
+                Ok(HistoryEntry {
+                    at: u64::try_from(at).unwrap_or(0),
+                    kind: row.try_get("kind")?,
+                    message: row.try_get("message")?,
+                })
+            })
+            .collect()
+    }
+
     /// One lease, or [`StoreError::LeaseNotFound`].
     pub async fn lease(&self, lease_id: u64) -> Result<LeaseRecord, StoreError> {
         self.find_lease(lease_id)
@@ -206,11 +345,15 @@ impl Store {
             .ok_or(StoreError::LeaseNotFound(lease_id))
     }
 
+    /// The lease, or `None` when it is not stored (ids beyond the column's range never are).
     pub async fn find_lease(&self, lease_id: u64) -> Result<Option<LeaseRecord>, StoreError> {
+        let Ok(id) = i64::try_from(lease_id) else {
+            return Ok(None);
+        };
         let row = sqlx::query(&format!(
             "SELECT {LEASE_COLUMNS} FROM leases WHERE lease_id = $1"
         ))
-        .bind(to_db(lease_id, "lease id")?)
+        .bind(id)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(lease_from_row).transpose()

@@ -113,17 +113,24 @@ pub fn import_keystore(path: &Path, key: &PrivateKeySigner, password: &str) -> C
     Ok(())
 }
 
+/// A missing keystore is a usage error that says how to get a wallet, before any
+/// password is asked for.
+fn require_keystore(path: &Path) -> CliResult<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    Err(CliError::usage(format!(
+        "no wallet yet: there is no keystore at {}. Create one with `tenant wallet new`, \
+         import a key with `tenant wallet import`, or set {} (or {} on a devnet)",
+        path.display(),
+        env::KEYSTORE,
+        env::PRIVATE_KEY
+    )))
+}
+
 /// Decrypts a keystore; a wrong password is a clear error (exit 1).
 pub fn open_keystore(path: &Path, password: &str) -> CliResult<PrivateKeySigner> {
-    if !path.exists() {
-        return Err(CliError::usage(format!(
-            "no keystore at {}: create one with `tenant wallet new`, import a key with \
-             `tenant wallet import`, or set {} (or {} on a devnet)",
-            path.display(),
-            env::KEYSTORE,
-            env::PRIVATE_KEY
-        )));
-    }
+    require_keystore(path)?;
     PrivateKeySigner::decrypt_keystore(path, password).map_err(|error| {
         let text = error.to_string();
         if text.contains("Mac Mismatch") || text.contains("MacMismatch") {
@@ -140,6 +147,7 @@ pub fn signer(settings: &Settings) -> CliResult<PrivateKeySigner> {
         return parse_private_key(key)
             .map_err(|e| e.context(format!("{} is invalid", env::PRIVATE_KEY)));
     }
+    require_keystore(&settings.keystore)?;
     let password = password(&settings.password, false)?;
     open_keystore(&settings.keystore, &password)
 }

@@ -172,45 +172,64 @@ impl GatewayBackend for DaemonBackend {
             .boxed())
     }
 
+    /// The lease's recorded history first (won, manifest, deploy attempts and failures,
+    /// closing and why), then the runtime's events as they happen.
     async fn events(&self, lease_id: u64) -> Result<BackendStream<LeaseEvent>, BackendError> {
         self.known(lease_id).await?;
+        let history: Vec<Result<LeaseEvent, BackendError>> = self
+            .core
+            .store
+            .history(lease_id)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|entry| {
+                Ok(LeaseEvent {
+                    timestamp_unix_nanos: i64::try_from(entry.at)
+                        .unwrap_or(0)
+                        .saturating_mul(1_000_000_000),
+                    kind: entry.kind,
+                    service: String::new(),
+                    message: entry.message,
+                })
+            })
+            .collect();
         let stream = self
             .core
             .runtime
             .events(lease_id)
             .await
             .map_err(|error| runtime_error(lease_id, error))?;
-        Ok(stream
-            .map(move |event| {
-                event
-                    .map(|event| {
-                        let (kind, message) = match event.kind {
-                            RuntimeEventKind::PullProgress { image, status, .. } => {
-                                ("pull_progress", format!("{image}: {status}"))
-                            }
-                            RuntimeEventKind::PullComplete { image } => ("pull_complete", image),
-                            RuntimeEventKind::Created => ("created", String::new()),
-                            RuntimeEventKind::Started => ("started", String::new()),
-                            RuntimeEventKind::Died { exit_code } => (
-                                "died",
-                                exit_code
-                                    .map(|code| format!("exit code {code}"))
-                                    .unwrap_or_default(),
-                            ),
-                            RuntimeEventKind::OutOfMemory => ("oom", String::new()),
-                            RuntimeEventKind::Removed => ("removed", String::new()),
-                            RuntimeEventKind::Other { action } => ("other", action),
-                        };
-                        LeaseEvent {
-                            timestamp_unix_nanos: now_nanos(),
-                            kind: kind.to_owned(),
-                            service: event.service.unwrap_or_default(),
-                            message,
+        let live = stream.map(move |event| {
+            event
+                .map(|event| {
+                    let (kind, message) = match event.kind {
+                        RuntimeEventKind::PullProgress { image, status, .. } => {
+                            ("pull_progress", format!("{image}: {status}"))
                         }
-                    })
-                    .map_err(|error| runtime_error(lease_id, error))
-            })
-            .boxed())
+                        RuntimeEventKind::PullComplete { image } => ("pull_complete", image),
+                        RuntimeEventKind::Created => ("created", String::new()),
+                        RuntimeEventKind::Started => ("started", String::new()),
+                        RuntimeEventKind::Died { exit_code } => (
+                            "died",
+                            exit_code
+                                .map(|code| format!("exit code {code}"))
+                                .unwrap_or_default(),
+                        ),
+                        RuntimeEventKind::OutOfMemory => ("oom", String::new()),
+                        RuntimeEventKind::Removed => ("removed", String::new()),
+                        RuntimeEventKind::Other { action } => ("other", action),
+                    };
+                    LeaseEvent {
+                        timestamp_unix_nanos: now_nanos(),
+                        kind: kind.to_owned(),
+                        service: event.service.unwrap_or_default(),
+                        message,
+                    }
+                })
+                .map_err(|error| runtime_error(lease_id, error))
+        });
+        Ok(futures_util::stream::iter(history).chain(live).boxed())
     }
 
     async fn provider_status(&self) -> Result<ProviderStatus, BackendError> {

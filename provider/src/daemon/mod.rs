@@ -49,6 +49,8 @@ pub struct DaemonOptions {
     pub withdraw_interval: Duration,
     /// Seconds a tenant has to send the manifest once the lease exists.
     pub manifest_timeout_secs: u64,
+    /// Failed deployments in a row after which the lease is closed (deploy failed).
+    pub max_deploy_attempts: u64,
     /// Where `/metrics` is served; `None` serves nothing.
     pub metrics_listen: Option<SocketAddr>,
     /// Serve the tenant gateway on `config.gateway.listen`.
@@ -68,6 +70,7 @@ impl Default for DaemonOptions {
             reconcile_interval: Duration::from_secs(30),
             withdraw_interval: Duration::from_secs(300),
             manifest_timeout_secs: 300,
+            max_deploy_attempts: 5,
             metrics_listen: None,
             serve_gateway: true,
             remove_unknown_workloads: true,
@@ -109,6 +112,13 @@ pub enum DaemonError {
     Gateway(#[from] crate::gateway::GatewayError),
     #[error("gateway.listen `{0}` is not host:port")]
     GatewayListen(String),
+    #[error(
+        "provider {provider} is not registered on the marketplace at {registry}; run `provider register --config <file>` first"
+    )]
+    NotRegistered {
+        provider: alloy::primitives::Address,
+        registry: alloy::primitives::Address,
+    },
     #[error("inventory lock poisoned")]
     Poisoned,
 }
@@ -198,6 +208,52 @@ pub fn local_node(hardware: &Hardware) -> Result<(NodeSpec, Vec<OfferedGpu>), Da
         gpus: devices,
     };
     Ok((node, offered))
+}
+
+/// The attributes to bid with: the registration's, since `placeBid` checks those. A
+/// config that says otherwise is reported (the operator runs `provider update`), and an
+/// unregistered key stops the daemon instead of having every bid revert.
+async fn registered_attributes(
+    config: &Config,
+    chain: &Chain,
+) -> Result<BTreeSet<B256>, DaemonError> {
+    use leasehold_contracts::ProviderStatus;
+    let me = chain.address();
+    let registration = chain.client().provider_info(me).await?;
+    match registration.status {
+        ProviderStatus::None => {
+            return Err(DaemonError::NotRegistered {
+                provider: me,
+                registry: chain.deployment().registry,
+            });
+        }
+        ProviderStatus::Unbonding => warn!(
+            provider = %me,
+            "this provider is unbonding: the marketplace refuses its new bids; existing leases are served"
+        ),
+        ProviderStatus::Active => {}
+    }
+    let registered: BTreeSet<B256> = registration.attributes.into_iter().collect();
+    let configured: BTreeSet<(B256, &str)> = config
+        .attributes
+        .iter()
+        .map(|text| (crate::deployment::attribute_key(text), text.as_str()))
+        .collect();
+    let unregistered: Vec<&str> = configured
+        .iter()
+        .filter(|(key, _)| !registered.contains(key))
+        .map(|(_, text)| *text)
+        .collect();
+    let configured_keys: BTreeSet<B256> = configured.iter().map(|(key, _)| *key).collect();
+    let unconfigured = registered.difference(&configured_keys).count();
+    if !unregistered.is_empty() || unconfigured != 0 {
+        warn!(
+            ?unregistered,
+            registered_but_not_in_config = unconfigured,
+            "the config's attributes differ from the on-chain registration; bidding with the registered ones. Run `provider update --config <file>` to publish the config's"
+        );
+    }
+    Ok(registered)
 }
 
 /// The GPU models a cluster's nodes offer, one entry per model.
@@ -294,11 +350,7 @@ impl Core {
         );
         let inventory = crate::bidder::restore_inventory(&store, nodes).await?;
         let rates = rates_from_config(&config)?;
-        let attributes = config
-            .attributes
-            .iter()
-            .map(|text| crate::deployment::attribute_key(text))
-            .collect();
+        let attributes = registered_attributes(&config, &chain).await?;
         Ok(Self {
             config,
             options,

@@ -71,9 +71,10 @@ impl LeaseScoped for StreamEventsRequest {
 fn auth_status(error: AuthError) -> Status {
     let message = error.to_string();
     match error {
-        AuthError::Missing(_) | AuthError::ClockSkew { .. } | AuthError::WrongSigner { .. } => {
-            Status::unauthenticated(message)
-        }
+        AuthError::Missing(_)
+        | AuthError::ClockSkew { .. }
+        | AuthError::WrongSigner { .. }
+        | AuthError::HighS => Status::unauthenticated(message),
         AuthError::Malformed { .. } => Status::invalid_argument(message),
         // Only reachable through a bug in the method table: not the caller's fault.
         AuthError::UnknownMethod(_) | AuthError::Signing(_) => Status::internal(message),
@@ -146,14 +147,17 @@ impl LeaseService {
             }
             Some(_) => {}
         }
+        let replay_key = credentials
+            .replay_key(method, lease_id, &body)
+            .map_err(auth_status)?;
         let first_use = self
             .backend
-            .remember_signature(credentials.replay_key(), credentials.timestamp)
+            .remember_signature(replay_key.to_string(), credentials.timestamp)
             .await
             .map_err(BackendError::into_status)?;
         if !first_use {
             return Err(Status::unauthenticated(
-                "replayed request: this signature was already used; sign every call afresh",
+                "replayed request: this signed call (signer, timestamp, nonce and body) was already used; sign every call afresh with a new nonce",
             ));
         }
         Ok(caller)

@@ -8,6 +8,7 @@
 //! and the assembly of a lease's status from observed replicas.
 
 pub mod docker;
+pub mod image;
 pub mod kubernetes;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -369,10 +370,13 @@ impl ServiceDeployment {
     fn validate(&self) -> Result<(), RuntimeError> {
         let field = |name: &str| format!("services.{}.{name}", self.name);
         validate_service_name(&self.name)?;
-        if self.image.trim().is_empty() || self.image.chars().any(char::is_whitespace) {
+        if let Err(reason) = image::check_reference(&self.image) {
             return Err(invalid(
                 field("image"),
-                "must be a non-empty image reference without whitespace",
+                format!(
+                    "`{}` is not an image reference: {reason}",
+                    self.image.escape_debug()
+                ),
             ));
         }
         if self.replicas == 0 || self.replicas > MAX_REPLICAS_PER_SERVICE {

@@ -146,6 +146,7 @@ fn options() -> DaemonOptions {
         reconcile_interval: Duration::from_secs(3),
         withdraw_interval: Duration::from_secs(2),
         manifest_timeout_secs: 120,
+        max_deploy_attempts: 3,
         metrics_listen: Some("127.0.0.1:0".parse().expect("addr")),
         serve_gateway: true,
         remove_unknown_workloads: false,
@@ -276,7 +277,17 @@ async fn http_get_async(uri: String, path: &'static str) -> std::io::Result<Stri
 }
 
 fn hello_order(devnet: &Devnet, deposit: u64, bid_window_secs: u64) -> (NewOrder, Vec<u8>) {
-    let sdl = leasehold_manifests::parse(HELLO).expect("hello.yaml parses");
+    sdl_order(devnet, HELLO, deposit, bid_window_secs)
+}
+
+/// The order and canonical manifest of a one-group SDL.
+fn sdl_order(
+    devnet: &Devnet,
+    sdl_text: &str,
+    deposit: u64,
+    bid_window_secs: u64,
+) -> (NewOrder, Vec<u8>) {
+    let sdl = leasehold_manifests::parse(sdl_text).expect("the SDL parses");
     let manifest = sdl.manifest();
     let spec = order_spec_for_group(&sdl.groups()[0]).expect("order spec");
     let order = NewOrder {
@@ -973,6 +984,225 @@ async fn a_manifest_that_never_comes_closes_the_lease() {
                 .cpu_millis,
             0
         );
+        handle.shutdown().await;
+    })
+    .await;
+}
+
+/// Creates an order, waits for our bid and accepts it; the lease id.
+async fn lease_for(devnet: &Devnet, order: &NewOrder) -> u64 {
+    let tenant = devnet.client(TENANT);
+    let posted = tenant.create_order(order).await.expect("createOrder");
+    let bid_id = eventually("our bid", || our_bid(devnet, posted.order_id)).await;
+    tenant
+        .accept_bid(posted.order_id, bid_id)
+        .await
+        .expect("acceptBid")
+        .lease_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_store_adopts_running_workloads_and_closes_nothing() {
+    daemon_test(0..4, || async {
+        let devnet = Devnet::start(None).await;
+        let first_dir = tempfile::tempdir().expect("tempdir");
+        let config = provider_config(&devnet, first_dir.path(), 0);
+        register(&devnet, &config).await;
+        let removing = DaemonOptions {
+            remove_unknown_workloads: true,
+            ..options()
+        };
+        let handle = Daemon::start(config.clone(), devnet.signer(PROVIDER), removing.clone())
+            .await
+            .expect("daemon starts");
+        let (order, manifest) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
+        let lease_id = lease_for(&devnet, &order).await;
+        let uri = deliver_and_run(&devnet, &handle, lease_id, manifest.clone()).await;
+        let containers = containers_of(lease_id).await;
+        assert_eq!(containers.len(), 1);
+        handle.shutdown().await;
+
+        // The same provider key, pointed at an empty data dir (a lost or misplaced store),
+        // with a manifest deadline far shorter than the wait below.
+        let empty_dir = tempfile::tempdir().expect("tempdir");
+        let mut lost = config.clone();
+        lost.data_dir = empty_dir.path().to_path_buf();
+        let handle = Daemon::start(
+            lost,
+            devnet.signer(PROVIDER),
+            DaemonOptions {
+                manifest_timeout_secs: 2,
+                ..removing
+            },
+        )
+        .await
+        .expect("daemon starts on an empty store");
+        assert_eq!(
+            lease_state(&handle, lease_id).await,
+            Some(LeaseStateKind::Running),
+            "the start-up reconcile adopts the running workload"
+        );
+        // Past the manifest deadline and several reconcile passes.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert_eq!(
+            lease_state(&handle, lease_id).await,
+            Some(LeaseStateKind::Running)
+        );
+        assert_eq!(
+            containers_of(lease_id).await,
+            containers,
+            "the workload was neither removed nor re-created"
+        );
+        assert!(
+            devnet
+                .client(TENANT)
+                .lease(lease_id)
+                .await
+                .expect("lease")
+                .active,
+            "nothing was closed on chain"
+        );
+        let response = http_get_async(uri, "/").await.expect("GET");
+        assert!(response.contains(" 200"), "{response}");
+        let history = handle
+            .core()
+            .store()
+            .history(lease_id)
+            .await
+            .expect("history");
+        assert_eq!(
+            history
+                .iter()
+                .map(|entry| entry.kind.as_str())
+                .collect::<Vec<_>>(),
+            vec!["adopted"]
+        );
+
+        // The tenant's client keeps working, and the manifest can be delivered again so
+        // that the provider can re-create the workload from then on.
+        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
+        let mut tenant = tenant_client(&devnet, &gateway).await;
+        let status = tenant.status(lease_id).await.expect("status");
+        assert_eq!(status.state, "running");
+        let mut tampered = manifest.clone();
+        tampered.push(b' ');
+        assert!(tenant.send_manifest(lease_id, tampered).await.is_err());
+        tenant
+            .send_manifest(lease_id, manifest)
+            .await
+            .expect("the same manifest is taken again");
+        let record = handle.core().store().lease(lease_id).await.expect("lease");
+        assert!(record.manifest_json.is_some());
+        assert_eq!(record.state.kind(), LeaseStateKind::Running);
+        handle.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deployment_that_keeps_failing_is_closed_and_its_history_says_why() {
+    daemon_test(0..4, || async {
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = provider_config(&devnet, dir.path(), 0);
+        register(&devnet, &config).await;
+        let handle = Daemon::start(
+            config.clone(),
+            devnet.signer(PROVIDER),
+            DaemonOptions {
+                reconcile_interval: Duration::from_secs(1),
+                ..options()
+            },
+        )
+        .await
+        .expect("daemon starts");
+        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
+        let mut tenant = tenant_client(&devnet, &gateway).await;
+
+        // An image name no engine accepts is refused when the manifest arrives.
+        let bad_name = HELLO.replace("leasehold/busybox:test", "Leasehold/BusyBox:test");
+        let (order, manifest) = sdl_order(&devnet, &bad_name, 1_000 * TOKEN, 3_600);
+        let refused_lease = lease_for(&devnet, &order).await;
+        eventually("the manifest window", || async {
+            (lease_state(&handle, refused_lease).await == Some(LeaseStateKind::AwaitingManifest))
+                .then_some(())
+        })
+        .await;
+        let refusal = tenant
+            .send_manifest(refused_lease, manifest)
+            .await
+            .expect_err("an invalid image name is refused")
+            .to_string();
+        assert!(refusal.contains("services.web.image"), "{refusal}");
+        assert!(refusal.contains("lower-case"), "{refusal}");
+
+        // A valid name that cannot be pulled here: accepted, then every deploy fails.
+        let unpullable = HELLO.replace("leasehold/busybox:test", "leasehold/never-built:1");
+        let (order, manifest) = sdl_order(&devnet, &unpullable, 1_000 * TOKEN, 3_600);
+        let lease_id = lease_for(&devnet, &order).await;
+        eventually("the manifest window", || async {
+            (lease_state(&handle, lease_id).await == Some(LeaseStateKind::AwaitingManifest))
+                .then_some(())
+        })
+        .await;
+        let tenant_address = devnet.signer(TENANT).address();
+        let before = devnet.balance(tenant_address).await;
+        tenant
+            .send_manifest(lease_id, manifest)
+            .await
+            .expect("a pullable-looking image is accepted");
+        eventually("the failing lease to be closed", || async {
+            (lease_state(&handle, lease_id).await == Some(LeaseStateKind::Closed)).then_some(())
+        })
+        .await;
+        let record = handle.core().store().lease(lease_id).await.expect("lease");
+        assert_eq!(record.state.reason().as_deref(), Some("deploy_failed"));
+        assert!(
+            !devnet
+                .client(TENANT)
+                .lease(lease_id)
+                .await
+                .expect("lease")
+                .active
+        );
+        assert!(
+            devnet.balance(tenant_address).await > before,
+            "the unspent escrow went back to the tenant"
+        );
+        let history = handle
+            .core()
+            .store()
+            .history(lease_id)
+            .await
+            .expect("history");
+        let kinds: Vec<&str> = history.iter().map(|entry| entry.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "won",
+                "manifest_accepted",
+                "deploy_failed",
+                "deploy_failed",
+                "deploy_failed",
+                "closing",
+                "closed"
+            ]
+        );
+        assert!(history[2].message.contains("attempt 1 of 3"), "{history:?}");
+        assert!(history[2].message.contains("never-built"), "{history:?}");
+        assert!(containers_of(lease_id).await.is_empty());
+        // The tenant reads the same account as the first events of the lease's stream.
+        let mut events = tenant.events(lease_id).await.expect("Lease.StreamEvents");
+        let mut streamed = Vec::new();
+        while streamed.len() < kinds.len() {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+                .await
+                .expect("history is streamed at once")
+                .expect("stream")
+                .expect("an event");
+            streamed.push(event.kind);
+        }
+        assert_eq!(streamed, kinds);
         handle.shutdown().await;
     })
     .await;

@@ -439,23 +439,43 @@ async fn replayed_request_is_rejected_the_second_time() {
             methods::GET_STATUS,
             RUNNING_LEASE,
             unix_now(),
+            auth::new_nonce(),
             &prost::Message::encode_to_vec(&message),
         )
         .unwrap();
         let mut client = gateway.raw_client().await;
-        let mut send = async |message| {
+        let mut send = async |message, credentials: &auth::Credentials| {
             let mut request = tonic::Request::new(message);
             credentials.insert_into(request.metadata_mut());
             client.get_status(request).await
         };
-        let first = send(message).await.expect("first use is accepted");
+        let first = send(message, &credentials)
+            .await
+            .expect("first use is accepted");
         assert_eq!(first.into_inner(), lease_status(RUNNING_LEASE, "Running"));
-        let status = send(message).await.unwrap_err();
+        let status = send(message, &credentials).await.unwrap_err();
         assert_refused(&status, Code::Unauthenticated, "replayed request");
+        // The malleated twin (s -> n - s, parity flipped) recovers the same signer: it is
+        // refused for its high s, and its replay key is the original's anyway.
+        let twin = auth::Credentials {
+            signature: alloy::primitives::Signature::new(
+                credentials.signature.r(),
+                SECP256K1_ORDER - credentials.signature.s(),
+                !credentials.signature.v(),
+            ),
+            ..credentials.clone()
+        };
+        let status = send(message, &twin).await.unwrap_err();
+        assert_refused(&status, Code::Unauthenticated, "high s value");
         assert_eq!(gateway.backend.lease_operations.load(Ordering::SeqCst), 1);
     })
     .await;
 }
+
+/// secp256k1's group order n.
+const SECP256K1_ORDER: alloy::primitives::U256 = alloy::primitives::uint!(
+    0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141_U256
+);
 
 #[tokio::test]
 async fn identical_calls_in_quick_succession_are_not_replays() {

@@ -157,7 +157,19 @@ async fn migrations_apply_twice(backend: Backend) {
         .fetch_one(&mut connection)
         .await
         .unwrap_or_else(|error| panic!("{error}"));
-    assert_eq!(applied, 1, "each migration is recorded once");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap_or_else(|error| panic!("{error}"))
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|entry| entry.path().extension().is_some_and(|ext| ext == "sql"))
+        })
+        .count();
+    assert_eq!(
+        applied,
+        i64::try_from(files).unwrap_or(i64::MAX),
+        "each migration is recorded once"
+    );
     store.close().await;
 }
 
@@ -407,6 +419,66 @@ async fn replay_keys_are_remembered_once(backend: Backend) {
     store.close().await;
 }
 
+async fn adopted_leases_history_and_failure_counts(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    // An id no column can hold is simply not stored (the gateway answers NOT_FOUND).
+    assert!(ok(store.find_lease(u64::MAX).await).is_none());
+    assert!(ok(store.history(u64::MAX).await).is_empty());
+
+    let (adopted, inserted) = ok(store.insert_adopted(&new_lease(31), hash(7)).await);
+    assert!(inserted);
+    assert_eq!(
+        adopted.state,
+        LeaseState::Running {
+            manifest_hash: hash(7)
+        }
+    );
+    assert_eq!(adopted.manifest_json, None);
+    let (_, again) = ok(store.insert_adopted(&new_lease(31), hash(7)).await);
+    assert!(!again, "adopting twice changes nothing");
+    assert!(
+        !ok(store.attach_manifest(31, hash(8), "{\"other\":1}").await),
+        "a manifest with another hash is not attached"
+    );
+    assert!(ok(store.attach_manifest(31, hash(7), "{}").await));
+    assert!(
+        !ok(store.attach_manifest(31, hash(7), "{}").await),
+        "a stored manifest is never replaced"
+    );
+    assert_eq!(
+        ok(store.lease(31).await).manifest_json.as_deref(),
+        Some("{}")
+    );
+
+    assert_eq!(ok(store.count_deploy_failure(31).await), 1);
+    assert_eq!(ok(store.count_deploy_failure(31).await), 2);
+    ok(store.reset_deploy_failures(31).await);
+    assert_eq!(ok(store.count_deploy_failure(31).await), 1);
+    assert!(matches!(
+        store.count_deploy_failure(99).await,
+        Err(StoreError::LeaseNotFound(99))
+    ));
+
+    let mut tasks = Vec::new();
+    for index in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .record_history(31, "step", &format!("step {index}"))
+                .await
+        }));
+    }
+    for task in tasks {
+        ok(task.await.unwrap_or_else(|error| panic!("{error}")));
+    }
+    let history = ok(store.history(31).await);
+    assert_eq!(history.len(), 6, "concurrent appends are all kept");
+    assert!(history.iter().all(|entry| entry.kind == "step"));
+    assert!(ok(store.history(32).await).is_empty());
+    store.close().await;
+}
+
 async fn leases_are_listed_by_state(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.open().await;
@@ -539,4 +611,5 @@ on_both_backends!(
     replay_keys_are_remembered_once,
     leases_are_listed_by_state,
     reservations_expire,
+    adopted_leases_history_and_failure_counts,
 );
