@@ -465,8 +465,7 @@ mod tests {
         assert_eq!(json["shortfall"], U256::MAX.to_string());
         let back: Owed = serde_json::from_value(json).unwrap();
         assert_eq!(back, owed);
-        let hex: Owed =
-            serde_json::from_str(r#"{"withdrawable":"0x10","shortfall":"0"}"#).unwrap();
+        let hex: Owed = serde_json::from_str(r#"{"withdrawable":"0x10","shortfall":"0"}"#).unwrap();
         assert_eq!(hex.withdrawable, U256::from(16u64));
         assert!(serde_json::from_str::<Owed>(r#"{"withdrawable":"ten","shortfall":"0"}"#).is_err());
     }

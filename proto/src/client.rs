@@ -282,13 +282,20 @@ mod tests {
         let signer = PrivateKeySigner::random();
         let keys: std::collections::HashSet<_> = (0..3)
             .map(|_| {
-                let request =
-                    signed_request(&signer, methods::GET_STATUS, 1, NOW, LeaseStatusRequest { lease_id: 1 })
-                        .unwrap();
+                let request = signed_request(
+                    &signer,
+                    methods::GET_STATUS,
+                    1,
+                    NOW,
+                    LeaseStatusRequest { lease_id: 1 },
+                )
+                .unwrap();
                 let credentials = auth::Credentials::from_metadata(request.metadata()).unwrap();
                 assert_eq!(credentials.timestamp, NOW);
                 let body = prost::Message::encode_to_vec(request.get_ref());
-                credentials.replay_key(methods::GET_STATUS, 1, &body).unwrap()
+                credentials
+                    .replay_key(methods::GET_STATUS, 1, &body)
+                    .unwrap()
             })
             .collect();
         assert_eq!(keys.len(), 3);

@@ -167,7 +167,10 @@ async fn faucet_and_balance() {
 #[test]
 fn a_new_user_without_a_wallet_is_told_to_create_one_not_asked_for_a_password() {
     let home = tempfile::tempdir().expect("temp dir");
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/examples/hello.yaml");
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/examples/hello.yaml"
+    );
     // No password is set either: the missing keystore must be reported before any
     // password is asked for (or found missing) and before the chain is touched.
     let env = vec![("LEASEHOLD_RPC_URL", "http://127.0.0.1:9".to_owned())];
