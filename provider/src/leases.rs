@@ -338,16 +338,22 @@ impl Core {
             }
             Err(error) => {
                 warn!(lease_id, %error, "deploy failed");
-                self.record_deploy_failure(lease_id, &error.to_string())
+                self.record_deploy_failure(lease_id, &error.to_string(), error.is_workload_fault())
                     .await?;
                 Err(error.into())
             }
         }
     }
 
-    /// Counts a failed deployment, records it in the lease's history and closes the lease
-    /// once the attempts are used up.
-    async fn record_deploy_failure(&self, lease_id: u64, reason: &str) -> Result<(), DaemonError> {
+    /// Records a failed deployment in the lease's state and history. A failure of the
+    /// workload's own (`counts`) brings the lease closer to being closed; once the attempts
+    /// are used up it is. An unreachable engine is retried without counting.
+    async fn record_deploy_failure(
+        &self,
+        lease_id: u64,
+        reason: &str,
+        counts: bool,
+    ) -> Result<(), DaemonError> {
         self.metrics.deploy_failures.inc();
         if self.store.lease(lease_id).await?.state.kind() == LeaseStateKind::Running {
             // A running lease whose workload had to be re-created: the attempt failed.
@@ -363,6 +369,10 @@ impl Core {
                 },
             )
             .await?;
+        if !counts {
+            // Logged, not recorded: an outage would repeat this every reconcile pass.
+            return Ok(());
+        }
         let failures = self.store.count_deploy_failure(lease_id).await?;
         let allowed = self.options.max_deploy_attempts;
         self.store

@@ -176,17 +176,48 @@ impl Store {
     /// is returned unchanged, with `false`. A redelivery that disagrees with the
     /// stored order or tenant is an error.
     pub async fn insert_won(&self, lease: &NewLease) -> Result<(LeaseRecord, bool), StoreError> {
-        let now = unix_now();
+        self.insert_lease(
+            lease,
+            &LeaseState::Won {
+                manifest_deadline: lease.manifest_deadline,
+            },
+        )
+        .await
+    }
+
+    /// Records a lease found running in the runtime but missing from the store (the store
+    /// was lost): `Running` with the order's manifest hash and no manifest text, which the
+    /// tenant may deliver again later. Idempotent like [`Store::insert_won`].
+    pub async fn insert_adopted(
+        &self,
+        lease: &NewLease,
+        manifest_hash: ManifestHash,
+    ) -> Result<(LeaseRecord, bool), StoreError> {
+        self.insert_lease(lease, &LeaseState::Running { manifest_hash })
+            .await
+    }
+
+    async fn insert_lease(
+        &self,
+        lease: &NewLease,
+        state: &LeaseState,
+    ) -> Result<(LeaseRecord, bool), StoreError> {
         let inserted = sqlx::query(
-            "INSERT INTO leases (lease_id, order_id, tenant, state, deadline, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6, 0) ON CONFLICT (lease_id) DO NOTHING",
+            "INSERT INTO leases (lease_id, order_id, tenant, state, manifest_hash, deadline, created_at, updated_at, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0) ON CONFLICT (lease_id) DO NOTHING",
         )
         .bind(to_db(lease.lease_id, "lease id")?)
         .bind(to_db(lease.order_id, "order id")?)
         .bind(&lease.tenant)
-        .bind(LeaseStateKind::Won.as_str())
-        .bind(to_db(lease.manifest_deadline, "manifest deadline")?)
-        .bind(now)
+        .bind(state.kind().as_str())
+        .bind(state.manifest_hash().map(|hash| hash.to_string()))
+        .bind(
+            state
+                .manifest_deadline()
+                .map(|deadline| to_db(deadline, "manifest deadline"))
+                .transpose()?,
+        )
+        .bind(unix_now())
         .execute(&self.pool)
         .await?
         .rows_affected()
@@ -209,31 +240,6 @@ impl Store {
             return Err(mismatch("tenant", record.tenant, lease.tenant.clone()));
         }
         Ok((record, inserted))
-    }
-
-    /// Records a lease found running in the runtime but missing from the store (the store
-    /// was lost): `Running` with the order's manifest hash and no manifest text, which the
-    /// tenant may deliver again later. Idempotent like [`Store::insert_won`].
-    pub async fn insert_adopted(
-        &self,
-        lease: &NewLease,
-        manifest_hash: ManifestHash,
-    ) -> Result<(LeaseRecord, bool), StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO leases (lease_id, order_id, tenant, state, manifest_hash, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6, 0) ON CONFLICT (lease_id) DO NOTHING",
-        )
-        .bind(to_db(lease.lease_id, "lease id")?)
-        .bind(to_db(lease.order_id, "order id")?)
-        .bind(&lease.tenant)
-        .bind(LeaseStateKind::Running.as_str())
-        .bind(manifest_hash.to_string())
-        .bind(unix_now())
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1;
-        Ok((self.lease(lease.lease_id).await?, inserted))
     }
 
     /// Stores the manifest text of a lease that has its hash but lost the text (adopted).

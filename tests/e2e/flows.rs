@@ -9,8 +9,8 @@ use std::time::Duration;
 use leasehold_e2e::docker::{inspect, lease_containers, lease_networks};
 use leasehold_e2e::process::stream_lines;
 use leasehold_e2e::scenario::{
-    OTHER_TENANT, PROVIDER_A, PROVIDER_B, ProviderSpec, QUICK_DEPLOY, Scenario, TENANT, TOKEN,
-    first_uri, hello, lease_ids,
+    DaemonStart, OTHER_TENANT, PROVIDER_A, PROVIDER_B, ProviderSpec, QUICK_DEPLOY, Scenario,
+    TENANT, TOKEN, first_uri, hello, lease_ids,
 };
 use leasehold_e2e::{HttpResponse, eventually, http_get};
 
@@ -497,4 +497,73 @@ fn cli_json_output_parses_and_exit_codes_mean_something() {
         "{status}"
     );
     assert_eq!(status["active_leases"], 0, "{status}");
+}
+
+/// The operator mistakes of issue #10: the daemon started from another working directory
+/// (the config's relative `data_dir` must still find the same store), then pointed at an
+/// empty store. Neither may tear down or close a running lease.
+#[test]
+fn a_restart_elsewhere_or_on_an_empty_store_keeps_the_running_lease() {
+    let mut scenario = Scenario::with_provider(PRICE_A);
+    let (document, lease) = deploy_ok(&scenario, &hello(), QUICK_DEPLOY);
+    let uri = first_uri(&document);
+    wait_for_200(&uri);
+    let containers = lease_containers(lease);
+    assert_eq!(containers.len(), 1, "{containers:?}");
+
+    // Another working directory, and nothing kept on the operator's behalf.
+    let elsewhere = scenario.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap_or_else(|error| panic!("{error}"));
+    let strict = DaemonStart {
+        keep_unknown_workloads: false,
+        manifest_timeout_secs: 3,
+        working_dir: Some(elsewhere.clone()),
+    };
+    scenario.restart_provider(0, &strict);
+    assert!(
+        !elsewhere.join("data").exists(),
+        "the relative data_dir resolved against the working directory"
+    );
+    let status = |scenario: &Scenario| {
+        let run = scenario.tenant(
+            TENANT,
+            &["status", &lease.to_string(), "--output", "json"],
+            MINUTE,
+        );
+        assert_eq!(
+            run.code,
+            Some(0),
+            "{}\n{}",
+            run.stderr,
+            scenario.provider_logs()
+        );
+        run.json()
+    };
+    assert_eq!(status(&scenario)["workload"]["state"], "running");
+
+    // The store is gone: an empty data dir.
+    scenario.providers[0].set_data_dir("data-lost");
+    scenario.restart_provider(0, &strict);
+    // Past the manifest deadline the restarted daemon would set, and a reconcile pass.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(
+        lease_containers(lease),
+        containers,
+        "the workload was neither removed nor re-created:\n{}",
+        scenario.provider_logs()
+    );
+    assert!(
+        scenario.lease_on_chain(lease).active,
+        "the lease was closed"
+    );
+    let response = wait_for_200(&uri);
+    assert!(response.body.contains("hello from leasehold"));
+    assert_eq!(status(&scenario)["workload"]["state"], "running");
+    assert!(
+        scenario.providers[0]
+            .home
+            .join("data-lost/provider.db")
+            .exists(),
+        "the new store is next to the config"
+    );
 }

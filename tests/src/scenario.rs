@@ -80,9 +80,13 @@ pub struct ProviderNode {
     pub spec: ProviderSpec,
     pub address: String,
     pub gateway: String,
+    /// `<home>/provider.toml`; its `data_dir` is relative (`data`, next to it).
     pub config: PathBuf,
+    pub home: PathBuf,
+    /// The current run's log.
     pub log: PathBuf,
-    guard: Guard,
+    guard: Option<Guard>,
+    starts: usize,
 }
 
 impl ProviderNode {
@@ -92,7 +96,46 @@ impl ProviderNode {
     }
 
     pub fn exited(&mut self) -> bool {
-        self.guard.exited()
+        self.guard.as_mut().is_none_or(Guard::exited)
+    }
+
+    /// Rewrites the config's `data_dir` (the daemon reads it at its next start).
+    pub fn set_data_dir(&self, data_dir: &str) {
+        let text = std::fs::read_to_string(&self.config)
+            .unwrap_or_else(|error| panic!("reading {}: {error}", self.config.display()));
+        let text = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("data_dir = ") {
+                    format!("data_dir = \"{data_dir}\"")
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&self.config, text)
+            .unwrap_or_else(|error| panic!("writing {}: {error}", self.config.display()));
+    }
+}
+
+/// How `provider run` is started.
+#[derive(Debug, Clone)]
+pub struct DaemonStart {
+    /// `--keep-unknown-workloads` (several daemons or flows share the engine).
+    pub keep_unknown_workloads: bool,
+    pub manifest_timeout_secs: u64,
+    /// The daemon's working directory; `None` inherits the test's.
+    pub working_dir: Option<PathBuf>,
+}
+
+impl Default for DaemonStart {
+    fn default() -> Self {
+        Self {
+            keep_unknown_workloads: true,
+            manifest_timeout_secs: 120,
+            working_dir: None,
+        }
     }
 }
 
@@ -191,8 +234,11 @@ impl Scenario {
         let port = free_port();
         let gateway = format!("127.0.0.1:{port}");
         let config = home.join("provider.toml");
-        std::fs::write(&config, self.provider_toml(&spec, &data, &gateway))
-            .unwrap_or_else(|error| panic!("writing {}: {error}", config.display()));
+        std::fs::write(
+            &config,
+            self.provider_toml(&spec, Path::new("data"), &gateway),
+        )
+        .unwrap_or_else(|error| panic!("writing {}: {error}", config.display()));
 
         let register = run_bounded(
             self.provider_command(&spec, &config, &["register", "--output", "json"]),
@@ -205,34 +251,62 @@ impl Scenario {
             .to_lowercase();
         assert_eq!(address, self.address(spec.account), "registered address");
 
-        let start_block = self.devnet().deployment.start_block.to_string();
-        let withdraw = spec.withdraw_interval_secs.to_string();
-        let command = self.provider_command(
-            &spec,
-            &config,
-            &[
-                "run",
-                "--start-block",
-                &start_block,
-                "--confirmations",
-                "0",
-                "--withdraw-interval",
-                &withdraw,
-                "--manifest-timeout",
-                "120",
-                // Other flows' and other daemons' containers share this engine.
-                "--keep-unknown-workloads",
-            ],
-        );
-        let (guard, log) = Guard::spawn_logged(command, &name, &home);
         let mut node = ProviderNode {
             spec,
             address,
-            gateway: gateway.clone(),
+            gateway,
             config,
-            log,
-            guard,
+            home,
+            log: PathBuf::new(),
+            guard: None,
+            starts: 0,
         };
+        self.spawn_daemon(&mut node, &DaemonStart::default());
+        self.providers.push(node);
+        self.providers.len() - 1
+    }
+
+    /// Stops provider `index` (SIGTERM) and starts it again as `how` says, waiting for its
+    /// gateway. Its log continues in a new file.
+    pub fn restart_provider(&mut self, index: usize, how: &DaemonStart) {
+        let mut node = self.providers.remove(index);
+        if let Some(mut guard) = node.guard.take() {
+            guard.stop();
+        }
+        self.spawn_daemon(&mut node, how);
+        self.providers.insert(index, node);
+    }
+
+    /// Starts `provider run` for `node` and waits (at most 60 s) for its gateway.
+    fn spawn_daemon(&self, node: &mut ProviderNode, how: &DaemonStart) {
+        let start_block = self.devnet().deployment.start_block.to_string();
+        let withdraw = node.spec.withdraw_interval_secs.to_string();
+        let manifest_timeout = how.manifest_timeout_secs.to_string();
+        let mut args = vec![
+            "run",
+            "--start-block",
+            &start_block,
+            "--confirmations",
+            "0",
+            "--withdraw-interval",
+            &withdraw,
+            "--manifest-timeout",
+            &manifest_timeout,
+        ];
+        if how.keep_unknown_workloads {
+            // Other flows' and other daemons' containers share this engine.
+            args.push("--keep-unknown-workloads");
+        }
+        let mut command = self.provider_command(&node.spec, &node.config, &args);
+        if let Some(dir) = &how.working_dir {
+            command.current_dir(dir);
+        }
+        node.starts += 1;
+        let name = format!("provider-{}-run-{}", node.spec.account, node.starts);
+        let (guard, log) = Guard::spawn_logged(command, &name, &node.home);
+        node.guard = Some(guard);
+        node.log = log;
+        let gateway = node.gateway.clone();
         eventually(
             &format!("{name}'s gateway on {gateway}"),
             Duration::from_secs(60),
@@ -241,8 +315,6 @@ impl Scenario {
                 listening(&gateway).then_some(())
             },
         );
-        self.providers.push(node);
-        self.providers.len() - 1
     }
 
     fn provider_toml(&self, spec: &ProviderSpec, data: &Path, gateway: &str) -> String {
@@ -422,7 +494,9 @@ pub fn first_uri(document: &serde_json::Value) -> String {
 impl Drop for Scenario {
     fn drop(&mut self) {
         for node in &mut self.providers {
-            node.guard.stop();
+            if let Some(guard) = node.guard.as_mut() {
+                guard.stop();
+            }
         }
         let leases = self
             .leases

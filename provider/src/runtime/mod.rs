@@ -827,6 +827,21 @@ pub enum RuntimeError {
     Engine { action: String, reason: String },
 }
 
+impl RuntimeError {
+    /// Whether the workload itself is at fault (its definition, its image, what the engine
+    /// refuses to create), as opposed to the provider's engine being unreachable or in a
+    /// state of its own. Only the former counts toward closing a lease whose deployment
+    /// keeps failing: an engine outage must never close leases.
+    pub fn is_workload_fault(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::InvalidDeployment { .. }
+                | RuntimeError::ImagePull { .. }
+                | RuntimeError::Engine { .. }
+        )
+    }
+}
+
 pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> RuntimeError {
     RuntimeError::InvalidDeployment {
         field: field.into(),

@@ -945,20 +945,16 @@ async fn kill_dash_nine_and_restart_keeps_running_leases_and_misses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_manifest_that_never_comes_closes_the_lease() {
     daemon_test(0..4, || async {
-        let devnet = Devnet::start(None).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = provider_config(&devnet, dir.path(), 0);
-        register(&devnet, &config).await;
-        let handle = Daemon::start(
-            config.clone(),
-            devnet.signer(PROVIDER),
-            DaemonOptions {
-                manifest_timeout_secs: 2,
-                ..options()
-            },
-        )
-        .await
-        .expect("daemon starts");
+        let Started {
+            devnet,
+            handle,
+            data_dir: _data_dir,
+            ..
+        } = started(DaemonOptions {
+            manifest_timeout_secs: 2,
+            ..options()
+        })
+        .await;
         let tenant = devnet.client(TENANT);
         let (order, _) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
         let posted = tenant.create_order(&order).await.expect("createOrder");
@@ -989,6 +985,40 @@ async fn a_manifest_that_never_comes_closes_the_lease() {
     .await;
 }
 
+/// A devnet with a registered provider whose daemon runs with `options`.
+/// Bind `data_dir` by name when destructuring: `..` would drop (delete) it at once.
+struct Started {
+    devnet: Devnet,
+    data_dir: tempfile::TempDir,
+    config: Config,
+    handle: DaemonHandle,
+}
+
+async fn started(options: DaemonOptions) -> Started {
+    let devnet = Devnet::start(None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = provider_config(&devnet, dir.path(), 0);
+    register(&devnet, &config).await;
+    let handle = Daemon::start(config.clone(), devnet.signer(PROVIDER), options)
+        .await
+        .expect("daemon starts");
+    Started {
+        devnet,
+        data_dir: dir,
+        config,
+        handle,
+    }
+}
+
+/// Waits until the lease takes a manifest.
+async fn manifest_window(handle: &DaemonHandle, lease_id: u64) {
+    eventually("the manifest window", || async {
+        (lease_state(handle, lease_id).await == Some(LeaseStateKind::AwaitingManifest))
+            .then_some(())
+    })
+    .await;
+}
+
 /// Creates an order, waits for our bid and accepts it; the lease id.
 async fn lease_for(devnet: &Devnet, order: &NewOrder) -> u64 {
     let tenant = devnet.client(TENANT);
@@ -1004,17 +1034,16 @@ async fn lease_for(devnet: &Devnet, order: &NewOrder) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_store_adopts_running_workloads_and_closes_nothing() {
     daemon_test(0..4, || async {
-        let devnet = Devnet::start(None).await;
-        let first_dir = tempfile::tempdir().expect("tempdir");
-        let config = provider_config(&devnet, first_dir.path(), 0);
-        register(&devnet, &config).await;
         let removing = DaemonOptions {
             remove_unknown_workloads: true,
             ..options()
         };
-        let handle = Daemon::start(config.clone(), devnet.signer(PROVIDER), removing.clone())
-            .await
-            .expect("daemon starts");
+        let Started {
+            devnet,
+            config,
+            handle,
+            data_dir: _data_dir,
+        } = started(removing.clone()).await;
         let (order, manifest) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
         let lease_id = lease_for(&devnet, &order).await;
         let uri = deliver_and_run(&devnet, &handle, lease_id, manifest.clone()).await;
@@ -1102,20 +1131,16 @@ async fn a_lost_store_adopts_running_workloads_and_closes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deployment_that_keeps_failing_is_closed_and_its_history_says_why() {
     daemon_test(0..4, || async {
-        let devnet = Devnet::start(None).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = provider_config(&devnet, dir.path(), 0);
-        register(&devnet, &config).await;
-        let handle = Daemon::start(
-            config.clone(),
-            devnet.signer(PROVIDER),
-            DaemonOptions {
-                reconcile_interval: Duration::from_secs(1),
-                ..options()
-            },
-        )
-        .await
-        .expect("daemon starts");
+        let Started {
+            devnet,
+            handle,
+            data_dir: _data_dir,
+            ..
+        } = started(DaemonOptions {
+            reconcile_interval: Duration::from_secs(1),
+            ..options()
+        })
+        .await;
         let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
         let mut tenant = tenant_client(&devnet, &gateway).await;
 
@@ -1123,11 +1148,7 @@ async fn a_deployment_that_keeps_failing_is_closed_and_its_history_says_why() {
         let bad_name = HELLO.replace("leasehold/busybox:test", "Leasehold/BusyBox:test");
         let (order, manifest) = sdl_order(&devnet, &bad_name, 1_000 * TOKEN, 3_600);
         let refused_lease = lease_for(&devnet, &order).await;
-        eventually("the manifest window", || async {
-            (lease_state(&handle, refused_lease).await == Some(LeaseStateKind::AwaitingManifest))
-                .then_some(())
-        })
-        .await;
+        manifest_window(&handle, refused_lease).await;
         let refusal = tenant
             .send_manifest(refused_lease, manifest)
             .await
@@ -1140,11 +1161,7 @@ async fn a_deployment_that_keeps_failing_is_closed_and_its_history_says_why() {
         let unpullable = HELLO.replace("leasehold/busybox:test", "leasehold/never-built:1");
         let (order, manifest) = sdl_order(&devnet, &unpullable, 1_000 * TOKEN, 3_600);
         let lease_id = lease_for(&devnet, &order).await;
-        eventually("the manifest window", || async {
-            (lease_state(&handle, lease_id).await == Some(LeaseStateKind::AwaitingManifest))
-                .then_some(())
-        })
-        .await;
+        manifest_window(&handle, lease_id).await;
         let tenant_address = devnet.signer(TENANT).address();
         let before = devnet.balance(tenant_address).await;
         tenant
@@ -1203,6 +1220,137 @@ async fn a_deployment_that_keeps_failing_is_closed_and_its_history_says_why() {
             streamed.push(event.kind);
         }
         assert_eq!(streamed, kinds);
+        handle.shutdown().await;
+    })
+    .await;
+}
+
+/// The real Docker runtime, with deploys that fail as an unreachable engine does while
+/// `down` is set (fault injection for an engine outage).
+struct FlakyEngine {
+    inner: leasehold_provider::runtime::docker::DockerRuntime,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl leasehold_provider::runtime::Runtime for FlakyEngine {
+    fn backend(&self) -> &'static str {
+        "docker"
+    }
+    async fn deploy(
+        &self,
+        deployment: &leasehold_provider::runtime::LeaseDeployment,
+    ) -> Result<(), leasehold_provider::runtime::RuntimeError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(leasehold_provider::runtime::RuntimeError::Unavailable {
+                reason: "injected outage".into(),
+            });
+        }
+        self.inner.deploy(deployment).await
+    }
+    async fn status(
+        &self,
+        lease_id: u64,
+    ) -> Result<
+        leasehold_provider::runtime::LeaseRuntimeStatus,
+        leasehold_provider::runtime::RuntimeError,
+    > {
+        self.inner.status(lease_id).await
+    }
+    async fn logs(
+        &self,
+        lease_id: u64,
+        service: Option<&str>,
+        follow: bool,
+        tail: Option<u32>,
+    ) -> Result<leasehold_provider::runtime::LogStream, leasehold_provider::runtime::RuntimeError>
+    {
+        self.inner.logs(lease_id, service, follow, tail).await
+    }
+    async fn events(
+        &self,
+        lease_id: u64,
+    ) -> Result<leasehold_provider::runtime::EventStream, leasehold_provider::runtime::RuntimeError>
+    {
+        self.inner.events(lease_id).await
+    }
+    async fn teardown(
+        &self,
+        lease_id: u64,
+    ) -> Result<(), leasehold_provider::runtime::RuntimeError> {
+        self.inner.teardown(lease_id).await
+    }
+    async fn list_leases(&self) -> Result<Vec<u64>, leasehold_provider::runtime::RuntimeError> {
+        self.inner.list_leases().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_engine_outage_never_closes_a_lease() {
+    daemon_test(0..4, || async {
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = provider_config(&devnet, dir.path(), 0);
+        register(&devnet, &config).await;
+        let engine = std::sync::Arc::new(FlakyEngine {
+            inner: leasehold_provider::daemon::docker_runtime(&config)
+                .await
+                .expect("docker"),
+            down: std::sync::atomic::AtomicBool::new(true),
+        });
+        let handle = Daemon::start_with_runtime(
+            config.clone(),
+            devnet.signer(PROVIDER),
+            engine.clone(),
+            DaemonOptions {
+                reconcile_interval: Duration::from_secs(1),
+                max_deploy_attempts: 2,
+                ..options()
+            },
+        )
+        .await
+        .expect("daemon starts");
+        let (order, manifest) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
+        let lease_id = lease_for(&devnet, &order).await;
+        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
+        let mut tenant = tenant_client(&devnet, &gateway).await;
+        manifest_window(&handle, lease_id).await;
+        tenant
+            .send_manifest(lease_id, manifest)
+            .await
+            .expect("manifest");
+        // Many reconcile passes, each failing on the engine: more than the attempts allowed.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(
+            lease_state(&handle, lease_id).await,
+            Some(LeaseStateKind::Failed)
+        );
+        assert!(
+            devnet
+                .client(TENANT)
+                .lease(lease_id)
+                .await
+                .expect("lease")
+                .active
+        );
+        // The engine comes back: the next pass deploys.
+        engine
+            .down
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        eventually("the lease to run once the engine is back", || async {
+            (lease_state(&handle, lease_id).await == Some(LeaseStateKind::Running)).then_some(())
+        })
+        .await;
+        let kinds: Vec<String> = handle
+            .core()
+            .store()
+            .history(lease_id)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|entry| entry.kind)
+            .collect();
+        assert_eq!(kinds, vec!["won", "manifest_accepted", "running"]);
         handle.shutdown().await;
     })
     .await;
