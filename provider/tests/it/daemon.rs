@@ -1286,6 +1286,43 @@ impl leasehold_provider::runtime::Runtime for FlakyEngine {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_out_of_range_lease_is_not_found_and_housekeeping_prunes_the_replay_cache() {
+    daemon_test(0..0, || async {
+        let Started {
+            devnet,
+            handle,
+            data_dir: _data_dir,
+            ..
+        } = started(options()).await;
+        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
+        let mut tenant = tenant_client(&devnet, &gateway).await;
+        let refusal = tenant.status(u64::MAX).await.expect_err("no such lease");
+        let status = refusal.status().expect("the provider answered");
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+
+        let store = handle.core().store();
+        let an_hour_ago = leasehold_provider::daemon::unix_now() - 3_600;
+        assert!(
+            store
+                .remember_signature("gateway", "0x01d", an_hour_ago)
+                .await
+                .expect("remember")
+        );
+        eventually("housekeeping to forget the stale replay key", || async {
+            // `true` means it was new again, i.e. pruned in between.
+            store
+                .remember_signature("gateway", "0x01d", an_hour_ago)
+                .await
+                .ok()?
+                .then_some(())
+        })
+        .await;
+        handle.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_engine_outage_never_closes_a_lease() {
     daemon_test(0..4, || async {
         let devnet = Devnet::start(None).await;
@@ -1494,26 +1531,111 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
     .await;
 }
 
+/// Runs the `provider` binary as the provider account, bounded in time.
+fn provider_run(
+    devnet: &Devnet,
+    config_path: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    let key = format!(
+        "0x{}",
+        alloy::hex::encode(devnet.signer(PROVIDER).to_bytes())
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
+        .arg("--config")
+        .arg(config_path)
+        .args(args)
+        .env("LEASEHOLD_PROVIDER_KEY", key)
+        .env("LEASEHOLD_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("provider runs");
+    let deadline = std::time::Instant::now() + WAIT;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("provider {args:?} did not finish within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// `provider --output json <args>`, which must succeed; its JSON.
 fn provider_command(
     devnet: &Devnet,
     config_path: &std::path::Path,
     args: &[&str],
 ) -> serde_json::Value {
-    let key = format!(
-        "0x{}",
-        alloy::hex::encode(devnet.signer(PROVIDER).to_bytes())
-    );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
-        .arg("--config")
-        .arg(config_path)
-        .args(["--output", "json"])
-        .args(args)
-        .env("LEASEHOLD_PROVIDER_KEY", key)
-        .env("LEASEHOLD_LOG", "error")
-        .output()
-        .expect("provider runs");
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    let output = provider_run(devnet, config_path, &all);
     assert!(output.status.success(), "{args:?}: {output:?}");
     serde_json::from_slice(&output.stdout).expect("JSON output")
+}
+
+/// `provider <args>`, which must fail; its standard error.
+fn provider_refusal(devnet: &Devnet, config_path: &std::path::Path, args: &[&str]) -> String {
+    let output = provider_run(devnet, config_path, args);
+    assert!(!output.status.success(), "{args:?} should fail: {output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_is_told_what_to_run_and_can_change_the_registration() {
+    let _serial = SERIAL.lock().await;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = provider_config(&devnet, dir.path(), 0);
+        config.gateway.listen = format!("127.0.0.1:{}", free_port());
+        let config_path = dir.path().join("provider.toml");
+        let write = |config: &Config| {
+            std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write")
+        };
+        write(&config);
+
+        // An unregistered key does not start a daemon whose every bid would revert.
+        let refusal = provider_refusal(&devnet, &config_path, &["run", "--confirmations", "0"]);
+        assert!(refusal.contains("is not registered"), "{refusal}");
+        assert!(refusal.contains("provider register"), "{refusal}");
+
+        provider_command(&devnet, &config_path, &["register"]);
+        let refusal = provider_refusal(&devnet, &config_path, &["register"]);
+        assert!(refusal.contains("AlreadyRegistered"), "{refusal}");
+        assert!(refusal.contains("provider update"), "{refusal}");
+
+        // A changed config reaches the chain with `provider update`.
+        config.attributes = vec!["region=eu-west".into(), "tier=gold".into()];
+        config.hardware.cpu_millis = Some(6_000);
+        write(&config);
+        let updated = provider_command(&devnet, &config_path, &["update"]);
+        assert_eq!(updated["profile"]["capacity"]["cpu_milli"], 6_000);
+        let info = devnet
+            .client(0)
+            .provider_info(devnet.signer(PROVIDER).address())
+            .await
+            .expect("provider info");
+        assert_eq!(info.capacity.cpu_milli, 6_000);
+        assert_eq!(
+            info.attributes,
+            vec![
+                alloy::primitives::keccak256("region=eu-west"),
+                alloy::primitives::keccak256("tier=gold")
+            ]
+        );
+
+        // Plain text, not a debug dump.
+        let withdraw = provider_run(&devnet, &config_path, &["withdraw"]);
+        assert!(withdraw.status.success(), "{withdraw:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&withdraw.stdout).trim(),
+            "no open leases: nothing to collect"
+        );
+    })
+    .await
+    .expect("test exceeded its time limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
