@@ -852,7 +852,8 @@ fn read_size(
                 &loc,
                 format!(
                     "{what} `{text}` {error}; expected a number with an optional suffix \
-                     (Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P, E), e.g. 512Mi"
+                     (Ki, Mi, Gi, Ti, Pi, Ei as powers of 1024; k, M, G, T, P, E or kB, MB, GB... as \
+                     powers of 1000; any case), e.g. 512Mi"
                 ),
             );
             None
