@@ -1,6 +1,6 @@
 //! Files Akash accepts are accepted here with the same meaning (issue #16).
 
-use leasehold_manifests::parse;
+use leasehold_manifests::{ManifestWarning, WarningKind, parse, parse_strict};
 
 const HELLO: &str = include_str!("../../examples/hello.yaml");
 
@@ -35,4 +35,110 @@ fn a_size_unit_akash_parsers_disagree_on_is_refused_at_its_field() {
         .unwrap_or_else(|| panic!("{errors:#?}"));
     assert_eq!((error.line, error.column), (25, 17));
     assert!(error.message.contains("GiB"), "{}", error.message);
+}
+
+/// hello.yaml with the docker-compose keys real Akash files carry, and an unknown top-level key.
+fn with_compose_keys() -> String {
+    HELLO
+        .replace(
+            "    image: leasehold/busybox:test\n",
+            "    image: leasehold/busybox:test\n    depends_on:\n      - db\n    restart: always\n    volumes:\n      - data:/data\n",
+        )
+        .replace("profiles:\n", "x-notes: made with compose\nprofiles:\n")
+}
+
+fn warning<'a>(warnings: &'a [ManifestWarning], key: &str) -> &'a ManifestWarning {
+    warnings
+        .iter()
+        .find(|warning| warning.key == key)
+        .unwrap_or_else(|| panic!("no warning about `{key}`: {warnings:#?}"))
+}
+
+#[test]
+fn keys_akash_ignores_are_accepted_with_a_warning_naming_key_line_and_what_happens() {
+    let yaml = with_compose_keys();
+    let sdl = parse(&yaml).unwrap_or_else(|errors| panic!("{errors}"));
+    let warnings = sdl.warnings();
+    assert_eq!(warnings.len(), 4, "{warnings:#?}");
+    let depends_on = warning(warnings, "depends_on");
+    assert_eq!(depends_on.kind, WarningKind::UnknownKey);
+    assert_eq!(depends_on.path, "services.web.depends_on");
+    assert_eq!((depends_on.line, depends_on.column), (6, 5));
+    assert!(
+        depends_on.instead.contains("start independently"),
+        "{}",
+        depends_on.instead
+    );
+    assert_eq!(warning(warnings, "restart").line, 8);
+    assert!(
+        warning(warnings, "volumes")
+            .instead
+            .contains("params.storage")
+    );
+    let top = warning(warnings, "x-notes");
+    assert_eq!(
+        (top.path.as_str(), top.line, top.column),
+        ("x-notes", 23, 1)
+    );
+    assert_eq!(sdl.groups(), parse(HELLO).unwrap().groups(), "same groups");
+    assert_eq!(
+        sdl.manifest().hash(),
+        parse(HELLO).unwrap().manifest().hash()
+    );
+}
+
+#[test]
+fn strict_parsing_turns_every_warning_into_an_error() {
+    let errors = parse_strict(&with_compose_keys())
+        .expect_err("strict must refuse unknown keys")
+        .0;
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    let depends_on = errors
+        .iter()
+        .find(|error| error.path == "services.web.depends_on")
+        .unwrap_or_else(|| panic!("{errors:#?}"));
+    assert_eq!((depends_on.line, depends_on.column), (6, 5));
+    assert!(
+        depends_on.message.contains("strict"),
+        "{}",
+        depends_on.message
+    );
+    assert!(parse_strict(HELLO).is_ok(), "a clean file passes strict");
+    assert!(parse(HELLO).unwrap().warnings().is_empty());
+}
+
+#[test]
+fn keys_whose_akash_meaning_is_not_carried_out_are_never_silent() {
+    let yaml = HELLO
+        .replace(
+            "        to:\n          - global: true\n",
+            "        accept:\n          - www.example.com\n        http_options:\n          max_body_size: 1024\n        to:\n          - global: true\n            ip: myip\n",
+        )
+        .replace(
+            "    anywhere:\n      pricing:\n",
+            "    anywhere:\n      signedBy:\n        anyOf:\n          - akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63\n      pricing:\n",
+        )
+        .replace("deployment:\n", "endpoints:\n  myip:\n    kind: ip\ndeployment:\n");
+    let sdl = parse(&yaml).unwrap_or_else(|errors| panic!("{errors}\n{yaml}"));
+    for key in ["accept", "http_options", "ip", "signedBy"] {
+        assert_eq!(
+            warning(sdl.warnings(), key).kind,
+            WarningKind::NotHonoured,
+            "{key}"
+        );
+    }
+    assert!(parse_strict(&yaml).is_err());
+}
+
+#[test]
+fn an_akash_denom_warns_how_the_amount_is_read() {
+    let sdl = parse(&HELLO.replace("denom: usdc", "denom: uakt")).unwrap();
+    let denom = warning(sdl.warnings(), "denom");
+    assert_eq!(denom.kind, WarningKind::Pricing);
+    assert_eq!(denom.path, "profiles.placement.anywhere.pricing.web.denom");
+    assert!(
+        denom.instead.contains("per block") && denom.instead.contains("per replica per hour"),
+        "{}",
+        denom.instead
+    );
 }
