@@ -301,8 +301,13 @@ fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Builds the arrival sequence: the pod list in order, then samples with replacement,
-/// while the total requested milli-GPU stays within the demand.
+/// Builds the arrival sequence as the FGD paper's reference simulator
+/// (hkust-adsl/kubernetes-scheduler-simulator, `TunePodsByNodeTotalResource`) does:
+/// - a pod list below the demand is kept in file order and followed by pods sampled with
+///   replacement, stopping at the first sample that would exceed the demand (`tuneUpPods`);
+/// - a pod list above it (multigpu50 is 183% of capacity) loses pods chosen uniformly at
+///   random until it fits (`tuneDownPods`); the rest keep their file order. Cutting the
+///   file's tail instead would drop most of its multi-GPU pods and change the mix.
 pub fn workload(
     pods: &[ReplicaRequest],
     capacity_milli: u64,
@@ -310,14 +315,23 @@ pub fn workload(
     seed: u64,
 ) -> Vec<usize> {
     let budget = u128::from(capacity_milli) * u128::from(demand_permille) / 1000;
-    let mut arrived: u128 = 0;
-    let mut order: Vec<usize> = Vec::with_capacity(pods.len() * 2);
     let milli = |index: usize| u128::from(pods[index].gpu.milli().unwrap_or(0));
     let mut rng = SplitMix64::new(seed);
-    let sampled = std::iter::from_fn(|| (!pods.is_empty()).then(|| rng.below(pods.len())));
-    // A trace longer than the demand (multigpu50 is 183% of capacity) is cut where it
-    // would exceed it, by the same rule as the sampled tail.
-    for index in (0..pods.len()).chain(sampled) {
+    let mut order: Vec<usize> = (0..pods.len()).collect();
+    let mut arrived: u128 = order.iter().map(|&index| milli(index)).sum();
+    if arrived > budget {
+        let mut kept = vec![true; pods.len()];
+        let mut remaining: Vec<usize> = order.clone();
+        while arrived > budget && !remaining.is_empty() {
+            let removed = remaining.swap_remove(rng.below(remaining.len()));
+            kept[removed] = false;
+            arrived -= milli(removed);
+        }
+        order.retain(|&index| kept[index]);
+        return order;
+    }
+    while !pods.is_empty() {
+        let index = rng.below(pods.len());
         if arrived + milli(index) > budget {
             break;
         }

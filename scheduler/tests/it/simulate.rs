@@ -84,3 +84,43 @@ fn trace_errors_name_line_and_column() {
         "{error}"
     );
 }
+
+#[test]
+fn a_trace_above_the_demand_is_thinned_at_random_not_cut() {
+    let pods = parse_openb_pods(&read("openb_pod_list_multigpu50.csv")).unwrap();
+    let milli =
+        |order: &[usize]| -> u64 { order.iter().map(|&i| pods[i].gpu.milli().unwrap()).sum() };
+    let whole: Vec<usize> = (0..pods.len()).collect();
+    assert!(milli(&whole) > 8_075_600, "the file alone exceeds 130%");
+
+    let order = workload(&pods, 6_212_000, 1300, 42);
+    let demand = milli(&order);
+    assert!(demand <= 8_075_600 && demand > 8_060_000, "{demand}");
+    assert!(
+        order.windows(2).all(|pair| pair[0] < pair[1]),
+        "file order kept, no repeats"
+    );
+    // Pods from the whole file survive, the last tenth included (a cut would keep none).
+    let tail = pods.len() * 9 / 10;
+    let from_tail = order.iter().filter(|&&i| i >= tail).count();
+    assert!(
+        from_tail > pods.len() / 20,
+        "{from_tail} of the last tenth kept"
+    );
+    let multi_gpu = |order: &[usize]| {
+        order
+            .iter()
+            .filter(|&&i| pods[i].gpu.milli().unwrap() > 1000)
+            .count()
+    };
+    let share_kept = multi_gpu(&order) as f64 / multi_gpu(&whole) as f64;
+    assert!(
+        (0.6..0.8).contains(&share_kept),
+        "multi-GPU pods kept in proportion: {share_kept}"
+    );
+    assert_ne!(
+        order,
+        workload(&pods, 6_212_000, 1300, 43),
+        "the seed picks the pods"
+    );
+}
