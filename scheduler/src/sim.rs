@@ -446,3 +446,19 @@ pub fn simulate(
     debug_assert_eq!(cluster.gpu_milli().1, allocated);
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_window_averages_arrivals_rounding_to_the_target() {
+        let mut window = WindowMean::default();
+        // capacity 1000: 994 is 99.4% (outside), 995..=1004 inside, 1005 outside.
+        for (arrived, allocated) in [(994, 1), (995, 10), (1000, 20), (1004, 30), (1005, 99)] {
+            window.observe(arrived, 1000, 1000, allocated);
+        }
+        assert_eq!(window.mean(), Some(20));
+        assert_eq!(WindowMean::default().mean(), None);
+    }
+}
