@@ -142,3 +142,17 @@ fn an_akash_denom_warns_how_the_amount_is_read() {
         denom.instead
     );
 }
+
+#[test]
+fn a_storage_class_warns_that_it_does_not_choose_the_provider() {
+    let multi = include_str!("../../examples/multi-service.yaml");
+    let sdl = parse(multi).unwrap();
+    let class = warning(sdl.warnings(), "class");
+    assert_eq!(class.kind, WarningKind::NotHonoured);
+    assert!(class.path.ends_with("attributes.class"), "{}", class.path);
+    assert!(
+        class.instead.contains("on-chain order"),
+        "{}",
+        class.instead
+    );
+}
