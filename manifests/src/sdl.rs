@@ -142,11 +142,8 @@ pub(crate) fn read_document(tree: &Node, checker: &mut Checker) -> Option<Docume
     let top = checker.fields(tree, "", TOP_LEVEL)?;
     let version = checker
         .required(&top, "version", "\"2.0\" or \"2.1\"")
-        .and_then(|node| checker.one_of(node, "version", &["2.0", "2.1"]));
-    let version = match version.as_deref() {
-        Some("2.1") => Version::V2_1,
-        _ => Version::V2_0,
-    };
+        .and_then(|node| read_version(node, checker))
+        .unwrap_or(Version::V2_0);
     let services = checker
         .required(&top, "services", "a mapping of service names to services")
         .map(|node| read_services(node, version, checker))
@@ -181,6 +178,30 @@ pub(crate) fn read_document(tree: &Node, checker: &mut Checker) -> Option<Docume
         reclamation_min_window_secs,
         declared,
     })
+}
+
+/// The SDL version, read as Akash's Go parser reads it (`semver.ParseTolerant`: `2`, `2.0`,
+/// `2.0.0`, `v2.1` and `2.1.3` are versions too): exactly 2.0.0 is v2.0, 2.1.x is v2.1.
+fn read_version(node: &Node, checker: &mut Checker) -> Option<Version> {
+    let text = checker.string(node, "version")?;
+    let trimmed = text.trim();
+    let bare = trimmed.strip_prefix(['v', 'V']).unwrap_or(trimmed);
+    let parts: Vec<&str> = bare.split('.').collect();
+    let numbers: Option<Vec<u64>> = (parts.len() <= 3)
+        .then(|| parts.iter().map(|part| part.parse::<u64>().ok()).collect())
+        .flatten();
+    let version = match numbers.as_deref() {
+        Some([2] | [2, 0] | [2, 0, 0]) => Some(Version::V2_0),
+        Some([2, 1] | [2, 1, _]) => Some(Version::V2_1),
+        _ => None,
+    };
+    if version.is_none() {
+        checker.error(
+            &Loc::of(node, "version"),
+            format!("version `{text}` is not supported; allowed: 2.0, 2.1"),
+        );
+    }
+    version
 }
 
 /// `services.<name>`, `compute.<name>` and `placement.<name>` for every declared name.

@@ -156,3 +156,28 @@ fn a_storage_class_warns_that_it_does_not_choose_the_provider() {
         class.instead
     );
 }
+
+#[test]
+fn versions_are_read_as_akash_reads_them_tolerantly() {
+    use leasehold_manifests::Version;
+    for (written, version) in [
+        ("\"2.0\"", Version::V2_0),
+        ("2.0", Version::V2_0),
+        ("2", Version::V2_0),
+        ("\"2.0.0\"", Version::V2_0),
+        ("v2.1", Version::V2_1),
+        ("\"2.1.0\"", Version::V2_1),
+    ] {
+        let yaml = HELLO.replace("version: \"2.0\"", &format!("version: {written}"));
+        let sdl = parse(&yaml).unwrap_or_else(|errors| panic!("{written}: {errors}"));
+        assert_eq!(sdl.version(), version, "{written}");
+    }
+    for refused in ["\"3.0\"", "\"2.0.1\"", "two", "\"2.x\""] {
+        let yaml = HELLO.replace("version: \"2.0\"", &format!("version: {refused}"));
+        let errors = parse(&yaml).expect_err(refused).0;
+        assert!(
+            errors.iter().any(|e| e.path == "version"),
+            "{refused}: {errors:#?}"
+        );
+    }
+}
