@@ -30,8 +30,8 @@ pub use model::{
 };
 pub use sdl::{ACCEPTED_DENOMS, Version};
 pub use units::{
-    AMOUNT_DECIMALS, Amount, AmountError, BYTE_SUFFIXES, QuantityError, parse_bytes,
-    parse_cpu_millis,
+    AMOUNT_DECIMALS, Amount, AmountError, BYTE_SUFFIXES, QuantityError, parse_binary_bytes,
+    parse_bytes, parse_cpu_millis,
 };
 
 /// Limits applied to untrusted input and to derived resources (Akash's network limits).

@@ -9,7 +9,7 @@ use crate::gpu::GpuModelKey;
 use crate::model::{
     Attribute, Credentials, Gpu, HttpOptions, Price, Protocol, SignedBy, Storage, StorageMount, Tee,
 };
-use crate::units::{Amount, parse_bytes, parse_cpu_millis};
+use crate::units::{Amount, parse_binary_bytes, parse_bytes, parse_cpu_millis};
 use crate::yaml::{Node, Value};
 
 /// Least CPU per replica: 10 millicores.
@@ -864,17 +864,46 @@ fn read_size(
     range: (u64, u64),
     checker: &mut Checker,
 ) -> Option<u64> {
+    read_quantity(node, path, what, range, SizeUnits::Any, checker)
+}
+
+/// Which byte suffixes a size field takes.
+#[derive(Clone, Copy)]
+enum SizeUnits {
+    /// Memory and storage: binary and decimal, as either Akash parser reads them.
+    Any,
+    /// GPU RAM: Akash's Go parser reads it as a `memoryQuantity` (binary suffixes only).
+    Binary,
+}
+
+fn read_quantity(
+    node: &Node,
+    path: &str,
+    what: &str,
+    range: (u64, u64),
+    units: SizeUnits,
+    checker: &mut Checker,
+) -> Option<u64> {
     let loc = Loc::of(node, path);
     let text = checker.string(node, path)?;
-    match parse_bytes(&text) {
+    let (parsed, expected) = match units {
+        SizeUnits::Any => (
+            parse_bytes(&text),
+            "(Ki, Mi, Gi, Ti, Pi, Ei as powers of 1024; k, M, G, T, P, E or kB, MB, GB... as \
+             powers of 1000; any case), e.g. 512Mi",
+        ),
+        SizeUnits::Binary => (
+            parse_binary_bytes(&text),
+            "(Ki, Mi, Gi, Ti, Pi, Ei: powers of 1024, as Akash reads GPU RAM), e.g. 80Gi",
+        ),
+    };
+    match parsed {
         Ok(bytes) => check_range(checker, &loc, bytes, range, what, show_bytes),
         Err(error) => {
             checker.error(
                 &loc,
                 format!(
-                    "{what} `{text}` {error}; expected a number with an optional suffix \
-                     (Ki, Mi, Gi, Ti, Pi, Ei as powers of 1024; k, M, G, T, P, E or kB, MB, GB... as \
-                     powers of 1000; any case), e.g. 512Mi"
+                    "{what} `{text}` {error}; expected a number with an optional suffix {expected}"
                 ),
             );
             None
@@ -1114,11 +1143,12 @@ fn read_gpu_model(node: &Node, path: &str, checker: &mut Checker) -> Option<(Gpu
         None => None,
     };
     let ram = match fields.get("ram") {
-        Some(node) => Some(read_size(
+        Some(node) => Some(read_quantity(
             node,
             &fields.path("ram"),
             "GPU ram",
             (1 << 30, u64::MAX),
+            SizeUnits::Binary,
             checker,
         )?),
         None => None,

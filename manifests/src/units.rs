@@ -230,6 +230,23 @@ pub fn parse_bytes(text: &str) -> Result<u64, QuantityError> {
     u64::try_from(bytes).map_err(|_| QuantityError::Overflow)
 }
 
+/// Parses a size with a binary suffix only (`Ki` ... `Ei`, any case) or none, the way Akash's
+/// Go parser reads a `memoryQuantity` such as GPU RAM: `80Gi` is 80 × 2³⁰, `80GB` is refused
+/// rather than read as 74.5 Gi.
+///
+/// ```
+/// assert_eq!(leasehold_manifests::parse_binary_bytes("80Gi"), Ok(80 << 30));
+/// assert!(leasehold_manifests::parse_binary_bytes("80GB").is_err());
+/// ```
+pub fn parse_binary_bytes(text: &str) -> Result<u64, QuantityError> {
+    let (_, unit) = split_unit(reject_sign(text)?);
+    let lower = unit.to_ascii_lowercase();
+    if !(lower.is_empty() || lower.len() == 2 && lower.ends_with('i')) {
+        return Err(QuantityError::Unit(unit.to_owned()));
+    }
+    parse_bytes(text)
+}
+
 /// Formats `bytes` in whole Gi (rounded down), the way Akash names GPU RAM in attribute keys.
 pub fn format_gibibytes(bytes: u64) -> String {
     format!("{}Gi", bytes >> 30)
@@ -515,6 +532,17 @@ mod tests {
         for (text, expected) in size_cases() {
             assert_eq!(parse_bytes(text), expected, "size `{text}`");
         }
+    }
+
+    #[test]
+    fn binary_sizes_refuse_decimal_units() {
+        assert_eq!(parse_binary_bytes("80Gi"), Ok(80 << 30));
+        assert_eq!(parse_binary_bytes("80gi"), Ok(80 << 30));
+        assert_eq!(parse_binary_bytes("1024"), Ok(1024));
+        assert_eq!(parse_binary_bytes("80GB"), unit_error("GB"));
+        assert_eq!(parse_binary_bytes("80G"), unit_error("G"));
+        assert_eq!(parse_binary_bytes("80xi"), unit_error("xi"));
+        assert_eq!(parse_binary_bytes("-1Gi"), Err(QuantityError::Negative));
     }
 
     #[test]

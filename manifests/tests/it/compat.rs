@@ -181,3 +181,22 @@ fn versions_are_read_as_akash_reads_them_tolerantly() {
         );
     }
 }
+
+#[test]
+fn gpu_ram_takes_binary_units_only_as_akash_reads_it() {
+    let gpu = include_str!("../../examples/gpu-inference.yaml");
+    let lower = parse(&gpu.replacen("ram: 80Gi", "ram: 80gi", 1)).unwrap();
+    assert_eq!(lower.groups(), parse(gpu).unwrap().groups());
+    let errors = parse(&gpu.replacen("ram: 80Gi", "ram: 80GB", 1))
+        .expect_err("80GB is not 80Gi")
+        .0;
+    let error = errors
+        .iter()
+        .find(|error| error.path.ends_with(".ram"))
+        .unwrap_or_else(|| panic!("{errors:#?}"));
+    assert!(
+        error.message.contains("80GB") && error.message.contains("Gi"),
+        "{}",
+        error.message
+    );
+}
