@@ -1,6 +1,6 @@
 //! Helpers to read the YAML tree while collecting every error with its path and location.
 
-use crate::error::ManifestError;
+use crate::error::{ManifestError, ManifestWarning, WarningKind};
 use crate::yaml::{Key, Node, Value};
 
 /// Where something is: a YAML path and the line/column it starts at.
@@ -73,10 +73,11 @@ pub(crate) struct Entry<'a> {
     pub key_loc: Loc,
 }
 
-/// Collects errors while reading the tree.
+/// Collects errors and warnings while reading the tree.
 #[derive(Default)]
 pub(crate) struct Checker {
     pub errors: Vec<ManifestError>,
+    pub warnings: Vec<ManifestWarning>,
 }
 
 impl Checker {
@@ -96,7 +97,8 @@ impl Checker {
         );
     }
 
-    /// A mapping whose keys must be among `allowed`; unknown keys are reported.
+    /// A mapping whose keys are among `allowed`. Unknown keys are warnings, not errors:
+    /// Akash's Go parser ignores them, so files written for Akash carry them.
     /// `null` reads as an empty mapping.
     pub fn fields<'a>(
         &mut self,
@@ -114,14 +116,18 @@ impl Checker {
         };
         for (key, _) in entries {
             if !allowed.contains(&key.name.as_str()) {
-                self.error(
-                    &Loc::of_key(key, &join(path, &key.name)),
-                    format!(
-                        "unknown field `{}`; allowed fields: {}",
-                        key.name,
+                self.warnings.push(ManifestWarning {
+                    kind: WarningKind::UnknownKey,
+                    key: key.name.clone(),
+                    path: join(path, &key.name),
+                    line: key.line,
+                    column: key.column,
+                    instead: format!(
+                        "{}; fields read here: {}",
+                        crate::warnings::unknown_key_instead(&key.name),
                         allowed.join(", ")
                     ),
-                );
+                });
             }
         }
         Some(Fields {

@@ -64,3 +64,68 @@ pub struct TotalsError {
     /// Which total overflowed (`cpu`, `memory`, `storage`, `gpu`, `replicas`, `price`).
     pub resource: &'static str,
 }
+
+/// What kind of thing a [`ManifestWarning`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningKind {
+    /// A key no SDL version defines; Akash's Go parser ignores it, and so does Leasehold.
+    UnknownKey,
+    /// A key Akash gives a meaning that Leasehold does not (yet) carry out.
+    NotHonoured,
+    /// How a price is read differs from Akash's reading.
+    Pricing,
+}
+
+/// Something the SDL asks for that Leasehold accepts but reads differently from what the
+/// author may expect. `parse_strict` turns every warning into an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestWarning {
+    /// What the warning is about.
+    pub kind: WarningKind,
+    /// The key as written (`depends_on`, `signedBy`, `denom`...).
+    pub key: String,
+    /// Dotted YAML path of the key, as in [`ManifestError::path`].
+    pub path: String,
+    /// 1-based line of the key (0 when unknown).
+    pub line: u64,
+    /// 1-based column of the key (0 when unknown).
+    pub column: u64,
+    /// What Leasehold does instead.
+    pub instead: String,
+}
+
+impl fmt::Display for ManifestWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            WarningKind::UnknownKey => "unknown key",
+            WarningKind::NotHonoured => "not honoured",
+            WarningKind::Pricing => "pricing",
+        };
+        write!(
+            f,
+            "{} (line {}, column {}): {what} `{}`: {}",
+            self.path, self.line, self.column, self.key, self.instead
+        )
+    }
+}
+
+impl From<ManifestWarning> for ManifestError {
+    /// The warning as an error, for strict validation.
+    fn from(warning: ManifestWarning) -> ManifestError {
+        let what = match warning.kind {
+            WarningKind::UnknownKey => "unknown field",
+            WarningKind::NotHonoured => "field not honoured by Leasehold",
+            WarningKind::Pricing => "price read differently from Akash",
+        };
+        ManifestError {
+            path: warning.path,
+            line: warning.line,
+            column: warning.column,
+            message: format!(
+                "{what} `{}` (refused in strict mode): {}",
+                warning.key, warning.instead
+            ),
+        }
+    }
+}

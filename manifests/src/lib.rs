@@ -18,9 +18,10 @@ mod gpu;
 mod model;
 mod sdl;
 mod units;
+mod warnings;
 mod yaml;
 
-pub use error::{ManifestError, ManifestErrors, TotalsError};
+pub use error::{ManifestError, ManifestErrors, ManifestWarning, TotalsError, WarningKind};
 pub use gpu::{GpuKeyError, GpuModelKey, WILDCARD};
 pub use model::{
     Attribute, Credentials, Endpoint, EndpointKind, Expose, Gpu, Group, HttpOptions, Manifest,
@@ -29,8 +30,8 @@ pub use model::{
 };
 pub use sdl::{ACCEPTED_DENOMS, Version};
 pub use units::{
-    AMOUNT_DECIMALS, Amount, AmountError, BYTE_SUFFIXES, QuantityError, parse_bytes,
-    parse_cpu_millis,
+    AMOUNT_DECIMALS, Amount, AmountError, BYTE_SUFFIXES, QuantityError, parse_binary_bytes,
+    parse_bytes, parse_cpu_millis,
 };
 
 /// Limits applied to untrusted input and to derived resources (Akash's network limits).
@@ -50,6 +51,7 @@ pub struct Sdl {
     groups: Vec<Group>,
     manifest: Manifest,
     reclamation_min_window_secs: Option<u64>,
+    warnings: Vec<ManifestWarning>,
 }
 
 impl Sdl {
@@ -68,6 +70,12 @@ impl Sdl {
         self.manifest.clone()
     }
 
+    /// What the file asks for that Leasehold accepts but does not do as Akash would, in
+    /// document order (empty for a file read with [`parse_strict`]).
+    pub fn warnings(&self) -> &[ManifestWarning] {
+        &self.warnings
+    }
+
     /// `reclamation.min_window` in seconds, if the file sets one.
     pub fn reclamation_min_window_secs(&self) -> Option<u64> {
         self.reclamation_min_window_secs
@@ -76,20 +84,44 @@ impl Sdl {
 
 /// Parses and fully validates an SDL file, then derives its groups and manifest.
 ///
-/// On failure returns every problem found, each with YAML path, line and column.
+/// Accepts what Akash's parser accepts: keys it ignores are accepted with a warning
+/// ([`Sdl::warnings`]). On failure returns every problem found, each with YAML path, line
+/// and column.
 pub fn parse(yaml: &str) -> Result<Sdl, ManifestErrors> {
+    parse_with(yaml, false)
+}
+
+/// As [`parse`], but every warning is an error (`tenant validate --strict`).
+pub fn parse_strict(yaml: &str) -> Result<Sdl, ManifestErrors> {
+    parse_with(yaml, true)
+}
+
+fn parse_with(yaml: &str, strict: bool) -> Result<Sdl, ManifestErrors> {
     let tree = yaml::read(yaml).map_err(|error| ManifestErrors(vec![error]))?;
     let mut checker = check::Checker::default();
     let document = sdl::read_document(&tree, &mut checker);
     let derived = document
         .as_ref()
         .map(|document| derive::derive(document, &mut checker));
+    let mut warnings = std::mem::take(&mut checker.warnings);
+    warnings.extend(warnings::scan(&tree));
+    warnings.sort_by_key(|warning| (warning.line, warning.column));
+    warnings.dedup();
+    if strict {
+        checker
+            .errors
+            .extend(warnings.drain(..).map(ManifestError::from));
+        checker
+            .errors
+            .sort_by_key(|error| (error.line == 0, error.line, error.column));
+    }
     match (document, derived) {
         (Some(document), Some((groups, manifest))) if checker.errors.is_empty() => Ok(Sdl {
             version: document.version,
             groups,
             manifest,
             reclamation_min_window_secs: document.reclamation_min_window_secs,
+            warnings,
         }),
         _ => {
             if checker.errors.is_empty() {

@@ -9,7 +9,7 @@ use crate::gpu::GpuModelKey;
 use crate::model::{
     Attribute, Credentials, Gpu, HttpOptions, Price, Protocol, SignedBy, Storage, StorageMount, Tee,
 };
-use crate::units::{Amount, parse_bytes, parse_cpu_millis};
+use crate::units::{Amount, parse_binary_bytes, parse_bytes, parse_cpu_millis};
 use crate::yaml::{Node, Value};
 
 /// Least CPU per replica: 10 millicores.
@@ -142,11 +142,8 @@ pub(crate) fn read_document(tree: &Node, checker: &mut Checker) -> Option<Docume
     let top = checker.fields(tree, "", TOP_LEVEL)?;
     let version = checker
         .required(&top, "version", "\"2.0\" or \"2.1\"")
-        .and_then(|node| checker.one_of(node, "version", &["2.0", "2.1"]));
-    let version = match version.as_deref() {
-        Some("2.1") => Version::V2_1,
-        _ => Version::V2_0,
-    };
+        .and_then(|node| read_version(node, checker))
+        .unwrap_or(Version::V2_0);
     let services = checker
         .required(&top, "services", "a mapping of service names to services")
         .map(|node| read_services(node, version, checker))
@@ -181,6 +178,30 @@ pub(crate) fn read_document(tree: &Node, checker: &mut Checker) -> Option<Docume
         reclamation_min_window_secs,
         declared,
     })
+}
+
+/// The SDL version, read as Akash's Go parser reads it (`semver.ParseTolerant`: `2`, `2.0`,
+/// `2.0.0`, `v2.1` and `2.1.3` are versions too): exactly 2.0.0 is v2.0, 2.1.x is v2.1.
+fn read_version(node: &Node, checker: &mut Checker) -> Option<Version> {
+    let text = checker.string(node, "version")?;
+    let trimmed = text.trim();
+    let bare = trimmed.strip_prefix(['v', 'V']).unwrap_or(trimmed);
+    let parts: Vec<&str> = bare.split('.').collect();
+    let numbers: Option<Vec<u64>> = (parts.len() <= 3)
+        .then(|| parts.iter().map(|part| part.parse::<u64>().ok()).collect())
+        .flatten();
+    let version = match numbers.as_deref() {
+        Some([2] | [2, 0] | [2, 0, 0]) => Some(Version::V2_0),
+        Some([2, 1] | [2, 1, _]) => Some(Version::V2_1),
+        _ => None,
+    };
+    if version.is_none() {
+        checker.error(
+            &Loc::of(node, "version"),
+            format!("version `{text}` is not supported; allowed: 2.0, 2.1"),
+        );
+    }
+    version
 }
 
 /// `services.<name>`, `compute.<name>` and `placement.<name>` for every declared name.
@@ -843,16 +864,46 @@ fn read_size(
     range: (u64, u64),
     checker: &mut Checker,
 ) -> Option<u64> {
+    read_quantity(node, path, what, range, SizeUnits::Any, checker)
+}
+
+/// Which byte suffixes a size field takes.
+#[derive(Clone, Copy)]
+enum SizeUnits {
+    /// Memory and storage: binary and decimal, as either Akash parser reads them.
+    Any,
+    /// GPU RAM: Akash's Go parser reads it as a `memoryQuantity` (binary suffixes only).
+    Binary,
+}
+
+fn read_quantity(
+    node: &Node,
+    path: &str,
+    what: &str,
+    range: (u64, u64),
+    units: SizeUnits,
+    checker: &mut Checker,
+) -> Option<u64> {
     let loc = Loc::of(node, path);
     let text = checker.string(node, path)?;
-    match parse_bytes(&text) {
+    let (parsed, expected) = match units {
+        SizeUnits::Any => (
+            parse_bytes(&text),
+            "(Ki, Mi, Gi, Ti, Pi, Ei as powers of 1024; k, M, G, T, P, E or kB, MB, GB... as \
+             powers of 1000; any case), e.g. 512Mi",
+        ),
+        SizeUnits::Binary => (
+            parse_binary_bytes(&text),
+            "(Ki, Mi, Gi, Ti, Pi, Ei: powers of 1024, as Akash reads GPU RAM), e.g. 80Gi",
+        ),
+    };
+    match parsed {
         Ok(bytes) => check_range(checker, &loc, bytes, range, what, show_bytes),
         Err(error) => {
             checker.error(
                 &loc,
                 format!(
-                    "{what} `{text}` {error}; expected a number with an optional suffix \
-                     (Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P, E), e.g. 512Mi"
+                    "{what} `{text}` {error}; expected a number with an optional suffix {expected}"
                 ),
             );
             None
@@ -1092,11 +1143,12 @@ fn read_gpu_model(node: &Node, path: &str, checker: &mut Checker) -> Option<(Gpu
         None => None,
     };
     let ram = match fields.get("ram") {
-        Some(node) => Some(read_size(
+        Some(node) => Some(read_quantity(
             node,
             &fields.path("ram"),
             "GPU ram",
             (1 << 30, u64::MAX),
+            SizeUnits::Binary,
             checker,
         )?),
         None => None,

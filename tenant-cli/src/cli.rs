@@ -86,11 +86,16 @@ pub enum Command {
     /// Parse and validate an SDL file; show its groups and manifest hash.
     #[command(after_help = help!(
         "tenant validate manifests/examples/hello.yaml",
-        "tenant validate app.yaml --output json"
+        "tenant validate app.yaml --output json",
+        "tenant validate app.yaml --strict"
     ))]
     Validate {
         /// SDL file (Akash SDL v2.0 or v2.1).
         file: PathBuf,
+        /// Treat every warning (unknown keys, keys Leasehold does not honour, Akash denoms)
+        /// as an error: exit 1 when there is any.
+        #[arg(long)]
+        strict: bool,
     },
     /// Manage the tenant key: keystores, balances, the devnet faucet.
     #[command(subcommand, after_help = help!(
@@ -192,6 +197,35 @@ pub struct DeployArgs {
     /// Stop after the lease is created: do not send the manifest or wait for the workload.
     #[arg(long)]
     pub no_manifest: bool,
+    /// The order's maximum price per hour for the whole group, in token base units, instead
+    /// of the SDL's `pricing` (read per replica per hour): `GROUP=AMOUNT` for one group, or
+    /// `AMOUNT` for every group. Repeatable.
+    #[arg(long, value_name = "[GROUP=]AMOUNT", value_parser = parse_max_price)]
+    pub max_price: Vec<MaxPrice>,
+}
+
+/// A `--max-price` override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaxPrice {
+    /// The group (placement) it applies to; `None`: every group without its own override.
+    pub group: Option<String>,
+    /// Maximum price per hour for the group's order, in token base units.
+    pub per_hour: U256,
+}
+
+/// Reads `GROUP=AMOUNT` or `AMOUNT`.
+pub fn parse_max_price(text: &str) -> Result<MaxPrice, String> {
+    let (group, amount) = match text.split_once('=') {
+        Some((group, _)) if group.trim().is_empty() => {
+            return Err(format!("`{text}`: the group name before `=` is empty"));
+        }
+        Some((group, amount)) => (Some(group.trim().to_owned()), amount),
+        None => (None, text),
+    };
+    Ok(MaxPrice {
+        group,
+        per_hour: parse_amount(amount.trim())?,
+    })
 }
 
 /// `tenant wallet ...`
@@ -260,6 +294,26 @@ mod tests {
         assert!(parse_amount("1.5").is_err());
         assert!(parse_amount("-3").is_err());
         assert!(parse_amount("").is_err());
+    }
+
+    #[test]
+    fn max_price_names_a_group_or_all() {
+        assert_eq!(
+            parse_max_price("web=2_000"),
+            Ok(MaxPrice {
+                group: Some("web".to_owned()),
+                per_hour: U256::from(2000u64)
+            })
+        );
+        assert_eq!(
+            parse_max_price("500"),
+            Ok(MaxPrice {
+                group: None,
+                per_hour: U256::from(500u64)
+            })
+        );
+        assert!(parse_max_price("=5").is_err());
+        assert!(parse_max_price("web=1.5").is_err());
     }
 
     #[test]

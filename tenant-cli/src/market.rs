@@ -10,6 +10,7 @@ use leasehold_manifests::Group;
 use leasehold_scheduler::ranking::{self, Ineligible, ProviderRoom};
 use leasehold_scheduler::{GpuModelKey, ModelPattern};
 
+use crate::cli::MaxPrice;
 use crate::error::{CliError, CliResult};
 
 /// keccak256 of a `key=value` attribute or a canonical GPU model string, as stored on chain.
@@ -40,6 +41,31 @@ pub fn group_order(group: &Group) -> CliResult<GroupOrder> {
         max_price_per_hour: U256::from(totals.price.amount.floor_units()),
         denom: totals.price.denom,
     })
+}
+
+/// Applies `--max-price` overrides: a group's own override wins over one for every group.
+/// An override naming a group the SDL does not have is a usage error.
+pub fn override_max_prices(orders: &mut [GroupOrder], overrides: &[MaxPrice]) -> CliResult<()> {
+    for named in overrides.iter().filter_map(|o| o.group.as_deref()) {
+        if !orders.iter().any(|order| order.group == named) {
+            let groups: Vec<&str> = orders.iter().map(|order| order.group.as_str()).collect();
+            return Err(CliError::usage(format!(
+                "--max-price names group `{named}`, which the SDL does not have; its groups: {}",
+                groups.join(", ")
+            )));
+        }
+    }
+    for order in orders.iter_mut() {
+        let own = overrides
+            .iter()
+            .rev()
+            .find(|o| o.group.as_deref() == Some(order.group.as_str()));
+        let every = overrides.iter().rev().find(|o| o.group.is_none());
+        if let Some(chosen) = own.or(every) {
+            order.max_price_per_hour = chosen.per_hour;
+        }
+    }
+    Ok(())
 }
 
 /// Human names for on-chain keys, learned from manifests (the chain stores only hashes).
@@ -264,6 +290,47 @@ mod tests {
     use super::*;
 
     const SDL: &str = include_str!("../../manifests/examples/gpu-inference.yaml");
+    const MULTI: &str = include_str!("../../manifests/examples/multi-service.yaml");
+
+    /// The example's group posted as two groups, `eu` and `us`.
+    fn two_orders() -> Vec<GroupOrder> {
+        let sdl = leasehold_manifests::parse(MULTI).unwrap();
+        let eu = group_order(&sdl.groups()[0]).unwrap();
+        let us = GroupOrder {
+            group: "us".to_owned(),
+            ..eu.clone()
+        };
+        vec![eu, us]
+    }
+
+    fn max_price(group: Option<&str>, per_hour: u64) -> MaxPrice {
+        MaxPrice {
+            group: group.map(str::to_owned),
+            per_hour: U256::from(per_hour),
+        }
+    }
+
+    #[test]
+    fn max_price_overrides_one_group_or_every_group() {
+        let mut orders = two_orders();
+        let sdl_prices: Vec<U256> = orders.iter().map(|o| o.max_price_per_hour).collect();
+        let first = orders[0].group.clone();
+        override_max_prices(&mut orders, &[max_price(Some(&first), 7)]).unwrap();
+        assert_eq!(orders[0].max_price_per_hour, U256::from(7u64));
+        assert_eq!(
+            orders[1].max_price_per_hour, sdl_prices[1],
+            "others keep the SDL's"
+        );
+        override_max_prices(
+            &mut orders,
+            &[max_price(None, 9), max_price(Some(&first), 3)],
+        )
+        .unwrap();
+        assert_eq!(orders[0].max_price_per_hour, U256::from(3u64));
+        assert_eq!(orders[1].max_price_per_hour, U256::from(9u64));
+        let error = override_max_prices(&mut orders, &[max_price(Some("nope"), 1)]).unwrap_err();
+        assert!(format!("{:#}", error.error).contains("nope"));
+    }
 
     #[test]
     fn gpu_group_becomes_an_order_with_hashed_lists() {

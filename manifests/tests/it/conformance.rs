@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use leasehold_manifests::{EndpointKind, Group, Manifest, ManifestErrors, parse};
+use leasehold_manifests::{
+    EndpointKind, Group, Manifest, ManifestErrors, WarningKind, parse, parse_strict,
+};
 use serde_json::Value;
 
 fn fixtures_root() -> PathBuf {
@@ -394,11 +396,48 @@ const EXPECTED_CAUSES: &[(&str, &str)] = &[
     ("reclamation-compound-window", "min_window"),
 ];
 
+/// Invalid fixtures that Akash's lenient Go parser accepts because it ignores unknown keys:
+/// Leasehold accepts them with a warning naming the key, and rejects them in strict mode.
+const REJECTED_ONLY_WHEN_STRICT: &[(&str, &str)] = &[("unknown-field", "unknown_field")];
+
+/// The rejection by strict validation (Akash's `ReadFileStrict`, which these fixtures target).
 fn rejection(path: &Path) -> ManifestErrors {
     let yaml = fs::read_to_string(path).expect("fixture");
-    match parse(&yaml) {
+    match parse_strict(&yaml) {
         Ok(_) => panic!("{} was accepted but must be rejected", path.display()),
         Err(errors) => errors,
+    }
+}
+
+#[test]
+fn invalid_fixtures_are_rejected_leniently_unless_only_an_unknown_key_is_wrong() {
+    let root = fixtures_root();
+    for folder in ["invalid", "schema-only-invalid"] {
+        for file in yaml_files(&root.join("input").join(folder)) {
+            let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+            let yaml = fs::read_to_string(&file).expect("fixture");
+            match REJECTED_ONLY_WHEN_STRICT
+                .iter()
+                .find(|(name, _)| *name == stem)
+            {
+                Some((_, key)) => {
+                    let sdl = parse(&yaml).unwrap_or_else(|errors| {
+                        panic!("{folder}/{stem} must be accepted leniently: {errors}")
+                    });
+                    assert!(
+                        sdl.warnings()
+                            .iter()
+                            .any(|w| w.kind == WarningKind::UnknownKey && w.key == *key),
+                        "{folder}/{stem}: no warning about `{key}`: {:?}",
+                        sdl.warnings()
+                    );
+                }
+                None => assert!(
+                    parse(&yaml).is_err(),
+                    "{folder}/{stem} must be rejected even leniently"
+                ),
+            }
+        }
     }
 }
 

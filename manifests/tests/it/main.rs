@@ -1,5 +1,6 @@
 //! Integration tests of leasehold-manifests.
 
+mod compat;
 mod conformance;
 mod errors;
 mod properties;

@@ -1,8 +1,129 @@
 //! Property tests: no panics on any input; canonical JSON round-trips; the hash
 //! ignores YAML layout and mapping order.
 
-use leasehold_manifests::{Manifest, parse};
+use std::time::{Duration, Instant};
+
+use leasehold_manifests::{Manifest, parse, parse_strict};
 use proptest::prelude::*;
+
+/// Longest one parse of a small input may take (debug build, shared CI cores): far above
+/// the milliseconds it takes, far below what a hang or a blow-up would.
+const PARSE_BUDGET: Duration = Duration::from_secs(2);
+
+/// Keys and scalars SDL files use, so generated documents reach deep into validation.
+const SDL_WORDS: &[&str] = &[
+    "version",
+    "services",
+    "profiles",
+    "compute",
+    "placement",
+    "deployment",
+    "endpoints",
+    "image",
+    "expose",
+    "port",
+    "as",
+    "to",
+    "global",
+    "ip",
+    "accept",
+    "http_options",
+    "env",
+    "command",
+    "args",
+    "params",
+    "storage",
+    "mount",
+    "resources",
+    "cpu",
+    "units",
+    "memory",
+    "size",
+    "gpu",
+    "attributes",
+    "vendor",
+    "nvidia",
+    "model",
+    "ram",
+    "interface",
+    "pricing",
+    "denom",
+    "amount",
+    "signedBy",
+    "anyOf",
+    "count",
+    "profile",
+    "class",
+    "persistent",
+    "depends_on",
+    "volumes",
+    "restart",
+    "credentials",
+    "web",
+    "db",
+    "\"2.0\"",
+    "\"2.1\"",
+    "100m",
+    "0.5",
+    "512Mi",
+    "1gb",
+    "4GI",
+    "1e3",
+    "uakt",
+    "usdc",
+    "1000",
+    "-1",
+    "true",
+    "null",
+    "~",
+    "&a",
+    "*a",
+    "!!str",
+    "[]",
+    "{}",
+    "|",
+    ">",
+];
+
+/// One generated line: indentation, optional `- `, a key, and maybe a value.
+fn yaml_line() -> impl Strategy<Value = String> {
+    (
+        0usize..6,
+        any::<bool>(),
+        0..SDL_WORDS.len(),
+        proptest::option::of(0..SDL_WORDS.len()),
+    )
+        .prop_map(|(indent, item, key, value)| {
+            let dash = if item { "- " } else { "" };
+            let value = value.map_or(String::new(), |value| format!(" {}", SDL_WORDS[value]));
+            format!("{}{dash}{}:{value}", "  ".repeat(indent), SDL_WORDS[key])
+        })
+}
+
+/// Parses leniently and strictly, each within [`PARSE_BUDGET`], without panicking.
+fn parses_in_bounded_time(text: &str) -> Result<(), TestCaseError> {
+    for strict in [false, true] {
+        let started = Instant::now();
+        let result = if strict {
+            parse_strict(text)
+        } else {
+            parse(text)
+        };
+        let elapsed = started.elapsed();
+        prop_assert!(
+            elapsed < PARSE_BUDGET,
+            "parse (strict: {strict}) took {elapsed:?} on:\n{text}"
+        );
+        if let Ok(sdl) = result {
+            // Everything accepted derives groups whose totals are computed with checked
+            // arithmetic: an overflow is an error value, never a panic.
+            for group in sdl.groups() {
+                let _ = group.totals();
+            }
+        }
+    }
+    Ok(())
+}
 
 const EXAMPLES: &[&str] = &[
     include_str!("../../examples/hello.yaml"),
@@ -140,7 +261,14 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let text = String::from_utf8_lossy(&bytes);
-        let _ = parse(&text);
+        parses_in_bounded_time(&text)?;
+    }
+
+    #[test]
+    fn sdl_shaped_documents_never_panic_and_finish_in_bounded_time(
+        lines in proptest::collection::vec(yaml_line(), 0..60)
+    ) {
+        parses_in_bounded_time(&lines.join("\n"))?;
     }
 
     #[test]
@@ -158,7 +286,7 @@ proptest! {
             cut -= 1;
         }
         let text = format!("{}{insert}{}", &example[..cut], &example[cut..]);
-        let _ = parse(&text);
+        parses_in_bounded_time(&text)?;
     }
 
     #[test]

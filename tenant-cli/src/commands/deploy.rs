@@ -50,10 +50,11 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
     let groups = sdl.groups();
     let manifest = sdl.manifest();
     let manifest_hash = B256::from(manifest.hash());
-    let orders = groups
+    let mut orders = groups
         .iter()
         .map(market::group_order)
         .collect::<CliResult<Vec<GroupOrder>>>()?;
+    market::override_max_prices(&mut orders, &args.max_price)?;
     progress.step(
         "validated",
         format!(
@@ -63,6 +64,32 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
         ),
         json!({ "groups": groups.len(), "manifest_hash": manifest_hash }),
     );
+    for warning in sdl.warnings() {
+        progress.line(
+            "warning",
+            format!("warning: {warning}"),
+            serde_json::to_value(warning).unwrap_or_default(),
+        );
+    }
+    for (line, order) in validate::pricing_lines(&groups)?.into_iter().zip(&orders) {
+        let overridden = args
+            .max_price
+            .iter()
+            .any(|o| o.group.is_none() || o.group.as_deref() == Some(order.group.as_str()));
+        let text = if overridden {
+            format!(
+                "group `{}`: maximum {}/h from --max-price (the SDL's pricing is not used)",
+                order.group, order.max_price_per_hour
+            )
+        } else {
+            line
+        };
+        progress.step(
+            "pricing",
+            text,
+            json!({ "group": order.group, "max_price_per_hour": order.max_price_per_hour.to_string(), "denom": order.denom, "overridden": overridden }),
+        );
+    }
 
     let signer = wallet::signer(&ctx.settings)?;
     let chain = Chain::connect(&ctx.settings, Some(signer.clone())).await?;

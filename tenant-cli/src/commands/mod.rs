@@ -21,9 +21,9 @@ pub struct Ctx {
 /// invalid manifest whose errors were already printed).
 pub async fn dispatch(cli: Cli) -> CliResult<u8> {
     let output = cli.global.output;
-    if let Command::Validate { file } = &cli.command {
+    if let Command::Validate { file, strict } = &cli.command {
         // Needs no configuration at all.
-        return validate::run(file, output);
+        return validate::run(file, *strict, output);
     }
     let settings = Settings::load(&Overrides {
         config: cli.global.config,

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use leasehold_manifests::{Group, ManifestErrors, Sdl, Totals};
+use leasehold_manifests::{Group, ManifestErrors, ManifestWarning, Sdl, Totals};
 use serde::Serialize;
 
 use crate::error::{CliError, CliResult, ExitKind};
@@ -22,11 +22,15 @@ struct ValidJson<'a> {
     version: leasehold_manifests::Version,
     manifest_hash: String,
     groups: Vec<GroupJson<'a>>,
+    /// How each group's price is read.
+    pricing: Vec<String>,
+    warnings: &'a [ManifestWarning],
 }
 
-/// Prints the report; exit code 0 when valid, 1 when the manifest has errors.
-pub fn run(file: &Path, output: Output) -> CliResult<u8> {
-    match read_sdl(file)? {
+/// Prints the report; exit code 0 when valid, 1 when the manifest has errors (with `strict`,
+/// also when it has warnings).
+pub fn run(file: &Path, strict: bool, output: Output) -> CliResult<u8> {
+    match read_sdl(file, strict)? {
         Ok(sdl) => {
             print!("{}", valid_report(&sdl, output)?);
             Ok(0)
@@ -39,15 +43,56 @@ pub fn run(file: &Path, output: Output) -> CliResult<u8> {
 }
 
 /// Reads and parses; IO problems are usage errors (exit 2), manifest errors are returned.
-pub fn read_sdl(file: &Path) -> CliResult<Result<Sdl, ManifestErrors>> {
+pub fn read_sdl(file: &Path, strict: bool) -> CliResult<Result<Sdl, ManifestErrors>> {
     let yaml = std::fs::read_to_string(file)
         .map_err(|e| CliError::usage(format!("cannot read {}: {e}", file.display())))?;
-    Ok(leasehold_manifests::parse(&yaml))
+    Ok(if strict {
+        leasehold_manifests::parse_strict(&yaml)
+    } else {
+        leasehold_manifests::parse(&yaml)
+    })
+}
+
+/// One line per group saying how its SDL price becomes the order's maximum price.
+pub fn pricing_lines(groups: &[Group]) -> CliResult<Vec<String>> {
+    let mut lines = Vec::new();
+    for group in groups {
+        let totals = group
+            .totals()
+            .map_err(|e| CliError::failed(format!("computing group totals: {e}")))?;
+        let per_replica: Vec<String> = group
+            .units
+            .iter()
+            .map(|unit| {
+                format!(
+                    "{} x {} {}",
+                    unit.count, unit.price.amount, unit.price.denom
+                )
+            })
+            .collect();
+        lines.push(format!(
+            "group `{}`: {} per replica per hour, read as token base units: the order's maximum \
+             is {}/h in the deployment's payment token (Akash would read the amount per block)",
+            group.name,
+            per_replica.join(" + "),
+            totals.price.amount.floor_units()
+        ));
+    }
+    Ok(lines)
+}
+
+/// The text block listing warnings, one per line (empty when there are none).
+pub fn warnings_text(warnings: &[ManifestWarning]) -> String {
+    let mut text = String::new();
+    for warning in warnings {
+        let _ = writeln!(text, "warning: {warning}");
+    }
+    text
 }
 
 /// Reads an SDL that must be valid (for commands that go on to use it): errors are listed.
 pub fn load_valid(file: &Path) -> CliResult<Sdl> {
-    read_sdl(file)?.map_err(|errors| {
+    read_sdl(file, false)?.map_err(|errors| {
         let mut text = format!(
             "{} is not a valid SDL: {} error(s)",
             file.display(),
@@ -70,14 +115,24 @@ fn valid_report(sdl: &Sdl, output: Output) -> CliResult<String> {
             .map_err(|e| CliError::failed(format!("computing group totals: {e}")))?;
         with_totals.push(GroupJson { group, totals });
     }
+    let pricing = pricing_lines(&groups)?;
     Ok(match output {
         Output::Json => crate::output::json(&ValidJson {
             valid: true,
             version: sdl.version(),
             manifest_hash: hash,
             groups: with_totals,
+            pricing,
+            warnings: sdl.warnings(),
         }),
-        Output::Text => groups_table(&with_totals, &hash),
+        Output::Text => {
+            let mut text = groups_table(&with_totals, &hash);
+            for line in pricing {
+                let _ = writeln!(text, "pricing: {line}");
+            }
+            text.push_str(&warnings_text(sdl.warnings()));
+            text
+        }
     })
 }
 

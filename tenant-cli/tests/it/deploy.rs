@@ -513,3 +513,64 @@ async fn interactive_selection_accepts_the_typed_bid() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_prints_warnings_and_how_prices_are_read_and_max_price_overrides() {
+    within(async {
+        let devnet = Devnet::start().await;
+        let file = devnet.home.path().join("akash.yaml");
+        let yaml = std::fs::read_to_string(example("hello.yaml"))
+            .expect("example")
+            .replace(
+                "    image: leasehold/busybox:test\n",
+                "    image: leasehold/busybox:test\n    restart: always\n",
+            )
+            .replace("denom: usdc", "denom: uakt");
+        std::fs::write(&file, yaml).expect("write sdl");
+        let output = devnet
+            .tenant(
+                TENANT,
+                &[
+                    "deploy",
+                    &file.to_string_lossy(),
+                    "--max-price",
+                    "anywhere=777",
+                    "--deposit",
+                    "10000",
+                    "--bid-window",
+                    "1",
+                    "--timeout",
+                    "3",
+                    "--output",
+                    "json",
+                ],
+            )
+            .await;
+        // No provider is registered: no bid, exit 4, but the order went out first.
+        assert_eq!(code(&output), Some(4), "{}", stderr(&output));
+        let events: Vec<serde_json::Value> = stderr(&output)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        let warning = events
+            .iter()
+            .find(|event| event["event"] == "warning" && event["data"]["key"] == "restart")
+            .unwrap_or_else(|| panic!("no warning about restart: {events:#?}"));
+        assert_eq!(warning["data"]["kind"], "unknown_key");
+        assert_eq!(warning["data"]["line"], 6);
+        assert!(
+            events
+                .iter()
+                .any(|event| event["event"] == "warning" && event["data"]["kind"] == "pricing")
+        );
+        let pricing = events
+            .iter()
+            .find(|event| event["event"] == "pricing")
+            .unwrap_or_else(|| panic!("no pricing event: {events:#?}"));
+        assert_eq!(pricing["data"]["max_price_per_hour"], "777");
+        assert_eq!(pricing["data"]["overridden"], true);
+        let order = devnet.client(TENANT).order(1).await.expect("order 1");
+        assert_eq!(order.max_price_per_hour, U256::from(777u64));
+    })
+    .await;
+}

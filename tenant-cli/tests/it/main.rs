@@ -125,3 +125,83 @@ fn help_has_an_example_and_exit_codes() {
         "{text}"
     );
 }
+
+/// hello.yaml as an Akash user writes it: compose keys, Console-style sizes, Akash's denom.
+fn akash_style_hello(dir: &std::path::Path) -> String {
+    let yaml = std::fs::read_to_string(example("hello.yaml"))
+        .expect("example")
+        .replace(
+            "    image: leasehold/busybox:test\n",
+            "    image: leasehold/busybox:test\n    depends_on:\n      - db\n",
+        )
+        .replace("size: 64Mi", "size: 64mi")
+        .replace("denom: usdc", "denom: uakt");
+    let file = dir.join("akash.yaml");
+    std::fs::write(&file, yaml).expect("write");
+    file.to_string_lossy().into_owned()
+}
+
+#[test]
+fn validate_prints_warnings_and_how_prices_are_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = akash_style_hello(dir.path());
+
+    let output = tenant(&["validate", &path]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(
+            "warning: services.web.depends_on (line 6, column 5): unknown key `depends_on`"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("start independently"), "{text}");
+    assert!(text.contains("pricing `denom`"), "{text}");
+    assert!(
+        text.contains("pricing: group `anywhere`: 1 x 1000 uakt per replica per hour"),
+        "{text}"
+    );
+
+    let output = tenant(&["validate", &path, "--output", "json"]);
+    assert_eq!(output.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON output");
+    let warnings = json["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(warnings[0]["kind"], "unknown_key");
+    assert_eq!(warnings[0]["key"], "depends_on");
+    assert_eq!(warnings[0]["path"], "services.web.depends_on");
+    assert_eq!(warnings[0]["line"], 6);
+    assert_eq!(warnings[0]["column"], 5);
+    assert!(
+        warnings[0]["instead"]
+            .as_str()
+            .unwrap()
+            .contains("independently")
+    );
+    assert_eq!(warnings[1]["kind"], "pricing");
+    assert_eq!(json["groups"][0]["units"][0]["memory_bytes"], 64u64 << 20);
+    assert!(json["pricing"][0].as_str().unwrap().contains("per block"));
+}
+
+#[test]
+fn validate_strict_turns_warnings_into_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = akash_style_hello(dir.path());
+
+    let output = tenant(&["validate", &path, "--strict"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("2 error(s)"), "{text}");
+    assert!(
+        text.contains("services.web.depends_on (line 6, column 5)"),
+        "{text}"
+    );
+
+    let output = tenant(&["validate", &path, "--strict", "--output", "json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let errors: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON errors");
+    assert_eq!(errors[0]["path"], "services.web.depends_on");
+
+    let clean = tenant(&["validate", &example("hello.yaml"), "--strict"]);
+    assert_eq!(clean.status.code(), Some(0));
+}
