@@ -32,9 +32,10 @@ use self::egress::{Firewall, SyncOutcome};
 use self::network::{Ipv4Cidr, SubnetPool, host_routes, lease_subnet_prefix};
 use super::{
     EventStream, LABEL_EXPOSE, LABEL_LEASE, LABEL_REPLICA, LABEL_REPLICAS, LABEL_SERVICE,
-    LABEL_SPEC, LeaseDeployment, LeaseRuntimeStatus, LogLine, LogStream, ObservedReplica, Protocol,
-    ReplicaSpec, ReplicaState, Runtime, RuntimeError, RuntimeEvent, RuntimeEventKind, RuntimeScope,
-    decode_exposures, invalid, lease_selector, parse_lease_label, service_uri,
+    LABEL_SPEC, LABEL_STORAGE, LeaseDeployment, LeaseRuntimeStatus, LogLine, LogStream,
+    ObservedReplica, Protocol, ReplicaSpec, ReplicaState, Runtime, RuntimeError, RuntimeEvent,
+    RuntimeEventKind, RuntimeScope, decode_exposures, invalid, lease_selector, parse_lease_label,
+    service_uri,
 };
 
 pub use self::network::DEFAULT_LEASE_SUBNET_POOL;
@@ -125,6 +126,10 @@ impl Default for DockerRuntimeConfig {
 pub struct DockerRuntime {
     docker: Docker,
     config: DockerRuntimeConfig,
+    /// The engine caps a container's writable layer (`StorageOpt size`): true for
+    /// overlay2 on xfs with project quotas, btrfs, zfs. Otherwise storage is enforced
+    /// by eviction (see [`DockerRuntime::evict_over_storage`]).
+    storage_opt: std::sync::atomic::AtomicBool,
     /// `None` when the operator chose an unrestricted egress policy.
     firewall: Option<Firewall>,
     events: broadcast::Sender<RuntimeEvent>,
@@ -177,10 +182,12 @@ impl DockerRuntime {
                 None
             }
         };
+        let storage_opt = std::sync::atomic::AtomicBool::new(supports_storage_opt(&docker).await);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let runtime = DockerRuntime {
             docker,
             config,
+            storage_opt,
             firewall,
             events,
             lease_locks: Mutex::new(HashMap::new()),
@@ -453,16 +460,44 @@ impl DockerRuntime {
         let existing = match found {
             Some(existing) => existing,
             None => {
-                let body = container_create_body(
+                let mut body = container_create_body(
                     &self.config.scope,
                     deployment,
                     replica,
                     network,
                     &self.config.bind_ip,
                 )?;
+                let storage = replica.service.resources.storage_bytes;
+                let capped = self.storage_opt.load(std::sync::atomic::Ordering::Relaxed);
+                if capped
+                    && storage > 0
+                    && let Some(host) = body.host_config.as_mut()
+                {
+                    host.storage_opt =
+                        Some(HashMap::from([("size".to_owned(), storage.to_string())]));
+                }
                 let options = CreateContainerOptionsBuilder::new().name(name).build();
                 // 409: somebody created it between inspect and create; reuse it below.
-                let created = self.docker.create_container(Some(options), body).await;
+                let mut created = self
+                    .docker
+                    .create_container(Some(options.clone()), body.clone())
+                    .await;
+                if let Err(err) = &created
+                    && capped
+                    && error_reason(err).contains("storage-opt")
+                {
+                    // xfs without project quotas: fall back to eviction for good.
+                    tracing::warn!(
+                        reason = error_reason(err),
+                        "the engine cannot cap writable layers; enforcing storage by eviction"
+                    );
+                    self.storage_opt
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(host) = body.host_config.as_mut() {
+                        host.storage_opt = None;
+                    }
+                    created = self.docker.create_container(Some(options), body).await;
+                }
                 accept_status(created, &[409])
                     .map_err(|err| engine_error(format!("create container {name}"), &err))?;
                 self.inspect(name)
@@ -617,6 +652,62 @@ impl DockerRuntime {
                 Err(err) => return Err(engine_error(format!("remove network {network}"), &err)),
             }
         }
+    }
+
+    /// Where the engine cannot cap a writable layer (overlay2 on ext4, as here), a
+    /// replica that wrote more than its lease bought is removed, as the kubelet evicts
+    /// a pod over its `ephemeral-storage` limit: the next deploy of the lease (the
+    /// reconcile pass that called this) creates it afresh with an empty layer. Bounded
+    /// by how often this runs; the event names what was written and the limit.
+    pub async fn evict_over_storage(&self) -> Result<(), RuntimeError> {
+        if self.storage_opt.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut labels = self.config.scope.selectors();
+        labels.push(LABEL_STORAGE.to_owned());
+        let filters = HashMap::from([("label", labels)]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .size(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|err| engine_error("list container sizes", &err))?;
+        for container in containers {
+            let labels = container.labels.as_ref();
+            let limit = label(labels, LABEL_STORAGE).and_then(|n| n.parse::<u64>().ok());
+            let written = container.size_rw.and_then(|n| u64::try_from(n).ok());
+            let (Some(limit), Some(written), Some(id)) = (limit, written, container.id.as_deref())
+            else {
+                continue;
+            };
+            if written <= limit {
+                continue;
+            }
+            let lease_id = label(labels, LABEL_LEASE).and_then(parse_lease_label);
+            let reason = format!(
+                "wrote {written} bytes to its filesystem; the lease bought {limit} bytes of \
+                 ephemeral storage"
+            );
+            tracing::warn!(
+                container = container_name(&container),
+                reason,
+                "evicting replica"
+            );
+            self.remove_container(id).await?;
+            if let Some(lease_id) = lease_id {
+                self.emit(RuntimeEvent {
+                    lease_id,
+                    service: label(labels, LABEL_SERVICE).map(str::to_owned),
+                    replica: label(labels, LABEL_REPLICA).and_then(|n| n.parse().ok()),
+                    kind: RuntimeEventKind::Evicted { reason },
+                });
+            }
+        }
+        Ok(())
     }
 
     fn observe(&self, container: &ContainerInspectResponse) -> Option<ObservedReplica> {
@@ -879,7 +970,28 @@ impl Runtime for DockerRuntime {
                 "lease egress rules were missing or changed; re-installed"
             );
         }
-        Ok(())
+        self.evict_over_storage().await
+    }
+}
+
+/// Whether the engine's storage driver caps a container's writable layer with
+/// `StorageOpt size`: overlay2 only on xfs mounted with project quotas (not visible
+/// through the API, so xfs is taken as the sign), btrfs and zfs always.
+async fn supports_storage_opt(docker: &Docker) -> bool {
+    let Ok(info) = docker.info().await else {
+        return false;
+    };
+    let backing = info
+        .driver_status
+        .unwrap_or_default()
+        .into_iter()
+        .find(|pair| pair.first().map(String::as_str) == Some("Backing Filesystem"))
+        .and_then(|pair| pair.get(1).cloned())
+        .unwrap_or_default();
+    match info.driver.as_deref() {
+        Some("overlay2") => backing == "xfs",
+        Some("btrfs" | "zfs") => true,
+        _ => false,
     }
 }
 

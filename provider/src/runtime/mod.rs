@@ -32,6 +32,10 @@ pub const LABEL_REPLICAS: &str = "io.leasehold.replicas";
 /// so that status can rebuild URIs from what the engine reports.
 pub const LABEL_EXPOSE: &str = "io.leasehold.expose";
 
+/// Label holding the ephemeral storage (bytes) a replica may write, where the engine
+/// cannot cap its writable layer itself.
+pub const LABEL_STORAGE: &str = "io.leasehold.storage";
+
 /// Label holding [`ReplicaSpec::spec_hash`]: a replica whose hash differs from
 /// the deployment's is replaced rather than reused.
 pub const LABEL_SPEC: &str = "io.leasehold.spec";
@@ -473,6 +477,12 @@ impl LeaseDeployment {
             encode_exposures(&replica.service.expose),
         );
         labels.insert(LABEL_SPEC.to_owned(), replica.spec_hash());
+        if replica.service.resources.storage_bytes > 0 {
+            labels.insert(
+                LABEL_STORAGE.to_owned(),
+                replica.service.resources.storage_bytes.to_string(),
+            );
+        }
         labels
     }
 }
@@ -909,6 +919,11 @@ pub enum RuntimeEventKind {
         exit_code: Option<i64>,
     },
     OutOfMemory,
+    /// Removed by the provider for exceeding what the lease bought (to be replaced
+    /// fresh), with the reason.
+    Evicted {
+        reason: String,
+    },
     Removed,
     /// Any other engine action, by its engine name.
     Other {

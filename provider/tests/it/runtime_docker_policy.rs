@@ -575,3 +575,86 @@ async fn a_lease_of_100_replicas_runs_on_a_network_sized_for_it() {
         .expect("test finished in time");
     drop(guard);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_writing_600_mb_into_128_mib_of_storage_is_evicted() {
+    let settings = config(unique_scope(8), EgressSettings::Unrestricted);
+    let guard = Leases {
+        config: settings.clone(),
+        ids: vec![unique_lease_id()],
+    };
+    let body = async {
+        let runtime = DockerRuntime::connect(settings).await.expect("runtime");
+        let lease_id = guard.ids[0];
+        let writer = ServiceDeployment {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "dd if=/dev/zero of=/filler bs=1M count=600 && touch /done; exec sleep 600".into(),
+            ],
+            resources: ServiceResources {
+                cpu_millis: 500,
+                memory_bytes: 32 * MIB,
+                storage_bytes: 128 * MIB,
+            },
+            ..sleeper("writer", 1)
+        };
+        let deployment = lease(lease_id, vec![writer]);
+        runtime.deploy(&deployment).await.expect("deploy");
+        let docker = runtime.client();
+        let name = runtime.scope().replica_name(lease_id, "writer", 0);
+        let first = docker
+            .inspect_container(&name, None)
+            .await
+            .expect("inspect")
+            .id
+            .expect("id");
+        // Wait for the write to finish: nothing stopped it on this engine (overlay2 on
+        // ext4 has no quota), which is what the eviction is for.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while exec(docker, &name, &["test", "-e", "/done"]).await.0 != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the write never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut events = runtime.events(lease_id).await.expect("events");
+        runtime.enforce_policies().await.expect("enforce");
+        let evicted = tokio::time::timeout(Duration::from_secs(10), async {
+            use futures_util::StreamExt;
+            while let Some(event) = events.next().await {
+                if let Ok(event) = event
+                    && let leasehold_provider::runtime::RuntimeEventKind::Evicted { reason } =
+                        event.kind
+                {
+                    return reason;
+                }
+            }
+            panic!("event stream ended");
+        })
+        .await
+        .expect("an eviction event");
+        assert!(
+            evicted.contains(&(128 * MIB).to_string()),
+            "the event names the limit: {evicted}"
+        );
+        assert!(
+            docker.inspect_container(&first, None).await.is_err(),
+            "the over-quota replica is gone"
+        );
+        // The reconcile pass deploys the lease again: a fresh replica, empty layer.
+        runtime.deploy(&deployment).await.expect("redeploy");
+        let second = docker
+            .inspect_container(&name, None)
+            .await
+            .expect("inspect")
+            .id
+            .expect("id");
+        assert_ne!(first, second);
+    };
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .expect("test finished in time");
+    drop(guard);
+}
