@@ -272,7 +272,12 @@ impl DockerRuntime {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(()),
             Err(err) if is_not_found(&err) => {}
-            Err(err) => return Err(engine_error(format!("inspect image {image}"), &err)),
+            Err(err) => {
+                return Err(engine_error(
+                    format!("inspect image {}", image.escape_debug()),
+                    &err,
+                ));
+            }
         }
         tracing::info!(lease_id, image, "pulling image");
         let pull = self.pull_image(lease_id, image);
