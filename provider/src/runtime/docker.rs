@@ -202,6 +202,18 @@ impl DockerRuntime {
         Ok(runtime)
     }
 
+    /// Removes this scope's egress rules altogether: for a scope that will not run
+    /// leases again (tests); a daemon never calls it.
+    pub async fn remove_egress_rules(&self) -> Result<(), RuntimeError> {
+        match &self.firewall {
+            Some(firewall) => firewall
+                .uninstall()
+                .await
+                .map_err(|error| egress_error(error.to_string())),
+            None => Ok(()),
+        }
+    }
+
     /// The scope every name and label of this runtime carries.
     pub fn scope(&self) -> &RuntimeScope {
         &self.config.scope

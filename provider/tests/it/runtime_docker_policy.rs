@@ -67,6 +67,10 @@ impl Drop for Leases {
                         eprintln!("cleanup of lease {id} failed: {err}");
                     }
                 }
+                // The scope is the test's own: leave no rules behind.
+                if let Err(err) = runtime.remove_egress_rules().await {
+                    eprintln!("removing the test scope's rules failed: {err}");
+                }
             });
         });
         let _ = cleanup.join();
@@ -447,6 +451,16 @@ async fn the_runtime_refuses_to_start_when_it_cannot_install_the_rules() {
     DockerRuntime::connect(config(unique_scope(3), EgressSettings::Unrestricted))
         .await
         .expect("unrestricted starts");
+    // The rules of a scope that is gone can be removed whole.
+    let scope = unique_scope(9);
+    let tag = scope.tag();
+    let runtime =
+        DockerRuntime::connect(config(scope, EgressSettings::restricted_private_ranges()))
+            .await
+            .expect("restricted runtime");
+    assert!(iptables(&["-S", "DOCKER-USER"]).contains(&format!("LH-{tag}-FWD")));
+    runtime.remove_egress_rules().await.expect("uninstall");
+    assert!(!iptables(&["-S"]).contains(&format!("LH-{tag}-")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

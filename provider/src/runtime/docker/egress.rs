@@ -230,6 +230,32 @@ impl Firewall {
         Ok(outcome)
     }
 
+    /// Removes the jumps and chains of this scope (a scope that is gone for good, such
+    /// as a test's). Missing pieces are fine.
+    pub async fn uninstall(&self) -> Result<(), FirewallError> {
+        let _serialized = SYNC.lock().await;
+        for (chain, jump) in self.jumps() {
+            let spec = rule_spec(&jump);
+            let mut args = vec!["-D", chain];
+            args.extend(spec.iter().map(String::as_str));
+            while self.run(&args).await.is_ok() {}
+        }
+        let chains = [
+            self.forward_chain(),
+            self.leases_chain(),
+            self.input_chain(),
+        ];
+        for chain in &chains {
+            let _ = self.run(&["-F", chain]).await;
+        }
+        for chain in &chains {
+            if self.list(chain).await.is_ok() {
+                self.run(&["-X", chain]).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn chains_match(&self, bridges: &[String]) -> bool {
         for (chain, rules) in self.expected(bridges) {
             match self.list(&chain).await {
