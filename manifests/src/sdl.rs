@@ -16,8 +16,10 @@ use crate::yaml::{Node, Value};
 pub const MIN_UNIT_CPU_MILLIS: u64 = 10;
 /// Most CPU per replica: 384 cores.
 pub const MAX_UNIT_CPU_MILLIS: u64 = 384_000;
-/// Least memory per replica: 1 Mi.
-pub const MIN_UNIT_MEMORY_BYTES: u64 = 1 << 20;
+/// Least memory per replica: 6 Mi. Akash's network allows 1 Mi, but Docker refuses a
+/// container limit below 6 Mi, so a smaller unit could be ordered and paid for yet never
+/// run; the provider's runtime checks this same constant.
+pub const MIN_UNIT_MEMORY_BYTES: u64 = 6 << 20;
 /// Most memory per replica: 2 Ti.
 pub const MAX_UNIT_MEMORY_BYTES: u64 = 2 << 40;
 /// Least size of a storage volume: 5 Mi.
@@ -348,7 +350,7 @@ fn read_service(entry: &Entry<'_>, version: Version, checker: &mut Checker) -> O
     let fields = checker.fields(entry.node, &entry.path, SERVICE_FIELDS)?;
     let image = checker
         .required(&fields, "image", "a container image such as nginx:1.25")
-        .and_then(|node| checker.non_empty_string(node, &fields.path("image"), "image"));
+        .and_then(|node| read_image(node, &fields.path("image"), checker));
     let list = |checker: &mut Checker, name: &str| {
         fields
             .get(name)
@@ -415,6 +417,23 @@ fn read_service(entry: &Entry<'_>, version: Version, checker: &mut Checker) -> O
         credentials,
         loc: fields.loc.clone(),
     })
+}
+
+/// An image reference: not blank, and without whitespace or control characters, which
+/// no registry accepts and which would otherwise travel raw into engine calls and logs.
+fn read_image(node: &Node, path: &str, checker: &mut Checker) -> Option<String> {
+    let image = checker.non_empty_string(node, path, "image")?;
+    if let Some(bad) = image.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        checker.error(
+            &Loc::of(node, path),
+            format!(
+                "image {image:?} contains the character {bad:?}; an image reference has no \
+                 whitespace or control characters"
+            ),
+        );
+        return None;
+    }
+    Some(image)
 }
 
 fn read_permissions(node: &Node, path: &str, checker: &mut Checker) -> Vec<String> {

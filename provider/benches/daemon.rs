@@ -33,7 +33,7 @@ use leasehold_proto::client::{ProviderClient, SignedLeaseClient};
 use leasehold_provider::config::Config;
 use leasehold_provider::deployment::order_spec_for_group;
 use leasehold_provider::hardware::{Hardware, HardwareOverrides};
-use leasehold_provider::runtime::{lease_network_name, lease_selector};
+use leasehold_provider::runtime::lease_selector;
 
 const TOKEN: u64 = 1_000_000;
 const PROVIDER: usize = 2;
@@ -745,7 +745,19 @@ async fn remove_lease_workloads(leases: std::ops::Range<u64>) -> usize {
                 removed += 1;
             }
         }
-        let _ = docker.remove_network(&lease_network_name(lease_id)).await;
+        let filters = HashMap::from([("label", vec![lease_selector(lease_id)])]);
+        let options = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        for network in docker
+            .list_networks(Some(options))
+            .await
+            .unwrap_or_default()
+        {
+            if let Some(id) = network.id {
+                let _ = docker.remove_network(&id).await;
+            }
+        }
     }
     removed
 }

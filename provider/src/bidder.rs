@@ -63,8 +63,13 @@ pub enum Skip {
     MissingAttribute(B256),
     NoAllowedGpuModel,
     NoReplicas,
+    /// More replicas than one lease network addresses: it could never run.
+    TooManyReplicas(u64),
     DoesNotFit(String),
-    AboveMaxPrice { price: U256, max: U256 },
+    AboveMaxPrice {
+        price: U256,
+        max: U256,
+    },
     NotOpen,
 }
 
@@ -110,6 +115,9 @@ pub fn group_request(order: &OrderPosted, gpu: Option<&OfferedGpu>) -> Result<Gr
     let replicas = u64::from(spec.replicas);
     if replicas == 0 {
         return Err(Skip::NoReplicas);
+    }
+    if !crate::runtime::lease_fits_one_network(replicas) {
+        return Err(Skip::TooManyReplicas(replicas));
     }
     let split = |total: u64| (total / replicas, total % replicas);
     let (cpu, cpu_rest) = split(spec.resources.cpu_milli);
@@ -529,5 +537,15 @@ mod tests {
         assert_eq!(request.units[0].count, 2);
         assert!(request.units[0].replica.gpu.is_none());
         assert_eq!(group_request(&order(0, 1, 0), None), Err(Skip::NoReplicas));
+    }
+
+    #[test]
+    fn orders_one_lease_network_cannot_address_are_not_bid_on() {
+        let most = u16::try_from(crate::runtime::MAX_REPLICAS_PER_LEASE).unwrap();
+        assert!(group_request(&order(most, 100_000, 0), None).is_ok());
+        assert_eq!(
+            group_request(&order(most + 1, 100_000, 0), None),
+            Err(Skip::TooManyReplicas(u64::from(most) + 1))
+        );
     }
 }

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -12,7 +11,7 @@ use serde_json::json;
 
 use crate::chain::{Chain, load_signer, provider_profile};
 use crate::config::Config;
-use crate::daemon::{Core, Daemon, DaemonOptions, docker_runtime};
+use crate::daemon::{Core, Daemon, DaemonOptions, connect_runtime, runtime_scope};
 use crate::hardware::{Hardware, HardwareOverrides};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,8 +78,9 @@ pub enum Command {
         /// Blocks to stay behind the head.
         #[arg(long, default_value_t = 2)]
         confirmations: u64,
-        /// Serve Prometheus metrics on this address.
-        #[arg(long)]
+        /// Serve Prometheus metrics on this `host:port`, or on a port of 127.0.0.1
+        /// (overrides `metrics.listen` in the config).
+        #[arg(long, value_parser = crate::config::parse_metrics_listen)]
         metrics: Option<SocketAddr>,
         /// Seconds between withdrawals.
         #[arg(long, default_value_t = 300)]
@@ -227,6 +227,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => {
             let config = load(&cli.config)?;
             let signer = load_signer(&config).context("loading the signing key")?;
+            // Validated when the config was loaded.
+            let metrics = metrics.or(config.metrics.socket().unwrap_or_default());
             let options = DaemonOptions {
                 start_block,
                 confirmations,
@@ -291,11 +293,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Withdraw => {
             let config = load(&cli.config)?;
             let signer = load_signer(&config).context("loading the signing key")?;
-            let runtime = Arc::new(
-                docker_runtime(&config)
-                    .await
-                    .context("connecting to Docker")?,
-            );
+            let scope = runtime_scope(&config, &signer)
+                .await
+                .context("reading the chain id")?;
+            let runtime = connect_runtime(&config, scope)
+                .await
+                .context("connecting to the container runtime")?;
             let core = Core::new(config, signer, runtime, DaemonOptions::default())
                 .await
                 .context("opening the daemon state")?;

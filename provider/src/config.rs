@@ -5,7 +5,7 @@
 //! Loading reports every problem at once, each naming its field.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,8 @@ pub const DEFAULT_DATABASE_FILE: &str = "provider.db";
 pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:8443";
 pub const DEFAULT_DOCKER_SOCKET: &str = "unix:///var/run/docker.sock";
 pub const DEFAULT_PASSWORD_ENV: &str = "LEASEHOLD_KEYSTORE_PASSWORD";
+/// Where `/metrics` binds when only a port is given: never a public address by default.
+pub const DEFAULT_METRICS_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// One thing wrong with a config: the dotted field and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +94,8 @@ pub struct Config {
     pub pricing: PricingConfig,
     #[serde(default)]
     pub bid: BidConfig,
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_default")]
+    pub metrics: MetricsConfig,
     #[serde(default)]
     pub hardware: HardwareOverrides,
     /// What detection found when the file was generated; written as comments only.
@@ -187,6 +191,23 @@ pub struct DockerConfig {
     /// The host name or address tenants reach published ports at.
     #[serde(default = "default_public_host")]
     pub public_host: String,
+    /// The host address global ports are published on. Default: `public_host` when it
+    /// is an IP address, else every address (`0.0.0.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_address: Option<IpAddr>,
+    /// What lease containers may reach: `restricted` (default: the internet and their
+    /// own lease only) or `unrestricted` (no rules at all; a loud warning at start).
+    #[serde(default, skip_serializing_if = "EgressPolicy::is_restricted")]
+    pub egress_policy: EgressPolicy,
+    /// Destination ranges (IPv4 CIDRs) lease containers may not reach, besides the
+    /// host itself and link-local 169.254.0.0/16, which are always blocked. Default:
+    /// the RFC 1918 private ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_ranges: Option<Vec<String>>,
+    /// The IPv4 range lease networks are carved from, each sized for its replicas.
+    /// Default: [`crate::runtime::docker::DEFAULT_LEASE_SUBNET_POOL`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_subnet_pool: Option<String>,
 }
 
 impl Default for DockerConfig {
@@ -194,8 +215,66 @@ impl Default for DockerConfig {
         Self {
             socket: default_docker_socket(),
             public_host: default_public_host(),
+            bind_address: None,
+            egress_policy: EgressPolicy::default(),
+            blocked_ranges: None,
+            lease_subnet_pool: None,
         }
     }
+}
+
+impl DockerConfig {
+    /// The address global ports are published on (see [`DockerConfig::bind_address`]).
+    pub fn publish_address(&self) -> IpAddr {
+        self.bind_address
+            .or_else(|| self.public_host.parse().ok())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+}
+
+/// Whether the provider confines what lease containers reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressPolicy {
+    #[default]
+    Restricted,
+    Unrestricted,
+}
+
+impl EgressPolicy {
+    fn is_restricted(&self) -> bool {
+        *self == EgressPolicy::Restricted
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port`, or a port alone for 127.0.0.1; unset serves no metrics unless
+    /// `provider run --metrics` asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+impl MetricsConfig {
+    fn is_default(&self) -> bool {
+        self == &MetricsConfig::default()
+    }
+
+    /// The socket to serve metrics on, if any.
+    pub fn socket(&self) -> Result<Option<SocketAddr>, String> {
+        self.listen.as_deref().map(parse_metrics_listen).transpose()
+    }
+}
+
+/// `host:port`, or a bare port meaning [`DEFAULT_METRICS_HOST`].
+pub fn parse_metrics_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from((DEFAULT_METRICS_HOST, port)));
+    }
+    text.parse()
+        .map_err(|error| format!("`{text}` is neither host:port nor a port ({error})"))
 }
 
 fn default_docker_socket() -> String {
@@ -383,6 +462,7 @@ impl Config {
                 gpu_prices,
             },
             bid: BidConfig::default(),
+            metrics: MetricsConfig::default(),
             hardware: HardwareOverrides::default(),
             detected: Some(hardware.clone()),
         }
@@ -475,6 +555,26 @@ impl Config {
         }
         if self.runtime.docker.public_host.trim().is_empty() {
             problem("runtime.docker.public_host", "must not be empty".into());
+        }
+        for (index, range) in self
+            .runtime
+            .docker
+            .blocked_ranges
+            .iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Err(reason) = crate::runtime::docker::network::Ipv4Cidr::parse(range) {
+                problem(&format!("runtime.docker.blocked_ranges[{index}]"), reason);
+            }
+        }
+        if let Some(pool) = &self.runtime.docker.lease_subnet_pool
+            && let Err(reason) = crate::runtime::docker::network::SubnetPool::parse(pool)
+        {
+            problem("runtime.docker.lease_subnet_pool", reason);
+        }
+        if let Err(reason) = self.metrics.socket() {
+            problem("metrics.listen", reason);
         }
         if let Some(kubeconfig) = &self.runtime.kubernetes.kubeconfig
             && kubeconfig.as_os_str().is_empty()
@@ -608,7 +708,7 @@ const SECTION_COMMENTS: [(&str, &str); 8] = [
     ),
     (
         "[runtime]",
-        "# Where workloads run: kind = \"docker\" or \"kubernetes\". Docker publishes ports on\n# docker.public_host; kubernetes.kubeconfig defaults to in-cluster, $KUBECONFIG, ~/.kube/config.\n",
+        "# Where workloads run: kind = \"docker\" or \"kubernetes\". Docker publishes ports on\n# docker.public_host (bound to docker.bind_address, default public_host when it is an IP);\n# lease containers reach only the internet and their own lease unless\n# docker.egress_policy = \"unrestricted\" (docker.blocked_ranges: default RFC 1918).\n# kubernetes.kubeconfig defaults to in-cluster, $KUBECONFIG, ~/.kube/config.\n",
     ),
     (
         "[pricing]",
@@ -1106,6 +1206,67 @@ count = 8
                 ..config
             },
             loaded
+        );
+    }
+
+    #[test]
+    fn published_ports_bind_the_configured_host() {
+        let config = load(&valid_toml()).unwrap_or_else(|error| panic!("{error}"));
+        let docker = &config.runtime.docker;
+        assert_eq!(docker.publish_address().to_string(), "127.0.0.1");
+        let named = DockerConfig {
+            public_host: "203.0.113.7".into(),
+            ..DockerConfig::default()
+        };
+        assert_eq!(named.publish_address().to_string(), "203.0.113.7");
+        let dns = DockerConfig {
+            public_host: "provider.example.com".into(),
+            ..DockerConfig::default()
+        };
+        assert_eq!(dns.publish_address().to_string(), "0.0.0.0");
+        let explicit = DockerConfig {
+            bind_address: Some("10.0.0.5".parse().expect("ip")),
+            ..dns
+        };
+        assert_eq!(explicit.publish_address().to_string(), "10.0.0.5");
+    }
+
+    #[test]
+    fn egress_and_metrics_settings_are_checked() {
+        let config = load(&valid_toml()).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            config.runtime.docker.egress_policy,
+            EgressPolicy::Restricted
+        );
+        assert_eq!(config.metrics.socket(), Ok(None));
+        let text = valid_toml().replace(
+            "[pricing]",
+            "docker.egress_policy = \"unrestricted\"\ndocker.blocked_ranges = [\"100.64.0.0/10\"]\n\n[metrics]\nlisten = \"9102\"\n\n[pricing]",
+        );
+        let config = load(&text).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            config.runtime.docker.egress_policy,
+            EgressPolicy::Unrestricted
+        );
+        assert_eq!(
+            config.metrics.socket(),
+            Ok(Some("127.0.0.1:9102".parse().expect("addr")))
+        );
+        let bad = valid_toml().replace(
+            "[pricing]",
+            "docker.blocked_ranges = [\"10.0.0.1/8\"]\ndocker.lease_subnet_pool = \"10.0.0.0/30\"\n\n[metrics]\nlisten = \"nowhere\"\n\n[pricing]",
+        );
+        assert_eq!(
+            problem_fields(load(&bad).unwrap_err()),
+            vec![
+                "runtime.docker.blocked_ranges[0]",
+                "runtime.docker.lease_subnet_pool",
+                "metrics.listen"
+            ]
+        );
+        assert_eq!(
+            parse_metrics_listen("0.0.0.0:9102").map(|addr| addr.to_string()),
+            Ok("0.0.0.0:9102".to_owned())
         );
     }
 }

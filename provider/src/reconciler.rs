@@ -28,6 +28,10 @@ pub enum Adoption {
 impl Core {
     /// One reconcile pass. Problems with one lease are logged and do not stop the others.
     pub async fn reconcile(&self) -> Result<(), DaemonError> {
+        // Before anything else, so that a deleted rule is back within one pass.
+        if let Err(error) = self.runtime.enforce_policies().await {
+            tracing::error!(%error, "the runtime's policies could not be re-applied");
+        }
         let leases = self.open_leases().await?;
         let mut wanted = BTreeSet::new();
         for lease in &leases {

@@ -132,3 +132,43 @@ fn gpu_models_become_canonical_keys() {
     let offered = "nvidia/h100/80Gi/sxm".parse().unwrap();
     assert!(gpu.models.iter().any(|model| model.matches(&offered)));
 }
+
+#[test]
+fn memory_below_the_runtimes_floor_is_refused_before_any_order() {
+    // Docker refuses a limit under 6 MiB; an SDL asking for less could be paid for and
+    // never run, so validation refuses it with the floor named.
+    let errors = errors_of(&HELLO.replace("size: 64Mi", "size: 5Mi"));
+    let memory = at(&errors, "profiles.compute.web.resources.memory.size");
+    assert!(memory.message.contains("6Mi"), "{}", memory.message);
+    assert_eq!(limits::MIN_UNIT_MEMORY_BYTES, 6 * 1024 * 1024);
+    assert!(parse(&HELLO.replace("size: 64Mi", "size: 6Mi")).is_ok());
+}
+
+#[test]
+fn control_characters_and_whitespace_in_an_image_are_refused_escaped() {
+    for bad in [
+        "busybox\\0:test",
+        "busy\\tbox",
+        "busybox\\u001b[31m",
+        "busy box",
+    ] {
+        let yaml = HELLO.replace(
+            "image: leasehold/busybox:test",
+            &format!("image: \"{bad}\""),
+        );
+        let errors = errors_of(&yaml);
+        let image = at(&errors, "services.web.image");
+        assert!(
+            image
+                .message
+                .contains("no whitespace or control characters"),
+            "{}",
+            image.message
+        );
+        assert!(
+            !image.message.chars().any(char::is_control),
+            "the message carries the raw character: {:?}",
+            image.message
+        );
+    }
+}

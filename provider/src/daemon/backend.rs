@@ -217,6 +217,7 @@ impl GatewayBackend for DaemonBackend {
                                 .unwrap_or_default(),
                         ),
                         RuntimeEventKind::OutOfMemory => ("oom", String::new()),
+                        RuntimeEventKind::Evicted { reason } => ("evicted", reason),
                         RuntimeEventKind::Removed => ("removed", String::new()),
                         RuntimeEventKind::Other { action } => ("other", action),
                     };

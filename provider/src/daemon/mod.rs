@@ -26,13 +26,15 @@ use tracing::{error, info, warn};
 
 use crate::chain::{Chain, ChainSetupError};
 use crate::config::Config;
+use crate::config::EgressPolicy;
 use crate::deployment::{DeploymentError, gpu_model_key};
 use crate::hardware::{Hardware, HardwareError};
 use crate::metrics::Metrics;
-use crate::runtime::docker::{DockerRuntime, DockerRuntimeConfig};
+use crate::runtime::docker::network::{Ipv4Cidr, SubnetPool};
+use crate::runtime::docker::{DockerRuntime, DockerRuntimeConfig, EgressSettings};
 use crate::runtime::kubernetes::inventory::InventoryTracker;
 use crate::runtime::kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::{Runtime, RuntimeError, RuntimeScope};
 use crate::store::{Store, StoreError};
 
 /// Timings and switches that are not part of the operator's config file.
@@ -272,13 +274,39 @@ fn offered_gpus(nodes: &[NodeSpec]) -> Vec<OfferedGpu> {
     offered
 }
 
-/// Connects the Kubernetes runtime the config describes, for this provider's address.
+/// The scope of a daemon's workloads: the chain its node serves and its address.
+pub async fn runtime_scope(
+    config: &Config,
+    signer: &PrivateKeySigner,
+) -> Result<RuntimeScope, DaemonError> {
+    let chain = Chain::connect(config, signer.clone(), 0).await?;
+    Ok(RuntimeScope::new(
+        chain.deployment().chain_id,
+        signer.address().to_string(),
+    ))
+}
+
+/// Connects the runtime the config names, for this daemon's scope.
+pub async fn connect_runtime(
+    config: &Config,
+    scope: RuntimeScope,
+) -> Result<Arc<dyn Runtime>, DaemonError> {
+    Ok(match config.runtime.kind {
+        crate::config::RuntimeKind::Docker => Arc::new(docker_runtime(config, scope).await?),
+        crate::config::RuntimeKind::Kubernetes => {
+            Arc::new(kubernetes_runtime(config, scope).await?)
+        }
+    })
+}
+
+/// Connects the Kubernetes runtime the config describes, for this daemon's scope.
 pub async fn kubernetes_runtime(
     config: &Config,
-    provider: alloy::primitives::Address,
+    scope: RuntimeScope,
 ) -> Result<KubernetesRuntime, DaemonError> {
     let settings = &config.runtime.kubernetes;
-    let mut runtime_config = KubernetesRuntimeConfig::new(provider.to_string().to_lowercase());
+    let mut runtime_config = KubernetesRuntimeConfig::new(scope.provider);
+    runtime_config.chain_id = scope.chain_id;
     runtime_config.kubeconfig = settings.kubeconfig.clone();
     runtime_config.context = settings.context.clone();
     if let Some(prefix) = &settings.namespace_prefix {
@@ -304,19 +332,61 @@ pub fn rates_from_config(config: &Config) -> Result<LinearRates, DaemonError> {
     })
 }
 
-/// Connects the Docker runtime the config describes.
-pub async fn docker_runtime(config: &Config) -> Result<DockerRuntime, DaemonError> {
-    let socket = &config.runtime.docker.socket;
-    let socket = socket
+/// Connects the Docker runtime the config describes, for this daemon's scope. Fails
+/// when the egress policy is on and cannot be installed.
+pub async fn docker_runtime(
+    config: &Config,
+    scope: RuntimeScope,
+) -> Result<DockerRuntime, DaemonError> {
+    Ok(DockerRuntime::connect(docker_runtime_config(config, scope)?).await?)
+}
+
+/// The Docker runtime settings of a (validated) config.
+pub fn docker_runtime_config(
+    config: &Config,
+    scope: RuntimeScope,
+) -> Result<DockerRuntimeConfig, DaemonError> {
+    let docker = &config.runtime.docker;
+    let socket = docker
+        .socket
         .strip_prefix("unix://")
         .map(str::to_owned)
-        .or_else(|| (!socket.is_empty()).then(|| socket.clone()));
-    Ok(DockerRuntime::connect(DockerRuntimeConfig {
+        .or_else(|| (!docker.socket.is_empty()).then(|| docker.socket.clone()));
+    let invalid = |field: &str, reason: String| {
+        DaemonError::Runtime(RuntimeError::InvalidDeployment {
+            field: format!("runtime.docker.{field}"),
+            reason,
+        })
+    };
+    let subnet_pool = match &docker.lease_subnet_pool {
+        Some(pool) => {
+            SubnetPool::parse(pool).map_err(|reason| invalid("lease_subnet_pool", reason))?
+        }
+        None => SubnetPool::default(),
+    };
+    let egress = match docker.egress_policy {
+        EgressPolicy::Unrestricted => EgressSettings::Unrestricted,
+        EgressPolicy::Restricted => match &docker.blocked_ranges {
+            None => EgressSettings::restricted_private_ranges(),
+            Some(ranges) => EgressSettings::Restricted {
+                blocked: ranges
+                    .iter()
+                    .map(|range| Ipv4Cidr::parse(range))
+                    .collect::<Result<_, _>>()
+                    .map_err(|reason| invalid("blocked_ranges", reason))?,
+                iptables: "iptables".to_owned(),
+            },
+        },
+    };
+    Ok(DockerRuntimeConfig {
         socket,
-        public_host: config.runtime.docker.public_host.clone(),
+        public_host: docker.public_host.clone(),
+        bind_ip: docker.publish_address().to_string(),
+        scope,
+        egress,
+        subnet_pool,
         ..DockerRuntimeConfig::default()
     })
-    .await?)
 }
 
 impl Core {
@@ -431,12 +501,8 @@ impl Daemon {
         signer: PrivateKeySigner,
         options: DaemonOptions,
     ) -> Result<DaemonHandle, DaemonError> {
-        let runtime: Arc<dyn Runtime> = match config.runtime.kind {
-            crate::config::RuntimeKind::Docker => Arc::new(docker_runtime(&config).await?),
-            crate::config::RuntimeKind::Kubernetes => {
-                Arc::new(kubernetes_runtime(&config, signer.address()).await?)
-            }
-        };
+        let scope = runtime_scope(&config, &signer).await?;
+        let runtime = connect_runtime(&config, scope).await?;
         Self::start_with_runtime(config, signer, runtime, options).await
     }
 

@@ -1,6 +1,10 @@
-//! The Docker backend (bollard): a bridge network per lease, a container per
-//! replica, all labelled with the lease so that the engine itself is the record
-//! of what runs.
+//! The Docker backend (bollard): a bridge network per lease, sized for its replicas
+//! ([`network`]) and confined by the egress policy ([`egress`]), a container per
+//! replica, all labelled with the lease and the runtime's scope so that the engine
+//! itself is the record of what runs, and whose.
+
+pub mod egress;
+pub mod network;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,8 +16,8 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
     ContainerSummary, DeviceRequest, EndpointSettings, EventMessage, HostConfig,
-    HostConfigLogConfig, Network, NetworkCreateRequest, NetworkingConfig, PortBinding, PortMap,
-    RestartPolicy, RestartPolicyNameEnum,
+    HostConfigLogConfig, Ipam, IpamConfig, Network, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -24,12 +28,17 @@ use futures_util::StreamExt;
 use futures_util::stream;
 use tokio::sync::broadcast;
 
+use self::egress::{Firewall, SyncOutcome};
+use self::network::{Ipv4Cidr, SubnetPool, host_routes, lease_subnet_prefix};
 use super::{
     EventStream, LABEL_EXPOSE, LABEL_LEASE, LABEL_REPLICA, LABEL_REPLICAS, LABEL_SERVICE,
-    LABEL_SPEC, LeaseDeployment, LeaseRuntimeStatus, LogLine, LogStream, ObservedReplica, Protocol,
-    ReplicaSpec, ReplicaState, Runtime, RuntimeError, RuntimeEvent, RuntimeEventKind,
-    decode_exposures, lease_network_name, lease_selector, parse_lease_label, service_uri,
+    LABEL_SPEC, LABEL_STORAGE, LeaseDeployment, LeaseRuntimeStatus, LogLine, LogStream,
+    ObservedReplica, Protocol, ReplicaSpec, ReplicaState, Runtime, RuntimeError, RuntimeEvent,
+    RuntimeEventKind, RuntimeScope, decode_exposures, invalid, lease_selector, parse_lease_label,
+    service_uri,
 };
+
+pub use self::network::DEFAULT_LEASE_SUBNET_POOL;
 
 /// Most processes a replica may run: stops fork bombs from starving the host.
 pub const PIDS_LIMIT: i64 = 512;
@@ -46,6 +55,14 @@ const EVENT_BUFFER: usize = 1024;
 /// How long teardown keeps retrying a network whose endpoints are still being released.
 const NETWORK_REMOVE_ATTEMPTS: u32 = 20;
 const NETWORK_REMOVE_BACKOFF: Duration = Duration::from_millis(250);
+/// The bridge driver option naming the Linux interface, which the egress rules match.
+const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+/// Replicas of one lease created and started at once.
+const REPLICA_CONCURRENCY: usize = 8;
+/// Times a lease subnet is chosen again when another engine user took it between
+/// listing and creating.
+const SUBNET_ATTEMPTS: usize = 8;
+static SUBNET_CHOICE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerRuntimeConfig {
@@ -57,6 +74,39 @@ pub struct DockerRuntimeConfig {
     pub bind_ip: String,
     /// Longest time one image pull may take.
     pub pull_timeout: Duration,
+    /// Whose workloads these are: in every name and label.
+    pub scope: RuntimeScope,
+    /// What lease containers may reach.
+    pub egress: EgressSettings,
+    /// Where lease subnets come from.
+    pub subnet_pool: SubnetPool,
+}
+
+/// The egress policy of lease networks (see [`egress`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgressSettings {
+    /// The internet and the lease's own services only.
+    Restricted {
+        /// Refused besides the host and link-local (the lease pool is added).
+        blocked: Vec<Ipv4Cidr>,
+        /// The `iptables` command (its `-restore` sibling is used too).
+        iptables: String,
+    },
+    /// No rules: lease containers reach whatever the host reaches.
+    Unrestricted,
+}
+
+impl EgressSettings {
+    /// Restricted to RFC 1918 plus `extra`, with the `iptables` on `PATH`.
+    pub fn restricted_private_ranges() -> Self {
+        EgressSettings::Restricted {
+            blocked: egress::RFC1918
+                .iter()
+                .filter_map(|text| Ipv4Cidr::parse(text).ok())
+                .collect(),
+            iptables: "iptables".to_owned(),
+        }
+    }
 }
 
 impl Default for DockerRuntimeConfig {
@@ -66,6 +116,9 @@ impl Default for DockerRuntimeConfig {
             public_host: "127.0.0.1".to_owned(),
             bind_ip: "0.0.0.0".to_owned(),
             pull_timeout: Duration::from_secs(600),
+            scope: RuntimeScope::default(),
+            egress: EgressSettings::restricted_private_ranges(),
+            subnet_pool: SubnetPool::default(),
         }
     }
 }
@@ -73,6 +126,12 @@ impl Default for DockerRuntimeConfig {
 pub struct DockerRuntime {
     docker: Docker,
     config: DockerRuntimeConfig,
+    /// The engine caps a container's writable layer (`StorageOpt size`): true for
+    /// overlay2 on xfs with project quotas, btrfs, zfs. Otherwise storage is enforced
+    /// by eviction (see [`DockerRuntime::evict_over_storage`]).
+    storage_opt: std::sync::atomic::AtomicBool,
+    /// `None` when the operator chose an unrestricted egress policy.
+    firewall: Option<Firewall>,
     events: broadcast::Sender<RuntimeEvent>,
     /// Deploy and teardown of one lease run one at a time: Docker 20.10 happily
     /// creates two networks with the same name when asked concurrently.
@@ -93,13 +152,98 @@ impl DockerRuntime {
         }
         .map_err(unavailable)?;
         let docker = docker.negotiate_version().await.map_err(unavailable)?;
+        let firewall = match &config.egress {
+            EgressSettings::Restricted { blocked, iptables } => {
+                if config.socket.as_deref().is_some_and(|socket| {
+                    socket.starts_with("tcp://") || socket.starts_with("http")
+                }) {
+                    return Err(egress_error(
+                        "the engine is reached over TCP, so its lease bridges are not on \
+                         this host's firewall",
+                    ));
+                }
+                let mut blocked = blocked.clone();
+                blocked.push(config.subnet_pool.cidr());
+                let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+                let upstream = std::fs::read_to_string("/run/systemd/resolve/resolv.conf").ok();
+                Some(Firewall::new(
+                    iptables.clone(),
+                    config.scope.tag(),
+                    blocked,
+                    egress::resolvers(&resolv_conf, upstream.as_deref()),
+                ))
+            }
+            EgressSettings::Unrestricted => {
+                tracing::warn!(
+                    "EGRESS POLICY DISABLED (egress_policy = \"unrestricted\"): lease containers \
+                     can reach this host's services, link-local metadata (169.254.169.254), \
+                     private networks and other leases"
+                );
+                None
+            }
+        };
+        let storage_opt = std::sync::atomic::AtomicBool::new(supports_storage_opt(&docker).await);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        Ok(DockerRuntime {
+        let runtime = DockerRuntime {
             docker,
             config,
+            storage_opt,
+            firewall,
             events,
             lease_locks: Mutex::new(HashMap::new()),
-        })
+        };
+        if runtime.firewall.is_some() {
+            runtime.sync_firewall().await?;
+            tracing::info!(
+                scope = runtime.config.scope.tag(),
+                "lease egress policy installed"
+            );
+        }
+        Ok(runtime)
+    }
+
+    /// Removes this scope's egress rules altogether: for a scope that will not run
+    /// leases again (tests); a daemon never calls it.
+    pub async fn remove_egress_rules(&self) -> Result<(), RuntimeError> {
+        match &self.firewall {
+            Some(firewall) => firewall
+                .uninstall()
+                .await
+                .map_err(|error| egress_error(error.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// The scope every name and label of this runtime carries.
+    pub fn scope(&self) -> &RuntimeScope {
+        &self.config.scope
+    }
+
+    /// Writes the egress rules for the lease networks that exist now (nothing when
+    /// unrestricted) and reads them back.
+    async fn sync_firewall(&self) -> Result<SyncOutcome, RuntimeError> {
+        let Some(firewall) = &self.firewall else {
+            return Ok(SyncOutcome::Unchanged);
+        };
+        let bridges: Vec<String> = self
+            .scope_networks()
+            .await?
+            .iter()
+            .filter_map(bridge_of)
+            .collect();
+        for bridge in &bridges {
+            // A bridge this host does not have would get rules that guard nothing.
+            if !std::path::Path::new("/sys/class/net").join(bridge).exists() {
+                return Err(egress_error(format!(
+                    "lease bridge {bridge} is not an interface of this host: the engine runs \
+                     elsewhere"
+                )));
+            }
+        }
+        firewall
+            .sync(&bridges)
+            .await
+            .map_err(|error| egress_error(error.to_string()))
     }
 
     /// The underlying client, for callers that need engine specifics.
@@ -140,7 +284,12 @@ impl DockerRuntime {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(()),
             Err(err) if is_not_found(&err) => {}
-            Err(err) => return Err(engine_error(format!("inspect image {image}"), &err)),
+            Err(err) => {
+                return Err(engine_error(
+                    format!("inspect image {}", image.escape_debug()),
+                    &err,
+                ));
+            }
         }
         tracing::info!(lease_id, image, "pulling image");
         let pull = self.pull_image(lease_id, image);
@@ -215,26 +364,78 @@ impl DockerRuntime {
     }
 
     async fn ensure_network(&self, deployment: &LeaseDeployment) -> Result<String, RuntimeError> {
-        let name = lease_network_name(deployment.lease_id);
-        if !self.lease_networks(deployment.lease_id).await?.is_empty() {
+        let lease_id = deployment.lease_id;
+        let name = self.config.scope.lease_network_name(lease_id);
+        if !self.lease_networks(lease_id).await?.is_empty() {
             return Ok(name);
         }
-        let request = NetworkCreateRequest {
-            name: name.clone(),
-            driver: Some("bridge".to_owned()),
-            labels: Some(deployment.lease_labels().into_iter().collect()),
-            ..Default::default()
-        };
-        self.docker
-            .create_network(request)
-            .await
-            .map_err(|err| engine_error(format!("create network {name}"), &err))?;
-        tracing::info!(
-            lease_id = deployment.lease_id,
-            network = name,
-            "created network"
-        );
-        Ok(name)
+        let replicas: u64 = deployment
+            .services
+            .iter()
+            .map(|service| u64::from(service.replicas))
+            .sum();
+        let prefix = lease_subnet_prefix(replicas).ok_or_else(|| {
+            invalid(
+                "services",
+                format!("{replicas} replicas do not fit one lease network"),
+            )
+        })?;
+        let bridge = egress::bridge_name(&self.config.scope.tag(), lease_id);
+        // One choice at a time in this process; other engine users are caught by the
+        // engine's overlap check, after which the free subnets are read again.
+        let _choosing = SUBNET_CHOICE.lock().await;
+        let mut last_error = None;
+        for _ in 0..SUBNET_ATTEMPTS {
+            let taken = self.taken_subnets().await?;
+            let Some(subnet) = self.config.subnet_pool.free_subnets(prefix, &taken).next() else {
+                break;
+            };
+            let request = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".to_owned()),
+                labels: Some(
+                    deployment
+                        .lease_labels(&self.config.scope)
+                        .into_iter()
+                        .collect(),
+                ),
+                ipam: Some(Ipam {
+                    driver: Some("default".to_owned()),
+                    config: Some(vec![IpamConfig {
+                        subnet: Some(subnet.to_string()),
+                        gateway: Some(subnet.gateway().to_string()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                options: Some(HashMap::from([(
+                    BRIDGE_NAME_OPTION.to_owned(),
+                    bridge.clone(),
+                )])),
+                ..Default::default()
+            };
+            match self.docker.create_network(request).await {
+                Ok(_) => {
+                    tracing::info!(lease_id, network = name, %subnet, bridge, "created network");
+                    return Ok(name);
+                }
+                // Taken by someone else since we listed: look again.
+                Err(err) if error_reason(&err).contains("overlap") => {
+                    last_error = Some(err);
+                }
+                Err(err) => return Err(engine_error(format!("create network {name}"), &err)),
+            }
+        }
+        Err(RuntimeError::Engine {
+            action: format!("create network {name}"),
+            reason: match last_error {
+                Some(err) => error_reason(&err),
+                None => format!(
+                    "no free /{prefix} subnet left in the lease pool {}",
+                    self.config.subnet_pool.cidr()
+                ),
+            },
+        })
     }
 
     async fn ensure_replica(
@@ -248,7 +449,14 @@ impl DockerRuntime {
         let mut found = self.inspect(name).await?;
         if let Some(existing) = &found {
             let labels = existing.config.as_ref().and_then(|c| c.labels.as_ref());
-            if label(labels, LABEL_LEASE).and_then(parse_lease_label) != Some(deployment.lease_id) {
+            let ours = self
+                .config
+                .scope
+                .owns(&|key: &str| label(labels, key).map(str::to_owned));
+            if !ours
+                || label(labels, LABEL_LEASE).and_then(parse_lease_label)
+                    != Some(deployment.lease_id)
+            {
                 return Err(RuntimeError::Conflict {
                     name: name.clone(),
                     lease_id: deployment.lease_id,
@@ -269,11 +477,44 @@ impl DockerRuntime {
         let existing = match found {
             Some(existing) => existing,
             None => {
-                let body =
-                    container_create_body(deployment, replica, network, &self.config.bind_ip)?;
+                let mut body = container_create_body(
+                    &self.config.scope,
+                    deployment,
+                    replica,
+                    network,
+                    &self.config.bind_ip,
+                )?;
+                let storage = replica.service.resources.storage_bytes;
+                let capped = self.storage_opt.load(std::sync::atomic::Ordering::Relaxed);
+                if capped
+                    && storage > 0
+                    && let Some(host) = body.host_config.as_mut()
+                {
+                    host.storage_opt =
+                        Some(HashMap::from([("size".to_owned(), storage.to_string())]));
+                }
                 let options = CreateContainerOptionsBuilder::new().name(name).build();
                 // 409: somebody created it between inspect and create; reuse it below.
-                let created = self.docker.create_container(Some(options), body).await;
+                let mut created = self
+                    .docker
+                    .create_container(Some(options.clone()), body.clone())
+                    .await;
+                if let Err(err) = &created
+                    && capped
+                    && error_reason(err).contains("storage-opt")
+                {
+                    // xfs without project quotas: fall back to eviction for good.
+                    tracing::warn!(
+                        reason = error_reason(err),
+                        "the engine cannot cap writable layers; enforcing storage by eviction"
+                    );
+                    self.storage_opt
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(host) = body.host_config.as_mut() {
+                        host.storage_opt = None;
+                    }
+                    created = self.docker.create_container(Some(options), body).await;
+                }
                 accept_status(created, &[409])
                     .map_err(|err| engine_error(format!("create container {name}"), &err))?;
                 self.inspect(name)
@@ -310,10 +551,13 @@ impl DockerRuntime {
         }
     }
 
+    /// Containers of this runtime's scope carrying every label of `labels` too.
     async fn containers_with_labels(
         &self,
         labels: Vec<String>,
     ) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let mut labels = labels;
+        labels.extend(self.config.scope.selectors());
         let filters = HashMap::from([("label", labels)]);
         let options = ListContainersOptionsBuilder::new()
             .all(true)
@@ -337,8 +581,11 @@ impl DockerRuntime {
         self.containers_with_labels(labels).await
     }
 
-    async fn networks_with_label(&self, label: String) -> Result<Vec<Network>, RuntimeError> {
-        let filters = HashMap::from([("label", vec![label])]);
+    async fn networks_with_labels(
+        &self,
+        labels: Vec<String>,
+    ) -> Result<Vec<Network>, RuntimeError> {
+        let filters = HashMap::from([("label", labels)]);
         let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
         self.docker
             .list_networks(Some(options))
@@ -346,9 +593,46 @@ impl DockerRuntime {
             .map_err(|err| engine_error("list networks", &err))
     }
 
-    /// Ids of the networks labelled with the lease.
+    /// The IPv4 subnets a new lease network must stay clear of: every network of the
+    /// engine, whoever made it, and the host's routes.
+    async fn taken_subnets(&self) -> Result<Vec<Ipv4Cidr>, RuntimeError> {
+        let mut taken =
+            host_routes(&std::fs::read_to_string("/proc/net/route").unwrap_or_default());
+        for network in self.all_networks().await? {
+            let configs = network
+                .ipam
+                .and_then(|ipam| ipam.config)
+                .unwrap_or_default();
+            taken.extend(
+                configs
+                    .iter()
+                    .filter_map(|config| config.subnet.as_deref())
+                    .filter_map(|subnet| Ipv4Cidr::parse(subnet).ok()),
+            );
+        }
+        Ok(taken)
+    }
+
+    /// Every network of the engine, whoever made it (to keep clear of their subnets).
+    async fn all_networks(&self) -> Result<Vec<Network>, RuntimeError> {
+        self.docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(|err| engine_error("list networks", &err))
+    }
+
+    /// The lease networks of this runtime's scope.
+    async fn scope_networks(&self) -> Result<Vec<Network>, RuntimeError> {
+        let mut labels = self.config.scope.selectors();
+        labels.push(LABEL_LEASE.to_owned());
+        self.networks_with_labels(labels).await
+    }
+
+    /// Ids of the networks labelled with the lease (in this scope).
     async fn lease_networks(&self, lease_id: u64) -> Result<Vec<String>, RuntimeError> {
-        let networks = self.networks_with_label(lease_selector(lease_id)).await?;
+        let mut labels = self.config.scope.selectors();
+        labels.push(lease_selector(lease_id));
+        let networks = self.networks_with_labels(labels).await?;
         Ok(networks
             .into_iter()
             .filter_map(|network| network.id)
@@ -385,6 +669,62 @@ impl DockerRuntime {
                 Err(err) => return Err(engine_error(format!("remove network {network}"), &err)),
             }
         }
+    }
+
+    /// Where the engine cannot cap a writable layer (overlay2 on ext4, as here), a
+    /// replica that wrote more than its lease bought is removed, as the kubelet evicts
+    /// a pod over its `ephemeral-storage` limit: the next deploy of the lease (the
+    /// reconcile pass that called this) creates it afresh with an empty layer. Bounded
+    /// by how often this runs; the event names what was written and the limit.
+    pub async fn evict_over_storage(&self) -> Result<(), RuntimeError> {
+        if self.storage_opt.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut labels = self.config.scope.selectors();
+        labels.push(LABEL_STORAGE.to_owned());
+        let filters = HashMap::from([("label", labels)]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .size(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|err| engine_error("list container sizes", &err))?;
+        for container in containers {
+            let labels = container.labels.as_ref();
+            let limit = label(labels, LABEL_STORAGE).and_then(|n| n.parse::<u64>().ok());
+            let written = container.size_rw.and_then(|n| u64::try_from(n).ok());
+            let (Some(limit), Some(written), Some(id)) = (limit, written, container.id.as_deref())
+            else {
+                continue;
+            };
+            if written <= limit {
+                continue;
+            }
+            let lease_id = label(labels, LABEL_LEASE).and_then(parse_lease_label);
+            let reason = format!(
+                "wrote {written} bytes to its filesystem; the lease bought {limit} bytes of \
+                 ephemeral storage"
+            );
+            tracing::warn!(
+                container = container_name(&container),
+                reason,
+                "evicting replica"
+            );
+            self.remove_container(id).await?;
+            if let Some(lease_id) = lease_id {
+                self.emit(RuntimeEvent {
+                    lease_id,
+                    service: label(labels, LABEL_SERVICE).map(str::to_owned),
+                    replica: label(labels, LABEL_REPLICA).and_then(|n| n.parse().ok()),
+                    kind: RuntimeEventKind::Evicted { reason },
+                });
+            }
+        }
+        Ok(())
     }
 
     fn observe(&self, container: &ContainerInspectResponse) -> Option<ObservedReplica> {
@@ -437,7 +777,13 @@ impl Runtime for DockerRuntime {
             self.ensure_image(deployment.lease_id, image).await?;
         }
         let network = self.ensure_network(deployment).await?;
-        let wanted: BTreeSet<String> = deployment.replicas().map(|replica| replica.name).collect();
+        // The lease's rules exist before any of its containers runs.
+        self.sync_firewall().await?;
+        let scope = &self.config.scope;
+        let wanted: BTreeSet<String> = deployment
+            .replicas(scope)
+            .map(|replica| replica.name)
+            .collect();
         for container in self.lease_containers(deployment.lease_id, None).await? {
             let name = container_name(&container);
             if !name.is_some_and(|name| wanted.contains(name))
@@ -451,8 +797,29 @@ impl Runtime for DockerRuntime {
                 self.remove_container(id).await?;
             }
         }
-        for replica in deployment.replicas() {
-            self.ensure_replica(deployment, &replica, &network).await?;
+        // A few at a time: a lease of hundreds of replicas deploys in a bounded time
+        // without flooding the engine.
+        let mut replicas = deployment.replicas(scope);
+        let mut pending = stream::FuturesUnordered::new();
+        loop {
+            while pending.len() < REPLICA_CONCURRENCY {
+                let Some(replica) = replicas.next() else {
+                    break;
+                };
+                let network = network.as_str();
+                // Boxed: the Send check of the trait's future cannot see through the
+                // borrowed replica otherwise.
+                let ensure: std::pin::Pin<
+                    Box<dyn Future<Output = Result<(), RuntimeError>> + Send + '_>,
+                > = Box::pin(
+                    async move { self.ensure_replica(deployment, &replica, network).await },
+                );
+                pending.push(ensure);
+            }
+            match pending.next().await {
+                Some(result) => result?,
+                None => break,
+            }
         }
         Ok(())
     }
@@ -555,10 +922,9 @@ impl Runtime for DockerRuntime {
             .map(|now| now.as_secs())
             .unwrap_or(0)
             .to_string();
-        let filters = HashMap::from([
-            ("type", vec!["container".to_owned()]),
-            ("label", vec![lease_selector(lease_id)]),
-        ]);
+        let mut labels = self.config.scope.selectors();
+        labels.push(lease_selector(lease_id));
+        let filters = HashMap::from([("type", vec!["container".to_owned()]), ("label", labels)]);
         let options = EventsOptionsBuilder::new()
             .since(&since)
             .filters(&filters)
@@ -584,6 +950,8 @@ impl Runtime for DockerRuntime {
         for network in self.lease_networks(lease_id).await? {
             self.remove_network(&network).await?;
         }
+        // The closed lease's own rule goes with its bridge.
+        self.sync_firewall().await?;
         let leftover = self.lease_containers(lease_id, None).await?;
         if !leftover.is_empty() {
             return Err(RuntimeError::Engine {
@@ -606,16 +974,58 @@ impl Runtime for DockerRuntime {
             leases
                 .extend(label(container.labels.as_ref(), LABEL_LEASE).and_then(parse_lease_label));
         }
-        let networks = self.networks_with_label(LABEL_LEASE.to_owned()).await?;
-        for network in networks {
+        for network in self.scope_networks().await? {
             leases.extend(label(network.labels.as_ref(), LABEL_LEASE).and_then(parse_lease_label));
         }
         Ok(leases.into_iter().collect())
     }
+
+    async fn enforce_policies(&self) -> Result<(), RuntimeError> {
+        if self.sync_firewall().await? == SyncOutcome::Installed {
+            tracing::warn!(
+                scope = self.config.scope.tag(),
+                "lease egress rules were missing or changed; re-installed"
+            );
+        }
+        self.evict_over_storage().await
+    }
+}
+
+/// Whether the engine's storage driver caps a container's writable layer with
+/// `StorageOpt size`: overlay2 only on xfs mounted with project quotas (not visible
+/// through the API, so xfs is taken as the sign), btrfs and zfs always.
+async fn supports_storage_opt(docker: &Docker) -> bool {
+    let Ok(info) = docker.info().await else {
+        return false;
+    };
+    let backing = info
+        .driver_status
+        .unwrap_or_default()
+        .into_iter()
+        .find(|pair| pair.first().map(String::as_str) == Some("Backing Filesystem"))
+        .and_then(|pair| pair.get(1).cloned())
+        .unwrap_or_default();
+    match info.driver.as_deref() {
+        Some("overlay2") => backing == "xfs",
+        Some("btrfs" | "zfs") => true,
+        _ => false,
+    }
+}
+
+fn egress_error(reason: impl Into<String>) -> RuntimeError {
+    RuntimeError::EgressPolicy {
+        reason: reason.into(),
+    }
+}
+
+/// The Linux bridge of a lease network, from the option the runtime created it with.
+fn bridge_of(network: &Network) -> Option<String> {
+    network.options.as_ref()?.get(BRIDGE_NAME_OPTION).cloned()
 }
 
 /// The container for one replica: limits, hardening, ports, labels, network.
 pub fn container_create_body(
+    scope: &RuntimeScope,
     deployment: &LeaseDeployment,
     replica: &ReplicaSpec<'_>,
     network: &str,
@@ -700,7 +1110,12 @@ pub fn container_create_body(
                 .collect(),
         ),
         exposed_ports: Some(exposed_ports),
-        labels: Some(deployment.replica_labels(replica).into_iter().collect()),
+        labels: Some(
+            deployment
+                .replica_labels(scope, replica)
+                .into_iter()
+                .collect(),
+        ),
         host_config: Some(host_config),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(network.to_owned(), endpoint)])),
@@ -933,8 +1348,12 @@ mod tests {
     }
 
     fn body_of(deployment: &LeaseDeployment, index: usize) -> ContainerCreateBody {
-        let replica = deployment.replicas().nth(index).expect("replica exists");
-        container_create_body(deployment, &replica, "leasehold-lease-9", "0.0.0.0")
+        let scope = RuntimeScope::default();
+        let replica = deployment
+            .replicas(&scope)
+            .nth(index)
+            .expect("replica exists");
+        container_create_body(&scope, deployment, &replica, "leasehold-lease-9", "0.0.0.0")
             .expect("valid body")
     }
 

@@ -40,9 +40,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use self::inventory::{ClusterInventory, InventoryOptions, cluster_inventory};
-use self::objects::{
-    DEFAULT_GPU_PRODUCT_LABEL, LABEL_PROVIDER, LeaseObjects, lease_objects, namespace_name,
-};
+use self::objects::{DEFAULT_GPU_PRODUCT_LABEL, LeaseObjects, lease_objects, namespace_name};
 use self::status::{WorkloadView, indexed_pods, observe, published_ports};
 use super::{
     EventStream, LABEL_LEASE, LABEL_SERVICE, LeaseDeployment, LeaseRuntimeStatus, LogLine,
@@ -70,6 +68,9 @@ pub struct KubernetesRuntimeConfig {
     /// The provider's 0x address; labels its namespaces so that providers sharing a
     /// cluster never see each other's leases.
     pub provider: String,
+    /// The chain the leases are on; in namespace names and labels with the provider,
+    /// so that one provider address on two chains keeps two lease 1s apart.
+    pub chain_id: u64,
     /// Node label holding the GPU product name.
     pub gpu_label: String,
     /// Require images to run as a non-root user. Off by default: most public images
@@ -86,6 +87,9 @@ pub struct KubernetesRuntimeConfig {
     pub storage_classes: BTreeMap<String, String>,
     /// How long teardown waits for the namespace to disappear.
     pub teardown_timeout: Duration,
+    /// IPv4 ranges lease pods may not reach (the NetworkPolicy's `ipBlock.except`),
+    /// link-local always added. Default: RFC 1918.
+    pub egress_blocked_ranges: Vec<String>,
 }
 
 impl KubernetesRuntimeConfig {
@@ -96,12 +100,22 @@ impl KubernetesRuntimeConfig {
             context: None,
             namespace_prefix: DEFAULT_NAMESPACE_PREFIX.to_owned(),
             provider: provider.into(),
+            chain_id: 0,
             gpu_label: DEFAULT_GPU_PRODUCT_LABEL.to_owned(),
             run_as_non_root: false,
             public_host: None,
             storage_classes: BTreeMap::new(),
             teardown_timeout: Duration::from_secs(120),
+            egress_blocked_ranges: objects::DEFAULT_EGRESS_BLOCKED_RANGES
+                .iter()
+                .map(|range| (*range).to_owned())
+                .collect(),
         }
+    }
+
+    /// The scope of this provider's leases on this chain.
+    pub fn scope(&self) -> super::RuntimeScope {
+        super::RuntimeScope::new(self.chain_id, &self.provider)
     }
 
     fn validate(&self) -> Result<(), RuntimeError> {
@@ -219,7 +233,11 @@ impl KubernetesRuntime {
 
     /// The namespace of a lease.
     pub fn namespace(&self, lease_id: u64) -> String {
-        namespace_name(&self.config.namespace_prefix, lease_id)
+        namespace_name(
+            &self.config.namespace_prefix,
+            &self.config.scope(),
+            lease_id,
+        )
     }
 
     /// The objects a deploy applies, for inspection.
@@ -258,9 +276,11 @@ impl KubernetesRuntime {
                 .map(String::as_str)
         };
         let lease = lease_id.to_string();
-        if label(LABEL_PROVIDER) != Some(self.config.provider.as_str())
-            || label(LABEL_LEASE) != Some(lease.as_str())
-        {
+        let ours = self
+            .config
+            .scope()
+            .owns(&|key: &str| label(key).map(str::to_owned));
+        if !ours || label(LABEL_LEASE) != Some(lease.as_str()) {
             return Err(RuntimeError::Conflict { name, lease_id });
         }
         Ok(Some(namespace))
@@ -806,7 +826,9 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn list_leases(&self) -> Result<Vec<u64>, RuntimeError> {
-        let selector = format!("{LABEL_PROVIDER}={},{LABEL_LEASE}", self.config.provider);
+        let mut selectors = self.config.scope().selectors();
+        selectors.push(LABEL_LEASE.to_owned());
+        let selector = selectors.join(",");
         let namespaces = self
             .namespaces()
             .list(&ListParams::default().labels(&selector))

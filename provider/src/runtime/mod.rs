@@ -33,20 +33,116 @@ pub const LABEL_REPLICAS: &str = "io.leasehold.replicas";
 /// so that status can rebuild URIs from what the engine reports.
 pub const LABEL_EXPOSE: &str = "io.leasehold.expose";
 
+/// Label holding the ephemeral storage (bytes) a replica may write, where the engine
+/// cannot cap its writable layer itself.
+pub const LABEL_STORAGE: &str = "io.leasehold.storage";
+
 /// Label holding [`ReplicaSpec::spec_hash`]: a replica whose hash differs from
 /// the deployment's is replaced rather than reused.
 pub const LABEL_SPEC: &str = "io.leasehold.spec";
 
+/// Label naming the chain (decimal chain id) whose lease an object runs.
+pub const LABEL_CHAIN: &str = "io.leasehold.chain";
+/// Label naming the provider (lower-case 0x address) that runs an object, so that
+/// daemons sharing an engine or a cluster never list or touch each other's workloads.
+pub const LABEL_PROVIDER: &str = "io.leasehold.provider";
+
 /// Prefix of every object name the runtimes create.
 pub const NAME_PREFIX: &str = "leasehold";
 
-/// Smallest memory limit accepted. Docker refuses anything below 6 MiB, and a
-/// clear error before touching the engine beats the engine's.
-pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
+/// Whose workloads a runtime runs: lease ids are only unique per chain and provider, so
+/// every name and label carries both. Two daemons on one engine (two chains, or a test
+/// and a production daemon) each see and touch only their own lease 1.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuntimeScope {
+    pub chain_id: u64,
+    /// Lower-case 0x address.
+    pub provider: String,
+}
+
+impl RuntimeScope {
+    pub fn new(chain_id: u64, provider: impl AsRef<str>) -> Self {
+        RuntimeScope {
+            chain_id,
+            provider: provider.as_ref().to_ascii_lowercase(),
+        }
+    }
+
+    /// Six hex digits of sha256 of chain id and provider: short enough for Linux
+    /// interface names, distinct enough that the daemons of one engine never meet
+    /// (labels, which carry both in full, are checked before anything is touched).
+    pub fn tag(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{}/{}", self.chain_id, self.provider));
+        digest
+            .iter()
+            .take(3)
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    /// The labels naming the scope.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_CHAIN.to_owned(), self.chain_id.to_string()),
+            (LABEL_PROVIDER.to_owned(), self.provider.clone()),
+        ])
+    }
+
+    /// `key=value` selectors matching exactly this scope's objects.
+    pub fn selectors(&self) -> Vec<String> {
+        self.labels()
+            .into_iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect()
+    }
+
+    /// Whether labels read back from the engine name this scope.
+    pub fn owns(&self, labels: &dyn Fn(&str) -> Option<String>) -> bool {
+        labels(LABEL_CHAIN).as_deref() == Some(self.chain_id.to_string().as_str())
+            && labels(LABEL_PROVIDER).as_deref() == Some(self.provider.as_str())
+    }
+
+    /// Name of the per-lease network (Docker).
+    pub fn lease_network_name(&self, lease_id: u64) -> String {
+        format!("{NAME_PREFIX}-{}-lease-{lease_id}", self.tag())
+    }
+
+    /// Deterministic name of one replica, so that a repeated deploy finds it.
+    /// Unambiguous because service names start with a letter and end without '-'.
+    pub fn replica_name(&self, lease_id: u64, service: &str, replica: u32) -> String {
+        format!(
+            "{NAME_PREFIX}-{}-{lease_id}-{service}-{replica}",
+            self.tag()
+        )
+    }
+}
+
+impl Default for RuntimeScope {
+    /// Chain 0 and the zero address: no daemon runs there, so tools and tests that need
+    /// no particular scope cannot meet a daemon's workloads.
+    fn default() -> Self {
+        RuntimeScope::new(0, format!("0x{}", "0".repeat(40)))
+    }
+}
+
+/// Smallest memory limit accepted: the SDL's own floor (Docker refuses anything below
+/// 6 MiB), so `tenant validate` and the runtime can never disagree.
+pub const MIN_MEMORY_BYTES: u64 = leasehold_manifests::limits::MIN_UNIT_MEMORY_BYTES;
 
 /// Upper bound on replicas per service: keeps names, port usage and the work of
 /// one deploy call bounded whatever the caller passes in.
 pub const MAX_REPLICAS_PER_SERVICE: u32 = 1024;
+
+/// Most replicas (over all services) one lease may run: what the largest lease network
+/// (a /22 on Docker) addresses. The bidder refuses larger orders through
+/// [`lease_fits_one_network`], so nothing is bid on that could not run.
+pub const MAX_REPLICAS_PER_LEASE: u32 = 1021;
+
+/// Whether a lease of `replicas` replicas can run on one lease network.
+pub fn lease_fits_one_network(replicas: u64) -> bool {
+    replicas <= u64::from(MAX_REPLICAS_PER_LEASE)
+}
 
 /// Longest service name accepted: a DNS label, as Akash requires.
 pub const MAX_SERVICE_NAME_LEN: usize = 63;
@@ -310,6 +406,19 @@ impl LeaseDeployment {
         if self.services.is_empty() {
             return Err(invalid("services", "at least one service is required"));
         }
+        let replicas = self
+            .services
+            .iter()
+            .map(|service| u64::from(service.replicas))
+            .sum::<u64>();
+        if !lease_fits_one_network(replicas) {
+            return Err(invalid(
+                "services",
+                format!(
+                    "{replicas} replicas in all; one lease runs at most {MAX_REPLICAS_PER_LEASE}"
+                ),
+            ));
+        }
         let mut seen = BTreeSet::new();
         for service in &self.services {
             if !seen.insert(service.name.as_str()) {
@@ -323,13 +432,16 @@ impl LeaseDeployment {
         Ok(())
     }
 
-    /// Every replica of every service, in a stable order.
-    pub fn replicas(&self) -> impl Iterator<Item = ReplicaSpec<'_>> + '_ {
+    /// Every replica of every service, in a stable order, named for `scope`.
+    pub fn replicas<'a>(
+        &'a self,
+        scope: &'a RuntimeScope,
+    ) -> impl Iterator<Item = ReplicaSpec<'a>> + 'a {
         self.services.iter().flat_map(move |service| {
             (0..service.replicas).map(move |index| ReplicaSpec {
                 service,
                 index,
-                name: replica_name(self.lease_id, &service.name, index),
+                name: scope.replica_name(self.lease_id, &service.name, index),
                 gpu_devices: usize::try_from(index)
                     .ok()
                     .and_then(|i| service.gpu_devices.get(i))
@@ -339,18 +451,22 @@ impl LeaseDeployment {
         })
     }
 
-    /// Labels every object of this lease carries.
-    pub fn lease_labels(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (LABEL_LEASE.to_owned(), self.lease_id.to_string()),
-            (LABEL_TENANT.to_owned(), self.tenant.clone()),
-        ])
+    /// Labels every object of this lease carries: the lease, its tenant and the scope.
+    pub fn lease_labels(&self, scope: &RuntimeScope) -> BTreeMap<String, String> {
+        let mut labels = scope.labels();
+        labels.insert(LABEL_LEASE.to_owned(), self.lease_id.to_string());
+        labels.insert(LABEL_TENANT.to_owned(), self.tenant.clone());
+        labels
     }
 
     /// Labels of one replica: the lease's plus what status needs to rebuild the
     /// service's view without the manifest.
-    pub fn replica_labels(&self, replica: &ReplicaSpec<'_>) -> BTreeMap<String, String> {
-        let mut labels = self.lease_labels();
+    pub fn replica_labels(
+        &self,
+        scope: &RuntimeScope,
+        replica: &ReplicaSpec<'_>,
+    ) -> BTreeMap<String, String> {
+        let mut labels = self.lease_labels(scope);
         labels.insert(LABEL_SERVICE.to_owned(), replica.service.name.clone());
         labels.insert(LABEL_REPLICA.to_owned(), replica.index.to_string());
         labels.insert(
@@ -362,6 +478,12 @@ impl LeaseDeployment {
             encode_exposures(&replica.service.expose),
         );
         labels.insert(LABEL_SPEC.to_owned(), replica.spec_hash());
+        if replica.service.resources.storage_bytes > 0 {
+            labels.insert(
+                LABEL_STORAGE.to_owned(),
+                replica.service.resources.storage_bytes.to_string(),
+            );
+        }
         labels
     }
 }
@@ -529,17 +651,6 @@ fn validate_service_name(name: &str) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Name of the per-lease network (Docker) or namespace (Kubernetes).
-pub fn lease_network_name(lease_id: u64) -> String {
-    format!("{NAME_PREFIX}-lease-{lease_id}")
-}
-
-/// Deterministic name of one replica, so that a repeated deploy finds it.
-/// Unambiguous because service names start with a letter and end without '-'.
-pub fn replica_name(lease_id: u64, service: &str, replica: u32) -> String {
-    format!("{NAME_PREFIX}-{lease_id}-{service}-{replica}")
-}
-
 /// Reads a lease id back from a label value.
 pub fn parse_lease_label(value: &str) -> Option<u64> {
     value.parse().ok()
@@ -580,8 +691,11 @@ pub fn decode_exposures(text: &str) -> BTreeMap<(u16, Protocol), u16> {
         .collect()
 }
 
-/// The URI under which a published port answers. The scheme follows Akash:
-/// a TCP port exposed as 80 is HTTP, as 443 HTTPS; anything else is raw.
+/// The URI under which a published port answers. The scheme says what the provider
+/// serves there, not what the port number suggests: a TCP port exposed as 80 is
+/// HTTP (Akash routes those through its HTTP ingress, so the workload serves plain
+/// HTTP); every other TCP port, 443 included, is forwarded as raw TCP with no TLS
+/// terminated by the provider, so it is `tcp://` (Akash lists such ports the same way).
 pub fn service_uri(
     public_host: &str,
     proto: Protocol,
@@ -590,7 +704,6 @@ pub fn service_uri(
 ) -> String {
     let scheme = match (proto, external_port) {
         (Protocol::Tcp, 80) => "http",
-        (Protocol::Tcp, 443) => "https",
         (Protocol::Tcp, _) => "tcp",
         (Protocol::Udp, _) => "udp",
     };
@@ -801,6 +914,11 @@ pub enum RuntimeEventKind {
         exit_code: Option<i64>,
     },
     OutOfMemory,
+    /// Removed by the provider for exceeding what the lease bought (to be replaced
+    /// fresh), with the reason.
+    Evicted {
+        reason: String,
+    },
     Removed,
     /// Any other engine action, by its engine name.
     Other {
@@ -815,7 +933,8 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<RuntimeEvent, RuntimeErr
 pub enum RuntimeError {
     #[error("invalid deployment: {field}: {reason}")]
     InvalidDeployment { field: String, reason: String },
-    #[error("image {image} cannot be pulled: {reason}")]
+    /// The image is shown escaped: it comes from a tenant.
+    #[error("image {} cannot be pulled: {reason}", image.escape_debug())]
     ImagePull { image: String, reason: String },
     #[error("cannot reach the container engine: {reason}")]
     Unavailable { reason: String },
@@ -825,6 +944,11 @@ pub enum RuntimeError {
     Conflict { name: String, lease_id: u64 },
     #[error("container engine failed to {action}: {reason}")]
     Engine { action: String, reason: String },
+    #[error(
+        "cannot enforce the lease egress policy: {reason}. Fix that, or set \
+         [runtime.docker] egress_policy = \"unrestricted\" to run leases without it"
+    )]
+    EgressPolicy { reason: String },
 }
 
 impl RuntimeError {
@@ -883,6 +1007,12 @@ pub trait Runtime: Send + Sync {
     /// Ids of the leases the runtime holds anything for, sorted.
     async fn list_leases(&self) -> Result<Vec<u64>, RuntimeError>;
 
+    /// Re-applies what the runtime enforces outside the workloads themselves (Docker:
+    /// the lease egress rules, in case someone deleted them). Called every reconcile pass.
+    async fn enforce_policies(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     /// The nodes this runtime places workloads on, when it learns them itself (a
     /// cluster). `None`, the default, means the daemon's own host, which the daemon
     /// describes from its detected hardware.
@@ -931,22 +1061,58 @@ mod tests {
     }
 
     #[test]
-    fn names_are_deterministic_and_distinct_per_lease() {
-        assert_eq!(replica_name(42, "web", 1), "leasehold-42-web-1");
-        assert_ne!(replica_name(4, "2-web", 1), replica_name(42, "web", 1));
-        assert_eq!(lease_network_name(42), "leasehold-lease-42");
+    fn names_are_deterministic_and_distinct_per_lease_and_scope() {
+        let scope = RuntimeScope::new(31337, "0x00000000000000000000000000000000000000AA");
+        let tag = scope.tag();
+        assert_eq!(tag.len(), 6);
+        assert_eq!(scope.provider, "0x00000000000000000000000000000000000000aa");
+        assert_eq!(
+            scope.replica_name(42, "web", 1),
+            format!("leasehold-{tag}-42-web-1")
+        );
+        assert_ne!(
+            scope.replica_name(4, "2-web", 1),
+            scope.replica_name(42, "web", 1)
+        );
+        assert_eq!(
+            scope.lease_network_name(42),
+            format!("leasehold-{tag}-lease-42")
+        );
         let names: Vec<String> = deployment()
-            .replicas()
+            .replicas(&scope)
             .map(|replica| replica.name)
             .collect();
-        assert_eq!(names, vec!["leasehold-42-web-0", "leasehold-42-web-1"]);
+        assert_eq!(
+            names,
+            vec![
+                format!("leasehold-{tag}-42-web-0"),
+                format!("leasehold-{tag}-42-web-1")
+            ]
+        );
+        // Another chain or another provider: other names, same lease id.
+        let other_chain = RuntimeScope::new(1, &scope.provider);
+        let other_provider = RuntimeScope::new(31337, TENANT.replace("aa", "ab"));
+        for other in [other_chain, other_provider] {
+            assert_ne!(other.tag(), tag);
+            assert_ne!(
+                other.replica_name(42, "web", 1),
+                scope.replica_name(42, "web", 1)
+            );
+            assert_ne!(other.labels(), scope.labels());
+        }
     }
 
     #[test]
-    fn replica_labels_name_lease_service_and_replica() {
+    fn replica_labels_name_scope_lease_service_and_replica() {
         let deployment = deployment();
-        let replica = deployment.replicas().nth(1).expect("two replicas");
-        let labels = deployment.replica_labels(&replica);
+        let scope = RuntimeScope::new(5, TENANT);
+        let replica = deployment.replicas(&scope).nth(1).expect("two replicas");
+        let labels = deployment.replica_labels(&scope, &replica);
+        assert_eq!(labels.get(LABEL_CHAIN).map(String::as_str), Some("5"));
+        assert_eq!(labels.get(LABEL_PROVIDER).map(String::as_str), Some(TENANT));
+        let read = |key: &str| labels.get(key).cloned();
+        assert!(scope.owns(&read));
+        assert!(!RuntimeScope::new(6, TENANT).owns(&read));
         assert_eq!(labels.get(LABEL_LEASE).map(String::as_str), Some("42"));
         assert_eq!(labels.get(LABEL_TENANT).map(String::as_str), Some(TENANT));
         assert_eq!(labels.get(LABEL_SERVICE).map(String::as_str), Some("web"));
@@ -992,9 +1158,10 @@ mod tests {
             service_uri("127.0.0.1", Protocol::Tcp, 80, 32768),
             "http://127.0.0.1:32768"
         );
+        // Nothing terminates TLS in front of a published port: `as: 443` is raw TCP.
         assert_eq!(
             service_uri("example.org", Protocol::Tcp, 443, 1),
-            "https://example.org:1"
+            "tcp://example.org:1"
         );
         assert_eq!(
             service_uri("example.org", Protocol::Tcp, 5432, 2),
@@ -1080,6 +1247,21 @@ mod tests {
         let mut bad = deployment();
         bad.services.clear();
         assert_eq!(field_of(bad.validate().unwrap_err()), "services");
+
+        for image in ["busybox\0:test", "busybox\u{1b}[2J", "busy box"] {
+            let mut bad = deployment();
+            bad.services[0].image = image.into();
+            let error = bad.validate().unwrap_err().to_string();
+            assert!(error.contains("services.web.image"), "{error}");
+            assert!(!error.chars().any(char::is_control), "raw in {error:?}");
+        }
+
+        let mut bad = deployment();
+        bad.services[0].resources.memory_bytes = MIN_MEMORY_BYTES - 1;
+        assert_eq!(
+            field_of(bad.validate().unwrap_err()),
+            "services.web.resources.memory_bytes"
+        );
     }
 
     #[test]
@@ -1087,7 +1269,7 @@ mod tests {
         let base = deployment();
         let hash = |deployment: &LeaseDeployment, index: usize| {
             deployment
-                .replicas()
+                .replicas(&RuntimeScope::default())
                 .nth(index)
                 .expect("replica")
                 .spec_hash()
@@ -1125,7 +1307,7 @@ mod tests {
         deployment.services[0].gpu_devices = vec![vec!["0".into()], vec!["1".into(), "2".into()]];
         assert!(deployment.validate().is_ok());
         let devices: Vec<Vec<String>> = deployment
-            .replicas()
+            .replicas(&RuntimeScope::default())
             .map(|replica| replica.gpu_devices.to_vec())
             .collect();
         assert_eq!(

@@ -28,7 +28,7 @@ use leasehold_provider::daemon::{Daemon, DaemonHandle, DaemonOptions};
 use leasehold_provider::deployment::{gpu_model_key, order_spec_for_group};
 use leasehold_provider::hardware::{DeclaredGpu, Hardware, HardwareOverrides};
 use leasehold_provider::lease::LeaseStateKind;
-use leasehold_provider::runtime::{lease_network_name, lease_selector, replica_name};
+use leasehold_provider::runtime::lease_selector;
 
 const TOKEN: u64 = 1_000_000;
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
@@ -210,7 +210,9 @@ async fn remove_leases(leases: &[u64]) {
                 let _ = docker.remove_container(&id, Some(remove)).await;
             }
         }
-        let _ = docker.remove_network(&lease_network_name(*lease_id)).await;
+        for id in lease_network_ids(&docker, *lease_id).await {
+            let _ = docker.remove_network(&id).await;
+        }
     }
 }
 
@@ -232,17 +234,22 @@ async fn containers_of(lease_id: u64) -> Vec<String> {
     ids
 }
 
-async fn networks_of(lease_id: u64) -> usize {
-    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
-    let filters = HashMap::from([("name", vec![lease_network_name(lease_id)])]);
+/// Networks of the lease (any daemon's scope: the tests' lease ids are their own).
+async fn lease_network_ids(docker: &bollard::Docker, lease_id: u64) -> Vec<String> {
+    let filters = HashMap::from([("label", vec![lease_selector(lease_id)])]);
     let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
     docker
         .list_networks(Some(options))
         .await
-        .expect("list networks")
+        .unwrap_or_default()
         .into_iter()
-        .filter(|network| network.name.as_deref() == Some(&lease_network_name(lease_id)))
-        .count()
+        .filter_map(|network| network.id)
+        .collect()
+}
+
+async fn networks_of(lease_id: u64) -> usize {
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    lease_network_ids(&docker, lease_id).await.len()
 }
 
 /// Runs a daemon test body with the serial lock, a time limit and lease cleanup.
@@ -441,8 +448,10 @@ async fn order_to_bid_to_running_lease_to_close_and_payment() {
         .await;
         assert!(response.contains("hello from leasehold"), "{response}");
         let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+        let web = containers_of(lease_id).await;
+        assert_eq!(web.len(), 1, "one replica");
         let info = docker
-            .inspect_container(&replica_name(lease_id, "web", 0), None)
+            .inspect_container(&web[0], None)
             .await
             .expect("inspect");
         let host = info.host_config.expect("host config");
@@ -1283,6 +1292,9 @@ impl leasehold_provider::runtime::Runtime for FlakyEngine {
     async fn list_leases(&self) -> Result<Vec<u64>, leasehold_provider::runtime::RuntimeError> {
         self.inner.list_leases().await
     }
+    async fn enforce_policies(&self) -> Result<(), leasehold_provider::runtime::RuntimeError> {
+        self.inner.enforce_policies().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1330,9 +1342,14 @@ async fn an_engine_outage_never_closes_a_lease() {
         let config = provider_config(&devnet, dir.path(), 0);
         register(&devnet, &config).await;
         let engine = std::sync::Arc::new(FlakyEngine {
-            inner: leasehold_provider::daemon::docker_runtime(&config)
-                .await
-                .expect("docker"),
+            inner: leasehold_provider::daemon::docker_runtime(
+                &config,
+                leasehold_provider::daemon::runtime_scope(&config, &devnet.signer(PROVIDER))
+                    .await
+                    .expect("scope"),
+            )
+            .await
+            .expect("docker"),
             down: std::sync::atomic::AtomicBool::new(true),
         });
         let handle = Daemon::start_with_runtime(

@@ -3,5 +3,6 @@
 mod daemon;
 mod gateway;
 mod runtime_docker;
+mod runtime_docker_policy;
 mod runtime_kubernetes;
 mod store;

@@ -21,7 +21,7 @@ use leasehold_provider::runtime::docker::{
 use leasehold_provider::runtime::{
     LABEL_LEASE, LABEL_REPLICA, LABEL_SERVICE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus,
     LogLine, PortExposure, Protocol, ReplicaState, Runtime, RuntimeError, RuntimeEventKind,
-    ServiceDeployment, ServiceResources, lease_network_name, lease_selector, replica_name,
+    RuntimeScope, ServiceDeployment, ServiceResources, lease_selector,
 };
 use sha2::{Digest, Sha256};
 
@@ -39,6 +39,11 @@ fn config() -> DockerRuntimeConfig {
         pull_timeout: Duration::from_secs(60),
         ..DockerRuntimeConfig::default()
     }
+}
+
+/// The scope of [`config`]'s runtime.
+fn scope() -> RuntimeScope {
+    config().scope
 }
 
 async fn runtime() -> DockerRuntime {
@@ -179,6 +184,11 @@ async fn inspect(docker: &Docker, container: &str) -> ContainerInspectResponse {
         .inspect_container(container, None)
         .await
         .expect("inspect container")
+}
+
+/// The address of a container on a network.
+pub(crate) async fn container_address(docker: &Docker, container: &str, network: &str) -> String {
+    container_ip(&inspect(docker, container).await, network)
 }
 
 fn container_ip(info: &ContainerInspectResponse, network: &str) -> String {
@@ -336,7 +346,7 @@ async fn deploy_applies_limits_and_hardening_and_the_uri_answers() {
         assert!(response.contains("hello from leasehold"), "{response}");
 
         let docker = runtime.client();
-        let name = replica_name(lease_id, "web", 0);
+        let name = scope().replica_name(lease_id, "web", 0);
         let info = inspect(docker, &name).await;
         let host = info.host_config.clone().expect("host config");
         assert_eq!(host.nano_cpus, Some(250_000_000));
@@ -381,7 +391,7 @@ async fn deploy_applies_limits_and_hardening_and_the_uri_answers() {
             .unwrap_or_default();
         assert_eq!(
             networks,
-            vec![lease_network_name(lease_id)],
+            vec![scope().lease_network_name(lease_id)],
             "attached only to its lease network"
         );
 
@@ -416,7 +426,7 @@ async fn deploy_is_idempotent_and_teardown_removes_everything() {
         wait_for_status(&runtime, lease_id, "ready", LeaseRuntimeStatus::is_ready).await;
         let ids = lease_container_ids(docker, lease_id).await;
         assert_eq!(ids.len(), 2);
-        let started_at = inspect(docker, &replica_name(lease_id, "web", 0))
+        let started_at = inspect(docker, &scope().replica_name(lease_id, "web", 0))
             .await
             .state
             .and_then(|s| s.started_at);
@@ -432,7 +442,7 @@ async fn deploy_is_idempotent_and_teardown_removes_everything() {
             1,
             "one network"
         );
-        let again = inspect(docker, &replica_name(lease_id, "web", 0))
+        let again = inspect(docker, &scope().replica_name(lease_id, "web", 0))
             .await
             .state
             .and_then(|s| s.started_at);
@@ -451,7 +461,7 @@ async fn deploy_is_idempotent_and_teardown_removes_everything() {
             .deploy(&lease(lease_id, vec![changed]))
             .await
             .expect("update");
-        let replaced = inspect(docker, &replica_name(lease_id, "web", 0)).await;
+        let replaced = inspect(docker, &scope().replica_name(lease_id, "web", 0)).await;
         let replaced_id = replaced.id.clone().expect("id");
         assert!(
             !ids.contains(&replaced_id),
@@ -515,11 +525,17 @@ async fn leases_cannot_reach_each_other_but_services_within_a_lease_can() {
         wait_for_status(&runtime, lease_a, "ready", LeaseRuntimeStatus::is_ready).await;
         wait_for_status(&runtime, lease_b, "ready", LeaseRuntimeStatus::is_ready).await;
 
-        let client_a = replica_name(lease_a, "client", 0);
-        let web_a = replica_name(lease_a, "web", 0);
-        let web_b = replica_name(lease_b, "web", 0);
-        let ip_a = container_ip(&inspect(docker, &web_a).await, &lease_network_name(lease_a));
-        let ip_b = container_ip(&inspect(docker, &web_b).await, &lease_network_name(lease_b));
+        let client_a = scope().replica_name(lease_a, "client", 0);
+        let web_a = scope().replica_name(lease_a, "web", 0);
+        let web_b = scope().replica_name(lease_b, "web", 0);
+        let ip_a = container_ip(
+            &inspect(docker, &web_a).await,
+            &scope().lease_network_name(lease_a),
+        );
+        let ip_b = container_ip(
+            &inspect(docker, &web_b).await,
+            &scope().lease_network_name(lease_b),
+        );
         // The test image's busybox wget crashes (static glibc), so HTTP goes
         // through nc, with the same 2 s connect timeout.
         let fetch = |address: String| {
@@ -660,7 +676,7 @@ async fn a_crash_loop_is_reported_with_its_exit_code_and_left_alone() {
         );
 
         // The reconciler's repeated deploy must not revive the crash loop.
-        let container = replica_name(lease_id, "crash", 0);
+        let container = scope().replica_name(lease_id, "crash", 0);
         let before = inspect(docker, &container).await;
         runtime.deploy(&deployment).await.expect("redeploy");
         let after = inspect(docker, &container).await;

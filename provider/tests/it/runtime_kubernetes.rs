@@ -42,9 +42,9 @@ use leasehold_provider::runtime::kubernetes::objects::{
 use leasehold_provider::runtime::kubernetes::status::{WorkloadView, observe, pod_state};
 use leasehold_provider::runtime::kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
 use leasehold_provider::runtime::{
-    LABEL_LEASE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus, PortExposure, Protocol,
-    ReplicaState, Runtime, RuntimeError, RuntimeEventKind, ServiceDeployment, ServiceResources,
-    lease_selector,
+    LABEL_CHAIN, LABEL_LEASE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus, PortExposure,
+    Protocol, ReplicaState, Runtime, RuntimeError, RuntimeEventKind, ServiceDeployment,
+    ServiceResources, lease_selector,
 };
 use serde_json::{Value, json};
 
@@ -106,7 +106,7 @@ fn container_of(spec: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>) -> C
 #[test]
 fn hello_gets_a_labelled_namespace_an_exact_quota_and_a_locked_down_pod() {
     let objects = objects_for("hello");
-    let namespace = namespace_name("lh", 7);
+    let namespace = namespace_name("lh", &config().scope(), 7);
     assert_eq!(
         objects.namespace.metadata.name.as_deref(),
         Some(namespace.as_str())
@@ -122,6 +122,14 @@ fn hello_gets_a_labelled_namespace_an_exact_quota_and_a_locked_down_pod() {
         labels.get(LABEL_PROVIDER).map(String::as_str),
         Some(PROVIDER)
     );
+    assert_eq!(labels.get(LABEL_CHAIN).map(String::as_str), Some("0"));
+    // The same lease of another chain or provider lives in another namespace.
+    let mut other_chain = config();
+    other_chain.chain_id = 1;
+    assert_ne!(namespace_name("lh", &other_chain.scope(), 7), namespace);
+    let mut other_provider = config();
+    other_provider.provider = TENANT.to_owned();
+    assert_ne!(namespace_name("lh", &other_provider.scope(), 7), namespace);
     assert_eq!(
         labels
             .get("pod-security.kubernetes.io/enforce")
@@ -163,7 +171,27 @@ fn hello_gets_a_labelled_namespace_an_exact_quota_and_a_locked_down_pod() {
     let policy = objects.network_policy.spec.as_ref().expect("spec");
     assert_eq!(
         policy.policy_types.as_deref(),
-        Some(&["Ingress".to_owned()][..])
+        Some(&["Ingress".to_owned(), "Egress".to_owned()][..])
+    );
+    // Egress means what the Docker runtime's rules mean: the own lease, cluster DNS, and
+    // the internet without private ranges (nodes, other leases) and link-local metadata.
+    let egress = serde_json::to_value(policy.egress.as_ref().expect("egress")).expect("json");
+    assert_eq!(
+        egress,
+        json!([
+            {"to": [{"podSelector": {}}]},
+            {
+                "to": [{
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}
+                }],
+                "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+            },
+            {"to": [{"ipBlock": {
+                "cidr": "0.0.0.0/0",
+                "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]
+            }}]}
+        ])
     );
     let ingress = policy.ingress.as_ref().expect("ingress");
     assert_eq!(ingress.len(), 2);
@@ -740,7 +768,7 @@ fn inventory_subtracts_foreign_requests_and_skips_unusable_nodes() {
             false,
         ),
     ];
-    let own = namespace_name("lh", 1);
+    let own = namespace_name("lh", &config().scope(), 1);
     let pods = vec![
         bound_pod(
             "kube-system",

@@ -21,8 +21,8 @@ use k8s_openapi::api::core::v1::{
     VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -32,12 +32,11 @@ use sha2::{Digest, Sha256};
 
 use super::KubernetesRuntimeConfig;
 use crate::runtime::{
-    LABEL_LEASE, LABEL_SERVICE, LeaseDeployment, Protocol, RuntimeError, ServiceDeployment, invalid,
+    LABEL_LEASE, LABEL_SERVICE, LeaseDeployment, Protocol, RuntimeError, RuntimeScope,
+    ServiceDeployment, invalid,
 };
 
-/// Label naming the provider (its 0x address) that owns a lease namespace, so that
-/// providers sharing a cluster never list or touch each other's leases.
-pub const LABEL_PROVIDER: &str = "io.leasehold.provider";
+pub use crate::runtime::LABEL_PROVIDER;
 /// The extended resource the NVIDIA device plugin advertises.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// The node label NVIDIA GPU feature discovery sets to the product name.
@@ -48,6 +47,11 @@ pub const GPU_MEMORY_LABEL: &str = "nvidia.com/gpu.memory";
 pub const QUOTA_NAME: &str = "lease-quota";
 pub const LIMIT_RANGE_NAME: &str = "lease-limits";
 pub const NETWORK_POLICY_NAME: &str = "lease-isolation";
+/// Always outside what lease pods may reach: link-local, where cloud metadata answers.
+pub const LINK_LOCAL_RANGE: &str = "169.254.0.0/16";
+/// What lease pods may not reach by default besides link-local: RFC 1918.
+pub const DEFAULT_EGRESS_BLOCKED_RANGES: [&str; 3] =
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
 /// Suffix of the NodePort Service carrying a service's global ports.
 pub const NODE_PORT_SUFFIX: &str = "-np";
 /// Pod Security Admission level enforced on lease namespaces whose pods may run as root.
@@ -115,11 +119,15 @@ pub fn gpu_products_for(models: &[String], field: &str) -> Result<Vec<String>, R
     Ok(products.into_iter().collect())
 }
 
-/// The namespace of a lease: `<prefix>-<16 hex digits of sha256("lease/<id>")>`.
-/// Hashed so that the name says nothing about the lease to other tenants reading DNS
-/// names, and stays short whatever the prefix.
-pub fn namespace_name(prefix: &str, lease_id: u64) -> String {
-    let digest = Sha256::digest(format!("lease/{lease_id}").as_bytes());
+/// The namespace of a lease: `<prefix>-<16 hex digits of
+/// sha256("<chain id>/<provider>/lease/<id>")>`. Namespaces are cluster-wide, so the
+/// chain and provider are in it: two providers (or one on two chains) sharing a cluster
+/// each get their own lease 1. Hashed so that the name says nothing about the lease to
+/// other tenants reading DNS names, and stays short whatever the prefix.
+pub fn namespace_name(prefix: &str, scope: &RuntimeScope, lease_id: u64) -> String {
+    let digest = Sha256::digest(
+        format!("{}/{}/lease/{lease_id}", scope.chain_id, scope.provider).as_bytes(),
+    );
     let short: String = digest
         .iter()
         .take(8)
@@ -174,9 +182,10 @@ pub fn lease_objects(
     config: &KubernetesRuntimeConfig,
 ) -> Result<LeaseObjects, RuntimeError> {
     deployment.validate()?;
-    let namespace = namespace_name(&config.namespace_prefix, deployment.lease_id);
+    let scope = config.scope();
+    let namespace = namespace_name(&config.namespace_prefix, &scope, deployment.lease_id);
     check_object_names(deployment)?;
-    let lease_labels = deployment.lease_labels();
+    let lease_labels = deployment.lease_labels(&scope);
     let meta = |name: &str| ObjectMeta {
         name: Some(name.to_owned()),
         namespace: Some(namespace.clone()),
@@ -281,7 +290,7 @@ pub fn lease_objects(
         namespace: namespace_object,
         resource_quota,
         limit_range,
-        network_policy: network_policy(deployment, meta(NETWORK_POLICY_NAME)),
+        network_policy: network_policy(deployment, meta(NETWORK_POLICY_NAME), config),
         services,
         deployments,
         stateful_sets,
@@ -346,8 +355,7 @@ fn namespace_object(
     config: &KubernetesRuntimeConfig,
     name: &str,
 ) -> Namespace {
-    let mut labels = deployment.lease_labels();
-    labels.insert(LABEL_PROVIDER.to_owned(), config.provider.clone());
+    let mut labels = deployment.lease_labels(&config.scope());
     let enforce = if config.run_as_non_root {
         PSA_RESTRICTED
     } else {
@@ -479,7 +487,7 @@ fn pod_template(
     service: &ServiceDeployment,
     config: &KubernetesRuntimeConfig,
 ) -> Result<PodTemplateSpec, RuntimeError> {
-    let mut labels = deployment.lease_labels();
+    let mut labels = deployment.lease_labels(&config.scope());
     labels.insert(LABEL_SERVICE.to_owned(), service.name.clone());
     let binds_low_port = service.expose.iter().any(|exposure| exposure.port < 1024);
     // Dropping every capability would stop a root process from binding port 80;
@@ -823,15 +831,18 @@ fn limits(
 
 /// Pods of the lease talk to each other freely; from anywhere else (other leases
 /// included) only the global ports answer, which the world reaches through NodePorts
-/// anyway. Egress is left to the provider's cluster-wide policy: blocking it here
-/// would break DNS differently on every CNI.
-fn network_policy(deployment: &LeaseDeployment, metadata: ObjectMeta) -> NetworkPolicy {
-    let same_lease = NetworkPolicyIngressRule {
-        from: Some(vec![NetworkPolicyPeer {
-            pod_selector: Some(LabelSelector::default()),
-            ..NetworkPolicyPeer::default()
-        }]),
-        ..NetworkPolicyIngressRule::default()
+/// anyway. Egress has the meaning the Docker runtime's rules have: the lease's own pods,
+/// the cluster DNS (kube-dns pods in kube-system, port 53), and every address outside
+/// the blocked ranges (RFC 1918 and link-local by default, where nodes, other leases'
+/// pods and cloud metadata services answer). Enforcement depends on the CNI.
+fn network_policy(
+    deployment: &LeaseDeployment,
+    metadata: ObjectMeta,
+    config: &KubernetesRuntimeConfig,
+) -> NetworkPolicy {
+    let same_lease = NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector::default()),
+        ..NetworkPolicyPeer::default()
     };
     let public_ports: BTreeSet<(u16, Protocol)> = deployment
         .services
@@ -840,7 +851,10 @@ fn network_policy(deployment: &LeaseDeployment, metadata: ObjectMeta) -> Network
         .filter(|exposure| exposure.global)
         .map(|exposure| (exposure.port, exposure.proto))
         .collect();
-    let mut ingress = vec![same_lease];
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: Some(vec![same_lease.clone()]),
+        ..NetworkPolicyIngressRule::default()
+    }];
     if !public_ports.is_empty() {
         ingress.push(NetworkPolicyIngressRule {
             from: None,
@@ -856,13 +870,63 @@ fn network_policy(deployment: &LeaseDeployment, metadata: ObjectMeta) -> Network
             ),
         });
     }
+    let cluster_dns = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                "kube-system".to_owned(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "k8s-app".to_owned(),
+                "kube-dns".to_owned(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let dns_ports = [Protocol::Udp, Protocol::Tcp]
+        .into_iter()
+        .map(|proto| NetworkPolicyPort {
+            port: Some(IntOrString::Int(53)),
+            protocol: Some(k8s_protocol(proto)),
+            ..NetworkPolicyPort::default()
+        })
+        .collect();
+    let mut except: Vec<String> = config.egress_blocked_ranges.clone();
+    if !except.iter().any(|range| range == LINK_LOCAL_RANGE) {
+        except.push(LINK_LOCAL_RANGE.to_owned());
+    }
+    let internet = NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: "0.0.0.0/0".to_owned(),
+            except: Some(except),
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let egress = vec![
+        NetworkPolicyEgressRule {
+            to: Some(vec![same_lease]),
+            ..NetworkPolicyEgressRule::default()
+        },
+        NetworkPolicyEgressRule {
+            to: Some(vec![cluster_dns]),
+            ports: Some(dns_ports),
+        },
+        NetworkPolicyEgressRule {
+            to: Some(vec![internet]),
+            ..NetworkPolicyEgressRule::default()
+        },
+    ];
     NetworkPolicy {
         metadata,
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector::default()),
-            policy_types: Some(vec!["Ingress".to_owned()]),
+            policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
             ingress: Some(ingress),
-            ..NetworkPolicySpec::default()
+            egress: Some(egress),
         }),
     }
 }
