@@ -35,7 +35,10 @@ contract Marketplace is ReentrancyGuardTransient {
     }
 
     /// @notice What the tenant asks for: the group's total resources across all replicas.
+    /// `groupName` is keccak256 of the SDL group's (placement's) name: the provider deploys
+    /// exactly the manifest group of that name, so sizes never decide which group runs.
     struct OrderSpec {
+        bytes32 groupName;
         Resources resources;
         uint32 gpuCount;
         uint16 replicas;
@@ -55,6 +58,7 @@ contract Marketplace is ReentrancyGuardTransient {
         uint256 maxPricePerHour;
         uint256 escrow;
         bytes32 manifestHash;
+        bytes32 groupName;
         bytes32 requirementsHash;
     }
 
@@ -79,7 +83,7 @@ contract Marketplace is ReentrancyGuardTransient {
         uint256 escrow;
     }
 
-    /// @dev Five slots; the last stays empty for orders without GPU-model or attribute lists.
+    /// @dev Six slots; the last stays empty for orders without GPU-model or attribute lists.
     /// The third packs everything a bid and a close touch, so each reads it once.
     struct Order {
         address tenant;
@@ -96,6 +100,7 @@ contract Marketplace is ReentrancyGuardTransient {
         uint88 maxPricePerHour;
         uint40 closedAt;
         bytes32 manifestHash;
+        bytes32 groupName;
         bytes32 requirementsHash;
     }
 
@@ -185,6 +190,7 @@ contract Marketplace is ReentrancyGuardTransient {
     error NotTenant(address caller);
     error NotProvider(address caller);
     error ZeroResources();
+    error ZeroGroupName();
     error ResourcesOutOfRange(uint256 max);
     error GpuCountOutOfRange(uint256 gpuCount, uint256 max);
     error ReplicasOutOfRange(uint256 replicas, uint256 max);
@@ -230,6 +236,7 @@ contract Marketplace is ReentrancyGuardTransient {
         uint64 bidWindow
     ) external nonReentrant returns (uint256 orderId) {
         if (address(token) == address(0)) revert ZeroAddress();
+        if (spec.groupName == bytes32(0)) revert ZeroGroupName();
         if (spec.resources.cpuMilli == 0 || spec.resources.memoryMiB == 0) revert ZeroResources();
         if (
             spec.resources.cpuMilli > MAX_RESOURCE_PER_ORDER || spec.resources.memoryMiB > MAX_RESOURCE_PER_ORDER
@@ -267,6 +274,7 @@ contract Marketplace is ReentrancyGuardTransient {
         order.status = OrderStatus.Open;
         order.bidWindowEnd = uint40(bidWindowEnd);
         order.manifestHash = manifestHash;
+        order.groupName = spec.groupName;
         bytes32 reqHash = requirementsHash(spec.allowedGpuModels, spec.requiredAttributes);
         if (reqHash != bytes32(0)) order.requirementsHash = reqHash;
 
@@ -463,6 +471,7 @@ contract Marketplace is ReentrancyGuardTransient {
         info.maxPricePerHour = order.maxPricePerHour;
         info.escrow = order.escrow;
         info.manifestHash = order.manifestHash;
+        info.groupName = order.groupName;
         info.requirementsHash = order.requirementsHash;
     }
 

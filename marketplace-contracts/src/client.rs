@@ -408,6 +408,7 @@ impl MarketplaceClient {
             max_price_per_hour: view.maxPricePerHour,
             escrow: view.escrow,
             manifest_hash: view.manifestHash,
+            group_name: view.groupName,
             requirements_hash: view.requirementsHash,
         })
     }

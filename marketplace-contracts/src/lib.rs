@@ -34,5 +34,5 @@ pub use follower::{
     Backoff, BackoffPolicy, Follower, FollowerConfig, FollowerError, FollowerStats, LogHandler,
     LogSource, RpcLogSource, SourceError, Step,
 };
-pub use order::{OrderEncodingError, chain_key, order_spec_for_group};
+pub use order::{OrderEncodingError, chain_key, group_name_key, order_spec_for_group};
 pub use types::*;

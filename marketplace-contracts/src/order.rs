@@ -1,7 +1,7 @@
 //! How an SDL group becomes an on-chain order. Tenants post this encoding and
 //! providers rebuild it to match a manifest against its order, so it lives in one
-//! place: totals with memory and storage rounded up to MiB, GPU models and
-//! attributes as keccak256 of their canonical strings.
+//! place: the group's name, GPU models and attributes as keccak256 of their
+//! canonical strings, totals with memory and storage rounded up to MiB.
 
 use alloy::primitives::{B256, keccak256};
 use leasehold_manifests::Group;
@@ -14,6 +14,12 @@ const MIB: u64 = 1024 * 1024;
 /// GPU model (`nvidia/a100/80Gi/sxm`).
 pub fn chain_key(text: &str) -> B256 {
     keccak256(text.as_bytes())
+}
+
+/// The on-chain `groupName` of an SDL group (placement) name: the provider deploys the
+/// manifest group whose name hashes to the order's.
+pub fn group_name_key(name: &str) -> B256 {
+    chain_key(name)
 }
 
 /// A group whose totals do not fit the order's fields.
@@ -40,6 +46,7 @@ pub fn order_spec_for_group(group: &Group) -> Result<OrderSpec, OrderEncodingErr
     models.sort();
     models.dedup();
     Ok(OrderSpec {
+        group_name: group_name_key(&group.name),
         resources: Resources {
             cpu_milli: totals.cpu_millis,
             memory_mib: totals.memory_bytes.div_ceil(MIB),

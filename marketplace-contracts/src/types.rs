@@ -87,6 +87,8 @@ pub struct OrderRequirements {
 /// A group's total resources and constraints.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderSpec {
+    /// keccak256 of the SDL group's (placement's) name: the manifest group the provider runs.
+    pub group_name: B256,
     pub resources: Resources,
     pub gpu_count: u32,
     pub replicas: u16,
@@ -96,6 +98,7 @@ pub struct OrderSpec {
 impl From<OrderSpec> for Marketplace::OrderSpec {
     fn from(spec: OrderSpec) -> Self {
         Self {
+            groupName: spec.group_name,
             resources: spec.resources.into(),
             gpuCount: spec.gpu_count,
             replicas: spec.replicas,
@@ -108,6 +111,7 @@ impl From<OrderSpec> for Marketplace::OrderSpec {
 impl From<Marketplace::OrderSpec> for OrderSpec {
     fn from(spec: Marketplace::OrderSpec) -> Self {
         Self {
+            group_name: spec.groupName,
             resources: spec.resources.into(),
             gpu_count: spec.gpuCount,
             replicas: spec.replicas,
@@ -206,6 +210,8 @@ pub struct OrderInfo {
     pub max_price_per_hour: U256,
     pub escrow: U256,
     pub manifest_hash: B256,
+    /// keccak256 of the SDL group's name (see [`OrderSpec::group_name`]).
+    pub group_name: B256,
     pub requirements_hash: B256,
 }
 
@@ -393,6 +399,7 @@ mod tests {
     #[test]
     fn order_spec_round_trips_through_the_binding() {
         let spec = OrderSpec {
+            group_name: B256::repeat_byte(3),
             resources: Resources {
                 cpu_milli: 500,
                 memory_mib: 256,

@@ -22,6 +22,9 @@ contract GasBenchmarks is Fixture {
     uint256 internal constant PLACE_BID_GPU_CEILING = 97_000;
     uint256 internal constant CLOSE_CEILING = 89_000;
     uint256 internal constant SETTLE_WORST_CEILING = 185_000;
+    // An order stores the keccak256 of its group's name (one more fresh slot, 22.1k) so the
+    // provider deploys exactly that group; a GPU order also stores its requirements hash.
+    uint256 internal constant CREATE_ORDER_GPU_CEILING = 200_000;
 
     Marketplace.OrderSpec internal gpuSpec;
     Marketplace.OrderSpec internal cpuSpec;
@@ -63,7 +66,7 @@ contract GasBenchmarks is Fixture {
     function test_gas_createOrder_gpuWithAttribute() public {
         vm.prank(tenant);
         market.createOrder(IERC20(address(token)), gpuSpec, MANIFEST, PRICE, DEPOSIT, WINDOW);
-        _record("createOrder_gpu_1model_1attribute", CREATE_ORDER_TARGET);
+        _record("createOrder_gpu_1model_1attribute", CREATE_ORDER_GPU_CEILING);
     }
 
     function test_gas_placeBid_cpu() public {

@@ -42,6 +42,7 @@ contract MarketplaceOrderTest is Fixture {
         assertEq(o.maxPricePerHour, PRICE, "price");
         assertEq(o.escrow, DEPOSIT, "escrow");
         assertEq(o.manifestHash, MANIFEST, "manifest");
+        assertEq(o.groupName, GROUP, "group name");
         assertEq(o.requirementsHash, keccak256(abi.encode(_list(A100, H100), _list(EU))), "requirements");
         assertEq(market.requirementsHash(_none(), _none()), bytes32(0), "empty requirements hash");
     }
@@ -53,6 +54,11 @@ contract MarketplaceOrderTest is Fixture {
 
         vm.expectRevert(Marketplace.ZeroAddress.selector);
         market.createOrder(IERC20(address(0)), ok, MANIFEST, PRICE, DEPOSIT, WINDOW);
+
+        Marketplace.OrderSpec memory unnamed = _cpuSpec(1000, 1024, 0);
+        unnamed.groupName = bytes32(0);
+        vm.expectRevert(Marketplace.ZeroGroupName.selector);
+        market.createOrder(t, unnamed, MANIFEST, PRICE, DEPOSIT, WINDOW);
 
         vm.expectRevert(Marketplace.ZeroResources.selector);
         market.createOrder(t, _cpuSpec(0, 1024, 0), MANIFEST, PRICE, DEPOSIT, WINDOW);
@@ -101,6 +107,19 @@ contract MarketplaceOrderTest is Fixture {
         market.createOrder(t, ok, MANIFEST, PRICE, DEPOSIT, 7 days + 1);
         vm.stopPrank();
         assertEq(market.nextOrderId(), 1, "nothing created");
+    }
+
+    /// @dev Each order keeps the group name it was posted with, so two equal-sized groups of one
+    /// deployment stay distinguishable on chain.
+    function testFuzz_createOrder_storesItsGroupName(bytes32 first, bytes32 second) public {
+        vm.assume(first != bytes32(0) && second != bytes32(0));
+        Marketplace.OrderSpec memory spec = _cpuSpec(1000, 1024, 0);
+        spec.groupName = first;
+        uint256 a = _order(spec);
+        spec.groupName = second;
+        uint256 b = _order(spec);
+        assertEq(market.getOrder(a).groupName, first, "first order's group");
+        assertEq(market.getOrder(b).groupName, second, "second order's group");
     }
 
     function test_createOrder_rejectsFeeOnTransferToken() public {

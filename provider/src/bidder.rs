@@ -494,6 +494,7 @@ mod tests {
             tenant: Default::default(),
             token: Default::default(),
             spec: OrderSpec {
+                group_name: B256::repeat_byte(9),
                 resources: leasehold_contracts::Resources {
                     cpu_milli: cpu,
                     memory_mib: 100,

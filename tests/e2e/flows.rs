@@ -181,6 +181,39 @@ fn close_refunds_the_tenant_and_removes_the_containers() {
     assert_eq!(again.code, Some(1), "second close: {again:?}");
 }
 
+/// Regression (issue #10): with two equal-sized placements, both leases used to run the
+/// first group's service. Each order now names its group, and each lease answers as its own.
+#[test]
+fn each_group_of_a_two_group_deployment_runs_its_own_service() {
+    let scenario = Scenario::with_provider(PRICE_A);
+    let two_groups = leasehold_e2e::repo_root().join("manifests/examples/two-groups.yaml");
+    let (document, _) = deploy_ok(&scenario, &two_groups, QUICK_DEPLOY);
+    let groups = document["groups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no groups in {document}"));
+    assert_eq!(groups.len(), 2, "{document}");
+    let mut answers = Vec::new();
+    for group in groups {
+        let name = group["group"].as_str().unwrap_or_default();
+        let uri = group
+            .pointer("/uris/0")
+            .and_then(|uri| uri.as_str())
+            .unwrap_or_else(|| panic!("group {name} has no URI: {document}"));
+        let response = wait_for_200(uri);
+        answers.push((name.to_owned(), response.body.trim().to_owned()));
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        vec![
+            ("alpha".to_owned(), "this is web-a".to_owned()),
+            ("beta".to_owned(), "this is web-b".to_owned()),
+        ],
+        "each lease must run its own group's service\n{}",
+        scenario.provider_logs()
+    );
+}
+
 const TICKER: &str = r#"
 version: "2.0"
 services:

@@ -314,6 +314,7 @@ contract MarketHandler {
         pure
         returns (Marketplace.OrderSpec memory spec)
     {
+        spec.groupName = keccak256(abi.encode("group", attributeSeed));
         spec.resources = Resources(
             uint64(bound(resourceSeed, 100, 6000)),
             uint64(bound(resourceSeed >> 64, 128, 24_576)),

@@ -29,6 +29,7 @@ abstract contract Fixture is Test {
     bytes32 internal constant US = keccak256("region=us-east");
     bytes32 internal constant TIER = keccak256("tier=community");
     bytes32 internal constant MANIFEST = keccak256("manifest");
+    bytes32 internal constant GROUP = keccak256("dcloud");
 
     address internal tenant = address(0x7E1A);
     address internal tenant2 = address(0x7E1B);
@@ -84,6 +85,7 @@ abstract contract Fixture is Test {
     }
 
     function _cpuSpec(uint64 cpu, uint64 mem, uint64 disk) internal pure returns (Marketplace.OrderSpec memory s) {
+        s.groupName = GROUP;
         s.resources = Resources(cpu, mem, disk);
         s.replicas = 1;
     }
@@ -93,6 +95,7 @@ abstract contract Fixture is Test {
         pure
         returns (Marketplace.OrderSpec memory s)
     {
+        s.groupName = GROUP;
         s.resources = Resources(4000, 16384, 10240);
         s.gpuCount = gpuCount;
         s.replicas = 1;

@@ -621,6 +621,7 @@ async fn twenty_concurrent_gpu_orders_never_exceed_four_gpus() {
         register(&devnet, &config).await;
         let handle = start(&devnet, &config).await;
         let spec = OrderSpec {
+            group_name: leasehold_contracts::group_name_key("gpu"),
             resources: Resources {
                 cpu_milli: 100,
                 memory_mib: 64,

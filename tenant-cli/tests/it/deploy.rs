@@ -369,6 +369,7 @@ async fn past_lease(devnet: &Devnet, provider: usize, reason: leasehold_contract
         .create_order(&NewOrder {
             token: devnet.deployment.token,
             spec: OrderSpec {
+                group_name: leasehold_contracts::group_name_key("history"),
                 resources: Resources {
                     cpu_milli: 100,
                     memory_mib: 64,
