@@ -27,7 +27,8 @@ pub mod types;
 pub use client::{MarketplaceClient, signing_provider};
 pub use cursor::{CursorError, CursorStore, FileCursorStore, MemoryCursorStore};
 pub use deploy::{
-    DeployParams, Deployment, DeploymentFileError, FAUCET_CAP, deploy_all, fund_with_faucet,
+    DeployParams, Deployment, DeploymentFileError, FAUCET_CAP, GAS_MARGIN_FLOOR,
+    GAS_MARGIN_PERCENT, deploy_all, fund_with_faucet, gas_limit_with_margin,
 };
 pub use error::{ClientError, RevertReason};
 pub use follower::{

@@ -59,7 +59,8 @@ async fn full_provider_is_skipped_by_settle_and_rejected_by_accept_bid() {
         assert_eq!(
             err.to_string(),
             format!(
-                "acceptBid reverted: ProviderLacksCapacity(provider: {})",
+                "acceptBid reverted: ProviderLacksCapacity(provider: {}); the provider has no \
+                 room left for this order; pick another bid",
                 small.sender().to_checksum(None)
             )
         );

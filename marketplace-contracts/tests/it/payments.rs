@@ -150,3 +150,48 @@ async fn anyone_closes_an_insolvent_lease_which_releases_capacity() {
     })
     .await;
 }
+
+/// Regression (issue #10): `closeLease` pays the provider only once something has accrued, so
+/// a close estimated in the lease's first block (nothing accrued) and mined in the next (one
+/// second accrued) needs more gas than the estimate; sent with no margin it ran out of gas.
+#[tokio::test]
+async fn closing_a_lease_in_the_block_after_it_starts_succeeds() {
+    within(async {
+        let devnet = Devnet::start(Some(1)).await;
+        let tenant = devnet.client(TENANT);
+        let provider = devnet.client(PROVIDER_A);
+        let amount = resources(2_000, 2_048, 0);
+        provider
+            .register_provider(&profile("https://p.example", amount))
+            .await
+            .unwrap();
+        // A provider holding no tokens yet makes the first payment the costliest one.
+        let holdings = devnet.balance(provider.sender()).await;
+        if !holdings.is_zero() {
+            let erc20 = leasehold_contracts::bindings::TestToken::new(
+                devnet.deployment.token,
+                provider.provider().clone(),
+            );
+            erc20
+                .transfer(devnet.address(STRANGER).unwrap(), holdings)
+                .send()
+                .await
+                .unwrap()
+                .get_receipt()
+                .await
+                .unwrap();
+        }
+        for _ in 0..3 {
+            let lease = lease_order(&devnet, &tenant, &provider, amount).await;
+            let settlement = tenant
+                .close_lease(lease.lease_id, CloseReason::TenantRequest)
+                .await
+                .unwrap_or_else(|error| panic!("closing lease {}: {error}", lease.lease_id));
+            assert_eq!(
+                settlement.paid_to_provider + settlement.refunded_to_tenant,
+                U256::from(DEPOSIT)
+            );
+        }
+    })
+    .await;
+}
