@@ -7,6 +7,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 import {Resources} from "./Types.sol";
 import {TokenTransfers} from "./TokenTransfers.sol";
 import {ProviderRegistry} from "./ProviderRegistry.sol";
+import {GpuBid, GpuModels} from "./GpuModels.sol";
 
 /// @title Marketplace
 /// @notice Orders with escrow, bids, leases and per-second payment streaming.
@@ -313,15 +314,17 @@ contract Marketplace is ReentrancyGuardTransient {
     // ---------------------------------------------------------------- bids
 
     /// @notice Bids on an open order. The caller must be an active provider holding every
-    /// required attribute and, for GPU orders, offering `gpuModel` (which must be in the allowed
-    /// list unless that list is empty). CPU-only orders take `gpuModel = 0`.
+    /// required attribute and, for GPU orders, offering `gpuCount` GPUs of the concrete model
+    /// `gpu.model` names. Unless the order allows any model, that model must match the entry
+    /// `gpu.patternIndex` of the allowed list with the parts `gpu.wildcards` selects replaced by
+    /// `*` (see `GpuModels`). CPU-only orders take an all-empty `gpu`.
     /// @param allowedGpuModels The order's list, re-supplied from `OrderCreated`.
     /// @param requiredAttributes The order's list, re-supplied from `OrderCreated`.
     /// @return bidId Index of the bid within the order (0..MAX_BIDS-1).
     function placeBid(
         uint256 orderId,
         uint256 pricePerHour,
-        bytes32 gpuModel,
+        GpuBid calldata gpu,
         bytes32[] calldata allowedGpuModels,
         bytes32[] calldata requiredAttributes
     ) external returns (uint256 bidId) {
@@ -335,11 +338,7 @@ contract Marketplace is ReentrancyGuardTransient {
         if (_bidGpuModel[orderId][msg.sender] != bytes32(0)) revert AlreadyBid(orderId, msg.sender);
 
         uint32 gpuCount = order.gpuCount;
-        if (gpuCount == 0) {
-            if (gpuModel != bytes32(0)) revert GpuModelNotAllowed(gpuModel);
-        } else if (gpuModel == bytes32(0) || gpuModel == NO_GPU_MODEL || !_contains(allowedGpuModels, gpuModel)) {
-            revert GpuModelNotAllowed(gpuModel);
-        }
+        bytes32 gpuModel = _bidGpuKey(gpu, gpuCount, allowedGpuModels);
         _requireEligible(msg.sender, requiredAttributes, _resourcesOf(order), gpuModel, gpuCount);
 
         order.bidCount = uint8(bidId + 1);
@@ -555,12 +554,26 @@ contract Marketplace is ReentrancyGuardTransient {
         return stored == NO_GPU_MODEL ? bytes32(0) : stored;
     }
 
-    function _contains(bytes32[] calldata list, bytes32 key) private pure returns (bool) {
-        if (list.length == 0) return true;
-        for (uint256 i = 0; i < list.length; ++i) {
-            if (list[i] == key) return true;
+    /// @dev The concrete model key a bid names (zero for CPU-only orders), after checking that it
+    /// matches the allowed entry the bid points at. Whether the provider offers it is the registry's.
+    function _bidGpuKey(GpuBid calldata gpu, uint32 gpuCount, bytes32[] calldata allowedGpuModels)
+        private
+        pure
+        returns (bytes32 gpuModel)
+    {
+        if (gpuCount == 0) {
+            if (!GpuModels.isEmpty(gpu.model)) revert GpuModelNotAllowed(GpuModels.key(gpu.model));
+            return bytes32(0);
         }
-        return false;
+        GpuModels.requireConcrete(gpu.model);
+        gpuModel = GpuModels.key(gpu.model);
+        if (allowedGpuModels.length == 0) return gpuModel;
+        uint256 index = gpu.patternIndex;
+        uint8 wildcards = gpu.wildcards;
+        if (
+            index >= allowedGpuModels.length || wildcards > GpuModels.ALL_WILDCARDS
+                || allowedGpuModels[index] != GpuModels.patternKey(gpu.model, wildcards)
+        ) revert GpuModelNotAllowed(gpuModel);
     }
 
     function _requireEligible(

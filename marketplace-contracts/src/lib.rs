@@ -35,5 +35,8 @@ pub use follower::{
     Backoff, BackoffPolicy, Follower, FollowerConfig, FollowerError, FollowerStats, LogHandler,
     LogSource, RpcLogSource, SourceError, Step,
 };
-pub use order::{OrderEncodingError, chain_key, group_name_key, order_spec_for_group};
+pub use order::{
+    GPU_WILDCARD_MASKS, NotAConcreteModel, OrderEncodingError, chain_key, concrete_parts, gpu_bid,
+    group_name_key, order_spec_for_group,
+};
 pub use types::*;

@@ -6,7 +6,7 @@
 use alloy::primitives::{B256, keccak256};
 use leasehold_manifests::Group;
 
-use crate::types::{OrderRequirements, OrderSpec, Resources};
+use crate::types::{GpuBid, OrderRequirements, OrderSpec, Resources};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -20,6 +20,72 @@ pub fn chain_key(text: &str) -> B256 {
 /// manifest group whose name hashes to the order's.
 pub fn group_name_key(name: &str) -> B256 {
     chain_key(name)
+}
+
+/// The parts of a canonical GPU model string, `*` included: `nvidia/a100/*/*`.
+const GPU_MODEL_PARTS: usize = 4;
+
+/// How many wildcard combinations a concrete model has (each part kept or replaced by `*`).
+pub const GPU_WILDCARD_MASKS: u8 = 1 << GPU_MODEL_PARTS;
+
+/// The string a concrete model becomes with the parts in `wildcards` (bit 0 vendor, 1 model,
+/// 2 RAM, 3 interface) replaced by `*`.
+fn masked(parts: &[&str; GPU_MODEL_PARTS], wildcards: u8) -> String {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| {
+            if wildcards & (1 << index) != 0 {
+                "*"
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A concrete model string that is not four non-empty parts without `*` or `/`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("GPU model `{0}` is not a concrete vendor/model/ram/interface key")]
+pub struct NotAConcreteModel(pub String);
+
+/// The four parts of a concrete model string, which the contract also requires: non-empty,
+/// not `*`, no `/` inside (the split guarantees it).
+pub fn concrete_parts(concrete: &str) -> Result<[&str; GPU_MODEL_PARTS], NotAConcreteModel> {
+    let split: Vec<&str> = concrete.split('/').collect();
+    let parts: [&str; GPU_MODEL_PARTS] = split
+        .try_into()
+        .map_err(|_| NotAConcreteModel(concrete.to_owned()))?;
+    if parts.iter().any(|part| part.is_empty() || *part == "*") {
+        return Err(NotAConcreteModel(concrete.to_owned()));
+    }
+    Ok(parts)
+}
+
+/// What `placeBid` needs to prove that `concrete` (a canonical model the provider registered,
+/// `nvidia/a100/80Gi/sxm`) is allowed by an order's list: the entry it matches and the
+/// wildcard mask that turns it into that entry. The rule (CONTRACTS.md, "GPU models and
+/// patterns"; vectors in `test/vectors/gpu_patterns.json`) is the contract's: a model matches an
+/// entry when replacing some of its parts by `*` gives the entry's string. `Ok(None)`: no entry
+/// matches. An empty list allows any model.
+pub fn gpu_bid(concrete: &str, allowed: &[B256]) -> Result<Option<GpuBid>, NotAConcreteModel> {
+    let parts = concrete_parts(concrete)?;
+    let bid = |pattern_index: usize, wildcards: u8| GpuBid {
+        parts: parts.map(str::to_owned),
+        pattern_index: u8::try_from(pattern_index).unwrap_or(u8::MAX),
+        wildcards,
+    };
+    if allowed.is_empty() {
+        return Ok(Some(bid(0, 0)));
+    }
+    Ok((0..GPU_WILDCARD_MASKS).find_map(|wildcards| {
+        let key = chain_key(&masked(&parts, wildcards));
+        allowed
+            .iter()
+            .position(|entry| *entry == key)
+            .map(|index| bid(index, wildcards))
+    }))
 }
 
 /// A group whose totals do not fit the order's fields.
@@ -64,4 +130,63 @@ pub fn order_spec_for_group(group: &Group) -> Result<OrderSpec, OrderEncodingErr
                 .collect(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cases of `test/vectors/gpu_patterns.json`, which the Foundry tests also run.
+    #[derive(serde::Deserialize)]
+    struct Vectors {
+        cases: Vec<Case>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Case {
+        pattern: String,
+        model: [String; 4],
+        matches: bool,
+    }
+
+    fn vectors() -> Vectors {
+        serde_json::from_str(include_str!("../test/vectors/gpu_patterns.json")).unwrap()
+    }
+
+    #[test]
+    fn the_shared_vectors_hold_for_the_bid_proof() {
+        let vectors = vectors();
+        assert!(vectors.cases.len() > 60);
+        for case in &vectors.cases {
+            let concrete = case.model.join("/");
+            let allowed = [chain_key("nvidia/other/1Gi/x"), chain_key(&case.pattern)];
+            let bid = gpu_bid(&concrete, &allowed).unwrap();
+            assert_eq!(
+                bid.is_some(),
+                case.matches,
+                "{} vs {concrete}",
+                case.pattern
+            );
+            if let Some(bid) = bid {
+                assert_eq!(bid.pattern_index, 1);
+                let parts: Vec<&str> = bid.parts.iter().map(String::as_str).collect();
+                let parts: [&str; 4] = parts.try_into().unwrap();
+                assert_eq!(masked(&parts, bid.wildcards), case.pattern);
+            }
+        }
+    }
+
+    #[test]
+    fn any_model_list_and_bad_models() {
+        let bid = gpu_bid("nvidia/a100/80Gi/sxm", &[]).unwrap().unwrap();
+        assert_eq!((bid.pattern_index, bid.wildcards), (0, 0));
+        for bad in [
+            "nvidia/a100",
+            "nvidia/*/80Gi/sxm",
+            "nvidia//80Gi/sxm",
+            "a/b/c/d/e",
+        ] {
+            assert!(gpu_bid(bad, &[]).is_err(), "{bad}");
+        }
+    }
 }

@@ -123,6 +123,34 @@ impl From<Marketplace::OrderSpec> for OrderSpec {
     }
 }
 
+/// A bid's GPU model for `placeBid`: the concrete model's four parts and which allowed entry it
+/// matches with which parts replaced by `*` (built by [`crate::order::gpu_bid`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuBid {
+    /// vendor, model, RAM, interface: `["nvidia", "a100", "80Gi", "sxm"]`.
+    pub parts: [String; 4],
+    pub pattern_index: u8,
+    pub wildcards: u8,
+}
+
+impl From<Option<GpuBid>> for Marketplace::GpuBid {
+    /// `None` (a CPU-only order) is the all-empty value the contract expects.
+    fn from(bid: Option<GpuBid>) -> Self {
+        let bid = bid.unwrap_or_default();
+        let [vendor, model, ram, iface] = bid.parts;
+        Self {
+            model: Marketplace::GpuModelParts {
+                vendor,
+                model,
+                ram,
+                iface,
+            },
+            patternIndex: bid.pattern_index,
+            wildcards: bid.wildcards,
+        }
+    }
+}
+
 /// Parameters of `createOrder`. Prices are token base units per hour.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewOrder {

@@ -9,6 +9,8 @@ import {ProviderRegistry} from "../src/ProviderRegistry.sol";
 import {Marketplace} from "../src/Marketplace.sol";
 import {TokenTransfers} from "../src/TokenTransfers.sol";
 import {Resources} from "../src/Types.sol";
+import {GpuModels} from "../src/GpuModels.sol";
+import {gpuBidFor} from "./utils/GpuBids.sol";
 import {FeeOnTransferToken, ReentrantToken} from "./mocks/MockTokens.sol";
 
 contract MarketplaceOrderTest is Fixture {
@@ -273,10 +275,10 @@ contract MarketplaceBidTest is Fixture {
         bytes32 supplied = keccak256(abi.encode(_list(A100), _list(US)));
         vm.prank(p1);
         vm.expectRevert(abi.encodeWithSelector(Marketplace.RequirementsMismatch.selector, expected, supplied));
-        market.placeBid(gpuOrder, 1, A100, _list(A100), _list(US));
+        market.placeBid(gpuOrder, 1, gpuBidFor(A100, _list(A100)), _list(A100), _list(US));
         vm.prank(p1);
         vm.expectRevert(abi.encodeWithSelector(Marketplace.RequirementsMismatch.selector, expected, bytes32(0)));
-        market.placeBid(gpuOrder, 1, A100, _none(), _none());
+        market.placeBid(gpuOrder, 1, gpuBidFor(A100, _none()), _none(), _none());
     }
 
     function test_placeBid_oneBidPerProvider() public {
@@ -310,12 +312,10 @@ contract MarketplaceBidTest is Fixture {
         vm.expectRevert(abi.encodeWithSelector(Marketplace.GpuModelNotAllowed.selector, A100));
         _bid(p1, cpuOrder, cpu, 1, A100);
 
-        vm.expectRevert(abi.encodeWithSelector(Marketplace.GpuModelNotAllowed.selector, bytes32(0)));
+        vm.expectRevert(abi.encodeWithSelector(GpuModels.InvalidGpuModelPart.selector, 0));
         _bid(p1, gpuOrder, gpuSpec, 1, bytes32(0));
         vm.expectRevert(abi.encodeWithSelector(Marketplace.GpuModelNotAllowed.selector, H100));
         _bid(p1, gpuOrder, gpuSpec, 1, H100);
-        vm.expectRevert(abi.encodeWithSelector(Marketplace.GpuModelNotAllowed.selector, bytes32(uint256(1))));
-        _bid(p1, gpuOrder, gpuSpec, 1, bytes32(uint256(1)));
     }
 
     function test_placeBid_revertsOnIneligibleProvider() public {

@@ -169,7 +169,14 @@ impl Core {
         let mut candidates: Vec<(u128, OfferedGpu)> = self
             .gpus
             .iter()
-            .filter(|gpu| allowed.is_empty() || allowed.contains(&gpu.chain_key))
+            // The contract's rule: the offered model, with some parts replaced by `*`, is
+            // one of the order's entries.
+            .filter(|gpu| {
+                matches!(
+                    leasehold_contracts::gpu_bid(&gpu.chain_name, allowed),
+                    Ok(Some(_))
+                )
+            })
             .map(|gpu| {
                 (
                     self.rates.gpu.rate(&gpu.key).unwrap_or(u128::MAX),
@@ -287,11 +294,6 @@ impl Core {
                 return Ok(());
             }
         };
-        let gpu_model = holding
-            .gpu_model
-            .as_deref()
-            .map(crate::deployment::gpu_model_key)
-            .unwrap_or(B256::ZERO);
         self.persist_holding(order_id, &holding, None, expires_at)
             .await?;
         if let Some(bid) = existing_bid {
@@ -301,7 +303,12 @@ impl Core {
         }
         match self
             .chain
-            .place_bid(order_id, price, gpu_model, &order.spec.requirements)
+            .place_bid(
+                order_id,
+                price,
+                holding.gpu_model.as_deref(),
+                &order.spec.requirements,
+            )
             .await
         {
             Ok(bid_id) => {

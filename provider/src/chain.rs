@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::{Address, U256};
 use alloy::signers::local::{LocalSignerError, PrivateKeySigner};
 use eth_keystore::KeystoreError;
 use leasehold_contracts::{
@@ -220,7 +220,7 @@ impl Chain {
         &self,
         order_id: u64,
         price: U256,
-        gpu_model: B256,
+        gpu_model: Option<&str>,
         requirements: &OrderRequirements,
     ) -> Result<u64, ClientError> {
         let _turn = self.lane.lock().await;

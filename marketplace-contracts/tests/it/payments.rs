@@ -1,7 +1,7 @@
 //! Per-second accrual over warped time, withdrawals capped at the escrow, and insolvency closes
 //! that anyone may perform and that release the provider's capacity.
 
-use alloy::primitives::{B256, U256};
+use alloy::primitives::U256;
 use leasehold_contracts::{CloseReason, LeaseStarted, MarketplaceClient, OrderStatus, Resources};
 
 use crate::support::*;
@@ -27,7 +27,7 @@ async fn lease_order(
         .place_bid(
             order.order_id,
             U256::from(PRICE_PER_HOUR),
-            B256::ZERO,
+            None,
             &order.spec.requirements,
         )
         .await

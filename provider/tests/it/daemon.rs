@@ -1067,7 +1067,7 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
             .spec
             .requirements;
         let rival_bid = rival
-            .place_bid(lost.order_id, U256::from(TOKEN), B256::ZERO, &requirements)
+            .place_bid(lost.order_id, U256::from(TOKEN), None, &requirements)
             .await
             .expect("rival bids");
         tenant

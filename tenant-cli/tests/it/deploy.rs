@@ -26,7 +26,7 @@ async fn bid_when_posted(devnet: &Devnet, order_id: u64, bids: &[(usize, u64)]) 
             .place_bid(
                 order_id,
                 U256::from(*price),
-                alloy::primitives::B256::ZERO,
+                None,
                 &posted.spec.requirements,
             )
             .await
@@ -407,7 +407,7 @@ async fn past_lease(devnet: &Devnet, provider: usize, reason: leasehold_contract
         .place_bid(
             posted.order_id,
             U256::from(100),
-            alloy::primitives::B256::ZERO,
+            None,
             &posted.spec.requirements,
         )
         .await

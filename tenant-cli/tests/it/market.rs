@@ -36,7 +36,7 @@ async fn give_b_a_price_history(devnet: &Devnet) {
         .place_bid(
             posted.order_id,
             U256::from(50_000),
-            B256::ZERO,
+            None,
             &posted.spec.requirements,
         )
         .await
