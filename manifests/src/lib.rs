@@ -21,7 +21,9 @@ mod units;
 mod yaml;
 
 pub use error::{ManifestError, ManifestErrors, TotalsError};
-pub use gpu::{GpuKeyError, GpuModelKey, WILDCARD};
+pub use gpu::{
+    GpuAliasError, GpuKeyError, GpuModelKey, ResolvedModel, WILDCARD, known_models, resolve_model,
+};
 pub use model::{
     Attribute, Credentials, Endpoint, EndpointKind, Expose, Gpu, Group, HttpOptions, Manifest,
     ManifestGroup, Price, Protocol, Requirements, ResourceUnit, Resources, Service, ServiceParams,

@@ -176,6 +176,43 @@ mod tests {
         }
     }
 
+    /// The GPU examples (modelled on real Akash files) each find a provider: a concrete model
+    /// a provider could register proves a match against the order's encoded patterns, and a
+    /// model of the wrong size or name does not.
+    #[test]
+    fn gpu_examples_are_matched_by_the_models_they_ask_for() {
+        let cases = [
+            (
+                include_str!("../../manifests/examples/gpu-inference.yaml"),
+                "nvidia/h100/80Gi/sxm",
+                "nvidia/h100/80Gi/pcie",
+            ),
+            (
+                include_str!("../../manifests/examples/vllm.yaml"),
+                "nvidia/a100/80Gi/sxm",
+                "nvidia/a100/40Gi/sxm",
+            ),
+            (
+                include_str!("../../manifests/examples/ollama.yaml"),
+                "nvidia/t4/16Gi/pcie",
+                "amd/mi300x/192Gi/oam",
+            ),
+            (
+                include_str!("../../manifests/examples/stable-diffusion.yaml"),
+                "nvidia/rtx4090/24Gi/pcie",
+                "nvidia/rtx3090/24Gi/pcie",
+            ),
+        ];
+        for (yaml, fits, does_not) in cases {
+            let sdl = leasehold_manifests::parse(yaml).unwrap();
+            let spec = order_spec_for_group(&sdl.groups()[0]).unwrap();
+            let allowed = &spec.requirements.allowed_gpu_models;
+            assert!(!allowed.is_empty(), "{fits}: the order lists its pattern");
+            assert!(gpu_bid(fits, allowed).unwrap().is_some(), "{fits}");
+            assert!(gpu_bid(does_not, allowed).unwrap().is_none(), "{does_not}");
+        }
+    }
+
     #[test]
     fn any_model_list_and_bad_models() {
         let bid = gpu_bid("nvidia/a100/80Gi/sxm", &[]).unwrap().unwrap();

@@ -128,7 +128,9 @@ pub fn deployment_from_config(
 pub fn provider_profile(config: &Config, hardware: &Hardware) -> ProviderProfile {
     let mut gpus: BTreeMap<String, u32> = BTreeMap::new();
     for gpu in &hardware.gpus {
-        let count = gpus.entry(gpu.model_key.clone()).or_insert(0);
+        let count = gpus
+            .entry(crate::deployment::canonical_gpu_model(&gpu.model_key))
+            .or_insert(0);
         *count = count.saturating_add(1);
     }
     ProviderProfile {
