@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
+use alloy::rpc::types::BlockId;
 use alloy::rpc::types::TransactionReceipt;
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -119,7 +120,9 @@ where
     P: Provider,
     D: alloy::contract::CallDecoder,
 {
-    let builder = builder.from(from);
+    // Estimated on the pending block, as alloy's gas filler does: its timestamp is the node's
+    // clock, where an idle instant-mining chain's latest block may be long past.
+    let builder = builder.from(from).block(BlockId::pending());
     let estimate = builder
         .estimate_gas()
         .await
