@@ -22,7 +22,9 @@ mod warnings;
 mod yaml;
 
 pub use error::{ManifestError, ManifestErrors, ManifestWarning, TotalsError, WarningKind};
-pub use gpu::{GpuKeyError, GpuModelKey, WILDCARD};
+pub use gpu::{
+    GpuAliasError, GpuKeyError, GpuModelKey, ResolvedModel, WILDCARD, known_models, resolve_model,
+};
 pub use model::{
     Attribute, Credentials, Endpoint, EndpointKind, Expose, Gpu, Group, HttpOptions, Manifest,
     ManifestGroup, Price, Protocol, Requirements, ResourceUnit, Resources, Service, ServiceParams,

@@ -1176,10 +1176,24 @@ fn read_gpu_model(node: &Node, path: &str, checker: &mut Checker) -> Option<(Gpu
         Some(node) => Some(checker.one_of(node, &fields.path("interface"), &["pcie", "sxm"])?),
         None => None,
     };
+    // Akash compares models case-insensitively and real files write aliases (`a100-80gb`):
+    // both resolve to the canonical parts here, or to an error naming them.
+    let written_model = model.clone();
+    let (model, ram, interface) = match model.as_deref() {
+        Some(written) => match crate::gpu::resolve_model(written, ram, interface.as_deref()) {
+            Ok(resolved) => (Some(resolved.model), resolved.ram_bytes, resolved.interface),
+            Err(error) => {
+                let node = fields.get("model")?;
+                checker.error(&Loc::of(node, &fields.path("model")), error.to_string());
+                return None;
+            }
+        },
+        None => (None, ram, interface),
+    };
     let key = GpuModelKey::new("nvidia", model.as_deref(), ram, interface.as_deref());
     let mut akash_key = format!(
         "vendor/nvidia/model/{}",
-        model.as_deref().unwrap_or(crate::gpu::WILDCARD)
+        written_model.as_deref().unwrap_or(crate::gpu::WILDCARD)
     );
     if ram.is_some() {
         akash_key.push_str("/ram/");

@@ -7,6 +7,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 import {Resources} from "./Types.sol";
 import {TokenTransfers} from "./TokenTransfers.sol";
 import {ProviderRegistry} from "./ProviderRegistry.sol";
+import {GpuBid, GpuModels} from "./GpuModels.sol";
 
 /// @title Marketplace
 /// @notice Orders with escrow, bids, leases and per-second payment streaming.
@@ -35,7 +36,10 @@ contract Marketplace is ReentrancyGuardTransient {
     }
 
     /// @notice What the tenant asks for: the group's total resources across all replicas.
+    /// `groupName` is keccak256 of the SDL group's (placement's) name: the provider deploys
+    /// exactly the manifest group of that name, so sizes never decide which group runs.
     struct OrderSpec {
+        bytes32 groupName;
         Resources resources;
         uint32 gpuCount;
         uint16 replicas;
@@ -55,6 +59,7 @@ contract Marketplace is ReentrancyGuardTransient {
         uint256 maxPricePerHour;
         uint256 escrow;
         bytes32 manifestHash;
+        bytes32 groupName;
         bytes32 requirementsHash;
     }
 
@@ -79,7 +84,7 @@ contract Marketplace is ReentrancyGuardTransient {
         uint256 escrow;
     }
 
-    /// @dev Five slots; the last stays empty for orders without GPU-model or attribute lists.
+    /// @dev Six slots; the last stays empty for orders without GPU-model or attribute lists.
     /// The third packs everything a bid and a close touch, so each reads it once.
     struct Order {
         address tenant;
@@ -96,6 +101,7 @@ contract Marketplace is ReentrancyGuardTransient {
         uint88 maxPricePerHour;
         uint40 closedAt;
         bytes32 manifestHash;
+        bytes32 groupName;
         bytes32 requirementsHash;
     }
 
@@ -185,6 +191,7 @@ contract Marketplace is ReentrancyGuardTransient {
     error NotTenant(address caller);
     error NotProvider(address caller);
     error ZeroResources();
+    error ZeroGroupName();
     error ResourcesOutOfRange(uint256 max);
     error GpuCountOutOfRange(uint256 gpuCount, uint256 max);
     error ReplicasOutOfRange(uint256 replicas, uint256 max);
@@ -230,6 +237,7 @@ contract Marketplace is ReentrancyGuardTransient {
         uint64 bidWindow
     ) external nonReentrant returns (uint256 orderId) {
         if (address(token) == address(0)) revert ZeroAddress();
+        if (spec.groupName == bytes32(0)) revert ZeroGroupName();
         if (spec.resources.cpuMilli == 0 || spec.resources.memoryMiB == 0) revert ZeroResources();
         if (
             spec.resources.cpuMilli > MAX_RESOURCE_PER_ORDER || spec.resources.memoryMiB > MAX_RESOURCE_PER_ORDER
@@ -267,6 +275,7 @@ contract Marketplace is ReentrancyGuardTransient {
         order.status = OrderStatus.Open;
         order.bidWindowEnd = uint40(bidWindowEnd);
         order.manifestHash = manifestHash;
+        order.groupName = spec.groupName;
         bytes32 reqHash = requirementsHash(spec.allowedGpuModels, spec.requiredAttributes);
         if (reqHash != bytes32(0)) order.requirementsHash = reqHash;
 
@@ -305,15 +314,17 @@ contract Marketplace is ReentrancyGuardTransient {
     // ---------------------------------------------------------------- bids
 
     /// @notice Bids on an open order. The caller must be an active provider holding every
-    /// required attribute and, for GPU orders, offering `gpuModel` (which must be in the allowed
-    /// list unless that list is empty). CPU-only orders take `gpuModel = 0`.
+    /// required attribute and, for GPU orders, offering `gpuCount` GPUs of the concrete model
+    /// `gpu.model` names. Unless the order allows any model, that model must match the entry
+    /// `gpu.patternIndex` of the allowed list with the parts `gpu.wildcards` selects replaced by
+    /// `*` (see `GpuModels`). CPU-only orders take an all-empty `gpu`.
     /// @param allowedGpuModels The order's list, re-supplied from `OrderCreated`.
     /// @param requiredAttributes The order's list, re-supplied from `OrderCreated`.
     /// @return bidId Index of the bid within the order (0..MAX_BIDS-1).
     function placeBid(
         uint256 orderId,
         uint256 pricePerHour,
-        bytes32 gpuModel,
+        GpuBid calldata gpu,
         bytes32[] calldata allowedGpuModels,
         bytes32[] calldata requiredAttributes
     ) external returns (uint256 bidId) {
@@ -327,11 +338,7 @@ contract Marketplace is ReentrancyGuardTransient {
         if (_bidGpuModel[orderId][msg.sender] != bytes32(0)) revert AlreadyBid(orderId, msg.sender);
 
         uint32 gpuCount = order.gpuCount;
-        if (gpuCount == 0) {
-            if (gpuModel != bytes32(0)) revert GpuModelNotAllowed(gpuModel);
-        } else if (gpuModel == bytes32(0) || gpuModel == NO_GPU_MODEL || !_contains(allowedGpuModels, gpuModel)) {
-            revert GpuModelNotAllowed(gpuModel);
-        }
+        bytes32 gpuModel = _bidGpuKey(gpu, gpuCount, allowedGpuModels);
         _requireEligible(msg.sender, requiredAttributes, _resourcesOf(order), gpuModel, gpuCount);
 
         order.bidCount = uint8(bidId + 1);
@@ -463,6 +470,7 @@ contract Marketplace is ReentrancyGuardTransient {
         info.maxPricePerHour = order.maxPricePerHour;
         info.escrow = order.escrow;
         info.manifestHash = order.manifestHash;
+        info.groupName = order.groupName;
         info.requirementsHash = order.requirementsHash;
     }
 
@@ -546,12 +554,26 @@ contract Marketplace is ReentrancyGuardTransient {
         return stored == NO_GPU_MODEL ? bytes32(0) : stored;
     }
 
-    function _contains(bytes32[] calldata list, bytes32 key) private pure returns (bool) {
-        if (list.length == 0) return true;
-        for (uint256 i = 0; i < list.length; ++i) {
-            if (list[i] == key) return true;
+    /// @dev The concrete model key a bid names (zero for CPU-only orders), after checking that it
+    /// matches the allowed entry the bid points at. Whether the provider offers it is the registry's.
+    function _bidGpuKey(GpuBid calldata gpu, uint32 gpuCount, bytes32[] calldata allowedGpuModels)
+        private
+        pure
+        returns (bytes32 gpuModel)
+    {
+        if (gpuCount == 0) {
+            if (!GpuModels.isEmpty(gpu.model)) revert GpuModelNotAllowed(GpuModels.key(gpu.model));
+            return bytes32(0);
         }
-        return false;
+        GpuModels.requireConcrete(gpu.model);
+        gpuModel = GpuModels.key(gpu.model);
+        if (allowedGpuModels.length == 0) return gpuModel;
+        uint256 index = gpu.patternIndex;
+        uint8 wildcards = gpu.wildcards;
+        if (
+            index >= allowedGpuModels.length || wildcards > GpuModels.ALL_WILDCARDS
+                || allowedGpuModels[index] != GpuModels.patternKey(gpu.model, wildcards)
+        ) revert GpuModelNotAllowed(gpuModel);
     }
 
     function _requireEligible(

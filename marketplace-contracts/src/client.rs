@@ -12,9 +12,9 @@ use crate::bindings::{Marketplace, ProviderRegistry, TestToken};
 use crate::deploy::{Deployment, send_from};
 use crate::error::ClientError;
 use crate::types::{
-    BidInfo, CloseReason, GpuState, LeaseInfo, LeaseSettlement, LeaseStarted, NewOrder, OrderInfo,
-    OrderPosted, OrderRequirements, OrderStatus, Owed, Payment, ProviderInfo, ProviderProfile,
-    ProviderStatus, SkippedBid, id_to_u64,
+    BidInfo, CloseReason, GpuBid, GpuState, LeaseInfo, LeaseSettlement, LeaseStarted, NewOrder,
+    OrderInfo, OrderPosted, OrderRequirements, OrderStatus, Owed, Payment, ProviderInfo,
+    ProviderProfile, ProviderStatus, SkippedBid, id_to_u64,
 };
 
 /// An HTTP provider that signs with `signer`. Nonces are read from the node's pending count for
@@ -275,18 +275,41 @@ impl MarketplaceClient {
     }
 
     /// Bids on an order; `requirements` are the order's lists (see [`Self::order_posted`]).
-    /// CPU-only orders take `gpu_model = B256::ZERO`. Returns the bid id.
+    /// `gpu_model` is the concrete canonical model offered (`nvidia/a100/80Gi/sxm`), `None` for
+    /// CPU-only orders; the proof that it matches an allowed entry is built here
+    /// ([`crate::order::gpu_bid`]). A model that matches none is still sent, so the contract's
+    /// `GpuModelNotAllowed` comes back. Returns the bid id.
     pub async fn place_bid(
         &self,
         order_id: u64,
         price_per_hour: U256,
-        gpu_model: B256,
+        gpu_model: Option<&str>,
         requirements: &OrderRequirements,
     ) -> Result<u64, ClientError> {
+        let invalid = |error: crate::order::NotAConcreteModel| ClientError::InvalidInput {
+            field: "gpu_model",
+            reason: error.to_string(),
+        };
+        let gpu = match gpu_model {
+            None => None,
+            Some(model) => {
+                match crate::order::gpu_bid(model, &requirements.allowed_gpu_models)
+                    .map_err(invalid)?
+                {
+                    Some(bid) => Some(bid),
+                    None => Some(GpuBid {
+                        parts: crate::order::concrete_parts(model)
+                            .map_err(invalid)?
+                            .map(str::to_owned),
+                        ..GpuBid::default()
+                    }),
+                }
+            }
+        };
         let bid = self.market.placeBid(
             U256::from(order_id),
             price_per_hour,
-            gpu_model,
+            gpu.into(),
             requirements.allowed_gpu_models.clone(),
             requirements.required_attributes.clone(),
         );
@@ -408,6 +431,7 @@ impl MarketplaceClient {
             max_price_per_hour: view.maxPricePerHour,
             escrow: view.escrow,
             manifest_hash: view.manifestHash,
+            group_name: view.groupName,
             requirements_hash: view.requirementsHash,
         })
     }

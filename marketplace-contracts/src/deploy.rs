@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
+use alloy::rpc::types::BlockId;
 use alloy::rpc::types::TransactionReceipt;
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -88,8 +89,28 @@ impl Default for DeployParams {
 /// The most one `TestToken.faucet` call may mint (`FAUCET_CAP`: 1,000,000 tokens).
 pub const FAUCET_CAP: u64 = 1_000_000_000_000;
 
+/// The part of a gas estimate added on top of it: a quarter, at least [`GAS_MARGIN_FLOOR`].
+pub const GAS_MARGIN_PERCENT: u64 = 25;
+
+/// The smallest margin added to an estimate: enough for a token transfer to an account that
+/// held none (a fresh storage slot, 22.1k) plus the call around it. An estimate is taken
+/// against the current block; the transaction runs in a later one, where e.g. `closeLease`
+/// has accrued something to pay and makes a transfer the estimate did not include.
+pub const GAS_MARGIN_FLOOR: u64 = 40_000;
+
+/// The gas limit sent for a transaction whose estimate is `estimate`.
+pub fn gas_limit_with_margin(estimate: u64) -> u64 {
+    let margin = (estimate / 100)
+        .saturating_mul(GAS_MARGIN_PERCENT)
+        .max(GAS_MARGIN_FLOOR);
+    estimate.saturating_add(margin)
+}
+
 /// Sends a transaction built by a generated binding from `from` and waits for a successful
-/// receipt; reverts are decoded into [`ClientError::Reverted`].
+/// receipt. Every Leasehold transaction goes through here: the gas limit is the node's
+/// estimate plus [`gas_limit_with_margin`]; a revert at estimation becomes
+/// [`ClientError::Reverted`], and a transaction mined but failed is replayed at its block
+/// to decode why ([`ClientError::TxFailed`]).
 pub(crate) async fn send_from<P, D>(
     call: &'static str,
     from: Address,
@@ -99,8 +120,16 @@ where
     P: Provider,
     D: alloy::contract::CallDecoder,
 {
+    // Estimated on the pending block, as alloy's gas filler does: its timestamp is the node's
+    // clock, where an idle instant-mining chain's latest block may be long past.
+    let builder = builder.from(from).block(BlockId::pending());
+    let estimate = builder
+        .estimate_gas()
+        .await
+        .map_err(|e| ClientError::from_contract(call, e))?;
+    let gas_limit = gas_limit_with_margin(estimate);
+    let builder = builder.gas(gas_limit);
     let pending = builder
-        .from(from)
         .send()
         .await
         .map_err(|e| ClientError::from_contract(call, e))?;
@@ -114,7 +143,24 @@ where
             source: Box::new(source),
         })?;
     if !receipt.status() {
-        return Err(ClientError::TxFailed { call, tx_hash });
+        // Replaying on the state after its block reproduces a revert caused by a transaction
+        // mined before it (the usual race: the state changed after the estimate); a replay
+        // that succeeds points at gas.
+        let replay = match receipt.block_number {
+            Some(block) => builder.call().block(block.into()).await,
+            None => builder.call().await,
+        };
+        let reason = replay
+            .err()
+            .and_then(|error| error.as_revert_data())
+            .map(|data| Box::new(crate::error::RevertReason::decode(&data)));
+        return Err(ClientError::TxFailed {
+            call,
+            tx_hash,
+            reason,
+            gas_used: receipt.gas_used,
+            gas_limit,
+        });
     }
     Ok(receipt)
 }
@@ -250,5 +296,17 @@ mod tests {
         assert!(err.to_string().contains("missing field `token`"), "{err}");
         let err = Deployment::load(&dir.path().join("absent.json")).unwrap_err();
         assert!(matches!(err, DeploymentFileError::Io { .. }));
+    }
+}
+
+#[cfg(test)]
+mod gas_tests {
+    use super::*;
+
+    #[test]
+    fn the_margin_is_a_quarter_with_a_floor() {
+        assert_eq!(gas_limit_with_margin(80_000), 120_000, "floor");
+        assert_eq!(gas_limit_with_margin(1_000_000), 1_250_000, "a quarter");
+        assert_eq!(gas_limit_with_margin(u64::MAX), u64::MAX, "saturates");
     }
 }

@@ -81,6 +81,46 @@ impl RevertReason {
         }
     }
 
+    /// What the user can do about this revert, for the errors a user can act on.
+    pub fn advice(&self) -> Option<&'static str> {
+        Some(match self.name.as_str() {
+            "LeaseNotActive" => {
+                "the lease is already closed; `tenant leases` lists the active ones"
+            }
+            "LeaseNotFound" | "OrderNotFound" | "BidNotFound" => {
+                "no such id on this deployment; check the id and the network you are connected to"
+            }
+            "OrderNotOpen" => "the order was already matched, cancelled or closed",
+            "NotTenant" => "only the order's tenant may do this; use the key that created it",
+            "NotProvider" => "only the lease's provider may do this; use the provider's key",
+            "LeaseSolvent" => {
+                "the lease is still funded: only its tenant or provider may close it now"
+            }
+            "BidWindowOpen" => "the bid window is still open; wait for it to end, then settle",
+            "NoEligibleBid" => "no bid can be matched; wait for bids or cancel the order",
+            "ProviderLacksCapacity" | "InsufficientCapacity" => {
+                "the provider has no room left for this order; pick another bid"
+            }
+            "ProviderNotActive" | "NotActive" => {
+                "the provider is not registered and active; run `provider register` first"
+            }
+            "AlreadyRegistered" => "this account is already registered as a provider",
+            "ProviderLacksAttribute" | "ProviderLacksGpuModel" => {
+                "the provider's registration lacks what the order requires; update the registration"
+            }
+            "PriceAboveMax" => "the bid is above the order's maximum price",
+            "AlreadyBid" => "this provider already bid on the order (one bid per provider)",
+            "TooManyBids" => "the order holds the maximum number of bids",
+            "HasActiveLeases" => "close or let the provider's active leases end first",
+            "StillUnbonding" => "the stake can be withdrawn only after the unbonding period",
+            "ERC20InsufficientBalance" => {
+                "the account holds too few tokens; fund it (devnet: `tenant wallet faucet`)"
+            }
+            "ERC20InsufficientAllowance" => "the token allowance is too low; approve more",
+            _ => return None,
+        })
+    }
+
     /// The revert decoded into one of the generated error enums, e.g.
     /// `reason.typed::<Marketplace::MarketplaceErrors>()`.
     pub fn typed<E: SolInterface>(&self) -> Option<E> {
@@ -142,18 +182,50 @@ fn format_value(value: &DynSolValue) -> String {
     }
 }
 
+/// `; <advice>` when there is something to say, else nothing.
+fn advice_suffix(reason: &RevertReason) -> String {
+    reason
+        .advice()
+        .map_or_else(String::new, |advice| format!("; {advice}"))
+}
+
+/// Why a mined transaction failed, as far as its replay tells.
+fn mined_failure(reason: &Option<Box<RevertReason>>, gas_used: u64, gas_limit: u64) -> String {
+    match reason {
+        Some(reason) => format!("{reason}{}", advice_suffix(reason)),
+        None if gas_used >= gas_limit => format!(
+            "it ran out of gas (used all {gas_limit}); the state changed after the estimate, \
+             so send it again"
+        ),
+        None => format!(
+            "its replay succeeds (used {gas_used} of {gas_limit} gas), so the state changed \
+             between estimate and mining; send it again"
+        ),
+    }
+}
+
 /// Everything a [`crate::MarketplaceClient`] call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The contract rejected the call (during gas estimation or `eth_call`).
-    #[error("{call} reverted: {reason}")]
+    #[error("{call} reverted: {reason}{}", advice_suffix(.reason))]
     Reverted {
         call: &'static str,
         reason: RevertReason,
     },
     /// The transaction was mined but failed (it passed estimation, then the state changed).
-    #[error("{call}: transaction {tx_hash} was mined but reverted")]
-    TxFailed { call: &'static str, tx_hash: TxHash },
+    /// `reason` is the revert its replay at the parent block produced, when it did.
+    #[error(
+        "{call}: transaction {tx_hash} was mined but failed: {}",
+        mined_failure(.reason, *.gas_used, *.gas_limit)
+    )]
+    TxFailed {
+        call: &'static str,
+        tx_hash: TxHash,
+        reason: Option<Box<RevertReason>>,
+        gas_used: u64,
+        gas_limit: u64,
+    },
     #[error("{call}: RPC error: {source}")]
     Rpc {
         call: &'static str,
@@ -209,10 +281,14 @@ impl ClientError {
         }
     }
 
-    /// The decoded revert, if the failure was one.
+    /// The decoded revert, if the failure was one (at estimation, or replayed after mining).
     pub fn revert(&self) -> Option<&RevertReason> {
         match self {
             ClientError::Reverted { reason, .. } => Some(reason),
+            ClientError::TxFailed {
+                reason: Some(reason),
+                ..
+            } => Some(reason),
             _ => None,
         }
     }
@@ -248,6 +324,59 @@ mod tests {
             reason.typed::<Marketplace::MarketplaceErrors>(),
             Some(Marketplace::MarketplaceErrors::ProviderLacksCapacity(_))
         ));
+    }
+
+    #[test]
+    fn reverts_say_what_to_do() {
+        let data: Bytes = Marketplace::LeaseNotActive {
+            leaseId: U256::from(7),
+        }
+        .abi_encode()
+        .into();
+        let error = ClientError::Reverted {
+            call: "closeLease",
+            reason: RevertReason::decode(&data),
+        };
+        assert_eq!(
+            error.to_string(),
+            "closeLease reverted: LeaseNotActive(leaseId: 7); the lease is already closed; \
+             `tenant leases` lists the active ones"
+        );
+        let unknown = RevertReason::decode(&Bytes::from_static(&[1, 2, 3, 4]));
+        assert_eq!(unknown.advice(), None);
+    }
+
+    #[test]
+    fn a_mined_failure_names_the_replayed_revert_or_the_gas() {
+        let data: Bytes = Marketplace::OrderNotOpen {
+            orderId: U256::from(3),
+            status: 3,
+        }
+        .abi_encode()
+        .into();
+        let replayed = ClientError::TxFailed {
+            call: "withdrawBid",
+            tx_hash: TxHash::ZERO,
+            reason: Some(Box::new(RevertReason::decode(&data))),
+            gas_used: 30_000,
+            gas_limit: 80_000,
+        };
+        let text = replayed.to_string();
+        assert!(text.contains("was mined but failed: OrderNotOpen(orderId: 3, status: 3); the order was already matched"), "{text}");
+        assert_eq!(replayed.revert_name(), Some("OrderNotOpen"));
+        let out_of_gas = ClientError::TxFailed {
+            call: "closeLease",
+            tx_hash: TxHash::ZERO,
+            reason: None,
+            gas_used: 80_000,
+            gas_limit: 80_000,
+        };
+        assert!(
+            out_of_gas
+                .to_string()
+                .contains("ran out of gas (used all 80000)"),
+            "{out_of_gas}"
+        );
     }
 
     #[test]

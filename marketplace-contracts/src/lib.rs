@@ -27,12 +27,16 @@ pub mod types;
 pub use client::{MarketplaceClient, signing_provider};
 pub use cursor::{CursorError, CursorStore, FileCursorStore, MemoryCursorStore};
 pub use deploy::{
-    DeployParams, Deployment, DeploymentFileError, FAUCET_CAP, deploy_all, fund_with_faucet,
+    DeployParams, Deployment, DeploymentFileError, FAUCET_CAP, GAS_MARGIN_FLOOR,
+    GAS_MARGIN_PERCENT, deploy_all, fund_with_faucet, gas_limit_with_margin,
 };
 pub use error::{ClientError, RevertReason};
 pub use follower::{
     Backoff, BackoffPolicy, Follower, FollowerConfig, FollowerError, FollowerStats, LogHandler,
     LogSource, RpcLogSource, SourceError, Step,
 };
-pub use order::{OrderEncodingError, chain_key, order_spec_for_group};
+pub use order::{
+    GPU_WILDCARD_MASKS, NotAConcreteModel, OrderEncodingError, chain_key, concrete_parts, gpu_bid,
+    group_name_key, order_spec_for_group,
+};
 pub use types::*;

@@ -1,12 +1,12 @@
 //! How an SDL group becomes an on-chain order. Tenants post this encoding and
 //! providers rebuild it to match a manifest against its order, so it lives in one
-//! place: totals with memory and storage rounded up to MiB, GPU models and
-//! attributes as keccak256 of their canonical strings.
+//! place: the group's name, GPU models and attributes as keccak256 of their
+//! canonical strings, totals with memory and storage rounded up to MiB.
 
 use alloy::primitives::{B256, keccak256};
 use leasehold_manifests::Group;
 
-use crate::types::{OrderRequirements, OrderSpec, Resources};
+use crate::types::{GpuBid, OrderRequirements, OrderSpec, Resources};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -14,6 +14,78 @@ const MIB: u64 = 1024 * 1024;
 /// GPU model (`nvidia/a100/80Gi/sxm`).
 pub fn chain_key(text: &str) -> B256 {
     keccak256(text.as_bytes())
+}
+
+/// The on-chain `groupName` of an SDL group (placement) name: the provider deploys the
+/// manifest group whose name hashes to the order's.
+pub fn group_name_key(name: &str) -> B256 {
+    chain_key(name)
+}
+
+/// The parts of a canonical GPU model string, `*` included: `nvidia/a100/*/*`.
+const GPU_MODEL_PARTS: usize = 4;
+
+/// How many wildcard combinations a concrete model has (each part kept or replaced by `*`).
+pub const GPU_WILDCARD_MASKS: u8 = 1 << GPU_MODEL_PARTS;
+
+/// The string a concrete model becomes with the parts in `wildcards` (bit 0 vendor, 1 model,
+/// 2 RAM, 3 interface) replaced by `*`.
+fn masked(parts: &[&str; GPU_MODEL_PARTS], wildcards: u8) -> String {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| {
+            if wildcards & (1 << index) != 0 {
+                "*"
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A concrete model string that is not four non-empty parts without `*` or `/`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("GPU model `{0}` is not a concrete vendor/model/ram/interface key")]
+pub struct NotAConcreteModel(pub String);
+
+/// The four parts of a concrete model string, which the contract also requires: non-empty,
+/// not `*`, no `/` inside (the split guarantees it).
+pub fn concrete_parts(concrete: &str) -> Result<[&str; GPU_MODEL_PARTS], NotAConcreteModel> {
+    let split: Vec<&str> = concrete.split('/').collect();
+    let parts: [&str; GPU_MODEL_PARTS] = split
+        .try_into()
+        .map_err(|_| NotAConcreteModel(concrete.to_owned()))?;
+    if parts.iter().any(|part| part.is_empty() || *part == "*") {
+        return Err(NotAConcreteModel(concrete.to_owned()));
+    }
+    Ok(parts)
+}
+
+/// What `placeBid` needs to prove that `concrete` (a canonical model the provider registered,
+/// `nvidia/a100/80Gi/sxm`) is allowed by an order's list: the entry it matches and the
+/// wildcard mask that turns it into that entry. The rule (CONTRACTS.md, "GPU models and
+/// patterns"; vectors in `test/vectors/gpu_patterns.json`) is the contract's: a model matches an
+/// entry when replacing some of its parts by `*` gives the entry's string. `Ok(None)`: no entry
+/// matches. An empty list allows any model.
+pub fn gpu_bid(concrete: &str, allowed: &[B256]) -> Result<Option<GpuBid>, NotAConcreteModel> {
+    let parts = concrete_parts(concrete)?;
+    let bid = |pattern_index: usize, wildcards: u8| GpuBid {
+        parts: parts.map(str::to_owned),
+        pattern_index: u8::try_from(pattern_index).unwrap_or(u8::MAX),
+        wildcards,
+    };
+    if allowed.is_empty() {
+        return Ok(Some(bid(0, 0)));
+    }
+    Ok((0..GPU_WILDCARD_MASKS).find_map(|wildcards| {
+        let key = chain_key(&masked(&parts, wildcards));
+        allowed
+            .iter()
+            .position(|entry| *entry == key)
+            .map(|index| bid(index, wildcards))
+    }))
 }
 
 /// A group whose totals do not fit the order's fields.
@@ -40,6 +112,7 @@ pub fn order_spec_for_group(group: &Group) -> Result<OrderSpec, OrderEncodingErr
     models.sort();
     models.dedup();
     Ok(OrderSpec {
+        group_name: group_name_key(&group.name),
         resources: Resources {
             cpu_milli: totals.cpu_millis,
             memory_mib: totals.memory_bytes.div_ceil(MIB),
@@ -57,4 +130,100 @@ pub fn order_spec_for_group(group: &Group) -> Result<OrderSpec, OrderEncodingErr
                 .collect(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cases of `test/vectors/gpu_patterns.json`, which the Foundry tests also run.
+    #[derive(serde::Deserialize)]
+    struct Vectors {
+        cases: Vec<Case>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Case {
+        pattern: String,
+        model: [String; 4],
+        matches: bool,
+    }
+
+    fn vectors() -> Vectors {
+        serde_json::from_str(include_str!("../test/vectors/gpu_patterns.json")).unwrap()
+    }
+
+    #[test]
+    fn the_shared_vectors_hold_for_the_bid_proof() {
+        let vectors = vectors();
+        assert!(vectors.cases.len() > 60);
+        for case in &vectors.cases {
+            let concrete = case.model.join("/");
+            let allowed = [chain_key("nvidia/other/1Gi/x"), chain_key(&case.pattern)];
+            let bid = gpu_bid(&concrete, &allowed).unwrap();
+            assert_eq!(
+                bid.is_some(),
+                case.matches,
+                "{} vs {concrete}",
+                case.pattern
+            );
+            if let Some(bid) = bid {
+                assert_eq!(bid.pattern_index, 1);
+                let parts: Vec<&str> = bid.parts.iter().map(String::as_str).collect();
+                let parts: [&str; 4] = parts.try_into().unwrap();
+                assert_eq!(masked(&parts, bid.wildcards), case.pattern);
+            }
+        }
+    }
+
+    /// The GPU examples (modelled on real Akash files) each find a provider: a concrete model
+    /// a provider could register proves a match against the order's encoded patterns, and a
+    /// model of the wrong size or name does not.
+    #[test]
+    fn gpu_examples_are_matched_by_the_models_they_ask_for() {
+        let cases = [
+            (
+                include_str!("../../manifests/examples/gpu-inference.yaml"),
+                "nvidia/h100/80Gi/sxm",
+                "nvidia/h100/80Gi/pcie",
+            ),
+            (
+                include_str!("../../manifests/examples/vllm.yaml"),
+                "nvidia/a100/80Gi/sxm",
+                "nvidia/a100/40Gi/sxm",
+            ),
+            (
+                include_str!("../../manifests/examples/ollama.yaml"),
+                "nvidia/t4/16Gi/pcie",
+                "amd/mi300x/192Gi/oam",
+            ),
+            (
+                include_str!("../../manifests/examples/stable-diffusion.yaml"),
+                "nvidia/rtx4090/24Gi/pcie",
+                "nvidia/rtx3090/24Gi/pcie",
+            ),
+        ];
+        for (yaml, fits, does_not) in cases {
+            let sdl = leasehold_manifests::parse(yaml).unwrap();
+            let spec = order_spec_for_group(&sdl.groups()[0]).unwrap();
+            let allowed = &spec.requirements.allowed_gpu_models;
+            assert!(!allowed.is_empty(), "{fits}: the order lists its pattern");
+            assert!(gpu_bid(fits, allowed).unwrap().is_some(), "{fits}");
+            assert!(gpu_bid(does_not, allowed).unwrap().is_none(), "{does_not}");
+        }
+    }
+
+    #[test]
+    fn any_model_list_and_bad_models() {
+        let bid = gpu_bid("nvidia/a100/80Gi/sxm", &[]).unwrap().unwrap();
+        assert_eq!((bid.pattern_index, bid.wildcards), (0, 0));
+        for bad in [
+            "nvidia/a100",
+            "nvidia/*/80Gi/sxm",
+            "nvidia//80Gi/sxm",
+            "a/b/c/d/e",
+        ] {
+            assert!(gpu_bid(bad, &[]).is_err(), "{bad}");
+        }
+    }
 }

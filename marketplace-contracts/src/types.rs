@@ -107,6 +107,8 @@ pub struct OrderRequirements {
 /// A group's total resources and constraints.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderSpec {
+    /// keccak256 of the SDL group's (placement's) name: the manifest group the provider runs.
+    pub group_name: B256,
     pub resources: Resources,
     pub gpu_count: u32,
     pub replicas: u16,
@@ -116,6 +118,7 @@ pub struct OrderSpec {
 impl From<OrderSpec> for Marketplace::OrderSpec {
     fn from(spec: OrderSpec) -> Self {
         Self {
+            groupName: spec.group_name,
             resources: spec.resources.into(),
             gpuCount: spec.gpu_count,
             replicas: spec.replicas,
@@ -128,6 +131,7 @@ impl From<OrderSpec> for Marketplace::OrderSpec {
 impl From<Marketplace::OrderSpec> for OrderSpec {
     fn from(spec: Marketplace::OrderSpec) -> Self {
         Self {
+            group_name: spec.groupName,
             resources: spec.resources.into(),
             gpu_count: spec.gpuCount,
             replicas: spec.replicas,
@@ -135,6 +139,34 @@ impl From<Marketplace::OrderSpec> for OrderSpec {
                 allowed_gpu_models: spec.allowedGpuModels,
                 required_attributes: spec.requiredAttributes,
             },
+        }
+    }
+}
+
+/// A bid's GPU model for `placeBid`: the concrete model's four parts and which allowed entry it
+/// matches with which parts replaced by `*` (built by [`crate::order::gpu_bid`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuBid {
+    /// vendor, model, RAM, interface: `["nvidia", "a100", "80Gi", "sxm"]`.
+    pub parts: [String; 4],
+    pub pattern_index: u8,
+    pub wildcards: u8,
+}
+
+impl From<Option<GpuBid>> for Marketplace::GpuBid {
+    /// `None` (a CPU-only order) is the all-empty value the contract expects.
+    fn from(bid: Option<GpuBid>) -> Self {
+        let bid = bid.unwrap_or_default();
+        let [vendor, model, ram, iface] = bid.parts;
+        Self {
+            model: Marketplace::GpuModelParts {
+                vendor,
+                model,
+                ram,
+                iface,
+            },
+            patternIndex: bid.pattern_index,
+            wildcards: bid.wildcards,
         }
     }
 }
@@ -232,6 +264,8 @@ pub struct OrderInfo {
     #[serde(with = "decimal_amount")]
     pub escrow: U256,
     pub manifest_hash: B256,
+    /// keccak256 of the SDL group's name (see [`OrderSpec::group_name`]).
+    pub group_name: B256,
     pub requirements_hash: B256,
 }
 
@@ -431,6 +465,7 @@ mod tests {
     #[test]
     fn order_spec_round_trips_through_the_binding() {
         let spec = OrderSpec {
+            group_name: B256::repeat_byte(3),
             resources: Resources {
                 cpu_milli: 500,
                 memory_mib: 256,

@@ -177,7 +177,14 @@ impl Core {
         let mut candidates: Vec<(u128, OfferedGpu)> = self
             .gpus
             .iter()
-            .filter(|gpu| allowed.is_empty() || allowed.contains(&gpu.chain_key))
+            // The contract's rule: the offered model, with some parts replaced by `*`, is
+            // one of the order's entries.
+            .filter(|gpu| {
+                matches!(
+                    leasehold_contracts::gpu_bid(&gpu.chain_name, allowed),
+                    Ok(Some(_))
+                )
+            })
             .map(|gpu| {
                 (
                     self.rates.gpu.rate(&gpu.key).unwrap_or(u128::MAX),
@@ -295,11 +302,6 @@ impl Core {
                 return Ok(());
             }
         };
-        let gpu_model = holding
-            .gpu_model
-            .as_deref()
-            .map(crate::deployment::gpu_model_key)
-            .unwrap_or(B256::ZERO);
         self.persist_holding(order_id, &holding, None, expires_at)
             .await?;
         if let Some(bid) = existing_bid {
@@ -309,7 +311,12 @@ impl Core {
         }
         match self
             .chain
-            .place_bid(order_id, price, gpu_model, &order.spec.requirements)
+            .place_bid(
+                order_id,
+                price,
+                holding.gpu_model.as_deref(),
+                &order.spec.requirements,
+            )
             .await
         {
             Ok(bid_id) => {
@@ -502,6 +509,7 @@ mod tests {
             tenant: Default::default(),
             token: Default::default(),
             spec: OrderSpec {
+                group_name: B256::repeat_byte(9),
                 resources: leasehold_contracts::Resources {
                     cpu_milli: cpu,
                     memory_mib: 100,
@@ -547,5 +555,141 @@ mod tests {
             group_request(&order(most + 1, 100_000, 0), None),
             Err(Skip::TooManyReplicas(u64::from(most) + 1))
         );
+    }
+}
+
+/// GPU leases on a provider with several models: a lease gets devices of the model it bid
+/// for, a device is in at most one lease, and a freed device is reusable (issue #18).
+#[cfg(test)]
+mod gpu_device_tests {
+    use super::*;
+    use crate::hardware::{DiskSpace, GpuDevice, GpuSource, Hardware};
+    use leasehold_contracts::{OrderRequirements, OrderSpec};
+    use leasehold_scheduler::Inventory;
+
+    const H100: &str = "nvidia/h100/80Gi/sxm";
+    const A100: &str = "nvidia/a100/40Gi/pcie";
+
+    fn device(index: u32, model: &str) -> GpuDevice {
+        GpuDevice {
+            index,
+            name: model.to_owned(),
+            model_key: model.to_owned(),
+            vram_mib: 40_960,
+            interface: model.rsplit('/').next().unwrap_or("pcie").to_owned(),
+            pci_bus_id: None,
+            uuid: None,
+        }
+    }
+
+    /// One H100 (device 0) and three A100s (devices 1-3).
+    fn mixed() -> (Inventory, Vec<OfferedGpu>) {
+        let hardware = Hardware {
+            cpu_millis: 8_000,
+            memory_mib: 16_384,
+            storage_mib: 100_000,
+            disk: DiskSpace {
+                total_bytes: 0,
+                available_bytes: 0,
+            },
+            gpus: vec![
+                device(0, H100),
+                device(1, A100),
+                device(2, A100),
+                device(3, A100),
+            ],
+            gpu_source: GpuSource::Declared,
+            notes: Vec::new(),
+        };
+        let (node, offered) = crate::daemon::local_node(&hardware).unwrap();
+        let inventory =
+            Inventory::new(vec![node], Box::new(leasehold_scheduler::policy::FirstFit)).unwrap();
+        (inventory, offered)
+    }
+
+    fn gpu_order(order_id: u64, gpus: u32) -> OrderPosted {
+        OrderPosted {
+            order_id,
+            tenant: Default::default(),
+            token: Default::default(),
+            spec: OrderSpec {
+                group_name: B256::repeat_byte(1),
+                resources: leasehold_contracts::Resources {
+                    cpu_milli: 100,
+                    memory_mib: 64,
+                    storage_mib: 64,
+                },
+                gpu_count: gpus,
+                replicas: 1,
+                requirements: OrderRequirements::default(),
+            },
+            manifest_hash: B256::ZERO,
+            max_price_per_hour: U256::from(1),
+            deposit: U256::from(1),
+            bid_window_end: 0,
+        }
+    }
+
+    fn devices_of(placement: &GroupPlacement) -> Vec<String> {
+        Holding {
+            placement: placement.clone(),
+            allocated: false,
+            gpu_model: None,
+            group: None,
+        }
+        .gpu_devices()
+    }
+
+    #[test]
+    fn leases_get_devices_of_their_model_exclusively_and_freed_ones_are_reused() {
+        let (mut inventory, offered) = mixed();
+        let model = |name: &str| offered.iter().find(|gpu| gpu.chain_name == name).unwrap();
+        let two = gpu_order(1, 2);
+
+        // Two H100s do not exist; two A100s do, and the lease gets exactly A100 devices.
+        let h100_request = group_request(&two, Some(model(H100))).unwrap();
+        assert!(inventory.reserve("h", &h100_request, u64::MAX).is_err());
+        let a100_request = group_request(&two, Some(model(A100))).unwrap();
+        let first = inventory.reserve("1", &a100_request, u64::MAX).unwrap();
+        let mut first_devices = devices_of(&first);
+        first_devices.sort();
+        assert_eq!(first_devices.len(), 2);
+        assert!(
+            first_devices
+                .iter()
+                .all(|d| ["1", "2", "3"].contains(&d.as_str()))
+        );
+
+        // One A100 is left: a second two-A100 lease does not fit, and never shares a device.
+        assert!(inventory.reserve("2", &a100_request, u64::MAX).is_err());
+        let one = group_request(&gpu_order(3, 1), Some(model(A100))).unwrap();
+        let third = devices_of(&inventory.reserve("3", &one, u64::MAX).unwrap());
+        assert_eq!(third.len(), 1);
+        assert!(!first_devices.contains(&third[0]), "{third:?} shared");
+
+        // Freed devices are reusable.
+        inventory.release("1").unwrap();
+        let mut again = devices_of(&inventory.reserve("2", &a100_request, u64::MAX).unwrap());
+        again.sort();
+        assert_eq!(again, first_devices);
+
+        // The runtime is handed exactly those device ids.
+        let sdl = leasehold_manifests::parse(
+            &include_str!("../../manifests/examples/stable-diffusion.yaml").replace(
+                "units: 1\n          attributes",
+                "units: 2\n          attributes",
+            ),
+        )
+        .unwrap();
+        let manifest = sdl.manifest();
+        let deployment = crate::deployment::lease_deployment(
+            2,
+            "0xabc",
+            &manifest,
+            &manifest.groups[0].name,
+            &again,
+        )
+        .unwrap();
+        assert_eq!(deployment.services[0].gpu_devices, vec![again.clone()]);
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::{Address, U256};
 use alloy::signers::local::{LocalSignerError, PrivateKeySigner};
 use eth_keystore::KeystoreError;
 use leasehold_contracts::{
@@ -128,7 +128,9 @@ pub fn deployment_from_config(
 pub fn provider_profile(config: &Config, hardware: &Hardware) -> ProviderProfile {
     let mut gpus: BTreeMap<String, u32> = BTreeMap::new();
     for gpu in &hardware.gpus {
-        let count = gpus.entry(gpu.model_key.clone()).or_insert(0);
+        let count = gpus
+            .entry(crate::deployment::canonical_gpu_model(&gpu.model_key))
+            .or_insert(0);
         *count = count.saturating_add(1);
     }
     ProviderProfile {
@@ -220,7 +222,7 @@ impl Chain {
         &self,
         order_id: u64,
         price: U256,
-        gpu_model: B256,
+        gpu_model: Option<&str>,
         requirements: &OrderRequirements,
     ) -> Result<u64, ClientError> {
         let _turn = self.lane.lock().await;

@@ -1,10 +1,10 @@
 //! From the tenant's manifest to what the runtime runs, and from a manifest group to the
 //! on-chain order it must match.
 //!
-//! An order carries only a group's totals, so the provider finds the manifest group an
-//! order pays for by comparing totals: the group's replicas must equal the order's and its
-//! resources must fit inside what the order reserved. That stops a tenant from paying for a
-//! small order and sending a large workload.
+//! An order names its group (keccak256 of the SDL placement's name), so the provider runs
+//! exactly the manifest group of that name; sizes never choose the group. That group's
+//! replicas must still equal the order's and its resources fit inside what the order
+//! reserved, which stops a tenant from paying for a small order and sending a large workload.
 
 use std::collections::BTreeMap;
 
@@ -24,10 +24,16 @@ pub enum DeploymentError {
     #[error("manifest is not valid manifest JSON: {0}")]
     Json(String),
     #[error(
-        "no manifest group matches the order ({replicas} replicas, {cpu_milli} cpu millis, \
-         {memory_mib} MiB memory, {storage_mib} MiB storage, {gpu_count} GPUs)"
+        "the order names group {group_name}, but no manifest group's name hashes to it \
+         (the manifest has: {available})"
     )]
-    NoMatchingGroup {
+    GroupNotInManifest { group_name: B256, available: String },
+    #[error(
+        "manifest group `{group}` does not fit its order ({replicas} replicas, {cpu_milli} cpu \
+         millis, {memory_mib} MiB memory, {storage_mib} MiB storage, {gpu_count} GPUs)"
+    )]
+    GroupExceedsOrder {
+        group: String,
         replicas: u16,
         cpu_milli: u64,
         memory_mib: u64,
@@ -61,6 +67,15 @@ pub struct GroupDemand {
 /// keccak256 of an attribute `key=value`, as announced on chain.
 pub fn attribute_key(text: &str) -> B256 {
     leasehold_contracts::chain_key(text)
+}
+
+/// The canonical form of a GPU model key as a config may write it (`NVIDIA/A100/81920Mi/SXM`
+/// → `nvidia/a100/80Gi/sxm`), through the manifests crate's key type; what cannot be parsed is
+/// kept as written (the config check reports it).
+pub fn canonical_gpu_model(model: &str) -> String {
+    model
+        .parse::<leasehold_manifests::GpuModelKey>()
+        .map_or_else(|_| model.to_owned(), |key| key.to_string())
 }
 
 /// keccak256 of a canonical GPU model string, e.g. `nvidia/a100/80Gi/sxm`.
@@ -129,24 +144,36 @@ pub fn group_demand(group: &ManifestGroup) -> Result<GroupDemand, DeploymentErro
     })
 }
 
-/// The first manifest group (by name) that the order pays for: same replica count, and
-/// every resource within the order's.
-pub fn matching_group<'m>(
+/// The manifest group the order names (`order.group_name` is keccak256 of its name), provided
+/// the order pays for it: same replica count, and every resource within the order's.
+pub fn order_group<'m>(
     manifest: &'m Manifest,
     order: &OrderSpec,
 ) -> Result<&'m ManifestGroup, DeploymentError> {
-    for group in &manifest.groups {
-        let demand = group_demand(group)?;
-        let fits = demand.replicas == u64::from(order.replicas)
-            && demand.resources.cpu_milli <= order.resources.cpu_milli
-            && demand.resources.memory_mib <= order.resources.memory_mib
-            && demand.resources.storage_mib <= order.resources.storage_mib
-            && demand.gpu_count <= u64::from(order.gpu_count);
-        if fits {
-            return Ok(group);
-        }
+    let group = manifest
+        .groups
+        .iter()
+        .find(|group| leasehold_contracts::group_name_key(&group.name) == order.group_name)
+        .ok_or_else(|| DeploymentError::GroupNotInManifest {
+            group_name: order.group_name,
+            available: manifest
+                .groups
+                .iter()
+                .map(|group| format!("`{}`", group.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    let demand = group_demand(group)?;
+    let fits = demand.replicas == u64::from(order.replicas)
+        && demand.resources.cpu_milli <= order.resources.cpu_milli
+        && demand.resources.memory_mib <= order.resources.memory_mib
+        && demand.resources.storage_mib <= order.resources.storage_mib
+        && demand.gpu_count <= u64::from(order.gpu_count);
+    if fits {
+        return Ok(group);
     }
-    Err(DeploymentError::NoMatchingGroup {
+    Err(DeploymentError::GroupExceedsOrder {
+        group: group.name.clone(),
         replicas: order.replicas,
         cpu_milli: order.resources.cpu_milli,
         memory_mib: order.resources.memory_mib,
@@ -314,7 +341,7 @@ mod tests {
         assert_eq!(spec.resources.cpu_milli, 100);
         assert_eq!(spec.resources.memory_mib, 64);
         assert_eq!(spec.replicas, 1);
-        let group = matching_group(&manifest, &spec).unwrap();
+        let group = order_group(&manifest, &spec).unwrap();
         let deployment = lease_deployment(7, "0xabc", &manifest, &group.name, &[]).unwrap();
         let web = &deployment.services[0];
         assert_eq!(web.replicas, 1);
@@ -326,15 +353,58 @@ mod tests {
     }
 
     #[test]
-    fn a_manifest_bigger_than_the_order_matches_no_group() {
+    fn a_group_bigger_than_its_order_is_refused() {
         let sdl = leasehold_manifests::parse(HELLO).unwrap();
         let mut spec = order_spec_for_group(&sdl.groups()[0]).unwrap();
         spec.resources.cpu_milli = 99;
-        let err = matching_group(&sdl.manifest(), &spec).unwrap_err();
+        let err = order_group(&sdl.manifest(), &spec).unwrap_err();
         assert!(
-            matches!(err, DeploymentError::NoMatchingGroup { .. }),
+            matches!(err, DeploymentError::GroupExceedsOrder { ref group, .. } if group == "anywhere"),
             "{err}"
         );
+    }
+
+    const TWO_GROUPS: &str = include_str!("../../manifests/examples/two-groups.yaml");
+
+    /// Regression (issue #10): two equal-sized groups used to both run the first one.
+    #[test]
+    fn each_order_gets_the_group_it_names_even_when_sizes_are_equal() {
+        let sdl = leasehold_manifests::parse(TWO_GROUPS).unwrap();
+        let manifest = sdl.manifest();
+        let groups = sdl.groups();
+        assert_eq!(groups.len(), 2);
+        let specs: Vec<_> = groups
+            .iter()
+            .map(|group| order_spec_for_group(group).unwrap())
+            .collect();
+        assert_eq!(specs[0].resources, specs[1].resources, "equal sizes");
+        for (group, spec) in groups.iter().zip(&specs) {
+            let chosen = order_group(&manifest, spec).unwrap();
+            assert_eq!(chosen.name, group.name);
+        }
+        let service_of = |spec| {
+            let group = order_group(&manifest, spec).unwrap();
+            lease_deployment(1, "0xabc", &manifest, &group.name, &[])
+                .unwrap()
+                .services[0]
+                .name
+                .clone()
+        };
+        assert_eq!(service_of(&specs[0]), "web-a");
+        assert_eq!(service_of(&specs[1]), "web-b");
+    }
+
+    #[test]
+    fn an_order_naming_no_manifest_group_is_refused_with_the_names_available() {
+        let sdl = leasehold_manifests::parse(TWO_GROUPS).unwrap();
+        let mut spec = order_spec_for_group(&sdl.groups()[0]).unwrap();
+        spec.group_name = leasehold_contracts::group_name_key("gamma");
+        let err = order_group(&sdl.manifest(), &spec).unwrap_err();
+        assert!(
+            matches!(err, DeploymentError::GroupNotInManifest { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("`alpha`, `beta`"), "{err}");
     }
 
     #[test]

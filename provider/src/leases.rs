@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::bidder::Holding;
 use crate::daemon::{Core, DaemonError, unix_now};
-use crate::deployment::{lease_deployment, matching_group, parse_manifest};
+use crate::deployment::{lease_deployment, order_group, parse_manifest};
 use crate::lease::{CloseReason, LeaseEvent, LeaseState, LeaseStateKind, ManifestHash};
 use crate::runtime::{LeaseDeployment, LeaseRuntimeStatus};
 use crate::store::{LeaseRecord, NewLease, StoreError};
@@ -219,12 +219,13 @@ impl Core {
         let parsed =
             parse_manifest(manifest).map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
         let spec = OrderSpec {
+            group_name: order.group_name,
             resources: order.resources,
             gpu_count: order.gpu_count,
             replicas: order.replicas,
             requirements: OrderRequirements::default(),
         };
-        let group = matching_group(&parsed, &spec)
+        let group = order_group(&parsed, &spec)
             .map_err(|e| ManifestRejected::Invalid(e.to_string()))?
             .name
             .clone();

@@ -2,6 +2,7 @@
 //! daemon needs no web framework: leases by state, capacity / allocated / reserved,
 //! bids, the follower's block, withdrawals.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,11 +72,40 @@ pub struct CapacityReport {
     pub gpus_capacity: u64,
     pub gpus_allocated: u64,
     pub gpus_reserved: u64,
+    /// Whole GPUs per canonical model key (`nvidia/a100/80Gi/sxm`), in every ledger.
+    pub gpus_by_model: BTreeMap<String, GpuLedgers>,
+}
+
+/// Whole GPUs of one model by ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GpuLedgers {
+    pub capacity: u64,
+    pub allocated: u64,
+    pub reserved: u64,
+}
+
+/// Which [`GpuLedgers`] field a placement counts into.
+#[derive(Clone, Copy)]
+enum Ledger {
+    Allocated,
+    Reserved,
+}
+
+impl GpuLedgers {
+    fn add(&mut self, ledger: Ledger, gpus: u64) {
+        let field = match ledger {
+            Ledger::Allocated => &mut self.allocated,
+            Ledger::Reserved => &mut self.reserved,
+        };
+        *field = field.saturating_add(gpus);
+    }
 }
 
 fn add_placement(
     total: &mut Resources,
     gpus: &mut u64,
+    by_model: &mut BTreeMap<String, GpuLedgers>,
+    ledger: Ledger,
     placement: &leasehold_scheduler::GroupPlacement,
 ) {
     for replica in &placement.replicas {
@@ -94,6 +124,14 @@ fn add_placement(
             .map(|share| u64::from(share.milli))
             .sum();
         *gpus = gpus.saturating_add(milli / 1000);
+        let mut milli_by_model: BTreeMap<String, u64> = BTreeMap::new();
+        for share in &replica.gpus {
+            let entry = milli_by_model.entry(share.model.to_string()).or_default();
+            *entry = entry.saturating_add(u64::from(share.milli));
+        }
+        for (model, milli) in milli_by_model {
+            by_model.entry(model).or_default().add(ledger, milli / 1000);
+        }
     }
 }
 
@@ -115,14 +153,29 @@ impl Core {
                 .ephemeral_storage_bytes
                 .saturating_add(node.capacity.ephemeral_storage_bytes);
             report.gpus_capacity = report.gpus_capacity.saturating_add(node.gpus.len() as u64);
+            for device in &node.gpus {
+                let ledgers = report
+                    .gpus_by_model
+                    .entry(device.spec.model.to_string())
+                    .or_default();
+                ledgers.capacity = ledgers.capacity.saturating_add(1);
+            }
         }
         for placement in inventory.allocations().values() {
-            add_placement(&mut report.allocated, &mut report.gpus_allocated, placement);
+            add_placement(
+                &mut report.allocated,
+                &mut report.gpus_allocated,
+                &mut report.gpus_by_model,
+                Ledger::Allocated,
+                placement,
+            );
         }
         for reservation in inventory.reservations().values() {
             add_placement(
                 &mut report.reserved,
                 &mut report.gpus_reserved,
+                &mut report.gpus_by_model,
+                Ledger::Reserved,
                 &reservation.placement,
             );
         }
@@ -175,6 +228,23 @@ impl Core {
              leasehold_gpus{{ledger=\"reserved\"}} {}",
             report.gpus_capacity, report.gpus_allocated, report.gpus_reserved
         );
+        let _ = writeln!(
+            out,
+            "# HELP leasehold_gpus_by_model GPUs by model and ledger.\n\
+             # TYPE leasehold_gpus_by_model gauge"
+        );
+        for (model, ledgers) in &report.gpus_by_model {
+            for (ledger, count) in [
+                ("capacity", ledgers.capacity),
+                ("allocated", ledgers.allocated),
+                ("reserved", ledgers.reserved),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "leasehold_gpus_by_model{{model=\"{model}\",ledger=\"{ledger}\"}} {count}"
+                );
+            }
+        }
         let cursor = FileCursorStore::new(self.config.data_dir.join("follower-cursor.json"))
             .load()
             .ok()

@@ -82,7 +82,23 @@ impl From<leasehold_contracts::ClientError> for CliError {
             E::Rpc { .. } | E::Pending { .. } => ExitKind::Network,
             _ => ExitKind::Failed,
         };
-        Self::new(kind, error)
+        // The message already reads `<call> reverted: Name(arg: value); <advice>`; JSON
+        // output gets the same pieces as fields.
+        let details = error.revert().map(|reason| {
+            let args: serde_json::Map<String, serde_json::Value> = reason
+                .args
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone().into()))
+                .collect();
+            serde_json::json!({
+                "revert": { "error": reason.name, "args": args, "advice": reason.advice() }
+            })
+        });
+        let error = Self::new(kind, error);
+        match details {
+            Some(details) => error.with_details(details),
+            None => error,
+        }
     }
 }
 

@@ -99,24 +99,57 @@ impl Names {
     pub fn name(&self, key: &B256) -> String {
         self.names
             .get(key)
+            .or_else(|| known_model_strings().get(key))
             .cloned()
             .unwrap_or_else(|| crate::output::short_hex(&key.to_string()))
     }
 }
 
-/// Keys stand in for names inside the scheduler, so its rules compare exactly what the
-/// contract compares. A model key must look like `vendor/model/ram/interface`.
+/// The model strings behind on-chain keys: every known concrete model
+/// (`leasehold_manifests::known_models`) and each pattern it matches, by keccak256. Known keys
+/// go to the scheduler as their real strings, so its pattern rule (the contract's; vectors in
+/// `marketplace-contracts/test/vectors/gpu_patterns.json`) decides which registered models an
+/// order's patterns accept.
+fn known_model_strings() -> &'static HashMap<B256, String> {
+    static KNOWN: std::sync::OnceLock<HashMap<B256, String>> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        leasehold_manifests::known_models()
+            .iter()
+            .flat_map(|model| model.patterns_matched())
+            .map(|pattern| {
+                let text = pattern.to_string();
+                (chain_key(&text), text)
+            })
+            .collect()
+    })
+}
+
+/// An unknown key stands in for its name inside the scheduler as `chain/<key>/0Gi/key`, which
+/// only the same key matches (a model key must look like `vendor/model/ram/interface`).
+fn stand_in(key: &B256) -> String {
+    format!("chain/{key}/0Gi/key")
+}
+
 fn model_key(key: &B256) -> Option<GpuModelKey> {
-    GpuModelKey::parse(&format!("chain/{key}/0Gi/key")).ok()
+    known_model_strings()
+        .get(key)
+        .and_then(|text| GpuModelKey::parse(text).ok())
+        .or_else(|| GpuModelKey::parse(&stand_in(key)).ok())
 }
 
 fn model_pattern(key: &B256) -> Option<ModelPattern> {
-    ModelPattern::parse(&format!("chain/{key}/0Gi/key")).ok()
+    known_model_strings()
+        .get(key)
+        .and_then(|text| ModelPattern::parse(text).ok())
+        .or_else(|| ModelPattern::parse(&stand_in(key)).ok())
 }
 
 /// Recovers the key from a scheduler-side model name produced by [`model_key`].
 fn key_of_model_name(name: &str) -> Option<B256> {
-    name.split('/').nth(1)?.parse().ok()
+    match name.strip_prefix("chain/") {
+        Some(rest) => rest.split('/').next()?.parse().ok(),
+        None => Some(chain_key(name)),
+    }
 }
 
 /// The order in the scheduler's terms.
@@ -198,10 +231,19 @@ pub fn hypothetical_bid(spec: &OrderSpec, provider: &ProviderInfo, price: u128) 
     let gpu = if spec.gpu_count == 0 {
         None
     } else {
+        let allowed_patterns: Vec<ModelPattern> =
+            allowed.iter().filter_map(model_pattern).collect();
         provider
             .gpus
             .iter()
-            .filter(|gpu| allowed.is_empty() || allowed.contains(&gpu.model_key))
+            .filter(|gpu| {
+                allowed.is_empty()
+                    || model_key(&gpu.model_key).is_some_and(|model| {
+                        allowed_patterns
+                            .iter()
+                            .any(|pattern| pattern.matches(&model))
+                    })
+            })
             .max_by_key(|gpu| gpu.capacity.saturating_sub(gpu.allocated))
             .or_else(|| provider.gpus.first())
             .map(|gpu| gpu.model_key)
@@ -330,6 +372,73 @@ mod tests {
         assert_eq!(orders[1].max_price_per_hour, U256::from(9u64));
         let error = override_max_prices(&mut orders, &[max_price(Some("nope"), 1)]).unwrap_err();
         assert!(format!("{:#}", error.error).contains("nope"));
+    }
+
+    /// The one table of the GPU pattern rule (`marketplace-contracts/test/vectors/
+    /// gpu_patterns.json`, which the contract's Foundry tests run through `placeBid`): the
+    /// manifests key type, the scheduler's pattern, the bid proof the provider's bidder and the
+    /// client build, and this CLI's chain-key mapping all accept exactly the listed set.
+    #[test]
+    fn every_layer_accepts_exactly_the_shared_vector_set() {
+        let vectors: serde_json::Value = serde_json::from_str(include_str!(
+            "../../marketplace-contracts/test/vectors/gpu_patterns.json"
+        ))
+        .unwrap();
+        let cases = vectors["cases"].as_array().unwrap();
+        assert!(cases.len() > 60);
+        for case in cases {
+            let pattern = case["pattern"].as_str().unwrap();
+            let model: Vec<&str> = case["model"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|part| part.as_str().unwrap())
+                .collect();
+            let model = model.join("/");
+            let expected = case["matches"].as_bool().unwrap();
+            let what = format!("{pattern} vs {model}");
+
+            let manifests_pattern: leasehold_manifests::GpuModelKey = pattern.parse().unwrap();
+            let manifests_model: leasehold_manifests::GpuModelKey = model.parse().unwrap();
+            assert_eq!(
+                manifests_pattern.matches(&manifests_model),
+                expected,
+                "manifests: {what}"
+            );
+            assert_eq!(
+                manifests_model
+                    .patterns_matched()
+                    .contains(&manifests_pattern),
+                expected,
+                "manifests patterns_matched: {what}"
+            );
+
+            let scheduler_pattern = ModelPattern::parse(pattern).unwrap();
+            let scheduler_model = GpuModelKey::parse(&model).unwrap();
+            assert_eq!(
+                scheduler_pattern.matches(&scheduler_model),
+                expected,
+                "scheduler: {what}"
+            );
+
+            let proof = leasehold_contracts::gpu_bid(&model, &[chain_key(pattern)]).unwrap();
+            assert_eq!(proof.is_some(), expected, "bid proof: {what}");
+
+            // The tenant sees only keys on chain.
+            let (Some(from_chain_pattern), Some(from_chain_model)) = (
+                model_pattern(&chain_key(pattern)),
+                model_key(&chain_key(&model)),
+            ) else {
+                panic!("keys not mapped: {what}");
+            };
+            if known_model_strings().contains_key(&chain_key(&model)) {
+                assert_eq!(
+                    from_chain_pattern.matches(&from_chain_model),
+                    expected,
+                    "tenant: {what}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -181,6 +181,39 @@ fn close_refunds_the_tenant_and_removes_the_containers() {
     assert_eq!(again.code, Some(1), "second close: {again:?}");
 }
 
+/// Regression (issue #10): with two equal-sized placements, both leases used to run the
+/// first group's service. Each order now names its group, and each lease answers as its own.
+#[test]
+fn each_group_of_a_two_group_deployment_runs_its_own_service() {
+    let scenario = Scenario::with_provider(PRICE_A);
+    let two_groups = leasehold_e2e::repo_root().join("manifests/examples/two-groups.yaml");
+    let (document, _) = deploy_ok(&scenario, &two_groups, QUICK_DEPLOY);
+    let groups = document["groups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no groups in {document}"));
+    assert_eq!(groups.len(), 2, "{document}");
+    let mut answers = Vec::new();
+    for group in groups {
+        let name = group["group"].as_str().unwrap_or_default();
+        let uri = group
+            .pointer("/uris/0")
+            .and_then(|uri| uri.as_str())
+            .unwrap_or_else(|| panic!("group {name} has no URI: {document}"));
+        let response = wait_for_200(uri);
+        answers.push((name.to_owned(), response.body.trim().to_owned()));
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        vec![
+            ("alpha".to_owned(), "this is web-a".to_owned()),
+            ("beta".to_owned(), "this is web-b".to_owned()),
+        ],
+        "each lease must run its own group's service\n{}",
+        scenario.provider_logs()
+    );
+}
+
 const TICKER: &str = r#"
 version: "2.0"
 services:
@@ -565,5 +598,157 @@ fn a_restart_elsewhere_or_on_an_empty_store_keeps_the_running_lease() {
             .join("data-lost/provider.db")
             .exists(),
         "the new store is next to the config"
+    );
+}
+
+/// A one-replica GPU SDL whose `gpu` block is `attributes` (indented under `gpu:`).
+fn gpu_sdl(units: u32, attributes: &str) -> String {
+    format!(
+        r#"
+version: "2.0"
+services:
+  infer:
+    image: leasehold/busybox:test
+    command: ["sleep", "3600"]
+profiles:
+  compute:
+    gpu:
+      resources:
+        cpu:
+          units: 100m
+        memory:
+          size: 64Mi
+        storage:
+          size: 128Mi
+        gpu:
+          units: {units}
+          attributes:
+{attributes}
+  placement:
+    anywhere:
+      pricing:
+        gpu:
+          denom: usdc
+          amount: 10000000
+deployment:
+  infer:
+    anywhere:
+      profile: gpu
+      count: 1
+"#
+    )
+}
+
+/// Issue #18: real GPU SDLs name models partly (`model: h100`, `ram: 80Gi`, `vendor: nvidia`
+/// alone); their orders carry patterns and providers prove on chain that their concrete model
+/// matches one. Three daemons declare GPUs in their config (no GPU hardware here); orders are
+/// posted on chain straight from the SDLs' encoding and the bids each gets are compared.
+#[test]
+fn gpu_patterns_get_bids_from_exactly_the_matching_providers() {
+    let mut scenario = Scenario::start(1);
+    let h100 = "nvidia/h100/80Gi/sxm";
+    let a100_40 = "nvidia/a100/40Gi/pcie";
+    let mut h100s = ProviderSpec::new(PROVIDER_A, PRICE_A);
+    h100s.gpus = vec![(h100.to_owned(), 4)];
+    scenario.add_provider(h100s);
+    let mut a100s = ProviderSpec::new(PROVIDER_B, PRICE_A);
+    a100s.gpus = vec![(A100.to_owned(), 4)];
+    scenario.add_provider(a100s);
+    // One H100 (its cheaper GPU) and three 40Gi A100s.
+    let mixed_account = 5;
+    let mut mixed = ProviderSpec::new(mixed_account, PRICE_A);
+    mixed.gpus = vec![(h100.to_owned(), 1), (a100_40.to_owned(), 3)];
+    mixed.gpu_prices = format!("h100={TOKEN},*={}", 2 * TOKEN);
+    scenario.add_provider(mixed);
+
+    let devnet = scenario.devnet();
+    let tenant = devnet
+        .client(OTHER_TENANT)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let post = |units: u32, attributes: &str| {
+        let sdl = leasehold_manifests::parse(&gpu_sdl(units, attributes))
+            .unwrap_or_else(|error| panic!("SDL: {error}"));
+        let spec = leasehold_contracts::order_spec_for_group(&sdl.groups()[0])
+            .unwrap_or_else(|error| panic!("{error}"));
+        let order = leasehold_contracts::NewOrder {
+            token: devnet.deployment.token,
+            spec,
+            manifest_hash: alloy::primitives::B256::from(sdl.manifest().hash()),
+            max_price_per_hour: alloy::primitives::U256::from(10 * TOKEN),
+            deposit: alloy::primitives::U256::from(10 * TOKEN),
+            bid_window_secs: 3_600,
+        };
+        scenario
+            .runtime
+            .block_on(tenant.create_order(&order))
+            .unwrap_or_else(|error| panic!("createOrder: {error}"))
+            .order_id
+    };
+    let addresses = |accounts: &[usize]| {
+        let mut list: Vec<String> = accounts.iter().map(|a| scenario.address(*a)).collect();
+        list.sort();
+        list
+    };
+    let bidders = |order: u64| {
+        let bids = scenario
+            .runtime
+            .block_on(tenant.bids(order))
+            .unwrap_or_else(|error| panic!("bids: {error}"));
+        let mut list: Vec<(String, alloy::primitives::B256)> = bids
+            .iter()
+            .map(|bid| (bid.provider.to_string().to_lowercase(), bid.gpu_model))
+            .collect();
+        list.sort();
+        list
+    };
+    // Bids reserve GPUs, so orders are posted one at a time, each once its bids are in.
+    let any_nvidia = "            vendor:\n              nvidia:\n";
+    let orders = [
+        // First, while the mixed provider has 1 free H100 and 3 free A100s.
+        (2, any_nvidia.to_owned(), vec![PROVIDER_A, PROVIDER_B, mixed_account]),
+        (
+            1,
+            "            vendor:\n              nvidia:\n                - model: H100\n".to_owned(),
+            vec![PROVIDER_A, mixed_account],
+        ),
+        (1, any_nvidia.to_owned(), vec![PROVIDER_A, PROVIDER_B, mixed_account]),
+        (
+            1,
+            "            vendor:\n              nvidia:\n                - model: a100\n                  ram: 80Gi\n".to_owned(),
+            vec![PROVIDER_B],
+        ),
+    ];
+    let mut posted = Vec::new();
+    for (units, attributes, accounts) in &orders {
+        let order = post(*units, attributes);
+        let want = addresses(accounts);
+        eventually(
+            &format!("bids on order {order} from {want:?}"),
+            MINUTE,
+            || (bidders(order).len() >= want.len()).then_some(()),
+        );
+        // Late bids would come within a couple of blocks.
+        std::thread::sleep(Duration::from_secs(4));
+        let have: Vec<String> = bidders(order).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            have,
+            want,
+            "bidders on order {order} ({attributes})\n{}",
+            scenario.provider_logs()
+        );
+        posted.push(order);
+    }
+    let two_gpus = posted[0];
+    // The mixed provider bids the concrete model it can serve two of: its A100s.
+    let mixed_address = scenario.address(mixed_account);
+    let two = bidders(two_gpus);
+    let (_, mixed_model) = two
+        .iter()
+        .find(|(provider, _)| *provider == mixed_address)
+        .unwrap_or_else(|| panic!("no bid from the mixed provider: {two:?}"));
+    assert_eq!(
+        *mixed_model,
+        leasehold_contracts::chain_key(a100_40),
+        "two-GPU bid should name the A100"
     );
 }

@@ -172,3 +172,33 @@ fn control_characters_and_whitespace_in_an_image_are_refused_escaped() {
         );
     }
 }
+
+/// Issue #18: real files write models in any case and Akash-style aliases; they become the
+/// canonical pattern, or an error at the model's path naming the canonical choice.
+#[test]
+fn gpu_model_case_and_aliases_resolve_or_name_the_canonical_choice() {
+    let with_gpu = |gpu: &str| {
+        include_str!("../../examples/stable-diffusion.yaml").replace("- model: rtx4090", gpu)
+    };
+    let sdl = parse(&with_gpu("- model: A100-80GB")).unwrap();
+    let keys: Vec<String> = sdl.groups()[0].units[0]
+        .resources
+        .gpu
+        .models
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(keys, ["nvidia/a100/80Gi/*"]);
+
+    let sdl = parse(&with_gpu("- model: RTX4090")).unwrap();
+    let model = &sdl.groups()[0].units[0].resources.gpu.models[0];
+    assert_eq!(model.to_string(), "nvidia/rtx4090/*/*");
+
+    let errors = errors_of(&with_gpu("- model: a100-80gb\n                  ram: 40Gi"));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let message = errors[0].to_string();
+    assert!(
+        message.contains("write `model: a100` with `ram: 80Gi`") && message.contains("model"),
+        "{message}"
+    );
+}

@@ -7,6 +7,7 @@ import {TestToken} from "../../src/TestToken.sol";
 import {ProviderRegistry} from "../../src/ProviderRegistry.sol";
 import {Marketplace} from "../../src/Marketplace.sol";
 import {Resources, GpuCapacity} from "../../src/Types.sol";
+import {gpuBidFor} from "../utils/GpuBids.sol";
 
 /// @notice Drives random sequences of every market action across several providers and
 /// tenants. It picks mostly-valid arguments from seeds, measures every token movement and
@@ -175,7 +176,8 @@ contract MarketHandler {
         bytes32 model = o.gpuCount == 0 ? bytes32(0) : (preferH100 ? H100 : A100);
         uint256 price = bound(priceSeed, 1, o.maxPricePerHour);
         vm.prank(provider);
-        try market.placeBid(id, price, model, _allowedModels[id], _requiredAttributes[id]) {
+        bytes32[] memory allowed = _allowedModels[id];
+        try market.placeBid(id, price, gpuBidFor(model, allowed), allowed, _requiredAttributes[id]) {
             ++successes["placeBid"];
         } catch {}
     }
@@ -314,6 +316,7 @@ contract MarketHandler {
         pure
         returns (Marketplace.OrderSpec memory spec)
     {
+        spec.groupName = keccak256(abi.encode("group", attributeSeed));
         spec.resources = Resources(
             uint64(bound(resourceSeed, 100, 6000)),
             uint64(bound(resourceSeed >> 64, 128, 24_576)),

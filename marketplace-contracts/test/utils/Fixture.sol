@@ -8,6 +8,8 @@ import {TestToken} from "../../src/TestToken.sol";
 import {ProviderRegistry} from "../../src/ProviderRegistry.sol";
 import {Marketplace} from "../../src/Marketplace.sol";
 import {Resources, GpuCapacity} from "../../src/Types.sol";
+import {GpuBid} from "../../src/GpuModels.sol";
+import {A100_KEY, H100_KEY, gpuBidFor} from "./GpuBids.sol";
 
 /// @notice Deploys the three contracts in the documented order and offers helpers for the
 /// common steps (register, order, bid) so each test states only what it is about.
@@ -23,12 +25,13 @@ abstract contract Fixture is Test {
     uint64 internal constant WINDOW = 60;
     uint256 internal constant START = 1_700_000_000;
 
-    bytes32 internal constant A100 = keccak256("nvidia/a100/80Gi/sxm");
-    bytes32 internal constant H100 = keccak256("nvidia/h100/80Gi/sxm");
+    bytes32 internal constant A100 = A100_KEY;
+    bytes32 internal constant H100 = H100_KEY;
     bytes32 internal constant EU = keccak256("region=eu-west");
     bytes32 internal constant US = keccak256("region=us-east");
     bytes32 internal constant TIER = keccak256("tier=community");
     bytes32 internal constant MANIFEST = keccak256("manifest");
+    bytes32 internal constant GROUP = keccak256("dcloud");
 
     address internal tenant = address(0x7E1A);
     address internal tenant2 = address(0x7E1B);
@@ -84,6 +87,7 @@ abstract contract Fixture is Test {
     }
 
     function _cpuSpec(uint64 cpu, uint64 mem, uint64 disk) internal pure returns (Marketplace.OrderSpec memory s) {
+        s.groupName = GROUP;
         s.resources = Resources(cpu, mem, disk);
         s.replicas = 1;
     }
@@ -93,6 +97,7 @@ abstract contract Fixture is Test {
         pure
         returns (Marketplace.OrderSpec memory s)
     {
+        s.groupName = GROUP;
         s.resources = Resources(4000, 16384, 10240);
         s.gpuCount = gpuCount;
         s.replicas = 1;
@@ -131,7 +136,9 @@ abstract contract Fixture is Test {
         returns (uint256)
     {
         vm.prank(provider);
-        return market.placeBid(orderId, price, model, spec.allowedGpuModels, spec.requiredAttributes);
+        return market.placeBid(
+            orderId, price, gpuBidFor(model, spec.allowedGpuModels), spec.allowedGpuModels, spec.requiredAttributes
+        );
     }
 
     /// @dev Order (small CPU spec) + one bid from `provider` + tenant acceptance.

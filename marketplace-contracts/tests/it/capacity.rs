@@ -1,7 +1,7 @@
 //! Capacity is reserved per lease: a full provider is skipped by `settle`, and `acceptBid` on it
 //! reverts with a decoded error.
 
-use alloy::primitives::{B256, U256};
+use alloy::primitives::U256;
 use leasehold_contracts::bindings::Marketplace;
 use leasehold_contracts::{CloseReason, GpuCapacity};
 
@@ -36,15 +36,15 @@ async fn full_provider_is_skipped_by_settle_and_rejected_by_accept_bid() {
             .unwrap();
         let requirements = first.spec.requirements.clone();
         let small_first = small
-            .place_bid(first.order_id, U256::from(TOKEN), B256::ZERO, &requirements)
+            .place_bid(first.order_id, U256::from(TOKEN), None, &requirements)
             .await
             .unwrap();
         let small_second = small
-            .place_bid(second.order_id, U256::from(TOKEN), B256::ZERO, &requirements)
+            .place_bid(second.order_id, U256::from(TOKEN), None, &requirements)
             .await
             .unwrap();
         let large_second = large
-            .place_bid(second.order_id, U256::from(3 * TOKEN), B256::ZERO, &requirements)
+            .place_bid(second.order_id, U256::from(3 * TOKEN), None, &requirements)
             .await
             .unwrap();
 
@@ -59,7 +59,8 @@ async fn full_provider_is_skipped_by_settle_and_rejected_by_accept_bid() {
         assert_eq!(
             err.to_string(),
             format!(
-                "acceptBid reverted: ProviderLacksCapacity(provider: {})",
+                "acceptBid reverted: ProviderLacksCapacity(provider: {}); the provider has no \
+                 room left for this order; pick another bid",
                 small.sender().to_checksum(None)
             )
         );
@@ -131,27 +132,47 @@ async fn gpu_models_are_matched_and_gpu_capacity_is_reserved() {
         let requirements = first.spec.requirements.clone();
 
         let err = cpu_host
-            .place_bid(first.order_id, U256::from(TOKEN), a100, &requirements)
+            .place_bid(
+                first.order_id,
+                U256::from(TOKEN),
+                Some("nvidia/a100/80Gi/sxm"),
+                &requirements,
+            )
             .await
             .unwrap_err();
         assert_eq!(err.revert_name(), Some("ProviderLacksGpuModel"), "{err}");
         let err = gpu_host
-            .place_bid(first.order_id, U256::from(TOKEN), B256::ZERO, &requirements)
+            .place_bid(first.order_id, U256::from(TOKEN), None, &requirements)
             .await
             .unwrap_err();
-        assert_eq!(err.revert_name(), Some("GpuModelNotAllowed"), "{err}");
+        assert_eq!(err.revert_name(), Some("InvalidGpuModelPart"), "{err}");
         let err = gpu_host
-            .place_bid(first.order_id, U256::from(TOKEN), h100, &requirements)
+            .place_bid(
+                first.order_id,
+                U256::from(TOKEN),
+                Some("nvidia/h100/80Gi/sxm"),
+                &requirements,
+            )
             .await
             .unwrap_err();
         assert_eq!(err.revert_name(), Some("ProviderLacksGpuModel"), "{err}");
 
         let bid_first = gpu_host
-            .place_bid(first.order_id, U256::from(TOKEN), a100, &requirements)
+            .place_bid(
+                first.order_id,
+                U256::from(TOKEN),
+                Some("nvidia/a100/80Gi/sxm"),
+                &requirements,
+            )
             .await
             .unwrap();
         let bid_second = gpu_host
-            .place_bid(second.order_id, U256::from(TOKEN), a100, &requirements)
+            .place_bid(
+                second.order_id,
+                U256::from(TOKEN),
+                Some("nvidia/a100/80Gi/sxm"),
+                &requirements,
+            )
             .await
             .unwrap();
         let lease = tenant.accept_bid(first.order_id, bid_first).await.unwrap();

@@ -1,7 +1,7 @@
 //! Full order -> bids -> settle -> lease -> close lifecycle with two competing providers, plus
 //! cancellation, bid withdrawal and provider unbonding.
 
-use alloy::primitives::{B256, U256};
+use alloy::primitives::U256;
 use leasehold_contracts::{CloseReason, OrderStatus, ProviderStatus};
 
 use crate::support::*;
@@ -47,12 +47,7 @@ async fn two_providers_compete_and_settle_picks_the_cheaper() {
         let requirements = posted.spec.requirements.clone();
 
         let err = provider_a
-            .place_bid(
-                order.order_id,
-                U256::from(6 * TOKEN),
-                B256::ZERO,
-                &requirements,
-            )
+            .place_bid(order.order_id, U256::from(6 * TOKEN), None, &requirements)
             .await
             .unwrap_err();
         assert_eq!(err.revert_name(), Some("PriceAboveMax"), "{err}");
@@ -63,36 +58,21 @@ async fn two_providers_compete_and_settle_picks_the_cheaper() {
         );
 
         let bid_a = provider_a
-            .place_bid(
-                order.order_id,
-                U256::from(3 * TOKEN),
-                B256::ZERO,
-                &requirements,
-            )
+            .place_bid(order.order_id, U256::from(3 * TOKEN), None, &requirements)
             .await
             .unwrap();
         let bid_b = provider_b
-            .place_bid(
-                order.order_id,
-                U256::from(2 * TOKEN),
-                B256::ZERO,
-                &requirements,
-            )
+            .place_bid(order.order_id, U256::from(2 * TOKEN), None, &requirements)
             .await
             .unwrap();
         assert_eq!((bid_a, bid_b), (0, 1));
         let err = provider_a
-            .place_bid(order.order_id, U256::from(TOKEN), B256::ZERO, &requirements)
+            .place_bid(order.order_id, U256::from(TOKEN), None, &requirements)
             .await
             .unwrap_err();
         assert_eq!(err.revert_name(), Some("AlreadyBid"), "{err}");
         let err = provider_a
-            .place_bid(
-                order.order_id,
-                U256::from(TOKEN),
-                B256::ZERO,
-                &Default::default(),
-            )
+            .place_bid(order.order_id, U256::from(TOKEN), None, &Default::default())
             .await
             .unwrap_err();
         assert_eq!(err.revert_name(), Some("RequirementsMismatch"), "{err}");
@@ -228,7 +208,7 @@ async fn unmatched_orders_cancel_for_a_full_refund_and_withdrawn_bids_never_win(
             .place_bid(
                 order.order_id,
                 U256::from(TOKEN / 2),
-                B256::ZERO,
+                None,
                 &order.spec.requirements,
             )
             .await

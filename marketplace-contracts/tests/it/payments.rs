@@ -1,7 +1,7 @@
 //! Per-second accrual over warped time, withdrawals capped at the escrow, and insolvency closes
 //! that anyone may perform and that release the provider's capacity.
 
-use alloy::primitives::{B256, U256};
+use alloy::primitives::U256;
 use leasehold_contracts::{CloseReason, LeaseStarted, MarketplaceClient, OrderStatus, Resources};
 
 use crate::support::*;
@@ -27,7 +27,7 @@ async fn lease_order(
         .place_bid(
             order.order_id,
             U256::from(PRICE_PER_HOUR),
-            B256::ZERO,
+            None,
             &order.spec.requirements,
         )
         .await
@@ -147,6 +147,51 @@ async fn anyone_closes_an_insolvent_lease_which_releases_capacity() {
         // The freed slot takes a new lease.
         let next = lease_order(&devnet, &tenant, &provider, info.capacity).await;
         assert_eq!(next.provider, provider.sender());
+    })
+    .await;
+}
+
+/// Regression (issue #10): `closeLease` pays the provider only once something has accrued, so
+/// a close estimated in the lease's first block (nothing accrued) and mined in the next (one
+/// second accrued) needs more gas than the estimate; sent with no margin it ran out of gas.
+#[tokio::test]
+async fn closing_a_lease_in_the_block_after_it_starts_succeeds() {
+    within(async {
+        let devnet = Devnet::start(Some(1)).await;
+        let tenant = devnet.client(TENANT);
+        let provider = devnet.client(PROVIDER_A);
+        let amount = resources(2_000, 2_048, 0);
+        provider
+            .register_provider(&profile("https://p.example", amount))
+            .await
+            .unwrap();
+        // A provider holding no tokens yet makes the first payment the costliest one.
+        let holdings = devnet.balance(provider.sender()).await;
+        if !holdings.is_zero() {
+            let erc20 = leasehold_contracts::bindings::TestToken::new(
+                devnet.deployment.token,
+                provider.provider().clone(),
+            );
+            erc20
+                .transfer(devnet.address(STRANGER).unwrap(), holdings)
+                .send()
+                .await
+                .unwrap()
+                .get_receipt()
+                .await
+                .unwrap();
+        }
+        for _ in 0..3 {
+            let lease = lease_order(&devnet, &tenant, &provider, amount).await;
+            let settlement = tenant
+                .close_lease(lease.lease_id, CloseReason::TenantRequest)
+                .await
+                .unwrap_or_else(|error| panic!("closing lease {}: {error}", lease.lease_id));
+            assert_eq!(
+                settlement.paid_to_provider + settlement.refunded_to_tenant,
+                U256::from(DEPOSIT)
+            );
+        }
     })
     .await;
 }

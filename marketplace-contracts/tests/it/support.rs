@@ -120,6 +120,7 @@ pub fn cpu_order(
     NewOrder {
         token: devnet.deployment.token,
         spec: OrderSpec {
+            group_name: leasehold_contracts::group_name_key("dcloud"),
             resources: amount,
             gpu_count: 0,
             replicas: 1,

@@ -236,31 +236,30 @@ impl GatewayBackend for DaemonBackend {
     async fn provider_status(&self) -> Result<ProviderStatus, BackendError> {
         let report = self.core.capacity_report().map_err(internal)?;
         let active = self.core.open_leases().await.map_err(internal)?.len();
-        let model = self
-            .core
-            .gpus
-            .first()
-            .map(|gpu| gpu.chain_name.clone())
-            .unwrap_or_default();
-        let resources = |r: &leasehold_scheduler::Resources, gpus: u64| ProtoResources {
+        // One entry per model that has any GPUs in the ledger.
+        let per_model = |pick: fn(&crate::metrics::GpuLedgers) -> u64| {
+            report
+                .gpus_by_model
+                .iter()
+                .filter(|(_, ledgers)| pick(ledgers) > 0)
+                .map(|(model, ledgers)| GpuCount {
+                    model: model.clone(),
+                    count: u32::try_from(pick(ledgers)).unwrap_or(u32::MAX),
+                })
+                .collect::<Vec<_>>()
+        };
+        let resources = |r: &leasehold_scheduler::Resources, gpus: Vec<GpuCount>| ProtoResources {
             cpu_milli: r.cpu_millis,
             memory_bytes: r.memory_bytes,
             storage_bytes: r.ephemeral_storage_bytes,
-            gpus: if gpus == 0 {
-                Vec::new()
-            } else {
-                vec![GpuCount {
-                    model: model.clone(),
-                    count: u32::try_from(gpus).unwrap_or(u32::MAX),
-                }]
-            },
+            gpus,
         };
         Ok(ProviderStatus {
             address: self.core.chain.address().to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            capacity: Some(resources(&report.capacity, report.gpus_capacity)),
-            allocated: Some(resources(&report.allocated, report.gpus_allocated)),
-            reserved: Some(resources(&report.reserved, report.gpus_reserved)),
+            capacity: Some(resources(&report.capacity, per_model(|l| l.capacity))),
+            allocated: Some(resources(&report.allocated, per_model(|l| l.allocated))),
+            reserved: Some(resources(&report.reserved, per_model(|l| l.reserved))),
             active_leases: u32::try_from(active).unwrap_or(u32::MAX),
         })
     }

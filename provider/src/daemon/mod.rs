@@ -186,10 +186,11 @@ pub fn local_node(hardware: &Hardware) -> Result<(NodeSpec, Vec<OfferedGpu>), Da
             spec: leasehold_scheduler::GpuSpec::from_key(key.clone(), vram),
         });
         if !offered.iter().any(|known| known.key == key) {
+            let chain_name = crate::deployment::canonical_gpu_model(&gpu.model_key);
             offered.push(OfferedGpu {
                 key,
-                chain_name: gpu.model_key.clone(),
-                chain_key: gpu_model_key(&gpu.model_key),
+                chain_key: gpu_model_key(&chain_name),
+                chain_name,
             });
         }
     }

@@ -641,6 +641,7 @@ async fn twenty_concurrent_gpu_orders_never_exceed_four_gpus() {
         register(&devnet, &config).await;
         let handle = start(&devnet, &config).await;
         let spec = OrderSpec {
+            group_name: leasehold_contracts::group_name_key("gpu"),
             resources: Resources {
                 cpu_milli: 100,
                 memory_mib: 64,
@@ -1498,7 +1499,7 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
             .spec
             .requirements;
         let rival_bid = rival
-            .place_bid(lost.order_id, U256::from(TOKEN), B256::ZERO, &requirements)
+            .place_bid(lost.order_id, U256::from(TOKEN), None, &requirements)
             .await
             .expect("rival bids");
         tenant

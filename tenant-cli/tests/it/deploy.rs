@@ -7,8 +7,8 @@ use alloy::primitives::U256;
 use leasehold_contracts::OrderPosted;
 
 use crate::support::{
-    Devnet, FUNDING, H100_SDL, PROVIDER_A, PROVIDER_B, TENANT, UNFUNDED, code, example, json,
-    stderr, within,
+    Devnet, FUNDING, H100_SDL, OTHER_TENANT, PROVIDER_A, PROVIDER_B, TENANT, UNFUNDED, code,
+    example, json, stderr, within,
 };
 
 /// Waits for order `order_id` to be posted, then each `(provider, price)` bids on it.
@@ -26,7 +26,7 @@ async fn bid_when_posted(devnet: &Devnet, order_id: u64, bids: &[(usize, u64)]) 
             .place_bid(
                 order_id,
                 U256::from(*price),
-                alloy::primitives::B256::ZERO,
+                None,
                 &posted.spec.requirements,
             )
             .await
@@ -131,6 +131,22 @@ async fn deploy_accepts_the_cheapest_bid_then_lease_commands_work() {
             .and_then(|e| e.parse().ok())
             .expect("escrow");
         assert!(escrow > 50_000 && escrow <= 51_000, "{escrow}");
+
+        // Someone else's close reverts on chain; the CLI names the custom error, its
+        // arguments and what to do, in text and in JSON (regression, issue #10).
+        let refused = devnet
+            .tenant(OTHER_TENANT, &["close", "1", "--output", "json"])
+            .await;
+        assert_eq!(code(&refused), Some(1), "{}", stderr(&refused));
+        let message = stderr(&refused);
+        assert!(
+            message.contains("closeLease reverted: LeaseSolvent(leaseId: 1)")
+                && message.contains("only its tenant or provider may close it"),
+            "{message}"
+        );
+        let revert = &json(&refused)["error"]["details"]["revert"];
+        assert_eq!(revert["error"], "LeaseSolvent", "{revert}");
+        assert_eq!(revert["args"]["leaseId"], "1", "{revert}");
 
         let closed = devnet
             .tenant(TENANT, &["close", "1", "--output", "json"])
@@ -369,6 +385,7 @@ async fn past_lease(devnet: &Devnet, provider: usize, reason: leasehold_contract
         .create_order(&NewOrder {
             token: devnet.deployment.token,
             spec: OrderSpec {
+                group_name: leasehold_contracts::group_name_key("history"),
                 resources: Resources {
                     cpu_milli: 100,
                     memory_mib: 64,
@@ -390,7 +407,7 @@ async fn past_lease(devnet: &Devnet, provider: usize, reason: leasehold_contract
         .place_bid(
             posted.order_id,
             U256::from(100),
-            alloy::primitives::B256::ZERO,
+            None,
             &posted.spec.requirements,
         )
         .await

@@ -14,6 +14,7 @@ async fn give_b_a_price_history(devnet: &Devnet) {
         .create_order(&NewOrder {
             token: devnet.deployment.token,
             spec: OrderSpec {
+                group_name: leasehold_contracts::group_name_key("history"),
                 resources: Resources {
                     cpu_milli: 100,
                     memory_mib: 64,
@@ -35,7 +36,7 @@ async fn give_b_a_price_history(devnet: &Devnet) {
         .place_bid(
             posted.order_id,
             U256::from(50_000),
-            B256::ZERO,
+            None,
             &posted.spec.requirements,
         )
         .await
