@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::units::{format_gibibytes, parse_bytes};
+use crate::units::{format_gibibytes, parse_binary_bytes};
 
 /// The part of a key that matches anything.
 pub const WILDCARD: &str = "*";
@@ -15,7 +15,7 @@ pub const WILDCARD: &str = "*";
 /// Vendor, model and interface are lower-case; RAM is whole gibibytes with the
 /// `Gi` suffix. Any part may be `*` (unspecified), which requests use to accept
 /// any value; trailing unspecified parts are still written (`nvidia/a100/*/*`).
-/// On chain the key is `keccak256` of [`GpuModelKey::to_string`].
+/// On chain the key is `keccak256` of its [`Display`](fmt::Display) form.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GpuModelKey {
     vendor: String,
@@ -255,7 +255,7 @@ const KNOWN_MODELS: &[(&str, &str, &[u64])] = &[
 
 const KNOWN_INTERFACES: &[&str] = &["pcie", "sxm"];
 
-/// Every concrete key of [`KNOWN_MODELS`] with each interface, e.g. `nvidia/a100/80Gi/sxm`.
+/// Every concrete key of the known models table with each interface, e.g. `nvidia/a100/80Gi/sxm`.
 pub fn known_models() -> Vec<GpuModelKey> {
     KNOWN_MODELS
         .iter()
@@ -320,7 +320,10 @@ impl FromStr for GpuModelKey {
         let part = |index: usize| parts.get(index).copied();
         let ram = match part(2) {
             None | Some(WILDCARD) => None,
-            Some(ram) => Some(parse_bytes(ram).map_err(|_| GpuKeyError::Ram(ram.to_owned()))?),
+            // Binary units only, as in the SDL's `ram`: `80GB` is not a key.
+            Some(ram) => {
+                Some(parse_binary_bytes(ram).map_err(|_| GpuKeyError::Ram(ram.to_owned()))?)
+            }
         };
         let vendor = part(0).ok_or_else(|| GpuKeyError::Shape(text.to_owned()))?;
         Ok(GpuModelKey::new(vendor, part(1), ram, part(3)))

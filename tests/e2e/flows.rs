@@ -752,3 +752,49 @@ fn gpu_patterns_get_bids_from_exactly_the_matching_providers() {
         "two-GPU bid should name the A100"
     );
 }
+
+/// Issue #18: the GPU examples, modelled on what Akash users deploy (a partial model, a RAM
+/// size, a vendor only, a consumer card), each find a provider that registered matching
+/// GPUs and room for them.
+#[test]
+fn every_gpu_example_finds_a_provider() {
+    let mut scenario = Scenario::start(1);
+    let mut big = ProviderSpec::new(PROVIDER_A, PRICE_A);
+    big.capacity = (256_000, 2 * 1024 * 1024, 16 * 1024 * 1024);
+    big.attributes = vec!["region=eu-west".to_owned(), "region=local".to_owned()];
+    big.gpus = vec![
+        ("nvidia/h100/80Gi/sxm".to_owned(), 8),
+        ("nvidia/a100/80Gi/sxm".to_owned(), 8),
+        ("nvidia/rtx4090/24Gi/pcie".to_owned(), 8),
+    ];
+    scenario.add_provider(big);
+    let examples = crate_examples();
+    for example in ["gpu-inference", "vllm", "ollama", "stable-diffusion"] {
+        let path = examples.join(format!("{example}.yaml"));
+        let run = scenario.tenant(
+            TENANT,
+            &["preflight", &path.to_string_lossy(), "--output", "json"],
+            MINUTE,
+        );
+        assert_eq!(run.code, Some(0), "{example}: {}", run.stderr);
+        let report = run.json();
+        let groups = report["groups"].as_array().expect("groups");
+        assert!(!groups.is_empty(), "{example}: {report}");
+        for group in groups {
+            let eligible = group["eligible"].as_array().expect("eligible");
+            assert_eq!(
+                eligible.len(),
+                1,
+                "{example}: group {} finds no provider: {group}",
+                group["group"]
+            );
+        }
+    }
+}
+
+fn crate_examples() -> PathBuf {
+    hello()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| panic!("hello.yaml has a folder"))
+}

@@ -61,6 +61,10 @@ pub struct ProviderSpec {
     pub gpu_prices: String,
     /// Seconds between the withdrawer's passes (which close insolvent leases).
     pub withdraw_interval_secs: u64,
+    /// The hardware it declares (and registers): cpu millis, memory MiB, storage MiB.
+    pub capacity: (u64, u64, u64),
+    /// The attributes it registers (`key=value`).
+    pub attributes: Vec<String>,
 }
 
 impl ProviderSpec {
@@ -71,6 +75,8 @@ impl ProviderSpec {
             gpus: Vec::new(),
             gpu_prices: format!("*={TOKEN}"),
             withdraw_interval_secs: 300,
+            capacity: (4_000, 8_192, 20_480),
+            attributes: vec!["region=local".to_owned()],
         }
     }
 }
@@ -321,7 +327,7 @@ impl Scenario {
         let d = self.devnet().deployment;
         let mut text = format!(
             r#"data_dir = "{data}"
-attributes = ["region=local"]
+attributes = {attributes:?}
 
 [chain]
 rpc_url = "{rpc}"
@@ -347,9 +353,9 @@ storage_gib_per_hour = 0
 gpu_prices = "{gpu_prices}"
 
 [hardware]
-cpu_millis = 4000
-memory_mib = 8192
-storage_mib = 20480
+cpu_millis = {cpu_millis}
+memory_mib = {memory_mib}
+storage_mib = {storage_mib}
 "#,
             data = data.display(),
             rpc = self.rpc_url(),
@@ -359,6 +365,10 @@ storage_mib = 20480
             token = d.token,
             cpu = spec.cpu_core_per_hour,
             gpu_prices = spec.gpu_prices,
+            attributes = spec.attributes,
+            cpu_millis = spec.capacity.0,
+            memory_mib = spec.capacity.1,
+            storage_mib = spec.capacity.2,
         );
         for (model, count) in &spec.gpus {
             text.push_str(&format!(

@@ -1301,3 +1301,41 @@ async fn fake_api_server_inventory_reads_nodes_and_pods() {
         pods_query.query
     );
 }
+
+/// Issue #18: the Kubernetes node-label mapping accepts exactly the concrete models the
+/// contract, the scheduler and the tenant accept for a pattern (the shared vector file).
+#[test]
+fn gpu_product_labels_follow_the_shared_pattern_vectors() {
+    use leasehold_provider::runtime::kubernetes::objects::{
+        GPU_PRODUCTS, gpu_model_for_product, gpu_products_for,
+    };
+    let vectors: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../marketplace-contracts/test/vectors/gpu_patterns.json"
+    ))
+    .expect("vector file is JSON");
+    let mut checked = 0;
+    for case in vectors["cases"].as_array().expect("cases") {
+        let pattern = case["pattern"].as_str().expect("pattern");
+        let model = case["model"]
+            .as_array()
+            .expect("model parts")
+            .iter()
+            .map(|part| part.as_str().expect("part"))
+            .collect::<Vec<_>>()
+            .join("/");
+        let expected = case["matches"].as_bool().expect("matches");
+        // Only models with a known product label can be scheduled on Kubernetes.
+        let Some((_, product)) = GPU_PRODUCTS.iter().find(|(key, _)| *key == model) else {
+            continue;
+        };
+        assert_eq!(gpu_model_for_product(product), Some(model.as_str()));
+        let products = gpu_products_for(&[pattern.to_owned()], "gpu").unwrap_or_default();
+        assert_eq!(
+            products.iter().any(|known| known == product),
+            expected,
+            "{pattern} vs {model} ({product})"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} vectors name a known product");
+}

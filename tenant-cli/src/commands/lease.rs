@@ -200,7 +200,7 @@ pub async fn close(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
                 .client
                 .cancel_order(lease_id)
                 .await
-                .ctx("cancelOrder")?;
+                .ctx(format!("cancelling order {lease_id}"))?;
             json!({ "lease_id": lease_id, "action": "cancelled_order", "refunded_to_tenant": refund.to_string() })
         }
         OrderStatus::Leased => {
@@ -208,7 +208,7 @@ pub async fn close(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
                 .client
                 .close_lease(lease_id, CloseReason::TenantRequest)
                 .await
-                .ctx("closeLease")?;
+                .ctx(format!("closing lease {lease_id}"))?;
             json!({
                 "lease_id": lease_id,
                 "action": "closed_lease",
@@ -249,7 +249,11 @@ pub async fn topup(ctx: &Ctx, lease_id: u64, amount: U256) -> CliResult<u8> {
             chain.deployment.token
         )));
     }
-    let escrow = chain.client.top_up(lease_id, amount).await.ctx("topUp")?;
+    let escrow = chain
+        .client
+        .top_up(lease_id, amount)
+        .await
+        .ctx(format!("topping up lease {lease_id}"))?;
     emit(
         ctx.output,
         &json!({ "lease_id": lease_id, "added": amount.to_string(), "escrow": escrow.to_string() }),
