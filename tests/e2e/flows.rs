@@ -322,42 +322,13 @@ fn an_insolvent_lease_is_closed_and_its_containers_removed() {
 
 const A100: &str = "nvidia/a100/80Gi/sxm";
 
-const A100_SDL: &str = r#"
-version: "2.0"
-services:
-  infer:
-    image: leasehold/busybox:test
-    command: ["sleep", "3600"]
-profiles:
-  compute:
-    gpu:
-      resources:
-        cpu:
-          units: 100m
-        memory:
-          size: 64Mi
-        storage:
-          size: 128Mi
-        gpu:
-          units: 1
-          attributes:
-            vendor:
-              nvidia:
-                - model: a100
-                  ram: 80Gi
-                  interface: sxm
-  placement:
-    anywhere:
-      pricing:
-        gpu:
-          denom: usdc
-          amount: 10000000
-deployment:
-  infer:
-    anywhere:
-      profile: gpu
-      count: 1
-"#;
+/// One replica asking for an 80Gi SXM A100.
+fn a100_sdl() -> String {
+    gpu_sdl(
+        1,
+        "            vendor:\n              nvidia:\n                - model: a100\n                  ram: 80Gi\n                  interface: sxm",
+    )
+}
 
 #[test]
 fn a_gpu_order_goes_only_to_the_provider_with_that_model() {
@@ -372,7 +343,7 @@ fn a_gpu_order_goes_only_to_the_provider_with_that_model() {
     with_h100.gpu_prices = format!("*={TOKEN}");
     scenario.add_provider(with_h100);
 
-    let sdl = manifest(&scenario, "a100.yaml", A100_SDL);
+    let sdl = manifest(&scenario, "a100.yaml", &a100_sdl());
     // No NVIDIA runtime here, so the container cannot start; give up quickly.
     let run = scenario.deploy(
         TENANT,
