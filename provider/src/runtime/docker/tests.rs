@@ -1,0 +1,290 @@
+use std::collections::BTreeMap;
+
+use super::create::container_create_body;
+use super::observe::{
+    event_from_message, needs_start, published_uris, replica_state, split_log_frame,
+};
+use super::pull::split_image_reference;
+use bollard::models::{
+    ContainerCreateBody, ContainerState, ContainerStateStatusEnum, DeviceRequest, EventMessage,
+    PortBinding, PortMap, RestartPolicyNameEnum,
+};
+
+use super::*;
+use crate::runtime::{PortExposure, Protocol, ReplicaState, ServiceDeployment, ServiceResources};
+
+fn deployment(gpu_devices: Vec<Vec<String>>) -> LeaseDeployment {
+    let resources = ServiceResources {
+        cpu_millis: 500,
+        memory_bytes: 256 * 1024 * 1024,
+        storage_bytes: 1 << 30,
+    };
+    let service = ServiceDeployment {
+        command: vec!["sh".into(), "-c".into()],
+        args: vec!["exec httpd -f".into()],
+        env: BTreeMap::from([("MODE".to_owned(), "fast".to_owned())]),
+        expose: vec![
+            PortExposure::global(80, Protocol::Tcp),
+            PortExposure {
+                global: false,
+                ..PortExposure::global(9000, Protocol::Udp)
+            },
+        ],
+        replicas: u32::try_from(gpu_devices.len().max(1)).unwrap_or(1),
+        gpu_devices,
+        ..ServiceDeployment::new("infer", "leasehold/busybox:test", resources)
+    };
+    LeaseDeployment {
+        lease_id: 9,
+        tenant: "0x00000000000000000000000000000000000000bb".into(),
+        services: vec![service],
+    }
+}
+
+fn body_of(deployment: &LeaseDeployment, index: usize) -> ContainerCreateBody {
+    let scope = RuntimeScope::default();
+    let replica = deployment
+        .replicas(&scope)
+        .nth(index)
+        .expect("replica exists");
+    container_create_body(&scope, deployment, &replica, "leasehold-lease-9", "0.0.0.0")
+        .expect("valid body")
+}
+
+#[test]
+fn create_body_sets_limits_hardening_and_labels() {
+    let deployment = deployment(vec![]);
+    let body = body_of(&deployment, 0);
+    let host = body.host_config.clone().expect("host config");
+    assert_eq!(host.nano_cpus, Some(500_000_000));
+    assert_eq!(host.memory, Some(256 * 1024 * 1024));
+    assert_eq!(host.memory_swap, host.memory);
+    assert_eq!(host.pids_limit, Some(PIDS_LIMIT));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(
+        host.security_opt,
+        Some(vec!["no-new-privileges".to_owned()])
+    );
+    assert_eq!(host.privileged, Some(false));
+    assert!(host.binds.is_none() && host.mounts.is_none());
+    assert!(host.device_requests.is_none());
+    assert_eq!(host.network_mode.as_deref(), Some("leasehold-lease-9"));
+    let policy = host.restart_policy.expect("restart policy");
+    assert_eq!(policy.name, Some(RestartPolicyNameEnum::ON_FAILURE));
+    assert_eq!(policy.maximum_retry_count, Some(MAX_RESTART_RETRIES));
+    let bindings = host.port_bindings.expect("port bindings");
+    assert_eq!(bindings.len(), 1, "only the global port is published");
+    let binding = bindings
+        .get("80/tcp")
+        .cloned()
+        .flatten()
+        .expect("80/tcp published");
+    assert_eq!(binding[0].host_ip.as_deref(), Some("0.0.0.0"));
+    assert_eq!(binding[0].host_port.as_deref(), Some(""));
+    assert_eq!(
+        body.exposed_ports,
+        Some(vec!["80/tcp".to_owned(), "9000/udp".to_owned()])
+    );
+    assert_eq!(
+        body.entrypoint,
+        Some(vec!["sh".to_owned(), "-c".to_owned()])
+    );
+    assert_eq!(body.cmd, Some(vec!["exec httpd -f".to_owned()]));
+    assert_eq!(body.env, Some(vec!["MODE=fast".to_owned()]));
+    let labels = body.labels.expect("labels");
+    assert_eq!(labels.get(LABEL_LEASE).map(String::as_str), Some("9"));
+    assert_eq!(labels.get(LABEL_SERVICE).map(String::as_str), Some("infer"));
+    let endpoints = body
+        .networking_config
+        .and_then(|n| n.endpoints_config)
+        .expect("endpoints");
+    let aliases = endpoints
+        .get("leasehold-lease-9")
+        .and_then(|e| e.aliases.clone());
+    assert_eq!(aliases, Some(vec!["infer".to_owned()]));
+}
+
+#[test]
+fn create_body_requests_gpus_by_device_id_per_replica() {
+    let deployment = deployment(vec![vec!["0".into()], vec!["GPU-abc".into(), "3".into()]]);
+    let requests = body_of(&deployment, 1)
+        .host_config
+        .and_then(|host| host.device_requests)
+        .expect("device requests");
+    assert_eq!(
+        requests,
+        vec![DeviceRequest {
+            driver: Some("nvidia".into()),
+            device_ids: Some(vec!["GPU-abc".into(), "3".into()]),
+            capabilities: Some(vec![vec!["gpu".into()]]),
+            ..Default::default()
+        }]
+    );
+    let first = body_of(&deployment, 0)
+        .host_config
+        .and_then(|host| host.device_requests);
+    assert_eq!(
+        first.and_then(|r| r[0].device_ids.clone()),
+        Some(vec!["0".to_owned()])
+    );
+}
+
+#[test]
+fn fixed_host_ports_are_requested() {
+    let mut deployment = deployment(vec![]);
+    deployment.services[0].expose[0].host_port = Some(18080);
+    let bindings = body_of(&deployment, 0)
+        .host_config
+        .and_then(|host| host.port_bindings)
+        .expect("bindings");
+    let binding = bindings.get("80/tcp").cloned().flatten().expect("80/tcp");
+    assert_eq!(binding[0].host_port.as_deref(), Some("18080"));
+}
+
+#[test]
+fn image_references_split_into_name_and_tag() {
+    let cases = [
+        ("nginx", "nginx", Some("latest")),
+        ("nginx:1.25", "nginx", Some("1.25")),
+        (
+            "registry.local:5000/team/app",
+            "registry.local:5000/team/app",
+            Some("latest"),
+        ),
+        (
+            "registry.local:5000/team/app:v2",
+            "registry.local:5000/team/app",
+            Some("v2"),
+        ),
+        ("app@sha256:abcd", "app@sha256:abcd", None),
+    ];
+    for (reference, name, tag) in cases {
+        assert_eq!(
+            split_image_reference(reference),
+            (name.to_owned(), tag.map(str::to_owned)),
+            "{reference}"
+        );
+    }
+}
+
+fn state(status: ContainerStateStatusEnum, exit_code: i64) -> ContainerState {
+    ContainerState {
+        status: Some(status),
+        exit_code: Some(exit_code),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn docker_states_map_to_replica_states() {
+    use ContainerStateStatusEnum as S;
+    assert_eq!(
+        replica_state(Some(&state(S::RUNNING, 0))),
+        ReplicaState::Running
+    );
+    assert_eq!(
+        replica_state(Some(&state(S::CREATED, 0))),
+        ReplicaState::Pending
+    );
+    assert_eq!(
+        replica_state(Some(&state(S::RESTARTING, 3))),
+        ReplicaState::Restarting {
+            last_exit_code: Some(3)
+        }
+    );
+    assert_eq!(
+        replica_state(Some(&state(S::EXITED, 3))),
+        ReplicaState::Exited {
+            exit_code: 3,
+            oom_killed: false
+        }
+    );
+    assert_eq!(
+        replica_state(Some(&state(S::PAUSED, 0))),
+        ReplicaState::Other("paused".into())
+    );
+    assert_eq!(replica_state(None), ReplicaState::Other("unknown".into()));
+}
+
+#[test]
+fn deploy_restarts_only_what_the_restart_policy_did_not_give_up_on() {
+    use ContainerStateStatusEnum as S;
+    assert!(needs_start(Some(&state(S::CREATED, 0)), 0));
+    assert!(!needs_start(Some(&state(S::RUNNING, 0)), 0));
+    assert!(!needs_start(Some(&state(S::RESTARTING, 3)), 2));
+    assert!(needs_start(Some(&state(S::EXITED, 0)), 0));
+    assert!(needs_start(Some(&state(S::EXITED, 137)), 0));
+    assert!(!needs_start(
+        Some(&state(S::EXITED, 3)),
+        MAX_RESTART_RETRIES
+    ));
+}
+
+#[test]
+fn published_ports_become_uris() {
+    let exposures = BTreeMap::from([((80, Protocol::Tcp), 80), ((53, Protocol::Udp), 53)]);
+    let ports: PortMap = HashMap::from([
+        (
+            "80/tcp".to_owned(),
+            Some(vec![PortBinding {
+                host_ip: Some("0.0.0.0".into()),
+                host_port: Some("49153".into()),
+            }]),
+        ),
+        ("53/udp".to_owned(), None),
+        (
+            "9000/tcp".to_owned(),
+            Some(vec![PortBinding {
+                host_ip: Some("0.0.0.0".into()),
+                host_port: Some("49154".into()),
+            }]),
+        ),
+    ]);
+    assert_eq!(
+        published_uris(Some(&ports), &exposures, "provider.example"),
+        vec!["http://provider.example:49153"]
+    );
+    assert!(published_uris(None, &exposures, "h").is_empty());
+}
+
+#[test]
+fn log_frames_split_into_timestamped_lines() {
+    let frame = b"2026-11-22T02:54:02.123456789Z hello world\n";
+    assert_eq!(
+        split_log_frame(frame),
+        vec![(
+            Some("2026-11-22T02:54:02.123456789Z".to_owned()),
+            b"hello world".to_vec()
+        )]
+    );
+    let two = b"2026-11-22T02:54:02Z a\n2026-11-22T02:54:03Z b\n";
+    let lines: Vec<Vec<u8>> = split_log_frame(two)
+        .into_iter()
+        .map(|(_, line)| line)
+        .collect();
+    assert_eq!(lines, vec![b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(
+        split_log_frame(b"no timestamp here"),
+        vec![(None, b"no timestamp here".to_vec())]
+    );
+}
+
+#[test]
+fn engine_events_map_to_runtime_events() {
+    let message = EventMessage {
+        action: Some("die".into()),
+        actor: Some(bollard::models::EventActor {
+            id: Some("abc".into()),
+            attributes: Some(HashMap::from([
+                ("exitCode".to_owned(), "3".to_owned()),
+                (LABEL_SERVICE.to_owned(), "web".to_owned()),
+                (LABEL_REPLICA.to_owned(), "1".to_owned()),
+            ])),
+        }),
+        ..Default::default()
+    };
+    let event = event_from_message(5, message);
+    assert_eq!(event.kind, RuntimeEventKind::Died { exit_code: Some(3) });
+    assert_eq!(event.service.as_deref(), Some("web"));
+    assert_eq!(event.replica, Some(1));
+}
