@@ -27,8 +27,8 @@ pub use gpu::{
 };
 pub use model::{
     Attribute, Credentials, Endpoint, EndpointKind, Expose, Gpu, Group, HttpOptions, Manifest,
-    ManifestGroup, Price, Protocol, Requirements, ResourceUnit, Resources, Service, ServiceParams,
-    SignedBy, Storage, StorageMount, Tee, Totals,
+    ManifestGroup, Price, Protocol, RAM_STORAGE_CLASS, Requirements, ResourceUnit, Resources,
+    Service, ServiceParams, SignedBy, Storage, StorageMount, Tee, Totals,
 };
 pub use sdl::{ACCEPTED_DENOMS, Version};
 pub use units::{

@@ -1,5 +1,7 @@
 //! The derived, public types: on-chain groups and the off-chain manifest.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 use sha3::{Digest, Keccak256};
 
@@ -34,6 +36,29 @@ pub struct Requirements {
     pub signed_by: SignedBy,
 }
 
+/// Akash's memory-backed storage class: a `ram` volume is shared memory (a tmpfs), so it
+/// is paid for and reserved as memory, never as disk.
+pub const RAM_STORAGE_CLASS: &str = "ram";
+
+/// The storage class of a persistent volume that names none.
+pub const DEFAULT_STORAGE_CLASS: &str = "default";
+
+/// Akash's provider attribute announcing a storage class (`…/class=beta2`), and the one
+/// announcing persistent storage at all (`…/persistent=true`). Providers announce one
+/// `class` entry per class they have, all under index 1, so that an order's required
+/// `key=value` matches exactly (on chain, attributes are compared as hashes).
+pub const STORAGE_CLASS_ATTRIBUTE: &str = "capabilities/storage/1/class";
+/// See [`STORAGE_CLASS_ATTRIBUTE`].
+pub const STORAGE_PERSISTENT_ATTRIBUTE: &str = "capabilities/storage/1/persistent";
+
+/// The `key=value` provider attributes that announce persistent storage of `class`.
+pub fn storage_class_attributes(class: &str) -> [String; 2] {
+    [
+        format!("{STORAGE_CLASS_ATTRIBUTE}={class}"),
+        format!("{STORAGE_PERSISTENT_ATTRIBUTE}=true"),
+    ]
+}
+
 /// One storage volume of a resource unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Storage {
@@ -47,6 +72,20 @@ pub struct Storage {
     pub persistent: bool,
     /// The volume's attributes in Akash form (empty when the SDL gave none).
     pub attributes: Vec<Attribute>,
+}
+
+impl Storage {
+    /// Whether the volume is shared memory rather than disk ([`RAM_STORAGE_CLASS`]).
+    pub fn is_ram(&self) -> bool {
+        self.class.as_deref() == Some(RAM_STORAGE_CLASS)
+    }
+
+    /// The class a persistent volume is stored in ([`DEFAULT_STORAGE_CLASS`] when it
+    /// names none); `None` for a volume that does not persist.
+    pub fn persistent_class(&self) -> Option<&str> {
+        self.persistent
+            .then(|| self.class.as_deref().unwrap_or(DEFAULT_STORAGE_CLASS))
+    }
 }
 
 /// GPUs of a resource unit.
@@ -98,6 +137,27 @@ pub struct Resources {
     pub endpoints: Vec<Endpoint>,
 }
 
+impl Resources {
+    /// The memory a replica really uses: its `memory` plus its `ram` volumes, which live
+    /// in memory. `None` on overflow.
+    pub fn memory_with_ram_bytes(&self) -> Option<u64> {
+        self.storage
+            .iter()
+            .filter(|volume| volume.is_ram())
+            .try_fold(self.memory_bytes, |sum, volume| {
+                sum.checked_add(volume.bytes)
+            })
+    }
+
+    /// The disk a replica uses: every volume except the `ram` ones. `None` on overflow.
+    pub fn disk_storage_bytes(&self) -> Option<u64> {
+        self.storage
+            .iter()
+            .filter(|volume| !volume.is_ram())
+            .try_fold(0u64, |sum, volume| sum.checked_add(volume.bytes))
+    }
+}
+
 /// A price: the most a tenant pays per replica per hour.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Price {
@@ -137,9 +197,9 @@ pub struct Totals {
     pub replicas: u64,
     /// CPU millicores.
     pub cpu_millis: u64,
-    /// Memory bytes.
+    /// Memory bytes, `ram` volumes included.
     pub memory_bytes: u64,
-    /// Storage bytes over all volumes.
+    /// Storage bytes over all volumes except the `ram` ones.
     pub storage_bytes: u64,
     /// GPUs.
     pub gpu_units: u64,
@@ -166,17 +226,33 @@ fn checked_total(
 }
 
 impl Group {
+    /// Every provider attribute the group needs, as `key=value`: its placement's
+    /// attributes, and the storage attributes of each class its persistent volumes use,
+    /// so that a provider without that class is not eligible (checked on chain).
+    pub fn required_attributes(&self) -> BTreeSet<String> {
+        let placement = self
+            .requirements
+            .attributes
+            .iter()
+            .map(|attribute| format!("{}={}", attribute.key, attribute.value));
+        let storage = self
+            .units
+            .iter()
+            .flat_map(|unit| unit.resources.storage.iter())
+            .filter_map(Storage::persistent_class)
+            .flat_map(storage_class_attributes);
+        placement.chain(storage).collect()
+    }
+
     /// Sums resources × count over the units, with checked arithmetic.
     pub fn totals(&self) -> Result<Totals, TotalsError> {
         let replicas = checked_total(self, "replicas", |_| Some(1))?;
         let cpu_millis = checked_total(self, "cpu", |unit| Some(unit.resources.cpu_millis))?;
-        let memory_bytes = checked_total(self, "memory", |unit| Some(unit.resources.memory_bytes))?;
-        let storage_bytes = checked_total(self, "storage", |unit| {
-            unit.resources
-                .storage
-                .iter()
-                .try_fold(0u64, |sum, volume| sum.checked_add(volume.bytes))
+        let memory_bytes = checked_total(self, "memory", |unit| {
+            unit.resources.memory_with_ram_bytes()
         })?;
+        let storage_bytes =
+            checked_total(self, "storage", |unit| unit.resources.disk_storage_bytes())?;
         let gpu_units = checked_total(self, "gpu", |unit| {
             Some(u64::from(unit.resources.gpu.units))
         })?;

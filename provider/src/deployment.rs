@@ -10,10 +10,13 @@ use std::collections::BTreeMap;
 
 use alloy::primitives::B256;
 use leasehold_contracts::{OrderSpec, Resources as ChainResources};
-use leasehold_manifests::{Group, Manifest, ManifestGroup, Protocol as ManifestProtocol, Service};
+use leasehold_manifests::{
+    Group, Manifest, ManifestGroup, Protocol as ManifestProtocol, Service, StorageMount,
+};
 
 use crate::runtime::{
-    LeaseDeployment, PersistentVolume, PortExposure, Protocol, ServiceDeployment, ServiceResources,
+    LeaseDeployment, PersistentVolume, PortExposure, Protocol, RamVolume, SHARED_MEMORY_MOUNT,
+    ServiceDeployment, ServiceResources,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -112,10 +115,12 @@ pub fn group_demand(group: &ManifestGroup) -> Result<GroupDemand, DeploymentErro
         let count = u64::from(service.count);
         let per_storage = service
             .resources
-            .storage
-            .iter()
-            .try_fold(0u64, |sum, volume| sum.checked_add(volume.bytes))
+            .disk_storage_bytes()
             .ok_or_else(|| overflow("storage"))?;
+        let per_memory = service
+            .resources
+            .memory_with_ram_bytes()
+            .ok_or_else(|| overflow("memory"))?;
         let scaled = |value: u64, what| value.checked_mul(count).ok_or_else(|| overflow(what));
         replicas = replicas
             .checked_add(count)
@@ -124,7 +129,7 @@ pub fn group_demand(group: &ManifestGroup) -> Result<GroupDemand, DeploymentErro
             .checked_add(scaled(service.resources.cpu_millis, "cpu")?)
             .ok_or_else(|| overflow("cpu"))?;
         memory = memory
-            .checked_add(scaled(service.resources.memory_bytes, "memory")?)
+            .checked_add(scaled(per_memory, "memory")?)
             .ok_or_else(|| overflow("memory"))?;
         storage = storage
             .checked_add(scaled(per_storage, "storage")?)
@@ -225,7 +230,7 @@ fn service_deployment<'d>(
         .resources
         .storage
         .iter()
-        .filter(|volume| !volume.persistent)
+        .filter(|volume| !volume.persistent && !volume.is_ram())
         .fold(0u64, |sum, volume| sum.saturating_add(volume.bytes));
     let per_replica = service.resources.gpu.units;
     let mut gpu_devices = Vec::new();
@@ -255,12 +260,17 @@ fn service_deployment<'d>(
         expose: exposures(service),
         resources: ServiceResources {
             cpu_millis: service.resources.cpu_millis,
-            memory_bytes: service.resources.memory_bytes,
+            // The tmpfs of `ram` volumes is charged to the replica's memory.
+            memory_bytes: service
+                .resources
+                .memory_with_ram_bytes()
+                .unwrap_or(u64::MAX),
             storage_bytes,
         },
         replicas: service.count,
         gpu_devices,
         volumes: persistent_volumes(service),
+        ram_volumes: ram_volumes(service),
         gpu_models: service
             .resources
             .gpu
@@ -274,17 +284,13 @@ fn service_deployment<'d>(
 /// The service's persistent volumes with their mounts (a persistent volume the SDL
 /// mounts nowhere is not given to the runtime: nothing could use it).
 fn persistent_volumes(service: &Service) -> Vec<PersistentVolume> {
-    let mounts = service
-        .params
-        .as_ref()
-        .map_or(&[][..], |params| params.storage.as_slice());
     service
         .resources
         .storage
         .iter()
         .filter(|volume| volume.persistent)
         .filter_map(|volume| {
-            let mount = mounts.iter().find(|mount| mount.name == volume.name)?;
+            let mount = volume_mount(service, &volume.name)?;
             Some(PersistentVolume {
                 name: volume.name.clone(),
                 mount: mount.mount.clone(),
@@ -294,6 +300,32 @@ fn persistent_volumes(service: &Service) -> Vec<PersistentVolume> {
             })
         })
         .collect()
+}
+
+/// The service's `ram` volumes, each where the SDL mounts it or else at `/dev/shm`.
+fn ram_volumes(service: &Service) -> Vec<RamVolume> {
+    service
+        .resources
+        .storage
+        .iter()
+        .filter(|volume| volume.is_ram())
+        .map(|volume| RamVolume {
+            name: volume.name.clone(),
+            mount: volume_mount(service, &volume.name).map_or_else(
+                || SHARED_MEMORY_MOUNT.to_owned(),
+                |mount| mount.mount.clone(),
+            ),
+            size_bytes: volume.bytes,
+        })
+        .collect()
+}
+
+/// Where the SDL mounts the named volume of the service, if anywhere.
+fn volume_mount<'s>(service: &'s Service, volume: &str) -> Option<&'s StorageMount> {
+    service
+        .params
+        .as_ref()
+        .and_then(|params| params.storage.iter().find(|mount| mount.name == volume))
 }
 
 /// One exposure per container port and protocol: the manifest lists one entry per `to`
@@ -362,6 +394,82 @@ mod tests {
             matches!(err, DeploymentError::GroupExceedsOrder { ref group, .. } if group == "anywhere"),
             "{err}"
         );
+    }
+
+    const SHARED_MEMORY: &str = r#"
+version: "2.0"
+services:
+  infer:
+    image: leasehold/busybox:test
+    params:
+      storage:
+        scratch:
+          mount: /scratch
+profiles:
+  compute:
+    infer:
+      resources:
+        cpu:
+          units: 1
+        memory:
+          size: 256Mi
+        storage:
+          - size: 128Mi
+          - name: shm
+            size: 1Gi
+            attributes:
+              class: ram
+          - name: scratch
+            size: 64Mi
+            attributes:
+              class: ram
+  placement:
+    anywhere:
+      pricing:
+        infer:
+          denom: usdc
+          amount: 1000
+deployment:
+  infer:
+    anywhere:
+      profile: infer
+      count: 2
+"#;
+
+    #[test]
+    fn ram_volumes_are_paid_and_run_as_memory() {
+        let sdl = leasehold_manifests::parse(SHARED_MEMORY).unwrap();
+        let manifest = sdl.manifest();
+        let spec = order_spec_for_group(&sdl.groups()[0]).unwrap();
+        assert_eq!(spec.resources.memory_mib, 2 * (256 + 1024 + 64));
+        assert_eq!(spec.resources.storage_mib, 2 * 128);
+        let group = order_group(&manifest, &spec).unwrap();
+        let demand = group_demand(group).unwrap();
+        assert_eq!(demand.resources, spec.resources);
+        let deployment = lease_deployment(7, "0xabc", &manifest, &group.name, &[]).unwrap();
+        let infer = &deployment.services[0];
+        assert_eq!(infer.resources.memory_bytes, (256 + 1024 + 64) * MIB);
+        assert_eq!(infer.resources.storage_bytes, 128 * MIB);
+        assert_eq!(
+            infer.ram_volumes,
+            vec![
+                RamVolume {
+                    name: "scratch".into(),
+                    mount: "/scratch".into(),
+                    size_bytes: 64 * MIB,
+                },
+                RamVolume {
+                    name: "shm".into(),
+                    mount: SHARED_MEMORY_MOUNT.into(),
+                    size_bytes: 1024 * MIB,
+                },
+            ]
+        );
+        // An order that bought the memory without the ram volumes cannot run the group.
+        let mut short = spec.clone();
+        short.resources.memory_mib = 2 * 256;
+        short.resources.storage_mib = 2 * (128 + 1024 + 64);
+        assert!(order_group(&manifest, &short).is_err());
     }
 
     const TWO_GROUPS: &str = include_str!("../../manifests/examples/two-groups.yaml");

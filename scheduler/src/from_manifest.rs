@@ -12,9 +12,6 @@ use crate::resources::{
 /// Storage class used for persistent volumes that name none.
 pub const DEFAULT_STORAGE_CLASS: &str = "default";
 
-/// Akash's memory-backed volume class: it consumes RAM, not disk.
-const RAM_STORAGE_CLASS: &str = "ram";
-
 /// A group that cannot be expressed as a scheduling request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("group `{group}` resource unit {unit}: {source}")]
@@ -34,12 +31,15 @@ pub fn replica_request(resources: &manifests::Resources) -> Result<ReplicaReques
         ..Resources::default()
     };
     for volume in &resources.storage {
-        let class = volume.class.as_deref();
         if volume.persistent {
-            let class = class.unwrap_or(DEFAULT_STORAGE_CLASS).to_string();
+            let class = volume
+                .class
+                .as_deref()
+                .unwrap_or(DEFAULT_STORAGE_CLASS)
+                .to_string();
             let held = request.persistent_storage.entry(class).or_insert(0);
             *held = add(*held, volume.bytes, "persistent storage")?;
-        } else if class == Some(RAM_STORAGE_CLASS) {
+        } else if volume.is_ram() {
             request.memory_bytes = add(request.memory_bytes, volume.bytes, "memory")?;
         } else {
             request.ephemeral_storage_bytes = add(
@@ -161,6 +161,22 @@ deployment:
       profile: gpu-large
       count: 3
 "#;
+
+    #[test]
+    fn ram_volumes_are_requested_as_memory() {
+        let sdl = SDL.replace(
+            "          - size: 20Gi\n",
+            "          - size: 20Gi\n          - name: shm\n            size: 16Gi\n            attributes:\n              class: ram\n",
+        );
+        let sdl = manifests::parse(&sdl).unwrap_or_else(|errors| panic!("{errors:?}"));
+        let request = group_request(&sdl.groups()[0]).unwrap();
+        let replica = &request.units[0].replica;
+        assert_eq!(replica.resources.memory_bytes, 64 * GIB + 16 * GIB);
+        assert_eq!(replica.resources.ephemeral_storage_bytes, 20 * GIB);
+        let totals = sdl.groups()[0].totals().unwrap();
+        assert_eq!(totals.memory_bytes, 3 * (64 + 16) * GIB);
+        assert_eq!(totals.storage_bytes, 3 * (20 + 200) * GIB);
+    }
 
     #[test]
     fn sdl_group_becomes_a_placeable_request() {

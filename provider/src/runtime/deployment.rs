@@ -62,6 +62,9 @@ pub struct ServiceDeployment {
     /// replica. Empty for most services; Kubernetes turns a service with volumes into a
     /// StatefulSet.
     pub volumes: Vec<PersistentVolume>,
+    /// Shared-memory volumes (Akash class `ram`): a tmpfs of each replica, counted in
+    /// `resources.memory_bytes` because its pages are charged to the replica's memory.
+    pub ram_volumes: Vec<RamVolume>,
     /// GPU models the service accepts (canonical keys, `*` parts allowed); empty means
     /// any. Kubernetes pins GPU replicas to nodes carrying one of them.
     pub gpu_models: Vec<String>,
@@ -79,6 +82,28 @@ pub struct PersistentVolume {
     /// for the provider's default.
     pub class: Option<String>,
     pub read_only: bool,
+}
+
+/// Where a `ram` volume the SDL mounts nowhere goes: the POSIX shared-memory directory
+/// that PyTorch, vLLM and NCCL use, whose engine default (64 MiB) is what they die on.
+pub const SHARED_MEMORY_MOUNT: &str = "/dev/shm";
+
+/// A memory-backed volume of each replica of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RamVolume {
+    /// A DNS label, unique among the service's volumes.
+    pub name: String,
+    /// Absolute path the tmpfs is mounted at ([`SHARED_MEMORY_MOUNT`] by default).
+    pub mount: String,
+    pub size_bytes: u64,
+}
+
+impl RamVolume {
+    /// Whether the volume is the replica's `/dev/shm` (sized by the engine's own setting
+    /// on Docker rather than by a mount over it).
+    pub fn is_shared_memory(&self) -> bool {
+        self.mount == SHARED_MEMORY_MOUNT
+    }
 }
 
 /// A container port and how it is exposed.
@@ -130,6 +155,7 @@ impl ServiceDeployment {
             replicas: 1,
             gpu_devices: Vec::new(),
             volumes: Vec::new(),
+            ram_volumes: Vec::new(),
             gpu_models: Vec::new(),
         }
     }
@@ -243,6 +269,12 @@ impl ReplicaSpec<'_> {
         }
         if !service.gpu_models.is_empty() {
             hasher.list(service.gpu_models.iter().map(String::as_bytes));
+        }
+        for volume in &service.ram_volumes {
+            hasher.field(b"ram");
+            hasher.field(volume.name.as_bytes());
+            hasher.field(volume.mount.as_bytes());
+            hasher.field(&volume.size_bytes.to_be_bytes());
         }
         format!("{:016x}", hasher.state)
     }
@@ -470,33 +502,57 @@ impl ServiceDeployment {
         }
         let mut volume_names = BTreeSet::new();
         let mut mounts = BTreeSet::new();
-        for volume in &self.volumes {
-            let volume_field = field(&format!("volumes.{}", volume.name));
-            if !is_dns_label(&volume.name) {
+        let volumes = self
+            .volumes
+            .iter()
+            .map(|volume| (&volume.name, &volume.mount, volume.size_bytes))
+            .chain(
+                self.ram_volumes
+                    .iter()
+                    .map(|volume| (&volume.name, &volume.mount, volume.size_bytes)),
+            );
+        for (name, mount, size_bytes) in volumes {
+            let volume_field = field(&format!("volumes.{name}"));
+            if !is_dns_label(name) {
                 return Err(invalid(
                     volume_field,
                     "name must be a DNS label (lower-case letters, digits and '-')",
                 ));
             }
-            if !volume_names.insert(volume.name.as_str()) {
+            if !volume_names.insert(name.as_str()) {
                 return Err(invalid(volume_field, "duplicate volume name"));
             }
-            if !volume.mount.starts_with('/') || !mounts.insert(volume.mount.as_str()) {
+            if !mount.starts_with('/') || !mounts.insert(mount.as_str()) {
                 return Err(invalid(
                     volume_field,
                     "mount must be an absolute path used by no other volume",
                 ));
             }
-            if volume.size_bytes == 0 {
+            if size_bytes == 0 {
                 return Err(invalid(volume_field, "size must be greater than zero"));
             }
+        }
+        for volume in &self.volumes {
             if volume
                 .class
                 .as_deref()
                 .is_some_and(|class| !is_dns_label(class))
             {
-                return Err(invalid(volume_field, "class must be a DNS label"));
+                return Err(invalid(
+                    field(&format!("volumes.{}", volume.name)),
+                    "class must be a DNS label",
+                ));
             }
+        }
+        let ram_bytes = self
+            .ram_volumes
+            .iter()
+            .try_fold(0u64, |sum, volume| sum.checked_add(volume.size_bytes));
+        if ram_bytes.is_none_or(|ram| ram > self.resources.memory_bytes) {
+            return Err(invalid(
+                field("ram_volumes"),
+                "ram volumes must fit in the replica's memory, which counts them",
+            ));
         }
         Ok(())
     }

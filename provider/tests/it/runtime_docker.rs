@@ -20,8 +20,9 @@ use leasehold_provider::runtime::docker::{
 };
 use leasehold_provider::runtime::{
     LABEL_LEASE, LABEL_REPLICA, LABEL_SERVICE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus,
-    LogLine, PortExposure, Protocol, ReplicaState, Runtime, RuntimeError, RuntimeEventKind,
-    RuntimeScope, ServiceDeployment, ServiceResources, lease_selector,
+    LogLine, PortExposure, Protocol, RamVolume, ReplicaState, Runtime, RuntimeError,
+    RuntimeEventKind, RuntimeScope, SHARED_MEMORY_MOUNT, ServiceDeployment, ServiceResources,
+    lease_selector,
 };
 use sha2::{Digest, Sha256};
 
@@ -1017,6 +1018,66 @@ async fn a_missing_image_is_pulled_once_with_progress_events() {
             )
             .await
             .expect("remove pulled image");
+    })
+    .await;
+}
+
+/// The size column (1K blocks) of `df -k` for the filesystem at `path`.
+async fn filesystem_kib(docker: &Docker, container: &str, path: &str) -> u64 {
+    let (code, output) = exec(docker, container, &["df", "-k", path]).await;
+    assert_eq!(code, 0, "df -k {path}: {output}");
+    output
+        .lines()
+        .nth(1)
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|size| size.parse().ok())
+        .unwrap_or_else(|| panic!("no size in df output {output:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ram_volumes_size_dev_shm_and_their_own_tmpfs() {
+    bounded_test(|runtime, leases| async move {
+        let lease_id = leases[0];
+        let mut infer = scripted("infer", "exec sleep 3600");
+        infer.resources.memory_bytes = 64 * MIB + 256 * MIB + 32 * MIB;
+        infer.ram_volumes = vec![
+            RamVolume {
+                name: "shm".into(),
+                mount: SHARED_MEMORY_MOUNT.into(),
+                size_bytes: 256 * MIB,
+            },
+            RamVolume {
+                name: "scratch".into(),
+                mount: "/scratch".into(),
+                size_bytes: 32 * MIB,
+            },
+        ];
+        runtime
+            .deploy(&lease(lease_id, vec![infer]))
+            .await
+            .expect("deploy");
+        wait_for_status(&runtime, lease_id, "running", LeaseRuntimeStatus::is_ready).await;
+        let container = scope().replica_name(lease_id, "infer", 0);
+        let docker = runtime.client();
+        assert_eq!(
+            filesystem_kib(docker, &container, "/dev/shm").await,
+            256 * 1024
+        );
+        assert_eq!(
+            filesystem_kib(docker, &container, "/scratch").await,
+            32 * 1024
+        );
+        // The tmpfs pages count against the replica's memory, whose limit includes them.
+        let host = inspect(docker, &container).await.host_config.expect("host");
+        assert_eq!(host.memory, Some(352 * 1024 * 1024));
+        // A non-root writer can use the scratch tmpfs too, as it can /dev/shm.
+        let (code, output) = exec(
+            docker,
+            &container,
+            &["sh", "-c", "stat -c %a /scratch && echo x > /scratch/f"],
+        )
+        .await;
+        assert_eq!((code, output.trim()), (0, "1777"));
     })
     .await;
 }

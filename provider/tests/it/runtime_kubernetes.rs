@@ -43,8 +43,8 @@ use leasehold_provider::runtime::kubernetes::status::{WorkloadView, observe, pod
 use leasehold_provider::runtime::kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
 use leasehold_provider::runtime::{
     LABEL_CHAIN, LABEL_LEASE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus, PortExposure,
-    Protocol, ReplicaState, Runtime, RuntimeError, RuntimeEventKind, ServiceDeployment,
-    ServiceResources, lease_selector,
+    Protocol, RamVolume, ReplicaState, Runtime, RuntimeError, RuntimeEventKind,
+    SHARED_MEMORY_MOUNT, ServiceDeployment, ServiceResources, lease_selector,
 };
 use serde_json::{Value, json};
 
@@ -374,6 +374,48 @@ fn multi_service_puts_the_database_in_a_stateful_set_with_its_volume_class() {
         .and_then(|s| s.capabilities)
         .expect("caps");
     assert_eq!(caps.add, None);
+}
+
+#[test]
+fn ram_volumes_become_memory_backed_empty_dirs_inside_the_memory_limit() {
+    let mut service = web("infer", 1);
+    service.resources.memory_bytes = 32 * MIB + GIB + 64 * MIB;
+    service.ram_volumes = vec![
+        RamVolume {
+            name: "shm".into(),
+            mount: SHARED_MEMORY_MOUNT.into(),
+            size_bytes: GIB,
+        },
+        RamVolume {
+            name: "scratch".into(),
+            mount: "/scratch".into(),
+            size_bytes: 64 * MIB,
+        },
+    ];
+    let objects = lease_objects(&lease(7, vec![service]), &config()).expect("objects");
+    let template = &objects.deployments[0].spec.as_ref().expect("spec").template;
+    let pod = template.spec.as_ref().expect("pod");
+    assert_eq!(
+        serde_json::to_value(&pod.volumes).expect("json"),
+        json!([
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": GIB.to_string()}},
+            {"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": (64 * MIB).to_string()}},
+        ])
+    );
+    let container = container_of(Some(template));
+    assert_eq!(
+        serde_json::to_value(&container.volume_mounts).expect("json"),
+        json!([
+            {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "scratch", "mountPath": "/scratch"},
+        ])
+    );
+    // The tmpfs pages are charged to the container: its limit and the quota count them.
+    let limits = quantities(&container.resources.expect("resources").limits);
+    let memory = (32 * MIB + GIB + 64 * MIB).to_string();
+    assert_eq!(limits.get("memory"), Some(&memory));
+    let hard = quantities(&objects.resource_quota.spec.as_ref().expect("spec").hard);
+    assert_eq!(hard.get("limits.memory"), Some(&memory));
 }
 
 #[test]

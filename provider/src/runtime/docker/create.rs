@@ -3,12 +3,15 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, DeviceRequest, EndpointSettings, HostConfig, HostConfigLogConfig,
-    NetworkingConfig, PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceRequest, EndpointSettings, HostConfig, HostConfigLogConfig, Mount,
+    MountTmpfsOptions, MountType, NetworkingConfig, PortBinding, PortMap, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 
 use super::{LOG_MAX_FILES, LOG_MAX_SIZE, MAX_RESTART_RETRIES, PIDS_LIMIT};
-use crate::runtime::{LeaseDeployment, Protocol, ReplicaSpec, RuntimeError, RuntimeScope};
+use crate::runtime::{
+    LeaseDeployment, Protocol, RamVolume, ReplicaSpec, RuntimeError, RuntimeScope, invalid,
+};
 
 /// The container for one replica: limits, hardening, ports, labels, network.
 pub fn container_create_body(
@@ -52,6 +55,7 @@ pub fn container_create_body(
         }]
     });
     let memory = service.resources.memory_limit_bytes()?;
+    let (shm_size, mounts) = ram_mounts(&service.name, &service.ram_volumes)?;
     let host_config = HostConfig {
         nano_cpus: Some(service.resources.nano_cpus()?),
         memory: Some(memory),
@@ -62,7 +66,8 @@ pub fn container_create_body(
         security_opt: Some(vec!["no-new-privileges".to_owned()]),
         privileged: Some(false),
         binds: None,
-        mounts: None,
+        mounts,
+        shm_size,
         publish_all_ports: Some(false),
         port_bindings: Some(port_bindings),
         network_mode: Some(network.to_owned()),
@@ -109,4 +114,41 @@ pub fn container_create_body(
         }),
         ..Default::default()
     })
+}
+
+/// The replica's `ram` volumes: `/dev/shm` resized with `ShmSize`, any other mount a tmpfs
+/// of its size. Both are charged to the container's memory cgroup, whose limit counts them.
+fn ram_mounts(
+    service: &str,
+    volumes: &[RamVolume],
+) -> Result<(Option<i64>, Option<Vec<Mount>>), RuntimeError> {
+    let size = |volume: &RamVolume| {
+        i64::try_from(volume.size_bytes).map_err(|_| {
+            invalid(
+                format!("services.{service}.volumes.{}", volume.name),
+                "too large",
+            )
+        })
+    };
+    let mut shm_size = None;
+    let mut mounts = Vec::new();
+    for volume in volumes {
+        if volume.is_shared_memory() {
+            shm_size = Some(size(volume)?);
+            continue;
+        }
+        mounts.push(Mount {
+            target: Some(volume.mount.clone()),
+            typ: Some(MountType::TMPFS),
+            tmpfs_options: Some(MountTmpfsOptions {
+                size_bytes: Some(size(volume)?),
+                // World-writable with the sticky bit, as /dev/shm: the image's user may
+                // not be root.
+                mode: Some(0o1777),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    Ok((shm_size, (!mounts.is_empty()).then_some(mounts)))
 }

@@ -288,3 +288,49 @@ fn engine_events_map_to_runtime_events() {
     assert_eq!(event.service.as_deref(), Some("web"));
     assert_eq!(event.replica, Some(1));
 }
+
+#[test]
+fn ram_volumes_resize_dev_shm_and_mount_sized_tmpfs() {
+    use bollard::models::{Mount, MountTmpfsOptions, MountType};
+
+    use crate::runtime::{RamVolume, SHARED_MEMORY_MOUNT};
+
+    let mut deployment = deployment(vec![]);
+    deployment.services[0].ram_volumes = vec![
+        RamVolume {
+            name: "shm".into(),
+            mount: SHARED_MEMORY_MOUNT.into(),
+            size_bytes: 64 * 1024 * 1024,
+        },
+        RamVolume {
+            name: "scratch".into(),
+            mount: "/scratch".into(),
+            size_bytes: 16 * 1024 * 1024,
+        },
+    ];
+    let host = body_of(&deployment, 0).host_config.expect("host config");
+    assert_eq!(host.shm_size, Some(64 * 1024 * 1024));
+    assert_eq!(
+        host.mounts,
+        Some(vec![Mount {
+            target: Some("/scratch".into()),
+            typ: Some(MountType::TMPFS),
+            tmpfs_options: Some(MountTmpfsOptions {
+                size_bytes: Some(16 * 1024 * 1024),
+                mode: Some(0o1777),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }])
+    );
+    assert!(host.binds.is_none(), "never a host path");
+    assert_eq!(
+        host.memory,
+        Some(256 * 1024 * 1024),
+        "the memory limit is the service's, ram volumes included"
+    );
+    // A ram volume bigger than the memory that must hold it is refused.
+    deployment.services[0].ram_volumes[0].size_bytes = 1 << 30;
+    let error = deployment.validate().expect_err("does not fit").to_string();
+    assert!(error.contains("services.infer.ram_volumes"), "{error}");
+}

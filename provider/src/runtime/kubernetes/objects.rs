@@ -13,12 +13,12 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, EnvVar, LimitRange, LimitRangeItem,
-    LimitRangeSpec, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, LimitRange,
+    LimitRangeItem, LimitRangeSpec, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement,
     NodeSelectorTerm, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
     PodSpec, PodTemplateSpec, ResourceQuota, ResourceQuotaSpec, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Toleration, VolumeMount,
-    VolumeResourceRequirements,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
@@ -532,18 +532,7 @@ fn pod_template(
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: (!service.volumes.is_empty()).then(|| {
-            service
-                .volumes
-                .iter()
-                .map(|volume| VolumeMount {
-                    name: volume.name.clone(),
-                    mount_path: volume.mount.clone(),
-                    read_only: Some(volume.read_only),
-                    ..VolumeMount::default()
-                })
-                .collect()
-        }),
+        volume_mounts: volume_mounts(service),
         ..Container::default()
     };
     let gpu_scheduling = if service.gpus_per_replica() > 0 {
@@ -571,10 +560,48 @@ fn pod_template(
                 }),
                 ..PodSecurityContext::default()
             }),
+            volumes: ram_volumes(service),
             affinity: gpu_scheduling.clone().map(|(affinity, _)| affinity),
             tolerations: gpu_scheduling.map(|(_, tolerations)| tolerations),
             ..PodSpec::default()
         }),
+    })
+}
+
+/// The container's mounts: its persistent volumes (claims of the StatefulSet) and its
+/// `ram` volumes.
+fn volume_mounts(service: &ServiceDeployment) -> Option<Vec<VolumeMount>> {
+    let persistent = service.volumes.iter().map(|volume| VolumeMount {
+        name: volume.name.clone(),
+        mount_path: volume.mount.clone(),
+        read_only: Some(volume.read_only),
+        ..VolumeMount::default()
+    });
+    let ram = service.ram_volumes.iter().map(|volume| VolumeMount {
+        name: volume.name.clone(),
+        mount_path: volume.mount.clone(),
+        ..VolumeMount::default()
+    });
+    let mounts: Vec<VolumeMount> = persistent.chain(ram).collect();
+    (!mounts.is_empty()).then_some(mounts)
+}
+
+/// The `ram` volumes as memory-backed emptyDirs: the kubelet charges their pages to the
+/// container's memory limit, which counts them, and `sizeLimit` caps each one.
+fn ram_volumes(service: &ServiceDeployment) -> Option<Vec<Volume>> {
+    (!service.ram_volumes.is_empty()).then(|| {
+        service
+            .ram_volumes
+            .iter()
+            .map(|volume| Volume {
+                name: volume.name.clone(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: Some("Memory".to_owned()),
+                    size_limit: Some(quantity(volume.size_bytes)),
+                }),
+                ..Volume::default()
+            })
+            .collect()
     })
 }
 
