@@ -26,9 +26,10 @@ pub use gpu::{
     GpuAliasError, GpuKeyError, GpuModelKey, ResolvedModel, WILDCARD, known_models, resolve_model,
 };
 pub use model::{
-    Attribute, Credentials, Endpoint, EndpointKind, Expose, Gpu, Group, HttpOptions, Manifest,
-    ManifestGroup, Price, Protocol, RAM_STORAGE_CLASS, Requirements, ResourceUnit, Resources,
-    Service, ServiceParams, SignedBy, Storage, StorageMount, Tee, Totals,
+    Attribute, Credentials, DEFAULT_STORAGE_CLASS, Endpoint, EndpointKind, Expose, Gpu, Group,
+    HttpOptions, Manifest, ManifestGroup, Price, Protocol, RAM_STORAGE_CLASS, Requirements,
+    ResourceUnit, Resources, STORAGE_CLASS_ATTRIBUTE, STORAGE_PERSISTENT_ATTRIBUTE, Service,
+    ServiceParams, SignedBy, Storage, StorageMount, Tee, Totals, storage_class_attributes,
 };
 pub use sdl::{ACCEPTED_DENOMS, Version};
 pub use units::{

@@ -66,36 +66,7 @@ const NOT_HONOURED: &[(&[&str], &str)] = &[
         &["services", "*", "expose", "[]", "to", "[]", "ip"],
         "no leased IP is assigned: the port is published on the provider's host address",
     ),
-    (
-        &[
-            "profiles",
-            "compute",
-            "*",
-            "resources",
-            "storage",
-            "attributes",
-            "class",
-        ],
-        STORAGE_CLASS_INSTEAD,
-    ),
-    (
-        &[
-            "profiles",
-            "compute",
-            "*",
-            "resources",
-            "storage",
-            "[]",
-            "attributes",
-            "class",
-        ],
-        STORAGE_CLASS_INSTEAD,
-    ),
 ];
-
-const STORAGE_CLASS_INSTEAD: &str = "the class is not part of the on-chain order, so providers \
-     bid regardless of it; a Kubernetes provider maps it to a StorageClass of its configuration, \
-     a Docker provider uses a local volume whatever the class (`ram` included)";
 
 /// `pricing.<profile>.denom` values Leasehold reads differently from Akash.
 const AKASH_DENOMS: &[&str] = &["uakt", "uact"];

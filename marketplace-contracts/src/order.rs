@@ -122,11 +122,12 @@ pub fn order_spec_for_group(group: &Group) -> Result<OrderSpec, OrderEncodingErr
         replicas: u16::try_from(totals.replicas).map_err(|_| out_of_range("replicas"))?,
         requirements: OrderRequirements {
             allowed_gpu_models: models,
+            // Placement attributes and those of the persistent storage classes, so that
+            // the contract refuses bids from providers without the class.
             required_attributes: group
-                .requirements
-                .attributes
+                .required_attributes()
                 .iter()
-                .map(|attribute| chain_key(&format!("{}={}", attribute.key, attribute.value)))
+                .map(|attribute| chain_key(attribute))
                 .collect(),
         },
     })
@@ -174,6 +175,25 @@ mod tests {
                 assert_eq!(masked(&parts, bid.wildcards), case.pattern);
             }
         }
+    }
+
+    /// Persistent volumes make the order require a provider announcing their class, so
+    /// the contract refuses bids from providers without it; `ram` and ephemeral volumes
+    /// require nothing.
+    #[test]
+    fn persistent_storage_classes_become_required_attributes() {
+        let sdl =
+            leasehold_manifests::parse(include_str!("../../manifests/examples/gpu-inference.yaml"))
+                .unwrap_or_else(|errors| panic!("{errors:?}"));
+        let spec = order_spec_for_group(&sdl.groups()[0]).expect("encodes");
+        let required = &spec.requirements.required_attributes;
+        for attribute in leasehold_manifests::storage_class_attributes("beta3") {
+            assert!(required.contains(&chain_key(&attribute)), "{attribute}");
+        }
+        let hello = leasehold_manifests::parse(include_str!("../../manifests/examples/hello.yaml"))
+            .unwrap_or_else(|errors| panic!("{errors:?}"));
+        let spec = order_spec_for_group(&hello.groups()[0]).expect("encodes");
+        assert!(spec.requirements.required_attributes.is_empty());
     }
 
     /// The GPU examples (modelled on real Akash files) each find a provider: a concrete model

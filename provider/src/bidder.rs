@@ -6,10 +6,10 @@
 //! arrive at once. Each reservation or allocation is also a row in the store (its
 //! placement as JSON), so a restarted daemon rebuilds the same inventory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use alloy::primitives::{B256, U256};
-use leasehold_contracts::OrderPosted;
+use leasehold_contracts::{OrderPosted, OrderSpec};
 use leasehold_scheduler::inventory::{GroupPlacement, InventorySnapshot, Reservation as Held};
 use leasehold_scheduler::pricing::{PriceInput, PricingStrategy, Utilisation};
 use leasehold_scheduler::{
@@ -264,14 +264,8 @@ impl Core {
                 return Ok(());
             }
         }
-        if let Some(missing) = order
-            .spec
-            .requirements
-            .required_attributes
-            .iter()
-            .find(|attribute| !self.attributes.contains(*attribute))
-        {
-            self.skip(order_id, Skip::MissingAttribute(*missing));
+        if let Some(missing) = missing_attribute(&order.spec, &self.attributes) {
+            self.skip(order_id, Skip::MissingAttribute(missing));
             return Ok(());
         }
         // Redelivered after a restart: the order may be gone, or we may have bid already.
@@ -498,6 +492,16 @@ impl Core {
     }
 }
 
+/// The first attribute the order requires that the provider did not register, if any:
+/// placement attributes and the storage class of each persistent volume alike.
+pub fn missing_attribute(spec: &OrderSpec, registered: &BTreeSet<B256>) -> Option<B256> {
+    spec.requirements
+        .required_attributes
+        .iter()
+        .find(|attribute| !registered.contains(*attribute))
+        .copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,6 +642,45 @@ mod gpu_device_tests {
             group: None,
         }
         .gpu_devices()
+    }
+
+    #[test]
+    fn orders_for_a_storage_class_the_provider_lacks_get_no_bid() {
+        let sdl =
+            leasehold_manifests::parse(include_str!("../../manifests/examples/gpu-inference.yaml"))
+                .unwrap();
+        let spec = crate::deployment::order_spec_for_group(&sdl.groups()[0]).unwrap();
+        let registered = |attributes: &[&str]| -> BTreeSet<B256> {
+            attributes
+                .iter()
+                .map(|text| crate::deployment::attribute_key(text))
+                .collect()
+        };
+        // A Docker provider with only the default class announces that one.
+        let mut config = crate::config::Config::default_for(
+            &crate::hardware::Hardware::detect(std::path::Path::new("/tmp"), &Default::default())
+                .unwrap(),
+            "/tmp".into(),
+        );
+        config.attributes = vec!["region=eu-west".to_owned()];
+        let default_only: Vec<String> = config.announced_attributes();
+        let default_only: Vec<&str> = default_only.iter().map(String::as_str).collect();
+        assert_eq!(
+            missing_attribute(&spec, &registered(&default_only)),
+            Some(crate::deployment::attribute_key(
+                "capabilities/storage/1/class=beta3"
+            ))
+        );
+        config.runtime.docker.storage_classes.insert(
+            "beta3".to_owned(),
+            crate::config::StorageClassConfig {
+                driver: Some("local".to_owned()),
+                ..Default::default()
+            },
+        );
+        let with_beta3 = config.announced_attributes();
+        let with_beta3: Vec<&str> = with_beta3.iter().map(String::as_str).collect();
+        assert_eq!(missing_attribute(&spec, &registered(&with_beta3)), None);
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub fn provider_profile(config: &Config, hardware: &Hardware) -> ProviderProfile
     ProviderProfile {
         endpoint: public_endpoint(config),
         attributes: config
-            .attributes
+            .announced_attributes()
             .iter()
             .map(|text| attribute_key(text))
             .collect(),

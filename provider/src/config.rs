@@ -4,11 +4,14 @@
 //!
 //! Loading reports every problem at once, each naming its field.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::runtime::docker::VolumeBackend;
 
 use crate::hardware::{Hardware, HardwareOverrides};
 
@@ -208,6 +211,14 @@ pub struct DockerConfig {
     /// Default: [`crate::runtime::docker::DEFAULT_LEASE_SUBNET_POOL`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_subnet_pool: Option<String>,
+    /// Where each storage class's persistent volumes live (`[runtime.docker.storage_classes.beta2]`
+    /// with `driver` and `driver_opts`, or `host_dir`); the classes listed are announced on
+    /// chain. Default: `default` on the engine's `local` driver.
+    #[serde(
+        default = "default_storage_classes",
+        skip_serializing_if = "is_default_storage_classes"
+    )]
+    pub storage_classes: BTreeMap<String, StorageClassConfig>,
 }
 
 impl Default for DockerConfig {
@@ -219,11 +230,69 @@ impl Default for DockerConfig {
             egress_policy: EgressPolicy::default(),
             blocked_ranges: None,
             lease_subnet_pool: None,
+            storage_classes: default_storage_classes(),
         }
     }
 }
 
+/// Where one storage class's volumes live on Docker: a volume driver (with its options),
+/// or a directory of this host under which each volume gets its own directory.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageClassConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_dir: Option<PathBuf>,
+}
+
+impl StorageClassConfig {
+    /// The runtime's view, or why the entry is not usable.
+    pub fn backend(&self) -> Result<VolumeBackend, String> {
+        match (&self.driver, &self.host_dir) {
+            (Some(driver), None) if !driver.trim().is_empty() => Ok(VolumeBackend::Driver {
+                driver: driver.clone(),
+                options: self.driver_opts.clone(),
+            }),
+            (None, Some(dir)) if dir.is_absolute() && self.driver_opts.is_empty() => {
+                Ok(VolumeBackend::HostDir(dir.clone()))
+            }
+            (None, Some(_)) => Err("host_dir must be an absolute path, without driver_opts".into()),
+            _ => Err("set either a non-empty driver or host_dir".into()),
+        }
+    }
+}
+
+fn default_storage_classes() -> BTreeMap<String, StorageClassConfig> {
+    BTreeMap::from([(
+        leasehold_manifests::DEFAULT_STORAGE_CLASS.to_owned(),
+        StorageClassConfig {
+            driver: Some("local".to_owned()),
+            ..StorageClassConfig::default()
+        },
+    )])
+}
+
+fn is_default_storage_classes(classes: &BTreeMap<String, StorageClassConfig>) -> bool {
+    *classes == default_storage_classes()
+}
+
 impl DockerConfig {
+    /// Each storage class with where its volumes live.
+    pub fn volume_backends(&self) -> Result<BTreeMap<String, VolumeBackend>, String> {
+        self.storage_classes
+            .iter()
+            .map(|(class, storage)| {
+                let backend = storage
+                    .backend()
+                    .map_err(|reason| format!("{class}: {reason}"))?;
+                Ok((class.clone(), backend))
+            })
+            .collect()
+    }
+
     /// The address global ports are published on (see [`DockerConfig::bind_address`]).
     pub fn publish_address(&self) -> IpAddr {
         self.bind_address
@@ -359,6 +428,23 @@ fn default_bid_timeout() -> u64 {
 }
 
 impl Config {
+    /// The `key=value` attributes announced on chain: the configured ones, plus the
+    /// storage attributes of each persistent storage class the Docker runtime has
+    /// (`capabilities/storage/1/class=<class>`, `…/persistent=true`, as Akash providers
+    /// announce them), which orders with persistent volumes of that class require.
+    /// A Kubernetes provider announces its classes through `attributes` itself.
+    pub fn announced_attributes(&self) -> Vec<String> {
+        let mut announced: Vec<String> = self.attributes.clone();
+        if self.runtime.kind == RuntimeKind::Docker {
+            for class in self.runtime.docker.storage_classes.keys() {
+                announced.extend(leasehold_manifests::storage_class_attributes(class));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        announced.retain(|attribute| seen.insert(attribute.clone()));
+        announced
+    }
+
     /// Reads and validates a config file.
     /// Relative paths in it (`data_dir`, `key.keystore`, the kubeconfig and a SQLite
     /// `database_url`) are resolved against the file's own directory, never against the
@@ -510,6 +596,21 @@ impl Config {
         for (index, attribute) in self.attributes.iter().enumerate() {
             if let Err(reason) = check_attribute(attribute) {
                 problem(&format!("attributes[{index}]"), reason);
+            }
+        }
+        for (class, storage) in &self.runtime.docker.storage_classes {
+            let field = format!("runtime.docker.storage_classes.{class}");
+            if !crate::runtime::is_dns_label(class)
+                || class == leasehold_manifests::RAM_STORAGE_CLASS
+            {
+                problem(
+                    &field,
+                    "a class name is a DNS label (e.g. beta2), and `ram` is memory, not a volume"
+                        .into(),
+                );
+            }
+            if let Err(reason) = storage.backend() {
+                problem(&field, reason);
             }
         }
 
@@ -1088,6 +1189,72 @@ count = 8
                 "hardware.gpus[0].model"
             ]
         );
+    }
+
+    #[test]
+    fn docker_storage_classes_are_checked_and_announced_as_akash_does() {
+        let as_docker = |sections: &str| {
+            valid_toml().replace(
+                "kind = \"kubernetes\"\nkubernetes.kubeconfig = \"/etc/rancher/k3s/k3s.yaml\"",
+                &format!("kind = \"docker\"\n\n{sections}"),
+            )
+        };
+        let docker = as_docker(
+            "[runtime.docker.storage_classes.beta2]\nhost_dir = \"/srv/beta2\"\n\n\
+             [runtime.docker.storage_classes.default]\ndriver = \"local\"",
+        );
+        let config = load(&docker).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            config.announced_attributes(),
+            [
+                "region=eu-west",
+                "tier=community",
+                "capabilities/storage/1/class=beta2",
+                "capabilities/storage/1/persistent=true",
+                "capabilities/storage/1/class=default",
+            ]
+        );
+        assert_eq!(
+            config.runtime.docker.volume_backends(),
+            Ok(BTreeMap::from([
+                (
+                    "beta2".to_owned(),
+                    VolumeBackend::HostDir("/srv/beta2".into())
+                ),
+                ("default".to_owned(), VolumeBackend::local()),
+            ]))
+        );
+        // Without a section, Docker has the engine's local driver as `default`.
+        let plain = load(&as_docker("")).unwrap_or_else(|error| panic!("{error}"));
+        assert!(
+            plain
+                .announced_attributes()
+                .contains(&"capabilities/storage/1/class=default".to_owned())
+        );
+        // Kubernetes announces only what `attributes` says.
+        let kubernetes = load(&valid_toml()).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(kubernetes.announced_attributes(), kubernetes.attributes);
+
+        for (section, field) in [
+            ("host_dir = \"srv\"", "beta2"),
+            ("driver = \"\"", "beta2"),
+            ("driver = \"local\"\nhost_dir = \"/srv\"", "beta2"),
+            ("driver = \"local\"", "ram"),
+        ] {
+            let text = as_docker(&format!(
+                "[runtime.docker.storage_classes.{field}]\n{section}"
+            ));
+            let fields = problem_fields(
+                load(&text)
+                    .err()
+                    .unwrap_or_else(|| panic!("loaded {section}")),
+            );
+            assert_eq!(
+                fields,
+                [format!("runtime.docker.storage_classes.{field}")],
+                "{section}"
+            );
+        }
     }
 
     #[test]

@@ -9,8 +9,7 @@ use crate::resources::{
     Resources, add,
 };
 
-/// Storage class used for persistent volumes that name none.
-pub const DEFAULT_STORAGE_CLASS: &str = "default";
+pub use leasehold_manifests::DEFAULT_STORAGE_CLASS;
 
 /// A group that cannot be expressed as a scheduling request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,12 +30,8 @@ pub fn replica_request(resources: &manifests::Resources) -> Result<ReplicaReques
         ..Resources::default()
     };
     for volume in &resources.storage {
-        if volume.persistent {
-            let class = volume
-                .class
-                .as_deref()
-                .unwrap_or(DEFAULT_STORAGE_CLASS)
-                .to_string();
+        if let Some(class) = volume.persistent_class() {
+            let class = class.to_string();
             let held = request.persistent_storage.entry(class).or_insert(0);
             *held = add(*held, volume.bytes, "persistent storage")?;
         } else if volume.is_ram() {
@@ -89,14 +84,10 @@ pub fn group_request(group: &manifests::Group) -> Result<GroupRequest, Conversio
     })
 }
 
-/// The group's required provider attributes as `key=value` strings.
+/// The group's required provider attributes as `key=value` strings (see
+/// [`manifests::Group::required_attributes`]).
 pub fn required_attributes(group: &manifests::Group) -> BTreeSet<String> {
-    group
-        .requirements
-        .attributes
-        .iter()
-        .map(|attribute| format!("{}={}", attribute.key, attribute.value))
-        .collect()
+    group.required_attributes()
 }
 
 #[cfg(test)]
@@ -203,7 +194,11 @@ deployment:
             .map(ModelPattern::as_str)
             .collect();
         assert_eq!(allowed, ["nvidia/a100/80Gi/sxm", "nvidia/h100/*/*"]);
-        assert!(required_attributes(&groups[0]).contains("region=eu-west"));
+        let required = required_attributes(&groups[0]);
+        assert!(required.contains("region=eu-west"));
+        // The persistent beta3 volume asks for a provider announcing that class.
+        assert!(required.contains("capabilities/storage/1/class=beta3"));
+        assert!(required.contains("capabilities/storage/1/persistent=true"));
 
         // It places on a node with the allowed model, whole GPUs, and not on the other.
         let node = |id: &str, model: &str| NodeSpec {

@@ -732,7 +732,15 @@ fn every_gpu_example_finds_a_provider() {
     let mut scenario = Scenario::start(1);
     let mut big = ProviderSpec::new(PROVIDER_A, PRICE_A);
     big.capacity = (256_000, 2 * 1024 * 1024, 16 * 1024 * 1024);
-    big.attributes = vec!["region=eu-west".to_owned(), "region=local".to_owned()];
+    // gpu-inference keeps its model on a persistent beta3 volume.
+    big.attributes = [
+        "region=eu-west",
+        "region=local",
+        "capabilities/storage/1/class=beta3",
+        "capabilities/storage/1/persistent=true",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     big.gpus = vec![
         ("nvidia/h100/80Gi/sxm".to_owned(), 8),
         ("nvidia/a100/80Gi/sxm".to_owned(), 8),

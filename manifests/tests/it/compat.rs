@@ -143,17 +143,26 @@ fn an_akash_denom_warns_how_the_amount_is_read() {
     );
 }
 
+/// A storage class is honoured now: a persistent volume's class is required of the
+/// provider in the order (`Group::required_attributes`) and runs on the provider's
+/// volume of that class, and `ram` is shared memory, so nothing warns about it.
 #[test]
-fn a_storage_class_warns_that_it_does_not_choose_the_provider() {
+fn a_storage_class_is_honoured_without_a_warning() {
     let multi = include_str!("../../examples/multi-service.yaml");
     let sdl = parse(multi).unwrap();
-    let class = warning(sdl.warnings(), "class");
-    assert_eq!(class.kind, WarningKind::NotHonoured);
-    assert!(class.path.ends_with("attributes.class"), "{}", class.path);
     assert!(
-        class.instead.contains("on-chain order"),
-        "{}",
-        class.instead
+        sdl.warnings().iter().all(|warning| warning.key != "class"),
+        "{:#?}",
+        sdl.warnings()
+    );
+    let required: Vec<String> = sdl
+        .groups()
+        .iter()
+        .flat_map(|group| group.required_attributes())
+        .collect();
+    assert!(
+        required.contains(&"capabilities/storage/1/class=beta2".to_owned()),
+        "{required:?}"
     );
 }
 

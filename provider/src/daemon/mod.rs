@@ -237,8 +237,8 @@ async fn registered_attributes(
         ProviderStatus::Active => {}
     }
     let registered: BTreeSet<B256> = registration.attributes.into_iter().collect();
-    let configured: BTreeSet<(B256, &str)> = config
-        .attributes
+    let announced = config.announced_attributes();
+    let configured: BTreeSet<(B256, &str)> = announced
         .iter()
         .map(|text| (crate::deployment::attribute_key(text), text.as_str()))
         .collect();
@@ -386,6 +386,9 @@ pub fn docker_runtime_config(
         scope,
         egress,
         subnet_pool,
+        storage_classes: docker
+            .volume_backends()
+            .map_err(|reason| invalid("storage_classes", reason))?,
         ..DockerRuntimeConfig::default()
     })
 }

@@ -27,6 +27,9 @@ pub const LABEL_STORAGE: &str = "io.leasehold.storage";
 /// the deployment's is replaced rather than reused.
 pub const LABEL_SPEC: &str = "io.leasehold.spec";
 
+/// Label naming the SDL volume a persistent volume holds.
+pub const LABEL_VOLUME: &str = "io.leasehold.volume";
+
 /// Label naming the chain (decimal chain id) whose lease an object runs.
 pub const LABEL_CHAIN: &str = "io.leasehold.chain";
 /// Label naming the provider (lower-case 0x address) that runs an object, so that
@@ -101,6 +104,14 @@ impl RuntimeScope {
             "{NAME_PREFIX}-{}-{lease_id}-{service}-{replica}",
             self.tag()
         )
+    }
+}
+
+impl RuntimeScope {
+    /// Name of one replica's persistent volume: the replica's name, a '.' (which no
+    /// service or volume name contains) and the volume's.
+    pub fn volume_name(&self, lease_id: u64, service: &str, replica: u32, volume: &str) -> String {
+        format!("{}.{volume}", self.replica_name(lease_id, service, replica))
     }
 }
 

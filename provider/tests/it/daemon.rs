@@ -1638,10 +1638,14 @@ async fn an_operator_is_told_what_to_run_and_can_change_the_registration() {
         assert_eq!(info.capacity.cpu_milli, 6_000);
         assert_eq!(
             info.attributes,
-            vec![
-                alloy::primitives::keccak256("region=eu-west"),
-                alloy::primitives::keccak256("tier=gold")
+            [
+                "region=eu-west",
+                "tier=gold",
+                "capabilities/storage/1/class=default",
+                "capabilities/storage/1/persistent=true"
             ]
+            .map(alloy::primitives::keccak256)
+            .to_vec()
         );
 
         // Plain text, not a debug dump.
@@ -1679,7 +1683,13 @@ async fn register_withdraw_and_deregister_through_the_binary() {
         assert_eq!(info.gpus[0].capacity, 2);
         assert_eq!(
             info.attributes,
-            vec![alloy::primitives::keccak256("region=eu-west")]
+            [
+                "region=eu-west",
+                "capabilities/storage/1/class=default",
+                "capabilities/storage/1/persistent=true"
+            ]
+            .map(alloy::primitives::keccak256)
+            .to_vec()
         );
         let collected = provider_command(&devnet, &config_path, &["withdraw"]);
         assert_eq!(collected["withdrawals"], serde_json::json!([]));

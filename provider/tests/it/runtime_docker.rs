@@ -16,13 +16,13 @@ use bollard::models::{ContainerInspectResponse, ExecConfig, RestartPolicyNameEnu
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 use futures_util::StreamExt;
 use leasehold_provider::runtime::docker::{
-    DockerRuntime, DockerRuntimeConfig, MAX_RESTART_RETRIES, PIDS_LIMIT,
+    DockerRuntime, DockerRuntimeConfig, MAX_RESTART_RETRIES, PIDS_LIMIT, VolumeBackend,
 };
 use leasehold_provider::runtime::{
     LABEL_LEASE, LABEL_REPLICA, LABEL_SERVICE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus,
-    LogLine, PortExposure, Protocol, RamVolume, ReplicaState, Runtime, RuntimeError,
-    RuntimeEventKind, RuntimeScope, SHARED_MEMORY_MOUNT, ServiceDeployment, ServiceResources,
-    lease_selector,
+    LogLine, PersistentVolume, PortExposure, Protocol, RamVolume, ReplicaState, Runtime,
+    RuntimeError, RuntimeEventKind, RuntimeScope, SHARED_MEMORY_MOUNT, ServiceDeployment,
+    ServiceResources, lease_selector,
 };
 use sha2::{Digest, Sha256};
 
@@ -1080,4 +1080,129 @@ async fn ram_volumes_size_dev_shm_and_their_own_tmpfs() {
         assert_eq!((code, output.trim()), (0, "1777"));
     })
     .await;
+}
+
+/// Whether the engine holds a volume of that name.
+async fn volume_exists(docker: &Docker, name: &str) -> bool {
+    match docker.inspect_volume(name).await {
+        Ok(_) => true,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => false,
+        Err(err) => panic!("inspect volume {name}: {err}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_volumes_keep_their_data_until_the_lease_closes() {
+    let host_dir = tempfile::tempdir().expect("tempdir");
+    let with_classes = || DockerRuntimeConfig {
+        storage_classes: BTreeMap::from([
+            ("default".to_owned(), VolumeBackend::local()),
+            (
+                "beta2".to_owned(),
+                VolumeBackend::HostDir(host_dir.path().to_path_buf()),
+            ),
+        ]),
+        ..config()
+    };
+    let runtime = DockerRuntime::connect(with_classes())
+        .await
+        .expect("Docker engine reachable");
+    let guard = LeaseGuard::new(&runtime, 1).await;
+    let lease_id = guard.id(0);
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let volume = |name: &str, mount: &str, class: Option<&str>| PersistentVolume {
+            name: name.into(),
+            mount: mount.into(),
+            size_bytes: 64 * MIB,
+            class: class.map(str::to_owned),
+            read_only: false,
+        };
+        let mut db = scripted("db", "exec sleep 3600");
+        db.volumes = vec![
+            volume("data", "/data", None),
+            volume("models", "/models", Some("beta2")),
+        ];
+        let deployment = lease(lease_id, vec![db.clone()]);
+        runtime.deploy(&deployment).await.expect("deploy");
+        wait_for_status(&runtime, lease_id, "running", LeaseRuntimeStatus::is_ready).await;
+        let container = scope().replica_name(lease_id, "db", 0);
+        let docker = runtime.client().clone();
+        let write = "echo kept > /data/f && echo weights > /models/w";
+        assert_eq!(exec(&docker, &container, &["sh", "-c", write]).await.0, 0);
+        let read = || async {
+            exec(&docker, &container, &["sh", "-c", "cat /data/f /models/w"])
+                .await
+                .1
+        };
+        let host_copy = host_dir
+            .path()
+            .join(scope().volume_name(lease_id, "db", 0, "models"))
+            .join("w");
+        assert_eq!(
+            std::fs::read_to_string(&host_copy).expect("beta2 lives in its host_dir"),
+            "weights\n"
+        );
+
+        // `docker restart`.
+        docker
+            .restart_container(&container, None)
+            .await
+            .expect("restart");
+        wait_for_status(&runtime, lease_id, "running", LeaseRuntimeStatus::is_ready).await;
+        assert_eq!(read().await, "kept\nweights\n");
+
+        // A daemon that died (kill -9) and came back: a fresh runtime redeploys the lease.
+        drop(runtime);
+        let runtime = DockerRuntime::connect(with_classes())
+            .await
+            .expect("reconnect");
+        runtime.deploy(&deployment).await.expect("redeploy");
+        assert_eq!(read().await, "kept\nweights\n");
+
+        // A manifest update replaces the container; the volumes stay.
+        let before = inspect(&docker, &container).await.id;
+        let mut updated = db.clone();
+        updated.env.insert("REVISION".into(), "2".into());
+        runtime
+            .deploy(&lease(lease_id, vec![updated]))
+            .await
+            .expect("update");
+        wait_for_status(&runtime, lease_id, "running", LeaseRuntimeStatus::is_ready).await;
+        assert_ne!(inspect(&docker, &container).await.id, before, "replaced");
+        assert_eq!(read().await, "kept\nweights\n");
+
+        // Close: the volumes go with the lease, the host directory too.
+        runtime.teardown(lease_id).await.expect("teardown");
+        for name in ["data", "models"] {
+            let volume = scope().volume_name(lease_id, "db", 0, name);
+            assert!(!volume_exists(&docker, &volume).await, "{volume} left");
+        }
+        assert!(!host_copy.exists(), "{} left", host_copy.display());
+        assert!(
+            !runtime
+                .list_leases()
+                .await
+                .expect("list")
+                .contains(&lease_id)
+        );
+
+        // A class this provider does not have is refused, naming the volume.
+        let mut unknown = scripted("db", "exec sleep 3600");
+        unknown.volumes = vec![volume("data", "/data", Some("beta3"))];
+        let error = runtime
+            .deploy(&lease(lease_id, vec![unknown]))
+            .await
+            .expect_err("no beta3 here")
+            .to_string();
+        assert!(
+            error.contains("services.db.volumes.data") && error.contains("beta3"),
+            "{error}"
+        );
+        runtime.teardown(lease_id).await.expect("teardown");
+    })
+    .await
+    .expect("test finished in time");
+    drop(guard);
 }

@@ -8,6 +8,7 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 
+use super::volumes::volume_mounts;
 use super::{LOG_MAX_FILES, LOG_MAX_SIZE, MAX_RESTART_RETRIES, PIDS_LIMIT};
 use crate::runtime::{
     LeaseDeployment, Protocol, RamVolume, ReplicaSpec, RuntimeError, RuntimeScope, invalid,
@@ -55,7 +56,11 @@ pub fn container_create_body(
         }]
     });
     let memory = service.resources.memory_limit_bytes()?;
-    let (shm_size, mounts) = ram_mounts(&service.name, &service.ram_volumes)?;
+    let (shm_size, ram_mounts) = ram_mounts(&service.name, &service.ram_volumes)?;
+    let mounts: Vec<Mount> = volume_mounts(scope, deployment, replica)
+        .into_iter()
+        .chain(ram_mounts)
+        .collect();
     let host_config = HostConfig {
         nano_cpus: Some(service.resources.nano_cpus()?),
         memory: Some(memory),
@@ -66,7 +71,7 @@ pub fn container_create_body(
         security_opt: Some(vec!["no-new-privileges".to_owned()]),
         privileged: Some(false),
         binds: None,
-        mounts,
+        mounts: (!mounts.is_empty()).then_some(mounts),
         shm_size,
         publish_all_ports: Some(false),
         port_bindings: Some(port_bindings),
@@ -121,7 +126,7 @@ pub fn container_create_body(
 fn ram_mounts(
     service: &str,
     volumes: &[RamVolume],
-) -> Result<(Option<i64>, Option<Vec<Mount>>), RuntimeError> {
+) -> Result<(Option<i64>, Vec<Mount>), RuntimeError> {
     let size = |volume: &RamVolume| {
         i64::try_from(volume.size_bytes).map_err(|_| {
             invalid(
@@ -150,5 +155,5 @@ fn ram_mounts(
             ..Default::default()
         });
     }
-    Ok((shm_size, (!mounts.is_empty()).then_some(mounts)))
+    Ok((shm_size, mounts))
 }

@@ -12,8 +12,9 @@ mod observe;
 mod pull;
 #[cfg(test)]
 mod tests;
+mod volumes;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +50,7 @@ pub use self::create::container_create_body;
 pub use self::network::DEFAULT_LEASE_SUBNET_POOL;
 pub use self::observe::{replica_state, split_log_frame};
 pub use self::pull::split_image_reference;
+pub use self::volumes::VolumeBackend;
 
 /// Most processes a replica may run: stops fork bombs from starving the host.
 pub const PIDS_LIMIT: i64 = 512;
@@ -90,6 +92,9 @@ pub struct DockerRuntimeConfig {
     pub egress: EgressSettings,
     /// Where lease subnets come from.
     pub subnet_pool: SubnetPool,
+    /// Where each storage class's persistent volumes live; a volume of a class not
+    /// listed is refused.
+    pub storage_classes: BTreeMap<String, VolumeBackend>,
 }
 
 /// The egress policy of lease networks (see [`egress`]).
@@ -129,6 +134,10 @@ impl Default for DockerRuntimeConfig {
             scope: RuntimeScope::default(),
             egress: EgressSettings::restricted_private_ranges(),
             subnet_pool: SubnetPool::default(),
+            storage_classes: BTreeMap::from([(
+                leasehold_manifests::DEFAULT_STORAGE_CLASS.to_owned(),
+                VolumeBackend::local(),
+            )]),
         }
     }
 }
@@ -404,6 +413,7 @@ impl DockerRuntime {
         let existing = match found {
             Some(existing) => existing,
             None => {
+                self.ensure_volumes(deployment, replica).await?;
                 let mut body = container_create_body(
                     &self.config.scope,
                     deployment,
@@ -886,6 +896,8 @@ impl Runtime for DockerRuntime {
                 reason: format!("{} containers are still being removed", leftover.len()),
             });
         }
+        // Only once no container uses them: data outlives everything but the lease.
+        self.remove_lease_volumes(lease_id).await?;
         drop(serialized);
         self.forget_lease_lock(lease_id, lock);
         tracing::info!(lease_id, "lease torn down");
@@ -904,6 +916,8 @@ impl Runtime for DockerRuntime {
         for network in self.scope_networks().await? {
             leases.extend(label(network.labels.as_ref(), LABEL_LEASE).and_then(parse_lease_label));
         }
+        // A lease whose teardown stopped after its containers still holds data.
+        leases.extend(self.volume_leases().await?);
         Ok(leases.into_iter().collect())
     }
 
