@@ -15,6 +15,11 @@ pub enum RuntimeError {
     Conflict { name: String, lease_id: u64 },
     #[error("container engine failed to {action}: {reason}")]
     Engine { action: String, reason: String },
+    /// The provider's engine lacks something the lease needs for good (no NVIDIA
+    /// runtime): retrying cannot help, so like a workload fault it ends the lease, which
+    /// refunds the tenant.
+    #[error("this provider cannot run {what}: {reason}")]
+    Unsupported { what: String, reason: String },
     #[error(
         "cannot enforce the lease egress policy: {reason}. Fix that, or set \
          [runtime.docker] egress_policy = \"unrestricted\" to run leases without it"
@@ -25,14 +30,16 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// Whether the workload itself is at fault (its definition, its image, what the engine
     /// refuses to create), as opposed to the provider's engine being unreachable or in a
-    /// state of its own. Only the former counts toward closing a lease whose deployment
-    /// keeps failing: an engine outage must never close leases.
+    /// state of its own; a permanent lack ([`RuntimeError::Unsupported`]) counts with the
+    /// former. Only those count toward closing a lease whose deployment keeps failing: an
+    /// engine outage must never close leases.
     pub fn is_workload_fault(&self) -> bool {
         matches!(
             self,
             RuntimeError::InvalidDeployment { .. }
                 | RuntimeError::ImagePull { .. }
                 | RuntimeError::Engine { .. }
+                | RuntimeError::Unsupported { .. }
         )
     }
 }

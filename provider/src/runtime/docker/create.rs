@@ -95,17 +95,25 @@ pub fn container_create_body(
         aliases: Some(vec![service.name.clone()]),
         ..Default::default()
     };
+    let mut env: Vec<String> = service
+        .env
+        .iter()
+        .filter(|(key, _)| !replica_owns_env(replica, key))
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    if !replica.gpu_devices.is_empty() {
+        // The replica's own devices, whatever the image or the tenant set: CUDA and the
+        // NVIDIA hook read it, and another replica's GPUs must stay invisible.
+        env.push(format!(
+            "{NVIDIA_VISIBLE_DEVICES}={}",
+            replica.gpu_devices.join(",")
+        ));
+    }
     Ok(ContainerCreateBody {
         image: Some(service.image.clone()),
         entrypoint: (!service.command.is_empty()).then(|| service.command.clone()),
         cmd: (!service.args.is_empty()).then(|| service.args.clone()),
-        env: Some(
-            service
-                .env
-                .iter()
-                .map(|(key, value)| format!("{key}={value}"))
-                .collect(),
-        ),
+        env: Some(env),
         exposed_ports: Some(exposed_ports),
         labels: Some(
             deployment
@@ -119,6 +127,14 @@ pub fn container_create_body(
         }),
         ..Default::default()
     })
+}
+
+/// The variable naming the GPUs a container sees (NVIDIA container toolkit).
+pub const NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
+
+/// Whether the provider sets `key` for this replica, overriding the manifest.
+fn replica_owns_env(replica: &ReplicaSpec<'_>, key: &str) -> bool {
+    !replica.gpu_devices.is_empty() && key == NVIDIA_VISIBLE_DEVICES
 }
 
 /// The replica's `ram` volumes: `/dev/shm` resized with `ShmSize`, any other mount a tmpfs

@@ -80,3 +80,39 @@ pub(super) fn engine_error(action: impl Into<String>, err: &DockerError) -> Runt
         reason: error_reason(err),
     }
 }
+
+/// The engine runtime the NVIDIA container toolkit registers; device requests with the
+/// `nvidia` driver need it.
+pub const NVIDIA_RUNTIME: &str = "nvidia";
+
+/// Whether `docker info` lists the NVIDIA runtime.
+pub(super) async fn has_nvidia_runtime(docker: &Docker) -> bool {
+    docker.info().await.ok().is_some_and(|info| {
+        info.runtimes
+            .is_some_and(|runtimes| runtimes.contains_key(NVIDIA_RUNTIME))
+    })
+}
+
+/// Refuses a deployment with GPU replicas on an engine without the NVIDIA runtime,
+/// saying what the operator must install, rather than the engine's "could not select
+/// device driver" after the container was half made.
+pub(super) fn check_gpu_runtime(
+    deployment: &crate::runtime::LeaseDeployment,
+    has_nvidia_runtime: bool,
+) -> Result<(), RuntimeError> {
+    let wants_gpus = deployment
+        .services
+        .iter()
+        .any(|service| !service.gpu_devices.is_empty());
+    if wants_gpus && !has_nvidia_runtime {
+        return Err(RuntimeError::Unsupported {
+            what: format!("the GPUs of lease {}", deployment.lease_id),
+            reason: format!(
+                "the Docker engine has no `{NVIDIA_RUNTIME}` runtime (`docker info` lists none); \
+                 install the NVIDIA container toolkit and run `nvidia-ctk runtime configure \
+                 --runtime=docker`, then restart dockerd"
+            ),
+        });
+    }
+    Ok(())
+}

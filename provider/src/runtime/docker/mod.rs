@@ -34,8 +34,8 @@ use tokio::sync::broadcast;
 
 use self::egress::{Firewall, SyncOutcome};
 use self::engine::{
-    accept_status, bridge_of, egress_error, engine_error, error_reason, is_not_found,
-    supports_storage_opt,
+    accept_status, bridge_of, check_gpu_runtime, egress_error, engine_error, error_reason,
+    has_nvidia_runtime, is_not_found, supports_storage_opt,
 };
 use self::network::{Ipv4Cidr, SubnetPool, host_routes, lease_subnet_prefix};
 use self::observe::{container_name, event_from_message, label, needs_start, published_uris};
@@ -46,7 +46,8 @@ use super::{
     RuntimeScope, decode_exposures, invalid, lease_selector, parse_lease_label,
 };
 
-pub use self::create::container_create_body;
+pub use self::create::{NVIDIA_VISIBLE_DEVICES, container_create_body};
+pub use self::engine::NVIDIA_RUNTIME;
 pub use self::network::DEFAULT_LEASE_SUBNET_POOL;
 pub use self::observe::{replica_state, split_log_frame};
 pub use self::pull::split_image_reference;
@@ -149,6 +150,8 @@ pub struct DockerRuntime {
     /// overlay2 on xfs with project quotas, btrfs, zfs. Otherwise storage is enforced
     /// by eviction (see [`DockerRuntime::evict_over_storage`]).
     storage_opt: std::sync::atomic::AtomicBool,
+    /// `docker info` lists the NVIDIA runtime, which GPU device requests need.
+    nvidia_runtime: bool,
     /// `None` when the operator chose an unrestricted egress policy.
     firewall: Option<Firewall>,
     events: broadcast::Sender<RuntimeEvent>,
@@ -202,11 +205,13 @@ impl DockerRuntime {
             }
         };
         let storage_opt = std::sync::atomic::AtomicBool::new(supports_storage_opt(&docker).await);
+        let nvidia_runtime = has_nvidia_runtime(&docker).await;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let runtime = DockerRuntime {
             docker,
             config,
             storage_opt,
+            nvidia_runtime,
             firewall,
             events,
             lease_locks: Mutex::new(HashMap::new()),
@@ -702,6 +707,7 @@ impl Runtime for DockerRuntime {
 
     async fn deploy(&self, deployment: &LeaseDeployment) -> Result<(), RuntimeError> {
         deployment.validate()?;
+        check_gpu_runtime(deployment, self.nvidia_runtime)?;
         let lock = self.lease_lock(deployment.lease_id);
         let _serialized = lock.lock().await;
         // Images first: a lease whose image cannot be had leaves nothing behind.

@@ -334,3 +334,64 @@ fn ram_volumes_resize_dev_shm_and_mount_sized_tmpfs() {
     let error = deployment.validate().expect_err("does not fit").to_string();
     assert!(error.contains("services.infer.ram_volumes"), "{error}");
 }
+
+#[test]
+fn each_gpu_replica_sees_exactly_its_own_devices() {
+    use super::NVIDIA_VISIBLE_DEVICES;
+
+    let mut gpus = deployment(vec![vec!["0".into()], vec!["GPU-abc".into(), "3".into()]]);
+    // A tenant cannot widen what a replica sees.
+    gpus.services[0]
+        .env
+        .insert(NVIDIA_VISIBLE_DEVICES.into(), "all".into());
+    let env = |index| body_of(&gpus, index).env.expect("env");
+    assert_eq!(
+        env(0),
+        vec![
+            "MODE=fast".to_owned(),
+            "NVIDIA_VISIBLE_DEVICES=0".to_owned()
+        ]
+    );
+    assert_eq!(
+        env(1),
+        vec![
+            "MODE=fast".to_owned(),
+            "NVIDIA_VISIBLE_DEVICES=GPU-abc,3".to_owned()
+        ]
+    );
+    // Without GPUs the variable is the tenant's own business.
+    let mut plain = deployment(vec![]);
+    plain.services[0]
+        .env
+        .insert(NVIDIA_VISIBLE_DEVICES.into(), "none".into());
+    assert!(
+        body_of(&plain, 0)
+            .env
+            .expect("env")
+            .contains(&"NVIDIA_VISIBLE_DEVICES=none".to_owned())
+    );
+}
+
+#[test]
+fn gpu_leases_need_the_nvidia_runtime_and_say_how_to_get_it() {
+    use super::engine::check_gpu_runtime;
+
+    let gpus = deployment(vec![vec!["0".into()]]);
+    let error = check_gpu_runtime(&gpus, false)
+        .expect_err("no runtime")
+        .to_string();
+    assert!(
+        error.contains("nvidia") && error.contains("nvidia-ctk"),
+        "{error}"
+    );
+    assert!(
+        crate::runtime::RuntimeError::Unsupported {
+            what: String::new(),
+            reason: String::new()
+        }
+        .is_workload_fault(),
+        "permanent: retrying cannot help, so the lease ends and the tenant is refunded"
+    );
+    assert!(check_gpu_runtime(&gpus, true).is_ok());
+    assert!(check_gpu_runtime(&deployment(vec![]), false).is_ok());
+}
