@@ -149,6 +149,19 @@ pub enum Command {
         #[arg(long)]
         service: Option<String>,
     },
+    /// Print what happens to the lease's workloads from now on: image pulls, starts,
+    /// exits with their codes, restarts, out-of-memory kills, evictions.
+    #[command(after_help = help!(
+        "tenant events 7 -f",
+        "tenant events 7 -f --output json   # one JSON object per line"
+    ))]
+    Events {
+        /// Lease id.
+        lease: u64,
+        /// Keep streaming until interrupted (without it: until nothing happened for 20 s).
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Close a lease (refunding the unspent escrow), or cancel a still unmatched order.
     #[command(after_help = help!("tenant close 7", "tenant close 7 --output json"))]
     Close {

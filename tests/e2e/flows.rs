@@ -246,6 +246,53 @@ deployment:
       count: 1
 "#;
 
+/// Issue #13: `tenant events -f` shows a crashing replica's exits with their code and
+/// its restarts, as NDJSON.
+#[test]
+fn events_follow_shows_exits_with_their_codes_and_restarts() {
+    let scenario = Scenario::with_provider(PRICE_A);
+    let crasher = TICKER
+        .replace(
+            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done",
+            "sleep 3; exit 3",
+        )
+        .replace("ticker", "crasher");
+    let crasher = manifest(&scenario, "crasher.yaml", &crasher);
+    let (_, lease) = deploy_ok(&scenario, &crasher, QUICK_DEPLOY);
+
+    let lease_arg = lease.to_string();
+    let command =
+        scenario.tenant_command(TENANT, &["events", &lease_arg, "-f", "--output", "json"]);
+    let is_exit_3 = |event: &serde_json::Value| {
+        event["kind"] == "died"
+            && event["message"] == "exit code 3"
+            && event["service"] == "crasher"
+    };
+    let parse = |lines: &[String]| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|error| panic!("event is not JSON ({error}): {line}"))
+            })
+            .collect()
+    };
+    let lines = stream_lines(command, MINUTE, |lines| {
+        let events = parse(lines);
+        events.iter().any(is_exit_3) && events.iter().any(|event| event["kind"] == "started")
+    });
+    let events = parse(&lines);
+    assert!(
+        events.iter().any(is_exit_3),
+        "no exit with code 3 in a minute: {lines:?}\n{}",
+        scenario.provider_logs()
+    );
+    assert!(
+        events.iter().any(|event| event["kind"] == "started"),
+        "no restart: {lines:?}"
+    );
+}
+
 #[test]
 fn logs_follow_streams_and_another_tenant_cannot_read_them() {
     let scenario = Scenario::with_provider(PRICE_A);

@@ -147,30 +147,7 @@ pub async fn logs(
         .logs(lease_id, service, follow, tail)
         .await
         .ctx(format!("logs of lease {lease_id} from {endpoint}"))?;
-    // Without --follow the stream ends by itself; bound it anyway.
-    let idle = if follow {
-        None
-    } else {
-        Some(gateway::CALL_TIMEOUT)
-    };
-    loop {
-        let next = match idle {
-            Some(limit) => match tokio::time::timeout(limit, stream.message()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-            None => stream.message().await,
-        };
-        let line = match next {
-            Ok(Some(line)) => line,
-            Ok(None) => break,
-            Err(status) => {
-                return Err(CliError::msg(
-                    ExitKind::Network,
-                    format!("log stream from {endpoint} ended: {}", status.message()),
-                ));
-            }
-        };
+    drain(&mut stream, follow, &endpoint, "log", |line| {
         let text = String::from_utf8_lossy(&line.line);
         let text = text.trim_end_matches('\n');
         match ctx.output {
@@ -187,8 +164,74 @@ pub async fn logs(
             ),
             Output::Text => println!("{}[{}] {text}", line.service, line.replica),
         }
-    }
+    })
+    .await?;
     Ok(0)
+}
+
+pub async fn events(ctx: &Ctx, lease_id: u64, follow: bool) -> CliResult<u8> {
+    let signer = wallet::signer(&ctx.settings)?;
+    let chain = Chain::connect(&ctx.settings, Some(signer.clone())).await?;
+    let endpoint = gateway::endpoint_of(&chain, lease_id).await?;
+    let mut client = gateway::connect(&endpoint, signer).await?;
+    let mut stream = client
+        .events(lease_id)
+        .await
+        .ctx(format!("events of lease {lease_id} from {endpoint}"))?;
+    drain(&mut stream, follow, &endpoint, "event", |event| {
+        match ctx.output {
+            Output::Json => println!(
+                "{}",
+                json!({
+                    "timestamp_unix_nanos": event.timestamp_unix_nanos,
+                    "kind": event.kind,
+                    "service": event.service,
+                    "message": event.message,
+                })
+            ),
+            Output::Text => {
+                let service = if event.service.is_empty() {
+                    "-"
+                } else {
+                    event.service.as_str()
+                };
+                println!("{service} {} {}", event.kind, event.message);
+            }
+        }
+    })
+    .await?;
+    Ok(0)
+}
+
+/// Hands each message of a gateway stream to `each` until the stream ends, or, without
+/// `follow`, until nothing arrived for [`gateway::CALL_TIMEOUT`].
+async fn drain<T>(
+    stream: &mut tonic::Streaming<T>,
+    follow: bool,
+    endpoint: &str,
+    what: &str,
+    mut each: impl FnMut(T),
+) -> CliResult<()> {
+    let idle = (!follow).then_some(gateway::CALL_TIMEOUT);
+    loop {
+        let next = match idle {
+            Some(limit) => match tokio::time::timeout(limit, stream.message()).await {
+                Ok(next) => next,
+                Err(_) => return Ok(()),
+            },
+            None => stream.message().await,
+        };
+        match next {
+            Ok(Some(message)) => each(message),
+            Ok(None) => return Ok(()),
+            Err(status) => {
+                return Err(CliError::msg(
+                    ExitKind::Network,
+                    format!("{what} stream from {endpoint} ended: {}", status.message()),
+                ));
+            }
+        }
+    }
 }
 
 pub async fn close(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {

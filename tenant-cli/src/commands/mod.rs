@@ -45,6 +45,7 @@ pub async fn dispatch(cli: Cli) -> CliResult<u8> {
             tail,
             service,
         } => lease::logs(&ctx, lease, follow, tail, service.as_deref()).await,
+        Command::Events { lease, follow } => lease::events(&ctx, lease, follow).await,
         Command::Close { lease } => lease::close(&ctx, lease).await,
         Command::Topup { lease, amount } => lease::topup(&ctx, lease, amount).await,
         Command::Bids { order } => lease::bids(&ctx, order).await,
