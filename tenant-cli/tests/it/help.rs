@@ -16,6 +16,7 @@ const COMMANDS: &[&[&str]] = &[
     &["deploy"],
     &["status"],
     &["logs"],
+    &["events"],
     &["close"],
     &["topup"],
     &["bids"],
