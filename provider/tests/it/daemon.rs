@@ -6,21 +6,19 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, B256, U256};
+use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::Filter;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolEvent;
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 use leasehold_contracts::bindings::Marketplace;
+use leasehold_contracts::devnet::{Devnet as ChainDevnet, DevnetConfig, ONE_TOKEN as TOKEN};
 use leasehold_contracts::{
-    CloseReason, DeployParams, Deployment, MarketplaceClient, NewOrder, OrderRequirements,
-    OrderSpec, Resources, deploy_all, fund_with_faucet, signing_provider,
+    CloseReason, MarketplaceClient, NewOrder, OrderRequirements, OrderSpec, Resources,
 };
 use leasehold_provider::chain::provider_profile;
 use leasehold_provider::config::Config;
@@ -30,7 +28,6 @@ use leasehold_provider::hardware::{DeclaredGpu, Hardware, HardwareOverrides};
 use leasehold_provider::lease::LeaseStateKind;
 use leasehold_provider::runtime::lease_selector;
 
-const TOKEN: u64 = 1_000_000;
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 const WAIT: Duration = Duration::from_secs(60);
 const PROVIDER: usize = 2;
@@ -41,55 +38,37 @@ const A100: &str = "nvidia/a100/80Gi/sxm";
 /// Daemon tests share the Docker engine and small lease ids: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The contracts crate's devnet, with accessors that fail the test instead of returning errors.
 struct Devnet {
-    anvil: AnvilInstance,
-    deployment: Deployment,
-    rpc: DynProvider,
+    chain: ChainDevnet,
 }
 
-fn anvil_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/anvil")
+impl std::ops::Deref for Devnet {
+    type Target = ChainDevnet;
+
+    fn deref(&self) -> &ChainDevnet {
+        &self.chain
+    }
 }
 
 impl Devnet {
     async fn start(block_time: Option<u64>) -> Self {
-        let mut anvil = Anvil::at(anvil_bin());
-        if let Some(seconds) = block_time {
-            anvil = anvil.block_time(seconds);
-        }
-        let anvil = anvil.try_spawn().expect("anvil did not start");
-        let rpc = ProviderBuilder::new()
-            .connect_http(anvil.endpoint_url())
-            .erased();
-        let deployer = PrivateKeySigner::from(anvil.keys()[0].clone());
-        let deploying = signing_provider(&anvil.endpoint(), deployer.clone()).expect("provider");
-        let deployment = deploy_all(&deploying, deployer.address(), &DeployParams::default())
-            .await
-            .expect("deploy_all");
-        let accounts: Vec<Address> = anvil.addresses().iter().take(8).copied().collect();
-        fund_with_faucet(
-            &deploying,
-            deployment.token,
-            deployer.address(),
-            &accounts,
-            U256::from(100_000 * TOKEN),
-        )
+        let chain = ChainDevnet::start_with(DevnetConfig {
+            block_time,
+            funded_accounts: 8,
+            ..DevnetConfig::default()
+        })
         .await
-        .expect("faucet");
-        Self {
-            anvil,
-            deployment,
-            rpc,
-        }
+        .expect("devnet");
+        Self { chain }
     }
 
     fn signer(&self, index: usize) -> PrivateKeySigner {
-        PrivateKeySigner::from(self.anvil.keys()[index].clone())
+        self.chain.signer(index).expect("dev account")
     }
 
     fn client(&self, index: usize) -> MarketplaceClient {
-        MarketplaceClient::connect_http(&self.anvil.endpoint(), self.signer(index), self.deployment)
-            .expect("client")
+        self.chain.client(index).expect("client")
     }
 
     async fn balance(&self, owner: Address) -> U256 {
