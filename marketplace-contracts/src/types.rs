@@ -2,8 +2,6 @@
 //! callers do not depend on the generated binding types.
 
 use alloy::primitives::{Address, B256, U256};
-use alloy::rpc::types::Log;
-use alloy::sol_types::SolEventInterface;
 use serde::{Deserialize, Serialize};
 
 /// Token amounts in JSON as decimal strings (`"1500000"`), the way people read them and
@@ -427,26 +425,6 @@ pub struct Payment {
     pub amount: U256,
     #[serde(with = "decimal_amount")]
     pub total_paid: U256,
-}
-
-/// Any Leasehold contract event, decoded from a raw log (e.g. one delivered by the follower).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseholdEvent {
-    Marketplace(Marketplace::MarketplaceEvents),
-    Registry(ProviderRegistry::ProviderRegistryEvents),
-}
-
-impl LeaseholdEvent {
-    /// Decodes by the event signature; `None` for logs of other contracts or events. Callers
-    /// should also check the log's address against the deployment.
-    pub fn decode(log: &Log) -> Option<Self> {
-        if let Ok(event) = Marketplace::MarketplaceEvents::decode_log(&log.inner) {
-            return Some(Self::Marketplace(event.data));
-        }
-        ProviderRegistry::ProviderRegistryEvents::decode_log(&log.inner)
-            .ok()
-            .map(|event| Self::Registry(event.data))
-    }
 }
 
 #[cfg(test)]

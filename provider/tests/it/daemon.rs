@@ -22,10 +22,13 @@ use leasehold_contracts::{
 };
 use leasehold_provider::chain::provider_profile;
 use leasehold_provider::config::Config;
+use leasehold_provider::daemon::queue::RetryPolicy;
 use leasehold_provider::daemon::{Daemon, DaemonHandle, DaemonOptions};
 use leasehold_provider::deployment::{gpu_model_key, order_spec_for_group};
 use leasehold_provider::hardware::{DeclaredGpu, Hardware, HardwareOverrides};
 use leasehold_provider::lease::LeaseStateKind;
+
+use crate::rpc_fault::FaultyRpc;
 use leasehold_provider::runtime::lease_selector;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
@@ -129,6 +132,11 @@ fn options() -> DaemonOptions {
         metrics_listen: Some("127.0.0.1:0".parse().expect("addr")),
         serve_gateway: true,
         remove_unknown_workloads: false,
+        retry: RetryPolicy {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(2),
+        },
+        ..DaemonOptions::default()
     }
 }
 
@@ -549,6 +557,92 @@ async fn order_to_bid_to_running_lease_to_close_and_payment() {
             containers_of(lease_id).await.is_empty(),
             "stray workload removed"
         );
+        handle.shutdown().await;
+    })
+    .await;
+}
+
+/// The controller's promise on a real chain: one order whose `placeBid` keeps failing (the
+/// node answers its calls with an error) is retried with backoff on its own key, while a
+/// later order is bid on, leased, run and closed on time; once the node recovers, the
+/// failing order gets its bid too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bid_that_keeps_failing_delays_only_its_own_order() {
+    daemon_test(0..4, || async {
+        let devnet = Devnet::start(Some(1)).await;
+        let node = FaultyRpc::start(&devnet.endpoint()).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = provider_config(&devnet, dir.path(), 0);
+        config.chain.rpc_url = node.url();
+        register(&devnet, &config).await;
+        let tenant = devnet.client(TENANT);
+        let (order, manifest) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
+        let failing = tenant.create_order(&order).await.expect("createOrder");
+        node.fail_bids_on(failing.order_id);
+        let handle = Daemon::start(
+            config.clone(),
+            devnet.signer(PROVIDER),
+            DaemonOptions {
+                max_bid_attempts: 1_000,
+                ..options()
+            },
+        )
+        .await
+        .expect("daemon starts");
+
+        let started = tokio::time::Instant::now();
+        let healthy = tenant.create_order(&order).await.expect("createOrder");
+        let bid_id = eventually("a bid on the healthy order", || {
+            our_bid(&devnet, healthy.order_id)
+        })
+        .await;
+        let lease_id = tenant
+            .accept_bid(healthy.order_id, bid_id)
+            .await
+            .expect("acceptBid")
+            .lease_id;
+        let uri = deliver_and_run(&devnet, &handle, lease_id, manifest).await;
+        eventually("the URI to answer", || {
+            let uri = uri.clone();
+            async move {
+                http_get_async(uri, "/")
+                    .await
+                    .ok()
+                    .filter(|r| r.contains(" 200"))
+            }
+        })
+        .await;
+        tenant
+            .close_lease(lease_id, CloseReason::TenantRequest)
+            .await
+            .expect("closeLease");
+        eventually("the closed lease to be torn down", || async {
+            (lease_state(&handle, lease_id).await == Some(LeaseStateKind::Closed)
+                && containers_of(lease_id).await.is_empty())
+            .then_some(())
+        })
+        .await;
+        let healthy_took = started.elapsed();
+        assert!(
+            healthy_took < Duration::from_secs(45),
+            "the healthy lease took {healthy_took:?}"
+        );
+
+        // All the while the failing order was retried, with backoff, and never bid on.
+        let refused = node.refused();
+        assert!(refused >= 3, "placeBid attempts refused: {refused}");
+        assert!(
+            refused < 100,
+            "retries back off instead of spinning: {refused}"
+        );
+        assert_eq!(our_bid(&devnet, failing.order_id).await, None);
+        assert!(handle.core().metrics().work_failures.get() >= 3);
+
+        node.heal();
+        eventually("a bid on the order once the node recovers", || {
+            our_bid(&devnet, failing.order_id)
+        })
+        .await;
         handle.shutdown().await;
     })
     .await;

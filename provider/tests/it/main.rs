@@ -2,6 +2,7 @@
 
 mod daemon;
 mod gateway;
+mod rpc_fault;
 mod runtime_docker;
 mod runtime_docker_policy;
 mod runtime_kubernetes;
