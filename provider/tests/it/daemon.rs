@@ -833,10 +833,11 @@ struct DaemonProcess(std::process::Child);
 
 impl DaemonProcess {
     fn spawn(devnet: &Devnet, config_path: &std::path::Path) -> Self {
-        let key = format!(
-            "0x{}",
-            alloy::hex::encode(devnet.signer(PROVIDER).to_bytes())
-        );
+        Self::spawn_with_key(&devnet.signer(PROVIDER), config_path)
+    }
+
+    fn spawn_with_key(signer: &PrivateKeySigner, config_path: &std::path::Path) -> Self {
+        let key = format!("0x{}", alloy::hex::encode(signer.to_bytes()));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
             .args(["--config"])
             .arg(config_path)
@@ -1021,6 +1022,152 @@ async fn kill_dash_nine_and_restart_keeps_running_leases_and_misses_nothing() {
             status["address"].as_str().map(str::to_lowercase),
             Some(devnet.signer(PROVIDER).address().to_string().to_lowercase())
         );
+    })
+    .await;
+}
+
+/// 50 leases (a third of them closed by the tenant) while the daemon is killed with -9 at
+/// random moments and restarted: afterwards every order was bid on, every lease is in the
+/// store once, in the state the chain says, and exactly the open leases hold capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_leases_through_random_kill_dash_nine_miss_nothing_and_double_nothing() {
+    use rand08::{Rng, SeedableRng};
+    const LEASES: u64 = 50;
+    const KILLS: u32 = 6;
+    daemon_test(0..LEASES + 2, || async {
+        let seed: u64 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or_default();
+        eprintln!("kill points seeded with {seed}");
+        let mut rng = rand08::rngs::StdRng::seed_from_u64(seed);
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = provider_config(&devnet, dir.path(), 0);
+        config.gateway.listen = format!("127.0.0.1:{}", free_port());
+        register(&devnet, &config).await;
+        let config_path = dir.path().join("provider.toml");
+        std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
+        let gateway = format!("http://{}", config.gateway.listen);
+        let tenant = devnet.client(TENANT);
+        let small = HELLO
+            .replace("units: 100m", "units: 10m")
+            .replace("size: 64Mi", "size: 16Mi")
+            .replace("size: 128Mi", "size: 16Mi");
+        let (order, _) = sdl_order(&devnet, &small, 100 * TOKEN, 3_600);
+
+        let daemon = std::sync::Arc::new(std::sync::Mutex::new(DaemonProcess::spawn(
+            &devnet,
+            &config_path,
+        )));
+        // Kills at random moments until every lease exists, and at least KILLS of them.
+        let leasing_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let killer = tokio::spawn({
+            let daemon = daemon.clone();
+            let leasing_done = leasing_done.clone();
+            let devnet_key = devnet.signer(PROVIDER);
+            let config_path = config_path.clone();
+            async move {
+                let mut kills = 0u32;
+                while kills < KILLS || !leasing_done.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(rng.gen_range(300..2_500))).await;
+                    let mut daemon = daemon.lock().expect("daemon lock");
+                    daemon.kill();
+                    *daemon = DaemonProcess::spawn_with_key(&devnet_key, &config_path);
+                    kills += 1;
+                }
+                kills
+            }
+        });
+
+        let mut orders = Vec::new();
+        for _ in 0..LEASES {
+            orders.push(
+                tenant
+                    .create_order(&order)
+                    .await
+                    .expect("createOrder")
+                    .order_id,
+            );
+        }
+        let mut open = Vec::new();
+        let mut closed = Vec::new();
+        for (index, order_id) in orders.iter().enumerate() {
+            let bid_id = eventually("our bid", || our_bid(&devnet, *order_id)).await;
+            let lease_id = tenant
+                .accept_bid(*order_id, bid_id)
+                .await
+                .expect("acceptBid")
+                .lease_id;
+            if index % 3 == 0 {
+                tenant
+                    .close_lease(lease_id, CloseReason::TenantRequest)
+                    .await
+                    .expect("closeLease");
+                closed.push(lease_id);
+            } else {
+                open.push(lease_id);
+            }
+        }
+        leasing_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let kills = killer.await.expect("the killer ran");
+        eprintln!("the daemon was killed {kills} times");
+
+        // The last daemon settles: exactly the open leases hold capacity, nothing reserved.
+        let open_count = open.len();
+        let expected_cpu = 10 * open_count;
+        eventually("the daemon to account for every lease", || {
+            let gateway = gateway.clone();
+            async move {
+                let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_provider"))
+                    .args(["status", "--output", "json", "--gateway", &gateway])
+                    .output()
+                    .await
+                    .ok()?;
+                let status: serde_json::Value = serde_json::from_slice(&status.stdout).ok()?;
+                (status["active_leases"] == open_count
+                    && status["allocated"]["cpu_milli"] == expected_cpu
+                    && status["reserved"]["cpu_milli"] == 0)
+                    .then_some(())
+            }
+        })
+        .await;
+        daemon.lock().expect("daemon lock").kill();
+
+        let store = leasehold_provider::store::Store::connect(&config.database_url())
+            .await
+            .expect("store");
+        for lease_id in &open {
+            let lease = store
+                .lease(*lease_id)
+                .await
+                .expect("an open lease is stored");
+            assert_eq!(
+                lease.state.kind(),
+                LeaseStateKind::AwaitingManifest,
+                "lease {lease_id}"
+            );
+            assert!(
+                store.reservation(*lease_id).await.expect("row").is_some(),
+                "lease {lease_id} holds its allocation"
+            );
+        }
+        for lease_id in &closed {
+            let lease = store
+                .lease(*lease_id)
+                .await
+                .expect("a closed lease is stored");
+            assert_eq!(
+                lease.state.kind(),
+                LeaseStateKind::Closed,
+                "lease {lease_id}"
+            );
+            assert!(
+                store.reservation(*lease_id).await.expect("row").is_none(),
+                "closed lease {lease_id} holds nothing"
+            );
+        }
+        store.close().await;
     })
     .await;
 }
