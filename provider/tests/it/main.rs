@@ -1,6 +1,7 @@
 //! The provider's integration tests: one binary, one module per area.
 
 mod daemon;
+mod deploy_files;
 mod gateway;
 mod rpc_fault;
 mod runtime_docker;
