@@ -1876,6 +1876,72 @@ async fn an_operator_is_told_what_to_run_and_can_change_the_registration() {
     .expect("test exceeded its time limit");
 }
 
+/// The provider CLI keeps the tenant CLI's exit-code contract, and with `--output json`
+/// an error is a JSON document on stdout too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_cli_keeps_the_tenant_exit_code_contract() {
+    let _serial = SERIAL.lock().await;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = provider_config(&devnet, dir.path(), 0);
+        let config_path = dir.path().join("provider.toml");
+        std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
+        let failure = |config_path: &std::path::Path, args: &[&str]| {
+            let mut all = vec!["--output", "json"];
+            all.extend_from_slice(args);
+            let output = provider_run(&devnet, config_path, &all);
+            let document: serde_json::Value =
+                serde_json::from_slice(&output.stdout).unwrap_or_default();
+            (output.status.code(), document)
+        };
+
+        provider_command(&devnet, &config_path, &["register"]);
+        let (code, document) = failure(&config_path, &["register"]);
+        assert_eq!(code, Some(1), "a revert: {document}");
+        assert_eq!(document["error"]["kind"], "failed");
+        assert_eq!(document["error"]["exit_code"], 1);
+        assert!(
+            document["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("AlreadyRegistered")),
+            "{document}"
+        );
+
+        let (code, document) = failure(&dir.path().join("missing.toml"), &["update"]);
+        assert_eq!(code, Some(2), "a config that cannot be read: {document}");
+        assert_eq!(document["error"]["kind"], "usage");
+        let (code, _) = failure(&config_path, &["init"]);
+        assert_eq!(code, Some(2), "init over an existing file without --force");
+        let (code, _) = failure(&config_path, &["run", "--no-such-flag"]);
+        assert_eq!(code, Some(2), "clap's own usage errors");
+
+        let mut unreachable = config.clone();
+        unreachable.chain.rpc_url = format!("http://127.0.0.1:{}", free_port());
+        let unreachable_path = dir.path().join("unreachable.toml");
+        std::fs::write(
+            &unreachable_path,
+            unreachable.to_toml_string().expect("toml"),
+        )
+        .expect("write");
+        let (code, document) = failure(&unreachable_path, &["update"]);
+        assert_eq!(code, Some(3), "an unreachable node: {document}");
+        assert_eq!(document["error"]["kind"], "network");
+        let gateway = format!("http://127.0.0.1:{}", free_port());
+        let (code, _) = failure(&config_path, &["status", "--gateway", &gateway]);
+        assert_eq!(code, Some(3), "an unreachable gateway");
+
+        let help = provider_run(&devnet, &config_path, &["--help"]);
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            help.contains("Exit codes") && help.contains("Example"),
+            "{help}"
+        );
+    })
+    .await
+    .expect("test exceeded its time limit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_withdraw_and_deregister_through_the_binary() {
     let _serial = SERIAL.lock().await;
