@@ -180,7 +180,24 @@ pub struct NewOrder {
     #[serde(with = "decimal_amount")]
     pub deposit: U256,
     pub bid_window_secs: u64,
+    /// Seconds the winning provider has to confirm delivery once the lease starts
+    /// ([`DELIVERY_WINDOW_SECS`]); unconfirmed, the lease can be closed with a full refund and
+    /// part of the provider's stake goes to the tenant.
+    pub delivery_window_secs: u64,
 }
+
+/// Bounds of [`NewOrder::delivery_window_secs`] (`MIN_DELIVERY_WINDOW..=MAX_DELIVERY_WINDOW`).
+pub const DELIVERY_WINDOW_SECS: std::ops::RangeInclusive<u64> = 60..=3600;
+
+/// Bids one order takes (`Marketplace.MAX_BIDS`).
+pub const MAX_BIDS: usize = 16;
+
+/// After an order's bid window only its tenant may match it for this long
+/// (`Marketplace.TENANT_GRACE`); then anyone may `settle`.
+pub const TENANT_GRACE_SECS: u64 = 120;
+
+/// The delivery window the CLIs use unless told otherwise: ten minutes, room for an image pull.
+pub const DEFAULT_DELIVERY_WINDOW_SECS: u64 = 600;
 
 /// An order as announced by `OrderCreated`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +282,10 @@ pub struct OrderInfo {
     /// keccak256 of the SDL group's name (see [`OrderSpec::group_name`]).
     pub group_name: B256,
     pub requirements_hash: B256,
+    /// After this the order can no longer be matched, only cancelled.
+    pub expires_at: u64,
+    /// Seconds the winner has to confirm delivery (see [`NewOrder::delivery_window_secs`]).
+    pub delivery_window_secs: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +316,11 @@ pub struct LeaseInfo {
     pub paid: U256,
     #[serde(with = "decimal_amount")]
     pub escrow: U256,
+    /// The provider confirmed the workload runs; payment accrues from `started_at`.
+    pub confirmed: bool,
+    /// Until this the provider may confirm; after it, unconfirmed, anyone may close the lease
+    /// as undelivered.
+    pub delivery_deadline: u64,
 }
 
 impl LeaseInfo {
@@ -312,6 +338,8 @@ impl LeaseInfo {
             gpu_model: v.gpuModel,
             paid: v.paid,
             escrow: v.escrow,
+            confirmed: v.confirmed,
+            delivery_deadline: v.deliveryDeadline,
         }
     }
 }
@@ -356,6 +384,10 @@ pub struct ProviderInfo {
     pub capacity: Resources,
     pub allocated: Resources,
     pub gpus: Vec<GpuState>,
+    /// Leases whose delivery the provider confirmed in time.
+    pub deliveries_confirmed: u32,
+    /// Leases closed as undelivered (each cost it part of its stake).
+    pub deliveries_failed: u32,
 }
 
 /// What a lease owes its provider right now.
@@ -407,6 +439,17 @@ pub struct LeaseStarted {
     pub gpu_model: B256,
     /// Bids `settle` skipped before finding room; always empty for `acceptBid`.
     pub skipped: Vec<SkippedBid>,
+}
+
+/// Outcome of `closeUndelivered`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndeliveredClose {
+    /// The whole escrow.
+    #[serde(with = "decimal_amount")]
+    pub refunded_to_tenant: U256,
+    /// The part of the provider's stake that went to the tenant.
+    #[serde(with = "decimal_amount")]
+    pub slashed_to_tenant: U256,
 }
 
 /// Outcome of `closeLease`.

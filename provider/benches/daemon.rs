@@ -512,6 +512,7 @@ async fn measure(
         max_price_per_hour: U256::from(10 * TOKEN),
         deposit,
         bid_window_secs: 3_600,
+        delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
     };
     // One approval for every order, so each order is a single transaction.
     let leases_total = lease_count as u64 + 1;

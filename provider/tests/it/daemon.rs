@@ -291,6 +291,7 @@ fn sdl_order(
         max_price_per_hour: U256::from(10 * TOKEN),
         deposit: U256::from(deposit),
         bid_window_secs,
+        delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
     };
     (order, manifest.canonical_json().into_bytes())
 }
@@ -434,6 +435,35 @@ async fn order_to_bid_to_running_lease_to_close_and_payment() {
         })
         .await;
         assert!(response.contains("hello from leasehold"), "{response}");
+        // (b') every replica runs, so the daemon confirmed the delivery on chain: payment
+        // accrues from the confirmation, which the history records.
+        let confirmed = eventually("the delivery confirmation on chain", || async {
+            tenant
+                .lease(lease_id)
+                .await
+                .ok()
+                .filter(|lease| lease.confirmed)
+        })
+        .await;
+        assert!(confirmed.started_at > 0);
+        let record = tenant
+            .provider_info(devnet.signer(PROVIDER).address())
+            .await
+            .expect("provider");
+        assert_eq!(
+            (record.deliveries_confirmed, record.deliveries_failed),
+            (1, 0)
+        );
+        let history = handle
+            .core()
+            .store()
+            .history(lease_id)
+            .await
+            .expect("history");
+        assert!(
+            history.iter().any(|entry| entry.kind == "confirmed"),
+            "{history:?}"
+        );
         let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
         let web = containers_of(lease_id).await;
         assert_eq!(web.len(), 1, "one replica");
@@ -734,6 +764,7 @@ async fn twenty_concurrent_gpu_orders_never_exceed_four_gpus() {
             max_price_per_hour: U256::from(100 * TOKEN),
             deposit: U256::from(10 * TOKEN),
             bid_window_secs: 3_600,
+            delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
         };
         // Four tenants post five orders each at the same time.
         let posting = (0..4).map(|tenant| {
@@ -1412,10 +1443,26 @@ async fn a_deployment_that_keeps_failing_is_closed_and_its_history_says_why() {
                 .expect("lease")
                 .active
         );
-        assert!(
-            devnet.balance(tenant_address).await > before,
-            "the unspent escrow went back to the tenant"
+        // Never delivered: the provider is paid nothing, the tenant gets the whole escrow back
+        // plus the slashed part of the provider's stake, and the failure is on its record.
+        let params = DeployParams::default();
+        let slash =
+            params.minimum_stake * U256::from(params.delivery_slash_bps) / U256::from(10_000u64);
+        assert_eq!(
+            devnet.balance(tenant_address).await,
+            before + U256::from(1_000 * TOKEN) + slash,
+            "a full refund plus the slashed stake"
         );
+        let record = devnet
+            .client(TENANT)
+            .provider_info(devnet.signer(PROVIDER).address())
+            .await
+            .expect("provider");
+        assert_eq!(
+            (record.deliveries_confirmed, record.deliveries_failed),
+            (0, 1)
+        );
+        assert_eq!(record.stake, params.minimum_stake - slash);
         let history = handle
             .core()
             .store()
