@@ -61,6 +61,17 @@ pub enum ChainEvent {
         price_per_hour: U256,
         gpu_model: B256,
     },
+    /// The provider confirmed that every replica runs: accrual starts.
+    LeaseConfirmed {
+        lease_id: u64,
+        provider: Address,
+    },
+    /// The lease was closed undelivered; `slashed` of the provider's stake went to the tenant.
+    DeliveryFailed {
+        lease_id: u64,
+        provider: Address,
+        slashed: U256,
+    },
     LeaseClosed {
         lease_id: u64,
         closed_by: Address,
@@ -74,6 +85,28 @@ pub enum ChainEvent {
         provider: Address,
         amount: U256,
         total_paid: U256,
+    },
+    /// A transfer out could not be pushed; `account` may claim `amount` later.
+    PaymentCredited {
+        token: Address,
+        account: Address,
+        amount: U256,
+    },
+    Claimed {
+        token: Address,
+        account: Address,
+        to: Address,
+        amount: U256,
+    },
+    DeliveryRecorded {
+        provider: Address,
+        deliveries_confirmed: u32,
+    },
+    StakeSlashed {
+        provider: Address,
+        tenant: Address,
+        amount: U256,
+        deliveries_failed: u32,
     },
     ProviderRegistered {
         provider: Address,
@@ -147,7 +180,13 @@ impl ChainEvent {
             Self::BidWithdrawn { .. } => "BidWithdrawn",
             Self::EscrowToppedUp { .. } => "EscrowToppedUp",
             Self::LeaseCreated { .. } => "LeaseCreated",
+            Self::LeaseConfirmed { .. } => "LeaseConfirmed",
+            Self::DeliveryFailed { .. } => "DeliveryFailed",
             Self::LeaseClosed { .. } => "LeaseClosed",
+            Self::PaymentCredited { .. } => "PaymentCredited",
+            Self::Claimed { .. } => "Claimed",
+            Self::DeliveryRecorded { .. } => "DeliveryRecorded",
+            Self::StakeSlashed { .. } => "StakeSlashed",
             Self::PaymentWithdrawn { .. } => "PaymentWithdrawn",
             Self::ProviderRegistered { .. } => "ProviderRegistered",
             Self::ProviderUpdated { .. } => "ProviderUpdated",
@@ -212,6 +251,26 @@ fn from_marketplace(event: MarketplaceEvents, block: u64) -> Result<ChainEvent, 
             price_per_hour: event.pricePerHour,
             gpu_model: event.gpuModel,
         },
+        MarketplaceEvents::LeaseConfirmed(event) => ChainEvent::LeaseConfirmed {
+            lease_id: id("LeaseConfirmed", event.leaseId)?,
+            provider: event.provider,
+        },
+        MarketplaceEvents::DeliveryFailed(event) => ChainEvent::DeliveryFailed {
+            lease_id: id("DeliveryFailed", event.leaseId)?,
+            provider: event.provider,
+            slashed: event.slashed,
+        },
+        MarketplaceEvents::PaymentCredited(event) => ChainEvent::PaymentCredited {
+            token: event.token,
+            account: event.account,
+            amount: event.amount,
+        },
+        MarketplaceEvents::Claimed(event) => ChainEvent::Claimed {
+            token: event.token,
+            account: event.account,
+            to: event.to,
+            amount: event.amount,
+        },
         MarketplaceEvents::LeaseClosed(event) => ChainEvent::LeaseClosed {
             lease_id: id("LeaseClosed", event.leaseId)?,
             closed_by: event.closedBy,
@@ -266,6 +325,27 @@ fn from_registry(event: ProviderRegistryEvents) -> ChainEvent {
         ProviderRegistryEvents::StakeWithdrawn(event) => ChainEvent::StakeWithdrawn {
             provider: event.provider,
             amount: event.amount,
+        },
+        ProviderRegistryEvents::PaymentCredited(event) => ChainEvent::PaymentCredited {
+            token: event.token,
+            account: event.account,
+            amount: event.amount,
+        },
+        ProviderRegistryEvents::Claimed(event) => ChainEvent::Claimed {
+            token: event.token,
+            account: event.account,
+            to: event.to,
+            amount: event.amount,
+        },
+        ProviderRegistryEvents::DeliveryRecorded(event) => ChainEvent::DeliveryRecorded {
+            provider: event.provider,
+            deliveries_confirmed: event.deliveriesConfirmed,
+        },
+        ProviderRegistryEvents::StakeSlashed(event) => ChainEvent::StakeSlashed {
+            provider: event.provider,
+            tenant: event.tenant,
+            amount: event.amount,
+            deliveries_failed: event.deliveriesFailed,
         },
         ProviderRegistryEvents::MarketplaceBound(event) => ChainEvent::MarketplaceBound {
             marketplace: event.marketplace,
