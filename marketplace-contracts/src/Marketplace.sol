@@ -159,6 +159,11 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     /// @notice Bids one `settle` call may pass over before it returns (bounds its gas).
     uint256 public constant SETTLE_SKIP_LIMIT = 2;
 
+    /// @dev `BidEvicted` reasons.
+    uint8 private constant EVICTED_WITHDRAWN = 0;
+    uint8 private constant EVICTED_INELIGIBLE = 1;
+    uint8 private constant EVICTED_OUTBID = 2;
+
     /// @dev The `LeaseClosed` reason of `closeUndelivered`.
     uint8 private constant CLOSE_REASON_NOT_DELIVERED = 3;
 
@@ -192,6 +197,10 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         uint256 indexed orderId, uint256 bidId, address indexed provider, uint256 pricePerHour, bytes32 gpuModel
     );
     event BidWithdrawn(uint256 indexed orderId, uint256 bidId, address indexed provider);
+    /// @notice A new bid on a full order took this bid's slot. `reason`: 0 withdrawn or skipped,
+    /// 1 provider no longer eligible, 2 outbid (the most expensive, by a strictly cheaper bid).
+    /// The evicted provider may not bid on the order again.
+    event BidEvicted(uint256 indexed orderId, uint256 bidId, address indexed provider, uint8 reason);
     /// @notice `settle` passed over this bid because its provider had no room (or stopped).
     event BidSkipped(uint256 indexed orderId, uint256 bidId, address indexed provider);
     event LeaseCreated(
@@ -364,7 +373,11 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
 
     // ---------------------------------------------------------------- bids
 
-    /// @notice Bids on an open order. The caller must be an active provider holding every
+    /// @notice Bids on an open order inside its bid window. On a full order (MAX_BIDS) the bid
+    /// takes the slot of a withdrawn or skipped bid, else of a bid whose provider is no longer
+    /// eligible, else of the most expensive bid if it is strictly cheaper (`BidEvicted`); only
+    /// then does it revert `TooManyBids`. So a cheaper eligible bid always gets in.
+    /// The caller must be an active provider holding every
     /// required attribute and, for GPU orders, offering `gpuCount` GPUs of the concrete model
     /// `gpu.model` names. Unless the order allows any model, that model must match the entry
     /// `gpu.patternIndex` of the allowed list with the parts `gpu.wildcards` selects replaced by
@@ -386,15 +399,15 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         if (pricePerHour > order.maxPricePerHour) revert PriceAboveMax(pricePerHour, order.maxPricePerHour);
         bytes32 supplied = requirementsHash(allowedGpuModels, requiredAttributes);
         if (supplied != order.requirementsHash) revert RequirementsMismatch(order.requirementsHash, supplied);
-        bidId = order.bidCount;
-        if (bidId >= MAX_BIDS) revert TooManyBids(orderId, MAX_BIDS);
         if (_bidGpuModel[orderId][msg.sender] != bytes32(0)) revert AlreadyBid(orderId, msg.sender);
 
         uint32 gpuCount = order.gpuCount;
         bytes32 gpuModel = _bidGpuKey(gpu, gpuCount, allowedGpuModels);
         _requireEligible(msg.sender, requiredAttributes, _resourcesOf(order), gpuModel, gpuCount);
 
-        order.bidCount = uint8(bidId + 1);
+        bidId = order.bidCount;
+        if (bidId < MAX_BIDS) order.bidCount = uint8(bidId + 1);
+        else bidId = _evictionSlot(orderId, order, pricePerHour, requiredAttributes);
         _bids[orderId][bidId] = Bid(msg.sender, uint88(pricePerHour), false);
         _bidGpuModel[orderId][msg.sender] = gpuCount == 0 ? NO_GPU_MODEL : gpuModel;
         if (order.hasRequiredAttributes) _bidAttributeEpochs[orderId][bidId] = registry.attributeEpoch(msg.sender);
@@ -725,6 +738,54 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         if (result == ProviderRegistry.Eligibility.MissingAttribute) revert ProviderLacksAttribute(provider, detail);
         if (result == ProviderRegistry.Eligibility.GpuModelNotOffered) revert ProviderLacksGpuModel(provider, detail);
         revert ProviderLacksCapacity(provider);
+    }
+
+    /// @dev The slot a bid takes on a full order (see `placeBid`); reverts `TooManyBids` when
+    /// every bid stands, is eligible and no dearer than `pricePerHour`. Eligibility is checked
+    /// against the lists the new bidder re-supplied (already matched against the order's hash).
+    function _evictionSlot(
+        uint256 orderId,
+        Order storage order,
+        uint256 pricePerHour,
+        bytes32[] calldata requiredAttributes
+    ) private returns (uint256) {
+        Bid[MAX_BIDS] storage stored = _bids[orderId];
+        uint256 priciest;
+        uint256 highest;
+        for (uint256 i = 0; i < MAX_BIDS; ++i) {
+            if (stored[i].withdrawn) return _evicted(orderId, i, stored[i].provider, EVICTED_WITHDRAWN);
+            uint256 price = stored[i].pricePerHour;
+            if (price > highest) {
+                highest = price;
+                priciest = i;
+            }
+        }
+        (bool found, uint256 slot) = _firstIneligibleBid(orderId, order, requiredAttributes);
+        if (found) return _evicted(orderId, slot, stored[slot].provider, EVICTED_INELIGIBLE);
+        if (pricePerHour < highest) return _evicted(orderId, priciest, stored[priciest].provider, EVICTED_OUTBID);
+        revert TooManyBids(orderId, MAX_BIDS);
+    }
+
+    function _firstIneligibleBid(uint256 orderId, Order storage order, bytes32[] calldata requiredAttributes)
+        private
+        view
+        returns (bool found, uint256 slot)
+    {
+        Resources memory amount = _resourcesOf(order);
+        uint32 gpuCount = order.gpuCount;
+        for (slot = 0; slot < MAX_BIDS; ++slot) {
+            address provider = _bids[orderId][slot].provider;
+            bytes32 gpuModel = _gpuModelOfBid(orderId, provider, gpuCount);
+            (ProviderRegistry.Eligibility result,) =
+                registry.checkEligibility(provider, requiredAttributes, amount, gpuModel, gpuCount);
+            if (result != ProviderRegistry.Eligibility.Eligible) return (true, slot);
+        }
+        return (false, 0);
+    }
+
+    function _evicted(uint256 orderId, uint256 bidId, address provider, uint8 reason) private returns (uint256) {
+        emit BidEvicted(orderId, bidId, provider, reason);
+        return bidId;
     }
 
     /// @dev Lowest price first, lowest index on a tie; withdrawn (or skipped) bids are ignored.

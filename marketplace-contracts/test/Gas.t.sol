@@ -28,6 +28,9 @@ contract GasBenchmarks is Fixture {
     uint256 internal constant PLACE_BID_GPU_CEILING = 125_000;
     // Every bid checks the bid window, which sits in the order's first slot (one more cold read).
     uint256 internal constant PLACE_BID_CPU_CEILING = 93_000;
+    // A bid on a full order re-checks every standing bid's provider in the registry (one call
+    // each) before it may evict the dearest: the price of keeping the order book unjammable.
+    uint256 internal constant PLACE_BID_EVICT_CEILING = 340_000;
     uint256 internal constant CLOSE_CEILING = 89_000;
     uint256 internal constant SETTLE_WORST_CEILING = 200_000;
     // An order stores the keccak256 of its group's name (one more fresh slot, 22.1k) so the
@@ -193,6 +196,24 @@ contract GasBenchmarks is Fixture {
         }
         assertEq(market.getLease(gpuOrder).provider, p2, "the honest bid wins in the end");
         assertLe(maxGas, SETTLE_WORST_CEILING, "every settle call within the bound");
+    }
+
+    /// @dev The worst `placeBid`: a full GPU order with an attribute, every bid standing and
+    /// eligible, so all 16 are re-checked in the registry before the dearest is evicted.
+    function test_gas_placeBid_fullOrderEvictsTheDearest() public {
+        for (uint256 i = 0; i < 16; ++i) {
+            address provider = address(uint160(0x4000 + i));
+            token.faucet(provider, MIN_STAKE);
+            vm.prank(provider);
+            token.approve(address(registry), MIN_STAKE);
+            _registerDefault(provider);
+            _bid(provider, gpuOrder, gpuSpec, PRICE - i, A100);
+        }
+        vm.prank(p2);
+        market.placeBid(
+            gpuOrder, PRICE - 16, gpuBidFor(A100, gpuSpec.allowedGpuModels), gpuSpec.allowedGpuModels, _list(EU)
+        );
+        _record("placeBid_gpu_full_order_evicts_dearest", PLACE_BID_EVICT_CEILING);
     }
 
     function test_gas_withdraw() public {

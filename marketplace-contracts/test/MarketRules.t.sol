@@ -144,6 +144,84 @@ contract Finding1PaidForNothingTest is Fixture {
     }
 }
 
+/// Finding 2: sixteen sybil bids filled every slot of an order and then shrank their capacity,
+/// so honest providers got `TooManyBids` and `settle` found nobody.
+contract Finding2BidSlotJammingTest is Fixture {
+    Marketplace.OrderSpec internal spec;
+    uint256 internal orderId;
+    address[16] internal sybils;
+
+    function setUp() public override {
+        super.setUp();
+        _registerDefault(p1);
+        _registerDefault(p2);
+        spec = _cpuSpec(1000, 1024, 0);
+        orderId = _order(spec);
+        for (uint256 i = 0; i < 16; ++i) {
+            sybils[i] = address(uint160(0x5000 + i));
+            token.faucet(sybils[i], MIN_STAKE);
+            vm.prank(sybils[i]);
+            token.approve(address(registry), MIN_STAKE);
+            _register(sybils[i], _none(), _res(8000, 8192, 0), _noGpus());
+            _bid(sybils[i], orderId, spec, 100 + i, bytes32(0));
+        }
+    }
+
+    function _shrinkAll() internal {
+        for (uint256 i = 0; i < 16; ++i) {
+            vm.prank(sybils[i]);
+            registry.update("s", _none(), _res(1, 1, 0), _noGpus());
+        }
+    }
+
+    function test_finding2_anHonestBidEvictsASybilThatShrankItsCapacity() public {
+        _shrinkAll();
+        vm.expectEmit(true, true, false, true, address(market));
+        emit Marketplace.BidEvicted(orderId, 0, sybils[0], 1);
+        uint256 bidId = _bid(p1, orderId, spec, PRICE, bytes32(0));
+        assertEq(bidId, 0, "took the ineligible bid's slot");
+        assertEq(market.getBid(orderId, 0).provider, p1, "slot reused");
+        // the honest bid is more expensive than every sybil's, yet it wins either way
+        vm.warp(START + WINDOW);
+        vm.prank(tenant);
+        market.acceptBid(orderId, bidId);
+        assertEq(market.getLease(orderId).provider, p1, "honest provider leased");
+    }
+
+    function test_finding2_settleReachesTheHonestBidInBoundedCalls() public {
+        _shrinkAll();
+        _bid(p1, orderId, spec, PRICE, bytes32(0));
+        vm.warp(START + WINDOW + market.TENANT_GRACE());
+        for (uint256 call = 0; call < 16; ++call) {
+            vm.prank(stranger);
+            market.settle(orderId);
+            if (market.getOrder(orderId).status == Marketplace.OrderStatus.Leased) break;
+        }
+        assertEq(market.getLease(orderId).provider, p1, "settle ends at the honest bid");
+    }
+
+    function test_finding2_aStrictlyCheaperBidEvictsTheDearest() public {
+        vm.expectEmit(true, true, false, true, address(market));
+        emit Marketplace.BidEvicted(orderId, 15, sybils[15], 2);
+        assertEq(_bid(p1, orderId, spec, 99, bytes32(0)), 15, "took the dearest slot");
+        vm.expectRevert(abi.encodeWithSelector(Marketplace.TooManyBids.selector, orderId, 16));
+        _bid(p2, orderId, spec, 114, bytes32(0)); // equal to the dearest left: not cheaper
+        vm.prank(sybils[15]);
+        vm.expectRevert(abi.encodeWithSelector(Marketplace.AlreadyBid.selector, orderId, sybils[15]));
+        market.placeBid(orderId, 1, _noGpu(), spec.allowedGpuModels, spec.requiredAttributes);
+    }
+
+    function test_finding2_aWithdrawnBidsSlotIsTakenFirst() public {
+        vm.prank(sybils[7]);
+        market.withdrawBid(orderId, 7);
+        vm.expectEmit(true, true, false, true, address(market));
+        emit Marketplace.BidEvicted(orderId, 7, sybils[7], 0);
+        assertEq(_bid(p2, orderId, spec, PRICE, bytes32(0)), 7, "took the withdrawn slot");
+    }
+
+    function _noGpu() internal pure returns (GpuBid memory bid) {}
+}
+
 /// Finding 3: closing pushed both transfers in the call that releases capacity, so a token that
 /// refused one of them (blocklisted address, paused token) locked the lease for good.
 contract Finding3ClosingDependsOnTransfersTest is Fixture {

@@ -302,8 +302,9 @@ contract MarketplaceBidTest is Fixture {
             _register(provider, _none(), _res(1000, 1000, 0), _noGpus());
             _bid(provider, orderId, cpu, 1 + i, bytes32(0));
         }
+        // full of eligible bids: only a strictly cheaper one than the dearest (16) gets in
         vm.expectRevert(abi.encodeWithSelector(Marketplace.TooManyBids.selector, orderId, 16));
-        _bid(p1, orderId, cpu, 1, bytes32(0));
+        _bid(p1, orderId, cpu, 16, bytes32(0));
     }
 
     function test_placeBid_revertsOnGpuModel() public {

@@ -204,7 +204,39 @@ contract MarketHandler {
         bytes32[] memory allowed = _allowedModels[id];
         try market.placeBid(id, price, gpuBidFor(model, allowed), allowed, _requiredAttributes[id]) {
             ++successes["placeBid"];
-        } catch {}
+        } catch (bytes memory reason) {
+            // liveness: an eligible bid on a full order gets in unless every bid stands, is
+            // eligible and is no dearer
+            if (bytes4(reason) == Marketplace.TooManyBids.selector && _evictable(id, o, price)) {
+                _violation("an eligible cheaper bid was kept out of a full order");
+            }
+        }
+    }
+
+    /// @dev A sybil (one of the last four providers): bids on every order still taking bids at its maximum price, then shrinks
+    /// its capacity to what its leases hold (plus one), making all those bids unmatchable.
+    function sybilSweep(uint256 providerSeed) external {
+        // the last four providers act as sybils; the others stay honest
+        address sybil = providers[providers.length - 1 - providerSeed % 4];
+        ProviderRegistry.ProviderView memory info = registry.getProvider(sybil);
+        if (info.status != ProviderRegistry.ProviderStatus.Active) return;
+        for (uint256 k = 0; k < orderIds.length; ++k) {
+            uint256 id = orderIds[k];
+            Marketplace.OrderView memory o = market.getOrder(id);
+            if (o.status != Marketplace.OrderStatus.Open || block.timestamp >= o.bidWindowEnd) continue;
+            bytes32 model = o.gpuCount == 0 ? bytes32(0) : A100;
+            bytes32[] memory allowed = _allowedModels[id];
+            vm.prank(sybil);
+            try market.placeBid(id, o.maxPricePerHour, gpuBidFor(model, allowed), allowed, _requiredAttributes[id]) {}
+                catch {}
+        }
+        (, uint32 a100) = registry.gpuState(sybil, A100);
+        (, uint32 h100) = registry.gpuState(sybil, H100);
+        Resources memory tiny =
+            Resources(info.allocated.cpuMilli + 1, info.allocated.memoryMiB + 1, info.allocated.storageMiB);
+        vm.prank(sybil);
+        registry.update("https://sybil.example", _attributeSet(0), tiny, _gpuSet(0, a100, h100));
+        ++successes["sybilSweep"];
     }
 
     function withdrawBid(uint256 orderSeed, uint256 bidSeed) external {
@@ -219,11 +251,23 @@ contract MarketHandler {
     }
 
     function acceptBid(uint256 orderSeed, uint256 bidSeed) external {
-        (bool found, uint256 id, Marketplace.OrderView memory o) = _order(orderSeed, Marketplace.OrderStatus.Open);
-        if (!found || o.bidCount == 0) return;
+        (bool found, uint256 id, Marketplace.OrderView memory o) = _openOrderWithBids(orderSeed);
+        if (!found) return;
+        // like the tenant CLI, prefer a standing bid whose provider is still eligible
+        uint256 bidId = bidSeed % o.bidCount;
+        for (uint256 k = 0; k < o.bidCount; ++k) {
+            uint256 candidate = (bidSeed % o.bidCount + k) % o.bidCount;
+            Marketplace.BidView memory bid = market.getBid(id, candidate);
+            (ProviderRegistry.Eligibility eligible,) =
+                registry.checkEligibility(bid.provider, _requiredAttributes[id], o.resources, bid.gpuModel, o.gpuCount);
+            if (!bid.withdrawn && eligible == ProviderRegistry.Eligibility.Eligible) {
+                bidId = candidate;
+                break;
+            }
+        }
         vm.prank(o.tenant);
         // reverts when the provider has no room or stopped: allowed, the invariants check the rest
-        try market.acceptBid(id, bidSeed % o.bidCount) {
+        try market.acceptBid(id, bidId) {
             ++successes["acceptBid"];
         } catch {}
     }
@@ -413,6 +457,20 @@ contract MarketHandler {
 
     // ------------------------------------------------------------ internals
 
+    /// @dev Whether a bid at `price` may take a slot of the full order `id`: a withdrawn bid, a
+    /// bid whose provider is no longer eligible, or a dearer bid.
+    function _evictable(uint256 id, Marketplace.OrderView memory o, uint256 price) private view returns (bool) {
+        Marketplace.BidView[] memory bids = market.getBids(id);
+        for (uint256 i = 0; i < bids.length; ++i) {
+            if (bids[i].withdrawn || bids[i].pricePerHour > price) return true;
+            (ProviderRegistry.Eligibility eligible,) = registry.checkEligibility(
+                bids[i].provider, _requiredAttributes[id], o.resources, bids[i].gpuModel, o.gpuCount
+            );
+            if (eligible != ProviderRegistry.Eligibility.Eligible) return true;
+        }
+        return false;
+    }
+
     /// @dev Whether the token currently lets `account` send or receive.
     function _tokenMoves(address account) private view returns (bool) {
         return !token.paused() && !token.blocked(account);
@@ -448,6 +506,21 @@ contract MarketHandler {
             id = orderIds[(seed % count + k) % count];
             o = market.getOrder(id);
             if (o.status == wanted) return (true, id, o);
+        }
+        return (false, 0, o);
+    }
+
+    /// @dev An open order with at least one bid, starting at a seeded position.
+    function _openOrderWithBids(uint256 seed)
+        private
+        view
+        returns (bool found, uint256 id, Marketplace.OrderView memory o)
+    {
+        uint256 count = orderIds.length;
+        for (uint256 k = 0; k < count; ++k) {
+            id = orderIds[(seed % count + k) % count];
+            o = market.getOrder(id);
+            if (o.status == Marketplace.OrderStatus.Open && o.bidCount != 0) return (true, id, o);
         }
         return (false, 0, o);
     }
