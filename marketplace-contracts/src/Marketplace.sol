@@ -5,7 +5,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Resources} from "./Types.sol";
-import {TokenTransfers} from "./TokenTransfers.sol";
+import {TokenTransfers, PullPayments} from "./TokenTransfers.sol";
 import {ProviderRegistry} from "./ProviderRegistry.sol";
 import {GpuBid, GpuModels} from "./GpuModels.sol";
 
@@ -23,7 +23,13 @@ import {GpuBid, GpuModels} from "./GpuModels.sol";
 /// (`requirementsHash`, zero when both lists are empty) and re-supplied in calldata by bidders,
 /// which keeps `createOrder` cheap while `placeBid` still verifies them on chain. The full lists
 /// are in the `OrderCreated` event.
-contract Marketplace is ReentrancyGuardTransient {
+///
+/// A lease starts pending: nothing accrues until its provider `confirmLease`s that the workload
+/// runs, within the order's `deliveryWindow`. Without that, anyone may `closeUndelivered`: the
+/// tenant gets the whole escrow back plus `registry.deliverySlashBps` of the provider's stake.
+/// Every transfer out goes through `_payOrCredit` (see `PullPayments`), so no close or cancel
+/// depends on a transfer succeeding.
+contract Marketplace is ReentrancyGuardTransient, PullPayments {
     using SafeERC20 for IERC20;
     using TokenTransfers for IERC20;
 
@@ -61,6 +67,8 @@ contract Marketplace is ReentrancyGuardTransient {
         bytes32 manifestHash;
         bytes32 groupName;
         bytes32 requirementsHash;
+        uint64 expiresAt;
+        uint32 deliveryWindow;
     }
 
     struct BidView {
@@ -82,6 +90,8 @@ contract Marketplace is ReentrancyGuardTransient {
         bytes32 gpuModel;
         uint256 paid;
         uint256 escrow;
+        bool confirmed;
+        uint64 deliveryDeadline;
     }
 
     /// @dev Six slots; the last stays empty for orders without GPU-model or attribute lists.
@@ -90,6 +100,8 @@ contract Marketplace is ReentrancyGuardTransient {
         address tenant;
         uint40 bidWindowEnd;
         uint16 replicas;
+        uint16 deliveryWindow;
+        bool hasRequiredAttributes;
         IERC20 token;
         uint96 escrow;
         uint32 cpuMilli;
@@ -112,10 +124,12 @@ contract Marketplace is ReentrancyGuardTransient {
     }
 
     /// @dev Whether the lease is active lives in its order's status (Leased or Closed).
+    /// `startedAt` stays zero until the provider confirms delivery (pending: nothing accrues).
     struct Lease {
         address provider;
         uint40 startedAt;
         uint8 bidId;
+        uint40 deliveryDeadline;
         uint96 pricePerHour;
         uint128 paid;
     }
@@ -133,6 +147,25 @@ contract Marketplace is ReentrancyGuardTransient {
     /// @notice Per-order bound on each of cpuMilli, memoryMiB and storageMiB (4 PiB of memory).
     uint64 public constant MAX_RESOURCE_PER_ORDER = type(uint32).max;
     uint256 public constant SECONDS_PER_HOUR = 3600;
+    /// @notice After the bid window only the tenant may match (`acceptBid` or `settle`) for this
+    /// long, so a stranger's `settle` cannot pre-empt the tenant's own choice.
+    uint64 public constant TENANT_GRACE = 120;
+    /// @notice An order not matched this long after its bid window expires: it can then only
+    /// be cancelled (no one is matched at a forgotten order's maximum price).
+    uint64 public constant MATCH_PERIOD = 1 days;
+    /// @notice Bounds on the seconds a provider has to confirm delivery after the lease starts.
+    uint64 public constant MIN_DELIVERY_WINDOW = 60;
+    uint64 public constant MAX_DELIVERY_WINDOW = 3600;
+    /// @notice Bids one `settle` call may pass over before it returns (bounds its gas).
+    uint256 public constant SETTLE_SKIP_LIMIT = 2;
+
+    /// @dev `BidEvicted` reasons.
+    uint8 private constant EVICTED_WITHDRAWN = 0;
+    uint8 private constant EVICTED_INELIGIBLE = 1;
+    uint8 private constant EVICTED_OUTBID = 2;
+
+    /// @dev The `LeaseClosed` reason of `closeUndelivered`.
+    uint8 private constant CLOSE_REASON_NOT_DELIVERED = 3;
 
     /// @dev Marks "this provider bid without a GPU" in `_bidGpuModel`; zero means "no bid".
     bytes32 private constant NO_GPU_MODEL = bytes32(uint256(1));
@@ -145,6 +178,9 @@ contract Marketplace is ReentrancyGuardTransient {
     /// @dev Doubles as the one-bid-per-provider check and as the bid's GPU model.
     mapping(uint256 orderId => mapping(address provider => bytes32)) private _bidGpuModel;
     mapping(uint256 leaseId => Lease) private _leases;
+    /// @dev The provider's attribute epoch when it bid, kept only for orders with required
+    /// attributes: a different epoch at match time means the attributes changed since the check.
+    mapping(uint256 orderId => uint32[MAX_BIDS]) private _bidAttributeEpochs;
 
     event OrderCreated(
         uint256 indexed orderId,
@@ -161,6 +197,10 @@ contract Marketplace is ReentrancyGuardTransient {
         uint256 indexed orderId, uint256 bidId, address indexed provider, uint256 pricePerHour, bytes32 gpuModel
     );
     event BidWithdrawn(uint256 indexed orderId, uint256 bidId, address indexed provider);
+    /// @notice A new bid on a full order took this bid's slot. `reason`: 0 withdrawn or skipped,
+    /// 1 provider no longer eligible, 2 outbid (the most expensive, by a strictly cheaper bid).
+    /// The evicted provider may not bid on the order again.
+    event BidEvicted(uint256 indexed orderId, uint256 bidId, address indexed provider, uint8 reason);
     /// @notice `settle` passed over this bid because its provider had no room (or stopped).
     event BidSkipped(uint256 indexed orderId, uint256 bidId, address indexed provider);
     event LeaseCreated(
@@ -175,6 +215,10 @@ contract Marketplace is ReentrancyGuardTransient {
     event PaymentWithdrawn(uint256 indexed leaseId, address indexed provider, uint256 amount, uint256 totalPaid);
     /// @notice `reason` is free-form for the caller: 0 unspecified, 1 tenant request,
     /// 2 provider request, 3 manifest not delivered, 4 insolvent, 5 workload failed.
+    /// @notice The provider confirmed that the workload runs; payment accrues from now.
+    event LeaseConfirmed(uint256 indexed leaseId, address indexed provider);
+    /// @notice The lease ended undelivered: `slashed` of the provider's stake went to the tenant.
+    event DeliveryFailed(uint256 indexed leaseId, address indexed provider, uint256 slashed);
     event LeaseClosed(
         uint256 indexed leaseId,
         address indexed closedBy,
@@ -217,6 +261,13 @@ contract Marketplace is ReentrancyGuardTransient {
     error NoEligibleBid(uint256 orderId);
     error LeaseSolvent(uint256 leaseId);
     error ZeroAmount();
+    error BidWindowClosed(uint256 orderId, uint64 bidWindowEnd);
+    error OrderExpired(uint256 orderId, uint64 expiresAt);
+    error TenantGracePeriod(uint256 orderId, uint64 graceEnd);
+    error DeliveryWindowOutOfRange(uint256 deliveryWindow, uint256 min, uint256 max);
+    error LeaseNotPending(uint256 leaseId);
+    error DeliveryDeadlinePassed(uint256 leaseId, uint64 deliveryDeadline);
+    error DeliveryWindowOpen(uint256 leaseId, uint64 deliveryDeadline);
 
     constructor(ProviderRegistry registry_) {
         if (address(registry_) == address(0)) revert ZeroAddress();
@@ -226,7 +277,10 @@ contract Marketplace is ReentrancyGuardTransient {
     // ---------------------------------------------------------------- orders
 
     /// @notice Posts an order and moves `deposit` of `token` from the caller into escrow.
-    /// @param bidWindow Seconds after which anyone may `settle` (MIN_BID_WINDOW..MAX_BID_WINDOW).
+    /// @param bidWindow Seconds providers may bid (MIN_BID_WINDOW..MAX_BID_WINDOW); the tenant
+    /// may match after it, anyone `TENANT_GRACE` later, until `MATCH_PERIOD` after it.
+    /// @param deliveryWindow Seconds the winner has to confirm delivery once the lease starts
+    /// (MIN_DELIVERY_WINDOW..MAX_DELIVERY_WINDOW).
     /// @return orderId The new order, also the id of the lease it may become.
     function createOrder(
         IERC20 token,
@@ -234,7 +288,8 @@ contract Marketplace is ReentrancyGuardTransient {
         bytes32 manifestHash,
         uint256 maxPricePerHour,
         uint256 deposit,
-        uint64 bidWindow
+        uint64 bidWindow,
+        uint64 deliveryWindow
     ) external nonReentrant returns (uint256 orderId) {
         if (address(token) == address(0)) revert ZeroAddress();
         if (spec.groupName == bytes32(0)) revert ZeroGroupName();
@@ -259,6 +314,9 @@ contract Marketplace is ReentrancyGuardTransient {
         if (bidWindow < MIN_BID_WINDOW || bidWindow > MAX_BID_WINDOW) {
             revert BidWindowOutOfRange(bidWindow, MIN_BID_WINDOW, MAX_BID_WINDOW);
         }
+        if (deliveryWindow < MIN_DELIVERY_WINDOW || deliveryWindow > MAX_DELIVERY_WINDOW) {
+            revert DeliveryWindowOutOfRange(deliveryWindow, MIN_DELIVERY_WINDOW, MAX_DELIVERY_WINDOW);
+        }
 
         orderId = nextOrderId++;
         uint64 bidWindowEnd = uint64(block.timestamp) + bidWindow;
@@ -274,6 +332,8 @@ contract Marketplace is ReentrancyGuardTransient {
         order.replicas = spec.replicas;
         order.status = OrderStatus.Open;
         order.bidWindowEnd = uint40(bidWindowEnd);
+        order.deliveryWindow = uint16(deliveryWindow);
+        if (spec.requiredAttributes.length != 0) order.hasRequiredAttributes = true;
         order.manifestHash = manifestHash;
         order.groupName = spec.groupName;
         bytes32 reqHash = requirementsHash(spec.allowedGpuModels, spec.requiredAttributes);
@@ -293,7 +353,7 @@ contract Marketplace is ReentrancyGuardTransient {
         order.escrow = 0;
         order.status = OrderStatus.Cancelled;
         emit OrderCancelled(orderId, msg.sender, refund);
-        order.token.safeTransfer(msg.sender, refund);
+        _payOrCredit(order.token, msg.sender, refund);
     }
 
     /// @notice Adds `amount` to the escrow of an open order or an active lease (same id). Anyone.
@@ -313,7 +373,11 @@ contract Marketplace is ReentrancyGuardTransient {
 
     // ---------------------------------------------------------------- bids
 
-    /// @notice Bids on an open order. The caller must be an active provider holding every
+    /// @notice Bids on an open order inside its bid window. On a full order (MAX_BIDS) the bid
+    /// takes the slot of a withdrawn or skipped bid, else of a bid whose provider is no longer
+    /// eligible, else of the most expensive bid if it is strictly cheaper (`BidEvicted`); only
+    /// then does it revert `TooManyBids`. So a cheaper eligible bid always gets in.
+    /// The caller must be an active provider holding every
     /// required attribute and, for GPU orders, offering `gpuCount` GPUs of the concrete model
     /// `gpu.model` names. Unless the order allows any model, that model must match the entry
     /// `gpu.patternIndex` of the allowed list with the parts `gpu.wildcards` selects replaced by
@@ -329,21 +393,24 @@ contract Marketplace is ReentrancyGuardTransient {
         bytes32[] calldata requiredAttributes
     ) external returns (uint256 bidId) {
         Order storage order = _openOrder(orderId);
+        uint64 bidWindowEnd = order.bidWindowEnd;
+        if (block.timestamp >= bidWindowEnd) revert BidWindowClosed(orderId, bidWindowEnd);
         if (pricePerHour == 0) revert PriceOutOfRange(0, MAX_PRICE_PER_HOUR);
         if (pricePerHour > order.maxPricePerHour) revert PriceAboveMax(pricePerHour, order.maxPricePerHour);
         bytes32 supplied = requirementsHash(allowedGpuModels, requiredAttributes);
         if (supplied != order.requirementsHash) revert RequirementsMismatch(order.requirementsHash, supplied);
-        bidId = order.bidCount;
-        if (bidId >= MAX_BIDS) revert TooManyBids(orderId, MAX_BIDS);
         if (_bidGpuModel[orderId][msg.sender] != bytes32(0)) revert AlreadyBid(orderId, msg.sender);
 
         uint32 gpuCount = order.gpuCount;
         bytes32 gpuModel = _bidGpuKey(gpu, gpuCount, allowedGpuModels);
         _requireEligible(msg.sender, requiredAttributes, _resourcesOf(order), gpuModel, gpuCount);
 
-        order.bidCount = uint8(bidId + 1);
+        bidId = order.bidCount;
+        if (bidId < MAX_BIDS) order.bidCount = uint8(bidId + 1);
+        else bidId = _evictionSlot(orderId, order, pricePerHour, requiredAttributes);
         _bids[orderId][bidId] = Bid(msg.sender, uint88(pricePerHour), false);
         _bidGpuModel[orderId][msg.sender] = gpuCount == 0 ? NO_GPU_MODEL : gpuModel;
+        if (order.hasRequiredAttributes) _bidAttributeEpochs[orderId][bidId] = registry.attributeEpoch(msg.sender);
         emit BidPlaced(orderId, bidId, msg.sender, pricePerHour, gpuModel);
     }
 
@@ -357,27 +424,39 @@ contract Marketplace is ReentrancyGuardTransient {
         emit BidWithdrawn(orderId, bidId, msg.sender);
     }
 
-    /// @notice The tenant picks a bid at any time while the order is open. Reverts when the
-    /// provider no longer has room for the order.
+    /// @notice The tenant picks a bid at any time while the order is open and not expired.
+    /// Reverts when the provider is no longer eligible: inactive, without room, without the GPU
+    /// model, or with its attributes changed since it bid (on orders requiring attributes).
     function acceptBid(uint256 orderId, uint256 bidId) external nonReentrant {
-        Order storage order = _openOrder(orderId);
+        Order storage order = _matchableOrder(orderId);
         if (msg.sender != order.tenant) revert NotTenant(msg.sender);
         Bid storage bid = _existingBid(orderId, bidId);
         if (bid.withdrawn) revert BidAlreadyWithdrawn(orderId, bidId);
         address provider = bid.provider;
         uint32 gpuCount = order.gpuCount;
         bytes32 gpuModel = _gpuModelOfBid(orderId, provider, gpuCount);
-        if (!registry.tryReserve(provider, _resourcesOf(order), gpuModel, gpuCount)) {
-            revert ProviderLacksCapacity(provider);
+        ProviderRegistry.Eligibility result =
+            _tryReserve(orderId, order, bidId, provider, _resourcesOf(order), gpuModel, gpuCount);
+        if (result != ProviderRegistry.Eligibility.Eligible) {
+            _revertIneligible(
+                result, provider, result == ProviderRegistry.Eligibility.GpuModelNotOffered ? gpuModel : bytes32(0)
+            );
         }
         _startLease(orderId, order, bidId, provider, bid.pricePerHour, gpuModel);
     }
 
     /// @notice Matches an order once its bid window has passed: the lowest price wins, the
-    /// earliest bid on a tie, passing over providers without room. Anyone may call it.
+    /// earliest bid on a tie, passing over providers no longer eligible (see `acceptBid`).
+    /// The tenant may call it at once, anyone else after `TENANT_GRACE`. A call passes over
+    /// at most `SETTLE_SKIP_LIMIT` bids (marked withdrawn, `BidSkipped`) and then returns
+    /// without a lease: call again. Reverts `NoEligibleBid` when no bid is left.
     function settle(uint256 orderId) external nonReentrant {
-        Order storage order = _openOrder(orderId);
-        if (block.timestamp < order.bidWindowEnd) revert BidWindowOpen(orderId, order.bidWindowEnd);
+        Order storage order = _matchableOrder(orderId);
+        uint64 bidWindowEnd = order.bidWindowEnd;
+        if (block.timestamp < bidWindowEnd) revert BidWindowOpen(orderId, bidWindowEnd);
+        if (msg.sender != order.tenant && block.timestamp < bidWindowEnd + TENANT_GRACE) {
+            revert TenantGracePeriod(orderId, bidWindowEnd + TENANT_GRACE);
+        }
         uint256 count = order.bidCount;
         Bid[MAX_BIDS] storage stored = _bids[orderId];
         Bid[] memory candidates = new Bid[](count);
@@ -386,17 +465,26 @@ contract Marketplace is ReentrancyGuardTransient {
         }
         Resources memory amount = _resourcesOf(order);
         uint32 gpuCount = order.gpuCount;
+        uint256 skipped;
         while (true) {
             (bool found, uint256 best) = _cheapestCandidate(candidates);
             if (!found) revert NoEligibleBid(orderId);
             address provider = candidates[best].provider;
             bytes32 gpuModel = _gpuModelOfBid(orderId, provider, gpuCount);
-            if (registry.tryReserve(provider, amount, gpuModel, gpuCount)) {
+            if (
+                _tryReserve(orderId, order, best, provider, amount, gpuModel, gpuCount)
+                    == ProviderRegistry.Eligibility.Eligible
+            ) {
                 _startLease(orderId, order, best, provider, candidates[best].pricePerHour, gpuModel);
                 return;
             }
+            // Passed over for good (a later call must not pay for it again); after
+            // SETTLE_SKIP_LIMIT of them this call ends and the next one goes on, which keeps
+            // every call within a bounded gas cost however many bids went stale.
             candidates[best].withdrawn = true;
+            stored[best].withdrawn = true;
             emit BidSkipped(orderId, best, provider);
+            if (++skipped == SETTLE_SKIP_LIMIT) return;
         }
     }
 
@@ -409,16 +497,46 @@ contract Marketplace is ReentrancyGuardTransient {
         if (msg.sender != lease.provider) revert NotProvider(msg.sender);
         amount = _settleAccrued(order, lease, block.timestamp);
         emit PaymentWithdrawn(leaseId, msg.sender, amount, lease.paid);
-        if (amount != 0) order.token.safeTransfer(msg.sender, amount);
+        _payOrCredit(order.token, msg.sender, amount);
+    }
+
+    /// @notice The lease's provider confirms that every replica runs, before the lease's
+    /// `deliveryDeadline`; payment accrues from now on.
+    function confirmLease(uint256 leaseId) external {
+        (, Lease storage lease) = _activeLease(leaseId);
+        address provider = lease.provider;
+        if (msg.sender != provider) revert NotProvider(msg.sender);
+        if (lease.startedAt != 0) revert LeaseNotPending(leaseId);
+        uint40 deadline = lease.deliveryDeadline;
+        if (block.timestamp >= deadline) revert DeliveryDeadlinePassed(leaseId, deadline);
+        lease.startedAt = uint40(block.timestamp);
+        registry.recordDelivery(provider);
+        emit LeaseConfirmed(leaseId, provider);
+    }
+
+    /// @notice Ends a lease its provider did not confirm by the deadline. Anyone may call it:
+    /// the tenant gets the whole escrow back and `registry.deliverySlashBps` of the provider's
+    /// stake; the provider's capacity is released and its failed-delivery count goes up.
+    function closeUndelivered(uint256 leaseId) external nonReentrant {
+        (Order storage order, Lease storage lease) = _activeLease(leaseId);
+        if (lease.startedAt != 0) revert LeaseNotPending(leaseId);
+        uint40 deadline = lease.deliveryDeadline;
+        if (block.timestamp < deadline) revert DeliveryWindowOpen(leaseId, deadline);
+        _closePending(leaseId, order, lease, CLOSE_REASON_NOT_DELIVERED, true);
     }
 
     /// @notice Ends a lease: pays the provider up to now, refunds the rest of the escrow to the
     /// tenant and releases the provider's capacity. The tenant or provider may close at any time;
-    /// anyone may close a lease whose escrow cannot cover what has accrued.
+    /// anyone may close a lease whose escrow cannot cover what has accrued. A pending lease
+    /// closed by the tenant is refunded in full; closed by its provider, it counts as undelivered.
     function closeLease(uint256 leaseId, uint8 reason) external nonReentrant {
         (Order storage order, Lease storage lease) = _activeLease(leaseId);
         address provider = lease.provider;
         address tenant = order.tenant;
+        if (lease.startedAt == 0 && (msg.sender == tenant || msg.sender == provider)) {
+            _closePending(leaseId, order, lease, reason, msg.sender != tenant);
+            return;
+        }
         uint256 escrow = order.escrow;
         uint256 paid = _accruedUnpaid(lease, block.timestamp);
         if (paid > escrow) paid = escrow;
@@ -431,11 +549,10 @@ contract Marketplace is ReentrancyGuardTransient {
         order.closedAt = uint40(block.timestamp);
         emit LeaseClosed(leaseId, msg.sender, reason, paid, refund);
 
-        uint32 gpuCount = order.gpuCount;
-        registry.release(provider, _resourcesOf(order), _gpuModelOfBid(leaseId, provider, gpuCount), gpuCount);
+        _release(leaseId, order, provider);
         IERC20 token = order.token;
-        if (paid != 0) token.safeTransfer(provider, paid);
-        if (refund != 0) token.safeTransfer(tenant, refund);
+        _payOrCredit(token, provider, paid);
+        _payOrCredit(token, tenant, refund);
     }
 
     // ---------------------------------------------------------------- views
@@ -472,6 +589,8 @@ contract Marketplace is ReentrancyGuardTransient {
         info.manifestHash = order.manifestHash;
         info.groupName = order.groupName;
         info.requirementsHash = order.requirementsHash;
+        if (order.status != OrderStatus.None) info.expiresAt = uint64(order.bidWindowEnd) + MATCH_PERIOD;
+        info.deliveryWindow = order.deliveryWindow;
     }
 
     function getBid(uint256 orderId, uint256 bidId) public view returns (BidView memory info) {
@@ -503,6 +622,8 @@ contract Marketplace is ReentrancyGuardTransient {
         info.gpuModel = _gpuModelOfBid(leaseId, lease.provider, order.gpuCount);
         info.paid = lease.paid;
         info.escrow = order.escrow;
+        info.confirmed = lease.startedAt != 0;
+        info.deliveryDeadline = lease.deliveryDeadline;
     }
 
     /// @notice What the provider could withdraw now and what has accrued beyond that.
@@ -528,6 +649,13 @@ contract Marketplace is ReentrancyGuardTransient {
         OrderStatus status = order.status;
         if (status == OrderStatus.None) revert OrderNotFound(orderId);
         if (status != OrderStatus.Open) revert OrderNotOpen(orderId, status);
+    }
+
+    /// @dev An open order still inside its matching period.
+    function _matchableOrder(uint256 orderId) private view returns (Order storage order) {
+        order = _openOrder(orderId);
+        uint64 expiresAt = uint64(order.bidWindowEnd) + MATCH_PERIOD;
+        if (block.timestamp >= expiresAt) revert OrderExpired(orderId, expiresAt);
     }
 
     function _existingBid(uint256 orderId, uint256 bidId) private view returns (Bid storage bid) {
@@ -586,10 +714,78 @@ contract Marketplace is ReentrancyGuardTransient {
         (ProviderRegistry.Eligibility result, bytes32 detail) =
             registry.checkEligibility(provider, requiredAttributes, amount, gpuModel, gpuCount);
         if (result == ProviderRegistry.Eligibility.Eligible) return;
+        _revertIneligible(result, provider, detail);
+    }
+
+    /// @dev Reserves the order's resources for a bid if its provider is still eligible: active,
+    /// with room, offering the GPU model and, on orders requiring attributes, with the attribute
+    /// set it had when it bid.
+    function _tryReserve(
+        uint256 orderId,
+        Order storage order,
+        uint256 bidId,
+        address provider,
+        Resources memory amount,
+        bytes32 gpuModel,
+        uint32 gpuCount
+    ) private returns (ProviderRegistry.Eligibility) {
+        uint32 epoch = order.hasRequiredAttributes ? _bidAttributeEpochs[orderId][bidId] : 0;
+        return registry.tryReserve(provider, amount, gpuModel, gpuCount, epoch);
+    }
+
+    function _revertIneligible(ProviderRegistry.Eligibility result, address provider, bytes32 detail) private pure {
         if (result == ProviderRegistry.Eligibility.NotActive) revert ProviderNotActive(provider);
         if (result == ProviderRegistry.Eligibility.MissingAttribute) revert ProviderLacksAttribute(provider, detail);
         if (result == ProviderRegistry.Eligibility.GpuModelNotOffered) revert ProviderLacksGpuModel(provider, detail);
         revert ProviderLacksCapacity(provider);
+    }
+
+    /// @dev The slot a bid takes on a full order (see `placeBid`); reverts `TooManyBids` when
+    /// every bid stands, is eligible and no dearer than `pricePerHour`. Eligibility is checked
+    /// against the lists the new bidder re-supplied (already matched against the order's hash).
+    function _evictionSlot(
+        uint256 orderId,
+        Order storage order,
+        uint256 pricePerHour,
+        bytes32[] calldata requiredAttributes
+    ) private returns (uint256) {
+        Bid[MAX_BIDS] storage stored = _bids[orderId];
+        uint256 priciest;
+        uint256 highest;
+        for (uint256 i = 0; i < MAX_BIDS; ++i) {
+            if (stored[i].withdrawn) return _evicted(orderId, i, stored[i].provider, EVICTED_WITHDRAWN);
+            uint256 price = stored[i].pricePerHour;
+            if (price > highest) {
+                highest = price;
+                priciest = i;
+            }
+        }
+        (bool found, uint256 slot) = _firstIneligibleBid(orderId, order, requiredAttributes);
+        if (found) return _evicted(orderId, slot, stored[slot].provider, EVICTED_INELIGIBLE);
+        if (pricePerHour < highest) return _evicted(orderId, priciest, stored[priciest].provider, EVICTED_OUTBID);
+        revert TooManyBids(orderId, MAX_BIDS);
+    }
+
+    function _firstIneligibleBid(uint256 orderId, Order storage order, bytes32[] calldata requiredAttributes)
+        private
+        view
+        returns (bool found, uint256 slot)
+    {
+        Resources memory amount = _resourcesOf(order);
+        uint32 gpuCount = order.gpuCount;
+        for (slot = 0; slot < MAX_BIDS; ++slot) {
+            address provider = _bids[orderId][slot].provider;
+            bytes32 gpuModel = _gpuModelOfBid(orderId, provider, gpuCount);
+            (ProviderRegistry.Eligibility result,) =
+                registry.checkEligibility(provider, requiredAttributes, amount, gpuModel, gpuCount);
+            if (result != ProviderRegistry.Eligibility.Eligible) return (true, slot);
+        }
+        return (false, 0);
+    }
+
+    function _evicted(uint256 orderId, uint256 bidId, address provider, uint8 reason) private returns (uint256) {
+        emit BidEvicted(orderId, bidId, provider, reason);
+        return bidId;
     }
 
     /// @dev Lowest price first, lowest index on a tie; withdrawn (or skipped) bids are ignored.
@@ -606,6 +802,28 @@ contract Marketplace is ReentrancyGuardTransient {
         }
     }
 
+    /// @dev Ends a lease that was never confirmed: the whole escrow goes back to the tenant; when
+    /// `failed`, the provider's stake is slashed to the tenant and the failure counted.
+    function _closePending(uint256 leaseId, Order storage order, Lease storage lease, uint8 reason, bool failed)
+        private
+    {
+        address provider = lease.provider;
+        address tenant = order.tenant;
+        uint256 refund = order.escrow;
+        order.escrow = 0;
+        order.status = OrderStatus.Closed;
+        order.closedAt = uint40(block.timestamp);
+        emit LeaseClosed(leaseId, msg.sender, reason, 0, refund);
+        _release(leaseId, order, provider);
+        if (failed) emit DeliveryFailed(leaseId, provider, registry.slashForFailedDelivery(provider, tenant));
+        _payOrCredit(order.token, tenant, refund);
+    }
+
+    function _release(uint256 leaseId, Order storage order, address provider) private {
+        uint32 gpuCount = order.gpuCount;
+        registry.release(provider, _resourcesOf(order), _gpuModelOfBid(leaseId, provider, gpuCount), gpuCount);
+    }
+
     function _startLease(
         uint256 orderId,
         Order storage order,
@@ -617,8 +835,9 @@ contract Marketplace is ReentrancyGuardTransient {
         order.status = OrderStatus.Leased;
         _leases[orderId] = Lease({
             provider: provider,
-            startedAt: uint40(block.timestamp),
+            startedAt: 0,
             bidId: uint8(bidId),
+            deliveryDeadline: uint40(block.timestamp + order.deliveryWindow),
             pricePerHour: uint96(pricePerHour),
             paid: 0
         });
@@ -626,7 +845,9 @@ contract Marketplace is ReentrancyGuardTransient {
     }
 
     function _accruedUnpaid(Lease storage lease, uint256 until) private view returns (uint256) {
-        return accruedFor(lease.pricePerHour, until - lease.startedAt) - lease.paid;
+        uint256 startedAt = lease.startedAt;
+        if (startedAt == 0) return 0;
+        return accruedFor(lease.pricePerHour, until - startedAt) - lease.paid;
     }
 
     /// @dev Moves what has accrued (capped at the escrow) from escrow to the lease's paid total;

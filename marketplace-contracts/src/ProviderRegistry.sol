@@ -5,13 +5,14 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Resources, GpuCapacity} from "./Types.sol";
-import {TokenTransfers} from "./TokenTransfers.sol";
+import {TokenTransfers, PullPayments} from "./TokenTransfers.sol";
 
 /// @title ProviderRegistry
 /// @notice Providers register their endpoint, attributes and hardware with a stake. The amounts
 /// allocated to leases are changed only by the Marketplace bound once through `initialize`;
-/// nobody, the deployer included, can move a provider's stake.
-contract ProviderRegistry is ReentrancyGuardTransient {
+/// nobody, the deployer included, can move a provider's stake, except the Marketplace's slash of
+/// `deliverySlashBps` of it to the tenant of a lease the provider did not deliver.
+contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     using SafeERC20 for IERC20;
     using TokenTransfers for IERC20;
 
@@ -46,6 +47,8 @@ contract ProviderRegistry is ReentrancyGuardTransient {
         Resources capacity;
         Resources allocated;
         GpuModelState[] gpus;
+        uint32 deliveriesConfirmed;
+        uint32 deliveriesFailed;
     }
 
     /// @dev Laid out so that an eligibility check reads one slot and a reservation two.
@@ -61,9 +64,11 @@ contract ProviderRegistry is ReentrancyGuardTransient {
         uint64 memoryAllocated;
         uint64 storageAllocated;
         uint32 activeLeases;
-        // slot: stake bookkeeping
+        // slot: stake bookkeeping and the delivery record
         uint128 stake;
         uint64 unbondingEnds;
+        uint32 deliveriesConfirmed;
+        uint32 deliveriesFailed;
         string endpoint;
         bytes32[] attributes;
         bytes32[] gpuModels;
@@ -78,10 +83,14 @@ contract ProviderRegistry is ReentrancyGuardTransient {
     uint256 public constant MAX_ATTRIBUTES = 32;
     uint256 public constant MAX_GPU_MODELS = 16;
     uint64 public constant MAX_UNBONDING_PERIOD = 365 days;
+    uint16 public constant MAX_DELIVERY_SLASH_BPS = 5000;
+    uint16 private constant BPS = 10_000;
 
     IERC20 public immutable stakeToken;
     uint256 public immutable minimumStake;
     uint64 public immutable unbondingPeriod;
+    /// @notice Share of its stake (basis points) a provider loses to the tenant per undelivered lease.
+    uint16 public immutable deliverySlashBps;
     address public immutable deployer;
     address public marketplace;
 
@@ -106,6 +115,8 @@ contract ProviderRegistry is ReentrancyGuardTransient {
     );
     event ProviderDeregistered(address indexed provider, uint64 unbondingEnds);
     event StakeWithdrawn(address indexed provider, uint256 amount);
+    event DeliveryRecorded(address indexed provider, uint32 deliveriesConfirmed);
+    event StakeSlashed(address indexed provider, address indexed tenant, uint256 amount, uint32 deliveriesFailed);
 
     error NotDeployer(address caller);
     error NotMarketplace(address caller);
@@ -113,6 +124,7 @@ contract ProviderRegistry is ReentrancyGuardTransient {
     error ZeroAddress();
     error MinimumStakeOutOfRange(uint256 minimumStake);
     error UnbondingPeriodTooLong(uint64 unbondingPeriod, uint64 max);
+    error DeliverySlashOutOfRange(uint16 deliverySlashBps, uint16 max);
     error AlreadyRegistered(address provider);
     error NotActive(address provider);
     error NotUnbonding(address provider);
@@ -138,12 +150,17 @@ contract ProviderRegistry is ReentrancyGuardTransient {
     /// @param stakeToken_ ERC-20 the stake is paid in (fee-less tokens only).
     /// @param minimumStake_ Stake pulled from each provider at registration (> 0, < 2^128).
     /// @param unbondingPeriod_ Seconds between `deregister` and `withdrawStake` (<= 365 days).
-    constructor(IERC20 stakeToken_, uint256 minimumStake_, uint64 unbondingPeriod_) {
+    /// @param deliverySlashBps_ Share of the stake slashed per undelivered lease (<= 5000 bps).
+    constructor(IERC20 stakeToken_, uint256 minimumStake_, uint64 unbondingPeriod_, uint16 deliverySlashBps_) {
         if (address(stakeToken_) == address(0)) revert ZeroAddress();
         if (minimumStake_ == 0 || minimumStake_ > type(uint128).max) revert MinimumStakeOutOfRange(minimumStake_);
         if (unbondingPeriod_ > MAX_UNBONDING_PERIOD) {
             revert UnbondingPeriodTooLong(unbondingPeriod_, MAX_UNBONDING_PERIOD);
         }
+        if (deliverySlashBps_ > MAX_DELIVERY_SLASH_BPS) {
+            revert DeliverySlashOutOfRange(deliverySlashBps_, MAX_DELIVERY_SLASH_BPS);
+        }
+        deliverySlashBps = deliverySlashBps_;
         stakeToken = stakeToken_;
         minimumStake = minimumStake_;
         unbondingPeriod = unbondingPeriod_;
@@ -207,6 +224,7 @@ contract ProviderRegistry is ReentrancyGuardTransient {
     }
 
     /// @notice Returns the stake once the unbonding period is over; the provider may register again.
+    /// A failed transfer is credited (`claim`), so leaving never depends on the token.
     function withdrawStake() external nonReentrant {
         Record storage rec = _records[msg.sender];
         if (rec.status != ProviderStatus.Unbonding) revert NotUnbonding(msg.sender);
@@ -216,7 +234,7 @@ contract ProviderRegistry is ReentrancyGuardTransient {
         rec.status = ProviderStatus.None;
         rec.unbondingEnds = 0;
         emit StakeWithdrawn(msg.sender, amount);
-        stakeToken.safeTransfer(msg.sender, amount);
+        _payOrCredit(stakeToken, msg.sender, amount);
     }
 
     // ---------------------------------------------------------------- marketplace hooks
@@ -226,17 +244,48 @@ contract ProviderRegistry is ReentrancyGuardTransient {
         external
         onlyMarketplace
     {
-        if (!_tryReserve(provider, amount, gpuModel, gpuCount)) revert InsufficientCapacity(provider);
+        if (_tryReserve(provider, amount, gpuModel, gpuCount, 0) != Eligibility.Eligible) {
+            revert InsufficientCapacity(provider);
+        }
     }
 
-    /// @notice Allocates resources to a lease when they fit and the provider is active.
-    /// @return reserved False (and nothing changed) when they do not fit.
-    function tryReserve(address provider, Resources calldata amount, bytes32 gpuModel, uint32 gpuCount)
+    /// @notice Allocates resources to a lease when the provider is still eligible: active, with
+    /// room, and, when `attributeEpoch_` is non-zero, with the attribute set of that epoch (the
+    /// one checked when it bid). Nothing changes unless the result is Eligible.
+    function tryReserve(
+        address provider,
+        Resources calldata amount,
+        bytes32 gpuModel,
+        uint32 gpuCount,
+        uint32 attributeEpoch_
+    ) external onlyMarketplace returns (Eligibility result) {
+        return _tryReserve(provider, amount, gpuModel, gpuCount, attributeEpoch_);
+    }
+
+    /// @notice Counts a confirmed delivery.
+    function recordDelivery(address provider) external onlyMarketplace {
+        Record storage rec = _records[provider];
+        uint32 confirmed = rec.deliveriesConfirmed + 1;
+        rec.deliveriesConfirmed = confirmed;
+        emit DeliveryRecorded(provider, confirmed);
+    }
+
+    /// @notice Counts a failed delivery and moves `deliverySlashBps` of the provider's stake to
+    /// the tenant (credited when the transfer fails).
+    /// @return slashed The amount taken from the stake.
+    function slashForFailedDelivery(address provider, address tenant)
         external
         onlyMarketplace
-        returns (bool reserved)
+        returns (uint256 slashed)
     {
-        return _tryReserve(provider, amount, gpuModel, gpuCount);
+        Record storage rec = _records[provider];
+        uint128 stake = rec.stake;
+        slashed = uint256(stake) * deliverySlashBps / BPS;
+        rec.stake = stake - uint128(slashed);
+        uint32 failed = rec.deliveriesFailed + 1;
+        rec.deliveriesFailed = failed;
+        emit StakeSlashed(provider, tenant, slashed, failed);
+        _payOrCredit(stakeToken, tenant, slashed);
     }
 
     /// @notice Returns a closed lease's resources. Underflow is impossible by construction and
@@ -284,6 +333,11 @@ contract ProviderRegistry is ReentrancyGuardTransient {
         return (Eligibility.Eligible, bytes32(0));
     }
 
+    /// @notice Changes whenever the provider's attribute set changes (never zero once registered).
+    function attributeEpoch(address provider) external view returns (uint32) {
+        return _records[provider].attributeEpoch;
+    }
+
     function isActive(address provider) external view returns (bool) {
         return _records[provider].status == ProviderStatus.Active;
     }
@@ -304,6 +358,8 @@ contract ProviderRegistry is ReentrancyGuardTransient {
         info.stake = rec.stake;
         info.unbondingEnds = rec.unbondingEnds;
         info.activeLeases = rec.activeLeases;
+        info.deliveriesConfirmed = rec.deliveriesConfirmed;
+        info.deliveriesFailed = rec.deliveriesFailed;
         if (rec.status == ProviderStatus.None) return info;
         info.endpoint = rec.endpoint;
         info.attributes = rec.attributes;
@@ -350,27 +406,35 @@ contract ProviderRegistry is ReentrancyGuardTransient {
 
     // ---------------------------------------------------------------- internals
 
-    function _tryReserve(address provider, Resources calldata amount, bytes32 gpuModel, uint32 gpuCount)
-        private
-        returns (bool)
-    {
+    function _tryReserve(
+        address provider,
+        Resources calldata amount,
+        bytes32 gpuModel,
+        uint32 gpuCount,
+        uint32 attributeEpoch_
+    ) private returns (Eligibility) {
         Record storage rec = _records[provider];
-        if (rec.status != ProviderStatus.Active) return false;
+        if (rec.status != ProviderStatus.Active) return Eligibility.NotActive;
+        if (attributeEpoch_ != 0 && attributeEpoch_ != rec.attributeEpoch) return Eligibility.MissingAttribute;
         uint256 cpu = uint256(rec.cpuAllocated) + amount.cpuMilli;
         uint256 memory_ = uint256(rec.memoryAllocated) + amount.memoryMiB;
         uint256 storage_ = uint256(rec.storageAllocated) + amount.storageMiB;
-        if (cpu > rec.cpuCapacity || memory_ > rec.memoryCapacity || storage_ > rec.storageCapacity) return false;
+        if (cpu > rec.cpuCapacity || memory_ > rec.memoryCapacity || storage_ > rec.storageCapacity) {
+            return Eligibility.InsufficientCapacity;
+        }
         if (gpuCount != 0) {
             GpuSlot storage slot = _gpus[provider][gpuModel];
             uint256 gpus = uint256(slot.allocated) + gpuCount;
-            if (gpus > slot.capacity) return false;
+            if (gpus > slot.capacity) {
+                return slot.capacity == 0 ? Eligibility.GpuModelNotOffered : Eligibility.InsufficientCapacity;
+            }
             slot.allocated = uint32(gpus);
         }
         rec.cpuAllocated = uint64(cpu);
         rec.memoryAllocated = uint64(memory_);
         rec.storageAllocated = uint64(storage_);
         rec.activeLeases += 1;
-        return true;
+        return Eligibility.Eligible;
     }
 
     function _writeProfile(
@@ -403,16 +467,29 @@ contract ProviderRegistry is ReentrancyGuardTransient {
         rec.storageCapacity = capacity.storageMiB;
         rec.endpoint = endpoint;
 
-        uint32 epoch = rec.attributeEpoch + 1;
-        rec.attributeEpoch = epoch;
-        mapping(bytes32 => uint32) storage held = _attributeEpochs[provider];
-        for (uint256 i = 0; i < attributes.length; ++i) {
-            if (attributes[i] == bytes32(0)) revert ZeroAttribute(i);
-            held[attributes[i]] = epoch;
+        // A new epoch only when the set changes: bids on orders requiring attributes remember
+        // the epoch they were checked at, and an unchanged set must not invalidate them.
+        if (rec.attributeEpoch == 0 || !_sameAttributes(rec.attributes, attributes)) {
+            uint32 epoch = rec.attributeEpoch + 1;
+            rec.attributeEpoch = epoch;
+            mapping(bytes32 => uint32) storage held = _attributeEpochs[provider];
+            for (uint256 i = 0; i < attributes.length; ++i) {
+                if (attributes[i] == bytes32(0)) revert ZeroAttribute(i);
+                held[attributes[i]] = epoch;
+            }
+            rec.attributes = attributes;
         }
-        rec.attributes = attributes;
 
         _writeGpus(rec, provider, gpus);
+    }
+
+    function _sameAttributes(bytes32[] storage current, bytes32[] calldata next) private view returns (bool) {
+        uint256 count = next.length;
+        if (current.length != count) return false;
+        for (uint256 i = 0; i < count; ++i) {
+            if (current[i] != next[i]) return false;
+        }
+        return true;
     }
 
     /// @dev Zeroes the capacity of every previously offered model, writes the new list, then

@@ -20,3 +20,40 @@ library TokenTransfers {
         if (received != amount) revert UnsupportedTokenTransfer(address(token), amount, received);
     }
 }
+
+/// @notice Every transfer out of a contract goes through `_payOrCredit`: it tries the transfer
+/// and, when the token reverts or returns false (a blocklisted recipient, a paused token), credits
+/// the amount to `claimable[token][to]` instead. So closing a lease, cancelling an order and
+/// leaving the registry never depend on a transfer succeeding; the recipient `claim`s later,
+/// to itself or to another address it names.
+abstract contract PullPayments {
+    using SafeERC20 for IERC20;
+
+    mapping(IERC20 token => mapping(address account => uint256)) public claimable;
+
+    /// @notice A transfer failed; `amount` is now claimable by `account`.
+    event PaymentCredited(address indexed token, address indexed account, uint256 amount);
+    event Claimed(address indexed token, address indexed account, address to, uint256 amount);
+
+    error NothingToClaim(address token, address account);
+    error ClaimToZeroAddress();
+
+    /// @notice Pays out everything credited to the caller in `token`, to `to` (which may differ
+    /// from the caller, e.g. when the caller's own address is blocklisted by the token). Reverts
+    /// when the transfer fails, leaving the credit in place.
+    function claim(IERC20 token, address to) external {
+        if (to == address(0)) revert ClaimToZeroAddress();
+        uint256 amount = claimable[token][msg.sender];
+        if (amount == 0) revert NothingToClaim(address(token), msg.sender);
+        claimable[token][msg.sender] = 0;
+        emit Claimed(address(token), msg.sender, to, amount);
+        token.safeTransfer(to, amount);
+    }
+
+    function _payOrCredit(IERC20 token, address to, uint256 amount) internal {
+        if (amount == 0) return;
+        if (token.trySafeTransfer(to, amount)) return;
+        claimable[token][to] += amount;
+        emit PaymentCredited(address(token), to, amount);
+    }
+}

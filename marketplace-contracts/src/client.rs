@@ -12,9 +12,10 @@ use crate::bindings::{Marketplace, ProviderRegistry, TestToken};
 use crate::deploy::{Deployment, send_from};
 use crate::error::ClientError;
 use crate::types::{
-    BidInfo, CloseReason, GpuBid, GpuState, LeaseInfo, LeaseSettlement, LeaseStarted, NewOrder,
-    OrderInfo, OrderPosted, OrderRequirements, OrderStatus, Owed, Payment, ProviderInfo,
-    ProviderProfile, ProviderStatus, SkippedBid, id_to_u64,
+    BidInfo, CloseReason, DELIVERY_WINDOW_SECS, GpuBid, GpuState, LeaseInfo, LeaseSettlement,
+    LeaseStarted, MAX_BIDS, NewOrder, OrderInfo, OrderPosted, OrderRequirements, OrderStatus, Owed,
+    Payment, ProviderInfo, ProviderProfile, ProviderStatus, SkippedBid, UndeliveredClose,
+    id_to_u64,
 };
 
 /// An HTTP provider that signs with `signer`. Nonces are read from the node's pending count for
@@ -203,6 +204,8 @@ impl MarketplaceClient {
                     allocated: g.allocated,
                 })
                 .collect(),
+            deliveries_confirmed: view.deliveriesConfirmed,
+            deliveries_failed: view.deliveriesFailed,
         })
     }
 
@@ -233,6 +236,17 @@ impl MarketplaceClient {
                 reason: "must be greater than zero".to_owned(),
             });
         }
+        if !DELIVERY_WINDOW_SECS.contains(&order.delivery_window_secs) {
+            return Err(ClientError::InvalidInput {
+                field: "delivery_window_secs",
+                reason: format!(
+                    "{} s is outside {}..={} s",
+                    order.delivery_window_secs,
+                    DELIVERY_WINDOW_SECS.start(),
+                    DELIVERY_WINDOW_SECS.end()
+                ),
+            });
+        }
         self.ensure_allowance(order.token, self.deployment.marketplace, order.deposit)
             .await?;
         let create = self.market.createOrder(
@@ -242,6 +256,7 @@ impl MarketplaceClient {
             order.max_price_per_hour,
             order.deposit,
             order.bid_window_secs,
+            order.delivery_window_secs,
         );
         let receipt = self.send("createOrder", create).await?;
         let event: Marketplace::OrderCreated =
@@ -341,11 +356,37 @@ impl MarketplaceClient {
     }
 
     /// Matches an order after its bid window: cheapest bid whose provider has room.
+    /// Matches the order by `settle`. One call passes over at most `SETTLE_SKIP_LIMIT` bids
+    /// whose provider is no longer eligible and then ends without a lease (bounding its gas);
+    /// this sends it again until the lease is created or `NoEligibleBid` says none is left.
     pub async fn settle(&self, order_id: u64) -> Result<LeaseStarted, ClientError> {
-        let receipt = self
-            .send("settle", self.market.settle(U256::from(order_id)))
-            .await?;
-        self.lease_started("settle", &receipt)
+        let market = self.deployment.marketplace;
+        let mut skipped = Vec::new();
+        // Each call without a lease marks at least one of the (at most 16) bids skipped.
+        for _ in 0..=MAX_BIDS {
+            let receipt = self
+                .send("settle", self.market.settle(U256::from(order_id)))
+                .await?;
+            if events::<Marketplace::LeaseCreated>(&receipt, market)
+                .next()
+                .is_some()
+            {
+                let mut lease = self.lease_started("settle", &receipt)?;
+                skipped.append(&mut lease.skipped);
+                lease.skipped = skipped;
+                return Ok(lease);
+            }
+            for skip in events::<Marketplace::BidSkipped>(&receipt, market) {
+                skipped.push(SkippedBid {
+                    bid_id: self.id("settle", "bidId", skip.bidId)?,
+                    provider: skip.provider,
+                });
+            }
+        }
+        Err(ClientError::InvalidInput {
+            field: "order_id",
+            reason: format!("settle({order_id}) created no lease after passing over every bid"),
+        })
     }
 
     /// Refunds an unmatched order's whole escrow; returns the refund.
@@ -403,6 +444,50 @@ impl MarketplaceClient {
         })
     }
 
+    /// The lease's provider confirms that every replica runs; payment accrues from now.
+    pub async fn confirm_lease(&self, lease_id: u64) -> Result<(), ClientError> {
+        let receipt = self
+            .send(
+                "confirmLease",
+                self.market.confirmLease(U256::from(lease_id)),
+            )
+            .await?;
+        let _: Marketplace::LeaseConfirmed =
+            self.event("confirmLease", &receipt, self.deployment.marketplace)?;
+        Ok(())
+    }
+
+    /// Closes a lease its provider did not confirm by the deadline (anyone may): the tenant
+    /// gets the whole escrow back and part of the provider's stake.
+    pub async fn close_undelivered(&self, lease_id: u64) -> Result<UndeliveredClose, ClientError> {
+        let close = self.market.closeUndelivered(U256::from(lease_id));
+        let receipt = self.send("closeUndelivered", close).await?;
+        let closed: Marketplace::LeaseClosed =
+            self.event("closeUndelivered", &receipt, self.deployment.marketplace)?;
+        let failed: Marketplace::DeliveryFailed =
+            self.event("closeUndelivered", &receipt, self.deployment.marketplace)?;
+        Ok(UndeliveredClose {
+            refunded_to_tenant: closed.refundedToTenant,
+            slashed_to_tenant: failed.slashed,
+        })
+    }
+
+    /// What the marketplace and the registry hold for `account` in `token` because a transfer
+    /// to it failed (blocklisted address, paused token): `(marketplace, registry)`.
+    pub async fn claimable(
+        &self,
+        token: Address,
+        account: Address,
+    ) -> Result<(U256, U256), ClientError> {
+        let market = self
+            .query("claimable", self.market.claimable(token, account))
+            .await?;
+        let registry = self
+            .query("claimable", self.registry.claimable(token, account))
+            .await?;
+        Ok((market, registry))
+    }
+
     // ------------------------------------------------------------------ queries
 
     /// The order, or `InvalidInput` when no such order exists.
@@ -433,6 +518,8 @@ impl MarketplaceClient {
             manifest_hash: view.manifestHash,
             group_name: view.groupName,
             requirements_hash: view.requirementsHash,
+            expires_at: view.expiresAt,
+            delivery_window_secs: view.deliveryWindow,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Persisted follower cursor: the next block the follower still has to process.
 
 use std::fs;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -24,13 +25,16 @@ pub enum CursorError {
     },
     #[error("cursor store lock poisoned")]
     Poisoned,
+    /// A cursor kept elsewhere (e.g. the provider's database) could not be read or written.
+    #[error("cursor store: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Where the follower keeps its position. `next_block` is the first block whose logs have not yet
 /// been delivered completely.
 pub trait CursorStore {
-    fn load(&self) -> Result<Option<u64>, CursorError>;
-    fn save(&self, next_block: u64) -> Result<(), CursorError>;
+    fn load(&self) -> impl Future<Output = Result<Option<u64>, CursorError>> + Send;
+    fn save(&self, next_block: u64) -> impl Future<Output = Result<(), CursorError>> + Send;
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -73,7 +77,7 @@ impl FileCursorStore {
 }
 
 impl CursorStore for FileCursorStore {
-    fn load(&self) -> Result<Option<u64>, CursorError> {
+    async fn load(&self) -> Result<Option<u64>, CursorError> {
         let text = match fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -87,7 +91,7 @@ impl CursorStore for FileCursorStore {
         Ok(Some(cursor.next_block))
     }
 
-    fn save(&self, next_block: u64) -> Result<(), CursorError> {
+    async fn save(&self, next_block: u64) -> Result<(), CursorError> {
         if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).map_err(|e| self.io_error(e))?;
         }
@@ -113,26 +117,26 @@ pub struct MemoryCursorStore {
 }
 
 impl CursorStore for MemoryCursorStore {
-    fn load(&self) -> Result<Option<u64>, CursorError> {
+    async fn load(&self) -> Result<Option<u64>, CursorError> {
         self.next_block
             .lock()
             .map(|g| *g)
             .map_err(|_| CursorError::Poisoned)
     }
 
-    fn save(&self, next_block: u64) -> Result<(), CursorError> {
+    async fn save(&self, next_block: u64) -> Result<(), CursorError> {
         *self.next_block.lock().map_err(|_| CursorError::Poisoned)? = Some(next_block);
         Ok(())
     }
 }
 
-impl<T: CursorStore + ?Sized> CursorStore for &T {
-    fn load(&self) -> Result<Option<u64>, CursorError> {
-        (**self).load()
+impl<T: CursorStore + Sync> CursorStore for &T {
+    async fn load(&self) -> Result<Option<u64>, CursorError> {
+        (**self).load().await
     }
 
-    fn save(&self, next_block: u64) -> Result<(), CursorError> {
-        (**self).save(next_block)
+    async fn save(&self, next_block: u64) -> Result<(), CursorError> {
+        (**self).save(next_block).await
     }
 }
 
@@ -140,37 +144,37 @@ impl<T: CursorStore + ?Sized> CursorStore for &T {
 mod tests {
     use super::*;
 
-    #[test]
-    fn file_cursor_round_trips_and_starts_empty() {
+    #[tokio::test]
+    async fn file_cursor_round_trips_and_starts_empty() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileCursorStore::new(dir.path().join("sub/cursor.json"));
-        assert_eq!(store.load().unwrap(), None);
-        store.save(42).unwrap();
-        assert_eq!(store.load().unwrap(), Some(42));
-        store.save(43).unwrap();
-        assert_eq!(store.load().unwrap(), Some(43));
+        assert_eq!(store.load().await.unwrap(), None);
+        store.save(42).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), Some(42));
+        store.save(43).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), Some(43));
         assert!(
             !store.temp_path().exists(),
             "temp file must be renamed away"
         );
     }
 
-    #[test]
-    fn corrupt_cursor_file_names_the_path() {
+    #[tokio::test]
+    async fn corrupt_cursor_file_names_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cursor.json");
         fs::write(&path, "{not json").unwrap();
-        let err = FileCursorStore::new(&path).load().unwrap_err();
+        let err = FileCursorStore::new(&path).load().await.unwrap_err();
         assert!(matches!(err, CursorError::Corrupt { .. }));
         assert!(err.to_string().contains("cursor.json"), "{err}");
     }
 
-    #[test]
-    fn memory_cursor_keeps_last_value() {
+    #[tokio::test]
+    async fn memory_cursor_keeps_last_value() {
         let store = MemoryCursorStore::default();
-        assert_eq!(store.load().unwrap(), None);
-        store.save(7).unwrap();
-        let by_ref: &dyn CursorStore = &store;
-        assert_eq!(by_ref.load().unwrap(), Some(7));
+        assert_eq!(store.load().await.unwrap(), None);
+        store.save(7).await.unwrap();
+        let by_ref = &store;
+        assert_eq!(by_ref.load().await.unwrap(), Some(7));
     }
 }

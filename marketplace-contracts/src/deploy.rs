@@ -74,6 +74,14 @@ pub struct DeployParams {
     pub minimum_stake: U256,
     /// Seconds between `deregister` and `withdrawStake`.
     pub unbonding_period_secs: u64,
+    /// Share of its stake, in basis points (at most 5000), a provider loses to the tenant for
+    /// each lease it does not confirm within the order's delivery window.
+    #[serde(default = "default_delivery_slash_bps")]
+    pub delivery_slash_bps: u16,
+}
+
+fn default_delivery_slash_bps() -> u16 {
+    1_000
 }
 
 impl Default for DeployParams {
@@ -82,6 +90,7 @@ impl Default for DeployParams {
             // 100 tUSD (6 decimals)
             minimum_stake: U256::from(100_000_000u64),
             unbonding_period_secs: 60,
+            delivery_slash_bps: default_delivery_slash_bps(),
         }
     }
 }
@@ -208,6 +217,7 @@ pub async fn deploy_all<P: Provider>(
             token,
             params.minimum_stake,
             params.unbonding_period_secs,
+            params.delivery_slash_bps,
         ),
     )
     .await?;

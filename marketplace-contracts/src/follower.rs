@@ -254,11 +254,11 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
     }
 
     /// The next block to process, loading it from the store on first use.
-    pub fn next_block(&mut self) -> Result<u64, CursorError> {
+    pub async fn next_block(&mut self) -> Result<u64, CursorError> {
         if let Some(next) = self.next_block {
             return Ok(next);
         }
-        let next = self.store.load()?.unwrap_or(self.config.start_block);
+        let next = self.store.load().await?.unwrap_or(self.config.start_block);
         self.next_block = Some(next);
         Ok(next)
     }
@@ -312,7 +312,7 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
                 "max_range must be at least 1",
             )));
         }
-        let from = self.next_block()?;
+        let from = self.next_block().await?;
         let head = self
             .call(self.source.head_block())
             .await
@@ -356,7 +356,7 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
             self.stats.delivered = self.stats.delivered.saturating_add(1);
         }
         let next = to.saturating_add(1);
-        self.store.save(next)?;
+        self.store.save(next).await?;
         self.next_block = Some(next);
         self.delivered_through = None;
         self.stats.ranges = self.stats.ranges.saturating_add(1);
@@ -574,7 +574,7 @@ mod tests {
         drain(&mut follower, &mut handler).await.unwrap();
         // Head 20 with 2 confirmations: block 18 is the last one read, 19 not yet.
         assert_eq!(handler.seen, vec![(3, 0), (3, 1), (7, 2), (12, 0), (18, 0)]);
-        assert_eq!(store.load().unwrap(), Some(19));
+        assert_eq!(store.load().await.unwrap(), Some(19));
         let calls = chain.calls.lock().unwrap().clone();
         assert!(calls.iter().all(|(f, t)| t - f < 5), "{calls:?}");
         assert_eq!(calls.first(), Some(&(0, 4)));
@@ -606,7 +606,7 @@ mod tests {
     async fn resumes_from_the_persisted_cursor() {
         let chain = chain(30, &[(2, 0), (10, 0), (20, 0)]);
         let store = MemoryCursorStore::default();
-        store.save(10).unwrap();
+        store.save(10).await.unwrap();
         let mut follower = Follower::new(&chain, &store, config(0, 100));
         let mut handler = Collector::default();
         drain(&mut follower, &mut handler).await.unwrap();
@@ -623,7 +623,7 @@ mod tests {
         let mut follower = Follower::new(&chain, &store, config(0, 4));
         let mut handler = Collector::default();
         let done = async {
-            while store.load().unwrap() != Some(11) {
+            while store.load().await.unwrap() != Some(11) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         };
@@ -673,7 +673,7 @@ mod tests {
             matches!(err, FollowerError::Source { attempts: 3, .. }),
             "{err}"
         );
-        assert_eq!(store.load().unwrap(), None);
+        assert_eq!(store.load().await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -697,7 +697,7 @@ mod tests {
             ),
             "{err}"
         );
-        assert_eq!(store.load().unwrap(), None, "cursor must not move");
+        assert_eq!(store.load().await.unwrap(), None, "cursor must not move");
         drain(&mut follower, &mut handler).await.unwrap();
         assert_eq!(handler.seen, vec![(2, 0), (3, 0), (3, 1), (8, 0)]);
 

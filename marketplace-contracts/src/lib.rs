@@ -10,8 +10,8 @@
 //!   `devnet::Devnet` brings up anvil with the contracts deployed and dev accounts funded.
 //! - [`Follower`]: reads contract logs over bounded block ranges a few confirmations behind the
 //!   head, delivers them in order to a [`LogHandler`], persists a cursor ([`FileCursorStore`]) and
-//!   retries RPC failures with capped exponential backoff. [`LeaseholdEvent::decode`] turns the
-//!   delivered logs into typed events.
+//!   retries RPC failures with capped exponential backoff. [`ChainEvent::decode`] turns the
+//!   delivered logs into typed events (plain Rust values; the bindings stay in this crate).
 
 pub mod bindings;
 pub mod client;
@@ -20,6 +20,7 @@ pub mod deploy;
 #[cfg(feature = "devnet")]
 pub mod devnet;
 pub mod error;
+pub mod events;
 pub mod follower;
 pub mod order;
 pub mod types;
@@ -31,6 +32,7 @@ pub use deploy::{
     GAS_MARGIN_PERCENT, deploy_all, fund_with_faucet, gas_limit_with_margin,
 };
 pub use error::{ClientError, RevertReason};
+pub use events::{ChainEvent, ChainLog, EventDecodeError};
 pub use follower::{
     Backoff, BackoffPolicy, Follower, FollowerConfig, FollowerError, FollowerStats, LogHandler,
     LogSource, RpcLogSource, SourceError, Step,

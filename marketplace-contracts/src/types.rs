@@ -2,8 +2,6 @@
 //! callers do not depend on the generated binding types.
 
 use alloy::primitives::{Address, B256, U256};
-use alloy::rpc::types::Log;
-use alloy::sol_types::SolEventInterface;
 use serde::{Deserialize, Serialize};
 
 /// Token amounts in JSON as decimal strings (`"1500000"`), the way people read them and
@@ -182,7 +180,24 @@ pub struct NewOrder {
     #[serde(with = "decimal_amount")]
     pub deposit: U256,
     pub bid_window_secs: u64,
+    /// Seconds the winning provider has to confirm delivery once the lease starts
+    /// ([`DELIVERY_WINDOW_SECS`]); unconfirmed, the lease can be closed with a full refund and
+    /// part of the provider's stake goes to the tenant.
+    pub delivery_window_secs: u64,
 }
+
+/// Bounds of [`NewOrder::delivery_window_secs`] (`MIN_DELIVERY_WINDOW..=MAX_DELIVERY_WINDOW`).
+pub const DELIVERY_WINDOW_SECS: std::ops::RangeInclusive<u64> = 60..=3600;
+
+/// Bids one order takes (`Marketplace.MAX_BIDS`).
+pub const MAX_BIDS: usize = 16;
+
+/// After an order's bid window only its tenant may match it for this long
+/// (`Marketplace.TENANT_GRACE`); then anyone may `settle`.
+pub const TENANT_GRACE_SECS: u64 = 120;
+
+/// The delivery window the CLIs use unless told otherwise: ten minutes, room for an image pull.
+pub const DEFAULT_DELIVERY_WINDOW_SECS: u64 = 600;
 
 /// An order as announced by `OrderCreated`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +282,10 @@ pub struct OrderInfo {
     /// keccak256 of the SDL group's name (see [`OrderSpec::group_name`]).
     pub group_name: B256,
     pub requirements_hash: B256,
+    /// After this the order can no longer be matched, only cancelled.
+    pub expires_at: u64,
+    /// Seconds the winner has to confirm delivery (see [`NewOrder::delivery_window_secs`]).
+    pub delivery_window_secs: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,6 +316,11 @@ pub struct LeaseInfo {
     pub paid: U256,
     #[serde(with = "decimal_amount")]
     pub escrow: U256,
+    /// The provider confirmed the workload runs; payment accrues from `started_at`.
+    pub confirmed: bool,
+    /// Until this the provider may confirm; after it, unconfirmed, anyone may close the lease
+    /// as undelivered.
+    pub delivery_deadline: u64,
 }
 
 impl LeaseInfo {
@@ -314,6 +338,8 @@ impl LeaseInfo {
             gpu_model: v.gpuModel,
             paid: v.paid,
             escrow: v.escrow,
+            confirmed: v.confirmed,
+            delivery_deadline: v.deliveryDeadline,
         }
     }
 }
@@ -358,6 +384,10 @@ pub struct ProviderInfo {
     pub capacity: Resources,
     pub allocated: Resources,
     pub gpus: Vec<GpuState>,
+    /// Leases whose delivery the provider confirmed in time.
+    pub deliveries_confirmed: u32,
+    /// Leases closed as undelivered (each cost it part of its stake).
+    pub deliveries_failed: u32,
 }
 
 /// What a lease owes its provider right now.
@@ -411,6 +441,17 @@ pub struct LeaseStarted {
     pub skipped: Vec<SkippedBid>,
 }
 
+/// Outcome of `closeUndelivered`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndeliveredClose {
+    /// The whole escrow.
+    #[serde(with = "decimal_amount")]
+    pub refunded_to_tenant: U256,
+    /// The part of the provider's stake that went to the tenant.
+    #[serde(with = "decimal_amount")]
+    pub slashed_to_tenant: U256,
+}
+
 /// Outcome of `closeLease`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseSettlement {
@@ -427,26 +468,6 @@ pub struct Payment {
     pub amount: U256,
     #[serde(with = "decimal_amount")]
     pub total_paid: U256,
-}
-
-/// Any Leasehold contract event, decoded from a raw log (e.g. one delivered by the follower).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseholdEvent {
-    Marketplace(Marketplace::MarketplaceEvents),
-    Registry(ProviderRegistry::ProviderRegistryEvents),
-}
-
-impl LeaseholdEvent {
-    /// Decodes by the event signature; `None` for logs of other contracts or events. Callers
-    /// should also check the log's address against the deployment.
-    pub fn decode(log: &Log) -> Option<Self> {
-        if let Ok(event) = Marketplace::MarketplaceEvents::decode_log(&log.inner) {
-            return Some(Self::Marketplace(event.data));
-        }
-        ProviderRegistry::ProviderRegistryEvents::decode_log(&log.inner)
-            .ok()
-            .map(|event| Self::Registry(event.data))
-    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ contract AccrualFuzzTest is Fixture {
         _bid(p1, id, spec, price, bytes32(0));
         vm.prank(tenant);
         market.acceptBid(id, 0);
+        vm.prank(p1);
+        market.confirmLease(id);
     }
 
     function testFuzz_accruedFor_roundsDownByLessThanOneUnit(uint256 price, uint256 elapsed) public view {
@@ -113,10 +115,12 @@ contract AccrualFuzzTest is Fixture {
         big.approve(address(market), maxEscrow);
         Marketplace.OrderSpec memory spec = _cpuSpec(100, 100, 0);
         vm.prank(tenant);
-        uint256 id = market.createOrder(IERC20(address(big)), spec, MANIFEST, maxPrice, maxEscrow, WINDOW);
+        uint256 id = market.createOrder(IERC20(address(big)), spec, MANIFEST, maxPrice, maxEscrow, WINDOW, DELIVERY);
         _bid(p1, id, spec, maxPrice, bytes32(0));
         vm.prank(tenant);
         market.acceptBid(id, 0);
+        vm.prank(p1);
+        market.confirmLease(id);
 
         vm.warp(START + elapsed);
         uint256 accrued = market.accruedFor(maxPrice, elapsed);
@@ -157,7 +161,7 @@ contract AccrualFuzzTest is Fixture {
             && window <= market.MAX_BID_WINDOW();
         if (!valid) vm.expectRevert();
         vm.prank(tenant);
-        market.createOrder(IERC20(address(token)), spec, MANIFEST, price, deposit, window);
+        market.createOrder(IERC20(address(token)), spec, MANIFEST, price, deposit, window, DELIVERY);
         if (valid) assertEq(market.getOrder(1).escrow, deposit, "escrowed");
     }
 }

@@ -55,58 +55,58 @@ contract MarketplaceOrderTest is Fixture {
         vm.startPrank(tenant);
 
         vm.expectRevert(Marketplace.ZeroAddress.selector);
-        market.createOrder(IERC20(address(0)), ok, MANIFEST, PRICE, DEPOSIT, WINDOW);
+        market.createOrder(IERC20(address(0)), ok, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
 
         Marketplace.OrderSpec memory unnamed = _cpuSpec(1000, 1024, 0);
         unnamed.groupName = bytes32(0);
         vm.expectRevert(Marketplace.ZeroGroupName.selector);
-        market.createOrder(t, unnamed, MANIFEST, PRICE, DEPOSIT, WINDOW);
+        market.createOrder(t, unnamed, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
 
         vm.expectRevert(Marketplace.ZeroResources.selector);
-        market.createOrder(t, _cpuSpec(0, 1024, 0), MANIFEST, PRICE, DEPOSIT, WINDOW);
+        market.createOrder(t, _cpuSpec(0, 1024, 0), MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
         vm.expectRevert(Marketplace.ZeroResources.selector);
-        market.createOrder(t, _cpuSpec(1000, 0, 0), MANIFEST, PRICE, DEPOSIT, WINDOW);
+        market.createOrder(t, _cpuSpec(1000, 0, 0), MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
 
         Marketplace.OrderSpec memory s = _gpuSpec(4097, _none(), _none());
         vm.expectRevert(abi.encodeWithSelector(Marketplace.GpuCountOutOfRange.selector, 4097, 4096));
-        market.createOrder(t, s, MANIFEST, PRICE, DEPOSIT, WINDOW);
+        market.createOrder(t, s, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
 
         s = _cpuSpec(1000, 1024, 0);
         s.replicas = 0;
         vm.expectRevert(abi.encodeWithSelector(Marketplace.ReplicasOutOfRange.selector, 0, 1024));
-        market.createOrder(t, s, MANIFEST, PRICE, DEPOSIT, WINDOW);
+        market.createOrder(t, s, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
         s.replicas = 1025;
         vm.expectRevert(abi.encodeWithSelector(Marketplace.ReplicasOutOfRange.selector, 1025, 1024));
-        market.createOrder(t, s, MANIFEST, PRICE, DEPOSIT, WINDOW);
+        market.createOrder(t, s, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
 
         s = _gpuSpec(1, new bytes32[](17), _none());
         vm.expectRevert(abi.encodeWithSelector(Marketplace.TooManyAllowedGpuModels.selector, 17, 16));
-        market.createOrder(t, s, MANIFEST, PRICE, DEPOSIT, WINDOW);
+        market.createOrder(t, s, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
 
         s = _gpuSpec(0, _list(A100), _none());
         vm.expectRevert(Marketplace.GpuModelsWithoutGpus.selector);
-        market.createOrder(t, s, MANIFEST, PRICE, DEPOSIT, WINDOW);
+        market.createOrder(t, s, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
 
         s = _gpuSpec(1, _none(), new bytes32[](17));
         vm.expectRevert(abi.encodeWithSelector(Marketplace.TooManyRequiredAttributes.selector, 17, 16));
-        market.createOrder(t, s, MANIFEST, PRICE, DEPOSIT, WINDOW);
+        market.createOrder(t, s, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
 
         uint256 maxPrice = market.MAX_PRICE_PER_HOUR();
         vm.expectRevert(abi.encodeWithSelector(Marketplace.PriceOutOfRange.selector, 0, maxPrice));
-        market.createOrder(t, ok, MANIFEST, 0, DEPOSIT, WINDOW);
+        market.createOrder(t, ok, MANIFEST, 0, DEPOSIT, WINDOW, DELIVERY);
         vm.expectRevert(abi.encodeWithSelector(Marketplace.PriceOutOfRange.selector, maxPrice + 1, maxPrice));
-        market.createOrder(t, ok, MANIFEST, maxPrice + 1, DEPOSIT, WINDOW);
+        market.createOrder(t, ok, MANIFEST, maxPrice + 1, DEPOSIT, WINDOW, DELIVERY);
 
         uint256 maxEscrow = market.MAX_ESCROW();
         vm.expectRevert(abi.encodeWithSelector(Marketplace.DepositOutOfRange.selector, 0, maxEscrow));
-        market.createOrder(t, ok, MANIFEST, PRICE, 0, WINDOW);
+        market.createOrder(t, ok, MANIFEST, PRICE, 0, WINDOW, DELIVERY);
         vm.expectRevert(abi.encodeWithSelector(Marketplace.DepositOutOfRange.selector, maxEscrow + 1, maxEscrow));
-        market.createOrder(t, ok, MANIFEST, PRICE, maxEscrow + 1, WINDOW);
+        market.createOrder(t, ok, MANIFEST, PRICE, maxEscrow + 1, WINDOW, DELIVERY);
 
         vm.expectRevert(abi.encodeWithSelector(Marketplace.BidWindowOutOfRange.selector, 0, 1, 7 days));
-        market.createOrder(t, ok, MANIFEST, PRICE, DEPOSIT, 0);
+        market.createOrder(t, ok, MANIFEST, PRICE, DEPOSIT, 0, DELIVERY);
         vm.expectRevert(abi.encodeWithSelector(Marketplace.BidWindowOutOfRange.selector, 7 days + 1, 1, 7 days));
-        market.createOrder(t, ok, MANIFEST, PRICE, DEPOSIT, 7 days + 1);
+        market.createOrder(t, ok, MANIFEST, PRICE, DEPOSIT, 7 days + 1, DELIVERY);
         vm.stopPrank();
         assertEq(market.nextOrderId(), 1, "nothing created");
     }
@@ -134,7 +134,7 @@ contract MarketplaceOrderTest is Fixture {
                 TokenTransfers.UnsupportedTokenTransfer.selector, address(fee), DEPOSIT, DEPOSIT - DEPOSIT / 100
             )
         );
-        market.createOrder(IERC20(address(fee)), _cpuSpec(1, 1, 0), MANIFEST, PRICE, DEPOSIT, WINDOW);
+        market.createOrder(IERC20(address(fee)), _cpuSpec(1, 1, 0), MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
         vm.stopPrank();
     }
 
@@ -302,8 +302,9 @@ contract MarketplaceBidTest is Fixture {
             _register(provider, _none(), _res(1000, 1000, 0), _noGpus());
             _bid(provider, orderId, cpu, 1 + i, bytes32(0));
         }
+        // full of eligible bids: only a strictly cheaper one than the dearest (16) gets in
         vm.expectRevert(abi.encodeWithSelector(Marketplace.TooManyBids.selector, orderId, 16));
-        _bid(p1, orderId, cpu, 1, bytes32(0));
+        _bid(p1, orderId, cpu, 16, bytes32(0));
     }
 
     function test_placeBid_revertsOnGpuModel() public {
@@ -402,7 +403,9 @@ contract MarketplaceMatchTest is Fixture {
         assertEq(address(l.token), address(token), "token");
         assertEq(l.bidId, 0, "bid");
         assertTrue(l.active, "active");
-        assertEq(l.startedAt, START, "start");
+        assertEq(l.startedAt, 0, "pending: nothing accrues before the provider confirms");
+        assertFalse(l.confirmed, "pending");
+        assertEq(l.deliveryDeadline, START + DELIVERY, "delivery deadline");
         assertEq(l.closedAt, 0, "not closed");
         assertEq(l.pricePerHour, 500, "price");
         assertEq(l.gpuModel, A100, "model");
@@ -466,7 +469,7 @@ contract MarketplaceMatchTest is Fixture {
         _bid(p1, orderId, spec, 500, A100);
         _bid(p2, orderId, spec, 300, A100);
         _bid(p3, orderId, spec, 400, A100);
-        vm.warp(START + WINDOW);
+        vm.warp(START + WINDOW + market.TENANT_GRACE());
         vm.prank(stranger);
         market.settle(orderId);
         assertEq(market.getLease(orderId).provider, p2, "cheapest");
@@ -477,7 +480,7 @@ contract MarketplaceMatchTest is Fixture {
         _bid(p3, orderId, spec, 300, A100);
         _bid(p1, orderId, spec, 300, A100);
         _bid(p2, orderId, spec, 300, A100);
-        vm.warp(START + WINDOW);
+        vm.warp(START + WINDOW + market.TENANT_GRACE());
         market.settle(orderId);
         assertEq(market.getLease(orderId).provider, p3, "earliest of equal prices");
     }
@@ -495,7 +498,7 @@ contract MarketplaceMatchTest is Fixture {
         vm.prank(p2);
         market.withdrawBid(orderId, 1);
 
-        vm.warp(START + WINDOW);
+        vm.warp(START + WINDOW + market.TENANT_GRACE());
         vm.expectEmit(true, true, false, true, address(market));
         emit Marketplace.BidSkipped(orderId, 0, p1);
         vm.expectEmit(true, true, true, true, address(market));
@@ -510,27 +513,28 @@ contract MarketplaceMatchTest is Fixture {
         _bid(p2, orderId, spec, 200, A100);
         vm.prank(p1);
         registry.deregister();
-        vm.warp(START + WINDOW);
+        vm.warp(START + WINDOW + market.TENANT_GRACE());
         market.settle(orderId);
         assertEq(market.getLease(orderId).provider, p2, "active provider wins");
     }
 
     function test_settle_reverts() public {
+        uint256 empty = _order(spec);
         vm.expectRevert(abi.encodeWithSelector(Marketplace.BidWindowOpen.selector, orderId, uint64(START) + WINDOW));
         market.settle(orderId);
-        vm.warp(START + WINDOW);
-        vm.expectRevert(abi.encodeWithSelector(Marketplace.NoEligibleBid.selector, orderId));
-        market.settle(orderId);
-
         _bid(p1, orderId, spec, 100, A100);
+        vm.warp(START + WINDOW + market.TENANT_GRACE());
+        vm.expectRevert(abi.encodeWithSelector(Marketplace.NoEligibleBid.selector, empty));
+        market.settle(empty);
+
         vm.prank(p1);
-        registry.update("e", _list(EU), _res(3000, 32768, 102400), _gpus(A100, 4));
+        registry.update("e", _list(EU, TIER), _res(3000, 32768, 102400), _gpus(A100, 4));
         // p1 no longer has room: its bid is passed over and nothing else is left
         vm.expectRevert(abi.encodeWithSelector(Marketplace.NoEligibleBid.selector, orderId));
         market.settle(orderId);
 
         vm.prank(p1);
-        registry.update("e", _list(EU), _res(8000, 32768, 102400), _gpus(A100, 4));
+        registry.update("e", _list(EU, TIER), _res(8000, 32768, 102400), _gpus(A100, 4));
         market.settle(orderId);
         vm.expectRevert(
             abi.encodeWithSelector(Marketplace.OrderNotOpen.selector, orderId, Marketplace.OrderStatus.Leased)
@@ -581,6 +585,8 @@ contract MarketplaceLeaseTest is Fixture {
         _bid(p1, id, spec, price, bytes32(0));
         vm.prank(tenant);
         market.acceptBid(id, 0);
+        vm.prank(p1);
+        market.confirmLease(id);
         uint256 total;
         for (uint256 t = 1; t <= 20; ++t) {
             vm.warp(START + t * 300);
@@ -654,6 +660,8 @@ contract MarketplaceLeaseTest is Fixture {
         _bid(p1, id, spec, 100, A100);
         vm.prank(tenant);
         market.acceptBid(id, 0);
+        vm.prank(p1);
+        market.confirmLease(id);
         (, uint32 gpus) = registry.gpuState(p1, A100);
         assertEq(gpus, 3, "reserved");
         vm.prank(p1);
@@ -708,7 +716,7 @@ contract MarketplaceReentrancyTest is Fixture {
         evil.approve(address(market), type(uint256).max);
         Marketplace.OrderSpec memory spec = _cpuSpec(1, 1, 0);
         vm.prank(tenant);
-        uint256 id = market.createOrder(IERC20(address(evil)), spec, MANIFEST, PRICE, DEPOSIT, WINDOW);
+        uint256 id = market.createOrder(IERC20(address(evil)), spec, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
 
         // during the refund transfer, try to cancel again (a double refund if it were allowed)
         evil.arm(address(market), abi.encodeCall(Marketplace.cancelOrder, (id)));

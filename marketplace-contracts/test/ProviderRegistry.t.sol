@@ -24,28 +24,28 @@ contract ProviderRegistryTest is Fixture {
 
     function test_constructor_revertsOnZeroToken() public {
         vm.expectRevert(ProviderRegistry.ZeroAddress.selector);
-        new ProviderRegistry(IERC20(address(0)), MIN_STAKE, UNBONDING);
+        new ProviderRegistry(IERC20(address(0)), MIN_STAKE, UNBONDING, SLASH_BPS);
     }
 
     function test_constructor_revertsOnZeroStake() public {
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.MinimumStakeOutOfRange.selector, 0));
-        new ProviderRegistry(IERC20(address(token)), 0, UNBONDING);
+        new ProviderRegistry(IERC20(address(token)), 0, UNBONDING, SLASH_BPS);
     }
 
     function test_constructor_revertsOnHugeStake() public {
         uint256 huge = uint256(type(uint128).max) + 1;
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.MinimumStakeOutOfRange.selector, huge));
-        new ProviderRegistry(IERC20(address(token)), huge, UNBONDING);
+        new ProviderRegistry(IERC20(address(token)), huge, UNBONDING, SLASH_BPS);
     }
 
     function test_constructor_revertsOnLongUnbonding() public {
         uint64 tooLong = 365 days + 1;
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.UnbondingPeriodTooLong.selector, tooLong, 365 days));
-        new ProviderRegistry(IERC20(address(token)), MIN_STAKE, tooLong);
+        new ProviderRegistry(IERC20(address(token)), MIN_STAKE, tooLong, SLASH_BPS);
     }
 
     function test_initialize_onlyOnceByDeployer() public {
-        ProviderRegistry fresh = new ProviderRegistry(IERC20(address(token)), MIN_STAKE, UNBONDING);
+        ProviderRegistry fresh = new ProviderRegistry(IERC20(address(token)), MIN_STAKE, UNBONDING, SLASH_BPS);
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.NotDeployer.selector, stranger));
         fresh.initialize(address(market));
@@ -181,7 +181,7 @@ contract ProviderRegistryTest is Fixture {
 
     function test_register_rejectsFeeOnTransferStakeToken() public {
         FeeOnTransferToken fee = new FeeOnTransferToken();
-        ProviderRegistry feeRegistry = new ProviderRegistry(IERC20(address(fee)), MIN_STAKE, UNBONDING);
+        ProviderRegistry feeRegistry = new ProviderRegistry(IERC20(address(fee)), MIN_STAKE, UNBONDING, SLASH_BPS);
         fee.mint(p1, MIN_STAKE);
         vm.startPrank(p1);
         fee.approve(address(feeRegistry), MIN_STAKE);
@@ -342,7 +342,7 @@ contract ProviderRegistryTest is Fixture {
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.NotMarketplace.selector, stranger));
         registry.reserve(p1, one, bytes32(0), 0);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.NotMarketplace.selector, stranger));
-        registry.tryReserve(p1, one, bytes32(0), 0);
+        registry.tryReserve(p1, one, bytes32(0), 0, 0);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.NotMarketplace.selector, stranger));
         registry.release(p1, one, bytes32(0), 0);
         vm.stopPrank();
@@ -360,26 +360,56 @@ contract ProviderRegistryTest is Fixture {
 
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.InsufficientCapacity.selector, p1));
         registry.reserve(p1, _res(1, 0, 0), bytes32(0), 0);
-        assertFalse(registry.tryReserve(p1, _res(0, 0, 1), bytes32(0), 0), "storage full");
-        assertFalse(registry.tryReserve(p1, _res(0, 1, 0), bytes32(0), 0), "memory full");
+        vm.stopPrank();
+        _assertReserve(
+            _res(0, 0, 1), bytes32(0), 0, 0, ProviderRegistry.Eligibility.InsufficientCapacity, "storage full"
+        );
+        _assertReserve(
+            _res(0, 1, 0), bytes32(0), 0, 0, ProviderRegistry.Eligibility.InsufficientCapacity, "memory full"
+        );
 
+        vm.prank(address(market));
         registry.release(p1, _res(8000, 32768, 102400), A100, 4);
         alloc = _allocated(p1);
         assertEq(alloc.cpuMilli + alloc.memoryMiB + alloc.storageMiB, 0, "released");
         assertEq(registry.getProvider(p1).activeLeases, 0, "lease uncounted");
 
-        assertFalse(registry.tryReserve(p1, _res(1, 1, 1), A100, 5), "gpu over capacity");
-        assertFalse(registry.tryReserve(p1, _res(1, 1, 1), H100, 1), "gpu model not offered");
-        assertTrue(registry.tryReserve(p1, _res(1, 1, 1), A100, 4), "fits");
-        vm.stopPrank();
+        _assertReserve(
+            _res(1, 1, 1), A100, 5, 0, ProviderRegistry.Eligibility.InsufficientCapacity, "gpu over capacity"
+        );
+        _assertReserve(
+            _res(1, 1, 1), H100, 1, 0, ProviderRegistry.Eligibility.GpuModelNotOffered, "gpu model not offered"
+        );
+        uint32 epoch = registry.attributeEpoch(p1);
+        _assertReserve(
+            _res(1, 1, 1),
+            A100,
+            4,
+            epoch + 1,
+            ProviderRegistry.Eligibility.MissingAttribute,
+            "attributes changed since the bid"
+        );
+        _assertReserve(_res(1, 1, 1), A100, 4, epoch, ProviderRegistry.Eligibility.Eligible, "fits");
     }
 
     function test_tryReserve_falseWhenNotActive() public {
         _registerDefault(p1);
         vm.prank(p1);
         registry.deregister();
+        _assertReserve(_res(1, 1, 1), bytes32(0), 0, 0, ProviderRegistry.Eligibility.NotActive, "unbonding provider");
+    }
+
+    /// @dev As the marketplace, reserves for p1 and checks the outcome.
+    function _assertReserve(
+        Resources memory amount,
+        bytes32 model,
+        uint32 count,
+        uint32 epoch,
+        ProviderRegistry.Eligibility expected,
+        string memory what
+    ) internal {
         vm.prank(address(market));
-        assertFalse(registry.tryReserve(p1, _res(1, 1, 1), bytes32(0), 0), "unbonding provider");
+        assertEq(uint256(registry.tryReserve(p1, amount, model, count, epoch)), uint256(expected), what);
     }
 
     function test_release_neverWraps() public {

@@ -18,24 +18,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, B256, U256};
-use alloy::providers::ProviderBuilder;
 use alloy::providers::ext::AnvilApi;
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, Result, bail, ensure};
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
-use leasehold_contracts::{
-    CloseReason, DeployParams, Deployment, MarketplaceClient, NewOrder, deploy_all,
-    fund_with_faucet, signing_provider,
-};
+use leasehold_contracts::devnet::{Devnet, DevnetConfig, ONE_TOKEN as TOKEN};
+use leasehold_contracts::{CloseReason, Deployment, MarketplaceClient, NewOrder};
 use leasehold_proto::client::{ProviderClient, SignedLeaseClient};
 use leasehold_provider::config::Config;
 use leasehold_provider::deployment::order_spec_for_group;
 use leasehold_provider::hardware::{Hardware, HardwareOverrides};
 use leasehold_provider::runtime::lease_selector;
 
-const TOKEN: u64 = 1_000_000;
 const PROVIDER: usize = 2;
 const TENANT: usize = 1;
 const HELLO: &str = include_str!("../../manifests/examples/hello.yaml");
@@ -199,53 +194,48 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+/// The contracts crate's devnet, with the order id counter moved to `base` so lease ids
+/// are the bench's own.
 struct Chain {
-    anvil: AnvilInstance,
-    deployment: Deployment,
+    devnet: Devnet,
 }
 
 impl Chain {
-    fn signer(&self, index: usize) -> PrivateKeySigner {
-        PrivateKeySigner::from(self.anvil.keys()[index].clone())
+    fn endpoint(&self) -> String {
+        self.devnet.endpoint()
+    }
+
+    fn deployment(&self) -> Deployment {
+        self.devnet.deployment
+    }
+
+    fn signer(&self, index: usize) -> Result<PrivateKeySigner> {
+        self.devnet.signer(index).context("dev account")
     }
 
     fn client(&self, index: usize) -> Result<MarketplaceClient> {
-        MarketplaceClient::connect_http(&self.anvil.endpoint(), self.signer(index), self.deployment)
-            .context("client")
+        self.devnet.client(index).context("client")
     }
 }
 
 async fn start_chain(block_time: Option<u64>, base: u64) -> Result<Chain> {
-    let mut anvil =
-        Anvil::at(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/anvil"));
-    if let Some(seconds) = block_time {
-        anvil = anvil.block_time(seconds);
-    }
-    let anvil = anvil.try_spawn().context("starting anvil")?;
-    let deployer = PrivateKeySigner::from(anvil.keys()[0].clone());
-    let deploying = signing_provider(&anvil.endpoint(), deployer.clone()).context("provider")?;
-    let deployment = deploy_all(&deploying, deployer.address(), &DeployParams::default())
+    let devnet = Devnet::start_with(DevnetConfig {
+        block_time,
+        funded_accounts: 4,
+        ..DevnetConfig::default()
+    })
+    .await
+    .context("starting the devnet")?;
+    devnet
+        .rpc
+        .anvil_set_storage_at(
+            devnet.deployment.marketplace,
+            U256::from(NEXT_ORDER_ID_SLOT),
+            B256::from(U256::from(base)),
+        )
         .await
-        .context("deploying the contracts")?;
-    let accounts: Vec<Address> = anvil.addresses().iter().take(4).copied().collect();
-    fund_with_faucet(
-        &deploying,
-        deployment.token,
-        deployer.address(),
-        &accounts,
-        U256::from(100_000 * TOKEN),
-    )
-    .await
-    .context("funding accounts")?;
-    let rpc = ProviderBuilder::new().connect_http(anvil.endpoint_url());
-    rpc.anvil_set_storage_at(
-        deployment.marketplace,
-        U256::from(NEXT_ORDER_ID_SLOT),
-        B256::from(U256::from(base)),
-    )
-    .await
-    .context("moving the order id counter")?;
-    Ok(Chain { anvil, deployment })
+        .context("moving the order id counter")?;
+    Ok(Chain { devnet })
 }
 
 fn free_port() -> Result<u16> {
@@ -279,10 +269,10 @@ fn write_config(chain: &Chain, dir: &Path, gateway_port: u16, keystore: &Path) -
     let hardware = Hardware::detect(dir, &overrides).context("hardware")?;
     let mut config = Config::default_for(&hardware, dir.to_path_buf());
     config.hardware = overrides;
-    config.chain.rpc_url = chain.anvil.endpoint();
-    config.chain.marketplace = chain.deployment.marketplace.to_string();
-    config.chain.registry = chain.deployment.registry.to_string();
-    config.chain.token = chain.deployment.token.to_string();
+    config.chain.rpc_url = chain.endpoint();
+    config.chain.marketplace = chain.deployment().marketplace.to_string();
+    config.chain.registry = chain.deployment().registry.to_string();
+    config.chain.token = chain.deployment().token.to_string();
     config.gateway.listen = format!("127.0.0.1:{gateway_port}");
     config.key.private_key_env = None;
     config.key.keystore = Some(keystore.to_path_buf());
@@ -432,7 +422,7 @@ async fn measure(
     let chain = start_chain(block_time, base).await?;
     progress(
         started,
-        &format!("anvil + contracts up at {}", chain.anvil.endpoint()),
+        &format!("anvil + contracts up at {}", chain.endpoint()),
     );
 
     let dir = tempfile::tempdir().context("tempdir")?;
@@ -440,7 +430,7 @@ async fn measure(
     PrivateKeySigner::encrypt_keystore(
         dir.path(),
         &mut rand08::thread_rng(),
-        chain.signer(PROVIDER).to_bytes(),
+        chain.signer(PROVIDER)?.to_bytes(),
         &password,
         Some("provider-key.json"),
     )
@@ -512,23 +502,24 @@ async fn measure(
     );
 
     let tenant = Arc::new(chain.client(TENANT)?);
-    let provider = chain.signer(PROVIDER).address();
+    let provider = chain.signer(PROVIDER)?.address();
     let (spec, manifest_hash, manifest) = bench_manifest()?;
     let deposit = U256::from(10 * TOKEN);
     let order = NewOrder {
-        token: chain.deployment.token,
+        token: chain.deployment().token,
         spec,
         manifest_hash,
         max_price_per_hour: U256::from(10 * TOKEN),
         deposit,
         bid_window_secs: 3_600,
+        delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
     };
     // One approval for every order, so each order is a single transaction.
     let leases_total = lease_count as u64 + 1;
     tenant
         .ensure_allowance(
-            chain.deployment.token,
-            chain.deployment.marketplace,
+            chain.deployment().token,
+            chain.deployment().marketplace,
             deposit * U256::from(leases_total),
         )
         .await
@@ -551,7 +542,7 @@ async fn measure(
         .context("acceptBid")?;
     let single = deliver_and_wait(
         channel.clone(),
-        chain.signer(TENANT),
+        chain.signer(TENANT)?,
         lease.lease_id,
         manifest.clone(),
         Instant::now(),
@@ -593,7 +584,7 @@ async fn measure(
             .context("acceptBid")?;
         watchers.spawn(deliver_and_wait(
             channel.clone(),
-            chain.signer(TENANT),
+            chain.signer(TENANT)?,
             lease.lease_id,
             manifest.clone(),
             Instant::now(),

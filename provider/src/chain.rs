@@ -245,6 +245,12 @@ impl Chain {
         self.client.close_lease(lease_id, reason).await
     }
 
+    /// Tells the chain the lease's workload runs: payment accrues from now on.
+    pub async fn confirm_lease(&self, lease_id: u64) -> Result<(), ClientError> {
+        let _turn = self.lane.lock().await;
+        self.client.confirm_lease(lease_id).await
+    }
+
     pub async fn withdraw_payment(&self, lease_id: u64) -> Result<Payment, ClientError> {
         let _turn = self.lane.lock().await;
         self.client.withdraw_payment(lease_id).await

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -20,11 +20,68 @@ pub enum Output {
     Json,
 }
 
+/// The exit-code contract, the same as the tenant CLI's (documented in `--help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitKind {
+    /// The operation failed (a revert, a refused registration, a runtime error).
+    Failed = 1,
+    /// Usage or configuration error (also clap's own argument errors).
+    Usage = 2,
+    /// Chain or network error (RPC unreachable, wrong network, gateway unreachable).
+    Network = 3,
+}
+
+impl ExitKind {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// What kind of failure an error is, from the typed errors in its chain.
+    pub fn of(error: &anyhow::Error) -> Self {
+        use crate::chain::ChainSetupError;
+        use crate::config::ConfigError;
+        use leasehold_contracts::ClientError;
+        for cause in error.chain() {
+            if cause.is::<ConfigError>() || cause.is::<UsageError>() {
+                return Self::Usage;
+            }
+            if let Some(setup) = cause.downcast_ref::<ChainSetupError>() {
+                return match setup {
+                    ChainSetupError::Connect { .. } | ChainSetupError::ChainId { .. } => {
+                        Self::Network
+                    }
+                    _ => Self::Usage,
+                };
+            }
+            if let Some(client) = cause.downcast_ref::<ClientError>() {
+                return match client {
+                    ClientError::Rpc { .. } | ClientError::Pending { .. } => Self::Network,
+                    _ => Self::Failed,
+                };
+            }
+            if cause.is::<tonic::transport::Error>() || cause.is::<tonic::Status>() {
+                return Self::Network;
+            }
+        }
+        Self::Failed
+    }
+}
+
+/// A command used wrongly (e.g. `init` over an existing file without `--force`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "provider",
     version,
-    about = "Leasehold provider: bid on orders and run leases"
+    about = "Leasehold provider: bid on orders and run leases",
+    after_help = concat!(
+        "Example:\n  provider init --config provider.toml && LEASEHOLD_PROVIDER_KEY=0x... provider register --config provider.toml\n\n",
+        "Exit codes (as the tenant CLI's):\n  0  success\n  1  the operation failed (revert, refused registration, runtime error)\n  2  usage or configuration error\n  3  chain or network error (RPC unreachable, wrong network, gateway unreachable)\n\nEvery command takes --output json|text; with json, an error is also printed on stdout as {\"error\": {\"message\", \"kind\", \"exit_code\"}}."
+    )
 )]
 pub struct Cli {
     /// The config file.
@@ -191,16 +248,41 @@ fn load(path: &std::path::Path) -> Result<Config> {
     Config::load(path).with_context(|| format!("loading config {}", path.display()))
 }
 
+/// Runs one command and reports a failure the way the tenant CLI does: `error: ...` on
+/// stderr, with `--output json` also an error document on stdout; returns the exit code.
+pub async fn run_and_report(cli: Cli) -> std::process::ExitCode {
+    let output = cli.output;
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            let kind = ExitKind::of(&error);
+            eprintln!("error: {error:#}");
+            if output == Output::Json {
+                println!(
+                    "{}",
+                    json!({"error": {
+                        "message": format!("{error:#}"),
+                        "kind": kind,
+                        "exit_code": kind.code(),
+                    }})
+                );
+            }
+            std::process::ExitCode::from(kind.code())
+        }
+    }
+}
+
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<()> {
     let output = cli.output;
     match cli.command {
         Command::Init { data_dir, force } => {
             if cli.config.exists() && !force {
-                bail!(
+                return Err(UsageError(format!(
                     "{} exists; pass --force to overwrite it",
                     cli.config.display()
-                );
+                ))
+                .into());
             }
             let hardware = Hardware::detect(&data_dir, &HardwareOverrides::default())
                 .context("detecting hardware")?;

@@ -5,6 +5,8 @@
 //! Deploying (a manifest whose keccak256 equals the order's `manifestHash`) -> Running ->
 //! Closing (tenant, provider, insolvency or a manifest that never came) -> Closed.
 
+use std::time::Duration;
+
 use alloy::primitives::{Address, keccak256};
 use leasehold_contracts::{CloseReason as ChainCloseReason, OrderRequirements, OrderSpec};
 use tracing::{info, warn};
@@ -15,6 +17,11 @@ use crate::deployment::{lease_deployment, order_group, parse_manifest};
 use crate::lease::{CloseReason, LeaseEvent, LeaseState, LeaseStateKind, ManifestHash};
 use crate::runtime::{LeaseDeployment, LeaseRuntimeStatus};
 use crate::store::{LeaseRecord, NewLease, StoreError};
+
+/// After a fresh deployment, how long [`Core::confirm_delivery`] waits for every replica to
+/// run before leaving the confirmation to the next reconcile pass, and how often it looks.
+const READY_WAIT: Duration = Duration::from_secs(15);
+const READY_POLL: Duration = Duration::from_millis(500);
 
 /// Why a manifest was refused; each names what the tenant must fix.
 #[derive(Debug, thiserror::Error)]
@@ -335,6 +342,14 @@ impl Core {
                         .await?;
                     info!(lease_id, "lease running");
                 }
+                let wait = if record.state.kind() == LeaseStateKind::Deploying {
+                    READY_WAIT
+                } else {
+                    Duration::ZERO
+                };
+                if let Err(error) = self.confirm_delivery(lease_id, wait).await {
+                    warn!(lease_id, %error, "delivery not confirmed yet; the reconciler retries");
+                }
                 Ok(())
             }
             Err(error) => {
@@ -344,6 +359,46 @@ impl Core {
                 Err(error.into())
             }
         }
+    }
+
+    /// Confirms on chain that the lease is delivered once the runtime reports every replica of
+    /// every service running (waiting up to `wait` for that): payment accrues only from the
+    /// confirmation, and a lease left unconfirmed past its delivery deadline is closed as
+    /// undelivered with part of the stake going to the tenant. Idempotent: a lease already
+    /// confirmed or closed is left alone. Returns whether this call confirmed it.
+    pub async fn confirm_delivery(
+        &self,
+        lease_id: u64,
+        wait: Duration,
+    ) -> Result<bool, DaemonError> {
+        let on_chain = self.chain.lease(lease_id).await?;
+        if !on_chain.active || on_chain.confirmed {
+            return Ok(false);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while !self.runtime.status(lease_id).await?.is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+        if let Err(error) = self.chain.confirm_lease(lease_id).await {
+            // A concurrent pass confirmed it, or the lease closed meanwhile.
+            let now = self.chain.lease(lease_id).await?;
+            if now.confirmed || !now.active {
+                return Ok(false);
+            }
+            return Err(error.into());
+        }
+        self.store
+            .record_history(
+                lease_id,
+                "confirmed",
+                "delivery confirmed on chain: every replica runs, payment accrues from now",
+            )
+            .await?;
+        info!(lease_id, "delivery confirmed on chain");
+        Ok(true)
     }
 
     /// Records a failed deployment in the lease's state and history. A failure of the

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use alloy::primitives::U256;
-use leasehold_contracts::{CursorStore, FileCursorStore};
 use leasehold_scheduler::Resources;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -41,6 +40,8 @@ pub struct Metrics {
     pub insolvent_closes: Counter,
     pub reconciles: Counter,
     pub follower_restarts: Counter,
+    /// Reconciles of queued work that failed (each is retried after a backoff).
+    pub work_failures: Counter,
     pub leases_adopted: Counter,
     pub deploy_failures: Counter,
     pub failed_deploy_closes: Counter,
@@ -245,8 +246,10 @@ impl Core {
                 );
             }
         }
-        let cursor = FileCursorStore::new(self.config.data_dir.join("follower-cursor.json"))
-            .load()
+        let cursor = self
+            .store
+            .cursor(crate::daemon::controller::FOLLOWER)
+            .await
             .ok()
             .flatten()
             .unwrap_or(0);
@@ -280,6 +283,18 @@ impl Core {
                 "gauge",
                 "Next block the chain follower will read.",
                 cursor,
+            ),
+            (
+                "leasehold_work_queued",
+                "gauge",
+                "Work items (bids, lease starts and ends, payments) waiting or running.",
+                u64::try_from(self.queued_work()).unwrap_or(u64::MAX),
+            ),
+            (
+                "leasehold_work_failures_total",
+                "counter",
+                "Reconciles of queued work that failed and were retried with backoff.",
+                self.metrics.work_failures.get(),
             ),
             (
                 "leasehold_follower_restarts_total",

@@ -592,14 +592,14 @@ impl Store {
         Ok(expired)
     }
 
-    /// The last block a follower finished, if it ever saved one.
+    /// The next block a follower reads, if it ever saved one.
     pub async fn cursor(&self, follower: &str) -> Result<Option<u64>, StoreError> {
-        let row = sqlx::query("SELECT last_block FROM chain_cursors WHERE follower = $1")
+        let row = sqlx::query("SELECT next_block FROM chain_cursors WHERE follower = $1")
             .bind(follower)
             .fetch_optional(&self.pool)
             .await?;
         row.map(|row| {
-            let block: i64 = row.try_get("last_block")?;
+            let block: i64 = row.try_get("next_block")?;
             u64::try_from(block).map_err(|_| StoreError::Corrupt {
                 row: format!("cursor {follower}"),
                 reason: format!("block {block} is negative"),
@@ -609,13 +609,13 @@ impl Store {
     }
 
     /// Saves a follower's position (it may move back, e.g. after a reorg).
-    pub async fn set_cursor(&self, follower: &str, last_block: u64) -> Result<(), StoreError> {
+    pub async fn set_cursor(&self, follower: &str, next_block: u64) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO chain_cursors (follower, last_block, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (follower) DO UPDATE SET last_block = excluded.last_block, updated_at = excluded.updated_at",
+            "INSERT INTO chain_cursors (follower, next_block, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (follower) DO UPDATE SET next_block = excluded.next_block, updated_at = excluded.updated_at",
         )
         .bind(follower)
-        .bind(to_db(last_block, "block number")?)
+        .bind(to_db(next_block, "block number")?)
         .bind(unix_now())
         .execute(&self.pool)
         .await?;

@@ -200,6 +200,15 @@ pub struct DeployArgs {
     /// Seconds providers have to bid.
     #[arg(long, default_value_t = 10)]
     pub bid_window: u64,
+    /// Seconds the winning provider has to confirm on chain that the workload runs (60-3600).
+    /// Nothing is paid before that; unconfirmed by then, `tenant close` refunds the whole
+    /// escrow plus part of the provider's stake.
+    #[arg(
+        long,
+        default_value_t = leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
+        value_parser = clap::value_parser!(u64).range(60..=3600)
+    )]
+    pub delivery_window: u64,
     /// How the winning bid is chosen.
     #[arg(long, value_enum, default_value_t = Select::Cheapest)]
     pub select: Select,

@@ -61,17 +61,29 @@ pub async fn recent_rates(chain: &Chain) -> CliResult<HashMap<Address, U256>> {
 }
 
 /// Leases a provider completed (closed at the tenant's request) or failed (closed by the
-/// provider, or as a failed workload). Closures for the tenant's own reasons (insolvency,
-/// a manifest never sent) do not count against the provider.
+/// provider, as a failed workload, or never delivered: `DeliveryFailed`, the on-chain
+/// `deliveriesFailed` count). Closures for the tenant's own reasons (insolvency, a manifest
+/// never sent) do not count against the provider. A lease counts once.
 pub async fn reputations(chain: &Chain) -> CliResult<HashMap<Address, Reputation>> {
     let created = events::<Marketplace::LeaseCreated>(chain, "eth_getLogs LeaseCreated").await?;
     let provider_of: HashMap<U256, Address> = created
         .iter()
         .map(|lease| (lease.leaseId, lease.provider))
         .collect();
-    let closed = events::<Marketplace::LeaseClosed>(chain, "eth_getLogs LeaseClosed").await?;
+    let undelivered =
+        events::<Marketplace::DeliveryFailed>(chain, "eth_getLogs DeliveryFailed").await?;
     let mut reputations: HashMap<Address, Reputation> = HashMap::new();
-    for lease in closed {
+    for failure in &undelivered {
+        let entry = reputations.entry(failure.provider).or_default();
+        entry.leases_failed = entry.leases_failed.saturating_add(1);
+    }
+    let undelivered: std::collections::HashSet<U256> =
+        undelivered.iter().map(|failure| failure.leaseId).collect();
+    let closed = events::<Marketplace::LeaseClosed>(chain, "eth_getLogs LeaseClosed").await?;
+    for lease in closed
+        .into_iter()
+        .filter(|lease| !undelivered.contains(&lease.leaseId))
+    {
         let Some(provider) = provider_of.get(&lease.leaseId) else {
             continue;
         };

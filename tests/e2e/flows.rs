@@ -97,6 +97,111 @@ fn hello_deploys_and_its_url_answers_with_the_page() {
         status.to_string().contains(&uri),
         "status lacks the URI {uri}: {status}"
     );
+
+    // Every replica runs, so the provider confirmed the delivery on chain; status says so.
+    eventually("the delivery confirmation on chain", MINUTE, || {
+        scenario.lease_on_chain(lease).confirmed.then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1100));
+    let status = scenario.tenant(
+        TENANT,
+        &["status", &lease.to_string(), "--output", "json"],
+        MINUTE,
+    );
+    status.expect_code(0, "tenant status");
+    assert_eq!(status.json()["delivery"], "confirmed");
+    assert_eq!(
+        scenario.provider_on_chain(PROVIDER_A).deliveries_confirmed,
+        1
+    );
+}
+
+/// Issue #11, finding 1: a provider whose runtime never starts the workload (an image that
+/// cannot be pulled) is paid nothing and loses the slashed part of its stake to the tenant,
+/// who gets the whole escrow back; `tenant status` shows the lease pending, then undelivered.
+#[test]
+fn a_workload_that_never_runs_is_refunded_in_full_and_the_provider_slashed() {
+    let scenario = Scenario::with_provider(PRICE_A);
+    let hello_text = std::fs::read_to_string(hello()).unwrap_or_else(|e| panic!("{e}"));
+    let broken = hello_text.replace("leasehold/busybox:test", "leasehold/never-built:1");
+    assert_ne!(broken, hello_text, "hello.yaml's image line moved");
+    let broken = manifest(&scenario, "hello-unpullable.yaml", &broken);
+    let before = scenario.token_balance(TENANT);
+    let run = scenario.deploy(
+        TENANT,
+        &broken,
+        &[
+            "--bid-window",
+            "5",
+            "--deposit",
+            "10000000",
+            "--delivery-window",
+            "60",
+            "--timeout",
+            "25",
+        ],
+    );
+    assert_ne!(
+        run.code,
+        Some(0),
+        "the workload cannot run:\n{}",
+        run.stdout
+    );
+    // The only order of this fresh chain.
+    let lease = 1;
+    scenario.track_lease(lease);
+    let pending = scenario.lease_on_chain(lease);
+    assert!(!pending.confirmed, "an image that never ran was confirmed");
+    if pending.active {
+        let status = scenario.tenant(
+            TENANT,
+            &["status", &lease.to_string(), "--output", "json"],
+            MINUTE,
+        );
+        status.expect_code(0, "tenant status");
+        assert_eq!(status.json()["delivery"], "pending");
+        // Past the delivery deadline the tenant's close takes the undelivered path (unless
+        // the provider gave up first, which ends the same way).
+        scenario.warp(61);
+        if scenario.lease_on_chain(lease).active {
+            let close = scenario.tenant(
+                TENANT,
+                &["close", &lease.to_string(), "--output", "json"],
+                MINUTE,
+            );
+            close.expect_code(0, "tenant close");
+            assert_eq!(close.json()["action"], "closed_undelivered");
+        }
+    }
+    let closed = scenario.lease_on_chain(lease);
+    assert!(!closed.active && !closed.confirmed);
+    assert!(
+        closed.paid.is_zero(),
+        "the provider was paid {}",
+        closed.paid
+    );
+    let params = scenario.devnet().params;
+    let slash = params.minimum_stake * alloy::primitives::U256::from(params.delivery_slash_bps)
+        / alloy::primitives::U256::from(10_000u64);
+    assert_eq!(
+        scenario.token_balance(TENANT),
+        before + slash,
+        "the whole deposit back plus the slashed stake"
+    );
+    let provider = scenario.provider_on_chain(PROVIDER_A);
+    assert_eq!(
+        (provider.deliveries_confirmed, provider.deliveries_failed),
+        (0, 1)
+    );
+    assert_eq!(provider.stake, params.minimum_stake - slash);
+    std::thread::sleep(Duration::from_millis(1100));
+    let status = scenario.tenant(
+        TENANT,
+        &["status", &lease.to_string(), "--output", "json"],
+        MINUTE,
+    );
+    status.expect_code(0, "tenant status");
+    assert_eq!(status.json()["delivery"], "undelivered");
 }
 
 #[test]
@@ -351,7 +456,7 @@ fn an_insolvent_lease_is_closed_and_its_containers_removed() {
     let (document, lease) = deploy_ok(
         &scenario,
         &pricey,
-        &["--bid-window", "1", "--deposit", "20000"],
+        &["--bid-window", "5", "--deposit", "20000"],
     );
     let uri = first_uri(&document);
     wait_for_200(&uri);
@@ -700,6 +805,7 @@ fn gpu_patterns_get_bids_from_exactly_the_matching_providers() {
             max_price_per_hour: alloy::primitives::U256::from(10 * TOKEN),
             deposit: alloy::primitives::U256::from(10 * TOKEN),
             bid_window_secs: 3_600,
+            delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
         };
         scenario
             .runtime

@@ -24,11 +24,11 @@ pub const TOKEN: u64 = leasehold_contracts::devnet::ONE_TOKEN;
 /// The environment variable holding a provider's key (the key itself never goes in files).
 const PROVIDER_KEY_ENV: &str = "LEASEHOLD_PROVIDER_KEY";
 
-/// `tenant deploy` flags for a quick single-provider deploy: 1-second bid window, the
-/// cheapest bid, 10 tokens of escrow.
+/// `tenant deploy` flags for a quick single-provider deploy: a 5-second bid window (bids
+/// must land inside it, a block or two after the order), the cheapest bid, 10 tokens of escrow.
 pub const QUICK_DEPLOY: &[&str] = &[
     "--bid-window",
-    "1",
+    "5",
     "--select",
     "cheapest",
     "--deposit",
@@ -453,6 +453,27 @@ storage_mib = {storage_mib}
         self.runtime
             .block_on(client.lease(lease))
             .unwrap_or_else(|error| panic!("reading lease {lease}: {error}"))
+    }
+
+    /// The provider registered by dev account `account`, as the chain sees it.
+    pub fn provider_on_chain(&self, account: usize) -> leasehold_contracts::ProviderInfo {
+        let devnet = self.devnet();
+        let client = devnet
+            .client(OTHER_TENANT)
+            .unwrap_or_else(|error| panic!("{error}"));
+        let address = devnet
+            .address(account)
+            .unwrap_or_else(|error| panic!("{error}"));
+        self.runtime
+            .block_on(client.provider_info(address))
+            .unwrap_or_else(|error| panic!("reading provider {address}: {error}"))
+    }
+
+    /// Moves chain time forward by `seconds` (and mines a block).
+    pub fn warp(&self, seconds: u64) {
+        self.runtime
+            .block_on(self.devnet().warp(seconds))
+            .unwrap_or_else(|error| panic!("warp: {error}"));
     }
 
     /// `account`'s test-token balance in base units.

@@ -4,7 +4,7 @@ pragma solidity 0.8.28;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {Test} from "../utils/Test.sol";
 import {vm} from "../utils/Vm.sol";
-import {TestToken} from "../../src/TestToken.sol";
+import {BlockingToken} from "../mocks/MockTokens.sol";
 import {ProviderRegistry} from "../../src/ProviderRegistry.sol";
 import {Marketplace} from "../../src/Marketplace.sol";
 import {Resources} from "../../src/Types.sol";
@@ -12,20 +12,21 @@ import {MarketHandler} from "./MarketHandler.sol";
 
 /// @notice Protocol invariants under random sequences of register / update / deregister /
 /// withdrawStake / createOrder / cancelOrder / topUp / placeBid / withdrawBid / acceptBid /
-/// settle / withdraw / closeLease / warp across four providers and three tenants.
+/// settle / confirmLease / closeUndelivered / withdraw / closeLease / claim / warps past every
+/// deadline, across twenty providers and three tenants, with a token that blocklists and pauses.
 contract MarketInvariantTest is Test {
-    TestToken internal token;
+    BlockingToken internal token;
     ProviderRegistry internal registry;
     Marketplace internal market;
     MarketHandler internal handler;
 
     function setUp() public {
-        token = new TestToken();
-        registry = new ProviderRegistry(IERC20(address(token)), 50e6, 1 hours);
+        token = new BlockingToken();
+        registry = new ProviderRegistry(IERC20(address(token)), 50e6, 1 hours, 1000);
         market = new Marketplace(registry);
         registry.initialize(address(market));
 
-        address[] memory providers = new address[](4);
+        address[] memory providers = new address[](20);
         address[] memory tenants = new address[](3);
         for (uint256 i = 0; i < providers.length; ++i) {
             providers[i] = address(uint160(0xA000 + i));
@@ -38,16 +39,14 @@ contract MarketInvariantTest is Test {
 
         address[] memory all = handler.everyone();
         for (uint256 i = 0; i < all.length; ++i) {
-            for (uint256 k = 0; k < 20; ++k) {
-                token.faucet(all[i], token.FAUCET_CAP());
-            }
+            token.mint(all[i], 20_000_000e6);
             vm.startPrank(all[i]);
             token.approve(address(market), type(uint256).max);
             token.approve(address(registry), type(uint256).max);
             vm.stopPrank();
         }
 
-        bytes4[] memory selectors = new bytes4[](15);
+        bytes4[] memory selectors = new bytes4[](22);
         selectors[0] = MarketHandler.register.selector;
         selectors[1] = MarketHandler.update.selector;
         selectors[2] = MarketHandler.deregister.selector;
@@ -63,6 +62,13 @@ contract MarketInvariantTest is Test {
         selectors[12] = MarketHandler.closeLease.selector;
         selectors[13] = MarketHandler.warp.selector;
         selectors[14] = MarketHandler.placeBid.selector; // bids are the busiest path: weight them
+        selectors[15] = MarketHandler.confirmLease.selector;
+        selectors[16] = MarketHandler.closeUndelivered.selector;
+        selectors[17] = MarketHandler.warpToDeadline.selector;
+        selectors[18] = MarketHandler.blockAccount.selector;
+        selectors[19] = MarketHandler.pauseToken.selector;
+        selectors[20] = MarketHandler.claim.selector;
+        selectors[21] = MarketHandler.sybilSweep.selector;
         targetContract(address(handler));
         targetSelector(FuzzSelector(address(handler), selectors));
     }
@@ -74,9 +80,12 @@ contract MarketInvariantTest is Test {
         // per provider: cpu, memory, storage, A100, H100 and lease count of its active leases
         uint256[6][] memory sums = new uint256[6][](providerCount);
         uint256 escrowTotal = _checkOrders(sums);
-        assertEq(token.balanceOf(address(market)), escrowTotal, "market balance == sum of escrow");
+        (uint256 marketCredits, uint256 registryCredits) = _credits();
+        assertEq(token.balanceOf(address(market)), escrowTotal + marketCredits, "market balance == escrow + credits");
         uint256 stakeTotal = _checkProviders(sums);
-        assertEq(token.balanceOf(address(registry)), stakeTotal, "registry balance == sum of stakes");
+        assertEq(
+            token.balanceOf(address(registry)), stakeTotal + registryCredits, "registry balance == stakes + credits"
+        );
         _checkNoTokensLeak();
         assertEq(handler.violations(), 0, handler.lastViolation());
     }
@@ -139,6 +148,16 @@ contract MarketInvariantTest is Test {
         }
     }
 
+    /// @dev What each contract owes in claimable credits, over every actor.
+    function _credits() internal view returns (uint256 marketCredits, uint256 registryCredits) {
+        address[] memory all = handler.everyone();
+        IERC20 asIerc20 = IERC20(address(token));
+        for (uint256 i = 0; i < all.length; ++i) {
+            marketCredits += market.claimable(asIerc20, all[i]);
+            registryCredits += registry.claimable(asIerc20, all[i]);
+        }
+    }
+
     /// @notice Token supply is only ever in the actors' wallets, the escrow or the stakes.
     function _checkNoTokensLeak() internal view {
         address[] memory all = handler.everyone();
@@ -152,9 +171,9 @@ contract MarketInvariantTest is Test {
     /// @notice The handler is able to reach every action, so the campaign explores deep states
     /// (leases matched both ways, paid, topped up, closed) rather than bouncing off guards.
     function test_handlerReachesEveryAction() public {
-        for (uint256 step = 0; step < 600; ++step) {
+        for (uint256 step = 0; step < 1500; ++step) {
             uint256 seed = uint256(keccak256(abi.encode(step)));
-            uint256 action = seed % 14;
+            uint256 action = seed % 21;
             uint256 a = uint256(keccak256(abi.encode(seed, 1)));
             uint256 b = uint256(keccak256(abi.encode(seed, 2)));
             uint256 c = uint256(keccak256(abi.encode(seed, 3)));
@@ -167,13 +186,20 @@ contract MarketInvariantTest is Test {
             if (action == 6) handler.topUp(a, b, c);
             if (action == 7 || action == 13) handler.placeBid(a, b, c, seed % 2 == 0);
             if (action == 8 && step % 3 == 0) handler.withdrawBid(a, b);
-            if (action == 9) handler.acceptBid(a, b);
+            if (action == 9 || (action == 7 && step % 2 == 0)) handler.acceptBid(a, b);
             if (action == 10) handler.settle(a);
             if (action == 11) handler.withdraw(a);
             if (action == 12) handler.closeLease(a, b);
             if (action == 13) handler.warp(b % 4 hours);
+            if (action == 14) handler.confirmLease(a);
+            if (action == 15 && step % 2 == 0) handler.closeUndelivered(a);
+            if (action == 16) handler.warpToDeadline(a, b);
+            if (action == 17 && step % 4 == 0) handler.blockAccount(a);
+            if (action == 18 && step % 4 == 0) handler.pauseToken(a);
+            if (action == 19) handler.claim(a, b % 2 == 0);
+            if (action == 20 && step % 3 == 0) handler.sybilSweep(a);
         }
-        string[12] memory actions = [
+        string[17] memory actions = [
             "register",
             "update",
             "deregister",
@@ -185,8 +211,14 @@ contract MarketInvariantTest is Test {
             "acceptBid",
             "settle",
             "withdraw",
-            "closeLease"
+            "closeLease",
+            "confirmLease",
+            "closeUndelivered",
+            "blockAccount",
+            "pauseToken",
+            "sybilSweep"
         ];
+
         for (uint256 i = 0; i < actions.length; ++i) {
             assertGt(handler.successes(actions[i]), 0, actions[i]);
         }

@@ -3,24 +3,31 @@ pragma solidity 0.8.28;
 
 import {bound} from "../utils/Test.sol";
 import {vm} from "../utils/Vm.sol";
-import {TestToken} from "../../src/TestToken.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {BlockingToken} from "../mocks/MockTokens.sol";
 import {ProviderRegistry} from "../../src/ProviderRegistry.sol";
 import {Marketplace} from "../../src/Marketplace.sol";
 import {Resources, GpuCapacity} from "../../src/Types.sol";
 import {gpuBidFor} from "../utils/GpuBids.sol";
 
-/// @notice Drives random sequences of every market action across several providers and
-/// tenants. It picks mostly-valid arguments from seeds, measures every token movement and
-/// records anything unexpected in `violations` (handler reverts are discarded by forge, so
-/// a failed expectation must be remembered rather than thrown).
+/// @notice Drives random sequences of every market action across many providers and tenants,
+/// with a token that can blocklist actors and pause, and time jumps past bid windows, grace
+/// periods, delivery deadlines and order expiry. It picks mostly-valid arguments from seeds,
+/// measures every token movement (wallet plus what is credited as claimable) and records
+/// anything unexpected in `violations` (handler reverts are discarded by forge, so a failed
+/// expectation must be remembered rather than thrown). Liveness is checked where it must
+/// hold: a tenant or provider can always close, a tenant can always cancel, a provider with
+/// no leases can always leave, a provider can confirm before its deadline and anyone can
+/// close an undelivered lease after it, whatever the token does.
 contract MarketHandler {
     bytes32 public constant A100 = keccak256("nvidia/a100/80Gi/sxm");
     bytes32 public constant H100 = keccak256("nvidia/h100/80Gi/sxm");
     bytes32 public constant EU = keccak256("region=eu-west");
     bytes32 public constant TIER = keccak256("tier=community");
     uint256 public constant MAX_ORDERS = 40;
+    uint64 public constant DELIVERY = 600;
 
-    TestToken public immutable token;
+    BlockingToken public immutable token;
     ProviderRegistry public immutable registry;
     Marketplace public immutable market;
 
@@ -44,7 +51,7 @@ contract MarketHandler {
     mapping(string action => uint256) public successes;
 
     constructor(
-        TestToken token_,
+        BlockingToken token_,
         ProviderRegistry registry_,
         Marketplace market_,
         address[] memory providers_,
@@ -64,6 +71,7 @@ contract MarketHandler {
     function register(uint256 providerSeed, uint256 capacitySeed, uint256 gpuSeed, uint256 attributeSeed) external {
         address provider = _provider(providerSeed);
         if (registry.getProvider(provider).status != ProviderRegistry.ProviderStatus.None) return;
+        if (!_tokenMoves(provider)) return;
         Resources memory capacity = Resources(
             uint64(bound(capacitySeed, 1000, 16_000)),
             uint64(bound(capacitySeed >> 64, 1024, 65_536)),
@@ -108,9 +116,12 @@ contract MarketHandler {
         if (info.status != ProviderRegistry.ProviderStatus.Unbonding || block.timestamp < info.unbondingEnds) return;
         uint256[] memory before = _balances();
         vm.prank(provider);
-        registry.withdrawStake();
-        _expectMoved(before, provider, int256(info.stake), address(0), 0, "withdrawStake");
-        ++successes["withdrawStake"];
+        try registry.withdrawStake() {
+            _expectMoved(before, provider, int256(info.stake), address(0), 0, "withdrawStake");
+            ++successes["withdrawStake"];
+        } catch {
+            _violation("a provider with no leases could not leave");
+        }
     }
 
     // ------------------------------------------------------------ tenant actions
@@ -125,6 +136,7 @@ contract MarketHandler {
     ) external {
         if (orderIds.length >= MAX_ORDERS) return;
         address tenant = tenants[tenantSeed % tenants.length];
+        if (!_tokenMoves(tenant)) return;
         Marketplace.OrderSpec memory spec = _spec(resourceSeed, gpuSeed, attributeSeed);
         uint256 maxPrice = bound(priceSeed, 1, 1e9);
         // at most a day at the maximum price, so insolvent leases are common
@@ -132,7 +144,9 @@ contract MarketHandler {
         uint64 window = uint64(bound(priceSeed >> 128, 1, 1 hours));
         uint256[] memory before = _balances();
         vm.prank(tenant);
-        uint256 id = market.createOrder(token, spec, keccak256(abi.encode(orderIds.length)), maxPrice, deposit, window);
+        uint256 id = market.createOrder(
+            token, spec, keccak256(abi.encode(orderIds.length)), maxPrice, deposit, window, DELIVERY
+        );
         _expectMoved(before, tenant, -int256(deposit), address(0), 0, "createOrder");
         orderIds.push(id);
         _allowedModels[id] = spec.allowedGpuModels;
@@ -146,10 +160,13 @@ contract MarketHandler {
         if (!found) return;
         uint256[] memory before = _balances();
         vm.prank(o.tenant);
-        market.cancelOrder(id);
-        _expectMoved(before, o.tenant, int256(o.escrow), address(0), 0, "cancelOrder");
-        refunded[id] += o.escrow;
-        ++successes["cancelOrder"];
+        try market.cancelOrder(id) {
+            _expectMoved(before, o.tenant, int256(o.escrow), address(0), 0, "cancelOrder");
+            refunded[id] += o.escrow;
+            ++successes["cancelOrder"];
+        } catch {
+            _violation("a tenant could not cancel its open order");
+        }
     }
 
     function topUp(uint256 orderSeed, uint256 amountSeed, uint256 funderSeed) external {
@@ -158,6 +175,7 @@ contract MarketHandler {
         Marketplace.OrderStatus status = market.getOrder(id).status;
         if (status != Marketplace.OrderStatus.Open && status != Marketplace.OrderStatus.Leased) return;
         address funder = funderSeed % 4 == 3 ? stranger : tenants[funderSeed % tenants.length];
+        if (!_tokenMoves(funder)) return;
         uint256 amount = bound(amountSeed, 1, 1e9);
         uint256[] memory before = _balances();
         vm.prank(funder);
@@ -170,16 +188,55 @@ contract MarketHandler {
     // ------------------------------------------------------------ bidding and matching
 
     function placeBid(uint256 providerSeed, uint256 orderSeed, uint256 priceSeed, bool preferH100) external {
-        (bool found, uint256 id, Marketplace.OrderView memory o) = _order(orderSeed, Marketplace.OrderStatus.Open);
+        (bool found, uint256 id, Marketplace.OrderView memory o) = _biddableOrder(orderSeed);
         if (!found) return;
-        address provider = _provider(providerSeed);
         bytes32 model = o.gpuCount == 0 ? bytes32(0) : (preferH100 ? H100 : A100);
+        // like a real provider, only one that could serve the order bids (starting at the seed)
+        address provider = _provider(providerSeed);
+        for (uint256 k = 0; k < providers.length; ++k) {
+            provider = _provider(providerSeed % providers.length + k);
+            (ProviderRegistry.Eligibility eligible,) =
+                registry.checkEligibility(provider, _requiredAttributes[id], o.resources, model, o.gpuCount);
+            if (eligible == ProviderRegistry.Eligibility.Eligible) break;
+        }
         uint256 price = bound(priceSeed, 1, o.maxPricePerHour);
         vm.prank(provider);
         bytes32[] memory allowed = _allowedModels[id];
         try market.placeBid(id, price, gpuBidFor(model, allowed), allowed, _requiredAttributes[id]) {
             ++successes["placeBid"];
-        } catch {}
+        } catch (bytes memory reason) {
+            // liveness: an eligible bid on a full order gets in unless every bid stands, is
+            // eligible and is no dearer
+            if (bytes4(reason) == Marketplace.TooManyBids.selector && _evictable(id, o, price)) {
+                _violation("an eligible cheaper bid was kept out of a full order");
+            }
+        }
+    }
+
+    /// @dev A sybil (one of the last four providers): bids on every order still taking bids at its maximum price, then shrinks
+    /// its capacity to what its leases hold (plus one), making all those bids unmatchable.
+    function sybilSweep(uint256 providerSeed) external {
+        // the last four providers act as sybils; the others stay honest
+        address sybil = providers[providers.length - 1 - providerSeed % 4];
+        ProviderRegistry.ProviderView memory info = registry.getProvider(sybil);
+        if (info.status != ProviderRegistry.ProviderStatus.Active) return;
+        for (uint256 k = 0; k < orderIds.length; ++k) {
+            uint256 id = orderIds[k];
+            Marketplace.OrderView memory o = market.getOrder(id);
+            if (o.status != Marketplace.OrderStatus.Open || block.timestamp >= o.bidWindowEnd) continue;
+            bytes32 model = o.gpuCount == 0 ? bytes32(0) : A100;
+            bytes32[] memory allowed = _allowedModels[id];
+            vm.prank(sybil);
+            try market.placeBid(id, o.maxPricePerHour, gpuBidFor(model, allowed), allowed, _requiredAttributes[id]) {}
+                catch {}
+        }
+        (, uint32 a100) = registry.gpuState(sybil, A100);
+        (, uint32 h100) = registry.gpuState(sybil, H100);
+        Resources memory tiny =
+            Resources(info.allocated.cpuMilli + 1, info.allocated.memoryMiB + 1, info.allocated.storageMiB);
+        vm.prank(sybil);
+        registry.update("https://sybil.example", _attributeSet(0), tiny, _gpuSet(0, a100, h100));
+        ++successes["sybilSweep"];
     }
 
     function withdrawBid(uint256 orderSeed, uint256 bidSeed) external {
@@ -194,25 +251,71 @@ contract MarketHandler {
     }
 
     function acceptBid(uint256 orderSeed, uint256 bidSeed) external {
-        (bool found, uint256 id, Marketplace.OrderView memory o) = _order(orderSeed, Marketplace.OrderStatus.Open);
-        if (!found || o.bidCount == 0) return;
+        (bool found, uint256 id, Marketplace.OrderView memory o) = _openOrderWithBids(orderSeed);
+        if (!found) return;
+        // like the tenant CLI, prefer a standing bid whose provider is still eligible
+        uint256 bidId = bidSeed % o.bidCount;
+        for (uint256 k = 0; k < o.bidCount; ++k) {
+            uint256 candidate = (bidSeed % o.bidCount + k) % o.bidCount;
+            Marketplace.BidView memory bid = market.getBid(id, candidate);
+            (ProviderRegistry.Eligibility eligible,) =
+                registry.checkEligibility(bid.provider, _requiredAttributes[id], o.resources, bid.gpuModel, o.gpuCount);
+            if (!bid.withdrawn && eligible == ProviderRegistry.Eligibility.Eligible) {
+                bidId = candidate;
+                break;
+            }
+        }
         vm.prank(o.tenant);
         // reverts when the provider has no room or stopped: allowed, the invariants check the rest
-        try market.acceptBid(id, bidSeed % o.bidCount) {
+        try market.acceptBid(id, bidId) {
             ++successes["acceptBid"];
         } catch {}
     }
 
+    /// @dev Half the time the tenant right after the window, else a stranger after the grace.
     function settle(uint256 orderSeed) external {
         (bool found, uint256 id, Marketplace.OrderView memory o) = _order(orderSeed, Marketplace.OrderStatus.Open);
         if (!found) return;
-        if (block.timestamp < o.bidWindowEnd) vm.warp(o.bidWindowEnd);
+        bool byTenant = orderSeed % 2 == 0;
+        uint256 from = byTenant ? o.bidWindowEnd : o.bidWindowEnd + market.TENANT_GRACE();
+        if (block.timestamp < from) vm.warp(from);
+        vm.prank(byTenant ? o.tenant : stranger);
         try market.settle(id) {
             ++successes["settle"];
         } catch {}
     }
 
     // ------------------------------------------------------------ leases
+
+    function confirmLease(uint256 orderSeed) external {
+        (bool found, uint256 id, Marketplace.LeaseView memory lease) = _pendingLease(orderSeed);
+        if (!found) return;
+        vm.prank(lease.provider);
+        try market.confirmLease(id) {
+            ++successes["confirmLease"];
+        } catch {
+            if (block.timestamp < lease.deliveryDeadline) _violation("a provider could not confirm in time");
+        }
+    }
+
+    /// @dev Jumps past the delivery deadline of a pending lease, then a stranger closes it.
+    function closeUndelivered(uint256 orderSeed) external {
+        (bool found, uint256 id, Marketplace.LeaseView memory lease) = _pendingLease(orderSeed);
+        if (!found) return;
+        if (block.timestamp < lease.deliveryDeadline) vm.warp(lease.deliveryDeadline);
+        uint256 stake = registry.getProvider(lease.provider).stake;
+        uint256 slash = stake * registry.deliverySlashBps() / 10_000;
+        uint256[] memory before = _balances();
+        vm.prank(stranger);
+        try market.closeUndelivered(id) {
+            _expectMoved(before, lease.tenant, int256(lease.escrow + slash), address(0), 0, "closeUndelivered");
+            refunded[id] += lease.escrow;
+            paidAtClose[id] = 0;
+            ++successes["closeUndelivered"];
+        } catch {
+            _violation("an undelivered lease could not be closed after its deadline");
+        }
+    }
 
     function withdraw(uint256 orderSeed) external {
         (bool found, uint256 id,) = _order(orderSeed, Marketplace.OrderStatus.Leased);
@@ -232,13 +335,17 @@ contract MarketHandler {
         Marketplace.LeaseView memory lease = market.getLease(id);
         address closer = closerSeed % 3 == 0 ? o.tenant : (closerSeed % 3 == 1 ? lease.provider : stranger);
         bool insolvent = market.isInsolvent(id);
+        // a provider walking away from a lease it never confirmed is slashed like an undelivered one
+        uint256 slash = !lease.confirmed && closer == lease.provider
+            ? registry.getProvider(lease.provider).stake * registry.deliverySlashBps() / 10_000
+            : 0;
         uint256[] memory before = _balances();
         vm.prank(closer);
         try market.closeLease(id, uint8(closerSeed % 6)) {
             if (closer == stranger && !insolvent) _violation("stranger closed a solvent lease");
             uint256 paid = market.getLease(id).paid - lease.paid;
             uint256 refund = o.escrow - paid;
-            _expectMoved(before, lease.provider, int256(paid), o.tenant, int256(refund), "closeLease");
+            _expectMoved(before, lease.provider, int256(paid), o.tenant, int256(refund + slash), "closeLease");
             paidOut[id] += paid;
             refunded[id] += refund;
             paidAtClose[id] = market.getLease(id).paid;
@@ -250,6 +357,58 @@ contract MarketHandler {
 
     function warp(uint256 secondsSeed) external {
         vm.warp(block.timestamp + bound(secondsSeed, 1, 2 days));
+    }
+
+    /// @dev Jumps to just before or just past one of an order's deadlines: bid window end,
+    /// tenant grace end, expiry, or its lease's delivery deadline.
+    function warpToDeadline(uint256 orderSeed, uint256 which) external {
+        if (orderIds.length == 0) return;
+        uint256 id = orderIds[orderSeed % orderIds.length];
+        Marketplace.OrderView memory o = market.getOrder(id);
+        uint256 target = o.bidWindowEnd;
+        if (which % 4 == 1) target += market.TENANT_GRACE();
+        if (which % 4 == 2) target = o.expiresAt;
+        if (which % 4 == 3 && o.status == Marketplace.OrderStatus.Leased) {
+            target = market.getLease(id).deliveryDeadline;
+        }
+        if ((which >> 8) % 2 == 0 && target > 0) target -= 1;
+        if (target > block.timestamp) vm.warp(target);
+    }
+
+    /// @dev The token turns against an actor (blocklist) or everyone (pause), and back.
+    /// Blocking is the rarer outcome, so most actors can trade most of the time.
+    function blockAccount(uint256 actorSeed) external {
+        address[] memory all = everyone();
+        token.setBlocked(all[actorSeed % all.length], (actorSeed >> 128) % 3 == 0);
+        ++successes["blockAccount"];
+    }
+
+    function pauseToken(uint256 seed) external {
+        token.setPaused(seed % 4 == 0);
+        ++successes["pauseToken"];
+    }
+
+    /// @dev Whatever was credited is claimable once the token lets it through.
+    function claim(uint256 actorSeed, bool fromRegistry) external {
+        address[] memory all = everyone();
+        address actor = all[actorSeed % all.length];
+        IERC20 asIerc20 = IERC20(address(token));
+        uint256 amount = fromRegistry ? registry.claimable(asIerc20, actor) : market.claimable(asIerc20, actor);
+        if (amount == 0) return;
+        vm.prank(actor);
+        if (fromRegistry) {
+            try registry.claim(asIerc20, actor) {
+                ++successes["claim"];
+            } catch {
+                if (_tokenMoves(actor)) _violation("a credit could not be claimed");
+            }
+        } else {
+            try market.claim(asIerc20, actor) {
+                ++successes["claim"];
+            } catch {
+                if (_tokenMoves(actor)) _violation("a credit could not be claimed");
+            }
+        }
     }
 
     // ------------------------------------------------------------ views for the invariants
@@ -278,6 +437,12 @@ contract MarketHandler {
         return providers.length;
     }
 
+    /// @notice Wallet plus everything credited to `account` by either contract.
+    function holdings(address account) public view returns (uint256) {
+        IERC20 asIerc20 = IERC20(address(token));
+        return token.balanceOf(account) + market.claimable(asIerc20, account) + registry.claimable(asIerc20, account);
+    }
+
     function everyone() public view returns (address[] memory all) {
         all = new address[](providers.length + tenants.length + 1);
         uint256 n;
@@ -291,6 +456,40 @@ contract MarketHandler {
     }
 
     // ------------------------------------------------------------ internals
+
+    /// @dev Whether a bid at `price` may take a slot of the full order `id`: a withdrawn bid, a
+    /// bid whose provider is no longer eligible, or a dearer bid.
+    function _evictable(uint256 id, Marketplace.OrderView memory o, uint256 price) private view returns (bool) {
+        Marketplace.BidView[] memory bids = market.getBids(id);
+        for (uint256 i = 0; i < bids.length; ++i) {
+            if (bids[i].withdrawn || bids[i].pricePerHour > price) return true;
+            (ProviderRegistry.Eligibility eligible,) = registry.checkEligibility(
+                bids[i].provider, _requiredAttributes[id], o.resources, bids[i].gpuModel, o.gpuCount
+            );
+            if (eligible != ProviderRegistry.Eligibility.Eligible) return true;
+        }
+        return false;
+    }
+
+    /// @dev Whether the token currently lets `account` send or receive.
+    function _tokenMoves(address account) private view returns (bool) {
+        return !token.paused() && !token.blocked(account);
+    }
+
+    function _pendingLease(uint256 seed)
+        private
+        view
+        returns (bool found, uint256 id, Marketplace.LeaseView memory lease)
+    {
+        uint256 count = orderIds.length;
+        for (uint256 k = 0; k < count; ++k) {
+            id = orderIds[(seed % count + k) % count];
+            if (market.getOrder(id).status != Marketplace.OrderStatus.Leased) continue;
+            lease = market.getLease(id);
+            if (!lease.confirmed) return (true, id, lease);
+        }
+        return (false, 0, lease);
+    }
 
     function _provider(uint256 seed) private view returns (address) {
         return providers[seed % providers.length];
@@ -307,6 +506,36 @@ contract MarketHandler {
             id = orderIds[(seed % count + k) % count];
             o = market.getOrder(id);
             if (o.status == wanted) return (true, id, o);
+        }
+        return (false, 0, o);
+    }
+
+    /// @dev An open order with at least one bid, starting at a seeded position.
+    function _openOrderWithBids(uint256 seed)
+        private
+        view
+        returns (bool found, uint256 id, Marketplace.OrderView memory o)
+    {
+        uint256 count = orderIds.length;
+        for (uint256 k = 0; k < count; ++k) {
+            id = orderIds[(seed % count + k) % count];
+            o = market.getOrder(id);
+            if (o.status == Marketplace.OrderStatus.Open && o.bidCount != 0) return (true, id, o);
+        }
+        return (false, 0, o);
+    }
+
+    /// @dev An open order whose bid window is still open, starting at a seeded position.
+    function _biddableOrder(uint256 seed)
+        private
+        view
+        returns (bool found, uint256 id, Marketplace.OrderView memory o)
+    {
+        uint256 count = orderIds.length;
+        for (uint256 k = 0; k < count; ++k) {
+            id = orderIds[(seed % count + k) % count];
+            o = market.getOrder(id);
+            if (o.status == Marketplace.OrderStatus.Open && block.timestamp < o.bidWindowEnd) return (true, id, o);
         }
         return (false, 0, o);
     }
@@ -368,7 +597,7 @@ contract MarketHandler {
         address[] memory all = everyone();
         balances = new uint256[](all.length);
         for (uint256 i = 0; i < all.length; ++i) {
-            balances[i] = token.balanceOf(all[i]);
+            balances[i] = holdings(all[i]);
         }
     }
 
@@ -387,7 +616,7 @@ contract MarketHandler {
             int256 expected = int256(before[i]);
             if (all[i] == a) expected += deltaA;
             if (all[i] == b) expected += deltaB;
-            if (int256(token.balanceOf(all[i])) != expected) _violation(action);
+            if (int256(holdings(all[i])) != expected) _violation(action);
         }
     }
 

@@ -59,3 +59,35 @@ contract ReentrantToken is ERC20 {
         }
     }
 }
+
+/// @notice A USDC-style token that can blocklist addresses and pause every transfer: payouts
+/// to a blocked address, or any payout while paused, revert. The contracts must still close,
+/// cancel and let providers leave (crediting what they could not pay).
+contract BlockingToken is ERC20 {
+    mapping(address => bool) public blocked;
+    bool public paused;
+
+    error Blocked(address account);
+    error Paused();
+
+    constructor() ERC20("Blocking", "BLK") {}
+
+    function mint(address to, uint256 amount) external {
+        _mint(to, amount);
+    }
+
+    function setBlocked(address account, bool value) external {
+        blocked[account] = value;
+    }
+
+    function setPaused(bool value) external {
+        paused = value;
+    }
+
+    function _update(address from, address to, uint256 value) internal override {
+        if (paused) revert Paused();
+        if (blocked[from]) revert Blocked(from);
+        if (blocked[to]) revert Blocked(to);
+        super._update(from, to, value);
+    }
+}

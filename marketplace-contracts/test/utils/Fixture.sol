@@ -23,6 +23,8 @@ abstract contract Fixture is Test {
     uint256 internal constant PRICE = 3600e3; // 1000 base units per second
     uint256 internal constant DEPOSIT = 1000e6;
     uint64 internal constant WINDOW = 60;
+    uint64 internal constant DELIVERY = 600;
+    uint16 internal constant SLASH_BPS = 1000;
     uint256 internal constant START = 1_700_000_000;
 
     bytes32 internal constant A100 = A100_KEY;
@@ -43,7 +45,7 @@ abstract contract Fixture is Test {
     function setUp() public virtual {
         vm.warp(START);
         token = new TestToken();
-        registry = new ProviderRegistry(IERC20(address(token)), MIN_STAKE, UNBONDING);
+        registry = new ProviderRegistry(IERC20(address(token)), MIN_STAKE, UNBONDING, SLASH_BPS);
         market = new Marketplace(registry);
         registry.initialize(address(market));
         address[6] memory actors = [tenant, tenant2, p1, p2, p3, stranger];
@@ -128,7 +130,7 @@ abstract contract Fixture is Test {
         returns (uint256)
     {
         vm.prank(who);
-        return market.createOrder(IERC20(address(token)), spec, MANIFEST, maxPrice, deposit, WINDOW);
+        return market.createOrder(IERC20(address(token)), spec, MANIFEST, maxPrice, deposit, WINDOW, DELIVERY);
     }
 
     function _bid(address provider, uint256 orderId, Marketplace.OrderSpec memory spec, uint256 price, bytes32 model)
@@ -141,8 +143,16 @@ abstract contract Fixture is Test {
         );
     }
 
-    /// @dev Order (small CPU spec) + one bid from `provider` + tenant acceptance.
+    /// @dev Order (small CPU spec) + one bid from `provider` + tenant acceptance + the
+    /// provider's delivery confirmation: payment accrues from now.
     function _lease(address provider, uint256 price) internal returns (uint256 leaseId) {
+        leaseId = _pendingLease(provider, price);
+        vm.prank(provider);
+        market.confirmLease(leaseId);
+    }
+
+    /// @dev Like `_lease`, without the confirmation: the lease waits for delivery.
+    function _pendingLease(address provider, uint256 price) internal returns (uint256 leaseId) {
         Marketplace.OrderSpec memory spec = _cpuSpec(1000, 1024, 1024);
         leaseId = _order(spec);
         uint256 bidId = _bid(provider, leaseId, spec, price, bytes32(0));

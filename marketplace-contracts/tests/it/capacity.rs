@@ -75,7 +75,9 @@ async fn full_provider_is_skipped_by_settle_and_rejected_by_accept_bid() {
         assert_eq!(info.allocated, info.capacity, "a failed accept reserves nothing");
 
         // settle passes over the cheaper but full provider and awards the dearer one.
-        devnet.warp(31).await;
+        devnet
+            .warp(31 + leasehold_contracts::TENANT_GRACE_SECS)
+            .await;
         let lease = anyone.settle(second.order_id).await.unwrap();
         assert_eq!(lease.provider, large.sender());
         assert_eq!(lease.bid_id, large_second);

@@ -11,8 +11,8 @@ use alloy::providers::ext::AnvilApi;
 use alloy::rpc::types::{Filter, Log};
 use leasehold_contracts::bindings::TestToken;
 use leasehold_contracts::{
-    BackoffPolicy, CursorStore, FileCursorStore, Follower, FollowerConfig, FollowerStats,
-    LeaseholdEvent, LogHandler, MarketplaceClient, RpcLogSource, fund_with_faucet,
+    BackoffPolicy, ChainEvent, CursorStore, Deployment, FileCursorStore, Follower, FollowerConfig,
+    FollowerStats, LogHandler, MarketplaceClient, RpcLogSource, fund_with_faucet,
 };
 use tokio::sync::oneshot;
 
@@ -29,8 +29,14 @@ fn seen(log: &Log) -> Seen {
     )
 }
 
-#[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Seen>>>);
+#[derive(Clone)]
+struct Collector(Arc<Mutex<Vec<Seen>>>, Deployment);
+
+impl Collector {
+    fn new(deployment: Deployment) -> Self {
+        Self(Arc::default(), deployment)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("undecodable Leasehold log")]
@@ -40,7 +46,7 @@ impl LogHandler for Collector {
     type Error = Undecodable;
     async fn handle(&mut self, log: &Log) -> Result<(), Undecodable> {
         // Every followed log comes from our contracts, so anything but token logs must decode.
-        if !is_token_event(log) && LeaseholdEvent::decode(log).is_none() {
+        if !is_token_event(log) && !matches!(ChainEvent::decode(log, &self.1), Ok(Some(_))) {
             return Err(Undecodable);
         }
         self.0.lock().expect("collector lock").push(seen(log));
@@ -156,6 +162,7 @@ async fn wait_for_cursor(store: &FileCursorStore, block: u64) {
     tokio::time::timeout(Duration::from_secs(30), async {
         while store
             .load()
+            .await
             .expect("cursor")
             .is_none_or(|next| next <= block)
         {
@@ -196,7 +203,7 @@ async fn follower_misses_and_repeats_nothing_across_an_rpc_outage_and_a_restart(
         let token = devnet.deployment.token;
         let dir = tempfile::tempdir().expect("tempdir");
         let cursor_path = dir.path().join("follower-cursor.json");
-        let collector = Collector::default();
+        let collector = Collector::new(devnet.deployment);
         let running = spawn_follower(
             &devnet,
             FileCursorStore::new(&cursor_path),
@@ -239,7 +246,7 @@ async fn follower_misses_and_repeats_nothing_across_an_rpc_outage_and_a_restart(
         let store = FileCursorStore::new(&cursor_path);
         wait_for_cursor(&store, last_block).await;
         let stats = running.stop().await;
-        let committed = store.load().expect("cursor").expect("cursor saved");
+        let committed = store.load().await.expect("cursor").expect("cursor saved");
 
         let expected = chain_logs(&devnet, devnet.deployment.start_block, committed - 1).await;
         let delivered = collector.0.lock().expect("collector").clone();
@@ -259,12 +266,12 @@ async fn follower_misses_and_repeats_nothing_across_an_rpc_outage_and_a_restart(
         assert_eq!(stats.delivered, expected.len() as u64);
 
         // A restarted follower resumes from the persisted cursor: only new logs arrive.
-        let resumed = Collector::default();
+        let resumed = Collector::new(devnet.deployment);
         let running = spawn_follower(&devnet, FileCursorStore::new(&cursor_path), resumed.clone());
         let new_block = emit(&before, token).await;
         wait_for_cursor(&store, new_block).await;
         running.stop().await;
-        let committed_after = store.load().expect("cursor").expect("cursor saved");
+        let committed_after = store.load().await.expect("cursor").expect("cursor saved");
         let expected_new = chain_logs(&devnet, committed, committed_after - 1).await;
         let delivered_new = resumed.0.lock().expect("collector").clone();
         assert_eq!(delivered_new, expected_new);

@@ -85,8 +85,12 @@ async fn two_providers_compete_and_settle_picks_the_cheaper() {
         let err = anyone.settle(order.order_id).await.unwrap_err();
         assert_eq!(err.revert_name(), Some("BidWindowOpen"), "{err}");
 
-        devnet.warp(61).await;
+        devnet
+            .warp(61 + leasehold_contracts::TENANT_GRACE_SECS)
+            .await;
         let lease = anyone.settle(order.order_id).await.unwrap();
+        // Payment accrues from the winner's delivery confirmation.
+        provider_b.confirm_lease(lease.lease_id).await.unwrap();
         assert_eq!(lease.provider, provider_b.sender(), "the cheaper bid wins");
         assert_eq!(lease.bid_id, bid_b);
         assert_eq!(lease.price_per_hour, U256::from(2 * TOKEN));
@@ -217,7 +221,9 @@ async fn unmatched_orders_cancel_for_a_full_refund_and_withdrawn_bids_never_win(
         assert_eq!(err.revert_name(), Some("NotProvider"), "{err}");
         provider.withdraw_bid(order.order_id, bid).await.unwrap();
         assert!(anyone.bids(order.order_id).await.unwrap()[0].withdrawn);
-        devnet.warp(31).await;
+        devnet
+            .warp(31 + leasehold_contracts::TENANT_GRACE_SECS)
+            .await;
         let err = anyone.settle(order.order_id).await.unwrap_err();
         assert_eq!(err.revert_name(), Some("NoEligibleBid"), "{err}");
 

@@ -1,6 +1,7 @@
 //! Integration tests against a real anvil started per test (see `support`).
 
 mod capacity;
+mod delivery;
 mod follower;
 mod lifecycle;
 mod payments;

@@ -12,7 +12,8 @@ const PER_SECOND: u64 = 1_000;
 /// Covers 100 seconds.
 const DEPOSIT: u64 = 100 * PER_SECOND;
 
-/// The tenant's order for `amount` at [`PRICE_PER_HOUR`], bid on by `provider` and accepted.
+/// The tenant's order for `amount` at [`PRICE_PER_HOUR`], bid on by `provider`, accepted and
+/// confirmed as delivered (payment accrues from the confirmation).
 async fn lease_order(
     devnet: &Devnet,
     tenant: &MarketplaceClient,
@@ -32,7 +33,9 @@ async fn lease_order(
         )
         .await
         .unwrap();
-    tenant.accept_bid(order.order_id, bid).await.unwrap()
+    let lease = tenant.accept_bid(order.order_id, bid).await.unwrap();
+    provider.confirm_lease(lease.lease_id).await.unwrap();
+    lease
 }
 
 /// A provider with room for exactly one lease, leased to the tenant.

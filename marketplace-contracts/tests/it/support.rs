@@ -133,5 +133,6 @@ pub fn cpu_order(
         max_price_per_hour: U256::from(max_price_per_hour),
         deposit: U256::from(deposit),
         bid_window_secs,
+        delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
     }
 }

@@ -1,23 +1,28 @@
 //! The provider daemon: one [`Core`] holding the store, the chain lane, the runtime and
-//! the inventory, and the tasks that drive it: the chain follower ([`events`]), the
-//! housekeeping sweep (reservation expiry, manifest deadlines), the withdrawer, the
-//! reconciler and the metrics endpoint.
+//! the inventory, and the tasks that drive it: the chain follower ([`events`]) feeding the
+//! keyed work queue ([`controller`], [`queue`]) and its workers, the housekeeping sweep
+//! (reservation expiry, manifest deadlines), the withdrawer (queueing a payment per lease),
+//! the reconciler and the metrics endpoint.
 //!
 //! [`Daemon::start`] returns a [`DaemonHandle`]; [`DaemonHandle::shutdown`] stops every
-//! task between steps, so the follower's cursor always matches what its handler saw.
+//! task between steps; work queued but not done is read again from the chain after a
+//! restart, because the saved cursor never passes it.
 
 pub mod backend;
+pub mod controller;
 pub mod events;
+pub mod queue;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::B256;
 use alloy::signers::local::PrivateKeySigner;
-use leasehold_contracts::{ClientError, FileCursorStore, Follower, FollowerConfig, RpcLogSource};
+use leasehold_contracts::{
+    Backoff, BackoffPolicy, ClientError, Follower, FollowerConfig, RpcLogSource,
+};
 use leasehold_scheduler::pricing::{GpuPriceTable, LinearRates, PricingError};
 use leasehold_scheduler::{GpuModelKey, Inventory, InventoryError, NodeSpec};
 use tokio::sync::watch;
@@ -36,6 +41,8 @@ use crate::runtime::kubernetes::inventory::InventoryTracker;
 use crate::runtime::kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
 use crate::runtime::{Runtime, RuntimeError, RuntimeScope};
 use crate::store::{Store, StoreError};
+use controller::{Queue, WatermarkCursor, WorkKey};
+use queue::RetryPolicy;
 
 /// Timings and switches that are not part of the operator's config file.
 #[derive(Debug, Clone)]
@@ -60,6 +67,15 @@ pub struct DaemonOptions {
     /// Remove runtime workloads of leases this daemon does not know. Off when several
     /// daemons share one container engine (tests).
     pub remove_unknown_workloads: bool,
+    /// Work items reconciled at once (chain calls, deployments).
+    pub workers: usize,
+    /// Longest one reconcile may take before it counts as failed and is retried.
+    pub work_time_limit: Duration,
+    /// Backoff of a key whose work failed.
+    pub retry: RetryPolicy,
+    /// Failed attempts after which a bid (or a payment collection) is given up; a bid is
+    /// also given up once its order's bid window has passed.
+    pub max_bid_attempts: u32,
 }
 
 impl Default for DaemonOptions {
@@ -76,6 +92,10 @@ impl Default for DaemonOptions {
             metrics_listen: None,
             serve_gateway: true,
             remove_unknown_workloads: true,
+            workers: 8,
+            work_time_limit: Duration::from_secs(120),
+            retry: RetryPolicy::default(),
+            max_bid_attempts: 8,
         }
     }
 }
@@ -123,6 +143,8 @@ pub enum DaemonError {
     },
     #[error("inventory lock poisoned")]
     Poisoned,
+    #[error("follower cursor: {0}")]
+    Cursor(String),
 }
 
 /// A GPU model this provider offers, under the names each layer uses.
@@ -150,6 +172,8 @@ pub struct Core {
     pub(crate) rates: LinearRates,
     pub(crate) attributes: BTreeSet<B256>,
     pub(crate) gpus: Vec<OfferedGpu>,
+    /// Keyed work for the controller's workers.
+    pub(crate) queue: Arc<Queue>,
 }
 
 /// The node id of the single Docker host in the inventory.
@@ -403,6 +427,7 @@ impl Core {
         options: DaemonOptions,
     ) -> Result<Self, DaemonError> {
         let store = Store::connect(&config.database_url()).await?;
+        controller::import_legacy_cursor(&store, &config.data_dir).await?;
         let chain = Chain::connect(&config, signer, options.start_block).await?;
         let cluster_drift = InventoryTracker::default();
         let (nodes, gpus) = match runtime.cluster_nodes().await? {
@@ -427,7 +452,6 @@ impl Core {
         let attributes = registered_attributes(&config, &chain).await?;
         Ok(Self {
             config,
-            options,
             store,
             chain,
             runtime,
@@ -437,6 +461,8 @@ impl Core {
             rates,
             attributes,
             gpus,
+            queue: Arc::new(Queue::new(options.retry)),
+            options,
         })
     }
 
@@ -481,8 +507,24 @@ impl Core {
         &self.config
     }
 
-    fn cursor_path(&self) -> PathBuf {
-        self.config.data_dir.join("follower-cursor.json")
+    /// Work items waiting or running.
+    pub fn queued_work(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Queues a payment collection for every open lease; each lease is its own key, so
+    /// one failing withdrawal backs off alone.
+    async fn queue_withdrawals(&self) -> Result<(), DaemonError> {
+        for lease in self.open_leases().await? {
+            if lease.state.kind() != crate::lease::LeaseStateKind::Closing {
+                self.queue.push(
+                    WorkKey::Payment(lease.lease_id),
+                    None,
+                    controller::Work::Collect,
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -525,6 +567,16 @@ impl Daemon {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(follow(core.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn({
+            let core = core.clone();
+            queue::run(
+                core.queue.clone(),
+                core.options.workers,
+                core.options.work_time_limit,
+                stop_rx.clone(),
+                move |task| controller::reconcile(core.clone(), task),
+            )
+        }));
         let every = |period: Duration, name: &'static str, core: Arc<Core>, job: Job| {
             tokio::spawn(periodic(core, stop_rx.clone(), period, name, job))
         };
@@ -660,7 +712,7 @@ async fn periodic(
                 Ok(()) => core.check_cluster_drift().await,
                 Err(error) => Err(error),
             },
-            Job::Withdraw => core.withdraw_all().await,
+            Job::Withdraw => core.queue_withdrawals().await,
         };
         if let Err(error) = result {
             warn!(task = name, %error, "periodic task failed; retrying next period");
@@ -668,9 +720,9 @@ async fn periodic(
     }
 }
 
-/// Runs the follower until shutdown. A handler error (e.g. the node went away while a bid
-/// was being placed) restarts it from the saved cursor after a pause; handlers are
-/// idempotent, so the redelivered range does no harm.
+/// Runs the follower until shutdown. The handler only queues work, so it never fails; a
+/// failing cursor store (the database) restarts the follower from the saved cursor after
+/// a backoff.
 async fn follow(core: Arc<Core>, stop: watch::Receiver<bool>) {
     let deployment = *core.chain.deployment();
     let config = FollowerConfig {
@@ -679,14 +731,16 @@ async fn follow(core: Arc<Core>, stop: watch::Receiver<bool>) {
         poll_interval: core.options.poll_interval,
         ..FollowerConfig::default()
     };
+    let mut backoff = Backoff::new(BackoffPolicy::default());
     loop {
         let source = RpcLogSource::new(
             core.chain.client().provider().clone(),
             [deployment.marketplace, deployment.registry],
         );
-        let cursor = FileCursorStore::new(core.cursor_path());
+        let cursor = WatermarkCursor::new(core.store.clone(), core.queue.clone());
         let mut follower = Follower::new(source, cursor, config.clone());
-        let mut handler = events::EventHandler::new(core.clone());
+        let mut handler =
+            events::EventHandler::new(deployment, core.chain.address(), core.queue.clone());
         match follower.run(&mut handler, stopped(stop.clone())).await {
             Ok(()) => return,
             Err(error) => {
@@ -696,7 +750,7 @@ async fn follow(core: Arc<Core>, stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             () = stopped(stop.clone()) => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(backoff.next_delay()) => {}
         }
     }
 }

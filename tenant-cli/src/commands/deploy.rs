@@ -321,6 +321,7 @@ impl Deploying<'_> {
                 max_price_per_hour: order.max_price_per_hour,
                 deposit: *deposit,
                 bid_window_secs: self.args.bid_window,
+                delivery_window_secs: self.args.delivery_window,
             };
             let created = self
                 .chain

@@ -2,6 +2,7 @@
 
 use alloy::primitives::{B256, U256};
 use leasehold_contracts::{CloseReason, OrderStatus};
+use leasehold_proto::client::unix_now;
 use leasehold_scheduler::ranking::{self, RankingPolicy};
 use serde_json::json;
 
@@ -65,11 +66,13 @@ pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
         }
         _ => (None, None),
     };
+    let delivery = lease.as_ref().map(|lease| Delivery::of(lease, unix_now()));
     let document = json!({
         "lease_id": lease_id,
         "group": group,
         "order": order,
         "lease": lease,
+        "delivery": delivery,
         "owed": owed,
         "workload": workload.as_ref().map(gateway::status_json),
         "gateway_error": gateway_error.as_ref().map(|e| format!("{:#}", e.error)),
@@ -93,6 +96,9 @@ pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
                 lease.paid,
                 lease.escrow
             ));
+        }
+        if let (Some(lease), Some(delivery)) = (&lease, delivery) {
+            text.push_str(&format!("delivery  {}\n", delivery.describe(lease)));
         }
         if let Some(owed) = &owed {
             text.push_str(&format!(
@@ -247,6 +253,33 @@ pub async fn close(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
             json!({ "lease_id": lease_id, "action": "cancelled_order", "refunded_to_tenant": refund.to_string() })
         }
         OrderStatus::Leased => {
+            // Unconfirmed past its deadline (in chain time: the estimate decides), the lease
+            // closes as undelivered, which also moves part of the provider's stake to us.
+            if !chain.client.lease(lease_id).await?.confirmed {
+                match chain.client.close_undelivered(lease_id).await {
+                    Ok(closed) => {
+                        let document = json!({
+                            "lease_id": lease_id,
+                            "action": "closed_undelivered",
+                            "paid_to_provider": "0",
+                            "refunded_to_tenant": closed.refunded_to_tenant.to_string(),
+                            "slashed_to_tenant": closed.slashed_to_tenant.to_string(),
+                        });
+                        emit(ctx.output, &document, || {
+                            format!(
+                                "lease {lease_id} closed undelivered: provider paid nothing, refunded {} plus {} of its stake\n",
+                                closed.refunded_to_tenant, closed.slashed_to_tenant
+                            )
+                        });
+                        return Ok(0);
+                    }
+                    Err(error) if error.revert_name() == Some("DeliveryWindowOpen") => {}
+                    Err(error) => {
+                        return Err(CliError::from(error)
+                            .context(format!("closing undelivered lease {lease_id}")));
+                    }
+                }
+            }
             let settlement = chain
                 .client
                 .close_lease(lease_id, CloseReason::TenantRequest)
@@ -270,6 +303,7 @@ pub async fn close(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
             "order {lease_id} cancelled; refunded {}\n",
             document["refunded_to_tenant"].as_str().unwrap_or_default()
         ),
+
         _ => format!(
             "lease {lease_id} closed; provider paid {}, refunded {}\n",
             document["paid_to_provider"].as_str().unwrap_or_default(),
@@ -478,4 +512,49 @@ pub async fn leases(ctx: &Ctx) -> CliResult<u8> {
         },
     );
     Ok(0)
+}
+
+/// Where a lease stands on delivery: the provider confirms on chain that the workload runs;
+/// only then does payment accrue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Waiting for the provider's confirmation, before the deadline.
+    Pending,
+    /// The provider confirmed; payment accrues from then.
+    Confirmed,
+    /// Unconfirmed past the deadline: `tenant close` refunds everything plus part of the
+    /// provider's stake.
+    Overdue,
+    /// Closed without ever being confirmed.
+    Undelivered,
+}
+
+impl Delivery {
+    pub fn of(lease: &leasehold_contracts::LeaseInfo, now: u64) -> Self {
+        match (lease.confirmed, lease.active) {
+            (true, _) => Self::Confirmed,
+            (false, false) => Self::Undelivered,
+            (false, true) if now >= lease.delivery_deadline => Self::Overdue,
+            (false, true) => Self::Pending,
+        }
+    }
+
+    fn describe(self, lease: &leasehold_contracts::LeaseInfo) -> String {
+        match self {
+            Self::Pending => format!(
+                "pending: the provider has until {} (unix) to confirm the workload runs; nothing is paid before",
+                lease.delivery_deadline
+            ),
+            Self::Confirmed => format!(
+                "confirmed at {} (unix); payment accrues from then",
+                lease.started_at
+            ),
+            Self::Overdue => format!(
+                "OVERDUE: not confirmed by {} (unix); `tenant close {}` refunds the whole escrow plus part of the provider's stake",
+                lease.delivery_deadline, lease.lease_id
+            ),
+            Self::Undelivered => "never confirmed; closed without payment".to_owned(),
+        }
+    }
 }

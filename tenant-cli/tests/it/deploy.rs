@@ -311,7 +311,7 @@ async fn deploy_delivers_the_signed_manifest_and_waits_until_it_runs() {
                 "deploy",
                 &hello,
                 "--bid-window",
-                "2",
+                "4",
                 "--timeout",
                 "60",
                 "--output",
@@ -399,6 +399,7 @@ async fn past_lease(devnet: &Devnet, provider: usize, reason: leasehold_contract
             max_price_per_hour: U256::from(10_000),
             deposit: U256::from(100_000),
             bid_window_secs: 3600,
+            delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
         })
         .await
         .expect("order");

@@ -28,6 +28,7 @@ async fn give_b_a_price_history(devnet: &Devnet) {
             max_price_per_hour: U256::from(100_000),
             deposit: U256::from(1_000_000),
             bid_window_secs: 3600,
+            delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
         })
         .await
         .expect("create order");

@@ -1,0 +1,354 @@
+//! Every contract event as a plain Rust value: ids as `u64`, amounts as `U256`, no binding
+//! types. Consumers (the provider daemon, indexers, tests) match on [`ChainEvent`] and never
+//! see the `sol!` bindings, so an ABI change is absorbed here.
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::rpc::types::Log;
+use alloy::sol_types::SolEventInterface;
+
+use crate::bindings::Marketplace::MarketplaceEvents;
+use crate::bindings::ProviderRegistry::ProviderRegistryEvents;
+use crate::deploy::Deployment;
+use crate::types::{GpuCapacity, IdOutOfRange, OrderPosted, ProviderProfile, Resources, id_to_u64};
+
+/// A followed log, decoded, with its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLog {
+    pub block: u64,
+    pub log_index: u64,
+    pub event: ChainEvent,
+}
+
+/// A Leasehold contract event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainEvent {
+    OrderCreated(OrderPosted),
+    OrderCancelled {
+        order_id: u64,
+        tenant: Address,
+        refund: U256,
+    },
+    BidPlaced {
+        order_id: u64,
+        bid_id: u64,
+        provider: Address,
+        price_per_hour: U256,
+        gpu_model: B256,
+    },
+    /// `settle` passed over this bid because its provider had no room.
+    BidSkipped {
+        order_id: u64,
+        bid_id: u64,
+        provider: Address,
+    },
+    BidWithdrawn {
+        order_id: u64,
+        bid_id: u64,
+        provider: Address,
+    },
+    EscrowToppedUp {
+        order_id: u64,
+        from: Address,
+        amount: U256,
+        escrow: U256,
+    },
+    /// Lease ids are order ids.
+    LeaseCreated {
+        lease_id: u64,
+        tenant: Address,
+        provider: Address,
+        bid_id: u64,
+        price_per_hour: U256,
+        gpu_model: B256,
+    },
+    /// The provider confirmed that every replica runs: accrual starts.
+    LeaseConfirmed {
+        lease_id: u64,
+        provider: Address,
+    },
+    /// The lease was closed undelivered; `slashed` of the provider's stake went to the tenant.
+    DeliveryFailed {
+        lease_id: u64,
+        provider: Address,
+        slashed: U256,
+    },
+    LeaseClosed {
+        lease_id: u64,
+        closed_by: Address,
+        /// The contract's close-reason code (see [`crate::CloseReason`]).
+        reason: u8,
+        paid_to_provider: U256,
+        refunded_to_tenant: U256,
+    },
+    PaymentWithdrawn {
+        lease_id: u64,
+        provider: Address,
+        amount: U256,
+        total_paid: U256,
+    },
+    /// A transfer out could not be pushed; `account` may claim `amount` later.
+    PaymentCredited {
+        token: Address,
+        account: Address,
+        amount: U256,
+    },
+    Claimed {
+        token: Address,
+        account: Address,
+        to: Address,
+        amount: U256,
+    },
+    DeliveryRecorded {
+        provider: Address,
+        deliveries_confirmed: u32,
+    },
+    StakeSlashed {
+        provider: Address,
+        tenant: Address,
+        amount: U256,
+        deliveries_failed: u32,
+    },
+    ProviderRegistered {
+        provider: Address,
+        profile: ProviderProfile,
+        stake: U256,
+    },
+    ProviderUpdated {
+        provider: Address,
+        profile: ProviderProfile,
+    },
+    ProviderDeregistered {
+        provider: Address,
+        unbonding_ends: u64,
+    },
+    StakeWithdrawn {
+        provider: Address,
+        amount: U256,
+    },
+    MarketplaceBound {
+        marketplace: Address,
+    },
+}
+
+/// Why a log of a Leasehold contract could not be turned into a [`ChainEvent`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventDecodeError {
+    #[error("{event} at block {block}: {source}")]
+    IdOutOfRange {
+        event: &'static str,
+        block: u64,
+        #[source]
+        source: IdOutOfRange,
+    },
+}
+
+impl ChainEvent {
+    /// Decodes a log emitted by the deployment's marketplace or registry. `Ok(None)` for logs
+    /// of other contracts and for events these contracts do not declare.
+    pub fn decode(
+        log: &Log,
+        deployment: &Deployment,
+    ) -> Result<Option<ChainLog>, EventDecodeError> {
+        let block = log.block_number.unwrap_or_default();
+        let log_index = log.log_index.unwrap_or_default();
+        let event = if log.address() == deployment.marketplace {
+            match MarketplaceEvents::decode_raw_log(log.topics(), &log.data().data) {
+                Ok(event) => Some(from_marketplace(event, block)?),
+                Err(_) => None,
+            }
+        } else if log.address() == deployment.registry {
+            ProviderRegistryEvents::decode_raw_log(log.topics(), &log.data().data)
+                .ok()
+                .map(from_registry)
+        } else {
+            None
+        };
+        Ok(event.map(|event| ChainLog {
+            block,
+            log_index,
+            event,
+        }))
+    }
+
+    /// The event's name as the contract declares it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::OrderCreated(_) => "OrderCreated",
+            Self::OrderCancelled { .. } => "OrderCancelled",
+            Self::BidPlaced { .. } => "BidPlaced",
+            Self::BidSkipped { .. } => "BidSkipped",
+            Self::BidWithdrawn { .. } => "BidWithdrawn",
+            Self::EscrowToppedUp { .. } => "EscrowToppedUp",
+            Self::LeaseCreated { .. } => "LeaseCreated",
+            Self::LeaseConfirmed { .. } => "LeaseConfirmed",
+            Self::DeliveryFailed { .. } => "DeliveryFailed",
+            Self::LeaseClosed { .. } => "LeaseClosed",
+            Self::PaymentCredited { .. } => "PaymentCredited",
+            Self::Claimed { .. } => "Claimed",
+            Self::DeliveryRecorded { .. } => "DeliveryRecorded",
+            Self::StakeSlashed { .. } => "StakeSlashed",
+            Self::PaymentWithdrawn { .. } => "PaymentWithdrawn",
+            Self::ProviderRegistered { .. } => "ProviderRegistered",
+            Self::ProviderUpdated { .. } => "ProviderUpdated",
+            Self::ProviderDeregistered { .. } => "ProviderDeregistered",
+            Self::StakeWithdrawn { .. } => "StakeWithdrawn",
+            Self::MarketplaceBound { .. } => "MarketplaceBound",
+        }
+    }
+}
+
+fn from_marketplace(event: MarketplaceEvents, block: u64) -> Result<ChainEvent, EventDecodeError> {
+    let id = |event: &'static str, id: U256| {
+        id_to_u64(id).map_err(|source| EventDecodeError::IdOutOfRange {
+            event,
+            block,
+            source,
+        })
+    };
+    Ok(match event {
+        MarketplaceEvents::OrderCreated(created) => {
+            ChainEvent::OrderCreated(OrderPosted::try_from(created).map_err(|source| {
+                EventDecodeError::IdOutOfRange {
+                    event: "OrderCreated",
+                    block,
+                    source,
+                }
+            })?)
+        }
+        MarketplaceEvents::OrderCancelled(event) => ChainEvent::OrderCancelled {
+            order_id: id("OrderCancelled", event.orderId)?,
+            tenant: event.tenant,
+            refund: event.refund,
+        },
+        MarketplaceEvents::BidPlaced(event) => ChainEvent::BidPlaced {
+            order_id: id("BidPlaced", event.orderId)?,
+            bid_id: id("BidPlaced", event.bidId)?,
+            provider: event.provider,
+            price_per_hour: event.pricePerHour,
+            gpu_model: event.gpuModel,
+        },
+        MarketplaceEvents::BidSkipped(event) => ChainEvent::BidSkipped {
+            order_id: id("BidSkipped", event.orderId)?,
+            bid_id: id("BidSkipped", event.bidId)?,
+            provider: event.provider,
+        },
+        MarketplaceEvents::BidWithdrawn(event) => ChainEvent::BidWithdrawn {
+            order_id: id("BidWithdrawn", event.orderId)?,
+            bid_id: id("BidWithdrawn", event.bidId)?,
+            provider: event.provider,
+        },
+        MarketplaceEvents::EscrowToppedUp(event) => ChainEvent::EscrowToppedUp {
+            order_id: id("EscrowToppedUp", event.orderId)?,
+            from: event.from,
+            amount: event.amount,
+            escrow: event.escrow,
+        },
+        MarketplaceEvents::LeaseCreated(event) => ChainEvent::LeaseCreated {
+            lease_id: id("LeaseCreated", event.leaseId)?,
+            tenant: event.tenant,
+            provider: event.provider,
+            bid_id: id("LeaseCreated", event.bidId)?,
+            price_per_hour: event.pricePerHour,
+            gpu_model: event.gpuModel,
+        },
+        MarketplaceEvents::LeaseConfirmed(event) => ChainEvent::LeaseConfirmed {
+            lease_id: id("LeaseConfirmed", event.leaseId)?,
+            provider: event.provider,
+        },
+        MarketplaceEvents::DeliveryFailed(event) => ChainEvent::DeliveryFailed {
+            lease_id: id("DeliveryFailed", event.leaseId)?,
+            provider: event.provider,
+            slashed: event.slashed,
+        },
+        MarketplaceEvents::PaymentCredited(event) => ChainEvent::PaymentCredited {
+            token: event.token,
+            account: event.account,
+            amount: event.amount,
+        },
+        MarketplaceEvents::Claimed(event) => ChainEvent::Claimed {
+            token: event.token,
+            account: event.account,
+            to: event.to,
+            amount: event.amount,
+        },
+        MarketplaceEvents::LeaseClosed(event) => ChainEvent::LeaseClosed {
+            lease_id: id("LeaseClosed", event.leaseId)?,
+            closed_by: event.closedBy,
+            reason: event.reason,
+            paid_to_provider: event.paidToProvider,
+            refunded_to_tenant: event.refundedToTenant,
+        },
+        MarketplaceEvents::PaymentWithdrawn(event) => ChainEvent::PaymentWithdrawn {
+            lease_id: id("PaymentWithdrawn", event.leaseId)?,
+            provider: event.provider,
+            amount: event.amount,
+            total_paid: event.totalPaid,
+        },
+    })
+}
+
+fn profile(
+    endpoint: String,
+    attributes: Vec<B256>,
+    capacity: crate::bindings::ProviderRegistry::Resources,
+    gpus: Vec<crate::bindings::ProviderRegistry::GpuCapacity>,
+) -> ProviderProfile {
+    ProviderProfile {
+        endpoint,
+        attributes,
+        capacity: Resources::from(capacity),
+        gpus: gpus
+            .into_iter()
+            .map(|gpu| GpuCapacity {
+                model_key: gpu.modelKey,
+                count: gpu.count,
+            })
+            .collect(),
+    }
+}
+
+fn from_registry(event: ProviderRegistryEvents) -> ChainEvent {
+    match event {
+        ProviderRegistryEvents::ProviderRegistered(event) => ChainEvent::ProviderRegistered {
+            provider: event.provider,
+            profile: profile(event.endpoint, event.attributes, event.capacity, event.gpus),
+            stake: event.stake,
+        },
+        ProviderRegistryEvents::ProviderUpdated(event) => ChainEvent::ProviderUpdated {
+            provider: event.provider,
+            profile: profile(event.endpoint, event.attributes, event.capacity, event.gpus),
+        },
+        ProviderRegistryEvents::ProviderDeregistered(event) => ChainEvent::ProviderDeregistered {
+            provider: event.provider,
+            unbonding_ends: event.unbondingEnds,
+        },
+        ProviderRegistryEvents::StakeWithdrawn(event) => ChainEvent::StakeWithdrawn {
+            provider: event.provider,
+            amount: event.amount,
+        },
+        ProviderRegistryEvents::PaymentCredited(event) => ChainEvent::PaymentCredited {
+            token: event.token,
+            account: event.account,
+            amount: event.amount,
+        },
+        ProviderRegistryEvents::Claimed(event) => ChainEvent::Claimed {
+            token: event.token,
+            account: event.account,
+            to: event.to,
+            amount: event.amount,
+        },
+        ProviderRegistryEvents::DeliveryRecorded(event) => ChainEvent::DeliveryRecorded {
+            provider: event.provider,
+            deliveries_confirmed: event.deliveriesConfirmed,
+        },
+        ProviderRegistryEvents::StakeSlashed(event) => ChainEvent::StakeSlashed {
+            provider: event.provider,
+            tenant: event.tenant,
+            amount: event.amount,
+            deliveries_failed: event.deliveriesFailed,
+        },
+        ProviderRegistryEvents::MarketplaceBound(event) => ChainEvent::MarketplaceBound {
+            marketplace: event.marketplace,
+        },
+    }
+}
