@@ -46,6 +46,14 @@ pub enum ChainEvent {
         bid_id: u64,
         provider: Address,
     },
+    /// A cheaper or eligible bid took this bid's place in a full order.
+    BidEvicted {
+        order_id: u64,
+        bid_id: u64,
+        provider: Address,
+        /// The contract's eviction-reason code.
+        reason: u8,
+    },
     EscrowToppedUp {
         order_id: u64,
         from: Address,
@@ -178,6 +186,7 @@ impl ChainEvent {
             Self::BidPlaced { .. } => "BidPlaced",
             Self::BidSkipped { .. } => "BidSkipped",
             Self::BidWithdrawn { .. } => "BidWithdrawn",
+            Self::BidEvicted { .. } => "BidEvicted",
             Self::EscrowToppedUp { .. } => "EscrowToppedUp",
             Self::LeaseCreated { .. } => "LeaseCreated",
             Self::LeaseConfirmed { .. } => "LeaseConfirmed",
@@ -236,6 +245,12 @@ fn from_marketplace(event: MarketplaceEvents, block: u64) -> Result<ChainEvent, 
             order_id: id("BidWithdrawn", event.orderId)?,
             bid_id: id("BidWithdrawn", event.bidId)?,
             provider: event.provider,
+        },
+        MarketplaceEvents::BidEvicted(event) => ChainEvent::BidEvicted {
+            order_id: id("BidEvicted", event.orderId)?,
+            bid_id: id("BidEvicted", event.bidId)?,
+            provider: event.provider,
+            reason: event.reason,
         },
         MarketplaceEvents::EscrowToppedUp(event) => ChainEvent::EscrowToppedUp {
             order_id: id("EscrowToppedUp", event.orderId)?,

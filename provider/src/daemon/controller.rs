@@ -42,7 +42,8 @@ pub enum Work {
     Bid(Box<OrderPosted>),
     /// Our bid is on chain: remember its id.
     BidPlaced { bid_id: u64 },
-    /// Our bid lost, was withdrawn, or the order was cancelled: free the reservation.
+    /// Our bid lost, was withdrawn or evicted, or the order was cancelled: free the
+    /// reservation.
     Release,
     /// We won the lease.
     LeaseWon { tenant: Address },
@@ -70,6 +71,9 @@ pub fn ingest(queue: &Queue, me: Address, log: ChainLog) {
             ..
         } if provider == me => (WorkKey::Order(order_id), Work::BidPlaced { bid_id }),
         ChainEvent::BidWithdrawn {
+            order_id, provider, ..
+        }
+        | ChainEvent::BidEvicted {
             order_id, provider, ..
         } if provider == me => (WorkKey::Order(order_id), Work::Release),
         ChainEvent::OrderCancelled { order_id, .. } => (WorkKey::Order(order_id), Work::Release),
@@ -316,6 +320,19 @@ mod tests {
             }),
         );
         assert!(queue.is_empty());
+        ingest(
+            &queue,
+            me,
+            at(ChainEvent::BidEvicted {
+                order_id: 5,
+                bid_id: 1,
+                provider: me,
+                reason: 0,
+            }),
+        );
+        let task = futures_util::FutureExt::now_or_never(queue.next()).expect("ready");
+        assert_eq!((task.key, task.work), (WorkKey::Order(5), Work::Release));
+        queue.finish(&task.key, Outcome::Done);
         for (provider, expected) in [
             (me, Work::LeaseWon { tenant: other }),
             (other, Work::Release),
