@@ -48,6 +48,8 @@ pub async fn list(ctx: &Ctx, all: bool) -> CliResult<u8> {
                     "STORAGE (MiB)",
                     "GPUS",
                     "LEASES",
+                    "DELIVERED",
+                    "UNDELIVERED",
                 ]
                 .map(str::to_owned)
                 .to_vec(),
@@ -80,11 +82,15 @@ pub async fn list(ctx: &Ctx, all: bool) -> CliResult<u8> {
                         gpus.join(", ")
                     },
                     p.active_leases.to_string(),
+                    p.deliveries_confirmed.to_string(),
+                    p.deliveries_failed.to_string(),
                 ]);
             }
             format!(
-                "{}(allocated/capacity; attributes and GPU models are keccak256 keys on chain: \
-             `tenant preflight FILE` names the ones a manifest asks for)\n",
+                "{}(allocated/capacity; DELIVERED/UNDELIVERED: leases the provider confirmed running \
+             in time / closed undelivered, each of which cost it part of its stake; attributes and \
+             GPU models are keccak256 keys on chain: `tenant preflight FILE` names the ones a \
+             manifest asks for)\n",
                 table(&rows)
             )
         },
