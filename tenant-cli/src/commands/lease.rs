@@ -273,7 +273,12 @@ pub async fn close(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
                         });
                         return Ok(0);
                     }
-                    Err(error) if error.revert_name() == Some("DeliveryWindowOpen") => {}
+                    // Still inside its window, or confirmed since we read it: an ordinary close.
+                    Err(error)
+                        if matches!(
+                            error.revert_name(),
+                            Some("DeliveryWindowOpen" | "LeaseNotPending")
+                        ) => {}
                     Err(error) => {
                         return Err(CliError::from(error)
                             .context(format!("closing undelivered lease {lease_id}")));
