@@ -132,20 +132,30 @@ impl Core {
             return Ok(());
         };
         self.runtime.teardown(lease_id).await?;
-        if record.state.kind() != LeaseStateKind::Closed {
-            let closed = self
+        // The provider's own close and the chain's `LeaseClosed` event can both get here;
+        // only the call whose transition lands writes the history entry.
+        let mut current = record;
+        while current.state.kind() != LeaseStateKind::Closed {
+            match self
                 .store
-                .apply(lease_id, &LeaseEvent::ClosedOnChain)
-                .await?;
-            let reason = closed.state.reason().unwrap_or_default();
-            self.store
-                .record_history(
-                    lease_id,
-                    "closed",
-                    &format!("closed on chain ({reason}); workload removed"),
-                )
-                .await?;
-            info!(lease_id, "lease closed");
+                .apply_at_version(lease_id, current.version, &LeaseEvent::ClosedOnChain)
+                .await
+            {
+                Ok(closed) => {
+                    let reason = closed.state.reason().unwrap_or_default();
+                    self.store
+                        .record_history(
+                            lease_id,
+                            "closed",
+                            &format!("closed on chain ({reason}); workload removed"),
+                        )
+                        .await?;
+                    info!(lease_id, "lease closed");
+                    break;
+                }
+                Err(StoreError::Conflict { .. }) => current = self.store.lease(lease_id).await?,
+                Err(error) => return Err(error.into()),
+            }
         }
         self.release_allocation(lease_id).await
     }
