@@ -1301,6 +1301,24 @@ async fn exec_runs_a_command_with_its_stdin_output_and_exit_code() {
             matches!(other_lease, Err(RuntimeError::NotFound { .. })),
             "a lease without containers ran a command"
         );
+
+        // A command killed with its replica did not end by itself: no exit code for it.
+        let mut sleeping = runtime
+            .exec(
+                lease_id,
+                &exec_request(&["sh", "-c", "echo started; exec sleep 600"], false),
+            )
+            .await
+            .expect("exec sleep");
+        exec_until_exit(&mut sleeping.output, Some("started")).await;
+        runtime.teardown(lease_id).await.expect("teardown");
+        let last = tokio::time::timeout(READY_TIMEOUT, sleeping.output.next())
+            .await
+            .expect("the session ends with its replica");
+        assert!(
+            matches!(&last, Some(Err(RuntimeError::Unavailable { reason })) if reason.contains("stopped while the command ran")),
+            "{last:?}"
+        );
     })
     .await;
 }
@@ -1322,6 +1340,9 @@ async fn exec_with_a_tty_echoes_input_and_follows_resizes() {
             .exec(lease_id, &exec_request(&["sh"], true))
             .await
             .expect("exec sh");
+        // As at a terminal: type once the prompt shows (the line editor drops typed-ahead
+        // input when it starts).
+        exec_until_exit(&mut shell.output, Some("# ")).await;
         shell
             .input
             .send(ExecInput::Stdin(b"stty size\n".to_vec()))

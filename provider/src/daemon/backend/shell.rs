@@ -1,6 +1,7 @@
 //! `tenant shell` on the daemon's side: a runtime exec session that lives only while the
 //! lease is open.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -8,7 +9,7 @@ use futures_util::StreamExt;
 use super::{DaemonBackend, internal, runtime_error};
 use crate::gateway::BackendError;
 use crate::lease::LeaseStateKind;
-use crate::runtime::{ExecRequest, ExecSession, RuntimeError};
+use crate::runtime::{ExecOutput, ExecRequest, ExecSession, RuntimeError};
 
 /// How often an open shell checks that its lease is still open.
 pub const SHELL_LEASE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -55,26 +56,41 @@ impl DaemonBackend {
                 other => runtime_error(lease_id, other),
             })?
             .map_err(move |error| runtime_error(lease_id, error));
-        // The runtime's output, cut off with the reason once the lease starts closing.
-        let watcher = DaemonBackend::new(self.core.clone());
+        // The runtime's output, cut off with the reason once the lease starts closing. A
+        // teardown usually kills the command before the next check: the session's last
+        // item is replaced by the lease's state when that explains it.
+        let watcher = Arc::new(DaemonBackend::new(self.core.clone()));
+        let closed_watcher = Arc::clone(&watcher);
         let closed = Box::pin(async move {
             loop {
                 tokio::time::sleep(SHELL_LEASE_CHECK_INTERVAL).await;
-                match watcher.shell_refusal(lease_id).await {
+                match closed_watcher.shell_refusal(lease_id).await {
                     Ok(Some(refusal)) | Err(refusal) => return refusal,
                     Ok(None) => {}
                 }
             }
         });
-        let output =
-            futures_util::stream::unfold(Some((session.output, closed)), |state| async move {
-                let (mut output, mut closed) = state?;
+        let output = futures_util::stream::unfold(
+            Some((session.output, closed, watcher)),
+            move |state| async move {
+                let (mut output, mut closed, watcher) = state?;
                 tokio::select! {
                     refusal = &mut closed => Some((Err(refusal), None)),
-                    item = output.next() => item.map(|item| (item, Some((output, closed)))),
+                    item = output.next() => match item {
+                        Some(last @ (Ok(ExecOutput::Exit(_)) | Err(_))) => {
+                            let item = match watcher.shell_refusal(lease_id).await {
+                                Ok(Some(refusal)) => Err(refusal),
+                                _ => last,
+                            };
+                            Some((item, None))
+                        }
+                        Some(item) => Some((item, Some((output, closed, watcher)))),
+                        None => None,
+                    },
                 }
-            })
-            .boxed();
+            },
+        )
+        .boxed();
         Ok(ExecSession {
             input: session.input,
             output,

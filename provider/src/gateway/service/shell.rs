@@ -147,14 +147,20 @@ fn output_stream(
 ) -> GatewayStream<ShellOutput> {
     let (abort, aborted) = oneshot::channel();
     tokio::spawn(pump_input(inputs, input, abort));
-    type Aborted = Pin<Box<dyn Future<Output = Option<Status>> + Send>>;
-    let aborted: Aborted = Box::pin(async move { aborted.await.ok() });
+    type Aborted = Pin<Box<dyn Future<Output = Status> + Send>>;
+    // Never resolves when the input ended without a violation.
+    let aborted: Aborted = Box::pin(async move {
+        match aborted.await {
+            Ok(status) => status,
+            Err(_) => std::future::pending().await,
+        }
+    });
     let state = Some((output, aborted));
     futures_util::stream::unfold(state, |state| async move {
         let (mut output, mut aborted) = state?;
         tokio::select! {
             biased;
-            Some(status) = &mut aborted => Some((vec![Err(status)], None)),
+            status = &mut aborted => Some((vec![Err(status)], None)),
             item = output.next() => match item {
                 Some(Ok(item)) => Some((
                     output_messages(item).into_iter().map(Ok).collect(),

@@ -21,6 +21,9 @@ use crate::runtime::{
 /// How long the exit code may take to show after the output ended.
 const EXIT_CODE_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a killed command's replica is watched for stopping.
+const STOP_SETTLE: Duration = Duration::from_secs(2);
+
 /// Output chunks buffered towards the caller before the engine's stream is paused.
 const OUTPUT_BUFFER: usize = 64;
 
@@ -125,6 +128,10 @@ impl DockerRuntime {
         });
 
         let (output_sender, outputs) = mpsc::channel(OUTPUT_BUFFER);
+        let replica = format!(
+            "replica {} of service {} of lease {lease_id}",
+            request.replica, request.service
+        );
         tokio::spawn(async move {
             let mut output = output;
             while let Some(frame) = output.next().await {
@@ -142,8 +149,17 @@ impl DockerRuntime {
                     return;
                 }
             }
+            // A command killed with its container (a restart, the lease's teardown) did
+            // not end by itself: say so instead of passing on the kill's exit code.
             let code = exit_code(&docker, &exec).await;
-            let _ = output_sender.send(Ok(ExecOutput::Exit(code))).await;
+            let item = if replica_survived(&docker, &container, code).await {
+                Ok(ExecOutput::Exit(code))
+            } else {
+                Err(RuntimeError::Unavailable {
+                    reason: format!("{replica} stopped while the command ran"),
+                })
+            };
+            let _ = output_sender.send(item).await;
         });
         Ok(ExecSession {
             input: input_sender,
@@ -160,6 +176,32 @@ async fn resize(docker: &bollard::Docker, exec: &str, size: TerminalSize) {
     if let Err(error) = docker.resize_exec(exec, options).await {
         // A resize racing the command's end is harmless.
         tracing::debug!(exec, %error, "exec resize failed");
+    }
+}
+
+async fn replica_runs(docker: &bollard::Docker, container: &str) -> bool {
+    docker
+        .inspect_container(container, None)
+        .await
+        .ok()
+        .and_then(|inspected| inspected.state?.running)
+        == Some(true)
+}
+
+/// Whether the replica still runs after the command ended with `code`. A code of a kill
+/// (128 + signal, or none) may be the container stopping, which the engine shows a moment
+/// after the command's end: such a code is checked for [`STOP_SETTLE`].
+async fn replica_survived(docker: &bollard::Docker, container: &str, code: Option<i32>) -> bool {
+    let killed = code.is_none_or(|code| code >= 128);
+    let deadline = tokio::time::Instant::now() + if killed { STOP_SETTLE } else { Duration::ZERO };
+    loop {
+        if !replica_runs(docker, container).await {
+            return false;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
