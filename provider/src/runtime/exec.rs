@@ -1,5 +1,6 @@
 //! A command run inside a replica (`tenant shell`): what both backends take and give.
 
+use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 use tokio::sync::mpsc;
 
@@ -59,7 +60,6 @@ impl<E: Send + 'static> ExecSession<E> {
         self,
         convert: impl Fn(E) -> F + Send + 'static,
     ) -> ExecSession<F> {
-        use futures_util::StreamExt as _;
         ExecSession {
             input: self.input,
             output: self.output.map(move |item| item.map_err(&convert)).boxed(),
@@ -93,4 +93,14 @@ pub fn validate_exec(request: &ExecRequest) -> Result<(), RuntimeError> {
         ));
     }
     Ok(())
+}
+
+/// The items of `receiver` as a stream, ending when every sender is gone.
+pub(crate) fn receiver_stream<T: Send + 'static>(
+    receiver: mpsc::Receiver<T>,
+) -> BoxStream<'static, T> {
+    futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+    .boxed()
 }

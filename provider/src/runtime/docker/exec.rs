@@ -15,7 +15,7 @@ use super::engine::engine_error;
 use super::observe::label;
 use crate::runtime::{
     DEFAULT_TERMINAL_SIZE, EXEC_INPUT_BUFFER, ExecInput, ExecOutput, ExecRequest, ExecSession,
-    LABEL_REPLICA, RuntimeError, TerminalSize, validate_exec,
+    LABEL_REPLICA, RuntimeError, TerminalSize, receiver_stream, validate_exec,
 };
 
 /// How long the exit code may take to show after the output ended.
@@ -221,14 +221,4 @@ async fn exit_code(docker: &bollard::Docker, exec: &str) -> Option<i32> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// The items of `receiver` as a stream, ending when every sender is gone.
-pub(crate) fn receiver_stream<T: Send + 'static>(
-    receiver: mpsc::Receiver<T>,
-) -> futures_util::stream::BoxStream<'static, T> {
-    futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    })
-    .boxed()
 }
