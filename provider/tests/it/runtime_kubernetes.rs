@@ -45,8 +45,8 @@ use leasehold_provider::runtime::kubernetes::{
     KubernetesRuntime, KubernetesRuntimeConfig, runtime_event,
 };
 use leasehold_provider::runtime::{
-    LABEL_CHAIN, LABEL_LEASE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus, PortExposure,
-    Protocol, RamVolume, ReplicaState, Runtime, RuntimeError, RuntimeEventKind,
+    LABEL_CHAIN, LABEL_LEASE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus, PersistentVolume,
+    PortExposure, Protocol, RamVolume, ReplicaState, Runtime, RuntimeError, RuntimeEventKind,
     SHARED_MEMORY_MOUNT, ServiceDeployment, ServiceResources, lease_selector,
 };
 use serde_json::{Value, json};
@@ -1506,4 +1506,82 @@ fn kubernetes_events_map_to_pulls_starts_exits_oom_kills_and_removals() {
     }
     let stateful = runtime_event(42, &event("db-0", "Started", ""), &services);
     assert_eq!(stateful.replica, Some(0));
+}
+
+/// Issue #13 through the client flow: a replica with a persistent volume and a larger
+/// `/dev/shm` becomes ready as a StatefulSet whose claim and memory-backed `emptyDir`
+/// the server holds as applied, and the quota counts the claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_runs_persistent_and_shared_memory_volumes() {
+    let cluster = cluster().await;
+    let runtime = &cluster.runtime;
+    let lease_id = lease_id();
+    bounded(runtime, &[lease_id], async {
+        let mut infer = web("infer", 1);
+        infer.resources.memory_bytes = 32 * MIB + 64 * MIB;
+        infer.ram_volumes = vec![RamVolume {
+            name: "shm".into(),
+            mount: SHARED_MEMORY_MOUNT.into(),
+            size_bytes: 64 * MIB,
+        }];
+        infer.volumes = vec![PersistentVolume {
+            name: "models".into(),
+            mount: "/models".into(),
+            size_bytes: 128 * MIB,
+            class: None,
+            read_only: false,
+        }];
+        runtime
+            .deploy(&lease(lease_id, vec![infer]))
+            .await
+            .expect("deploy");
+        wait_for(
+            runtime,
+            lease_id,
+            cluster.ready_timeout,
+            "ready",
+            LeaseRuntimeStatus::is_ready,
+        )
+        .await;
+
+        let namespace = runtime.namespace(lease_id);
+        let sets: Api<StatefulSet> = Api::namespaced(runtime.client().clone(), &namespace);
+        let set = sets.get("infer").await.expect("the StatefulSet as applied");
+        let spec = set.spec.expect("spec");
+        let claims = spec.volume_claim_templates.expect("claims");
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].metadata.name.as_deref(), Some("models"));
+        let requested = claims[0]
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.resources.as_ref())
+            .map(|resources| quantities(&resources.requests));
+        assert_eq!(
+            requested.as_ref().and_then(|q| q.get("storage")).map(String::as_str),
+            Some((128 * MIB).to_string().as_str())
+        );
+        let pod = spec.template.spec.expect("pod");
+        assert_eq!(
+            serde_json::to_value(&pod.volumes).expect("json"),
+            json!([{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": (64 * MIB).to_string()}}])
+        );
+        let mounts = serde_json::to_value(&pod.containers[0].volume_mounts).expect("json");
+        for (name, path) in [("shm", SHARED_MEMORY_MOUNT), ("models", "/models")] {
+            assert!(
+                mounts.as_array().is_some_and(|mounts| mounts
+                    .iter()
+                    .any(|m| m["name"] == name && m["mountPath"] == path)),
+                "{name} not mounted at {path}: {mounts}"
+            );
+        }
+        let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
+            Api::namespaced(runtime.client().clone(), &namespace);
+        let quota = quotas.list(&ListParams::default()).await.expect("quota");
+        let hard = quantities(&quota.items[0].spec.as_ref().expect("spec").hard);
+        assert_eq!(hard.get("persistentvolumeclaims").map(String::as_str), Some("1"));
+
+        runtime.teardown(lease_id).await.expect("teardown");
+        assert!(runtime.status(lease_id).await.expect("status").services.is_empty());
+    })
+    .await;
 }
