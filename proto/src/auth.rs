@@ -49,8 +49,10 @@ pub mod methods {
     pub const GET_STATUS: &str = "/leasehold.gateway.v1.Lease/GetStatus";
     pub const STREAM_LOGS: &str = "/leasehold.gateway.v1.Lease/StreamLogs";
     pub const STREAM_EVENTS: &str = "/leasehold.gateway.v1.Lease/StreamEvents";
+    /// Signed over the stream's first message, its `ShellRequest`.
+    pub const SHELL: &str = "/leasehold.gateway.v1.Lease/Shell";
     /// Every method that requires a tenant signature.
-    pub const SIGNED: [&str; 4] = [SEND_MANIFEST, GET_STATUS, STREAM_LOGS, STREAM_EVENTS];
+    pub const SIGNED: [&str; 5] = [SEND_MANIFEST, GET_STATUS, STREAM_LOGS, STREAM_EVENTS, SHELL];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,6 +12,10 @@ use tonic::{Request, Status, Streaming};
 use crate::auth::{self, AuthError, methods};
 use crate::gateway::lease_client::LeaseClient;
 use crate::gateway::provider_client::ProviderClient as RawProviderClient;
+mod shell;
+
+pub use self::shell::{MAX_SHELL_CHUNK_BYTES, MAX_SHELL_COMMAND_BYTES};
+
 use crate::gateway::{
     LeaseEvent, LeaseStatus, LeaseStatusRequest, LogLine, ProviderStatus, ProviderStatusRequest,
     SendManifestRequest, StreamEventsRequest, StreamLogsRequest,

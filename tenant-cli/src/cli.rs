@@ -186,6 +186,49 @@ pub enum Command {
     /// Deployments recorded on this machine, with their on-chain state.
     #[command(after_help = help!("tenant leases", "tenant leases --output json"))]
     Leases,
+    /// Open a shell in one of the lease's replicas, or run one command there.
+    #[command(after_help = SHELL_HELP)]
+    Shell(ShellArgs),
+}
+
+const SHELL_HELP: &str = concat!(
+    "Examples:\n",
+    "  tenant shell 7                          # interactive sh in the only service, replica 0\n",
+    "  tenant shell 7 --service web --replica 1 -- bash\n",
+    "  tenant shell 7 -- sh -c 'exit 3'; echo $?   # prints 3\n",
+    "  tenant shell 7 --output json -- cat /etc/hostname\n",
+    "\n",
+    "Without a command and with stdin on a terminal, the session is interactive: the local\n",
+    "terminal is in raw mode (restored on exit), window resizes follow, Ctrl-D ends it.\n",
+    "stdin is forwarded otherwise too, so `echo hi | tenant shell 7 -- cat` works.\n",
+    "\n",
+    "Exit code: the command's own (0-255), like `docker exec`. When the CLI itself fails\n",
+    "before the command ran or the session broke, it prints `error: ...` and exits with:\n  ",
+    "1  the provider refused (not your lease, no such service or replica)\n",
+    "  2  usage or configuration error\n",
+    "  3  chain or network error (RPC, provider gateway unreachable, lease closed)"
+);
+
+/// `tenant shell` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ShellArgs {
+    /// Lease id.
+    pub lease: u64,
+    /// The service to run in (default: the lease's only service).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// The replica of the service, from 0.
+    #[arg(long, default_value_t = 0)]
+    pub replica: u32,
+    /// Allocate a terminal (default: when stdin is a terminal and no command is given).
+    #[arg(long, overrides_with = "no_tty")]
+    pub tty: bool,
+    /// Never allocate a terminal: separate stdout and stderr.
+    #[arg(long)]
+    pub no_tty: bool,
+    /// The command and its arguments, after `--` (default: `sh`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// `tenant deploy` arguments.

@@ -15,6 +15,7 @@ pub mod history;
 pub mod market;
 pub mod output;
 pub mod records;
+pub mod terminal;
 pub mod wallet;
 
 use std::process::ExitCode;

@@ -17,14 +17,18 @@ use leasehold_e2e::{HttpResponse, eventually, http_get};
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// Writes `yaml` into the scenario's temp dir.
-fn manifest(scenario: &Scenario, name: &str, yaml: &str) -> PathBuf {
+pub(crate) fn manifest(scenario: &Scenario, name: &str, yaml: &str) -> PathBuf {
     let path = scenario.dir.path().join(name);
     std::fs::write(&path, yaml).unwrap_or_else(|error| panic!("writing {name}: {error}"));
     path
 }
 
 /// Deploys `manifest` as [`TENANT`], requiring success; returns the JSON document and lease.
-fn deploy_ok(scenario: &Scenario, manifest: &Path, extra: &[&str]) -> (serde_json::Value, u64) {
+pub(crate) fn deploy_ok(
+    scenario: &Scenario,
+    manifest: &Path,
+    extra: &[&str],
+) -> (serde_json::Value, u64) {
     let run = scenario.deploy(TENANT, manifest, extra);
     assert_eq!(
         run.code,
@@ -48,7 +52,7 @@ fn wait_for_200(uri: &str) -> HttpResponse {
     })
 }
 
-fn wait_for_teardown(lease: u64) {
+pub(crate) fn wait_for_teardown(lease: u64) {
     eventually(
         &format!("lease {lease}'s containers and networks to be removed"),
         MINUTE,
@@ -58,7 +62,7 @@ fn wait_for_teardown(lease: u64) {
 
 /// Per core-hour: hello.yaml's 0.1 core costs 800 base units an hour with A, 500 with B
 /// (it pays at most 1000; memory and storage are free here).
-const PRICE_A: u64 = 8_000;
+pub(crate) const PRICE_A: u64 = 8_000;
 const PRICE_B: u64 = 5_000;
 
 #[test]
@@ -319,7 +323,7 @@ fn each_group_of_a_two_group_deployment_runs_its_own_service() {
     );
 }
 
-const TICKER: &str = r#"
+pub(crate) const TICKER: &str = r#"
 version: "2.0"
 services:
   ticker:

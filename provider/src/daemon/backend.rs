@@ -12,10 +12,12 @@ use leasehold_proto::gateway::{
 };
 use tracing::warn;
 
+mod shell;
+
 use super::Core;
 use crate::gateway::{BackendError, BackendStream, GatewayBackend, LogQuery};
 use crate::leases::ManifestRejected;
-use crate::runtime::{RuntimeError, RuntimeEventKind};
+use crate::runtime::{ExecRequest, ExecSession, RuntimeError, RuntimeEventKind};
 
 /// Replay keys are unique on their own; the store wants an owner column.
 const REPLAY_OWNER: &str = "gateway";
@@ -262,6 +264,14 @@ impl GatewayBackend for DaemonBackend {
             reserved: Some(resources(&report.reserved, per_model(|l| l.reserved))),
             active_leases: u32::try_from(active).unwrap_or(u32::MAX),
         })
+    }
+
+    async fn exec(
+        &self,
+        lease_id: u64,
+        request: ExecRequest,
+    ) -> Result<ExecSession<BackendError>, BackendError> {
+        self.exec_session(lease_id, request).await
     }
 }
 

@@ -7,6 +7,8 @@ use futures_util::stream::BoxStream;
 use leasehold_proto::gateway::{LeaseEvent, LeaseStatus, LogLine, ProviderStatus};
 use tonic::Status;
 
+use crate::runtime::{ExecRequest, ExecSession};
+
 /// A stream the backend hands to the gateway; it ends when the source ends.
 pub type BackendStream<T> = BoxStream<'static, Result<T, BackendError>>;
 
@@ -57,6 +59,20 @@ pub trait GatewayBackend: Send + Sync + 'static {
     async fn events(&self, lease_id: u64) -> Result<BackendStream<LeaseEvent>, BackendError>;
 
     async fn provider_status(&self) -> Result<ProviderStatus, BackendError>;
+
+    /// Starts a command in one of the lease's running replicas (`tenant shell`); the
+    /// session must end when the lease closes. A daemon that offers no shell keeps this
+    /// default.
+    async fn exec(
+        &self,
+        lease_id: u64,
+        request: ExecRequest,
+    ) -> Result<ExecSession<BackendError>, BackendError> {
+        let _ = (lease_id, request);
+        Err(BackendError::Unavailable {
+            reason: "this provider does not offer shells".into(),
+        })
+    }
 }
 
 /// Why the backend refused or failed a call; every variant but `Internal` is
@@ -79,6 +95,9 @@ pub enum BackendError {
     UnknownService { lease_id: u64, service: String },
     #[error("temporarily unavailable: {reason}")]
     Unavailable { reason: String },
+    /// Something inside a known lease (a replica to run a command in) is not there.
+    #[error("{what} not found")]
+    NotFound { what: String },
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -92,9 +111,9 @@ impl BackendError {
     pub(crate) fn into_status(self) -> Status {
         let message = self.to_string();
         match self {
-            BackendError::UnknownLease { .. } | BackendError::UnknownService { .. } => {
-                Status::not_found(message)
-            }
+            BackendError::UnknownLease { .. }
+            | BackendError::UnknownService { .. }
+            | BackendError::NotFound { .. } => Status::not_found(message),
             BackendError::HashMismatch { .. } | BackendError::LeaseNotAwaitingManifest { .. } => {
                 Status::failed_precondition(message)
             }

@@ -14,8 +14,11 @@ use leasehold_proto::gateway::{
     LeaseEvent, LeaseStatus, LeaseStatusRequest, LogLine, ProviderStatus, ProviderStatusRequest,
     SendManifestRequest, SendManifestResponse, StreamEventsRequest, StreamLogsRequest,
 };
+use leasehold_proto::gateway::{ShellInput, ShellOutput};
 use tokio::sync::watch;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
+
+mod shell;
 
 use super::Clock;
 use super::backend::{BackendError, BackendStream, GatewayBackend, LogQuery};
@@ -279,6 +282,15 @@ impl Lease for LeaseService {
             },
         )
         .await
+    }
+
+    type ShellStream = GatewayStream<ShellOutput>;
+
+    async fn shell(
+        &self,
+        request: Request<Streaming<ShellInput>>,
+    ) -> Result<Response<Self::ShellStream>, Status> {
+        self.open_shell(request).await
     }
 }
 

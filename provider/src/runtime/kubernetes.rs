@@ -14,6 +14,7 @@
 //! of every pod; events watch the namespace's Events. [`inventory`] reads the
 //! nodes for the scheduler.
 
+mod exec;
 pub mod inventory;
 pub mod objects;
 pub mod status;
@@ -39,6 +40,7 @@ use leasehold_scheduler::NodeSpec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use self::exec::{attach_params, exec_path, exit_code as exec_exit_code};
 use self::inventory::{ClusterInventory, InventoryOptions, cluster_inventory};
 use self::objects::{DEFAULT_GPU_PRODUCT_LABEL, LeaseObjects, lease_objects, namespace_name};
 use self::status::{WorkloadView, indexed_pods, observe, published_ports};
@@ -860,6 +862,14 @@ impl Runtime for KubernetesRuntime {
             tracing::info!(node = %skipped.node, reason = %skipped.reason, "node left out of the inventory");
         }
         Ok(Some(inventory.nodes))
+    }
+
+    async fn exec(
+        &self,
+        lease_id: u64,
+        request: &super::ExecRequest,
+    ) -> Result<super::ExecSession, RuntimeError> {
+        self.exec_in_pod(lease_id, request).await
     }
 }
 

@@ -10,6 +10,7 @@
 mod deployment;
 pub mod docker;
 mod error;
+mod exec;
 pub mod image;
 pub mod kubernetes;
 mod scope;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 pub use self::deployment::*;
 pub use self::error::RuntimeError;
 pub(crate) use self::error::invalid;
+pub use self::exec::*;
 pub use self::scope::*;
 pub use self::status::*;
 
@@ -72,5 +74,19 @@ pub trait Runtime: Send + Sync {
         &self,
     ) -> Result<Option<Vec<leasehold_scheduler::NodeSpec>>, RuntimeError> {
         Ok(None)
+    }
+
+    /// Runs a command in one running replica of the lease, attached: stdin, resizes and
+    /// end of input go in, output and finally the exit code come out.
+    async fn exec(
+        &self,
+        lease_id: u64,
+        request: &ExecRequest,
+    ) -> Result<ExecSession, RuntimeError> {
+        let _ = (lease_id, request);
+        Err(RuntimeError::Unsupported {
+            what: "commands in a running replica".into(),
+            reason: format!("the {} runtime has no exec", self.backend()),
+        })
     }
 }

@@ -19,9 +19,11 @@ use leasehold_proto::gateway::{
     GpuCount, LeaseEvent, LeaseStatus, LeaseStatusRequest, LogLine, ProviderStatus, Resources,
     ServiceStatus,
 };
+use leasehold_proto::gateway::{ShellInput, ShellOutput, ShellRequest, shell_input, shell_output};
 use leasehold_provider::gateway::{
     BackendError, BackendStream, GatewayBackend, GatewayConfig, LogQuery, RunningGateway, serve,
 };
+use leasehold_provider::runtime::{ExecInput, ExecOutput, ExecRequest, ExecSession};
 use tokio::sync::oneshot;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -252,6 +254,41 @@ impl GatewayBackend for FakeBackend {
 
     async fn provider_status(&self) -> Result<ProviderStatus, BackendError> {
         Ok(provider_status())
+    }
+
+    /// Prints the command line, echoes stdin (and resizes as `resize COLSxROWS`) until
+    /// stdin closes, then exits with the command's argument count.
+    async fn exec(
+        &self,
+        lease_id: u64,
+        request: ExecRequest,
+    ) -> Result<ExecSession<BackendError>, BackendError> {
+        self.lease(lease_id)?;
+        let (input, mut inputs) = tokio::sync::mpsc::channel(8);
+        let (output, outputs) = tokio::sync::mpsc::channel(8);
+        let code = i32::try_from(request.command.len()).unwrap();
+        tokio::spawn(async move {
+            let banner = format!("ran {}\n", request.command.join(" "));
+            let _ = output
+                .send(Ok(ExecOutput::Stdout(banner.into_bytes())))
+                .await;
+            while let Some(message) = inputs.recv().await {
+                let echoed = match message {
+                    ExecInput::Stdin(bytes) => ExecOutput::Stdout(bytes),
+                    ExecInput::Resize(size) => ExecOutput::Stderr(
+                        format!("resize {}x{}", size.cols, size.rows).into_bytes(),
+                    ),
+                    ExecInput::CloseStdin => break,
+                };
+                let _ = output.send(Ok(echoed)).await;
+            }
+            let _ = output.send(Ok(ExecOutput::Exit(Some(code)))).await;
+        });
+        let output = futures_util::stream::unfold(outputs, |mut outputs| async move {
+            outputs.recv().await.map(|item| (item, outputs))
+        })
+        .boxed();
+        Ok(ExecSession { input, output })
     }
 }
 
@@ -728,6 +765,167 @@ async fn shutdown_ends_followed_streams_and_drains() {
                 .await
                 .is_err(),
             "the listener is closed after shutdown"
+        );
+    })
+    .await;
+}
+
+fn shell_request(lease_id: u64, command: &[&str]) -> ShellRequest {
+    ShellRequest {
+        lease_id,
+        service: "web".into(),
+        replica: 0,
+        command: command.iter().map(|arg| (*arg).to_owned()).collect(),
+        tty: false,
+        size: None,
+    }
+}
+
+/// Reads a shell's output to its end: (stdout, stderr, exit code, the error that ended it).
+async fn shell_transcript(
+    mut output: tonic::Streaming<ShellOutput>,
+) -> (String, String, Option<i32>, Option<Status>) {
+    let (mut stdout, mut stderr, mut exit) = (String::new(), String::new(), None);
+    loop {
+        match output.message().await {
+            Ok(Some(ShellOutput { output: Some(item) })) => match item {
+                shell_output::Output::Stdout(bytes) => {
+                    stdout.push_str(&String::from_utf8_lossy(&bytes));
+                }
+                shell_output::Output::Stderr(bytes) => {
+                    stderr.push_str(&String::from_utf8_lossy(&bytes));
+                }
+                shell_output::Output::Exit(code) => exit = Some(code.code),
+            },
+            Ok(Some(ShellOutput { output: None })) => {}
+            Ok(None) => return (stdout, stderr, exit, None),
+            Err(status) => return (stdout, stderr, exit, Some(status)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn shell_forwards_stdin_and_resizes_and_ends_with_the_exit_code() {
+    with_gateway(GatewayConfig::default(), async |gateway| {
+        let input = futures_util::stream::iter([
+            ShellInput::stdin(b"typed".to_vec()),
+            ShellInput::resize(120, 40),
+            ShellInput::close_stdin(),
+        ]);
+        let output = gateway
+            .client(TENANT_KEY)
+            .await
+            .shell(shell_request(RUNNING_LEASE, &["sh", "-c", "x"]), input)
+            .await
+            .expect("the tenant's shell opens");
+        let (stdout, stderr, exit, error) = shell_transcript(output).await;
+        assert_eq!(stdout, "ran sh -c x\ntyped");
+        assert_eq!(stderr, "resize 120x40");
+        assert_eq!((exit, error.map(|s| s.code())), (Some(3), None));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn another_accounts_shell_is_permission_denied_before_anything_runs() {
+    with_gateway(GatewayConfig::default(), async |gateway| {
+        for (key_hex, lease) in [
+            (OTHER_TENANT_KEY, RUNNING_LEASE),
+            (TENANT_KEY, OTHER_TENANTS_LEASE),
+        ] {
+            let error = gateway
+                .client(key_hex)
+                .await
+                .shell(
+                    shell_request(lease, &["sh"]),
+                    futures_util::stream::pending(),
+                )
+                .await
+                .expect_err("someone else's lease");
+            assert_refused(
+                &rpc_status(error),
+                Code::PermissionDenied,
+                &format!("is not the tenant of lease {lease}"),
+            );
+        }
+        assert_eq!(gateway.backend.lease_operations.load(Ordering::SeqCst), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_replayed_shell_request_is_refused() {
+    with_gateway(GatewayConfig::default(), async |gateway| {
+        let signed = signed_request(
+            &key(TENANT_KEY),
+            methods::SHELL,
+            RUNNING_LEASE,
+            unix_now(),
+            shell_request(RUNNING_LEASE, &["true"]),
+        )
+        .unwrap();
+        let (metadata, _, message) = signed.into_parts();
+        let open = async |metadata: &tonic::metadata::MetadataMap| {
+            let first = ShellInput {
+                input: Some(shell_input::Input::Start(message.clone())),
+            };
+            let messages = futures_util::stream::iter([first, ShellInput::close_stdin()]);
+            let request =
+                tonic::Request::from_parts(metadata.clone(), Default::default(), messages);
+            gateway.raw_client().await.shell(request).await
+        };
+        let first = open(&metadata).await.expect("first use is accepted");
+        let (_, _, exit, _) = shell_transcript(first.into_inner()).await;
+        assert_eq!(exit, Some(1));
+        let replayed = open(&metadata).await.expect_err("second use");
+        assert_refused(&replayed, Code::Unauthenticated, "replayed request");
+        assert_eq!(gateway.backend.lease_operations.load(Ordering::SeqCst), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_shell_must_start_with_its_signed_request_and_keep_stdin_chunks_bounded() {
+    with_gateway(GatewayConfig::default(), async |gateway| {
+        // Signed over a request that never comes: the first message is stdin.
+        let signed = signed_request(
+            &key(TENANT_KEY),
+            methods::SHELL,
+            RUNNING_LEASE,
+            unix_now(),
+            shell_request(RUNNING_LEASE, &["sh"]),
+        )
+        .unwrap();
+        let (metadata, _, _) = signed.into_parts();
+        let request = tonic::Request::from_parts(
+            metadata,
+            Default::default(),
+            futures_util::stream::iter([ShellInput::stdin(b"ls".to_vec())]),
+        );
+        let status = gateway.raw_client().await.shell(request).await.unwrap_err();
+        assert_refused(&status, Code::InvalidArgument, "must be `start`");
+
+        let oversized = vec![b'x'; leasehold_proto::client::MAX_SHELL_CHUNK_BYTES + 1];
+        let output = gateway
+            .client(TENANT_KEY)
+            .await
+            .shell(
+                shell_request(RUNNING_LEASE, &["cat"]),
+                futures_util::stream::iter([ShellInput::stdin(oversized)])
+                    .chain(futures_util::stream::pending()),
+            )
+            .await
+            .expect("the shell opens");
+        let (stdout, _, exit, error) = shell_transcript(output).await;
+        assert!(
+            !stdout.contains("xxx"),
+            "an oversized chunk reached the command"
+        );
+        assert_eq!(exit, None);
+        assert_refused(
+            &error.expect("ended by the gateway"),
+            Code::ResourceExhausted,
+            "stdin message",
         );
     })
     .await;

@@ -19,10 +19,10 @@ use leasehold_provider::runtime::docker::{
     DockerRuntime, DockerRuntimeConfig, MAX_RESTART_RETRIES, PIDS_LIMIT, VolumeBackend,
 };
 use leasehold_provider::runtime::{
-    LABEL_LEASE, LABEL_REPLICA, LABEL_SERVICE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus,
-    LogLine, PersistentVolume, PortExposure, Protocol, RamVolume, ReplicaState, Runtime,
-    RuntimeError, RuntimeEventKind, RuntimeScope, SHARED_MEMORY_MOUNT, ServiceDeployment,
-    ServiceResources, lease_selector,
+    ExecInput, ExecOutput, ExecRequest, LABEL_LEASE, LABEL_REPLICA, LABEL_SERVICE, LABEL_TENANT,
+    LeaseDeployment, LeaseRuntimeStatus, LogLine, PersistentVolume, PortExposure, Protocol,
+    RamVolume, ReplicaState, Runtime, RuntimeError, RuntimeEventKind, RuntimeScope,
+    SHARED_MEMORY_MOUNT, ServiceDeployment, ServiceResources, TerminalSize, lease_selector,
 };
 use sha2::{Digest, Sha256};
 
@@ -1205,4 +1205,178 @@ async fn persistent_volumes_keep_their_data_until_the_lease_closes() {
     .await
     .expect("test finished in time");
     drop(guard);
+}
+
+/// Reads a session's output until its exit (bounded): stdout, stderr and the exit code.
+async fn exec_until_exit(
+    output: &mut futures_util::stream::BoxStream<'static, Result<ExecOutput, RuntimeError>>,
+    until_text: Option<&str>,
+) -> (String, String, Option<Option<i32>>) {
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        if until_text.is_some_and(|text| stdout.contains(text)) {
+            return (stdout, stderr, None);
+        }
+        let item = tokio::time::timeout_at(deadline, output.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("no exit within {READY_TIMEOUT:?}; stdout so far: {stdout:?}")
+            });
+        match item.expect("output ends with Exit").expect("exec output") {
+            ExecOutput::Stdout(bytes) => stdout.push_str(&String::from_utf8_lossy(&bytes)),
+            ExecOutput::Stderr(bytes) => stderr.push_str(&String::from_utf8_lossy(&bytes)),
+            ExecOutput::Exit(code) => return (stdout, stderr, Some(code)),
+        }
+    }
+}
+
+fn exec_request(command: &[&str], tty: bool) -> ExecRequest {
+    ExecRequest {
+        service: "sleeper".into(),
+        replica: 0,
+        command: command.iter().map(|arg| (*arg).to_owned()).collect(),
+        tty,
+        size: tty.then_some(TerminalSize {
+            cols: 100,
+            rows: 40,
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_a_command_with_its_stdin_output_and_exit_code() {
+    bounded_test(|runtime, leases| async move {
+        let lease_id = leases[0];
+        runtime
+            .deploy(&lease(
+                lease_id,
+                vec![scripted("sleeper", "exec sleep 3600")],
+            ))
+            .await
+            .expect("deploy");
+        wait_for_status(&runtime, lease_id, "running", LeaseRuntimeStatus::is_ready).await;
+
+        let script = "echo out; echo err >&2; exit 3";
+        let mut session = runtime
+            .exec(lease_id, &exec_request(&["sh", "-c", script], false))
+            .await
+            .expect("exec");
+        let (stdout, stderr, exit) = exec_until_exit(&mut session.output, None).await;
+        assert_eq!(
+            (stdout.as_str(), stderr.as_str(), exit),
+            ("out\n", "err\n", Some(Some(3)))
+        );
+
+        let mut cat = runtime
+            .exec(lease_id, &exec_request(&["cat"], false))
+            .await
+            .expect("exec cat");
+        cat.input
+            .send(ExecInput::Stdin(b"typed text".to_vec()))
+            .await
+            .unwrap();
+        cat.input.send(ExecInput::CloseStdin).await.unwrap();
+        let (stdout, _, exit) = exec_until_exit(&mut cat.output, None).await;
+        assert_eq!((stdout.as_str(), exit), ("typed text", Some(Some(0))));
+
+        let missing = runtime
+            .exec(
+                lease_id,
+                &ExecRequest {
+                    replica: 5,
+                    ..exec_request(&["true"], false)
+                },
+            )
+            .await;
+        assert!(
+            matches!(&missing, Err(RuntimeError::NotFound { what }) if what.contains("replica 5")),
+            "{:?}",
+            missing.map(|_| ())
+        );
+        let other_lease = runtime
+            .exec(leases[1], &exec_request(&["true"], false))
+            .await;
+        assert!(
+            matches!(other_lease, Err(RuntimeError::NotFound { .. })),
+            "a lease without containers ran a command"
+        );
+
+        // A command killed with its replica did not end by itself: no exit code for it.
+        let mut sleeping = runtime
+            .exec(
+                lease_id,
+                &exec_request(&["sh", "-c", "echo started; exec sleep 600"], false),
+            )
+            .await
+            .expect("exec sleep");
+        exec_until_exit(&mut sleeping.output, Some("started")).await;
+        runtime.teardown(lease_id).await.expect("teardown");
+        let last = tokio::time::timeout(READY_TIMEOUT, sleeping.output.next())
+            .await
+            .expect("the session ends with its replica");
+        assert!(
+            matches!(&last, Some(Err(RuntimeError::Unavailable { reason })) if reason.contains("stopped while the command ran")),
+            "{last:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_with_a_tty_echoes_input_and_follows_resizes() {
+    bounded_test(|runtime, leases| async move {
+        let lease_id = leases[0];
+        runtime
+            .deploy(&lease(
+                lease_id,
+                vec![scripted("sleeper", "exec sleep 3600")],
+            ))
+            .await
+            .expect("deploy");
+        wait_for_status(&runtime, lease_id, "running", LeaseRuntimeStatus::is_ready).await;
+
+        let mut shell = runtime
+            .exec(lease_id, &exec_request(&["sh"], true))
+            .await
+            .expect("exec sh");
+        // As at a terminal: type once the prompt shows (the line editor drops typed-ahead
+        // input when it starts).
+        exec_until_exit(&mut shell.output, Some("# ")).await;
+        shell
+            .input
+            .send(ExecInput::Stdin(b"stty size\n".to_vec()))
+            .await
+            .unwrap();
+        let (seen, _, _) = exec_until_exit(&mut shell.output, Some("40 100")).await;
+        assert!(
+            seen.contains("stty size"),
+            "typed input not echoed: {seen:?}"
+        );
+
+        shell
+            .input
+            .send(ExecInput::Resize(TerminalSize {
+                cols: 123,
+                rows: 45,
+            }))
+            .await
+            .unwrap();
+        shell
+            .input
+            .send(ExecInput::Stdin(b"stty size\n".to_vec()))
+            .await
+            .unwrap();
+        exec_until_exit(&mut shell.output, Some("45 123")).await;
+
+        // Ctrl-D on an empty line ends the shell, as on a local terminal.
+        shell
+            .input
+            .send(ExecInput::Stdin(vec![0x04]))
+            .await
+            .unwrap();
+        let (_, _, exit) = exec_until_exit(&mut shell.output, None).await;
+        assert_eq!(exit, Some(Some(0)));
+    })
+    .await;
 }

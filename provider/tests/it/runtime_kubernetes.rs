@@ -33,6 +33,7 @@ use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use leasehold_provider::deployment::lease_deployment;
 use leasehold_provider::hardware::nvidia_identity;
+use leasehold_provider::runtime::docker::NVIDIA_VISIBLE_DEVICES;
 use leasehold_provider::runtime::kubernetes::inventory::{
     InventoryOptions, InventoryTracker, cluster_inventory, drift, parse_quantity_nanos,
 };
@@ -40,10 +41,12 @@ use leasehold_provider::runtime::kubernetes::objects::{
     GPU_PRODUCTS, LABEL_PROVIDER, LeaseObjects, gpu_products_for, lease_objects, namespace_name,
 };
 use leasehold_provider::runtime::kubernetes::status::{WorkloadView, observe, pod_state};
-use leasehold_provider::runtime::kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
+use leasehold_provider::runtime::kubernetes::{
+    KubernetesRuntime, KubernetesRuntimeConfig, runtime_event,
+};
 use leasehold_provider::runtime::{
-    LABEL_CHAIN, LABEL_LEASE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus, PortExposure,
-    Protocol, RamVolume, ReplicaState, Runtime, RuntimeError, RuntimeEventKind,
+    LABEL_CHAIN, LABEL_LEASE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus, PersistentVolume,
+    PortExposure, Protocol, RamVolume, ReplicaState, Runtime, RuntimeError, RuntimeEventKind,
     SHARED_MEMORY_MOUNT, ServiceDeployment, ServiceResources, lease_selector,
 };
 use serde_json::{Value, json};
@@ -1380,4 +1383,205 @@ fn gpu_product_labels_follow_the_shared_pattern_vectors() {
         checked += 1;
     }
     assert!(checked >= 20, "only {checked} vectors name a known product");
+}
+
+fn env_names(container: &Container) -> Vec<String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .map(|var| var.name.clone())
+        .collect()
+}
+
+/// Issue #13: on Kubernetes the device plugin alone says which GPUs a container sees.
+/// A tenant's `NVIDIA_VISIBLE_DEVICES=all` would otherwise reach the NVIDIA runtime,
+/// which by default honours it and exposes every GPU of the node, also to a pod that
+/// asked for none.
+#[test]
+fn nvidia_visible_devices_is_left_to_the_device_plugin() {
+    let objects = objects_for("gpu-inference");
+    let spec = objects.stateful_sets[0].spec.as_ref().expect("spec");
+    let container = container_of(Some(&spec.template));
+    assert!(
+        !env_names(&container).contains(&NVIDIA_VISIBLE_DEVICES.to_owned()),
+        "{:?}",
+        container.env
+    );
+
+    let mut sneaky = web("sneaky", 1);
+    sneaky.env = BTreeMap::from([
+        (NVIDIA_VISIBLE_DEVICES.to_owned(), "all".to_owned()),
+        ("GREETING".to_owned(), "hi".to_owned()),
+    ]);
+    let objects = lease_objects(&lease(9, vec![sneaky]), &config()).expect("objects");
+    let container = container_of(
+        objects.deployments[0]
+            .spec
+            .as_ref()
+            .map(|spec| &spec.template),
+    );
+    assert_eq!(env_names(&container), vec!["GREETING".to_owned()]);
+}
+
+fn event(object: &str, reason: &str, message: &str) -> k8s_openapi::api::core::v1::Event {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{object}.1"), "namespace": "lh-x"},
+        "involvedObject": {"kind": "Pod", "name": object},
+        "reason": reason,
+        "message": message,
+    }))
+    .expect("event")
+}
+
+/// Issue #13: the Kubernetes events `tenant events` shows, in the runtime's terms.
+#[test]
+fn kubernetes_events_map_to_pulls_starts_exits_oom_kills_and_removals() {
+    let services = vec!["web".to_owned(), "db".to_owned()];
+    let cases = [
+        (
+            "web-5d8f7c9b4-abcde",
+            "Pulling",
+            "Pulling image \"busybox:1.36\"",
+            RuntimeEventKind::PullProgress {
+                image: "busybox:1.36".into(),
+                status: "Pulling image \"busybox:1.36\"".into(),
+                current: None,
+                total: None,
+            },
+        ),
+        (
+            "web-5d8f7c9b4-abcde",
+            "Pulled",
+            "Successfully pulled image \"busybox:1.36\" in 1s",
+            RuntimeEventKind::PullComplete {
+                image: "busybox:1.36".into(),
+            },
+        ),
+        (
+            "db-0",
+            "Created",
+            "Created container db",
+            RuntimeEventKind::Created,
+        ),
+        (
+            "db-0",
+            "Started",
+            "Started container db",
+            RuntimeEventKind::Started,
+        ),
+        (
+            "db-0",
+            "BackOff",
+            "Back-off restarting failed container db in pod db-0",
+            RuntimeEventKind::Died { exit_code: None },
+        ),
+        (
+            "db-0",
+            "OOMKilling",
+            "Memory cgroup out of memory",
+            RuntimeEventKind::OutOfMemory,
+        ),
+        (
+            "db-0",
+            "Killing",
+            "Stopping container db",
+            RuntimeEventKind::Removed,
+        ),
+        (
+            "db-0",
+            "FailedMount",
+            "MountVolume.SetUp failed",
+            RuntimeEventKind::Other {
+                action: "FailedMount".into(),
+            },
+        ),
+    ];
+    for (object, reason, message, kind) in cases {
+        let mapped = runtime_event(42, &event(object, reason, message), &services);
+        assert_eq!(mapped.lease_id, 42);
+        assert_eq!(mapped.kind, kind, "{reason}");
+        let service = object.split('-').next().map(str::to_owned);
+        assert_eq!(mapped.service, service, "{reason}");
+    }
+    let stateful = runtime_event(42, &event("db-0", "Started", ""), &services);
+    assert_eq!(stateful.replica, Some(0));
+}
+
+/// Issue #13 through the client flow: a replica with a persistent volume and a larger
+/// `/dev/shm` becomes ready as a StatefulSet whose claim and memory-backed `emptyDir`
+/// the server holds as applied, and the quota counts the claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_runs_persistent_and_shared_memory_volumes() {
+    let cluster = cluster().await;
+    let runtime = &cluster.runtime;
+    let lease_id = lease_id();
+    bounded(runtime, &[lease_id], async {
+        let mut infer = web("infer", 1);
+        infer.resources.memory_bytes = 32 * MIB + 64 * MIB;
+        infer.ram_volumes = vec![RamVolume {
+            name: "shm".into(),
+            mount: SHARED_MEMORY_MOUNT.into(),
+            size_bytes: 64 * MIB,
+        }];
+        infer.volumes = vec![PersistentVolume {
+            name: "models".into(),
+            mount: "/models".into(),
+            size_bytes: 128 * MIB,
+            class: None,
+            read_only: false,
+        }];
+        runtime
+            .deploy(&lease(lease_id, vec![infer]))
+            .await
+            .expect("deploy");
+        wait_for(
+            runtime,
+            lease_id,
+            cluster.ready_timeout,
+            "ready",
+            LeaseRuntimeStatus::is_ready,
+        )
+        .await;
+
+        let namespace = runtime.namespace(lease_id);
+        let sets: Api<StatefulSet> = Api::namespaced(runtime.client().clone(), &namespace);
+        let set = sets.get("infer").await.expect("the StatefulSet as applied");
+        let spec = set.spec.expect("spec");
+        let claims = spec.volume_claim_templates.expect("claims");
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].metadata.name.as_deref(), Some("models"));
+        let requested = claims[0]
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.resources.as_ref())
+            .map(|resources| quantities(&resources.requests));
+        assert_eq!(
+            requested.as_ref().and_then(|q| q.get("storage")).map(String::as_str),
+            Some((128 * MIB).to_string().as_str())
+        );
+        let pod = spec.template.spec.expect("pod");
+        assert_eq!(
+            serde_json::to_value(&pod.volumes).expect("json"),
+            json!([{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": (64 * MIB).to_string()}}])
+        );
+        let mounts = serde_json::to_value(&pod.containers[0].volume_mounts).expect("json");
+        for (name, path) in [("shm", SHARED_MEMORY_MOUNT), ("models", "/models")] {
+            assert!(
+                mounts.as_array().is_some_and(|mounts| mounts
+                    .iter()
+                    .any(|m| m["name"] == name && m["mountPath"] == path)),
+                "{name} not mounted at {path}: {mounts}"
+            );
+        }
+        let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
+            Api::namespaced(runtime.client().clone(), &namespace);
+        let quota = quotas.list(&ListParams::default()).await.expect("quota");
+        let hard = quantities(&quota.items[0].spec.as_ref().expect("spec").hard);
+        assert_eq!(hard.get("persistentvolumeclaims").map(String::as_str), Some("1"));
+
+        runtime.teardown(lease_id).await.expect("teardown");
+        assert!(runtime.status(lease_id).await.expect("status").services.is_empty());
+    })
+    .await;
 }

@@ -14,7 +14,8 @@ use leasehold_proto::client::unix_now;
 use leasehold_proto::gateway::lease_server::{Lease, LeaseServer};
 use leasehold_proto::gateway::{
     LeaseEvent, LeaseStatus, LeaseStatusRequest, LogLine, SendManifestRequest,
-    SendManifestResponse, ServiceStatus, StreamEventsRequest, StreamLogsRequest,
+    SendManifestResponse, ServiceStatus, ShellInput, ShellOutput, StreamEventsRequest,
+    StreamLogsRequest,
 };
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
@@ -151,6 +152,16 @@ impl Lease for Gateway {
         self.authenticate(&request, methods::STREAM_EVENTS, lease_id)
             .await?;
         Ok(Response::new(Box::pin(stream::empty())))
+    }
+
+    type ShellStream = BoxStream<'static, Result<ShellOutput, Status>>;
+
+    /// `tenant shell` runs against the real daemon and Docker in `tests/e2e`.
+    async fn shell(
+        &self,
+        _request: Request<tonic::Streaming<ShellInput>>,
+    ) -> Result<Response<Self::ShellStream>, Status> {
+        Err(Status::unimplemented("this stand-in gateway has no shell"))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod network;
 
 mod create;
 mod engine;
+mod exec;
 mod observe;
 mod pull;
 #[cfg(test)]
@@ -48,6 +49,7 @@ use super::{
 
 pub use self::create::{NVIDIA_VISIBLE_DEVICES, container_create_body};
 pub use self::engine::NVIDIA_RUNTIME;
+pub use self::exec::exec_config;
 pub use self::network::DEFAULT_LEASE_SUBNET_POOL;
 pub use self::observe::{replica_state, split_log_frame};
 pub use self::pull::split_image_reference;
@@ -935,5 +937,13 @@ impl Runtime for DockerRuntime {
             );
         }
         self.evict_over_storage().await
+    }
+
+    async fn exec(
+        &self,
+        lease_id: u64,
+        request: &super::ExecRequest,
+    ) -> Result<super::ExecSession, RuntimeError> {
+        self.exec_in_replica(lease_id, request).await
     }
 }

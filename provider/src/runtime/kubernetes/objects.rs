@@ -31,6 +31,7 @@ use leasehold_manifests::GpuModelKey;
 use sha2::{Digest, Sha256};
 
 use super::KubernetesRuntimeConfig;
+use crate::runtime::docker::NVIDIA_VISIBLE_DEVICES;
 use crate::runtime::{
     LABEL_LEASE, LABEL_SERVICE, LeaseDeployment, Protocol, RuntimeError, RuntimeScope,
     ServiceDeployment, invalid,
@@ -499,9 +500,13 @@ fn pod_template(
         command: (!service.command.is_empty()).then(|| service.command.clone()),
         args: (!service.args.is_empty()).then(|| service.args.clone()),
         env: (!service.env.is_empty()).then(|| {
+            // The device plugin alone picks a pod's GPUs; the NVIDIA runtime honours this
+            // variable by default and would expose every GPU of the node to a tenant who
+            // sets it to `all`.
             service
                 .env
                 .iter()
+                .filter(|(name, _)| name.as_str() != NVIDIA_VISIBLE_DEVICES)
                 .map(|(name, value)| EnvVar {
                     name: name.clone(),
                     value: Some(value.clone()),
