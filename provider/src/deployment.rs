@@ -278,6 +278,7 @@ fn service_deployment<'d>(
             .iter()
             .map(ToString::to_string)
             .collect(),
+        credentials: service.credentials.clone(),
     })
 }
 

@@ -16,6 +16,7 @@ use crate::daemon::{Core, DaemonError, unix_now};
 use crate::deployment::{lease_deployment, order_group, parse_manifest};
 use crate::lease::{CloseReason, LeaseEvent, LeaseState, LeaseStateKind, ManifestHash};
 use crate::runtime::{LeaseDeployment, LeaseRuntimeStatus};
+use crate::sealing::CredentialSeal;
 use crate::store::{LeaseRecord, NewLease, StoreError};
 
 /// After a fresh deployment, how long [`Core::confirm_delivery`] waits for every replica to
@@ -260,6 +261,19 @@ impl Core {
         };
         self.persist_holding(lease_id, &holding, row.bid_id, row.expires_at)
             .await?;
+        // The store never holds a registry password in clear: what it keeps of a
+        // manifest with credentials is the manifest with each password sealed.
+        let sealed_text;
+        let text = if CredentialSeal::has_credentials(&parsed) {
+            let mut sealed = parsed.clone();
+            self.credential_seal
+                .seal(lease_id, &mut sealed)
+                .map_err(|e| ManifestRejected::Internal(DaemonError::from(e)))?;
+            sealed_text = sealed.canonical_json();
+            sealed_text.as_str()
+        } else {
+            text
+        };
         let record = if record.state.manifest_hash().is_some() {
             self.store.attach_manifest(lease_id, hash, text).await?;
             self.store.lease(lease_id).await?
@@ -299,7 +313,8 @@ impl Core {
             .group
             .as_deref()
             .ok_or_else(|| missing("manifest group"))?;
-        let manifest = parse_manifest(json.as_bytes())?;
+        let mut manifest = parse_manifest(json.as_bytes())?;
+        self.credential_seal.open(lease_id, &mut manifest)?;
         Ok(lease_deployment(
             lease_id,
             &record.tenant,

@@ -18,4 +18,5 @@ pub mod deployment;
 pub mod leases;
 pub mod metrics;
 pub mod reconciler;
+pub mod sealing;
 pub mod withdrawer;

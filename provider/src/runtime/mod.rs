@@ -12,6 +12,7 @@ pub mod docker;
 mod error;
 pub mod image;
 pub mod kubernetes;
+pub mod registry;
 mod scope;
 mod status;
 #[cfg(test)]

@@ -43,7 +43,7 @@ use super::{
     EventStream, LABEL_EXPOSE, LABEL_LEASE, LABEL_REPLICA, LABEL_REPLICAS, LABEL_SERVICE,
     LABEL_SPEC, LABEL_STORAGE, LeaseDeployment, LeaseRuntimeStatus, LogLine, LogStream,
     ObservedReplica, ReplicaSpec, Runtime, RuntimeError, RuntimeEvent, RuntimeEventKind,
-    RuntimeScope, decode_exposures, invalid, lease_selector, parse_lease_label,
+    RuntimeScope, decode_exposures, invalid, lease_selector, parse_lease_label, registry,
 };
 
 pub use self::create::{NVIDIA_VISIBLE_DEVICES, container_create_body};
@@ -711,13 +711,9 @@ impl Runtime for DockerRuntime {
         let lock = self.lease_lock(deployment.lease_id);
         let _serialized = lock.lock().await;
         // Images first: a lease whose image cannot be had leaves nothing behind.
-        let images: BTreeSet<&str> = deployment
-            .services
-            .iter()
-            .map(|service| service.image.as_str())
-            .collect();
-        for image in images {
-            self.ensure_image(deployment.lease_id, image).await?;
+        for (image, credentials) in registry::pulls(&deployment.services) {
+            self.ensure_image(deployment.lease_id, image, credentials)
+                .await?;
         }
         let network = self.ensure_network(deployment).await?;
         // The lease's rules exist before any of its containers runs.
