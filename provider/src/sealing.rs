@@ -29,8 +29,8 @@ pub enum SealError {
     #[error("sealing the credentials of service `{service}` failed")]
     Seal { service: String },
     #[error(
-        "the stored credentials of service `{service}` do not open with this provider's key \
-         (another key, or altered); the tenant must send the manifest again"
+        "the stored credentials of service `{service}` do not open with this provider's key: \
+         the store was altered or comes from another provider"
     )]
     Open { service: String },
 }
@@ -209,10 +209,7 @@ deployment:
 
         let other_key = CredentialSeal::from_signing_key(&[8u8; 32]);
         let error = other_key.open(42, &mut sealed.clone()).unwrap_err();
-        assert!(
-            error.to_string().contains("send the manifest again"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("service `web`"), "{error}");
         assert!(
             seal.open(43, &mut sealed.clone()).is_err(),
             "bound to the lease"
