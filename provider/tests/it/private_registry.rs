@@ -29,6 +29,8 @@ pub(crate) struct PrivateRegistry {
     dir: tempfile::TempDir,
     pub(crate) port: u16,
     pub(crate) password: String,
+    /// Pushed references, untagged locally on drop whatever the test did.
+    pushed: std::sync::Mutex<Vec<String>>,
 }
 
 impl PrivateRegistry {
@@ -67,6 +69,7 @@ impl PrivateRegistry {
             dir,
             port,
             password,
+            pushed: std::sync::Mutex::default(),
         };
         registry.wait_until_answering();
         registry
@@ -119,6 +122,10 @@ impl PrivateRegistry {
     pub(crate) async fn push(&self, docker: &Docker, source: &str, repository: &str) -> String {
         let repo = format!("{}/{repository}", self.host());
         let reference = format!("{repo}:v1");
+        self.pushed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(reference.clone());
         docker
             .tag_image(
                 source,
@@ -165,6 +172,19 @@ impl PrivateRegistry {
 
 impl Drop for PrivateRegistry {
     fn drop(&mut self) {
+        let pushed = self
+            .pushed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for reference in pushed.iter() {
+            // Already gone after a test that passed; only a failed one leaves a tag.
+            let _ = Command::new("docker")
+                .args(["rmi", "--force", "--no-prune", reference])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        drop(pushed);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
