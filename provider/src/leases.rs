@@ -196,6 +196,10 @@ impl Core {
             | LeaseState::Running { manifest_hash }
             | LeaseState::Failed { manifest_hash, .. } => {
                 if *manifest_hash != hash {
+                    if record.manifest_json.is_some() {
+                        // A new manifest for a lease that runs one: update in place.
+                        return self.accept_manifest_update(record, manifest, hash).await;
+                    }
                     return Err(ManifestRejected::DifferentManifest(
                         manifest_hash.to_string(),
                     ));
@@ -261,19 +265,8 @@ impl Core {
         };
         self.persist_holding(lease_id, &holding, row.bid_id, row.expires_at)
             .await?;
-        // The store never holds a registry password in clear: what it keeps of a
-        // manifest with credentials is the manifest with each password sealed.
-        let sealed_text;
-        let text = if CredentialSeal::has_credentials(&parsed) {
-            let mut sealed = parsed.clone();
-            self.credential_seal
-                .seal(lease_id, &mut sealed)
-                .map_err(|e| ManifestRejected::Internal(DaemonError::from(e)))?;
-            sealed_text = sealed.canonical_json();
-            sealed_text.as_str()
-        } else {
-            text
-        };
+        let stored = self.manifest_to_store(lease_id, &parsed, text)?;
+        let text = stored.as_str();
         let record = if record.state.manifest_hash().is_some() {
             self.store.attach_manifest(lease_id, hash, text).await?;
             self.store.lease(lease_id).await?
@@ -289,6 +282,23 @@ impl Core {
             .await?;
         info!(lease_id, manifest = %hash, "manifest accepted; deploying");
         Ok(record)
+    }
+
+    /// The manifest text the store keeps. The store never holds a registry password in
+    /// clear: what it keeps of a manifest with credentials is the manifest with each
+    /// password sealed.
+    pub(crate) fn manifest_to_store(
+        &self,
+        lease_id: u64,
+        parsed: &leasehold_manifests::Manifest,
+        text: &str,
+    ) -> Result<String, DaemonError> {
+        if !CredentialSeal::has_credentials(parsed) {
+            return Ok(text.to_owned());
+        }
+        let mut sealed = parsed.clone();
+        self.credential_seal.seal(lease_id, &mut sealed)?;
+        Ok(sealed.canonical_json())
     }
 
     /// What the runtime should run for a lease, from its stored manifest and allocation.

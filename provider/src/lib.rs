@@ -19,4 +19,5 @@ pub mod leases;
 pub mod metrics;
 pub mod reconciler;
 pub mod sealing;
+pub mod updates;
 pub mod withdrawer;

@@ -618,6 +618,40 @@ fn objects_match_the_committed_snapshots() {
     assert_snapshot("private-registry", &private);
 }
 
+/// Update in place (issue #13, item 4): a new image, command and env keep every object's
+/// kind and name, so server-side apply updates the same Deployments and StatefulSets
+/// (whose volume claim templates, hence the volumes, are unchanged) and leaves the
+/// Services, hence their node ports, as they are.
+#[test]
+fn an_updated_manifest_updates_the_same_objects_in_place() {
+    let before = objects_for("multi-service");
+    let mut deployment = example_deployment("multi-service", 7);
+    for service in &mut deployment.services {
+        service.image = format!("{}-v2", service.image);
+        service.command = vec!["sh".into(), "-c".into(), "echo two".into()];
+        service.env.insert("REVISION".into(), "2".into());
+    }
+    let after = lease_objects(&deployment, &config()).expect("objects build");
+    let names = |objects: &LeaseObjects| {
+        let deployments = objects.deployments.iter().map(|d| d.metadata.name.clone());
+        let stateful = objects.stateful_sets.iter().map(|s| s.metadata.name.clone());
+        deployments.chain(stateful).collect::<Vec<_>>()
+    };
+    assert!(!before.stateful_sets.is_empty(), "the example has a volume");
+    assert_eq!(names(&before), names(&after));
+    assert_eq!(before.services, after.services, "Services (and node ports) unchanged");
+    let claims = |objects: &LeaseObjects| {
+        objects
+            .stateful_sets
+            .iter()
+            .map(|set| set.spec.as_ref().map(|spec| spec.volume_claim_templates.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(claims(&before), claims(&after), "the volumes are kept");
+    assert_ne!(before.deployments, after.deployments, "the pods change");
+    assert_snapshot("multi-service-updated", &after);
+}
+
 fn assert_snapshot(name: &str, objects: &LeaseObjects) {
     let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/kubernetes");
     let update = std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1");

@@ -388,6 +388,8 @@ impl DockerRuntime {
         let name = &replica.name;
         let wanted_spec = replica.spec_hash();
         let mut found = self.inspect(name).await?;
+        // The host ports of a container replaced below, kept by its successor.
+        let mut previous_ports = None;
         if let Some(existing) = &found {
             let labels = existing.config.as_ref().and_then(|c| c.labels.as_ref());
             let ours = self
@@ -410,6 +412,10 @@ impl DockerRuntime {
                     container = name,
                     "replacing container with a changed spec"
                 );
+                previous_ports = existing
+                    .network_settings
+                    .as_ref()
+                    .and_then(|settings| settings.ports.clone());
                 self.remove_container(existing.id.as_deref().unwrap_or(name))
                     .await?;
                 found = None;
@@ -426,6 +432,9 @@ impl DockerRuntime {
                     network,
                     &self.config.bind_ip,
                 )?;
+                if let Some(previous) = &previous_ports {
+                    create::pin_host_ports(&mut body, previous);
+                }
                 let storage = replica.service.resources.storage_bytes;
                 let capped = self.storage_opt.load(std::sync::atomic::Ordering::Relaxed);
                 if capped
