@@ -634,17 +634,27 @@ fn an_updated_manifest_updates_the_same_objects_in_place() {
     let after = lease_objects(&deployment, &config()).expect("objects build");
     let names = |objects: &LeaseObjects| {
         let deployments = objects.deployments.iter().map(|d| d.metadata.name.clone());
-        let stateful = objects.stateful_sets.iter().map(|s| s.metadata.name.clone());
+        let stateful = objects
+            .stateful_sets
+            .iter()
+            .map(|s| s.metadata.name.clone());
         deployments.chain(stateful).collect::<Vec<_>>()
     };
     assert!(!before.stateful_sets.is_empty(), "the example has a volume");
     assert_eq!(names(&before), names(&after));
-    assert_eq!(before.services, after.services, "Services (and node ports) unchanged");
+    assert_eq!(
+        before.services, after.services,
+        "Services (and node ports) unchanged"
+    );
     let claims = |objects: &LeaseObjects| {
         objects
             .stateful_sets
             .iter()
-            .map(|set| set.spec.as_ref().map(|spec| spec.volume_claim_templates.clone()))
+            .map(|set| {
+                set.spec
+                    .as_ref()
+                    .map(|spec| spec.volume_claim_templates.clone())
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(claims(&before), claims(&after), "the volumes are kept");

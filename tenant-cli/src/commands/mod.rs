@@ -3,6 +3,7 @@
 pub mod deploy;
 pub mod lease;
 pub mod providers;
+pub mod update;
 pub mod validate;
 pub mod wallet;
 
@@ -50,5 +51,6 @@ pub async fn dispatch(cli: Cli) -> CliResult<u8> {
         Command::Topup { lease, amount } => lease::topup(&ctx, lease, amount).await,
         Command::Bids { order } => lease::bids(&ctx, order).await,
         Command::Leases => lease::leases(&ctx).await,
+        Command::Update { lease, file } => update::run(&ctx, lease, &file).await,
     }
 }
