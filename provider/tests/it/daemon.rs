@@ -2313,3 +2313,147 @@ async fn a_private_image_runs_from_sealed_credentials_across_kill_dash_nine() {
     })
     .await;
 }
+
+/// hello.yaml whose page says `text` (written at start into a directory of the container).
+fn hello_saying(text: &str) -> String {
+    HELLO.replace(
+        "      - httpd\n      - -f\n      - -p\n      - \"80\"\n      - -h\n      - /www\n",
+        &format!(
+            "      - sh\n      - -c\n      - \"mkdir -p /tmp/www && echo '{text}' > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www\"\n"
+        ),
+    )
+}
+
+/// Update in place across a kill -9 (issue #13, item 4): the chain's `ManifestUpdated` is
+/// stored as a pending revision, the daemon dies before the manifest comes, and after the
+/// restart the manifest is accepted and the lease runs revision 2 at the same URL with the
+/// pending revision cleared. A manifest the chain does not name, and the right one sent by
+/// another account, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_manifest_update_survives_kill_dash_nine_between_the_event_and_the_manifest() {
+    daemon_test(0..2, || async {
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = provider_config(&devnet, dir.path(), 0);
+        config.gateway.listen = format!("127.0.0.1:{}", free_port());
+        register(&devnet, &config).await;
+        let config_path = dir.path().join("provider.toml");
+        std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
+        let gateway = format!("http://{}", config.gateway.listen);
+        let tenant = devnet.client(TENANT);
+
+        let mut daemon = DaemonProcess::spawn(&devnet, &config_path);
+        let mut signed = tenant_client(&devnet, &gateway).await;
+        let (order, manifest) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
+        let posted = tenant.create_order(&order).await.expect("createOrder");
+        let bid_id = eventually("our bid", || our_bid(&devnet, posted.order_id)).await;
+        let lease_id = tenant
+            .accept_bid(posted.order_id, bid_id)
+            .await
+            .expect("acceptBid")
+            .lease_id;
+        eventually("the manifest window", || {
+            let mut signed = signed.clone();
+            async move {
+                let (state, _) = lease_state_on(&mut signed, lease_id).await?;
+                (state == "awaiting_manifest").then_some(())
+            }
+        })
+        .await;
+        signed
+            .send_manifest(lease_id, manifest)
+            .await
+            .expect("manifest");
+        let uri = eventually("the lease to run", || {
+            let mut signed = signed.clone();
+            async move {
+                let (state, uris) = lease_state_on(&mut signed, lease_id).await?;
+                (state == "running")
+                    .then(|| uris.first().cloned())
+                    .flatten()
+            }
+        })
+        .await;
+        assert_eq!(signed.status(lease_id).await.expect("status").revision, 1);
+
+        let (_, second) = sdl_order(&devnet, &hello_saying("revision two"), 0, 0);
+        let update = tenant
+            .update_manifest(lease_id, alloy::primitives::keccak256(&second))
+            .await
+            .expect("updateManifest");
+        assert_eq!(update.revision, 2);
+        let store = leasehold_provider::store::Store::connect(&config.database_url())
+            .await
+            .expect("store");
+        eventually("the pending revision in the store", || async {
+            let revisions = store.manifest_revisions(lease_id).await.ok()?;
+            (revisions.pending.map(|(revision, _)| revision) == Some(2)).then_some(())
+        })
+        .await;
+        daemon.kill();
+        let revisions = store.manifest_revisions(lease_id).await.expect("revisions");
+        assert_eq!(revisions.applied, 1);
+        store.close().await;
+
+        let _daemon = DaemonProcess::spawn(&devnet, &config_path);
+        eventually("the restarted gateway", || async {
+            leasehold_proto::client::ProviderClient::connect(&gateway, Duration::from_secs(2))
+                .await
+                .ok()
+        })
+        .await;
+        let mut stranger = leasehold_proto::client::SignedLeaseClient::connect(
+            &gateway,
+            devnet.signer(3),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("gateway reachable");
+        let refused = stranger.send_manifest(lease_id, second.clone()).await;
+        assert!(
+            refused.as_ref().is_err_and(|error| error
+                .to_string()
+                .contains(&format!("is not the tenant of lease {lease_id}"))),
+            "{refused:?}"
+        );
+        let (_, unrecorded) = sdl_order(&devnet, &hello_saying("never recorded"), 0, 0);
+        let refused = signed.send_manifest(lease_id, unrecorded).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|error| error.to_string().contains("hash")),
+            "a manifest the chain does not name: {refused:?}"
+        );
+
+        signed
+            .send_manifest(lease_id, second)
+            .await
+            .expect("the recorded manifest");
+        eventually("revision 2 to run", || {
+            let mut signed = signed.clone();
+            async move {
+                let status = signed.status(lease_id).await.ok()?;
+                (status.revision == 2 && status.state == "running").then_some(())
+            }
+        })
+        .await;
+        let page = eventually("the new page at the same URL", || {
+            let uri = uri.clone();
+            async move {
+                http_get_async(uri, "/")
+                    .await
+                    .ok()
+                    .filter(|page| page.contains("revision two"))
+            }
+        })
+        .await;
+        assert!(page.contains(" 200"), "{page}");
+        let store = leasehold_provider::store::Store::connect(&config.database_url())
+            .await
+            .expect("store");
+        let revisions = store.manifest_revisions(lease_id).await.expect("revisions");
+        assert_eq!((revisions.applied, revisions.pending), (2, None));
+        store.close().await;
+    })
+    .await;
+}
