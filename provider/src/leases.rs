@@ -273,6 +273,8 @@ impl Core {
         } else {
             self.store.receive_manifest(lease_id, hash, text).await?
         };
+        self.record_revision_of_first_manifest(lease_id, hash)
+            .await?;
         self.store
             .record_history(
                 lease_id,

@@ -938,24 +938,53 @@ impl Store {
                 found,
             });
         }
-        sqlx::query(
-            "INSERT INTO manifest_revisions (lease_id, applied_revision) VALUES ($1, $2) \
-             ON CONFLICT (lease_id) DO UPDATE SET applied_revision = excluded.applied_revision \
-             WHERE manifest_revisions.applied_revision < excluded.applied_revision",
-        )
-        .bind(id)
-        .bind(revision)
-        .execute(&mut *transaction)
-        .await?;
-        sqlx::query(
-            "UPDATE manifest_revisions SET pending_revision = NULL, pending_hash = NULL \
-             WHERE lease_id = $1 AND pending_revision <= $2",
-        )
-        .bind(id)
-        .bind(revision)
-        .execute(&mut *transaction)
-        .await?;
+        apply_revision(&mut transaction, id, revision).await?;
         transaction.commit().await?;
         self.lease(lease_id).await
     }
+
+    /// Records that the lease runs `revision` (its first manifest arrived after updates
+    /// were recorded on chain), clearing a pending revision it reaches.
+    pub async fn record_applied_revision(
+        &self,
+        lease_id: u64,
+        revision: u64,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        apply_revision(
+            &mut transaction,
+            to_db(lease_id, "lease id")?,
+            to_db(revision, "revision")?,
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+}
+
+/// Raises the applied revision to `revision` (never lowers it) and clears a pending
+/// revision it reaches.
+async fn apply_revision(
+    connection: &mut AnyConnection,
+    lease_id: i64,
+    revision: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO manifest_revisions (lease_id, applied_revision) VALUES ($1, $2) \
+         ON CONFLICT (lease_id) DO UPDATE SET applied_revision = excluded.applied_revision \
+         WHERE manifest_revisions.applied_revision < excluded.applied_revision",
+    )
+    .bind(lease_id)
+    .bind(revision)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(
+        "UPDATE manifest_revisions SET pending_revision = NULL, pending_hash = NULL \
+         WHERE lease_id = $1 AND pending_revision <= $2",
+    )
+    .bind(lease_id)
+    .bind(revision)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }

@@ -55,6 +55,22 @@ impl Core {
         Ok(())
     }
 
+    /// A lease's first manifest may come after the tenant recorded updates on chain (the
+    /// order then names the latest hash): the lease runs that revision, not 1.
+    pub(crate) async fn record_revision_of_first_manifest(
+        &self,
+        lease_id: u64,
+        hash: ManifestHash,
+    ) -> Result<(), DaemonError> {
+        let on_chain = self.chain.lease(lease_id).await?;
+        if on_chain.revision > 1 && on_chain.manifest_hash.0 == hash.0 {
+            self.store
+                .record_applied_revision(lease_id, u64::from(on_chain.revision))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A manifest for a lease that already runs another one: accepted when its hash is the
     /// chain's latest for the lease and its group still fits what the lease bought.
     pub(crate) async fn accept_manifest_update(

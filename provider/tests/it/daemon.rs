@@ -2457,3 +2457,56 @@ async fn a_manifest_update_survives_kill_dash_nine_between_the_event_and_the_man
     })
     .await;
 }
+
+/// A lease updated on chain before its first manifest arrives runs the latest revision,
+/// and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_manifest_sent_after_an_update_runs_as_the_latest_revision() {
+    daemon_test(0..2, || async {
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = provider_config(&devnet, dir.path(), 0);
+        config.gateway.listen = format!("127.0.0.1:{}", free_port());
+        register(&devnet, &config).await;
+        let config_path = dir.path().join("provider.toml");
+        std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
+        let gateway = format!("http://{}", config.gateway.listen);
+        let tenant = devnet.client(TENANT);
+        let _daemon = DaemonProcess::spawn(&devnet, &config_path);
+        let mut signed = tenant_client(&devnet, &gateway).await;
+        let (order, _) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
+        let posted = tenant.create_order(&order).await.expect("createOrder");
+        let bid_id = eventually("our bid", || our_bid(&devnet, posted.order_id)).await;
+        let lease_id = tenant
+            .accept_bid(posted.order_id, bid_id)
+            .await
+            .expect("acceptBid")
+            .lease_id;
+        let (_, second) = sdl_order(&devnet, &hello_saying("updated before delivery"), 0, 0);
+        tenant
+            .update_manifest(lease_id, alloy::primitives::keccak256(&second))
+            .await
+            .expect("updateManifest");
+        eventually("the manifest window", || {
+            let mut signed = signed.clone();
+            async move {
+                let (state, _) = lease_state_on(&mut signed, lease_id).await?;
+                (state == "awaiting_manifest").then_some(())
+            }
+        })
+        .await;
+        signed
+            .send_manifest(lease_id, second)
+            .await
+            .expect("the latest manifest");
+        eventually("revision 2 to run", || {
+            let mut signed = signed.clone();
+            async move {
+                let status = signed.status(lease_id).await.ok()?;
+                (status.state == "running" && status.revision == 2).then_some(())
+            }
+        })
+        .await;
+    })
+    .await;
+}

@@ -622,6 +622,16 @@ async fn manifest_revisions_survive_reopening_and_apply_once(backend: Backend) {
         !ok(store.note_pending_revision(41, 2, hash(2)).await),
         "an event older than what runs"
     );
+    ok(store.record_applied_revision(41, 1).await);
+    assert_eq!(
+        ok(store.manifest_revisions(41).await).applied,
+        2,
+        "never lowered"
+    );
+    ok(store.note_pending_revision(41, 4, hash(4)).await);
+    ok(store.record_applied_revision(41, 4).await);
+    let caught_up = ok(store.manifest_revisions(41).await);
+    assert_eq!((caught_up.applied, caught_up.pending), (4, None));
     store.close().await;
 }
 
