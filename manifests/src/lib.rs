@@ -27,9 +27,9 @@ pub use gpu::{
 };
 pub use model::{
     Attribute, Credentials, DEFAULT_STORAGE_CLASS, Endpoint, EndpointKind, Expose, Gpu, Group,
-    HttpOptions, Manifest, ManifestGroup, Price, Protocol, RAM_STORAGE_CLASS, Requirements,
-    ResourceUnit, Resources, STORAGE_CLASS_ATTRIBUTE, STORAGE_PERSISTENT_ATTRIBUTE, Service,
-    ServiceParams, SignedBy, Storage, StorageMount, Tee, Totals, storage_class_attributes,
+    HttpOptions, Manifest, ManifestGroup, Price, Protocol, RAM_STORAGE_CLASS, REDACTED,
+    Requirements, ResourceUnit, Resources, STORAGE_CLASS_ATTRIBUTE, STORAGE_PERSISTENT_ATTRIBUTE,
+    Service, ServiceParams, SignedBy, Storage, StorageMount, Tee, Totals, storage_class_attributes,
 };
 pub use sdl::{ACCEPTED_DENOMS, Version};
 pub use units::{

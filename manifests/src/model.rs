@@ -364,8 +364,9 @@ pub struct ServiceParams {
     pub tee: Option<Tee>,
 }
 
-/// Private registry credentials.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Private registry credentials. `Debug` and `Display` never show the password, so a
+/// manifest can be logged or put in an error message without leaking it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {
     /// Registry host.
     pub host: String,
@@ -376,6 +377,26 @@ pub struct Credentials {
     /// Password or token.
     pub password: String,
 }
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("host", &self.host)
+            .field("email", &self.email)
+            .field("username", &self.username)
+            .field("password", &REDACTED)
+            .finish()
+    }
+}
+
+impl std::fmt::Display for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{} (password {REDACTED})", self.username, self.host)
+    }
+}
+
+/// What `Debug` and `Display` print in place of a secret.
+pub const REDACTED: &str = "<redacted>";
 
 /// One service as a provider runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -493,5 +514,30 @@ fn write_canonical(value: &serde_json::Value, out: &mut String) {
             out.push('}');
         }
         scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod credentials_tests {
+    use super::Credentials;
+
+    #[test]
+    fn debug_and_display_redact_the_password() {
+        let credentials = Credentials {
+            host: "registry.example.com".into(),
+            email: "ops@example.com".into(),
+            username: "ops".into(),
+            password: "hunter2-very-secret".into(),
+        };
+        let debug = format!("{credentials:?} {credentials:#?}");
+        let display = credentials.to_string();
+        for text in [&debug, &display] {
+            assert!(!text.contains("hunter2"), "password leaked: {text}");
+            assert!(text.contains("registry.example.com"), "{text}");
+            assert!(text.contains("<redacted>"), "{text}");
+        }
+        // The canonical JSON (the manifest hash's input) still carries it.
+        let json = serde_json::to_string(&credentials).unwrap();
+        assert!(json.contains("hunter2-very-secret"));
     }
 }

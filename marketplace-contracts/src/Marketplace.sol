@@ -92,6 +92,10 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         uint256 escrow;
         bool confirmed;
         uint64 deliveryDeadline;
+        /// @notice 1 for the order's manifest, one more for each `updateManifest`.
+        uint32 revision;
+        /// @notice The manifest the provider must run: the order's, or the latest update's.
+        bytes32 manifestHash;
     }
 
     /// @dev Six slots; the last stays empty for orders without GPU-model or attribute lists.
@@ -181,6 +185,9 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     /// @dev The provider's attribute epoch when it bid, kept only for orders with required
     /// attributes: a different epoch at match time means the attributes changed since the check.
     mapping(uint256 orderId => uint32[MAX_BIDS]) private _bidAttributeEpochs;
+    /// @dev Manifest updates of each lease (0: none, the order's manifest is revision 1). The
+    /// latest hash replaces the order's `manifestHash`.
+    mapping(uint256 leaseId => uint32) private _manifestUpdates;
 
     event OrderCreated(
         uint256 indexed orderId,
@@ -219,6 +226,8 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     event LeaseConfirmed(uint256 indexed leaseId, address indexed provider);
     /// @notice The lease ended undelivered: `slashed` of the provider's stake went to the tenant.
     event DeliveryFailed(uint256 indexed leaseId, address indexed provider, uint256 slashed);
+    /// @notice The tenant replaced the lease's manifest; the provider runs `manifestHash` next.
+    event ManifestUpdated(uint256 indexed leaseId, uint32 revision, bytes32 manifestHash);
     event LeaseClosed(
         uint256 indexed leaseId,
         address indexed closedBy,
@@ -268,6 +277,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     error LeaseNotPending(uint256 leaseId);
     error DeliveryDeadlinePassed(uint256 leaseId, uint64 deliveryDeadline);
     error DeliveryWindowOpen(uint256 leaseId, uint64 deliveryDeadline);
+    error ZeroManifestHash();
 
     constructor(ProviderRegistry registry_) {
         if (address(registry_) == address(0)) revert ZeroAddress();
@@ -555,6 +565,19 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         _payOrCredit(token, tenant, refund);
     }
 
+    /// @notice The tenant of an active lease (pending or confirmed) records the hash of a new
+    /// manifest for the same order: the provider then runs the manifest whose hash this is, in
+    /// the resources the lease bought. The lease, its price and its escrow are unchanged.
+    function updateManifest(uint256 leaseId, bytes32 manifestHash) external {
+        (Order storage order,) = _activeLease(leaseId);
+        if (msg.sender != order.tenant) revert NotTenant(msg.sender);
+        if (manifestHash == bytes32(0)) revert ZeroManifestHash();
+        uint32 revision = _manifestUpdates[leaseId] + 2;
+        _manifestUpdates[leaseId] = revision - 1;
+        order.manifestHash = manifestHash;
+        emit ManifestUpdated(leaseId, revision, manifestHash);
+    }
+
     // ---------------------------------------------------------------- views
 
     /// @notice Hash binding an order to its GPU-model and attribute lists; zero when both are empty.
@@ -624,6 +647,8 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         info.escrow = order.escrow;
         info.confirmed = lease.startedAt != 0;
         info.deliveryDeadline = lease.deliveryDeadline;
+        info.revision = _manifestUpdates[leaseId] + 1;
+        info.manifestHash = order.manifestHash;
     }
 
     /// @notice What the provider could withdraw now and what has accrued beyond that.

@@ -13,9 +13,9 @@ use crate::deploy::{Deployment, send_from};
 use crate::error::ClientError;
 use crate::types::{
     BidInfo, CloseReason, DELIVERY_WINDOW_SECS, GpuBid, GpuState, LeaseInfo, LeaseSettlement,
-    LeaseStarted, MAX_BIDS, NewOrder, OrderInfo, OrderPosted, OrderRequirements, OrderStatus, Owed,
-    Payment, ProviderInfo, ProviderProfile, ProviderStatus, SkippedBid, UndeliveredClose,
-    id_to_u64,
+    LeaseStarted, MAX_BIDS, ManifestUpdate, NewOrder, OrderInfo, OrderPosted, OrderRequirements,
+    OrderStatus, Owed, Payment, ProviderInfo, ProviderProfile, ProviderStatus, SkippedBid,
+    UndeliveredClose, id_to_u64,
 };
 
 /// An HTTP provider that signs with `signer`. Nonces are read from the node's pending count for
@@ -455,6 +455,26 @@ impl MarketplaceClient {
         let _: Marketplace::LeaseConfirmed =
             self.event("confirmLease", &receipt, self.deployment.marketplace)?;
         Ok(())
+    }
+
+    /// The tenant records the hash of a new manifest for an active lease (pending or
+    /// confirmed); the provider then runs that manifest.
+    pub async fn update_manifest(
+        &self,
+        lease_id: u64,
+        manifest_hash: B256,
+    ) -> Result<ManifestUpdate, ClientError> {
+        let update = self
+            .market
+            .updateManifest(U256::from(lease_id), manifest_hash);
+        let receipt = self.send("updateManifest", update).await?;
+        let updated: Marketplace::ManifestUpdated =
+            self.event("updateManifest", &receipt, self.deployment.marketplace)?;
+        Ok(ManifestUpdate {
+            lease_id,
+            revision: updated.revision,
+            manifest_hash: updated.manifestHash,
+        })
     }
 
     /// Closes a lease its provider did not confirm by the deadline (anyone may): the tenant

@@ -69,6 +69,13 @@ pub enum ChainEvent {
         price_per_hour: U256,
         gpu_model: B256,
     },
+    /// The tenant recorded a new manifest for the lease: the provider runs the manifest
+    /// whose hash is `manifest_hash` next (`revision` 2 is the first update).
+    ManifestUpdated {
+        lease_id: u64,
+        revision: u32,
+        manifest_hash: B256,
+    },
     /// The provider confirmed that every replica runs: accrual starts.
     LeaseConfirmed {
         lease_id: u64,
@@ -189,6 +196,7 @@ impl ChainEvent {
             Self::BidEvicted { .. } => "BidEvicted",
             Self::EscrowToppedUp { .. } => "EscrowToppedUp",
             Self::LeaseCreated { .. } => "LeaseCreated",
+            Self::ManifestUpdated { .. } => "ManifestUpdated",
             Self::LeaseConfirmed { .. } => "LeaseConfirmed",
             Self::DeliveryFailed { .. } => "DeliveryFailed",
             Self::LeaseClosed { .. } => "LeaseClosed",
@@ -265,6 +273,11 @@ fn from_marketplace(event: MarketplaceEvents, block: u64) -> Result<ChainEvent, 
             bid_id: id("LeaseCreated", event.bidId)?,
             price_per_hour: event.pricePerHour,
             gpu_model: event.gpuModel,
+        },
+        MarketplaceEvents::ManifestUpdated(event) => ChainEvent::ManifestUpdated {
+            lease_id: id("ManifestUpdated", event.leaseId)?,
+            revision: event.revision,
+            manifest_hash: event.manifestHash,
         },
         MarketplaceEvents::LeaseConfirmed(event) => ChainEvent::LeaseConfirmed {
             lease_id: id("LeaseConfirmed", event.leaseId)?,

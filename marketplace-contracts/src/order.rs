@@ -247,3 +247,134 @@ mod tests {
         }
     }
 }
+
+/// Why a new manifest does not fit the lease it is meant to update: the lease bought fixed
+/// resources, and an update may use them differently but never need more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseFitError {
+    #[error("group `{group}`: {field} {wanted} exceeds the {bought} the lease bought")]
+    Exceeds {
+        group: String,
+        field: &'static str,
+        wanted: u64,
+        bought: u64,
+    },
+    #[error(
+        "group `{group}`: replicas {wanted} differs from the {bought} the lease bought (an update keeps the replica count)"
+    )]
+    Replicas {
+        group: String,
+        wanted: u64,
+        bought: u64,
+    },
+    #[error(
+        "the manifest has {wanted} groups, the lease runs {bought}: an update keeps the groups"
+    )]
+    GroupCount { wanted: usize, bought: usize },
+}
+
+/// Checks that `wanted` (the totals of the new manifest's group `group`) fits `bought` (the
+/// lease's order): the same replica count, and cpu, memory, storage and GPUs each at most
+/// what was bought. The first field that does not fit is named.
+pub fn check_within_lease(
+    group: &str,
+    wanted: &OrderSpec,
+    bought: &OrderSpec,
+) -> Result<(), LeaseFitError> {
+    if wanted.replicas != bought.replicas {
+        return Err(LeaseFitError::Replicas {
+            group: group.to_owned(),
+            wanted: u64::from(wanted.replicas),
+            bought: u64::from(bought.replicas),
+        });
+    }
+    let fields = [
+        (
+            "cpu (millicores)",
+            wanted.resources.cpu_milli,
+            bought.resources.cpu_milli,
+        ),
+        (
+            "memory (MiB)",
+            wanted.resources.memory_mib,
+            bought.resources.memory_mib,
+        ),
+        (
+            "storage (MiB)",
+            wanted.resources.storage_mib,
+            bought.resources.storage_mib,
+        ),
+        (
+            "gpu count",
+            u64::from(wanted.gpu_count),
+            u64::from(bought.gpu_count),
+        ),
+    ];
+    match fields
+        .into_iter()
+        .find(|(_, wanted, bought)| wanted > bought)
+    {
+        Some((field, wanted, bought)) => Err(LeaseFitError::Exceeds {
+            group: group.to_owned(),
+            field,
+            wanted,
+            bought,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod lease_fit_tests {
+    use super::*;
+    use crate::types::{OrderRequirements, Resources};
+
+    fn spec(cpu_milli: u64, memory_mib: u64, gpu_count: u32, replicas: u16) -> OrderSpec {
+        OrderSpec {
+            group_name: group_name_key("dcloud"),
+            resources: Resources {
+                cpu_milli,
+                memory_mib,
+                storage_mib: 512,
+            },
+            gpu_count,
+            replicas,
+            requirements: OrderRequirements::default(),
+        }
+    }
+
+    #[test]
+    fn an_update_fits_when_every_field_is_at_most_what_was_bought() {
+        let bought = spec(1000, 512, 1, 2);
+        assert_eq!(
+            check_within_lease("dcloud", &spec(500, 512, 0, 2), &bought),
+            Ok(())
+        );
+        assert_eq!(check_within_lease("dcloud", &bought, &bought), Ok(()));
+    }
+
+    #[test]
+    fn the_first_field_over_the_lease_is_named() {
+        let bought = spec(1000, 512, 1, 2);
+        let error = check_within_lease("dcloud", &spec(1000, 1024, 1, 2), &bought).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "group `dcloud`: memory (MiB) 1024 exceeds the 512 the lease bought"
+        );
+        let error = check_within_lease("dcloud", &spec(2000, 512, 2, 2), &bought).unwrap_err();
+        assert!(
+            error.to_string().contains("cpu (millicores) 2000"),
+            "{error}"
+        );
+        let error = check_within_lease("dcloud", &spec(1000, 512, 2, 2), &bought).unwrap_err();
+        assert!(
+            error.to_string().contains("gpu count 2 exceeds the 1"),
+            "{error}"
+        );
+        let error = check_within_lease("dcloud", &spec(100, 64, 0, 3), &bought).unwrap_err();
+        assert!(
+            error.to_string().contains("replicas 3 differs from the 2"),
+            "{error}"
+        );
+    }
+}

@@ -321,6 +321,13 @@ pub struct LeaseInfo {
     /// Until this the provider may confirm; after it, unconfirmed, anyone may close the lease
     /// as undelivered.
     pub delivery_deadline: u64,
+    /// 1 for the order's manifest, one more for each `updateManifest` (0 when read from a
+    /// record written before revisions existed).
+    #[serde(default)]
+    pub revision: u32,
+    /// The manifest the provider must run: the order's, or the latest update's.
+    #[serde(default)]
+    pub manifest_hash: B256,
 }
 
 impl LeaseInfo {
@@ -340,6 +347,8 @@ impl LeaseInfo {
             escrow: v.escrow,
             confirmed: v.confirmed,
             delivery_deadline: v.deliveryDeadline,
+            revision: v.revision,
+            manifest_hash: v.manifestHash,
         }
     }
 }
@@ -439,6 +448,14 @@ pub struct LeaseStarted {
     pub gpu_model: B256,
     /// Bids `settle` skipped before finding room; always empty for `acceptBid`.
     pub skipped: Vec<SkippedBid>,
+}
+
+/// Outcome of `updateManifest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestUpdate {
+    pub lease_id: u64,
+    pub revision: u32,
+    pub manifest_hash: B256,
 }
 
 /// Outcome of `closeUndelivered`.

@@ -251,6 +251,16 @@ contract GasBenchmarks is Fixture {
         _record("confirmLease", WITHDRAW_TARGET);
     }
 
+    /// @dev Two slots written (the order's hash, the revision counter) and one event.
+    function test_gas_updateManifest() public {
+        _bid(p2, cpuOrder, cpuSpec, PRICE, bytes32(0));
+        vm.prank(tenant);
+        market.acceptBid(cpuOrder, 0);
+        vm.prank(tenant);
+        market.updateManifest(cpuOrder, keccak256("manifest v2"));
+        _record("updateManifest", WITHDRAW_TARGET);
+    }
+
     /// @dev Refund, slash to the tenant, registry release and the failure count.
     function test_gas_closeUndelivered() public {
         _bid(p2, cpuOrder, cpuSpec, PRICE, bytes32(0));

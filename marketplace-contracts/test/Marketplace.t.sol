@@ -730,3 +730,63 @@ contract MarketplaceReentrancyTest is Fixture {
         assertEq(evil.balanceOf(tenant), 10 * DEPOSIT, "tenant whole");
     }
 }
+
+contract MarketplaceManifestUpdateTest is Fixture {
+    bytes32 internal constant UPDATED = keccak256("manifest v2");
+
+    function test_updateManifest_recordsRevisionAndHash() public {
+        _registerDefault(p1);
+        uint256 leaseId = _lease(p1, PRICE);
+        assertEq(market.getLease(leaseId).revision, 1, "the order's manifest");
+        assertEq(market.getLease(leaseId).manifestHash, MANIFEST, "the order's hash");
+
+        vm.expectEmit(true, false, false, true, address(market));
+        emit Marketplace.ManifestUpdated(leaseId, 2, UPDATED);
+        vm.prank(tenant);
+        market.updateManifest(leaseId, UPDATED);
+        Marketplace.LeaseView memory info = market.getLease(leaseId);
+        assertEq(info.revision, 2, "revision");
+        assertEq(info.manifestHash, UPDATED, "latest hash");
+        assertEq(market.getOrder(leaseId).manifestHash, UPDATED, "the order names the latest");
+        assertTrue(info.active, "still active");
+        assertEq(info.escrow, DEPOSIT, "escrow untouched");
+
+        vm.prank(tenant);
+        market.updateManifest(leaseId, MANIFEST);
+        assertEq(market.getLease(leaseId).revision, 3, "every update counts");
+    }
+
+    function test_updateManifest_worksWhilePending() public {
+        _registerDefault(p1);
+        uint256 leaseId = _pendingLease(p1, PRICE);
+        vm.prank(tenant);
+        market.updateManifest(leaseId, UPDATED);
+        assertEq(market.getLease(leaseId).revision, 2, "pending leases update too");
+        assertFalse(market.getLease(leaseId).confirmed, "still pending");
+    }
+
+    function test_updateManifest_onlyTenantOfAnActiveLease() public {
+        _registerDefault(p1);
+        uint256 leaseId = _lease(p1, PRICE);
+        for (uint256 i = 0; i < 3; ++i) {
+            address caller = [p1, stranger, tenant2][i];
+            vm.expectRevert(abi.encodeWithSelector(Marketplace.NotTenant.selector, caller));
+            vm.prank(caller);
+            market.updateManifest(leaseId, UPDATED);
+        }
+        vm.expectRevert(Marketplace.ZeroManifestHash.selector);
+        vm.prank(tenant);
+        market.updateManifest(leaseId, bytes32(0));
+
+        vm.expectRevert(abi.encodeWithSelector(Marketplace.LeaseNotFound.selector, leaseId + 1));
+        vm.prank(tenant);
+        market.updateManifest(leaseId + 1, UPDATED);
+
+        vm.prank(tenant);
+        market.closeLease(leaseId, 0);
+        vm.expectRevert(abi.encodeWithSelector(Marketplace.LeaseNotActive.selector, leaseId));
+        vm.prank(tenant);
+        market.updateManifest(leaseId, UPDATED);
+        assertEq(market.getLease(leaseId).revision, 1, "nothing recorded");
+    }
+}

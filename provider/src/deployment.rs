@@ -57,6 +57,8 @@ pub enum DeploymentError {
         wanted: u32,
         available: usize,
     },
+    #[error("{0}")]
+    ExceedsLease(#[from] leasehold_contracts::LeaseFitError),
 }
 
 /// Totals of a manifest group, in the units an order uses.
@@ -187,6 +189,46 @@ pub fn order_group<'m>(
     })
 }
 
+/// The manifest group an update of a running lease runs: the group the order names, with
+/// the same group count as the manifest it replaces (`groups_before`), the same replica
+/// count and every resource within what the lease bought; the first field that does not
+/// fit is named.
+pub fn update_group<'m>(
+    manifest: &'m Manifest,
+    order: &OrderSpec,
+    groups_before: usize,
+) -> Result<&'m ManifestGroup, DeploymentError> {
+    if manifest.groups.len() != groups_before {
+        return Err(leasehold_contracts::LeaseFitError::GroupCount {
+            wanted: manifest.groups.len(),
+            bought: groups_before,
+        }
+        .into());
+    }
+    let group = manifest
+        .groups
+        .iter()
+        .find(|group| leasehold_contracts::group_name_key(&group.name) == order.group_name)
+        .ok_or_else(|| DeploymentError::GroupNotInManifest {
+            group_name: order.group_name,
+            available: manifest
+                .groups
+                .iter()
+                .map(|group| format!("`{}`", group.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    let demand = group_demand(group)?;
+    let wanted = OrderSpec {
+        resources: demand.resources,
+        gpu_count: u32::try_from(demand.gpu_count).unwrap_or(u32::MAX),
+        replicas: u16::try_from(demand.replicas).unwrap_or(u16::MAX),
+        ..order.clone()
+    };
+    leasehold_contracts::check_within_lease(&group.name, &wanted, order)?;
+    Ok(group)
+}
+
 /// The runtime deployment of one manifest group. `gpu_devices` are the device ids the
 /// lease's allocation holds, handed out to GPU replicas in service order.
 pub fn lease_deployment(
@@ -278,6 +320,7 @@ fn service_deployment<'d>(
             .iter()
             .map(ToString::to_string)
             .collect(),
+        credentials: service.credentials.clone(),
     })
 }
 
@@ -394,6 +437,25 @@ mod tests {
             matches!(err, DeploymentError::GroupExceedsOrder { ref group, .. } if group == "anywhere"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_update_must_keep_the_groups_and_fit_what_the_lease_bought() {
+        let sdl = leasehold_manifests::parse(HELLO).unwrap();
+        let bought = order_spec_for_group(&sdl.groups()[0]).unwrap();
+        let new_image = HELLO.replace("leasehold/busybox:test", "leasehold/busybox:other");
+        let updated = leasehold_manifests::parse(&new_image).unwrap().manifest();
+        assert_eq!(update_group(&updated, &bought, 1).unwrap().name, "anywhere");
+
+        let bigger = HELLO.replace("size: 64Mi", "size: 128Mi");
+        let bigger = leasehold_manifests::parse(&bigger).unwrap().manifest();
+        let error = update_group(&bigger, &bought, 1).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "group `anywhere`: memory (MiB) 128 exceeds the 64 the lease bought"
+        );
+        let error = update_group(&updated, &bought, 2).unwrap_err().to_string();
+        assert!(error.contains("an update keeps the groups"), "{error}");
     }
 
     const SHARED_MEMORY: &str = r#"

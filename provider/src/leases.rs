@@ -16,6 +16,7 @@ use crate::daemon::{Core, DaemonError, unix_now};
 use crate::deployment::{lease_deployment, order_group, parse_manifest};
 use crate::lease::{CloseReason, LeaseEvent, LeaseState, LeaseStateKind, ManifestHash};
 use crate::runtime::{LeaseDeployment, LeaseRuntimeStatus};
+use crate::sealing::CredentialSeal;
 use crate::store::{LeaseRecord, NewLease, StoreError};
 
 /// After a fresh deployment, how long [`Core::confirm_delivery`] waits for every replica to
@@ -205,6 +206,10 @@ impl Core {
             | LeaseState::Running { manifest_hash }
             | LeaseState::Failed { manifest_hash, .. } => {
                 if *manifest_hash != hash {
+                    if record.manifest_json.is_some() {
+                        // A new manifest for a lease that runs one: update in place.
+                        return self.accept_manifest_update(record, manifest, hash).await;
+                    }
                     return Err(ManifestRejected::DifferentManifest(
                         manifest_hash.to_string(),
                     ));
@@ -270,12 +275,16 @@ impl Core {
         };
         self.persist_holding(lease_id, &holding, row.bid_id, row.expires_at)
             .await?;
+        let stored = self.manifest_to_store(lease_id, &parsed, text)?;
+        let text = stored.as_str();
         let record = if record.state.manifest_hash().is_some() {
             self.store.attach_manifest(lease_id, hash, text).await?;
             self.store.lease(lease_id).await?
         } else {
             self.store.receive_manifest(lease_id, hash, text).await?
         };
+        self.record_revision_of_first_manifest(lease_id, hash)
+            .await?;
         self.store
             .record_history(
                 lease_id,
@@ -285,6 +294,23 @@ impl Core {
             .await?;
         info!(lease_id, manifest = %hash, "manifest accepted; deploying");
         Ok(record)
+    }
+
+    /// The manifest text the store keeps. The store never holds a registry password in
+    /// clear: what it keeps of a manifest with credentials is the manifest with each
+    /// password sealed.
+    pub(crate) fn manifest_to_store(
+        &self,
+        lease_id: u64,
+        parsed: &leasehold_manifests::Manifest,
+        text: &str,
+    ) -> Result<String, DaemonError> {
+        if !CredentialSeal::has_credentials(parsed) {
+            return Ok(text.to_owned());
+        }
+        let mut sealed = parsed.clone();
+        self.credential_seal.seal(lease_id, &mut sealed)?;
+        Ok(sealed.canonical_json())
     }
 
     /// What the runtime should run for a lease, from its stored manifest and allocation.
@@ -309,7 +335,8 @@ impl Core {
             .group
             .as_deref()
             .ok_or_else(|| missing("manifest group"))?;
-        let manifest = parse_manifest(json.as_bytes())?;
+        let mut manifest = parse_manifest(json.as_bytes())?;
+        self.credential_seal.open(lease_id, &mut manifest)?;
         Ok(lease_deployment(
             lease_id,
             &record.tenant,

@@ -18,4 +18,6 @@ pub mod deployment;
 pub mod leases;
 pub mod metrics;
 pub mod reconciler;
+pub mod sealing;
+pub mod updates;
 pub mod withdrawer;

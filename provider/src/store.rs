@@ -829,3 +829,162 @@ mod tests {
         assert_eq!(to_db(42, "lease id").ok(), Some(42));
     }
 }
+
+/// A lease's manifest revisions (update in place): the one it runs, and the latest one the
+/// chain announced whose manifest has not arrived yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestRevisions {
+    /// 1 is the order's manifest.
+    pub applied: u64,
+    pub pending: Option<(u64, ManifestHash)>,
+}
+
+impl Store {
+    /// The lease's revisions; a lease never updated runs revision 1.
+    pub async fn manifest_revisions(&self, lease_id: u64) -> Result<ManifestRevisions, StoreError> {
+        let row = sqlx::query(
+            "SELECT applied_revision, pending_revision, pending_hash FROM manifest_revisions \
+             WHERE lease_id = $1",
+        )
+        .bind(to_db(lease_id, "lease id")?)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(ManifestRevisions {
+                applied: 1,
+                pending: None,
+            });
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            row: format!("manifest revisions of lease {lease_id}"),
+            reason,
+        };
+        let revision = |value: i64| {
+            u64::try_from(value).map_err(|_| corrupt(format!("revision {value} is negative")))
+        };
+        let applied = revision(row.try_get("applied_revision")?)?;
+        let pending_revision: Option<i64> = row.try_get("pending_revision")?;
+        let pending_hash: Option<String> = row.try_get("pending_hash")?;
+        let pending = match (pending_revision, pending_hash) {
+            (Some(pending), Some(hash)) => Some((
+                revision(pending)?,
+                hash.parse::<ManifestHash>()
+                    .map_err(|error| corrupt(error.to_string()))?,
+            )),
+            _ => None,
+        };
+        Ok(ManifestRevisions { applied, pending })
+    }
+
+    /// Remembers a revision announced on chain until its manifest arrives. `false` when it
+    /// is not newer than what the lease runs or already waits for (a redelivered event).
+    pub async fn note_pending_revision(
+        &self,
+        lease_id: u64,
+        revision: u64,
+        manifest_hash: ManifestHash,
+    ) -> Result<bool, StoreError> {
+        let noted = sqlx::query(
+            "INSERT INTO manifest_revisions (lease_id, applied_revision, pending_revision, pending_hash) \
+             VALUES ($1, 1, $2, $3) \
+             ON CONFLICT (lease_id) DO UPDATE SET pending_revision = excluded.pending_revision, \
+             pending_hash = excluded.pending_hash \
+             WHERE manifest_revisions.applied_revision < excluded.pending_revision \
+             AND (manifest_revisions.pending_revision IS NULL \
+                  OR manifest_revisions.pending_revision < excluded.pending_revision)",
+        )
+        .bind(to_db(lease_id, "lease id")?)
+        .bind(to_db(revision, "revision")?)
+        .bind(manifest_hash.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(noted == 1 && revision > 1)
+    }
+
+    /// Replaces the manifest of a lease that runs one (update in place), if the lease is
+    /// still at `expected_version`, and records `revision` as applied (clearing a pending
+    /// revision it reaches), all in one transaction.
+    pub async fn replace_manifest(
+        &self,
+        lease_id: u64,
+        expected_version: i64,
+        manifest_hash: ManifestHash,
+        manifest_json: &str,
+        revision: u64,
+    ) -> Result<LeaseRecord, StoreError> {
+        let id = to_db(lease_id, "lease id")?;
+        let revision = to_db(revision, "revision")?;
+        let mut transaction = self.pool.begin().await?;
+        let replaced = sqlx::query(
+            "UPDATE leases SET manifest_hash = $1, manifest_json = $2, updated_at = $3, \
+             version = version + 1 WHERE lease_id = $4 AND version = $5 \
+             AND manifest_hash IS NOT NULL",
+        )
+        .bind(manifest_hash.to_string())
+        .bind(manifest_json)
+        .bind(unix_now())
+        .bind(id)
+        .bind(expected_version)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if replaced != 1 {
+            drop(transaction);
+            let found = self.lease(lease_id).await?.version;
+            return Err(StoreError::Conflict {
+                lease_id,
+                expected: expected_version,
+                found,
+            });
+        }
+        apply_revision(&mut transaction, id, revision).await?;
+        transaction.commit().await?;
+        self.lease(lease_id).await
+    }
+
+    /// Records that the lease runs `revision` (its first manifest arrived after updates
+    /// were recorded on chain), clearing a pending revision it reaches.
+    pub async fn record_applied_revision(
+        &self,
+        lease_id: u64,
+        revision: u64,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        apply_revision(
+            &mut transaction,
+            to_db(lease_id, "lease id")?,
+            to_db(revision, "revision")?,
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+}
+
+/// Raises the applied revision to `revision` (never lowers it) and clears a pending
+/// revision it reaches.
+async fn apply_revision(
+    connection: &mut AnyConnection,
+    lease_id: i64,
+    revision: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO manifest_revisions (lease_id, applied_revision) VALUES ($1, $2) \
+         ON CONFLICT (lease_id) DO UPDATE SET applied_revision = excluded.applied_revision \
+         WHERE manifest_revisions.applied_revision < excluded.applied_revision",
+    )
+    .bind(lease_id)
+    .bind(revision)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(
+        "UPDATE manifest_revisions SET pending_revision = NULL, pending_hash = NULL \
+         WHERE lease_id = $1 AND pending_revision <= $2",
+    )
+    .bind(lease_id)
+    .bind(revision)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}

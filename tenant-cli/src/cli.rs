@@ -162,6 +162,20 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Run a new manifest on an active lease: same lease, volumes and URLs. The new
+    /// manifest must keep the groups and replica counts and fit the resources the lease
+    /// bought (checked before any transaction); records its hash on chain
+    /// (`updateManifest`), sends it to the provider and waits until the new revision runs.
+    #[command(after_help = help!(
+        "tenant update 7 app.yaml",
+        "tenant update 7 app-v2.yaml --output json"
+    ))]
+    Update {
+        /// Lease id.
+        lease: u64,
+        /// The new SDL file.
+        file: PathBuf,
+    },
     /// Close a lease (refunding the unspent escrow), or cancel a still unmatched order.
     #[command(after_help = help!("tenant close 7", "tenant close 7 --output json"))]
     Close {

@@ -80,6 +80,7 @@ pub fn status_json(status: &LeaseStatus) -> serde_json::Value {
     serde_json::json!({
         "lease_id": status.lease_id,
         "state": status.state,
+        "revision": status.revision,
         "message": status.message,
         "services": status.services.iter().map(|service| serde_json::json!({
             "name": service.name,

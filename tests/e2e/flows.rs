@@ -939,3 +939,146 @@ fn crate_examples() -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| panic!("hello.yaml has a folder"))
 }
+
+/// A site on a persistent volume: `setup` runs before busybox's httpd serves /data/www.
+fn site_sdl(setup: &str, memory: &str) -> String {
+    format!(
+        r#"version: "2.0"
+services:
+  web:
+    image: leasehold/busybox:test
+    command:
+      - sh
+      - -c
+      - "mkdir -p /data/www && {setup} && exec httpd -f -p 80 -h /data/www"
+    expose:
+      - port: 80
+        as: 80
+        to:
+          - global: true
+    params:
+      storage:
+        data:
+          mount: /data
+profiles:
+  compute:
+    web:
+      resources:
+        cpu:
+          units: 100m
+        memory:
+          size: {memory}
+        storage:
+          - size: 128Mi
+          - name: data
+            size: 64Mi
+            attributes:
+              persistent: true
+  placement:
+    anywhere:
+      pricing:
+        web:
+          denom: usdc
+          amount: 1000
+deployment:
+  web:
+    anywhere:
+      profile: web
+      count: 1
+"#
+    )
+}
+
+/// Issue #13, item 4: `tenant update` runs a new manifest on the same lease: the URL serves
+/// the new page, the revision goes from 1 to 2, a file written by the first revision on the
+/// persistent volume survives; another account's update and a manifest bigger than the
+/// lease are refused before any transaction.
+#[test]
+fn tenant_update_serves_the_new_page_at_the_same_url_and_keeps_the_volume() {
+    let scenario = Scenario::with_provider(PRICE_A);
+    let first = manifest(
+        &scenario,
+        "site-v1.yaml",
+        &site_sdl(
+            "echo survived > /data/www/kept.txt && echo 'revision one' > /data/www/index.html",
+            "64Mi",
+        ),
+    );
+    let (document, lease) = deploy_ok(&scenario, &first, QUICK_DEPLOY);
+    let uri = first_uri(&document);
+    assert!(wait_for_200(&uri).body.contains("revision one"));
+    assert_eq!(scenario.lease_on_chain(lease).revision, 1);
+
+    let second = manifest(
+        &scenario,
+        "site-v2.yaml",
+        &site_sdl("echo 'revision two' > /data/www/index.html", "64Mi"),
+    );
+    let second_arg = second.to_string_lossy().into_owned();
+    let lease_arg = lease.to_string();
+    let stranger = scenario.tenant(OTHER_TENANT, &["update", &lease_arg, &second_arg], MINUTE);
+    assert_eq!(
+        stranger.code,
+        Some(1),
+        "another account's update: {stranger:?}"
+    );
+    assert!(
+        stranger
+            .stderr
+            .contains(&format!("is not the tenant of lease {lease}")),
+        "unclear refusal: {}",
+        stranger.stderr
+    );
+    let bigger = manifest(&scenario, "site-big.yaml", &site_sdl("true", "1Gi"));
+    let bigger_arg = bigger.to_string_lossy().into_owned();
+    let misfit = scenario.tenant(TENANT, &["update", &lease_arg, &bigger_arg], MINUTE);
+    assert_eq!(
+        misfit.code,
+        Some(1),
+        "a manifest bigger than the lease: {misfit:?}"
+    );
+    assert!(
+        misfit
+            .stderr
+            .contains("memory (MiB) 1024 exceeds the 64 the lease bought"),
+        "the field is not named: {}",
+        misfit.stderr
+    );
+    assert_eq!(
+        scenario.lease_on_chain(lease).revision,
+        1,
+        "refused before any transaction"
+    );
+
+    let update = scenario.tenant(
+        TENANT,
+        &["update", &lease_arg, &second_arg, "--output", "json"],
+        4 * MINUTE,
+    );
+    update.expect_code(0, "tenant update");
+    let updated = update.json();
+    assert_eq!(updated["lease_id"], lease);
+    assert_eq!(updated["revision"], 2);
+    assert!(
+        updated["uris"].to_string().contains(&uri),
+        "the URL moved: {updated}\n{}",
+        scenario.provider_logs()
+    );
+    let page = eventually("the new page at the same URL", MINUTE, || {
+        http_get(&uri).filter(|response| response.body.contains("revision two"))
+    });
+    assert_eq!(page.status, 200);
+    let kept = http_get(&format!("{uri}/kept.txt")).expect("kept.txt answers");
+    assert!(
+        kept.status == 200 && kept.body.contains("survived"),
+        "the persistent volume lost the first revision's file: {kept:?}"
+    );
+    assert_eq!(scenario.lease_on_chain(lease).revision, 2);
+
+    std::thread::sleep(Duration::from_millis(1100));
+    let status = scenario.tenant(TENANT, &["status", &lease_arg, "--output", "json"], MINUTE);
+    status.expect_code(0, "tenant status");
+    let status = status.json();
+    assert_eq!(status["workload"]["revision"], 2, "{status}");
+    assert_eq!(status["lease"]["revision"], 2, "{status}");
+}

@@ -153,3 +153,84 @@ async fn bids_stop_at_the_window_and_strangers_wait_for_the_tenants_grace() {
     })
     .await;
 }
+
+/// `updateManifest` (issue #13, item 4): only the tenant, only an active lease (pending or
+/// confirmed); each update counts a revision, the lease and the order name the latest hash,
+/// and the event decodes to `ChainEvent::ManifestUpdated`.
+#[tokio::test]
+async fn only_the_tenant_updates_an_active_leases_manifest_and_each_update_counts() {
+    use alloy::primitives::B256;
+    use alloy::providers::Provider;
+    use alloy::rpc::types::Filter;
+    use leasehold_contracts::ChainEvent;
+
+    within(async {
+        let devnet = Devnet::start(None).await;
+        let (tenant, provider, lease) = pending_lease(&devnet).await;
+        let anyone = devnet.client(STRANGER);
+        let original = anyone.lease(lease.lease_id).await.unwrap();
+        assert_eq!(original.revision, 1, "the order's manifest");
+        let second = B256::repeat_byte(0x22);
+        for outsider in [&provider, &anyone] {
+            let err = outsider
+                .update_manifest(lease.lease_id, second)
+                .await
+                .unwrap_err();
+            assert_eq!(err.revert_name(), Some("NotTenant"), "{err}");
+        }
+        let zero = tenant.update_manifest(lease.lease_id, B256::ZERO).await;
+        assert_eq!(zero.unwrap_err().revert_name(), Some("ZeroManifestHash"));
+
+        let updated = tenant
+            .update_manifest(lease.lease_id, second)
+            .await
+            .unwrap();
+        assert_eq!((updated.revision, updated.manifest_hash), (2, second));
+        provider.confirm_lease(lease.lease_id).await.unwrap();
+        let third = B256::repeat_byte(0x33);
+        let updated = tenant.update_manifest(lease.lease_id, third).await.unwrap();
+        assert_eq!(updated.revision, 3, "confirmed leases update too");
+        let info = anyone.lease(lease.lease_id).await.unwrap();
+        assert_eq!((info.revision, info.manifest_hash), (3, third));
+        let order = anyone.order(lease.lease_id).await.unwrap();
+        assert_eq!(
+            order.manifest_hash, third,
+            "the order names the latest manifest"
+        );
+
+        let filter = Filter::new()
+            .address(devnet.deployment.marketplace)
+            .from_block(0);
+        let updates: Vec<(u32, B256)> = devnet
+            .rpc
+            .get_logs(&filter)
+            .await
+            .expect("eth_getLogs")
+            .iter()
+            .filter_map(|log| ChainEvent::decode(log, &devnet.deployment).ok().flatten())
+            .filter_map(|decoded| match decoded.event {
+                ChainEvent::ManifestUpdated {
+                    lease_id,
+                    revision,
+                    manifest_hash,
+                } if lease_id == lease.lease_id => Some((revision, manifest_hash)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(updates, vec![(2, second), (3, third)]);
+
+        tenant
+            .close_lease(
+                lease.lease_id,
+                leasehold_contracts::CloseReason::TenantRequest,
+            )
+            .await
+            .unwrap();
+        let err = tenant
+            .update_manifest(lease.lease_id, second)
+            .await
+            .unwrap_err();
+        assert_eq!(err.revert_name(), Some("LeaseNotActive"), "{err}");
+    })
+    .await;
+}

@@ -126,7 +126,14 @@ impl GatewayBackend for DaemonBackend {
             .await
             .map_err(internal)?
             .ok_or(BackendError::UnknownLease { lease_id })?;
+        let revisions = self
+            .core
+            .store
+            .manifest_revisions(lease_id)
+            .await
+            .map_err(internal)?;
         Ok(LeaseStatus {
+            revision: u32::try_from(revisions.applied).unwrap_or(u32::MAX),
             lease_id,
             state: record.state.kind().to_string(),
             services: status

@@ -51,6 +51,12 @@ pub enum Work {
     LeaseClosed,
     /// Withdraw what the lease owes (or close it when insolvent).
     Collect,
+    /// The tenant recorded a new manifest for the lease: remember the revision until its
+    /// manifest arrives.
+    ManifestUpdated {
+        revision: u32,
+        manifest_hash: alloy::primitives::B256,
+    },
 }
 
 /// The daemon's queue.
@@ -92,6 +98,17 @@ pub fn ingest(queue: &Queue, me: Address, log: ChainLog) {
             (WorkKey::Order(lease_id), work)
         }
         ChainEvent::LeaseClosed { lease_id, .. } => (WorkKey::Order(lease_id), Work::LeaseClosed),
+        ChainEvent::ManifestUpdated {
+            lease_id,
+            revision,
+            manifest_hash,
+        } => (
+            WorkKey::Order(lease_id),
+            Work::ManifestUpdated {
+                revision,
+                manifest_hash,
+            },
+        ),
         other => {
             debug!(event = other.name(), "event needs no reaction");
             return;
@@ -120,6 +137,16 @@ pub async fn reconcile(core: Arc<Core>, task: Task<WorkKey, Work>) -> Outcome {
             core.on_lease_won(*lease_id, *tenant).await
         }
         (WorkKey::Order(lease_id), Work::LeaseClosed) => core.on_lease_closed(*lease_id).await,
+        (
+            WorkKey::Order(lease_id),
+            Work::ManifestUpdated {
+                revision,
+                manifest_hash,
+            },
+        ) => {
+            core.on_manifest_updated(*lease_id, *revision, *manifest_hash)
+                .await
+        }
         (WorkKey::Payment(lease_id), Work::Collect) => core.collect(*lease_id).await.map(drop),
         (key, work) => {
             warn!(?key, ?work, "work queued under the wrong key; dropped");
@@ -353,5 +380,35 @@ mod tests {
             let task = futures_util::FutureExt::now_or_never(queue.next()).expect("ready");
             assert_eq!((task.key, task.work), (WorkKey::Order(4), expected));
         }
+    }
+
+    #[test]
+    fn a_manifest_update_is_work_for_its_lease() {
+        let queue = Queue::new(RetryPolicy::default());
+        let manifest_hash = alloy::primitives::B256::repeat_byte(7);
+        let update = ChainLog {
+            block: 9,
+            log_index: 0,
+            event: ChainEvent::ManifestUpdated {
+                lease_id: 4,
+                revision: 2,
+                manifest_hash,
+            },
+        };
+        ingest(&queue, Address::repeat_byte(1), update.clone());
+        ingest(&queue, Address::repeat_byte(1), update);
+        assert_eq!(queue.len(), 1, "a redelivered event is queued once");
+        assert_eq!(queue.lowest_block(), Some(9), "the cursor waits for it");
+        let task = futures_util::FutureExt::now_or_never(queue.next()).expect("ready");
+        assert_eq!(
+            (task.key, task.work),
+            (
+                WorkKey::Order(4),
+                Work::ManifestUpdated {
+                    revision: 2,
+                    manifest_hash
+                }
+            )
+        );
     }
 }

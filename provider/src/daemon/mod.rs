@@ -40,6 +40,7 @@ use crate::runtime::docker::{DockerRuntime, DockerRuntimeConfig, EgressSettings}
 use crate::runtime::kubernetes::inventory::InventoryTracker;
 use crate::runtime::kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
 use crate::runtime::{Runtime, RuntimeError, RuntimeScope};
+use crate::sealing::CredentialSeal;
 use crate::store::{Store, StoreError};
 use controller::{Queue, WatermarkCursor, WorkKey};
 use queue::RetryPolicy;
@@ -141,6 +142,8 @@ pub enum DaemonError {
         provider: alloy::primitives::Address,
         registry: alloy::primitives::Address,
     },
+    #[error("registry credentials: {0}")]
+    Credentials(#[from] crate::sealing::SealError),
     #[error("inventory lock poisoned")]
     Poisoned,
     #[error("follower cursor: {0}")]
@@ -174,6 +177,8 @@ pub struct Core {
     pub(crate) gpus: Vec<OfferedGpu>,
     /// Keyed work for the controller's workers.
     pub(crate) queue: Arc<Queue>,
+    /// Seals registry passwords before a manifest is stored (see [`crate::sealing`]).
+    pub(crate) credential_seal: CredentialSeal,
 }
 
 /// The node id of the single Docker host in the inventory.
@@ -426,6 +431,7 @@ impl Core {
         runtime: Arc<dyn Runtime>,
         options: DaemonOptions,
     ) -> Result<Self, DaemonError> {
+        let credential_seal = CredentialSeal::from_signing_key(&signer.credential().to_bytes());
         let store = Store::connect(&config.database_url()).await?;
         controller::import_legacy_cursor(&store, &config.data_dir).await?;
         let chain = Chain::connect(&config, signer, options.start_block).await?;
@@ -463,6 +469,7 @@ impl Core {
             gpus,
             queue: Arc::new(Queue::new(options.retry)),
             options,
+            credential_seal,
         })
     }
 

@@ -68,6 +68,10 @@ pub struct ServiceDeployment {
     /// GPU models the service accepts (canonical keys, `*` parts allowed); empty means
     /// any. Kubernetes pins GPU replicas to nodes carrying one of them.
     pub gpu_models: Vec<String>,
+    /// What the image's registry wants for a pull (the SDL's `credentials`); `Debug`
+    /// redacts the password. Not part of the replica fingerprint: a new password
+    /// restarts nothing.
+    pub credentials: Option<leasehold_manifests::Credentials>,
 }
 
 /// A persistent volume of each replica of a service.
@@ -157,6 +161,7 @@ impl ServiceDeployment {
             volumes: Vec::new(),
             ram_volumes: Vec::new(),
             gpu_models: Vec::new(),
+            credentials: None,
         }
     }
 

@@ -29,7 +29,9 @@ use futures_util::io::AsyncBufReadExt;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{AsyncBufRead, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, Node, Pod, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{
+    Event, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{
     Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, WatchEvent, WatchParams,
@@ -334,6 +336,33 @@ impl KubernetesRuntime {
         Ok(())
     }
 
+    /// Writes the lease's pull Secret, or deletes it by name when no service has
+    /// credentials any more: the runtime never reads or lists Secrets.
+    async fn sync_pull_secret(
+        &self,
+        lease_id: u64,
+        secret: Option<&Secret>,
+    ) -> Result<(), RuntimeError> {
+        let api: Api<Secret> = self.namespaced(lease_id);
+        if let Some(secret) = secret {
+            return self.apply(&api, secret).await;
+        }
+        match api
+            .delete(objects::PULL_SECRET_NAME, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(lease_id, "registry credentials removed");
+                Ok(())
+            }
+            Err(error) if is_not_found(&error) => Ok(()),
+            Err(error) => Err(api_error(
+                format!("delete Secret {}", objects::PULL_SECRET_NAME),
+                error,
+            )),
+        }
+    }
+
     async fn list_in<K>(&self, lease_id: u64, params: &ListParams) -> Result<Vec<K>, RuntimeError>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
@@ -633,6 +662,8 @@ impl Runtime for KubernetesRuntime {
             &objects.network_policy,
         )
         .await?;
+        self.sync_pull_secret(lease_id, objects.pull_secret.as_ref())
+            .await?;
         let names = |metas: Vec<Option<String>>| -> BTreeSet<String> {
             metas.into_iter().flatten().collect()
         };

@@ -13,6 +13,7 @@ mod error;
 mod exec;
 pub mod image;
 pub mod kubernetes;
+pub mod registry;
 mod scope;
 mod status;
 #[cfg(test)]

@@ -28,6 +28,7 @@ use leasehold_provider::deployment::{gpu_model_key, order_spec_for_group};
 use leasehold_provider::hardware::{DeclaredGpu, Hardware, HardwareOverrides};
 use leasehold_provider::lease::LeaseStateKind;
 
+use crate::private_registry::{self, PrivateRegistry};
 use crate::rpc_fault::FaultyRpc;
 use leasehold_provider::runtime::lease_selector;
 
@@ -872,15 +873,38 @@ impl DaemonProcess {
     }
 
     fn spawn_with_key(signer: &PrivateKeySigner, config_path: &std::path::Path) -> Self {
+        Self::spawn_with(signer, config_path, "warn", std::process::Stdio::null())
+    }
+
+    /// The daemon logging at debug level, appended to `log`.
+    fn spawn_logging(
+        devnet: &Devnet,
+        config_path: &std::path::Path,
+        log: &std::path::Path,
+    ) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("daemon log file");
+        Self::spawn_with(&devnet.signer(PROVIDER), config_path, "debug", file.into())
+    }
+
+    fn spawn_with(
+        signer: &PrivateKeySigner,
+        config_path: &std::path::Path,
+        level: &str,
+        stderr: std::process::Stdio,
+    ) -> Self {
         let key = format!("0x{}", alloy::hex::encode(signer.to_bytes()));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
             .args(["--config"])
             .arg(config_path)
             .args(["run", "--confirmations", "0", "--keep-unknown-workloads"])
             .env("LEASEHOLD_PROVIDER_KEY", key)
-            .env("LEASEHOLD_LOG", "warn")
+            .env("LEASEHOLD_LOG", level)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("provider binary starts");
         Self(child)
@@ -2129,4 +2153,360 @@ async fn kubernetes_runtime_builds_the_inventory_from_the_cluster_nodes() {
     })
     .await
     .expect("test exceeded its time limit");
+}
+
+/// Every file under `dir` (recursively) whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read dir") {
+                pending.push(entry.expect("dir entry").path());
+            }
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|window| window == needle)
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// A private image end to end through the `provider` binary: the lease runs from a real
+/// registry with htpasswd auth, the daemon is killed with -9 and the image's local tag
+/// removed, and the restarted daemon pulls it again from the credentials it stored
+/// sealed. The password is then found nowhere in the data dir (the SQLite store and its
+/// journal included) or in the daemon's debug log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_private_image_runs_from_sealed_credentials_across_kill_dash_nine() {
+    daemon_test(0..2, || async {
+        let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+        let registry = PrivateRegistry::start();
+        let repository = format!("leasehold/daemon-private-{}", std::process::id());
+        let image = registry
+            .push(&docker, "leasehold/busybox:test", &repository)
+            .await;
+        let sdl = |password: &str| {
+            HELLO.replace(
+                "image: leasehold/busybox:test",
+                &format!(
+                    "image: {image}\n    credentials:\n      host: \"{}\"\n      username: {}\n      \
+                     password: \"{password}\"",
+                    registry.host(),
+                    private_registry::USERNAME,
+                ),
+            )
+        };
+        let wrong_password = format!("wrong-{}", registry.password);
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = provider_config(&devnet, dir.path(), 0);
+        config.gateway.listen = format!("127.0.0.1:{}", free_port());
+        register(&devnet, &config).await;
+        let config_path = dir.path().join("provider.toml");
+        std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
+        let log_path = dir.path().join("daemon.log");
+        let gateway = format!("http://{}", config.gateway.listen);
+        let tenant = devnet.client(TENANT);
+
+        let mut daemon = DaemonProcess::spawn_logging(&devnet, &config_path, &log_path);
+        let signed = tenant_client(&devnet, &gateway).await;
+        let deliver = |sdl: String| {
+            let (tenant, signed, devnet) = (&tenant, signed.clone(), &devnet);
+            async move {
+                let (order, manifest) = sdl_order(devnet, &sdl, 1_000 * TOKEN, 3_600);
+                let posted = tenant.create_order(&order).await.expect("createOrder");
+                let bid_id = eventually("our bid", || our_bid(devnet, posted.order_id)).await;
+                let lease_id = tenant
+                    .accept_bid(posted.order_id, bid_id)
+                    .await
+                    .expect("acceptBid")
+                    .lease_id;
+                eventually("the manifest window", || {
+                    let mut signed = signed.clone();
+                    async move {
+                        let (state, _) = lease_state_on(&mut signed, lease_id).await?;
+                        (state == "awaiting_manifest").then_some(())
+                    }
+                })
+                .await;
+                signed
+                    .clone()
+                    .send_manifest(lease_id, manifest)
+                    .await
+                    .expect("manifest");
+                lease_id
+            }
+        };
+
+        // A wrong password: the lease's history (what `tenant events` streams) names the
+        // image and says unauthorized.
+        let refused = deliver(sdl(&wrong_password)).await;
+        let refusal = eventually("the refused pull in the history", || async {
+            let store = leasehold_provider::store::Store::connect(&config.database_url())
+                .await
+                .ok()?;
+            let history = store.history(refused).await.ok();
+            store.close().await;
+            history?
+                .into_iter()
+                .find(|entry| entry.kind == "deploy_failed")
+                .map(|entry| entry.message)
+        })
+        .await;
+        assert!(refusal.contains(&image), "{refusal}");
+        assert!(refusal.contains("unauthorized"), "{refusal}");
+        assert!(!refusal.contains(&wrong_password), "{refusal}");
+
+        let lease_id = deliver(sdl(&registry.password)).await;
+        let serving = |signed: &leasehold_proto::client::SignedLeaseClient| {
+            let signed = signed.clone();
+            async move {
+                eventually("the private image to serve", || {
+                    let mut signed = signed.clone();
+                    async move {
+                        let (state, uris) = lease_state_on(&mut signed, lease_id).await?;
+                        let uri = uris.first().filter(|_| state == "running")?.clone();
+                        let page = http_get_async(uri, "/").await.ok()?;
+                        page.contains("hello from leasehold").then_some(())
+                    }
+                })
+                .await;
+            }
+        };
+        serving(&signed).await;
+        let containers = containers_of(lease_id).await;
+        assert_eq!(containers.len(), 1);
+
+        daemon.kill();
+        registry.forget_locally(&docker, &image).await;
+        let _daemon = DaemonProcess::spawn_logging(&devnet, &config_path, &log_path);
+        eventually(
+            "the image pulled again with the unsealed credentials",
+            || async { docker.inspect_image(&image).await.ok().map(|_| ()) },
+        )
+        .await;
+        serving(&signed).await;
+        assert_eq!(containers_of(lease_id).await, containers, "kept running");
+
+        for password in [&registry.password, &wrong_password] {
+            let leaks = files_containing(dir.path(), password.as_bytes());
+            assert!(leaks.is_empty(), "a password is in {leaks:?}");
+        }
+        let log = std::fs::read_to_string(&log_path).expect("daemon log");
+        assert!(log.contains("pulling image"), "the log was captured: {log}");
+        let store = leasehold_provider::store::Store::connect(&config.database_url())
+            .await
+            .expect("store");
+        let stored = store.lease(lease_id).await.expect("lease");
+        store.close().await;
+        let stored = stored.manifest_json.expect("manifest stored");
+        assert!(
+            stored.contains(leasehold_provider::sealing::SEALED_PREFIX),
+            "{stored}"
+        );
+        assert!(!stored.contains(&registry.password));
+
+        remove_leases(&[refused, lease_id]).await;
+        registry.forget_locally(&docker, &image).await;
+    })
+    .await;
+}
+
+/// hello.yaml whose page says `text` (written at start into a directory of the container).
+fn hello_saying(text: &str) -> String {
+    HELLO.replace(
+        "      - httpd\n      - -f\n      - -p\n      - \"80\"\n      - -h\n      - /www\n",
+        &format!(
+            "      - sh\n      - -c\n      - \"mkdir -p /tmp/www && echo '{text}' > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www\"\n"
+        ),
+    )
+}
+
+/// Update in place across a kill -9 (issue #13, item 4): the chain's `ManifestUpdated` is
+/// stored as a pending revision, the daemon dies before the manifest comes, and after the
+/// restart the manifest is accepted and the lease runs revision 2 at the same URL with the
+/// pending revision cleared. A manifest the chain does not name, and the right one sent by
+/// another account, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_manifest_update_survives_kill_dash_nine_between_the_event_and_the_manifest() {
+    daemon_test(0..2, || async {
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = provider_config(&devnet, dir.path(), 0);
+        config.gateway.listen = format!("127.0.0.1:{}", free_port());
+        register(&devnet, &config).await;
+        let config_path = dir.path().join("provider.toml");
+        std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
+        let gateway = format!("http://{}", config.gateway.listen);
+        let tenant = devnet.client(TENANT);
+
+        let mut daemon = DaemonProcess::spawn(&devnet, &config_path);
+        let mut signed = tenant_client(&devnet, &gateway).await;
+        let (order, manifest) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
+        let posted = tenant.create_order(&order).await.expect("createOrder");
+        let bid_id = eventually("our bid", || our_bid(&devnet, posted.order_id)).await;
+        let lease_id = tenant
+            .accept_bid(posted.order_id, bid_id)
+            .await
+            .expect("acceptBid")
+            .lease_id;
+        eventually("the manifest window", || {
+            let mut signed = signed.clone();
+            async move {
+                let (state, _) = lease_state_on(&mut signed, lease_id).await?;
+                (state == "awaiting_manifest").then_some(())
+            }
+        })
+        .await;
+        signed
+            .send_manifest(lease_id, manifest)
+            .await
+            .expect("manifest");
+        let uri = eventually("the lease to run", || {
+            let mut signed = signed.clone();
+            async move {
+                let (state, uris) = lease_state_on(&mut signed, lease_id).await?;
+                (state == "running")
+                    .then(|| uris.first().cloned())
+                    .flatten()
+            }
+        })
+        .await;
+        assert_eq!(signed.status(lease_id).await.expect("status").revision, 1);
+
+        let (_, second) = sdl_order(&devnet, &hello_saying("revision two"), 0, 0);
+        let update = tenant
+            .update_manifest(lease_id, alloy::primitives::keccak256(&second))
+            .await
+            .expect("updateManifest");
+        assert_eq!(update.revision, 2);
+        let store = leasehold_provider::store::Store::connect(&config.database_url())
+            .await
+            .expect("store");
+        eventually("the pending revision in the store", || async {
+            let revisions = store.manifest_revisions(lease_id).await.ok()?;
+            (revisions.pending.map(|(revision, _)| revision) == Some(2)).then_some(())
+        })
+        .await;
+        daemon.kill();
+        let revisions = store.manifest_revisions(lease_id).await.expect("revisions");
+        assert_eq!(revisions.applied, 1);
+        store.close().await;
+
+        let _daemon = DaemonProcess::spawn(&devnet, &config_path);
+        eventually("the restarted gateway", || async {
+            leasehold_proto::client::ProviderClient::connect(&gateway, Duration::from_secs(2))
+                .await
+                .ok()
+        })
+        .await;
+        let mut stranger = leasehold_proto::client::SignedLeaseClient::connect(
+            &gateway,
+            devnet.signer(3),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("gateway reachable");
+        let refused = stranger.send_manifest(lease_id, second.clone()).await;
+        assert!(
+            refused.as_ref().is_err_and(|error| error
+                .to_string()
+                .contains(&format!("is not the tenant of lease {lease_id}"))),
+            "{refused:?}"
+        );
+        let (_, unrecorded) = sdl_order(&devnet, &hello_saying("never recorded"), 0, 0);
+        let refused = signed.send_manifest(lease_id, unrecorded).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|error| error.to_string().contains("hash")),
+            "a manifest the chain does not name: {refused:?}"
+        );
+
+        signed
+            .send_manifest(lease_id, second)
+            .await
+            .expect("the recorded manifest");
+        eventually("revision 2 to run", || {
+            let mut signed = signed.clone();
+            async move {
+                let status = signed.status(lease_id).await.ok()?;
+                (status.revision == 2 && status.state == "running").then_some(())
+            }
+        })
+        .await;
+        let page = eventually("the new page at the same URL", || {
+            let uri = uri.clone();
+            async move {
+                http_get_async(uri, "/")
+                    .await
+                    .ok()
+                    .filter(|page| page.contains("revision two"))
+            }
+        })
+        .await;
+        assert!(page.contains(" 200"), "{page}");
+        let store = leasehold_provider::store::Store::connect(&config.database_url())
+            .await
+            .expect("store");
+        let revisions = store.manifest_revisions(lease_id).await.expect("revisions");
+        assert_eq!((revisions.applied, revisions.pending), (2, None));
+        store.close().await;
+    })
+    .await;
+}
+
+/// A lease updated on chain before its first manifest arrives runs the latest revision,
+/// and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_manifest_sent_after_an_update_runs_as_the_latest_revision() {
+    daemon_test(0..2, || async {
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = provider_config(&devnet, dir.path(), 0);
+        config.gateway.listen = format!("127.0.0.1:{}", free_port());
+        register(&devnet, &config).await;
+        let config_path = dir.path().join("provider.toml");
+        std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
+        let gateway = format!("http://{}", config.gateway.listen);
+        let tenant = devnet.client(TENANT);
+        let _daemon = DaemonProcess::spawn(&devnet, &config_path);
+        let mut signed = tenant_client(&devnet, &gateway).await;
+        let (order, _) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
+        let posted = tenant.create_order(&order).await.expect("createOrder");
+        let bid_id = eventually("our bid", || our_bid(&devnet, posted.order_id)).await;
+        let lease_id = tenant
+            .accept_bid(posted.order_id, bid_id)
+            .await
+            .expect("acceptBid")
+            .lease_id;
+        let (_, second) = sdl_order(&devnet, &hello_saying("updated before delivery"), 0, 0);
+        tenant
+            .update_manifest(lease_id, alloy::primitives::keccak256(&second))
+            .await
+            .expect("updateManifest");
+        eventually("the manifest window", || {
+            let mut signed = signed.clone();
+            async move {
+                let (state, _) = lease_state_on(&mut signed, lease_id).await?;
+                (state == "awaiting_manifest").then_some(())
+            }
+        })
+        .await;
+        signed
+            .send_manifest(lease_id, second)
+            .await
+            .expect("the latest manifest");
+        eventually("revision 2 to run", || {
+            let mut signed = signed.clone();
+            async move {
+                let status = signed.status(lease_id).await.ok()?;
+                (status.state == "running" && status.revision == 2).then_some(())
+            }
+        })
+        .await;
+    })
+    .await;
 }

@@ -144,6 +144,7 @@ fn lease_status(lease_id: u64, state: &str) -> LeaseStatus {
             states: vec!["running".into(), "running".into()],
         }],
         message: String::new(),
+        revision: 1,
     }
 }
 

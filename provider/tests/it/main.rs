@@ -3,6 +3,7 @@
 mod daemon;
 mod deploy_files;
 mod gateway;
+mod private_registry;
 mod rpc_fault;
 mod runtime_docker;
 mod runtime_docker_policy;

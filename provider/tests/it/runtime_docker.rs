@@ -26,6 +26,8 @@ use leasehold_provider::runtime::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::private_registry::{self, PrivateRegistry};
+
 const IMAGE: &str = "leasehold/busybox:test";
 const TENANT: &str = "0x00000000000000000000000000000000000000c1";
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -1377,6 +1379,85 @@ async fn exec_with_a_tty_echoes_input_and_follows_resizes() {
             .unwrap();
         let (_, _, exit) = exec_until_exit(&mut shell.output, None).await;
         assert_eq!(exit, Some(Some(0)));
+    })
+    .await;
+}
+
+/// A private image (a real Distribution registry with htpasswd auth): refused without
+/// credentials and with a wrong password, naming the image and "unauthorized", and never
+/// echoing a password; pulled and run with the lease's credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_image_is_pulled_only_with_its_credentials() {
+    bounded_test(|runtime, [refused, served]| async move {
+        let docker = runtime.client();
+        let registry = PrivateRegistry::start();
+        let image = registry
+            .push(docker, IMAGE, &format!("leasehold/private-{served}"))
+            .await;
+        let credentials = |password: &str| leasehold_manifests::Credentials {
+            host: registry.host(),
+            email: String::new(),
+            username: private_registry::USERNAME.to_owned(),
+            password: password.to_owned(),
+        };
+        let private = |credentials| ServiceDeployment {
+            image: image.clone(),
+            credentials,
+            ..service("web", 1)
+        };
+        for (credentials, wrong) in [
+            (None, None),
+            (
+                Some(credentials("not-the-password")),
+                Some("not-the-password"),
+            ),
+        ] {
+            let error = runtime
+                .deploy(&lease(refused, vec![private(credentials)]))
+                .await
+                .expect_err("no pull without the right password");
+            let text = error.to_string();
+            assert!(
+                matches!(&error, RuntimeError::ImagePull { image: named, .. } if *named == image),
+                "{text}"
+            );
+            assert!(text.contains(&image), "names the image: {text}");
+            assert!(
+                text.to_lowercase().contains("unauthorized"),
+                "says unauthorized: {text}"
+            );
+            if let Some(wrong) = wrong {
+                assert!(!text.contains(wrong), "no password in errors: {text}");
+            }
+            assert!(
+                runtime
+                    .status(refused)
+                    .await
+                    .expect("status")
+                    .services
+                    .is_empty()
+            );
+        }
+
+        runtime
+            .deploy(&lease(
+                served,
+                vec![private(Some(credentials(&registry.password)))],
+            ))
+            .await
+            .expect("pulled with credentials");
+        let status = wait_for_status(&runtime, served, "ready", LeaseRuntimeStatus::is_ready).await;
+        let uri = status
+            .service("web")
+            .and_then(|web| web.uris.first().cloned())
+            .expect("uri");
+        assert!(
+            http_get_eventually(&uri)
+                .await
+                .contains("hello from leasehold")
+        );
+        runtime.teardown(served).await.expect("teardown");
+        registry.forget_locally(docker, &image).await;
     })
     .await;
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use leasehold_provider::deployment::lease_deployment;
 use leasehold_provider::hardware::nvidia_identity;
@@ -38,7 +38,8 @@ use leasehold_provider::runtime::kubernetes::inventory::{
     InventoryOptions, InventoryTracker, cluster_inventory, drift, parse_quantity_nanos,
 };
 use leasehold_provider::runtime::kubernetes::objects::{
-    GPU_PRODUCTS, LABEL_PROVIDER, LeaseObjects, gpu_products_for, lease_objects, namespace_name,
+    GPU_PRODUCTS, LABEL_PROVIDER, LeaseObjects, PULL_SECRET_NAME, gpu_products_for, lease_objects,
+    namespace_name,
 };
 use leasehold_provider::runtime::kubernetes::status::{WorkloadView, observe, pod_state};
 use leasehold_provider::runtime::kubernetes::{
@@ -613,29 +614,180 @@ fn persistent_volumes_are_validated_naming_the_field() {
 /// `UPDATE_SNAPSHOTS=1` rewrites the files instead.
 #[test]
 fn objects_match_the_committed_snapshots() {
+    for name in ["hello", "multi-service", "gpu-inference"] {
+        assert_snapshot(name, &objects_for(name));
+    }
+    let private = lease_objects(&private_registry_deployment(7), &config()).expect("objects build");
+    assert_snapshot("private-registry", &private);
+}
+
+/// Update in place (issue #13, item 4): a new image, command and env keep every object's
+/// kind and name, so server-side apply updates the same Deployments and StatefulSets
+/// (whose volume claim templates, hence the volumes, are unchanged) and leaves the
+/// Services, hence their node ports, as they are.
+#[test]
+fn an_updated_manifest_updates_the_same_objects_in_place() {
+    let before = objects_for("multi-service");
+    let mut deployment = example_deployment("multi-service", 7);
+    for service in &mut deployment.services {
+        service.image = format!("{}-v2", service.image);
+        service.command = vec!["sh".into(), "-c".into(), "echo two".into()];
+        service.env.insert("REVISION".into(), "2".into());
+    }
+    let after = lease_objects(&deployment, &config()).expect("objects build");
+    let names = |objects: &LeaseObjects| {
+        let deployments = objects.deployments.iter().map(|d| d.metadata.name.clone());
+        let stateful = objects
+            .stateful_sets
+            .iter()
+            .map(|s| s.metadata.name.clone());
+        deployments.chain(stateful).collect::<Vec<_>>()
+    };
+    assert!(!before.stateful_sets.is_empty(), "the example has a volume");
+    assert_eq!(names(&before), names(&after));
+    assert_eq!(
+        before.services, after.services,
+        "Services (and node ports) unchanged"
+    );
+    let claims = |objects: &LeaseObjects| {
+        objects
+            .stateful_sets
+            .iter()
+            .map(|set| {
+                set.spec
+                    .as_ref()
+                    .map(|spec| spec.volume_claim_templates.clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(claims(&before), claims(&after), "the volumes are kept");
+    assert_ne!(before.deployments, after.deployments, "the pods change");
+    assert_snapshot("multi-service-updated", &after);
+}
+
+fn assert_snapshot(name: &str, objects: &LeaseObjects) {
     let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/kubernetes");
     let update = std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1");
-    for name in ["hello", "multi-service", "gpu-inference"] {
-        let actual = objects_for(name).to_json().expect("serializes");
-        let rendered = format!("{}\n", serde_json::to_string_pretty(&actual).expect("json"));
-        let path = directory.join(format!("{name}.json"));
-        if update {
-            std::fs::create_dir_all(&directory).expect("snapshot dir");
-            std::fs::write(&path, &rendered).expect("write snapshot");
-            continue;
-        }
-        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run with UPDATE_SNAPSHOTS=1 to create it",
-                path.display()
-            )
-        });
-        assert!(
-            expected == rendered,
-            "{name}: objects differ from {}; review and run with UPDATE_SNAPSHOTS=1",
-            path.display()
-        );
+    let actual = objects.to_json().expect("serializes");
+    let rendered = format!("{}\n", serde_json::to_string_pretty(&actual).expect("json"));
+    let path = directory.join(format!("{name}.json"));
+    if update {
+        std::fs::create_dir_all(&directory).expect("snapshot dir");
+        std::fs::write(&path, &rendered).expect("write snapshot");
+        return;
     }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_SNAPSHOTS=1 to create it",
+            path.display()
+        )
+    });
+    assert!(
+        expected == rendered,
+        "{name}: objects differ from {}; review and run with UPDATE_SNAPSHOTS=1",
+        path.display()
+    );
+}
+
+/// hello.yaml with a private image of `registry.example.com` and its credentials, plus a
+/// public sidecar that must not get the pull secret.
+const PRIVATE_REGISTRY_SDL: &str = r#"
+version: "2.0"
+services:
+  web:
+    image: registry.example.com/team/web:1.2
+    credentials:
+      host: registry.example.com
+      username: team
+      password: s3cret-pull-token
+    expose:
+      - port: 80
+        to:
+          - global: true
+  sidecar:
+    image: busybox:1.36
+profiles:
+  compute:
+    small:
+      resources:
+        cpu:
+          units: 100m
+        memory:
+          size: 64Mi
+        storage:
+          size: 128Mi
+  placement:
+    anywhere:
+      pricing:
+        small:
+          denom: usdc
+          amount: 1000
+deployment:
+  web:
+    anywhere:
+      profile: small
+      count: 1
+  sidecar:
+    anywhere:
+      profile: small
+      count: 1
+"#;
+
+fn private_registry_deployment(lease_id: u64) -> LeaseDeployment {
+    let sdl = leasehold_manifests::parse(PRIVATE_REGISTRY_SDL).expect("SDL parses");
+    let manifest = sdl.manifest();
+    let group = manifest.groups.first().expect("a group");
+    lease_deployment(lease_id, TENANT, &manifest, &group.name, &[]).expect("converts")
+}
+
+#[test]
+fn private_registry_credentials_become_a_pull_secret_only_their_pods_reference() {
+    let objects = lease_objects(&private_registry_deployment(7), &config()).expect("objects build");
+    let secret = objects.pull_secret.as_ref().expect("a pull secret");
+    assert_eq!(secret.metadata.name.as_deref(), Some(PULL_SECRET_NAME));
+    assert_eq!(
+        secret.metadata.namespace, objects.namespace.metadata.name,
+        "in the lease namespace"
+    );
+    assert_eq!(
+        secret.type_.as_deref(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
+    let data = secret.data.as_ref().expect("data");
+    let config: Value =
+        serde_json::from_slice(&data[".dockerconfigjson"].0).expect("dockerconfigjson");
+    assert_eq!(
+        config,
+        json!({"auths": {"registry.example.com": {"username": "team", "password": "s3cret-pull-token"}}})
+    );
+    let labels = secret.metadata.labels.as_ref().expect("labels");
+    assert_eq!(labels.get(LABEL_LEASE).map(String::as_str), Some("7"));
+
+    let pull_secrets = |service: &str| {
+        let workload = objects
+            .deployments
+            .iter()
+            .find(|d| d.metadata.name.as_deref() == Some(service))
+            .expect("deployment");
+        let template = workload.spec.as_ref().map(|spec| &spec.template);
+        template
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|pod| pod.image_pull_secrets.clone())
+            .map(|refs| refs.into_iter().map(|r| r.name).collect::<Vec<_>>())
+    };
+    assert_eq!(pull_secrets("web"), Some(vec![PULL_SECRET_NAME.to_owned()]));
+    assert_eq!(
+        pull_secrets("sidecar"),
+        None,
+        "public image: no pull secret"
+    );
+
+    // Nothing prints the password: the objects' and the deployment's Debug.
+    let printed = format!("{:?}", private_registry_deployment(7));
+    assert!(!printed.contains("s3cret-pull-token"), "{printed}");
+
+    // A lease without credentials has no secret at all.
+    assert!(objects_for("hello").pull_secret.is_none());
 }
 
 fn pod(value: Value) -> Pod {
@@ -1012,6 +1164,67 @@ async fn bounded<F: std::future::Future<Output = ()>>(
         let _ = runtime.teardown(*lease_id).await;
     }
     outcome.expect("flow test finished in time");
+}
+
+/// The pull Secret is written with the workloads and deleted by name when an update drops
+/// the credentials; Secrets are never read or listed (the provider's role cannot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_writes_the_pull_secret_and_deletes_it_when_credentials_go() {
+    let cluster = cluster().await;
+    let Some(fake) = cluster.fake.as_ref() else {
+        return; // a real cluster would need a real private registry
+    };
+    let runtime = &cluster.runtime;
+    let lease_id = lease_id();
+    bounded(runtime, &[lease_id], async {
+        let mut deployment = private_registry_deployment(lease_id);
+        runtime.deploy(&deployment).await.expect("deploy");
+        let secrets: Api<Secret> =
+            Api::namespaced(runtime.client().clone(), &runtime.namespace(lease_id));
+        let secret = secrets.get(PULL_SECRET_NAME).await.expect("secret applied");
+        assert_eq!(
+            secret.type_.as_deref(),
+            Some("kubernetes.io/dockerconfigjson")
+        );
+        let web: Api<Deployment> =
+            Api::namespaced(runtime.client().clone(), &runtime.namespace(lease_id));
+        let applied = web.get("web").await.expect("web applied");
+        let refs = applied
+            .spec
+            .and_then(|spec| spec.template.spec)
+            .and_then(|pod| pod.image_pull_secrets)
+            .expect("web references the secret");
+        assert_eq!(refs[0].name, PULL_SECRET_NAME);
+
+        for service in &mut deployment.services {
+            service.credentials = None;
+        }
+        runtime.deploy(&deployment).await.expect("redeploy");
+        let gone = secrets
+            .get(PULL_SECRET_NAME)
+            .await
+            .expect_err("secret deleted");
+        assert!(matches!(gone, kube::Error::Api(status) if status.code == 404));
+        // And a redeploy with nothing to delete succeeds too.
+        runtime.deploy(&deployment).await.expect("idempotent");
+
+        let requests = fake.requests();
+        let secret_calls: Vec<_> = requests
+            .iter()
+            .filter(|r| r.path.contains("/secrets"))
+            .filter(|r| r.method != "GET" || !r.path.ends_with(PULL_SECRET_NAME))
+            .map(|r| (r.method.as_str(), r.path.as_str()))
+            .collect();
+        // (the test's own GETs above excepted) only PATCH and DELETE by name
+        assert!(
+            secret_calls
+                .iter()
+                .all(|(method, path)| matches!(*method, "PATCH" | "DELETE")
+                    && path.ends_with(PULL_SECRET_NAME)),
+            "{secret_calls:?}"
+        );
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -581,6 +581,60 @@ async fn unreachable_postgres_reports_the_url_without_password() {
     assert!(!error.contains("hunter2"), "{error}");
 }
 
+/// Update in place: an announced revision survives reopening (a restart between the chain
+/// event and the manifest), a stale or repeated announcement is ignored, and replacing the
+/// manifest applies the revision and clears what it reaches.
+async fn manifest_revisions_survive_reopening_and_apply_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    ok(store.insert_won(&new_lease(41)).await);
+    ok(store.apply(41, &LeaseEvent::ManifestWindowOpened).await);
+    let running = ok(store.receive_manifest(41, hash(1), "{\"v\":1}").await);
+    let fresh = ok(store.manifest_revisions(41).await);
+    assert_eq!((fresh.applied, fresh.pending), (1, None));
+
+    assert!(ok(store.note_pending_revision(41, 2, hash(2)).await));
+    assert!(
+        !ok(store.note_pending_revision(41, 2, hash(2)).await),
+        "a redelivered event"
+    );
+    store.close().await;
+    let store = db.open().await;
+    let pending = ok(store.manifest_revisions(41).await);
+    assert_eq!((pending.applied, pending.pending), (1, Some((2, hash(2)))));
+
+    let stale = store
+        .replace_manifest(41, running.version - 1, hash(2), "{\"v\":2}", 2)
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "{stale:?}"
+    );
+    let updated = ok(store
+        .replace_manifest(41, running.version, hash(2), "{\"v\":2}", 2)
+        .await);
+    assert_eq!(updated.manifest_hash, Some(hash(2)));
+    assert_eq!(updated.state.manifest_hash(), Some(hash(2)));
+    assert_eq!(updated.manifest_json.as_deref(), Some("{\"v\":2}"));
+    let applied = ok(store.manifest_revisions(41).await);
+    assert_eq!((applied.applied, applied.pending), (2, None));
+    assert!(
+        !ok(store.note_pending_revision(41, 2, hash(2)).await),
+        "an event older than what runs"
+    );
+    ok(store.record_applied_revision(41, 1).await);
+    assert_eq!(
+        ok(store.manifest_revisions(41).await).applied,
+        2,
+        "never lowered"
+    );
+    ok(store.note_pending_revision(41, 4, hash(4)).await);
+    ok(store.record_applied_revision(41, 4).await);
+    let caught_up = ok(store.manifest_revisions(41).await);
+    assert_eq!((caught_up.applied, caught_up.pending), (4, None));
+    store.close().await;
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -612,4 +666,5 @@ on_both_backends!(
     leases_are_listed_by_state,
     reservations_expire,
     adopted_leases_history_and_failure_counts,
+    manifest_revisions_survive_reopening_and_apply_once,
 );

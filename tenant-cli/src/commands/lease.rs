@@ -113,7 +113,10 @@ pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
             ));
         }
         if let Some(status) = &workload {
-            text.push_str(&format!("workload  {} {}\n", status.state, status.message));
+            text.push_str(&format!(
+                "workload  {} (revision {}) {}\n",
+                status.state, status.revision, status.message
+            ));
             let mut rows = vec![
                 ["SERVICE", "READY", "STATES", "URIS"]
                     .map(str::to_owned)

@@ -4,6 +4,7 @@ pub mod deploy;
 pub mod lease;
 pub mod providers;
 pub mod shell;
+pub mod update;
 pub mod validate;
 pub mod wallet;
 
@@ -52,5 +53,6 @@ pub async fn dispatch(cli: Cli) -> CliResult<u8> {
         Command::Bids { order } => lease::bids(&ctx, order).await,
         Command::Leases => lease::leases(&ctx).await,
         Command::Shell(args) => shell::run(&ctx, args).await,
+        Command::Update { lease, file } => update::run(&ctx, lease, &file).await,
     }
 }

@@ -118,6 +118,7 @@ impl Lease for Gateway {
                 states: vec![if running { "running" } else { "pending" }.to_owned()],
             }],
             message: String::new(),
+            revision: 1,
         }))
     }
 

@@ -21,6 +21,7 @@ const COMMANDS: &[&[&str]] = &[
     &["topup"],
     &["bids"],
     &["leases"],
+    &["update"],
 ];
 
 #[test]

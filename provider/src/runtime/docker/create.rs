@@ -173,3 +173,75 @@ fn ram_mounts(
     }
     Ok((shm_size, mounts))
 }
+
+/// Keeps the host ports a replaced container was given: every binding of `body` that asks
+/// the engine for a free port (empty host port) gets the port `previous` (the old
+/// container's `NetworkSettings.Ports`) had for the same container port and protocol, so a
+/// rolled service (update in place) stays at the same URL.
+pub fn pin_host_ports(body: &mut ContainerCreateBody, previous: &PortMap) {
+    let Some(bindings) = body
+        .host_config
+        .as_mut()
+        .and_then(|host| host.port_bindings.as_mut())
+    else {
+        return;
+    };
+    for (key, wanted) in bindings.iter_mut() {
+        let assigned = previous
+            .get(key)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|binding| binding.host_port.clone().filter(|port| !port.is_empty()));
+        let Some(assigned) = assigned else {
+            continue;
+        };
+        for binding in wanted.iter_mut().flatten() {
+            if binding.host_port.as_deref().is_none_or(str::is_empty) {
+                binding.host_port = Some(assigned.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use super::*;
+
+    fn binding(host_port: &str) -> Option<Vec<PortBinding>> {
+        Some(vec![PortBinding {
+            host_ip: Some("127.0.0.1".to_owned()),
+            host_port: Some(host_port.to_owned()),
+        }])
+    }
+
+    #[test]
+    fn a_replaced_container_keeps_the_host_port_of_each_expose() {
+        let mut body = ContainerCreateBody {
+            host_config: Some(HostConfig {
+                port_bindings: Some(HashMap::from([
+                    ("80/tcp".to_owned(), binding("")),
+                    ("53/udp".to_owned(), binding("")),
+                    ("9000/tcp".to_owned(), binding("19000")),
+                ])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let previous: PortMap = HashMap::from([
+            ("80/tcp".to_owned(), binding("32768")),
+            ("9000/tcp".to_owned(), binding("40000")),
+            ("8080/tcp".to_owned(), binding("32769")),
+        ]);
+        pin_host_ports(&mut body, &previous);
+        let ports = body.host_config.unwrap().port_bindings.unwrap();
+        let host_port = |key: &str| ports[key].as_ref().unwrap()[0].host_port.clone().unwrap();
+        assert_eq!(host_port("80/tcp"), "32768", "the old container's port");
+        assert_eq!(host_port("53/udp"), "", "a new expose gets a free port");
+        assert_eq!(
+            host_port("9000/tcp"),
+            "19000",
+            "a fixed port stays as asked"
+        );
+    }
+}

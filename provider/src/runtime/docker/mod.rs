@@ -44,7 +44,7 @@ use super::{
     EventStream, LABEL_EXPOSE, LABEL_LEASE, LABEL_REPLICA, LABEL_REPLICAS, LABEL_SERVICE,
     LABEL_SPEC, LABEL_STORAGE, LeaseDeployment, LeaseRuntimeStatus, LogLine, LogStream,
     ObservedReplica, ReplicaSpec, Runtime, RuntimeError, RuntimeEvent, RuntimeEventKind,
-    RuntimeScope, decode_exposures, invalid, lease_selector, parse_lease_label,
+    RuntimeScope, decode_exposures, invalid, lease_selector, parse_lease_label, registry,
 };
 
 pub use self::create::{NVIDIA_VISIBLE_DEVICES, container_create_body};
@@ -390,6 +390,8 @@ impl DockerRuntime {
         let name = &replica.name;
         let wanted_spec = replica.spec_hash();
         let mut found = self.inspect(name).await?;
+        // The host ports of a container replaced below, kept by its successor.
+        let mut previous_ports = None;
         if let Some(existing) = &found {
             let labels = existing.config.as_ref().and_then(|c| c.labels.as_ref());
             let ours = self
@@ -412,6 +414,10 @@ impl DockerRuntime {
                     container = name,
                     "replacing container with a changed spec"
                 );
+                previous_ports = existing
+                    .network_settings
+                    .as_ref()
+                    .and_then(|settings| settings.ports.clone());
                 self.remove_container(existing.id.as_deref().unwrap_or(name))
                     .await?;
                 found = None;
@@ -428,6 +434,9 @@ impl DockerRuntime {
                     network,
                     &self.config.bind_ip,
                 )?;
+                if let Some(previous) = &previous_ports {
+                    create::pin_host_ports(&mut body, previous);
+                }
                 let storage = replica.service.resources.storage_bytes;
                 let capped = self.storage_opt.load(std::sync::atomic::Ordering::Relaxed);
                 if capped
@@ -713,13 +722,9 @@ impl Runtime for DockerRuntime {
         let lock = self.lease_lock(deployment.lease_id);
         let _serialized = lock.lock().await;
         // Images first: a lease whose image cannot be had leaves nothing behind.
-        let images: BTreeSet<&str> = deployment
-            .services
-            .iter()
-            .map(|service| service.image.as_str())
-            .collect();
-        for image in images {
-            self.ensure_image(deployment.lease_id, image).await?;
+        for (image, credentials) in registry::pulls(&deployment.services) {
+            self.ensure_image(deployment.lease_id, image, credentials)
+                .await?;
         }
         let network = self.ensure_network(deployment).await?;
         // The lease's rules exist before any of its containers runs.

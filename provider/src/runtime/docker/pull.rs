@@ -2,16 +2,18 @@
 
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
+use leasehold_manifests::Credentials;
 
 use super::DockerRuntime;
 use super::engine::{engine_error, error_reason, is_not_found};
-use crate::runtime::{RuntimeError, RuntimeEvent, RuntimeEventKind};
+use crate::runtime::{RuntimeError, RuntimeEvent, RuntimeEventKind, registry};
 
 impl DockerRuntime {
     pub(super) async fn ensure_image(
         &self,
         lease_id: u64,
         image: &str,
+        credentials: Option<&Credentials>,
     ) -> Result<(), RuntimeError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(()),
@@ -23,8 +25,13 @@ impl DockerRuntime {
                 ));
             }
         }
-        tracing::info!(lease_id, image, "pulling image");
-        let pull = self.pull_image(lease_id, image);
+        tracing::info!(
+            lease_id,
+            image,
+            credentials = credentials.map(tracing::field::display),
+            "pulling image"
+        );
+        let pull = self.pull_image(lease_id, image, credentials);
         match tokio::time::timeout(self.config.pull_timeout, pull).await {
             Ok(result) => result?,
             Err(_) => {
@@ -46,17 +53,26 @@ impl DockerRuntime {
         Ok(())
     }
 
-    async fn pull_image(&self, lease_id: u64, image: &str) -> Result<(), RuntimeError> {
+    async fn pull_image(
+        &self,
+        lease_id: u64,
+        image: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<(), RuntimeError> {
         let pull_error = |reason: String| RuntimeError::ImagePull {
             image: image.to_owned(),
-            reason,
+            reason: explain_refusal(reason, credentials),
         };
         let (from_image, tag) = split_image_reference(image);
         let mut options = CreateImageOptionsBuilder::new().from_image(&from_image);
         if let Some(tag) = &tag {
             options = options.tag(tag);
         }
-        let mut progress = self.docker.create_image(Some(options.build()), None, None);
+        let mut progress = self.docker.create_image(
+            Some(options.build()),
+            None,
+            credentials.map(registry::docker_credentials),
+        );
         while let Some(item) = progress.next().await {
             let info = item.map_err(|err| pull_error(error_reason(&err)))?;
             if let Some(detail) = info.error_detail {
@@ -96,6 +112,35 @@ impl DockerRuntime {
     }
 }
 
+/// What the engine says when a registry refuses a pull for want of (the right) credentials.
+const AUTH_REFUSALS: [&str; 4] = [
+    "unauthorized",
+    "no basic auth credentials",
+    "authentication required",
+    "denied",
+];
+
+/// A refusal for credentials becomes "unauthorized: ..." saying what to do about it (the
+/// engine's own words differ per case, e.g. "no basic auth credentials"); any other
+/// reason is kept as the engine gave it.
+fn explain_refusal(reason: String, credentials: Option<&Credentials>) -> String {
+    let lower = reason.to_lowercase();
+    if !AUTH_REFUSALS.iter().any(|refusal| lower.contains(refusal)) {
+        return reason;
+    }
+    match credentials {
+        Some(credentials) => format!(
+            "unauthorized: the registry refused the credentials of user `{}` for `{}` \
+             ({reason})",
+            credentials.username, credentials.host
+        ),
+        None => format!(
+            "unauthorized: the registry requires credentials; give the service \
+             `credentials` (host, username, password) in the SDL ({reason})"
+        ),
+    }
+}
+
 /// Splits an image reference into what the pull API wants: the name and the
 /// tag to pull (`latest` when none is given, as `docker pull` does; none for a
 /// digest, which the name already carries).
@@ -113,5 +158,34 @@ pub fn split_image_reference(image: &str) -> (String, Option<String>) {
             )
         }
         None => (image.to_owned(), Some("latest".to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_pull_says_unauthorized_and_what_to_do() {
+        let none = explain_refusal(
+            "Head \"http://r/v2/x\": no basic auth credentials".into(),
+            None,
+        );
+        assert!(none.starts_with("unauthorized: "), "{none}");
+        assert!(none.contains("`credentials`"), "{none}");
+        let credentials = Credentials {
+            host: "r:5000".into(),
+            email: String::new(),
+            username: "team".into(),
+            password: "never-shown".into(),
+        };
+        let wrong = explain_refusal(
+            "unauthorized: authentication required".into(),
+            Some(&credentials),
+        );
+        assert!(wrong.contains("user `team` for `r:5000`"), "{wrong}");
+        assert!(!wrong.contains("never-shown"), "{wrong}");
+        let other = explain_refusal("manifest unknown".into(), Some(&credentials));
+        assert_eq!(other, "manifest unknown");
     }
 }

@@ -8,17 +8,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
     StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, LimitRange,
-    LimitRangeItem, LimitRangeSpec, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-    PodSpec, PodTemplateSpec, ResourceQuota, ResourceQuotaSpec, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    LimitRangeItem, LimitRangeSpec, LocalObjectReference, Namespace, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceQuota, ResourceQuotaSpec,
+    ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service, ServicePort,
+    ServiceSpec, Toleration, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
@@ -34,7 +35,7 @@ use super::KubernetesRuntimeConfig;
 use crate::runtime::docker::NVIDIA_VISIBLE_DEVICES;
 use crate::runtime::{
     LABEL_LEASE, LABEL_SERVICE, LeaseDeployment, Protocol, RuntimeError, RuntimeScope,
-    ServiceDeployment, invalid,
+    ServiceDeployment, invalid, registry,
 };
 
 pub use crate::runtime::LABEL_PROVIDER;
@@ -48,6 +49,9 @@ pub const GPU_MEMORY_LABEL: &str = "nvidia.com/gpu.memory";
 pub const QUOTA_NAME: &str = "lease-quota";
 pub const LIMIT_RANGE_NAME: &str = "lease-limits";
 pub const NETWORK_POLICY_NAME: &str = "lease-isolation";
+/// The lease's one image pull Secret (`kubernetes.io/dockerconfigjson`): one fixed name,
+/// so the runtime writes and deletes it by name and never needs to read or list Secrets.
+pub const PULL_SECRET_NAME: &str = "registry-credentials";
 /// Always outside what lease pods may reach: link-local, where cloud metadata answers.
 pub const LINK_LOCAL_RANGE: &str = "169.254.0.0/16";
 /// What lease pods may not reach by default besides link-local: RFC 1918.
@@ -149,6 +153,9 @@ pub struct LeaseObjects {
     pub resource_quota: ResourceQuota,
     pub limit_range: LimitRange,
     pub network_policy: NetworkPolicy,
+    /// The registry credentials of the services that have them; `None` when none has
+    /// (the runtime then deletes any Secret an earlier manifest left).
+    pub pull_secret: Option<Secret>,
     /// ClusterIP Services, then NodePort Services.
     pub services: Vec<Service>,
     pub deployments: Vec<Deployment>,
@@ -164,6 +171,9 @@ impl LeaseObjects {
             serde_json::to_value(&self.limit_range)?,
             serde_json::to_value(&self.network_policy)?,
         ];
+        if let Some(secret) = &self.pull_secret {
+            objects.push(serde_json::to_value(secret)?);
+        }
         for service in &self.services {
             objects.push(serde_json::to_value(service)?);
         }
@@ -292,9 +302,36 @@ pub fn lease_objects(
         resource_quota,
         limit_range,
         network_policy: network_policy(deployment, meta(NETWORK_POLICY_NAME), config),
+        pull_secret: pull_secret(deployment, meta(PULL_SECRET_NAME)),
         services,
         deployments,
         stateful_sets,
+    })
+}
+
+/// The `kubernetes.io/dockerconfigjson` Secret the lease's pods pull private images with:
+/// one entry per registry host (the first service, by name, wins a host two services
+/// give different credentials for).
+fn pull_secret(deployment: &LeaseDeployment, metadata: ObjectMeta) -> Option<Secret> {
+    let mut hosts = BTreeSet::new();
+    let credentials: Vec<_> = deployment
+        .services
+        .iter()
+        .filter_map(|service| service.credentials.as_ref())
+        .filter(|credentials| hosts.insert(credentials.host.as_str()))
+        .collect();
+    if credentials.is_empty() {
+        return None;
+    }
+    Some(Secret {
+        metadata,
+        type_: Some("kubernetes.io/dockerconfigjson".to_owned()),
+        data: Some(BTreeMap::from([(
+            ".dockerconfigjson".to_owned(),
+            ByteString(registry::docker_config_json(&credentials)),
+        )])),
+        immutable: Some(false),
+        ..Secret::default()
     })
 }
 
@@ -566,6 +603,11 @@ fn pod_template(
                 ..PodSecurityContext::default()
             }),
             volumes: ram_volumes(service),
+            image_pull_secrets: service.credentials.is_some().then(|| {
+                vec![LocalObjectReference {
+                    name: PULL_SECRET_NAME.to_owned(),
+                }]
+            }),
             affinity: gpu_scheduling.clone().map(|(affinity, _)| affinity),
             tolerations: gpu_scheduling.map(|(_, tolerations)| tolerations),
             ..PodSpec::default()
