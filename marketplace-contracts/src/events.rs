@@ -136,6 +136,17 @@ pub enum ChainEvent {
     MarketplaceBound {
         marketplace: Address,
     },
+    /// `auditor` attests that `provider` holds `attribute` (a chain key).
+    AttributeAttested {
+        auditor: Address,
+        provider: Address,
+        attribute: B256,
+    },
+    AttestationRevoked {
+        auditor: Address,
+        provider: Address,
+        attribute: B256,
+    },
 }
 
 /// Why a log of a Leasehold contract could not be turned into a [`ChainEvent`].
@@ -202,6 +213,8 @@ impl ChainEvent {
             Self::ProviderDeregistered { .. } => "ProviderDeregistered",
             Self::StakeWithdrawn { .. } => "StakeWithdrawn",
             Self::MarketplaceBound { .. } => "MarketplaceBound",
+            Self::AttributeAttested { .. } => "AttributeAttested",
+            Self::AttestationRevoked { .. } => "AttestationRevoked",
         }
     }
 }
@@ -364,6 +377,16 @@ fn from_registry(event: ProviderRegistryEvents) -> ChainEvent {
         },
         ProviderRegistryEvents::MarketplaceBound(event) => ChainEvent::MarketplaceBound {
             marketplace: event.marketplace,
+        },
+        ProviderRegistryEvents::AttributeAttested(event) => ChainEvent::AttributeAttested {
+            auditor: event.auditor,
+            provider: event.provider,
+            attribute: event.attribute,
+        },
+        ProviderRegistryEvents::AttestationRevoked(event) => ChainEvent::AttestationRevoked {
+            auditor: event.auditor,
+            provider: event.provider,
+            attribute: event.attribute,
         },
     }
 }

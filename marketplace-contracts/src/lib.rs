@@ -38,7 +38,7 @@ pub use follower::{
     LogSource, RpcLogSource, SourceError, Step,
 };
 pub use order::{
-    GPU_WILDCARD_MASKS, NotAConcreteModel, OrderEncodingError, chain_key, concrete_parts, gpu_bid,
-    group_name_key, order_spec_for_group,
+    GPU_WILDCARD_MASKS, NotAConcreteModel, OrderEncodingError, auditors_for_group, chain_key,
+    concrete_parts, gpu_bid, group_name_key, order_spec_for_group,
 };
 pub use types::*;

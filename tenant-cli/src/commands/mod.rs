@@ -1,5 +1,6 @@
 //! One module per command family; [`dispatch`] routes parsed arguments to them.
 
+pub mod audit;
 pub mod deploy;
 pub mod lease;
 pub mod providers;
@@ -50,5 +51,6 @@ pub async fn dispatch(cli: Cli) -> CliResult<u8> {
         Command::Topup { lease, amount } => lease::topup(&ctx, lease, amount).await,
         Command::Bids { order } => lease::bids(&ctx, order).await,
         Command::Leases => lease::leases(&ctx).await,
+        Command::Audit(command) => audit::run(&ctx, command).await,
     }
 }

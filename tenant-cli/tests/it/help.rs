@@ -21,6 +21,10 @@ const COMMANDS: &[&[&str]] = &[
     &["topup"],
     &["bids"],
     &["leases"],
+    &["audit"],
+    &["audit", "attest"],
+    &["audit", "revoke"],
+    &["audit", "list"],
 ];
 
 #[test]
