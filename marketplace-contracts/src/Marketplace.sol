@@ -217,7 +217,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     event BidWithdrawn(uint256 indexed orderId, uint256 bidId, address indexed provider);
     /// @notice A new bid on a full order took this bid's slot. `reason`: 0 withdrawn or skipped,
     /// 1 provider no longer eligible (or no longer audited), 2 outbid (the most expensive, by a strictly cheaper bid).
-    /// The evicted provider may not bid on the order again.
+    /// The evicted provider may bid on the order again (its one-bid check is cleared).
     event BidEvicted(uint256 indexed orderId, uint256 bidId, address indexed provider, uint8 reason);
     /// @notice `settle` passed over this bid because its provider had no room (or stopped).
     event BidSkipped(uint256 indexed orderId, uint256 bidId, address indexed provider);
@@ -291,6 +291,9 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     /// @notice `auditor` (zero: every `signedByAnyOf` auditor) does not attest the provider's
     /// required attributes, or an attestation the bid relied on was revoked.
     error ProviderNotAudited(address provider, address auditor);
+    /// @notice The provider's stake was slashed below the registry's minimum: no bid or match
+    /// until it tops the stake up (`registry.addStake`).
+    error ProviderStakeBelowMinimum(address provider);
 
     constructor(ProviderRegistry registry_) {
         if (address(registry_) == address(0)) revert ZeroAddress();
@@ -809,6 +812,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         if (result == ProviderRegistry.Eligibility.MissingAttribute) revert ProviderLacksAttribute(provider, detail);
         if (result == ProviderRegistry.Eligibility.GpuModelNotOffered) revert ProviderLacksGpuModel(provider, detail);
         if (result == ProviderRegistry.Eligibility.NotAudited) revert ProviderNotAudited(provider, address(0));
+        if (result == ProviderRegistry.Eligibility.StakeBelowMinimum) revert ProviderStakeBelowMinimum(provider);
         revert ProviderLacksCapacity(provider);
     }
 
@@ -859,7 +863,10 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         return (false, 0);
     }
 
+    /// @dev Frees the evicted provider's one-bid-per-order entry so it may bid again: a bid that
+    /// was outbid, or whose provider regained eligibility, must be able to compete anew.
     function _evicted(uint256 orderId, uint256 bidId, address provider, uint8 reason) private returns (uint256) {
+        delete _bidGpuModel[orderId][provider];
         emit BidEvicted(orderId, bidId, provider, reason);
         return bidId;
     }

@@ -29,7 +29,8 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         MissingAttribute,
         GpuModelNotOffered,
         InsufficientCapacity,
-        NotAudited
+        NotAudited,
+        StakeBelowMinimum
     }
 
     struct GpuModelState {
@@ -60,6 +61,9 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         uint64 storageCapacity;
         uint32 attributeEpoch;
         ProviderStatus status;
+        // set when a slash takes the stake below minimumStake, cleared by a top-up: kept here
+        // so that every eligibility check reads it with the capacity, at no extra cost
+        bool belowMinimumStake;
         // slot: what the marketplace has allocated
         uint64 cpuAllocated;
         uint64 memoryAllocated;
@@ -127,6 +131,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     event StakeWithdrawn(address indexed provider, uint256 amount);
     event DeliveryRecorded(address indexed provider, uint32 deliveriesConfirmed);
     event StakeSlashed(address indexed provider, address indexed tenant, uint256 amount, uint32 deliveriesFailed);
+    event StakeAdded(address indexed provider, uint256 amount, uint256 stake);
     event AttributeAttested(address indexed auditor, address indexed provider, bytes32 indexed attribute);
     event AttestationRevoked(address indexed auditor, address indexed provider, bytes32 indexed attribute);
 
@@ -154,6 +159,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     error GpuCapacityBelowAllocated(bytes32 modelKey, uint32 capacity, uint32 allocated);
     error InsufficientCapacity(address provider);
     error NoAttributes();
+    error ZeroAmount();
     error AlreadyAttested(address auditor, address provider, bytes32 attribute);
     error NotAttested(address auditor, address provider, bytes32 attribute);
 
@@ -207,6 +213,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         _writeProfile(rec, msg.sender, endpoint, attributes, capacity, gpus);
         rec.status = ProviderStatus.Active;
         rec.stake = uint128(minimumStake);
+        rec.belowMinimumStake = false;
         rec.unbondingEnds = 0;
         emit ProviderRegistered(msg.sender, endpoint, attributes, capacity, gpus, minimumStake);
 
@@ -250,6 +257,20 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         rec.unbondingEnds = 0;
         emit StakeWithdrawn(msg.sender, amount);
         _payOrCredit(stakeToken, msg.sender, amount);
+    }
+
+    /// @notice Adds `amount` of the stake token to the caller's stake: a provider slashed below
+    /// `minimumStake` may bid and win again once the stake reaches it.
+    function addStake(uint256 amount) external nonReentrant {
+        Record storage rec = _records[msg.sender];
+        if (rec.status == ProviderStatus.None) revert NotActive(msg.sender);
+        if (amount == 0) revert ZeroAmount();
+        uint256 stake = uint256(rec.stake) + amount;
+        if (stake > type(uint128).max) revert MinimumStakeOutOfRange(stake);
+        rec.stake = uint128(stake);
+        if (stake >= minimumStake) rec.belowMinimumStake = false;
+        emit StakeAdded(msg.sender, amount, stake);
+        stakeToken.pullExact(msg.sender, amount);
     }
 
     // ---------------------------------------------------------------- auditors
@@ -331,6 +352,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         uint128 stake = rec.stake;
         slashed = uint256(stake) * deliverySlashBps / BPS;
         rec.stake = stake - uint128(slashed);
+        if (rec.stake < minimumStake) rec.belowMinimumStake = true;
         uint32 failed = rec.deliveriesFailed + 1;
         rec.deliveriesFailed = failed;
         emit StakeSlashed(provider, tenant, slashed, failed);
@@ -367,6 +389,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     ) external view returns (Eligibility result, bytes32 detail) {
         Record storage rec = _records[provider];
         if (rec.status != ProviderStatus.Active) return (Eligibility.NotActive, bytes32(0));
+        if (rec.belowMinimumStake) return (Eligibility.StakeBelowMinimum, bytes32(0));
         if (
             amount.cpuMilli > rec.cpuCapacity || amount.memoryMiB > rec.memoryCapacity
                 || amount.storageMiB > rec.storageCapacity
@@ -518,6 +541,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     ) private returns (Eligibility) {
         Record storage rec = _records[provider];
         if (rec.status != ProviderStatus.Active) return Eligibility.NotActive;
+        if (rec.belowMinimumStake) return Eligibility.StakeBelowMinimum;
         if (attributeEpoch_ != 0 && attributeEpoch_ != rec.attributeEpoch) return Eligibility.MissingAttribute;
         uint256 cpu = uint256(rec.cpuAllocated) + amount.cpuMilli;
         uint256 memory_ = uint256(rec.memoryAllocated) + amount.memoryMiB;

@@ -174,6 +174,27 @@ impl MarketplaceClient {
         Ok(event.amount)
     }
 
+    /// Adds `amount` to the sender's stake (approving the registry first when needed); a
+    /// provider slashed below the minimum stake may bid again once it reaches it. Returns the
+    /// stake after the top-up.
+    pub async fn add_stake(&self, amount: U256) -> Result<U256, ClientError> {
+        if amount.is_zero() {
+            return Err(ClientError::InvalidInput {
+                field: "amount",
+                reason: "must be greater than zero".to_owned(),
+            });
+        }
+        let token = self.query("stakeToken", self.registry.stakeToken()).await?;
+        self.ensure_allowance(token, self.deployment.registry, amount)
+            .await?;
+        let receipt = self
+            .send("addStake", self.registry.addStake(amount))
+            .await?;
+        let event: ProviderRegistry::StakeAdded =
+            self.event("addStake", &receipt, self.deployment.registry)?;
+        Ok(event.stake)
+    }
+
     pub async fn minimum_stake(&self) -> Result<U256, ClientError> {
         self.query("minimumStake", self.registry.minimumStake())
             .await

@@ -112,6 +112,10 @@ impl RevertReason {
                 "the order's signedBy auditors do not attest the provider's required attributes; \
                  ask an auditor to run `tenant audit attest`"
             }
+            "ProviderStakeBelowMinimum" => {
+                "the provider's stake was slashed below the minimum: top it up with \
+                 `provider add-stake` before it can bid or win again"
+            }
             "AlreadyAttested" => "this auditor already attests that attribute for the provider",
             "NotAttested" => "this auditor does not attest that attribute for the provider",
             "PriceAboveMax" => "the bid is above the order's maximum price",

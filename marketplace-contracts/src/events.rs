@@ -136,6 +136,11 @@ pub enum ChainEvent {
     MarketplaceBound {
         marketplace: Address,
     },
+    StakeAdded {
+        provider: Address,
+        amount: U256,
+        stake: U256,
+    },
     /// `auditor` attests that `provider` holds `attribute` (a chain key).
     AttributeAttested {
         auditor: Address,
@@ -213,6 +218,7 @@ impl ChainEvent {
             Self::ProviderDeregistered { .. } => "ProviderDeregistered",
             Self::StakeWithdrawn { .. } => "StakeWithdrawn",
             Self::MarketplaceBound { .. } => "MarketplaceBound",
+            Self::StakeAdded { .. } => "StakeAdded",
             Self::AttributeAttested { .. } => "AttributeAttested",
             Self::AttestationRevoked { .. } => "AttestationRevoked",
         }
@@ -377,6 +383,11 @@ fn from_registry(event: ProviderRegistryEvents) -> ChainEvent {
         },
         ProviderRegistryEvents::MarketplaceBound(event) => ChainEvent::MarketplaceBound {
             marketplace: event.marketplace,
+        },
+        ProviderRegistryEvents::StakeAdded(event) => ChainEvent::StakeAdded {
+            provider: event.provider,
+            amount: event.amount,
+            stake: event.stake,
         },
         ProviderRegistryEvents::AttributeAttested(event) => ChainEvent::AttributeAttested {
             auditor: event.auditor,

@@ -46,7 +46,7 @@ contract MarketInvariantTest is Test {
             vm.stopPrank();
         }
 
-        bytes4[] memory selectors = new bytes4[](22);
+        bytes4[] memory selectors = new bytes4[](23);
         selectors[0] = MarketHandler.register.selector;
         selectors[1] = MarketHandler.update.selector;
         selectors[2] = MarketHandler.deregister.selector;
@@ -69,6 +69,7 @@ contract MarketInvariantTest is Test {
         selectors[19] = MarketHandler.pauseToken.selector;
         selectors[20] = MarketHandler.claim.selector;
         selectors[21] = MarketHandler.sybilSweep.selector;
+        selectors[22] = MarketHandler.addStake.selector;
         targetContract(address(handler));
         targetSelector(FuzzSelector(address(handler), selectors));
     }
@@ -193,13 +194,14 @@ contract MarketInvariantTest is Test {
             if (action == 13) handler.warp(b % 4 hours);
             if (action == 14) handler.confirmLease(a);
             if (action == 15 && step % 2 == 0) handler.closeUndelivered(a);
+            if (action == 15 && step % 4 == 1) handler.addStake(a);
             if (action == 16) handler.warpToDeadline(a, b);
             if (action == 17 && step % 4 == 0) handler.blockAccount(a);
             if (action == 18 && step % 4 == 0) handler.pauseToken(a);
             if (action == 19) handler.claim(a, b % 2 == 0);
             if (action == 20 && step % 3 == 0) handler.sybilSweep(a);
         }
-        string[17] memory actions = [
+        string[18] memory actions = [
             "register",
             "update",
             "deregister",
@@ -216,7 +218,8 @@ contract MarketInvariantTest is Test {
             "closeUndelivered",
             "blockAccount",
             "pauseToken",
-            "sybilSweep"
+            "sybilSweep",
+            "addStake"
         ];
 
         for (uint256 i = 0; i < actions.length; ++i) {

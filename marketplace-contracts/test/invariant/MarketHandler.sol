@@ -124,6 +124,27 @@ contract MarketHandler {
         }
     }
 
+    /// @dev A provider slashed below the minimum (the first from the seed) tops its stake back up,
+    /// as it must before it may bid again.
+    function addStake(uint256 providerSeed) external {
+        uint256 minimum = registry.minimumStake();
+        address provider;
+        ProviderRegistry.ProviderView memory info;
+        bool found;
+        for (uint256 k = 0; k < providers.length && !found; ++k) {
+            provider = _provider(providerSeed % providers.length + k);
+            info = registry.getProvider(provider);
+            found = info.status != ProviderRegistry.ProviderStatus.None && info.stake < minimum;
+        }
+        if (!found || !_tokenMoves(provider)) return;
+        uint256 amount = minimum - info.stake;
+        uint256[] memory before = _balances();
+        vm.prank(provider);
+        registry.addStake(amount);
+        _expectMoved(before, provider, -int256(amount), address(0), 0, "addStake");
+        ++successes["addStake"];
+    }
+
     // ------------------------------------------------------------ tenant actions
 
     function createOrder(
