@@ -161,9 +161,13 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     /// @notice Bounds on the seconds a provider has to confirm delivery after the lease starts.
     uint64 public constant MIN_DELIVERY_WINDOW = 60;
     uint64 public constant MAX_DELIVERY_WINDOW = 3600;
-    /// @notice Bound on an order's `signedByAllOf` and `signedByAnyOf` auditors together.
-    uint256 public constant MAX_AUDITORS = 8;
-    /// @notice Bids one `settle` call may pass over before it returns (bounds its gas).
+    /// @notice Bound on an order's `signedByAllOf` and `signedByAnyOf` auditors together: every
+    /// match-time check reads each auditor's revocation counter, and `settle` must stay within
+    /// 200k gas (`test_gas_settle_sixteenBidsOneSkip_maxAuditors`; Akash SDLs name one auditor,
+    /// sometimes one per list).
+    uint256 public constant MAX_AUDITORS = 4;
+    /// @notice Bids one `settle` call may pass over before it returns (bounds its gas); one on
+    /// orders with auditors, whose checks cost more.
     uint256 public constant SETTLE_SKIP_LIMIT = 2;
 
     /// @dev `BidEvicted` reasons.
@@ -478,8 +482,8 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     /// @notice Matches an order once its bid window has passed: the lowest price wins, the
     /// earliest bid on a tie, passing over providers no longer eligible (see `acceptBid`).
     /// The tenant may call it at once, anyone else after `TENANT_GRACE`. A call passes over
-    /// at most `SETTLE_SKIP_LIMIT` bids (marked withdrawn, `BidSkipped`) and then returns
-    /// without a lease: call again. Reverts `NoEligibleBid` when no bid is left.
+    /// at most `SETTLE_SKIP_LIMIT` bids (one on orders with auditors; marked withdrawn,
+    /// `BidSkipped`) and then returns without a lease: call again. Reverts `NoEligibleBid` when no bid is left.
     function settle(uint256 orderId) external nonReentrant {
         Order storage order = _matchableOrder(orderId);
         uint64 bidWindowEnd = order.bidWindowEnd;
@@ -514,7 +518,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
             candidates[best].withdrawn = true;
             stored[best].withdrawn = true;
             emit BidSkipped(orderId, best, provider);
-            if (++skipped == SETTLE_SKIP_LIMIT) return;
+            if (++skipped == (order.requiresAudit ? 1 : SETTLE_SKIP_LIMIT)) return;
         }
     }
 

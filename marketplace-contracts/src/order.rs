@@ -380,11 +380,11 @@ mod tests {
         let twice = "0x00000000000000000000000000000000000000a1";
         let error = auditors_for_group("g", &signed_by(&[twice], &[twice])).unwrap_err();
         assert!(error.to_string().contains("signedBy.anyOf[0]"), "{error}");
-        let many: Vec<String> = (1..=9).map(|i| format!("0x{i:040x}")).collect();
+        let many: Vec<String> = (1..=5).map(|i| format!("0x{i:040x}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         assert!(matches!(
             auditors_for_group("g", &signed_by(&many, &[])),
-            Err(OrderEncodingError::TooManyAuditors { count: 9, .. })
+            Err(OrderEncodingError::TooManyAuditors { count: 5, .. })
         ));
     }
 }

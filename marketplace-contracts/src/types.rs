@@ -130,7 +130,7 @@ pub struct Attestation {
 }
 
 /// `Marketplace.MAX_AUDITORS`: an order's `all_of` and `any_of` auditors together.
-pub const MAX_AUDITORS: usize = 8;
+pub const MAX_AUDITORS: usize = 4;
 
 /// A group's total resources and constraints.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ import {vm} from "./utils/Vm.sol";
 import {Marketplace} from "../src/Marketplace.sol";
 import {gpuBidFor} from "./utils/GpuBids.sol";
 import {GpuBid, GpuModelParts} from "../src/GpuModels.sol";
+import {GpuCapacity} from "../src/Types.sol";
 
 /// @notice One measured call per test, in steady state (the marketplace already holds escrow,
 /// providers already hold tokens). Figures are recorded in snapshots/Marketplace.json (checked
@@ -174,6 +175,46 @@ contract GasBenchmarks is Fixture {
         _record("settle_16_bids_1_skip", SETTLE_WORST_CEILING);
     }
 
+    /// @dev The worst `settle` of an audited order: `MAX_AUDITORS` auditors, 16 bids, the
+    /// cheapest one's attestation revoked after it bid. Every match-time check reads each
+    /// auditor's revocation counter for the provider, so on audited orders a call passes over at
+    /// most one bid: the skip and the match are two calls, each within the bound.
+    function test_gas_settle_sixteenBidsOneSkip_maxAuditors() public {
+        uint256 count = market.MAX_AUDITORS();
+        address[] memory allOf = new address[](count / 2);
+        address[] memory anyOf = new address[](count - count / 2);
+        for (uint256 i = 0; i < count; ++i) {
+            if (i < allOf.length) allOf[i] = address(uint160(0xA000 + i));
+            else anyOf[i - allOf.length] = address(uint160(0xA000 + i));
+        }
+        Marketplace.OrderSpec memory spec = _gpuSpec(1, _list(A100), _list(EU));
+        spec.signedByAllOf = allOf;
+        spec.signedByAnyOf = anyOf;
+        uint256 orderId = _order(spec);
+        for (uint256 i = 0; i < 16; ++i) {
+            address provider = address(uint160(0x4000 + i));
+            token.faucet(provider, MIN_STAKE);
+            vm.prank(provider);
+            token.approve(address(registry), MIN_STAKE);
+            _registerDefault(provider);
+            for (uint256 a = 0; a < count; ++a) {
+                vm.prank(address(uint160(0xA000 + a)));
+                registry.attest(provider, _list(EU));
+            }
+            _bid(provider, orderId, spec, PRICE - 16 + i, A100);
+        }
+        vm.prank(address(0xA000));
+        registry.revoke(address(0x4000), _list(EU));
+        _closeWindowAsTenant();
+        market.settle(orderId); // passes over the revoked bid and returns (one skip per call)
+        _record("settle_16_bids_max_auditors_skip_call", SETTLE_WORST_CEILING);
+        assertEq(uint8(market.getOrder(orderId).status), uint8(Marketplace.OrderStatus.Open), "no lease yet");
+        vm.prank(tenant);
+        market.settle(orderId);
+        _record("settle_16_bids_max_auditors_match_call", SETTLE_WORST_CEILING);
+        assertEq(market.getLease(orderId).provider, address(0x4001), "the second cheapest wins");
+    }
+
     /// @dev Finding 6: 15 providers that bid cheapest and then shrank their capacity to nothing
     /// used to make one `settle` skip them all (~383k gas). Every call is now bounded: this
     /// measures the last call, which still reads all 16 bids, skips nothing more and matches.
@@ -218,6 +259,124 @@ contract GasBenchmarks is Fixture {
             gpuOrder, PRICE - 16, gpuBidFor(A100, gpuSpec.allowedGpuModels), gpuSpec.allowedGpuModels, _list(EU)
         );
         _record("placeBid_gpu_full_order_evicts_dearest", PLACE_BID_EVICT_CEILING);
+    }
+
+    // ------------------------------------------------------------ worst inputs (issue #11 item 3)
+    // Recorded ceilings: the measured worst case plus ~2%, so a regression shows.
+    uint256 internal constant REGISTER_MAX_CEILING = 2_630_000;
+    uint256 internal constant UPDATE_MAX_CEILING = 1_480_000;
+    uint256 internal constant ATTEST_MAX_CEILING = 860_000;
+    uint256 internal constant REVOKE_MAX_CEILING = 228_000;
+    uint256 internal constant STAKE_CEILING = 70_000;
+    uint256 internal constant PLACE_BID_AUDITED_MAX_CEILING = 331_000;
+
+    function _keys(string memory prefix, uint256 count) private pure returns (bytes32[] memory keys) {
+        keys = new bytes32[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            keys[i] = keccak256(abi.encode(prefix, i));
+        }
+    }
+
+    function _maxGpus(string memory prefix) private pure returns (GpuCapacity[] memory gpus) {
+        gpus = new GpuCapacity[](16);
+        for (uint256 i = 0; i < 16; ++i) {
+            gpus[i] = GpuCapacity(keccak256(abi.encode(prefix, i)), 8);
+        }
+    }
+
+    function _fundedProvider(address provider) private {
+        token.faucet(provider, MIN_STAKE);
+        vm.prank(provider);
+        token.approve(address(registry), type(uint256).max);
+    }
+
+    /// @dev 32 attributes, 16 GPU models and the longest endpoint.
+    function test_gas_register_maxLists() public {
+        address provider = address(0x6000);
+        _fundedProvider(provider);
+        bytes memory endpoint = new bytes(256);
+        for (uint256 i = 0; i < endpoint.length; ++i) {
+            endpoint[i] = "a";
+        }
+        vm.prank(provider);
+        registry.register(string(endpoint), _keys("attr", 32), _res(64_000, 262_144, 1_000_000), _maxGpus("gpu"));
+        _record("register_32_attributes_16_gpu_models", REGISTER_MAX_CEILING);
+    }
+
+    /// @dev Every attribute and GPU model replaced by 32 and 16 new ones.
+    function test_gas_update_maxListsReplaced() public {
+        address provider = address(0x6001);
+        _fundedProvider(provider);
+        vm.prank(provider);
+        registry.register("https://p.example", _keys("old", 32), _res(64_000, 262_144, 1_000_000), _maxGpus("old"));
+        vm.prank(provider);
+        registry.update("https://p.example", _keys("new", 32), _res(64_000, 262_144, 1_000_000), _maxGpus("new"));
+        _record("update_32_attributes_16_gpu_models_replaced", UPDATE_MAX_CEILING);
+    }
+
+    function test_gas_attest_and_revoke_32Attributes() public {
+        bytes32[] memory attributes = _keys("attr", 32);
+        vm.prank(stranger);
+        registry.attest(p2, attributes);
+        _record("attest_32_attributes", ATTEST_MAX_CEILING);
+        vm.prank(stranger);
+        registry.revoke(p2, attributes);
+        _record("revoke_32_attributes", REVOKE_MAX_CEILING);
+    }
+
+    function test_gas_addStake() public {
+        vm.prank(p2);
+        registry.addStake(1e6);
+        _record("addStake", STAKE_CEILING);
+    }
+
+    function test_gas_deregister_and_withdrawStake() public {
+        vm.prank(p3);
+        registry.deregister();
+        _record("deregister", STAKE_CEILING);
+        vm.warp(block.timestamp + UNBONDING);
+        vm.prank(p3);
+        registry.withdrawStake();
+        _record("withdrawStake", STAKE_CEILING);
+    }
+
+    /// @dev The first bid on an order requiring 16 attributes, with 16 allowed GPU patterns and
+    /// `MAX_AUDITORS` auditors (the last `anyOf` one attests): every list at its bound, and the
+    /// bid writes the fresh attribute- and audit-epoch slots.
+    function test_gas_placeBid_firstBid_maxRequirements() public {
+        address provider = address(0x6002);
+        _fundedProvider(provider);
+        bytes32[] memory attributes = _keys("attr", 32);
+        GpuCapacity[] memory gpus = new GpuCapacity[](1);
+        gpus[0] = GpuCapacity(A100, 8);
+        vm.prank(provider);
+        registry.register("https://p.example", attributes, _res(64_000, 262_144, 1_000_000), gpus);
+        bytes32[] memory required = new bytes32[](16);
+        for (uint256 i = 0; i < 16; ++i) {
+            required[i] = attributes[31 - i];
+        }
+        bytes32[] memory patterns = _keys("other model", 16);
+        patterns[15] = keccak256("nvidia/a100/*/*");
+        uint256 auditors = market.MAX_AUDITORS();
+        address[] memory allOf = new address[](auditors / 2);
+        address[] memory anyOf = new address[](auditors - auditors / 2);
+        for (uint256 i = 0; i < auditors; ++i) {
+            address auditor = address(uint160(0xA100 + i));
+            if (i < allOf.length) allOf[i] = auditor;
+            else anyOf[i - allOf.length] = auditor;
+            if (i < allOf.length || i == auditors - 1) {
+                vm.prank(auditor);
+                registry.attest(provider, required);
+            }
+        }
+        Marketplace.OrderSpec memory spec = _gpuSpec(1, patterns, required);
+        spec.signedByAllOf = allOf;
+        spec.signedByAnyOf = anyOf;
+        uint256 orderId = _order(spec);
+        GpuBid memory bid = GpuBid(GpuModelParts("nvidia", "a100", "80Gi", "sxm"), 15, 4 | 8);
+        vm.prank(provider);
+        market.placeBid(orderId, PRICE, bid, patterns, required);
+        _record("placeBid_first_16_attributes_16_patterns_max_auditors", PLACE_BID_AUDITED_MAX_CEILING);
     }
 
     function test_gas_withdraw() public {
