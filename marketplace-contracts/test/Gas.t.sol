@@ -269,6 +269,7 @@ contract GasBenchmarks is Fixture {
     uint256 internal constant REVOKE_MAX_CEILING = 228_000;
     uint256 internal constant STAKE_CEILING = 70_000;
     uint256 internal constant PLACE_BID_AUDITED_MAX_CEILING = 331_000;
+    uint256 internal constant PLACE_BID_EVICT_AUDITED_CEILING = 618_000;
 
     function _keys(string memory prefix, uint256 count) private pure returns (bytes32[] memory keys) {
         keys = new bytes32[](count);
@@ -377,6 +378,33 @@ contract GasBenchmarks is Fixture {
         vm.prank(provider);
         market.placeBid(orderId, PRICE, bid, patterns, required);
         _record("placeBid_first_16_attributes_16_patterns_max_auditors", PLACE_BID_AUDITED_MAX_CEILING);
+    }
+
+    /// @dev A bid into a full audited order: every standing bid is eligible, so the eviction scan
+    /// re-checks all 16 providers in the registry, each with its `MAX_AUDITORS` audit counters,
+    /// before the dearest is evicted.
+    function test_gas_placeBid_fullAuditedOrderEvictsTheDearest() public {
+        uint256 auditors = market.MAX_AUDITORS();
+        address[] memory allOf = new address[](auditors);
+        for (uint256 i = 0; i < auditors; ++i) {
+            allOf[i] = address(uint160(0xA200 + i));
+        }
+        Marketplace.OrderSpec memory spec = _gpuSpec(1, _list(A100), _list(EU));
+        spec.signedByAllOf = allOf;
+        uint256 orderId = _order(spec);
+        for (uint256 i = 0; i < 17; ++i) {
+            address provider = address(uint160(0x7000 + i));
+            _fundedProvider(provider);
+            _registerDefault(provider);
+            for (uint256 a = 0; a < auditors; ++a) {
+                vm.prank(allOf[a]);
+                registry.attest(provider, _list(EU));
+            }
+            if (i < 16) _bid(provider, orderId, spec, PRICE - i, A100);
+        }
+        vm.prank(address(0x7010));
+        market.placeBid(orderId, 1, gpuBidFor(A100, spec.allowedGpuModels), spec.allowedGpuModels, _list(EU));
+        _record("placeBid_full_audited_order_evicts_dearest", PLACE_BID_EVICT_AUDITED_CEILING);
     }
 
     function test_gas_withdraw() public {
