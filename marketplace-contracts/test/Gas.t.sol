@@ -8,6 +8,8 @@ import {Marketplace} from "../src/Marketplace.sol";
 import {gpuBidFor} from "./utils/GpuBids.sol";
 import {GpuBid, GpuModelParts} from "../src/GpuModels.sol";
 import {GpuCapacity} from "../src/Types.sol";
+import {ProviderRegistry} from "../src/ProviderRegistry.sol";
+import {BlockingToken} from "./mocks/MockTokens.sol";
 
 /// @notice One measured call per test, in steady state (the marketplace already holds escrow,
 /// providers already hold tokens). Figures are recorded in snapshots/Marketplace.json (checked
@@ -270,6 +272,10 @@ contract GasBenchmarks is Fixture {
     uint256 internal constant STAKE_CEILING = 70_000;
     uint256 internal constant PLACE_BID_AUDITED_MAX_CEILING = 331_000;
     uint256 internal constant PLACE_BID_EVICT_AUDITED_CEILING = 618_000;
+    uint256 internal constant WITHDRAW_BID_CEILING = 33_000;
+    // A claim pays through the BlockingToken mock (its pause and blocklist checks cost three
+    // cold reads more than a plain ERC-20) to an address that held none of the token yet.
+    uint256 internal constant CLAIM_CEILING = 61_000;
 
     function _keys(string memory prefix, uint256 count) private pure returns (bytes32[] memory keys) {
         keys = new bytes32[](count);
@@ -463,5 +469,71 @@ contract GasBenchmarks is Fixture {
         vm.prank(tenant);
         market.cancelOrder(cpuOrder);
         _record("cancelOrder", CLOSE_TARGET);
+    }
+
+    /// @dev The last of 16 standing bids on a full order is withdrawn (the call is O(1): one
+    /// order read, one bid slot written).
+    function test_gas_withdrawBid_lastOfSixteen() public {
+        for (uint256 i = 0; i < 16; ++i) {
+            address provider = address(uint160(0x8000 + i));
+            _fundedProvider(provider);
+            _registerDefault(provider);
+            _bid(provider, cpuOrder, cpuSpec, PRICE - i, bytes32(0));
+        }
+        vm.prank(address(0x800f));
+        market.withdrawBid(cpuOrder, 15);
+        _record("withdrawBid_last_of_16", WITHDRAW_BID_CEILING);
+    }
+
+    /// @dev Worst case of both `claim`s (the same `PullPayments` code): the whole credit is
+    /// paid to a fresh address, through a token that checks pause and blocklist. The market's
+    /// credit is a provider's payment that closing could not push (blocklisted); the registry's
+    /// is a stake withdrawn while the token was paused.
+    function test_gas_claim_marketAndRegistry() public {
+        BlockingToken blk = new BlockingToken();
+        ProviderRegistry blkRegistry = new ProviderRegistry(IERC20(address(blk)), MIN_STAKE, UNBONDING, SLASH_BPS);
+        Marketplace blkMarket = new Marketplace(blkRegistry);
+        blkRegistry.initialize(address(blkMarket));
+        address[2] memory actors = [tenant, p1];
+        for (uint256 i = 0; i < actors.length; ++i) {
+            blk.mint(actors[i], 1_000_000e6);
+            vm.startPrank(actors[i]);
+            blk.approve(address(blkMarket), type(uint256).max);
+            blk.approve(address(blkRegistry), type(uint256).max);
+            vm.stopPrank();
+        }
+        vm.prank(p1);
+        blkRegistry.register("https://p1.example", _none(), _res(8000, 32768, 0), new GpuCapacity[](0));
+        Marketplace.OrderSpec memory spec = _cpuSpec(1000, 1024, 0);
+        vm.prank(tenant);
+        uint256 id = blkMarket.createOrder(IERC20(address(blk)), spec, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
+        GpuBid memory noGpu;
+        vm.prank(p1);
+        blkMarket.placeBid(id, PRICE, noGpu, spec.allowedGpuModels, spec.requiredAttributes);
+        vm.prank(tenant);
+        blkMarket.acceptBid(id, 0);
+        vm.prank(p1);
+        blkMarket.confirmLease(id);
+        vm.warp(block.timestamp + 100);
+        blk.setBlocked(p1, true);
+        vm.prank(tenant);
+        blkMarket.closeLease(id, 1);
+        blk.setBlocked(p1, false);
+        assertGt(blkMarket.claimable(IERC20(address(blk)), p1), 0, "payment credited");
+        vm.prank(p1);
+        blkMarket.claim(IERC20(address(blk)), address(0x9001));
+        _record("claim_market_to_fresh_address", CLAIM_CEILING);
+
+        vm.prank(p1);
+        blkRegistry.deregister();
+        vm.warp(block.timestamp + UNBONDING);
+        blk.setPaused(true);
+        vm.prank(p1);
+        blkRegistry.withdrawStake();
+        blk.setPaused(false);
+        assertEq(blkRegistry.claimable(IERC20(address(blk)), p1), MIN_STAKE, "stake credited");
+        vm.prank(p1);
+        blkRegistry.claim(IERC20(address(blk)), address(0x9002));
+        _record("claim_registry_to_fresh_address", CLAIM_CEILING);
     }
 }
