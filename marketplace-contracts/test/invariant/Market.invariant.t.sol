@@ -50,7 +50,7 @@ contract MarketInvariantTest is Test {
             vm.stopPrank();
         }
 
-        bytes4[] memory selectors = new bytes4[](25);
+        bytes4[] memory selectors = new bytes4[](26);
         selectors[0] = MarketHandler.register.selector;
         selectors[1] = MarketHandler.update.selector;
         selectors[2] = MarketHandler.deregister.selector;
@@ -76,6 +76,7 @@ contract MarketInvariantTest is Test {
         selectors[22] = MarketHandler.addStake.selector;
         selectors[23] = MarketHandler.attest.selector;
         selectors[24] = MarketHandler.revoke.selector;
+        selectors[25] = MarketHandler.honestBid.selector;
         targetContract(address(handler));
         targetSelector(FuzzSelector(address(handler), selectors));
     }
@@ -97,19 +98,23 @@ contract MarketInvariantTest is Test {
         assertEq(handler.violations(), 0, handler.lastViolation());
     }
 
-    /// @notice Liveness, probed on a rotating sample of orders and providers in a state snapshot
-    /// that is thrown away: an honest eligible bid inside the window can be matched, the tenant
+    /// @notice Liveness, probed in a state snapshot that is thrown away (open orders all, active
+    /// leases and providers on a rotating sample): an honest eligible bid inside the window can be matched, the tenant
     /// and the provider of an active lease can always close it, and a provider with no leases
     /// can always exit, the last two even while the token is paused (amounts are credited).
     function invariant_liveness() public {
         uint256 orders = handler.orderCount();
         uint256 start = uint256(keccak256(abi.encode(block.timestamp, orders, token.balanceOf(address(market)))));
-        for (uint256 k = 0; k < orders && k < LIVENESS_SAMPLE; ++k) {
-            uint256 id = handler.orderIds((start + k) % orders);
+        for (uint256 i = 0; i < orders; ++i) {
+            uint256 id = handler.orderIds(i);
             Marketplace.OrderView memory o = market.getOrder(id);
             if (o.status == Marketplace.OrderStatus.Open && block.timestamp < o.bidWindowEnd) {
                 _checkHonestBidsMatch(id, o);
             }
+        }
+        for (uint256 k = 0; k < orders && k < LIVENESS_SAMPLE; ++k) {
+            uint256 id = handler.orderIds((start + k) % orders);
+            Marketplace.OrderView memory o = market.getOrder(id);
             if (o.status == Marketplace.OrderStatus.Leased) {
                 _checkCanClose(id, o.tenant, "tenant could not close its lease");
                 _checkCanClose(id, market.getLease(id).provider, "provider could not close its lease");
@@ -304,8 +309,9 @@ contract MarketInvariantTest is Test {
             if (action == 20 && step % 3 == 0) handler.sybilSweep(a);
             if (action == 21) handler.attest(a, b, c);
             if (action == 22 && step % 2 == 0) handler.revoke(a, b, c);
+            if (action == 4 || action == 22) handler.honestBid(b, c, seed % 2 == 0);
         }
-        string[20] memory actions = [
+        string[21] memory actions = [
             "register",
             "update",
             "deregister",
@@ -325,7 +331,8 @@ contract MarketInvariantTest is Test {
             "sybilSweep",
             "addStake",
             "attest",
-            "revoke"
+            "revoke",
+            "honestBid"
         ];
 
         for (uint256 i = 0; i < actions.length; ++i) {

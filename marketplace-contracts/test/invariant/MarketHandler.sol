@@ -270,6 +270,35 @@ contract MarketHandler {
         }
     }
 
+    /// @dev The honest provider (registered with room for any order if it is not) bids on an
+    /// order taking bids that it can serve; auditor A vouches for it where the order needs it.
+    function honestBid(uint256 orderSeed, uint256 priceSeed, bool preferH100) external {
+        (bool found, uint256 id, Marketplace.OrderView memory o) = _biddableOrder(orderSeed);
+        if (!found) return;
+        address provider = honest();
+        ProviderRegistry.ProviderStatus status = registry.getProvider(provider).status;
+        if (status == ProviderRegistry.ProviderStatus.None) {
+            if (!_tokenMoves(provider)) return;
+            vm.prank(provider);
+            registry.register(
+                "https://honest.example", _attributeSet(2), Resources(64_000, 262_144, 4_000_000), _gpuSet(0, 12, 12)
+            );
+        }
+        bytes32 model = o.gpuCount == 0 ? bytes32(0) : (preferH100 ? H100 : A100);
+        bytes32[] memory missing = _attestations(AUDITOR_A, provider, _attributeSet(2), false);
+        if (!isAudited(id, provider) && missing.length != 0) {
+            vm.prank(AUDITOR_A);
+            registry.attest(provider, missing);
+        }
+        bytes32[] memory allowed = _allowedModels[id];
+        vm.prank(provider);
+        try market.placeBid(
+            id, bound(priceSeed, 1, o.maxPricePerHour), gpuBidFor(model, allowed), allowed, _requiredAttributes[id]
+        ) {
+            ++successes["honestBid"];
+        } catch {}
+    }
+
     /// @dev A sybil (one of the last four providers): bids on every order still taking bids at its maximum price, then shrinks
     /// its capacity to what its leases hold (plus one), making all those bids unmatchable.
     function sybilSweep(uint256 providerSeed) external {
