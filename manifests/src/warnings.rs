@@ -50,11 +50,6 @@ pub(crate) fn unknown_key_instead(key: &str) -> String {
 /// mapping key, `[]` any sequence item; the last segment is the key warned about), and why.
 const NOT_HONOURED: &[(&[&str], &str)] = &[
     (
-        &["profiles", "placement", "*", "signedBy"],
-        "auditor signatures are not checked: any registered provider with the placement's \
-         attributes may bid",
-    ),
-    (
         &["services", "*", "expose", "[]", "accept"],
         "hostnames are not routed: the service answers on the provider's address and port only",
     ),

@@ -51,6 +51,10 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         uint16 replicas;
         bytes32[] allowedGpuModels;
         bytes32[] requiredAttributes;
+        /// Akash's `signedBy`: auditors that must attest the required attributes (see
+        /// `ProviderRegistry.checkAudit`); both empty for no audit requirement.
+        address[] signedByAllOf;
+        address[] signedByAnyOf;
     }
 
     struct OrderView {
@@ -106,6 +110,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         uint16 replicas;
         uint16 deliveryWindow;
         bool hasRequiredAttributes;
+        bool requiresAudit;
         IERC20 token;
         uint96 escrow;
         uint32 cpuMilli;
@@ -160,7 +165,13 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     /// @notice Bounds on the seconds a provider has to confirm delivery after the lease starts.
     uint64 public constant MIN_DELIVERY_WINDOW = 60;
     uint64 public constant MAX_DELIVERY_WINDOW = 3600;
-    /// @notice Bids one `settle` call may pass over before it returns (bounds its gas).
+    /// @notice Bound on an order's `signedByAllOf` and `signedByAnyOf` auditors together: every
+    /// match-time check reads each auditor's revocation counter, and `settle` must stay within
+    /// 200k gas (`test_gas_settle_sixteenBidsOneSkip_maxAuditors`; Akash SDLs name one auditor,
+    /// sometimes one per list).
+    uint256 public constant MAX_AUDITORS = 4;
+    /// @notice Bids one `settle` call may pass over before it returns (bounds its gas); one on
+    /// orders with auditors, whose checks cost more.
     uint256 public constant SETTLE_SKIP_LIMIT = 2;
 
     /// @dev `BidEvicted` reasons.
@@ -188,6 +199,17 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     /// @dev Manifest updates of each lease (0: none, the order's manifest is revision 1). The
     /// latest hash replaces the order's `manifestHash`.
     mapping(uint256 leaseId => uint32) private _manifestUpdates;
+    /// @dev The auditors of orders with `signedBy` requirements, stored (not re-supplied like the
+    /// other lists) because every match re-checks them.
+    mapping(uint256 orderId => Auditors) private _orderAuditors;
+    /// @dev The registry's `auditEpoch` of the order's auditors for the bidder when it bid, kept
+    /// only for orders requiring audits: a revocation since then makes the bid ineligible.
+    mapping(uint256 orderId => uint64[MAX_BIDS]) private _bidAuditEpochs;
+
+    struct Auditors {
+        address[] allOf;
+        address[] anyOf;
+    }
 
     event OrderCreated(
         uint256 indexed orderId,
@@ -205,8 +227,8 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     );
     event BidWithdrawn(uint256 indexed orderId, uint256 bidId, address indexed provider);
     /// @notice A new bid on a full order took this bid's slot. `reason`: 0 withdrawn or skipped,
-    /// 1 provider no longer eligible, 2 outbid (the most expensive, by a strictly cheaper bid).
-    /// The evicted provider may not bid on the order again.
+    /// 1 provider no longer eligible (or no longer audited), 2 outbid (the most expensive, by a strictly cheaper bid).
+    /// The evicted provider may bid on the order again (its one-bid check is cleared).
     event BidEvicted(uint256 indexed orderId, uint256 bidId, address indexed provider, uint8 reason);
     /// @notice `settle` passed over this bid because its provider had no room (or stopped).
     event BidSkipped(uint256 indexed orderId, uint256 bidId, address indexed provider);
@@ -278,6 +300,14 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     error DeliveryDeadlinePassed(uint256 leaseId, uint64 deliveryDeadline);
     error DeliveryWindowOpen(uint256 leaseId, uint64 deliveryDeadline);
     error ZeroManifestHash();
+    error TooManyAuditors(uint256 count, uint256 max);
+    error InvalidAuditor(address auditor);
+    /// @notice `auditor` (zero: every `signedByAnyOf` auditor) does not attest the provider's
+    /// required attributes, or an attestation the bid relied on was revoked.
+    error ProviderNotAudited(address provider, address auditor);
+    /// @notice The provider's stake was slashed below the registry's minimum: no bid or match
+    /// until it tops the stake up (`registry.addStake`).
+    error ProviderStakeBelowMinimum(address provider);
 
     constructor(ProviderRegistry registry_) {
         if (address(registry_) == address(0)) revert ZeroAddress();
@@ -348,6 +378,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         order.groupName = spec.groupName;
         bytes32 reqHash = requirementsHash(spec.allowedGpuModels, spec.requiredAttributes);
         if (reqHash != bytes32(0)) order.requirementsHash = reqHash;
+        if (spec.signedByAllOf.length != 0 || spec.signedByAnyOf.length != 0) _storeAuditors(orderId, order, spec);
 
         emit OrderCreated(
             orderId, msg.sender, address(token), spec, manifestHash, maxPricePerHour, deposit, bidWindowEnd
@@ -421,6 +452,9 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         _bids[orderId][bidId] = Bid(msg.sender, uint88(pricePerHour), false);
         _bidGpuModel[orderId][msg.sender] = gpuCount == 0 ? NO_GPU_MODEL : gpuModel;
         if (order.hasRequiredAttributes) _bidAttributeEpochs[orderId][bidId] = registry.attributeEpoch(msg.sender);
+        if (order.requiresAudit) {
+            _bidAuditEpochs[orderId][bidId] = _requireAudited(orderId, msg.sender, requiredAttributes);
+        }
         emit BidPlaced(orderId, bidId, msg.sender, pricePerHour, gpuModel);
     }
 
@@ -458,8 +492,8 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     /// @notice Matches an order once its bid window has passed: the lowest price wins, the
     /// earliest bid on a tie, passing over providers no longer eligible (see `acceptBid`).
     /// The tenant may call it at once, anyone else after `TENANT_GRACE`. A call passes over
-    /// at most `SETTLE_SKIP_LIMIT` bids (marked withdrawn, `BidSkipped`) and then returns
-    /// without a lease: call again. Reverts `NoEligibleBid` when no bid is left.
+    /// at most `SETTLE_SKIP_LIMIT` bids (one on orders with auditors; marked withdrawn,
+    /// `BidSkipped`) and then returns without a lease: call again. Reverts `NoEligibleBid` when no bid is left.
     function settle(uint256 orderId) external nonReentrant {
         Order storage order = _matchableOrder(orderId);
         uint64 bidWindowEnd = order.bidWindowEnd;
@@ -494,7 +528,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
             candidates[best].withdrawn = true;
             stored[best].withdrawn = true;
             emit BidSkipped(orderId, best, provider);
-            if (++skipped == SETTLE_SKIP_LIMIT) return;
+            if (++skipped == (order.requiresAudit ? 1 : SETTLE_SKIP_LIMIT)) return;
         }
     }
 
@@ -588,6 +622,12 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     {
         if (allowedGpuModels.length == 0 && requiredAttributes.length == 0) return bytes32(0);
         return keccak256(abi.encode(allowedGpuModels, requiredAttributes));
+    }
+
+    /// @notice The order's `signedBy` auditors (both empty when it requires no audit).
+    function orderAuditors(uint256 orderId) external view returns (address[] memory allOf, address[] memory anyOf) {
+        Auditors storage auditors = _orderAuditors[orderId];
+        return (auditors.allOf, auditors.anyOf);
     }
 
     /// @notice Payment accrued from `startedAt` to `elapsed` seconds later at `pricePerHour`,
@@ -754,14 +794,54 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         bytes32 gpuModel,
         uint32 gpuCount
     ) private returns (ProviderRegistry.Eligibility) {
+        if (order.requiresAudit && _auditEpochOf(orderId, provider) != _bidAuditEpochs[orderId][bidId]) {
+            return ProviderRegistry.Eligibility.NotAudited;
+        }
         uint32 epoch = order.hasRequiredAttributes ? _bidAttributeEpochs[orderId][bidId] : 0;
         return registry.tryReserve(provider, amount, gpuModel, gpuCount, epoch);
+    }
+
+    function _storeAuditors(uint256 orderId, Order storage order, OrderSpec calldata spec) private {
+        address[] calldata allOf = spec.signedByAllOf;
+        address[] calldata anyOf = spec.signedByAnyOf;
+        uint256 count = allOf.length + anyOf.length;
+        if (count > MAX_AUDITORS) revert TooManyAuditors(count, MAX_AUDITORS);
+        for (uint256 i = 0; i < count; ++i) {
+            address auditor = i < allOf.length ? allOf[i] : anyOf[i - allOf.length];
+            if (auditor == address(0)) revert InvalidAuditor(auditor);
+            for (uint256 j = 0; j < i; ++j) {
+                if (auditor == (j < allOf.length ? allOf[j] : anyOf[j - allOf.length])) revert InvalidAuditor(auditor);
+            }
+        }
+        order.requiresAudit = true;
+        _orderAuditors[orderId] = Auditors(allOf, anyOf);
+    }
+
+    /// @dev Reverts `ProviderNotAudited` unless the order's auditors attest `provider`'s
+    /// required attributes; returns the audit epoch to remember with the bid.
+    function _requireAudited(uint256 orderId, address provider, bytes32[] calldata requiredAttributes)
+        private
+        view
+        returns (uint64 epoch)
+    {
+        Auditors storage auditors = _orderAuditors[orderId];
+        bool audited;
+        address missing;
+        (audited, missing, epoch) = registry.checkAudit(provider, requiredAttributes, auditors.allOf, auditors.anyOf);
+        if (!audited) revert ProviderNotAudited(provider, missing);
+    }
+
+    function _auditEpochOf(uint256 orderId, address provider) private view returns (uint64) {
+        Auditors storage auditors = _orderAuditors[orderId];
+        return registry.auditEpoch(provider, auditors.allOf, auditors.anyOf);
     }
 
     function _revertIneligible(ProviderRegistry.Eligibility result, address provider, bytes32 detail) private pure {
         if (result == ProviderRegistry.Eligibility.NotActive) revert ProviderNotActive(provider);
         if (result == ProviderRegistry.Eligibility.MissingAttribute) revert ProviderLacksAttribute(provider, detail);
         if (result == ProviderRegistry.Eligibility.GpuModelNotOffered) revert ProviderLacksGpuModel(provider, detail);
+        if (result == ProviderRegistry.Eligibility.NotAudited) revert ProviderNotAudited(provider, address(0));
+        if (result == ProviderRegistry.Eligibility.StakeBelowMinimum) revert ProviderStakeBelowMinimum(provider);
         revert ProviderLacksCapacity(provider);
     }
 
@@ -798,17 +878,24 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     {
         Resources memory amount = _resourcesOf(order);
         uint32 gpuCount = order.gpuCount;
+        bool requiresAudit = order.requiresAudit;
         for (slot = 0; slot < MAX_BIDS; ++slot) {
             address provider = _bids[orderId][slot].provider;
             bytes32 gpuModel = _gpuModelOfBid(orderId, provider, gpuCount);
             (ProviderRegistry.Eligibility result,) =
                 registry.checkEligibility(provider, requiredAttributes, amount, gpuModel, gpuCount);
             if (result != ProviderRegistry.Eligibility.Eligible) return (true, slot);
+            if (requiresAudit && _auditEpochOf(orderId, provider) != _bidAuditEpochs[orderId][slot]) {
+                return (true, slot);
+            }
         }
         return (false, 0);
     }
 
+    /// @dev Frees the evicted provider's one-bid-per-order entry so it may bid again: a bid that
+    /// was outbid, or whose provider regained eligibility, must be able to compete anew.
     function _evicted(uint256 orderId, uint256 bidId, address provider, uint8 reason) private returns (uint256) {
+        delete _bidGpuModel[orderId][provider];
         emit BidEvicted(orderId, bidId, provider, reason);
         return bidId;
     }

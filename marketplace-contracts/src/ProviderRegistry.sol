@@ -28,7 +28,9 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         NotActive,
         MissingAttribute,
         GpuModelNotOffered,
-        InsufficientCapacity
+        InsufficientCapacity,
+        NotAudited,
+        StakeBelowMinimum
     }
 
     struct GpuModelState {
@@ -59,6 +61,9 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         uint64 storageCapacity;
         uint32 attributeEpoch;
         ProviderStatus status;
+        // set when a slash takes the stake below minimumStake, cleared by a top-up: kept here
+        // so that every eligibility check reads it with the capacity, at no extra cost
+        bool belowMinimumStake;
         // slot: what the marketplace has allocated
         uint64 cpuAllocated;
         uint64 memoryAllocated;
@@ -77,6 +82,13 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     struct GpuSlot {
         uint32 capacity;
         uint32 allocated;
+    }
+
+    /// @dev One auditor's record of one provider: how many attributes it attests now, and how
+    /// many attestations it has revoked (only grows; see `auditEpoch`).
+    struct AuditRecord {
+        uint32 attested;
+        uint32 revocations;
     }
 
     uint256 public constant MAX_ENDPOINT_LENGTH = 256;
@@ -100,6 +112,8 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     /// replacing the attribute set never has to clear the old entries.
     mapping(address provider => mapping(bytes32 attribute => uint32 epoch)) private _attributeEpochs;
     address[] private _providerList;
+    mapping(address provider => mapping(address auditor => AuditRecord)) private _audits;
+    mapping(address provider => mapping(address auditor => mapping(bytes32 attribute => bool))) private _attestations;
 
     event MarketplaceBound(address indexed marketplace);
     event ProviderRegistered(
@@ -117,6 +131,9 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     event StakeWithdrawn(address indexed provider, uint256 amount);
     event DeliveryRecorded(address indexed provider, uint32 deliveriesConfirmed);
     event StakeSlashed(address indexed provider, address indexed tenant, uint256 amount, uint32 deliveriesFailed);
+    event StakeAdded(address indexed provider, uint256 amount, uint256 stake);
+    event AttributeAttested(address indexed auditor, address indexed provider, bytes32 indexed attribute);
+    event AttestationRevoked(address indexed auditor, address indexed provider, bytes32 indexed attribute);
 
     error NotDeployer(address caller);
     error NotMarketplace(address caller);
@@ -141,6 +158,10 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     error CapacityBelowAllocated(string field, uint256 capacity, uint256 allocated);
     error GpuCapacityBelowAllocated(bytes32 modelKey, uint32 capacity, uint32 allocated);
     error InsufficientCapacity(address provider);
+    error NoAttributes();
+    error ZeroAmount();
+    error AlreadyAttested(address auditor, address provider, bytes32 attribute);
+    error NotAttested(address auditor, address provider, bytes32 attribute);
 
     modifier onlyMarketplace() {
         if (msg.sender != marketplace) revert NotMarketplace(msg.sender);
@@ -192,6 +213,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         _writeProfile(rec, msg.sender, endpoint, attributes, capacity, gpus);
         rec.status = ProviderStatus.Active;
         rec.stake = uint128(minimumStake);
+        rec.belowMinimumStake = false;
         rec.unbondingEnds = 0;
         emit ProviderRegistered(msg.sender, endpoint, attributes, capacity, gpus, minimumStake);
 
@@ -235,6 +257,54 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         rec.unbondingEnds = 0;
         emit StakeWithdrawn(msg.sender, amount);
         _payOrCredit(stakeToken, msg.sender, amount);
+    }
+
+    /// @notice Adds `amount` of the stake token to the caller's stake: a provider slashed below
+    /// `minimumStake` may bid and win again once the stake reaches it.
+    function addStake(uint256 amount) external nonReentrant {
+        Record storage rec = _records[msg.sender];
+        if (rec.status == ProviderStatus.None) revert NotActive(msg.sender);
+        if (amount == 0) revert ZeroAmount();
+        uint256 stake = uint256(rec.stake) + amount;
+        if (stake > type(uint128).max) revert MinimumStakeOutOfRange(stake);
+        rec.stake = uint128(stake);
+        if (stake >= minimumStake) rec.belowMinimumStake = false;
+        emit StakeAdded(msg.sender, amount, stake);
+        stakeToken.pullExact(msg.sender, amount);
+    }
+
+    // ---------------------------------------------------------------- auditors
+
+    /// @notice The caller, as an auditor, attests that `provider` holds each of `attributes`
+    /// (Akash's `signedBy`: orders may require attestations by given auditors). Anyone may
+    /// audit; tenants choose whose attestations they trust. The provider need not be registered.
+    function attest(address provider, bytes32[] calldata attributes) external {
+        _requireAttestable(provider, attributes);
+        mapping(bytes32 => bool) storage attested = _attestations[provider][msg.sender];
+        for (uint256 i = 0; i < attributes.length; ++i) {
+            bytes32 attribute = attributes[i];
+            if (attribute == bytes32(0)) revert ZeroAttribute(i);
+            if (attested[attribute]) revert AlreadyAttested(msg.sender, provider, attribute);
+            attested[attribute] = true;
+            emit AttributeAttested(msg.sender, provider, attribute);
+        }
+        _audits[provider][msg.sender].attested += uint32(attributes.length);
+    }
+
+    /// @notice Withdraws the caller's attestations of `attributes` for `provider`. Bids that
+    /// relied on this auditor no longer win (`auditEpoch` changes).
+    function revoke(address provider, bytes32[] calldata attributes) external {
+        _requireAttestable(provider, attributes);
+        mapping(bytes32 => bool) storage attested = _attestations[provider][msg.sender];
+        for (uint256 i = 0; i < attributes.length; ++i) {
+            bytes32 attribute = attributes[i];
+            if (!attested[attribute]) revert NotAttested(msg.sender, provider, attribute);
+            attested[attribute] = false;
+            emit AttestationRevoked(msg.sender, provider, attribute);
+        }
+        AuditRecord storage record = _audits[provider][msg.sender];
+        record.attested -= uint32(attributes.length);
+        record.revocations += uint32(attributes.length);
     }
 
     // ---------------------------------------------------------------- marketplace hooks
@@ -282,6 +352,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         uint128 stake = rec.stake;
         slashed = uint256(stake) * deliverySlashBps / BPS;
         rec.stake = stake - uint128(slashed);
+        if (rec.stake < minimumStake) rec.belowMinimumStake = true;
         uint32 failed = rec.deliveriesFailed + 1;
         rec.deliveriesFailed = failed;
         emit StakeSlashed(provider, tenant, slashed, failed);
@@ -318,6 +389,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     ) external view returns (Eligibility result, bytes32 detail) {
         Record storage rec = _records[provider];
         if (rec.status != ProviderStatus.Active) return (Eligibility.NotActive, bytes32(0));
+        if (rec.belowMinimumStake) return (Eligibility.StakeBelowMinimum, bytes32(0));
         if (
             amount.cpuMilli > rec.cpuCapacity || amount.memoryMiB > rec.memoryCapacity
                 || amount.storageMiB > rec.storageCapacity
@@ -331,6 +403,60 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
             return (Eligibility.GpuModelNotOffered, gpuModel);
         }
         return (Eligibility.Eligible, bytes32(0));
+    }
+
+    function isAttested(address auditor, address provider, bytes32 attribute) external view returns (bool) {
+        return _attestations[provider][auditor][attribute];
+    }
+
+    /// @notice How many attributes `auditor` attests for `provider` now, and how many it revoked.
+    function auditRecord(address auditor, address provider)
+        external
+        view
+        returns (uint32 attested, uint32 revocations)
+    {
+        AuditRecord storage record = _audits[provider][auditor];
+        return (record.attested, record.revocations);
+    }
+
+    /// @notice Akash's `signedBy` rule: every `allOf` auditor, and at least one `anyOf` auditor
+    /// when that list is not empty, attests every one of `attributes` for `provider` (with no
+    /// attributes: attests something for it). The provider's own attributes are checked apart.
+    /// @return audited Whether the rule holds.
+    /// @return missing The first `allOf` auditor that does not attest (zero when `anyOf` fails).
+    /// @return epoch `auditEpoch` of these auditors, for the match-time re-check.
+    function checkAudit(
+        address provider,
+        bytes32[] calldata attributes,
+        address[] calldata allOf,
+        address[] calldata anyOf
+    ) external view returns (bool audited, address missing, uint64 epoch) {
+        for (uint256 i = 0; i < allOf.length; ++i) {
+            if (!_attestsAll(allOf[i], provider, attributes)) return (false, allOf[i], 0);
+        }
+        bool anyAudited = anyOf.length == 0;
+        for (uint256 i = 0; i < anyOf.length && !anyAudited; ++i) {
+            anyAudited = _attestsAll(anyOf[i], provider, attributes);
+        }
+        if (!anyAudited) return (false, address(0), 0);
+        return (true, address(0), auditEpoch(provider, allOf, anyOf));
+    }
+
+    /// @notice The revocations these auditors ever made for `provider`, summed. Attestations are
+    /// only ever removed by a revocation, so while this stays the same a passed `checkAudit`
+    /// still holds: the Marketplace records it at bid time and compares it at match time.
+    function auditEpoch(address provider, address[] calldata allOf, address[] calldata anyOf)
+        public
+        view
+        returns (uint64 epoch)
+    {
+        mapping(address => AuditRecord) storage audits = _audits[provider];
+        for (uint256 i = 0; i < allOf.length; ++i) {
+            epoch += audits[allOf[i]].revocations;
+        }
+        for (uint256 i = 0; i < anyOf.length; ++i) {
+            epoch += audits[anyOf[i]].revocations;
+        }
     }
 
     /// @notice Changes whenever the provider's attribute set changes (never zero once registered).
@@ -415,6 +541,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     ) private returns (Eligibility) {
         Record storage rec = _records[provider];
         if (rec.status != ProviderStatus.Active) return Eligibility.NotActive;
+        if (rec.belowMinimumStake) return Eligibility.StakeBelowMinimum;
         if (attributeEpoch_ != 0 && attributeEpoch_ != rec.attributeEpoch) return Eligibility.MissingAttribute;
         uint256 cpu = uint256(rec.cpuAllocated) + amount.cpuMilli;
         uint256 memory_ = uint256(rec.memoryAllocated) + amount.memoryMiB;
@@ -435,6 +562,21 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         rec.storageAllocated = uint64(storage_);
         rec.activeLeases += 1;
         return Eligibility.Eligible;
+    }
+
+    function _requireAttestable(address provider, bytes32[] calldata attributes) private pure {
+        if (provider == address(0)) revert ZeroAddress();
+        if (attributes.length == 0) revert NoAttributes();
+        if (attributes.length > MAX_ATTRIBUTES) revert TooManyAttributes(attributes.length, MAX_ATTRIBUTES);
+    }
+
+    function _attestsAll(address auditor, address provider, bytes32[] calldata attributes) private view returns (bool) {
+        if (_audits[provider][auditor].attested == 0) return false;
+        mapping(bytes32 => bool) storage attested = _attestations[provider][auditor];
+        for (uint256 i = 0; i < attributes.length; ++i) {
+            if (!attested[attributes[i]]) return false;
+        }
+        return true;
     }
 
     function _writeProfile(

@@ -12,10 +12,10 @@ use crate::bindings::{Marketplace, ProviderRegistry, TestToken};
 use crate::deploy::{Deployment, send_from};
 use crate::error::ClientError;
 use crate::types::{
-    BidInfo, CloseReason, DELIVERY_WINDOW_SECS, GpuBid, GpuState, LeaseInfo, LeaseSettlement,
-    LeaseStarted, MAX_BIDS, ManifestUpdate, NewOrder, OrderInfo, OrderPosted, OrderRequirements,
-    OrderStatus, Owed, Payment, ProviderInfo, ProviderProfile, ProviderStatus, SkippedBid,
-    UndeliveredClose, id_to_u64,
+    Attestation, BidInfo, CloseReason, DELIVERY_WINDOW_SECS, GpuBid, GpuState, LeaseInfo,
+    LeaseSettlement, LeaseStarted, MAX_BIDS, ManifestUpdate, NewOrder, OrderInfo, OrderPosted,
+    OrderRequirements, OrderStatus, Owed, Payment, ProviderInfo, ProviderProfile, ProviderStatus,
+    SkippedBid, UndeliveredClose, id_to_u64,
 };
 
 /// An HTTP provider that signs with `signer`. Nonces are read from the node's pending count for
@@ -174,6 +174,27 @@ impl MarketplaceClient {
         Ok(event.amount)
     }
 
+    /// Adds `amount` to the sender's stake (approving the registry first when needed); a
+    /// provider slashed below the minimum stake may bid again once it reaches it. Returns the
+    /// stake after the top-up.
+    pub async fn add_stake(&self, amount: U256) -> Result<U256, ClientError> {
+        if amount.is_zero() {
+            return Err(ClientError::InvalidInput {
+                field: "amount",
+                reason: "must be greater than zero".to_owned(),
+            });
+        }
+        let token = self.query("stakeToken", self.registry.stakeToken()).await?;
+        self.ensure_allowance(token, self.deployment.registry, amount)
+            .await?;
+        let receipt = self
+            .send("addStake", self.registry.addStake(amount))
+            .await?;
+        let event: ProviderRegistry::StakeAdded =
+            self.event("addStake", &receipt, self.deployment.registry)?;
+        Ok(event.stake)
+    }
+
     pub async fn minimum_stake(&self) -> Result<U256, ClientError> {
         self.query("minimumStake", self.registry.minimumStake())
             .await
@@ -224,6 +245,92 @@ impl MarketplaceClient {
             );
         }
         Ok(providers)
+    }
+
+    // ------------------------------------------------------------------ auditors
+
+    /// As an auditor, attests that `provider` holds each of `attributes` (chain keys, see
+    /// [`crate::order::chain_key`]).
+    pub async fn attest(&self, provider: Address, attributes: &[B256]) -> Result<(), ClientError> {
+        let attest = self.registry.attest(provider, attributes.to_vec());
+        self.send("attest", attest).await?;
+        Ok(())
+    }
+
+    /// Withdraws the sender's attestations of `attributes` for `provider`.
+    pub async fn revoke(&self, provider: Address, attributes: &[B256]) -> Result<(), ClientError> {
+        let revoke = self.registry.revoke(provider, attributes.to_vec());
+        self.send("revoke", revoke).await?;
+        Ok(())
+    }
+
+    /// Whether the order's `signedBy` auditors attest `provider`'s required attributes
+    /// (`ProviderRegistry.checkAudit`); `None` when they do, else the first missing `all_of`
+    /// auditor (`Some(Address::ZERO)` when no `any_of` auditor does). Always `None` for orders
+    /// without auditors.
+    pub async fn missing_audit(
+        &self,
+        provider: Address,
+        requirements: &OrderRequirements,
+    ) -> Result<Option<Address>, ClientError> {
+        if requirements.signed_by.is_empty() {
+            return Ok(None);
+        }
+        let check = self.registry.checkAudit(
+            provider,
+            requirements.required_attributes.clone(),
+            requirements.signed_by.all_of.clone(),
+            requirements.signed_by.any_of.clone(),
+        );
+        let result = self.query("checkAudit", check).await?;
+        Ok((!result.audited).then_some(result.missing))
+    }
+
+    /// The attestations standing now, from the registry's attest/revoke events since the
+    /// deployment's start block, optionally only those of `auditor` and/or for `provider`.
+    pub async fn attestations(
+        &self,
+        auditor: Option<Address>,
+        provider: Option<Address>,
+    ) -> Result<Vec<Attestation>, ClientError> {
+        let topic = |address: Option<Address>| address.map(|a| B256::from(a.into_word()));
+        let filter = Filter::new()
+            .address(self.deployment.registry)
+            .event_signature(vec![
+                ProviderRegistry::AttributeAttested::SIGNATURE_HASH,
+                ProviderRegistry::AttestationRevoked::SIGNATURE_HASH,
+            ])
+            .from_block(self.deployment.start_block);
+        let filter = match topic(auditor) {
+            Some(t) => filter.topic1(t),
+            None => filter,
+        };
+        let filter = match topic(provider) {
+            Some(t) => filter.topic2(t),
+            None => filter,
+        };
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(|e| ClientError::from_contract("eth_getLogs attestations", e.into()))?;
+        let mut standing: Vec<Attestation> = Vec::new();
+        for log in &logs {
+            if let Ok(event) = log.log_decode::<ProviderRegistry::AttributeAttested>() {
+                let e = event.inner.data;
+                standing.push(Attestation {
+                    auditor: e.auditor,
+                    provider: e.provider,
+                    attribute: e.attribute,
+                });
+            } else if let Ok(event) = log.log_decode::<ProviderRegistry::AttestationRevoked>() {
+                let e = event.inner.data;
+                standing.retain(|a| {
+                    (a.auditor, a.provider, a.attribute) != (e.auditor, e.provider, e.attribute)
+                });
+            }
+        }
+        Ok(standing)
     }
 
     // ------------------------------------------------------------------ orders and bids

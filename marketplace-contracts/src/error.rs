@@ -108,6 +108,16 @@ impl RevertReason {
             "ProviderLacksAttribute" | "ProviderLacksGpuModel" => {
                 "the provider's registration lacks what the order requires; update the registration"
             }
+            "ProviderNotAudited" => {
+                "the order's signedBy auditors do not attest the provider's required attributes; \
+                 ask an auditor to run `tenant audit attest`"
+            }
+            "ProviderStakeBelowMinimum" => {
+                "the provider's stake was slashed below the minimum: top it up with \
+                 `provider add-stake` before it can bid or win again"
+            }
+            "AlreadyAttested" => "this auditor already attests that attribute for the provider",
+            "NotAttested" => "this auditor does not attest that attribute for the provider",
             "PriceAboveMax" => "the bid is above the order's maximum price",
             "AlreadyBid" => "this provider already bid on the order (one bid per provider)",
             "TooManyBids" => "the order holds the maximum number of bids",

@@ -143,6 +143,22 @@ pub enum ChainEvent {
     MarketplaceBound {
         marketplace: Address,
     },
+    StakeAdded {
+        provider: Address,
+        amount: U256,
+        stake: U256,
+    },
+    /// `auditor` attests that `provider` holds `attribute` (a chain key).
+    AttributeAttested {
+        auditor: Address,
+        provider: Address,
+        attribute: B256,
+    },
+    AttestationRevoked {
+        auditor: Address,
+        provider: Address,
+        attribute: B256,
+    },
 }
 
 /// Why a log of a Leasehold contract could not be turned into a [`ChainEvent`].
@@ -210,6 +226,9 @@ impl ChainEvent {
             Self::ProviderDeregistered { .. } => "ProviderDeregistered",
             Self::StakeWithdrawn { .. } => "StakeWithdrawn",
             Self::MarketplaceBound { .. } => "MarketplaceBound",
+            Self::StakeAdded { .. } => "StakeAdded",
+            Self::AttributeAttested { .. } => "AttributeAttested",
+            Self::AttestationRevoked { .. } => "AttestationRevoked",
         }
     }
 }
@@ -377,6 +396,21 @@ fn from_registry(event: ProviderRegistryEvents) -> ChainEvent {
         },
         ProviderRegistryEvents::MarketplaceBound(event) => ChainEvent::MarketplaceBound {
             marketplace: event.marketplace,
+        },
+        ProviderRegistryEvents::StakeAdded(event) => ChainEvent::StakeAdded {
+            provider: event.provider,
+            amount: event.amount,
+            stake: event.stake,
+        },
+        ProviderRegistryEvents::AttributeAttested(event) => ChainEvent::AttributeAttested {
+            auditor: event.auditor,
+            provider: event.provider,
+            attribute: event.attribute,
+        },
+        ProviderRegistryEvents::AttestationRevoked(event) => ChainEvent::AttestationRevoked {
+            auditor: event.auditor,
+            provider: event.provider,
+            attribute: event.attribute,
         },
     }
 }

@@ -3,10 +3,10 @@
 //! place: the group's name, GPU models and attributes as keccak256 of their
 //! canonical strings, totals with memory and storage rounded up to MiB.
 
-use alloy::primitives::{B256, keccak256};
-use leasehold_manifests::Group;
+use alloy::primitives::{Address, B256, keccak256};
+use leasehold_manifests::{Group, SignedBy};
 
-use crate::types::{GpuBid, OrderRequirements, OrderSpec, Resources};
+use crate::types::{Auditors, GpuBid, MAX_AUDITORS, OrderRequirements, OrderSpec, Resources};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -88,17 +88,95 @@ pub fn gpu_bid(concrete: &str, allowed: &[B256]) -> Result<Option<GpuBid>, NotAC
     }))
 }
 
-/// A group whose totals do not fit the order's fields.
+/// A group that cannot become an order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("group `{group}`: {what} out of range")]
-pub struct OrderEncodingError {
-    pub group: String,
-    pub what: &'static str,
+pub enum OrderEncodingError {
+    /// Its totals do not fit the order's fields.
+    #[error("group `{group}`: {what} out of range")]
+    OutOfRange { group: String, what: &'static str },
+    /// A `signedBy` entry that is not a usable auditor address; `field` is its SDL path.
+    #[error("{field}: `{value}` {reason}")]
+    Auditor {
+        field: String,
+        value: String,
+        reason: &'static str,
+    },
+    /// More `signedBy` auditors than an order holds.
+    #[error(
+        "profiles.placement.{group}.signedBy: {count} auditors, at most {max} (allOf and anyOf together)"
+    )]
+    TooManyAuditors {
+        group: String,
+        count: usize,
+        max: usize,
+    },
+}
+
+/// Why an Akash SDL's usual `signedBy` entries are refused rather than dropped: auditors attest
+/// on this chain, so they are EVM accounts, and a bech32 `akash1…` account cannot be mapped to one.
+const AKASH_AUDITOR: &str = "is an Akash (bech32) account; Leasehold auditors attest on chain \
+     with an EVM account: write the auditor's 0x address (40 hex digits) instead";
+const NOT_AN_ADDRESS: &str = "is not an auditor address: write 0x and 40 hex digits";
+const ZERO_AUDITOR: &str = "is the zero address, which cannot attest";
+const DUPLICATE_AUDITOR: &str = "is listed twice in signedBy (allOf and anyOf together)";
+
+/// The auditors of a group's `signedBy`, as EVM addresses (see [`OrderEncodingError::Auditor`]).
+pub fn auditors_for_group(
+    group: &str,
+    signed_by: &SignedBy,
+) -> Result<Auditors, OrderEncodingError> {
+    let count = signed_by.all_of.len() + signed_by.any_of.len();
+    if count > MAX_AUDITORS {
+        return Err(OrderEncodingError::TooManyAuditors {
+            group: group.to_owned(),
+            count,
+            max: MAX_AUDITORS,
+        });
+    }
+    let mut seen = Vec::with_capacity(count);
+    let mut parse = |list: &str, entries: &[String]| {
+        entries
+            .iter()
+            .enumerate()
+            .map(|(index, value)| {
+                let error = |reason| OrderEncodingError::Auditor {
+                    field: format!("profiles.placement.{group}.signedBy.{list}[{index}]"),
+                    value: value.clone(),
+                    reason,
+                };
+                let auditor = parse_auditor(value).map_err(error)?;
+                if seen.contains(&auditor) {
+                    return Err(error(DUPLICATE_AUDITOR));
+                }
+                seen.push(auditor);
+                Ok(auditor)
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(Auditors {
+        all_of: parse("allOf", &signed_by.all_of)?,
+        any_of: parse("anyOf", &signed_by.any_of)?,
+    })
+}
+
+fn parse_auditor(value: &str) -> Result<Address, &'static str> {
+    if value.starts_with("akash1") {
+        return Err(AKASH_AUDITOR);
+    }
+    let hex = value.strip_prefix("0x").ok_or(NOT_AN_ADDRESS)?;
+    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(NOT_AN_ADDRESS);
+    }
+    let auditor: Address = value.parse().map_err(|_| NOT_AN_ADDRESS)?;
+    if auditor.is_zero() {
+        return Err(ZERO_AUDITOR);
+    }
+    Ok(auditor)
 }
 
 /// The order spec of one SDL group.
 pub fn order_spec_for_group(group: &Group) -> Result<OrderSpec, OrderEncodingError> {
-    let out_of_range = |what| OrderEncodingError {
+    let out_of_range = |what| OrderEncodingError::OutOfRange {
         group: group.name.clone(),
         what,
     };
@@ -129,6 +207,7 @@ pub fn order_spec_for_group(group: &Group) -> Result<OrderSpec, OrderEncodingErr
                 .iter()
                 .map(|attribute| chain_key(attribute))
                 .collect(),
+            signed_by: auditors_for_group(&group.name, &group.requirements.signed_by)?,
         },
     })
 }
@@ -245,6 +324,68 @@ mod tests {
         ] {
             assert!(gpu_bid(bad, &[]).is_err(), "{bad}");
         }
+    }
+
+    fn signed_by(all_of: &[&str], any_of: &[&str]) -> SignedBy {
+        let owned = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+        SignedBy {
+            all_of: owned(all_of),
+            any_of: owned(any_of),
+        }
+    }
+
+    #[test]
+    fn evm_auditors_become_the_order_lists() {
+        let auditor = "0x00000000000000000000000000000000000000a1";
+        let other = "0x00000000000000000000000000000000000000A2";
+        let auditors = auditors_for_group("dcloud", &signed_by(&[auditor], &[other])).unwrap();
+        assert_eq!(auditors.all_of, vec![Address::with_last_byte(0xa1)]);
+        assert_eq!(auditors.any_of, vec![Address::with_last_byte(0xa2)]);
+        assert!(
+            auditors_for_group("dcloud", &SignedBy::default())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// An Akash file's `signedBy` is never dropped: its bech32 auditors are refused with the
+    /// field they are in, so the tenant knows what to change.
+    #[test]
+    fn akash_and_malformed_auditors_are_refused_naming_the_field() {
+        let akash = "akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63";
+        let error = auditors_for_group("dcloud", &signed_by(&[], &[akash])).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("profiles.placement.dcloud.signedBy.anyOf[0]: `akash1"),
+            "{message}"
+        );
+        assert!(message.contains("0x address"), "{message}");
+        for (bad, reason) in [
+            ("0x1234", NOT_AN_ADDRESS),
+            ("00000000000000000000000000000000000000a1", NOT_AN_ADDRESS),
+            ("0x000000000000000000000000000000000000000g", NOT_AN_ADDRESS),
+            ("0x0000000000000000000000000000000000000000", ZERO_AUDITOR),
+        ] {
+            let error = auditors_for_group("g", &signed_by(&[bad], &[])).unwrap_err();
+            assert_eq!(
+                error,
+                OrderEncodingError::Auditor {
+                    field: "profiles.placement.g.signedBy.allOf[0]".to_owned(),
+                    value: bad.to_owned(),
+                    reason,
+                },
+                "{bad}"
+            );
+        }
+        let twice = "0x00000000000000000000000000000000000000a1";
+        let error = auditors_for_group("g", &signed_by(&[twice], &[twice])).unwrap_err();
+        assert!(error.to_string().contains("signedBy.anyOf[0]"), "{error}");
+        let many: Vec<String> = (1..=5).map(|i| format!("0x{i:040x}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(matches!(
+            auditors_for_group("g", &signed_by(&many, &[])),
+            Err(OrderEncodingError::TooManyAuditors { count: 5, .. })
+        ));
     }
 }
 

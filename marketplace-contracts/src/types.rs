@@ -94,13 +94,43 @@ impl ProviderProfile {
     }
 }
 
-/// The GPU-model and attribute lists of an order. Bidders must re-supply them to `placeBid`;
-/// they are published in `OrderCreated` (the contract stores only their hash).
+/// The GPU-model and attribute lists of an order. Bidders must re-supply the first two to
+/// `placeBid`; they are published in `OrderCreated` (the contract stores only their hash). The
+/// auditors are stored by the contract (every match re-checks them) and never re-supplied.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderRequirements {
     pub allowed_gpu_models: Vec<B256>,
     pub required_attributes: Vec<B256>,
+    /// Akash's `signedBy`: auditors that must attest `required_attributes` for the bidder.
+    #[serde(default)]
+    pub signed_by: Auditors,
 }
+
+/// Akash's `signedBy` with EVM addresses: every `all_of` auditor, and at least one `any_of`
+/// auditor when that list is not empty, must attest each required attribute of the provider
+/// (`ProviderRegistry.checkAudit`). Both empty: no audit is required.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auditors {
+    pub all_of: Vec<Address>,
+    pub any_of: Vec<Address>,
+}
+
+impl Auditors {
+    pub fn is_empty(&self) -> bool {
+        self.all_of.is_empty() && self.any_of.is_empty()
+    }
+}
+
+/// An auditor's standing attestation that a provider holds an attribute (its chain key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    pub auditor: Address,
+    pub provider: Address,
+    pub attribute: B256,
+}
+
+/// `Marketplace.MAX_AUDITORS`: an order's `all_of` and `any_of` auditors together.
+pub const MAX_AUDITORS: usize = 4;
 
 /// A group's total resources and constraints.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +152,8 @@ impl From<OrderSpec> for Marketplace::OrderSpec {
             replicas: spec.replicas,
             allowedGpuModels: spec.requirements.allowed_gpu_models,
             requiredAttributes: spec.requirements.required_attributes,
+            signedByAllOf: spec.requirements.signed_by.all_of,
+            signedByAnyOf: spec.requirements.signed_by.any_of,
         }
     }
 }
@@ -136,6 +168,10 @@ impl From<Marketplace::OrderSpec> for OrderSpec {
             requirements: OrderRequirements {
                 allowed_gpu_models: spec.allowedGpuModels,
                 required_attributes: spec.requiredAttributes,
+                signed_by: Auditors {
+                    all_of: spec.signedByAllOf,
+                    any_of: spec.signedByAnyOf,
+                },
             },
         }
     }
@@ -514,6 +550,10 @@ mod tests {
             requirements: OrderRequirements {
                 allowed_gpu_models: vec![B256::repeat_byte(1)],
                 required_attributes: vec![B256::repeat_byte(2)],
+                signed_by: Auditors {
+                    all_of: vec![Address::repeat_byte(4)],
+                    any_of: vec![Address::repeat_byte(5), Address::repeat_byte(6)],
+                },
             },
         };
         let sol: Marketplace::OrderSpec = spec.clone().into();

@@ -7,6 +7,9 @@ import {vm} from "./utils/Vm.sol";
 import {Marketplace} from "../src/Marketplace.sol";
 import {gpuBidFor} from "./utils/GpuBids.sol";
 import {GpuBid, GpuModelParts} from "../src/GpuModels.sol";
+import {GpuCapacity} from "../src/Types.sol";
+import {ProviderRegistry} from "../src/ProviderRegistry.sol";
+import {BlockingToken} from "./mocks/MockTokens.sol";
 
 /// @notice One measured call per test, in steady state (the marketplace already holds escrow,
 /// providers already hold tokens). Figures are recorded in snapshots/Marketplace.json (checked
@@ -32,10 +35,14 @@ contract GasBenchmarks is Fixture {
     // each) before it may evict the dearest: the price of keeping the order book unjammable.
     uint256 internal constant PLACE_BID_EVICT_CEILING = 340_000;
     uint256 internal constant CLOSE_CEILING = 89_000;
+    // An undelivered close slashes the stake; a slash that takes it below the minimum also marks
+    // the provider in its capacity slot (one more slot write, ~5k) so it cannot bid until topped up.
+    uint256 internal constant CLOSE_UNDELIVERED_CEILING = 91_000;
     uint256 internal constant SETTLE_WORST_CEILING = 200_000;
     // An order stores the keccak256 of its group's name (one more fresh slot, 22.1k) so the
-    // provider deploys exactly that group; a GPU order also stores its requirements hash.
-    uint256 internal constant CREATE_ORDER_GPU_CEILING = 200_000;
+    // provider deploys exactly that group; a GPU order also stores its requirements hash. The
+    // spec's two `signedBy` auditor lists cost ~3k even when empty (calldata and event data).
+    uint256 internal constant CREATE_ORDER_GPU_CEILING = 205_000;
 
     Marketplace.OrderSpec internal gpuSpec;
     Marketplace.OrderSpec internal cpuSpec;
@@ -170,6 +177,46 @@ contract GasBenchmarks is Fixture {
         _record("settle_16_bids_1_skip", SETTLE_WORST_CEILING);
     }
 
+    /// @dev The worst `settle` of an audited order: `MAX_AUDITORS` auditors, 16 bids, the
+    /// cheapest one's attestation revoked after it bid. Every match-time check reads each
+    /// auditor's revocation counter for the provider, so on audited orders a call passes over at
+    /// most one bid: the skip and the match are two calls, each within the bound.
+    function test_gas_settle_sixteenBidsOneSkip_maxAuditors() public {
+        uint256 count = market.MAX_AUDITORS();
+        address[] memory allOf = new address[](count / 2);
+        address[] memory anyOf = new address[](count - count / 2);
+        for (uint256 i = 0; i < count; ++i) {
+            if (i < allOf.length) allOf[i] = address(uint160(0xA000 + i));
+            else anyOf[i - allOf.length] = address(uint160(0xA000 + i));
+        }
+        Marketplace.OrderSpec memory spec = _gpuSpec(1, _list(A100), _list(EU));
+        spec.signedByAllOf = allOf;
+        spec.signedByAnyOf = anyOf;
+        uint256 orderId = _order(spec);
+        for (uint256 i = 0; i < 16; ++i) {
+            address provider = address(uint160(0x4000 + i));
+            token.faucet(provider, MIN_STAKE);
+            vm.prank(provider);
+            token.approve(address(registry), MIN_STAKE);
+            _registerDefault(provider);
+            for (uint256 a = 0; a < count; ++a) {
+                vm.prank(address(uint160(0xA000 + a)));
+                registry.attest(provider, _list(EU));
+            }
+            _bid(provider, orderId, spec, PRICE - 16 + i, A100);
+        }
+        vm.prank(address(0xA000));
+        registry.revoke(address(0x4000), _list(EU));
+        _closeWindowAsTenant();
+        market.settle(orderId); // passes over the revoked bid and returns (one skip per call)
+        _record("settle_16_bids_max_auditors_skip_call", SETTLE_WORST_CEILING);
+        assertEq(uint8(market.getOrder(orderId).status), uint8(Marketplace.OrderStatus.Open), "no lease yet");
+        vm.prank(tenant);
+        market.settle(orderId);
+        _record("settle_16_bids_max_auditors_match_call", SETTLE_WORST_CEILING);
+        assertEq(market.getLease(orderId).provider, address(0x4001), "the second cheapest wins");
+    }
+
     /// @dev Finding 6: 15 providers that bid cheapest and then shrank their capacity to nothing
     /// used to make one `settle` skip them all (~383k gas). Every call is now bounded: this
     /// measures the last call, which still reads all 16 bids, skips nothing more and matches.
@@ -214,6 +261,156 @@ contract GasBenchmarks is Fixture {
             gpuOrder, PRICE - 16, gpuBidFor(A100, gpuSpec.allowedGpuModels), gpuSpec.allowedGpuModels, _list(EU)
         );
         _record("placeBid_gpu_full_order_evicts_dearest", PLACE_BID_EVICT_CEILING);
+    }
+
+    // ------------------------------------------------------------ worst inputs (issue #11 item 3)
+    // Recorded ceilings: the measured worst case plus ~2%, so a regression shows.
+    uint256 internal constant REGISTER_MAX_CEILING = 2_630_000;
+    uint256 internal constant UPDATE_MAX_CEILING = 1_480_000;
+    uint256 internal constant ATTEST_MAX_CEILING = 860_000;
+    uint256 internal constant REVOKE_MAX_CEILING = 228_000;
+    uint256 internal constant STAKE_CEILING = 70_000;
+    uint256 internal constant PLACE_BID_AUDITED_MAX_CEILING = 331_000;
+    uint256 internal constant PLACE_BID_EVICT_AUDITED_CEILING = 618_000;
+    uint256 internal constant WITHDRAW_BID_CEILING = 33_000;
+    // A claim pays through the BlockingToken mock (its pause and blocklist checks cost three
+    // cold reads more than a plain ERC-20) to an address that held none of the token yet.
+    uint256 internal constant CLAIM_CEILING = 61_000;
+
+    function _keys(string memory prefix, uint256 count) private pure returns (bytes32[] memory keys) {
+        keys = new bytes32[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            keys[i] = keccak256(abi.encode(prefix, i));
+        }
+    }
+
+    function _maxGpus(string memory prefix) private pure returns (GpuCapacity[] memory gpus) {
+        gpus = new GpuCapacity[](16);
+        for (uint256 i = 0; i < 16; ++i) {
+            gpus[i] = GpuCapacity(keccak256(abi.encode(prefix, i)), 8);
+        }
+    }
+
+    function _fundedProvider(address provider) private {
+        token.faucet(provider, MIN_STAKE);
+        vm.prank(provider);
+        token.approve(address(registry), type(uint256).max);
+    }
+
+    /// @dev 32 attributes, 16 GPU models and the longest endpoint.
+    function test_gas_register_maxLists() public {
+        address provider = address(0x6000);
+        _fundedProvider(provider);
+        bytes memory endpoint = new bytes(256);
+        for (uint256 i = 0; i < endpoint.length; ++i) {
+            endpoint[i] = "a";
+        }
+        vm.prank(provider);
+        registry.register(string(endpoint), _keys("attr", 32), _res(64_000, 262_144, 1_000_000), _maxGpus("gpu"));
+        _record("register_32_attributes_16_gpu_models", REGISTER_MAX_CEILING);
+    }
+
+    /// @dev Every attribute and GPU model replaced by 32 and 16 new ones.
+    function test_gas_update_maxListsReplaced() public {
+        address provider = address(0x6001);
+        _fundedProvider(provider);
+        vm.prank(provider);
+        registry.register("https://p.example", _keys("old", 32), _res(64_000, 262_144, 1_000_000), _maxGpus("old"));
+        vm.prank(provider);
+        registry.update("https://p.example", _keys("new", 32), _res(64_000, 262_144, 1_000_000), _maxGpus("new"));
+        _record("update_32_attributes_16_gpu_models_replaced", UPDATE_MAX_CEILING);
+    }
+
+    function test_gas_attest_and_revoke_32Attributes() public {
+        bytes32[] memory attributes = _keys("attr", 32);
+        vm.prank(stranger);
+        registry.attest(p2, attributes);
+        _record("attest_32_attributes", ATTEST_MAX_CEILING);
+        vm.prank(stranger);
+        registry.revoke(p2, attributes);
+        _record("revoke_32_attributes", REVOKE_MAX_CEILING);
+    }
+
+    function test_gas_addStake() public {
+        vm.prank(p2);
+        registry.addStake(1e6);
+        _record("addStake", STAKE_CEILING);
+    }
+
+    function test_gas_deregister_and_withdrawStake() public {
+        vm.prank(p3);
+        registry.deregister();
+        _record("deregister", STAKE_CEILING);
+        vm.warp(block.timestamp + UNBONDING);
+        vm.prank(p3);
+        registry.withdrawStake();
+        _record("withdrawStake", STAKE_CEILING);
+    }
+
+    /// @dev The first bid on an order requiring 16 attributes, with 16 allowed GPU patterns and
+    /// `MAX_AUDITORS` auditors (the last `anyOf` one attests): every list at its bound, and the
+    /// bid writes the fresh attribute- and audit-epoch slots.
+    function test_gas_placeBid_firstBid_maxRequirements() public {
+        address provider = address(0x6002);
+        _fundedProvider(provider);
+        bytes32[] memory attributes = _keys("attr", 32);
+        GpuCapacity[] memory gpus = new GpuCapacity[](1);
+        gpus[0] = GpuCapacity(A100, 8);
+        vm.prank(provider);
+        registry.register("https://p.example", attributes, _res(64_000, 262_144, 1_000_000), gpus);
+        bytes32[] memory required = new bytes32[](16);
+        for (uint256 i = 0; i < 16; ++i) {
+            required[i] = attributes[31 - i];
+        }
+        bytes32[] memory patterns = _keys("other model", 16);
+        patterns[15] = keccak256("nvidia/a100/*/*");
+        uint256 auditors = market.MAX_AUDITORS();
+        address[] memory allOf = new address[](auditors / 2);
+        address[] memory anyOf = new address[](auditors - auditors / 2);
+        for (uint256 i = 0; i < auditors; ++i) {
+            address auditor = address(uint160(0xA100 + i));
+            if (i < allOf.length) allOf[i] = auditor;
+            else anyOf[i - allOf.length] = auditor;
+            if (i < allOf.length || i == auditors - 1) {
+                vm.prank(auditor);
+                registry.attest(provider, required);
+            }
+        }
+        Marketplace.OrderSpec memory spec = _gpuSpec(1, patterns, required);
+        spec.signedByAllOf = allOf;
+        spec.signedByAnyOf = anyOf;
+        uint256 orderId = _order(spec);
+        GpuBid memory bid = GpuBid(GpuModelParts("nvidia", "a100", "80Gi", "sxm"), 15, 4 | 8);
+        vm.prank(provider);
+        market.placeBid(orderId, PRICE, bid, patterns, required);
+        _record("placeBid_first_16_attributes_16_patterns_max_auditors", PLACE_BID_AUDITED_MAX_CEILING);
+    }
+
+    /// @dev A bid into a full audited order: every standing bid is eligible, so the eviction scan
+    /// re-checks all 16 providers in the registry, each with its `MAX_AUDITORS` audit counters,
+    /// before the dearest is evicted.
+    function test_gas_placeBid_fullAuditedOrderEvictsTheDearest() public {
+        uint256 auditors = market.MAX_AUDITORS();
+        address[] memory allOf = new address[](auditors);
+        for (uint256 i = 0; i < auditors; ++i) {
+            allOf[i] = address(uint160(0xA200 + i));
+        }
+        Marketplace.OrderSpec memory spec = _gpuSpec(1, _list(A100), _list(EU));
+        spec.signedByAllOf = allOf;
+        uint256 orderId = _order(spec);
+        for (uint256 i = 0; i < 17; ++i) {
+            address provider = address(uint160(0x7000 + i));
+            _fundedProvider(provider);
+            _registerDefault(provider);
+            for (uint256 a = 0; a < auditors; ++a) {
+                vm.prank(allOf[a]);
+                registry.attest(provider, _list(EU));
+            }
+            if (i < 16) _bid(provider, orderId, spec, PRICE - i, A100);
+        }
+        vm.prank(address(0x7010));
+        market.placeBid(orderId, 1, gpuBidFor(A100, spec.allowedGpuModels), spec.allowedGpuModels, _list(EU));
+        _record("placeBid_full_audited_order_evicts_dearest", PLACE_BID_EVICT_AUDITED_CEILING);
     }
 
     function test_gas_withdraw() public {
@@ -269,7 +466,7 @@ contract GasBenchmarks is Fixture {
         vm.warp(block.timestamp + DELIVERY);
         vm.prank(stranger);
         market.closeUndelivered(cpuOrder);
-        _record("closeUndelivered", CLOSE_CEILING);
+        _record("closeUndelivered", CLOSE_UNDELIVERED_CEILING);
     }
 
     function test_gas_topUp() public {
@@ -282,5 +479,71 @@ contract GasBenchmarks is Fixture {
         vm.prank(tenant);
         market.cancelOrder(cpuOrder);
         _record("cancelOrder", CLOSE_TARGET);
+    }
+
+    /// @dev The last of 16 standing bids on a full order is withdrawn (the call is O(1): one
+    /// order read, one bid slot written).
+    function test_gas_withdrawBid_lastOfSixteen() public {
+        for (uint256 i = 0; i < 16; ++i) {
+            address provider = address(uint160(0x8000 + i));
+            _fundedProvider(provider);
+            _registerDefault(provider);
+            _bid(provider, cpuOrder, cpuSpec, PRICE - i, bytes32(0));
+        }
+        vm.prank(address(0x800f));
+        market.withdrawBid(cpuOrder, 15);
+        _record("withdrawBid_last_of_16", WITHDRAW_BID_CEILING);
+    }
+
+    /// @dev Worst case of both `claim`s (the same `PullPayments` code): the whole credit is
+    /// paid to a fresh address, through a token that checks pause and blocklist. The market's
+    /// credit is a provider's payment that closing could not push (blocklisted); the registry's
+    /// is a stake withdrawn while the token was paused.
+    function test_gas_claim_marketAndRegistry() public {
+        BlockingToken blk = new BlockingToken();
+        ProviderRegistry blkRegistry = new ProviderRegistry(IERC20(address(blk)), MIN_STAKE, UNBONDING, SLASH_BPS);
+        Marketplace blkMarket = new Marketplace(blkRegistry);
+        blkRegistry.initialize(address(blkMarket));
+        address[2] memory actors = [tenant, p1];
+        for (uint256 i = 0; i < actors.length; ++i) {
+            blk.mint(actors[i], 1_000_000e6);
+            vm.startPrank(actors[i]);
+            blk.approve(address(blkMarket), type(uint256).max);
+            blk.approve(address(blkRegistry), type(uint256).max);
+            vm.stopPrank();
+        }
+        vm.prank(p1);
+        blkRegistry.register("https://p1.example", _none(), _res(8000, 32768, 0), new GpuCapacity[](0));
+        Marketplace.OrderSpec memory spec = _cpuSpec(1000, 1024, 0);
+        vm.prank(tenant);
+        uint256 id = blkMarket.createOrder(IERC20(address(blk)), spec, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
+        GpuBid memory noGpu;
+        vm.prank(p1);
+        blkMarket.placeBid(id, PRICE, noGpu, spec.allowedGpuModels, spec.requiredAttributes);
+        vm.prank(tenant);
+        blkMarket.acceptBid(id, 0);
+        vm.prank(p1);
+        blkMarket.confirmLease(id);
+        vm.warp(block.timestamp + 100);
+        blk.setBlocked(p1, true);
+        vm.prank(tenant);
+        blkMarket.closeLease(id, 1);
+        blk.setBlocked(p1, false);
+        assertGt(blkMarket.claimable(IERC20(address(blk)), p1), 0, "payment credited");
+        vm.prank(p1);
+        blkMarket.claim(IERC20(address(blk)), address(0x9001));
+        _record("claim_market_to_fresh_address", CLAIM_CEILING);
+
+        vm.prank(p1);
+        blkRegistry.deregister();
+        vm.warp(block.timestamp + UNBONDING);
+        blk.setPaused(true);
+        vm.prank(p1);
+        blkRegistry.withdrawStake();
+        blk.setPaused(false);
+        assertEq(blkRegistry.claimable(IERC20(address(blk)), p1), MIN_STAKE, "stake credited");
+        vm.prank(p1);
+        blkRegistry.claim(IERC20(address(blk)), address(0x9002));
+        _record("claim_registry_to_fresh_address", CLAIM_CEILING);
     }
 }

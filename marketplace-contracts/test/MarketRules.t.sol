@@ -206,6 +206,22 @@ contract Finding2BidSlotJammingTest is Fixture {
         assertEq(_bid(p1, orderId, spec, 99, bytes32(0)), 15, "took the dearest slot");
         vm.expectRevert(abi.encodeWithSelector(Marketplace.TooManyBids.selector, orderId, 16));
         _bid(p2, orderId, spec, 114, bytes32(0)); // equal to the dearest left: not cheaper
+    }
+
+    /// Issue #11 follow-up: an evicted provider could never bid on the order again, so a provider
+    /// outbid once (or evicted while briefly ineligible) was shut out of that order for good.
+    function test_anEvictedProviderMayBidAgain() public {
+        _bid(p1, orderId, spec, 99, bytes32(0)); // evicts sybils[15], the dearest
+        vm.expectEmit(true, true, false, true, address(market));
+        emit Marketplace.BidEvicted(orderId, 14, sybils[14], 2);
+        vm.expectEmit(true, true, false, true, address(market));
+        emit Marketplace.BidPlaced(orderId, 14, sybils[15], 98, bytes32(0));
+        vm.prank(sybils[15]);
+        assertEq(
+            market.placeBid(orderId, 98, _noGpu(), spec.allowedGpuModels, spec.requiredAttributes),
+            14,
+            "the evicted provider bids again, cheaper, and takes the dearest slot left"
+        );
         vm.prank(sybils[15]);
         vm.expectRevert(abi.encodeWithSelector(Marketplace.AlreadyBid.selector, orderId, sybils[15]));
         market.placeBid(orderId, 1, _noGpu(), spec.allowedGpuModels, spec.requiredAttributes);
@@ -463,4 +479,71 @@ contract Finding5StaleEligibilityTest is Fixture {
         market.acceptBid(orderId, 0);
         assertEq(market.getLease(orderId).provider, p1, "capacity-only update keeps the bid");
     }
+}
+
+/// Issue #11 follow-up: a slash could take a stake below `minimumStake` and the provider went on
+/// bidding and winning as if fully staked. Now it may neither bid nor win until it tops up.
+contract StakeBelowMinimumTest is Fixture {
+    uint256 internal slashedLease;
+
+    function setUp() public override {
+        super.setUp();
+        _registerDefault(p1);
+        _registerDefault(p2);
+        slashedLease = _pendingLease(p1, PRICE);
+        vm.warp(START + DELIVERY);
+        market.closeUndelivered(slashedLease);
+        assertEq(registry.getProvider(p1).stake, MIN_STAKE * 9 / 10, "slashed below the minimum");
+    }
+
+    function test_aProviderBelowMinimumStakeCannotBidUntilToppedUp() public {
+        Marketplace.OrderSpec memory spec = _cpuSpec(1000, 1024, 0);
+        uint256 orderId = _order(spec);
+        vm.prank(p1);
+        vm.expectRevert(abi.encodeWithSelector(Marketplace.ProviderStakeBelowMinimum.selector, p1));
+        market.placeBid(orderId, PRICE, _noGpu(), spec.allowedGpuModels, spec.requiredAttributes);
+
+        vm.prank(p1);
+        vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.ZeroAmount.selector));
+        registry.addStake(0);
+        vm.prank(stranger);
+        vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.NotActive.selector, stranger));
+        registry.addStake(1);
+        vm.prank(p1);
+        registry.addStake(MIN_STAKE / 10 - 1);
+        vm.prank(p1);
+        vm.expectRevert(abi.encodeWithSelector(Marketplace.ProviderStakeBelowMinimum.selector, p1));
+        market.placeBid(orderId, PRICE, _noGpu(), spec.allowedGpuModels, spec.requiredAttributes);
+
+        vm.expectEmit(true, false, false, true, address(registry));
+        emit ProviderRegistry.StakeAdded(p1, 1, MIN_STAKE);
+        vm.prank(p1);
+        registry.addStake(1);
+        _bid(p1, orderId, spec, PRICE, bytes32(0));
+        assertEq(token.balanceOf(address(registry)), 2 * MIN_STAKE, "registry holds both full stakes");
+    }
+
+    function test_aProviderSlashedAfterBiddingCannotWin() public {
+        Marketplace.OrderSpec memory spec = _cpuSpec(1000, 1024, 0);
+        uint256 orderId = _order(spec);
+        _bid(p2, orderId, spec, PRICE / 2, bytes32(0));
+        uint256 dearer = _bid(p3Registered(), orderId, spec, PRICE, bytes32(0));
+        // p2 fails a delivery elsewhere after bidding
+        uint256 other = _pendingLease(p2, PRICE);
+        vm.warp(block.timestamp + DELIVERY);
+        market.closeUndelivered(other);
+        vm.prank(tenant);
+        vm.expectRevert(abi.encodeWithSelector(Marketplace.ProviderStakeBelowMinimum.selector, p2));
+        market.acceptBid(orderId, 0);
+        vm.prank(tenant);
+        market.settle(orderId);
+        assertEq(market.getLease(orderId).bidId, dearer, "settle passes over the under-staked bid");
+    }
+
+    function p3Registered() internal returns (address) {
+        _registerDefault(p3);
+        return p3;
+    }
+
+    function _noGpu() internal pure returns (GpuBid memory bid) {}
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use alloy::primitives::{B256, U256};
+use alloy::primitives::{Address, B256, U256};
 use leasehold_contracts::{OrderPosted, OrderSpec};
 use leasehold_scheduler::inventory::{GroupPlacement, InventorySnapshot, Reservation as Held};
 use leasehold_scheduler::pricing::{PriceInput, PricingStrategy, Utilisation};
@@ -61,6 +61,8 @@ pub fn inventory_id(order_id: u64) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skip {
     MissingAttribute(B256),
+    /// The order's `signedBy` auditors do not attest us: this one (zero: no `anyOf` auditor).
+    NotAudited(Address),
     NoAllowedGpuModel,
     NoReplicas,
     /// More replicas than one lease network addresses: it could never run.
@@ -266,6 +268,12 @@ impl Core {
         }
         if let Some(missing) = missing_attribute(&order.spec, &self.attributes) {
             self.skip(order_id, Skip::MissingAttribute(missing));
+            return Ok(());
+        }
+        // Akash's `signedBy`: without the auditors' attestations the contract refuses the bid
+        // (`ProviderNotAudited`), so do not reserve or send one.
+        if let Some(auditor) = self.chain.missing_audit(&order.spec.requirements).await? {
+            self.skip(order_id, Skip::NotAudited(auditor));
             return Ok(());
         }
         // Redelivered after a restart: the order may be gone, or we may have bid already.

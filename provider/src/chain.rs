@@ -264,6 +264,17 @@ impl Chain {
         self.client.order_posted(order_id).await
     }
 
+    /// The order's first `signedBy` auditor that does not attest this provider (see
+    /// [`MarketplaceClient::missing_audit`]); `None` when the audit holds or none is required.
+    pub async fn missing_audit(
+        &self,
+        requirements: &OrderRequirements,
+    ) -> Result<Option<Address>, ClientError> {
+        self.client
+            .missing_audit(self.address(), requirements)
+            .await
+    }
+
     pub async fn bids(&self, order_id: u64) -> Result<Vec<BidInfo>, ClientError> {
         self.client.bids(order_id).await
     }

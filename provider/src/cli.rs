@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use alloy::primitives::U256;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
@@ -167,6 +168,15 @@ pub enum Command {
         after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider withdraw --config provider.toml"
     )]
     Withdraw,
+    /// Top the stake up: a provider slashed below the minimum stake (for undelivered leases)
+    /// can neither bid nor win until its stake reaches the minimum again.
+    #[command(
+        after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider add-stake --config provider.toml\n  LEASEHOLD_PROVIDER_KEY=0x... provider add-stake 5000000 --config provider.toml --output json"
+    )]
+    AddStake {
+        /// Amount in stake-token base units (default: what is missing up to the minimum).
+        amount: Option<u128>,
+    },
     /// Start unbonding; the stake can be withdrawn after the unbonding period.
     #[command(
         after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider deregister --config provider.toml"
@@ -404,6 +414,43 @@ pub async fn run(cli: Cli) -> Result<()> {
                 )
             };
             print(output, text, json!({"withdrawals": collected}));
+        }
+        Command::AddStake { amount } => {
+            let config = load(&cli.config)?;
+            let signer = load_signer(&config).context("loading the signing key")?;
+            let chain = Chain::connect(&config, signer, 0)
+                .await
+                .context("connecting to the chain")?;
+            let client = chain.client();
+            let amount = match amount {
+                Some(amount) => U256::from(amount),
+                None => {
+                    let minimum = client
+                        .minimum_stake()
+                        .await
+                        .context("reading the minimum stake")?;
+                    let stake = client
+                        .provider_info(client.sender())
+                        .await
+                        .context("reading the stake")?
+                        .stake;
+                    minimum.saturating_sub(stake)
+                }
+            };
+            if amount.is_zero() {
+                print(
+                    output,
+                    "the stake already meets the minimum: nothing to add".to_owned(),
+                    json!({"added": "0"}),
+                );
+                return Ok(());
+            }
+            let stake = client.add_stake(amount).await.context("adding stake")?;
+            print(
+                output,
+                format!("added {amount} base units; stake now {stake}"),
+                json!({"added": amount.to_string(), "stake": stake.to_string()}),
+            );
         }
         Command::Deregister => {
             let config = load(&cli.config)?;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use alloy::primitives::B256;
-use leasehold_contracts::{OrderSpec, Resources as ChainResources};
+use leasehold_contracts::{OrderEncodingError, OrderSpec, Resources as ChainResources};
 use leasehold_manifests::{
     Group, Manifest, ManifestGroup, Protocol as ManifestProtocol, Service, StorageMount,
 };
@@ -49,6 +49,8 @@ pub enum DeploymentError {
     Env { service: String, entry: String },
     #[error("manifest group `{group}`: {what} overflows")]
     Overflow { group: String, what: &'static str },
+    #[error(transparent)]
+    Order(OrderEncodingError),
     #[error(
         "services.{service}: needs {wanted} GPU(s) but the lease's allocation has only {available} left"
     )]
@@ -91,9 +93,9 @@ pub fn gpu_model_key(model: &str) -> B256 {
 /// The order a tenant posts for one SDL group (the shared encoding in
 /// `leasehold_contracts::order`).
 pub fn order_spec_for_group(group: &Group) -> Result<OrderSpec, DeploymentError> {
-    leasehold_contracts::order_spec_for_group(group).map_err(|error| DeploymentError::Overflow {
-        group: error.group,
-        what: error.what,
+    leasehold_contracts::order_spec_for_group(group).map_err(|error| match error {
+        OrderEncodingError::OutOfRange { group, what } => DeploymentError::Overflow { group, what },
+        other => DeploymentError::Order(other),
     })
 }
 

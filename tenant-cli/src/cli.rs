@@ -200,6 +200,15 @@ pub enum Command {
     /// Deployments recorded on this machine, with their on-chain state.
     #[command(after_help = help!("tenant leases", "tenant leases --output json"))]
     Leases,
+    /// Act as an auditor (Akash's `signedBy`): attest that a provider holds attributes, revoke
+    /// attestations, list them. Orders whose SDL placement lists the auditor's 0x address in
+    /// `signedBy.allOf`/`anyOf` take bids only from providers it attests.
+    #[command(subcommand, after_help = help!(
+        "tenant audit attest 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 region=eu-west tier=community",
+        "tenant audit revoke 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 region=eu-west",
+        "tenant audit list --provider 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 --output json"
+    ))]
+    Audit(AuditCommand),
     /// Open a shell in one of the lease's replicas, or run one command there.
     #[command(after_help = SHELL_HELP)]
     Shell(ShellArgs),
@@ -305,6 +314,63 @@ pub fn parse_max_price(text: &str) -> Result<MaxPrice, String> {
         group,
         per_hour: parse_amount(amount.trim())?,
     })
+}
+
+/// `tenant audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Attest, with the configured key as the auditor, that PROVIDER holds each attribute.
+    #[command(after_help = help!(
+        "tenant audit attest 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 region=eu-west",
+        "tenant audit attest 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 host=akash tier=community --output json"
+    ))]
+    Attest {
+        /// The provider's address.
+        provider: Address,
+        /// Attributes as the SDL's placement writes them, `key=value` (at most 32).
+        #[arg(required = true, value_parser = parse_attribute)]
+        attributes: Vec<String>,
+    },
+    /// Withdraw the configured key's attestations of these attributes for PROVIDER; bids that
+    /// relied on them no longer win.
+    #[command(after_help = help!(
+        "tenant audit revoke 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 region=eu-west"
+    ))]
+    Revoke {
+        /// The provider's address.
+        provider: Address,
+        /// Attributes, `key=value`.
+        #[arg(required = true, value_parser = parse_attribute)]
+        attributes: Vec<String>,
+    },
+    /// Standing attestations, optionally of one auditor and/or for one provider. Attributes are
+    /// keccak256 keys on chain: the ones given with --attribute are shown by name.
+    #[command(after_help = help!(
+        "tenant audit list",
+        "tenant audit list --auditor 0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC --output json",
+        "tenant audit list --provider 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 --attribute region=eu-west"
+    ))]
+    List {
+        /// Only this auditor's attestations.
+        #[arg(long)]
+        auditor: Option<Address>,
+        /// Only attestations for this provider.
+        #[arg(long)]
+        provider: Option<Address>,
+        /// Attribute names to show instead of their keys (`key=value`, repeatable).
+        #[arg(long = "attribute", value_parser = parse_attribute)]
+        attributes: Vec<String>,
+    },
+}
+
+/// A placement attribute as the SDL writes it: `key=value`, both parts non-empty.
+fn parse_attribute(text: &str) -> Result<String, String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !value.is_empty() => Ok(text.to_owned()),
+        _ => Err(format!(
+            "`{text}` is not an attribute: write key=value, as in the SDL's placement attributes"
+        )),
+    }
 }
 
 /// `tenant wallet ...`

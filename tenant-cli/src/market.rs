@@ -263,7 +263,7 @@ pub fn hypothetical_bid(spec: &OrderSpec, provider: &ProviderInfo, price: u128) 
 /// Why a provider cannot serve an order, in the user's words.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Reason {
-    /// `inactive`, `attributes`, `gpu_model`, `capacity` or `price`.
+    /// `inactive`, `attributes`, `gpu_model`, `capacity`, `price` or `audit` (`signedBy`).
     pub kind: &'static str,
     pub message: String,
 }

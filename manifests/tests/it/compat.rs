@@ -114,13 +114,9 @@ fn keys_whose_akash_meaning_is_not_carried_out_are_never_silent() {
             "        to:\n          - global: true\n",
             "        accept:\n          - www.example.com\n        http_options:\n          max_body_size: 1024\n        to:\n          - global: true\n            ip: myip\n",
         )
-        .replace(
-            "    anywhere:\n      pricing:\n",
-            "    anywhere:\n      signedBy:\n        anyOf:\n          - akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63\n      pricing:\n",
-        )
         .replace("deployment:\n", "endpoints:\n  myip:\n    kind: ip\ndeployment:\n");
     let sdl = parse(&yaml).unwrap_or_else(|errors| panic!("{errors}\n{yaml}"));
-    for key in ["accept", "http_options", "ip", "signedBy"] {
+    for key in ["accept", "http_options", "ip"] {
         assert_eq!(
             warning(sdl.warnings(), key).kind,
             WarningKind::NotHonoured,
@@ -128,6 +124,22 @@ fn keys_whose_akash_meaning_is_not_carried_out_are_never_silent() {
         );
     }
     assert!(parse_strict(&yaml).is_err());
+}
+
+/// `signedBy` is carried out (on-chain auditor attestations), so it is no longer a warning;
+/// an Akash (bech32) auditor is refused when the group becomes an order, naming the field.
+#[test]
+fn signed_by_is_honoured_not_warned_about() {
+    let yaml = HELLO.replace(
+        "    anywhere:\n      pricing:\n",
+        "    anywhere:\n      signedBy:\n        anyOf:\n          - akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63\n      pricing:\n",
+    );
+    let sdl = parse_strict(&yaml).unwrap_or_else(|errors| panic!("{errors}\n{yaml}"));
+    assert!(sdl.warnings().is_empty(), "{:#?}", sdl.warnings());
+    assert_eq!(
+        sdl.groups()[0].requirements.signed_by.any_of,
+        vec!["akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63".to_owned()]
+    );
 }
 
 #[test]

@@ -13,8 +13,12 @@ import {MarketHandler} from "./MarketHandler.sol";
 /// @notice Protocol invariants under random sequences of register / update / deregister /
 /// withdrawStake / createOrder / cancelOrder / topUp / placeBid / withdrawBid / acceptBid /
 /// settle / confirmLease / closeUndelivered / withdraw / closeLease / claim / warps past every
-/// deadline, across twenty providers and three tenants, with a token that blocklists and pauses.
+/// deadline, across twenty providers and three tenants, with a token that blocklists and pauses,
+/// and two auditors that attest and revoke.
 contract MarketInvariantTest is Test {
+    /// @dev Orders and providers probed per liveness check (a rotating sample keeps the campaign fast).
+    uint256 internal constant LIVENESS_SAMPLE = 4;
+
     BlockingToken internal token;
     ProviderRegistry internal registry;
     Marketplace internal market;
@@ -46,7 +50,7 @@ contract MarketInvariantTest is Test {
             vm.stopPrank();
         }
 
-        bytes4[] memory selectors = new bytes4[](22);
+        bytes4[] memory selectors = new bytes4[](26);
         selectors[0] = MarketHandler.register.selector;
         selectors[1] = MarketHandler.update.selector;
         selectors[2] = MarketHandler.deregister.selector;
@@ -69,6 +73,10 @@ contract MarketInvariantTest is Test {
         selectors[19] = MarketHandler.pauseToken.selector;
         selectors[20] = MarketHandler.claim.selector;
         selectors[21] = MarketHandler.sybilSweep.selector;
+        selectors[22] = MarketHandler.addStake.selector;
+        selectors[23] = MarketHandler.attest.selector;
+        selectors[24] = MarketHandler.revoke.selector;
+        selectors[25] = MarketHandler.honestBid.selector;
         targetContract(address(handler));
         targetSelector(FuzzSelector(address(handler), selectors));
     }
@@ -88,6 +96,106 @@ contract MarketInvariantTest is Test {
         );
         _checkNoTokensLeak();
         assertEq(handler.violations(), 0, handler.lastViolation());
+    }
+
+    /// @notice Liveness, probed in a state snapshot that is thrown away (open orders all, active
+    /// leases and providers on a rotating sample): an honest eligible bid inside the window can be matched, the tenant
+    /// and the provider of an active lease can always close it, and a provider with no leases
+    /// can always exit, the last two even while the token is paused (amounts are credited).
+    function invariant_liveness() public {
+        uint256 orders = handler.orderCount();
+        uint256 start = uint256(keccak256(abi.encode(block.timestamp, orders, token.balanceOf(address(market)))));
+        for (uint256 i = 0; i < orders; ++i) {
+            uint256 id = handler.orderIds(i);
+            Marketplace.OrderView memory o = market.getOrder(id);
+            if (o.status == Marketplace.OrderStatus.Open && block.timestamp < o.bidWindowEnd) {
+                _checkHonestBidsMatch(id, o);
+            }
+        }
+        for (uint256 k = 0; k < orders && k < LIVENESS_SAMPLE; ++k) {
+            uint256 id = handler.orderIds((start + k) % orders);
+            Marketplace.OrderView memory o = market.getOrder(id);
+            if (o.status == Marketplace.OrderStatus.Leased) {
+                _checkCanClose(id, o.tenant, "tenant could not close its lease");
+                _checkCanClose(id, market.getLease(id).provider, "provider could not close its lease");
+            }
+        }
+        uint256 providerCount = handler.providerCount();
+        for (uint256 k = 0; k < LIVENESS_SAMPLE; ++k) {
+            _checkIdleProviderCanExit(handler.providers((start + k) % providerCount));
+        }
+    }
+
+    /// @dev Every standing bid of the honest provider on order `id` that it could serve now
+    /// (active, stake at the minimum, attributes, audit, free room) is accepted by the tenant.
+    function _checkHonestBidsMatch(uint256 id, Marketplace.OrderView memory o) internal {
+        address honest = handler.honest();
+        Marketplace.BidView[] memory bids = market.getBids(id);
+        for (uint256 i = 0; i < bids.length; ++i) {
+            if (bids[i].provider != honest || bids[i].withdrawn || !_canServe(id, o, bids[i])) continue;
+            uint256 snapshot = vm.snapshotState();
+            vm.prank(o.tenant);
+            try market.acceptBid(id, i) {}
+            catch {
+                assertTrue(false, "an honest eligible bid inside the window could not be matched");
+            }
+            vm.revertToState(snapshot);
+        }
+    }
+
+    function _canServe(uint256 id, Marketplace.OrderView memory o, Marketplace.BidView memory bid)
+        internal
+        view
+        returns (bool)
+    {
+        (ProviderRegistry.Eligibility eligible,) = registry.checkEligibility(
+            bid.provider, handler.requiredAttributesOf(id), o.resources, bid.gpuModel, o.gpuCount
+        );
+        if (eligible != ProviderRegistry.Eligibility.Eligible || !handler.isAudited(id, bid.provider)) return false;
+        (, Resources memory capacity, Resources memory allocated,,) = registry.resourceState(bid.provider);
+        if (
+            capacity.cpuMilli - allocated.cpuMilli < o.resources.cpuMilli
+                || capacity.memoryMiB - allocated.memoryMiB < o.resources.memoryMiB
+                || capacity.storageMiB - allocated.storageMiB < o.resources.storageMiB
+        ) return false;
+        if (o.gpuCount == 0) return true;
+        (uint32 gpuCapacity, uint32 gpuAllocated) = registry.gpuState(bid.provider, bid.gpuModel);
+        return gpuCapacity - gpuAllocated >= o.gpuCount;
+    }
+
+    /// @dev `closer` closes lease `id` while the token is paused.
+    function _checkCanClose(uint256 id, address closer, string memory failure) internal {
+        uint256 snapshot = vm.snapshotState();
+        token.setPaused(true);
+        vm.prank(closer);
+        try market.closeLease(id, 0) {}
+        catch {
+            assertTrue(false, failure);
+        }
+        vm.revertToState(snapshot);
+    }
+
+    /// @dev A registered provider with no active lease deregisters, waits out the unbonding
+    /// period and withdraws its whole stake while the token is paused: it is credited.
+    function _checkIdleProviderCanExit(address provider) internal {
+        ProviderRegistry.ProviderView memory info = registry.getProvider(provider);
+        if (info.status == ProviderRegistry.ProviderStatus.None || info.activeLeases != 0) return;
+        uint256 snapshot = vm.snapshotState();
+        token.setPaused(true);
+        if (info.status == ProviderRegistry.ProviderStatus.Active) {
+            vm.prank(provider);
+            registry.deregister();
+            info = registry.getProvider(provider);
+        }
+        if (block.timestamp < info.unbondingEnds) vm.warp(info.unbondingEnds);
+        uint256 before = handler.holdings(provider);
+        vm.prank(provider);
+        try registry.withdrawStake() {}
+        catch {
+            assertTrue(false, "a provider with no leases could not exit");
+        }
+        assertEq(handler.holdings(provider), before + info.stake, "an exiting provider gets its whole stake");
+        vm.revertToState(snapshot);
     }
 
     /// @dev Per order: funds conserved (escrow + paid + refunded == deposits, paid only to the
@@ -173,7 +281,7 @@ contract MarketInvariantTest is Test {
     function test_handlerReachesEveryAction() public {
         for (uint256 step = 0; step < 1500; ++step) {
             uint256 seed = uint256(keccak256(abi.encode(step)));
-            uint256 action = seed % 21;
+            uint256 action = seed % 23;
             uint256 a = uint256(keccak256(abi.encode(seed, 1)));
             uint256 b = uint256(keccak256(abi.encode(seed, 2)));
             uint256 c = uint256(keccak256(abi.encode(seed, 3)));
@@ -193,13 +301,17 @@ contract MarketInvariantTest is Test {
             if (action == 13) handler.warp(b % 4 hours);
             if (action == 14) handler.confirmLease(a);
             if (action == 15 && step % 2 == 0) handler.closeUndelivered(a);
+            if (action == 15 && step % 4 == 1) handler.addStake(a);
             if (action == 16) handler.warpToDeadline(a, b);
             if (action == 17 && step % 4 == 0) handler.blockAccount(a);
             if (action == 18 && step % 4 == 0) handler.pauseToken(a);
             if (action == 19) handler.claim(a, b % 2 == 0);
             if (action == 20 && step % 3 == 0) handler.sybilSweep(a);
+            if (action == 21) handler.attest(a, b, c);
+            if (action == 22 && step % 2 == 0) handler.revoke(a, b, c);
+            if (action == 4 || action == 22) handler.honestBid(b, c, seed % 2 == 0);
         }
-        string[17] memory actions = [
+        string[21] memory actions = [
             "register",
             "update",
             "deregister",
@@ -216,12 +328,17 @@ contract MarketInvariantTest is Test {
             "closeUndelivered",
             "blockAccount",
             "pauseToken",
-            "sybilSweep"
+            "sybilSweep",
+            "addStake",
+            "attest",
+            "revoke",
+            "honestBid"
         ];
 
         for (uint256 i = 0; i < actions.length; ++i) {
             assertGt(handler.successes(actions[i]), 0, actions[i]);
         }
         invariant_protocol();
+        invariant_liveness();
     }
 }

@@ -18,7 +18,10 @@ import {gpuBidFor} from "../utils/GpuBids.sol";
 /// expectation must be remembered rather than thrown). Liveness is checked where it must
 /// hold: a tenant or provider can always close, a tenant can always cancel, a provider with
 /// no leases can always leave, a provider can confirm before its deadline and anyone can
-/// close an undelivered lease after it, whatever the token does.
+/// close an undelivered lease after it, whatever the token does. Two auditors attest and
+/// revoke providers' attributes; some orders require their attestations (`signedBy`).
+/// `providers[0]` is the honest provider: it never changes its attributes or leaves, and its
+/// attestations are never revoked, so the liveness invariants can expect its eligible bids to match.
 contract MarketHandler {
     bytes32 public constant A100 = keccak256("nvidia/a100/80Gi/sxm");
     bytes32 public constant H100 = keccak256("nvidia/h100/80Gi/sxm");
@@ -26,6 +29,8 @@ contract MarketHandler {
     bytes32 public constant TIER = keccak256("tier=community");
     uint256 public constant MAX_ORDERS = 40;
     uint64 public constant DELIVERY = 600;
+    address public constant AUDITOR_A = address(0xD000);
+    address public constant AUDITOR_B = address(0xD001);
 
     BlockingToken public immutable token;
     ProviderRegistry public immutable registry;
@@ -86,6 +91,7 @@ contract MarketHandler {
 
     function update(uint256 providerSeed, uint256 capacitySeed, uint256 gpuSeed, uint256 attributeSeed) external {
         address provider = _provider(providerSeed);
+        if (provider == honest()) return;
         ProviderRegistry.ProviderView memory info = registry.getProvider(provider);
         if (info.status != ProviderRegistry.ProviderStatus.Active) return;
         // never below what is allocated, so the update is valid
@@ -103,6 +109,7 @@ contract MarketHandler {
 
     function deregister(uint256 providerSeed) external {
         address provider = _provider(providerSeed);
+        if (provider == honest()) return;
         ProviderRegistry.ProviderView memory info = registry.getProvider(provider);
         if (info.status != ProviderRegistry.ProviderStatus.Active || info.activeLeases != 0) return;
         vm.prank(provider);
@@ -124,6 +131,52 @@ contract MarketHandler {
         }
     }
 
+    /// @dev A provider slashed below the minimum (the first from the seed) tops its stake back up,
+    /// as it must before it may bid again.
+    function addStake(uint256 providerSeed) external {
+        uint256 minimum = registry.minimumStake();
+        address provider;
+        ProviderRegistry.ProviderView memory info;
+        bool found;
+        for (uint256 k = 0; k < providers.length && !found; ++k) {
+            provider = _provider(providerSeed % providers.length + k);
+            info = registry.getProvider(provider);
+            found = info.status != ProviderRegistry.ProviderStatus.None && info.stake < minimum;
+        }
+        if (!found || !_tokenMoves(provider)) return;
+        uint256 amount = minimum - info.stake;
+        uint256[] memory before = _balances();
+        vm.prank(provider);
+        registry.addStake(amount);
+        _expectMoved(before, provider, -int256(amount), address(0), 0, "addStake");
+        ++successes["addStake"];
+    }
+
+    // ------------------------------------------------------------ auditor actions
+
+    /// @dev An auditor attests every attribute of the seeded set it does not attest yet.
+    function attest(uint256 providerSeed, uint256 auditorSeed, uint256 attributeSeed) external {
+        address provider = _provider(providerSeed);
+        address auditor = auditorSeed % 2 == 0 ? AUDITOR_A : AUDITOR_B;
+        bytes32[] memory attributes = _attestations(auditor, provider, _attributeSet(attributeSeed % 2 + 1), false);
+        if (attributes.length == 0) return;
+        vm.prank(auditor);
+        registry.attest(provider, attributes);
+        ++successes["attest"];
+    }
+
+    /// @dev An auditor revokes what it attests of the seeded set (never for the honest provider).
+    function revoke(uint256 providerSeed, uint256 auditorSeed, uint256 attributeSeed) external {
+        address provider = _provider(providerSeed);
+        if (provider == honest()) return;
+        address auditor = auditorSeed % 2 == 0 ? AUDITOR_A : AUDITOR_B;
+        bytes32[] memory attributes = _attestations(auditor, provider, _attributeSet(attributeSeed % 2 + 1), true);
+        if (attributes.length == 0) return;
+        vm.prank(auditor);
+        registry.revoke(provider, attributes);
+        ++successes["revoke"];
+    }
+
     // ------------------------------------------------------------ tenant actions
 
     function createOrder(
@@ -138,6 +191,10 @@ contract MarketHandler {
         address tenant = tenants[tenantSeed % tenants.length];
         if (!_tokenMoves(tenant)) return;
         Marketplace.OrderSpec memory spec = _spec(resourceSeed, gpuSeed, attributeSeed);
+        // a quarter of the orders need auditor A's attestations, a quarter A's or B's
+        uint256 audit = (attributeSeed >> 8) % 4;
+        if (audit == 0) spec.signedByAllOf = _oneAddress(AUDITOR_A);
+        if (audit == 1) spec.signedByAnyOf = _twoAddresses(AUDITOR_A, AUDITOR_B);
         uint256 maxPrice = bound(priceSeed, 1, 1e9);
         // at most a day at the maximum price, so insolvent leases are common
         uint256 deposit = bound(depositSeed, 1, maxPrice * 24);
@@ -197,7 +254,7 @@ contract MarketHandler {
             provider = _provider(providerSeed % providers.length + k);
             (ProviderRegistry.Eligibility eligible,) =
                 registry.checkEligibility(provider, _requiredAttributes[id], o.resources, model, o.gpuCount);
-            if (eligible == ProviderRegistry.Eligibility.Eligible) break;
+            if (eligible == ProviderRegistry.Eligibility.Eligible && isAudited(id, provider)) break;
         }
         uint256 price = bound(priceSeed, 1, o.maxPricePerHour);
         vm.prank(provider);
@@ -211,6 +268,35 @@ contract MarketHandler {
                 _violation("an eligible cheaper bid was kept out of a full order");
             }
         }
+    }
+
+    /// @dev The honest provider (registered with room for any order if it is not) bids on an
+    /// order taking bids that it can serve; auditor A vouches for it where the order needs it.
+    function honestBid(uint256 orderSeed, uint256 priceSeed, bool preferH100) external {
+        (bool found, uint256 id, Marketplace.OrderView memory o) = _biddableOrder(orderSeed);
+        if (!found) return;
+        address provider = honest();
+        ProviderRegistry.ProviderStatus status = registry.getProvider(provider).status;
+        if (status == ProviderRegistry.ProviderStatus.None) {
+            if (!_tokenMoves(provider)) return;
+            vm.prank(provider);
+            registry.register(
+                "https://honest.example", _attributeSet(2), Resources(64_000, 262_144, 4_000_000), _gpuSet(0, 12, 12)
+            );
+        }
+        bytes32 model = o.gpuCount == 0 ? bytes32(0) : (preferH100 ? H100 : A100);
+        bytes32[] memory missing = _attestations(AUDITOR_A, provider, _attributeSet(2), false);
+        if (!isAudited(id, provider) && missing.length != 0) {
+            vm.prank(AUDITOR_A);
+            registry.attest(provider, missing);
+        }
+        bytes32[] memory allowed = _allowedModels[id];
+        vm.prank(provider);
+        try market.placeBid(
+            id, bound(priceSeed, 1, o.maxPricePerHour), gpuBidFor(model, allowed), allowed, _requiredAttributes[id]
+        ) {
+            ++successes["honestBid"];
+        } catch {}
     }
 
     /// @dev A sybil (one of the last four providers): bids on every order still taking bids at its maximum price, then shrinks
@@ -274,7 +360,7 @@ contract MarketHandler {
 
     /// @dev Half the time the tenant right after the window, else a stranger after the grace.
     function settle(uint256 orderSeed) external {
-        (bool found, uint256 id, Marketplace.OrderView memory o) = _order(orderSeed, Marketplace.OrderStatus.Open);
+        (bool found, uint256 id, Marketplace.OrderView memory o) = _unexpiredOrderWithBids(orderSeed);
         if (!found) return;
         bool byTenant = orderSeed % 2 == 0;
         uint256 from = byTenant ? o.bidWindowEnd : o.bidWindowEnd + market.TENANT_GRACE();
@@ -422,6 +508,23 @@ contract MarketHandler {
         return (deposited[orderId], paidOut[orderId], refunded[orderId], paidAtClose[orderId]);
     }
 
+    /// @notice The attributes order `orderId` requires.
+    function requiredAttributesOf(uint256 orderId) external view returns (bytes32[] memory) {
+        return _requiredAttributes[orderId];
+    }
+
+    /// @notice Whether the auditors of order `orderId` (if any) attest `provider`'s required attributes.
+    function isAudited(uint256 orderId, address provider) public view returns (bool audited) {
+        (address[] memory allOf, address[] memory anyOf) = market.orderAuditors(orderId);
+        if (allOf.length + anyOf.length == 0) return true;
+        (audited,,) = registry.checkAudit(provider, _requiredAttributes[orderId], allOf, anyOf);
+    }
+
+    /// @notice The provider that never changes its attributes, leaves or loses an attestation.
+    function honest() public view returns (address) {
+        return providers[0];
+    }
+
     function providerIndex(address provider) external view returns (uint256) {
         for (uint256 i = 0; i < providers.length; ++i) {
             if (providers[i] == provider) return i;
@@ -525,6 +628,24 @@ contract MarketHandler {
         return (false, 0, o);
     }
 
+    /// @dev An open order with bids that has not expired (expired ones can only be cancelled),
+    /// starting at a seeded position.
+    function _unexpiredOrderWithBids(uint256 seed)
+        private
+        view
+        returns (bool found, uint256 id, Marketplace.OrderView memory o)
+    {
+        uint256 count = orderIds.length;
+        for (uint256 k = 0; k < count; ++k) {
+            id = orderIds[(seed % count + k) % count];
+            o = market.getOrder(id);
+            if (o.status == Marketplace.OrderStatus.Open && o.bidCount != 0 && block.timestamp < o.expiresAt) {
+                return (true, id, o);
+            }
+        }
+        return (false, 0, o);
+    }
+
     /// @dev An open order whose bid window is still open, starting at a seeded position.
     function _biddableOrder(uint256 seed)
         private
@@ -580,6 +701,33 @@ contract MarketHandler {
         uint256 n;
         if (withA100) gpus[n++] = GpuCapacity(A100, a100Allocated + uint32(bound(seed >> 8, 1, 4)));
         if (withH100) gpus[n] = GpuCapacity(H100, h100Allocated + uint32(bound(seed >> 16, 1, 4)));
+    }
+
+    /// @dev The attributes of `set` that `auditor` attests for `provider` (`attested`) or not.
+    function _attestations(address auditor, address provider, bytes32[] memory set, bool attested)
+        private
+        view
+        returns (bytes32[] memory picked)
+    {
+        picked = new bytes32[](set.length);
+        uint256 n;
+        for (uint256 i = 0; i < set.length; ++i) {
+            if (registry.isAttested(auditor, provider, set[i]) == attested) picked[n++] = set[i];
+        }
+        assembly ("memory-safe") {
+            mstore(picked, n)
+        }
+    }
+
+    function _oneAddress(address a) private pure returns (address[] memory l) {
+        l = new address[](1);
+        l[0] = a;
+    }
+
+    function _twoAddresses(address a, address b) private pure returns (address[] memory l) {
+        l = new address[](2);
+        l[0] = a;
+        l[1] = b;
     }
 
     function _one(bytes32 a) private pure returns (bytes32[] memory l) {

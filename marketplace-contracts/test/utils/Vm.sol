@@ -26,6 +26,8 @@ interface Vm {
     function parseJsonStringArray(string calldata json, string calldata key) external pure returns (string[] memory);
     function parseJsonBool(string calldata json, string calldata key) external pure returns (bool);
     function toString(uint256 value) external pure returns (string memory);
+    function snapshotState() external returns (uint256 snapshotId);
+    function revertToState(uint256 snapshotId) external returns (bool success);
     function snapshotGasLastCall(string calldata group, string calldata name) external returns (uint256 gasUsed);
     function assertTrue(bool condition, string calldata error) external pure;
     function assertFalse(bool condition, string calldata error) external pure;

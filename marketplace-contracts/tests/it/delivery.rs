@@ -117,6 +117,43 @@ async fn an_undelivered_lease_refunds_the_tenant_and_slashes_the_provider() {
         assert_eq!((info.deliveries_confirmed, info.deliveries_failed), (0, 1));
         assert_eq!(info.stake, stake - slash);
         assert_eq!(info.active_leases, 0, "capacity released");
+
+        // Below the minimum stake now: no bid until the provider tops the stake up.
+        let amount = resources(1_000, 1_024, 0);
+        let next = tenant
+            .create_order(&cpu_order(
+                &devnet,
+                amount,
+                PRICE_PER_HOUR,
+                DEPOSIT,
+                BID_WINDOW,
+            ))
+            .await
+            .unwrap();
+        let bid = |provider: &MarketplaceClient| {
+            let provider = provider.clone();
+            let requirements = next.spec.requirements.clone();
+            async move {
+                provider
+                    .place_bid(
+                        next.order_id,
+                        U256::from(PRICE_PER_HOUR),
+                        None,
+                        &requirements,
+                    )
+                    .await
+            }
+        };
+        let err = bid(&provider).await.unwrap_err();
+        assert_eq!(
+            err.revert_name(),
+            Some("ProviderStakeBelowMinimum"),
+            "{err}"
+        );
+        assert_eq!(provider.add_stake(slash).await.unwrap(), stake);
+        bid(&provider)
+            .await
+            .expect("a topped-up provider bids again");
     })
     .await;
 }

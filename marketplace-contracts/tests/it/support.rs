@@ -127,6 +127,7 @@ pub fn cpu_order(
             requirements: OrderRequirements {
                 allowed_gpu_models: Vec::new(),
                 required_attributes: vec![attribute("region=eu-west")],
+                ..OrderRequirements::default()
             },
         },
         manifest_hash: keccak256(b"{\"services\":{}}"),

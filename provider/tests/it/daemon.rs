@@ -759,7 +759,7 @@ async fn twenty_concurrent_gpu_orders_never_exceed_four_gpus() {
             replicas: 1,
             requirements: OrderRequirements {
                 allowed_gpu_models: vec![gpu_model_key(A100)],
-                required_attributes: Vec::new(),
+                ..OrderRequirements::default()
             },
         };
         let order = NewOrder {
@@ -2507,6 +2507,118 @@ async fn a_first_manifest_sent_after_an_update_runs_as_the_latest_revision() {
             }
         })
         .await;
+    })
+    .await;
+}
+
+/// Akash's `signedBy` on chain: an order naming an auditor gets no bid from a provider the
+/// auditor does not attest, is served once it does, and a bid whose attestation is revoked
+/// after bidding is passed over by `settle` in favour of an attested rival.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orders_signed_by_an_auditor_take_bids_only_from_attested_providers() {
+    daemon_test(0..0, || async {
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = provider_config(&devnet, dir.path(), 0);
+        register(&devnet, &config).await;
+        let handle = start(&devnet, &config).await;
+        let tenant = devnet.client(TENANT);
+        let auditor = devnet.client(5);
+        let me = devnet.signer(PROVIDER).address();
+        let region = vec![leasehold_contracts::chain_key("region=eu-west")];
+        let audited = |bid_window_secs| {
+            let (mut order, _) = hello_order(&devnet, 100 * TOKEN, bid_window_secs);
+            order.spec.requirements.required_attributes = region.clone();
+            order.spec.requirements.signed_by.all_of = vec![auditor.sender()];
+            order
+        };
+
+        // Not attested: no bid on the audited order, while a plain order posted after it gets one.
+        let unattested = tenant
+            .create_order(&audited(3_600))
+            .await
+            .expect("createOrder");
+        let (plain, _) = hello_order(&devnet, 100 * TOKEN, 3_600);
+        let plain = tenant.create_order(&plain).await.expect("createOrder");
+        eventually("a bid on the plain order", || {
+            our_bid(&devnet, plain.order_id)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(our_bid(&devnet, unattested.order_id).await, None);
+        let metrics = handle.core().metrics();
+        assert_eq!(
+            (metrics.bids_skipped.get(), metrics.bids_failed.get()),
+            (1, 0),
+            "the bidder skips the order instead of sending a bid the contract refuses"
+        );
+        assert_eq!(
+            tenant
+                .missing_audit(me, &unattested.spec.requirements)
+                .await
+                .expect("checkAudit"),
+            Some(auditor.sender())
+        );
+
+        // Attested: the provider bids and the tenant's acceptance makes the lease.
+        auditor.attest(me, &region).await.expect("attest");
+        let served = tenant
+            .create_order(&audited(3_600))
+            .await
+            .expect("createOrder");
+        let bid_id = eventually("a bid on the audited order", || {
+            our_bid(&devnet, served.order_id)
+        })
+        .await;
+        let lease = tenant
+            .accept_bid(served.order_id, bid_id)
+            .await
+            .expect("acceptBid");
+        assert_eq!(lease.provider, me);
+
+        // Revoked after the bid: settle passes over it and matches the attested rival.
+        let rival = devnet.client(4);
+        let hardware = Hardware::detect(dir.path(), &overrides(0)).expect("hardware");
+        let mut rival_profile = provider_profile(&config, &hardware);
+        rival_profile.endpoint = "http://rival.example:8443".to_owned();
+        rival
+            .register_provider(&rival_profile)
+            .await
+            .expect("rival registers");
+        auditor
+            .attest(rival.sender(), &region)
+            .await
+            .expect("attest rival");
+        let contested = tenant
+            .create_order(&audited(30))
+            .await
+            .expect("createOrder");
+        let our_bid_id = eventually("a bid on the contested order", || {
+            our_bid(&devnet, contested.order_id)
+        })
+        .await;
+        rival
+            .place_bid(
+                contested.order_id,
+                U256::from(9 * TOKEN),
+                None,
+                &contested.spec.requirements,
+            )
+            .await
+            .expect("the rival bids, dearer");
+        auditor.revoke(me, &region).await.expect("revoke");
+        devnet.warp(31).await.expect("warp past the bid window");
+        let started = tenant.settle(contested.order_id).await.expect("settle");
+        assert_eq!(started.provider, rival.sender(), "the attested rival wins");
+        assert!(
+            started
+                .skipped
+                .iter()
+                .any(|skip| skip.bid_id == our_bid_id && skip.provider == me),
+            "{:?}",
+            started.skipped
+        );
+        handle.shutdown().await;
     })
     .await;
 }

@@ -1,5 +1,6 @@
 //! One module per command family; [`dispatch`] routes parsed arguments to them.
 
+pub mod audit;
 pub mod deploy;
 pub mod lease;
 pub mod providers;
@@ -54,5 +55,6 @@ pub async fn dispatch(cli: Cli) -> CliResult<u8> {
         Command::Leases => lease::leases(&ctx).await,
         Command::Shell(args) => shell::run(&ctx, args).await,
         Command::Update { lease, file } => update::run(&ctx, lease, &file).await,
+        Command::Audit(command) => audit::run(&ctx, command).await,
     }
 }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use alloy::primitives::{Address, U256};
-use leasehold_contracts::{ProviderInfo, ProviderStatus};
+use leasehold_contracts::{Attestation, OrderRequirements, ProviderInfo, ProviderStatus};
 use leasehold_manifests::Group;
 use serde::Serialize;
 
@@ -29,10 +29,11 @@ pub async fn registered(chain: &Chain, all: bool) -> CliResult<Vec<ProviderInfo>
 pub async fn list(ctx: &Ctx, all: bool) -> CliResult<u8> {
     let chain = Chain::connect(&ctx.settings, None).await?;
     let providers = registered(&chain, all).await?;
+    let attestations = chain.client.attestations(None, None).await?;
     let names = Names::default();
     emit(
         ctx.output,
-        &serde_json::json!({ "providers": providers }),
+        &serde_json::json!({ "providers": providers, "attestations": attestations }),
         || {
             if providers.is_empty() {
                 return "no providers registered\n".to_owned();
@@ -50,6 +51,7 @@ pub async fn list(ctx: &Ctx, all: bool) -> CliResult<u8> {
                     "LEASES",
                     "DELIVERED",
                     "UNDELIVERED",
+                    "AUDITORS",
                 ]
                 .map(str::to_owned)
                 .to_vec(),
@@ -84,18 +86,36 @@ pub async fn list(ctx: &Ctx, all: bool) -> CliResult<u8> {
                     p.active_leases.to_string(),
                     p.deliveries_confirmed.to_string(),
                     p.deliveries_failed.to_string(),
+                    auditors_of(&attestations, p.address),
                 ]);
             }
             format!(
                 "{}(allocated/capacity; DELIVERED/UNDELIVERED: leases the provider confirmed running \
              in time / closed undelivered, each of which cost it part of its stake; attributes and \
              GPU models are keccak256 keys on chain: `tenant preflight FILE` names the ones a \
-             manifest asks for)\n",
+             manifest asks for; AUDITORS: accounts attesting some of its attributes, see \
+             `tenant audit list --provider ADDRESS`)\n",
                 table(&rows)
             )
         },
     );
     Ok(0)
+}
+
+/// The distinct auditors attesting something for `provider`, or `-`.
+fn auditors_of(attestations: &[Attestation], provider: Address) -> String {
+    let mut auditors: Vec<String> = attestations
+        .iter()
+        .filter(|a| a.provider == provider)
+        .map(|a| a.auditor.to_string())
+        .collect();
+    auditors.sort();
+    auditors.dedup();
+    if auditors.is_empty() {
+        "-".to_owned()
+    } else {
+        auditors.join(", ")
+    }
 }
 
 /// A provider that could serve a group.
@@ -208,7 +228,11 @@ pub async fn preflight(chain: &Chain, groups: &[Group]) -> CliResult<Preflight> 
                 .and_then(|rate| rate.checked_mul(U256::from(spec.replicas)));
             let price = estimate.map_or(0, |p| u128::try_from(p).unwrap_or(u128::MAX));
             let bid = market::hypothetical_bid(&spec, provider, price);
-            match market::explain(&order, &bid, provider, &names) {
+            let reason = match market::explain(&order, &bid, provider, &names) {
+                None => audit_reason(chain, provider.address, &spec.requirements).await?,
+                reason => reason,
+            };
+            match reason {
                 None => eligible.push(Candidate {
                     provider: provider.address,
                     endpoint: provider.endpoint.clone(),
@@ -234,6 +258,23 @@ pub async fn preflight(chain: &Chain, groups: &[Group]) -> CliResult<Preflight> 
         });
     }
     Ok(Preflight { groups: report })
+}
+
+/// Why the group's `signedBy` auditors would refuse `provider`'s bid, if they would.
+async fn audit_reason(
+    chain: &Chain,
+    provider: Address,
+    requirements: &OrderRequirements,
+) -> CliResult<Option<Reason>> {
+    let missing = chain.client.missing_audit(provider, requirements).await?;
+    Ok(missing.map(|auditor| Reason {
+        kind: "audit",
+        message: if auditor.is_zero() {
+            "no signedBy.anyOf auditor attests its required attributes".to_owned()
+        } else {
+            format!("signedBy.allOf auditor {auditor} does not attest its required attributes")
+        },
+    }))
 }
 
 fn price_reason_with_basis(reason: Reason) -> Reason {

@@ -32,6 +32,7 @@ struct ValidJson<'a> {
 pub fn run(file: &Path, strict: bool, output: Output) -> CliResult<u8> {
     match read_sdl(file, strict)? {
         Ok(sdl) => {
+            check_auditors(file, &sdl)?;
             print!("{}", valid_report(&sdl, output)?);
             Ok(0)
         }
@@ -90,9 +91,31 @@ pub fn warnings_text(warnings: &[ManifestWarning]) -> String {
     text
 }
 
+/// `signedBy` auditors must be EVM addresses (Akash's bech32 ones cannot attest here): a
+/// manifest naming others is refused with the field, never deployed as if unaudited.
+pub fn check_auditors(file: &Path, sdl: &Sdl) -> CliResult<()> {
+    let problems: Vec<String> = sdl
+        .groups()
+        .iter()
+        .filter_map(|group| {
+            leasehold_contracts::auditors_for_group(&group.name, &group.requirements.signed_by)
+                .err()
+        })
+        .map(|error| error.to_string())
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::failed(format!(
+        "{} cannot be deployed on Leasehold:\n  {}",
+        file.display(),
+        problems.join("\n  ")
+    )))
+}
+
 /// Reads an SDL that must be valid (for commands that go on to use it): errors are listed.
 pub fn load_valid(file: &Path) -> CliResult<Sdl> {
-    read_sdl(file, false)?.map_err(|errors| {
+    let sdl = read_sdl(file, false)?.map_err(|errors| {
         let mut text = format!(
             "{} is not a valid SDL: {} error(s)",
             file.display(),
@@ -102,7 +125,9 @@ pub fn load_valid(file: &Path) -> CliResult<Sdl> {
             let _ = write!(text, "\n  {error}");
         }
         CliError::failed(text).with_details(serde_json::to_value(&errors).unwrap_or_default())
-    })
+    })?;
+    check_auditors(file, &sdl)?;
+    Ok(sdl)
 }
 
 fn valid_report(sdl: &Sdl, output: Output) -> CliResult<String> {

@@ -437,6 +437,11 @@ async fn score_selection_weighs_the_track_record_against_price() {
         devnet.register(PROVIDER_B, "127.0.0.1:2", &[]).await;
         past_lease(&devnet, PROVIDER_A, CloseReason::WorkloadFailed).await;
         past_lease(&devnet, PROVIDER_B, CloseReason::TenantRequest).await;
+        // A's failure slashed its stake below the minimum: it tops up before it may bid again.
+        let a = devnet.client(PROVIDER_A);
+        let minimum = a.minimum_stake().await.expect("minimum stake");
+        let stake = a.provider_info(a.sender()).await.expect("provider").stake;
+        a.add_stake(minimum - stake).await.expect("top up");
 
         let hello = example("hello.yaml");
         let deploying = devnet.tenant(

@@ -22,6 +22,10 @@ const COMMANDS: &[&[&str]] = &[
     &["bids"],
     &["leases"],
     &["update"],
+    &["audit"],
+    &["audit", "attest"],
+    &["audit", "revoke"],
+    &["audit", "list"],
 ];
 
 #[test]

@@ -1,6 +1,7 @@
 //! Tests of the `tenant` binary: the built executable against a real anvil with the real
 //! contracts deployed per test.
 
+mod audit;
 mod deploy;
 mod gateway;
 mod help;
