@@ -1210,7 +1210,7 @@ async fn persistent_volumes_keep_their_data_until_the_lease_closes() {
 }
 
 /// Reads a session's output until its exit (bounded): stdout, stderr and the exit code.
-async fn exec_until_exit(
+pub(crate) async fn exec_until_exit(
     output: &mut futures_util::stream::BoxStream<'static, Result<ExecOutput, RuntimeError>>,
     until_text: Option<&str>,
 ) -> (String, String, Option<Option<i32>>) {

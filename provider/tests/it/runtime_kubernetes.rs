@@ -46,13 +46,15 @@ use leasehold_provider::runtime::kubernetes::{
     KubernetesRuntime, KubernetesRuntimeConfig, runtime_event,
 };
 use leasehold_provider::runtime::{
-    LABEL_CHAIN, LABEL_LEASE, LABEL_TENANT, LeaseDeployment, LeaseRuntimeStatus, PersistentVolume,
-    PortExposure, Protocol, RamVolume, ReplicaState, Runtime, RuntimeError, RuntimeEventKind,
-    SHARED_MEMORY_MOUNT, ServiceDeployment, ServiceResources, lease_selector,
+    ExecInput, ExecRequest, LABEL_CHAIN, LABEL_LEASE, LABEL_TENANT, LeaseDeployment,
+    LeaseRuntimeStatus, PersistentVolume, PortExposure, Protocol, RamVolume, ReplicaState, Runtime,
+    RuntimeError, RuntimeEventKind, SHARED_MEMORY_MOUNT, ServiceDeployment, ServiceResources,
+    TerminalSize, lease_selector,
 };
 use serde_json::{Value, json};
 
 use self::fake_api_server::{FakeApiServer, NODE_IP};
+use crate::runtime_docker::exec_until_exit;
 
 const TENANT: &str = "0x00000000000000000000000000000000000000c2";
 const PROVIDER: &str = "0x00000000000000000000000000000000000000e5";
@@ -1795,6 +1797,294 @@ async fn fake_api_server_runs_persistent_and_shared_memory_volumes() {
 
         runtime.teardown(lease_id).await.expect("teardown");
         assert!(runtime.status(lease_id).await.expect("status").services.is_empty());
+    })
+    .await;
+}
+
+fn exec_request(service: &str, command: &[&str], tty: bool) -> ExecRequest {
+    ExecRequest {
+        service: service.into(),
+        replica: 0,
+        command: command.iter().map(|arg| (*arg).to_owned()).collect(),
+        tty,
+        size: tty.then_some(TerminalSize {
+            cols: 100,
+            rows: 40,
+        }),
+    }
+}
+
+/// Deploys one `web` replica for an exec test and waits until it runs.
+async fn deploy_for_exec(cluster: &Cluster, lease_id: u64) {
+    let runtime = &cluster.runtime;
+    runtime
+        .deploy(&lease(lease_id, vec![web("web", 1)]))
+        .await
+        .expect("deploy");
+    wait_for(
+        runtime,
+        lease_id,
+        cluster.ready_timeout,
+        "ready",
+        LeaseRuntimeStatus::is_ready,
+    )
+    .await;
+}
+
+/// `tenant shell -- sh -c '...'` on Kubernetes: a websocket exec into the replica's
+/// container, stdout and stderr apart, and the exit code from the status channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_exec_returns_stdout_stderr_and_the_exit_code() {
+    let cluster = cluster().await;
+    let runtime = &cluster.runtime;
+    let lease_id = lease_id();
+    bounded(runtime, &[lease_id], async {
+        deploy_for_exec(&cluster, lease_id).await;
+        let script = "echo out; echo err >&2; exit 3";
+        let mut failing = runtime
+            .exec(lease_id, &exec_request("web", &["sh", "-c", script], false))
+            .await
+            .expect("exec");
+        let (stdout, stderr, exit) = exec_until_exit(&mut failing.output, None).await;
+        assert_eq!(
+            (stdout.as_str(), stderr.as_str(), exit),
+            ("out\n", "err\n", Some(Some(3)))
+        );
+        let mut succeeding = runtime
+            .exec(lease_id, &exec_request("web", &["echo", "a", "b"], false))
+            .await
+            .expect("exec");
+        let (stdout, stderr, exit) = exec_until_exit(&mut succeeding.output, None).await;
+        assert_eq!(
+            (stdout.as_str(), stderr.as_str(), exit),
+            ("a b\n", "", Some(Some(0)))
+        );
+
+        if let Some(fake) = cluster.fake.as_ref() {
+            let execs = fake.execs();
+            let first = execs.first().expect("the exec reached the kubelet");
+            assert_eq!(first.container, "web");
+            assert_eq!(first.command, ["sh", "-c", script]);
+            assert_eq!(
+                (first.stdin, first.stdout, first.stderr, first.tty),
+                (true, true, true, false)
+            );
+            assert_eq!(first.protocol, "v5.channel.k8s.io", "kube-rs prefers v5");
+            assert!(
+                pod_names(runtime, lease_id).await.contains(&first.pod),
+                "{first:?}"
+            );
+        }
+    })
+    .await;
+}
+
+/// Stdin reaches the command, and closing it (a v5 stream close) ends a `cat`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_exec_forwards_stdin_until_it_is_closed() {
+    let cluster = cluster().await;
+    let runtime = &cluster.runtime;
+    let lease_id = lease_id();
+    bounded(runtime, &[lease_id], async {
+        deploy_for_exec(&cluster, lease_id).await;
+        let mut cat = runtime
+            .exec(lease_id, &exec_request("web", &["cat"], false))
+            .await
+            .expect("exec cat");
+        cat.input
+            .send(ExecInput::Stdin(b"typed ".to_vec()))
+            .await
+            .unwrap();
+        // Echoed before stdin closes: the session is live, not replayed at the end.
+        let (stdout, _, exit) = exec_until_exit(&mut cat.output, Some("typed ")).await;
+        assert_eq!((stdout.as_str(), exit), ("typed ", None));
+        cat.input
+            .send(ExecInput::Stdin(b"text".to_vec()))
+            .await
+            .unwrap();
+        cat.input.send(ExecInput::CloseStdin).await.unwrap();
+        let (stdout, stderr, exit) = exec_until_exit(&mut cat.output, None).await;
+        assert_eq!(
+            (stdout.as_str(), stderr.as_str(), exit),
+            ("text", "", Some(Some(0)))
+        );
+
+        if let Some(fake) = cluster.fake.as_ref() {
+            let execs = fake.execs();
+            let cat = execs.last().expect("recorded");
+            assert_eq!(cat.received_stdin, b"typed text");
+            assert!(cat.stdin_closed, "{cat:?}");
+        }
+    })
+    .await;
+}
+
+/// A terminal session: stderr merged into stdout, the first size and every resize
+/// reach the exec's resize channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_exec_with_a_tty_follows_resizes() {
+    let cluster = cluster().await;
+    let runtime = &cluster.runtime;
+    let lease_id = lease_id();
+    bounded(runtime, &[lease_id], async {
+        deploy_for_exec(&cluster, lease_id).await;
+        let mut shell = runtime
+            .exec(lease_id, &exec_request("web", &["cat"], true))
+            .await
+            .expect("exec with a tty");
+        shell
+            .input
+            .send(ExecInput::Resize(TerminalSize {
+                cols: 132,
+                rows: 50,
+            }))
+            .await
+            .unwrap();
+        shell
+            .input
+            .send(ExecInput::Stdin(b"hello\n".to_vec()))
+            .await
+            .unwrap();
+        exec_until_exit(&mut shell.output, Some("hello")).await;
+
+        if let Some(fake) = cluster.fake.as_ref() {
+            let started = Instant::now();
+            let resizes = loop {
+                let exec = fake.execs().pop().expect("recorded");
+                if exec.resizes.len() >= 2 || started.elapsed() > Duration::from_secs(10) {
+                    assert_eq!(
+                        (exec.tty, exec.stderr),
+                        (true, false),
+                        "a terminal merges stderr"
+                    );
+                    break exec.resizes;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert_eq!(resizes, [(100, 40), (132, 50)]);
+        }
+        shell.input.send(ExecInput::CloseStdin).await.unwrap();
+        let (_, stderr, exit) = exec_until_exit(&mut shell.output, None).await;
+        assert_eq!((stderr.as_str(), exit), ("", Some(Some(0))));
+    })
+    .await;
+}
+
+/// A replica, service or lease that does not exist is NotFound from the runtime's own
+/// lookups: no exec request reaches the API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_exec_into_a_missing_replica_is_not_found() {
+    let cluster = cluster().await;
+    let runtime = &cluster.runtime;
+    let never_deployed = lease_id();
+    let lease_id = lease_id();
+    bounded(runtime, &[lease_id], async {
+        deploy_for_exec(&cluster, lease_id).await;
+        let missing = [
+            (
+                lease_id,
+                ExecRequest {
+                    replica: 5,
+                    ..exec_request("web", &["true"], false)
+                },
+                "replica 5",
+            ),
+            (lease_id, exec_request("db", &["true"], false), "service db"),
+            (
+                never_deployed,
+                exec_request("web", &["true"], false),
+                "lease",
+            ),
+        ];
+        for (lease, request, named) in missing {
+            let refused = runtime.exec(lease, &request).await;
+            assert!(
+                matches!(&refused, Err(RuntimeError::NotFound { what }) if what.contains(named)),
+                "{named}: {:?}",
+                refused.map(|_| ())
+            );
+        }
+        if let Some(fake) = cluster.fake.as_ref() {
+            let execs: Vec<_> = fake
+                .requests()
+                .into_iter()
+                .filter(|request| request.path.ends_with("/exec"))
+                .collect();
+            assert!(execs.is_empty(), "{execs:?}");
+            assert!(fake.execs().is_empty());
+        }
+    })
+    .await;
+}
+
+/// Dropping a session closes the command's stdin (a `cat` then ends on its own), as the
+/// `ExecSession` contract says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_exec_dropped_by_the_caller_closes_stdin() {
+    let cluster = cluster().await;
+    let Some(fake) = cluster.fake.as_ref() else {
+        return; // what the container saw is only observable on the fake
+    };
+    let runtime = &cluster.runtime;
+    let lease_id = lease_id();
+    bounded(runtime, &[lease_id], async {
+        deploy_for_exec(&cluster, lease_id).await;
+        let mut cat = runtime
+            .exec(lease_id, &exec_request("web", &["cat"], false))
+            .await
+            .expect("exec cat");
+        cat.input
+            .send(ExecInput::Stdin(b"x".to_vec()))
+            .await
+            .unwrap();
+        exec_until_exit(&mut cat.output, Some("x")).await;
+        drop(cat);
+        let started = Instant::now();
+        while !fake.execs().last().expect("recorded").stdin_closed {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "stdin still open after the session was dropped: {:?}",
+                fake.execs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// A connection that breaks mid-command (no status, no close frame) ends the session
+/// with an error instead of leaving the tenant's shell hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_exec_ends_with_an_error_when_the_connection_breaks() {
+    let cluster = cluster().await;
+    let Some(fake) = cluster.fake.as_ref() else {
+        return; // a real connection cannot be cut on purpose here
+    };
+    let runtime = &cluster.runtime;
+    let lease_id = lease_id();
+    bounded(runtime, &[lease_id], async {
+        deploy_for_exec(&cluster, lease_id).await;
+        let mut cat = runtime
+            .exec(lease_id, &exec_request("web", &["cat"], false))
+            .await
+            .expect("exec cat");
+        cat.input
+            .send(ExecInput::Stdin(b"before".to_vec()))
+            .await
+            .unwrap();
+        exec_until_exit(&mut cat.output, Some("before")).await;
+        fake.break_exec_connections();
+        let last = tokio::time::timeout(Duration::from_secs(10), cat.output.next())
+            .await
+            .expect("the session ends when its connection breaks");
+        assert!(
+            matches!(&last, Some(Err(RuntimeError::Unavailable { reason })) if reason.contains("connection")),
+            "{last:?}"
+        );
+        let after = tokio::time::timeout(Duration::from_secs(10), cat.output.next())
+            .await
+            .expect("nothing after the error");
+        assert!(after.is_none(), "{after:?}");
     })
     .await;
 }

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::Resource;
 use kube::api::{Api, AttachParams, ListParams, TerminalSize as KubeTerminalSize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::KubernetesRuntime;
 use super::status::indexed_pods;
@@ -70,15 +70,24 @@ fn kube_size(size: TerminalSize) -> KubeTerminalSize {
     }
 }
 
-/// Copies `reader` into the output channel as `wrap`ped chunks until it ends.
+/// Copies `reader` into the output channel as `wrap`ped chunks until it ends, or until
+/// `ended` says its writer is gone and all it wrote was read: kube-rs leaves the pipes
+/// open when the websocket fails, so their end of file alone would never come.
 async fn copy_output(
     mut reader: impl AsyncRead + Unpin,
     output: mpsc::Sender<Result<ExecOutput, RuntimeError>>,
     wrap: fn(Vec<u8>) -> ExecOutput,
+    mut ended: watch::Receiver<bool>,
 ) {
     let mut buffer = vec![0u8; leasehold_proto::client::MAX_SHELL_CHUNK_BYTES];
     loop {
-        match reader.read(&mut buffer).await {
+        // Reading first: what is already in the pipe is delivered before stopping.
+        let read = tokio::select! {
+            biased;
+            read = reader.read(&mut buffer) => read,
+            _ = ended.wait_for(|ended| *ended) => return,
+        };
+        match read {
             Ok(0) | Err(_) => return,
             Ok(read) => {
                 let chunk = buffer.get(..read).unwrap_or_default().to_vec();
@@ -157,31 +166,50 @@ impl KubernetesRuntime {
                     }
                 }
             }
+            // The session was dropped: the command reads end of file (kube-rs only sends
+            // the close when the pipe is shut down, not when it is dropped).
+            if let Some(mut writer) = stdin {
+                let _ = writer.shutdown().await;
+            }
         });
 
         let (output_sender, outputs) = mpsc::channel(OUTPUT_BUFFER);
         let stdout = attached.stdout();
         let stderr = attached.stderr();
         let status = attached.take_status();
+        let (ended_sender, ended) = watch::channel(false);
         tokio::spawn(async move {
             let copy_stdout = async {
                 if let Some(reader) = stdout {
-                    copy_output(reader, output_sender.clone(), ExecOutput::Stdout).await;
+                    let output = output_sender.clone();
+                    copy_output(reader, output, ExecOutput::Stdout, ended.clone()).await;
                 }
             };
             let copy_stderr = async {
                 if let Some(reader) = stderr {
-                    copy_output(reader, output_sender.clone(), ExecOutput::Stderr).await;
+                    let output = output_sender.clone();
+                    copy_output(reader, output, ExecOutput::Stderr, ended.clone()).await;
                 }
             };
-            tokio::join!(copy_stdout, copy_stderr);
-            let code = match status {
-                Some(status) => status.await.as_ref().and_then(exit_code),
-                None => None,
+            // Owns the websocket task until it ends: dropping it earlier would end the session.
+            let connection = async {
+                let outcome = attached.join().await;
+                let _ = ended_sender.send(true);
+                outcome
             };
-            let _ = output_sender.send(Ok(ExecOutput::Exit(code))).await;
-            // Owns the websocket task: dropping it earlier would end the session.
-            drop(attached);
+            let ((), (), outcome) = tokio::join!(copy_stdout, copy_stderr, connection);
+            let last = match outcome {
+                Ok(()) => Ok(ExecOutput::Exit(match status {
+                    Some(status) => status.await.as_ref().and_then(exit_code),
+                    None => None,
+                })),
+                Err(error) => Err(RuntimeError::Unavailable {
+                    reason: format!(
+                        "the exec connection to {what} broke while the command ran: {error}"
+                    ),
+                }),
+            };
+            let _ = output_sender.send(last).await;
         });
         Ok(ExecSession {
             input: input_sender,

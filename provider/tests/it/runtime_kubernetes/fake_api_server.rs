@@ -4,6 +4,7 @@
 //! logs), and a minimal controller and kubelet: applied Deployments/StatefulSets get
 //! pods, which start shortly after (emitting Events), crash-loop when their command
 //! exits with a code, or back off pulling an image from a `.invalid` registry.
+//! Pod exec upgrades to a websocket and runs a tiny shell ([`exec`]).
 //! It records every request so tests can check how the client talked to it.
 //! It is not Kubernetes: no admission, no quota enforcement, no scheduling.
 
@@ -23,6 +24,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
+
+mod exec;
+pub use exec::RecordedExec;
 
 /// How long the fake kubelet takes to start a pod.
 const START_DELAY: Duration = Duration::from_millis(150);
@@ -55,12 +59,15 @@ struct State {
     /// Applies that changed nothing (server-side apply no-ops).
     unchanged_applies: u64,
     log_lines: Vec<String>,
+    execs: Vec<RecordedExec>,
 }
 
 #[derive(Clone)]
 struct Shared {
     state: Arc<Mutex<State>>,
     watchers: broadcast::Sender<(String, String, Value)>,
+    /// Tells running exec sessions to drop their connection without a close handshake.
+    exec_breaks: broadcast::Sender<()>,
 }
 
 impl Shared {
@@ -204,6 +211,7 @@ impl FakeApiServer {
             .expect("bind the fake API server");
         let address = listener.local_addr().expect("local address");
         let (watchers, _) = broadcast::channel(1024);
+        let (exec_breaks, _) = broadcast::channel(1);
         let shared = Shared {
             state: Arc::new(Mutex::new(State {
                 next_node_port: FIRST_NODE_PORT,
@@ -211,6 +219,7 @@ impl FakeApiServer {
                 ..State::default()
             })),
             watchers,
+            exec_breaks,
         };
         let serving = shared.clone();
         let task = tokio::spawn(async move {
@@ -220,6 +229,7 @@ impl FakeApiServer {
                     let service = service_fn(move |request| handle(shared.clone(), request));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -233,6 +243,17 @@ impl FakeApiServer {
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
+    }
+
+    /// Every exec so far, with what its session received.
+    pub fn execs(&self) -> Vec<RecordedExec> {
+        self.shared.lock().execs.clone()
+    }
+
+    /// Cuts every running exec session's connection, as a lost API server or node does:
+    /// no status, no close frame.
+    pub fn break_exec_connections(&self) {
+        let _ = self.shared.exec_breaks.send(());
     }
 
     /// Applies since start that changed nothing.
@@ -274,6 +295,12 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Response<B
         query: query.clone(),
         content_type,
     });
+    if method == Method::GET
+        && let Some(route) = parse_route(&path)
+        && route.sub.as_deref() == Some("exec")
+    {
+        return Ok(exec::upgrade(&shared, &route, &query, request));
+    }
     let body = request
         .into_body()
         .collect()
