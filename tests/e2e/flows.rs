@@ -1082,3 +1082,43 @@ fn tenant_update_serves_the_new_page_at_the_same_url_and_keeps_the_volume() {
     assert_eq!(status["workload"]["revision"], 2, "{status}");
     assert_eq!(status["lease"]["revision"], 2, "{status}");
 }
+
+/// Issue #11: one lease seen by `tenant status` as `pending` (won, nothing running, nothing
+/// paid) and then `confirmed` once the manifest arrives and every replica runs. The
+/// manifest is sent later with `tenant update` and the order's own manifest, which
+/// delivers a first manifest without a transaction.
+#[test]
+fn tenant_status_shows_one_lease_pending_then_confirmed() {
+    let scenario = Scenario::with_provider(PRICE_A);
+    let hello_path = hello();
+    let mut extra = QUICK_DEPLOY.to_vec();
+    extra.push("--no-manifest");
+    let (_, lease) = deploy_ok(&scenario, &hello_path, &extra);
+    let lease_arg = lease.to_string();
+    let status = |scenario: &Scenario| {
+        // The gateway refuses a repeated signature within one second (see the hello flow).
+        std::thread::sleep(Duration::from_millis(1100));
+        let run = scenario.tenant(TENANT, &["status", &lease_arg, "--output", "json"], MINUTE);
+        run.expect_code(0, "tenant status");
+        run.json()
+    };
+
+    let pending = status(&scenario);
+    assert_eq!(pending["delivery"], "pending", "{pending}");
+    assert!(!scenario.lease_on_chain(lease).confirmed);
+
+    let hello_arg = hello_path.display().to_string();
+    let delivered = scenario.tenant(TENANT, &["update", &lease_arg, &hello_arg], 4 * MINUTE);
+    delivered.expect_code(0, "tenant update with the order's manifest");
+    assert_eq!(
+        scenario.lease_on_chain(lease).revision,
+        1,
+        "the order's own manifest needs no transaction"
+    );
+    eventually("the delivery confirmation on chain", MINUTE, || {
+        scenario.lease_on_chain(lease).confirmed.then_some(())
+    });
+    let confirmed = status(&scenario);
+    assert_eq!(confirmed["delivery"], "confirmed", "{confirmed}");
+    assert_eq!(confirmed["lease"]["revision"], 1, "{confirmed}");
+}
