@@ -153,13 +153,12 @@ pub fn group_demand(group: &ManifestGroup) -> Result<GroupDemand, DeploymentErro
     })
 }
 
-/// The manifest group the order names (`order.group_name` is keccak256 of its name), provided
-/// the order pays for it: same replica count, and every resource within the order's.
-pub fn order_group<'m>(
+/// The manifest group whose name the order carries (`order.group_name` is keccak256 of it).
+fn named_group<'m>(
     manifest: &'m Manifest,
     order: &OrderSpec,
 ) -> Result<&'m ManifestGroup, DeploymentError> {
-    let group = manifest
+    manifest
         .groups
         .iter()
         .find(|group| leasehold_contracts::group_name_key(&group.name) == order.group_name)
@@ -171,7 +170,16 @@ pub fn order_group<'m>(
                 .map(|group| format!("`{}`", group.name))
                 .collect::<Vec<_>>()
                 .join(", "),
-        })?;
+        })
+}
+
+/// The manifest group the order names (`order.group_name` is keccak256 of its name), provided
+/// the order pays for it: same replica count, and every resource within the order's.
+pub fn order_group<'m>(
+    manifest: &'m Manifest,
+    order: &OrderSpec,
+) -> Result<&'m ManifestGroup, DeploymentError> {
+    let group = named_group(manifest, order)?;
     let demand = group_demand(group)?;
     let fits = demand.replicas == u64::from(order.replicas)
         && demand.resources.cpu_milli <= order.resources.cpu_milli
@@ -207,19 +215,7 @@ pub fn update_group<'m>(
         }
         .into());
     }
-    let group = manifest
-        .groups
-        .iter()
-        .find(|group| leasehold_contracts::group_name_key(&group.name) == order.group_name)
-        .ok_or_else(|| DeploymentError::GroupNotInManifest {
-            group_name: order.group_name,
-            available: manifest
-                .groups
-                .iter()
-                .map(|group| format!("`{}`", group.name))
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+    let group = named_group(manifest, order)?;
     let demand = group_demand(group)?;
     let wanted = OrderSpec {
         resources: demand.resources,
