@@ -324,6 +324,20 @@ pub struct OrderInfo {
     pub delivery_window_secs: u32,
 }
 
+impl OrderInfo {
+    /// What the order buys, as an [`OrderSpec`] without its bidding requirements (those are
+    /// stored on chain only as hashes): the shape a manifest for its lease must fit.
+    pub fn bought(&self) -> OrderSpec {
+        OrderSpec {
+            group_name: self.group_name,
+            resources: self.resources,
+            gpu_count: self.gpu_count,
+            replicas: self.replicas,
+            requirements: OrderRequirements::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BidInfo {
     pub bid_id: u64,

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use alloy::primitives::{Address, keccak256};
-use leasehold_contracts::{CloseReason as ChainCloseReason, OrderRequirements, OrderSpec};
+use leasehold_contracts::CloseReason as ChainCloseReason;
 use tracing::{info, warn};
 
 use crate::bidder::Holding;
@@ -240,14 +240,7 @@ impl Core {
         let text = std::str::from_utf8(manifest).map_err(|_| ManifestRejected::NotUtf8)?;
         let parsed =
             parse_manifest(manifest).map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
-        let spec = OrderSpec {
-            group_name: order.group_name,
-            resources: order.resources,
-            gpu_count: order.gpu_count,
-            replicas: order.replicas,
-            requirements: OrderRequirements::default(),
-        };
-        let group = order_group(&parsed, &spec)
+        let group = order_group(&parsed, &order.bought())
             .map_err(|e| ManifestRejected::Invalid(e.to_string()))?
             .name
             .clone();

@@ -10,7 +10,6 @@
 //! chain when it arrives, so it may even come before the event is followed.
 
 use alloy::primitives::B256;
-use leasehold_contracts::{OrderRequirements, OrderSpec};
 use tracing::info;
 
 use crate::daemon::{Core, DaemonError};
@@ -105,14 +104,7 @@ impl Core {
             .order(record.order_id)
             .await
             .map_err(DaemonError::from)?;
-        let bought = OrderSpec {
-            group_name: order.group_name,
-            resources: order.resources,
-            gpu_count: order.gpu_count,
-            replicas: order.replicas,
-            requirements: OrderRequirements::default(),
-        };
-        let group = update_group(&parsed, &bought, running).map_err(invalid)?;
+        let group = update_group(&parsed, &order.bought(), running).map_err(invalid)?;
         let Some((_, holding)) = self.holding(lease_id).await? else {
             return Err(ManifestRejected::Internal(DaemonError::Lease {
                 lease_id,

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use alloy::primitives::B256;
-use leasehold_contracts::{LeaseInfo, OrderInfo, OrderRequirements, OrderSpec};
+use leasehold_contracts::{LeaseInfo, OrderSpec};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -21,17 +21,6 @@ use crate::wallet;
 /// How long to wait for the provider to run the new revision.
 const ROLL_TIMEOUT: Duration = Duration::from_secs(180);
 const POLL: Duration = Duration::from_secs(1);
-
-/// What the lease's order bought.
-fn bought(order: &OrderInfo) -> OrderSpec {
-    OrderSpec {
-        group_name: order.group_name,
-        resources: order.resources,
-        gpu_count: order.gpu_count,
-        replicas: order.replicas,
-        requirements: OrderRequirements::default(),
-    }
-}
 
 /// The group of `sdl` the lease runs, provided the new manifest fits what the lease bought:
 /// the same group count as the deployment (`groups_before`, when known), the same replica
@@ -105,7 +94,7 @@ pub async fn run(ctx: &Ctx, lease_id: u64, file: &Path) -> CliResult<u8> {
     let mut record = records::find(&dir, chain.deployment.marketplace, lease_id);
     let group = fitting_group(
         &sdl,
-        &bought(&order),
+        &order.bought(),
         record.as_ref().map(|r| r.groups.len()),
     )
     .map_err(|error| error.context(format!("{} does not fit lease {lease_id}", file.display())))?;
