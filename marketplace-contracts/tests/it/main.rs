@@ -3,6 +3,8 @@
 mod capacity;
 mod delivery;
 mod follower;
+mod heads;
 mod lifecycle;
 mod payments;
+mod permit;
 mod support;
