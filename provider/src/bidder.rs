@@ -182,10 +182,9 @@ impl Core {
             // The contract's rule: the offered model, with some parts replaced by `*`, is
             // one of the order's entries.
             .filter(|gpu| {
-                matches!(
-                    leasehold_contracts::gpu_bid(&gpu.chain_name, allowed),
-                    Ok(Some(_))
-                )
+                gpu.chain_name
+                    .parse()
+                    .is_ok_and(|model| leasehold_contracts::gpu_bid(&model, allowed).is_some())
             })
             .map(|gpu| {
                 (

@@ -398,7 +398,7 @@ mod tests {
             let expected = case["matches"].as_bool().unwrap();
             let what = format!("{pattern} vs {model}");
 
-            let manifests_pattern: leasehold_manifests::GpuModelKey = pattern.parse().unwrap();
+            let manifests_pattern: leasehold_manifests::GpuModelPattern = pattern.parse().unwrap();
             let manifests_model: leasehold_manifests::GpuModelKey = model.parse().unwrap();
             assert_eq!(
                 manifests_pattern.matches(&manifests_model),
@@ -421,7 +421,7 @@ mod tests {
                 "scheduler: {what}"
             );
 
-            let proof = leasehold_contracts::gpu_bid(&model, &[chain_key(pattern)]).unwrap();
+            let proof = leasehold_contracts::gpu_bid(&manifests_model, &[chain_key(pattern)]);
             assert_eq!(proof.is_some(), expected, "bid proof: {what}");
 
             // The tenant sees only keys on chain.

@@ -28,7 +28,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use leasehold_manifests::GpuModelKey;
+use leasehold_manifests::{GpuModelKey, GpuModelPattern};
 use sha2::{Digest, Sha256};
 
 use super::KubernetesRuntimeConfig;
@@ -102,7 +102,7 @@ pub fn gpu_model_for_product(product: &str) -> Option<&'static str> {
 pub fn gpu_products_for(models: &[String], field: &str) -> Result<Vec<String>, RuntimeError> {
     let mut products = BTreeSet::new();
     for model in models {
-        let requested: GpuModelKey = model
+        let requested: GpuModelPattern = model
             .parse()
             .map_err(|error| invalid(field, format!("{model}: {error}")))?;
         let before = products.len();
