@@ -13,8 +13,8 @@ use leasehold_contracts::{OrderPosted, OrderSpec};
 use leasehold_scheduler::inventory::{GroupPlacement, InventorySnapshot, Reservation as Held};
 use leasehold_scheduler::pricing::{PriceInput, PricingStrategy, Utilisation};
 use leasehold_scheduler::{
-    BestFit, GpuConstraint, GpuDemand, GroupRequest, GroupUnit, Inventory, InventoryError,
-    ModelPattern, NodeSpec, ReplicaRequest, Resources,
+    BestFit, GpuConstraint, GpuDemand, GpuModelPattern, GroupRequest, GroupUnit, Inventory,
+    InventoryError, NodeSpec, ReplicaRequest, Resources,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -130,7 +130,7 @@ pub fn group_request(order: &OrderPosted, gpu: Option<&OfferedGpu>) -> Result<Gr
     let (gpus, gpu_rest) = split(u64::from(spec.gpu_count));
     let constraint = GpuConstraint {
         models: gpu
-            .and_then(|offered| ModelPattern::parse(offered.key.as_str()).ok())
+            .map(|offered| GpuModelPattern::from(offered.key.clone()))
             .into_iter()
             .collect(),
         ..GpuConstraint::default()

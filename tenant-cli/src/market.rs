@@ -8,7 +8,7 @@ use alloy::primitives::{B256, U256};
 use leasehold_contracts::{BidInfo, OrderSpec, ProviderInfo, ProviderStatus};
 use leasehold_manifests::Group;
 use leasehold_scheduler::ranking::{self, Ineligible, ProviderRoom};
-use leasehold_scheduler::{GpuModelKey, ModelPattern};
+use leasehold_scheduler::{GpuModelKey, GpuModelPattern};
 
 use crate::cli::MaxPrice;
 use crate::error::{CliError, CliResult};
@@ -127,21 +127,21 @@ fn known_model_strings() -> &'static HashMap<B256, String> {
 /// An unknown key stands in for its name inside the scheduler as `chain/<key>/0Gi/key`, which
 /// only the same key matches (a model key must look like `vendor/model/ram/interface`).
 fn stand_in(key: &B256) -> String {
-    format!("chain/{key}/0Gi/key")
+    format!("chain/{}/0Gi/key", alloy::hex::encode(key))
 }
 
 fn model_key(key: &B256) -> Option<GpuModelKey> {
     known_model_strings()
         .get(key)
-        .and_then(|text| GpuModelKey::parse(text).ok())
-        .or_else(|| GpuModelKey::parse(&stand_in(key)).ok())
+        .and_then(|text| text.parse().ok())
+        .or_else(|| stand_in(key).parse().ok())
 }
 
-fn model_pattern(key: &B256) -> Option<ModelPattern> {
+fn model_pattern(key: &B256) -> Option<GpuModelPattern> {
     known_model_strings()
         .get(key)
-        .and_then(|text| ModelPattern::parse(text).ok())
-        .or_else(|| ModelPattern::parse(&stand_in(key)).ok())
+        .and_then(|text| text.parse().ok())
+        .or_else(|| stand_in(key).parse().ok())
 }
 
 /// Recovers the key from a scheduler-side model name produced by [`model_key`].
@@ -231,7 +231,7 @@ pub fn hypothetical_bid(spec: &OrderSpec, provider: &ProviderInfo, price: u128) 
     let gpu = if spec.gpu_count == 0 {
         None
     } else {
-        let allowed_patterns: Vec<ModelPattern> =
+        let allowed_patterns: Vec<GpuModelPattern> =
             allowed.iter().filter_map(model_pattern).collect();
         provider
             .gpus
@@ -290,7 +290,7 @@ pub fn explain(
         order
             .allowed_gpu_models
             .iter()
-            .filter_map(|pattern| key_of_model_name(pattern.as_str()))
+            .filter_map(|pattern| key_of_model_name(&pattern.to_string()))
             .map(|key| names.name(&key))
             .collect::<Vec<_>>()
             .join(", ")
@@ -312,7 +312,8 @@ pub fn explain(
             kind: "gpu_model",
             message: format!(
                 "offers GPU model {}, but the order allows only {}",
-                key_of_model_name(&model).map_or(model, |key| names.name(&key)),
+                key_of_model_name(&model.to_string())
+                    .map_or(model.to_string(), |key| names.name(&key)),
                 allowed()
             ),
         },
@@ -413,8 +414,8 @@ mod tests {
                 "manifests patterns_matched: {what}"
             );
 
-            let scheduler_pattern = ModelPattern::parse(pattern).unwrap();
-            let scheduler_model = GpuModelKey::parse(&model).unwrap();
+            let scheduler_pattern: GpuModelPattern = pattern.parse().unwrap();
+            let scheduler_model: GpuModelKey = model.parse().unwrap();
             assert_eq!(
                 scheduler_pattern.matches(&scheduler_model),
                 expected,
@@ -462,7 +463,7 @@ mod tests {
         );
         let key = chain_key("nvidia/a100/80Gi/sxm");
         assert_eq!(
-            key_of_model_name(model_key(&key).unwrap().as_str()),
+            key_of_model_name(&model_key(&key).unwrap().to_string()),
             Some(key)
         );
     }

@@ -54,7 +54,7 @@ pub enum GpuKeyError {
         value: String,
         reason: &'static str,
     },
-    /// The RAM part is not a whole number of GiB such as `80Gi`.
+    /// The RAM part is not a whole number of GiB such as `80Gi` (`0Gi`: size unknown).
     #[error("GPU model `{text}`: ram `{ram}` is not a whole number of GiB such as 80Gi")]
     Ram { text: String, ram: String },
     /// A key (one concrete model) with a `*` part.
@@ -66,8 +66,21 @@ pub enum GpuKeyError {
 }
 
 /// The four canonical parts; each is lower-case (RAM is `<n>Gi`) or `*`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Parts([String; 4]);
+
+/// Ordered as the canonical strings are (maps keyed by models list them as they print).
+impl Ord for Parts {
+    fn cmp(&self, other: &Parts) -> std::cmp::Ordering {
+        self.canonical_bytes().cmp(other.canonical_bytes())
+    }
+}
+
+impl PartialOrd for Parts {
+    fn partial_cmp(&self, other: &Parts) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 fn check_part(text: &str, index: usize, value: &str) -> Result<String, GpuKeyError> {
     let invalid = |reason| GpuKeyError::Part {
@@ -106,13 +119,20 @@ fn ram_part(text: &str, ram: &str) -> Result<String, GpuKeyError> {
     };
     // Binary units only, as in the SDL's `ram`: `80GB` is not a key.
     let bytes = parse_binary_bytes(ram).map_err(|_| invalid())?;
-    if bytes == 0 || !bytes.is_multiple_of(GIB) {
+    if !bytes.is_multiple_of(GIB) {
         return Err(invalid());
     }
     Ok(format_gibibytes(bytes))
 }
 
 impl Parts {
+    /// The bytes of the canonical string, `/` after each part (no allocation).
+    fn canonical_bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        self.0
+            .iter()
+            .flat_map(|part| part.bytes().chain(std::iter::once(b'/')))
+    }
+
     /// The one parse rule: `vendor[/model[/ram[/interface]]]`, trimmed, missing trailing parts
     /// `*`, names lower-cased, RAM in whole GiB written `<n>Gi`.
     fn parse(text: &str) -> Result<Parts, GpuKeyError> {
@@ -171,7 +191,8 @@ impl fmt::Display for Parts {
 /// One concrete GPU model, `vendor/model/ram/interface`, e.g. `nvidia/a100/80Gi/sxm`: what a
 /// provider registers and bids, and what the scheduler and pricing key GPUs by.
 ///
-/// Vendor, model and interface are lower-case; RAM is whole GiB written `<n>Gi`; no part is
+/// Vendor, model and interface are lower-case; RAM is whole GiB written `<n>Gi` (`0Gi` when
+/// the size is unknown, as for the openb trace's Alibaba-internal models); no part is
 /// `*`. Parsed with [`FromStr`], shown (and serialised) in that canonical form, which is
 /// also the string hashed on chain.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -192,7 +213,7 @@ impl GpuModelKey {
         ram_bytes: u64,
         interface: &str,
     ) -> Result<GpuModelKey, GpuKeyError> {
-        let ram = if ram_bytes != 0 && ram_bytes.is_multiple_of(GIB) {
+        let ram = if ram_bytes.is_multiple_of(GIB) {
             format_gibibytes(ram_bytes)
         } else {
             format!("{ram_bytes}B")

@@ -81,7 +81,7 @@ fn bad_keys_and_patterns_are_errors_naming_the_part() {
         ("nvidia/a100/lots", "ram `lots`"),
         ("nvidia/a100/80GB/sxm", "ram `80GB`"),
         ("nvidia/a100/1536Mi/sxm", "ram `1536Mi`"),
-        ("nvidia/a100/0Gi/sxm", "ram `0Gi`"),
+        ("nvidia/a100/-1Gi/sxm", "ram `-1Gi`"),
         ("nvidia/a 100/*/*", "model `a 100` may only hold"),
         ("nvidia/a*/*/*", "model `a*` may only hold"),
         (
@@ -115,6 +115,7 @@ fn bad_keys_and_patterns_are_errors_naming_the_part() {
     assert_eq!(wildcard, GpuKeyError::Wildcard("nvidia/*/80Gi/sxm".into()));
     assert!(wildcard.to_string().contains("`*` is for patterns"));
     assert!(GpuModelKey::from_parts("nvidia", "a100", (80 << 30) + 1, "sxm").is_err());
+    assert_eq!(key("alibaba/g1/0Gi/unknown").ram_bytes(), 0);
 }
 
 /// The match rule against the contract's vector file (the Foundry tests run the same file
@@ -149,6 +150,25 @@ fn the_shared_vectors_hold_for_match_masks_and_patterns_matched() {
             assert_eq!(model.masked(mask), wanted);
         }
     }
+}
+
+/// Maps keyed by models list them in the order their canonical strings sort.
+#[test]
+fn keys_sort_as_their_canonical_strings() {
+    let texts = [
+        "nvidia/a10/24Gi/pcie",
+        "nvidia/a10-x/24Gi/pcie",
+        "nvidia/a100/80Gi/sxm",
+        "nvidia/a100/8Gi/sxm",
+        "amd/mi300x/192Gi/oam",
+        "nvidia/a10.5/24Gi/pcie",
+    ];
+    let mut by_key: Vec<GpuModelKey> = texts.iter().map(|text| key(text)).collect();
+    by_key.sort();
+    let mut by_string: Vec<String> = texts.iter().map(|text| key(text).to_string()).collect();
+    by_string.sort();
+    let by_key: Vec<String> = by_key.iter().map(ToString::to_string).collect();
+    assert_eq!(by_key, by_string);
 }
 
 #[test]

@@ -199,10 +199,13 @@ pub fn local_node(hardware: &Hardware) -> Result<(NodeSpec, Vec<OfferedGpu>), Da
     let mut devices = Vec::new();
     let mut offered: Vec<OfferedGpu> = Vec::new();
     for gpu in &hardware.gpus {
-        let key = GpuModelKey::parse(&gpu.model_key).map_err(|error| DaemonError::GpuModel {
-            model: gpu.model_key.clone(),
-            reason: error.to_string(),
-        })?;
+        let key = gpu
+            .model_key
+            .parse::<GpuModelKey>()
+            .map_err(|error| DaemonError::GpuModel {
+                model: gpu.model_key.clone(),
+                reason: error.to_string(),
+            })?;
         let vram = gpu
             .vram_mib
             .checked_mul(MIB)
@@ -297,7 +300,7 @@ fn offered_gpus(nodes: &[NodeSpec]) -> Vec<OfferedGpu> {
             offered.push(OfferedGpu {
                 key: key.clone(),
                 chain_name: key.to_string(),
-                chain_key: gpu_model_key(key.as_str()),
+                chain_key: gpu_model_key(&key.to_string()),
             });
         }
     }

@@ -221,13 +221,14 @@ fn gpu_spec(labels: &BTreeMap<String, String>, gpu_label: &str) -> Option<GpuSpe
         .and_then(|mib| mib.parse::<u64>().ok())
         .unwrap_or(0);
     let key = match gpu_model_for_product(product) {
-        Some(known) => GpuModelKey::parse(known).ok()?,
+        Some(known) => known.parse::<GpuModelKey>().ok()?,
         None => {
             let identity = nvidia_identity(product, memory_mib);
-            GpuModelKey::parse(&format!(
+            format!(
                 "nvidia/{}/{}/{}",
                 identity.model, identity.ram, identity.interface
-            ))
+            )
+            .parse::<GpuModelKey>()
             .ok()?
         }
     };
