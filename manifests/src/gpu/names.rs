@@ -154,6 +154,9 @@ pub(super) const KNOWN_MODELS: &[(&str, &str, &[u64])] = &[
 
 pub(super) const KNOWN_INTERFACES: &[&str] = &["pcie", "sxm"];
 
+/// Interfaces a registered model may name beyond [`KNOWN_INTERFACES`] (AMD's OAM modules).
+const CANDIDATE_INTERFACES: [&str; 1] = ["oam"];
+
 /// Every concrete key of the known models table with each interface, e.g. `nvidia/a100/80Gi/sxm`.
 pub fn known_models() -> Vec<GpuModelKey> {
     KNOWN_MODELS
@@ -170,7 +173,7 @@ pub fn known_models() -> Vec<GpuModelKey> {
 
 /// Every key built from known parts: each known or `mentioned` model (with its vendor, or
 /// every known vendor when a pattern leaves the vendor `*`), with each known, marketed or
-/// mentioned RAM size and each known or mentioned interface. The chain stores only keccak256
+/// mentioned RAM size and each known, `oam` or mentioned interface. The chain stores only keccak256
 /// of a provider's models, so a client recovers a registered model's string by hashing these:
 /// a model off the known list (`nvidia/rtx5080/16Gi/pcie` for an SDL that asks for `rtx5080`)
 /// is still recognised, and then matched by the one rule.
@@ -186,7 +189,11 @@ pub fn candidate_models(mentioned: &[GpuModelPattern]) -> Vec<GpuModelKey> {
         .chain(super::product::marketed_sizes())
         .map(|gib| format!("{gib}Gi"))
         .collect();
-    let mut interfaces: BTreeSet<&str> = KNOWN_INTERFACES.iter().copied().collect();
+    let mut interfaces: BTreeSet<&str> = KNOWN_INTERFACES
+        .iter()
+        .chain(&CANDIDATE_INTERFACES)
+        .copied()
+        .collect();
     for pattern in mentioned {
         if pattern.model() != WILDCARD {
             if pattern.vendor() == WILDCARD {
