@@ -303,13 +303,7 @@ fn service_deployment<'d>(
         gpu_devices,
         volumes: persistent_volumes(service),
         ram_volumes: ram_volumes(service),
-        gpu_models: service
-            .resources
-            .gpu
-            .models
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        gpu_models: service.resources.gpu.models.clone(),
         credentials: service.credentials.clone(),
     })
 }

@@ -512,7 +512,7 @@ fn every_gpu_product_label_reads_back_as_its_model_key() {
         );
     }
     assert_eq!(
-        gpu_products_for(&["nvidia/a100/*/*".into()], "f").expect("known"),
+        gpu_products_for(&["nvidia/a100/*/*".parse().expect("pattern")], "f").expect("known"),
         vec![
             "NVIDIA-A100-80GB-PCIe",
             "NVIDIA-A100-PCIE-40GB",
@@ -520,8 +520,11 @@ fn every_gpu_product_label_reads_back_as_its_model_key() {
             "NVIDIA-A100-SXM4-80GB"
         ]
     );
-    let error = gpu_products_for(&["nvidia/b300/*/*".into()], "services.x.gpu_models")
-        .expect_err("unknown model");
+    let error = gpu_products_for(
+        &["nvidia/b300/*/*".parse().expect("pattern")],
+        "services.x.gpu_models",
+    )
+    .expect_err("unknown model");
     assert!(
         error.to_string().contains("services.x.gpu_models") && error.to_string().contains("b300"),
         "{error}"
@@ -1585,7 +1588,8 @@ fn gpu_product_labels_follow_the_shared_pattern_vectors() {
             gpu_model_for_product(product).map(|key| key.to_string()),
             Some(model.clone())
         );
-        let products = gpu_products_for(&[pattern.to_owned()], "gpu").unwrap_or_default();
+        let products =
+            gpu_products_for(&[pattern.parse().expect("pattern")], "gpu").unwrap_or_default();
         assert_eq!(
             products.iter().any(|known| known == product),
             expected,

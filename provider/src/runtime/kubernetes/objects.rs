@@ -97,21 +97,20 @@ pub fn gpu_model_for_product(product: &str) -> Option<GpuModelKey> {
         .and_then(|(key, _)| key.parse().ok())
 }
 
-/// The product labels of every known GPU matching one of `models` (keys with `*`
-/// parts allowed), sorted. Fails naming the model when one matches nothing known,
-/// since the pods would otherwise never schedule.
-pub fn gpu_products_for(models: &[String], field: &str) -> Result<Vec<String>, RuntimeError> {
+/// The product labels of every known GPU matching one of `models`, sorted. Fails naming
+/// the model when one matches nothing known, since the pods would otherwise never schedule.
+pub fn gpu_products_for(
+    models: &[GpuModelPattern],
+    field: &str,
+) -> Result<Vec<String>, RuntimeError> {
     let mut products = BTreeSet::new();
     for model in models {
-        let requested: GpuModelPattern = model
-            .parse()
-            .map_err(|error| invalid(field, format!("{model}: {error}")))?;
         let before = products.len();
         for (key, product) in GPU_PRODUCTS {
             let known: GpuModelKey = key
                 .parse()
                 .map_err(|error| invalid(field, format!("{key}: {error}")))?;
-            if requested.matches(&known) {
+            if model.matches(&known) {
                 products.insert((*product).to_owned());
             }
         }
