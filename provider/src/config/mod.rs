@@ -700,6 +700,46 @@ count = 8
         );
     }
 
+    /// A declared GPU goes through the one GPU model rule; what it refuses is reported at
+    /// the field with the part and the reason.
+    #[test]
+    fn declared_gpu_models_are_refused_naming_the_part_and_reason() {
+        for (model, reason) in [
+            ("nvidia/a 100", "model `a 100` may only hold"),
+            (
+                "nvidia/a100/80GB/sxm",
+                "ram `80GB` is not a whole number of GiB",
+            ),
+            (
+                "nvidia/a100/80Gi/nvlink",
+                "interface `nvlink` must be pcie or sxm",
+            ),
+            ("nvidia/*", "must name a vendor and a model"),
+        ] {
+            let text = valid_toml().replace("nvidia/a100/80Gi/sxm", model);
+            let problems = match load(&text) {
+                Err(ConfigError::Invalid { problems, .. }) => problems.0,
+                other => panic!("{model}: expected problems, got {other:?}"),
+            };
+            let problem = problems
+                .iter()
+                .find(|problem| problem.field == "hardware.gpus[0].model")
+                .unwrap_or_else(|| panic!("{model}: {problems:?}"));
+            assert!(
+                problem.reason.contains(reason),
+                "{model}: {}",
+                problem.reason
+            );
+        }
+        let canonical = load(&valid_toml().replace("nvidia/a100/80Gi/sxm", "NVIDIA/A100/80Gi/SXM"))
+            .unwrap_or_else(|error| panic!("{error}"));
+        let key = crate::hardware::declared_key(&canonical.hardware.gpus[0]);
+        assert_eq!(
+            key.map(|key| key.to_string()),
+            Ok("nvidia/a100/80Gi/sxm".to_owned())
+        );
+    }
+
     #[test]
     fn docker_storage_classes_are_checked_and_announced_as_akash_does() {
         let as_docker = |sections: &str| {
