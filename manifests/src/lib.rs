@@ -23,7 +23,8 @@ mod yaml;
 
 pub use error::{ManifestError, ManifestErrors, ManifestWarning, TotalsError, WarningKind};
 pub use gpu::{
-    GpuAliasError, GpuKeyError, GpuModelKey, ResolvedModel, WILDCARD, known_models, resolve_model,
+    GpuAliasError, GpuKeyError, GpuModelKey, GpuModelPattern, GpuProductError, PATTERNS_PER_KEY,
+    ResolvedModel, WILDCARD, candidate_models, known_models, marketed_gib, resolve_model,
 };
 pub use model::{
     Attribute, Credentials, DEFAULT_STORAGE_CLASS, Endpoint, EndpointKind, Expose, Gpu, Group,

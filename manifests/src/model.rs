@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha3::{Digest, Keccak256};
 
 use crate::error::TotalsError;
-use crate::gpu::GpuModelKey;
+use crate::gpu::GpuModelPattern;
 use crate::units::Amount;
 
 /// A key/value attribute (placement requirement, storage or GPU attribute).
@@ -94,7 +94,7 @@ pub struct Gpu {
     /// Number of GPUs per replica.
     pub units: u32,
     /// Acceptable models (any one of them); empty when `units` is 0.
-    pub models: Vec<GpuModelKey>,
+    pub models: Vec<GpuModelPattern>,
     /// Akash attribute form, e.g. `vendor/nvidia/model/a100` = `true`, sorted by key.
     pub attributes: Vec<Attribute>,
 }

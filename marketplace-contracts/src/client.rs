@@ -488,24 +488,22 @@ impl MarketplaceClient {
         gpu_model: Option<&str>,
         requirements: &OrderRequirements,
     ) -> Result<u64, ClientError> {
-        let invalid = |error: crate::order::NotAConcreteModel| ClientError::InvalidInput {
-            field: "gpu_model",
-            reason: error.to_string(),
-        };
         let gpu = match gpu_model {
             None => None,
             Some(model) => {
-                match crate::order::gpu_bid(model, &requirements.allowed_gpu_models)
-                    .map_err(invalid)?
-                {
-                    Some(bid) => Some(bid),
-                    None => Some(GpuBid {
-                        parts: crate::order::concrete_parts(model)
-                            .map_err(invalid)?
-                            .map(str::to_owned),
-                        ..GpuBid::default()
-                    }),
-                }
+                let model: leasehold_manifests::GpuModelKey =
+                    model
+                        .parse()
+                        .map_err(|error: leasehold_manifests::GpuKeyError| {
+                            ClientError::InvalidInput {
+                                field: "gpu_model",
+                                reason: error.to_string(),
+                            }
+                        })?;
+                Some(
+                    crate::order::gpu_bid(&model, &requirements.allowed_gpu_models)
+                        .unwrap_or_else(|| GpuBid::unmatched(&model)),
+                )
             }
         };
         let bid = self.market.placeBid(

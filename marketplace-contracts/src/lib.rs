@@ -41,7 +41,7 @@ pub use follower::{
 };
 pub use heads::{HeadWatch, HeadWatchError, next_head_or};
 pub use order::{
-    GPU_WILDCARD_MASKS, LeaseFitError, NotAConcreteModel, OrderEncodingError, auditors_for_group,
-    chain_key, check_within_lease, concrete_parts, gpu_bid, group_name_key, order_spec_for_group,
+    LeaseFitError, OrderEncodingError, auditors_for_group, chain_key, check_within_lease, gpu_bid,
+    group_name_key, order_spec_for_group,
 };
 pub use types::*;

@@ -4,7 +4,7 @@
 //! canonical strings, totals with memory and storage rounded up to MiB.
 
 use alloy::primitives::{Address, B256, keccak256};
-use leasehold_manifests::{Group, SignedBy};
+use leasehold_manifests::{GpuModelKey, Group, PATTERNS_PER_KEY, SignedBy};
 
 use crate::types::{Auditors, GpuBid, MAX_AUDITORS, OrderRequirements, OrderSpec, Resources};
 
@@ -22,70 +22,28 @@ pub fn group_name_key(name: &str) -> B256 {
     chain_key(name)
 }
 
-/// The parts of a canonical GPU model string, `*` included: `nvidia/a100/*/*`.
-const GPU_MODEL_PARTS: usize = 4;
-
-/// How many wildcard combinations a concrete model has (each part kept or replaced by `*`).
-pub const GPU_WILDCARD_MASKS: u8 = 1 << GPU_MODEL_PARTS;
-
-/// The string a concrete model becomes with the parts in `wildcards` (bit 0 vendor, 1 model,
-/// 2 RAM, 3 interface) replaced by `*`.
-fn masked(parts: &[&str; GPU_MODEL_PARTS], wildcards: u8) -> String {
-    parts
-        .iter()
-        .enumerate()
-        .map(|(index, part)| {
-            if wildcards & (1 << index) != 0 {
-                "*"
-            } else {
-                part
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-/// A concrete model string that is not four non-empty parts without `*` or `/`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("GPU model `{0}` is not a concrete vendor/model/ram/interface key")]
-pub struct NotAConcreteModel(pub String);
-
-/// The four parts of a concrete model string, which the contract also requires: non-empty,
-/// not `*`, no `/` inside (the split guarantees it).
-pub fn concrete_parts(concrete: &str) -> Result<[&str; GPU_MODEL_PARTS], NotAConcreteModel> {
-    let split: Vec<&str> = concrete.split('/').collect();
-    let parts: [&str; GPU_MODEL_PARTS] = split
-        .try_into()
-        .map_err(|_| NotAConcreteModel(concrete.to_owned()))?;
-    if parts.iter().any(|part| part.is_empty() || *part == "*") {
-        return Err(NotAConcreteModel(concrete.to_owned()));
-    }
-    Ok(parts)
-}
-
-/// What `placeBid` needs to prove that `concrete` (a canonical model the provider registered,
+/// What `placeBid` needs to prove that `model` (a concrete model the provider registered,
 /// `nvidia/a100/80Gi/sxm`) is allowed by an order's list: the entry it matches and the
-/// wildcard mask that turns it into that entry. The rule (CONTRACTS.md, "GPU models and
-/// patterns"; vectors in `test/vectors/gpu_patterns.json`) is the contract's: a model matches an
-/// entry when replacing some of its parts by `*` gives the entry's string. `Ok(None)`: no entry
-/// matches. An empty list allows any model.
-pub fn gpu_bid(concrete: &str, allowed: &[B256]) -> Result<Option<GpuBid>, NotAConcreteModel> {
-    let parts = concrete_parts(concrete)?;
-    let bid = |pattern_index: usize, wildcards: u8| GpuBid {
-        parts: parts.map(str::to_owned),
-        pattern_index: u8::try_from(pattern_index).unwrap_or(u8::MAX),
-        wildcards,
-    };
+/// wildcard mask that turns it into that entry. The rule is `leasehold_manifests`'
+/// (`GpuModelPattern::matches`, the contract's: CONTRACTS.md, "GPU models and patterns"; vectors
+/// in `test/vectors/gpu_patterns.json`), seen through the hashes the order holds: the first of
+/// the model's 16 masked patterns whose chain key is listed. `None`: no entry matches. An empty
+/// list allows any model.
+pub fn gpu_bid(model: &GpuModelKey, allowed: &[B256]) -> Option<GpuBid> {
     if allowed.is_empty() {
-        return Ok(Some(bid(0, 0)));
+        return Some(GpuBid::unmatched(model));
     }
-    Ok((0..GPU_WILDCARD_MASKS).find_map(|wildcards| {
-        let key = chain_key(&masked(&parts, wildcards));
+    (0..PATTERNS_PER_KEY).find_map(|wildcards| {
+        let key = B256::from(model.masked(wildcards).chain_key());
         allowed
             .iter()
             .position(|entry| *entry == key)
-            .map(|index| bid(index, wildcards))
-    }))
+            .map(|index| GpuBid {
+                pattern_index: u8::try_from(index).unwrap_or(u8::MAX),
+                wildcards,
+                ..GpuBid::unmatched(model)
+            })
+    })
 }
 
 /// A group that cannot become an order.
@@ -185,7 +143,7 @@ pub fn order_spec_for_group(group: &Group) -> Result<OrderSpec, OrderEncodingErr
         .units
         .iter()
         .flat_map(|unit| unit.resources.gpu.models.iter())
-        .map(|model| chain_key(&model.to_string()))
+        .map(|model| B256::from(model.chain_key()))
         .collect();
     models.sort();
     models.dedup();
@@ -238,9 +196,9 @@ mod tests {
         let vectors = vectors();
         assert!(vectors.cases.len() > 60);
         for case in &vectors.cases {
-            let concrete = case.model.join("/");
+            let concrete: GpuModelKey = case.model.join("/").parse().unwrap();
             let allowed = [chain_key("nvidia/other/1Gi/x"), chain_key(&case.pattern)];
-            let bid = gpu_bid(&concrete, &allowed).unwrap();
+            let bid = gpu_bid(&concrete, &allowed);
             assert_eq!(
                 bid.is_some(),
                 case.matches,
@@ -249,9 +207,8 @@ mod tests {
             );
             if let Some(bid) = bid {
                 assert_eq!(bid.pattern_index, 1);
-                let parts: Vec<&str> = bid.parts.iter().map(String::as_str).collect();
-                let parts: [&str; 4] = parts.try_into().unwrap();
-                assert_eq!(masked(&parts, bid.wildcards), case.pattern);
+                assert_eq!(bid.parts, case.model);
+                assert_eq!(concrete.masked(bid.wildcards).to_string(), case.pattern);
             }
         }
     }
@@ -307,23 +264,18 @@ mod tests {
             let spec = order_spec_for_group(&sdl.groups()[0]).unwrap();
             let allowed = &spec.requirements.allowed_gpu_models;
             assert!(!allowed.is_empty(), "{fits}: the order lists its pattern");
-            assert!(gpu_bid(fits, allowed).unwrap().is_some(), "{fits}");
-            assert!(gpu_bid(does_not, allowed).unwrap().is_none(), "{does_not}");
+            let key = |text: &str| text.parse::<GpuModelKey>().unwrap();
+            assert!(gpu_bid(&key(fits), allowed).is_some(), "{fits}");
+            assert!(gpu_bid(&key(does_not), allowed).is_none(), "{does_not}");
         }
     }
 
     #[test]
-    fn any_model_list_and_bad_models() {
-        let bid = gpu_bid("nvidia/a100/80Gi/sxm", &[]).unwrap().unwrap();
+    fn any_model_list_allows_every_model() {
+        let a100: GpuModelKey = "nvidia/a100/80Gi/sxm".parse().unwrap();
+        let bid = gpu_bid(&a100, &[]).unwrap();
         assert_eq!((bid.pattern_index, bid.wildcards), (0, 0));
-        for bad in [
-            "nvidia/a100",
-            "nvidia/*/80Gi/sxm",
-            "nvidia//80Gi/sxm",
-            "a/b/c/d/e",
-        ] {
-            assert!(gpu_bid(bad, &[]).is_err(), "{bad}");
-        }
+        assert_eq!(bid.parts, ["nvidia", "a100", "80Gi", "sxm"]);
     }
 
     fn signed_by(all_of: &[&str], any_of: &[&str]) -> SignedBy {

@@ -187,6 +187,24 @@ pub struct GpuBid {
     pub wildcards: u8,
 }
 
+impl GpuBid {
+    /// `model`'s parts claiming the first entry unmasked: what an empty allowed list takes, and
+    /// what is sent for a model no entry matches, so that the contract says why.
+    pub fn unmatched(model: &leasehold_manifests::GpuModelKey) -> GpuBid {
+        GpuBid {
+            parts: [
+                model.vendor(),
+                model.model(),
+                model.ram(),
+                model.interface(),
+            ]
+            .map(str::to_owned),
+            pattern_index: 0,
+            wildcards: 0,
+        }
+    }
+}
+
 impl From<Option<GpuBid>> for Marketplace::GpuBid {
     /// `None` (a CPU-only order) is the all-empty value the contract expects.
     fn from(bid: Option<GpuBid>) -> Self {

@@ -13,13 +13,14 @@ use leasehold_contracts::{OrderPosted, OrderSpec};
 use leasehold_scheduler::inventory::{GroupPlacement, InventorySnapshot, Reservation as Held};
 use leasehold_scheduler::pricing::{PriceInput, PricingStrategy, Utilisation};
 use leasehold_scheduler::{
-    BestFit, GpuConstraint, GpuDemand, GroupRequest, GroupUnit, Inventory, InventoryError,
-    ModelPattern, NodeSpec, ReplicaRequest, Resources,
+    BestFit, GpuConstraint, GpuDemand, GpuModelKey, GpuModelPattern, GroupRequest, GroupUnit,
+    Inventory, InventoryError, NodeSpec, ReplicaRequest, Resources,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::daemon::{Core, DaemonError, OfferedGpu, unix_now};
+use crate::daemon::{Core, DaemonError, unix_now};
+use crate::deployment::gpu_model_key;
 use crate::store::{Reservation, Store};
 
 const MIB: u64 = 1024 * 1024;
@@ -33,8 +34,8 @@ pub struct Holding {
     pub placement: GroupPlacement,
     /// The lease exists: this is an allocation, not a reservation.
     pub allocated: bool,
-    /// The GPU model string the bid named, when the order wants GPUs.
-    pub gpu_model: Option<String>,
+    /// The GPU model the bid named, when the order wants GPUs.
+    pub gpu_model: Option<GpuModelKey>,
     /// The manifest group the lease runs, once the manifest arrived.
     #[serde(default)]
     pub group: Option<String>,
@@ -112,7 +113,7 @@ fn parse_holding(row: &Reservation) -> Result<Holding, DaemonError> {
 
 /// The replicas an order asks for. An order carries only totals, so the replicas share
 /// them evenly and the first replica takes what does not divide.
-pub fn group_request(order: &OrderPosted, gpu: Option<&OfferedGpu>) -> Result<GroupRequest, Skip> {
+pub fn group_request(order: &OrderPosted, gpu: Option<&GpuModelKey>) -> Result<GroupRequest, Skip> {
     let spec = &order.spec;
     let replicas = u64::from(spec.replicas);
     if replicas == 0 {
@@ -130,7 +131,7 @@ pub fn group_request(order: &OrderPosted, gpu: Option<&OfferedGpu>) -> Result<Gr
     let (gpus, gpu_rest) = split(u64::from(spec.gpu_count));
     let constraint = GpuConstraint {
         models: gpu
-            .and_then(|offered| ModelPattern::parse(offered.key.as_str()).ok())
+            .map(|offered| GpuModelPattern::from(offered.clone()))
             .into_iter()
             .collect(),
         ..GpuConstraint::default()
@@ -174,25 +175,15 @@ pub fn group_request(order: &OrderPosted, gpu: Option<&OfferedGpu>) -> Result<Gr
 
 impl Core {
     /// The GPU models an order may get from us, cheapest first.
-    fn gpu_candidates(&self, order: &OrderPosted) -> Vec<OfferedGpu> {
+    fn gpu_candidates(&self, order: &OrderPosted) -> Vec<GpuModelKey> {
         let allowed = &order.spec.requirements.allowed_gpu_models;
-        let mut candidates: Vec<(u128, OfferedGpu)> = self
+        let mut candidates: Vec<(u128, GpuModelKey)> = self
             .gpus
             .iter()
             // The contract's rule: the offered model, with some parts replaced by `*`, is
             // one of the order's entries.
-            .filter(|gpu| {
-                matches!(
-                    leasehold_contracts::gpu_bid(&gpu.chain_name, allowed),
-                    Ok(Some(_))
-                )
-            })
-            .map(|gpu| {
-                (
-                    self.rates.gpu.rate(&gpu.key).unwrap_or(u128::MAX),
-                    gpu.clone(),
-                )
-            })
+            .filter(|gpu| leasehold_contracts::gpu_bid(gpu, allowed).is_some())
+            .map(|gpu| (self.rates.gpu.rate(gpu).unwrap_or(u128::MAX), gpu.clone()))
             .collect();
         candidates.sort_by_key(|(rate, _)| *rate);
         candidates.into_iter().map(|(_, gpu)| gpu).collect()
@@ -206,7 +197,7 @@ impl Core {
         expires_at: u64,
     ) -> Result<Result<(Holding, U256), Skip>, DaemonError> {
         let id = inventory_id(order.order_id);
-        let models: Vec<Option<OfferedGpu>> = if order.spec.gpu_count == 0 {
+        let models: Vec<Option<GpuModelKey>> = if order.spec.gpu_count == 0 {
             vec![None]
         } else {
             self.gpu_candidates(order).into_iter().map(Some).collect()
@@ -245,7 +236,7 @@ impl Core {
                     let holding = Holding {
                         placement,
                         allocated: false,
-                        gpu_model: model.map(|gpu| gpu.chain_name),
+                        gpu_model: model,
                         group: None,
                     };
                     return Ok(Ok((holding, price)));
@@ -316,7 +307,7 @@ impl Core {
             .place_bid(
                 order_id,
                 price,
-                holding.gpu_model.as_deref(),
+                holding.gpu_model.as_ref(),
                 &order.spec.requirements,
             )
             .await
@@ -457,7 +448,7 @@ impl Core {
                 let model = self
                     .gpus
                     .iter()
-                    .find(|gpu| gpu.chain_key == lease.gpu_model)
+                    .find(|gpu| gpu_model_key(gpu) == lease.gpu_model)
                     .cloned();
                 let Ok(request) = group_request(&order, model.as_ref()) else {
                     return Ok(None);
@@ -473,7 +464,7 @@ impl Core {
                 Holding {
                     placement,
                     allocated: true,
-                    gpu_model: model.map(|gpu| gpu.chain_name),
+                    gpu_model: model,
                     group: None,
                 }
             }
@@ -586,7 +577,7 @@ mod gpu_device_tests {
         GpuDevice {
             index,
             name: model.to_owned(),
-            model_key: model.to_owned(),
+            model_key: model.parse().unwrap(),
             vram_mib: 40_960,
             interface: model.rsplit('/').next().unwrap_or("pcie").to_owned(),
             pci_bus_id: None,
@@ -595,7 +586,7 @@ mod gpu_device_tests {
     }
 
     /// One H100 (device 0) and three A100s (devices 1-3).
-    fn mixed() -> (Inventory, Vec<OfferedGpu>) {
+    fn mixed() -> (Inventory, Vec<GpuModelKey>) {
         let hardware = Hardware {
             cpu_millis: 8_000,
             memory_mib: 16_384,
@@ -694,7 +685,7 @@ mod gpu_device_tests {
     #[test]
     fn leases_get_devices_of_their_model_exclusively_and_freed_ones_are_reused() {
         let (mut inventory, offered) = mixed();
-        let model = |name: &str| offered.iter().find(|gpu| gpu.chain_name == name).unwrap();
+        let model = |name: &str| offered.iter().find(|gpu| gpu.to_string() == name).unwrap();
         let two = gpu_order(1, 2);
 
         // Two H100s do not exist; two A100s do, and the lease gets exactly A100 devices.

@@ -17,6 +17,7 @@ use leasehold_contracts::{
     MarketplaceClient, OrderInfo, OrderPosted, OrderRequirements, Owed, Payment, ProviderProfile,
     Resources,
 };
+use leasehold_manifests::GpuModelKey;
 use tokio::sync::Mutex;
 
 use crate::config::{Config, KeySource};
@@ -126,11 +127,9 @@ pub fn deployment_from_config(
 /// What `provider register` announces: the hardware's capacity, its GPUs grouped by
 /// model key, the config's attributes and the gateway's public endpoint.
 pub fn provider_profile(config: &Config, hardware: &Hardware) -> ProviderProfile {
-    let mut gpus: BTreeMap<String, u32> = BTreeMap::new();
+    let mut gpus: BTreeMap<&GpuModelKey, u32> = BTreeMap::new();
     for gpu in &hardware.gpus {
-        let count = gpus
-            .entry(crate::deployment::canonical_gpu_model(&gpu.model_key))
-            .or_insert(0);
+        let count = gpus.entry(&gpu.model_key).or_insert(0);
         *count = count.saturating_add(1);
     }
     ProviderProfile {
@@ -148,7 +147,7 @@ pub fn provider_profile(config: &Config, hardware: &Hardware) -> ProviderProfile
         gpus: gpus
             .into_iter()
             .map(|(model, count)| GpuCapacity {
-                model_key: gpu_model_key(&model),
+                model_key: gpu_model_key(model),
                 count,
             })
             .collect(),
@@ -222,12 +221,13 @@ impl Chain {
         &self,
         order_id: u64,
         price: U256,
-        gpu_model: Option<&str>,
+        gpu_model: Option<&GpuModelKey>,
         requirements: &OrderRequirements,
     ) -> Result<u64, ClientError> {
         let _turn = self.lane.lock().await;
+        let gpu_model = gpu_model.map(ToString::to_string);
         self.client
-            .place_bid(order_id, price, gpu_model, requirements)
+            .place_bid(order_id, price, gpu_model.as_deref(), requirements)
             .await
     }
 

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use alloy::primitives::B256;
 use leasehold_contracts::{OrderEncodingError, OrderSpec, Resources as ChainResources};
 use leasehold_manifests::{
-    Group, Manifest, ManifestGroup, Protocol as ManifestProtocol, Service, StorageMount,
+    GpuModelKey, Group, Manifest, ManifestGroup, Protocol as ManifestProtocol, Service,
+    StorageMount,
 };
 
 use crate::runtime::{
@@ -76,18 +77,9 @@ pub fn attribute_key(text: &str) -> B256 {
     leasehold_contracts::chain_key(text)
 }
 
-/// The canonical form of a GPU model key as a config may write it (`NVIDIA/A100/81920Mi/SXM`
-/// → `nvidia/a100/80Gi/sxm`), through the manifests crate's key type; what cannot be parsed is
-/// kept as written (the config check reports it).
-pub fn canonical_gpu_model(model: &str) -> String {
-    model
-        .parse::<leasehold_manifests::GpuModelKey>()
-        .map_or_else(|_| model.to_owned(), |key| key.to_string())
-}
-
-/// keccak256 of a canonical GPU model string, e.g. `nvidia/a100/80Gi/sxm`.
-pub fn gpu_model_key(model: &str) -> B256 {
-    leasehold_contracts::chain_key(model)
+/// The on-chain key of a GPU model (`leasehold_manifests::GpuModelKey::chain_key`).
+pub fn gpu_model_key(model: &GpuModelKey) -> B256 {
+    B256::from(model.chain_key())
 }
 
 /// The order a tenant posts for one SDL group (the shared encoding in
@@ -311,13 +303,7 @@ fn service_deployment<'d>(
         gpu_devices,
         volumes: persistent_volumes(service),
         ram_volumes: ram_volumes(service),
-        gpu_models: service
-            .resources
-            .gpu
-            .models
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        gpu_models: service.resources.gpu.models.clone(),
         credentials: service.credentials.clone(),
     })
 }

@@ -10,9 +10,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use leasehold_manifests::{GpuModelKey, GpuProductError, WILDCARD, marketed_gib};
 use serde::{Deserialize, Serialize};
 
 const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
 const MILLI_PER_CORE: u64 = 1000;
 
 /// The `nvidia-smi` query the CSV parser expects, in this column order.
@@ -96,7 +98,7 @@ pub struct GpuDevice {
     /// The name the driver reports, e.g. `NVIDIA A100-SXM4-80GB`.
     pub name: String,
     /// Canonical `vendor/model/ram/interface`.
-    pub model_key: String,
+    pub model_key: GpuModelKey,
     pub vram_mib: u64,
     pub interface: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,7 +286,13 @@ fn nvml_devices() -> Result<Vec<GpuDevice>, nvml_wrapper::error::NvmlError> {
         let device = nvml.device_by_index(index)?;
         let name = device.name()?;
         let vram_mib = device.memory_info()?.total / MIB;
-        let mut gpu = gpu_from_name(index, &name, vram_mib);
+        let mut gpu = match gpu_from_name(index, &name, vram_mib) {
+            Ok(gpu) => gpu,
+            Err(error) => {
+                tracing::warn!(index, %error, "GPU not offered");
+                continue;
+            }
+        };
         gpu.pci_bus_id = device.pci_info().ok().map(|pci| pci.bus_id);
         gpu.uuid = device.uuid().ok();
         devices.push(gpu);
@@ -353,7 +361,8 @@ pub fn parse_nvidia_smi_csv(text: &str) -> Result<Vec<GpuDevice>, HardwareError>
         let vram_mib: u64 = memory_digits
             .parse()
             .map_err(|_| malformed(format!("memory.total `{memory}` is not a number of MiB")))?;
-        let mut gpu = gpu_from_name(index, name, vram_mib);
+        let mut gpu =
+            gpu_from_name(index, name, vram_mib).map_err(|error| malformed(error.to_string()))?;
         gpu.pci_bus_id = known(bus_id);
         gpu.uuid = known(uuid);
         devices.push(gpu);
@@ -366,119 +375,43 @@ fn known(field: &str) -> Option<String> {
     (!field.is_empty() && !field.starts_with('[')).then(|| field.to_string())
 }
 
-fn gpu_from_name(index: u32, name: &str, vram_mib: u64) -> GpuDevice {
-    let identity = nvidia_identity(name, vram_mib);
-    GpuDevice {
+/// A device the driver reports, keyed by the one product-name rule
+/// ([`GpuModelKey::from_product`]), which the Kubernetes inventory applies to node labels too.
+fn gpu_from_name(index: u32, name: &str, vram_mib: u64) -> Result<GpuDevice, GpuProductError> {
+    let model_key = GpuModelKey::from_product(name, Some(vram_mib))?;
+    Ok(GpuDevice {
         index,
         name: name.to_string(),
-        model_key: format!(
-            "nvidia/{}/{}/{}",
-            identity.model, identity.ram, identity.interface
-        ),
+        interface: model_key.interface().to_owned(),
+        model_key,
         vram_mib,
-        interface: identity.interface.to_string(),
         pci_bus_id: None,
         uuid: None,
-    }
+    })
 }
 
-/// The parts of a canonical key that a driver-reported name yields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GpuIdentity {
-    pub model: String,
-    /// e.g. `80Gi`
-    pub ram: String,
-    /// `sxm` or `pcie`
-    pub interface: &'static str,
-}
-
-/// Marketing words that are not part of the model name.
-const NAME_NOISE: [&str; 4] = ["nvidia", "geforce", "tesla", "quadro"];
-/// Series prefixes that form one model word with the token after them (`rtx 4090` -> `rtx4090`).
-const SERIES_PREFIXES: [&str; 3] = ["rtx", "gtx", "titan"];
-/// Data-centre parts sold only as SXM modules unless their name says otherwise.
-const SXM_ONLY_MODELS: [&str; 3] = ["h200", "b200", "b100"];
-
-/// Maps a name like `NVIDIA A100-SXM4-80GB` to `a100`, `80Gi`, `sxm`.
-/// The memory size comes from the name when it states one (`80GB`), else from
-/// the reported memory rounded to whole GiB (the driver reports a bit less than
-/// the marketed size, e.g. 81559 MiB for an 80 GB H100).
-pub fn nvidia_identity(name: &str, vram_mib: u64) -> GpuIdentity {
-    let lowered = name.to_ascii_lowercase();
-    let tokens: Vec<&str> = lowered
-        .split([' ', '-', '_'])
-        .filter(|token| !token.is_empty() && !NAME_NOISE.contains(token))
-        .collect();
-    let is_interface = |token: &str| token.starts_with("sxm") || token == "pcie";
-    let is_memory = |token: &str| gigabytes(token).is_some();
-
-    let mut model = String::new();
-    let mut words = tokens.iter().copied();
-    while let Some(token) = words.next() {
-        if is_interface(token) || is_memory(token) {
-            continue;
-        }
-        model.push_str(token);
-        if SERIES_PREFIXES.contains(&token)
-            && let Some(next) = words.next()
-        {
-            model.push_str(next);
-        }
-        break;
-    }
-    if model.is_empty() {
-        model.push_str("unknown");
-    }
-
-    let ram_gib = tokens
-        .iter()
-        .find_map(|token| gigabytes(token))
-        .unwrap_or_else(|| marketed_gib(vram_mib));
-
-    let says_sxm = tokens.iter().any(|token| token.starts_with("sxm"));
-    let says_pcie = tokens
-        .iter()
-        .any(|token| *token == "pcie" || *token == "nvl");
-    // The H100's SXM5 module reports itself as `H100 80GB HBM3`; the PCIe card says `PCIe`.
-    let hbm_module = tokens.iter().any(|token| token.starts_with("hbm")) && !says_pcie;
-    let interface =
-        if says_sxm || hbm_module || (!says_pcie && SXM_ONLY_MODELS.contains(&model.as_str())) {
-            "sxm"
-        } else {
-            "pcie"
-        };
-    GpuIdentity {
-        model,
-        ram: format!("{ram_gib}Gi"),
-        interface,
-    }
-}
-
-/// Memory sizes GPUs are sold with, in GiB.
-const MARKETED_GIB: [u64; 24] = [
-    2, 3, 4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 128, 141, 180, 192, 256, 288,
-];
-
-/// The marketed size for the memory a driver reports. Drivers report less than
-/// the label (ECC and reserved memory: a 16 GB T4 shows 15360 MiB, a 48 GB L40S
-/// 46068 MiB), so this takes the smallest marketed size at most 10% above the
-/// reported amount, else the nearest whole GiB.
-pub fn marketed_gib(vram_mib: u64) -> u64 {
-    MARKETED_GIB
-        .iter()
-        .copied()
-        .find(|&gib| {
-            let marketed_mib = gib.saturating_mul(1024);
-            marketed_mib
-                .checked_sub(vram_mib)
-                .is_some_and(|gap| gap.saturating_mul(10) <= marketed_mib)
-        })
-        .unwrap_or_else(|| vram_mib.saturating_add(512) / 1024)
-}
-
-/// `80gb` -> 80
-fn gigabytes(token: &str) -> Option<u64> {
-    token.strip_suffix("gb")?.parse().ok()
+/// The key of a declared GPU group: its `model` read by the one pattern rule
+/// (`vendor/model[/ram[/interface]]`, vendor and model required), the RAM defaulting to the
+/// marketed size of `vram_mib` and the interface to `interface`, else `pcie`. The error is the
+/// reason, for the caller to name the field.
+pub fn declared_key(declared: &DeclaredGpu) -> Result<GpuModelKey, String> {
+    let pattern = crate::config::check_gpu_model_key(&declared.model)?;
+    let ram_gib = match pattern.ram() {
+        WILDCARD => Some(marketed_gib(declared.vram_mib)),
+        written => written
+            .strip_suffix("Gi")
+            .and_then(|gib| gib.parse::<u64>().ok()),
+    };
+    let ram_bytes = ram_gib
+        .and_then(|gib| gib.checked_mul(GIB))
+        .ok_or_else(|| format!("RAM `{}` is out of range", pattern.ram()))?;
+    let interface = match (declared.interface.as_deref(), pattern.interface()) {
+        (Some(interface), _) => interface,
+        (None, WILDCARD) => "pcie",
+        (None, interface) => interface,
+    };
+    GpuModelKey::from_parts(pattern.vendor(), pattern.model(), ram_bytes, interface)
+        .map_err(|error| error.to_string())
 }
 
 /// Expands declared GPU groups into devices numbered from 0.
@@ -486,37 +419,24 @@ pub fn declared_devices(declared: &[DeclaredGpu]) -> Result<Vec<GpuDevice>, Hard
     let mut devices = Vec::new();
     let mut index: u32 = 0;
     for group in declared {
-        let parts: Vec<&str> = group.model.split('/').collect();
-        let invalid = |reason: &str| HardwareError::DeclaredGpu {
+        let invalid = |reason: String| HardwareError::DeclaredGpu {
             model: group.model.clone(),
-            reason: reason.to_string(),
+            reason,
         };
-        let (vendor, model) = match parts.as_slice() {
-            [vendor, model, ..] if !vendor.is_empty() && !model.is_empty() => (*vendor, *model),
-            _ => return Err(invalid("expected vendor/model[/ram[/interface]]")),
-        };
-        let ram = parts
-            .get(2)
-            .map(|ram| ram.to_string())
-            .unwrap_or_else(|| format!("{}Gi", marketed_gib(group.vram_mib)));
-        let interface = group
-            .interface
-            .clone()
-            .or_else(|| parts.get(3).map(|part| part.to_string()))
-            .unwrap_or_else(|| "pcie".to_string());
+        let key = declared_key(group).map_err(invalid)?;
         for _ in 0..group.count {
             devices.push(GpuDevice {
                 index,
                 name: group.model.clone(),
-                model_key: format!("{vendor}/{model}/{ram}/{interface}"),
+                interface: key.interface().to_owned(),
+                model_key: key.clone(),
                 vram_mib: group.vram_mib,
-                interface: interface.clone(),
                 pci_bus_id: None,
                 uuid: None,
             });
             index = index
                 .checked_add(1)
-                .ok_or_else(|| invalid("too many declared GPUs"))?;
+                .ok_or_else(|| invalid("too many declared GPUs".to_owned()))?;
         }
     }
     Ok(devices)
@@ -526,42 +446,42 @@ pub fn declared_devices(declared: &[DeclaredGpu]) -> Result<Vec<GpuDevice>, Hard
 mod tests {
     use super::*;
 
+    /// nvidia-smi names go through the manifests' product rule (its table of real names is in
+    /// `leasehold_manifests`' tests; the Kubernetes inventory's test runs the node-label forms).
     #[test]
-    fn names_map_to_canonical_keys() {
-        let cases = [
-            ("NVIDIA A100-SXM4-80GB", 81920, "a100", "80Gi", "sxm"),
-            ("NVIDIA A100-PCIE-40GB", 40960, "a100", "40Gi", "pcie"),
-            ("NVIDIA A100 80GB PCIe", 81920, "a100", "80Gi", "pcie"),
-            ("NVIDIA H100 80GB HBM3", 81559, "h100", "80Gi", "sxm"),
-            ("NVIDIA H100 PCIe", 81559, "h100", "80Gi", "pcie"),
-            ("NVIDIA H100 NVL", 95830, "h100", "94Gi", "pcie"),
-            ("NVIDIA GeForce RTX 4090", 24564, "rtx4090", "24Gi", "pcie"),
-            ("NVIDIA RTX A6000", 49140, "rtxa6000", "48Gi", "pcie"),
-            ("Tesla T4", 15360, "t4", "16Gi", "pcie"),
-            ("NVIDIA L40S", 46068, "l40s", "48Gi", "pcie"),
-            ("NVIDIA A10", 23028, "a10", "24Gi", "pcie"),
-            ("NVIDIA H200", 143771, "h200", "141Gi", "sxm"),
-            ("NVIDIA GeForce RTX 4080", 16376, "rtx4080", "16Gi", "pcie"),
-        ];
-        for (name, mib, model, ram, interface) in cases {
-            let identity = nvidia_identity(name, mib);
-            assert_eq!(
-                (
-                    identity.model.as_str(),
-                    identity.ram.as_str(),
-                    identity.interface
-                ),
-                (model, ram, interface),
-                "{name}"
-            );
-        }
+    fn nvidia_smi_names_map_to_canonical_keys_and_unmappable_ones_are_errors() {
+        let csv = "index, name, memory.total [MiB], pci.bus_id, uuid\n\
+                   0, NVIDIA A100-SXM4-80GB, 81920 MiB, 00000000:07:00.0, GPU-1\n\
+                   1, NVIDIA H100 80GB HBM3, 81559 MiB, [N/A], [N/A]\n\
+                   2, NVIDIA GeForce RTX 4090, 24564 MiB, 00000000:09:00.0, GPU-3\n";
+        let devices = parse_nvidia_smi_csv(csv).unwrap_or_else(|error| panic!("{error}"));
+        let keys: Vec<String> = devices
+            .iter()
+            .map(|gpu| gpu.model_key.to_string())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "nvidia/a100/80Gi/sxm",
+                "nvidia/h100/80Gi/sxm",
+                "nvidia/rtx4090/24Gi/pcie"
+            ]
+        );
+        assert_eq!(devices[1].interface, "sxm");
+        assert_eq!(devices[0].uuid.as_deref(), Some("GPU-1"));
+        let error = parse_nvidia_smi_csv("0, NVIDIA, 16384, [N/A], [N/A]\n")
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("line 1") && error.contains("names no model"),
+            "{error}"
+        );
     }
 
     proptest::proptest! {
         #[test]
-        fn any_name_or_output_is_handled_without_panicking(name in ".{0,40}", mib in proptest::num::u64::ANY, csv in ".{0,200}") {
-            let identity = nvidia_identity(&name, mib);
-            proptest::prop_assert!(!identity.model.is_empty());
+        fn any_output_is_handled_without_panicking(csv in ".{0,200}") {
             let _ = parse_nvidia_smi_csv(&csv);
         }
     }
@@ -591,16 +511,16 @@ mod tests {
             },
         ];
         let devices = declared_devices(&declared).unwrap_or_default();
-        let keys: Vec<(u32, &str)> = devices
+        let keys: Vec<(u32, String)> = devices
             .iter()
-            .map(|gpu| (gpu.index, gpu.model_key.as_str()))
+            .map(|gpu| (gpu.index, gpu.model_key.to_string()))
             .collect();
         assert_eq!(
             keys,
             [
-                (0, "nvidia/a100/80Gi/sxm"),
-                (1, "nvidia/a100/80Gi/sxm"),
-                (2, "nvidia/t4/16Gi/pcie")
+                (0, "nvidia/a100/80Gi/sxm".to_owned()),
+                (1, "nvidia/a100/80Gi/sxm".to_owned()),
+                (2, "nvidia/t4/16Gi/pcie".to_owned())
             ]
         );
         let bad = DeclaredGpu {

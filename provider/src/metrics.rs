@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use alloy::primitives::U256;
-use leasehold_scheduler::Resources;
+use leasehold_scheduler::{GpuModelKey, Resources};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -74,7 +74,7 @@ pub struct CapacityReport {
     pub gpus_allocated: u64,
     pub gpus_reserved: u64,
     /// Whole GPUs per canonical model key (`nvidia/a100/80Gi/sxm`), in every ledger.
-    pub gpus_by_model: BTreeMap<String, GpuLedgers>,
+    pub gpus_by_model: BTreeMap<GpuModelKey, GpuLedgers>,
 }
 
 /// Whole GPUs of one model by ledger.
@@ -105,7 +105,7 @@ impl GpuLedgers {
 fn add_placement(
     total: &mut Resources,
     gpus: &mut u64,
-    by_model: &mut BTreeMap<String, GpuLedgers>,
+    by_model: &mut BTreeMap<GpuModelKey, GpuLedgers>,
     ledger: Ledger,
     placement: &leasehold_scheduler::GroupPlacement,
 ) {
@@ -125,13 +125,16 @@ fn add_placement(
             .map(|share| u64::from(share.milli))
             .sum();
         *gpus = gpus.saturating_add(milli / 1000);
-        let mut milli_by_model: BTreeMap<String, u64> = BTreeMap::new();
+        let mut milli_by_model: BTreeMap<&GpuModelKey, u64> = BTreeMap::new();
         for share in &replica.gpus {
-            let entry = milli_by_model.entry(share.model.to_string()).or_default();
+            let entry = milli_by_model.entry(&share.model).or_default();
             *entry = entry.saturating_add(u64::from(share.milli));
         }
         for (model, milli) in milli_by_model {
-            by_model.entry(model).or_default().add(ledger, milli / 1000);
+            by_model
+                .entry(model.clone())
+                .or_default()
+                .add(ledger, milli / 1000);
         }
     }
 }
@@ -157,7 +160,7 @@ impl Core {
             for device in &node.gpus {
                 let ledgers = report
                     .gpus_by_model
-                    .entry(device.spec.model.to_string())
+                    .entry(device.spec.model.clone())
                     .or_default();
                 ledgers.capacity = ledgers.capacity.saturating_add(1);
             }

@@ -22,8 +22,9 @@ fn nodes() -> Vec<NodeSpec> {
     ];
     (0..NODES)
         .map(|i| {
-            let key =
-                GpuModelKey::parse(models[i % models.len()]).unwrap_or_else(|e| panic!("{e}"));
+            let key = models[i % models.len()]
+                .parse::<GpuModelKey>()
+                .unwrap_or_else(|e| panic!("{e}"));
             let gpus = [8, 4, 2][i % 3];
             NodeSpec {
                 id: format!("node-{i}"),

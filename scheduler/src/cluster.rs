@@ -900,12 +900,12 @@ mod tests {
 
     use super::*;
     use crate::policy::{PolicyKind, WorkloadProfile};
-    use crate::resources::{GpuConstraint, ModelPattern};
+    use crate::resources::{GpuConstraint, GpuModelPattern};
 
     const GIB: u64 = 1 << 30;
 
     fn node(id: &str, cpu: u64, memory_gib: u64, model: &str, gpus: u32) -> NodeSpec {
-        let key = GpuModelKey::parse(model).unwrap();
+        let key = model.parse::<GpuModelKey>().unwrap();
         NodeSpec {
             id: id.into(),
             capacity: Resources {
@@ -933,7 +933,7 @@ mod tests {
             gpu_constraint: GpuConstraint {
                 models: models
                     .iter()
-                    .map(|m| ModelPattern::parse(m).unwrap())
+                    .map(|m| m.parse::<GpuModelPattern>().unwrap())
                     .collect(),
                 ..GpuConstraint::default()
             },

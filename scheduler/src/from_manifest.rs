@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use leasehold_manifests as manifests;
 
 use crate::resources::{
-    GpuConstraint, GpuDemand, GroupRequest, GroupUnit, ModelPattern, ReplicaRequest, ResourceError,
-    Resources, add,
+    GpuConstraint, GpuDemand, GroupRequest, GroupUnit, ReplicaRequest, ResourceError, Resources,
+    add,
 };
 
 pub use leasehold_manifests::DEFAULT_STORAGE_CLASS;
@@ -44,12 +44,7 @@ pub fn replica_request(resources: &manifests::Resources) -> Result<ReplicaReques
             )?;
         }
     }
-    let models = resources
-        .gpu
-        .models
-        .iter()
-        .map(|key| ModelPattern::parse(&key.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let models = resources.gpu.models.clone();
     Ok(ReplicaRequest {
         resources: request,
         gpu: GpuDemand::whole(resources.gpu.units),
@@ -187,11 +182,11 @@ deployment:
             Some(&(200 * GIB))
         );
         assert_eq!(replica.gpu, GpuDemand::Whole(2));
-        let allowed: Vec<&str> = replica
+        let allowed: Vec<String> = replica
             .gpu_constraint
             .models
             .iter()
-            .map(ModelPattern::as_str)
+            .map(ToString::to_string)
             .collect();
         assert_eq!(allowed, ["nvidia/a100/80Gi/sxm", "nvidia/h100/*/*"]);
         let required = required_attributes(&groups[0]);
@@ -212,7 +207,7 @@ deployment:
             gpus: (0..8)
                 .map(|index| GpuDevice {
                     index,
-                    spec: GpuSpec::from_key(GpuModelKey::parse(model).unwrap(), 80 * GIB),
+                    spec: GpuSpec::from_key(model.parse::<GpuModelKey>().unwrap(), 80 * GIB),
                 })
                 .collect(),
         };

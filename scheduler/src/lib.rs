@@ -17,7 +17,7 @@ pub use policy::{
     WorkloadProfile,
 };
 pub use resources::{
-    GpuConstraint, GpuDemand, GpuModelKey, GpuSpec, GroupRequest, GroupUnit, ModelPattern,
+    GpuConstraint, GpuDemand, GpuModelKey, GpuModelPattern, GpuSpec, GroupRequest, GroupUnit,
     ReplicaRequest, ResourceError, Resources,
 };
 pub mod inventory;

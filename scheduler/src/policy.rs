@@ -403,12 +403,12 @@ impl FromStr for PolicyKind {
 mod tests {
     use super::*;
     use crate::cluster::{Cluster, GpuDevice};
-    use crate::resources::{GpuModelKey, ModelPattern, Resources};
+    use crate::resources::{GpuModelKey, GpuModelPattern, Resources};
 
     const GIB: u64 = 1 << 30;
 
     fn node(id: &str, cpu: u64, model: &str, gpus: u32) -> NodeSpec {
-        let key = GpuModelKey::parse(model).unwrap();
+        let key = model.parse::<GpuModelKey>().unwrap();
         NodeSpec {
             id: id.into(),
             capacity: Resources {
@@ -436,7 +436,7 @@ mod tests {
             gpu_constraint: GpuConstraint {
                 models: models
                     .iter()
-                    .map(|m| ModelPattern::parse(m).unwrap())
+                    .map(|m| m.parse::<GpuModelPattern>().unwrap())
                     .collect(),
                 ..GpuConstraint::default()
             },

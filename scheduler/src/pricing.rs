@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, ReplicaPlacement};
 use crate::inventory::GroupPlacement;
-use crate::resources::{GpuModelKey, MILLI_PER_GPU};
+use crate::resources::{GpuModelKey, GpuModelPattern, MILLI_PER_GPU};
 
 const GIB: u128 = 1 << 30;
 
@@ -47,12 +47,17 @@ fn prorate(amount: u128, rate: u128, unit: u128) -> Result<u128, PricingError> {
 
 /// Per-GPU-model hourly rates in Akash's `AKASH_BID_PRICE_GPU`-style syntax:
 /// `a100=120,h100.80Gi=300,h100.80Gi.sxm=320,*=130`. A key is `model`,
-/// `model.ram` or `model.ram.interface` (case-insensitive); the most specific key
-/// that matches wins, then `*`.
+/// `model.ram` or `model.ram.interface` (case-insensitive), read as the GPU model pattern
+/// `*/model/*/*`, `*/model/ram/*` or `*/model/ram/interface` (the one rule of
+/// `leasehold_manifests::GpuModelPattern`); the most specific key that matches wins, then `*`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct GpuPriceTable {
-    rates: BTreeMap<String, u128>,
+    rates: BTreeMap<GpuModelPattern, u128>,
 }
+
+/// The patterns a model's rate is looked up under, most specific first: its model, RAM and
+/// interface; its model and RAM; its model; any model (the vendor is never part of a key).
+const RATE_MASKS: [u8; 4] = [0b0001, 0b1001, 0b1101, 0b1111];
 
 impl GpuPriceTable {
     pub fn parse(text: &str) -> Result<Self, PricingError> {
@@ -70,23 +75,26 @@ impl GpuPriceTable {
             let (key, value) = trimmed
                 .split_once('=')
                 .ok_or_else(|| bad("expected `model=price`"))?;
-            let key = key.trim().to_ascii_lowercase();
+            let key = key.trim();
             if key.is_empty() {
                 return Err(bad("empty model"));
             }
+            let parts: Vec<&str> = key.split('.').collect();
             if key != "*"
-                && (key.split('.').count() > 3
-                    || key.split('.').any(|part| part.is_empty() || part == "*"))
+                && (parts.len() > 3 || parts.iter().any(|part| part.is_empty() || *part == "*"))
             {
                 return Err(bad(
                     "model must be `model`, `model.ram` or `model.ram.interface`, or `*`",
                 ));
             }
+            let pattern: GpuModelPattern = format!("*/{}", parts.join("/"))
+                .parse()
+                .map_err(|error: leasehold_manifests::GpuKeyError| bad(&error.to_string()))?;
             let value = value.trim();
             let rate = value
                 .parse::<u128>()
                 .map_err(|_| bad("price must be a whole number of token base units per hour"))?;
-            if rates.insert(key, rate).is_some() {
+            if rates.insert(pattern, rate).is_some() {
                 return Err(bad("model listed twice"));
             }
         }
@@ -95,17 +103,9 @@ impl GpuPriceTable {
 
     /// The hourly rate of one whole GPU of this model.
     pub fn rate(&self, model: &GpuModelKey) -> Result<u128, PricingError> {
-        let name = model.model();
-        let ram = model.ram().to_ascii_lowercase();
-        let candidates = [
-            format!("{name}.{ram}.{}", model.interface()),
-            format!("{name}.{ram}"),
-            name.to_string(),
-            "*".to_string(),
-        ];
-        candidates
+        RATE_MASKS
             .iter()
-            .find_map(|key| self.rates.get(key).copied())
+            .find_map(|mask| self.rates.get(&model.masked(*mask)).copied())
             .ok_or_else(|| PricingError::NoGpuPrice(model.to_string()))
     }
 }
@@ -466,7 +466,7 @@ mod tests {
     use crate::resources::Resources;
 
     fn key(text: &str) -> GpuModelKey {
-        GpuModelKey::parse(text).unwrap()
+        text.parse::<GpuModelKey>().unwrap()
     }
 
     fn group(gpus: Vec<GpuShare>) -> GroupPlacement {
@@ -508,6 +508,9 @@ mod tests {
             ("=4", 1, "=4"),
             ("a100=1,A100=2", 2, "A100=2"),
             ("a.b.c.d=1", 1, "a.b.c.d=1"),
+            // A RAM that is not whole GiB would never match a model: refused, not ignored.
+            ("a100=1,h100.80GB=3", 2, "h100.80GB=3"),
+            ("a 100=1", 1, "a 100=1"),
         ] {
             match GpuPriceTable::parse(text) {
                 Err(PricingError::BadGpuPriceEntry {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::resources::{GpuModelKey, ModelPattern};
+use crate::resources::{GpuModelKey, GpuModelPattern};
 
 /// An order as the contract sees it: the group's totals.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -17,7 +17,7 @@ pub struct OrderSpec {
     pub storage_mib: u64,
     pub gpu_units: u64,
     /// Empty means any model.
-    pub allowed_gpu_models: Vec<ModelPattern>,
+    pub allowed_gpu_models: Vec<GpuModelPattern>,
     pub required_attributes: BTreeSet<String>,
 }
 
@@ -71,7 +71,7 @@ pub enum Ineligible {
     #[error("missing required attribute `{0}`")]
     MissingAttribute(String),
     #[error("gpu model {0} not allowed by the order")]
-    GpuModelNotAllowed(String),
+    GpuModelNotAllowed(GpuModelKey),
     #[error("names no gpu model for a gpu order")]
     NoGpuModel,
     #[error("no room: {0}")]
@@ -101,7 +101,7 @@ pub fn eligibility(order: &OrderSpec, bid: &Bid) -> Result<(), Ineligible> {
         if !order.allowed_gpu_models.is_empty()
             && !order.allowed_gpu_models.iter().any(|p| p.matches(model))
         {
-            return Err(Ineligible::GpuModelNotAllowed(model.to_string()));
+            return Err(Ineligible::GpuModelNotAllowed(model.clone()));
         }
     }
     has_room(order, bid).map_err(Ineligible::NoRoom)
@@ -255,7 +255,7 @@ mod tests {
     use super::*;
 
     fn a100() -> GpuModelKey {
-        GpuModelKey::parse("nvidia/a100/80gi/sxm").unwrap()
+        "nvidia/a100/80gi/sxm".parse::<GpuModelKey>().unwrap()
     }
 
     fn roomy() -> ProviderRoom {
@@ -287,7 +287,7 @@ mod tests {
             memory_mib: 8192,
             storage_mib: 1024,
             gpu_units: 2,
-            allowed_gpu_models: vec![ModelPattern::parse("nvidia/a100/*").unwrap()],
+            allowed_gpu_models: vec!["nvidia/a100/*".parse::<GpuModelPattern>().unwrap()],
             required_attributes: ["region=eu".to_string()].into_iter().collect(),
         }
     }
@@ -322,9 +322,9 @@ mod tests {
         withdrawn.withdrawn = true;
         let over = bid(1, "over", 1001);
         let mut wrong_model = bid(2, "h100", 20);
-        let h100 = GpuModelKey::parse("nvidia/h100/80gi/sxm").unwrap();
+        let h100 = "nvidia/h100/80gi/sxm".parse::<GpuModelKey>().unwrap();
         wrong_model.room.gpus.insert(h100.clone(), 8);
-        wrong_model.gpu_model = Some(h100);
+        wrong_model.gpu_model = Some(h100.clone());
         let mut elsewhere = bid(3, "us", 30);
         elsewhere.attributes.clear();
         let bids = vec![withdrawn, over, wrong_model, elsewhere];
@@ -341,7 +341,7 @@ mod tests {
                     price: 1001,
                     max: 1000
                 },
-                Ineligible::GpuModelNotAllowed("nvidia/h100/80Gi/sxm".into()),
+                Ineligible::GpuModelNotAllowed(h100.clone()),
                 Ineligible::MissingAttribute("region=eu".into()),
             ]
         );

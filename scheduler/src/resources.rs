@@ -1,8 +1,8 @@
 //! The resource model: what one replica asks for, and checked arithmetic on it.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
+pub use leasehold_manifests::{GpuModelKey, GpuModelPattern};
 use serde::{Deserialize, Serialize};
 
 /// One milli-GPU: a whole GPU is this many.
@@ -17,8 +17,6 @@ pub enum ResourceError {
     Underflow { what: &'static str },
     #[error("gpu fraction must be 1..=1000 milli-GPU, got {0}")]
     InvalidGpuFraction(u32),
-    #[error("gpu model key `{key}`: {reason}")]
-    InvalidModelKey { key: String, reason: &'static str },
     #[error("group `{0}` has no replicas")]
     EmptyGroup(String),
 }
@@ -36,148 +34,6 @@ pub fn sub(a: u64, b: u64, what: &'static str) -> Result<u64, ResourceError> {
 /// Multiplies, naming the resource on overflow.
 pub fn mul(a: u64, b: u64, what: &'static str) -> Result<u64, ResourceError> {
     a.checked_mul(b).ok_or(ResourceError::Overflow { what })
-}
-
-/// Lower-cases a key or pattern, except the RAM unit, which is written `Gi` as in
-/// the manifests crate's canonical keys (`nvidia/a100/80Gi/sxm`): on chain a key is
-/// the keccak256 of this exact string.
-fn canonical(text: &str) -> String {
-    text.trim()
-        .split('/')
-        .enumerate()
-        .map(|(index, part)| {
-            let lowered = part.to_ascii_lowercase();
-            match lowered.strip_suffix("gi") {
-                Some(size) if index == 2 => format!("{size}Gi"),
-                _ => lowered,
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-/// A canonical GPU model key: `vendor/model/ram/interface`, lower case but for the
-/// RAM unit, e.g. `nvidia/a100/80Gi/sxm`. Requests use [`ModelPattern`] instead.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct GpuModelKey(String);
-
-impl GpuModelKey {
-    /// Parses and lower-cases a key; it must have exactly four non-empty, non-wildcard parts.
-    pub fn parse(key: &str) -> Result<Self, ResourceError> {
-        let lowered = canonical(key);
-        let parts: Vec<&str> = lowered.split('/').collect();
-        let invalid = |reason| ResourceError::InvalidModelKey {
-            key: key.to_string(),
-            reason,
-        };
-        if parts.len() != 4 {
-            return Err(invalid("expected vendor/model/ram/interface"));
-        }
-        if parts.iter().any(|part| part.is_empty()) {
-            return Err(invalid("empty part"));
-        }
-        if parts.contains(&"*") {
-            return Err(invalid(
-                "a model key cannot contain `*` (only requests can)",
-            ));
-        }
-        Ok(Self(lowered))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    fn part(&self, index: usize) -> &str {
-        self.0.split('/').nth(index).unwrap_or("")
-    }
-
-    pub fn vendor(&self) -> &str {
-        self.part(0)
-    }
-    pub fn model(&self) -> &str {
-        self.part(1)
-    }
-    pub fn ram(&self) -> &str {
-        self.part(2)
-    }
-    pub fn interface(&self) -> &str {
-        self.part(3)
-    }
-}
-
-impl TryFrom<String> for GpuModelKey {
-    type Error = ResourceError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<GpuModelKey> for String {
-    fn from(value: GpuModelKey) -> Self {
-        value.0
-    }
-}
-
-impl fmt::Display for GpuModelKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// An allowed-model pattern from a request: up to four `/` parts, each a literal or `*`;
-/// missing trailing parts match anything (`nvidia/a100` == `nvidia/a100/*/*`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ModelPattern(String);
-
-impl ModelPattern {
-    pub fn parse(pattern: &str) -> Result<Self, ResourceError> {
-        let lowered = canonical(pattern);
-        let invalid = |reason| ResourceError::InvalidModelKey {
-            key: pattern.to_string(),
-            reason,
-        };
-        let parts: Vec<&str> = lowered.split('/').collect();
-        if parts.len() > 4 {
-            return Err(invalid("more than four parts"));
-        }
-        if parts.iter().any(|part| part.is_empty()) {
-            return Err(invalid("empty part"));
-        }
-        Ok(Self(lowered))
-    }
-
-    pub fn matches(&self, key: &GpuModelKey) -> bool {
-        self.0
-            .split('/')
-            .zip(key.as_str().split('/'))
-            .all(|(want, have)| want == "*" || want == have)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for ModelPattern {
-    type Error = ResourceError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<ModelPattern> for String {
-    fn from(value: ModelPattern) -> Self {
-        value.0
-    }
-}
-
-impl fmt::Display for ModelPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// How much GPU one replica needs.
@@ -230,7 +86,7 @@ impl GpuDemand {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct GpuConstraint {
     #[serde(default)]
-    pub models: Vec<ModelPattern>,
+    pub models: Vec<GpuModelPattern>,
     #[serde(default)]
     pub min_vram_bytes: u64,
     /// Required interface (`pcie`, `sxm`, ...), lower case.
@@ -392,15 +248,16 @@ impl GroupRequest {
 mod tests {
     use super::*;
 
-    fn key(text: &str) -> GpuModelKey {
-        GpuModelKey::parse(text).unwrap()
-    }
-
+    /// The constraint applies the one pattern rule (`leasehold_manifests::GpuModelPattern`),
+    /// short forms included.
     #[test]
-    fn patterns_match_with_wildcards_and_short_forms() {
-        let a100 = key("nvidia/a100/80Gi/sxm");
-        assert_eq!(a100.as_str(), "nvidia/a100/80Gi/sxm");
-        assert_eq!(key("NVIDIA/A100/80GI/SXM"), a100);
+    fn constraints_match_models_with_wildcards_and_short_forms() {
+        let a100 = GpuSpec::from_key("NVIDIA/A100/80GI/SXM".parse().unwrap(), 80 << 30);
+        assert_eq!(a100.model.to_string(), "nvidia/a100/80Gi/sxm");
+        let allowing = |patterns: &[&str]| GpuConstraint {
+            models: patterns.iter().map(|p| p.parse().unwrap()).collect(),
+            ..GpuConstraint::default()
+        };
         for ok in [
             "nvidia/a100/*",
             "nvidia/*",
@@ -408,14 +265,16 @@ mod tests {
             "*/a100/80gi/sxm",
             "nvidia/a100/80Gi/SXM",
         ] {
-            assert!(ModelPattern::parse(ok).unwrap().matches(&a100), "{ok}");
+            assert_eq!(allowing(&[ok]).check(&a100), Ok(()), "{ok}");
         }
         for no in ["nvidia/h100/*", "amd/*", "nvidia/a100/40gi"] {
-            assert!(!ModelPattern::parse(no).unwrap().matches(&a100), "{no}");
+            assert_eq!(
+                allowing(&[no]).check(&a100),
+                Err(GpuIneligibility::ModelNotAllowed),
+                "{no}"
+            );
         }
-        assert!(GpuModelKey::parse("nvidia/a100").is_err());
-        assert!(GpuModelKey::parse("nvidia/*/80gi/sxm").is_err());
-        assert!(ModelPattern::parse("a/b/c/d/e").is_err());
+        assert_eq!(allowing(&[]).check(&a100), Ok(()));
     }
 
     #[test]

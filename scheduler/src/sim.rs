@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::cluster::{Cluster, ClusterError, GpuDevice, NodeSpec};
 use crate::policy::{BalanceWeights, PolicyKind, WorkloadProfile};
 use crate::resources::{
-    GpuConstraint, GpuDemand, GpuModelKey, GpuSpec, ModelPattern, ReplicaRequest, Resources,
+    GpuConstraint, GpuDemand, GpuModelKey, GpuModelPattern, GpuSpec, ReplicaRequest, Resources,
 };
 
 const MIB: u64 = 1 << 20;
@@ -48,12 +48,12 @@ pub fn openb_model(name: &str) -> Option<(GpuModelKey, u64)> {
         "V100M16" => ("nvidia/v100/16gi/pcie", 16 * GIB),
         "V100M32" => ("nvidia/v100/32gi/pcie", 32 * GIB),
         "A10" => ("nvidia/a10/24gi/pcie", 24 * GIB),
-        "G1" => ("alibaba/g1/unknown/unknown", 0),
-        "G2" => ("alibaba/g2/unknown/unknown", 0),
-        "G3" => ("alibaba/g3/unknown/unknown", 0),
+        "G1" => ("alibaba/g1/0Gi/unknown", 0),
+        "G2" => ("alibaba/g2/0Gi/unknown", 0),
+        "G3" => ("alibaba/g3/0Gi/unknown", 0),
         _ => return None,
     };
-    GpuModelKey::parse(key).ok().map(|key| (key, vram))
+    key.parse::<GpuModelKey>().ok().map(|key| (key, vram))
 }
 
 struct Csv<'a> {
@@ -206,10 +206,7 @@ pub fn parse_openb_pods(text: &str) -> Result<Vec<ReplicaRequest>, TraceError> {
         {
             let (key, _) = openb_model(name)
                 .ok_or_else(|| bad("gpu_spec", format!("unknown gpu model `{name}`")))?;
-            models.push(
-                ModelPattern::parse(key.as_str())
-                    .map_err(|error| bad("gpu_spec", error.to_string()))?,
-            );
+            models.push(GpuModelPattern::from(key));
         }
         let memory_mib = csv.number(row, line, memory, "memory_mib")?;
         pods.push(ReplicaRequest {

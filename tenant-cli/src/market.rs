@@ -8,7 +8,7 @@ use alloy::primitives::{B256, U256};
 use leasehold_contracts::{BidInfo, OrderSpec, ProviderInfo, ProviderStatus};
 use leasehold_manifests::Group;
 use leasehold_scheduler::ranking::{self, Ineligible, ProviderRoom};
-use leasehold_scheduler::{GpuModelKey, ModelPattern};
+use leasehold_scheduler::{GpuModelKey, GpuModelPattern};
 
 use crate::cli::MaxPrice;
 use crate::error::{CliError, CliResult};
@@ -68,27 +68,72 @@ pub fn override_max_prices(orders: &mut [GroupOrder], overrides: &[MaxPrice]) ->
     Ok(())
 }
 
-/// Human names for on-chain keys, learned from manifests (the chain stores only hashes).
-#[derive(Debug, Clone, Default)]
+/// Human names for on-chain keys, learned from manifests (the chain stores only hashes), and
+/// the GPU models and patterns behind GPU keys.
+///
+/// GPU keys are recovered by hashing candidates: every model built from known parts and the
+/// parts the manifest mentions (`leasehold_manifests::candidate_models`: a registered
+/// `nvidia/rtx5080/16Gi/pcie` is recognised when the SDL asks for `rtx5080`), with the 16
+/// patterns each matches. A model recovered this way is then matched by the one rule
+/// (`GpuModelPattern::matches`, the contract's), so any pattern it matches on chain is
+/// recovered too. A model no candidate hashes to is a [`stand_in`]: only the chain can say
+/// which wildcard patterns it matches (see [`explain`] and [`order_for_bids`]).
+#[derive(Debug, Clone)]
 pub struct Names {
     names: HashMap<B256, String>,
+    gpu_models: HashMap<B256, GpuModelKey>,
+    /// The manifest's patterns and those the known models match.
+    gpu_patterns: HashMap<B256, GpuModelPattern>,
+    /// Every pattern any candidate model matches, hashed only when an entry is not in
+    /// `gpu_patterns` (tens of thousands of hashes).
+    every_gpu_pattern: std::sync::OnceLock<HashMap<B256, GpuModelPattern>>,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self::with_gpu_patterns(&[])
+    }
+}
+
+fn chain_key_of(key: [u8; 32]) -> B256 {
+    B256::from(key)
 }
 
 impl Names {
     /// Every attribute and GPU model string a set of groups mentions.
     pub fn from_groups(groups: &[Group]) -> Self {
-        let mut names = Self::default();
+        let mentioned: Vec<GpuModelPattern> = groups
+            .iter()
+            .flat_map(|group| &group.units)
+            .flat_map(|unit| unit.resources.gpu.models.iter().cloned())
+            .collect();
+        let mut names = Self::with_gpu_patterns(&mentioned);
         for group in groups {
             for attribute in &group.requirements.attributes {
                 names.learn(&format!("{}={}", attribute.key, attribute.value));
             }
-            for unit in &group.units {
-                for model in &unit.resources.gpu.models {
-                    names.learn(&model.to_string());
-                }
-            }
         }
         names
+    }
+
+    fn with_gpu_patterns(mentioned: &[GpuModelPattern]) -> Self {
+        let gpu_models: HashMap<B256, GpuModelKey> =
+            leasehold_manifests::candidate_models(mentioned)
+                .into_iter()
+                .map(|model| (chain_key_of(model.chain_key()), model))
+                .collect();
+        let gpu_patterns = leasehold_manifests::known_models()
+            .iter()
+            .flat_map(GpuModelKey::patterns_matched)
+            .chain(mentioned.iter().cloned())
+            .map(|pattern| (chain_key_of(pattern.chain_key()), pattern))
+            .collect();
+        Names {
+            names: HashMap::new(),
+            gpu_models,
+            gpu_patterns,
+            every_gpu_pattern: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn learn(&mut self, text: &str) {
@@ -99,61 +144,74 @@ impl Names {
     pub fn name(&self, key: &B256) -> String {
         self.names
             .get(key)
-            .or_else(|| known_model_strings().get(key))
             .cloned()
+            .or_else(|| self.gpu_patterns.get(key).map(ToString::to_string))
+            .or_else(|| self.gpu_models.get(key).map(ToString::to_string))
             .unwrap_or_else(|| crate::output::short_hex(&key.to_string()))
     }
-}
 
-/// The model strings behind on-chain keys: every known concrete model
-/// (`leasehold_manifests::known_models`) and each pattern it matches, by keccak256. Known keys
-/// go to the scheduler as their real strings, so its pattern rule (the contract's; vectors in
-/// `marketplace-contracts/test/vectors/gpu_patterns.json`) decides which registered models an
-/// order's patterns accept.
-fn known_model_strings() -> &'static HashMap<B256, String> {
-    static KNOWN: std::sync::OnceLock<HashMap<B256, String>> = std::sync::OnceLock::new();
-    KNOWN.get_or_init(|| {
-        leasehold_manifests::known_models()
-            .iter()
-            .flat_map(|model| model.patterns_matched())
-            .map(|pattern| {
-                let text = pattern.to_string();
-                (chain_key(&text), text)
-            })
-            .collect()
-    })
-}
-
-/// An unknown key stands in for its name inside the scheduler as `chain/<key>/0Gi/key`, which
-/// only the same key matches (a model key must look like `vendor/model/ram/interface`).
-fn stand_in(key: &B256) -> String {
-    format!("chain/{key}/0Gi/key")
-}
-
-fn model_key(key: &B256) -> Option<GpuModelKey> {
-    known_model_strings()
-        .get(key)
-        .and_then(|text| GpuModelKey::parse(text).ok())
-        .or_else(|| GpuModelKey::parse(&stand_in(key)).ok())
-}
-
-fn model_pattern(key: &B256) -> Option<ModelPattern> {
-    known_model_strings()
-        .get(key)
-        .and_then(|text| ModelPattern::parse(text).ok())
-        .or_else(|| ModelPattern::parse(&stand_in(key)).ok())
-}
-
-/// Recovers the key from a scheduler-side model name produced by [`model_key`].
-fn key_of_model_name(name: &str) -> Option<B256> {
-    match name.strip_prefix("chain/") {
-        Some(rest) => rest.split('/').next()?.parse().ok(),
-        None => Some(chain_key(name)),
+    /// The GPU model behind an on-chain model key, or its [`stand_in`].
+    pub fn gpu_model(&self, key: &B256) -> GpuModelKey {
+        self.gpu_models
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| stand_in(key))
     }
+
+    /// The pattern behind an order's allowed-model key; an unknown one is its model
+    /// [`stand_in`] as a pattern, which (as on chain, mask 0) only that key matches.
+    pub fn gpu_pattern(&self, key: &B256) -> GpuModelPattern {
+        self.gpu_patterns
+            .get(key)
+            .or_else(|| self.every_gpu_pattern().get(key))
+            .cloned()
+            .unwrap_or_else(|| stand_in(key).into())
+    }
+
+    fn every_gpu_pattern(&self) -> &HashMap<B256, GpuModelPattern> {
+        self.every_gpu_pattern.get_or_init(|| {
+            self.gpu_models
+                .values()
+                .flat_map(GpuModelKey::patterns_matched)
+                .map(|pattern| (chain_key_of(pattern.chain_key()), pattern))
+                .collect()
+        })
+    }
+}
+
+/// The vendor part of a [`stand_in`].
+const STAND_IN_VENDOR: &str = "chain";
+
+/// A model key no candidate hashes to stands in for itself inside the scheduler as
+/// `chain/<64 hex digits>/0Gi/key`: a valid key (so room and bids stay keyed by it) that the
+/// pattern of the same key matches and no recovered pattern does.
+fn stand_in(key: &B256) -> GpuModelKey {
+    format!("{STAND_IN_VENDOR}/{}/0Gi/key", alloy::hex::encode(key))
+        .parse()
+        .unwrap_or_else(|_| unreachable!("64 hex digits are a valid model part"))
+}
+
+/// The on-chain key a scheduler-side model or pattern stands for.
+fn key_of(pattern: &GpuModelPattern) -> B256 {
+    match (pattern.vendor() == STAND_IN_VENDOR)
+        .then(|| pattern.model().parse::<B256>().ok())
+        .flatten()
+    {
+        Some(key) => key,
+        None => chain_key_of(pattern.chain_key()),
+    }
+}
+
+fn is_stand_in(model: &GpuModelKey) -> bool {
+    model.vendor() == STAND_IN_VENDOR
 }
 
 /// The order in the scheduler's terms.
-pub fn scheduler_order(spec: &OrderSpec, max_price_per_hour: U256) -> ranking::OrderSpec {
+pub fn scheduler_order(
+    spec: &OrderSpec,
+    max_price_per_hour: U256,
+    names: &Names,
+) -> ranking::OrderSpec {
     ranking::OrderSpec {
         max_price_per_hour: u128::try_from(max_price_per_hour).unwrap_or(u128::MAX),
         cpu_milli: spec.resources.cpu_milli,
@@ -164,7 +222,7 @@ pub fn scheduler_order(spec: &OrderSpec, max_price_per_hour: U256) -> ranking::O
             .requirements
             .allowed_gpu_models
             .iter()
-            .filter_map(model_pattern)
+            .map(|key| names.gpu_pattern(key))
             .collect(),
         required_attributes: spec
             .requirements
@@ -175,8 +233,30 @@ pub fn scheduler_order(spec: &OrderSpec, max_price_per_hour: U256) -> ranking::O
     }
 }
 
+/// The order in the scheduler's terms for judging bids already placed on it. `placeBid`
+/// proved each bid's model matches one of the order's entries, so a model this CLI cannot
+/// name (a [`stand_in`]) is allowed as the chain allowed it; recovered models are matched by
+/// the rule.
+pub fn order_for_bids(
+    spec: &OrderSpec,
+    max_price_per_hour: U256,
+    names: &Names,
+    bids: &[BidInfo],
+) -> ranking::OrderSpec {
+    let mut order = scheduler_order(spec, max_price_per_hour, names);
+    if !order.allowed_gpu_models.is_empty() {
+        for bid in bids.iter().filter(|bid| bid.gpu_model != B256::ZERO) {
+            let model = names.gpu_model(&bid.gpu_model);
+            if is_stand_in(&model) {
+                order.allowed_gpu_models.push(model.into());
+            }
+        }
+    }
+    order
+}
+
 /// What a provider has free on chain (capacity minus allocated), per GPU model key.
-pub fn room(provider: &ProviderInfo) -> ProviderRoom {
+pub fn room(provider: &ProviderInfo, names: &Names) -> ProviderRoom {
     let free = |capacity: u64, allocated: u64| capacity.saturating_sub(allocated);
     ProviderRoom {
         cpu_milli: free(provider.capacity.cpu_milli, provider.allocated.cpu_milli),
@@ -188,9 +268,9 @@ pub fn room(provider: &ProviderInfo) -> ProviderRoom {
         gpus: provider
             .gpus
             .iter()
-            .filter_map(|gpu| {
+            .map(|gpu| {
                 let free = u64::from(gpu.capacity.saturating_sub(gpu.allocated));
-                Some((model_key(&gpu.model_key)?, free))
+                (names.gpu_model(&gpu.model_key), free)
             })
             .collect::<BTreeMap<_, _>>(),
     }
@@ -201,17 +281,16 @@ pub fn scheduler_bid(
     bid: &BidInfo,
     provider: &ProviderInfo,
     reputation: ranking::Reputation,
+    names: &Names,
 ) -> ranking::Bid {
     ranking::Bid {
         bid_index: bid.bid_id,
         provider: provider.address.to_string(),
         price_per_hour: u128::try_from(bid.price_per_hour).unwrap_or(u128::MAX),
-        gpu_model: (bid.gpu_model != B256::ZERO)
-            .then(|| model_key(&bid.gpu_model))
-            .flatten(),
+        gpu_model: (bid.gpu_model != B256::ZERO).then(|| names.gpu_model(&bid.gpu_model)),
         attributes: attribute_set(provider),
         reputation,
-        room: room(provider),
+        room: room(provider, names),
         withdrawn: bid.withdrawn,
     }
 }
@@ -226,23 +305,27 @@ fn attribute_set(provider: &ProviderInfo) -> BTreeSet<String> {
 
 /// The bid a provider would place on `spec` at `price`: naming the allowed model it has the
 /// most of free (or, if it has none, its first model, so the reason says "not allowed").
-pub fn hypothetical_bid(spec: &OrderSpec, provider: &ProviderInfo, price: u128) -> ranking::Bid {
+pub fn hypothetical_bid(
+    spec: &OrderSpec,
+    provider: &ProviderInfo,
+    price: u128,
+    names: &Names,
+) -> ranking::Bid {
     let allowed = &spec.requirements.allowed_gpu_models;
     let gpu = if spec.gpu_count == 0 {
         None
     } else {
-        let allowed_patterns: Vec<ModelPattern> =
-            allowed.iter().filter_map(model_pattern).collect();
+        let allowed_patterns: Vec<GpuModelPattern> =
+            allowed.iter().map(|key| names.gpu_pattern(key)).collect();
         provider
             .gpus
             .iter()
             .filter(|gpu| {
+                let model = names.gpu_model(&gpu.model_key);
                 allowed.is_empty()
-                    || model_key(&gpu.model_key).is_some_and(|model| {
-                        allowed_patterns
-                            .iter()
-                            .any(|pattern| pattern.matches(&model))
-                    })
+                    || allowed_patterns
+                        .iter()
+                        .any(|pattern| pattern.matches(&model))
             })
             .max_by_key(|gpu| gpu.capacity.saturating_sub(gpu.allocated))
             .or_else(|| provider.gpus.first())
@@ -252,10 +335,10 @@ pub fn hypothetical_bid(spec: &OrderSpec, provider: &ProviderInfo, price: u128) 
         bid_index: 0,
         provider: provider.address.to_string(),
         price_per_hour: price,
-        gpu_model: gpu.as_ref().and_then(model_key),
+        gpu_model: gpu.map(|key| names.gpu_model(&key)),
         attributes: attribute_set(provider),
         reputation: ranking::Reputation::default(),
-        room: room(provider),
+        room: room(provider, names),
         withdrawn: false,
     }
 }
@@ -290,8 +373,7 @@ pub fn explain(
         order
             .allowed_gpu_models
             .iter()
-            .filter_map(|pattern| key_of_model_name(pattern.as_str()))
-            .map(|key| names.name(&key))
+            .map(|pattern| names.name(&key_of(pattern)))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -308,11 +390,19 @@ pub fn explain(
             kind: "attributes",
             message: format!("lacks the required attribute {}", key_name(&key)),
         },
+        Ineligible::GpuModelNotAllowed(model) if is_stand_in(&model) => Reason {
+            kind: "gpu_model",
+            message: format!(
+                "offers GPU model {}, which is neither a known model nor one the manifest names, \
+                 so whether the order's {} allow it is known only when it bids (the chain checks)",
+                names.name(&key_of(&model.into())),
+                allowed()
+            ),
+        },
         Ineligible::GpuModelNotAllowed(model) => Reason {
             kind: "gpu_model",
             message: format!(
-                "offers GPU model {}, but the order allows only {}",
-                key_of_model_name(&model).map_or(model, |key| names.name(&key)),
+                "offers GPU model {model}, but the order allows only {}",
                 allowed()
             ),
         },
@@ -386,6 +476,7 @@ mod tests {
         .unwrap();
         let cases = vectors["cases"].as_array().unwrap();
         assert!(cases.len() > 60);
+        let names = Names::default();
         for case in cases {
             let pattern = case["pattern"].as_str().unwrap();
             let model: Vec<&str> = case["model"]
@@ -398,8 +489,8 @@ mod tests {
             let expected = case["matches"].as_bool().unwrap();
             let what = format!("{pattern} vs {model}");
 
-            let manifests_pattern: leasehold_manifests::GpuModelKey = pattern.parse().unwrap();
-            let manifests_model: leasehold_manifests::GpuModelKey = model.parse().unwrap();
+            let manifests_pattern: GpuModelPattern = pattern.parse().unwrap();
+            let manifests_model: GpuModelKey = model.parse().unwrap();
             assert_eq!(
                 manifests_pattern.matches(&manifests_model),
                 expected,
@@ -413,32 +504,171 @@ mod tests {
                 "manifests patterns_matched: {what}"
             );
 
-            let scheduler_pattern = ModelPattern::parse(pattern).unwrap();
-            let scheduler_model = GpuModelKey::parse(&model).unwrap();
-            assert_eq!(
-                scheduler_pattern.matches(&scheduler_model),
-                expected,
-                "scheduler: {what}"
-            );
-
-            let proof = leasehold_contracts::gpu_bid(&model, &[chain_key(pattern)]).unwrap();
+            let proof = leasehold_contracts::gpu_bid(&manifests_model, &[chain_key(pattern)]);
             assert_eq!(proof.is_some(), expected, "bid proof: {what}");
 
-            // The tenant sees only keys on chain.
-            let (Some(from_chain_pattern), Some(from_chain_model)) = (
-                model_pattern(&chain_key(pattern)),
-                model_key(&chain_key(&model)),
-            ) else {
-                panic!("keys not mapped: {what}");
-            };
-            if known_model_strings().contains_key(&chain_key(&model)) {
-                assert_eq!(
-                    from_chain_pattern.matches(&from_chain_model),
-                    expected,
-                    "tenant: {what}"
-                );
-            }
+            // The tenant sees only keys on chain: it recovers both and applies the rule.
+            let from_chain_pattern = names.gpu_pattern(&chain_key(pattern));
+            let from_chain_model = names.gpu_model(&chain_key(&model));
+            assert_eq!(from_chain_model.to_string(), model, "recovered: {what}");
+            assert_eq!(
+                from_chain_pattern.matches(&from_chain_model),
+                expected,
+                "tenant: {what}"
+            );
         }
+    }
+
+    fn provider(models: &[&str]) -> ProviderInfo {
+        let plenty = leasehold_contracts::Resources {
+            cpu_milli: 64_000,
+            memory_mib: 1 << 20,
+            storage_mib: 1 << 20,
+        };
+        ProviderInfo {
+            address: alloy::primitives::Address::repeat_byte(7),
+            status: ProviderStatus::Active,
+            stake: U256::ZERO,
+            unbonding_ends: 0,
+            active_leases: 0,
+            endpoint: "https://p.example".to_owned(),
+            attributes: Vec::new(),
+            capacity: plenty,
+            allocated: leasehold_contracts::Resources::default(),
+            gpus: models
+                .iter()
+                .map(|model| leasehold_contracts::GpuState {
+                    model_key: chain_key(model),
+                    capacity: 8,
+                    allocated: 0,
+                })
+                .collect(),
+            deliveries_confirmed: 0,
+            deliveries_failed: 0,
+        }
+    }
+
+    fn gpu_group(model_yaml: &str) -> Group {
+        let sdl = leasehold_manifests::parse(
+            &include_str!("../../manifests/examples/stable-diffusion.yaml")
+                .replace("- model: rtx4090", model_yaml),
+        )
+        .unwrap();
+        sdl.groups().remove(0)
+    }
+
+    /// Issue #12: a registered model off the known list is matched by the contract's rule in
+    /// the preflight and bid views: recovered when the manifest names its model, and, when
+    /// nothing names it, never called "not allowed" on a guess.
+    #[test]
+    fn registered_models_off_the_known_list_match_as_the_chain_would() {
+        // The SDL asks for an RTX 5080, which the known list lacks.
+        let group = gpu_group("- model: rtx5080");
+        let names = Names::from_groups(std::slice::from_ref(&group));
+        let order = group_order(&group).unwrap();
+        let scheduler = scheduler_order(&order.spec, order.max_price_per_hour, &names);
+        let offering = provider(&["nvidia/rtx5080/16Gi/pcie"]);
+        let bid = hypothetical_bid(&order.spec, &offering, 1, &names);
+        assert_eq!(
+            bid.gpu_model.as_ref().map(ToString::to_string).as_deref(),
+            Some("nvidia/rtx5080/16Gi/pcie")
+        );
+        assert_eq!(explain(&scheduler, &bid, &offering, &names), None);
+        // The chain agrees: the bid proof finds the order's entry.
+        let model: GpuModelKey = "nvidia/rtx5080/16Gi/pcie".parse().unwrap();
+        assert!(
+            leasehold_contracts::gpu_bid(&model, &order.spec.requirements.allowed_gpu_models)
+                .is_some()
+        );
+        // An order entry neither known nor in this manifest (`*/rtx5080/16Gi/*`) is still
+        // recovered from the candidates, so the model is matched by the rule.
+        let wider = leasehold_contracts::OrderSpec {
+            requirements: leasehold_contracts::OrderRequirements {
+                allowed_gpu_models: vec![chain_key("*/rtx5080/16Gi/*")],
+                ..order.spec.requirements.clone()
+            },
+            ..order.spec.clone()
+        };
+        let wider_order = scheduler_order(&wider, order.max_price_per_hour, &names);
+        assert_eq!(
+            wider_order.allowed_gpu_models[0].to_string(),
+            "*/rtx5080/16Gi/*"
+        );
+        let bid = hypothetical_bid(&wider, &offering, 1, &names);
+        assert_eq!(explain(&wider_order, &bid, &offering, &names), None);
+        // A model the order does not allow is refused by the same rule, named.
+        let other = provider(&["nvidia/rtx4090/24Gi/pcie"]);
+        let bid = hypothetical_bid(&order.spec, &other, 1, &names);
+        let reason = explain(&scheduler, &bid, &other, &names).unwrap();
+        assert_eq!(reason.kind, "gpu_model");
+        assert!(
+            reason.message.contains("nvidia/rtx4090/24Gi/pcie")
+                && reason.message.contains("nvidia/rtx5080/*/*"),
+            "{}",
+            reason.message
+        );
+
+        // `vendor: nvidia` with no model: a registered model nothing names cannot be
+        // recovered; preflight says the chain decides rather than "not allowed".
+        let group = {
+            let sdl = leasehold_manifests::parse(
+                &include_str!("../../manifests/examples/stable-diffusion.yaml").replace(
+                    "              nvidia:\n                - model: rtx4090",
+                    "              nvidia:",
+                ),
+            )
+            .unwrap();
+            sdl.groups().remove(0)
+        };
+        let names = Names::from_groups(std::slice::from_ref(&group));
+        let order = group_order(&group).unwrap();
+        assert_eq!(
+            order.spec.requirements.allowed_gpu_models,
+            [chain_key("nvidia/*/*/*")]
+        );
+        let scheduler = scheduler_order(&order.spec, order.max_price_per_hour, &names);
+        let unnamed = provider(&["nvidia/zz9000/40Gi/pcie"]);
+        let bid = hypothetical_bid(&order.spec, &unnamed, 1, &names);
+        let reason = explain(&scheduler, &bid, &unnamed, &names).unwrap();
+        assert!(
+            reason.message.contains("known only when it bids"),
+            "{}",
+            reason.message
+        );
+        // Once it has bid, `placeBid` proved the match: the bid view counts it eligible.
+        let placed = BidInfo {
+            bid_id: 0,
+            provider: unnamed.address,
+            price_per_hour: U256::from(1),
+            gpu_model: chain_key("nvidia/zz9000/40Gi/pcie"),
+            withdrawn: false,
+        };
+        let for_bids = order_for_bids(
+            &order.spec,
+            order.max_price_per_hour,
+            &names,
+            std::slice::from_ref(&placed),
+        );
+        let as_scheduler = scheduler_bid(&placed, &unnamed, ranking::Reputation::default(), &names);
+        assert_eq!(explain(&for_bids, &as_scheduler, &unnamed, &names), None);
+        // A recovered model the patterns do not allow stays refused in the bid view.
+        let amd = provider(&["amd/mi300x/192Gi/oam"]);
+        let wrong = BidInfo {
+            gpu_model: chain_key("amd/mi300x/192Gi/oam"),
+            provider: amd.address,
+            ..placed
+        };
+        let for_bids = order_for_bids(
+            &order.spec,
+            order.max_price_per_hour,
+            &names,
+            std::slice::from_ref(&wrong),
+        );
+        let as_scheduler = scheduler_bid(&wrong, &amd, ranking::Reputation::default(), &names);
+        assert_eq!(
+            explain(&for_bids, &as_scheduler, &amd, &names).map(|r| r.kind),
+            Some("gpu_model")
+        );
     }
 
     #[test]
@@ -461,9 +691,11 @@ mod tests {
             "nvidia/a100/80Gi/sxm"
         );
         let key = chain_key("nvidia/a100/80Gi/sxm");
-        assert_eq!(
-            key_of_model_name(model_key(&key).unwrap().as_str()),
-            Some(key)
-        );
+        assert_eq!(key_of(&names.gpu_model(&key).into()), key);
+        // A stand-in leads back to its key, and is a valid model key the scheduler can hold.
+        let unknown = B256::repeat_byte(0xab);
+        let stand_in = names.gpu_model(&unknown);
+        assert!(is_stand_in(&stand_in));
+        assert_eq!(key_of(&stand_in.into()), unknown);
     }
 }

@@ -389,7 +389,7 @@ pub(super) fn read_gpu_attributes(
     node: &Node,
     path: &str,
     checker: &mut Checker,
-) -> Option<Vec<(GpuModelKey, String)>> {
+) -> Option<Vec<(GpuModelPattern, String)>> {
     let fields = checker.fields(node, path, &["vendor"])?;
     let vendor_node = checker.required(&fields, "vendor", "a mapping with `nvidia`")?;
     let vendor_path = fields.path("vendor");
@@ -414,10 +414,13 @@ pub(super) fn read_gpu_attributes(
         }
         let entries = checker.items(vendor.node, &vendor.path);
         if entries.is_empty() {
-            models.push((
-                GpuModelKey::new("nvidia", None, None, None),
-                "vendor/nvidia/model/*".to_owned(),
-            ));
+            match GpuModelPattern::any_of_vendor(vendor.name) {
+                Ok(any) => models.push((any, "vendor/nvidia/model/*".to_owned())),
+                Err(error) => {
+                    checker.error(&vendor.key_loc, error.to_string());
+                    valid = false;
+                }
+            }
         }
         for (item_path, item) in entries {
             match read_gpu_model(item, &item_path, checker) {
@@ -433,7 +436,7 @@ pub(super) fn read_gpu_model(
     node: &Node,
     path: &str,
     checker: &mut Checker,
-) -> Option<(GpuModelKey, String)> {
+) -> Option<(GpuModelPattern, String)> {
     let fields = checker.fields(node, path, &["model", "ram", "interface"])?;
     let model = match fields.get("model") {
         Some(node) => Some(checker.non_empty_string(node, &fields.path("model"), "GPU model")?),
@@ -468,7 +471,18 @@ pub(super) fn read_gpu_model(
         },
         None => (None, ram, interface),
     };
-    let key = GpuModelKey::new("nvidia", model.as_deref(), ram, interface.as_deref());
+    let key =
+        match GpuModelPattern::from_parts("nvidia", model.as_deref(), ram, interface.as_deref()) {
+            Ok(key) => key,
+            Err(error) => {
+                let (field, node) = match fields.get("model") {
+                    Some(node) => ("model", node),
+                    None => ("ram", fields.get("ram")?),
+                };
+                checker.error(&Loc::of(node, &fields.path(field)), error.to_string());
+                return None;
+            }
+        };
     let mut akash_key = format!(
         "vendor/nvidia/model/{}",
         written_model.as_deref().unwrap_or(crate::gpu::WILDCARD)

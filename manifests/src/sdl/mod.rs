@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::check::{Checker, Entry, Fields, Loc, join};
-use crate::gpu::GpuModelKey;
+use crate::gpu::GpuModelPattern;
 use crate::model::{
     Attribute, Credentials, Gpu, HttpOptions, Price, Protocol, SignedBy, Storage, StorageMount, Tee,
 };

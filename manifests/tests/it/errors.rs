@@ -202,3 +202,24 @@ fn gpu_model_case_and_aliases_resolve_or_name_the_canonical_choice() {
         "{message}"
     );
 }
+
+/// A model name that cannot be one part of a GPU model key (`/`, `*`, spaces) would hash to an
+/// order nobody can bid on: it is an error at the model's path naming the reason.
+#[test]
+fn gpu_model_names_that_are_not_one_key_part_are_refused_at_their_path() {
+    for bad in ["a100/80Gi", "a*", "a 100", "rtx\\u00e44090"] {
+        let yaml = include_str!("../../examples/stable-diffusion.yaml")
+            .replace("- model: rtx4090", &format!("- model: \"{bad}\""));
+        let errors = errors_of(&yaml);
+        assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+        assert!(errors[0].path.ends_with(".model"), "{bad}: {errors:?}");
+        assert!(
+            errors[0].message.contains("model `") && errors[0].message.contains("may only hold")
+                || errors[0]
+                    .message
+                    .contains("must be vendor/model/ram/interface"),
+            "{bad}: {}",
+            errors[0].message
+        );
+    }
+}

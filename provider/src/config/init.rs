@@ -11,7 +11,7 @@ impl Config {
         let mut models: Vec<&str> = hardware
             .gpus
             .iter()
-            .filter_map(|gpu| gpu.model_key.split('/').nth(1))
+            .map(|gpu| gpu.model_key.model())
             .collect();
         models.sort_unstable();
         models.dedup();

@@ -704,6 +704,46 @@ count = 8
         );
     }
 
+    /// A declared GPU goes through the one GPU model rule; what it refuses is reported at
+    /// the field with the part and the reason.
+    #[test]
+    fn declared_gpu_models_are_refused_naming_the_part_and_reason() {
+        for (model, reason) in [
+            ("nvidia/a 100", "model `a 100` may only hold"),
+            (
+                "nvidia/a100/80GB/sxm",
+                "ram `80GB` is not a whole number of GiB",
+            ),
+            (
+                "nvidia/a100/80Gi/nvlink",
+                "interface `nvlink` must be pcie or sxm",
+            ),
+            ("nvidia/*", "must name a vendor and a model"),
+        ] {
+            let text = valid_toml().replace("nvidia/a100/80Gi/sxm", model);
+            let problems = match load(&text) {
+                Err(ConfigError::Invalid { problems, .. }) => problems.0,
+                other => panic!("{model}: expected problems, got {other:?}"),
+            };
+            let problem = problems
+                .iter()
+                .find(|problem| problem.field == "hardware.gpus[0].model")
+                .unwrap_or_else(|| panic!("{model}: {problems:?}"));
+            assert!(
+                problem.reason.contains(reason),
+                "{model}: {}",
+                problem.reason
+            );
+        }
+        let canonical = load(&valid_toml().replace("nvidia/a100/80Gi/sxm", "NVIDIA/A100/80Gi/SXM"))
+            .unwrap_or_else(|error| panic!("{error}"));
+        let key = crate::hardware::declared_key(&canonical.hardware.gpus[0]);
+        assert_eq!(
+            key.map(|key| key.to_string()),
+            Ok("nvidia/a100/80Gi/sxm".to_owned())
+        );
+    }
+
     #[test]
     fn ws_url_is_optional_and_must_be_a_ws_url() {
         let with_ws = |url: &str| {
@@ -832,16 +872,18 @@ count = 8
     fn gpu_model_keys() {
         for good in [
             "nvidia/a100",
+            "nvidia/A100",
             "nvidia/a100/80Gi",
             "nvidia/h100/80Gi/sxm",
             "nvidia/rtx4090/24Gi/pcie",
         ] {
-            assert_eq!(check_gpu_model_key(good), Ok(()), "{good}");
+            assert!(check_gpu_model_key(good).is_ok(), "{good}");
         }
         for bad in [
             "a100",
             "nvidia/",
-            "nvidia/A100",
+            "nvidia/*/80Gi",
+            "nvidia/a 100",
             "nvidia/a100/80GB",
             "nvidia/a100/80Gi/nvlink",
             "a/b/1Gi/pcie/x",
@@ -863,7 +905,7 @@ count = 8
             gpus: vec![GpuDevice {
                 index: 0,
                 name: "NVIDIA H100 80GB HBM3".into(),
-                model_key: "nvidia/h100/80Gi/sxm".into(),
+                model_key: "nvidia/h100/80Gi/sxm".parse().unwrap(),
                 vram_mib: 81559,
                 interface: "sxm".into(),
                 pci_bus_id: None,

@@ -1,5 +1,7 @@
 //! Semantic checks: every problem found, each naming its field.
 
+use leasehold_manifests::{GpuKeyError, GpuModelPattern, WILDCARD};
+
 use super::*;
 
 impl Config {
@@ -140,7 +142,7 @@ impl Config {
         }
         for (index, gpu) in self.hardware.gpus.iter().enumerate() {
             let field = |name: &str| format!("hardware.gpus[{index}].{name}");
-            if let Err(reason) = check_gpu_model_key(&gpu.model) {
+            if let Err(reason) = crate::hardware::declared_key(gpu) {
                 problem(&field("model"), reason);
             }
             if gpu.count == 0 {
@@ -320,38 +322,23 @@ pub fn check_attribute(attribute: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `vendor/model[/ram[/interface]]`: lower-case vendor and model, ram like `80Gi`,
-/// interface `pcie` or `sxm`.
-pub fn check_gpu_model_key(key: &str) -> Result<(), String> {
-    let parts: Vec<&str> = key.split('/').collect();
-    let shape = || format!("`{key}` is not vendor/model[/ram[/interface]]");
-    if !(2..=4).contains(&parts.len()) || parts.iter().any(|part| part.is_empty()) {
-        return Err(shape());
-    }
-    let plain = |part: &str| {
-        part.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    };
-    if let [vendor, model, ..] = parts.as_slice()
-        && !(plain(vendor) && plain(model))
-    {
+/// A declared GPU's `vendor/model[/ram[/interface]]`, read by the one GPU model pattern rule
+/// (`leasehold_manifests::GpuModelPattern`), with vendor and model named and the interface, when
+/// given, `pcie` or `sxm`. The error is the reason, for the caller to name the field.
+pub fn check_gpu_model_key(key: &str) -> Result<GpuModelPattern, String> {
+    let pattern: GpuModelPattern = key
+        .parse()
+        .map_err(|error: GpuKeyError| error.to_string())?;
+    if pattern.vendor() == WILDCARD || pattern.model() == WILDCARD {
         return Err(format!(
-            "`{key}`: vendor and model must be lower-case letters, digits, -"
+            "`{key}` must name a vendor and a model: vendor/model[/ram[/interface]], e.g. nvidia/a100/80Gi/sxm"
         ));
     }
-    if let Some(ram) = parts.get(2) {
-        let digits = ram.strip_suffix("Gi").unwrap_or_default();
-        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!("`{key}`: ram `{ram}` must look like 80Gi"));
-        }
-    }
-    if let Some(interface) = parts.get(3)
-        && *interface != "pcie"
-        && *interface != "sxm"
-    {
+    if !matches!(pattern.interface(), WILDCARD | "pcie" | "sxm") {
         return Err(format!(
-            "`{key}`: interface `{interface}` is neither pcie nor sxm"
+            "`{key}`: interface `{}` must be pcie or sxm",
+            pattern.interface()
         ));
     }
-    Ok(())
+    Ok(pattern)
 }

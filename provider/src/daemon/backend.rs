@@ -252,7 +252,7 @@ impl GatewayBackend for DaemonBackend {
                 .iter()
                 .filter(|(_, ledgers)| pick(ledgers) > 0)
                 .map(|(model, ledgers)| GpuCount {
-                    model: model.clone(),
+                    model: model.to_string(),
                     count: u32::try_from(pick(ledgers)).unwrap_or(u32::MAX),
                 })
                 .collect::<Vec<_>>()

@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 use crate::chain::{Chain, ChainSetupError};
 use crate::config::Config;
 use crate::config::EgressPolicy;
-use crate::deployment::{DeploymentError, gpu_model_key};
+use crate::deployment::DeploymentError;
 use crate::hardware::{Hardware, HardwareError};
 use crate::metrics::Metrics;
 use crate::runtime::docker::network::{Ipv4Cidr, SubnetPool};
@@ -150,17 +150,6 @@ pub enum DaemonError {
     Cursor(String),
 }
 
-/// A GPU model this provider offers, under the names each layer uses.
-#[derive(Debug, Clone)]
-pub struct OfferedGpu {
-    /// The scheduler's (lower-cased) key.
-    pub key: GpuModelKey,
-    /// The string registered on chain, e.g. `nvidia/a100/80Gi/sxm`.
-    pub chain_name: String,
-    /// keccak256 of `chain_name`.
-    pub chain_key: B256,
-}
-
 /// Everything the daemon's tasks share.
 pub struct Core {
     pub(crate) config: Config,
@@ -174,7 +163,8 @@ pub struct Core {
     pub(crate) metrics: Metrics,
     pub(crate) rates: LinearRates,
     pub(crate) attributes: BTreeSet<B256>,
-    pub(crate) gpus: Vec<OfferedGpu>,
+    /// The GPU models this provider offers, one entry per model.
+    pub(crate) gpus: Vec<GpuModelKey>,
     /// Keyed work for the controller's workers.
     pub(crate) queue: Arc<Queue>,
     /// Seals registry passwords before a manifest is stored (see [`crate::sealing`]).
@@ -195,33 +185,25 @@ pub fn unix_now() -> u64 {
 
 /// The inventory node of a one-host runtime: detected (or overridden) hardware, with its
 /// GPUs (declared ones included).
-pub fn local_node(hardware: &Hardware) -> Result<(NodeSpec, Vec<OfferedGpu>), DaemonError> {
+pub fn local_node(hardware: &Hardware) -> Result<(NodeSpec, Vec<GpuModelKey>), DaemonError> {
     let mut devices = Vec::new();
-    let mut offered: Vec<OfferedGpu> = Vec::new();
+    let mut offered: Vec<GpuModelKey> = Vec::new();
     for gpu in &hardware.gpus {
-        let key = GpuModelKey::parse(&gpu.model_key).map_err(|error| DaemonError::GpuModel {
-            model: gpu.model_key.clone(),
-            reason: error.to_string(),
-        })?;
+        let key = gpu.model_key.clone();
         let vram = gpu
             .vram_mib
             .checked_mul(MIB)
             .ok_or_else(|| DaemonError::GpuModel {
-                model: gpu.model_key.clone(),
+                model: key.to_string(),
                 reason: "vram overflows".into(),
             })?;
+        if !offered.contains(&key) {
+            offered.push(key.clone());
+        }
         devices.push(leasehold_scheduler::GpuDevice {
             index: gpu.index,
-            spec: leasehold_scheduler::GpuSpec::from_key(key.clone(), vram),
+            spec: leasehold_scheduler::GpuSpec::from_key(key, vram),
         });
-        if !offered.iter().any(|known| known.key == key) {
-            let chain_name = crate::deployment::canonical_gpu_model(&gpu.model_key);
-            offered.push(OfferedGpu {
-                key,
-                chain_key: gpu_model_key(&chain_name),
-                chain_name,
-            });
-        }
     }
     let bytes = |mib: u64, what: &'static str| {
         mib.checked_mul(MIB).ok_or_else(|| DaemonError::GpuModel {
@@ -289,16 +271,11 @@ async fn registered_attributes(
 }
 
 /// The GPU models a cluster's nodes offer, one entry per model.
-fn offered_gpus(nodes: &[NodeSpec]) -> Vec<OfferedGpu> {
-    let mut offered: Vec<OfferedGpu> = Vec::new();
+fn offered_gpus(nodes: &[NodeSpec]) -> Vec<GpuModelKey> {
+    let mut offered: Vec<GpuModelKey> = Vec::new();
     for device in nodes.iter().flat_map(|node| &node.gpus) {
-        let key = &device.spec.model;
-        if !offered.iter().any(|known| &known.key == key) {
-            offered.push(OfferedGpu {
-                key: key.clone(),
-                chain_name: key.to_string(),
-                chain_key: gpu_model_key(key.as_str()),
-            });
+        if !offered.contains(&device.spec.model) {
+            offered.push(device.spec.model.clone());
         }
     }
     offered

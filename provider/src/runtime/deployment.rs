@@ -65,9 +65,9 @@ pub struct ServiceDeployment {
     /// Shared-memory volumes (Akash class `ram`): a tmpfs of each replica, counted in
     /// `resources.memory_bytes` because its pages are charged to the replica's memory.
     pub ram_volumes: Vec<RamVolume>,
-    /// GPU models the service accepts (canonical keys, `*` parts allowed); empty means
-    /// any. Kubernetes pins GPU replicas to nodes carrying one of them.
-    pub gpu_models: Vec<String>,
+    /// GPU models the service accepts; empty means any. Kubernetes pins GPU replicas to
+    /// nodes carrying one of them.
+    pub gpu_models: Vec<leasehold_manifests::GpuModelPattern>,
     /// What the image's registry wants for a pull (the SDL's `credentials`); `Debug`
     /// redacts the password. Not part of the replica fingerprint: a new password
     /// restarts nothing.
@@ -273,7 +273,8 @@ impl ReplicaSpec<'_> {
             hasher.field(&[u8::from(volume.read_only)]);
         }
         if !service.gpu_models.is_empty() {
-            hasher.list(service.gpu_models.iter().map(String::as_bytes));
+            let models: Vec<String> = service.gpu_models.iter().map(ToString::to_string).collect();
+            hasher.list(models.iter().map(String::as_bytes));
         }
         for volume in &service.ram_volumes {
             hasher.field(b"ram");
@@ -501,9 +502,6 @@ impl ServiceDeployment {
                     ));
                 }
             }
-        }
-        if self.gpu_models.iter().any(|model| model.trim().is_empty()) {
-            return Err(invalid(field("gpu_models"), "model keys must be non-empty"));
         }
         let mut volume_names = BTreeSet::new();
         let mut mounts = BTreeSet::new();

@@ -758,7 +758,7 @@ async fn twenty_concurrent_gpu_orders_never_exceed_four_gpus() {
             gpu_count: 1,
             replicas: 1,
             requirements: OrderRequirements {
-                allowed_gpu_models: vec![gpu_model_key(A100)],
+                allowed_gpu_models: vec![gpu_model_key(&A100.parse().unwrap())],
                 ..OrderRequirements::default()
             },
         };
@@ -807,7 +807,7 @@ async fn twenty_concurrent_gpu_orders_never_exceed_four_gpus() {
                 if bid.provider == provider {
                     assert_eq!(
                         bid.gpu_model,
-                        gpu_model_key(A100),
+                        gpu_model_key(&A100.parse().unwrap()),
                         "the bid names the model"
                     );
                     gpus_bid += 1;
@@ -2042,7 +2042,10 @@ async fn register_withdraw_and_deregister_through_the_binary() {
         assert_eq!(info.status, leasehold_contracts::ProviderStatus::Active);
         assert_eq!(info.capacity.memory_mib, 8_192);
         assert_eq!(info.gpus.len(), 1);
-        assert_eq!(info.gpus[0].model_key, gpu_model_key(A100));
+        assert_eq!(
+            info.gpus[0].model_key,
+            gpu_model_key(&A100.parse().unwrap())
+        );
         assert_eq!(info.gpus[0].capacity, 2);
         assert_eq!(
             info.attributes,

@@ -22,7 +22,7 @@
 
 pub(crate) mod fake_api_server;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,8 +31,9 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use leasehold_manifests::GpuModelKey;
 use leasehold_provider::deployment::lease_deployment;
-use leasehold_provider::hardware::nvidia_identity;
+use leasehold_provider::hardware::parse_nvidia_smi_csv;
 use leasehold_provider::runtime::docker::NVIDIA_VISIBLE_DEVICES;
 use leasehold_provider::runtime::kubernetes::inventory::{
     InventoryOptions, InventoryTracker, cluster_inventory, drift, parse_quantity_nanos,
@@ -501,25 +502,17 @@ fn gpu_inference_requests_the_gpu_and_pins_it_to_the_accepted_products() {
 #[test]
 fn every_gpu_product_label_reads_back_as_its_model_key() {
     for (key, product) in GPU_PRODUCTS {
+        let key: GpuModelKey = key.parse().expect("table key");
         // GPU feature discovery labels the memory too; drivers report a bit less.
-        let gib: u64 = key
-            .split('/')
-            .nth(2)
-            .and_then(|ram| ram.strip_suffix("Gi"))
-            .and_then(|n| n.parse().ok())
-            .expect("ram");
-        let identity = nvidia_identity(product, gib * 1024 - 300);
+        let reported_mib = key.ram_bytes() / MIB - 300;
         assert_eq!(
-            format!(
-                "nvidia/{}/{}/{}",
-                identity.model, identity.ram, identity.interface
-            ),
-            *key,
+            GpuModelKey::from_product(product, Some(reported_mib)).as_ref(),
+            Ok(&key),
             "{product}"
         );
     }
     assert_eq!(
-        gpu_products_for(&["nvidia/a100/*/*".into()], "f").expect("known"),
+        gpu_products_for(&["nvidia/a100/*/*".parse().expect("pattern")], "f").expect("known"),
         vec![
             "NVIDIA-A100-80GB-PCIe",
             "NVIDIA-A100-PCIE-40GB",
@@ -527,8 +520,11 @@ fn every_gpu_product_label_reads_back_as_its_model_key() {
             "NVIDIA-A100-SXM4-80GB"
         ]
     );
-    let error = gpu_products_for(&["nvidia/b300/*/*".into()], "services.x.gpu_models")
-        .expect_err("unknown model");
+    let error = gpu_products_for(
+        &["nvidia/b300/*/*".parse().expect("pattern")],
+        "services.x.gpu_models",
+    )
+    .expect_err("unknown model");
     assert!(
         error.to_string().contains("services.x.gpu_models") && error.to_string().contains("b300"),
         "{error}"
@@ -1588,8 +1584,12 @@ fn gpu_product_labels_follow_the_shared_pattern_vectors() {
         let Some((_, product)) = GPU_PRODUCTS.iter().find(|(key, _)| *key == model) else {
             continue;
         };
-        assert_eq!(gpu_model_for_product(product), Some(model.as_str()));
-        let products = gpu_products_for(&[pattern.to_owned()], "gpu").unwrap_or_default();
+        assert_eq!(
+            gpu_model_for_product(product).map(|key| key.to_string()),
+            Some(model.clone())
+        );
+        let products =
+            gpu_products_for(&[pattern.parse().expect("pattern")], "gpu").unwrap_or_default();
         assert_eq!(
             products.iter().any(|known| known == product),
             expected,
@@ -2087,4 +2087,109 @@ async fn fake_api_server_exec_ends_with_an_error_when_the_connection_breaks() {
         assert!(after.is_none(), "{after:?}");
     })
     .await;
+}
+
+/// Real product names reach the key through one rule on both sides: `nvidia-smi`'s name (Docker
+/// hosts) and GPU feature discovery's node labels (Kubernetes: the name with `-` for spaces,
+/// plus the memory label) give identical keys, for products in `GPU_PRODUCTS` and not. A
+/// product the rule cannot map leaves that node's GPUs unoffered, without a panic.
+#[test]
+fn driver_names_and_node_labels_map_to_the_same_keys() {
+    let cases: &[(&str, u64, &str)] = &[
+        ("NVIDIA A100-SXM4-80GB", 81920, "nvidia/a100/80Gi/sxm"),
+        ("NVIDIA A100-PCIE-40GB", 40960, "nvidia/a100/40Gi/pcie"),
+        ("Tesla T4", 15360, "nvidia/t4/16Gi/pcie"),
+        ("NVIDIA H100 80GB HBM3", 81559, "nvidia/h100/80Gi/sxm"),
+        ("NVIDIA H100 PCIe", 81559, "nvidia/h100/80Gi/pcie"),
+        ("NVIDIA GeForce RTX 4090", 24564, "nvidia/rtx4090/24Gi/pcie"),
+        ("NVIDIA L4", 23034, "nvidia/l4/24Gi/pcie"),
+        ("NVIDIA L40S", 46068, "nvidia/l40s/48Gi/pcie"),
+        // Not in GPU_PRODUCTS: found by the rule alone.
+        ("NVIDIA A10G", 23028, "nvidia/a10g/24Gi/pcie"),
+        ("NVIDIA RTX A6000", 49140, "nvidia/rtxa6000/48Gi/pcie"),
+        ("NVIDIA GeForce RTX 5090", 32607, "nvidia/rtx5090/32Gi/pcie"),
+    ];
+    let csv: String = cases
+        .iter()
+        .enumerate()
+        .map(|(index, (name, mib, _))| format!("{index}, {name}, {mib} MiB, [N/A], [N/A]\n"))
+        .collect();
+    let from_driver: Vec<String> = parse_nvidia_smi_csv(&csv)
+        .expect("nvidia-smi output")
+        .iter()
+        .map(|gpu| gpu.model_key.to_string())
+        .collect();
+    let mut nodes: Vec<Node> = cases
+        .iter()
+        .enumerate()
+        .map(|(index, (name, mib, _))| {
+            node(
+                &format!("gpu-{index:02}"),
+                json!({
+                    "nvidia.com/gpu.product": name.replace(' ', "-"),
+                    "nvidia.com/gpu.memory": mib.to_string(),
+                    "nvidia.com/gpu.family": "ampere",
+                }),
+                json!({"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}),
+                "True",
+                false,
+            )
+        })
+        .collect();
+    let unmappable = [
+        json!({"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB-MIG-1g.5gb"}),
+        json!({"nvidia.com/gpu.product": "NVIDIA", "nvidia.com/gpu.memory": "16384"}),
+        // Not in GPU_PRODUCTS and no memory label: the RAM cannot be known.
+        json!({"nvidia.com/gpu.product": "NVIDIA-A10G"}),
+    ];
+    for (index, labels) in unmappable.into_iter().enumerate() {
+        nodes.push(node(
+            &format!("odd-{index}"),
+            labels,
+            json!({"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}),
+            "True",
+            false,
+        ));
+    }
+    // Listed in GPU_PRODUCTS: the table fills in the RAM a missing memory label leaves open.
+    nodes.push(node(
+        "table-0",
+        json!({"nvidia.com/gpu.product": "NVIDIA-H100-PCIe"}),
+        json!({"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}),
+        "True",
+        false,
+    ));
+    let inventory = cluster_inventory(&nodes, &[], &BTreeSet::new(), &InventoryOptions::default());
+    let model_of = |id: &str| {
+        let node = inventory
+            .nodes
+            .iter()
+            .find(|node| node.id == id)
+            .unwrap_or_else(|| panic!("node {id} missing"));
+        node.gpus.first().map(|gpu| gpu.spec.model.to_string())
+    };
+    for (index, (name, _, expected)) in cases.iter().enumerate() {
+        let from_labels = model_of(&format!("gpu-{index:02}"));
+        assert_eq!(from_driver[index], *expected, "{name} from nvidia-smi");
+        assert_eq!(
+            from_labels.as_deref(),
+            Some(*expected),
+            "{name} from node labels"
+        );
+    }
+    for index in 0..3 {
+        assert_eq!(model_of(&format!("odd-{index}")), None, "odd-{index}");
+    }
+    assert_eq!(
+        model_of("table-0").as_deref(),
+        Some("nvidia/h100/80Gi/pcie")
+    );
+    let spec = &inventory
+        .nodes
+        .iter()
+        .find(|n| n.id == "gpu-00")
+        .expect("gpu-00")
+        .gpus[0]
+        .spec;
+    assert_eq!(spec.vram_bytes, 80 * GIB);
 }

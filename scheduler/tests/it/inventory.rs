@@ -1,8 +1,9 @@
 use std::collections::BTreeMap;
 
 use leasehold_scheduler::{
-    GpuConstraint, GpuDemand, GpuDevice, GpuModelKey, GpuSpec, GroupRequest, GroupUnit, Inventory,
-    InventoryError, ModelPattern, NodeSpec, PolicyKind, ReplicaRequest, Resources, WorkloadProfile,
+    GpuConstraint, GpuDemand, GpuDevice, GpuModelKey, GpuModelPattern, GpuSpec, GroupRequest,
+    GroupUnit, Inventory, InventoryError, NodeSpec, PolicyKind, ReplicaRequest, Resources,
+    WorkloadProfile,
 };
 use proptest::prelude::*;
 
@@ -14,7 +15,7 @@ const MODELS: [&str; 3] = [
 ];
 
 fn node(id: usize, model: usize, gpus: u32, cpu: u64) -> NodeSpec {
-    let key = GpuModelKey::parse(MODELS[model]).unwrap();
+    let key = MODELS[model].parse::<GpuModelKey>().unwrap();
     NodeSpec {
         id: format!("node-{id}"),
         capacity: Resources {
@@ -44,7 +45,7 @@ fn replica(cpu: u64, gpu: GpuDemand, models: &[&str]) -> ReplicaRequest {
         gpu_constraint: GpuConstraint {
             models: models
                 .iter()
-                .map(|m| ModelPattern::parse(m).unwrap())
+                .map(|m| m.parse::<GpuModelPattern>().unwrap())
                 .collect(),
             ..GpuConstraint::default()
         },

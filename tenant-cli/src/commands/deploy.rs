@@ -443,7 +443,6 @@ impl Deploying<'_> {
     ) -> CliResult<LeaseStarted> {
         let order_id = order.order_id;
         let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
-        let scheduler_order = market::scheduler_order(&order.spec, order.max_price_per_hour);
         let mut shown = 0usize;
         // Track records matter only to the weighted score; skip the log queries otherwise.
         let reputations = if self.args.select == Select::Score {
@@ -482,9 +481,17 @@ impl Deploying<'_> {
                 .iter()
                 .map(|(bid, provider)| {
                     let reputation = reputations.get(&provider.address).copied();
-                    market::scheduler_bid(bid, provider, reputation.unwrap_or_default())
+                    market::scheduler_bid(
+                        bid,
+                        provider,
+                        reputation.unwrap_or_default(),
+                        &self.names,
+                    )
                 })
                 .collect();
+            let placed: Vec<BidInfo> = bids.iter().map(|(bid, _)| bid.clone()).collect();
+            let scheduler_order =
+                market::order_for_bids(&order.spec, order.max_price_per_hour, &self.names, &placed);
             let any_eligible = ranking::onchain_winner(&scheduler_order, &scheduler_bids).is_some();
             let everyone_bid = !expected.is_empty()
                 && expected

@@ -358,10 +358,12 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
     for bid in chain.client.bids(order_id).await? {
         let provider = chain.client.provider_info(bid.provider).await?;
         let reputation = reputations.get(&bid.provider).copied().unwrap_or_default();
-        scheduler_bids.push(market::scheduler_bid(&bid, &provider, reputation));
+        scheduler_bids.push(market::scheduler_bid(&bid, &provider, reputation, &names));
         infos.push((bid, provider));
     }
-    let scheduler_order = market::scheduler_order(&posted.spec, posted.max_price_per_hour);
+    let placed: Vec<_> = infos.iter().map(|(bid, _)| bid.clone()).collect();
+    let scheduler_order =
+        market::order_for_bids(&posted.spec, posted.max_price_per_hour, &names, &placed);
     let ranked = ranking::rank(&scheduler_order, &scheduler_bids, &RankingPolicy::Cheapest);
     // Who `settle` would pick matters while the order is open; afterwards, who won.
     let settle_winner = (order.status == OrderStatus::Open)

@@ -219,7 +219,7 @@ pub async fn preflight(chain: &Chain, groups: &[Group]) -> CliResult<Preflight> 
             max_price_per_hour,
             ..
         } = market::group_order(group)?;
-        let order = market::scheduler_order(&spec, max_price_per_hour);
+        let order = market::scheduler_order(&spec, max_price_per_hour, &names);
         let mut eligible = Vec::new();
         let mut ineligible = Vec::new();
         for provider in &providers {
@@ -227,7 +227,7 @@ pub async fn preflight(chain: &Chain, groups: &[Group]) -> CliResult<Preflight> 
                 .get(&provider.address)
                 .and_then(|rate| rate.checked_mul(U256::from(spec.replicas)));
             let price = estimate.map_or(0, |p| u128::try_from(p).unwrap_or(u128::MAX));
-            let bid = market::hypothetical_bid(&spec, provider, price);
+            let bid = market::hypothetical_bid(&spec, provider, price, &names);
             let reason = match market::explain(&order, &bid, provider, &names) {
                 None => audit_reason(chain, provider.address, &spec.requirements).await?,
                 reason => reason,

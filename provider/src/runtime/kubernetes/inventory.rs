@@ -14,9 +14,6 @@ use leasehold_scheduler::resources::{GpuModelKey, GpuSpec, Resources};
 use super::objects::{
     DEFAULT_GPU_PRODUCT_LABEL, GPU_MEMORY_LABEL, GPU_RESOURCE, gpu_model_for_product,
 };
-use crate::hardware::nvidia_identity;
-
-const GIB: u64 = 1024 * 1024 * 1024;
 
 /// How to read nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,28 +208,34 @@ fn skip_reason(node: &Node) -> Option<String> {
     (!ready).then(|| "not ready".to_owned())
 }
 
-/// The model of a node's GPUs from its product label (and GPU feature discovery's
-/// memory label when present), through the same name reading the Docker side uses
-/// for `nvidia-smi` output.
+/// The model of a node's GPUs from GPU feature discovery's labels: the product
+/// (`nvidia.com/gpu.product`, the driver's name with `-` for spaces) and memory
+/// (`nvidia.com/gpu.memory`, MiB) through the one product rule the Docker side applies to
+/// `nvidia-smi` names ([`GpuModelKey::from_product`]). The table
+/// [`GPU_PRODUCTS`](super::objects::GPU_PRODUCTS) only fills in what the rule cannot decide
+/// (a product without a memory label). A product neither maps is logged and its GPUs are
+/// not offered.
 fn gpu_spec(labels: &BTreeMap<String, String>, gpu_label: &str) -> Option<GpuSpec> {
     let product = labels.get(gpu_label)?;
     let memory_mib = labels
         .get(GPU_MEMORY_LABEL)
-        .and_then(|mib| mib.parse::<u64>().ok())
-        .unwrap_or(0);
-    let key = match gpu_model_for_product(product) {
-        Some(known) => GpuModelKey::parse(known).ok()?,
-        None => {
-            let identity = nvidia_identity(product, memory_mib);
-            GpuModelKey::parse(&format!(
-                "nvidia/{}/{}/{}",
-                identity.model, identity.ram, identity.interface
-            ))
-            .ok()?
-        }
+        .and_then(|mib| mib.trim().parse::<u64>().ok());
+    let key = match GpuModelKey::from_product(product, memory_mib) {
+        Ok(key) => key,
+        Err(error) => match gpu_model_for_product(product) {
+            Some(known) => known,
+            None => {
+                tracing::warn!(
+                    product = %product,
+                    %error,
+                    "GPU product label not mapped to a model; the node's GPUs are not offered"
+                );
+                return None;
+            }
+        },
     };
-    let gib: u64 = key.ram().strip_suffix("Gi")?.parse().ok()?;
-    Some(GpuSpec::from_key(key, gib.checked_mul(GIB)?))
+    let vram_bytes = key.ram_bytes();
+    Some(GpuSpec::from_key(key, vram_bytes))
 }
 
 /// The inventory of `nodes` given every pod bound to them. Pods in `own_namespaces`

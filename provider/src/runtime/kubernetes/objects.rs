@@ -28,7 +28,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use leasehold_manifests::GpuModelKey;
+use leasehold_manifests::{GpuModelKey, GpuModelPattern};
 use sha2::{Digest, Sha256};
 
 use super::KubernetesRuntimeConfig;
@@ -64,10 +64,11 @@ const PSA_BASELINE: &str = "baseline";
 const PSA_RESTRICTED: &str = "restricted";
 
 /// Our GPU model keys and the product names GPU feature discovery labels nodes with
-/// (`nvidia.com/gpu.product`: the driver's name with spaces as '-'). The one place
-/// this mapping lives: pods are pinned with it and the inventory reads node labels
-/// back through it, falling back to [`crate::hardware::nvidia_identity`] (the
-/// `nvidia-smi` name reader) for products not listed; a test checks both agree.
+/// (`nvidia.com/gpu.product`: the driver's name with spaces as '-'). Pods are pinned with
+/// it (a lease names models, and node affinity needs the label values). The inventory reads
+/// node labels through the one product rule (`GpuModelKey::from_product`, which a test
+/// checks gives every key here) and uses this table only where the rule cannot decide: a
+/// product label without GPU feature discovery's memory label.
 pub const GPU_PRODUCTS: &[(&str, &str)] = &[
     ("nvidia/a100/40Gi/pcie", "NVIDIA-A100-PCIE-40GB"),
     ("nvidia/a100/40Gi/sxm", "NVIDIA-A100-SXM4-40GB"),
@@ -88,29 +89,28 @@ pub const GPU_PRODUCTS: &[(&str, &str)] = &[
     ("nvidia/v100/32Gi/sxm", "Tesla-V100-SXM2-32GB"),
 ];
 
-/// The model key of a product label from [`GPU_PRODUCTS`], if known.
-pub fn gpu_model_for_product(product: &str) -> Option<&'static str> {
+/// The model key of a product label from [`GPU_PRODUCTS`], if listed.
+pub fn gpu_model_for_product(product: &str) -> Option<GpuModelKey> {
     GPU_PRODUCTS
         .iter()
         .find(|(_, known)| known.eq_ignore_ascii_case(product))
-        .map(|(key, _)| *key)
+        .and_then(|(key, _)| key.parse().ok())
 }
 
-/// The product labels of every known GPU matching one of `models` (keys with `*`
-/// parts allowed), sorted. Fails naming the model when one matches nothing known,
-/// since the pods would otherwise never schedule.
-pub fn gpu_products_for(models: &[String], field: &str) -> Result<Vec<String>, RuntimeError> {
+/// The product labels of every known GPU matching one of `models`, sorted. Fails naming
+/// the model when one matches nothing known, since the pods would otherwise never schedule.
+pub fn gpu_products_for(
+    models: &[GpuModelPattern],
+    field: &str,
+) -> Result<Vec<String>, RuntimeError> {
     let mut products = BTreeSet::new();
     for model in models {
-        let requested: GpuModelKey = model
-            .parse()
-            .map_err(|error| invalid(field, format!("{model}: {error}")))?;
         let before = products.len();
         for (key, product) in GPU_PRODUCTS {
             let known: GpuModelKey = key
                 .parse()
                 .map_err(|error| invalid(field, format!("{key}: {error}")))?;
-            if requested.matches(&known) {
+            if model.matches(&known) {
                 products.insert((*product).to_owned());
             }
         }

@@ -22,7 +22,7 @@ fn keys(name: &str) -> Vec<String> {
     parse_nvidia_smi_csv(&read_fixture(name))
         .unwrap_or_else(|error| panic!("{name}: {error}"))
         .into_iter()
-        .map(|gpu| gpu.model_key)
+        .map(|gpu| gpu.model_key.to_string())
         .collect()
 }
 
@@ -34,7 +34,7 @@ fn a100_sxm4_machine() {
     assert!(
         devices
             .iter()
-            .all(|gpu| gpu.model_key == "nvidia/a100/80Gi/sxm")
+            .all(|gpu| gpu.model_key.to_string() == "nvidia/a100/80Gi/sxm")
     );
     assert_eq!(
         devices.iter().map(|gpu| gpu.index).collect::<Vec<_>>(),
@@ -110,7 +110,7 @@ fn nvidia_smi_process_output_is_parsed() {
     let keys: Vec<String> = devices
         .unwrap_or_default()
         .into_iter()
-        .map(|gpu| gpu.model_key)
+        .map(|gpu| gpu.model_key.to_string())
         .collect();
     assert_eq!(keys, ["nvidia/rtx4090/24Gi/pcie"]);
     // This machine has no NVIDIA driver, so NVML falls back and nvidia-smi answers.
