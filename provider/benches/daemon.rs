@@ -37,11 +37,14 @@ use leasehold_provider::runtime::lease_selector;
 const PROVIDER: usize = 2;
 const TENANT: usize = 1;
 const HELLO: &str = include_str!("../../manifests/examples/hello.yaml");
-const PASSWORD_ENV: &str = "LEASEHOLD_KEYSTORE_PASSWORD";
+/// The key comes from the environment, not a keystore: a keystore's scrypt takes minutes
+/// in a debug build, which is what this shared machine may build.
+const KEY_ENV: &str = "LEASEHOLD_PROVIDER_KEY";
 const RUN_LIMIT: Duration = Duration::from_secs(1_200);
 const STEP_LIMIT: Duration = Duration::from_secs(480);
-/// `Marketplace.nextOrderId` lives in storage slot 0 and lease ids are order ids.
-const NEXT_ORDER_ID_SLOT: u64 = 0;
+/// Storage slots searched for `Marketplace.nextOrderId` (lease ids are order ids); the
+/// slot moves whenever a base contract gains state, so it is found, not hard-coded.
+const ORDER_ID_SLOTS: u64 = 32;
 
 /// The tests' fake Kubernetes API server (nodes, pods and a minimal kubelet), shared
 /// rather than copied.
@@ -336,16 +339,52 @@ async fn start_chain(block_time: Option<u64>, base: u64) -> Result<Chain> {
     })
     .await
     .context("starting the devnet")?;
-    devnet
-        .rpc
-        .anvil_set_storage_at(
-            devnet.deployment.marketplace,
-            U256::from(NEXT_ORDER_ID_SLOT),
-            B256::from(U256::from(base)),
-        )
-        .await
-        .context("moving the order id counter")?;
+    move_order_ids(&devnet, base).await?;
     Ok(Chain { devnet })
+}
+
+/// Sets `Marketplace.nextOrderId` to `base`: the storage slot holding its current value
+/// whose change the getter reflects.
+async fn move_order_ids(devnet: &Devnet, base: u64) -> Result<()> {
+    use alloy::providers::Provider;
+    use leasehold_contracts::bindings::Marketplace;
+
+    let marketplace = Marketplace::new(devnet.deployment.marketplace, devnet.rpc.clone());
+    let current = marketplace
+        .nextOrderId()
+        .call()
+        .await
+        .context("nextOrderId")?;
+    for slot in 0..ORDER_ID_SLOTS {
+        let slot = U256::from(slot);
+        let value = devnet
+            .rpc
+            .get_storage_at(devnet.deployment.marketplace, slot)
+            .await
+            .context("reading storage")?;
+        if value != current {
+            continue;
+        }
+        let set = |value: U256| {
+            devnet
+                .rpc
+                .anvil_set_storage_at(devnet.deployment.marketplace, slot, B256::from(value))
+        };
+        set(U256::from(base))
+            .await
+            .context("moving the order id counter")?;
+        if marketplace
+            .nextOrderId()
+            .call()
+            .await
+            .context("nextOrderId")?
+            == U256::from(base)
+        {
+            return Ok(());
+        }
+        set(value).await.context("restoring a storage slot")?;
+    }
+    bail!("no storage slot of the marketplace holds nextOrderId")
 }
 
 fn free_port() -> Result<u16> {
@@ -373,7 +412,6 @@ fn write_config(
     chain: &Chain,
     dir: &Path,
     gateway_port: u16,
-    keystore: &Path,
     kubeconfig: Option<&Path>,
 ) -> Result<PathBuf> {
     let overrides = HardwareOverrides {
@@ -390,9 +428,9 @@ fn write_config(
     config.chain.registry = chain.deployment().registry.to_string();
     config.chain.token = chain.deployment().token.to_string();
     config.gateway.listen = format!("127.0.0.1:{gateway_port}");
-    config.key.private_key_env = None;
-    config.key.keystore = Some(keystore.to_path_buf());
-    config.key.password_env = Some(PASSWORD_ENV.to_owned());
+    config.key.private_key_env = Some(KEY_ENV.to_owned());
+    config.key.keystore = None;
+    config.key.password_env = None;
     config.pricing.cpu_core_per_hour = 36 * TOKEN;
     config.pricing.memory_gib_per_hour = 0;
     config.pricing.storage_gib_per_hour = 0;
@@ -405,12 +443,12 @@ fn write_config(
     Ok(path)
 }
 
-fn provider_command(binary: &Path, config: &Path, password: &str, log: &Path) -> Result<Command> {
+fn provider_command(binary: &Path, config: &Path, key: &str, log: &Path) -> Result<Command> {
     let mut command = Command::new(binary);
     command
         .arg("--config")
         .arg(config)
-        .env(PASSWORD_ENV, password)
+        .env(KEY_ENV, key)
         .env("LEASEHOLD_LOG", "info")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(log)?)
@@ -638,15 +676,10 @@ async fn measure(
     );
 
     let dir = tempfile::tempdir().context("tempdir")?;
-    let password = format!("bench-{}", std::process::id());
-    PrivateKeySigner::encrypt_keystore(
-        dir.path(),
-        &mut rand08::thread_rng(),
-        chain.signer(PROVIDER)?.to_bytes(),
-        &password,
-        Some("provider-key.json"),
-    )
-    .context("writing the keystore")?;
+    let key = format!(
+        "0x{}",
+        alloy::hex::encode(chain.signer(PROVIDER)?.to_bytes())
+    );
     let gateway_port = free_port()?;
     let (workloads, kubeconfig) = if kubernetes {
         let (cluster, kubeconfig) = fake_cluster(dir.path()).await?;
@@ -654,19 +687,16 @@ async fn measure(
     } else {
         (Workloads::Docker, None)
     };
-    let config = write_config(
-        &chain,
-        dir.path(),
-        gateway_port,
-        &dir.path().join("provider-key.json"),
-        kubeconfig.as_deref(),
-    )?;
+    let config = write_config(&chain, dir.path(), gateway_port, kubeconfig.as_deref())?;
     let logs = std::env::temp_dir().join(format!("pbench-provider-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
 
-    let registered = provider_command(&binary, &config, &password, &logs.join("register.log"))?
-        .arg("register")
-        .status()
+    let mut register = provider_command(&binary, &config, &key, &logs.join("register.log"))?;
+    register.arg("register");
+    // Off the async workers: on Kubernetes the fake API server it talks to runs on them.
+    let registered = tokio::task::spawn_blocking(move || register.status())
+        .await
+        .context("provider register")?
         .context("provider register")?;
     ensure!(
         registered.success(),
@@ -674,7 +704,7 @@ async fn measure(
         logs.display()
     );
 
-    let mut run = provider_command(&binary, &config, &password, &logs.join("run.log"))?;
+    let mut run = provider_command(&binary, &config, &key, &logs.join("run.log"))?;
     run.args(["run", "--keep-unknown-workloads"]);
     if block_time.is_none() {
         run.args(["--confirmations", "0"]);
@@ -854,7 +884,9 @@ async fn measure(
     let after = memory_of(pid)?;
     // The gateway's graceful shutdown waits for open connections.
     drop(channel);
-    let status = daemon.stop()?;
+    let status = tokio::task::spawn_blocking(move || daemon.stop())
+        .await
+        .context("stopping the daemon")??;
     progress(started, &format!("daemon stopped: {status}"));
 
     let created: Vec<Duration> = timings
