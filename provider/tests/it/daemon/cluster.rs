@@ -280,3 +280,64 @@ async fn registration_drift_is_reported_and_resynced_when_asked() {
     .await
     .expect("test exceeded its time limit");
 }
+
+/// A cluster that shrinks below what a lease holds is never re-synced down to it: the
+/// daemon refuses, says so in `/metrics`, and the registration stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_never_goes_below_what_leases_hold() {
+    let _serial = SERIAL.lock().await;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let cluster = FakeApiServer::start().await;
+        add_node(&cluster, node("worker-1", "8", "16Gi", 0, false));
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = cluster_config(&devnet, dir.path(), &cluster);
+        let config_path = dir.path().join("provider.toml");
+        std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
+        provider_command(&devnet, &config_path, &["register"]);
+        let options = DaemonOptions {
+            resync_registration: Some(Duration::from_secs(600)),
+            ..options()
+        };
+        let handle = Daemon::start(config.clone(), devnet.signer(PROVIDER), options)
+            .await
+            .expect("daemon starts");
+        let metrics = handle.metrics_addr().expect("metrics served").to_string();
+
+        // A lease takes 100m of CPU (hello.yaml); no manifest is needed for that.
+        let tenant = devnet.client(TENANT);
+        let (order, _manifest) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
+        let posted = tenant.create_order(&order).await.expect("createOrder");
+        let bid_id = eventually("our bid", || our_bid(&devnet, posted.order_id)).await;
+        tenant
+            .accept_bid(posted.order_id, bid_id)
+            .await
+            .expect("acceptBid");
+        assert_eq!(registration(&devnet).await.allocated.cpu_milli, 100);
+
+        // The node shrinks to 50m: below the lease's 100m.
+        add_node(&cluster, node("worker-1", "50m", "16Gi", 0, false));
+        eventually("the refusal in /metrics", || async {
+            let text = http_get_async(metrics.clone(), "/metrics").await.ok()?;
+            (text.contains("leasehold_registration_resyncs_refused_total 1")
+                && text.contains("leasehold_registration_drift{resource=\"cpu_milli\"} -7950"))
+            .then_some(())
+        })
+        .await;
+        let info = registration(&devnet).await;
+        assert_eq!(
+            info.capacity.cpu_milli, 8_000,
+            "the registration is left alone"
+        );
+        let text = http_get_async(metrics.clone(), "/metrics")
+            .await
+            .expect("scrape");
+        assert!(
+            text.contains("leasehold_registration_resyncs_total 0"),
+            "{text}"
+        );
+        handle.shutdown().await;
+    })
+    .await
+    .expect("test exceeded its time limit");
+}
