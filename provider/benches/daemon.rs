@@ -1,12 +1,15 @@
 //! End-to-end daemon benchmark: memory of the real `provider` binary when idle and with
-//! 100 running leases, and the time from LeaseCreated plus manifest to running containers.
+//! N running leases, the time from an order to the daemon's bid over a burst of N orders
+//! (p50/p99), and the time from LeaseCreated plus manifest to running workloads.
 //!
-//! Run (instant mining, 100 leases, 10 minute bound):
+//! Run (instant mining, 100 leases, Docker, 20 minute bound):
 //!   cargo build --release -p leasehold-provider --bin provider
 //!   cargo bench -p leasehold-provider --bench daemon
 //! Knobs (environment): LEASEHOLD_BENCH_PROVIDER_BIN (default: the bench build's own
 //! `provider`), LEASEHOLD_BENCH_LEASES (default 100), LEASEHOLD_BENCH_BLOCK_TIME (seconds;
-//! default instant mining with `--confirmations 0`).
+//! default instant mining with `--confirmations 0`), LEASEHOLD_BENCH_RUNTIME (`docker`, the
+//! default, or `kubernetes`: the daemon's Kubernetes runtime against the tests' in-process
+//! fake API server, for lease counts whose containers would not fit the machine).
 //!
 //! Without `--bench` (e.g. `cargo test --benches`) it does nothing: it needs Docker, anvil
 //! and minutes of wall time.
@@ -34,11 +37,99 @@ use leasehold_provider::runtime::lease_selector;
 const PROVIDER: usize = 2;
 const TENANT: usize = 1;
 const HELLO: &str = include_str!("../../manifests/examples/hello.yaml");
-const PASSWORD_ENV: &str = "LEASEHOLD_KEYSTORE_PASSWORD";
-const RUN_LIMIT: Duration = Duration::from_secs(600);
-const STEP_LIMIT: Duration = Duration::from_secs(240);
-/// `Marketplace.nextOrderId` lives in storage slot 0 and lease ids are order ids.
-const NEXT_ORDER_ID_SLOT: u64 = 0;
+/// The key comes from the environment, not a keystore: a keystore's scrypt takes minutes
+/// in a debug build, which is what this shared machine may build.
+const KEY_ENV: &str = "LEASEHOLD_PROVIDER_KEY";
+const RUN_LIMIT: Duration = Duration::from_secs(1_200);
+const STEP_LIMIT: Duration = Duration::from_secs(480);
+/// Storage slots searched for `Marketplace.nextOrderId` (lease ids are order ids); the
+/// slot moves whenever a base contract gains state, so it is found, not hard-coded.
+const ORDER_ID_SLOTS: u64 = 32;
+
+/// The tests' fake Kubernetes API server (nodes, pods and a minimal kubelet), shared
+/// rather than copied.
+#[path = "../tests/it/runtime_kubernetes"]
+#[allow(dead_code, unreachable_pub)]
+mod fake_cluster {
+    pub mod fake_api_server;
+}
+
+use fake_cluster::fake_api_server::{FakeApiServer, NODE_IP, NODE_NAME};
+
+/// Where the daemon runs its leases.
+enum Workloads {
+    Docker,
+    /// The fake API server; the daemon's own RSS is what is measured, the server lives in
+    /// the bench process.
+    Kubernetes(FakeApiServer),
+}
+
+impl Workloads {
+    fn name(&self) -> &'static str {
+        match self {
+            Workloads::Docker => "docker",
+            Workloads::Kubernetes(_) => "kubernetes (fake API server)",
+        }
+    }
+
+    /// Waits until the daemon has removed every workload of `leases`.
+    async fn wait_gone(&self, leases: std::ops::Range<u64>, started: Instant) -> Result<()> {
+        match self {
+            Workloads::Docker => wait_for_no_containers(leases, started).await,
+            Workloads::Kubernetes(cluster) => {
+                let deadline = Instant::now() + STEP_LIMIT;
+                loop {
+                    let left = cluster
+                        .namespaces()
+                        .iter()
+                        .filter(|name| name.starts_with("lh-"))
+                        .count();
+                    if left == 0 {
+                        progress(started, &format!("leases {leases:?} torn down"));
+                        return Ok(());
+                    }
+                    ensure!(
+                        Instant::now() < deadline,
+                        "{left} lease namespace(s) remain"
+                    );
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+}
+
+/// A fake cluster of one ready node big enough for every bench lease, and a kubeconfig
+/// for it in `dir`.
+async fn fake_cluster(dir: &Path) -> Result<(FakeApiServer, PathBuf)> {
+    let cluster = FakeApiServer::start().await;
+    cluster.insert(
+        &format!("/api/v1/nodes/{NODE_NAME}"),
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": NODE_NAME, "labels": {}},
+            "spec": {},
+            "status": {
+                "allocatable": {"cpu": "64", "memory": "64Gi", "ephemeral-storage": "1Ti"},
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "addresses": [{"type": "InternalIP", "address": NODE_IP}],
+            },
+        }),
+    );
+    let kubeconfig = dir.join("kubeconfig.yaml");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+             clusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             users:\n- name: nobody\n  user: {{}}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: nobody\n",
+            cluster.url
+        ),
+    )
+    .context("writing the kubeconfig")?;
+    Ok((cluster, kubeconfig))
+}
 
 fn main() -> Result<()> {
     if !std::env::args().any(|arg| arg == "--bench") {
@@ -55,7 +146,14 @@ fn main() -> Result<()> {
     runtime.block_on(bench())
 }
 
-fn settings() -> Result<(PathBuf, usize, Option<u64>)> {
+struct Settings {
+    binary: PathBuf,
+    leases: usize,
+    block_time: Option<u64>,
+    kubernetes: bool,
+}
+
+fn settings() -> Result<Settings> {
     let binary = std::env::var_os("LEASEHOLD_BENCH_PROVIDER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_provider")));
@@ -72,7 +170,17 @@ fn settings() -> Result<(PathBuf, usize, Option<u64>)> {
         ),
         Err(_) => None,
     };
-    Ok((binary, leases, block_time))
+    let kubernetes = match std::env::var("LEASEHOLD_BENCH_RUNTIME").as_deref() {
+        Ok("kubernetes") => true,
+        Ok("docker") | Err(_) => false,
+        Ok(other) => bail!("LEASEHOLD_BENCH_RUNTIME must be docker or kubernetes, not {other}"),
+    };
+    Ok(Settings {
+        binary,
+        leases,
+        block_time,
+        kubernetes,
+    })
 }
 
 /// Lease ids (= order ids) start far above what tests on the shared Docker engine use,
@@ -82,7 +190,12 @@ fn lease_id_base() -> u64 {
 }
 
 async fn bench() -> Result<()> {
-    let (binary, lease_count, block_time) = settings()?;
+    let Settings {
+        binary,
+        leases: lease_count,
+        block_time,
+        kubernetes,
+    } = settings()?;
     ensure!(
         binary.exists(),
         "provider binary {} not found",
@@ -90,7 +203,7 @@ async fn bench() -> Result<()> {
     );
     let base = lease_id_base();
     let started = Instant::now();
-    let mut run = tokio::spawn(measure(binary, lease_count, block_time, base));
+    let mut run = tokio::spawn(measure(binary, lease_count, block_time, kubernetes, base));
     let outcome = tokio::time::timeout(RUN_LIMIT, &mut run).await;
     if outcome.is_err() {
         // Dropping the task's future kills the daemon and anvil through their guards.
@@ -226,16 +339,52 @@ async fn start_chain(block_time: Option<u64>, base: u64) -> Result<Chain> {
     })
     .await
     .context("starting the devnet")?;
-    devnet
-        .rpc
-        .anvil_set_storage_at(
-            devnet.deployment.marketplace,
-            U256::from(NEXT_ORDER_ID_SLOT),
-            B256::from(U256::from(base)),
-        )
-        .await
-        .context("moving the order id counter")?;
+    move_order_ids(&devnet, base).await?;
     Ok(Chain { devnet })
+}
+
+/// Sets `Marketplace.nextOrderId` to `base`: the storage slot holding its current value
+/// whose change the getter reflects.
+async fn move_order_ids(devnet: &Devnet, base: u64) -> Result<()> {
+    use alloy::providers::Provider;
+    use leasehold_contracts::bindings::Marketplace;
+
+    let marketplace = Marketplace::new(devnet.deployment.marketplace, devnet.rpc.clone());
+    let current = marketplace
+        .nextOrderId()
+        .call()
+        .await
+        .context("nextOrderId")?;
+    for slot in 0..ORDER_ID_SLOTS {
+        let slot = U256::from(slot);
+        let value = devnet
+            .rpc
+            .get_storage_at(devnet.deployment.marketplace, slot)
+            .await
+            .context("reading storage")?;
+        if value != current {
+            continue;
+        }
+        let set = |value: U256| {
+            devnet
+                .rpc
+                .anvil_set_storage_at(devnet.deployment.marketplace, slot, B256::from(value))
+        };
+        set(U256::from(base))
+            .await
+            .context("moving the order id counter")?;
+        if marketplace
+            .nextOrderId()
+            .call()
+            .await
+            .context("nextOrderId")?
+            == U256::from(base)
+        {
+            return Ok(());
+        }
+        set(value).await.context("restoring a storage slot")?;
+    }
+    bail!("no storage slot of the marketplace holds nextOrderId")
 }
 
 fn free_port() -> Result<u16> {
@@ -259,7 +408,12 @@ fn bench_manifest() -> Result<(leasehold_contracts::OrderSpec, B256, Vec<u8>)> {
     ))
 }
 
-fn write_config(chain: &Chain, dir: &Path, gateway_port: u16, keystore: &Path) -> Result<PathBuf> {
+fn write_config(
+    chain: &Chain,
+    dir: &Path,
+    gateway_port: u16,
+    kubeconfig: Option<&Path>,
+) -> Result<PathBuf> {
     let overrides = HardwareOverrides {
         cpu_millis: Some(64_000),
         memory_mib: Some(65_536),
@@ -274,23 +428,27 @@ fn write_config(chain: &Chain, dir: &Path, gateway_port: u16, keystore: &Path) -
     config.chain.registry = chain.deployment().registry.to_string();
     config.chain.token = chain.deployment().token.to_string();
     config.gateway.listen = format!("127.0.0.1:{gateway_port}");
-    config.key.private_key_env = None;
-    config.key.keystore = Some(keystore.to_path_buf());
-    config.key.password_env = Some(PASSWORD_ENV.to_owned());
+    config.key.private_key_env = Some(KEY_ENV.to_owned());
+    config.key.keystore = None;
+    config.key.password_env = None;
     config.pricing.cpu_core_per_hour = 36 * TOKEN;
     config.pricing.memory_gib_per_hour = 0;
     config.pricing.storage_gib_per_hour = 0;
+    if let Some(kubeconfig) = kubeconfig {
+        config.runtime.kind = leasehold_provider::config::RuntimeKind::Kubernetes;
+        config.runtime.kubernetes.kubeconfig = Some(kubeconfig.to_path_buf());
+    }
     let path = dir.join("provider.toml");
     std::fs::write(&path, config.to_toml_string()?).context("writing the config")?;
     Ok(path)
 }
 
-fn provider_command(binary: &Path, config: &Path, password: &str, log: &Path) -> Result<Command> {
+fn provider_command(binary: &Path, config: &Path, key: &str, log: &Path) -> Result<Command> {
     let mut command = Command::new(binary);
     command
         .arg("--config")
         .arg(config)
-        .env(PASSWORD_ENV, password)
+        .env(KEY_ENV, key)
         .env("LEASEHOLD_LOG", "info")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(log)?)
@@ -313,6 +471,95 @@ async fn post_order(tenant: &MarketplaceClient, order: &NewOrder) -> Result<u64>
         .await
         .context("createOrder")?
         .order_id)
+}
+
+/// Posts `count` orders one after the other, as fast as one tenant can (each mined before
+/// the next is sent), while watching `BidPlaced` logs; returns each order with the
+/// daemon's bid and the time from its order being mined to its bid being seen (the
+/// watcher polls every 50 ms).
+async fn burst_of_orders(
+    chain: &Chain,
+    tenant: &MarketplaceClient,
+    order: &NewOrder,
+    count: usize,
+    provider: Address,
+    started: Instant,
+) -> Result<(Vec<(u64, u64)>, Vec<Duration>)> {
+    use alloy::providers::Provider;
+    use alloy::sol_types::SolEvent;
+    use leasehold_contracts::bindings::Marketplace;
+
+    let rpc = chain.devnet.rpc.clone();
+    let marketplace = chain.deployment().marketplace;
+    let first_block = rpc.get_block_number().await.context("block number")?;
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(async move {
+        let mut seen: HashMap<u64, (u64, Instant)> = HashMap::new();
+        let mut from = first_block;
+        let deadline = Instant::now() + STEP_LIMIT;
+        loop {
+            let head = rpc.get_block_number().await.context("block number")?;
+            if head >= from {
+                let filter = alloy::rpc::types::Filter::new()
+                    .address(marketplace)
+                    .event_signature(Marketplace::BidPlaced::SIGNATURE_HASH)
+                    .from_block(from)
+                    .to_block(head);
+                let now = Instant::now();
+                for log in rpc.get_logs(&filter).await.context("BidPlaced logs")? {
+                    let bid = log
+                        .log_decode::<Marketplace::BidPlaced>()
+                        .context("decoding BidPlaced")?
+                        .inner
+                        .data;
+                    if bid.provider == provider {
+                        let order_id = u64::try_from(bid.orderId).context("order id")?;
+                        let bid_id = u64::try_from(bid.bidId).context("bid id")?;
+                        seen.entry(order_id).or_insert((bid_id, now));
+                    }
+                }
+                from = head + 1;
+            }
+            if *done_rx.borrow() && seen.len() >= count {
+                return anyhow::Ok(seen);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "only {} of {count} bids placed",
+                seen.len()
+            );
+            tokio::select! {
+                _ = done_rx.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    });
+    let mut mined = Vec::with_capacity(count);
+    for _ in 0..count {
+        let order_id = post_order(tenant, order).await?;
+        mined.push((order_id, Instant::now()));
+    }
+    let posting = started.elapsed();
+    progress(started, &format!("{count} orders posted"));
+    let _ = done_tx.send(true);
+    let seen = watcher.await.context("bid watcher")??;
+    let mut pairs = Vec::with_capacity(count);
+    let mut waits = Vec::with_capacity(count);
+    for (order_id, at) in mined {
+        let (bid_id, bid_seen) = *seen
+            .get(&order_id)
+            .with_context(|| format!("no bid on order {order_id}"))?;
+        pairs.push((order_id, bid_id));
+        waits.push(bid_seen.saturating_duration_since(at));
+    }
+    progress(
+        started,
+        &format!(
+            "{count} bids placed by the daemon ({:.1}s after the orders were posted)",
+            started.elapsed().saturating_sub(posting).as_secs_f64()
+        ),
+    );
+    Ok((pairs, waits))
 }
 
 async fn wait_for_bid(tenant: &MarketplaceClient, order_id: u64, provider: Address) -> Result<u64> {
@@ -392,10 +639,11 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 fn summary(name: &str, mut values: Vec<Duration>) -> String {
     values.sort();
     format!(
-        "{name}: n={} median={:.2}s p90={:.2}s max={:.2}s min={:.2}s",
+        "{name}: n={} median={:.2}s p90={:.2}s p99={:.2}s max={:.2}s min={:.2}s",
         values.len(),
         percentile(&values, 0.5).as_secs_f64(),
         percentile(&values, 0.9).as_secs_f64(),
+        percentile(&values, 0.99).as_secs_f64(),
         values.last().copied().unwrap_or_default().as_secs_f64(),
         values.first().copied().unwrap_or_default().as_secs_f64(),
     )
@@ -405,6 +653,7 @@ async fn measure(
     binary: PathBuf,
     lease_count: usize,
     block_time: Option<u64>,
+    kubernetes: bool,
     base: u64,
 ) -> Result<()> {
     let started = Instant::now();
@@ -415,8 +664,9 @@ async fn measure(
     progress(
         started,
         &format!(
-            "provider binary {}; {mining}; {lease_count} leases",
-            binary.display()
+            "provider binary {}; {mining}; {lease_count} leases; {} runtime",
+            binary.display(),
+            if kubernetes { "kubernetes" } else { "docker" }
         ),
     );
     let chain = start_chain(block_time, base).await?;
@@ -426,28 +676,27 @@ async fn measure(
     );
 
     let dir = tempfile::tempdir().context("tempdir")?;
-    let password = format!("bench-{}", std::process::id());
-    PrivateKeySigner::encrypt_keystore(
-        dir.path(),
-        &mut rand08::thread_rng(),
-        chain.signer(PROVIDER)?.to_bytes(),
-        &password,
-        Some("provider-key.json"),
-    )
-    .context("writing the keystore")?;
+    let key = format!(
+        "0x{}",
+        alloy::hex::encode(chain.signer(PROVIDER)?.to_bytes())
+    );
     let gateway_port = free_port()?;
-    let config = write_config(
-        &chain,
-        dir.path(),
-        gateway_port,
-        &dir.path().join("provider-key.json"),
-    )?;
+    let (workloads, kubeconfig) = if kubernetes {
+        let (cluster, kubeconfig) = fake_cluster(dir.path()).await?;
+        (Workloads::Kubernetes(cluster), Some(kubeconfig))
+    } else {
+        (Workloads::Docker, None)
+    };
+    let config = write_config(&chain, dir.path(), gateway_port, kubeconfig.as_deref())?;
     let logs = std::env::temp_dir().join(format!("pbench-provider-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
 
-    let registered = provider_command(&binary, &config, &password, &logs.join("register.log"))?
-        .arg("register")
-        .status()
+    let mut register = provider_command(&binary, &config, &key, &logs.join("register.log"))?;
+    register.arg("register");
+    // Off the async workers: on Kubernetes the fake API server it talks to runs on them.
+    let registered = tokio::task::spawn_blocking(move || register.status())
+        .await
+        .context("provider register")?
         .context("provider register")?;
     ensure!(
         registered.success(),
@@ -455,7 +704,7 @@ async fn measure(
         logs.display()
     );
 
-    let mut run = provider_command(&binary, &config, &password, &logs.join("run.log"))?;
+    let mut run = provider_command(&binary, &config, &key, &logs.join("run.log"))?;
     run.args(["run", "--keep-unknown-workloads"]);
     if block_time.is_none() {
         run.args(["--confirmations", "0"]);
@@ -562,22 +811,21 @@ async fn measure(
         .close_lease(single.lease_id, CloseReason::TenantRequest)
         .await
         .context("closing the single lease")?;
-    wait_for_no_containers(single.lease_id..single.lease_id + 1, started).await?;
+    workloads
+        .wait_gone(single.lease_id..single.lease_id + 1, started)
+        .await?;
 
-    // The batch: every order first (the daemon bids on each), then accept one after the
+    // The batch: a burst of orders (the daemon bids on each), then accept one after the
     // other, each lease delivered and watched by its own task.
-    let mut orders = Vec::with_capacity(lease_count);
-    for _ in 0..lease_count {
-        orders.push(post_order(&tenant, &order).await?);
-    }
-    progress(started, &format!("{lease_count} orders posted"));
-    let mut bids = Vec::with_capacity(lease_count);
-    for order_id in &orders {
-        bids.push(wait_for_bid(&tenant, *order_id, provider).await?);
-    }
-    progress(started, &format!("{lease_count} bids placed by the daemon"));
+    let (orders_and_bids, order_to_bid) =
+        burst_of_orders(&chain, &tenant, &order, lease_count, provider, started).await?;
+    let orders: Vec<u64> = orders_and_bids.iter().map(|(order, _)| *order).collect();
+    // Hundreds of watchers polling Lease.GetStatus would measure the gateway, not the
+    // daemon: poll less often the more leases there are.
+    let status_poll =
+        Duration::from_millis(250).max(Duration::from_millis(10 * lease_count as u64));
     let mut watchers = tokio::task::JoinSet::new();
-    for (order_id, bid_id) in orders.iter().zip(&bids) {
+    for (order_id, bid_id) in &orders_and_bids {
         let lease = tenant
             .accept_bid(*order_id, *bid_id)
             .await
@@ -588,7 +836,7 @@ async fn measure(
             lease.lease_id,
             manifest.clone(),
             Instant::now(),
-            Duration::from_millis(250),
+            status_poll,
         ));
     }
     progress(started, &format!("{lease_count} bids accepted"));
@@ -631,12 +879,14 @@ async fn measure(
     }
     let first = orders.first().copied().unwrap_or(base);
     let last = orders.last().copied().unwrap_or(base);
-    wait_for_no_containers(first..last + 1, started).await?;
+    workloads.wait_gone(first..last + 1, started).await?;
     let teardown = closing.elapsed();
     let after = memory_of(pid)?;
     // The gateway's graceful shutdown waits for open connections.
     drop(channel);
-    let status = daemon.stop()?;
+    let status = tokio::task::spawn_blocking(move || daemon.stop())
+        .await
+        .context("stopping the daemon")??;
     progress(started, &format!("daemon stopped: {status}"));
 
     let created: Vec<Duration> = timings
@@ -647,7 +897,10 @@ async fn measure(
         .iter()
         .map(|timing| timing.manifest_to_ready)
         .collect();
-    println!("== leasehold provider daemon bench ({mining}) ==");
+    println!(
+        "== leasehold provider daemon bench ({mining}; {} runtime) ==",
+        workloads.name()
+    );
     println!(
         "idle RSS: {:.1} MiB (VmHWM {:.1} MiB, {} threads)",
         mib(idle.rss_kib),
@@ -669,7 +922,17 @@ async fn measure(
     );
     println!(
         "{}",
-        summary(&format!("{lease_count} leases created->ready"), created)
+        summary(
+            &format!("burst of {lease_count} orders: order mined->bid seen"),
+            order_to_bid
+        )
+    );
+    println!(
+        "{}",
+        summary(
+            &format!("{lease_count} leases created->ready (status polled every {status_poll:?})"),
+            created
+        )
     );
     println!(
         "{}",

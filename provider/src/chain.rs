@@ -5,7 +5,6 @@
 //! time: the client reads the nonce from the node's pending count, so two concurrent sends
 //! would pick the same nonce and one would be dropped.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -13,16 +12,16 @@ use alloy::primitives::{Address, U256};
 use alloy::signers::local::{LocalSignerError, PrivateKeySigner};
 use eth_keystore::KeystoreError;
 use leasehold_contracts::{
-    BidInfo, ClientError, CloseReason, Deployment, GpuCapacity, LeaseInfo, LeaseSettlement,
-    MarketplaceClient, OrderInfo, OrderPosted, OrderRequirements, Owed, Payment, ProviderProfile,
-    Resources,
+    BidInfo, ClientError, CloseReason, Deployment, LeaseInfo, LeaseSettlement, MarketplaceClient,
+    OrderInfo, OrderPosted, OrderRequirements, Owed, Payment, ProviderProfile,
 };
 use leasehold_manifests::GpuModelKey;
 use tokio::sync::Mutex;
 
 use crate::config::{Config, KeySource};
-use crate::deployment::{attribute_key, gpu_model_key};
+use crate::deployment::attribute_key;
 use crate::hardware::Hardware;
+use crate::registration::Capacity;
 
 /// Why the daemon cannot talk to the chain as configured.
 #[derive(Debug, thiserror::Error)]
@@ -124,14 +123,14 @@ pub fn deployment_from_config(
     })
 }
 
-/// What `provider register` announces: the hardware's capacity, its GPUs grouped by
-/// model key, the config's attributes and the gateway's public endpoint.
+/// What `provider register` announces for one host: the hardware's capacity, its GPUs
+/// grouped by model key, the config's attributes and the gateway's public endpoint.
 pub fn provider_profile(config: &Config, hardware: &Hardware) -> ProviderProfile {
-    let mut gpus: BTreeMap<&GpuModelKey, u32> = BTreeMap::new();
-    for gpu in &hardware.gpus {
-        let count = gpus.entry(&gpu.model_key).or_insert(0);
-        *count = count.saturating_add(1);
-    }
+    profile_with_capacity(config, &Capacity::of_hardware(hardware))
+}
+
+/// The registration of `capacity` with the config's attributes and public endpoint.
+pub fn profile_with_capacity(config: &Config, capacity: &Capacity) -> ProviderProfile {
     ProviderProfile {
         endpoint: public_endpoint(config),
         attributes: config
@@ -139,18 +138,8 @@ pub fn provider_profile(config: &Config, hardware: &Hardware) -> ProviderProfile
             .iter()
             .map(|text| attribute_key(text))
             .collect(),
-        capacity: Resources {
-            cpu_milli: hardware.cpu_millis,
-            memory_mib: hardware.memory_mib,
-            storage_mib: hardware.storage_mib,
-        },
-        gpus: gpus
-            .into_iter()
-            .map(|(model, count)| GpuCapacity {
-                model_key: gpu_model_key(model),
-                count,
-            })
-            .collect(),
+        capacity: capacity.resources,
+        gpus: capacity.gpu_capacity(),
     }
 }
 
@@ -229,6 +218,12 @@ impl Chain {
         self.client
             .place_bid(order_id, price, gpu_model.as_deref(), requirements)
             .await
+    }
+
+    /// Changes the registration (the daemon's re-sync of a drifted cluster).
+    pub async fn update_provider(&self, profile: &ProviderProfile) -> Result<(), ClientError> {
+        let _turn = self.lane.lock().await;
+        self.client.update_provider(profile).await
     }
 
     pub async fn withdraw_bid(&self, order_id: u64, bid_id: u64) -> Result<(), ClientError> {

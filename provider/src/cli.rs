@@ -8,12 +8,17 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use leasehold_manifests::GpuModelKey;
 use serde_json::json;
 
-use crate::chain::{Chain, load_signer, provider_profile};
-use crate::config::Config;
-use crate::daemon::{Core, Daemon, DaemonOptions, connect_runtime, runtime_scope};
+use crate::chain::{Chain, load_signer, profile_with_capacity};
+use crate::config::{Config, RuntimeKind};
+use crate::daemon::{
+    Core, Daemon, DaemonOptions, connect_runtime, kubernetes_runtime, runtime_scope,
+};
 use crate::hardware::{Hardware, HardwareOverrides};
+use crate::registration::{Capacity, CapacityLimits, parse_gpu_limit};
+use crate::runtime::{Runtime, RuntimeScope};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -115,16 +120,32 @@ pub enum Command {
         force: bool,
     },
     /// Register on chain with the minimum stake: capacity, GPU models, attributes, endpoint.
-    #[command(
-        after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider register --config provider.toml"
-    )]
-    Register,
-    /// Publish the config's capacity, GPU models, attributes and endpoint to an existing
-    /// registration (after changing the config or the hardware).
-    #[command(
-        after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider update --config provider.toml --output json"
-    )]
-    Update,
+    #[command(after_help = concat!(
+        "Capacity: on Kubernetes (runtime.kind = \"kubernetes\"), the sum of the cluster's schedulable nodes\n",
+        "(allocatable minus the requests of pods that are not this provider's leases), read through the\n",
+        "kubeconfig exactly as the daemon reads it; otherwise this host's detected hardware.\n",
+        "The --max-* flags limit it; on Kubernetes the config's [hardware] cpu_millis, memory_mib and\n",
+        "storage_mib limit it too (a flag replaces the config's limit for this command only; the daemon's\n",
+        "drift check uses the config's, so put lasting limits there).\n\n",
+        "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider register --config provider.toml\n",
+        "  LEASEHOLD_PROVIDER_KEY=0x... provider register --config provider.toml --max-cpu-millis 64000 --max-gpus nvidia/a100/80Gi/sxm=4"
+    ))]
+    Register {
+        #[command(flatten)]
+        limits: CapacityFlags,
+    },
+    /// Publish the current capacity, GPU models, and the config's attributes and endpoint to an
+    /// existing registration (after changing the config, the hardware or the cluster).
+    #[command(after_help = concat!(
+        "Capacity is read as `register` reads it (the cluster's nodes on Kubernetes, else this host),\n",
+        "within the --max-* flags and, on Kubernetes, the config's [hardware] limits.\n\n",
+        "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider update --config provider.toml --output json\n",
+        "  LEASEHOLD_PROVIDER_KEY=0x... provider update --config provider.toml --max-memory-mib 262144"
+    ))]
+    Update {
+        #[command(flatten)]
+        limits: CapacityFlags,
+    },
     /// Run the daemon until SIGINT or SIGTERM.
     #[command(
         after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider run --config provider.toml --metrics 127.0.0.1:9102"
@@ -153,6 +174,14 @@ pub enum Command {
         /// daemons share one container engine).
         #[arg(long)]
         keep_unknown_workloads: bool,
+        /// On Kubernetes, send `provider update` itself when the cluster's capacity drifts
+        /// from the on-chain registration (never below what leases hold; drift is always
+        /// logged and exported as `leasehold_registration_drift` either way).
+        #[arg(long)]
+        resync_registration: bool,
+        /// Minutes between two re-syncs of the registration.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        resync_interval_minutes: u64,
     },
     /// Ask a running daemon's gateway for its status (Provider.GetStatus).
     #[command(
@@ -184,6 +213,34 @@ pub enum Command {
     Deregister,
 }
 
+/// Limits on the capacity `register` and `update` publish.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CapacityFlags {
+    /// Register at most this much CPU, in millicores (1000 = one core).
+    #[arg(long, value_name = "MILLIS")]
+    pub max_cpu_millis: Option<u64>,
+    /// Register at most this much memory, in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub max_memory_mib: Option<u64>,
+    /// Register at most this much ephemeral storage, in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub max_storage_mib: Option<u64>,
+    /// Register at most COUNT GPUs of MODEL (repeatable; 0 leaves the model out).
+    #[arg(long = "max-gpus", value_name = "MODEL=COUNT", value_parser = parse_gpu_limit)]
+    pub max_gpus: Vec<(GpuModelKey, u32)>,
+}
+
+impl CapacityFlags {
+    fn limits(&self) -> CapacityLimits {
+        CapacityLimits {
+            cpu_millis: self.max_cpu_millis,
+            memory_mib: self.max_memory_mib,
+            storage_mib: self.max_storage_mib,
+            gpus: self.max_gpus.iter().cloned().collect(),
+        }
+    }
+}
+
 fn print(output: Output, text: String, value: serde_json::Value) {
     match output {
         Output::Text => println!("{text}"),
@@ -202,15 +259,15 @@ async fn publish_profile(
     config_path: &std::path::Path,
     output: Output,
     how: Publish,
+    flags: &CapacityFlags,
 ) -> Result<()> {
     let config = load(config_path)?;
     let signer = load_signer(&config).context("loading the signing key")?;
-    let hardware =
-        Hardware::detect(&config.data_dir, &config.hardware).context("detecting hardware")?;
-    let profile = provider_profile(&config, &hardware);
     let chain = Chain::connect(&config, signer, 0)
         .await
         .context("connecting to the chain")?;
+    let (capacity, source) = capacity_now(&config, &chain, flags).await?;
+    let profile = profile_with_capacity(&config, &capacity);
     let client = chain.client();
     let (sent, verb) = match how {
         Publish::Register => (client.register_provider(&profile).await, "registered"),
@@ -249,9 +306,41 @@ async fn publish_profile(
             profile.attributes.len(),
             profile.endpoint
         ),
-        json!({"provider": chain.address(), "profile": profile}),
+        json!({"provider": chain.address(), "profile": profile, "capacity_source": source}),
     );
     Ok(())
+}
+
+/// What this provider can register now, and where that came from (`cluster` or `host`):
+/// on Kubernetes the cluster's nodes as the daemon reads them, within the config's
+/// limits and the flags; otherwise the host's hardware, within the flags.
+async fn capacity_now(
+    config: &Config,
+    chain: &Chain,
+    flags: &CapacityFlags,
+) -> Result<(Capacity, &'static str)> {
+    if config.runtime.kind == RuntimeKind::Kubernetes {
+        let scope = RuntimeScope::new(chain.deployment().chain_id, chain.address().to_string());
+        let runtime = kubernetes_runtime(config, scope)
+            .await
+            .context("connecting to the Kubernetes cluster")?;
+        let nodes = runtime
+            .cluster_nodes()
+            .await
+            .context("reading the cluster's nodes")?
+            .unwrap_or_default();
+        let limits = CapacityLimits::from_config(&config.hardware).overridden_by(&flags.limits());
+        let capacity = Capacity::of_cluster(&nodes)
+            .context("summing the cluster's capacity")?
+            .limited(&limits);
+        return Ok((capacity, "cluster"));
+    }
+    let hardware =
+        Hardware::detect(&config.data_dir, &config.hardware).context("detecting hardware")?;
+    Ok((
+        Capacity::of_hardware(&hardware).limited(&flags.limits()),
+        "host",
+    ))
 }
 
 fn load(path: &std::path::Path) -> Result<Config> {
@@ -306,8 +395,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 json!({"config": cli.config, "hardware": hardware}),
             );
         }
-        Command::Register => publish_profile(&cli.config, output, Publish::Register).await?,
-        Command::Update => publish_profile(&cli.config, output, Publish::Update).await?,
+        Command::Register { limits } => {
+            publish_profile(&cli.config, output, Publish::Register, &limits).await?;
+        }
+        Command::Update { limits } => {
+            publish_profile(&cli.config, output, Publish::Update, &limits).await?;
+        }
         Command::Run {
             start_block,
             confirmations,
@@ -316,6 +409,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             manifest_timeout,
             max_deploy_attempts,
             keep_unknown_workloads,
+            resync_registration,
+            resync_interval_minutes,
         } => {
             let config = load(&cli.config)?;
             let signer = load_signer(&config).context("loading the signing key")?;
@@ -329,6 +424,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 manifest_timeout_secs: manifest_timeout,
                 max_deploy_attempts,
                 remove_unknown_workloads: !keep_unknown_workloads,
+                resync_registration: resync_registration
+                    .then(|| Duration::from_secs(resync_interval_minutes.saturating_mul(60))),
                 ..DaemonOptions::default()
             };
             let handle = Daemon::start(config, signer, options)

@@ -18,6 +18,7 @@ pub mod deployment;
 pub mod leases;
 pub mod metrics;
 pub mod reconciler;
+pub mod registration;
 pub mod sealing;
 pub mod updates;
 pub mod withdrawer;

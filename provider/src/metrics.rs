@@ -249,6 +249,21 @@ impl Core {
                 );
             }
         }
+        let drift = self.registration.drift();
+        if !drift.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP leasehold_registration_drift What the cluster could register now minus \
+                 the on-chain registration, per resource (cpu_milli, memory_mib, storage_mib, \
+                 gpu/<model>); 0 when in step.\n# TYPE leasehold_registration_drift gauge"
+            );
+            for (resource, difference) in &drift {
+                let _ = writeln!(
+                    out,
+                    "leasehold_registration_drift{{resource=\"{resource}\"}} {difference}"
+                );
+            }
+        }
         let cursor = self
             .store
             .cursor(crate::daemon::controller::FOLLOWER)
@@ -268,6 +283,18 @@ impl Core {
                 "counter",
                 "Cluster nodes found added, removed or changed since start (Kubernetes).",
                 self.cluster_drifted_nodes(),
+            ),
+            (
+                "leasehold_registration_resyncs_total",
+                "counter",
+                "Registration updates the daemon sent after the cluster drifted (--resync-registration).",
+                self.registration.resyncs_total(),
+            ),
+            (
+                "leasehold_registration_resyncs_refused_total",
+                "counter",
+                "Re-syncs refused because the cluster shrank below what running leases hold.",
+                self.registration.refusals_total(),
             ),
             (
                 "leasehold_bids_failed_total",

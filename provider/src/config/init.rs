@@ -119,7 +119,9 @@ pub(super) const FILE_HEADER: &str = "\
 pub(super) const HARDWARE_COMMENT: &str = "\
 # Overrides of detected hardware, all optional: cpu_millis, memory_mib, storage_mib,
 # and [[hardware.gpus]] entries (model = \"nvidia/a100/80Gi/sxm\", vram_mib, count,
-# interface) used when neither NVML nor nvidia-smi finds a GPU.
+# interface) used when neither NVML nor nvidia-smi finds a GPU. With the Kubernetes
+# runtime the cluster's nodes are the capacity, and cpu_millis, memory_mib and
+# storage_mib only cap what `register` and `update` publish.
 ";
 
 pub(super) const SECTION_COMMENTS: [(&str, &str); 8] = [

@@ -35,6 +35,10 @@ use crate::config::EgressPolicy;
 use crate::deployment::DeploymentError;
 use crate::hardware::{Hardware, HardwareError};
 use crate::metrics::Metrics;
+use crate::registration::{
+    Capacity, CapacityError, CapacityLimits, RegistrationWatch, compare_registration,
+    shrinks_below_allocated,
+};
 use crate::runtime::docker::network::{Ipv4Cidr, SubnetPool};
 use crate::runtime::docker::{DockerRuntime, DockerRuntimeConfig, EgressSettings};
 use crate::runtime::kubernetes::inventory::InventoryTracker;
@@ -77,6 +81,9 @@ pub struct DaemonOptions {
     /// Failed attempts after which a bid (or a payment collection) is given up; a bid is
     /// also given up once its order's bid window has passed.
     pub max_bid_attempts: u32,
+    /// On a cluster runtime, update the on-chain registration when the cluster's
+    /// capacity drifts from it, at most once per this interval; `None` only reports.
+    pub resync_registration: Option<Duration>,
 }
 
 impl Default for DaemonOptions {
@@ -97,6 +104,7 @@ impl Default for DaemonOptions {
             work_time_limit: Duration::from_secs(120),
             retry: RetryPolicy::default(),
             max_bid_attempts: 8,
+            resync_registration: None,
         }
     }
 }
@@ -144,6 +152,8 @@ pub enum DaemonError {
     },
     #[error("registry credentials: {0}")]
     Credentials(#[from] crate::sealing::SealError),
+    #[error("registration: {0}")]
+    Capacity(#[from] CapacityError),
     #[error("inventory lock poisoned")]
     Poisoned,
     #[error("follower cursor: {0}")]
@@ -160,6 +170,8 @@ pub struct Core {
     inventory: Mutex<Inventory>,
     /// The last cluster reading, to report drift (a cluster runtime only).
     cluster_drift: InventoryTracker,
+    /// The cluster's capacity against the on-chain registration (a cluster runtime only).
+    pub(crate) registration: RegistrationWatch,
     pub(crate) metrics: Metrics,
     pub(crate) rates: LinearRates,
     pub(crate) attributes: BTreeSet<B256>,
@@ -440,6 +452,7 @@ impl Core {
             runtime,
             inventory: Mutex::new(inventory),
             cluster_drift,
+            registration: RegistrationWatch::default(),
             metrics: Metrics::default(),
             rates,
             attributes,
@@ -483,7 +496,65 @@ impl Core {
     async fn check_cluster_drift(&self) -> Result<(), DaemonError> {
         if let Some(nodes) = self.runtime.cluster_nodes().await? {
             self.cluster_drift.observe(&nodes);
+            self.check_registration(&nodes).await?;
         }
+        Ok(())
+    }
+
+    /// Compares what the cluster could register now (within the config's limits) with
+    /// the on-chain registration: differences are logged and exported, and with
+    /// [`DaemonOptions::resync_registration`] sent as an update (keeping the registered
+    /// endpoint and attributes), unless that would go below what leases hold.
+    async fn check_registration(&self, nodes: &[NodeSpec]) -> Result<(), DaemonError> {
+        let available = Capacity::of_cluster(nodes)?
+            .limited(&CapacityLimits::from_config(&self.config.hardware));
+        let me = self.chain.address();
+        let registration = self.chain.client().provider_info(me).await?;
+        let rows = compare_registration(&available, &registration);
+        self.registration.record(&rows);
+        let drifted: Vec<String> = rows
+            .iter()
+            .filter(|row| row.differs())
+            .map(ToString::to_string)
+            .collect();
+        if drifted.is_empty() {
+            return Ok(());
+        }
+        warn!(
+            drift = %drifted.join("; "),
+            "the cluster's capacity differs from the on-chain registration; run `provider update` or `provider run --resync-registration`"
+        );
+        let Some(interval) = self.options.resync_registration else {
+            return Ok(());
+        };
+        if registration.status != leasehold_contracts::ProviderStatus::Active
+            || !self
+                .registration
+                .try_start_resync(interval, std::time::Instant::now())
+        {
+            return Ok(());
+        }
+        let below = shrinks_below_allocated(&available, &registration);
+        if !below.is_empty() {
+            self.registration.refused();
+            warn!(
+                below = %below.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                "not re-syncing the registration: the cluster shrank below what running leases hold"
+            );
+            return Ok(());
+        }
+        let profile = leasehold_contracts::ProviderProfile {
+            endpoint: registration.endpoint,
+            attributes: registration.attributes,
+            capacity: available.resources,
+            gpus: available.gpu_capacity(),
+        };
+        self.chain.update_provider(&profile).await?;
+        self.registration.resynced();
+        let updated = self.chain.client().provider_info(me).await?;
+        self.registration
+            .record(&compare_registration(&available, &updated));
+        info!(drift = %drifted.join("; "), "registration re-synced with the cluster");
         Ok(())
     }
 
@@ -547,6 +618,9 @@ impl Daemon {
         // Chain, store and runtime agree before anything new is taken on.
         if let Err(error) = core.reconcile().await {
             warn!(%error, "initial reconcile failed; the periodic one retries");
+        }
+        if let Err(error) = core.check_cluster_drift().await {
+            warn!(%error, "initial registration check failed; the periodic one retries");
         }
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();

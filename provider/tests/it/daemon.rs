@@ -32,6 +32,8 @@ use crate::private_registry::{self, PrivateRegistry};
 use crate::rpc_fault::FaultyRpc;
 use leasehold_provider::runtime::lease_selector;
 
+mod cluster;
+
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 const WAIT: Duration = Duration::from_secs(60);
 const PROVIDER: usize = 2;
@@ -2071,88 +2073,6 @@ async fn register_withdraw_and_deregister_through_the_binary() {
             .await
             .expect("provider info");
         assert_eq!(info.status, leasehold_contracts::ProviderStatus::Unbonding);
-    })
-    .await
-    .expect("test exceeded its time limit");
-}
-
-/// `kind = "kubernetes"` in the config is the only difference: the daemon connects
-/// through the kubeconfig, builds its inventory from the cluster's schedulable nodes
-/// (skipping cordoned ones) and reports later drift in `/metrics`. The cluster is the
-/// in-process fake API server, not a real one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubernetes_runtime_builds_the_inventory_from_the_cluster_nodes() {
-    use crate::runtime_kubernetes::fake_api_server::FakeApiServer;
-    use leasehold_provider::config::RuntimeKind;
-    use serde_json::json;
-
-    let _serial = SERIAL.lock().await;
-    tokio::time::timeout(TEST_TIMEOUT, async {
-        let cluster = FakeApiServer::start().await;
-        let node = |name: &str, cpu: &str, cordoned: bool| {
-            json!({
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": name, "labels": {}},
-                "spec": {"unschedulable": cordoned},
-                "status": {
-                    "allocatable": {"cpu": cpu, "memory": "16Gi", "ephemeral-storage": "100Gi"},
-                    "conditions": [{"type": "Ready", "status": "True"}],
-                    "addresses": [{"type": "InternalIP", "address": "10.0.0.9"}],
-                },
-            })
-        };
-        cluster.insert("/api/v1/nodes/worker-1", node("worker-1", "8", false));
-        cluster.insert("/api/v1/nodes/worker-2", node("worker-2", "4", false));
-        cluster.insert("/api/v1/nodes/drained", node("drained", "64", true));
-
-        let devnet = Devnet::start(None).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let kubeconfig = dir.path().join("kubeconfig.yaml");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-                 clusters:\n- name: fake\n  cluster:\n    server: {}\n\
-                 users:\n- name: nobody\n  user: {{}}\n\
-                 contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: nobody\n",
-                cluster.url
-            ),
-        )
-        .expect("write kubeconfig");
-        let mut config = provider_config(&devnet, dir.path(), 0);
-        config.runtime.kind = RuntimeKind::Kubernetes;
-        config.runtime.kubernetes.kubeconfig = Some(kubeconfig);
-        register(&devnet, &config).await;
-        let handle = start(&devnet, &config).await;
-        let metrics = handle.metrics_addr().expect("metrics served").to_string();
-        let scrape = || http_get_async(metrics.clone(), "/metrics");
-
-        let text = scrape().await.expect("scrape");
-        assert!(
-            text.contains("leasehold_cpu_millis{ledger=\"capacity\"} 12000"),
-            "capacity must be worker-1 + worker-2 (8 + 4 cores), without the cordoned node:\n{text}"
-        );
-        assert!(
-            text.contains("leasehold_cluster_drifted_nodes_total 0"),
-            "{text}"
-        );
-
-        // A node joins: the next periodic pass reports it, never silently.
-        cluster.insert("/api/v1/nodes/worker-3", node("worker-3", "2", false));
-        eventually("drift reported in /metrics", || async {
-            let text = scrape().await.ok()?;
-            text.contains("leasehold_cluster_drifted_nodes_total 1")
-                .then_some(())
-        })
-        .await;
-        let requests = cluster.requests();
-        assert!(
-            requests
-                .iter()
-                .any(|request| request.path.starts_with("/api/v1/nodes")),
-            "the daemon listed the cluster's nodes"
-        );
-        handle.shutdown().await;
     })
     .await
     .expect("test exceeded its time limit");

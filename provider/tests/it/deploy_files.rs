@@ -342,11 +342,9 @@ fn the_systemd_unit_has_the_required_keys() {
     );
 }
 
-#[test]
-fn the_dockerfile_builds_a_static_binary_on_a_minimal_image() {
-    let text = read("Dockerfile");
-    let instructions: Vec<(String, String)> = text
-        .lines()
+/// A Dockerfile's `(INSTRUCTION, argument)` pairs, comments and blank lines left out.
+fn instructions(text: &str) -> Vec<(String, String)> {
+    text.lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .filter_map(|line| {
@@ -355,7 +353,23 @@ fn the_dockerfile_builds_a_static_binary_on_a_minimal_image() {
                 .all(|c| c.is_ascii_uppercase())
                 .then(|| (word.to_owned(), rest.trim().to_owned()))
         })
-        .collect();
+        .collect()
+}
+
+/// The last argument of `word` (the one Docker uses).
+fn last(instructions: &[(String, String)], word: &str) -> String {
+    instructions
+        .iter()
+        .rev()
+        .find(|(found, _)| found == word)
+        .map(|(_, value)| value.clone())
+        .unwrap_or_else(|| panic!("no {word}"))
+}
+
+#[test]
+fn the_dockerfile_builds_a_static_binary_on_a_minimal_image() {
+    let text = read("Dockerfile");
+    let instructions = instructions(&text);
     let from: Vec<&str> = instructions
         .iter()
         .filter(|(word, _)| word == "FROM")
@@ -388,5 +402,70 @@ fn the_dockerfile_builds_a_static_binary_on_a_minimal_image() {
     assert!(
         !user.starts_with("root") && !user.starts_with('0'),
         "{user}"
+    );
+}
+
+#[test]
+fn the_scratch_image_runs_what_the_distroless_one_runs_as_non_root() {
+    let distroless = instructions(&read("Dockerfile"));
+    let scratch = instructions(&read("Dockerfile.scratch"));
+    let from: Vec<&str> = scratch
+        .iter()
+        .filter(|(word, _)| word == "FROM")
+        .map(|(_, image)| image.as_str())
+        .collect();
+    assert_eq!(from, ["scratch"], "nothing to pull");
+    for word in ["ENTRYPOINT", "CMD", "VOLUME", "EXPOSE"] {
+        assert_eq!(last(&scratch, word), last(&distroless, word), "{word}");
+    }
+    let user = last(&scratch, "USER");
+    assert!(
+        !user.starts_with("root") && !user.starts_with('0'),
+        "{user}"
+    );
+    let script = read("build-image");
+    assert!(script.contains("+crt-static") && script.contains("Dockerfile.scratch"));
+}
+
+/// Builds the scratch image with `deploy/build-image` (a static debug build of the
+/// provider in its own target dir, deleted afterwards: minutes and a few GB) and runs
+/// `provider --help` in it. Opt-in: `cargo test -p leasehold-provider --test it -- --ignored
+/// the_scratch_image_builds`, with Docker (under `flock /tmp/leasehold-docker.lock`).
+#[test]
+#[ignore = "builds the provider from scratch into its own target dir (minutes, GBs) and needs Docker"]
+fn the_scratch_image_builds_here_and_runs_provider_help() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let tag = format!("leasehold-provider:scratch-test-{}", std::process::id());
+    let mut build = Command::new(deploy_dir().join("build-image"))
+        .arg(&tag)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("deploy/build-image runs");
+    let deadline = Instant::now() + Duration::from_secs(45 * 60);
+    let status = loop {
+        if let Some(status) = build.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = build.kill();
+            panic!("deploy/build-image took over 45 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(status.success(), "deploy/build-image failed: {status}");
+    let run = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", &tag, "--help"])
+        .output()
+        .expect("docker run");
+    let _ = Command::new("docker")
+        .args(["rmi", "--force", &tag])
+        .output();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{run:?}");
+    assert!(
+        stdout.contains("Leasehold provider") && stdout.contains("register"),
+        "{stdout}"
     );
 }

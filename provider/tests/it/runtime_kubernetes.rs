@@ -1339,6 +1339,11 @@ async fn fake_api_server_deploy_becomes_ready_then_logs_events_and_teardown() {
         runtime.teardown(lease_id).await.expect("teardown twice");
 
         if let Some(fake) = &cluster.fake {
+            assert!(
+                fake.namespaces().is_empty(),
+                "teardown waits until the namespace is gone: {:?}",
+                fake.namespaces()
+            );
             let requests = fake.requests();
             let applies: Vec<_> = requests.iter().filter(|r| r.method == "PATCH").collect();
             assert_eq!(

@@ -261,6 +261,17 @@ impl FakeApiServer {
         self.shared.lock().unchanged_applies
     }
 
+    /// Names of the namespaces that exist (terminating ones included).
+    pub fn namespaces(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .objects
+            .keys()
+            .filter(|(resource, _, _)| resource == "api/v1/namespaces")
+            .map(|(_, _, name)| name.clone())
+            .collect()
+    }
+
     /// Stores an object as if another client had created it (nodes, foreign pods).
     pub fn insert(&self, path: &str, mut object: Value) {
         let route = parse_route(path).expect("a resource path");
