@@ -763,6 +763,18 @@ count = 8
     }
 
     #[test]
+    fn a_websocket_rpc_url_is_refused_and_pointed_at_ws_url() {
+        let text = valid_toml().replace(
+            "rpc_url = \"http://127.0.0.1:8545\"",
+            "rpc_url = \"ws://127.0.0.1:8545\"",
+        );
+        let error = load(&text).err().expect("a ws rpc_url must not load");
+        let message = error.to_string();
+        assert!(message.contains("chain.ws_url"), "{message}");
+        assert_eq!(problem_fields(error), ["chain.rpc_url"]);
+    }
+
+    #[test]
     fn docker_storage_classes_are_checked_and_announced_as_akash_does() {
         let as_docker = |sections: &str| {
             valid_toml().replace(

@@ -44,8 +44,14 @@ impl Config {
             }
         }
 
-        if let Err(reason) = check_url(&self.chain.rpc_url, &["http", "https", "ws", "wss"]) {
-            problem("chain.rpc_url", reason);
+        // The chain client speaks JSON-RPC over HTTP only; a WebSocket goes in `ws_url`.
+        if let Err(reason) = check_url(&self.chain.rpc_url, &["http", "https"]) {
+            let hint = if self.chain.rpc_url.starts_with("ws") {
+                " (put a WebSocket URL in chain.ws_url)"
+            } else {
+                ""
+            };
+            problem("chain.rpc_url", format!("{reason}{hint}"));
         }
         if let Some(ws_url) = &self.chain.ws_url
             && let Err(reason) = check_url(ws_url, &["ws"])
