@@ -232,6 +232,10 @@ pub const MAX_BIDS: usize = 16;
 /// (`Marketplace.TENANT_GRACE`); then anyone may `settle`.
 pub const TENANT_GRACE_SECS: u64 = 120;
 
+/// `Marketplace.SETTLE_SKIP_LIMIT`: bids one `settle` call may pass over before it returns
+/// without a lease; one on orders with `signedBy` auditors.
+pub const SETTLE_SKIP_LIMIT: usize = 2;
+
 /// The delivery window the CLIs use unless told otherwise: ten minutes, room for an image pull.
 pub const DEFAULT_DELIVERY_WINDOW_SECS: u64 = 600;
 
