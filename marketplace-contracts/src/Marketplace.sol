@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Resources} from "./Types.sol";
@@ -55,6 +56,14 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         /// `ProviderRegistry.checkAudit`); both empty for no audit requirement.
         address[] signedByAllOf;
         address[] signedByAnyOf;
+    }
+
+    /// @notice An EIP-2612 permit signature of the tenant for `createOrderWithPermit`.
+    struct Permit {
+        uint256 deadline;
+        uint8 v;
+        bytes32 r;
+        bytes32 s;
     }
 
     struct OrderView {
@@ -330,7 +339,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         uint256 deposit,
         uint64 bidWindow,
         uint64 deliveryWindow
-    ) external nonReentrant returns (uint256 orderId) {
+    ) public nonReentrant returns (uint256 orderId) {
         if (address(token) == address(0)) revert ZeroAddress();
         if (spec.groupName == bytes32(0)) revert ZeroGroupName();
         if (spec.resources.cpuMilli == 0 || spec.resources.memoryMiB == 0) revert ZeroResources();
@@ -384,6 +393,26 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
             orderId, msg.sender, address(token), spec, manifestHash, maxPricePerHour, deposit, bidWindowEnd
         );
         token.pullExact(msg.sender, deposit);
+    }
+
+    /// @notice `createOrder` after an EIP-2612 `permit` of `deposit` to this contract: approval
+    /// and order in one transaction. A failing permit (e.g. its signature already used by
+    /// someone who copied it from the mempool) is ignored, so the order still stands when the
+    /// allowance covers the deposit; otherwise pulling the deposit reverts.
+    function createOrderWithPermit(
+        IERC20 token,
+        OrderSpec calldata spec,
+        bytes32 manifestHash,
+        uint256 maxPricePerHour,
+        uint256 deposit,
+        uint64 bidWindow,
+        uint64 deliveryWindow,
+        Permit calldata permit
+    ) external returns (uint256) {
+        try IERC20Permit(address(token))
+            .permit(msg.sender, address(this), deposit, permit.deadline, permit.v, permit.r, permit.s) {}
+            catch {}
+        return createOrder(token, spec, manifestHash, maxPricePerHour, deposit, bidWindow, deliveryWindow);
     }
 
     /// @notice Withdraws an unmatched order and refunds its whole escrow to the tenant.

@@ -4,8 +4,9 @@ use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::{Filter, TransactionReceipt};
+use alloy::signers::SignerSync as _;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::SolEvent;
+use alloy::sol_types::{Eip712Domain, SolEvent, SolStruct as _};
 use tracing::debug;
 
 use crate::bindings::{Marketplace, ProviderRegistry, TestToken};
@@ -407,23 +408,7 @@ impl MarketplaceClient {
 
     /// Posts an order, approving the deposit first when needed. Returns the announced order.
     pub async fn create_order(&self, order: &NewOrder) -> Result<OrderPosted, ClientError> {
-        if order.deposit.is_zero() {
-            return Err(ClientError::InvalidInput {
-                field: "deposit",
-                reason: "must be greater than zero".to_owned(),
-            });
-        }
-        if !DELIVERY_WINDOW_SECS.contains(&order.delivery_window_secs) {
-            return Err(ClientError::InvalidInput {
-                field: "delivery_window_secs",
-                reason: format!(
-                    "{} s is outside {}..={} s",
-                    order.delivery_window_secs,
-                    DELIVERY_WINDOW_SECS.start(),
-                    DELIVERY_WINDOW_SECS.end()
-                ),
-            });
-        }
+        check_new_order(order)?;
         self.ensure_allowance(order.token, self.deployment.marketplace, order.deposit)
             .await?;
         let create = self.market.createOrder(
@@ -436,10 +421,105 @@ impl MarketplaceClient {
             order.delivery_window_secs,
         );
         let receipt = self.send("createOrder", create).await?;
+        self.order_created("createOrder", &receipt)
+    }
+
+    /// Posts `order` in one transaction where the token allows: nothing to approve when the
+    /// allowance covers the deposit; otherwise an EIP-2612 permit signed by `signer` (the
+    /// sender's key) goes with `createOrderWithPermit` when the token supports it (EIP-5267
+    /// `eip712Domain` answers and its domain separator matches). Falls back to `approve` then
+    /// `createOrder` for a token without permit.
+    pub async fn create_order_with_permit(
+        &self,
+        order: &NewOrder,
+        signer: &PrivateKeySigner,
+    ) -> Result<(OrderPosted, DepositFunding), ClientError> {
+        check_new_order(order)?;
+        if signer.address() != self.sender {
+            return Err(ClientError::InvalidInput {
+                field: "signer",
+                reason: format!("{} is not the sender {}", signer.address(), self.sender),
+            });
+        }
+        let marketplace = self.deployment.marketplace;
+        let erc20 = TestToken::new(order.token, self.provider.clone());
+        let allowance = self
+            .query("allowance", erc20.allowance(self.sender, marketplace))
+            .await?;
+        if allowance >= order.deposit {
+            return Ok((self.create_order(order).await?, DepositFunding::Allowance));
+        }
+        let Some(domain) = self.permit_domain(order.token).await else {
+            return Ok((self.create_order(order).await?, DepositFunding::Approval));
+        };
+        let nonce = self.query("nonces", erc20.nonces(self.sender)).await?;
+        let deadline = U256::from(unix_now().saturating_add(PERMIT_LIFETIME_SECS));
+        let permit = permit::Permit {
+            owner: self.sender,
+            spender: marketplace,
+            value: order.deposit,
+            nonce,
+            deadline,
+        };
+        let signature = signer
+            .sign_hash_sync(&permit.eip712_signing_hash(&domain))
+            .map_err(|e| ClientError::InvalidInput {
+                field: "signer",
+                reason: format!("cannot sign the permit: {e}"),
+            })?;
+        let create = self.market.createOrderWithPermit(
+            order.token,
+            order.spec.clone().into(),
+            order.manifest_hash,
+            order.max_price_per_hour,
+            order.deposit,
+            order.bid_window_secs,
+            order.delivery_window_secs,
+            Marketplace::Permit {
+                deadline,
+                v: 27 + u8::from(signature.v()),
+                r: signature.r().into(),
+                s: signature.s().into(),
+            },
+        );
+        let receipt = self.send("createOrderWithPermit", create).await?;
+        Ok((
+            self.order_created("createOrderWithPermit", &receipt)?,
+            DepositFunding::Permit,
+        ))
+    }
+
+    /// The token's EIP-712 domain when it implements EIP-2612 permits: `eip712Domain`
+    /// (EIP-5267) answers and the domain it describes hashes to the token's
+    /// `DOMAIN_SEPARATOR`. `None` for any other token (the caller approves instead).
+    async fn permit_domain(&self, token: Address) -> Option<Eip712Domain> {
+        let erc20 = TestToken::new(token, self.provider.clone());
+        let described = self
+            .query("eip712Domain", erc20.eip712Domain())
+            .await
+            .ok()?;
+        let separator = self
+            .query("DOMAIN_SEPARATOR", erc20.DOMAIN_SEPARATOR())
+            .await
+            .ok()?;
+        let domain = Eip712Domain::new(
+            Some(described.name.into()),
+            Some(described.version.into()),
+            Some(described.chainId),
+            Some(described.verifyingContract),
+            None,
+        );
+        (domain.separator() == separator).then_some(domain)
+    }
+
+    fn order_created(
+        &self,
+        call: &'static str,
+        receipt: &TransactionReceipt,
+    ) -> Result<OrderPosted, ClientError> {
         let event: Marketplace::OrderCreated =
-            self.event("createOrder", &receipt, self.deployment.marketplace)?;
-        OrderPosted::try_from(event)
-            .map_err(|e| ClientError::out_of_range("createOrder", "orderId", e.0))
+            self.event(call, receipt, self.deployment.marketplace)?;
+        OrderPosted::try_from(event).map_err(|e| ClientError::out_of_range(call, "orderId", e.0))
     }
 
     /// The order as announced by its `OrderCreated` event (with the GPU-model and attribute lists
@@ -846,6 +926,63 @@ impl MarketplaceClient {
 }
 
 /// Events of type `E` emitted by `emitter` in a receipt, in log order.
+/// How [`MarketplaceClient::create_order_with_permit`] covered the deposit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DepositFunding {
+    /// The allowance already covered it: one transaction.
+    Allowance,
+    /// An EIP-2612 permit went with the order: one transaction.
+    Permit,
+    /// `approve`, then the order: two transactions (the token has no permit).
+    Approval,
+}
+
+/// How long a permit signature stays valid: long enough for a slow block, short enough that a
+/// signature lifted from a dropped transaction is soon useless.
+const PERMIT_LIFETIME_SECS: u64 = 600;
+
+mod permit {
+    alloy::sol! {
+        /// EIP-2612's signed message.
+        struct Permit {
+            address owner;
+            address spender;
+            uint256 value;
+            uint256 nonce;
+            uint256 deadline;
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// The checks `createOrder` would revert on that are cheaper to make before any transaction.
+fn check_new_order(order: &NewOrder) -> Result<(), ClientError> {
+    if order.deposit.is_zero() {
+        return Err(ClientError::InvalidInput {
+            field: "deposit",
+            reason: "must be greater than zero".to_owned(),
+        });
+    }
+    if !DELIVERY_WINDOW_SECS.contains(&order.delivery_window_secs) {
+        return Err(ClientError::InvalidInput {
+            field: "delivery_window_secs",
+            reason: format!(
+                "{} s is outside {}..={} s",
+                order.delivery_window_secs,
+                DELIVERY_WINDOW_SECS.start(),
+                DELIVERY_WINDOW_SECS.end()
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn events<E: SolEvent>(
     receipt: &TransactionReceipt,
     emitter: Address,

@@ -155,6 +155,11 @@ impl Devnet {
         self.anvil.endpoint()
     }
 
+    /// The WebSocket JSON-RPC URL (anvil serves it on the HTTP port).
+    pub fn ws_endpoint(&self) -> String {
+        self.anvil.ws_endpoint()
+    }
+
     /// How many dev accounts anvil has.
     pub fn accounts(&self) -> usize {
         self.anvil.keys().len()

@@ -15,6 +15,7 @@ use alloy::rpc::types::{Filter, Log};
 use tracing::{debug, info, warn};
 
 use crate::cursor::{CursorError, CursorStore};
+use crate::heads::{HeadWatch, next_head_or};
 
 /// An RPC failure (transport error, timeout, malformed answer). Retried by [`Follower::run`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,7 +137,8 @@ pub struct FollowerConfig {
     pub confirmations: u64,
     /// Largest block range per `eth_getLogs` call. Halved after a failed call, regrown on success.
     pub max_range: u64,
-    /// Pause between polls once caught up.
+    /// Pause between polls once caught up; with a [`HeadWatch`] (see [`Follower::wake_on`]) a
+    /// new head ends the pause early, and this is the fallback while the socket is down.
     pub poll_interval: Duration,
     /// Upper bound on one RPC call; a call that takes longer counts as a failure.
     pub request_timeout: Duration,
@@ -229,6 +231,7 @@ pub struct Follower<S, C> {
     /// cursor; lets a retried range skip what was already delivered.
     delivered_through: Option<LogPosition>,
     stats: FollowerStats,
+    heads: Option<HeadWatch>,
 }
 
 impl<S: LogSource, C: CursorStore> Follower<S, C> {
@@ -242,7 +245,15 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
             range,
             delivered_through: None,
             stats: FollowerStats::default(),
+            heads: None,
         }
+    }
+
+    /// Wakes the follower on every new head `heads` announces instead of only after
+    /// `poll_interval`. The notification only wakes: logs are still read by block range.
+    pub fn wake_on(mut self, heads: HeadWatch) -> Self {
+        self.heads = Some(heads);
+        self
     }
 
     pub fn stats(&self) -> FollowerStats {
@@ -385,7 +396,9 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
         let mut backoff = Backoff::new(self.config.backoff);
         let mut failures: u32 = 0;
         loop {
-            let pause = match self.attempt(handler).await {
+            let step = self.attempt(handler).await;
+            let caught_up = matches!(step, Ok(Step::CaughtUp { .. }));
+            let pause = match step {
                 Ok(Step::Advanced { .. }) => {
                     failures = 0;
                     backoff.reset();
@@ -415,13 +428,15 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
                 }
                 Err(StepError::Fatal(err)) => return Err(err),
             };
+            // RPC backoff is not cut short by a new head: the node is what is failing.
+            let heads = if caught_up { self.heads.as_mut() } else { None };
             tokio::select! {
                 biased;
                 () = &mut shutdown => {
                     info!("follower shutting down");
                     return Ok(());
                 }
-                () = tokio::time::sleep(pause) => {}
+                () = next_head_or(heads, pause) => {}
             }
         }
     }

@@ -10,7 +10,8 @@
 //!   `devnet::Devnet` brings up anvil with the contracts deployed and dev accounts funded.
 //! - [`Follower`]: reads contract logs over bounded block ranges a few confirmations behind the
 //!   head, delivers them in order to a [`LogHandler`], persists a cursor ([`FileCursorStore`]) and
-//!   retries RPC failures with capped exponential backoff. [`ChainEvent::decode`] turns the
+//!   retries RPC failures with capped exponential backoff; a [`HeadWatch`] (`eth_subscribe`
+//!   newHeads over a WebSocket) wakes it at each new block instead of at its poll interval. [`ChainEvent::decode`] turns the
 //!   delivered logs into typed events (plain Rust values; the bindings stay in this crate).
 
 pub mod bindings;
@@ -22,10 +23,11 @@ pub mod devnet;
 pub mod error;
 pub mod events;
 pub mod follower;
+pub mod heads;
 pub mod order;
 pub mod types;
 
-pub use client::{MarketplaceClient, signing_provider};
+pub use client::{DepositFunding, MarketplaceClient, signing_provider};
 pub use cursor::{CursorError, CursorStore, FileCursorStore, MemoryCursorStore};
 pub use deploy::{
     DeployParams, Deployment, DeploymentFileError, FAUCET_CAP, GAS_MARGIN_FLOOR,
@@ -37,6 +39,7 @@ pub use follower::{
     Backoff, BackoffPolicy, Follower, FollowerConfig, FollowerError, FollowerStats, LogHandler,
     LogSource, RpcLogSource, SourceError, Step,
 };
+pub use heads::{HeadWatch, HeadWatchError, next_head_or};
 pub use order::{
     GPU_WILDCARD_MASKS, LeaseFitError, NotAConcreteModel, OrderEncodingError, auditors_for_group,
     chain_key, check_within_lease, concrete_parts, gpu_bid, group_name_key, order_spec_for_group,

@@ -16,6 +16,8 @@ import {BlockingToken} from "./mocks/MockTokens.sol";
 /// with FORGE_SNAPSHOT_CHECK=true) and compared here with the design targets.
 contract GasBenchmarks is Fixture {
     uint256 internal constant CREATE_ORDER_TARGET = 180_000;
+    /// An order plus an EIP-2612 permit (one nonce and one allowance slot written, then spent).
+    uint256 internal constant CREATE_ORDER_WITH_PERMIT_TARGET = 240_000;
     uint256 internal constant MATCH_TARGET = 160_000;
     uint256 internal constant WITHDRAW_TARGET = 60_000;
     uint256 internal constant CLOSE_TARGET = 80_000;
@@ -92,6 +94,34 @@ contract GasBenchmarks is Fixture {
         vm.prank(tenant);
         market.createOrder(IERC20(address(token)), cpuSpec, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
         _record("createOrder_cpu", CREATE_ORDER_TARGET);
+    }
+
+    /// @dev The tenant has no allowance: the EIP-2612 permit (nonce and allowance written,
+    /// then spent) rides in the same transaction as the order.
+    function test_gas_createOrderWithPermit_cpu() public {
+        uint256 key = 0xA11CE;
+        address signer = vm.addr(key);
+        token.faucet(signer, DEPOSIT);
+        uint256 deadline = block.timestamp + 60;
+        bytes32 structHash = keccak256(
+            abi.encode(
+                keccak256("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)"),
+                signer,
+                address(market),
+                DEPOSIT,
+                token.nonces(signer),
+                deadline
+            )
+        );
+        Marketplace.Permit memory permit;
+        (permit.v, permit.r, permit.s) =
+            vm.sign(key, keccak256(abi.encodePacked("\x19\x01", token.DOMAIN_SEPARATOR(), structHash)));
+        permit.deadline = deadline;
+        vm.prank(signer);
+        market.createOrderWithPermit(
+            IERC20(address(token)), cpuSpec, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY, permit
+        );
+        _record("createOrderWithPermit_cpu", CREATE_ORDER_WITH_PERMIT_TARGET);
     }
 
     function test_gas_createOrder_gpuWithAttribute() public {

@@ -23,10 +23,10 @@ macro_rules! help {
 const TOP_HELP: &str = concat!(
     "Examples:\n  tenant deploy app.yaml\n  tenant status 7 --output json\n\n",
     "Configuration: ~/.config/leasehold/config.toml (or $XDG_CONFIG_HOME, or --config), keys\n",
-    "rpc_url, deployment, keystore, password_file, chain_id, data_dir; overridden by\n",
-    "LEASEHOLD_RPC_URL, LEASEHOLD_DEPLOYMENT, LEASEHOLD_KEYSTORE, LEASEHOLD_PASSWORD,\n",
-    "LEASEHOLD_PASSWORD_FILE, LEASEHOLD_PRIVATE_KEY (devnets) and LEASEHOLD_CHAIN_ID,\n",
-    "overridden by flags. Amounts are payment-token base units (6 decimals on the devnet token).\n\n",
+    "rpc_url, ws_url, deployment, keystore, password_file, chain_id, data_dir; overridden by\n",
+    "LEASEHOLD_RPC_URL, LEASEHOLD_WS_URL, LEASEHOLD_DEPLOYMENT, LEASEHOLD_KEYSTORE,\n",
+    "LEASEHOLD_PASSWORD, LEASEHOLD_PASSWORD_FILE, LEASEHOLD_PRIVATE_KEY (devnets) and\n",
+    "LEASEHOLD_CHAIN_ID, overridden by flags. Amounts are payment-token base units (6 decimals on the devnet token).\n\n",
     exit_codes!()
 );
 
@@ -58,6 +58,10 @@ pub struct GlobalArgs {
     /// JSON-RPC URL of the chain (overrides LEASEHOLD_RPC_URL).
     #[arg(long, global = true, value_name = "URL")]
     pub rpc_url: Option<String>,
+    /// WebSocket URL of the same node (`ws://`, overrides LEASEHOLD_WS_URL): `deploy` wakes
+    /// on each new block instead of polling.
+    #[arg(long, global = true, value_name = "URL")]
+    pub ws_url: Option<String>,
     /// Deployment JSON with the contract addresses (overrides LEASEHOLD_DEPLOYMENT).
     #[arg(long, global = true, value_name = "PATH")]
     pub deployment: Option<PathBuf>,
@@ -69,10 +73,12 @@ pub struct GlobalArgs {
 /// How `deploy` picks the winning bid.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum Select {
-    /// After the bid window, accept the lowest price (earliest on a tie) with room.
+    /// Accept the lowest price (earliest on a tie) with room, after the bid window or as
+    /// soon as every provider the preflight found eligible has bid.
     #[default]
     Cheapest,
-    /// After the bid window, accept the best weighted score (price and track record).
+    /// Accept the best weighted score (price and track record), after the bid window or as
+    /// soon as every provider the preflight found eligible has bid.
     Score,
     /// Show the ranked bids after the bid window and ask which to accept.
     Interactive,

@@ -12,6 +12,7 @@ pub const DEFAULT_RPC_URL: &str = "http://127.0.0.1:8545";
 /// The environment variables the CLI reads (also listed in `tenant --help`).
 pub mod env {
     pub const RPC_URL: &str = "LEASEHOLD_RPC_URL";
+    pub const WS_URL: &str = "LEASEHOLD_WS_URL";
     pub const DEPLOYMENT: &str = "LEASEHOLD_DEPLOYMENT";
     pub const KEYSTORE: &str = "LEASEHOLD_KEYSTORE";
     pub const PASSWORD: &str = "LEASEHOLD_PASSWORD";
@@ -26,6 +27,9 @@ pub mod env {
 pub struct FileConfig {
     /// JSON-RPC endpoint of the chain.
     pub rpc_url: Option<String>,
+    /// WebSocket endpoint of the same node (`ws://`): `deploy` wakes on each new block
+    /// (`eth_subscribe` newHeads) instead of polling. Anvil serves it on the HTTP port.
+    pub ws_url: Option<String>,
     /// Deployment JSON with the contract addresses (chain_id, token, registry, marketplace,
     /// start_block).
     pub deployment: Option<PathBuf>,
@@ -44,6 +48,7 @@ pub struct FileConfig {
 pub struct Overrides {
     pub config: Option<PathBuf>,
     pub rpc_url: Option<String>,
+    pub ws_url: Option<String>,
     pub deployment: Option<PathBuf>,
     pub keystore: Option<PathBuf>,
 }
@@ -62,6 +67,8 @@ pub enum PasswordSource {
 pub struct Settings {
     pub config_path: PathBuf,
     pub rpc_url: String,
+    /// `None`: poll.
+    pub ws_url: Option<String>,
     pub deployment: Option<PathBuf>,
     pub keystore: PathBuf,
     pub password: PasswordSource,
@@ -175,6 +182,11 @@ impl Settings {
                 .or_else(|| var(env::RPC_URL))
                 .or(file.rpc_url)
                 .unwrap_or_else(|| DEFAULT_RPC_URL.to_owned()),
+            ws_url: overrides
+                .ws_url
+                .clone()
+                .or_else(|| var(env::WS_URL))
+                .or(file.ws_url),
             deployment: overrides
                 .deployment
                 .clone()

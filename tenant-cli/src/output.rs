@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -92,11 +92,12 @@ pub fn status_text(status: &impl std::fmt::Debug) -> String {
 
 /// Progress of a long command. Text mode: a spinner with the current activity and one line
 /// per finished step (plain lines when stderr is not a terminal). JSON mode: one NDJSON
-/// object per step or bid on stderr (`{"event", "message", "data"}`), so stdout stays a
-/// single JSON document.
+/// object per step or bid on stderr (`{"event", "message", "data", "elapsed_ms"}`, the
+/// last counted from the start of the command), so stdout stays a single JSON document.
 pub struct Progress {
     output: Output,
     spinner: Option<ProgressBar>,
+    started: Instant,
 }
 
 impl Progress {
@@ -109,7 +110,11 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        Self { output, spinner }
+        Self {
+            output,
+            spinner,
+            started: Instant::now(),
+        }
     }
 
     /// What is happening now: the spinner's message. Not an NDJSON event: it changes every
@@ -141,7 +146,13 @@ impl Progress {
     }
 
     fn event(&self, kind: &str, message: &str, data: serde_json::Value) {
-        let event = serde_json::json!({ "event": kind, "message": message, "data": data });
+        let elapsed_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let event = serde_json::json!({
+            "event": kind,
+            "message": message,
+            "data": data,
+            "elapsed_ms": elapsed_ms,
+        });
         eprintln!("{event}");
     }
 

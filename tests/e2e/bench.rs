@@ -5,12 +5,25 @@
 //! cargo test -p leasehold-e2e --test e2e -- --ignored --nocapture deploy_to_first_http_200
 //! ```
 //!
-//! `LEASEHOLD_BENCH_RUNS` sets the number of runs (default 10). Figures go to BENCHMARKS.md.
+//! `LEASEHOLD_BENCH_RUNS` sets the number of runs (default 10). Each run also prints where
+//! the time went, from the `elapsed_ms` of the deploy's progress events; the medians of
+//! those phases close the output. Figures go to BENCHMARKS.md.
 
 use std::time::{Duration, Instant};
 
 use leasehold_e2e::http_get;
 use leasehold_e2e::scenario::{QUICK_DEPLOY, Scenario, TENANT, first_uri, hello, lease_ids};
+
+/// The progress events that end a phase, in the order a deploy emits them, with the phase's
+/// name; the last phase (to the first 200) is measured by the benchmark itself.
+const PHASE_ENDS: &[(&str, &str)] = &[
+    ("order_created", "start → order created"),
+    ("bid", "order → first bid seen"),
+    ("lease_created", "bid → lease created"),
+    ("manifest_sent", "lease → manifest accepted"),
+    ("running", "manifest → reported running"),
+];
+const LAST_PHASE: &str = "running → first HTTP 200";
 
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
@@ -24,6 +37,7 @@ fn deploy_to_first_http_200() {
     let hello = hello();
 
     let mut figures = Vec::new();
+    let mut phases: Vec<Vec<f64>> = vec![Vec::new(); PHASE_ENDS.len() + 1];
     for run in 1..=runs {
         let started = Instant::now();
         let deploy = scenario.deploy(TENANT, &hello, QUICK_DEPLOY);
@@ -36,12 +50,23 @@ fn deploy_to_first_http_200() {
             std::thread::sleep(Duration::from_millis(20));
         }
         let elapsed = started.elapsed();
+        let ends = phase_ends(&deploy.stderr);
+        let mut line = String::new();
+        let mut previous = 0.0;
+        for (index, (end, (_, name))) in ends.iter().zip(PHASE_ENDS).enumerate() {
+            let seconds = end - previous;
+            line.push_str(&format!("{name} {seconds:.2}; "));
+            phases[index].push(seconds);
+            previous = *end;
+        }
+        let last = elapsed.as_secs_f64() - previous;
+        phases[PHASE_ENDS.len()].push(last);
         println!(
-            "run {run:>2}: {:.2} s to the first 200 (deploy command {:.2} s)",
+            "run {run:>2}: {:.2} s to the first 200 (deploy command {:.2} s): {line}{LAST_PHASE} {last:.2}",
             elapsed.as_secs_f64(),
             deploy.elapsed.as_secs_f64()
         );
-        figures.push(elapsed);
+        figures.push(elapsed.as_secs_f64());
         // Free the provider for the next run; closing is not part of the figure.
         for lease in lease_ids(&document) {
             scenario
@@ -53,17 +78,45 @@ fn deploy_to_first_http_200() {
                 .expect_code(0, "tenant close");
         }
     }
-    figures.sort();
-    let seconds: Vec<f64> = figures.iter().map(Duration::as_secs_f64).collect();
-    let median = match seconds.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => seconds[n / 2],
-        n => (seconds[n / 2 - 1] + seconds[n / 2]) / 2.0,
-    };
+    figures.sort_by(f64::total_cmp);
     println!(
-        "deploy -> first HTTP 200 over {} runs: median {median:.2} s, min {:.2} s, max {:.2} s",
-        seconds.len(),
-        seconds.first().copied().unwrap_or_default(),
-        seconds.last().copied().unwrap_or_default()
+        "deploy -> first HTTP 200 over {} runs: median {:.2} s, min {:.2} s, max {:.2} s",
+        figures.len(),
+        median(&mut figures.clone()),
+        figures.first().copied().unwrap_or_default(),
+        figures.last().copied().unwrap_or_default()
     );
+    let names = PHASE_ENDS.iter().map(|(_, name)| *name).chain([LAST_PHASE]);
+    for (name, seconds) in names.zip(&mut phases) {
+        println!("  median {name}: {:.2} s", median(seconds));
+    }
+}
+
+/// Seconds from the start of the deploy command to the first event of each of
+/// [`PHASE_ENDS`]; fails the benchmark when one is missing.
+fn phase_ends(stderr: &str) -> Vec<f64> {
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    PHASE_ENDS
+        .iter()
+        .map(|(kind, _)| {
+            events
+                .iter()
+                .find(|event| event["event"] == *kind)
+                .and_then(|event| event["elapsed_ms"].as_u64())
+                .map(|ms| ms as f64 / 1000.0)
+                .unwrap_or_else(|| panic!("no `{kind}` event with elapsed_ms in:\n{stderr}"))
+        })
+        .collect()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }

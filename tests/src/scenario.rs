@@ -216,6 +216,11 @@ impl Scenario {
         self.devnet().endpoint()
     }
 
+    /// The node's WebSocket: daemons and the tenant wake on new heads through it.
+    pub fn ws_url(&self) -> String {
+        self.devnet().ws_endpoint()
+    }
+
     pub fn address(&self, account: usize) -> String {
         self.devnet()
             .address(account)
@@ -331,6 +336,7 @@ attributes = {attributes:?}
 
 [chain]
 rpc_url = "{rpc}"
+ws_url = "{ws}"
 chain_id = {chain_id}
 marketplace = "{marketplace}"
 registry = "{registry}"
@@ -359,6 +365,7 @@ storage_mib = {storage_mib}
 "#,
             data = data.display(),
             rpc = self.rpc_url(),
+            ws = self.ws_url(),
             chain_id = d.chain_id,
             marketplace = d.marketplace,
             registry = d.registry,
@@ -401,6 +408,7 @@ storage_mib = {storage_mib}
             .env("XDG_CONFIG_HOME", home.join("config"))
             .env("XDG_DATA_HOME", home.join("data"))
             .env("LEASEHOLD_RPC_URL", self.rpc_url())
+            .env("LEASEHOLD_WS_URL", self.ws_url())
             .env("LEASEHOLD_DEPLOYMENT", &self.deployment_path)
             .env("LEASEHOLD_PRIVATE_KEY", self.key(account));
         command

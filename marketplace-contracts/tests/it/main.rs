@@ -4,6 +4,8 @@ mod bonds;
 mod capacity;
 mod delivery;
 mod follower;
+mod heads;
 mod lifecycle;
 mod payments;
+mod permit;
 mod support;

@@ -27,6 +27,7 @@ impl Config {
             attributes: Vec::new(),
             chain: ChainConfig {
                 rpc_url: "http://127.0.0.1:8545".into(),
+                ws_url: None,
                 chain_id: None,
                 marketplace: zero.clone(),
                 registry: zero.clone(),
@@ -124,7 +125,7 @@ pub(super) const HARDWARE_COMMENT: &str = "\
 pub(super) const SECTION_COMMENTS: [(&str, &str); 8] = [
     (
         "[chain]",
-        "# The EVM node and the deployed contracts (0x + 40 hex digits).\n# chain_id = 31337 makes the daemon check it talks to the right chain.\n",
+        "# The EVM node and the deployed contracts (0x + 40 hex digits).\n# chain_id = 31337 makes the daemon check it talks to the right chain.\n# ws_url = \"ws://127.0.0.1:8545\" (the node's WebSocket; anvil serves it on the HTTP port)\n# wakes the chain follower at each new block instead of once a second.\n",
     ),
     (
         "[key]",

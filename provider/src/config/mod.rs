@@ -115,6 +115,10 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ChainConfig {
     pub rpc_url: String,
+    /// The node's WebSocket (`ws://`): the follower wakes on each new head (`eth_subscribe`
+    /// newHeads) instead of waiting for its poll; `None` polls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_url: Option<String>,
     /// Checked against the node's chain id at start when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_id: Option<u64>,
@@ -698,6 +702,24 @@ count = 8
                 "hardware.gpus[0].model"
             ]
         );
+    }
+
+    #[test]
+    fn ws_url_is_optional_and_must_be_a_ws_url() {
+        let with_ws = |url: &str| {
+            valid_toml().replace(
+                "rpc_url = \"http://127.0.0.1:8545\"",
+                &format!("rpc_url = \"http://127.0.0.1:8545\"\nws_url = \"{url}\""),
+            )
+        };
+        assert_eq!(load(&valid_toml()).expect("no ws_url").chain.ws_url, None);
+        let config = load(&with_ws("ws://127.0.0.1:8545")).expect("ws url");
+        assert_eq!(config.chain.ws_url.as_deref(), Some("ws://127.0.0.1:8545"));
+        for bad in ["http://127.0.0.1:8545", "wss://node.example:443"] {
+            let fields =
+                problem_fields(load(&with_ws(bad)).err().unwrap_or_else(|| panic!("{bad}")));
+            assert_eq!(fields, ["chain.ws_url"], "{bad}");
+        }
     }
 
     #[test]

@@ -45,6 +45,11 @@ impl Config {
         if let Err(reason) = check_url(&self.chain.rpc_url, &["http", "https", "ws", "wss"]) {
             problem("chain.rpc_url", reason);
         }
+        if let Some(ws_url) = &self.chain.ws_url
+            && let Err(reason) = check_url(ws_url, &["ws"])
+        {
+            problem("chain.ws_url", reason);
+        }
         if self.chain.chain_id == Some(0) {
             problem("chain.chain_id", "must not be 0".into());
         }

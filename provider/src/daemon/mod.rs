@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use alloy::primitives::B256;
 use alloy::signers::local::PrivateKeySigner;
 use leasehold_contracts::{
-    Backoff, BackoffPolicy, ClientError, Follower, FollowerConfig, RpcLogSource,
+    Backoff, BackoffPolicy, ClientError, Follower, FollowerConfig, HeadWatch, RpcLogSource,
 };
 use leasehold_scheduler::pricing::{GpuPriceTable, LinearRates, PricingError};
 use leasehold_scheduler::{GpuModelKey, Inventory, InventoryError, NodeSpec};
@@ -739,6 +739,12 @@ async fn follow(core: Arc<Core>, stop: watch::Receiver<bool>) {
         ..FollowerConfig::default()
     };
     let mut backoff = Backoff::new(BackoffPolicy::default());
+    // Created once: it reconnects by itself, across follower restarts too.
+    let heads = core.config.chain.ws_url.as_deref().and_then(|url| {
+        HeadWatch::websocket(url)
+            .inspect_err(|error| warn!(%error, "not subscribing to new heads; polling"))
+            .ok()
+    });
     loop {
         let source = RpcLogSource::new(
             core.chain.client().provider().clone(),
@@ -746,6 +752,9 @@ async fn follow(core: Arc<Core>, stop: watch::Receiver<bool>) {
         );
         let cursor = WatermarkCursor::new(core.store.clone(), core.queue.clone());
         let mut follower = Follower::new(source, cursor, config.clone());
+        if let Some(heads) = &heads {
+            follower = follower.wake_on(heads.clone());
+        }
         let mut handler =
             events::EventHandler::new(deployment, core.chain.address(), core.queue.clone());
         match follower.run(&mut handler, stopped(stop.clone())).await {

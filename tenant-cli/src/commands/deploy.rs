@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
-use leasehold_contracts::{BidInfo, LeaseStarted, NewOrder, OrderPosted, ProviderInfo};
+use leasehold_contracts::{
+    Backoff, BackoffPolicy, BidInfo, DepositFunding, HeadWatch, LeaseStarted, NewOrder,
+    OrderPosted, ProviderInfo, next_head_or,
+};
 use leasehold_proto::client::unix_now;
 use leasehold_scheduler::ranking::{self, RankedBid, RankingPolicy};
 use serde_json::json;
@@ -26,7 +29,20 @@ use crate::wallet;
 
 /// Default deposit: this many hours at the group's maximum price.
 const DEFAULT_DEPOSIT_HOURS: u64 = 24;
-const POLL: Duration = Duration::from_secs(1);
+/// Chain polls while waiting for bids and the lease when no WebSocket is configured; with
+/// one, each new block wakes the wait and this is only the fallback.
+const CHAIN_POLL: Duration = Duration::from_millis(250);
+/// The longest wait for a new head before reading the chain anyway (socket down).
+const HEAD_FALLBACK: Duration = Duration::from_secs(1);
+/// Status polls of a provider's gateway until the workload runs (a local call for the
+/// provider: the workload usually starts within a second or two).
+const STATUS_POLL: Duration = Duration::from_millis(200);
+/// Retries of `SendManifest` while the provider has not seen the lease yet: it usually has
+/// within a block, so start short and back off.
+const MANIFEST_RETRY: BackoffPolicy = BackoffPolicy {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(1),
+};
 
 struct Deploying<'a> {
     args: &'a DeployArgs,
@@ -36,6 +52,8 @@ struct Deploying<'a> {
     names: Names,
     preflight: Preflight,
     providers: HashMap<Address, ProviderInfo>,
+    /// New heads over the configured WebSocket; `None` polls.
+    heads: Option<HeadWatch>,
 }
 
 pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
@@ -93,6 +111,10 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
 
     let signer = wallet::signer(&ctx.settings)?;
     let chain = Chain::connect(&ctx.settings, Some(signer.clone())).await?;
+    let heads = match &ctx.settings.ws_url {
+        Some(url) => Some(HeadWatch::websocket(url).map_err(CliError::usage)?),
+        None => None,
+    };
 
     progress.working("preflight: checking the registered providers");
     let preflight = providers::preflight(&chain, &groups).await?;
@@ -127,6 +149,7 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
         names: Names::from_groups(&groups),
         preflight,
         providers: HashMap::new(),
+        heads,
     };
     let deposits = deploying.check_funds(&orders).await?;
     let (mut record, posted) = deploying
@@ -136,8 +159,14 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
     let record_path = record.save(&records_dir)?;
 
     let mut results = Vec::new();
-    for order in &posted {
-        let lease = deploying.await_lease(order).await?;
+    for (index, order) in posted.iter().enumerate() {
+        let expected: Vec<Address> = deploying
+            .preflight
+            .groups
+            .get(index)
+            .map(|group| group.eligible.iter().map(|c| c.provider).collect())
+            .unwrap_or_default();
+        let lease = deploying.await_lease(order, &expected).await?;
         let endpoint = deploying.provider(lease.provider).await?.endpoint;
         if let Some(group) = record.group_mut(order.order_id) {
             group.lease_id = Some(lease.lease_id);
@@ -281,7 +310,8 @@ impl Deploying<'_> {
         Ok(deposits)
     }
 
-    /// One approval for all deposits, then one `createOrder` per group.
+    /// One `createOrder` per group, each paying its deposit by EIP-2612 permit in the same
+    /// transaction where the token supports it (else `approve` first).
     async fn post_orders(
         &self,
         orders: &[GroupOrder],
@@ -290,26 +320,6 @@ impl Deploying<'_> {
         manifest_hash_hex: &str,
     ) -> CliResult<(DeploymentRecord, Vec<OrderPosted>)> {
         let deployment = self.chain.deployment;
-        let total = deposits
-            .iter()
-            .fold(U256::ZERO, |sum, d| sum.saturating_add(*d));
-        self.progress
-            .working(format!("approving {total} for the marketplace"));
-        let approved = self
-            .chain
-            .client
-            .ensure_allowance(deployment.token, deployment.marketplace, total)
-            .await
-            .ctx("approving the deposits")?;
-        self.progress.step(
-            "approved",
-            if approved {
-                format!("approved {total} for all deposits")
-            } else {
-                format!("allowance already covers {total}")
-            },
-            json!({ "amount": total.to_string(), "sent": approved }),
-        );
         let mut posted = Vec::new();
         for (order, deposit) in orders.iter().zip(deposits) {
             self.progress
@@ -323,22 +333,27 @@ impl Deploying<'_> {
                 bid_window_secs: self.args.bid_window,
                 delivery_window_secs: self.args.delivery_window,
             };
-            let created = self
+            let (created, funding) = self
                 .chain
                 .client
-                .create_order(&new_order)
+                .create_order_with_permit(&new_order, &self.signer)
                 .await
                 .ctx(format!("posting the order for group `{}`", order.group))?;
+            let paid_by = match funding {
+                DepositFunding::Allowance => "the existing allowance",
+                DepositFunding::Permit => "a permit in the same transaction",
+                DepositFunding::Approval => "an approval first (the token has no permit)",
+            };
             self.progress.step(
                 "order_created",
                 format!(
-                    "order {} for group `{}`: max {}/h, deposit {deposit}, bid window closes {}",
+                    "order {} for group `{}`: max {}/h, deposit {deposit} (paid by {paid_by}), bid window closes {}",
                     created.order_id,
                     order.group,
                     order.max_price_per_hour,
                     closes_in(created.bid_window_end)
                 ),
-                json!({ "order_id": created.order_id, "group": order.group }),
+                json!({ "order_id": created.order_id, "group": order.group, "funding": funding }),
             );
             posted.push(created);
         }
@@ -407,9 +422,25 @@ impl Deploying<'_> {
         )
     }
 
-    /// Watches bids until the window closes and a usable bid exists, then creates the lease
-    /// the way `--select` says; exit 4 (with the preflight) when the timeout passes first.
-    async fn await_lease(&mut self, order: &OrderPosted) -> CliResult<LeaseStarted> {
+    /// Waits for the next block (WebSocket) or the next poll.
+    async fn next_block(&mut self) {
+        let limit = if self.heads.is_some() {
+            HEAD_FALLBACK
+        } else {
+            CHAIN_POLL
+        };
+        next_head_or(self.heads.as_mut(), limit).await;
+    }
+
+    /// Watches bids until the choice is decided and a usable bid exists, then creates the
+    /// lease the way `--select` says; exit 4 (with the preflight) when the timeout passes
+    /// first. Decided: the window has closed, or (cheapest and score) every provider the
+    /// preflight found eligible (`expected`) has bid, so no better bid can come.
+    async fn await_lease(
+        &mut self,
+        order: &OrderPosted,
+        expected: &[Address],
+    ) -> CliResult<LeaseStarted> {
         let order_id = order.order_id;
         let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
         let scheduler_order = market::scheduler_order(&order.spec, order.max_price_per_hour);
@@ -459,7 +490,13 @@ impl Deploying<'_> {
                 })
                 .collect();
             let any_eligible = ranking::onchain_winner(&scheduler_order, &scheduler_bids).is_some();
-            if now >= order.bid_window_end
+            let everyone_bid = !expected.is_empty()
+                && expected
+                    .iter()
+                    .all(|provider| bids.iter().any(|(bid, _)| bid.provider == *provider));
+            let decided = now >= order.bid_window_end
+                || (everyone_bid && matches!(self.args.select, Select::Cheapest | Select::Score));
+            if decided
                 && any_eligible
                 && let Some(lease) = self
                     .choose(order, &scheduler_order, &scheduler_bids)
@@ -491,7 +528,7 @@ impl Deploying<'_> {
                 )
             };
             self.progress.working(waiting);
-            tokio::time::sleep(POLL).await;
+            self.next_block().await;
         }
     }
 
@@ -627,6 +664,7 @@ impl Deploying<'_> {
     ) -> CliResult<leasehold_proto::gateway::LeaseStatus> {
         let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
         let mut last_error: String;
+        let mut retry = Backoff::new(MANIFEST_RETRY);
         let mut client = loop {
             self.progress
                 .working(format!("sending the manifest to {endpoint}"));
@@ -661,7 +699,7 @@ impl Deploying<'_> {
                     ),
                 ));
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(retry.next_delay()).await;
         };
         self.progress.step(
             "manifest_sent",
@@ -712,7 +750,7 @@ impl Deploying<'_> {
                     ),
                 ));
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(STATUS_POLL).await;
         }
     }
 }

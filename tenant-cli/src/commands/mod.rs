@@ -31,6 +31,7 @@ pub async fn dispatch(cli: Cli) -> CliResult<u8> {
     let settings = Settings::load(&Overrides {
         config: cli.global.config,
         rpc_url: cli.global.rpc_url,
+        ws_url: cli.global.ws_url,
         deployment: cli.global.deployment,
         keystore: cli.global.keystore,
     })?;

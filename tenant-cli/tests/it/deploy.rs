@@ -43,13 +43,16 @@ async fn deploy_accepts_the_cheapest_bid_then_lease_commands_work() {
         devnet.register(PROVIDER_A, "127.0.0.1:1", &[]).await;
         devnet.register(PROVIDER_B, "127.0.0.1:2", &[]).await;
         let hello = example("hello.yaml");
+        let nonce_before = devnet.nonce(TENANT).await;
         let deploying = devnet.tenant(
             TENANT,
             &[
                 "deploy",
                 &hello,
+                // Far longer than the test: both eligible providers bid, so cheapest is
+                // decided without waiting for the window.
                 "--bid-window",
-                "3",
+                "120",
                 "--no-manifest",
                 "--timeout",
                 "60",
@@ -63,6 +66,15 @@ async fn deploy_accepts_the_cheapest_bid_then_lease_commands_work() {
         let (output, posted) = tokio::join!(deploying, bidding);
         assert_eq!(code(&output), Some(0), "{}", stderr(&output));
         assert_eq!(posted.deposit, U256::from(50_000));
+        assert!(
+            devnet.chain_now().await < posted.bid_window_end,
+            "the lease was created before the bid window closed"
+        );
+        assert_eq!(
+            devnet.nonce(TENANT).await - nonce_before,
+            2,
+            "createOrderWithPermit (approval and order in one transaction), then acceptBid"
+        );
         let result = json(&output);
         let group = &result["groups"][0];
         let b = devnet.address_json(PROVIDER_B);
@@ -75,7 +87,8 @@ async fn deploy_accepts_the_cheapest_bid_then_lease_commands_work() {
         assert!(
             events
                 .lines()
-                .any(|l| l.contains("\"event\":\"order_created\"")),
+                .any(|l| l.contains("\"event\":\"order_created\"")
+                    && l.contains("\"funding\":\"permit\"")),
             "{events}"
         );
         assert!(

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256, U256, keccak256};
+use alloy::providers::Provider as _;
 use alloy::signers::local::PrivateKeySigner;
 use leasehold_contracts::devnet::DevnetConfig;
 use leasehold_contracts::{Deployment, GpuCapacity, MarketplaceClient, ProviderProfile, Resources};
@@ -158,6 +159,27 @@ impl Devnet {
         self.chain
             .client(index)
             .unwrap_or_else(|error| panic!("client {index}: {error}"))
+    }
+
+    /// Transactions account `index` has sent (its next nonce).
+    pub async fn nonce(&self, index: usize) -> u64 {
+        self.chain
+            .rpc
+            .get_transaction_count(self.address(index))
+            .await
+            .expect("eth_getTransactionCount")
+    }
+
+    /// The latest block's timestamp.
+    pub async fn chain_now(&self) -> u64 {
+        self.chain
+            .rpc
+            .get_block_by_number(alloy::rpc::types::BlockNumberOrTag::Latest)
+            .await
+            .expect("eth_getBlockByNumber")
+            .expect("latest block")
+            .header
+            .timestamp
     }
 
     /// RPC URL and deployment file; add the key yourself.
