@@ -478,6 +478,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         bidId = order.bidCount;
         if (bidId < MAX_BIDS) order.bidCount = uint8(bidId + 1);
         else bidId = _evictionSlot(orderId, order, pricePerHour, requiredAttributes);
+        registry.lockBond(orderId, bidId, msg.sender);
         _bids[orderId][bidId] = Bid(msg.sender, uint88(pricePerHour), false);
         _bidGpuModel[orderId][msg.sender] = gpuCount == 0 ? NO_GPU_MODEL : gpuModel;
         if (order.hasRequiredAttributes) _bidAttributeEpochs[orderId][bidId] = registry.attributeEpoch(msg.sender);
@@ -487,7 +488,8 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         emit BidPlaced(orderId, bidId, msg.sender, pricePerHour, gpuModel);
     }
 
-    /// @notice Withdraws the caller's bid on an open order. The provider may not bid again on it.
+    /// @notice Withdraws the caller's bid on an open order. The provider may not bid again on it,
+    /// and its bond goes to the tenant (`registry.releaseBonds`).
     function withdrawBid(uint256 orderId, uint256 bidId) external {
         _openOrder(orderId);
         Bid storage bid = _existingBid(orderId, bidId);
@@ -522,7 +524,8 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     /// earliest bid on a tie, passing over providers no longer eligible (see `acceptBid`).
     /// The tenant may call it at once, anyone else after `TENANT_GRACE`. A call passes over
     /// at most `SETTLE_SKIP_LIMIT` bids (one on orders with auditors; marked withdrawn,
-    /// `BidSkipped`) and then returns without a lease: call again. Reverts `NoEligibleBid` when no bid is left.
+    /// `BidSkipped`) and then returns without a lease: call again. Reverts `NoEligibleBid` when no bid is
+    /// left and it passed over none.
     function settle(uint256 orderId) external nonReentrant {
         Order storage order = _matchableOrder(orderId);
         uint64 bidWindowEnd = order.bidWindowEnd;
@@ -541,7 +544,11 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         uint256 skipped;
         while (true) {
             (bool found, uint256 best) = _cheapestCandidate(candidates);
-            if (!found) revert NoEligibleBid(orderId);
+            // a call that passed over bids keeps them passed over (their bonds are forfeit)
+            if (!found) {
+                if (skipped == 0) revert NoEligibleBid(orderId);
+                return;
+            }
             address provider = candidates[best].provider;
             bytes32 gpuModel = _gpuModelOfBid(orderId, provider, gpuCount);
             if (
@@ -923,8 +930,10 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
 
     /// @dev Frees the evicted provider's one-bid-per-order entry so it may bid again: a bid that
     /// was outbid, or whose provider regained eligibility, must be able to compete anew.
+    /// Its bond is resolved now, as the slot is reused: returned when outbid, else the tenant's.
     function _evicted(uint256 orderId, uint256 bidId, address provider, uint8 reason) private returns (uint256) {
         delete _bidGpuModel[orderId][provider];
+        registry.resolveBond(orderId, bidId, provider, reason == EVICTED_OUTBID ? address(0) : _orders[orderId].tenant);
         emit BidEvicted(orderId, bidId, provider, reason);
         return bidId;
     }

@@ -6,12 +6,21 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Resources, GpuCapacity} from "./Types.sol";
 import {TokenTransfers, PullPayments} from "./TokenTransfers.sol";
+import {Marketplace} from "./Marketplace.sol";
 
 /// @title ProviderRegistry
 /// @notice Providers register their endpoint, attributes and hardware with a stake. The amounts
 /// allocated to leases are changed only by the Marketplace bound once through `initialize`;
 /// nobody, the deployer included, can move a provider's stake, except the Marketplace's slash of
-/// `deliverySlashBps` of it to the tenant of a lease the provider did not deliver.
+/// `deliverySlashBps` of it to the tenant of a lease the provider did not deliver, and the
+/// forfeit of a bid's `bidBond` to the order's tenant (see `releaseBonds`).
+///
+/// Every bid locks `bidBond` of its provider's stake (no transfer): the stake not yet locked must
+/// cover it. The bond comes back when the bid wins, loses, is outbid by a cheaper bid, or its
+/// order is cancelled or expires; it goes to the order's tenant (credited: `claim`) when the
+/// provider withdrew the bid, or the bid was skipped by `settle` or evicted because its provider
+/// was no longer eligible. A forfeit that takes the stake below `minimumStake` blocks bidding and
+/// matching until `addStake`, as a slash does. Locked bonds cannot be withdrawn.
 contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     using SafeERC20 for IERC20;
     using TokenTransfers for IERC20;
@@ -51,6 +60,8 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         GpuModelState[] gpus;
         uint32 deliveriesConfirmed;
         uint32 deliveriesFailed;
+        /// @notice Part of `stake` held by bids' bonds (see `bidBond`).
+        uint256 lockedBonds;
     }
 
     /// @dev Laid out so that an eligibility check reads one slot and a reservation two.
@@ -64,6 +75,9 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         // set when a slash takes the stake below minimumStake, cleared by a top-up: kept here
         // so that every eligibility check reads it with the capacity, at no extra cost
         bool belowMinimumStake;
+        // bids holding a bond (each `bidBond`): in the slot a bid already reads, so locking
+        // costs one warm write
+        uint16 lockedBonds;
         // slot: what the marketplace has allocated
         uint64 cpuAllocated;
         uint64 memoryAllocated;
@@ -97,12 +111,16 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     uint64 public constant MAX_UNBONDING_PERIOD = 365 days;
     uint16 public constant MAX_DELIVERY_SLASH_BPS = 5000;
     uint16 private constant BPS = 10_000;
+    /// @notice Bids one provider may have holding a bond at once.
+    uint256 public constant MAX_LOCKED_BONDS = type(uint16).max;
 
     IERC20 public immutable stakeToken;
     uint256 public immutable minimumStake;
     uint64 public immutable unbondingPeriod;
     /// @notice Share of its stake (basis points) a provider loses to the tenant per undelivered lease.
     uint16 public immutable deliverySlashBps;
+    /// @notice Part of its stake a provider locks per bid (see the contract's notice).
+    uint256 public immutable bidBond;
     address public immutable deployer;
     address public marketplace;
 
@@ -114,6 +132,10 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     address[] private _providerList;
     mapping(address provider => mapping(address auditor => AuditRecord)) private _audits;
     mapping(address provider => mapping(address auditor => mapping(bytes32 attribute => bool))) private _attestations;
+    /// @dev Bit `bidId` set: that bid of the order holds a bond. One slot per order, so only an
+    /// order's first bid pays for a new slot; the Marketplace resolves a slot's bond before it
+    /// reuses the slot (eviction).
+    mapping(uint256 orderId => uint256 bits) private _lockedBondBits;
 
     event MarketplaceBound(address indexed marketplace);
     event ProviderRegistered(
@@ -134,6 +156,11 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     event StakeAdded(address indexed provider, uint256 amount, uint256 stake);
     event AttributeAttested(address indexed auditor, address indexed provider, bytes32 indexed attribute);
     event AttestationRevoked(address indexed auditor, address indexed provider, bytes32 indexed attribute);
+    event BondReleased(uint256 indexed orderId, uint256 bidId, address indexed provider, uint256 amount);
+    /// @notice `amount` of the provider's stake is now claimable by `tenant` (`claim`).
+    event BondForfeited(
+        uint256 indexed orderId, uint256 bidId, address indexed provider, address indexed tenant, uint256 amount
+    );
 
     error NotDeployer(address caller);
     error NotMarketplace(address caller);
@@ -162,6 +189,15 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     error ZeroAmount();
     error AlreadyAttested(address auditor, address provider, bytes32 attribute);
     error NotAttested(address auditor, address provider, bytes32 attribute);
+    error BidBondOutOfRange(uint256 bidBond, uint256 max);
+    /// @notice The stake not locked by other bids' bonds does not cover one more bond (or the
+    /// provider already holds MAX_LOCKED_BONDS bonds).
+    error FreeStakeBelowBond(address provider, uint256 freeStake, uint256 bidBond);
+    /// @notice Bonds of standing bids still hold part of the stake: `releaseBonds` once their
+    /// orders have ended.
+    error BondsLocked(address provider, uint256 lockedBonds);
+    /// @notice The order is open and not expired: its bids' bonds are still at stake.
+    error OrderNotEnded(uint256 orderId, uint64 expiresAt);
 
     modifier onlyMarketplace() {
         if (msg.sender != marketplace) revert NotMarketplace(msg.sender);
@@ -172,7 +208,14 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     /// @param minimumStake_ Stake pulled from each provider at registration (> 0, < 2^128).
     /// @param unbondingPeriod_ Seconds between `deregister` and `withdrawStake` (<= 365 days).
     /// @param deliverySlashBps_ Share of the stake slashed per undelivered lease (<= 5000 bps).
-    constructor(IERC20 stakeToken_, uint256 minimumStake_, uint64 unbondingPeriod_, uint16 deliverySlashBps_) {
+    /// @param bidBond_ Stake locked per bid (<= minimumStake; zero: no bonds).
+    constructor(
+        IERC20 stakeToken_,
+        uint256 minimumStake_,
+        uint64 unbondingPeriod_,
+        uint16 deliverySlashBps_,
+        uint256 bidBond_
+    ) {
         if (address(stakeToken_) == address(0)) revert ZeroAddress();
         if (minimumStake_ == 0 || minimumStake_ > type(uint128).max) revert MinimumStakeOutOfRange(minimumStake_);
         if (unbondingPeriod_ > MAX_UNBONDING_PERIOD) {
@@ -181,7 +224,9 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         if (deliverySlashBps_ > MAX_DELIVERY_SLASH_BPS) {
             revert DeliverySlashOutOfRange(deliverySlashBps_, MAX_DELIVERY_SLASH_BPS);
         }
+        if (bidBond_ > minimumStake_) revert BidBondOutOfRange(bidBond_, minimumStake_);
         deliverySlashBps = deliverySlashBps_;
+        bidBond = bidBond_;
         stakeToken = stakeToken_;
         minimumStake = minimumStake_;
         unbondingPeriod = unbondingPeriod_;
@@ -246,11 +291,13 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     }
 
     /// @notice Returns the stake once the unbonding period is over; the provider may register again.
-    /// A failed transfer is credited (`claim`), so leaving never depends on the token.
+    /// A failed transfer is credited (`claim`), so leaving never depends on the token. Not while
+    /// bids' bonds are locked (`releaseBonds` once their orders ended).
     function withdrawStake() external nonReentrant {
         Record storage rec = _records[msg.sender];
         if (rec.status != ProviderStatus.Unbonding) revert NotUnbonding(msg.sender);
         if (block.timestamp < rec.unbondingEnds) revert StillUnbonding(msg.sender, rec.unbondingEnds);
+        if (rec.lockedBonds != 0) revert BondsLocked(msg.sender, uint256(rec.lockedBonds) * bidBond);
         uint256 amount = rec.stake;
         rec.stake = 0;
         rec.status = ProviderStatus.None;
@@ -271,6 +318,25 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         if (stake >= minimumStake) rec.belowMinimumStake = false;
         emit StakeAdded(msg.sender, amount, stake);
         stakeToken.pullExact(msg.sender, amount);
+    }
+
+    /// @notice Resolves the bonds of an order's bids once the order has ended (leased,
+    /// cancelled, or expired unmatched). Anyone may call it: a bid still marked withdrawn (by
+    /// its provider, or skipped by `settle`) forfeits its bond to the order's tenant, any other
+    /// gets it back. Bids whose bond is already resolved are passed over, so calls may overlap.
+    /// Worst case 16 bids: `test_gas_releaseBonds_sixteenBids`.
+    function releaseBonds(uint256 orderId, uint256[] calldata bidIds) external {
+        Marketplace market = Marketplace(marketplace);
+        Marketplace.OrderView memory order = market.getOrder(orderId);
+        if (order.status == Marketplace.OrderStatus.Open && block.timestamp < order.expiresAt) {
+            revert OrderNotEnded(orderId, order.expiresAt);
+        }
+        for (uint256 i = 0; i < bidIds.length; ++i) {
+            uint256 bidId = bidIds[i];
+            if (!bondLocked(orderId, bidId)) continue;
+            Marketplace.BidView memory bid = market.getBid(orderId, bidId);
+            _resolveBond(orderId, bidId, bid.provider, bid.withdrawn ? order.tenant : address(0));
+        }
     }
 
     // ---------------------------------------------------------------- auditors
@@ -308,6 +374,29 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     }
 
     // ---------------------------------------------------------------- marketplace hooks
+
+    /// @notice Locks `bidBond` of the provider's stake for its new bid `bidId` on `orderId`
+    /// (the `BidPlaced` event says it); reverts `FreeStakeBelowBond` unless the stake not yet
+    /// locked covers it.
+    function lockBond(uint256 orderId, uint256 bidId, address provider) external onlyMarketplace {
+        uint256 bond = bidBond;
+        if (bond == 0) return;
+        Record storage rec = _records[provider];
+        uint256 count = uint256(rec.lockedBonds) + 1;
+        uint256 stake = rec.stake;
+        uint256 locked = count * bond;
+        if (locked > stake || count > MAX_LOCKED_BONDS) {
+            revert FreeStakeBelowBond(provider, stake + bond > locked ? stake + bond - locked : 0, bond);
+        }
+        rec.lockedBonds = uint16(count);
+        _lockedBondBits[orderId] |= 1 << bidId;
+    }
+
+    /// @notice Resolves the bond of a bid the Marketplace evicts: forfeited to `forfeitTo`, or
+    /// released when it is zero.
+    function resolveBond(uint256 orderId, uint256 bidId, address provider, address forfeitTo) external onlyMarketplace {
+        if (bondLocked(orderId, bidId)) _resolveBond(orderId, bidId, provider, forfeitTo);
+    }
 
     /// @notice Allocates resources to a lease; reverts when they do not fit.
     function reserve(address provider, Resources calldata amount, bytes32 gpuModel, uint32 gpuCount)
@@ -405,6 +494,11 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         return (Eligibility.Eligible, bytes32(0));
     }
 
+    /// @notice Whether bid `bidId` of `orderId` still holds a bond.
+    function bondLocked(uint256 orderId, uint256 bidId) public view returns (bool) {
+        return _lockedBondBits[orderId] & (1 << bidId) != 0;
+    }
+
     function isAttested(address auditor, address provider, bytes32 attribute) external view returns (bool) {
         return _attestations[provider][auditor][attribute];
     }
@@ -486,6 +580,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         info.activeLeases = rec.activeLeases;
         info.deliveriesConfirmed = rec.deliveriesConfirmed;
         info.deliveriesFailed = rec.deliveriesFailed;
+        info.lockedBonds = uint256(rec.lockedBonds) * bidBond;
         if (rec.status == ProviderStatus.None) return info;
         info.endpoint = rec.endpoint;
         info.attributes = rec.attributes;
@@ -531,6 +626,26 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     }
 
     // ---------------------------------------------------------------- internals
+
+    /// @dev A forfeit is credited, never pushed: it happens inside other parties' calls, which
+    /// must not depend on the tenant's address accepting a transfer. It takes at most the
+    /// stake, which a slash may have taken below the locked bonds.
+    function _resolveBond(uint256 orderId, uint256 bidId, address provider, address forfeitTo) private {
+        _lockedBondBits[orderId] &= ~(1 << bidId);
+        Record storage rec = _records[provider];
+        rec.lockedBonds -= 1;
+        uint256 bond = bidBond;
+        if (forfeitTo == address(0)) {
+            emit BondReleased(orderId, bidId, provider, bond);
+            return;
+        }
+        uint128 stake = rec.stake;
+        uint128 amount = bond < stake ? uint128(bond) : stake;
+        rec.stake = stake - amount;
+        if (stake - amount < minimumStake) rec.belowMinimumStake = true;
+        claimable[stakeToken][forfeitTo] += amount;
+        emit BondForfeited(orderId, bidId, provider, forfeitTo, amount);
+    }
 
     function _tryReserve(
         address provider,

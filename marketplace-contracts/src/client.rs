@@ -14,9 +14,9 @@ use crate::deploy::{Deployment, send_from};
 use crate::error::ClientError;
 use crate::types::{
     Attestation, BidInfo, CloseReason, DELIVERY_WINDOW_SECS, GpuBid, GpuState, LeaseInfo,
-    LeaseSettlement, LeaseStarted, MAX_BIDS, ManifestUpdate, NewOrder, OrderInfo, OrderPosted,
-    OrderRequirements, OrderStatus, Owed, Payment, ProviderInfo, ProviderProfile, ProviderStatus,
-    SkippedBid, UndeliveredClose, id_to_u64,
+    LeaseSettlement, LeaseStarted, LockedBond, MAX_BIDS, ManifestUpdate, NewOrder, OrderInfo,
+    OrderPosted, OrderRequirements, OrderStatus, Owed, Payment, ProviderInfo, ProviderProfile,
+    ProviderStatus, ResolvedBond, SkippedBid, UndeliveredClose, id_to_u64,
 };
 
 /// An HTTP provider that signs with `signer`. Nonces are read from the node's pending count for
@@ -196,6 +196,75 @@ impl MarketplaceClient {
         Ok(event.stake)
     }
 
+    /// The part of its stake a provider locks per bid.
+    pub async fn bid_bond(&self) -> Result<U256, ClientError> {
+        self.query("bidBond", self.registry.bidBond()).await
+    }
+
+    /// The bids of `order_id` whose bonds are still locked.
+    pub async fn locked_bonds(&self, order_id: u64) -> Result<Vec<LockedBond>, ClientError> {
+        let mut locked = Vec::new();
+        for bid in self.bids(order_id).await? {
+            let held = self
+                .query(
+                    "bondLocked",
+                    self.registry
+                        .bondLocked(U256::from(order_id), U256::from(bid.bid_id)),
+                )
+                .await?;
+            if held {
+                locked.push(LockedBond {
+                    bid_id: bid.bid_id,
+                    provider: bid.provider,
+                    forfeits: bid.withdrawn,
+                });
+            }
+        }
+        Ok(locked)
+    }
+
+    /// Resolves the bonds of `bid_ids` on an order that has ended (anyone may): withdrawn or
+    /// passed-over bids forfeit theirs to the tenant, the others get theirs back. Bids whose
+    /// bond was already resolved are passed over.
+    pub async fn release_bonds(
+        &self,
+        order_id: u64,
+        bid_ids: &[u64],
+    ) -> Result<Vec<ResolvedBond>, ClientError> {
+        let ids = bid_ids.iter().map(|id| U256::from(*id)).collect();
+        let release = self.registry.releaseBonds(U256::from(order_id), ids);
+        let receipt = self.send("releaseBonds", release).await?;
+        self.resolved_bonds("releaseBonds", &receipt)
+    }
+
+    /// Pays out everything `token` credited to the sender by the marketplace (`from_registry`
+    /// false: failed payments and refunds) or the registry (true: forfeited bonds, slashes,
+    /// stake that could not be pushed), to `to`. Returns the amount claimed.
+    pub async fn claim(
+        &self,
+        token: Address,
+        to: Address,
+        from_registry: bool,
+    ) -> Result<U256, ClientError> {
+        let (receipt, emitter) = if from_registry {
+            let claim = self.registry.claim(token, to);
+            (self.send("claim", claim).await?, self.deployment.registry)
+        } else {
+            let claim = self.market.claim(token, to);
+            (
+                self.send("claim", claim).await?,
+                self.deployment.marketplace,
+            )
+        };
+        let claimed: ProviderRegistry::Claimed = self.event("claim", &receipt, emitter)?;
+        Ok(claimed.amount)
+    }
+
+    /// The stake token (what bonds, slashes and stakes are paid in).
+    pub async fn stake_token(&self) -> Result<Address, ClientError> {
+        self.query("stakeToken", self.registry.stakeToken()).await
+    }
+
     pub async fn minimum_stake(&self) -> Result<U256, ClientError> {
         self.query("minimumStake", self.registry.minimumStake())
             .await
@@ -228,6 +297,7 @@ impl MarketplaceClient {
                 .collect(),
             deliveries_confirmed: view.deliveriesConfirmed,
             deliveries_failed: view.deliveriesFailed,
+            locked_bonds: view.lockedBonds,
         })
     }
 
@@ -787,6 +857,43 @@ impl MarketplaceClient {
                 event: E::SIGNATURE,
                 tx_hash: receipt.transaction_hash,
             })
+    }
+
+    /// Every bond a transaction resolved (released or forfeited), in log order.
+    fn resolved_bonds(
+        &self,
+        call: &'static str,
+        receipt: &TransactionReceipt,
+    ) -> Result<Vec<ResolvedBond>, ClientError> {
+        let registry = self.deployment.registry;
+        let mut resolved = Vec::new();
+        for log in receipt
+            .inner
+            .logs()
+            .iter()
+            .filter(|log| log.address() == registry)
+        {
+            if let Ok(event) = log.log_decode::<ProviderRegistry::BondReleased>() {
+                let event = event.inner.data;
+                resolved.push(ResolvedBond {
+                    order_id: self.id(call, "orderId", event.orderId)?,
+                    bid_id: self.id(call, "bidId", event.bidId)?,
+                    provider: event.provider,
+                    amount: event.amount,
+                    forfeited_to: None,
+                });
+            } else if let Ok(event) = log.log_decode::<ProviderRegistry::BondForfeited>() {
+                let event = event.inner.data;
+                resolved.push(ResolvedBond {
+                    order_id: self.id(call, "orderId", event.orderId)?,
+                    bid_id: self.id(call, "bidId", event.bidId)?,
+                    provider: event.provider,
+                    amount: event.amount,
+                    forfeited_to: Some(event.tenant),
+                });
+            }
+        }
+        Ok(resolved)
     }
 
     fn lease_started(

@@ -78,10 +78,19 @@ pub struct DeployParams {
     /// each lease it does not confirm within the order's delivery window.
     #[serde(default = "default_delivery_slash_bps")]
     pub delivery_slash_bps: u16,
+    /// Part of its stake a provider locks per bid (at most `minimum_stake`), forfeited to the
+    /// tenant when the bid is withdrawn or passed over as ineligible at match time.
+    #[serde(default = "default_bid_bond")]
+    pub bid_bond: U256,
 }
 
 fn default_delivery_slash_bps() -> u16 {
     1_000
+}
+
+/// 1 tUSD: 1% of the default minimum stake.
+fn default_bid_bond() -> U256 {
+    U256::from(1_000_000u64)
 }
 
 impl Default for DeployParams {
@@ -91,6 +100,7 @@ impl Default for DeployParams {
             minimum_stake: U256::from(100_000_000u64),
             unbonding_period_secs: 60,
             delivery_slash_bps: default_delivery_slash_bps(),
+            bid_bond: default_bid_bond(),
         }
     }
 }
@@ -218,6 +228,7 @@ pub async fn deploy_all<P: Provider>(
             params.minimum_stake,
             params.unbonding_period_secs,
             params.delivery_slash_bps,
+            params.bid_bond,
         ),
     )
     .await?;

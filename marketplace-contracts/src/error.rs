@@ -116,6 +116,15 @@ impl RevertReason {
                 "the provider's stake was slashed below the minimum: top it up with \
                  `provider add-stake` before it can bid or win again"
             }
+            "FreeStakeBelowBond" => {
+                "every bid locks a bond from the stake and the free stake does not cover one more: \
+                 release the bonds of ended orders (`provider release-bonds`) or `provider add-stake`"
+            }
+            "BondsLocked" => {
+                "bids' bonds still hold part of the stake: release them once their orders ended \
+                 (`provider release-bonds`), then withdraw"
+            }
+            "OrderNotEnded" => "the order is still open: its bids' bonds are resolved once it ends",
             "AlreadyAttested" => "this auditor already attests that attribute for the provider",
             "NotAttested" => "this auditor does not attest that attribute for the provider",
             "PriceAboveMax" => "the bid is above the order's maximum price",

@@ -148,6 +148,22 @@ pub enum ChainEvent {
         amount: U256,
         stake: U256,
     },
+    /// The bond of bid `bid_id` on `order_id` went back to its provider's free stake.
+    BondReleased {
+        order_id: u64,
+        bid_id: u64,
+        provider: Address,
+        amount: U256,
+    },
+    /// The bond of bid `bid_id` on `order_id` left its provider's stake and is claimable by
+    /// the order's tenant from the registry.
+    BondForfeited {
+        order_id: u64,
+        bid_id: u64,
+        provider: Address,
+        tenant: Address,
+        amount: U256,
+    },
     /// `auditor` attests that `provider` holds `attribute` (a chain key).
     AttributeAttested {
         auditor: Address,
@@ -188,9 +204,10 @@ impl ChainEvent {
                 Err(_) => None,
             }
         } else if log.address() == deployment.registry {
-            ProviderRegistryEvents::decode_raw_log(log.topics(), &log.data().data)
-                .ok()
-                .map(from_registry)
+            match ProviderRegistryEvents::decode_raw_log(log.topics(), &log.data().data) {
+                Ok(event) => Some(from_registry(event, block)?),
+                Err(_) => None,
+            }
         } else {
             None
         };
@@ -229,6 +246,8 @@ impl ChainEvent {
             Self::StakeAdded { .. } => "StakeAdded",
             Self::AttributeAttested { .. } => "AttributeAttested",
             Self::AttestationRevoked { .. } => "AttestationRevoked",
+            Self::BondReleased { .. } => "BondReleased",
+            Self::BondForfeited { .. } => "BondForfeited",
         }
     }
 }
@@ -354,8 +373,31 @@ fn profile(
     }
 }
 
-fn from_registry(event: ProviderRegistryEvents) -> ChainEvent {
-    match event {
+fn from_registry(
+    event: ProviderRegistryEvents,
+    block: u64,
+) -> Result<ChainEvent, EventDecodeError> {
+    let id = |event: &'static str, id: U256| {
+        id_to_u64(id).map_err(|source| EventDecodeError::IdOutOfRange {
+            event,
+            block,
+            source,
+        })
+    };
+    Ok(match event {
+        ProviderRegistryEvents::BondReleased(event) => ChainEvent::BondReleased {
+            order_id: id("BondReleased", event.orderId)?,
+            bid_id: id("BondReleased", event.bidId)?,
+            provider: event.provider,
+            amount: event.amount,
+        },
+        ProviderRegistryEvents::BondForfeited(event) => ChainEvent::BondForfeited {
+            order_id: id("BondForfeited", event.orderId)?,
+            bid_id: id("BondForfeited", event.bidId)?,
+            provider: event.provider,
+            tenant: event.tenant,
+            amount: event.amount,
+        },
         ProviderRegistryEvents::ProviderRegistered(event) => ChainEvent::ProviderRegistered {
             provider: event.provider,
             profile: profile(event.endpoint, event.attributes, event.capacity, event.gpus),
@@ -412,5 +454,5 @@ fn from_registry(event: ProviderRegistryEvents) -> ChainEvent {
             provider: event.provider,
             attribute: event.attribute,
         },
-    }
+    })
 }

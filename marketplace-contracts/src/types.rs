@@ -250,6 +250,10 @@ pub const MAX_BIDS: usize = 16;
 /// (`Marketplace.TENANT_GRACE`); then anyone may `settle`.
 pub const TENANT_GRACE_SECS: u64 = 120;
 
+/// `Marketplace.SETTLE_SKIP_LIMIT`: bids one `settle` call may pass over before it returns
+/// without a lease; one on orders with `signedBy` auditors.
+pub const SETTLE_SKIP_LIMIT: usize = 2;
+
 /// The delivery window the CLIs use unless told otherwise: ten minutes, room for an image pull.
 pub const DEFAULT_DELIVERY_WINDOW_SECS: u64 = 600;
 
@@ -465,6 +469,17 @@ pub struct ProviderInfo {
     pub deliveries_confirmed: u32,
     /// Leases closed as undelivered (each cost it part of its stake).
     pub deliveries_failed: u32,
+    /// Part of `stake` the bonds of its standing bids hold (not withdrawable, not usable for
+    /// more bids until released).
+    #[serde(with = "decimal_amount")]
+    pub locked_bonds: U256,
+}
+
+impl ProviderInfo {
+    /// The stake not held by bonds: a new bid needs at least one bond of it.
+    pub fn free_stake(&self) -> U256 {
+        self.stake.saturating_sub(self.locked_bonds)
+    }
 }
 
 /// What a lease owes its provider right now.
@@ -495,6 +510,28 @@ impl CloseReason {
     pub fn code(self) -> u8 {
         self as u8
     }
+}
+
+/// How one bid's bond was resolved by `releaseBonds` (or an eviction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedBond {
+    pub order_id: u64,
+    pub bid_id: u64,
+    pub provider: Address,
+    #[serde(with = "decimal_amount")]
+    pub amount: U256,
+    /// The tenant it went to; `None` when it went back to the provider's free stake.
+    pub forfeited_to: Option<Address>,
+}
+
+/// A bid whose bond is still locked, and what `releaseBonds` will do with it once the order
+/// has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedBond {
+    pub bid_id: u64,
+    pub provider: Address,
+    /// The bid was withdrawn or passed over by `settle`: the bond goes to the tenant.
+    pub forfeits: bool,
 }
 
 /// A bid `settle` passed over because its provider had no room.

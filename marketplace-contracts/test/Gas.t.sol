@@ -30,12 +30,16 @@ contract GasBenchmarks is Fixture {
     // points at (16 patterns cost only their calldata: one entry is checked).
     // An order requiring attributes also remembers each bidder's attribute epoch (one registry
     // call, one slot per eight bids) so that `settle`/`acceptBid` can tell the set changed.
-    uint256 internal constant PLACE_BID_GPU_CEILING = 125_000;
+    // Every bid also locks its bond in the registry (one call, a warm write of the provider's
+    // first slot, and the order's bond bitmap: a fresh slot, 22.1k, for an order's first bid only).
+    uint256 internal constant PLACE_BID_GPU_CEILING = 136_000;
     // Every bid checks the bid window, which sits in the order's first slot (one more cold read).
-    uint256 internal constant PLACE_BID_CPU_CEILING = 93_000;
+    // Measured on an order's first bid, which pays for the order's bond bitmap slot.
+    uint256 internal constant PLACE_BID_CPU_CEILING = 124_000;
     // A bid on a full order re-checks every standing bid's provider in the registry (one call
     // each) before it may evict the dearest: the price of keeping the order book unjammable.
-    uint256 internal constant PLACE_BID_EVICT_CEILING = 340_000;
+    // The evicted bid's bond is resolved in the same call (released: outbid).
+    uint256 internal constant PLACE_BID_EVICT_CEILING = 355_000;
     uint256 internal constant CLOSE_CEILING = 89_000;
     // An undelivered close slashes the stake; a slash that takes it below the minimum also marks
     // the provider in its capacity slot (one more slot write, ~5k) so it cannot bid until topped up.
@@ -300,8 +304,11 @@ contract GasBenchmarks is Fixture {
     uint256 internal constant ATTEST_MAX_CEILING = 860_000;
     uint256 internal constant REVOKE_MAX_CEILING = 228_000;
     uint256 internal constant STAKE_CEILING = 70_000;
-    uint256 internal constant PLACE_BID_AUDITED_MAX_CEILING = 331_000;
-    uint256 internal constant PLACE_BID_EVICT_AUDITED_CEILING = 618_000;
+    uint256 internal constant PLACE_BID_AUDITED_MAX_CEILING = 356_000;
+    uint256 internal constant PLACE_BID_EVICT_AUDITED_CEILING = 624_000;
+    // Per bid: one `getBid` call into the Marketplace (cold bid slots), the provider's two
+    // record slots, the stake write and the tenant's credit (a fresh slot for the first): ~26k.
+    uint256 internal constant RELEASE_BONDS_16_CEILING = 424_000;
     uint256 internal constant WITHDRAW_BID_CEILING = 33_000;
     // A claim pays through the BlockingToken mock (its pause and blocklist checks cost three
     // cold reads more than a plain ERC-20) to an address that held none of the token yet.
@@ -525,13 +532,33 @@ contract GasBenchmarks is Fixture {
         _record("withdrawBid_last_of_16", WITHDRAW_BID_CEILING);
     }
 
+    /// @dev The worst `releaseBonds`: 16 bids by 16 providers on a GPU order, every one
+    /// withdrawn, so every bond is forfeited (a stake write and a credit each) after the tenant
+    /// cancelled the order.
+    function test_gas_releaseBonds_sixteenBids() public {
+        for (uint256 i = 0; i < 16; ++i) {
+            address provider = address(uint160(0x9000 + i));
+            _fundedProvider(provider);
+            _registerDefault(provider);
+            _bid(provider, gpuOrder, gpuSpec, PRICE - i, A100);
+            vm.prank(provider);
+            market.withdrawBid(gpuOrder, i);
+        }
+        vm.prank(tenant);
+        market.cancelOrder(gpuOrder);
+        registry.releaseBonds(gpuOrder, _bidIds(16));
+        _record("releaseBonds_16_forfeited", RELEASE_BONDS_16_CEILING);
+        assertEq(registry.claimable(IERC20(address(token)), tenant), 16 * BID_BOND, "every bond forfeited");
+    }
+
     /// @dev Worst case of both `claim`s (the same `PullPayments` code): the whole credit is
     /// paid to a fresh address, through a token that checks pause and blocklist. The market's
     /// credit is a provider's payment that closing could not push (blocklisted); the registry's
     /// is a stake withdrawn while the token was paused.
     function test_gas_claim_marketAndRegistry() public {
         BlockingToken blk = new BlockingToken();
-        ProviderRegistry blkRegistry = new ProviderRegistry(IERC20(address(blk)), MIN_STAKE, UNBONDING, SLASH_BPS);
+        ProviderRegistry blkRegistry =
+            new ProviderRegistry(IERC20(address(blk)), MIN_STAKE, UNBONDING, SLASH_BPS, BID_BOND);
         Marketplace blkMarket = new Marketplace(blkRegistry);
         blkRegistry.initialize(address(blkMarket));
         address[2] memory actors = [tenant, p1];
@@ -564,6 +591,7 @@ contract GasBenchmarks is Fixture {
         blkMarket.claim(IERC20(address(blk)), address(0x9001));
         _record("claim_market_to_fresh_address", CLAIM_CEILING);
 
+        blkRegistry.releaseBonds(id, _bidIds(1));
         vm.prank(p1);
         blkRegistry.deregister();
         vm.warp(block.timestamp + UNBONDING);

@@ -131,7 +131,7 @@ contract Finding1PaidForNothingTest is Fixture {
 
     function test_registry_deliverySlashBounded() public {
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.DeliverySlashOutOfRange.selector, 5001, 5000));
-        new ProviderRegistry(IERC20(address(token)), MIN_STAKE, UNBONDING, 5001);
+        new ProviderRegistry(IERC20(address(token)), MIN_STAKE, UNBONDING, 5001, BID_BOND);
     }
 
     function test_registry_deliveryHooksOnlyMarketplace() public {
@@ -248,7 +248,7 @@ contract Finding3ClosingDependsOnTransfersTest is Fixture {
     function setUp() public override {
         super.setUp();
         blk = new BlockingToken();
-        blkRegistry = new ProviderRegistry(IERC20(address(blk)), MIN_STAKE, UNBONDING, SLASH_BPS);
+        blkRegistry = new ProviderRegistry(IERC20(address(blk)), MIN_STAKE, UNBONDING, SLASH_BPS, BID_BOND);
         blkMarket = new Marketplace(blkRegistry);
         blkRegistry.initialize(address(blkMarket));
         address[3] memory actors = [tenant, p1, stranger];

@@ -529,15 +529,19 @@ contract MarketplaceMatchTest is Fixture {
 
         vm.prank(p1);
         registry.update("e", _list(EU, TIER), _res(3000, 32768, 102400), _gpus(A100, 4));
-        // p1 no longer has room: its bid is passed over and nothing else is left
+        // p1 no longer has room: its bid is passed over for good, even by the call that then
+        // finds nothing else (the skip is kept: the bid's bond is forfeit)
+        market.settle(orderId);
+        assertTrue(market.getBid(orderId, 0).withdrawn, "passed over");
+        vm.prank(p1);
+        registry.update("e", _list(EU, TIER), _res(8000, 32768, 102400), _gpus(A100, 4));
         vm.expectRevert(abi.encodeWithSelector(Marketplace.NoEligibleBid.selector, orderId));
         market.settle(orderId);
 
-        vm.prank(p1);
-        registry.update("e", _list(EU, TIER), _res(8000, 32768, 102400), _gpus(A100, 4));
-        market.settle(orderId);
+        vm.prank(tenant);
+        market.cancelOrder(orderId);
         vm.expectRevert(
-            abi.encodeWithSelector(Marketplace.OrderNotOpen.selector, orderId, Marketplace.OrderStatus.Leased)
+            abi.encodeWithSelector(Marketplace.OrderNotOpen.selector, orderId, Marketplace.OrderStatus.Cancelled)
         );
         market.settle(orderId);
     }

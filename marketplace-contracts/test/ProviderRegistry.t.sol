@@ -24,28 +24,28 @@ contract ProviderRegistryTest is Fixture {
 
     function test_constructor_revertsOnZeroToken() public {
         vm.expectRevert(ProviderRegistry.ZeroAddress.selector);
-        new ProviderRegistry(IERC20(address(0)), MIN_STAKE, UNBONDING, SLASH_BPS);
+        new ProviderRegistry(IERC20(address(0)), MIN_STAKE, UNBONDING, SLASH_BPS, BID_BOND);
     }
 
     function test_constructor_revertsOnZeroStake() public {
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.MinimumStakeOutOfRange.selector, 0));
-        new ProviderRegistry(IERC20(address(token)), 0, UNBONDING, SLASH_BPS);
+        new ProviderRegistry(IERC20(address(token)), 0, UNBONDING, SLASH_BPS, 0);
     }
 
     function test_constructor_revertsOnHugeStake() public {
         uint256 huge = uint256(type(uint128).max) + 1;
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.MinimumStakeOutOfRange.selector, huge));
-        new ProviderRegistry(IERC20(address(token)), huge, UNBONDING, SLASH_BPS);
+        new ProviderRegistry(IERC20(address(token)), huge, UNBONDING, SLASH_BPS, 0);
     }
 
     function test_constructor_revertsOnLongUnbonding() public {
         uint64 tooLong = 365 days + 1;
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.UnbondingPeriodTooLong.selector, tooLong, 365 days));
-        new ProviderRegistry(IERC20(address(token)), MIN_STAKE, tooLong, SLASH_BPS);
+        new ProviderRegistry(IERC20(address(token)), MIN_STAKE, tooLong, SLASH_BPS, BID_BOND);
     }
 
     function test_initialize_onlyOnceByDeployer() public {
-        ProviderRegistry fresh = new ProviderRegistry(IERC20(address(token)), MIN_STAKE, UNBONDING, SLASH_BPS);
+        ProviderRegistry fresh = new ProviderRegistry(IERC20(address(token)), MIN_STAKE, UNBONDING, SLASH_BPS, BID_BOND);
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.NotDeployer.selector, stranger));
         fresh.initialize(address(market));
@@ -181,7 +181,8 @@ contract ProviderRegistryTest is Fixture {
 
     function test_register_rejectsFeeOnTransferStakeToken() public {
         FeeOnTransferToken fee = new FeeOnTransferToken();
-        ProviderRegistry feeRegistry = new ProviderRegistry(IERC20(address(fee)), MIN_STAKE, UNBONDING, SLASH_BPS);
+        ProviderRegistry feeRegistry =
+            new ProviderRegistry(IERC20(address(fee)), MIN_STAKE, UNBONDING, SLASH_BPS, BID_BOND);
         fee.mint(p1, MIN_STAKE);
         vm.startPrank(p1);
         fee.approve(address(feeRegistry), MIN_STAKE);

@@ -74,6 +74,34 @@ pub enum Skip {
         max: U256,
     },
     NotOpen,
+    /// The stake cannot back one more bid: the contract would refuse it.
+    StakeShort(Box<StakeShortfall>),
+}
+
+/// Why the stake cannot back a new bid: every bid locks `bond` of the stake, which must
+/// cover it beyond the bonds already locked, and a stake below the minimum may not bid at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StakeShortfall {
+    pub stake: U256,
+    pub free_stake: U256,
+    pub minimum: U256,
+    pub bond: U256,
+}
+
+/// `Some` when a provider with `info`'s stake may not bid under `minimum` and `bond`
+/// (mirrors `ProviderRegistry.lockBond` and its below-minimum mark).
+pub fn stake_shortfall(
+    info: &leasehold_contracts::ProviderInfo,
+    minimum: U256,
+    bond: U256,
+) -> Option<StakeShortfall> {
+    let free_stake = info.free_stake();
+    (info.stake < minimum || free_stake < bond).then_some(StakeShortfall {
+        stake: info.stake,
+        free_stake,
+        minimum,
+        bond,
+    })
 }
 
 /// Rebuilds the inventory from the store's rows over `node`.
@@ -275,6 +303,20 @@ impl Core {
             return Ok(());
         }
         let me = self.chain.address();
+        if let Some(shortfall) = self.chain.stake_shortfall().await? {
+            self.metrics.bids_stake_short.inc();
+            warn!(
+                order_id,
+                stake = %shortfall.stake,
+                free_stake = %shortfall.free_stake,
+                minimum = %shortfall.minimum,
+                bond = %shortfall.bond,
+                "not bidding: the stake cannot back one more bid bond; run `provider add-stake` \
+                 or wait for ended orders' bonds to be released"
+            );
+            self.skip(order_id, Skip::StakeShort(Box::new(shortfall)));
+            return Ok(());
+        }
         let existing_bid = self
             .chain
             .bids(order_id)
@@ -330,6 +372,32 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Resolves the bonds our bids on the ended order `order_id` still lock: released back to
+    /// the free stake, or forfeited to the tenant for a bid we withdrew or that was passed
+    /// over. Nothing to do when none is locked.
+    pub async fn release_own_bonds(&self, order_id: u64) -> Result<(), DaemonError> {
+        let bid_ids = self.chain.my_locked_bonds(order_id).await?;
+        if bid_ids.is_empty() {
+            return Ok(());
+        }
+        for bond in self.chain.release_bonds(order_id, &bid_ids).await? {
+            self.metrics.bonds_resolved.inc();
+            match bond.forfeited_to {
+                None => {
+                    info!(order_id, bid_id = bond.bid_id, amount = %bond.amount, "bid bond released")
+                }
+                Some(tenant) => warn!(
+                    order_id,
+                    bid_id = bond.bid_id,
+                    amount = %bond.amount,
+                    %tenant,
+                    "bid bond forfeited to the tenant (the bid was withdrawn or passed over)"
+                ),
+            }
+        }
+        Ok(())
     }
 
     fn skip(&self, order_id: u64, reason: Skip) {
@@ -505,6 +573,41 @@ pub fn missing_attribute(spec: &OrderSpec, registered: &BTreeSet<B256>) -> Optio
 mod tests {
     use super::*;
     use leasehold_contracts::{OrderRequirements, OrderSpec};
+
+    fn provider_with(stake: u64, locked_bonds: u64) -> leasehold_contracts::ProviderInfo {
+        leasehold_contracts::ProviderInfo {
+            address: Address::ZERO,
+            status: leasehold_contracts::ProviderStatus::Active,
+            stake: U256::from(stake),
+            unbonding_ends: 0,
+            active_leases: 0,
+            endpoint: String::new(),
+            attributes: Vec::new(),
+            capacity: Default::default(),
+            allocated: Default::default(),
+            gpus: Vec::new(),
+            deliveries_confirmed: 0,
+            deliveries_failed: 0,
+            locked_bonds: U256::from(locked_bonds),
+        }
+    }
+
+    #[test]
+    fn a_bid_needs_the_minimum_stake_and_one_free_bond() {
+        let (minimum, bond) = (U256::from(100u64), U256::from(1u64));
+        assert_eq!(stake_shortfall(&provider_with(100, 0), minimum, bond), None);
+        assert_eq!(
+            stake_shortfall(&provider_with(100, 99), minimum, bond),
+            None
+        );
+        let full = stake_shortfall(&provider_with(100, 100), minimum, bond).expect("no free bond");
+        assert_eq!((full.free_stake, full.bond), (U256::ZERO, bond));
+        let slashed = stake_shortfall(&provider_with(99, 0), minimum, bond).expect("below minimum");
+        assert_eq!(slashed.stake, U256::from(99u64));
+        // a slash may take the stake below the locked bonds: no underflow
+        let under = stake_shortfall(&provider_with(100, 150), minimum, bond).expect("short");
+        assert_eq!(under.free_stake, U256::ZERO);
+    }
 
     fn order(replicas: u16, cpu: u64, gpus: u32) -> OrderPosted {
         OrderPosted {

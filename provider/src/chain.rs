@@ -157,6 +157,8 @@ pub fn public_endpoint(config: &Config) -> String {
 pub struct Chain {
     client: MarketplaceClient,
     lane: Mutex<()>,
+    /// The registry's `minimumStake` and `bidBond` (immutable), once read.
+    stake_terms: std::sync::OnceLock<(U256, U256)>,
 }
 
 impl Chain {
@@ -191,6 +193,7 @@ impl Chain {
         Ok(Self {
             client: MarketplaceClient::new(provider, signer.address(), deployment),
             lane: Mutex::new(()),
+            stake_terms: std::sync::OnceLock::new(),
         })
     }
 
@@ -268,6 +271,49 @@ impl Chain {
         self.client
             .missing_audit(self.address(), requirements)
             .await
+    }
+
+    /// `Some` when this provider's stake cannot back one more bid (see
+    /// [`crate::bidder::stake_shortfall`]). The minimum and the bond are constructor
+    /// constants, read once.
+    pub async fn stake_shortfall(
+        &self,
+    ) -> Result<Option<crate::bidder::StakeShortfall>, ClientError> {
+        let (minimum, bond) = match self.stake_terms.get() {
+            Some(terms) => *terms,
+            None => {
+                let terms = (
+                    self.client.minimum_stake().await?,
+                    self.client.bid_bond().await?,
+                );
+                *self.stake_terms.get_or_init(|| terms)
+            }
+        };
+        let info = self.client.provider_info(self.address()).await?;
+        Ok(crate::bidder::stake_shortfall(&info, minimum, bond))
+    }
+
+    /// Resolves the bonds of this provider's bids `bid_ids` on the ended order `order_id`.
+    pub async fn release_bonds(
+        &self,
+        order_id: u64,
+        bid_ids: &[u64],
+    ) -> Result<Vec<leasehold_contracts::ResolvedBond>, ClientError> {
+        let _turn = self.lane.lock().await;
+        self.client.release_bonds(order_id, bid_ids).await
+    }
+
+    /// This provider's bids on `order_id` whose bonds are still locked.
+    pub async fn my_locked_bonds(&self, order_id: u64) -> Result<Vec<u64>, ClientError> {
+        let me = self.address();
+        Ok(self
+            .client
+            .locked_bonds(order_id)
+            .await?
+            .into_iter()
+            .filter(|bond| bond.provider == me)
+            .map(|bond| bond.bid_id)
+            .collect())
     }
 
     pub async fn bids(&self, order_id: u64) -> Result<Vec<BidInfo>, ClientError> {

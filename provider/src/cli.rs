@@ -206,6 +206,26 @@ pub enum Command {
         /// Amount in stake-token base units (default: what is missing up to the minimum).
         amount: Option<u128>,
     },
+    /// Resolve the bonds our bids lock on ended orders (leased, cancelled or expired): the
+    /// daemon does this when an order is leased or cancelled; expired orders need this.
+    #[command(
+        after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider release-bonds 7 8 --config provider.toml"
+    )]
+    ReleaseBonds {
+        /// Order ids.
+        #[arg(required = true)]
+        orders: Vec<u64>,
+    },
+    /// Collect what the contracts credited to the provider's key (payments or stake that
+    /// could not be pushed).
+    #[command(
+        after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider claim --config provider.toml --output json"
+    )]
+    Claim {
+        /// Where the tokens go (default: the provider's address).
+        #[arg(long)]
+        to: Option<alloy::primitives::Address>,
+    },
     /// Start unbonding; the stake can be withdrawn after the unbonding period.
     #[command(
         after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider deregister --config provider.toml"
@@ -547,6 +567,96 @@ pub async fn run(cli: Cli) -> Result<()> {
                 output,
                 format!("added {amount} base units; stake now {stake}"),
                 json!({"added": amount.to_string(), "stake": stake.to_string()}),
+            );
+        }
+        Command::ReleaseBonds { orders } => {
+            let config = load(&cli.config)?;
+            let signer = load_signer(&config).context("loading the signing key")?;
+            let chain = Chain::connect(&config, signer, 0)
+                .await
+                .context("connecting to the chain")?;
+            let mut resolved = Vec::new();
+            for order_id in orders {
+                let bid_ids = chain
+                    .my_locked_bonds(order_id)
+                    .await
+                    .with_context(|| format!("reading the bonds of order {order_id}"))?;
+                if bid_ids.is_empty() {
+                    continue;
+                }
+                resolved.extend(
+                    chain
+                        .release_bonds(order_id, &bid_ids)
+                        .await
+                        .with_context(|| format!("releasing the bonds of order {order_id}"))?,
+                );
+            }
+            let lines: Vec<String> = resolved
+                .iter()
+                .map(|bond| match bond.forfeited_to {
+                    None => format!(
+                        "order {} bid {}: {} released",
+                        bond.order_id, bond.bid_id, bond.amount
+                    ),
+                    Some(tenant) => format!(
+                        "order {} bid {}: {} forfeited to {tenant}",
+                        bond.order_id, bond.bid_id, bond.amount
+                    ),
+                })
+                .collect();
+            let text = if lines.is_empty() {
+                "no bond of ours was locked on those orders".to_owned()
+            } else {
+                lines.join("\n")
+            };
+            print(output, text, json!({"resolved": resolved}));
+        }
+        Command::Claim { to } => {
+            let config = load(&cli.config)?;
+            let signer = load_signer(&config).context("loading the signing key")?;
+            let chain = Chain::connect(&config, signer, 0)
+                .await
+                .context("connecting to the chain")?;
+            let client = chain.client();
+            let me = client.sender();
+            let recipient = to.unwrap_or(me);
+            let stake_token = client
+                .stake_token()
+                .await
+                .context("reading the stake token")?;
+            let payment_token = chain.deployment().token;
+            let (market_credit, _) = client
+                .claimable(payment_token, me)
+                .await
+                .context("reading the marketplace credit")?;
+            let (_, registry_credit) = client
+                .claimable(stake_token, me)
+                .await
+                .context("reading the registry credit")?;
+            let mut claimed = (U256::ZERO, U256::ZERO);
+            if !market_credit.is_zero() {
+                claimed.0 = client
+                    .claim(payment_token, recipient, false)
+                    .await
+                    .context("claiming from the marketplace")?;
+            }
+            if !registry_credit.is_zero() {
+                claimed.1 = client
+                    .claim(stake_token, recipient, true)
+                    .await
+                    .context("claiming from the registry")?;
+            }
+            print(
+                output,
+                format!(
+                    "claimed {} from the marketplace and {} from the registry to {recipient}",
+                    claimed.0, claimed.1
+                ),
+                json!({
+                    "to": recipient,
+                    "claimed_from_marketplace": claimed.0.to_string(),
+                    "claimed_from_registry": claimed.1.to_string(),
+                }),
             );
         }
         Command::Deregister => {

@@ -36,6 +36,11 @@ pub struct Metrics {
     pub bids_placed: Counter,
     pub bids_failed: Counter,
     pub bids_skipped: Counter,
+    /// Orders not bid on because the stake could not back one more bid (below the minimum,
+    /// or its free part under one bond).
+    pub bids_stake_short: Counter,
+    /// Bonds of this provider's bids resolved on ended orders (released or forfeited).
+    pub bonds_resolved: Counter,
     pub withdrawals: Counter,
     pub insolvent_closes: Counter,
     pub reconciles: Counter,
@@ -307,6 +312,18 @@ impl Core {
                 "counter",
                 "Orders not bid on (ineligible, no room, price).",
                 self.metrics.bids_skipped.get(),
+            ),
+            (
+                "leasehold_orders_skipped_stake_short_total",
+                "counter",
+                "Orders not bid on because the stake is below the minimum or its free part below one bid bond (provider add-stake, or release ended orders' bonds).",
+                self.metrics.bids_stake_short.get(),
+            ),
+            (
+                "leasehold_bonds_resolved_total",
+                "counter",
+                "Bonds of the provider's bids resolved after their orders ended.",
+                self.metrics.bonds_resolved.get(),
             ),
             (
                 "leasehold_follower_next_block",

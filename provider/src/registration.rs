@@ -401,6 +401,7 @@ mod tests {
             gpus,
             deliveries_confirmed: 0,
             deliveries_failed: 0,
+            locked_bonds: U256::ZERO,
         }
     }
 

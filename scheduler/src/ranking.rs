@@ -58,6 +58,11 @@ pub struct Bid {
     pub room: ProviderRoom,
     #[serde(default)]
     pub withdrawn: bool,
+    /// Why the provider itself cannot be matched now, for reasons the chain checks beyond
+    /// the bid (not active, stake below the minimum, an order's `signedBy` audit no longer
+    /// holding); `None` when it can.
+    #[serde(default)]
+    pub provider_unmatchable: Option<String>,
 }
 
 /// Why a bid cannot win.
@@ -76,12 +81,17 @@ pub enum Ineligible {
     NoGpuModel,
     #[error("no room: {0}")]
     NoRoom(String),
+    #[error("provider cannot be matched: {0}")]
+    ProviderUnmatchable(String),
 }
 
 /// Whether a bid may win, mirroring the contract's checks in its order.
 pub fn eligibility(order: &OrderSpec, bid: &Bid) -> Result<(), Ineligible> {
     if bid.withdrawn {
         return Err(Ineligible::Withdrawn);
+    }
+    if let Some(reason) = &bid.provider_unmatchable {
+        return Err(Ineligible::ProviderUnmatchable(reason.clone()));
     }
     if bid.price_per_hour > order.max_price_per_hour {
         return Err(Ineligible::OverMaxPrice {
@@ -139,6 +149,52 @@ pub fn onchain_winner<'a>(order: &OrderSpec, bids: &'a [Bid]) -> Option<&'a Bid>
     bids.iter()
         .filter(|bid| eligibility(order, bid).is_ok())
         .min_by(|a, b| cheapest_first(a, b))
+}
+
+/// What `settle` does from now on, call by call (the contract's rule): it takes the standing
+/// (not withdrawn) bids cheapest first, earliest on a tie; it passes over each ineligible one
+/// for good (marking it withdrawn: its bond is forfeit), at most `skip_limit` per call, after
+/// which the call returns without a lease; it awards the first eligible one. A call that passed
+/// over bids and then finds none left also returns; the next one reverts `NoEligibleBid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlePlan {
+    /// The bid the calls end at, if any.
+    pub winner: Option<u64>,
+    /// The bids passed over on the way, in order.
+    pub passed_over: Vec<u64>,
+    /// Successful `settle` transactions needed (the last awards the winner, if any).
+    pub calls: u32,
+}
+
+/// The [`SettlePlan`] for `bids` under the contract's per-call `skip_limit`
+/// (`SETTLE_SKIP_LIMIT`, or 1 on orders with `signedBy` auditors).
+pub fn settle_plan(order: &OrderSpec, bids: &[Bid], skip_limit: usize) -> SettlePlan {
+    let skip_limit = skip_limit.max(1);
+    let mut standing: Vec<&Bid> = bids.iter().filter(|bid| !bid.withdrawn).collect();
+    standing.sort_by(|a, b| cheapest_first(a, b));
+    let mut plan = SettlePlan {
+        winner: None,
+        passed_over: Vec::new(),
+        calls: 0,
+    };
+    let mut skipped_in_call = 0;
+    for bid in standing {
+        if eligibility(order, bid).is_ok() {
+            plan.winner = Some(bid.bid_index);
+            plan.calls += 1;
+            return plan;
+        }
+        plan.passed_over.push(bid.bid_index);
+        skipped_in_call += 1;
+        if skipped_in_call == skip_limit {
+            plan.calls += 1;
+            skipped_in_call = 0;
+        }
+    }
+    if skipped_in_call > 0 {
+        plan.calls += 1;
+    }
+    plan
 }
 
 fn cheapest_first(a: &Bid, b: &Bid) -> Ordering {
@@ -277,7 +333,50 @@ mod tests {
             reputation: Reputation::default(),
             room: roomy(),
             withdrawn: false,
+            provider_unmatchable: None,
         }
+    }
+
+    #[test]
+    fn settle_plan_passes_over_at_most_the_limit_per_call() {
+        let mut full = bid(0, "full", 100);
+        full.room.gpus.insert(a100(), 1);
+        let mut gone = bid(1, "gone", 110);
+        gone.provider_unmatchable = Some("not active".into());
+        let mut withdrawn = bid(2, "withdrawn", 50);
+        withdrawn.withdrawn = true;
+        let bids = vec![full, gone, withdrawn, bid(3, "honest", 300)];
+        let plan = settle_plan(&order(), &bids, 2);
+        assert_eq!(plan.winner, Some(3));
+        assert_eq!(
+            plan.passed_over,
+            vec![0, 1],
+            "withdrawn bids are ignored, not passed over"
+        );
+        assert_eq!(
+            plan.calls, 2,
+            "two skips end the first call; the second awards"
+        );
+        let audited = settle_plan(&order(), &bids, 1);
+        assert_eq!((audited.winner, audited.calls), (Some(3), 3));
+        assert_eq!(
+            onchain_winner(&order(), &bids).map(|b| b.bid_index),
+            Some(3),
+            "the eventual winner is the cheapest eligible bid"
+        );
+        // nothing eligible: the calls pass everything over and end without a winner
+        let stale = settle_plan(&order(), &bids[..2], 2);
+        assert_eq!(
+            (stale.winner, stale.passed_over.len(), stale.calls),
+            (None, 2, 1)
+        );
+        let one = settle_plan(&order(), &bids[..1], 2);
+        assert_eq!(
+            (one.winner, one.calls),
+            (None, 1),
+            "the call that skips the last bid returns"
+        );
+        assert_eq!(settle_plan(&order(), &[], 2).calls, 0);
     }
 
     fn order() -> OrderSpec {

@@ -421,6 +421,21 @@ pub enum WalletCommand {
         #[arg(long)]
         to: Option<Address>,
     },
+    /// Collect what the contracts credited to the key: refunds and payments that could not be
+    /// pushed (marketplace), and providers' bid bonds forfeited to you (registry). With
+    /// `--release-bonds`, first resolve the bonds of those ended orders' bids.
+    #[command(after_help = help!(
+        "tenant wallet claim",
+        "tenant wallet claim --release-bonds 7 --release-bonds 8 --to 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 --output json"
+    ))]
+    Claim {
+        /// Where the tokens go (default: the configured key).
+        #[arg(long)]
+        to: Option<Address>,
+        /// Ended order whose bids' bonds to resolve first (repeatable).
+        #[arg(long = "release-bonds", value_name = "ORDER")]
+        release_bonds: Vec<u64>,
+    },
 }
 
 /// Token base units: a non-negative integer, `_` separators allowed.

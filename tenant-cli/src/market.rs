@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use alloy::primitives::{B256, U256};
+use alloy::primitives::{Address, B256, U256};
 use leasehold_contracts::{BidInfo, OrderSpec, ProviderInfo, ProviderStatus};
 use leasehold_manifests::Group;
 use leasehold_scheduler::ranking::{self, Ineligible, ProviderRoom};
@@ -276,12 +276,83 @@ pub fn room(provider: &ProviderInfo, names: &Names) -> ProviderRoom {
     }
 }
 
-/// A bid in the scheduler's terms, with the provider's track record.
+/// Why the chain would not match `provider` now, beyond its bid (see
+/// `ranking::Bid::provider_unmatchable`): not active, stake below the minimum, or the order's
+/// `signedBy` auditors no longer attesting it (`missing_audit`, from
+/// `MarketplaceClient::missing_audit`).
+pub fn provider_unmatchable(
+    provider: &ProviderInfo,
+    minimum_stake: U256,
+    missing_audit: Option<Address>,
+) -> Option<String> {
+    if provider.status != ProviderStatus::Active {
+        return Some(format!("provider is {:?}, not active", provider.status).to_lowercase());
+    }
+    if provider.stake < minimum_stake {
+        return Some(format!(
+            "stake {} is below the minimum {minimum_stake}",
+            provider.stake
+        ));
+    }
+    missing_audit.map(|auditor| {
+        if auditor == Address::ZERO {
+            "no signedBy anyOf auditor attests the provider".to_owned()
+        } else {
+            format!("signedBy auditor {auditor} does not attest the provider")
+        }
+    })
+}
+
+/// For each provider, why the chain would not match it on an order with `spec` (see
+/// [`provider_unmatchable`]); one audit query per provider on audited orders only.
+pub async fn unmatchable_providers(
+    client: &leasehold_contracts::MarketplaceClient,
+    spec: &OrderSpec,
+    providers: &[&ProviderInfo],
+) -> CliResult<Vec<Option<String>>> {
+    let minimum = client.minimum_stake().await?;
+    let mut reasons = Vec::with_capacity(providers.len());
+    for provider in providers {
+        let missing = if is_audited(spec) {
+            client
+                .missing_audit(provider.address, &spec.requirements)
+                .await?
+        } else {
+            None
+        };
+        reasons.push(provider_unmatchable(provider, minimum, missing));
+    }
+    Ok(reasons)
+}
+
+fn is_audited(spec: &OrderSpec) -> bool {
+    let auditors = &spec.requirements.signed_by;
+    !auditors.all_of.is_empty() || !auditors.any_of.is_empty()
+}
+
+/// What `settle` will do on an order with `spec`, call by call: the contract passes over at
+/// most `SETTLE_SKIP_LIMIT` bids per call (one on audited orders) before it returns.
+pub fn settle_plan(
+    spec: &OrderSpec,
+    order: &ranking::OrderSpec,
+    bids: &[ranking::Bid],
+) -> ranking::SettlePlan {
+    let limit = if is_audited(spec) {
+        1
+    } else {
+        leasehold_contracts::SETTLE_SKIP_LIMIT
+    };
+    ranking::settle_plan(order, bids, limit)
+}
+
+/// A bid in the scheduler's terms, with the provider's track record and why the chain would
+/// not match its provider (if so).
 pub fn scheduler_bid(
     bid: &BidInfo,
     provider: &ProviderInfo,
     reputation: ranking::Reputation,
     names: &Names,
+    unmatchable: Option<String>,
 ) -> ranking::Bid {
     ranking::Bid {
         bid_index: bid.bid_id,
@@ -292,6 +363,7 @@ pub fn scheduler_bid(
         reputation,
         room: room(provider, names),
         withdrawn: bid.withdrawn,
+        provider_unmatchable: unmatchable,
     }
 }
 
@@ -340,6 +412,7 @@ pub fn hypothetical_bid(
         reputation: ranking::Reputation::default(),
         room: room(provider, names),
         withdrawn: false,
+        provider_unmatchable: None,
     }
 }
 
@@ -413,6 +486,10 @@ pub fn explain(
         Ineligible::NoRoom(what) => Reason {
             kind: "capacity",
             message: format!("not enough free capacity: {what}"),
+        },
+        Ineligible::ProviderUnmatchable(why) => Reason {
+            kind: "provider",
+            message: why,
         },
     })
 }
@@ -545,6 +622,7 @@ mod tests {
                 .collect(),
             deliveries_confirmed: 0,
             deliveries_failed: 0,
+            locked_bonds: U256::ZERO,
         }
     }
 
@@ -649,7 +727,13 @@ mod tests {
             &names,
             std::slice::from_ref(&placed),
         );
-        let as_scheduler = scheduler_bid(&placed, &unnamed, ranking::Reputation::default(), &names);
+        let as_scheduler = scheduler_bid(
+            &placed,
+            &unnamed,
+            ranking::Reputation::default(),
+            &names,
+            None,
+        );
         assert_eq!(explain(&for_bids, &as_scheduler, &unnamed, &names), None);
         // A recovered model the patterns do not allow stays refused in the bid view.
         let amd = provider(&["amd/mi300x/192Gi/oam"]);
@@ -664,7 +748,8 @@ mod tests {
             &names,
             std::slice::from_ref(&wrong),
         );
-        let as_scheduler = scheduler_bid(&wrong, &amd, ranking::Reputation::default(), &names);
+        let as_scheduler =
+            scheduler_bid(&wrong, &amd, ranking::Reputation::default(), &names, None);
         assert_eq!(
             explain(&for_bids, &as_scheduler, &amd, &names).map(|r| r.kind),
             Some("gpu_model")

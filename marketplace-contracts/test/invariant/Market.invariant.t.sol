@@ -26,7 +26,7 @@ contract MarketInvariantTest is Test {
 
     function setUp() public {
         token = new BlockingToken();
-        registry = new ProviderRegistry(IERC20(address(token)), 50e6, 1 hours, 1000);
+        registry = new ProviderRegistry(IERC20(address(token)), 50e6, 1 hours, 1000, 0.5e6);
         market = new Marketplace(registry);
         registry.initialize(address(market));
 
@@ -50,7 +50,7 @@ contract MarketInvariantTest is Test {
             vm.stopPrank();
         }
 
-        bytes4[] memory selectors = new bytes4[](26);
+        bytes4[] memory selectors = new bytes4[](27);
         selectors[0] = MarketHandler.register.selector;
         selectors[1] = MarketHandler.update.selector;
         selectors[2] = MarketHandler.deregister.selector;
@@ -77,6 +77,7 @@ contract MarketInvariantTest is Test {
         selectors[23] = MarketHandler.attest.selector;
         selectors[24] = MarketHandler.revoke.selector;
         selectors[25] = MarketHandler.honestBid.selector;
+        selectors[26] = MarketHandler.releaseBonds.selector;
         targetContract(address(handler));
         targetSelector(FuzzSelector(address(handler), selectors));
     }
@@ -96,6 +97,20 @@ contract MarketInvariantTest is Test {
         );
         _checkNoTokensLeak();
         assertEq(handler.violations(), 0, handler.lastViolation());
+    }
+
+    /// @notice Sybils lose money: a provider never gets back more than it staked, and a sybil
+    /// whose bids were withdrawn, skipped or evicted as ineligible ends with strictly less than
+    /// it put in; every bond taken from a stake was credited to a tenant, to the unit.
+    function invariant_sybilsLoseMoney() public view {
+        assertEq(handler.bondsForfeited(), handler.bondsCredited(), "forfeited bonds == tenants' bond credits");
+        for (uint256 p = 0; p < handler.providerCount(); ++p) {
+            address provider = handler.providers(p);
+            uint256 kept = registry.getProvider(provider).stake + handler.stakeWithdrawn(provider);
+            uint256 forfeited = handler.forfeitedBy(provider);
+            assertLe(kept + forfeited, handler.stakedIn(provider), "stake kept + withdrawn + forfeited <= staked");
+            if (forfeited != 0) assertGt(handler.stakedIn(provider), kept, "a forfeiting provider lost money");
+        }
     }
 
     /// @notice Liveness, probed in a state snapshot that is thrown away (open orders all, active
@@ -188,6 +203,14 @@ contract MarketInvariantTest is Test {
             info = registry.getProvider(provider);
         }
         if (block.timestamp < info.unbondingEnds) vm.warp(info.unbondingEnds);
+        // its bonds: once every order it bid on has ended, anyone resolves them
+        for (uint256 i = 0; i < handler.orderCount(); ++i) {
+            uint64 expiresAt = market.getOrder(handler.orderIds(i)).expiresAt;
+            if (block.timestamp < expiresAt) vm.warp(expiresAt);
+        }
+        handler.releaseBondsOf(provider);
+        info = registry.getProvider(provider);
+        assertEq(info.lockedBonds, 0, "every bond resolved once its orders ended");
         uint256 before = handler.holdings(provider);
         vm.prank(provider);
         try registry.withdrawStake() {}
@@ -276,6 +299,49 @@ contract MarketInvariantTest is Test {
         assertEq(total, token.totalSupply(), "supply accounted for");
     }
 
+    /// @notice Four sybils bid on every order taking bids, shrink their capacity and (two of
+    /// them) withdraw; the honest provider bids on half the orders, so `settle` passes over
+    /// the sybils' bids on the others. Once the orders are matched or expired,
+    /// anyone resolves the bonds: every sybil ends with strictly less stake than it put in, and
+    /// the tenants' credits grew by exactly what the sybils lost.
+    function test_sybilsThatBidEverywhereLoseMoney() public {
+        uint256 providerCount = handler.providerCount();
+        for (uint256 i = 0; i < 4; ++i) {
+            handler.register(providerCount - 1 - i, type(uint256).max - i, 0, 0);
+        }
+        for (uint256 i = 0; i < 6; ++i) {
+            handler.createOrder(i, 0, i % 2, (2 << 8) + 1, type(uint256).max, 100e6 + i); // no auditors or attributes
+        }
+        for (uint256 i = 0; i < 4; ++i) {
+            handler.sybilSweep(i + ((i % 2) << 8)); // sybils 0 and 2 also withdraw their bids
+        }
+        for (uint256 i = 0; i < 6; i += 2) {
+            handler.honestBid(i, i, false); // the odd orders only have the sybils' bids
+        }
+        uint256 creditsBefore = handler.bondsCredited();
+        handler.warp(2 hours); // past every bid window: settle passes over the sybils' bids
+        for (uint256 call = 0; call < 20 * handler.orderCount(); ++call) {
+            handler.settle(call);
+        }
+        handler.warp(1 days); // past every matching period
+        for (uint256 i = 0; i < handler.orderCount(); ++i) {
+            handler.releaseBonds(i);
+        }
+        uint256 sybilLosses;
+        for (uint256 i = 0; i < 4; ++i) {
+            address sybil = handler.sybilAt(i);
+            uint256 lost = handler.forfeitedBy(sybil);
+            assertGt(lost, 0, "every sybil forfeited bonds");
+            assertGt(handler.stakedIn(sybil), registry.getProvider(sybil).stake, "a sybil ends with less stake");
+            sybilLosses += lost;
+        }
+        assertEq(handler.forfeitedBy(handler.honest()), 0, "the honest provider lost nothing");
+        assertEq(handler.bondsCredited() - creditsBefore, sybilLosses, "tenants credited what the sybils lost");
+        assertEq(handler.violations(), 0, handler.lastViolation());
+        invariant_protocol();
+        invariant_sybilsLoseMoney();
+    }
+
     /// @notice The handler is able to reach every action, so the campaign explores deep states
     /// (leases matched both ways, paid, topped up, closed) rather than bouncing off guards.
     function test_handlerReachesEveryAction() public {
@@ -310,8 +376,9 @@ contract MarketInvariantTest is Test {
             if (action == 21) handler.attest(a, b, c);
             if (action == 22 && step % 2 == 0) handler.revoke(a, b, c);
             if (action == 4 || action == 22) handler.honestBid(b, c, seed % 2 == 0);
+            if (action == 10 || action == 16) handler.releaseBonds(b);
         }
-        string[21] memory actions = [
+        string[22] memory actions = [
             "register",
             "update",
             "deregister",
@@ -332,13 +399,15 @@ contract MarketInvariantTest is Test {
             "addStake",
             "attest",
             "revoke",
-            "honestBid"
+            "honestBid",
+            "releaseBonds"
         ];
 
         for (uint256 i = 0; i < actions.length; ++i) {
             assertGt(handler.successes(actions[i]), 0, actions[i]);
         }
         invariant_protocol();
+        invariant_sybilsLoseMoney();
         invariant_liveness();
     }
 }

@@ -51,6 +51,15 @@ contract MarketHandler {
     mapping(uint256 orderId => uint256) public refunded;
     mapping(uint256 orderId => uint256) public paidAtClose;
 
+    /// @notice Per provider: tokens it staked (register, addStake) and took back (withdrawStake),
+    /// and the part of its stake it lost as forfeited bid bonds.
+    mapping(address provider => uint256) public stakedIn;
+    mapping(address provider => uint256) public stakeWithdrawn;
+    mapping(address provider => uint256) public forfeitedBy;
+    /// @notice Bonds taken from stakes, and what the tenants were credited for them, in total.
+    uint256 public bondsForfeited;
+    uint256 public bondsCredited;
+
     uint256 public violations;
     string public lastViolation;
     mapping(string action => uint256) public successes;
@@ -86,6 +95,7 @@ contract MarketHandler {
         vm.prank(provider);
         registry.register("https://p.example", _attributeSet(attributeSeed), capacity, _gpuSet(gpuSeed, 0, 0));
         _expectMoved(before, provider, -int256(registry.minimumStake()), address(0), 0, "register");
+        stakedIn[provider] += registry.minimumStake();
         ++successes["register"];
     }
 
@@ -117,14 +127,20 @@ contract MarketHandler {
         ++successes["deregister"];
     }
 
+    /// @dev The provider first resolves the bonds of its bids on ended orders (as its daemon
+    /// does); bids on orders still open keep their bonds locked, and then it may not leave yet.
     function withdrawStake(uint256 providerSeed) external {
         address provider = _provider(providerSeed);
         ProviderRegistry.ProviderView memory info = registry.getProvider(provider);
         if (info.status != ProviderRegistry.ProviderStatus.Unbonding || block.timestamp < info.unbondingEnds) return;
+        releaseBondsOf(provider);
+        info = registry.getProvider(provider);
+        if (info.lockedBonds != 0) return;
         uint256[] memory before = _balances();
         vm.prank(provider);
         try registry.withdrawStake() {
             _expectMoved(before, provider, int256(info.stake), address(0), 0, "withdrawStake");
+            stakeWithdrawn[provider] += info.stake;
             ++successes["withdrawStake"];
         } catch {
             _violation("a provider with no leases could not leave");
@@ -149,6 +165,7 @@ contract MarketHandler {
         vm.prank(provider);
         registry.addStake(amount);
         _expectMoved(before, provider, -int256(amount), address(0), 0, "addStake");
+        stakedIn[provider] += amount;
         ++successes["addStake"];
     }
 
@@ -247,6 +264,7 @@ contract MarketHandler {
     function placeBid(uint256 providerSeed, uint256 orderSeed, uint256 priceSeed, bool preferH100) external {
         (bool found, uint256 id, Marketplace.OrderView memory o) = _biddableOrder(orderSeed);
         if (!found) return;
+        uint256[] memory before = _stakesAndBondCredits();
         bytes32 model = o.gpuCount == 0 ? bytes32(0) : (preferH100 ? H100 : A100);
         // like a real provider, only one that could serve the order bids (starting at the seed)
         address provider = _provider(providerSeed);
@@ -261,6 +279,7 @@ contract MarketHandler {
         bytes32[] memory allowed = _allowedModels[id];
         try market.placeBid(id, price, gpuBidFor(model, allowed), allowed, _requiredAttributes[id]) {
             ++successes["placeBid"];
+            _recordForfeits(before);
         } catch (bytes memory reason) {
             // liveness: an eligible bid on a full order gets in unless every bid stands, is
             // eligible and is no dearer
@@ -283,7 +302,9 @@ contract MarketHandler {
             registry.register(
                 "https://honest.example", _attributeSet(2), Resources(64_000, 262_144, 4_000_000), _gpuSet(0, 12, 12)
             );
+            stakedIn[provider] += registry.minimumStake();
         }
+        uint256[] memory before = _stakesAndBondCredits();
         bytes32 model = o.gpuCount == 0 ? bytes32(0) : (preferH100 ? H100 : A100);
         bytes32[] memory missing = _attestations(AUDITOR_A, provider, _attributeSet(2), false);
         if (!isAudited(id, provider) && missing.length != 0) {
@@ -296,16 +317,19 @@ contract MarketHandler {
             id, bound(priceSeed, 1, o.maxPricePerHour), gpuBidFor(model, allowed), allowed, _requiredAttributes[id]
         ) {
             ++successes["honestBid"];
+            _recordForfeits(before);
         } catch {}
     }
 
     /// @dev A sybil (one of the last four providers): bids on every order still taking bids at its maximum price, then shrinks
-    /// its capacity to what its leases hold (plus one), making all those bids unmatchable.
+    /// its capacity to what its leases hold (plus one), making all those bids unmatchable; on
+    /// some sweeps it also withdraws every bid it has standing.
     function sybilSweep(uint256 providerSeed) external {
         // the last four providers act as sybils; the others stay honest
-        address sybil = providers[providers.length - 1 - providerSeed % 4];
+        address sybil = sybilAt(providerSeed);
         ProviderRegistry.ProviderView memory info = registry.getProvider(sybil);
         if (info.status != ProviderRegistry.ProviderStatus.Active) return;
+        uint256[] memory before = _stakesAndBondCredits();
         for (uint256 k = 0; k < orderIds.length; ++k) {
             uint256 id = orderIds[k];
             Marketplace.OrderView memory o = market.getOrder(id);
@@ -322,7 +346,102 @@ contract MarketHandler {
             Resources(info.allocated.cpuMilli + 1, info.allocated.memoryMiB + 1, info.allocated.storageMiB);
         vm.prank(sybil);
         registry.update("https://sybil.example", _attributeSet(0), tiny, _gpuSet(0, a100, h100));
+        if ((providerSeed >> 8) % 2 == 0) _withdrawBidsOf(sybil);
+        _recordForfeits(before);
         ++successes["sybilSweep"];
+    }
+
+    /// @notice The sybil `seed` picks: one of the last four providers.
+    function sybilAt(uint256 seed) public view returns (address) {
+        return providers[providers.length - 1 - seed % 4];
+    }
+
+    function _withdrawBidsOf(address provider) private {
+        for (uint256 k = 0; k < orderIds.length; ++k) {
+            uint256 id = orderIds[k];
+            Marketplace.OrderView memory o = market.getOrder(id);
+            if (o.status != Marketplace.OrderStatus.Open) continue;
+            for (uint256 b = 0; b < o.bidCount; ++b) {
+                Marketplace.BidView memory bid = market.getBid(id, b);
+                if (bid.provider != provider || bid.withdrawn) continue;
+                vm.prank(provider);
+                market.withdrawBid(id, b);
+            }
+        }
+    }
+
+    /// @dev Anyone resolves the bonds of an order's bids: reverts while the order is open and
+    /// unexpired; after that every bond is released or forfeited to the tenant, once.
+    function releaseBonds(uint256 orderSeed) external {
+        if (orderIds.length == 0) return;
+        uint256 id = orderIds[orderSeed % orderIds.length];
+        Marketplace.OrderView memory o = market.getOrder(id);
+        bool ended = o.status != Marketplace.OrderStatus.Open || block.timestamp >= o.expiresAt;
+        uint256[] memory ids = new uint256[](o.bidCount);
+        for (uint256 b = 0; b < ids.length; ++b) {
+            ids[b] = b;
+        }
+        uint256[] memory before = _stakesAndBondCredits();
+        vm.prank(stranger);
+        try registry.releaseBonds(id, ids) {
+            if (!ended) _violation("bonds released while the order was still open");
+            _recordForfeits(before);
+            for (uint256 b = 0; b < ids.length; ++b) {
+                if (registry.bondLocked(id, b)) _violation("a bond stayed locked after its order ended");
+            }
+            ++successes["releaseBonds"];
+        } catch {
+            if (ended) _violation("the bonds of an ended order could not be released");
+        }
+    }
+
+    /// @notice Resolves every bond `provider` holds on orders that have ended (a provider's
+    /// daemon does this before it leaves).
+    function releaseBondsOf(address provider) public {
+        uint256[] memory before = _stakesAndBondCredits();
+        for (uint256 k = 0; k < orderIds.length; ++k) {
+            uint256 id = orderIds[k];
+            Marketplace.OrderView memory o = market.getOrder(id);
+            if (o.status == Marketplace.OrderStatus.Open && block.timestamp < o.expiresAt) continue;
+            for (uint256 b = 0; b < o.bidCount; ++b) {
+                if (!registry.bondLocked(id, b) || market.getBid(id, b).provider != provider) continue;
+                uint256[] memory one = new uint256[](1);
+                one[0] = b;
+                registry.releaseBonds(id, one);
+            }
+        }
+        _recordForfeits(before);
+    }
+
+    /// @dev Every provider's stake, then every tenant's registry credit.
+    function _stakesAndBondCredits() private view returns (uint256[] memory values) {
+        values = new uint256[](providers.length + tenants.length);
+        for (uint256 i = 0; i < providers.length; ++i) {
+            values[i] = registry.getProvider(providers[i]).stake;
+        }
+        for (uint256 i = 0; i < tenants.length; ++i) {
+            values[providers.length + i] = registry.claimable(IERC20(address(token)), tenants[i]);
+        }
+    }
+
+    /// @dev Around an action that can only change stakes by bond forfeits: what the stakes lost
+    /// is what the tenants were credited.
+    function _recordForfeits(uint256[] memory before) private {
+        uint256[] memory now_ = _stakesAndBondCredits();
+        uint256 taken;
+        uint256 credited;
+        for (uint256 i = 0; i < providers.length; ++i) {
+            if (now_[i] > before[i]) _violation("a stake grew without a top-up");
+            uint256 lost = before[i] - now_[i];
+            forfeitedBy[providers[i]] += lost;
+            taken += lost;
+        }
+        for (uint256 i = providers.length; i < now_.length; ++i) {
+            credited += now_[i] - before[i];
+        }
+        if (taken != credited) _violation("a forfeited bond did not reach the tenant");
+        bondsForfeited += taken;
+        bondsCredited += credited;
     }
 
     function withdrawBid(uint256 orderSeed, uint256 bidSeed) external {

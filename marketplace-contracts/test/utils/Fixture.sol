@@ -25,6 +25,7 @@ abstract contract Fixture is Test {
     uint64 internal constant WINDOW = 60;
     uint64 internal constant DELIVERY = 600;
     uint16 internal constant SLASH_BPS = 1000;
+    uint256 internal constant BID_BOND = MIN_STAKE / 100;
     uint256 internal constant START = 1_700_000_000;
 
     bytes32 internal constant A100 = A100_KEY;
@@ -45,7 +46,7 @@ abstract contract Fixture is Test {
     function setUp() public virtual {
         vm.warp(START);
         token = new TestToken();
-        registry = new ProviderRegistry(IERC20(address(token)), MIN_STAKE, UNBONDING, SLASH_BPS);
+        registry = new ProviderRegistry(IERC20(address(token)), MIN_STAKE, UNBONDING, SLASH_BPS, BID_BOND);
         market = new Marketplace(registry);
         registry.initialize(address(market));
         address[6] memory actors = [tenant, tenant2, p1, p2, p3, stranger];
@@ -69,6 +70,14 @@ abstract contract Fixture is Test {
         l = new bytes32[](2);
         l[0] = a;
         l[1] = b;
+    }
+
+    /// @dev Bid ids 0..count-1, as `registry.releaseBonds` takes them.
+    function _bidIds(uint256 count) internal pure returns (uint256[] memory ids) {
+        ids = new uint256[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            ids[i] = i;
+        }
     }
 
     function _none() internal pure returns (bytes32[] memory) {

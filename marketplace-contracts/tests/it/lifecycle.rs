@@ -179,6 +179,19 @@ async fn two_providers_compete_and_settle_picks_the_cheaper() {
         let err = provider_b.withdraw_stake().await.unwrap_err();
         assert_eq!(err.revert_name(), Some("StillUnbonding"), "{err}");
         devnet.warp(devnet.params.unbonding_period_secs + 1).await;
+        // the winning bid's bond is still locked until anyone releases the ended order's bonds
+        let err = provider_b.withdraw_stake().await.unwrap_err();
+        assert_eq!(err.revert_name(), Some("BondsLocked"), "{err}");
+        let bid_ids: Vec<u64> =
+            (0..anyone.bids(lease.lease_id).await.unwrap().len() as u64).collect();
+        let resolved = anyone
+            .release_bonds(lease.lease_id, &bid_ids)
+            .await
+            .unwrap();
+        assert!(
+            resolved.iter().all(|bond| bond.forfeited_to.is_none()),
+            "{resolved:?}"
+        );
         let stake = provider_b.withdraw_stake().await.unwrap();
         assert_eq!(stake, devnet.params.minimum_stake);
         assert_eq!(

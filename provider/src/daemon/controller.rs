@@ -33,6 +33,9 @@ pub enum WorkKey {
     Order(u64),
     /// Collecting a lease's payment (or closing it when insolvent).
     Payment(u64),
+    /// Resolving the bonds of our bids on an order that ended (its own key: a slow or failing
+    /// release never holds up the order's lease work).
+    Bonds(u64),
 }
 
 /// One thing to bring about for a key.
@@ -51,6 +54,8 @@ pub enum Work {
     LeaseClosed,
     /// Withdraw what the lease owes (or close it when insolvent).
     Collect,
+    /// The order ended (leased or cancelled): resolve the bonds our bids on it still lock.
+    ReleaseBonds,
     /// The tenant recorded a new manifest for the lease: remember the revision until its
     /// manifest arrives.
     ManifestUpdated {
@@ -66,6 +71,13 @@ pub type Queue = WorkQueue<WorkKey, Work>;
 /// dropped here.
 pub fn ingest(queue: &Queue, me: Address, log: ChainLog) {
     let block = Some(log.block);
+    // An order that ends frees the bonds of every bid on it: ours are released (or, for a
+    // bid we withdrew or that was passed over, forfeited) by our own `releaseBonds`.
+    let ended = match &log.event {
+        ChainEvent::LeaseCreated { lease_id: id, .. }
+        | ChainEvent::OrderCancelled { order_id: id, .. } => Some(*id),
+        _ => None,
+    };
     let (key, work) = match log.event {
         ChainEvent::OrderCreated(order) => {
             (WorkKey::Order(order.order_id), Work::Bid(Box::new(order)))
@@ -117,6 +129,9 @@ pub fn ingest(queue: &Queue, me: Address, log: ChainLog) {
     if !queue.push(key, block, work) {
         debug!(?key, "work already queued");
     }
+    if let Some(order_id) = ended {
+        queue.push(WorkKey::Bonds(order_id), block, Work::ReleaseBonds);
+    }
 }
 
 /// Brings about one item of work. Errors back the key off; a bid whose window has passed
@@ -148,6 +163,7 @@ pub async fn reconcile(core: Arc<Core>, task: Task<WorkKey, Work>) -> Outcome {
                 .await
         }
         (WorkKey::Payment(lease_id), Work::Collect) => core.collect(*lease_id).await.map(drop),
+        (WorkKey::Bonds(order_id), Work::ReleaseBonds) => core.release_own_bonds(*order_id).await,
         (key, work) => {
             warn!(?key, ?work, "work queued under the wrong key; dropped");
             return Outcome::GiveUp;
@@ -165,7 +181,7 @@ pub async fn reconcile(core: Arc<Core>, task: Task<WorkKey, Work>) -> Outcome {
         Work::Bid(order) => {
             order.bid_window_end <= unix_now() || attempts >= core.options.max_bid_attempts
         }
-        Work::Collect => attempts >= core.options.max_bid_attempts,
+        Work::Collect | Work::ReleaseBonds => attempts >= core.options.max_bid_attempts,
         _ => false,
     };
     if give_up {
@@ -360,6 +376,34 @@ mod tests {
         let task = futures_util::FutureExt::now_or_never(queue.next()).expect("ready");
         assert_eq!((task.key, task.work), (WorkKey::Order(5), Work::Release));
         queue.finish(&task.key, Outcome::Done);
+        // an order leased to someone else ends: its reservation is released and, on its own
+        // key, the bonds of our bids on it are resolved
+        ingest(
+            &queue,
+            me,
+            at(ChainEvent::LeaseCreated {
+                lease_id: 6,
+                tenant: other,
+                provider: other,
+                bid_id: 0,
+                price_per_hour: Default::default(),
+                gpu_model: Default::default(),
+            }),
+        );
+        let mut queued = Vec::new();
+        for _ in 0..2 {
+            let task = futures_util::FutureExt::now_or_never(queue.next()).expect("ready");
+            queue.finish(&task.key, Outcome::Done);
+            queued.push((task.key, task.work));
+        }
+        queued.sort_by_key(|(key, _)| *key);
+        assert_eq!(
+            queued,
+            vec![
+                (WorkKey::Order(6), Work::Release),
+                (WorkKey::Bonds(6), Work::ReleaseBonds)
+            ]
+        );
         for (provider, expected) in [
             (me, Work::LeaseWon { tenant: other }),
             (other, Work::Release),

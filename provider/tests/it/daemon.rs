@@ -1818,6 +1818,15 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
                 .expect("store")
                 .is_none()
         );
+        // The lost order ended: the daemon releases its bid's bond back to the free stake.
+        let me = handle.core().chain().address();
+        let minimum = devnet.params.minimum_stake;
+        eventually("the lost bid's bond to be released", || async {
+            let info = devnet.client(0).provider_info(me).await.ok()?;
+            (info.locked_bonds.is_zero() && info.stake == minimum).then_some(())
+        })
+        .await;
+        assert!(handle.core().metrics().bonds_resolved.get() >= 1);
 
         // Expired: nobody accepts within the reservation timeout; the bid is withdrawn.
         handle.shutdown().await;
@@ -1843,6 +1852,21 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
         })
         .await;
         assert_eq!(reserved().await, 0);
+        // Withdrawing cost the bond: once the tenant cancels, the daemon resolves it and it
+        // is the tenant's to claim.
+        tenant.cancel_order(expired.order_id).await.expect("cancel");
+        let bond = devnet.params.bid_bond;
+        eventually("the withdrawn bid's bond to go to the tenant", || async {
+            let info = devnet.client(0).provider_info(me).await.ok()?;
+            (info.locked_bonds.is_zero() && info.stake == minimum - bond).then_some(())
+        })
+        .await;
+        let token = devnet.client(0).stake_token().await.expect("stake token");
+        let (_, credited) = tenant
+            .claimable(token, tenant.sender())
+            .await
+            .expect("claimable");
+        assert_eq!(credited, bond);
         handle.shutdown().await;
     })
     .await;

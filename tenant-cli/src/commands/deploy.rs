@@ -477,15 +477,20 @@ impl Deploying<'_> {
             }
             shown = bids.len();
             let now = unix_now();
+            let providers: Vec<&ProviderInfo> = bids.iter().map(|(_, provider)| provider).collect();
+            let unmatchable =
+                market::unmatchable_providers(&self.chain.client, &order.spec, &providers).await?;
             let scheduler_bids: Vec<ranking::Bid> = bids
                 .iter()
-                .map(|(bid, provider)| {
+                .zip(unmatchable)
+                .map(|((bid, provider), why)| {
                     let reputation = reputations.get(&provider.address).copied();
                     market::scheduler_bid(
                         bid,
                         provider,
                         reputation.unwrap_or_default(),
                         &self.names,
+                        why,
                     )
                 })
                 .collect();

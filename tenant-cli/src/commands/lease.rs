@@ -1,6 +1,6 @@
 //! Commands on an existing deployment: `status`, `logs`, `close`, `topup`, `bids`, `leases`.
 
-use alloy::primitives::{B256, U256};
+use alloy::primitives::{Address, B256, U256};
 use leasehold_contracts::{CloseReason, OrderStatus};
 use leasehold_proto::client::unix_now;
 use leasehold_scheduler::ranking::{self, RankingPolicy};
@@ -26,6 +26,62 @@ fn names_for(ctx: &Ctx, chain: &Chain, order_id: u64) -> Names {
     .and_then(|yaml| leasehold_manifests::parse(&yaml).ok())
     .map(|sdl| Names::from_groups(&sdl.groups()))
     .unwrap_or_default()
+}
+
+/// Providers' bid bonds on one order, from the tenant's side: how many bids still lock a bond
+/// that will be forfeited to it (withdrawn or passed over), and what the registry already
+/// credits it (forfeited bonds and slashes of every order, `tenant wallet claim`).
+#[derive(Debug, Clone, serde::Serialize)]
+struct TenantBonds {
+    bid_bond: String,
+    /// Bids of this order whose bonds will be forfeited to the tenant once resolved.
+    forfeits_pending: Vec<u64>,
+    /// What those bonds add up to.
+    pending_amount: String,
+    /// Forfeited bonds and slashes credited to the tenant in the registry, claimable now.
+    claimable: String,
+}
+
+impl TenantBonds {
+    fn describe(&self) -> Option<String> {
+        let pending = (!self.forfeits_pending.is_empty()).then(|| {
+            format!(
+                "{} from {} bid(s) forfeit to you once released (`tenant wallet claim --release-bonds <order>`)",
+                self.pending_amount,
+                self.forfeits_pending.len()
+            )
+        });
+        let claimable = (self.claimable != "0")
+            .then(|| format!("{} claimable (`tenant wallet claim`)", self.claimable));
+        match (pending, claimable) {
+            (None, None) => None,
+            (Some(p), None) => Some(p),
+            (None, Some(c)) => Some(c),
+            (Some(p), Some(c)) => Some(format!("{p}; {c}")),
+        }
+    }
+}
+
+async fn tenant_bonds(chain: &Chain, order_id: u64, tenant: Address) -> CliResult<TenantBonds> {
+    let client = &chain.client;
+    let bond = client.bid_bond().await?;
+    let forfeits_pending: Vec<u64> = client
+        .locked_bonds(order_id)
+        .await?
+        .into_iter()
+        .filter(|locked| locked.forfeits)
+        .map(|locked| locked.bid_id)
+        .collect();
+    let count = U256::from(forfeits_pending.len());
+    let (_, claimable) = client
+        .claimable(client.stake_token().await?, tenant)
+        .await?;
+    Ok(TenantBonds {
+        bid_bond: bond.to_string(),
+        pending_amount: bond.saturating_mul(count).to_string(),
+        forfeits_pending,
+        claimable: claimable.to_string(),
+    })
 }
 
 pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
@@ -67,6 +123,7 @@ pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
         _ => (None, None),
     };
     let delivery = lease.as_ref().map(|lease| Delivery::of(lease, unix_now()));
+    let bonds = tenant_bonds(&chain, lease_id, signer.address()).await?;
     let document = json!({
         "lease_id": lease_id,
         "group": group,
@@ -76,6 +133,7 @@ pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
         "owed": owed,
         "workload": workload.as_ref().map(gateway::status_json),
         "gateway_error": gateway_error.as_ref().map(|e| format!("{:#}", e.error)),
+        "bonds": bonds,
     });
     emit(ctx.output, &document, || {
         let mut text = format!(
@@ -134,6 +192,9 @@ pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
         }
         if let Some(error) = &gateway_error {
             text.push_str(&format!("workload  unknown: {:#}\n", error.error));
+        }
+        if let Some(line) = bonds.describe() {
+            text.push_str(&format!("bonds     {line}\n"));
         }
         text
     });
@@ -357,19 +418,30 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
     let mut infos = Vec::new();
     for bid in chain.client.bids(order_id).await? {
         let provider = chain.client.provider_info(bid.provider).await?;
-        let reputation = reputations.get(&bid.provider).copied().unwrap_or_default();
-        scheduler_bids.push(market::scheduler_bid(&bid, &provider, reputation, &names));
         infos.push((bid, provider));
+    }
+    let providers: Vec<&leasehold_contracts::ProviderInfo> =
+        infos.iter().map(|(_, provider)| provider).collect();
+    let unmatchable =
+        market::unmatchable_providers(&chain.client, &posted.spec, &providers).await?;
+    for ((bid, provider), why) in infos.iter().zip(unmatchable) {
+        let reputation = reputations.get(&bid.provider).copied().unwrap_or_default();
+        scheduler_bids.push(market::scheduler_bid(
+            bid, provider, reputation, &names, why,
+        ));
     }
     let placed: Vec<_> = infos.iter().map(|(bid, _)| bid.clone()).collect();
     let scheduler_order =
         market::order_for_bids(&posted.spec, posted.max_price_per_hour, &names, &placed);
     let ranked = ranking::rank(&scheduler_order, &scheduler_bids, &RankingPolicy::Cheapest);
-    // Who `settle` would pick matters while the order is open; afterwards, who won.
-    let settle_winner = (order.status == OrderStatus::Open)
-        .then(|| ranking::onchain_winner(&scheduler_order, &scheduler_bids))
-        .flatten()
-        .map(|bid| bid.bid_index);
+    // What `settle` would do matters while the order is open; afterwards, who won.
+    let plan = (order.status == OrderStatus::Open)
+        .then(|| market::settle_plan(&posted.spec, &scheduler_order, &scheduler_bids));
+    let settle_winner = plan.as_ref().and_then(|plan| plan.winner);
+    let passed_over = |bid_id: u64| {
+        plan.as_ref()
+            .is_some_and(|plan| plan.passed_over.contains(&bid_id))
+    };
     let winner = match order.status {
         OrderStatus::Leased | OrderStatus::Closed => {
             Some(u64::from(chain.client.lease(order_id).await?.bid_id))
@@ -393,6 +465,7 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
                 "withdrawn": bid.withdrawn,
                 "eligible": rank.eligible,
                 "settle_would_pick": settle_winner == Some(bid.bid_id),
+                "settle_passes_over": passed_over(bid.bid_id),
                 "won": winner == Some(bid.bid_id),
                 "reasons": rank.reasons,
                 "ineligible_because": reason,
@@ -405,6 +478,7 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
         "status": order.status,
         "max_price_per_hour": order.max_price_per_hour.to_string(),
         "bid_window_end": order.bid_window_end,
+        "settle_calls": plan.as_ref().map(|plan| plan.calls),
         "bids": rows,
     });
     emit(ctx.output, &document, || {

@@ -1,4 +1,4 @@
-//! `tenant wallet new|import|address|balance|faucet`.
+//! `tenant wallet new|import|address|balance|faucet|claim`.
 
 use alloy::primitives::{Address, U256};
 use serde_json::json;
@@ -91,6 +91,79 @@ pub async fn run(ctx: &Ctx, command: WalletCommand) -> CliResult<u8> {
                     "token_balance": balance.to_string(),
                 }),
                 || format!("minted {amount} to {recipient}; balance now {balance}\n"),
+            );
+        }
+        WalletCommand::Claim { to, release_bonds } => {
+            let signer = wallet::signer(settings)?;
+            let me = signer.address();
+            let recipient = to.unwrap_or(me);
+            let chain = Chain::connect(settings, Some(signer)).await?;
+            let client = &chain.client;
+            let mut resolved = Vec::new();
+            for order_id in release_bonds {
+                let bid_ids: Vec<u64> = client
+                    .locked_bonds(order_id)
+                    .await?
+                    .iter()
+                    .map(|bond| bond.bid_id)
+                    .collect();
+                if !bid_ids.is_empty() {
+                    resolved.extend(
+                        client
+                            .release_bonds(order_id, &bid_ids)
+                            .await
+                            .ctx(format!("releasing the bonds of order {order_id}"))?,
+                    );
+                }
+            }
+            let stake_token = client.stake_token().await?;
+            let (market_credit, _) = client.claimable(chain.deployment.token, me).await?;
+            let (_, registry_credit) = client.claimable(stake_token, me).await?;
+            let mut claimed_market = U256::ZERO;
+            let mut claimed_registry = U256::ZERO;
+            if !market_credit.is_zero() {
+                claimed_market = client
+                    .claim(chain.deployment.token, recipient, false)
+                    .await
+                    .ctx("claiming from the marketplace")?;
+            }
+            if !registry_credit.is_zero() {
+                claimed_registry = client
+                    .claim(stake_token, recipient, true)
+                    .await
+                    .ctx("claiming from the registry")?;
+            }
+            let forfeited: U256 = resolved
+                .iter()
+                .filter(|bond| bond.forfeited_to == Some(me))
+                .map(|bond| bond.amount)
+                .sum();
+            emit(
+                ctx.output,
+                &json!({
+                    "to": recipient,
+                    "bonds_resolved": resolved,
+                    "bonds_forfeited_to_you": forfeited.to_string(),
+                    "claimed_from_marketplace": claimed_market.to_string(),
+                    "claimed_from_registry": claimed_registry.to_string(),
+                }),
+                || {
+                    let mut text = String::new();
+                    if !resolved.is_empty() {
+                        text.push_str(&format!(
+                            "resolved {} bid bond(s); {forfeited} forfeited to you\n",
+                            resolved.len()
+                        ));
+                    }
+                    if claimed_market.is_zero() && claimed_registry.is_zero() {
+                        text.push_str("nothing to claim\n");
+                    } else {
+                        text.push_str(&format!(
+                            "claimed {claimed_market} from the marketplace and {claimed_registry} from the registry (bonds, slashes) to {recipient}\n"
+                        ));
+                    }
+                    text
+                },
             );
         }
     }

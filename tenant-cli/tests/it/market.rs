@@ -207,3 +207,131 @@ async fn wrong_network_is_exit_3_naming_both_chain_ids() {
     })
     .await;
 }
+
+/// `tenant bids` predicts what the contract's `settle` does: a bid whose provider stopped
+/// (deregistered) is passed over, not picked. `tenant status` shows a withdrawn bid's bond as
+/// pending for the tenant, and `tenant wallet claim --release-bonds` collects it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bids_predict_settle_and_claim_collects_a_withdrawn_bids_bond() {
+    within(async {
+        let devnet = Devnet::start().await;
+        devnet.register(PROVIDER_A, "127.0.0.1:7001", &[]).await;
+        devnet.register(PROVIDER_B, "127.0.0.1:7002", &[]).await;
+        let tenant = devnet.client(TENANT);
+        let posted = tenant
+            .create_order(&NewOrder {
+                token: devnet.deployment.token,
+                spec: OrderSpec {
+                    group_name: leasehold_contracts::group_name_key("bonds"),
+                    resources: Resources {
+                        cpu_milli: 100,
+                        memory_mib: 64,
+                        storage_mib: 64,
+                    },
+                    gpu_count: 0,
+                    replicas: 1,
+                    requirements: OrderRequirements::default(),
+                },
+                manifest_hash: B256::repeat_byte(2),
+                max_price_per_hour: U256::from(100_000),
+                deposit: U256::from(1_000_000),
+                bid_window_secs: 3600,
+                delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
+            })
+            .await
+            .expect("create order");
+        let order = posted.order_id.to_string();
+        let b = devnet.client(PROVIDER_B);
+        let b_bid = b
+            .place_bid(
+                posted.order_id,
+                U256::from(10),
+                None,
+                &posted.spec.requirements,
+            )
+            .await
+            .expect("B bids");
+        devnet
+            .client(PROVIDER_A)
+            .place_bid(
+                posted.order_id,
+                U256::from(20),
+                None,
+                &posted.spec.requirements,
+            )
+            .await
+            .expect("A bids");
+        b.deregister_provider().await.expect("B stops");
+
+        let bids = devnet
+            .tenant_with(devnet.env_as(TENANT), &["bids", &order, "--output", "json"])
+            .await;
+        assert_eq!(code(&bids), Some(0), "{}", stderr(&bids));
+        let bids = json(&bids);
+        let row = |provider: usize| {
+            bids["bids"]
+                .as_array()
+                .and_then(|rows| {
+                    rows.iter()
+                        .find(|row| row["provider"] == devnet.address_json(provider).as_str())
+                })
+                .cloned()
+                .unwrap_or_else(|| panic!("{bids}"))
+        };
+        assert_eq!(row(PROVIDER_B)["settle_would_pick"], false, "{bids}");
+        assert_eq!(row(PROVIDER_B)["settle_passes_over"], true, "{bids}");
+        assert_eq!(row(PROVIDER_B)["ineligible_because"]["kind"], "inactive");
+        assert_eq!(row(PROVIDER_A)["settle_would_pick"], true, "{bids}");
+        assert_eq!(
+            bids["settle_calls"], 1,
+            "one skip and the match fit in one call"
+        );
+
+        b.withdraw_bid(posted.order_id, b_bid)
+            .await
+            .expect("B withdraws");
+        let bond = tenant.bid_bond().await.expect("bond");
+        let status = devnet
+            .tenant_with(
+                devnet.env_as(TENANT),
+                &["status", &order, "--output", "json"],
+            )
+            .await;
+        assert_eq!(code(&status), Some(0), "{}", stderr(&status));
+        let status = json(&status);
+        assert_eq!(
+            status["bonds"]["forfeits_pending"],
+            serde_json::json!([b_bid])
+        );
+        assert_eq!(status["bonds"]["pending_amount"], bond.to_string());
+
+        tenant.cancel_order(posted.order_id).await.expect("cancel");
+        let claim = devnet
+            .tenant_with(
+                devnet.env_as(TENANT),
+                &[
+                    "wallet",
+                    "claim",
+                    "--release-bonds",
+                    &order,
+                    "--output",
+                    "json",
+                ],
+            )
+            .await;
+        assert_eq!(code(&claim), Some(0), "{}", stderr(&claim));
+        let claim = json(&claim);
+        assert_eq!(claim["bonds_forfeited_to_you"], bond.to_string(), "{claim}");
+        assert_eq!(claim["claimed_from_registry"], bond.to_string(), "{claim}");
+        let info = tenant
+            .provider_info(devnet.address(PROVIDER_A))
+            .await
+            .expect("A");
+        assert_eq!(
+            info.locked_bonds,
+            U256::ZERO,
+            "A's losing bid got its bond back"
+        );
+    })
+    .await;
+}
