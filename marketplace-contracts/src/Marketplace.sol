@@ -491,11 +491,17 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     /// @notice Withdraws the caller's bid on an open order. The provider may not bid again on it,
     /// and its bond goes to the tenant (`registry.releaseBonds`).
     function withdrawBid(uint256 orderId, uint256 bidId) external {
-        _openOrder(orderId);
+        Order storage order = _openOrder(orderId);
         Bid storage bid = _existingBid(orderId, bidId);
         if (bid.provider != msg.sender) revert NotProvider(msg.sender);
         if (bid.withdrawn) revert BidAlreadyWithdrawn(orderId, bidId);
         bid.withdrawn = true;
+        // Past the tenant's grace the tenant had its turn to match: a provider that stops
+        // holding capacity for an order nobody matched keeps its bond (else a tenant could
+        // post orders it never matches and collect the bonds of every honest bidder).
+        if (block.timestamp >= uint256(order.bidWindowEnd) + TENANT_GRACE) {
+            registry.resolveBond(orderId, bidId, msg.sender, address(0));
+        }
         emit BidWithdrawn(orderId, bidId, msg.sender);
     }
 

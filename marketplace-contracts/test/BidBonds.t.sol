@@ -131,6 +131,28 @@ contract BidBondsTest is Fixture {
         assertEq(token.balanceOf(tenant) - before, BID_BOND, "tenant claimed the bond");
     }
 
+    function test_bond_withdrawalAfterTheTenantsGraceIsFree() public {
+        _bid(p1, orderId, spec, PRICE, bytes32(0));
+        _bid(p2, orderId, spec, PRICE, bytes32(0));
+        uint256 graceEnds = START + WINDOW + market.TENANT_GRACE();
+        vm.warp(graceEnds - 1);
+        vm.prank(p1);
+        market.withdrawBid(orderId, 0);
+        assertTrue(registry.bondLocked(orderId, 0), "inside the grace: still owed to the tenant");
+        vm.warp(graceEnds);
+        vm.expectEmit(true, true, false, true, address(registry));
+        emit ProviderRegistry.BondReleased(orderId, 1, p2, BID_BOND);
+        vm.prank(p2);
+        market.withdrawBid(orderId, 1);
+        _assertReleased(p2);
+        vm.prank(tenant);
+        market.cancelOrder(orderId);
+        registry.releaseBonds(orderId, _bidIds(2));
+        _assertForfeited(p1);
+        _assertReleased(p2);
+        assertEq(_credit(), BID_BOND, "only the bond withdrawn inside the grace");
+    }
+
     function test_bond_forfeitBelowMinimumBlocksBiddingUntilTopUp() public {
         _bid(p1, orderId, spec, PRICE, bytes32(0));
         vm.prank(p1);

@@ -309,7 +309,8 @@ contract GasBenchmarks is Fixture {
     // Per bid: one `getBid` call into the Marketplace (cold bid slots), the provider's two
     // record slots, the stake write and the tenant's credit (a fresh slot for the first): ~26k.
     uint256 internal constant RELEASE_BONDS_16_CEILING = 424_000;
-    uint256 internal constant WITHDRAW_BID_CEILING = 33_000;
+    uint256 internal constant WITHDRAW_BID_CEILING = 36_000;
+    uint256 internal constant WITHDRAW_BID_AFTER_GRACE_CEILING = 55_000;
     // A claim pays through the BlockingToken mock (its pause and blocklist checks cost three
     // cold reads more than a plain ERC-20) to an address that held none of the token yet.
     uint256 internal constant CLAIM_CEILING = 61_000;
@@ -530,6 +531,22 @@ contract GasBenchmarks is Fixture {
         vm.prank(address(0x800f));
         market.withdrawBid(cpuOrder, 15);
         _record("withdrawBid_last_of_16", WITHDRAW_BID_CEILING);
+    }
+
+    /// @dev A withdrawal after the tenant's grace also releases the bond (a registry call
+    /// clearing the order's bond bit and the provider's locked count).
+    function test_gas_withdrawBid_afterTheGraceReleasesTheBond() public {
+        for (uint256 i = 0; i < 16; ++i) {
+            address provider = address(uint160(0xa000 + i));
+            _fundedProvider(provider);
+            _registerDefault(provider);
+            _bid(provider, cpuOrder, cpuSpec, PRICE - i, bytes32(0));
+        }
+        vm.warp(market.getOrder(cpuOrder).bidWindowEnd + market.TENANT_GRACE());
+        vm.prank(address(0xa00f));
+        market.withdrawBid(cpuOrder, 15);
+        _record("withdrawBid_after_grace", WITHDRAW_BID_AFTER_GRACE_CEILING);
+        assertFalse(registry.bondLocked(cpuOrder, 15), "bond released");
     }
 
     /// @dev The worst `releaseBonds`: 16 bids by 16 providers on a GPU order, every one
