@@ -274,6 +274,16 @@ enum Publish {
     Update,
 }
 
+/// The config at `config_path` and the chain, as its signing key.
+async fn connect_chain(config_path: &std::path::Path) -> Result<(Config, Chain)> {
+    let config = load(config_path)?;
+    let signer = load_signer(&config).context("loading the signing key")?;
+    let chain = Chain::connect(&config, signer, 0)
+        .await
+        .context("connecting to the chain")?;
+    Ok((config, chain))
+}
+
 /// `register` and `update`: the same profile, sent as a new registration or as a change.
 async fn publish_profile(
     config_path: &std::path::Path,
@@ -281,11 +291,7 @@ async fn publish_profile(
     how: Publish,
     flags: &CapacityFlags,
 ) -> Result<()> {
-    let config = load(config_path)?;
-    let signer = load_signer(&config).context("loading the signing key")?;
-    let chain = Chain::connect(&config, signer, 0)
-        .await
-        .context("connecting to the chain")?;
+    let (config, chain) = connect_chain(config_path).await?;
     let (capacity, source) = capacity_now(&config, &chain, flags).await?;
     let profile = profile_with_capacity(&config, &capacity);
     let client = chain.client();
@@ -533,11 +539,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             print(output, text, json!({"withdrawals": collected}));
         }
         Command::AddStake { amount } => {
-            let config = load(&cli.config)?;
-            let signer = load_signer(&config).context("loading the signing key")?;
-            let chain = Chain::connect(&config, signer, 0)
-                .await
-                .context("connecting to the chain")?;
+            let (_, chain) = connect_chain(&cli.config).await?;
             let client = chain.client();
             let amount = match amount {
                 Some(amount) => U256::from(amount),
@@ -570,11 +572,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::ReleaseBonds { orders } => {
-            let config = load(&cli.config)?;
-            let signer = load_signer(&config).context("loading the signing key")?;
-            let chain = Chain::connect(&config, signer, 0)
-                .await
-                .context("connecting to the chain")?;
+            let (_, chain) = connect_chain(&cli.config).await?;
             let mut resolved = Vec::new();
             for order_id in orders {
                 let bid_ids = chain
@@ -612,11 +610,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             print(output, text, json!({"resolved": resolved}));
         }
         Command::Claim { to } => {
-            let config = load(&cli.config)?;
-            let signer = load_signer(&config).context("loading the signing key")?;
-            let chain = Chain::connect(&config, signer, 0)
-                .await
-                .context("connecting to the chain")?;
+            let (_, chain) = connect_chain(&cli.config).await?;
             let client = chain.client();
             let me = client.sender();
             let recipient = to.unwrap_or(me);
@@ -660,11 +654,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Deregister => {
-            let config = load(&cli.config)?;
-            let signer = load_signer(&config).context("loading the signing key")?;
-            let chain = Chain::connect(&config, signer, 0)
-                .await
-                .context("connecting to the chain")?;
+            let (_, chain) = connect_chain(&cli.config).await?;
             let ends = chain
                 .client()
                 .deregister_provider()

@@ -768,7 +768,9 @@ count = 8
             "rpc_url = \"http://127.0.0.1:8545\"",
             "rpc_url = \"ws://127.0.0.1:8545\"",
         );
-        let error = load(&text).err().expect("a ws rpc_url must not load");
+        let Err(error) = load(&text) else {
+            panic!("a ws rpc_url must not load");
+        };
         let message = error.to_string();
         assert!(message.contains("chain.ws_url"), "{message}");
         assert_eq!(problem_fields(error), ["chain.rpc_url"]);
