@@ -559,18 +559,6 @@ impl Core {
     }
 }
 
-/// How long to wait before bidding on an order so that the bid's reservation lasts until
-/// the tenant's grace after the bid window: a bid withdrawn inside the grace forfeits its
-/// bond to the tenant, one withdrawn after it keeps the bond. `None`: bid now (the
-/// reservation already outlives the grace, or waiting would miss the window, in which
-/// case a withdrawal may cost the bond).
-pub fn bid_delay(now: u64, reservation_timeout_secs: u64, bid_window_end: u64) -> Option<u64> {
-    let grace_ends = bid_window_end.saturating_add(leasehold_contracts::TENANT_GRACE_SECS);
-    let wait = grace_ends.saturating_sub(now.saturating_add(reservation_timeout_secs));
-    // Leave a minute of the window to get the bid mined.
-    (wait > 0 && now.saturating_add(wait).saturating_add(60) < bid_window_end).then_some(wait)
-}
-
 /// The first attribute the order requires that the provider did not register, if any:
 /// placement attributes and the storage class of each persistent volume alike.
 pub fn missing_attribute(spec: &OrderSpec, registered: &BTreeSet<B256>) -> Option<B256> {
@@ -585,22 +573,6 @@ pub fn missing_attribute(spec: &OrderSpec, registered: &BTreeSet<B256>) -> Optio
 mod tests {
     use super::*;
 
-    #[test]
-    fn long_bid_windows_are_bid_on_late_enough_to_keep_the_bond() {
-        let grace = leasehold_contracts::TENANT_GRACE_SECS;
-        assert_eq!(
-            bid_delay(1_000, 900, 1_010),
-            None,
-            "reservation outlives the grace"
-        );
-        assert_eq!(
-            bid_delay(0, 900, 3_600),
-            Some(3_600 + grace - 900),
-            "an hour's window: bid when the reservation reaches the grace's end"
-        );
-        assert_eq!(bid_delay(0, 3, 10), None, "waiting would miss the window");
-        assert_eq!(bid_delay(u64::MAX, u64::MAX, u64::MAX), None, "no overflow");
-    }
     use leasehold_contracts::{OrderRequirements, OrderSpec};
 
     fn provider_with(stake: u64, locked_bonds: u64) -> leasehold_contracts::ProviderInfo {

@@ -142,19 +142,6 @@ pub async fn reconcile(core: Arc<Core>, task: Task<WorkKey, Work>) -> Outcome {
         work,
         failures,
     } = task;
-    if let Work::Bid(order) = &work
-        && let Some(wait) = crate::bidder::bid_delay(
-            unix_now(),
-            core.config.bid.reservation_timeout_secs,
-            order.bid_window_end,
-        )
-    {
-        debug!(
-            ?key,
-            wait, "bidding later, so the reservation lasts the tenant's grace"
-        );
-        return Outcome::Requeue(std::time::Duration::from_secs(wait));
-    }
     let result = match (&key, &work) {
         (WorkKey::Order(_), Work::Bid(order)) => core.on_order_created(order).await,
         (WorkKey::Order(order_id), Work::BidPlaced { bid_id }) => {
