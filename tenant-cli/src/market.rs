@@ -76,7 +76,7 @@ pub fn override_max_prices(orders: &mut [GroupOrder], overrides: &[MaxPrice]) ->
 /// `nvidia/rtx5080/16Gi/pcie` is recognised when the SDL asks for `rtx5080`), with the 16
 /// patterns each matches. A model recovered this way is then matched by the one rule
 /// (`GpuModelPattern::matches`, the contract's), so any pattern it matches on chain is
-/// recovered too. A model no candidate hashes to is a [`stand_in`]: only the chain can say
+/// recovered too. A model no candidate hashes to is a `stand_in`: only the chain can say
 /// which wildcard patterns it matches (see [`explain`] and [`order_for_bids`]).
 #[derive(Debug, Clone)]
 pub struct Names {
@@ -150,7 +150,7 @@ impl Names {
             .unwrap_or_else(|| crate::output::short_hex(&key.to_string()))
     }
 
-    /// The GPU model behind an on-chain model key, or its [`stand_in`].
+    /// The GPU model behind an on-chain model key, or its `stand_in`.
     pub fn gpu_model(&self, key: &B256) -> GpuModelKey {
         self.gpu_models
             .get(key)
@@ -159,7 +159,7 @@ impl Names {
     }
 
     /// The pattern behind an order's allowed-model key; an unknown one is its model
-    /// [`stand_in`] as a pattern, which (as on chain, mask 0) only that key matches.
+    /// `stand_in` as a pattern, which (as on chain, mask 0) only that key matches.
     pub fn gpu_pattern(&self, key: &B256) -> GpuModelPattern {
         self.gpu_patterns
             .get(key)
@@ -179,7 +179,7 @@ impl Names {
     }
 }
 
-/// The vendor part of a [`stand_in`].
+/// The vendor part of a `stand_in`.
 const STAND_IN_VENDOR: &str = "chain";
 
 /// A model key no candidate hashes to stands in for itself inside the scheduler as
@@ -235,7 +235,7 @@ pub fn scheduler_order(
 
 /// The order in the scheduler's terms for judging bids already placed on it. `placeBid`
 /// proved each bid's model matches one of the order's entries, so a model this CLI cannot
-/// name (a [`stand_in`]) is allowed as the chain allowed it; recovered models are matched by
+/// name (a `stand_in`) is allowed as the chain allowed it; recovered models are matched by
 /// the rule.
 pub fn order_for_bids(
     spec: &OrderSpec,
