@@ -760,7 +760,7 @@ async fn measure(
         manifest_hash,
         max_price_per_hour: U256::from(10 * TOKEN),
         deposit,
-        bid_window_secs: 3_600,
+        bid_window_secs: 600,
         delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
     };
     // One approval for every order, so each order is a single transaction.

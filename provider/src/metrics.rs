@@ -39,6 +39,9 @@ pub struct Metrics {
     /// Orders not bid on because the stake could not back one more bid (below the minimum,
     /// or its free part under one bond).
     pub bids_stake_short: Counter,
+    /// Orders not bid on because the tenant's bid window and grace outlast the reservation
+    /// timeout: a bid withdrawn before the grace ends forfeits its bond.
+    pub bids_window_too_long: Counter,
     /// Bonds of this provider's bids resolved on ended orders (released or forfeited).
     pub bonds_resolved: Counter,
     pub withdrawals: Counter,
@@ -318,6 +321,12 @@ impl Core {
                 "counter",
                 "Orders not bid on because the stake is below the minimum or its free part below one bid bond (provider add-stake, or release ended orders' bonds).",
                 self.metrics.bids_stake_short.get(),
+            ),
+            (
+                "leasehold_orders_skipped_window_too_long_total",
+                "counter",
+                "Orders not bid on because their bid window plus the tenant's grace outlasts bid.reservation_timeout_secs (a lapsed bid withdrawn before the grace ends forfeits its bond).",
+                self.metrics.bids_window_too_long.get(),
             ),
             (
                 "leasehold_bonds_resolved_total",

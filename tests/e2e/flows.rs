@@ -808,7 +808,7 @@ fn gpu_patterns_get_bids_from_exactly_the_matching_providers() {
             manifest_hash: alloy::primitives::B256::from(sdl.manifest().hash()),
             max_price_per_hour: alloy::primitives::U256::from(10 * TOKEN),
             deposit: alloy::primitives::U256::from(10 * TOKEN),
-            bid_window_secs: 3_600,
+            bid_window_secs: 600,
             delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
         };
         scenario

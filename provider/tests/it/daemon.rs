@@ -114,6 +114,9 @@ fn provider_config(devnet: &Devnet, dir: &std::path::Path, gpus: u32) -> Config 
     config.chain.registry = devnet.deployment.registry.to_string();
     config.chain.token = devnet.deployment.token.to_string();
     config.gateway.listen = "127.0.0.1:0".to_owned();
+    // The tests post one-hour bid windows; a provider bids only on windows its reservation
+    // outlasts (with the tenant's grace), so hold reservations longer than that.
+    config.bid.reservation_timeout_secs = 2 * 3_600;
     // 0.1 core of hello.yaml costs 3.6 tokens an hour: 1,000 base units a second.
     config.pricing.cpu_core_per_hour = 36 * TOKEN;
     config.pricing.memory_gib_per_hour = 0;
@@ -1828,10 +1831,28 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
         .await;
         assert!(handle.core().metrics().bonds_resolved.get() >= 1);
 
-        // Expired: nobody accepts within the reservation timeout; the bid is withdrawn.
+        // A reservation that would lapse before the tenant's grace ends: no bid, for a lapsed
+        // bid withdrawn then would forfeit its bond (a tenant could post long windows it never
+        // matches and collect honest providers' bonds).
         handle.shutdown().await;
         config.bid.reservation_timeout_secs = 3;
         config.bid.bid_timeout_secs = 1;
+        let handle = start(&devnet, &config).await;
+        let long_window = tenant.create_order(&order).await.expect("createOrder");
+        eventually("the long window to be skipped", || async {
+            (handle.core().metrics().bids_window_too_long.get() >= 1).then_some(())
+        })
+        .await;
+        assert_eq!(our_bid(&devnet, long_window.order_id).await, None);
+        tenant
+            .cancel_order(long_window.order_id)
+            .await
+            .expect("cancel");
+
+        // Expired: nobody accepts within the reservation timeout; the bid is withdrawn once
+        // the grace is over, and keeps its bond.
+        handle.shutdown().await;
+        config.bid.reservation_timeout_secs = 900;
         let handle = start(&devnet, &config).await;
         let reserved = || async {
             handle
@@ -1841,9 +1862,29 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
                 .reserved
                 .cpu_millis
         };
-        let expired = tenant.create_order(&order).await.expect("createOrder");
+        let (short, _) = hello_order(&devnet, 100 * TOKEN, 5);
+        let expired = tenant.create_order(&short).await.expect("createOrder");
         let bid_id = eventually("our bid", || our_bid(&devnet, expired.order_id)).await;
         assert_eq!(reserved().await, 100);
+        let store = handle.core().store();
+        let row = store
+            .reservation(expired.order_id)
+            .await
+            .expect("store")
+            .expect("the bid's reservation");
+        assert!(
+            row.expires_at >= leasehold_provider::daemon::unix_now() + 5 + 120,
+            "the reservation is held past the tenant's grace"
+        );
+        // Fast-forward: the chain past the grace, the reservation to its lapse.
+        devnet.warp(200).await.expect("warp");
+        store
+            .put_reservation(&leasehold_provider::store::Reservation {
+                expires_at: 0,
+                ..row
+            })
+            .await
+            .expect("lapse the reservation");
         eventually("the bid to be withdrawn", || async {
             let bids = devnet.client(0).bids(expired.order_id).await.ok()?;
             bids.get(usize::try_from(bid_id).ok()?)?
@@ -1851,22 +1892,19 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
                 .then_some(())
         })
         .await;
-        assert_eq!(reserved().await, 0);
-        // Withdrawing cost the bond: once the tenant cancels, the daemon resolves it and it
-        // is the tenant's to claim.
-        tenant.cancel_order(expired.order_id).await.expect("cancel");
-        let bond = devnet.params.bid_bond;
-        eventually("the withdrawn bid's bond to go to the tenant", || async {
-            let info = devnet.client(0).provider_info(me).await.ok()?;
-            (info.locked_bonds.is_zero() && info.stake == minimum - bond).then_some(())
+        eventually("the reservation to go", || async {
+            (reserved().await == 0).then_some(())
         })
         .await;
+        let info = devnet.client(0).provider_info(me).await.expect("provider");
+        assert!(info.locked_bonds.is_zero(), "the bond is released at once");
+        assert_eq!(info.stake, minimum, "no bond was forfeited");
         let token = devnet.client(0).stake_token().await.expect("stake token");
         let (_, credited) = tenant
             .claimable(token, tenant.sender())
             .await
             .expect("claimable");
-        assert_eq!(credited, bond);
+        assert_eq!(credited, U256::ZERO);
         handle.shutdown().await;
     })
     .await;
