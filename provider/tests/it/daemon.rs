@@ -1812,15 +1812,16 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
             (reserved().await == 0).then_some(())
         })
         .await;
-        assert!(
-            handle
-                .core()
-                .store()
+        eventually("the lost reservation's row to go", || async {
+            let store = handle.core().store();
+            store
                 .reservation(lost.order_id)
                 .await
                 .expect("store")
                 .is_none()
-        );
+                .then_some(())
+        })
+        .await;
         // The lost order ended: the daemon releases its bid's bond back to the free stake.
         let me = handle.core().chain().address();
         let minimum = devnet.params.minimum_stake;
@@ -1829,7 +1830,11 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
             (info.locked_bonds.is_zero() && info.stake == minimum).then_some(())
         })
         .await;
-        assert!(handle.core().metrics().bonds_resolved.get() >= 1);
+        // The chain shows the release before the daemon has read its receipt.
+        eventually("the release to be counted", || async {
+            (handle.core().metrics().bonds_resolved.get() >= 1).then_some(())
+        })
+        .await;
 
         // A reservation that would lapse before the tenant's grace ends: no bid, for a lapsed
         // bid withdrawn then would forfeit its bond (a tenant could post long windows it never
@@ -1867,11 +1872,12 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
         let bid_id = eventually("our bid", || our_bid(&devnet, expired.order_id)).await;
         assert_eq!(reserved().await, 100);
         let store = handle.core().store();
-        let row = store
-            .reservation(expired.order_id)
-            .await
-            .expect("store")
-            .expect("the bid's reservation");
+        // The chain shows the bid before the daemon has stored its id.
+        let row = eventually("the bid's reservation", || async {
+            let row = store.reservation(expired.order_id).await.expect("store")?;
+            row.bid_id.is_some().then_some(row)
+        })
+        .await;
         assert!(
             row.expires_at >= leasehold_provider::daemon::unix_now() + 5 + 120,
             "the reservation is held past the tenant's grace"
