@@ -580,6 +580,7 @@ async fn order_to_bid_to_running_lease_to_close_and_payment() {
             &manifest,
             &manifest.groups[0].name,
             &[],
+            &[],
         )
         .expect("deployment");
         handle
@@ -759,6 +760,7 @@ async fn twenty_concurrent_gpu_orders_never_exceed_four_gpus() {
             },
             gpu_count: 1,
             replicas: 1,
+            leased_ips: 0,
             requirements: OrderRequirements {
                 allowed_gpu_models: vec![gpu_model_key(&A100.parse().unwrap())],
                 ..OrderRequirements::default()
