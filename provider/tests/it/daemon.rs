@@ -2590,7 +2590,7 @@ fn leased_ip_hello() -> String {
 /// once the first lease closes the address is free and a new order gets a bid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pool_of_one_leased_ip_serves_one_lease_at_a_time() {
-    daemon_test(0..5, || async {
+    daemon_test(0..6, || async {
         let devnet = Devnet::start(Some(1)).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = provider_config(&devnet, dir.path(), 0);
@@ -2654,6 +2654,19 @@ async fn a_pool_of_one_leased_ip_serves_one_lease_at_a_time() {
                 && metrics.contains("leasehold_orders_skipped_no_leased_ip_total 1"),
             "{metrics}"
         );
+
+        // A restarted daemon rebuilds the pool from its store: the address stays the lease's.
+        handle.shutdown().await;
+        let handle = start(&devnet, &config).await;
+        let ledgers = || handle.core().capacity_report().expect("report").leased_ips;
+        assert_eq!((ledgers().capacity, ledgers().allocated), (1, 1));
+        let fourth = tenant.create_order(&order).await.expect("createOrder");
+        eventually(
+            "the fourth order to be skipped for want of an IP",
+            || async { (handle.core().metrics().bids_no_leased_ip.get() >= 1).then_some(()) },
+        )
+        .await;
+        assert_eq!(our_bid(&devnet, fourth.order_id).await, None);
 
         tenant
             .close_lease(lease_id, CloseReason::TenantRequest)
