@@ -244,6 +244,18 @@ impl Group {
         placement.chain(storage).collect()
     }
 
+    /// Leased IP addresses the group needs: one per distinct IP endpoint (`endpoints:` name)
+    /// its services expose on, however many ports or services share it.
+    pub fn leased_ip_count(&self) -> usize {
+        self.units
+            .iter()
+            .flat_map(|unit| unit.resources.endpoints.iter())
+            .filter(|endpoint| endpoint.kind == EndpointKind::LeasedIp)
+            .map(|endpoint| endpoint.sequence_number)
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
     /// Sums resources × count over the units, with checked arithmetic.
     pub fn totals(&self) -> Result<Totals, TotalsError> {
         let replicas = checked_total(self, "replicas", |_| Some(1))?;
@@ -430,6 +442,22 @@ pub struct ManifestGroup {
     pub name: String,
     /// Services sorted by name.
     pub services: Vec<Service>,
+}
+
+impl ManifestGroup {
+    /// The IP endpoint names the group's global exposes use, sorted and distinct: the
+    /// provider hands the lease's leased addresses out in this order, so the count matches
+    /// [`Group::leased_ip_count`] of the order's group.
+    pub fn leased_ip_names(&self) -> Vec<&str> {
+        self.services
+            .iter()
+            .flat_map(|service| service.expose.iter())
+            .filter(|expose| expose.global && !expose.ip.is_empty())
+            .map(|expose| expose.ip.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
 }
 
 /// The off-chain manifest: what providers need to run the deployment.

@@ -57,10 +57,6 @@ const NOT_HONOURED: &[(&[&str], &str)] = &[
         &["services", "*", "expose", "[]", "http_options"],
         "not applied: the provider's HTTP defaults are used",
     ),
-    (
-        &["services", "*", "expose", "[]", "to", "[]", "ip"],
-        "no leased IP is assigned: the port is published on the provider's host address",
-    ),
 ];
 
 /// `pricing.<profile>.denom` values Leasehold reads differently from Akash.

@@ -50,6 +50,9 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         Resources resources;
         uint32 gpuCount;
         uint16 replicas;
+        /// Leased IP addresses the group needs (distinct `ip:` endpoints its services use):
+        /// only providers with that many free addresses in their pool bid.
+        uint8 leasedIps;
         bytes32[] allowedGpuModels;
         bytes32[] requiredAttributes;
         /// Akash's `signedBy`: auditors that must attest the required attributes (see
@@ -162,6 +165,8 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     uint256 public constant MAX_ESCROW = 1e28;
     uint16 public constant MAX_REPLICAS = 1024;
     uint32 public constant MAX_GPU_COUNT = 4096;
+    /// @notice Bound on an order's leased IP addresses (Akash providers lease a handful at most).
+    uint8 internal constant MAX_LEASED_IPS = 16;
     /// @notice Per-order bound on each of cpuMilli, memoryMiB and storageMiB (4 PiB of memory).
     uint64 public constant MAX_RESOURCE_PER_ORDER = type(uint32).max;
     uint256 public constant SECONDS_PER_HOUR = 3600;
@@ -279,6 +284,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     error ResourcesOutOfRange(uint256 max);
     error GpuCountOutOfRange(uint256 gpuCount, uint256 max);
     error ReplicasOutOfRange(uint256 replicas, uint256 max);
+    error LeasedIpsOutOfRange(uint256 leasedIps, uint256 max);
     error TooManyAllowedGpuModels(uint256 count, uint256 max);
     error TooManyRequiredAttributes(uint256 count, uint256 max);
     error GpuModelsWithoutGpus();
@@ -349,6 +355,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         ) revert ResourcesOutOfRange(MAX_RESOURCE_PER_ORDER);
         if (spec.gpuCount > MAX_GPU_COUNT) revert GpuCountOutOfRange(spec.gpuCount, MAX_GPU_COUNT);
         if (spec.replicas == 0 || spec.replicas > MAX_REPLICAS) revert ReplicasOutOfRange(spec.replicas, MAX_REPLICAS);
+        if (spec.leasedIps > MAX_LEASED_IPS) revert LeasedIpsOutOfRange(spec.leasedIps, MAX_LEASED_IPS);
         if (spec.allowedGpuModels.length > MAX_ALLOWED_GPU_MODELS) {
             revert TooManyAllowedGpuModels(spec.allowedGpuModels.length, MAX_ALLOWED_GPU_MODELS);
         }

@@ -6,7 +6,9 @@
 use alloy::primitives::{Address, B256, keccak256};
 use leasehold_manifests::{GpuModelKey, Group, PATTERNS_PER_KEY, SignedBy};
 
-use crate::types::{Auditors, GpuBid, MAX_AUDITORS, OrderRequirements, OrderSpec, Resources};
+use crate::types::{
+    Auditors, GpuBid, MAX_AUDITORS, MAX_LEASED_IPS, OrderRequirements, OrderSpec, Resources,
+};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -156,6 +158,10 @@ pub fn order_spec_for_group(group: &Group) -> Result<OrderSpec, OrderEncodingErr
         },
         gpu_count: u32::try_from(totals.gpu_units).map_err(|_| out_of_range("gpu units"))?,
         replicas: u16::try_from(totals.replicas).map_err(|_| out_of_range("replicas"))?,
+        leased_ips: u8::try_from(group.leased_ip_count())
+            .ok()
+            .filter(|count| *count <= MAX_LEASED_IPS)
+            .ok_or_else(|| out_of_range("leased IP endpoints"))?,
         requirements: OrderRequirements {
             allowed_gpu_models: models,
             // Placement attributes and those of the persistent storage classes, so that
@@ -211,6 +217,34 @@ mod tests {
                 assert_eq!(concrete.masked(bid.wildcards).to_string(), case.pattern);
             }
         }
+    }
+
+    /// The order asks for one leased IP per distinct IP endpoint of its group: two ports of
+    /// one service on `front` and a second service on `back` need two addresses.
+    #[test]
+    fn leased_ips_count_distinct_ip_endpoints_of_the_group() {
+        let hello = include_str!("../../manifests/examples/hello.yaml");
+        let yaml = hello
+            .replace(
+                "        to:\n          - global: true\n",
+                "        to:\n          - global: true\n            ip: front\n      - port: 443\n        to:\n          - global: true\n            ip: front\n      - port: 8443\n        to:\n          - global: true\n            ip: back\n",
+            )
+            .replace(
+                "deployment:\n",
+                "endpoints:\n  front:\n    kind: ip\n  back:\n    kind: ip\ndeployment:\n",
+            );
+        let sdl = leasehold_manifests::parse(&yaml).unwrap_or_else(|errors| panic!("{errors:?}"));
+        let spec = order_spec_for_group(&sdl.groups()[0]).expect("encodes");
+        assert_eq!(spec.leased_ips, 2);
+        assert_eq!(
+            sdl.manifest().groups[0].leased_ip_names(),
+            vec!["back", "front"]
+        );
+        let plain = leasehold_manifests::parse(hello).unwrap_or_else(|errors| panic!("{errors:?}"));
+        assert_eq!(
+            order_spec_for_group(&plain.groups()[0]).unwrap().leased_ips,
+            0
+        );
     }
 
     /// Persistent volumes make the order require a provider announcing their class, so
@@ -432,6 +466,7 @@ mod lease_fit_tests {
             },
             gpu_count,
             replicas,
+            leased_ips: 0,
             requirements: OrderRequirements::default(),
         }
     }

@@ -140,8 +140,15 @@ pub struct OrderSpec {
     pub resources: Resources,
     pub gpu_count: u32,
     pub replicas: u16,
+    /// Leased IP addresses the group needs ([`MAX_LEASED_IPS`] at most). Published in
+    /// `OrderCreated` only: the contract does not store it, so an [`OrderInfo`] has none.
+    #[serde(default)]
+    pub leased_ips: u8,
     pub requirements: OrderRequirements,
 }
+
+/// `Marketplace.MAX_LEASED_IPS`: leased IP addresses one order may ask for.
+pub const MAX_LEASED_IPS: u8 = 16;
 
 impl From<OrderSpec> for Marketplace::OrderSpec {
     fn from(spec: OrderSpec) -> Self {
@@ -150,6 +157,7 @@ impl From<OrderSpec> for Marketplace::OrderSpec {
             resources: spec.resources.into(),
             gpuCount: spec.gpu_count,
             replicas: spec.replicas,
+            leasedIps: spec.leased_ips,
             allowedGpuModels: spec.requirements.allowed_gpu_models,
             requiredAttributes: spec.requirements.required_attributes,
             signedByAllOf: spec.requirements.signed_by.all_of,
@@ -165,6 +173,7 @@ impl From<Marketplace::OrderSpec> for OrderSpec {
             resources: spec.resources.into(),
             gpu_count: spec.gpuCount,
             replicas: spec.replicas,
+            leased_ips: spec.leasedIps,
             requirements: OrderRequirements {
                 allowed_gpu_models: spec.allowedGpuModels,
                 required_attributes: spec.requiredAttributes,
@@ -355,6 +364,7 @@ impl OrderInfo {
             resources: self.resources,
             gpu_count: self.gpu_count,
             replicas: self.replicas,
+            leased_ips: 0,
             requirements: OrderRequirements::default(),
         }
     }
@@ -616,6 +626,7 @@ mod tests {
             },
             gpu_count: 1,
             replicas: 2,
+            leased_ips: 0,
             requirements: OrderRequirements {
                 allowed_gpu_models: vec![B256::repeat_byte(1)],
                 required_attributes: vec![B256::repeat_byte(2)],

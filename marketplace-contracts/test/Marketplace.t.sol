@@ -49,6 +49,22 @@ contract MarketplaceOrderTest is Fixture {
         assertEq(market.requirementsHash(_none(), _none()), bytes32(0), "empty requirements hash");
     }
 
+    /// Leased IPs are not stored (contract size): the bound is checked and `OrderCreated`
+    /// publishes the count, which bidders read to decide whether their address pool can serve.
+    function test_createOrder_leasedIps_boundedAndPublished() public {
+        Marketplace.OrderSpec memory spec = _cpuSpec(1000, 1024, 0);
+        spec.leasedIps = 17;
+        vm.startPrank(tenant);
+        vm.expectRevert(abi.encodeWithSelector(Marketplace.LeasedIpsOutOfRange.selector, 17, 16));
+        market.createOrder(IERC20(address(token)), spec, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);
+        vm.stopPrank();
+
+        spec.leasedIps = 16;
+        vm.expectEmit(true, true, true, true, address(market));
+        emit Marketplace.OrderCreated(1, tenant, address(token), spec, MANIFEST, PRICE, DEPOSIT, uint64(START) + WINDOW);
+        assertEq(_order(spec), 1, "sixteen leased IPs are accepted");
+    }
+
     function test_createOrder_revertsOnBadParameters() public {
         Marketplace.OrderSpec memory ok = _cpuSpec(1000, 1024, 0);
         IERC20 t = IERC20(address(token));

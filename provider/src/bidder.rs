@@ -7,6 +7,7 @@
 //! placement as JSON), so a restarted daemon rebuilds the same inventory.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use alloy::primitives::{Address, B256, U256};
 use leasehold_contracts::{OrderPosted, OrderSpec};
@@ -21,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::daemon::{Core, DaemonError, unix_now};
 use crate::deployment::gpu_model_key;
+use crate::ip_pool::{IpPool, IpPoolError};
 use crate::store::{Reservation, Store};
 
 const MIB: u64 = 1024 * 1024;
@@ -39,6 +41,10 @@ pub struct Holding {
     /// The manifest group the lease runs, once the manifest arrived.
     #[serde(default)]
     pub group: Option<String>,
+    /// The pool addresses the order holds, one per IP endpoint of its group, in the order
+    /// the pool handed them out (see [`crate::ip_pool`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leased_ips: Vec<IpAddr>,
 }
 
 impl Holding {
@@ -69,6 +75,11 @@ pub enum Skip {
     /// More replicas than one lease network addresses: it could never run.
     TooManyReplicas(u64),
     DoesNotFit(String),
+    /// The order needs more leased IP addresses than the pool has free.
+    NoFreeLeasedIp {
+        wanted: usize,
+        free: usize,
+    },
     AboveMaxPrice {
         price: U256,
         max: U256,
@@ -143,18 +154,21 @@ pub fn stake_shortfall(
     })
 }
 
-/// Rebuilds the inventory from the store's rows over `node`.
-pub async fn restore_inventory(
+/// Rebuilds the inventory over `nodes`, and the pool of `leased_ips`, from the store's rows.
+pub async fn restore_holdings(
     store: &Store,
     nodes: Vec<NodeSpec>,
-) -> Result<Inventory, DaemonError> {
+    leased_ips: Vec<IpAddr>,
+) -> Result<(Inventory, IpPool), DaemonError> {
     let mut snapshot = InventorySnapshot {
         nodes,
         reservations: BTreeMap::new(),
         allocations: BTreeMap::new(),
     };
+    let mut pool = IpPool::new(leased_ips);
     for row in store.reservations().await? {
         let holding = parse_holding(&row)?;
+        pool.hold(row.order_id, holding.leased_ips.clone(), holding.allocated)?;
         let id = inventory_id(row.order_id);
         if holding.allocated {
             snapshot.allocations.insert(id, holding.placement);
@@ -168,7 +182,7 @@ pub async fn restore_inventory(
             );
         }
     }
-    Ok(Inventory::restore(snapshot, Box::new(BestFit))?)
+    Ok((Inventory::restore(snapshot, Box::new(BestFit))?, pool))
 }
 
 fn parse_holding(row: &Reservation) -> Result<Holding, DaemonError> {
@@ -300,11 +314,27 @@ impl Core {
                             max: order.max_price_per_hour,
                         }));
                     }
+                    // Taken under the inventory's lock (always inventory, then pool), so
+                    // two orders never get the same address.
+                    let wanted = usize::from(order.spec.leased_ips);
+                    let leased_ips = match self.ip_pool()?.reserve(order.order_id, wanted) {
+                        Ok(addresses) => addresses,
+                        Err(IpPoolError::Exhausted { free, .. }) => {
+                            inventory.release(&id)?;
+                            self.metrics.bids_no_leased_ip.inc();
+                            return Ok(Err(Skip::NoFreeLeasedIp { wanted, free }));
+                        }
+                        Err(other) => {
+                            inventory.release(&id)?;
+                            return Err(other.into());
+                        }
+                    };
                     let holding = Holding {
                         placement,
                         allocated: false,
                         gpu_model: model,
                         group: None,
+                        leased_ips,
                     };
                     return Ok(Ok((holding, price)));
                 }
@@ -512,15 +542,14 @@ impl Core {
     /// Gives back an order's reservation (lost, withdrawn, cancelled). Allocations of
     /// leases are left alone: only closing the lease frees them.
     pub async fn release_reservation(&self, order_id: u64) -> Result<(), DaemonError> {
-        let id = inventory_id(order_id);
         let Some((_, holding)) = self.holding(order_id).await? else {
-            self.inventory()?.release(&id)?;
+            self.release_held(order_id)?;
             return Ok(());
         };
         if holding.allocated {
             return Ok(());
         }
-        self.inventory()?.release(&id)?;
+        self.release_held(order_id)?;
         self.store.remove_reservation(order_id).await?;
         info!(order_id, "reservation released");
         Ok(())
@@ -528,8 +557,19 @@ impl Core {
 
     /// Frees a lease's allocation (the lease closed).
     pub async fn release_allocation(&self, lease_id: u64) -> Result<(), DaemonError> {
-        self.inventory()?.release(&inventory_id(lease_id))?;
+        self.release_held(lease_id)?;
         self.store.remove_reservation(lease_id).await?;
+        Ok(())
+    }
+
+    /// Gives an order's resources and leased addresses back (idempotent); the caller
+    /// removes its stored row.
+    fn release_held(&self, order_id: u64) -> Result<(), DaemonError> {
+        self.inventory()?.release(&inventory_id(order_id))?;
+        let addresses = self.ip_pool()?.release(order_id);
+        if !addresses.is_empty() {
+            info!(order_id, ?addresses, "leased IPs returned to the pool");
+        }
         Ok(())
     }
 
@@ -556,17 +596,27 @@ impl Core {
             }
         };
         let holding = match (committed, stored) {
-            (Some(placement), Some((_, holding))) => Holding {
-                placement,
-                allocated: true,
-                ..holding
-            },
-            (Some(placement), None) => Holding {
-                placement,
-                allocated: true,
-                gpu_model: None,
-                group: None,
-            },
+            (Some(placement), Some((_, holding))) => {
+                self.ip_pool()?.allocate(lease_id);
+                Holding {
+                    placement,
+                    allocated: true,
+                    ..holding
+                }
+            }
+            (Some(placement), None) => {
+                let order = self.chain.order_posted(lease_id).await?;
+                let Some(leased_ips) = self.allocate_leased_ips(&order)? else {
+                    return Ok(None);
+                };
+                Holding {
+                    placement,
+                    allocated: true,
+                    gpu_model: None,
+                    group: None,
+                    leased_ips,
+                }
+            }
             (None, _) => {
                 let order = self.chain.order_posted(lease_id).await?;
                 let lease = self.chain.lease(lease_id).await?;
@@ -586,11 +636,15 @@ impl Core {
                         Err(other) => return Err(other.into()),
                     }
                 };
+                let Some(leased_ips) = self.allocate_leased_ips(&order)? else {
+                    return Ok(None);
+                };
                 Holding {
                     placement,
                     allocated: true,
                     gpu_model: model,
                     group: None,
+                    leased_ips,
                 }
             }
         };
@@ -599,11 +653,34 @@ impl Core {
         Ok(Some(holding))
     }
 
+    /// The leased addresses of a lease whose reservation was not stored: taken from the
+    /// pool now. `None` (its inventory allocation given back) when the pool has too few.
+    fn allocate_leased_ips(&self, order: &OrderPosted) -> Result<Option<Vec<IpAddr>>, DaemonError> {
+        let wanted = usize::from(order.spec.leased_ips);
+        let mut pool = self.ip_pool()?;
+        match pool.reserve(order.order_id, wanted) {
+            Ok(addresses) => {
+                pool.allocate(order.order_id);
+                Ok(Some(addresses))
+            }
+            Err(IpPoolError::Exhausted { free, .. }) => {
+                drop(pool);
+                self.inventory()?.release(&inventory_id(order.order_id))?;
+                warn!(
+                    order_id = order.order_id,
+                    wanted, free, "the lease's leased IPs are no longer free"
+                );
+                Ok(None)
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
     /// Releases reservations whose bids lapsed and takes those bids back on chain.
     pub async fn expire_reservations(&self) -> Result<(), DaemonError> {
         let now = unix_now();
         for row in self.store.take_expired_reservations(now).await? {
-            self.inventory()?.release(&inventory_id(row.order_id))?;
+            self.release_held(row.order_id)?;
             info!(order_id = row.order_id, "reservation expired");
             if let Some(bid_id) = row.bid_id
                 && let Err(error) = self.chain.withdraw_bid(row.order_id, bid_id).await
@@ -611,7 +688,12 @@ impl Core {
                 info!(order_id = row.order_id, %error, "expired bid not withdrawn");
             }
         }
-        self.inventory()?.expire(now)?;
+        let mut inventory = self.inventory()?;
+        inventory.expire(now)?;
+        self.ip_pool()?.retain_orders(|order_id| {
+            let id = inventory_id(order_id);
+            inventory.reservations().contains_key(&id) || inventory.allocations().contains_key(&id)
+        });
         Ok(())
     }
 }
@@ -681,6 +763,7 @@ mod tests {
                 },
                 gpu_count: gpus,
                 replicas,
+                leased_ips: 0,
                 requirements: OrderRequirements::default(),
             },
             manifest_hash: B256::ZERO,
@@ -817,6 +900,7 @@ mod gpu_device_tests {
                 },
                 gpu_count: gpus,
                 replicas: 1,
+                leased_ips: 0,
                 requirements: OrderRequirements::default(),
             },
             manifest_hash: B256::ZERO,
@@ -832,6 +916,7 @@ mod gpu_device_tests {
             allocated: false,
             gpu_model: None,
             group: None,
+            leased_ips: Vec::new(),
         }
         .gpu_devices()
     }
@@ -923,6 +1008,7 @@ mod gpu_device_tests {
             &manifest,
             &manifest.groups[0].name,
             &again,
+            &[],
         )
         .unwrap();
         assert_eq!(deployment.services[0].gpu_devices, vec![again.clone()]);

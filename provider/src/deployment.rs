@@ -7,6 +7,7 @@
 //! reserved, which stops a tenant from paying for a small order and sending a large workload.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use alloy::primitives::B256;
 use leasehold_contracts::{OrderEncodingError, OrderSpec, Resources as ChainResources};
@@ -62,6 +63,16 @@ pub enum DeploymentError {
     },
     #[error("{0}")]
     ExceedsLease(#[from] leasehold_contracts::LeaseFitError),
+    #[error(
+        "manifest group `{group}` exposes ports on {wanted} IP endpoint(s) ({names}), but its \
+         order asked for {held} leased IP address(es)"
+    )]
+    LeasedIps {
+        group: String,
+        wanted: usize,
+        names: String,
+        held: usize,
+    },
 }
 
 /// Totals of a manifest group, in the units an order uses.
@@ -227,17 +238,19 @@ pub fn lease_deployment(
     manifest: &Manifest,
     group_name: &str,
     gpu_devices: &[String],
+    leased_ips: &[IpAddr],
 ) -> Result<LeaseDeployment, DeploymentError> {
     let group = manifest
         .groups
         .iter()
         .find(|group| group.name == group_name)
         .ok_or_else(|| DeploymentError::UnknownGroup(group_name.to_owned()))?;
+    let addresses = leased_addresses(group, leased_ips)?;
     let mut devices = gpu_devices.iter();
     let services = group
         .services
         .iter()
-        .map(|service| service_deployment(service, &mut devices))
+        .map(|service| service_deployment(service, &mut devices, &addresses))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(LeaseDeployment {
         lease_id,
@@ -246,9 +259,29 @@ pub fn lease_deployment(
     })
 }
 
+/// Which leased address each IP endpoint of the group gets: the lease's addresses in the
+/// order the pool handed them out, to the endpoint names in sorted order. The lease holds
+/// exactly as many as its order asked for, which must be what the group uses.
+fn leased_addresses<'g>(
+    group: &'g ManifestGroup,
+    leased_ips: &[IpAddr],
+) -> Result<BTreeMap<&'g str, IpAddr>, DeploymentError> {
+    let names = group.leased_ip_names();
+    if names.len() != leased_ips.len() {
+        return Err(DeploymentError::LeasedIps {
+            group: group.name.clone(),
+            wanted: names.len(),
+            names: names.join(", "),
+            held: leased_ips.len(),
+        });
+    }
+    Ok(names.into_iter().zip(leased_ips.iter().copied()).collect())
+}
+
 fn service_deployment<'d>(
     service: &Service,
     devices: &mut impl Iterator<Item = &'d String>,
+    leased: &BTreeMap<&str, IpAddr>,
 ) -> Result<ServiceDeployment, DeploymentError> {
     let mut env = BTreeMap::new();
     for entry in service.env.iter().flatten() {
@@ -289,7 +322,7 @@ fn service_deployment<'d>(
         command: service.command.clone().unwrap_or_default(),
         args: service.args.clone().unwrap_or_default(),
         env,
-        expose: exposures(service),
+        expose: exposures(service, leased),
         resources: ServiceResources {
             cpu_millis: service.resources.cpu_millis,
             // The tmpfs of `ram` volumes is charged to the replica's memory.
@@ -356,8 +389,9 @@ fn volume_mount<'s>(service: &'s Service, volume: &str) -> Option<&'s StorageMou
 }
 
 /// One exposure per container port and protocol: the manifest lists one entry per `to`
-/// target, and a port is published when any of them is global.
-fn exposures(service: &Service) -> Vec<PortExposure> {
+/// target, and a port is published when any of them is global; on its leased address
+/// alone when a global target names an IP endpoint.
+fn exposures(service: &Service, leased: &BTreeMap<&str, IpAddr>) -> Vec<PortExposure> {
     let mut merged: BTreeMap<(u16, Protocol), PortExposure> = BTreeMap::new();
     for expose in &service.expose {
         let proto = match expose.proto {
@@ -377,9 +411,16 @@ fn exposures(service: &Service) -> Vec<PortExposure> {
                 proto,
                 global: false,
                 host_port: None,
+                leased_ip: None,
             });
         if expose.global && !entry.global {
             entry.global = true;
+            entry.external_port = external_port;
+        }
+        if expose.global
+            && let Some(address) = leased.get(expose.ip.as_str())
+        {
+            entry.leased_ip = Some(*address);
             entry.external_port = external_port;
         }
     }
@@ -401,7 +442,7 @@ mod tests {
         assert_eq!(spec.resources.memory_mib, 64);
         assert_eq!(spec.replicas, 1);
         let group = order_group(&manifest, &spec).unwrap();
-        let deployment = lease_deployment(7, "0xabc", &manifest, &group.name, &[]).unwrap();
+        let deployment = lease_deployment(7, "0xabc", &manifest, &group.name, &[], &[]).unwrap();
         let web = &deployment.services[0];
         assert_eq!(web.replicas, 1);
         assert_eq!(web.resources.memory_bytes, 64 * MIB);
@@ -492,7 +533,7 @@ deployment:
         let group = order_group(&manifest, &spec).unwrap();
         let demand = group_demand(group).unwrap();
         assert_eq!(demand.resources, spec.resources);
-        let deployment = lease_deployment(7, "0xabc", &manifest, &group.name, &[]).unwrap();
+        let deployment = lease_deployment(7, "0xabc", &manifest, &group.name, &[], &[]).unwrap();
         let infer = &deployment.services[0];
         assert_eq!(infer.resources.memory_bytes, (256 + 1024 + 64) * MIB);
         assert_eq!(infer.resources.storage_bytes, 128 * MIB);
@@ -538,7 +579,7 @@ deployment:
         }
         let service_of = |spec| {
             let group = order_group(&manifest, spec).unwrap();
-            lease_deployment(1, "0xabc", &manifest, &group.name, &[])
+            lease_deployment(1, "0xabc", &manifest, &group.name, &[], &[])
                 .unwrap()
                 .services[0]
                 .name

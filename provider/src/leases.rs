@@ -256,6 +256,7 @@ impl Core {
             &parsed,
             &group,
             &holding.gpu_devices(),
+            &holding.leased_ips,
         )
         .map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
         deployment
@@ -336,6 +337,7 @@ impl Core {
             &manifest,
             group,
             &holding.gpu_devices(),
+            &holding.leased_ips,
         )?)
     }
 

@@ -42,6 +42,8 @@ pub struct Metrics {
     /// Orders not bid on because the tenant's bid window and grace outlast the reservation
     /// timeout: a bid withdrawn before the grace ends forfeits its bond.
     pub bids_window_too_long: Counter,
+    /// Orders not bid on because the leased IP pool had too few free addresses.
+    pub bids_no_leased_ip: Counter,
     /// Bonds of this provider's bids resolved on ended orders (released or forfeited).
     pub bonds_resolved: Counter,
     pub withdrawals: Counter,
@@ -83,6 +85,8 @@ pub struct CapacityReport {
     pub gpus_reserved: u64,
     /// Whole GPUs per canonical model key (`nvidia/a100/80Gi/sxm`), in every ledger.
     pub gpus_by_model: BTreeMap<GpuModelKey, GpuLedgers>,
+    /// Addresses of the leased IP pool.
+    pub leased_ips: crate::ip_pool::IpLedgers,
 }
 
 /// Whole GPUs of one model by ledger.
@@ -191,6 +195,8 @@ impl Core {
                 &reservation.placement,
             );
         }
+        drop(inventory);
+        report.leased_ips = self.ip_pool()?.ledgers();
         Ok(report)
     }
 
@@ -244,6 +250,16 @@ impl Core {
             out,
             "# HELP leasehold_gpus_by_model GPUs by model and ledger.\n\
              # TYPE leasehold_gpus_by_model gauge"
+        );
+        let ips = report.leased_ips;
+        let _ = writeln!(
+            out,
+            "# HELP leasehold_leased_ips Leased IP addresses of the pool by ledger.\n\
+             # TYPE leasehold_leased_ips gauge\n\
+             leasehold_leased_ips{{ledger=\"capacity\"}} {}\n\
+             leasehold_leased_ips{{ledger=\"allocated\"}} {}\n\
+             leasehold_leased_ips{{ledger=\"reserved\"}} {}",
+            ips.capacity, ips.allocated, ips.reserved
         );
         for (model, ledgers) in &report.gpus_by_model {
             for (ledger, count) in [
@@ -315,6 +331,12 @@ impl Core {
                 "counter",
                 "Orders not bid on (ineligible, no room, price).",
                 self.metrics.bids_skipped.get(),
+            ),
+            (
+                "leasehold_orders_skipped_no_leased_ip_total",
+                "counter",
+                "Orders not bid on because the leased IP pool had too few free addresses.",
+                self.metrics.bids_no_leased_ip.get(),
             ),
             (
                 "leasehold_orders_skipped_stake_short_total",

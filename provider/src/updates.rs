@@ -123,6 +123,7 @@ impl Core {
             &parsed,
             &group.name,
             &holding.gpu_devices(),
+            &holding.leased_ips,
         )
         .map_err(invalid)?;
         deployment.validate().map_err(invalid)?;

@@ -116,13 +116,22 @@ fn keys_whose_akash_meaning_is_not_carried_out_are_never_silent() {
         )
         .replace("deployment:\n", "endpoints:\n  myip:\n    kind: ip\ndeployment:\n");
     let sdl = parse(&yaml).unwrap_or_else(|errors| panic!("{errors}\n{yaml}"));
-    for key in ["accept", "http_options", "ip"] {
+    for key in ["accept", "http_options"] {
         assert_eq!(
             warning(sdl.warnings(), key).kind,
             WarningKind::NotHonoured,
             "{key}"
         );
     }
+    // Leased IPs are honoured: the order asks for one and the provider binds the port on it.
+    assert!(
+        sdl.warnings()
+            .iter()
+            .all(|warning| !warning.path.ends_with(".ip")),
+        "{:#?}",
+        sdl.warnings()
+    );
+    assert_eq!(sdl.groups()[0].leased_ip_count(), 1);
     assert!(parse_strict(&yaml).is_err());
 }
 

@@ -124,6 +124,7 @@ pub fn cpu_order(
             resources: amount,
             gpu_count: 0,
             replicas: 1,
+            leased_ips: 0,
             requirements: OrderRequirements {
                 allowed_gpu_models: Vec::new(),
                 required_attributes: vec![attribute("region=eu-west")],

@@ -53,6 +53,7 @@ impl Config {
             bid: BidConfig::default(),
             metrics: MetricsConfig::default(),
             hardware: HardwareOverrides::default(),
+            ip_pool: IpPoolConfig::default(),
             detected: Some(hardware.clone()),
         }
     }

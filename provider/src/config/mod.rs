@@ -106,6 +106,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub hardware: HardwareOverrides,
+    #[serde(default, skip_serializing_if = "IpPoolConfig::is_empty")]
+    pub ip_pool: IpPoolConfig,
     /// What detection found when the file was generated; written as comments only.
     #[serde(skip)]
     pub detected: Option<Hardware>,
@@ -322,6 +324,59 @@ pub enum EgressPolicy {
 impl EgressPolicy {
     fn is_restricted(&self) -> bool {
         *self == EgressPolicy::Restricted
+    }
+}
+
+/// Addresses leased to tenants whose manifests name IP endpoints (`endpoints: { name:
+/// { kind: ip } }`): a lease gets one per endpoint, and its ports on that endpoint are
+/// published on that address only. The host must already answer on each address (routed
+/// to it, configured on an interface); none configured: orders asking for one get no bid.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpPoolConfig {
+    /// IPv4 or IPv6 addresses, e.g. `["203.0.113.10", "203.0.113.11"]`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+impl IpPoolConfig {
+    fn is_empty(&self) -> bool {
+        self.addresses.is_empty()
+    }
+
+    /// The pool's addresses; each problem names its `ip_pool.addresses[i]` entry.
+    pub fn parsed(&self) -> Result<Vec<std::net::IpAddr>, Vec<ConfigProblem>> {
+        let mut addresses: Vec<std::net::IpAddr> = Vec::with_capacity(self.addresses.len());
+        let mut problems = Vec::new();
+        for (index, text) in self.addresses.iter().enumerate() {
+            let field = format!("ip_pool.addresses[{index}]");
+            match text.trim().parse::<std::net::IpAddr>() {
+                Ok(address) if address.is_unspecified() || address.is_multicast() => {
+                    problems.push(ConfigProblem {
+                        field,
+                        reason: format!("`{text}` cannot be leased: it is not a unicast address"),
+                    })
+                }
+                Ok(address) => match addresses.iter().position(|seen| *seen == address) {
+                    Some(first) => problems.push(ConfigProblem {
+                        field,
+                        reason: format!(
+                            "`{text}` is listed twice (also ip_pool.addresses[{first}])"
+                        ),
+                    }),
+                    None => addresses.push(address),
+                },
+                Err(error) => problems.push(ConfigProblem {
+                    field,
+                    reason: format!("`{text}` is not an IP address ({error})"),
+                }),
+            }
+        }
+        if problems.is_empty() {
+            Ok(addresses)
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -655,6 +710,50 @@ count = 8
                 .collect(),
             other => panic!("expected problems, got {other}"),
         }
+    }
+
+    #[test]
+    fn the_ip_pool_names_each_bad_address() {
+        let docker = valid_toml().replace("kind = \"kubernetes\"", "kind = \"docker\"");
+        let text = format!(
+            "{docker}\n[ip_pool]\naddresses = [\"127.0.0.2\", \"127.0.0.300\", \"::1\", \"127.0.0.2\", \"0.0.0.0\"]\n"
+        );
+        let problems = match load(&text) {
+            Err(ConfigError::Invalid { problems, .. }) => problems.0,
+            other => panic!("expected problems, got {other:?}"),
+        };
+        let reason = |field: &str| {
+            problems
+                .iter()
+                .find(|problem| problem.field == field)
+                .map(|problem| problem.reason.clone())
+                .unwrap_or_else(|| panic!("{field}: {problems:?}"))
+        };
+        assert!(reason("ip_pool.addresses[1]").contains("not an IP address"));
+        assert!(
+            reason("ip_pool.addresses[3]").contains("listed twice (also ip_pool.addresses[0])")
+        );
+        assert!(reason("ip_pool.addresses[4]").contains("not a unicast address"));
+        assert_eq!(problems.len(), 3, "{problems:?}");
+
+        let pool = "\n[ip_pool]\naddresses = [\"127.0.0.2\", \"127.0.0.3\"]\n";
+        assert_eq!(
+            problem_fields(load(&format!("{}{pool}", valid_toml())).unwrap_err()),
+            vec!["ip_pool.addresses"],
+            "the Kubernetes runtime does not bind leased IPs"
+        );
+        let config = load(&format!("{docker}{pool}")).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            config.ip_pool.parsed().unwrap(),
+            vec![
+                "127.0.0.2".parse::<std::net::IpAddr>().unwrap(),
+                "127.0.0.3".parse().unwrap()
+            ]
+        );
+        let text = config
+            .to_toml_string()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(text.contains("[ip_pool]"), "{text}");
     }
 
     #[test]

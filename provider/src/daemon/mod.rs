@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::config::EgressPolicy;
 use crate::deployment::DeploymentError;
 use crate::hardware::{Hardware, HardwareError};
+use crate::ip_pool::IpPool;
 use crate::metrics::Metrics;
 use crate::registration::{
     Capacity, CapacityError, CapacityLimits, RegistrationWatch, compare_registration,
@@ -154,6 +155,10 @@ pub enum DaemonError {
     Credentials(#[from] crate::sealing::SealError),
     #[error("registration: {0}")]
     Capacity(#[from] CapacityError),
+    #[error("leased IPs: {0}")]
+    IpPool(#[from] crate::ip_pool::IpPoolError),
+    #[error("ip_pool:\n{0}")]
+    IpPoolConfig(crate::config::ConfigProblems),
     #[error("inventory lock poisoned")]
     Poisoned,
     #[error("follower cursor: {0}")]
@@ -168,6 +173,8 @@ pub struct Core {
     pub(crate) chain: Chain,
     pub(crate) runtime: Arc<dyn Runtime>,
     inventory: Mutex<Inventory>,
+    /// Leased IP addresses; locked after the inventory when both are needed.
+    ip_pool: Mutex<IpPool>,
     /// The last cluster reading, to report drift (a cluster runtime only).
     cluster_drift: InventoryTracker,
     /// The cluster's capacity against the on-chain registration (a cluster runtime only).
@@ -442,7 +449,11 @@ impl Core {
             runtime = runtime.backend(),
             "inventory built"
         );
-        let inventory = crate::bidder::restore_inventory(&store, nodes).await?;
+        let leased_ips = config.ip_pool.parsed().map_err(|problems| {
+            DaemonError::IpPoolConfig(crate::config::ConfigProblems(problems))
+        })?;
+        let (inventory, ip_pool) =
+            crate::bidder::restore_holdings(&store, nodes, leased_ips).await?;
         let rates = rates_from_config(&config)?;
         let attributes = registered_attributes(&config, &chain).await?;
         Ok(Self {
@@ -451,6 +462,7 @@ impl Core {
             chain,
             runtime,
             inventory: Mutex::new(inventory),
+            ip_pool: Mutex::new(ip_pool),
             cluster_drift,
             registration: RegistrationWatch::default(),
             metrics: Metrics::default(),
@@ -466,6 +478,11 @@ impl Core {
     /// The inventory; never held across an await.
     pub(crate) fn inventory(&self) -> Result<MutexGuard<'_, Inventory>, DaemonError> {
         self.inventory.lock().map_err(|_| DaemonError::Poisoned)
+    }
+
+    /// The leased IP pool; never held across an await.
+    pub(crate) fn ip_pool(&self) -> Result<MutexGuard<'_, IpPool>, DaemonError> {
+        self.ip_pool.lock().map_err(|_| DaemonError::Poisoned)
     }
 
     pub fn store(&self) -> &Store {

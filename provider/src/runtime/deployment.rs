@@ -125,6 +125,9 @@ pub struct PortExposure {
     /// A fixed host port for a global exposure; `None` lets the engine choose.
     /// Only valid for a single-replica service.
     pub host_port: Option<u16>,
+    /// The lease's leased address (`ip:` endpoint) a global exposure is published on, and
+    /// only there; `None`: the runtime's public address.
+    pub leased_ip: Option<std::net::IpAddr>,
 }
 
 impl PortExposure {
@@ -136,6 +139,7 @@ impl PortExposure {
             proto,
             global: true,
             host_port: None,
+            leased_ip: None,
         }
     }
 }
@@ -257,6 +261,10 @@ impl ReplicaSpec<'_> {
             hasher.field(exposure.proto.as_str().as_bytes());
             hasher.field(&[u8::from(exposure.global)]);
             hasher.field(&exposure.host_port.map_or(-1, i32::from).to_be_bytes());
+            // Only when present, so that replicas without leased IPs keep their fingerprint.
+            if let Some(address) = exposure.leased_ip {
+                hasher.field(address.to_string().as_bytes());
+            }
         }
         hasher.field(&service.resources.cpu_millis.to_be_bytes());
         hasher.field(&service.resources.memory_bytes.to_be_bytes());
@@ -471,6 +479,15 @@ impl ServiceDeployment {
                 return Err(invalid(
                     field("expose"),
                     format!("port {}/{} is exposed twice", exposure.port, exposure.proto),
+                ));
+            }
+            if exposure.leased_ip.is_some() && !exposure.global {
+                return Err(invalid(
+                    field("expose"),
+                    format!(
+                        "port {}/{}: a leased IP needs a global exposure",
+                        exposure.port, exposure.proto
+                    ),
                 ));
             }
             if exposure.host_port.is_some() && (!exposure.global || self.replicas > 1) {

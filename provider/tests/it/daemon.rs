@@ -583,6 +583,7 @@ async fn order_to_bid_to_running_lease_to_close_and_payment() {
             &manifest,
             &manifest.groups[0].name,
             &[],
+            &[],
         )
         .expect("deployment");
         handle
@@ -762,6 +763,7 @@ async fn twenty_concurrent_gpu_orders_never_exceed_four_gpus() {
             },
             gpu_count: 1,
             replicas: 1,
+            leased_ips: 0,
             requirements: OrderRequirements {
                 allowed_gpu_models: vec![gpu_model_key(&A100.parse().unwrap())],
                 ..OrderRequirements::default()
@@ -2609,6 +2611,123 @@ async fn orders_signed_by_an_auditor_take_bids_only_from_attested_providers() {
             "{:?}",
             started.skipped
         );
+        handle.shutdown().await;
+    })
+    .await;
+}
+
+/// hello.yaml with its web port on the leased IP endpoint `front`.
+fn leased_ip_hello() -> String {
+    HELLO
+        .replace(
+            "        to:\n          - global: true\n",
+            "        to:\n          - global: true\n            ip: front\n",
+        )
+        .replace(
+            "deployment:\n",
+            "endpoints:\n  front:\n    kind: ip\ndeployment:\n",
+        )
+}
+
+/// Issue #14: with a pool of one address, the first order needing an IP gets a bid and its
+/// lease serves on that address; a second one gets no bid (a skip, not a failed lease);
+/// once the first lease closes the address is free and a new order gets a bid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_of_one_leased_ip_serves_one_lease_at_a_time() {
+    daemon_test(0..6, || async {
+        let devnet = Devnet::start(Some(1)).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = provider_config(&devnet, dir.path(), 0);
+        // Apart per test process; Linux routes all of 127/8 to `lo`.
+        let leased = std::net::IpAddr::from([
+            127,
+            0,
+            1,
+            1 + u8::try_from(std::process::id() % 250).unwrap_or(0),
+        ]);
+        config.ip_pool.addresses = vec![leased.to_string()];
+        register(&devnet, &config).await;
+        let handle = start(&devnet, &config).await;
+        let tenant = devnet.client(TENANT);
+        let ledgers = || handle.core().capacity_report().expect("report").leased_ips;
+        assert_eq!(ledgers().capacity, 1);
+
+        let (order, manifest) = sdl_order(&devnet, &leased_ip_hello(), 1_000 * TOKEN, 3_600);
+        assert_eq!(order.spec.leased_ips, 1);
+        let first = tenant.create_order(&order).await.expect("createOrder");
+        let bid_id = eventually("our bid", || our_bid(&devnet, first.order_id)).await;
+        assert_eq!(ledgers().reserved, 1);
+
+        let second = tenant.create_order(&order).await.expect("createOrder");
+        eventually(
+            "the second order to be skipped for want of an IP",
+            || async { (handle.core().metrics().bids_no_leased_ip.get() >= 1).then_some(()) },
+        )
+        .await;
+        assert_eq!(our_bid(&devnet, second.order_id).await, None);
+        assert_eq!(handle.core().metrics().bids_failed.get(), 0);
+
+        let lease_id = tenant
+            .accept_bid(first.order_id, bid_id)
+            .await
+            .expect("acceptBid")
+            .lease_id;
+        let uri = deliver_and_run(&devnet, &handle, lease_id, manifest).await;
+        assert!(uri.starts_with(&format!("http://{leased}:")), "{uri}");
+        let response = eventually("the leased address to answer", || {
+            let uri = uri.clone();
+            async move {
+                http_get_async(uri, "/")
+                    .await
+                    .ok()
+                    .filter(|r| r.contains(" 200"))
+            }
+        })
+        .await;
+        assert!(response.contains("hello from leasehold"), "{response}");
+        let port = uri.rsplit(':').next().expect("port");
+        let on_localhost = format!("127.0.0.1:{port}");
+        assert!(
+            http_get_async(on_localhost.clone(), "/").await.is_err(),
+            "{on_localhost} answers"
+        );
+        assert_eq!((ledgers().allocated, ledgers().reserved), (1, 0));
+        let metrics = handle.core().render_metrics().await.expect("metrics");
+        assert!(
+            metrics.contains("leasehold_leased_ips{ledger=\"allocated\"} 1")
+                && metrics.contains("leasehold_orders_skipped_no_leased_ip_total 1"),
+            "{metrics}"
+        );
+
+        // A restarted daemon rebuilds the pool from its store: the address stays the lease's.
+        handle.shutdown().await;
+        let handle = start(&devnet, &config).await;
+        let ledgers = || handle.core().capacity_report().expect("report").leased_ips;
+        assert_eq!((ledgers().capacity, ledgers().allocated), (1, 1));
+        let fourth = tenant.create_order(&order).await.expect("createOrder");
+        eventually(
+            "the fourth order to be skipped for want of an IP",
+            || async { (handle.core().metrics().bids_no_leased_ip.get() >= 1).then_some(()) },
+        )
+        .await;
+        assert_eq!(our_bid(&devnet, fourth.order_id).await, None);
+
+        tenant
+            .close_lease(lease_id, CloseReason::TenantRequest)
+            .await
+            .expect("closeLease");
+        eventually("the address to return to the pool", || async {
+            let ips = ledgers();
+            (ips.allocated == 0 && ips.reserved == 0).then_some(())
+        })
+        .await;
+        let (order, _) = sdl_order(&devnet, &leased_ip_hello(), 100 * TOKEN, 3_600);
+        let third = tenant.create_order(&order).await.expect("createOrder");
+        eventually("a bid once the address is free", || {
+            our_bid(&devnet, third.order_id)
+        })
+        .await;
+        assert_eq!(ledgers().reserved, 1);
         handle.shutdown().await;
     })
     .await;

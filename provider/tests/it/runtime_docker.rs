@@ -1461,3 +1461,63 @@ async fn a_private_image_is_pulled_only_with_its_credentials() {
     })
     .await;
 }
+
+/// Loopback addresses for leased-IP tests, apart per test process (Linux routes all of
+/// 127/8 to `lo`, so each is an address of this host).
+fn leased_addresses() -> (std::net::IpAddr, std::net::IpAddr) {
+    let base = 100 + u8::try_from(std::process::id() % 60).unwrap_or(0) * 2;
+    (
+        std::net::IpAddr::from([127, 0, 0, base]),
+        std::net::IpAddr::from([127, 0, 0, base + 1]),
+    )
+}
+
+/// A port nothing listens on at `address` right now.
+fn free_port(address: std::net::IpAddr) -> u16 {
+    std::net::TcpListener::bind((address, 0))
+        .and_then(|listener| listener.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+fn refused(address: std::net::IpAddr, port: u16) -> bool {
+    TcpStream::connect_timeout(&SocketAddr::from((address, port)), Duration::from_secs(2)).is_err()
+}
+
+/// Issue #14: a port exposed on a leased IP answers on that address, on its own port, and
+/// nowhere else: not on the host's other addresses, not on another pool address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leased_ip_serves_only_on_its_address() {
+    bounded_test(|runtime, leases| async move {
+        let lease_id = leases[0];
+        let (leased, other_pool_address) = leased_addresses();
+        let port = free_port(leased);
+        let mut web = service("web", 1);
+        web.expose = vec![PortExposure {
+            external_port: port,
+            leased_ip: Some(leased),
+            ..PortExposure::global(80, Protocol::Tcp)
+        }];
+        runtime
+            .deploy(&lease(lease_id, vec![web]))
+            .await
+            .expect("deploy");
+
+        let status =
+            wait_for_status(&runtime, lease_id, "ready", LeaseRuntimeStatus::is_ready).await;
+        let uris = &status.service("web").expect("web in status").uris;
+        assert_eq!(uris, &vec![format!("tcp://{leased}:{port}")]);
+        let response = http_get_eventually(&format!("http://{leased}:{port}")).await;
+        assert!(response.contains("hello from leasehold"), "{response}");
+        let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+        assert!(refused(localhost, port), "answers on 127.0.0.1:{port}");
+        assert!(
+            refused(other_pool_address, port),
+            "answers on {other_pool_address}:{port}"
+        );
+
+        runtime.teardown(lease_id).await.expect("teardown");
+        assert!(refused(leased, port), "still bound after teardown");
+    })
+    .await;
+}

@@ -76,7 +76,7 @@ fn example_deployment(name: &str, lease_id: u64) -> LeaseDeployment {
     let manifest = sdl.manifest();
     let group = manifest.groups.first().expect("a group");
     let devices: Vec<String> = (0..8).map(|i| i.to_string()).collect();
-    lease_deployment(lease_id, TENANT, &manifest, &group.name, &devices).expect("converts")
+    lease_deployment(lease_id, TENANT, &manifest, &group.name, &devices, &[]).expect("converts")
 }
 
 fn config() -> KubernetesRuntimeConfig {
@@ -735,7 +735,7 @@ fn private_registry_deployment(lease_id: u64) -> LeaseDeployment {
     let sdl = leasehold_manifests::parse(PRIVATE_REGISTRY_SDL).expect("SDL parses");
     let manifest = sdl.manifest();
     let group = manifest.groups.first().expect("a group");
-    lease_deployment(lease_id, TENANT, &manifest, &group.name, &[]).expect("converts")
+    lease_deployment(lease_id, TENANT, &manifest, &group.name, &[], &[]).expect("converts")
 }
 
 #[test]

@@ -406,6 +406,7 @@ async fn past_lease(devnet: &Devnet, provider: usize, reason: leasehold_contract
                 },
                 gpu_count: 0,
                 replicas: 1,
+                leased_ips: 0,
                 requirements: Default::default(),
             },
             manifest_hash: alloy::primitives::B256::repeat_byte(2),

@@ -11,7 +11,8 @@ use bollard::models::{
 use super::volumes::volume_mounts;
 use super::{LOG_MAX_FILES, LOG_MAX_SIZE, MAX_RESTART_RETRIES, PIDS_LIMIT};
 use crate::runtime::{
-    LeaseDeployment, Protocol, RamVolume, ReplicaSpec, RuntimeError, RuntimeScope, invalid,
+    LeaseDeployment, PortExposure, Protocol, RamVolume, ReplicaSpec, RuntimeError, RuntimeScope,
+    invalid,
 };
 
 /// The container for one replica: limits, hardening, ports, labels, network.
@@ -35,11 +36,14 @@ pub fn container_create_body(
         .filter(|exposure| exposure.global)
         .map(|exposure| {
             let binding = PortBinding {
-                host_ip: Some(bind_ip.to_owned()),
+                host_ip: Some(
+                    exposure
+                        .leased_ip
+                        .map_or_else(|| bind_ip.to_owned(), |address| address.to_string()),
+                ),
                 // Empty asks the engine for a free ephemeral port.
                 host_port: Some(
-                    exposure
-                        .host_port
+                    host_port(exposure, service.replicas)
                         .map(|port| port.to_string())
                         .unwrap_or_default(),
                 ),
@@ -172,6 +176,22 @@ fn ram_mounts(
         });
     }
     Ok((shm_size, mounts))
+}
+
+/// The host port to ask the engine for. On a leased address the service keeps its own
+/// port (`as`, else the container port) when one replica can take it and it is free there;
+/// otherwise, like every other exposure, the engine picks a free one.
+fn host_port(exposure: &PortExposure, replicas: u32) -> Option<u16> {
+    if exposure.host_port.is_some() {
+        return exposure.host_port;
+    }
+    let address = exposure.leased_ip?;
+    let port = exposure.external_port;
+    let free = match exposure.proto {
+        Protocol::Tcp => std::net::TcpListener::bind((address, port)).is_ok(),
+        Protocol::Udp => std::net::UdpSocket::bind((address, port)).is_ok(),
+    };
+    (replicas == 1 && free).then_some(port)
 }
 
 /// Keeps the host ports a replaced container was given: every binding of `body` that asks

@@ -695,7 +695,12 @@ impl DockerRuntime {
             .network_settings
             .as_ref()
             .and_then(|settings| settings.ports.as_ref());
-        let uris = published_uris(ports, &exposures, &self.config.public_host);
+        let uris = published_uris(
+            ports,
+            &exposures,
+            &self.config.public_host,
+            &self.config.bind_ip,
+        );
         Some(ObservedReplica {
             service,
             replica,

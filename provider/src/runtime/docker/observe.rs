@@ -49,10 +49,13 @@ pub fn replica_state(state: Option<&ContainerState>) -> ReplicaState {
 }
 
 /// URIs of the published global ports the engine reports.
+/// A port bound on another address than the runtime's `bind_ip` is on the lease's leased
+/// IP, which is then the URI's host.
 pub(super) fn published_uris(
     ports: Option<&PortMap>,
     exposures: &std::collections::BTreeMap<(u16, Protocol), u16>,
     public_host: &str,
+    bind_ip: &str,
 ) -> Vec<String> {
     let Some(ports) = ports else {
         return Vec::new();
@@ -70,7 +73,12 @@ pub(super) fn published_uris(
         };
         for binding in bindings.iter().flatten() {
             if let Some(host_port) = binding.host_port.as_deref().and_then(|p| p.parse().ok()) {
-                uris.insert(service_uri(public_host, proto, *external_port, host_port));
+                let host = binding
+                    .host_ip
+                    .as_deref()
+                    .filter(|ip| !ip.is_empty() && *ip != bind_ip)
+                    .unwrap_or(public_host);
+                uris.insert(service_uri(host, proto, *external_port, host_port));
             }
         }
     }

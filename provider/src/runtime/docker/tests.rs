@@ -141,6 +141,38 @@ fn fixed_host_ports_are_requested() {
     assert_eq!(binding[0].host_port.as_deref(), Some("18080"));
 }
 
+/// A leased exposure is bound on its address only, on its own port when that is free
+/// there, and on an engine-chosen port when it is taken or the service has replicas.
+#[test]
+fn leased_exposures_bind_their_address_on_their_own_port_when_free() {
+    let address: std::net::IpAddr = "127.0.0.5".parse().unwrap();
+    let taken = std::net::TcpListener::bind((address, 0)).expect("127.0.0.5 is on lo");
+    let taken_port = taken.local_addr().unwrap().port();
+    let free_port = std::net::TcpListener::bind((address, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let binding_for = |external_port: u16, replicas: u32| {
+        let mut deployment = deployment(vec![]);
+        let service = &mut deployment.services[0];
+        service.replicas = replicas;
+        service.expose[0].external_port = external_port;
+        service.expose[0].leased_ip = Some(address);
+        let bindings = body_of(&deployment, 0)
+            .host_config
+            .and_then(|host| host.port_bindings)
+            .expect("bindings");
+        bindings.get("80/tcp").cloned().flatten().expect("80/tcp")[0].clone()
+    };
+    let free = binding_for(free_port, 1);
+    assert_eq!(free.host_ip.as_deref(), Some("127.0.0.5"));
+    assert_eq!(free.host_port, Some(free_port.to_string()));
+    assert_eq!(binding_for(taken_port, 1).host_port.as_deref(), Some(""));
+    assert_eq!(binding_for(free_port, 2).host_port.as_deref(), Some(""));
+    drop(taken);
+}
+
 #[test]
 fn image_references_split_into_name_and_tag() {
     let cases = [
@@ -241,10 +273,22 @@ fn published_ports_become_uris() {
         ),
     ]);
     assert_eq!(
-        published_uris(Some(&ports), &exposures, "provider.example"),
+        published_uris(Some(&ports), &exposures, "provider.example", "0.0.0.0"),
         vec!["http://provider.example:49153"]
     );
-    assert!(published_uris(None, &exposures, "h").is_empty());
+    assert!(published_uris(None, &exposures, "h", "0.0.0.0").is_empty());
+    // A port on the lease's leased IP is reached at that address.
+    let leased: PortMap = HashMap::from([(
+        "53/udp".to_owned(),
+        Some(vec![PortBinding {
+            host_ip: Some("203.0.113.9".into()),
+            host_port: Some("53".into()),
+        }]),
+    )]);
+    assert_eq!(
+        published_uris(Some(&leased), &exposures, "provider.example", "0.0.0.0"),
+        vec!["udp://203.0.113.9:53"]
+    );
 }
 
 #[test]
