@@ -288,6 +288,14 @@ impl Core {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP leasehold_gateway_cert_mismatch 1 when the gateway's certificate is not the \
+             one registered on chain (tenants refuse the gateway; run `provider update`).\n\
+             # TYPE leasehold_gateway_cert_mismatch gauge\n\
+             leasehold_gateway_cert_mismatch {}",
+            u8::from(!self.gateway_cert_registered)
+        );
         let cursor = self
             .store
             .cursor(crate::daemon::controller::FOLLOWER)

@@ -20,11 +20,13 @@ use leasehold_contracts::devnet::{Devnet as ChainDevnet, DevnetConfig, ONE_TOKEN
 use leasehold_contracts::{
     CloseReason, MarketplaceClient, NewOrder, OrderRequirements, OrderSpec, Resources,
 };
+use leasehold_proto::tls::GatewayPin;
 use leasehold_provider::chain::provider_profile;
 use leasehold_provider::config::Config;
 use leasehold_provider::daemon::queue::RetryPolicy;
 use leasehold_provider::daemon::{Daemon, DaemonHandle, DaemonOptions};
 use leasehold_provider::deployment::{gpu_model_key, order_spec_for_group};
+use leasehold_provider::gateway::GatewayIdentity;
 use leasehold_provider::hardware::{DeclaredGpu, Hardware, HardwareOverrides};
 use leasehold_provider::lease::LeaseStateKind;
 
@@ -150,9 +152,29 @@ async fn register(devnet: &Devnet, config: &Config) {
     let hardware = Hardware::detect(&config.data_dir, &config.hardware).expect("hardware");
     devnet
         .client(PROVIDER)
-        .register_provider(&provider_profile(config, &hardware))
+        .register_provider(&provider_profile(
+            config,
+            &hardware,
+            GatewayIdentity::load_or_create(&config.data_dir)
+                .expect("gateway certificate")
+                .cert_sha256(),
+        ))
         .await
         .expect("register");
+}
+
+/// The pin a tenant reads from the chain for PROVIDER's gateway.
+async fn gateway_pin(devnet: &Devnet) -> GatewayPin {
+    let provider = devnet.signer(PROVIDER).address();
+    let registration = devnet
+        .client(TENANT)
+        .provider_info(provider)
+        .await
+        .expect("registration");
+    GatewayPin {
+        provider: Some(provider),
+        cert_sha256: registration.gateway_cert_sha256,
+    }
 }
 
 async fn start(devnet: &Devnet, config: &Config) -> DaemonHandle {
@@ -332,9 +354,10 @@ async fn deliver_and_run(
     lease_id: u64,
     manifest: Vec<u8>,
 ) -> String {
-    let gateway = format!("http://{}", handle.gateway_addr().expect("gateway served"));
+    let gateway = handle.gateway_addr().expect("gateway served").to_string();
     let mut tenant = leasehold_proto::client::SignedLeaseClient::connect(
         &gateway,
+        gateway_pin(devnet).await,
         devnet.signer(TENANT),
         Duration::from_secs(5),
     )
@@ -943,6 +966,7 @@ async fn tenant_client(
     eventually("the gateway to answer", || async {
         leasehold_proto::client::SignedLeaseClient::connect(
             gateway,
+            gateway_pin(devnet).await,
             devnet.signer(TENANT),
             Duration::from_secs(2),
         )
@@ -976,7 +1000,7 @@ async fn kill_dash_nine_and_restart_keeps_running_leases_and_misses_nothing() {
         register(&devnet, &config).await;
         let config_path = dir.path().join("provider.toml");
         std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
-        let gateway = format!("http://{}", config.gateway.listen);
+        let gateway = config.gateway.listen.clone();
         let tenant = devnet.client(TENANT);
 
         let mut daemon = DaemonProcess::spawn(&devnet, &config_path);
@@ -1042,9 +1066,13 @@ async fn kill_dash_nine_and_restart_keeps_running_leases_and_misses_nothing() {
         // The same client again: a fresh one could sign a call identical to one already
         // made in the same second, which the provider rightly refuses as a replay.
         eventually("the restarted gateway", || async {
-            leasehold_proto::client::ProviderClient::connect(&gateway, Duration::from_secs(2))
-                .await
-                .ok()
+            leasehold_proto::client::ProviderClient::connect(
+                &gateway,
+                gateway_pin(&devnet).await,
+                Duration::from_secs(2),
+            )
+            .await
+            .ok()
         })
         .await;
         eventually("the interrupted deploy to finish", || {
@@ -1114,7 +1142,7 @@ async fn fifty_leases_through_random_kill_dash_nine_miss_nothing_and_double_noth
         register(&devnet, &config).await;
         let config_path = dir.path().join("provider.toml");
         std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
-        let gateway = format!("http://{}", config.gateway.listen);
+        let gateway = config.gateway.listen.clone();
         let tenant = devnet.client(TENANT);
         let small = HELLO
             .replace("units: 100m", "units: 10m")
@@ -1405,7 +1433,7 @@ async fn a_lost_store_adopts_running_workloads_and_closes_nothing() {
 
         // The tenant's client keeps working, and the manifest can be delivered again so
         // that the provider can re-create the workload from then on.
-        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
+        let gateway = handle.gateway_addr().expect("gateway").to_string();
         let mut tenant = tenant_client(&devnet, &gateway).await;
         let status = tenant.status(lease_id).await.expect("status");
         assert_eq!(status.state, "running");
@@ -1437,7 +1465,7 @@ async fn a_deployment_that_keeps_failing_is_closed_and_its_history_says_why() {
             ..options()
         })
         .await;
-        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
+        let gateway = handle.gateway_addr().expect("gateway").to_string();
         let mut tenant = tenant_client(&devnet, &gateway).await;
 
         // An image name no engine accepts is refused when the manifest arrives.
@@ -1609,7 +1637,7 @@ async fn an_out_of_range_lease_is_not_found_and_housekeeping_prunes_the_replay_c
             data_dir: _data_dir,
             ..
         } = started(options()).await;
-        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
+        let gateway = handle.gateway_addr().expect("gateway").to_string();
         let mut tenant = tenant_client(&devnet, &gateway).await;
         let refusal = tenant.status(u64::MAX).await.expect_err("no such lease");
         let status = refusal.status().expect("the provider answered");
@@ -1669,7 +1697,7 @@ async fn an_engine_outage_never_closes_a_lease() {
         .expect("daemon starts");
         let (order, manifest) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
         let lease_id = lease_for(&devnet, &order).await;
-        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
+        let gateway = handle.gateway_addr().expect("gateway").to_string();
         let mut tenant = tenant_client(&devnet, &gateway).await;
         manifest_window(&handle, lease_id).await;
         tenant
@@ -1773,8 +1801,8 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
         register(&devnet, &config).await;
         let rival = devnet.client(4);
         let hardware = Hardware::detect(dir.path(), &overrides(0)).expect("hardware");
-        let mut rival_profile = provider_profile(&config, &hardware);
-        rival_profile.endpoint = "http://rival.example:8443".to_owned();
+        let mut rival_profile = provider_profile(&config, &hardware, B256::repeat_byte(0xce));
+        rival_profile.endpoint = "https://rival.example:8443".to_owned();
         rival
             .register_provider(&rival_profile)
             .await
@@ -2080,7 +2108,7 @@ async fn the_provider_cli_keeps_the_tenant_exit_code_contract() {
         let (code, document) = failure(&unreachable_path, &["update"]);
         assert_eq!(code, Some(3), "an unreachable node: {document}");
         assert_eq!(document["error"]["kind"], "network");
-        let gateway = format!("http://127.0.0.1:{}", free_port());
+        let gateway = format!("127.0.0.1:{}", free_port());
         let (code, _) = failure(&config_path, &["status", "--gateway", &gateway]);
         assert_eq!(code, Some(3), "an unreachable gateway");
 
@@ -2200,7 +2228,7 @@ async fn a_private_image_runs_from_sealed_credentials_across_kill_dash_nine() {
         let config_path = dir.path().join("provider.toml");
         std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
         let log_path = dir.path().join("daemon.log");
-        let gateway = format!("http://{}", config.gateway.listen);
+        let gateway = config.gateway.listen.clone();
         let tenant = devnet.client(TENANT);
 
         let mut daemon = DaemonProcess::spawn_logging(&devnet, &config_path, &log_path);
@@ -2332,7 +2360,7 @@ async fn a_manifest_update_survives_kill_dash_nine_between_the_event_and_the_man
         register(&devnet, &config).await;
         let config_path = dir.path().join("provider.toml");
         std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
-        let gateway = format!("http://{}", config.gateway.listen);
+        let gateway = config.gateway.listen.clone();
         let tenant = devnet.client(TENANT);
 
         let mut daemon = DaemonProcess::spawn(&devnet, &config_path);
@@ -2390,13 +2418,18 @@ async fn a_manifest_update_survives_kill_dash_nine_between_the_event_and_the_man
 
         let _daemon = DaemonProcess::spawn(&devnet, &config_path);
         eventually("the restarted gateway", || async {
-            leasehold_proto::client::ProviderClient::connect(&gateway, Duration::from_secs(2))
-                .await
-                .ok()
+            leasehold_proto::client::ProviderClient::connect(
+                &gateway,
+                gateway_pin(&devnet).await,
+                Duration::from_secs(2),
+            )
+            .await
+            .ok()
         })
         .await;
         let mut stranger = leasehold_proto::client::SignedLeaseClient::connect(
             &gateway,
+            gateway_pin(&devnet).await,
             devnet.signer(3),
             Duration::from_secs(5),
         )
@@ -2463,7 +2496,7 @@ async fn a_first_manifest_sent_after_an_update_runs_as_the_latest_revision() {
         register(&devnet, &config).await;
         let config_path = dir.path().join("provider.toml");
         std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
-        let gateway = format!("http://{}", config.gateway.listen);
+        let gateway = config.gateway.listen.clone();
         let tenant = devnet.client(TENANT);
         let _daemon = DaemonProcess::spawn(&devnet, &config_path);
         let mut signed = tenant_client(&devnet, &gateway).await;
@@ -2572,8 +2605,8 @@ async fn orders_signed_by_an_auditor_take_bids_only_from_attested_providers() {
         // Revoked after the bid: settle passes over it and matches the attested rival.
         let rival = devnet.client(4);
         let hardware = Hardware::detect(dir.path(), &overrides(0)).expect("hardware");
-        let mut rival_profile = provider_profile(&config, &hardware);
-        rival_profile.endpoint = "http://rival.example:8443".to_owned();
+        let mut rival_profile = provider_profile(&config, &hardware, B256::repeat_byte(0xce));
+        rival_profile.endpoint = "https://rival.example:8443".to_owned();
         rival
             .register_provider(&rival_profile)
             .await
