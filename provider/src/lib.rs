@@ -6,6 +6,7 @@
 pub mod config;
 pub mod gateway;
 pub mod hardware;
+pub mod ingress;
 pub mod lease;
 pub mod runtime;
 pub mod store;
