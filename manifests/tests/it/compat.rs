@@ -116,14 +116,23 @@ fn keys_whose_akash_meaning_is_not_carried_out_are_never_silent() {
         )
         .replace("deployment:\n", "endpoints:\n  myip:\n    kind: ip\ndeployment:\n");
     let sdl = parse(&yaml).unwrap_or_else(|errors| panic!("{errors}\n{yaml}"));
-    for key in ["accept", "http_options", "ip"] {
-        assert_eq!(
-            warning(sdl.warnings(), key).kind,
-            WarningKind::NotHonoured,
-            "{key}"
-        );
-    }
+    assert_eq!(warning(sdl.warnings(), "ip").kind, WarningKind::NotHonoured);
     assert!(parse_strict(&yaml).is_err());
+}
+
+/// `accept` and `http_options` are carried out by the provider's ingress (issue #14), so
+/// they are no longer warnings.
+#[test]
+fn accept_and_http_options_are_honoured_not_warned_about() {
+    let yaml = HELLO.replace(
+        "        to:\n          - global: true\n",
+        "        accept:\n          - www.example.com\n        http_options:\n          max_body_size: 1024\n        to:\n          - global: true\n",
+    );
+    let sdl = parse_strict(&yaml).unwrap_or_else(|errors| panic!("{errors}\n{yaml}"));
+    assert!(sdl.warnings().is_empty(), "{:#?}", sdl.warnings());
+    let expose = &sdl.manifest().groups[0].services[0].expose[0];
+    assert_eq!(expose.hosts, ["www.example.com"]);
+    assert_eq!(expose.http_options.max_body_size, 1024);
 }
 
 /// `signedBy` is carried out (on-chain auditor attestations), so it is no longer a warning;

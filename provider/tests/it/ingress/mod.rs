@@ -1,6 +1,6 @@
 //! The ingress proxy with real listeners and real upstream servers on 127.0.0.1: routing by
 //! `Host`, each `http_options` field, forwarding headers and TLS. (The daemon wiring and
-//! Docker upstreams are in `ingress::daemon`.)
+//! Docker upstreams are in `daemon::ingress`.)
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
