@@ -48,16 +48,9 @@ pub(crate) fn unknown_key_instead(key: &str) -> String {
 
 /// Keys whose Akash meaning Leasehold does not carry out yet, by path pattern (`*` any
 /// mapping key, `[]` any sequence item; the last segment is the key warned about), and why.
-const NOT_HONOURED: &[(&[&str], &str)] = &[
-    (
-        &["services", "*", "expose", "[]", "accept"],
-        "hostnames are not routed: the service answers on the provider's address and port only",
-    ),
-    (
-        &["services", "*", "expose", "[]", "http_options"],
-        "not applied: the provider's HTTP defaults are used",
-    ),
-];
+/// None today: `accept`, `http_options` and leased IPs are carried out since issue #14.
+/// The scan stays so that the next such key is never silent.
+const NOT_HONOURED: &[(&[&str], &str)] = &[];
 
 /// `pricing.<profile>.denom` values Leasehold reads differently from Akash.
 const AKASH_DENOMS: &[&str] = &["uakt", "uact"];

@@ -42,6 +42,9 @@ pub enum ManifestRejected {
     NotUtf8,
     #[error("manifest: {0}")]
     Invalid(String),
+    /// An `accept` hostname another lease holds, or one under the ingress domain.
+    #[error(transparent)]
+    Hostname(#[from] crate::ingress::HostnameError),
     #[error(transparent)]
     Internal(#[from] DaemonError),
 }
@@ -133,6 +136,7 @@ impl Core {
             return Ok(());
         };
         self.runtime.teardown(lease_id).await?;
+        self.unroute_lease(lease_id);
         // The provider's own close and the chain's `LeaseClosed` event can both get here;
         // only the call whose transition lands writes the history entry.
         let mut current = record;
@@ -262,6 +266,9 @@ impl Core {
         deployment
             .validate()
             .map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
+        if let Some(manifest_group) = parsed.groups.iter().find(|g| g.name == group) {
+            self.claim_hostnames(lease_id, manifest_group)?;
+        }
         let group_name = group.clone();
         let holding = Holding {
             group: Some(group),
@@ -373,6 +380,9 @@ impl Core {
                         .record_history(lease_id, "running", "every replica was started")
                         .await?;
                     info!(lease_id, "lease running");
+                }
+                if let Err(error) = self.route_lease(lease_id).await {
+                    warn!(lease_id, %error, "routing the lease failed; the reconciler retries");
                 }
                 let wait = if record.state.kind() == LeaseStateKind::Deploying {
                     READY_WAIT

@@ -7,6 +7,7 @@ pub mod config;
 pub mod gateway;
 pub mod hardware;
 pub mod ip_pool;
+pub mod ingress;
 pub mod lease;
 pub mod runtime;
 pub mod store;

@@ -49,6 +49,10 @@ impl Core {
                     wanted.insert(lease_id);
                     if let Err(error) = self.deploy_lease(lease_id).await {
                         warn!(lease_id, %error, "reconcile deploy failed");
+                        // Its hostnames stay claimed, routed to what still runs.
+                        if let Err(error) = self.route_lease(lease_id).await {
+                            warn!(lease_id, %error, "routing the lease failed");
+                        }
                     }
                 }
                 LeaseStateKind::Closing => {
@@ -69,6 +73,7 @@ impl Core {
                 LeaseStateKind::Closed => {}
             }
         }
+        self.prune_routes(&wanted);
         for lease_id in self.runtime.list_leases().await? {
             if wanted.contains(&lease_id) {
                 continue;

@@ -127,6 +127,7 @@ impl Core {
         )
         .map_err(invalid)?;
         deployment.validate().map_err(invalid)?;
+        self.claim_hostnames(lease_id, group)?;
         let stored = self.manifest_to_store(lease_id, &parsed, text)?;
         let revision = u64::from(on_chain.revision);
         let record = self

@@ -114,6 +114,7 @@ pub fn status_json(status: &LeaseStatus) -> serde_json::Value {
             "ready_replicas": service.ready_replicas,
             "total_replicas": service.total_replicas,
             "uris": service.uris,
+            "hostnames": service.hostnames,
             "states": service.states,
         })).collect::<Vec<_>>(),
     })

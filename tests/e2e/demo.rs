@@ -53,7 +53,7 @@ fn demo_validates_every_example_and_prints_its_manifest_hash() {
 }
 
 /// The main job itself: two providers compete, the cheaper one serves hello.yaml, its URL
-/// answers, and `--once` leaves no lease, container, network or process behind.
+/// and its ingress hostname answer, and `--once` leaves no lease, container, network or process behind.
 #[test]
 fn demo_once_serves_hello_from_the_cheaper_provider_and_cleans_up() {
     let _turn = leasehold_e2e::scenario::serial();
@@ -65,7 +65,15 @@ fn demo_once_serves_hello_from_the_cheaper_provider_and_cleans_up() {
     let run = leasehold_e2e::process::run_bounded(command, std::time::Duration::from_secs(540));
     let output = format!("{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.code, Some(0), "scripts/demo --once failed:\n{output}");
-    assert!(output.contains("hello from leasehold"), "{output}");
+    // Once on its published port, once through the ingress by its generated hostname.
+    assert!(
+        output.matches("hello from leasehold").count() >= 2,
+        "{output}"
+    );
+    assert!(
+        output.contains("curl --resolve ") && output.contains(".ingress.leasehold.test:"),
+        "no ingress hostname line:\n{output}"
+    );
     // Provider 2 (dev account 3) asks less and wins.
     assert!(
         output.contains("with provider 0x90f79bf6eb2c4f870365e785982e1f101e93b906"),

@@ -107,32 +107,34 @@ fn strict_parsing_turns_every_warning_into_an_error() {
     assert!(parse(HELLO).unwrap().warnings().is_empty());
 }
 
+/// Leased IPs are carried out too (issue #14): the order asks for the address and the
+/// provider binds the port on it, so no warning and strict parsing accepts the file.
 #[test]
-fn keys_whose_akash_meaning_is_not_carried_out_are_never_silent() {
+fn leased_ip_endpoints_are_honoured_not_warned_about() {
     let yaml = HELLO
         .replace(
             "        to:\n          - global: true\n",
-            "        accept:\n          - www.example.com\n        http_options:\n          max_body_size: 1024\n        to:\n          - global: true\n            ip: myip\n",
+            "        to:\n          - global: true\n            ip: myip\n",
         )
         .replace("deployment:\n", "endpoints:\n  myip:\n    kind: ip\ndeployment:\n");
-    let sdl = parse(&yaml).unwrap_or_else(|errors| panic!("{errors}\n{yaml}"));
-    for key in ["accept", "http_options"] {
-        assert_eq!(
-            warning(sdl.warnings(), key).kind,
-            WarningKind::NotHonoured,
-            "{key}"
-        );
-    }
-    // Leased IPs are honoured: the order asks for one and the provider binds the port on it.
-    assert!(
-        sdl.warnings()
-            .iter()
-            .all(|warning| !warning.path.ends_with(".ip")),
-        "{:#?}",
-        sdl.warnings()
-    );
+    let sdl = parse_strict(&yaml).unwrap_or_else(|errors| panic!("{errors}\n{yaml}"));
+    assert!(sdl.warnings().is_empty(), "{:#?}", sdl.warnings());
     assert_eq!(sdl.groups()[0].leased_ip_count(), 1);
-    assert!(parse_strict(&yaml).is_err());
+}
+
+/// `accept` and `http_options` are carried out by the provider's ingress (issue #14), so
+/// they are no longer warnings.
+#[test]
+fn accept_and_http_options_are_honoured_not_warned_about() {
+    let yaml = HELLO.replace(
+        "        to:\n          - global: true\n",
+        "        accept:\n          - www.example.com\n        http_options:\n          max_body_size: 1024\n        to:\n          - global: true\n",
+    );
+    let sdl = parse_strict(&yaml).unwrap_or_else(|errors| panic!("{errors}\n{yaml}"));
+    assert!(sdl.warnings().is_empty(), "{:#?}", sdl.warnings());
+    let expose = &sdl.manifest().groups[0].services[0].expose[0];
+    assert_eq!(expose.hosts, ["www.example.com"]);
+    assert_eq!(expose.http_options.max_body_size, 1024);
 }
 
 /// `signedBy` is carried out (on-chain auditor attestations), so it is no longer a warning;

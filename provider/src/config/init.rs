@@ -54,6 +54,7 @@ impl Config {
             metrics: MetricsConfig::default(),
             hardware: HardwareOverrides::default(),
             ip_pool: IpPoolConfig::default(),
+            ingress: None,
             detected: Some(hardware.clone()),
         }
     }
@@ -85,6 +86,10 @@ impl Config {
             out.push_str("[hardware]\n");
             out.push_str(&self.detected_comment());
         }
+        if self.ingress.is_none() {
+            out.push('\n');
+            out.push_str(INGRESS_COMMENT);
+        }
         Ok(out)
     }
 
@@ -105,6 +110,20 @@ impl Config {
         text
     }
 }
+
+/// The `[ingress]` section, commented out: an ingress needs a domain of the operator's.
+pub(super) const INGRESS_COMMENT: &str = "\
+# HTTP ingress (absent: services answer on their published ports only). Every service
+# exposed `as: 80` gets <id>.<domain> plus its SDL `accept` hostnames; point a wildcard
+# DNS record *.<domain> at this host. HTTPS is served with tls_cert/tls_key (PEM, a
+# wildcard certificate for *.<domain>); plain HTTP stays on.
+# [ingress]
+# domain = \"ingress.example.org\"
+# http_listen = \"0.0.0.0:80\"
+# https_listen = \"0.0.0.0:443\"
+# tls_cert = \"/etc/leasehold/ingress.crt\"
+# tls_key = \"/etc/leasehold/ingress.key\"
+";
 
 /// A default price per GPU per hour (1.00 of a 6-decimal token).
 pub(super) const DEFAULT_GPU_PRICE: u64 = 1_000_000;

@@ -4,8 +4,11 @@
 //!
 //! Loading reports every problem at once, each naming its field.
 
+mod ingress;
 mod init;
 mod validate;
+
+pub use self::ingress::IngressConfig;
 
 pub use validate::{check_address, check_attribute, check_gpu_model_key, check_url};
 
@@ -108,6 +111,9 @@ pub struct Config {
     pub hardware: HardwareOverrides,
     #[serde(default, skip_serializing_if = "IpPoolConfig::is_empty")]
     pub ip_pool: IpPoolConfig,
+    /// The HTTP ingress; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressConfig>,
     /// What detection found when the file was generated; written as comments only.
     #[serde(skip)]
     pub detected: Option<Hardware>,
@@ -542,6 +548,9 @@ impl Config {
         }
         if let Some(kubeconfig) = &mut self.runtime.kubernetes.kubeconfig {
             resolve(kubeconfig);
+        }
+        if let Some(ingress) = &mut self.ingress {
+            ingress.resolve_relative_paths(resolve);
         }
         if let Some(url) = &self.database_url {
             self.database_url = Some(resolve_sqlite_url(url, base));

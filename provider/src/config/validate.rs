@@ -131,6 +131,9 @@ impl Config {
         {
             problem("runtime.docker.lease_subnet_pool", reason);
         }
+        for (field, reason) in self.ingress.iter().flat_map(|ingress| ingress.problems()) {
+            problem(&format!("ingress.{field}"), reason);
+        }
         if let Err(reason) = self.metrics.socket() {
             problem("metrics.listen", reason);
         }

@@ -132,6 +132,7 @@ impl GatewayBackend for DaemonBackend {
             .manifest_revisions(lease_id)
             .await
             .map_err(internal)?;
+        let mut hostnames = self.core.hostnames(lease_id);
         Ok(LeaseStatus {
             revision: u32::try_from(revisions.applied).unwrap_or(u32::MAX),
             lease_id,
@@ -140,6 +141,7 @@ impl GatewayBackend for DaemonBackend {
                 .services
                 .into_iter()
                 .map(|service| ServiceStatus {
+                    hostnames: hostnames.remove(&service.name).unwrap_or_default(),
                     name: service.name,
                     ready_replicas: service.ready_replicas,
                     total_replicas: service.total_replicas,

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod controller;
 pub mod events;
 pub mod queue;
+pub mod routing;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -167,6 +168,8 @@ pub enum DaemonError {
     Poisoned,
     #[error("follower cursor: {0}")]
     Cursor(String),
+    #[error(transparent)]
+    Ingress(#[from] crate::ingress::IngressError),
 }
 
 /// Everything the daemon's tasks share.
@@ -196,6 +199,8 @@ pub struct Core {
     pub(crate) gateway_identity: GatewayIdentity,
     /// Whether the chain pins that certificate; tenants refuse the gateway otherwise.
     pub(crate) gateway_cert_registered: bool,
+    /// The ingress's routes, when `[ingress]` is configured.
+    pub(crate) ingress: Option<routing::IngressRoutes>,
 }
 
 /// The node id of the single Docker host in the inventory.
@@ -485,6 +490,14 @@ impl Core {
         let attributes = registered_attributes(&config, &chain, &registration)?;
         let gateway_identity = GatewayIdentity::load_or_create(&config.data_dir)?;
         let gateway_cert_registered = gateway_cert_registered(&gateway_identity, &registration);
+        let ingress = config
+            .ingress
+            .as_ref()
+            .map(|ingress| routing::IngressRoutes {
+                domain: ingress.domain.clone(),
+                scope: RuntimeScope::new(chain.deployment().chain_id, chain.address().to_string()),
+                table: Arc::new(crate::ingress::RouteTable::new()),
+            });
         Ok(Self {
             config,
             store,
@@ -503,6 +516,7 @@ impl Core {
             credential_seal,
             gateway_identity,
             gateway_cert_registered,
+            ingress,
         })
     }
 
@@ -642,6 +656,7 @@ pub struct DaemonHandle {
     tasks: Vec<JoinHandle<()>>,
     metrics_addr: Option<SocketAddr>,
     gateway: Option<crate::gateway::RunningGateway>,
+    ingress: Option<crate::ingress::IngressHandle>,
 }
 
 impl Daemon {
@@ -663,8 +678,15 @@ impl Daemon {
         runtime: Arc<dyn Runtime>,
         options: DaemonOptions,
     ) -> Result<DaemonHandle, DaemonError> {
+        // Read before anything starts: a bad certificate stops the daemon at once.
+        let ingress_listeners = config
+            .ingress
+            .as_ref()
+            .map(crate::config::IngressConfig::listeners)
+            .transpose()?;
         let core = Arc::new(Core::new(config, signer, runtime, options).await?);
-        // Chain, store and runtime agree before anything new is taken on.
+        // Chain, store and runtime agree before anything new is taken on (this pass also
+        // routes the ingress hostnames of every lease that runs).
         if let Err(error) = core.reconcile().await {
             warn!(%error, "initial reconcile failed; the periodic one retries");
         }
@@ -735,6 +757,12 @@ impl Daemon {
         } else {
             None
         };
+        let ingress = match (ingress_listeners, core.route_table()) {
+            (Some(listeners), Some(table)) => {
+                Some(crate::ingress::start(listeners, table.clone()).await?)
+            }
+            _ => None,
+        };
         info!(provider = %core.chain.address(), "daemon started");
         Ok(DaemonHandle {
             core,
@@ -742,6 +770,7 @@ impl Daemon {
             tasks,
             metrics_addr,
             gateway,
+            ingress,
         })
     }
 }
@@ -761,9 +790,19 @@ impl DaemonHandle {
         self.gateway.as_ref().map(|gateway| gateway.local_addr())
     }
 
+    /// Where the ingress serves plain HTTP and HTTPS, when configured.
+    pub fn ingress_addrs(&self) -> Option<(SocketAddr, Option<SocketAddr>)> {
+        self.ingress
+            .as_ref()
+            .map(|ingress| (ingress.http_addr, ingress.https_addr))
+    }
+
     /// Stops every task at its next pause and waits for them.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        if let Some(ingress) = self.ingress.take() {
+            ingress.shutdown().await;
+        }
         if let Some(gateway) = self.gateway.take()
             && let Err(error) = gateway.wait().await
         {

@@ -146,6 +146,7 @@ fn lease_status(lease_id: u64, state: &str) -> LeaseStatus {
             total_replicas: 2,
             uris: vec!["http://127.0.0.1:32768".into()],
             states: vec!["running".into(), "running".into()],
+            hostnames: Vec::new(),
         }],
         message: String::new(),
         revision: 1,

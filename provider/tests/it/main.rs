@@ -3,6 +3,7 @@
 mod daemon;
 mod deploy_files;
 mod gateway;
+mod ingress;
 mod private_registry;
 mod rpc_fault;
 mod runtime_docker;

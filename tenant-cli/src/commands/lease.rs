@@ -177,7 +177,7 @@ pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
                 status.state, status.revision, status.message
             ));
             let mut rows = vec![
-                ["SERVICE", "READY", "STATES", "URIS"]
+                ["SERVICE", "READY", "STATES", "URIS", "HOSTNAMES"]
                     .map(str::to_owned)
                     .to_vec(),
             ];
@@ -187,6 +187,7 @@ pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
                     format!("{}/{}", service.ready_replicas, service.total_replicas),
                     service.states.join(","),
                     service.uris.join(" "),
+                    service.hostnames.join(" "),
                 ]);
             }
             text.push_str(&table(&rows));

@@ -370,8 +370,14 @@ async fn deploy_delivers_the_signed_manifest_and_waits_until_it_runs() {
             status["workload"]["services"][0]["uris"][0],
             crate::gateway::URI
         );
+        assert_eq!(
+            status["workload"]["services"][0]["hostnames"][0],
+            crate::gateway::HOSTNAME
+        );
         let text = devnet.tenant(TENANT, &["status", "1"]).await;
-        assert!(String::from_utf8_lossy(&text.stdout).contains(crate::gateway::URI));
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains(crate::gateway::URI), "{text}");
+        assert!(text.contains(crate::gateway::HOSTNAME), "{text}");
 
         let logs = devnet
             .tenant(TENANT, &["logs", "1", "--output", "json"])

@@ -23,6 +23,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 pub const URI: &str = "http://127.0.0.1:30080";
+/// The ingress hostname the fake provider reports for the running service.
+pub const HOSTNAME: &str = "0123456789abcdef0123.ingress.test";
 
 /// Manifests accepted: (lease id, bytes).
 pub type Received = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
@@ -116,6 +118,11 @@ impl Lease for Gateway {
                     Vec::new()
                 },
                 states: vec![if running { "running" } else { "pending" }.to_owned()],
+                hostnames: if running {
+                    vec![HOSTNAME.to_owned()]
+                } else {
+                    Vec::new()
+                },
             }],
             message: String::new(),
             revision: 1,
