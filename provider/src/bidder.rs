@@ -457,12 +457,20 @@ impl Core {
     pub async fn release_reservation(&self, order_id: u64) -> Result<(), DaemonError> {
         let id = inventory_id(order_id);
         let Some((_, holding)) = self.holding(order_id).await? else {
+            self.discard_speculative(order_id, "the order's reservation is gone")
+                .await?;
             self.inventory()?.release(&id)?;
             return Ok(());
         };
         if holding.allocated {
             return Ok(());
         }
+        // The workload started before the lease goes before the capacity it runs on.
+        self.discard_speculative(
+            order_id,
+            "our bid lost, was withdrawn or evicted, or the order ended",
+        )
+        .await?;
         self.inventory()?.release(&id)?;
         self.store.remove_reservation(order_id).await?;
         info!(order_id, "reservation released");
@@ -546,6 +554,8 @@ impl Core {
     pub async fn expire_reservations(&self) -> Result<(), DaemonError> {
         let now = unix_now();
         for row in self.store.take_expired_reservations(now).await? {
+            self.discard_speculative(row.order_id, "our bid's reservation lapsed")
+                .await?;
             self.inventory()?.release(&inventory_id(row.order_id))?;
             info!(order_id = row.order_id, "reservation expired");
             if let Some(bid_id) = row.bid_id

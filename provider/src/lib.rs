@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod reconciler;
 pub mod registration;
 pub mod sealing;
+pub mod speculative;
 pub mod updates;
 pub mod withdrawer;

@@ -181,6 +181,8 @@ pub struct Core {
     pub(crate) queue: Arc<Queue>,
     /// Seals registry passwords before a manifest is stored (see [`crate::sealing`]).
     pub(crate) credential_seal: CredentialSeal,
+    /// Serialises the pre-lease start's transitions per order (see [`crate::speculative`]).
+    pub(crate) order_locks: crate::speculative::OrderLocks,
 }
 
 /// The node id of the single Docker host in the inventory.
@@ -460,6 +462,7 @@ impl Core {
             queue: Arc::new(Queue::new(options.retry)),
             options,
             credential_seal,
+            order_locks: crate::speculative::OrderLocks::default(),
         })
     }
 

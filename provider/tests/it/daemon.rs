@@ -33,6 +33,7 @@ use crate::rpc_fault::FaultyRpc;
 use leasehold_provider::runtime::lease_selector;
 
 mod cluster;
+mod pre_lease;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 const WAIT: Duration = Duration::from_secs(60);

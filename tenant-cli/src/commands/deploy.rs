@@ -43,6 +43,10 @@ const MANIFEST_RETRY: BackoffPolicy = BackoffPolicy {
     initial: Duration::from_millis(100),
     max: Duration::from_secs(1),
 };
+/// Bound on the pre-lease manifest (sent while `acceptBid` is mined): it never holds up the
+/// deploy by more than this, and a provider that does not answer gets the manifest after the
+/// lease as before.
+const PRE_LEASE_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct Deploying<'a> {
     args: &'a DeployArgs,
@@ -54,6 +58,8 @@ struct Deploying<'a> {
     providers: HashMap<Address, ProviderInfo>,
     /// New heads over the configured WebSocket; `None` polls.
     heads: Option<HeadWatch>,
+    /// The canonical manifest the winners get; `None` with `--no-manifest`.
+    manifest_json: Option<Vec<u8>>,
 }
 
 pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
@@ -150,6 +156,7 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
         preflight,
         providers: HashMap::new(),
         heads,
+        manifest_json: (!args.no_manifest).then(|| manifest.canonical_json().into_bytes()),
     };
     let deposits = deploying.check_funds(&orders).await?;
     let (mut record, posted) = deploying
@@ -183,7 +190,7 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
         let status = if args.no_manifest {
             None
         } else {
-            let manifest_json = manifest.canonical_json().into_bytes();
+            let manifest_json = deploying.manifest_json.clone().unwrap_or_default();
             Some(
                 deploying
                     .deliver(lease.lease_id, endpoint, manifest_json)
@@ -504,10 +511,14 @@ impl Deploying<'_> {
                     .all(|provider| bids.iter().any(|(bid, _)| bid.provider == *provider));
             let decided = now >= order.bid_window_end
                 || (everyone_bid && matches!(self.args.select, Select::Cheapest | Select::Score));
+            let endpoints: HashMap<u64, String> = bids
+                .iter()
+                .map(|(bid, provider)| (bid.bid_id, provider.endpoint.clone()))
+                .collect();
             if decided
                 && any_eligible
                 && let Some(lease) = self
-                    .choose(order, &scheduler_order, &scheduler_bids)
+                    .choose(order, &scheduler_order, &scheduler_bids, &endpoints)
                     .await?
             {
                 self.progress.step(
@@ -547,6 +558,7 @@ impl Deploying<'_> {
         order: &OrderPosted,
         scheduler_order: &ranking::OrderSpec,
         bids: &[ranking::Bid],
+        endpoints: &HashMap<u64, String>,
     ) -> CliResult<Option<LeaseStarted>> {
         let order_id = order.order_id;
         let policy = match self.args.select {
@@ -581,7 +593,12 @@ impl Deploying<'_> {
         for bid_id in candidates {
             self.progress
                 .working(format!("acceptBid({order_id}, {bid_id})"));
-            match self.chain.client.accept_bid(order_id, bid_id).await {
+            // The bidder starts the workload while the acceptance is mined.
+            let (accepted, ()) = tokio::join!(
+                self.chain.client.accept_bid(order_id, bid_id),
+                self.send_before_lease(order_id, bid_id, endpoints.get(&bid_id)),
+            );
+            match accepted {
                 Ok(lease) => return Ok(Some(lease)),
                 Err(error) if error.revert_name() == Some("ProviderLacksCapacity") => {
                     self.progress.line(
@@ -594,6 +611,47 @@ impl Deploying<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Sends the manifest to the provider of the bid being accepted before the lease exists
+    /// (`SendOrderManifest`), so that it can start the workload while `acceptBid` is mined.
+    /// Best effort: a refusal or a silent provider is reported, and [`Self::deliver`] sends
+    /// the manifest once the lease exists, exactly as without this step.
+    async fn send_before_lease(&self, order_id: u64, bid_id: u64, endpoint: Option<&String>) {
+        let (Some(manifest_json), Some(endpoint)) = (&self.manifest_json, endpoint) else {
+            return;
+        };
+        let attempt = async {
+            let mut client = gateway::connect(endpoint, self.signer.clone()).await?;
+            client
+                .send_order_manifest(order_id, bid_id, manifest_json.clone())
+                .await
+                .map_err(CliError::from)
+        };
+        let data = json!({ "order_id": order_id, "bid_id": bid_id, "endpoint": endpoint });
+        match tokio::time::timeout(PRE_LEASE_TIMEOUT, attempt).await {
+            Ok(Ok(())) => self.progress.line(
+                "manifest_pre_lease",
+                format!("manifest sent to {endpoint} ahead of the lease; it starts the workload now"),
+                data,
+            ),
+            Ok(Err(error)) => self.progress.line(
+                "manifest_pre_lease_refused",
+                format!(
+                    "  {endpoint} did not take the manifest ahead of the lease ({:#}); it gets it once the lease exists",
+                    error.error
+                ),
+                data,
+            ),
+            Err(_) => self.progress.line(
+                "manifest_pre_lease_refused",
+                format!(
+                    "  {endpoint} did not answer within {}s ahead of the lease; it gets the manifest once the lease exists",
+                    PRE_LEASE_TIMEOUT.as_secs()
+                ),
+                data,
+            ),
+        }
     }
 
     fn ask(&self, ranked: &[RankedBid]) -> CliResult<u64> {
