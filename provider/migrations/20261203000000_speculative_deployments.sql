@@ -8,5 +8,7 @@ CREATE TABLE speculative_deployments (
     tenant TEXT NOT NULL,
     manifest_hash TEXT NOT NULL,
     manifest_json TEXT NOT NULL,
+    -- The manifest group the order was created for (the lease's holding gets it on adoption).
+    group_name TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );

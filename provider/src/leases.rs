@@ -359,17 +359,20 @@ impl Core {
             record.lease_id,
             &record.tenant,
             record.manifest_json.as_deref(),
+            None,
         )
         .await
     }
 
     /// What the runtime runs for lease (or, before it exists, order) `lease_id` of `tenant`
-    /// from the stored manifest text and the stored holding.
+    /// from the stored manifest text and the stored holding (its devices, and its group
+    /// unless `group` names it).
     pub(crate) async fn deployment_from(
         &self,
         lease_id: u64,
         tenant: &str,
         manifest_json: Option<&str>,
+        group: Option<&str>,
     ) -> Result<LeaseDeployment, DaemonError> {
         let missing = |what: &str| DaemonError::Lease {
             lease_id,
@@ -380,9 +383,8 @@ impl Core {
             .holding(lease_id)
             .await?
             .ok_or_else(|| missing("allocation"))?;
-        let group = holding
-            .group
-            .as_deref()
+        let group = group
+            .or(holding.group.as_deref())
             .ok_or_else(|| missing("manifest group"))?;
         let mut manifest = parse_manifest(json.as_bytes())?;
         self.credential_seal.open(lease_id, &mut manifest)?;

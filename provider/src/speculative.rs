@@ -119,14 +119,29 @@ impl Core {
         if holding.allocated {
             return Err(not_startable(order_id, "its resources belong to a lease"));
         }
-        if row.bid_id != Some(bid_id) {
-            let ours = row
-                .bid_id
-                .map_or_else(|| "none on chain yet".to_owned(), |id| id.to_string());
-            return Err(not_startable(
-                order_id,
-                format!("bid {bid_id} is not this provider's bid (ours: {ours})"),
-            ));
+        match row.bid_id {
+            Some(ours) if ours == bid_id => {}
+            Some(ours) => {
+                return Err(not_startable(
+                    order_id,
+                    format!("bid {bid_id} is not this provider's bid (ours: {ours})"),
+                ));
+            }
+            // Our `placeBid` is mined but its receipt not yet back (the tenant saw the bid in
+            // the same block): the chain says whose bid it is.
+            None => {
+                let bids = self.chain.bids(order_id).await.map_err(DaemonError::from)?;
+                let me = self.chain.address();
+                let ours = bids.iter().find(|bid| bid.provider == me && !bid.withdrawn);
+                if ours.map(|bid| bid.bid_id) != Some(bid_id) {
+                    let ours = ours
+                        .map_or_else(|| "none on chain".to_owned(), |bid| bid.bid_id.to_string());
+                    return Err(not_startable(
+                        order_id,
+                        format!("bid {bid_id} is not this provider's bid (ours: {ours})"),
+                    ));
+                }
+            }
         }
         if row.expires_at <= now {
             return Err(not_startable(order_id, "our bid's reservation has lapsed"));
@@ -147,19 +162,16 @@ impl Core {
         }
         let tenant = order.tenant.to_string().to_lowercase();
         let checked = self.check_manifest(order_id, &tenant, &order, manifest, &holding)?;
+        // The group lives in the record, not the reservation, which the bidder may still be
+        // writing (it records the bid id once `placeBid`'s receipt is back).
         let record = SpeculativeDeployment {
             order_id,
             bid_id,
             tenant,
             manifest_hash: checked.hash,
             manifest_json: checked.stored,
+            group: checked.group.clone(),
         };
-        let holding = Holding {
-            group: Some(checked.group.clone()),
-            ..holding
-        };
-        self.persist_holding(order_id, &holding, row.bid_id, row.expires_at)
-            .await?;
         // Before anything starts: a daemon killed from here on finds the record.
         if self.store.insert_speculative(&record).await?.is_some() {
             return Err(not_startable(order_id, "a manifest was already started"));
@@ -191,7 +203,12 @@ impl Core {
             return Ok(());
         }
         let deployment = match self
-            .deployment_from(order_id, &started.tenant, Some(&started.manifest_json))
+            .deployment_from(
+                order_id,
+                &started.tenant,
+                Some(&started.manifest_json),
+                Some(&started.group),
+            )
             .await
         {
             Ok(deployment) => deployment,
@@ -223,6 +240,20 @@ impl Core {
             LeaseStateKind::Won | LeaseStateKind::AwaitingManifest
         );
         if waiting && record.tenant == started.tenant {
+            // The lease's holding (committed from the bid's reservation) learns its group,
+            // as the lease's own manifest path would record it.
+            let Some((row, holding)) = self.holding(lease_id).await? else {
+                return Err(DaemonError::Lease {
+                    lease_id,
+                    reason: "no allocation is recorded".into(),
+                });
+            };
+            let holding = Holding {
+                group: Some(started.group.clone()),
+                ..holding
+            };
+            self.persist_holding(lease_id, &holding, row.bid_id, row.expires_at)
+                .await?;
             self.store
                 .receive_manifest(lease_id, started.manifest_hash, &started.manifest_json)
                 .await?;

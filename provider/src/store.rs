@@ -1000,9 +1000,12 @@ pub struct SpeculativeDeployment {
     pub manifest_hash: ManifestHash,
     /// As a lease's `manifest_json`: registry passwords sealed.
     pub manifest_json: String,
+    /// The manifest group the order was created for.
+    pub group: String,
 }
 
-const SPECULATIVE_COLUMNS: &str = "order_id, bid_id, tenant, manifest_hash, manifest_json";
+const SPECULATIVE_COLUMNS: &str =
+    "order_id, bid_id, tenant, manifest_hash, manifest_json, group_name";
 
 fn speculative_from_row(row: &AnyRow) -> Result<SpeculativeDeployment, StoreError> {
     let order_id: i64 = row.try_get("order_id")?;
@@ -1022,6 +1025,7 @@ fn speculative_from_row(row: &AnyRow) -> Result<SpeculativeDeployment, StoreErro
             .parse::<ManifestHash>()
             .map_err(|error| corrupt(error.to_string()))?,
         manifest_json: row.try_get("manifest_json")?,
+        group: row.try_get("group_name")?,
     })
 }
 
@@ -1034,14 +1038,15 @@ impl Store {
     ) -> Result<Option<SpeculativeDeployment>, StoreError> {
         let inserted = sqlx::query(
             "INSERT INTO speculative_deployments \
-             (order_id, bid_id, tenant, manifest_hash, manifest_json, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (order_id) DO NOTHING",
+             (order_id, bid_id, tenant, manifest_hash, manifest_json, group_name, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id) DO NOTHING",
         )
         .bind(to_db(deployment.order_id, "order id")?)
         .bind(to_db(deployment.bid_id, "bid id")?)
         .bind(&deployment.tenant)
         .bind(deployment.manifest_hash.to_string())
         .bind(&deployment.manifest_json)
+        .bind(&deployment.group)
         .bind(unix_now())
         .execute(&self.pool)
         .await?

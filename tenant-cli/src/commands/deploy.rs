@@ -36,12 +36,13 @@ const CHAIN_POLL: Duration = Duration::from_millis(250);
 const HEAD_FALLBACK: Duration = Duration::from_secs(1);
 /// Status polls of a provider's gateway until the workload runs (a local call for the
 /// provider: the workload usually starts within a second or two).
-const STATUS_POLL: Duration = Duration::from_millis(200);
+const STATUS_POLL: Duration = Duration::from_millis(100);
 /// Retries of `SendManifest` while the provider has not seen the lease yet: it usually has
-/// within a block, so start short and back off.
+/// within a few hundred milliseconds of the block (and, after a pre-lease start, runs the
+/// workload already), so start short and back off only a little.
 const MANIFEST_RETRY: BackoffPolicy = BackoffPolicy {
-    initial: Duration::from_millis(100),
-    max: Duration::from_secs(1),
+    initial: Duration::from_millis(50),
+    max: Duration::from_millis(400),
 };
 /// Bound on the pre-lease manifest (sent while `acceptBid` is mined): it never holds up the
 /// deploy by more than this, and a provider that does not answer gets the manifest after the
@@ -731,11 +732,18 @@ impl Deploying<'_> {
         let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
         let mut last_error: String;
         let mut retry = Backoff::new(MANIFEST_RETRY);
+        // One connection for every attempt while it works: the retries wait for the provider
+        // to see the lease, not for the network.
+        let mut connected: Option<leasehold_proto::client::SignedLeaseClient> = None;
         let mut client = loop {
             self.progress
                 .working(format!("sending the manifest to {endpoint}"));
             let attempt = async {
-                let mut client = gateway::connect(endpoint, self.signer.clone()).await?;
+                let mut client = match connected.take() {
+                    Some(client) => client,
+                    None => gateway::connect(endpoint, self.signer.clone()).await?,
+                };
+                connected = Some(client.clone());
                 match tokio::time::timeout(
                     gateway::CALL_TIMEOUT,
                     client.send_manifest(lease_id, manifest_json.clone()),
@@ -744,6 +752,7 @@ impl Deploying<'_> {
                 {
                     Ok(sent) => sent.map_err(CliError::from)?,
                     Err(_) => {
+                        connected = None;
                         return Err(CliError::msg(ExitKind::Network, "SendManifest timed out"));
                     }
                 }

@@ -23,26 +23,19 @@ async fn running_container(lease_id: u64) -> Option<(String, String, i64)> {
     ))
 }
 
-/// Sends the pre-lease manifest until the provider knows its bid (it records the bid id once
-/// `placeBid` is mined, a moment after the bid is visible on chain).
+/// Sends the pre-lease manifest as soon as the bid is on chain (the daemon may not have its
+/// `placeBid` receipt yet: it asks the chain whose bid it is).
 async fn send_before_lease(
     tenant: &SignedLeaseClient,
     order_id: u64,
     bid_id: u64,
     manifest: &[u8],
 ) {
-    eventually("the pre-lease manifest to be taken", || {
-        let mut tenant = tenant.clone();
-        let manifest = manifest.to_vec();
-        async move {
-            match tenant.send_order_manifest(order_id, bid_id, manifest).await {
-                Ok(()) => Some(()),
-                Err(error) if error.to_string().contains("none on chain yet") => None,
-                Err(error) => panic!("pre-lease manifest refused: {error}"),
-            }
-        }
-    })
-    .await;
+    tenant
+        .clone()
+        .send_order_manifest(order_id, bid_id, manifest.to_vec())
+        .await
+        .expect("pre-lease manifest accepted");
 }
 
 fn history_kinds(history: &[leasehold_provider::store::HistoryEntry]) -> Vec<&str> {
