@@ -383,10 +383,11 @@ async fn kill_dash_nine_then_the_order_expires_removes_the_pre_lease_start() {
         setup.devnet.rpc.evm_mine(None).await.expect("mine");
 
         // `--keep-unknown-workloads`: only the pre-lease start's own rule may remove it.
-        let mut daemon = DaemonProcess::spawn(&setup.devnet, &setup.config_path);
+        // Opened (migrations checked) while no daemon runs, so the two never race for them.
         let store = leasehold_provider::store::Store::connect(&setup.config.database_url())
             .await
             .expect("store");
+        let mut daemon = DaemonProcess::spawn(&setup.devnet, &setup.config_path);
         eventually("the pre-lease start of the expired order to go", || async {
             let gone = containers_of(order_id).await.is_empty()
                 && networks_of(order_id).await == 0
