@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `method` is the full gRPC path (`/leasehold.gateway.v1.Lease/SendManifest`),
-//! `lease_id` and `timestamp` (unix seconds) are decimal, `nonce` is 16 random
+//! `lease_id` (the order id for `SendOrderManifest`, which comes before the lease)
+//! and `timestamp` (unix seconds) are decimal, `nonce` is 16 random
 //! bytes and the body hash is keccak256 over the protobuf-encoded request, both
 //! `0x`-prefixed lower-case hex. Binding the path and the body hash means a
 //! signature for one call can never authorise another call, lease or payload;
@@ -46,13 +47,23 @@ pub mod metadata {
 /// Full gRPC paths of the lease calls, the `method` part of the signed message.
 pub mod methods {
     pub const SEND_MANIFEST: &str = "/leasehold.gateway.v1.Lease/SendManifest";
+    /// The pre-lease manifest: signed over the order id where the others have a lease id
+    /// (the method in the message keeps the two apart), by the order's tenant.
+    pub const SEND_ORDER_MANIFEST: &str = "/leasehold.gateway.v1.Lease/SendOrderManifest";
     pub const GET_STATUS: &str = "/leasehold.gateway.v1.Lease/GetStatus";
     pub const STREAM_LOGS: &str = "/leasehold.gateway.v1.Lease/StreamLogs";
     pub const STREAM_EVENTS: &str = "/leasehold.gateway.v1.Lease/StreamEvents";
     /// Signed over the stream's first message, its `ShellRequest`.
     pub const SHELL: &str = "/leasehold.gateway.v1.Lease/Shell";
     /// Every method that requires a tenant signature.
-    pub const SIGNED: [&str; 5] = [SEND_MANIFEST, GET_STATUS, STREAM_LOGS, STREAM_EVENTS, SHELL];
+    pub const SIGNED: [&str; 6] = [
+        SEND_MANIFEST,
+        SEND_ORDER_MANIFEST,
+        GET_STATUS,
+        STREAM_LOGS,
+        STREAM_EVENTS,
+        SHELL,
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -19,7 +19,7 @@ pub use self::shell::{MAX_SHELL_CHUNK_BYTES, MAX_SHELL_COMMAND_BYTES};
 
 use crate::gateway::{
     LeaseEvent, LeaseStatus, LeaseStatusRequest, LogLine, ProviderStatus, ProviderStatusRequest,
-    SendManifestRequest, StreamEventsRequest, StreamLogsRequest,
+    SendManifestRequest, SendOrderManifestRequest, StreamEventsRequest, StreamLogsRequest,
 };
 
 /// How long [`SignedLeaseClient::connect`] and [`ProviderClient::connect`] wait
@@ -173,6 +173,33 @@ impl SignedLeaseClient {
         )?;
         self.inner
             .send_manifest(request)
+            .await
+            .map_err(ClientError::rpc(method))?;
+        Ok(())
+    }
+
+    /// Delivers the manifest for `order_id` to the provider whose bid `bid_id` the tenant is
+    /// accepting, before the lease exists, so that the provider can start the workload while
+    /// the acceptance is mined. A refusal is no failure of the deployment: the manifest then
+    /// goes with [`Self::send_manifest`] once the lease exists.
+    pub async fn send_order_manifest(
+        &mut self,
+        order_id: u64,
+        bid_id: u64,
+        manifest_json: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let method = methods::SEND_ORDER_MANIFEST;
+        let request = self.sign(
+            method,
+            order_id,
+            SendOrderManifestRequest {
+                order_id,
+                bid_id,
+                manifest_json,
+            },
+        )?;
+        self.inner
+            .send_order_manifest(request)
             .await
             .map_err(ClientError::rpc(method))?;
         Ok(())

@@ -543,12 +543,20 @@ impl Core {
     /// leases are left alone: only closing the lease frees them.
     pub async fn release_reservation(&self, order_id: u64) -> Result<(), DaemonError> {
         let Some((_, holding)) = self.holding(order_id).await? else {
+            self.discard_speculative(order_id, "the order's reservation is gone")
+                .await?;
             self.release_held(order_id)?;
             return Ok(());
         };
         if holding.allocated {
             return Ok(());
         }
+        // The workload started before the lease goes before the capacity it runs on.
+        self.discard_speculative(
+            order_id,
+            "our bid lost, was withdrawn or evicted, or the order ended",
+        )
+        .await?;
         self.release_held(order_id)?;
         self.store.remove_reservation(order_id).await?;
         info!(order_id, "reservation released");
@@ -680,6 +688,8 @@ impl Core {
     pub async fn expire_reservations(&self) -> Result<(), DaemonError> {
         let now = unix_now();
         for row in self.store.take_expired_reservations(now).await? {
+            self.discard_speculative(row.order_id, "our bid's reservation lapsed")
+                .await?;
             self.release_held(row.order_id)?;
             info!(order_id = row.order_id, "reservation expired");
             if let Some(bid_id) = row.bid_id

@@ -331,6 +331,19 @@ impl Chain {
             .collect())
     }
 
+    /// The latest block's timestamp: the clock the contract judges expiry by (a devnet's may
+    /// run ahead of the host's).
+    pub async fn now(&self) -> Result<u64, ClientError> {
+        use alloy::providers::Provider;
+        let block = self
+            .client
+            .provider()
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| ClientError::from_contract("eth_getBlockByNumber", e.into()))?;
+        Ok(block.map_or(0, |block| block.header.timestamp))
+    }
+
     pub async fn bids(&self, order_id: u64) -> Result<Vec<BidInfo>, ClientError> {
         self.client.bids(order_id).await
     }

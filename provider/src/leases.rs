@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use alloy::primitives::{Address, keccak256};
-use leasehold_contracts::CloseReason as ChainCloseReason;
+use leasehold_contracts::{CloseReason as ChainCloseReason, OrderInfo};
 use tracing::{info, warn};
 
 use crate::bidder::Holding;
@@ -38,6 +38,9 @@ pub enum ManifestRejected {
     HashMismatch { expected: String, got: String },
     #[error("a different manifest ({0}) was already accepted for this lease")]
     DifferentManifest(String),
+    /// A pre-lease manifest this provider will not start now; the lease's path still works.
+    #[error("order {order_id}: {reason}")]
+    OrderNotStartable { order_id: u64, reason: String },
     #[error("manifest is not UTF-8 JSON")]
     NotUtf8,
     #[error("manifest: {0}")]
@@ -45,14 +48,30 @@ pub enum ManifestRejected {
     /// An `accept` hostname another lease holds, or one under the ingress domain.
     #[error(transparent)]
     Hostname(#[from] crate::ingress::HostnameError),
+    /// Boxed: the daemon's error is large, and refusals are the common case.
     #[error(transparent)]
-    Internal(#[from] DaemonError),
+    Internal(Box<DaemonError>),
+}
+
+impl From<DaemonError> for ManifestRejected {
+    fn from(error: DaemonError) -> Self {
+        Self::Internal(Box::new(error))
+    }
 }
 
 impl From<StoreError> for ManifestRejected {
     fn from(error: StoreError) -> Self {
-        Self::Internal(error.into())
+        DaemonError::from(error).into()
     }
+}
+
+/// A manifest that passed [`Core::check_manifest`].
+pub(crate) struct CheckedManifest {
+    pub(crate) hash: ManifestHash,
+    /// The manifest group the order was created for.
+    pub(crate) group: String,
+    /// The text the store keeps (registry passwords sealed).
+    pub(crate) stored: String,
 }
 
 /// Every state in which the lease still exists on chain as far as the store knows.
@@ -88,18 +107,21 @@ impl Core {
     }
 
     /// Reacts to our `LeaseCreated`: commits the allocation, stores the lease and opens the
-    /// manifest window.
-    pub async fn on_lease_won(&self, lease_id: u64, tenant: Address) -> Result<(), DaemonError> {
+    /// manifest window, or, when the tenant's manifest came before the lease, adopts the
+    /// deployment it started (`true`: the caller deploys the lease, which restarts nothing).
+    pub async fn on_lease_won(&self, lease_id: u64, tenant: Address) -> Result<bool, DaemonError> {
+        let _guard = self.order_locks.lock(lease_id).await;
         if let Some(existing) = self.store.find_lease(lease_id).await?
             && existing.state.kind() != LeaseStateKind::Won
         {
-            return Ok(());
+            // Redelivered: a pre-lease start left behind by a crash mid-adoption goes now.
+            return self.adopt_speculative(lease_id).await;
         }
         let Some(_) = self.allocate_for_lease(lease_id).await? else {
             warn!(lease_id, "won a lease that no longer fits; closing it");
             self.close_lease(lease_id, CloseReason::ProviderRequested)
                 .await?;
-            return Ok(());
+            return Ok(false);
         };
         let deadline = unix_now().saturating_add(self.options.manifest_timeout_secs);
         let (record, inserted) = self
@@ -125,8 +147,12 @@ impl Core {
                 )
                 .await?;
         }
+        if self.adopt_speculative(lease_id).await? {
+            info!(lease_id, %tenant, "lease won; its manifest came before it");
+            return Ok(true);
+        }
         info!(lease_id, %tenant, deadline, "lease won; waiting for the manifest");
-        Ok(())
+        Ok(false)
     }
 
     /// Reacts to `LeaseClosed`: removes the workload, marks the lease closed and frees its
@@ -230,53 +256,27 @@ impl Core {
                 });
             }
         }
+        let Some((row, holding)) = self.holding(lease_id).await? else {
+            return Err(DaemonError::Lease {
+                lease_id,
+                reason: "no allocation is recorded".into(),
+            }
+            .into());
+        };
         let order = self
             .chain
             .order(record.order_id)
             .await
             .map_err(DaemonError::from)?;
-        if order.manifest_hash.0 != hash.0 {
-            return Err(ManifestRejected::HashMismatch {
-                expected: order.manifest_hash.to_string(),
-                got: hash.to_string(),
-            });
-        }
-        let text = std::str::from_utf8(manifest).map_err(|_| ManifestRejected::NotUtf8)?;
-        let parsed =
-            parse_manifest(manifest).map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
-        let group = order_group(&parsed, &order.bought())
-            .map_err(|e| ManifestRejected::Invalid(e.to_string()))?
-            .name
-            .clone();
-        let Some((row, holding)) = self.holding(lease_id).await? else {
-            return Err(ManifestRejected::Internal(DaemonError::Lease {
-                lease_id,
-                reason: "no allocation is recorded".into(),
-            }));
-        };
-        let deployment = lease_deployment(
-            lease_id,
-            &record.tenant,
-            &parsed,
-            &group,
-            &holding.gpu_devices(),
-            &holding.leased_ips,
-        )
-        .map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
-        deployment
-            .validate()
-            .map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
-        if let Some(manifest_group) = parsed.groups.iter().find(|g| g.name == group) {
-            self.claim_hostnames(lease_id, manifest_group)?;
-        }
-        let group_name = group.clone();
+        let checked = self.check_manifest(lease_id, &record.tenant, &order, manifest, &holding)?;
+        let group_name = checked.group.clone();
         let holding = Holding {
-            group: Some(group),
+            group: Some(checked.group),
             ..holding
         };
         self.persist_holding(lease_id, &holding, row.bid_id, row.expires_at)
             .await?;
-        let stored = self.manifest_to_store(lease_id, &parsed, text)?;
+        let stored = checked.stored;
         let text = stored.as_str();
         let record = if record.state.manifest_hash().is_some() {
             self.store.attach_manifest(lease_id, hash, text).await?;
@@ -295,6 +295,57 @@ impl Core {
             .await?;
         info!(lease_id, manifest = %hash, "manifest accepted; deploying");
         Ok(record)
+    }
+
+    /// The one check of a manifest against its order, for a lease and before one (the
+    /// pre-lease start): it hashes to the order's `manifestHash`, parses, names the order's
+    /// group (no larger than what the order bought), and makes a valid deployment on
+    /// `holding`'s devices. `lease_id` is the order id (the lease's id once it exists).
+    pub(crate) fn check_manifest(
+        &self,
+        lease_id: u64,
+        tenant: &str,
+        order: &OrderInfo,
+        manifest: &[u8],
+        holding: &Holding,
+    ) -> Result<CheckedManifest, ManifestRejected> {
+        let hash = ManifestHash(keccak256(manifest).0);
+        if order.manifest_hash.0 != hash.0 {
+            return Err(ManifestRejected::HashMismatch {
+                expected: order.manifest_hash.to_string(),
+                got: hash.to_string(),
+            });
+        }
+        let text = std::str::from_utf8(manifest).map_err(|_| ManifestRejected::NotUtf8)?;
+        let parsed =
+            parse_manifest(manifest).map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
+        let group = order_group(&parsed, &order.bought())
+            .map_err(|e| ManifestRejected::Invalid(e.to_string()))?
+            .name
+            .clone();
+        let deployment = lease_deployment(
+            lease_id,
+            tenant,
+            &parsed,
+            &group,
+            &holding.gpu_devices(),
+            &holding.leased_ips,
+        )
+        .map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
+        deployment
+            .validate()
+            .map_err(|e| ManifestRejected::Invalid(e.to_string()))?;
+        // Claimed before anything starts, on either path: a pre-lease start that is later
+        // removed leaves its claim until the next reconcile pass prunes routes of non-leases.
+        if let Some(manifest_group) = parsed.groups.iter().find(|g| g.name == group) {
+            self.claim_hostnames(lease_id, manifest_group)?;
+        }
+        let stored = self.manifest_to_store(lease_id, &parsed, text)?;
+        Ok(CheckedManifest {
+            hash,
+            group,
+            stored,
+        })
     }
 
     /// The manifest text the store keeps. The store never holds a registry password in
@@ -319,28 +370,42 @@ impl Core {
         &self,
         record: &LeaseRecord,
     ) -> Result<LeaseDeployment, DaemonError> {
-        let lease_id = record.lease_id;
+        self.deployment_from(
+            record.lease_id,
+            &record.tenant,
+            record.manifest_json.as_deref(),
+            None,
+        )
+        .await
+    }
+
+    /// What the runtime runs for lease (or, before it exists, order) `lease_id` of `tenant`
+    /// from the stored manifest text and the stored holding (its devices, and its group
+    /// unless `group` names it).
+    pub(crate) async fn deployment_from(
+        &self,
+        lease_id: u64,
+        tenant: &str,
+        manifest_json: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<LeaseDeployment, DaemonError> {
         let missing = |what: &str| DaemonError::Lease {
             lease_id,
             reason: format!("no {what} is stored"),
         };
-        let json = record
-            .manifest_json
-            .as_deref()
-            .ok_or_else(|| missing("manifest"))?;
+        let json = manifest_json.ok_or_else(|| missing("manifest"))?;
         let (_, holding) = self
             .holding(lease_id)
             .await?
             .ok_or_else(|| missing("allocation"))?;
-        let group = holding
-            .group
-            .as_deref()
+        let group = group
+            .or(holding.group.as_deref())
             .ok_or_else(|| missing("manifest group"))?;
         let mut manifest = parse_manifest(json.as_bytes())?;
         self.credential_seal.open(lease_id, &mut manifest)?;
         Ok(lease_deployment(
             lease_id,
-            &record.tenant,
+            tenant,
             &manifest,
             group,
             &holding.gpu_devices(),

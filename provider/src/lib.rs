@@ -6,8 +6,8 @@
 pub mod config;
 pub mod gateway;
 pub mod hardware;
-pub mod ip_pool;
 pub mod ingress;
+pub mod ip_pool;
 pub mod lease;
 pub mod runtime;
 pub mod store;
@@ -22,5 +22,6 @@ pub mod metrics;
 pub mod reconciler;
 pub mod registration;
 pub mod sealing;
+pub mod speculative;
 pub mod updates;
 pub mod withdrawer;

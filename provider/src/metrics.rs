@@ -53,6 +53,10 @@ pub struct Metrics {
     /// Reconciles of queued work that failed (each is retried after a backoff).
     pub work_failures: Counter,
     pub leases_adopted: Counter,
+    /// Pre-lease starts accepted, adopted by their lease, and removed (see `speculative`).
+    pub speculative_starts: Counter,
+    pub speculative_adopted: Counter,
+    pub speculative_removed: Counter,
     pub deploy_failures: Counter,
     pub failed_deploy_closes: Counter,
     /// Token base units withdrawn, saturating at u64::MAX.
@@ -411,6 +415,24 @@ impl Core {
                 "counter",
                 "Running workloads adopted because the store did not know their lease.",
                 self.metrics.leases_adopted.get(),
+            ),
+            (
+                "leasehold_pre_lease_starts_total",
+                "counter",
+                "Workloads started from a manifest sent before the lease existed.",
+                self.metrics.speculative_starts.get(),
+            ),
+            (
+                "leasehold_pre_lease_adopted_total",
+                "counter",
+                "Pre-lease starts adopted by their lease without a restart.",
+                self.metrics.speculative_adopted.get(),
+            ),
+            (
+                "leasehold_pre_lease_removed_total",
+                "counter",
+                "Pre-lease starts removed because their lease went elsewhere or never came.",
+                self.metrics.speculative_removed.get(),
             ),
             (
                 "leasehold_deploy_failures_total",

@@ -32,6 +32,11 @@ impl Core {
         if let Err(error) = self.runtime.enforce_policies().await {
             tracing::error!(%error, "the runtime's policies could not be re-applied");
         }
+        // Pre-lease starts first: adopted or removed by the chain's word, so that the runtime
+        // pass below sees only what is left of them.
+        if let Err(error) = self.reconcile_speculative().await {
+            warn!(%error, "reconciling pre-lease starts failed");
+        }
         let leases = self.open_leases().await?;
         let mut wanted = BTreeSet::new();
         for lease in &leases {
@@ -76,6 +81,12 @@ impl Core {
         self.prune_routes(&wanted);
         for lease_id in self.runtime.list_leases().await? {
             if wanted.contains(&lease_id) {
+                continue;
+            }
+            // Under the order's lock, so that a pre-lease start being accepted or adopted is
+            // seen whole: as its record, or as the lease that adopted it.
+            let _guard = self.order_locks.lock(lease_id).await;
+            if self.store.speculative(lease_id).await?.is_some() {
                 continue;
             }
             let known = self.store.find_lease(lease_id).await?;

@@ -988,3 +988,105 @@ async fn apply_revision(
     .await?;
     Ok(())
 }
+
+/// A workload started before its lease existed (`Lease.SendOrderManifest`), under this
+/// provider's bid on the order; the lease id it will run under is the order id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeculativeDeployment {
+    pub order_id: u64,
+    pub bid_id: u64,
+    /// The order's tenant, as [`NewLease::tenant`] writes it.
+    pub tenant: String,
+    pub manifest_hash: ManifestHash,
+    /// As a lease's `manifest_json`: registry passwords sealed.
+    pub manifest_json: String,
+    /// The manifest group the order was created for.
+    pub group: String,
+}
+
+const SPECULATIVE_COLUMNS: &str =
+    "order_id, bid_id, tenant, manifest_hash, manifest_json, group_name";
+
+fn speculative_from_row(row: &AnyRow) -> Result<SpeculativeDeployment, StoreError> {
+    let order_id: i64 = row.try_get("order_id")?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        row: format!("speculative deployment of order {order_id}"),
+        reason,
+    };
+    let unsigned = |value: i64, what: &str| {
+        u64::try_from(value).map_err(|_| corrupt(format!("{what} {value} is negative")))
+    };
+    let hash: String = row.try_get("manifest_hash")?;
+    Ok(SpeculativeDeployment {
+        order_id: unsigned(order_id, "order id")?,
+        bid_id: unsigned(row.try_get("bid_id")?, "bid id")?,
+        tenant: row.try_get("tenant")?,
+        manifest_hash: hash
+            .parse::<ManifestHash>()
+            .map_err(|error| corrupt(error.to_string()))?,
+        manifest_json: row.try_get("manifest_json")?,
+        group: row.try_get("group_name")?,
+    })
+}
+
+impl Store {
+    /// Records a pre-lease start, one per order: `Ok(None)` when it was recorded, else the
+    /// deployment the order already has (left unchanged).
+    pub async fn insert_speculative(
+        &self,
+        deployment: &SpeculativeDeployment,
+    ) -> Result<Option<SpeculativeDeployment>, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO speculative_deployments \
+             (order_id, bid_id, tenant, manifest_hash, manifest_json, group_name, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(to_db(deployment.order_id, "order id")?)
+        .bind(to_db(deployment.bid_id, "bid id")?)
+        .bind(&deployment.tenant)
+        .bind(deployment.manifest_hash.to_string())
+        .bind(&deployment.manifest_json)
+        .bind(&deployment.group)
+        .bind(unix_now())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(None);
+        }
+        self.speculative(deployment.order_id).await
+    }
+
+    pub async fn speculative(
+        &self,
+        order_id: u64,
+    ) -> Result<Option<SpeculativeDeployment>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {SPECULATIVE_COLUMNS} FROM speculative_deployments WHERE order_id = $1"
+        ))
+        .bind(to_db(order_id, "order id")?)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(speculative_from_row).transpose()
+    }
+
+    /// Every pre-lease start, by order id.
+    pub async fn speculative_deployments(&self) -> Result<Vec<SpeculativeDeployment>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SPECULATIVE_COLUMNS} FROM speculative_deployments ORDER BY order_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(speculative_from_row).collect()
+    }
+
+    /// Forgets a pre-lease start (adopted by its lease, or removed); `false` if there was none.
+    pub async fn remove_speculative(&self, order_id: u64) -> Result<bool, StoreError> {
+        let removed = sqlx::query("DELETE FROM speculative_deployments WHERE order_id = $1")
+            .bind(to_db(order_id, "order id")?)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(removed > 0)
+    }
+}

@@ -97,7 +97,7 @@ impl Core {
             .as_deref()
             .map(|json| parse_manifest(json.as_bytes()))
             .transpose()
-            .map_err(|e| ManifestRejected::Internal(e.into()))?
+            .map_err(|e| ManifestRejected::from(DaemonError::from(e)))?
             .map_or(0, |running| running.groups.len());
         let order = self
             .chain
@@ -106,10 +106,11 @@ impl Core {
             .map_err(DaemonError::from)?;
         let group = update_group(&parsed, &order.bought(), running).map_err(invalid)?;
         let Some((_, holding)) = self.holding(lease_id).await? else {
-            return Err(ManifestRejected::Internal(DaemonError::Lease {
+            return Err(DaemonError::Lease {
                 lease_id,
                 reason: "no allocation is recorded".into(),
-            }));
+            }
+            .into());
         };
         if holding.group.as_deref() != Some(group.name.as_str()) {
             return Err(ManifestRejected::Invalid(format!(

@@ -37,6 +37,7 @@ fn deploy_to_first_http_200() {
     let hello = hello();
 
     let mut figures = Vec::new();
+    let mut early_taken = 0usize;
     let mut phases: Vec<Vec<f64>> = vec![Vec::new(); PHASE_ENDS.len() + 1];
     for run in 1..=runs {
         let started = Instant::now();
@@ -61,8 +62,12 @@ fn deploy_to_first_http_200() {
         }
         let last = elapsed.as_secs_f64() - previous;
         phases[PHASE_ENDS.len()].push(last);
+        let early = early_manifest(&deploy.stderr);
+        if early == "taken" {
+            early_taken += 1;
+        }
         println!(
-            "run {run:>2}: {:.2} s to the first 200 (deploy command {:.2} s): {line}{LAST_PHASE} {last:.2}",
+            "run {run:>2}: {:.2} s to the first 200 (deploy command {:.2} s): {line}{LAST_PHASE} {last:.2}; manifest before the lease: {early}",
             elapsed.as_secs_f64(),
             deploy.elapsed.as_secs_f64()
         );
@@ -85,6 +90,10 @@ fn deploy_to_first_http_200() {
         median(&mut figures.clone()),
         figures.first().copied().unwrap_or_default(),
         figures.last().copied().unwrap_or_default()
+    );
+    println!(
+        "  the provider took the manifest before the lease in {early_taken} of {} runs",
+        figures.len()
     );
     let names = PHASE_ENDS.iter().map(|(_, name)| *name).chain([LAST_PHASE]);
     for (name, seconds) in names.zip(&mut phases) {
@@ -110,6 +119,27 @@ fn phase_ends(stderr: &str) -> Vec<f64> {
                 .unwrap_or_else(|| panic!("no `{kind}` event with elapsed_ms in:\n{stderr}"))
         })
         .collect()
+}
+
+/// Whether the provider took the manifest sent with `acceptBid` (the pre-lease start), and
+/// why not when it refused.
+fn early_manifest(stderr: &str) -> String {
+    for event in stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+    {
+        match event["event"].as_str() {
+            Some("manifest_pre_lease") => return "taken".to_owned(),
+            Some("manifest_pre_lease_refused") => {
+                return format!(
+                    "refused ({})",
+                    event["message"].as_str().unwrap_or_default()
+                );
+            }
+            _ => {}
+        }
+    }
+    "not sent".to_owned()
 }
 
 fn median(values: &mut [f64]) -> f64 {

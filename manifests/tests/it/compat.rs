@@ -116,7 +116,10 @@ fn leased_ip_endpoints_are_honoured_not_warned_about() {
             "        to:\n          - global: true\n",
             "        to:\n          - global: true\n            ip: myip\n",
         )
-        .replace("deployment:\n", "endpoints:\n  myip:\n    kind: ip\ndeployment:\n");
+        .replace(
+            "deployment:\n",
+            "endpoints:\n  myip:\n    kind: ip\ndeployment:\n",
+        );
     let sdl = parse_strict(&yaml).unwrap_or_else(|errors| panic!("{errors}\n{yaml}"));
     assert!(sdl.warnings().is_empty(), "{:#?}", sdl.warnings());
     assert_eq!(sdl.groups()[0].leased_ip_count(), 1);

@@ -18,6 +18,8 @@ use super::Core;
 use crate::gateway::{BackendError, BackendStream, GatewayBackend, LogQuery};
 use crate::leases::ManifestRejected;
 use crate::runtime::{ExecRequest, ExecSession, RuntimeError, RuntimeEventKind};
+use crate::speculative::PreLease;
+use leasehold_contracts::OrderStatus;
 
 /// Replay keys are unique on their own; the store wants an owner column.
 const REPLAY_OWNER: &str = "gateway";
@@ -30,10 +32,44 @@ impl DaemonBackend {
     pub fn new(core: Arc<Core>) -> Self {
         Self { core }
     }
+
+    /// Deploys a lease that has its manifest, off the gateway call.
+    fn spawn_lease_deploy(&self, lease_id: u64) {
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            if let Err(error) = core.deploy_lease(lease_id).await {
+                warn!(lease_id, %error, "deploy after manifest failed; the reconciler retries");
+            }
+        });
+    }
 }
 
 fn internal(error: impl std::error::Error + Send + Sync + 'static) -> BackendError {
     BackendError::internal(error)
+}
+
+/// A refused manifest, as the caller sees it (lease or pre-lease path alike).
+fn rejected(error: ManifestRejected) -> BackendError {
+    match error {
+        ManifestRejected::UnknownLease(lease_id) => BackendError::UnknownLease { lease_id },
+        ManifestRejected::WrongState { lease_id, state } => {
+            BackendError::LeaseNotAwaitingManifest {
+                lease_id,
+                state: state.to_string(),
+            }
+        }
+        ManifestRejected::HashMismatch { expected, got } => BackendError::HashMismatch {
+            expected: B256::from_str(&expected).unwrap_or_default(),
+            got: B256::from_str(&got).unwrap_or_default(),
+        },
+        ManifestRejected::OrderNotStartable { order_id, reason } => {
+            BackendError::OrderNotStartable { order_id, reason }
+        }
+        ManifestRejected::Internal(error) => internal(error),
+        other => BackendError::InvalidManifest {
+            reason: other.to_string(),
+        },
+    }
 }
 
 fn runtime_error(lease_id: u64, error: RuntimeError) -> BackendError {
@@ -87,36 +123,47 @@ impl GatewayBackend for DaemonBackend {
         lease_id: u64,
         manifest_json: Vec<u8>,
     ) -> Result<(), BackendError> {
-        match self.core.accept_manifest(lease_id, &manifest_json).await {
-            Ok(_) => {
+        self.core
+            .accept_manifest(lease_id, &manifest_json)
+            .await
+            .map_err(rejected)?;
+        self.spawn_lease_deploy(lease_id);
+        Ok(())
+    }
+
+    async fn order_tenant(&self, order_id: u64) -> Result<Option<Address>, BackendError> {
+        let order = match self.core.chain.order(order_id).await {
+            Ok(order) => order,
+            Err(error) if error.revert_name() == Some("OrderNotFound") => return Ok(None),
+            Err(error) => return Err(internal(error)),
+        };
+        Ok((order.status != OrderStatus::None && !order.tenant.is_zero()).then_some(order.tenant))
+    }
+
+    async fn accept_order_manifest(
+        &self,
+        order_id: u64,
+        bid_id: u64,
+        manifest_json: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        match self
+            .core
+            .accept_order_manifest(order_id, bid_id, &manifest_json)
+            .await
+            .map_err(rejected)?
+        {
+            PreLease::Accepted => {
                 let core = self.core.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = core.deploy_lease(lease_id).await {
-                        warn!(lease_id, %error, "deploy after manifest failed; the reconciler retries");
+                    if let Err(error) = core.deploy_speculative(order_id).await {
+                        warn!(order_id, %error, "pre-lease start failed; the lease deploys on its own path");
                     }
                 });
-                Ok(())
             }
-            Err(ManifestRejected::UnknownLease(lease_id)) => {
-                Err(BackendError::UnknownLease { lease_id })
-            }
-            Err(ManifestRejected::WrongState { lease_id, state }) => {
-                Err(BackendError::LeaseNotAwaitingManifest {
-                    lease_id,
-                    state: state.to_string(),
-                })
-            }
-            Err(ManifestRejected::HashMismatch { expected, got }) => {
-                Err(BackendError::HashMismatch {
-                    expected: B256::from_str(&expected).unwrap_or_default(),
-                    got: B256::from_str(&got).unwrap_or_default(),
-                })
-            }
-            Err(ManifestRejected::Internal(error)) => Err(internal(error)),
-            Err(other) => Err(BackendError::InvalidManifest {
-                reason: other.to_string(),
-            }),
+            PreLease::AlreadyAccepted => {}
+            PreLease::Leased => self.spawn_lease_deploy(order_id),
         }
+        Ok(())
     }
 
     async fn lease_status(&self, lease_id: u64) -> Result<LeaseStatus, BackendError> {

@@ -149,7 +149,21 @@ pub async fn reconcile(core: Arc<Core>, task: Task<WorkKey, Work>) -> Outcome {
         }
         (WorkKey::Order(order_id), Work::Release) => core.release_reservation(*order_id).await,
         (WorkKey::Order(lease_id), Work::LeaseWon { tenant }) => {
-            core.on_lease_won(*lease_id, *tenant).await
+            match core.on_lease_won(*lease_id, *tenant).await {
+                Ok(true) => {
+                    // The lease adopted a pre-lease start: its deploy finds the replicas
+                    // running and confirms delivery, which may wait; not on this key.
+                    let (core, lease_id) = (Arc::clone(&core), *lease_id);
+                    tokio::spawn(async move {
+                        if let Err(error) = core.deploy_lease(lease_id).await {
+                            warn!(lease_id, %error, "deploy of an adopted pre-lease start failed; the reconciler retries");
+                        }
+                    });
+                    Ok(())
+                }
+                Ok(false) => Ok(()),
+                Err(error) => Err(error),
+            }
         }
         (WorkKey::Order(lease_id), Work::LeaseClosed) => core.on_lease_closed(*lease_id).await,
         (

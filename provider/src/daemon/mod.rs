@@ -201,6 +201,8 @@ pub struct Core {
     pub(crate) gateway_cert_registered: bool,
     /// The ingress's routes, when `[ingress]` is configured.
     pub(crate) ingress: Option<routing::IngressRoutes>,
+    /// Serialises the pre-lease start's transitions per order (see [`crate::speculative`]).
+    pub(crate) order_locks: crate::speculative::OrderLocks,
 }
 
 /// The node id of the single Docker host in the inventory.
@@ -517,6 +519,7 @@ impl Core {
             gateway_identity,
             gateway_cert_registered,
             ingress,
+            order_locks: crate::speculative::OrderLocks::default(),
         })
     }
 

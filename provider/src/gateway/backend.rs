@@ -48,6 +48,30 @@ pub trait GatewayBackend: Send + Sync + 'static {
         manifest_json: Vec<u8>,
     ) -> Result<(), BackendError>;
 
+    /// The order's tenant as recorded on chain; `None` when the order does not exist. A
+    /// daemon that takes no pre-lease manifests keeps this default.
+    async fn order_tenant(&self, order_id: u64) -> Result<Option<Address>, BackendError> {
+        let _ = order_id;
+        Ok(None)
+    }
+
+    /// The pre-lease manifest (`SendOrderManifest`), called once the caller is proven to be
+    /// the order's tenant: checked as [`Self::accept_manifest`] checks a lease's, accepted
+    /// only while the order is open and `bid_id` is this provider's live bid, and started
+    /// under that bid's reservation. A daemon that offers no pre-lease start keeps this
+    /// default, and the tenant sends the manifest again once the lease exists.
+    async fn accept_order_manifest(
+        &self,
+        order_id: u64,
+        bid_id: u64,
+        manifest_json: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        let _ = (order_id, bid_id, manifest_json);
+        Err(BackendError::Unavailable {
+            reason: "this provider starts deployments only once the lease exists".into(),
+        })
+    }
+
     async fn lease_status(&self, lease_id: u64) -> Result<LeaseStatus, BackendError>;
 
     async fn logs(
@@ -81,6 +105,12 @@ pub trait GatewayBackend: Send + Sync + 'static {
 pub enum BackendError {
     #[error("lease {lease_id} is not known to this provider")]
     UnknownLease { lease_id: u64 },
+    #[error("order {order_id} does not exist")]
+    UnknownOrder { order_id: u64 },
+    /// A pre-lease manifest this provider cannot start now (no live bid of its own, the order
+    /// no longer open, another manifest already started): the post-lease path still works.
+    #[error("order {order_id}: {reason}")]
+    OrderNotStartable { order_id: u64, reason: String },
     #[error(
         "manifest hash mismatch: the order commits to {expected}, the manifest sent hashes to {got}"
     )]
@@ -112,11 +142,12 @@ impl BackendError {
         let message = self.to_string();
         match self {
             BackendError::UnknownLease { .. }
+            | BackendError::UnknownOrder { .. }
             | BackendError::UnknownService { .. }
             | BackendError::NotFound { .. } => Status::not_found(message),
-            BackendError::HashMismatch { .. } | BackendError::LeaseNotAwaitingManifest { .. } => {
-                Status::failed_precondition(message)
-            }
+            BackendError::HashMismatch { .. }
+            | BackendError::LeaseNotAwaitingManifest { .. }
+            | BackendError::OrderNotStartable { .. } => Status::failed_precondition(message),
             BackendError::InvalidManifest { .. } => Status::invalid_argument(message),
             BackendError::Unavailable { .. } => Status::unavailable(message),
             BackendError::Internal(_) => {

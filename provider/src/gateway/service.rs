@@ -12,7 +12,8 @@ use leasehold_proto::gateway::lease_server::Lease;
 use leasehold_proto::gateway::provider_server::Provider;
 use leasehold_proto::gateway::{
     LeaseEvent, LeaseStatus, LeaseStatusRequest, LogLine, ProviderStatus, ProviderStatusRequest,
-    SendManifestRequest, SendManifestResponse, StreamEventsRequest, StreamLogsRequest,
+    SendManifestRequest, SendManifestResponse, SendOrderManifestRequest, StreamEventsRequest,
+    StreamLogsRequest,
 };
 use leasehold_proto::gateway::{ShellInput, ShellOutput};
 use tokio::sync::watch;
@@ -45,9 +46,47 @@ impl ShutdownSignal {
     }
 }
 
-/// Request messages that name the lease they act on.
+/// What a signed call acts on, and so whose tenant must have signed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    Lease(u64),
+    /// An order before its lease exists (the pre-lease manifest).
+    Order(u64),
+}
+
+impl Subject {
+    /// The id in the signed message's lease-id slot.
+    fn id(self) -> u64 {
+        match self {
+            Subject::Lease(id) | Subject::Order(id) => id,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Subject::Lease(_) => "lease",
+            Subject::Order(_) => "order",
+        }
+    }
+}
+
+/// Request messages that name the lease (or order) they act on.
 trait LeaseScoped: prost::Message {
     fn lease_id(&self) -> u64;
+
+    fn subject(&self) -> Subject {
+        Subject::Lease(self.lease_id())
+    }
+}
+
+impl LeaseScoped for SendOrderManifestRequest {
+    fn lease_id(&self) -> u64 {
+        self.order_id
+    }
+
+    fn subject(&self) -> Subject {
+        Subject::Order(self.order_id)
+    }
 }
 
 impl LeaseScoped for SendManifestRequest {
@@ -131,24 +170,31 @@ impl LeaseService {
         method: &'static str,
         request: &Request<M>,
     ) -> Result<Address, Status> {
-        let lease_id = request.get_ref().lease_id();
+        let subject = request.get_ref().subject();
+        let lease_id = subject.id();
         let credentials = Credentials::from_metadata(request.metadata()).map_err(auth_status)?;
         let body = request.get_ref().encode_to_vec();
         let caller = auth::verify(&credentials, method, lease_id, &body, (self.clock)())
             .map_err(auth_status)?;
-        match self
-            .backend
-            .lease_tenant(lease_id)
-            .await
-            .map_err(BackendError::into_status)?
-        {
-            None => return Err(BackendError::UnknownLease { lease_id }.into_status()),
-            Some(tenant) if tenant != caller => {
+        let tenant = match subject {
+            Subject::Lease(lease_id) => self.backend.lease_tenant(lease_id).await,
+            Subject::Order(order_id) => self.backend.order_tenant(order_id).await,
+        }
+        .map_err(BackendError::into_status)?;
+        match (tenant, subject) {
+            (None, Subject::Lease(lease_id)) => {
+                return Err(BackendError::UnknownLease { lease_id }.into_status());
+            }
+            (None, Subject::Order(order_id)) => {
+                return Err(BackendError::UnknownOrder { order_id }.into_status());
+            }
+            (Some(tenant), _) if tenant != caller => {
                 return Err(Status::permission_denied(format!(
-                    "caller {caller} is not the tenant of lease {lease_id}"
+                    "caller {caller} is not the tenant of {} {lease_id}",
+                    subject.noun()
                 )));
             }
-            Some(_) => {}
+            (Some(_), _) => {}
         }
         let replay_key = credentials
             .replay_key(method, lease_id, &body)
@@ -226,6 +272,23 @@ impl Lease for LeaseService {
             |backend, message| async move {
                 backend
                     .accept_manifest(message.lease_id, message.manifest_json)
+                    .await
+                    .map(|()| SendManifestResponse {})
+            },
+        )
+        .await
+    }
+
+    async fn send_order_manifest(
+        &self,
+        request: Request<SendOrderManifestRequest>,
+    ) -> Result<Response<SendManifestResponse>, Status> {
+        self.signed_call(
+            methods::SEND_ORDER_MANIFEST,
+            request,
+            |backend, message| async move {
+                backend
+                    .accept_order_manifest(message.order_id, message.bid_id, message.manifest_json)
                     .await
                     .map(|()| SendManifestResponse {})
             },

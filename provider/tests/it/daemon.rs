@@ -36,6 +36,7 @@ use leasehold_provider::runtime::lease_selector;
 
 mod cluster;
 mod ingress;
+mod pre_lease;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 const WAIT: Duration = Duration::from_secs(60);

@@ -36,13 +36,18 @@ const CHAIN_POLL: Duration = Duration::from_millis(250);
 const HEAD_FALLBACK: Duration = Duration::from_secs(1);
 /// Status polls of a provider's gateway until the workload runs (a local call for the
 /// provider: the workload usually starts within a second or two).
-const STATUS_POLL: Duration = Duration::from_millis(200);
+const STATUS_POLL: Duration = Duration::from_millis(100);
 /// Retries of `SendManifest` while the provider has not seen the lease yet: it usually has
-/// within a block, so start short and back off.
+/// within a few hundred milliseconds of the block (and, after a pre-lease start, runs the
+/// workload already), so start short and back off only a little.
 const MANIFEST_RETRY: BackoffPolicy = BackoffPolicy {
-    initial: Duration::from_millis(100),
-    max: Duration::from_secs(1),
+    initial: Duration::from_millis(50),
+    max: Duration::from_millis(400),
 };
+/// Bound on the pre-lease manifest (sent while `acceptBid` is mined): it never holds up the
+/// deploy by more than this, and a provider that does not answer gets the manifest after the
+/// lease as before.
+const PRE_LEASE_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct Deploying<'a> {
     args: &'a DeployArgs,
@@ -54,6 +59,8 @@ struct Deploying<'a> {
     providers: HashMap<Address, ProviderInfo>,
     /// New heads over the configured WebSocket; `None` polls.
     heads: Option<HeadWatch>,
+    /// The canonical manifest the winners get; `None` with `--no-manifest`.
+    manifest_json: Option<Vec<u8>>,
 }
 
 pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
@@ -150,6 +157,7 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
         preflight,
         providers: HashMap::new(),
         heads,
+        manifest_json: (!args.no_manifest).then(|| manifest.canonical_json().into_bytes()),
     };
     let deposits = deploying.check_funds(&orders).await?;
     let (mut record, posted) = deploying
@@ -183,7 +191,7 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
         let status = if args.no_manifest {
             None
         } else {
-            let manifest_json = manifest.canonical_json().into_bytes();
+            let manifest_json = deploying.manifest_json.clone().unwrap_or_default();
             Some(
                 deploying
                     .deliver(lease.lease_id, provider_gateway, manifest_json)
@@ -504,10 +512,14 @@ impl Deploying<'_> {
                     .all(|provider| bids.iter().any(|(bid, _)| bid.provider == *provider));
             let decided = now >= order.bid_window_end
                 || (everyone_bid && matches!(self.args.select, Select::Cheapest | Select::Score));
+            let gateways: HashMap<u64, gateway::Gateway> = bids
+                .iter()
+                .map(|(bid, provider)| (bid.bid_id, gateway::Gateway::of(provider)))
+                .collect();
             if decided
                 && any_eligible
                 && let Some(lease) = self
-                    .choose(order, &scheduler_order, &scheduler_bids)
+                    .choose(order, &scheduler_order, &scheduler_bids, &gateways)
                     .await?
             {
                 self.progress.step(
@@ -547,6 +559,7 @@ impl Deploying<'_> {
         order: &OrderPosted,
         scheduler_order: &ranking::OrderSpec,
         bids: &[ranking::Bid],
+        gateways: &HashMap<u64, gateway::Gateway>,
     ) -> CliResult<Option<LeaseStarted>> {
         let order_id = order.order_id;
         let policy = match self.args.select {
@@ -581,7 +594,12 @@ impl Deploying<'_> {
         for bid_id in candidates {
             self.progress
                 .working(format!("acceptBid({order_id}, {bid_id})"));
-            match self.chain.client.accept_bid(order_id, bid_id).await {
+            // The bidder starts the workload while the acceptance is mined.
+            let (accepted, ()) = tokio::join!(
+                self.chain.client.accept_bid(order_id, bid_id),
+                self.send_before_lease(order_id, bid_id, gateways.get(&bid_id)),
+            );
+            match accepted {
                 Ok(lease) => return Ok(Some(lease)),
                 Err(error) if error.revert_name() == Some("ProviderLacksCapacity") => {
                     self.progress.line(
@@ -594,6 +612,54 @@ impl Deploying<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Sends the manifest to the provider of the bid being accepted before the lease exists
+    /// (`SendOrderManifest`), so that it can start the workload while `acceptBid` is mined.
+    /// Best effort: a refusal or a silent provider is reported, and [`Self::deliver`] sends
+    /// the manifest once the lease exists, exactly as without this step.
+    async fn send_before_lease(
+        &self,
+        order_id: u64,
+        bid_id: u64,
+        provider_gateway: Option<&gateway::Gateway>,
+    ) {
+        let (Some(manifest_json), Some(provider_gateway)) = (&self.manifest_json, provider_gateway)
+        else {
+            return;
+        };
+        let endpoint = &provider_gateway.endpoint;
+        let attempt = async {
+            let mut client = gateway::connect(provider_gateway, self.signer.clone()).await?;
+            client
+                .send_order_manifest(order_id, bid_id, manifest_json.clone())
+                .await
+                .map_err(CliError::from)
+        };
+        let data = json!({ "order_id": order_id, "bid_id": bid_id, "endpoint": endpoint });
+        match tokio::time::timeout(PRE_LEASE_TIMEOUT, attempt).await {
+            Ok(Ok(())) => self.progress.line(
+                "manifest_pre_lease",
+                format!("manifest sent to {endpoint} ahead of the lease; it starts the workload now"),
+                data,
+            ),
+            Ok(Err(error)) => self.progress.line(
+                "manifest_pre_lease_refused",
+                format!(
+                    "  {endpoint} did not take the manifest ahead of the lease ({:#}); it gets it once the lease exists",
+                    error.error
+                ),
+                data,
+            ),
+            Err(_) => self.progress.line(
+                "manifest_pre_lease_refused",
+                format!(
+                    "  {endpoint} did not answer within {}s ahead of the lease; it gets the manifest once the lease exists",
+                    PRE_LEASE_TIMEOUT.as_secs()
+                ),
+                data,
+            ),
+        }
     }
 
     fn ask(&self, ranked: &[RankedBid]) -> CliResult<u64> {
@@ -674,11 +740,18 @@ impl Deploying<'_> {
         let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
         let mut last_error: String;
         let mut retry = Backoff::new(MANIFEST_RETRY);
+        // One connection for every attempt while it works: the retries wait for the provider
+        // to see the lease, not for the network.
+        let mut connected: Option<leasehold_proto::client::SignedLeaseClient> = None;
         let mut client = loop {
             self.progress
                 .working(format!("sending the manifest to {endpoint}"));
             let attempt = async {
-                let mut client = gateway::connect(provider_gateway, self.signer.clone()).await?;
+                let mut client = match connected.take() {
+                    Some(client) => client,
+                    None => gateway::connect(provider_gateway, self.signer.clone()).await?,
+                };
+                connected = Some(client.clone());
                 match tokio::time::timeout(
                     gateway::CALL_TIMEOUT,
                     client.send_manifest(lease_id, manifest_json.clone()),
@@ -687,6 +760,7 @@ impl Deploying<'_> {
                 {
                     Ok(sent) => sent.map_err(CliError::from)?,
                     Err(_) => {
+                        connected = None;
                         return Err(CliError::msg(ExitKind::Network, "SendManifest timed out"));
                     }
                 }

@@ -359,6 +359,14 @@ async fn deploy_delivers_the_signed_manifest_and_waits_until_it_runs() {
             manifest.as_slice(),
             sdl.manifest().canonical_json().as_bytes()
         );
+        // And the same manifest for the order before the lease, while acceptBid was mined.
+        let pre_lease = gateway.pre_lease.lock().expect("lock").clone();
+        assert_eq!(pre_lease, vec![(1, manifest.clone())]);
+        assert!(
+            stderr(&output).contains(r#""event":"manifest_pre_lease""#),
+            "{}",
+            stderr(&output)
+        );
 
         let status = devnet
             .tenant(TENANT, &["status", "1", "--output", "json"])
@@ -441,6 +449,50 @@ async fn deploy_refuses_a_gateway_whose_certificate_is_not_the_registered_one() 
             stderr(&status)
         );
         assert!(text.contains(&gateway.cert_sha256.to_string()), "{text}");
+    })
+    .await;
+}
+
+/// A provider that refuses the manifest before the lease (or any failure of that send) costs
+/// nothing: the manifest goes after the lease exactly as without the early send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deploy_delivers_after_the_lease_when_the_early_manifest_is_refused() {
+    within(async {
+        let devnet = Devnet::start().await;
+        let gateway = crate::gateway::start_refusing_pre_lease(devnet.client(PROVIDER_A));
+        devnet
+            .register_with_cert(
+                PROVIDER_A,
+                &format!("https://{}", gateway.addr),
+                gateway.cert_sha256,
+                &[],
+            )
+            .await;
+        let hello = example("hello.yaml");
+        let deploying = devnet.tenant(
+            TENANT,
+            &[
+                "deploy",
+                &hello,
+                "--bid-window",
+                "4",
+                "--timeout",
+                "60",
+                "--output",
+                "json",
+            ],
+        );
+        let bidding = bid_when_posted(&devnet, 1, &[(PROVIDER_A, 600)]);
+        let (output, _) = tokio::join!(deploying, bidding);
+        assert_eq!(code(&output), Some(0), "{}", stderr(&output));
+        assert_eq!(json(&output)["groups"][0]["status"]["state"], "Running");
+        assert!(
+            stderr(&output).contains(r#""event":"manifest_pre_lease_refused""#),
+            "{}",
+            stderr(&output)
+        );
+        assert!(gateway.pre_lease.lock().expect("lock").is_empty());
+        assert_eq!(gateway.received.lock().expect("lock").len(), 1);
     })
     .await;
 }

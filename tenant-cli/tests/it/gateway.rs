@@ -1,7 +1,9 @@
 //! A stand-in for the provider daemon's gateway, enough to drive `tenant deploy` to the end:
 //! it checks every call's signature with the real `leasehold_proto::auth` rules against the
 //! lease's on-chain tenant, checks the manifest against the order's on-chain hash, and then
-//! reports the workload running. The real daemon is exercised end to end in `tests/`.
+//! reports the workload running. Manifests sent before the lease are checked against the
+//! order's tenant and hash and recorded apart (or all refused, see
+//! [`start_refusing_pre_lease`]). The real daemon is exercised end to end in `tests/`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,8 +16,8 @@ use leasehold_proto::client::unix_now;
 use leasehold_proto::gateway::lease_server::{Lease, LeaseServer};
 use leasehold_proto::gateway::{
     LeaseEvent, LeaseStatus, LeaseStatusRequest, LogLine, SendManifestRequest,
-    SendManifestResponse, ServiceStatus, ShellInput, ShellOutput, StreamEventsRequest,
-    StreamLogsRequest,
+    SendManifestResponse, SendOrderManifestRequest, ServiceStatus, ShellInput, ShellOutput,
+    StreamEventsRequest, StreamLogsRequest,
 };
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
@@ -34,6 +36,10 @@ struct Gateway {
     chain: MarketplaceClient,
     /// Manifests accepted, by lease.
     received: Received,
+    /// Manifests accepted before the lease (`SendOrderManifest`), by order.
+    pre_lease: Received,
+    /// Refuse every pre-lease manifest, as a provider that does not offer the start would.
+    refuse_pre_lease: bool,
 }
 
 impl Gateway {
@@ -88,6 +94,45 @@ impl Lease for Gateway {
         }
         if let Ok(mut received) = self.received.lock() {
             received.push((lease_id, manifest));
+        }
+        Ok(Response::new(SendManifestResponse {}))
+    }
+
+    async fn send_order_manifest(
+        &self,
+        request: Request<SendOrderManifestRequest>,
+    ) -> Result<Response<SendManifestResponse>, Status> {
+        if self.refuse_pre_lease {
+            return Err(Status::unavailable(
+                "this stand-in starts deployments only once the lease exists",
+            ));
+        }
+        let order_id = request.get_ref().order_id;
+        let credentials = Credentials::from_metadata(request.metadata())
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let body = prost::Message::encode_to_vec(request.get_ref());
+        let signer = auth::verify(
+            &credentials,
+            methods::SEND_ORDER_MANIFEST,
+            order_id,
+            &body,
+            unix_now(),
+        )
+        .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let order = self
+            .chain
+            .order(order_id)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if order.tenant != signer {
+            return Err(Status::permission_denied("not the order's tenant"));
+        }
+        let manifest = request.into_inner().manifest_json;
+        if keccak256(&manifest) != order.manifest_hash {
+            return Err(Status::invalid_argument("manifest hash mismatch"));
+        }
+        if let Ok(mut pre_lease) = self.pre_lease.lock() {
+            pre_lease.push((order_id, manifest));
         }
         Ok(Response::new(SendManifestResponse {}))
     }
@@ -179,6 +224,7 @@ pub struct RunningGateway {
     /// SHA-256 of the certificate it serves: what its provider registers.
     pub cert_sha256: B256,
     pub received: Received,
+    pub pre_lease: Received,
     task: JoinHandle<()>,
 }
 
@@ -189,11 +235,22 @@ impl Drop for RunningGateway {
 }
 
 pub fn start(chain: MarketplaceClient) -> RunningGateway {
+    start_with(chain, false)
+}
+
+/// A stand-in that refuses every manifest sent before the lease.
+pub fn start_refusing_pre_lease(chain: MarketplaceClient) -> RunningGateway {
+    start_with(chain, true)
+}
+
+fn start_with(chain: MarketplaceClient, refuse_pre_lease: bool) -> RunningGateway {
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let addr = incoming.local_addr().expect("local addr");
     let gateway = Gateway {
         chain,
         received: Arc::default(),
+        pre_lease: Arc::default(),
+        refuse_pre_lease,
     };
     let received = Arc::clone(&gateway.received);
     let certified =
@@ -204,6 +261,7 @@ pub fn start(chain: MarketplaceClient) -> RunningGateway {
         certified.signing_key.serialize_pem(),
     ));
     let server = Server::builder().tls_config(tls).expect("tls config");
+    let pre_lease = Arc::clone(&gateway.pre_lease);
     let task = tokio::spawn(async move {
         // One service, so no router: LeaseServer answers every path itself.
         let _ = server
@@ -214,6 +272,7 @@ pub fn start(chain: MarketplaceClient) -> RunningGateway {
         addr,
         cert_sha256,
         received,
+        pre_lease,
         task,
     }
 }
