@@ -54,6 +54,8 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         uint64 unbondingEnds;
         uint32 activeLeases;
         string endpoint;
+        /// @notice SHA-256 of the DER certificate the gateway at `endpoint` serves; tenants pin it.
+        bytes32 gatewayCertSha256;
         bytes32[] attributes;
         Resources capacity;
         Resources allocated;
@@ -89,6 +91,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         uint32 deliveriesConfirmed;
         uint32 deliveriesFailed;
         string endpoint;
+        bytes32 gatewayCertSha256;
         bytes32[] attributes;
         bytes32[] gpuModels;
     }
@@ -141,13 +144,19 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     event ProviderRegistered(
         address indexed provider,
         string endpoint,
+        bytes32 gatewayCertSha256,
         bytes32[] attributes,
         Resources capacity,
         GpuCapacity[] gpus,
         uint256 stake
     );
     event ProviderUpdated(
-        address indexed provider, string endpoint, bytes32[] attributes, Resources capacity, GpuCapacity[] gpus
+        address indexed provider,
+        string endpoint,
+        bytes32 gatewayCertSha256,
+        bytes32[] attributes,
+        Resources capacity,
+        GpuCapacity[] gpus
     );
     event ProviderDeregistered(address indexed provider, uint64 unbondingEnds);
     event StakeWithdrawn(address indexed provider, uint256 amount);
@@ -175,6 +184,9 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     error StillUnbonding(address provider, uint64 unbondingEnds);
     error HasActiveLeases(address provider, uint32 activeLeases);
     error EndpointLengthOutOfRange(uint256 length, uint256 max);
+    /// @notice Every gateway serves TLS: a registration without its certificate's fingerprint
+    /// would leave tenants nothing to pin.
+    error ZeroGatewayCertificate();
     error TooManyAttributes(uint256 count, uint256 max);
     error TooManyGpuModels(uint256 count, uint256 max);
     error ZeroAttribute(uint256 index);
@@ -245,8 +257,10 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     // ---------------------------------------------------------------- provider lifecycle
 
     /// @notice Registers the caller and pulls `minimumStake` of the stake token from it.
+    /// `gatewayCertSha256` is the SHA-256 of the DER certificate the gateway serves.
     function register(
         string calldata endpoint,
+        bytes32 gatewayCertSha256,
         bytes32[] calldata attributes,
         Resources calldata capacity,
         GpuCapacity[] calldata gpus
@@ -255,28 +269,29 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         if (rec.status != ProviderStatus.None) revert AlreadyRegistered(msg.sender);
         if (rec.attributeEpoch == 0) _providerList.push(msg.sender);
 
-        _writeProfile(rec, msg.sender, endpoint, attributes, capacity, gpus);
+        _writeProfile(rec, msg.sender, endpoint, gatewayCertSha256, attributes, capacity, gpus);
         rec.status = ProviderStatus.Active;
         rec.stake = uint128(minimumStake);
         rec.belowMinimumStake = false;
         rec.unbondingEnds = 0;
-        emit ProviderRegistered(msg.sender, endpoint, attributes, capacity, gpus, minimumStake);
+        emit ProviderRegistered(msg.sender, endpoint, gatewayCertSha256, attributes, capacity, gpus, minimumStake);
 
         stakeToken.pullExact(msg.sender, minimumStake);
     }
 
-    /// @notice Replaces the caller's endpoint, attributes and capacity. Capacity may not drop
-    /// below what is allocated to running leases.
+    /// @notice Replaces the caller's endpoint, gateway certificate fingerprint, attributes and
+    /// capacity. Capacity may not drop below what is allocated to running leases.
     function update(
         string calldata endpoint,
+        bytes32 gatewayCertSha256,
         bytes32[] calldata attributes,
         Resources calldata capacity,
         GpuCapacity[] calldata gpus
     ) external {
         Record storage rec = _records[msg.sender];
         if (rec.status != ProviderStatus.Active) revert NotActive(msg.sender);
-        _writeProfile(rec, msg.sender, endpoint, attributes, capacity, gpus);
-        emit ProviderUpdated(msg.sender, endpoint, attributes, capacity, gpus);
+        _writeProfile(rec, msg.sender, endpoint, gatewayCertSha256, attributes, capacity, gpus);
+        emit ProviderUpdated(msg.sender, endpoint, gatewayCertSha256, attributes, capacity, gpus);
     }
 
     /// @notice Stops taking work and starts the unbonding period. Not possible with active leases.
@@ -583,6 +598,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         info.lockedBonds = uint256(rec.lockedBonds) * bidBond;
         if (rec.status == ProviderStatus.None) return info;
         info.endpoint = rec.endpoint;
+        info.gatewayCertSha256 = rec.gatewayCertSha256;
         info.attributes = rec.attributes;
         info.capacity = Resources(rec.cpuCapacity, rec.memoryCapacity, rec.storageCapacity);
         info.allocated = Resources(rec.cpuAllocated, rec.memoryAllocated, rec.storageAllocated);
@@ -698,6 +714,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         Record storage rec,
         address provider,
         string calldata endpoint,
+        bytes32 gatewayCertSha256,
         bytes32[] calldata attributes,
         Resources calldata capacity,
         GpuCapacity[] calldata gpus
@@ -706,6 +723,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         if (endpointLength == 0 || endpointLength > MAX_ENDPOINT_LENGTH) {
             revert EndpointLengthOutOfRange(endpointLength, MAX_ENDPOINT_LENGTH);
         }
+        if (gatewayCertSha256 == bytes32(0)) revert ZeroGatewayCertificate();
         if (attributes.length > MAX_ATTRIBUTES) revert TooManyAttributes(attributes.length, MAX_ATTRIBUTES);
         if (gpus.length > MAX_GPU_MODELS) revert TooManyGpuModels(gpus.length, MAX_GPU_MODELS);
         if (capacity.cpuMilli == 0) revert ZeroCapacity("cpuMilli");
@@ -723,6 +741,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         rec.memoryCapacity = capacity.memoryMiB;
         rec.storageCapacity = capacity.storageMiB;
         rec.endpoint = endpoint;
+        rec.gatewayCertSha256 = gatewayCertSha256;
 
         // A new epoch only when the set changes: bids on orders requiring attributes remember
         // the epoch they were checked at, and an unchanged set must not invalidate them.

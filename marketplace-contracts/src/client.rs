@@ -144,15 +144,19 @@ impl MarketplaceClient {
         let token = self.query("stakeToken", self.registry.stakeToken()).await?;
         self.ensure_allowance(token, self.deployment.registry, stake)
             .await?;
-        let (endpoint, attributes, capacity, gpus) = profile.sol_args();
-        let register = self.registry.register(endpoint, attributes, capacity, gpus);
+        let (endpoint, gateway_cert, attributes, capacity, gpus) = profile.sol_args();
+        let register = self
+            .registry
+            .register(endpoint, gateway_cert, attributes, capacity, gpus);
         self.send("register", register).await?;
         Ok(())
     }
 
     pub async fn update_provider(&self, profile: &ProviderProfile) -> Result<(), ClientError> {
-        let (endpoint, attributes, capacity, gpus) = profile.sol_args();
-        let update = self.registry.update(endpoint, attributes, capacity, gpus);
+        let (endpoint, gateway_cert, attributes, capacity, gpus) = profile.sol_args();
+        let update = self
+            .registry
+            .update(endpoint, gateway_cert, attributes, capacity, gpus);
         self.send("update", update).await?;
         Ok(())
     }
@@ -283,6 +287,7 @@ impl MarketplaceClient {
             unbonding_ends: view.unbondingEnds,
             active_leases: view.activeLeases,
             endpoint: view.endpoint,
+            gateway_cert_sha256: view.gatewayCertSha256,
             attributes: view.attributes,
             capacity: view.capacity.into(),
             allocated: view.allocated.into(),

@@ -355,12 +355,14 @@ fn from_marketplace(event: MarketplaceEvents, block: u64) -> Result<ChainEvent, 
 
 fn profile(
     endpoint: String,
+    gateway_cert_sha256: B256,
     attributes: Vec<B256>,
     capacity: crate::bindings::ProviderRegistry::Resources,
     gpus: Vec<crate::bindings::ProviderRegistry::GpuCapacity>,
 ) -> ProviderProfile {
     ProviderProfile {
         endpoint,
+        gateway_cert_sha256,
         attributes,
         capacity: Resources::from(capacity),
         gpus: gpus
@@ -400,12 +402,24 @@ fn from_registry(
         },
         ProviderRegistryEvents::ProviderRegistered(event) => ChainEvent::ProviderRegistered {
             provider: event.provider,
-            profile: profile(event.endpoint, event.attributes, event.capacity, event.gpus),
+            profile: profile(
+                event.endpoint,
+                event.gatewayCertSha256,
+                event.attributes,
+                event.capacity,
+                event.gpus,
+            ),
             stake: event.stake,
         },
         ProviderRegistryEvents::ProviderUpdated(event) => ChainEvent::ProviderUpdated {
             provider: event.provider,
-            profile: profile(event.endpoint, event.attributes, event.capacity, event.gpus),
+            profile: profile(
+                event.endpoint,
+                event.gatewayCertSha256,
+                event.attributes,
+                event.capacity,
+                event.gpus,
+            ),
         },
         ProviderRegistryEvents::ProviderDeregistered(event) => ChainEvent::ProviderDeregistered {
             provider: event.provider,

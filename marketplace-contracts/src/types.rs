@@ -70,6 +70,8 @@ impl From<GpuCapacity> for ProviderRegistry::GpuCapacity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderProfile {
     pub endpoint: String,
+    /// SHA-256 of the DER certificate the gateway serves: tenants accept exactly that one.
+    pub gateway_cert_sha256: B256,
     pub attributes: Vec<B256>,
     pub capacity: Resources,
     pub gpus: Vec<GpuCapacity>,
@@ -78,6 +80,7 @@ pub struct ProviderProfile {
 /// The argument list `register` and `update` share.
 pub(crate) type ProfileArgs = (
     String,
+    B256,
     Vec<B256>,
     ProviderRegistry::Resources,
     Vec<ProviderRegistry::GpuCapacity>,
@@ -87,6 +90,7 @@ impl ProviderProfile {
     pub(crate) fn sol_args(&self) -> ProfileArgs {
         (
             self.endpoint.clone(),
+            self.gateway_cert_sha256,
             self.attributes.clone(),
             self.capacity.into(),
             self.gpus.iter().copied().map(Into::into).collect(),
@@ -471,6 +475,8 @@ pub struct ProviderInfo {
     pub unbonding_ends: u64,
     pub active_leases: u32,
     pub endpoint: String,
+    /// SHA-256 of the DER certificate its gateway serves (see [`ProviderProfile`]).
+    pub gateway_cert_sha256: B256,
     pub attributes: Vec<B256>,
     pub capacity: Resources,
     pub allocated: Resources,

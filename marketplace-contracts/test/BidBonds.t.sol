@@ -60,7 +60,7 @@ contract BidBondsTest is Fixture {
         bigRegistry.initialize(address(bigMarket));
         vm.startPrank(p3);
         token.approve(address(bigRegistry), type(uint256).max);
-        bigRegistry.register("https://p3.example", _none(), _res(8000, 32768, 0), _noGpus());
+        bigRegistry.register("https://p3.example", GATEWAY_CERT, _none(), _res(8000, 32768, 0), _noGpus());
         vm.stopPrank();
         uint256[3] memory ids;
         for (uint256 i = 0; i < 3; ++i) {
@@ -172,7 +172,7 @@ contract BidBondsTest is Fixture {
         _bid(p1, orderId, spec, PRICE - 1, bytes32(0));
         _bid(p2, orderId, spec, PRICE, bytes32(0));
         vm.prank(p1); // capacity gone: p1 is skipped at match time
-        registry.update("https://p1.example", _list(EU, TIER), _res(1, 1, 0), _noGpus());
+        registry.update("https://p1.example", GATEWAY_CERT, _list(EU, TIER), _res(1, 1, 0), _noGpus());
         vm.warp(START + WINDOW);
         vm.prank(tenant);
         market.settle(orderId);
@@ -188,7 +188,7 @@ contract BidBondsTest is Fixture {
     function test_bond_lastIneligibleBidIsForfeitedWhenSettleFindsNoOne() public {
         _bid(p1, orderId, spec, PRICE, bytes32(0));
         vm.prank(p1);
-        registry.update("https://p1.example", _list(EU, TIER), _res(1, 1, 0), _noGpus());
+        registry.update("https://p1.example", GATEWAY_CERT, _list(EU, TIER), _res(1, 1, 0), _noGpus());
         vm.warp(START + WINDOW);
         vm.expectEmit(true, true, false, true, address(market));
         emit Marketplace.BidSkipped(orderId, 0, p1);
@@ -208,7 +208,7 @@ contract BidBondsTest is Fixture {
     function test_bond_ineligibleEvictionForfeitsAtOnce() public {
         address[16] memory bidders = _fillOrder();
         vm.prank(bidders[3]); // no longer eligible
-        registry.update("s", _none(), _res(1, 1, 0), _noGpus());
+        registry.update("s", GATEWAY_CERT, _none(), _res(1, 1, 0), _noGpus());
         vm.expectEmit(true, true, true, true, address(registry));
         emit ProviderRegistry.BondForfeited(orderId, 3, bidders[3], tenant, BID_BOND);
         _bid(p1, orderId, spec, PRICE, bytes32(0));

@@ -263,7 +263,7 @@ contract GasBenchmarks is Fixture {
             _registerDefault(sybil);
             _bid(sybil, gpuOrder, gpuSpec, 1 + i, A100);
             vm.prank(sybil);
-            registry.update("s", _list(EU, TIER), _res(1, 1, 0), _noGpus());
+            registry.update("s", GATEWAY_CERT, _list(EU, TIER), _res(1, 1, 0), _noGpus());
         }
         _bid(p2, gpuOrder, gpuSpec, PRICE, A100);
         vm.warp(block.timestamp + WINDOW);
@@ -344,7 +344,9 @@ contract GasBenchmarks is Fixture {
             endpoint[i] = "a";
         }
         vm.prank(provider);
-        registry.register(string(endpoint), _keys("attr", 32), _res(64_000, 262_144, 1_000_000), _maxGpus("gpu"));
+        registry.register(
+            string(endpoint), GATEWAY_CERT, _keys("attr", 32), _res(64_000, 262_144, 1_000_000), _maxGpus("gpu")
+        );
         _record("register_32_attributes_16_gpu_models", REGISTER_MAX_CEILING);
     }
 
@@ -353,9 +355,13 @@ contract GasBenchmarks is Fixture {
         address provider = address(0x6001);
         _fundedProvider(provider);
         vm.prank(provider);
-        registry.register("https://p.example", _keys("old", 32), _res(64_000, 262_144, 1_000_000), _maxGpus("old"));
+        registry.register(
+            "https://p.example", GATEWAY_CERT, _keys("old", 32), _res(64_000, 262_144, 1_000_000), _maxGpus("old")
+        );
         vm.prank(provider);
-        registry.update("https://p.example", _keys("new", 32), _res(64_000, 262_144, 1_000_000), _maxGpus("new"));
+        registry.update(
+            "https://p.example", GATEWAY_CERT, _keys("new", 32), _res(64_000, 262_144, 1_000_000), _maxGpus("new")
+        );
         _record("update_32_attributes_16_gpu_models_replaced", UPDATE_MAX_CEILING);
     }
 
@@ -395,7 +401,7 @@ contract GasBenchmarks is Fixture {
         GpuCapacity[] memory gpus = new GpuCapacity[](1);
         gpus[0] = GpuCapacity(A100, 8);
         vm.prank(provider);
-        registry.register("https://p.example", attributes, _res(64_000, 262_144, 1_000_000), gpus);
+        registry.register("https://p.example", GATEWAY_CERT, attributes, _res(64_000, 262_144, 1_000_000), gpus);
         bytes32[] memory required = new bytes32[](16);
         for (uint256 i = 0; i < 16; ++i) {
             required[i] = attributes[31 - i];
@@ -587,7 +593,7 @@ contract GasBenchmarks is Fixture {
             vm.stopPrank();
         }
         vm.prank(p1);
-        blkRegistry.register("https://p1.example", _none(), _res(8000, 32768, 0), new GpuCapacity[](0));
+        blkRegistry.register("https://p1.example", GATEWAY_CERT, _none(), _res(8000, 32768, 0), new GpuCapacity[](0));
         Marketplace.OrderSpec memory spec = _cpuSpec(1000, 1024, 0);
         vm.prank(tenant);
         uint256 id = blkMarket.createOrder(IERC20(address(blk)), spec, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY);

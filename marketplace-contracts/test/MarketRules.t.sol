@@ -170,7 +170,7 @@ contract Finding2BidSlotJammingTest is Fixture {
     function _shrinkAll() internal {
         for (uint256 i = 0; i < 16; ++i) {
             vm.prank(sybils[i]);
-            registry.update("s", _none(), _res(1, 1, 0), _noGpus());
+            registry.update("s", GATEWAY_CERT, _none(), _res(1, 1, 0), _noGpus());
         }
     }
 
@@ -260,7 +260,7 @@ contract Finding3ClosingDependsOnTransfersTest is Fixture {
             vm.stopPrank();
         }
         vm.prank(p1);
-        blkRegistry.register("https://p1.example", _none(), _res(8000, 32768, 0), _noGpus());
+        blkRegistry.register("https://p1.example", GATEWAY_CERT, _none(), _res(8000, 32768, 0), _noGpus());
     }
 
     function _blkOrder() internal returns (uint256 id) {
@@ -445,7 +445,7 @@ contract Finding5StaleEligibilityTest is Fixture {
 
     function test_finding5_settleSkipsAProviderThatDroppedARequiredAttribute() public {
         vm.prank(p1);
-        registry.update("e", _list(TIER), _res(8000, 32768, 102400), _gpus(A100, 4));
+        registry.update("e", GATEWAY_CERT, _list(TIER), _res(8000, 32768, 102400), _gpus(A100, 4));
         vm.warp(START + WINDOW);
         vm.expectEmit(true, true, false, true, address(market));
         emit Marketplace.BidSkipped(orderId, 0, p1);
@@ -456,7 +456,7 @@ contract Finding5StaleEligibilityTest is Fixture {
 
     function test_finding5_acceptBidRefusesAProviderThatDroppedARequiredAttribute() public {
         vm.prank(p1);
-        registry.update("e", _list(TIER), _res(8000, 32768, 102400), _gpus(A100, 4));
+        registry.update("e", GATEWAY_CERT, _list(TIER), _res(8000, 32768, 102400), _gpus(A100, 4));
         vm.prank(tenant);
         vm.expectRevert(abi.encodeWithSelector(Marketplace.ProviderLacksAttribute.selector, p1, bytes32(0)));
         market.acceptBid(orderId, 0);
@@ -464,7 +464,7 @@ contract Finding5StaleEligibilityTest is Fixture {
 
     function test_finding5_acceptBidRefusesAProviderThatDroppedTheGpuModel() public {
         vm.prank(p1);
-        registry.update("e", _list(EU, TIER), _res(8000, 32768, 102400), _gpus(H100, 4));
+        registry.update("e", GATEWAY_CERT, _list(EU, TIER), _res(8000, 32768, 102400), _gpus(H100, 4));
         vm.prank(tenant);
         vm.expectRevert(abi.encodeWithSelector(Marketplace.ProviderLacksGpuModel.selector, p1, A100));
         market.acceptBid(orderId, 0);
@@ -473,7 +473,7 @@ contract Finding5StaleEligibilityTest is Fixture {
     function test_unchangedAttributesKeepTheBid() public {
         uint32 epoch = registry.attributeEpoch(p1);
         vm.prank(p1);
-        registry.update("e2", _list(EU, TIER), _res(6000, 32768, 102400), _gpus(A100, 4));
+        registry.update("e2", GATEWAY_CERT, _list(EU, TIER), _res(6000, 32768, 102400), _gpus(A100, 4));
         assertEq(registry.attributeEpoch(p1), epoch, "same set, same epoch");
         vm.prank(tenant);
         market.acceptBid(orderId, 0);

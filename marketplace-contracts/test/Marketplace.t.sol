@@ -344,12 +344,12 @@ contract MarketplaceBidTest is Fixture {
         _bid(p3, gpuOrder, gpuSpec, 1, A100);
 
         vm.prank(p3);
-        registry.update("e", _list(EU), _res(8000, 32768, 102400), _gpus(A100, 1));
+        registry.update("e", GATEWAY_CERT, _list(EU), _res(8000, 32768, 102400), _gpus(A100, 1));
         vm.expectRevert(abi.encodeWithSelector(Marketplace.ProviderLacksGpuModel.selector, p3, A100));
         _bid(p3, gpuOrder, gpuSpec, 1, A100);
 
         vm.prank(p3);
-        registry.update("e", _list(EU), _res(1000, 32768, 102400), _gpus(A100, 2));
+        registry.update("e", GATEWAY_CERT, _list(EU), _res(1000, 32768, 102400), _gpus(A100, 2));
         vm.expectRevert(abi.encodeWithSelector(Marketplace.ProviderLacksCapacity.selector, p3));
         _bid(p3, gpuOrder, gpuSpec, 1, A100);
 
@@ -544,13 +544,13 @@ contract MarketplaceMatchTest is Fixture {
         market.settle(empty);
 
         vm.prank(p1);
-        registry.update("e", _list(EU, TIER), _res(3000, 32768, 102400), _gpus(A100, 4));
+        registry.update("e", GATEWAY_CERT, _list(EU, TIER), _res(3000, 32768, 102400), _gpus(A100, 4));
         // p1 no longer has room: its bid is passed over for good, even by the call that then
         // finds nothing else (the skip is kept: the bid's bond is forfeit)
         market.settle(orderId);
         assertTrue(market.getBid(orderId, 0).withdrawn, "passed over");
         vm.prank(p1);
-        registry.update("e", _list(EU, TIER), _res(8000, 32768, 102400), _gpus(A100, 4));
+        registry.update("e", GATEWAY_CERT, _list(EU, TIER), _res(8000, 32768, 102400), _gpus(A100, 4));
         vm.expectRevert(abi.encodeWithSelector(Marketplace.NoEligibleBid.selector, orderId));
         market.settle(orderId);
 

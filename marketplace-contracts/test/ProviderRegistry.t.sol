@@ -12,6 +12,8 @@ import {Resources, GpuCapacity} from "../src/Types.sol";
 import {FeeOnTransferToken} from "./mocks/MockTokens.sol";
 
 contract ProviderRegistryTest is Fixture {
+    bytes32 internal constant ROTATED_CERT = keccak256("rotated gateway certificate");
+
     // ------------------------------------------------------------ construction
 
     function test_constructor_setsParameters() public view {
@@ -68,7 +70,13 @@ contract ProviderRegistryTest is Fixture {
         uint256 before = token.balanceOf(p1);
         vm.expectEmit(true, false, false, true, address(registry));
         emit ProviderRegistry.ProviderRegistered(
-            p1, "https://provider.example:8443", _list(EU, TIER), _res(8000, 32768, 102400), _gpus(A100, 4), MIN_STAKE
+            p1,
+            "https://provider.example:8443",
+            GATEWAY_CERT,
+            _list(EU, TIER),
+            _res(8000, 32768, 102400),
+            _gpus(A100, 4),
+            MIN_STAKE
         );
         _registerDefault(p1);
 
@@ -78,6 +86,7 @@ contract ProviderRegistryTest is Fixture {
         assertEq(uint256(info.status), uint256(ProviderRegistry.ProviderStatus.Active), "status");
         assertEq(info.stake, MIN_STAKE, "stake");
         assertEq(info.endpoint, "https://provider.example:8443", "endpoint");
+        assertEq(info.gatewayCertSha256, GATEWAY_CERT, "gateway certificate");
         assertEq(info.attributes.length, 2, "attributes");
         assertEq(info.capacity.cpuMilli, 8000, "cpu");
         assertEq(info.capacity.memoryMiB, 32768, "memory");
@@ -115,58 +124,58 @@ contract ProviderRegistryTest is Fixture {
     function test_register_revertsOnEndpointLength() public {
         vm.prank(p1);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.EndpointLengthOutOfRange.selector, 0, 256));
-        registry.register("", _none(), _res(1, 1, 1), _noGpus());
+        registry.register("", GATEWAY_CERT, _none(), _res(1, 1, 1), _noGpus());
 
         bytes memory long = new bytes(257);
         vm.prank(p1);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.EndpointLengthOutOfRange.selector, 257, 256));
-        registry.register(string(long), _none(), _res(1, 1, 1), _noGpus());
+        registry.register(string(long), GATEWAY_CERT, _none(), _res(1, 1, 1), _noGpus());
     }
 
     function test_register_revertsOnTooManyAttributes() public {
         bytes32[] memory attrs = new bytes32[](33);
         vm.prank(p1);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.TooManyAttributes.selector, 33, 32));
-        registry.register("e", attrs, _res(1, 1, 1), _noGpus());
+        registry.register("e", GATEWAY_CERT, attrs, _res(1, 1, 1), _noGpus());
     }
 
     function test_register_revertsOnTooManyGpuModels() public {
         GpuCapacity[] memory gpus = new GpuCapacity[](17);
         vm.prank(p1);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.TooManyGpuModels.selector, 17, 16));
-        registry.register("e", _none(), _res(1, 1, 1), gpus);
+        registry.register("e", GATEWAY_CERT, _none(), _res(1, 1, 1), gpus);
     }
 
     function test_register_revertsOnZeroAttribute() public {
         vm.prank(p1);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.ZeroAttribute.selector, 1));
-        registry.register("e", _list(EU, bytes32(0)), _res(1, 1, 1), _noGpus());
+        registry.register("e", GATEWAY_CERT, _list(EU, bytes32(0)), _res(1, 1, 1), _noGpus());
     }
 
     function test_register_revertsOnBadGpuEntries() public {
         vm.prank(p1);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.ZeroGpuModelKey.selector, 0));
-        registry.register("e", _none(), _res(1, 1, 1), _gpus(bytes32(0), 1));
+        registry.register("e", GATEWAY_CERT, _none(), _res(1, 1, 1), _gpus(bytes32(0), 1));
 
         vm.prank(p1);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.ZeroGpuCount.selector, A100));
-        registry.register("e", _none(), _res(1, 1, 1), _gpus(A100, 0));
+        registry.register("e", GATEWAY_CERT, _none(), _res(1, 1, 1), _gpus(A100, 0));
 
         GpuCapacity[] memory twice = new GpuCapacity[](2);
         twice[0] = GpuCapacity(A100, 1);
         twice[1] = GpuCapacity(A100, 2);
         vm.prank(p1);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.DuplicateGpuModel.selector, A100));
-        registry.register("e", _none(), _res(1, 1, 1), twice);
+        registry.register("e", GATEWAY_CERT, _none(), _res(1, 1, 1), twice);
     }
 
     function test_register_revertsOnZeroCapacity() public {
         vm.prank(p1);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.ZeroCapacity.selector, "cpuMilli"));
-        registry.register("e", _none(), _res(0, 1, 1), _noGpus());
+        registry.register("e", GATEWAY_CERT, _none(), _res(0, 1, 1), _noGpus());
         vm.prank(p1);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.ZeroCapacity.selector, "memoryMiB"));
-        registry.register("e", _none(), _res(1, 0, 1), _noGpus());
+        registry.register("e", GATEWAY_CERT, _none(), _res(1, 0, 1), _noGpus());
     }
 
     function test_register_revertsWithoutAllowance() public {
@@ -176,7 +185,7 @@ contract ProviderRegistryTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(IERC20Errors.ERC20InsufficientAllowance.selector, address(registry), 0, MIN_STAKE)
         );
-        registry.register("e", _none(), _res(1, 1, 1), _noGpus());
+        registry.register("e", GATEWAY_CERT, _none(), _res(1, 1, 1), _noGpus());
     }
 
     function test_register_rejectsFeeOnTransferStakeToken() public {
@@ -191,7 +200,7 @@ contract ProviderRegistryTest is Fixture {
                 TokenTransfers.UnsupportedTokenTransfer.selector, address(fee), MIN_STAKE, MIN_STAKE - MIN_STAKE / 100
             )
         );
-        feeRegistry.register("e", _none(), _res(1, 1, 1), _noGpus());
+        feeRegistry.register("e", GATEWAY_CERT, _none(), _res(1, 1, 1), _noGpus());
         vm.stopPrank();
     }
 
@@ -200,9 +209,11 @@ contract ProviderRegistryTest is Fixture {
     function test_update_replacesProfile() public {
         _registerDefault(p1);
         vm.expectEmit(true, false, false, true, address(registry));
-        emit ProviderRegistry.ProviderUpdated(p1, "https://new", _list(US), _res(16000, 65536, 0), _gpus(H100, 2));
+        emit ProviderRegistry.ProviderUpdated(
+            p1, "https://new", ROTATED_CERT, _list(US), _res(16000, 65536, 0), _gpus(H100, 2)
+        );
         vm.prank(p1);
-        registry.update("https://new", _list(US), _res(16000, 65536, 0), _gpus(H100, 2));
+        registry.update("https://new", ROTATED_CERT, _list(US), _res(16000, 65536, 0), _gpus(H100, 2));
 
         assertFalse(registry.hasAttribute(p1, EU), "old attribute dropped");
         assertTrue(registry.hasAttribute(p1, US), "new attribute held");
@@ -212,15 +223,28 @@ contract ProviderRegistryTest is Fixture {
         assertEq(h100, 2, "new model offered");
         ProviderRegistry.ProviderView memory info = registry.getProvider(p1);
         assertEq(info.endpoint, "https://new", "endpoint");
+        assertEq(info.gatewayCertSha256, ROTATED_CERT, "rotated gateway certificate");
         assertEq(info.capacity.cpuMilli, 16000, "cpu");
         assertEq(info.gpus.length, 1, "one model");
         assertEq(registry.providerCount(), 1, "not listed twice");
     }
 
+    function test_registerAndUpdate_refuseAZeroGatewayCertificate() public {
+        vm.prank(p1);
+        vm.expectRevert(ProviderRegistry.ZeroGatewayCertificate.selector);
+        registry.register("e", bytes32(0), _none(), _res(1, 1, 1), _noGpus());
+
+        _registerDefault(p1);
+        vm.prank(p1);
+        vm.expectRevert(ProviderRegistry.ZeroGatewayCertificate.selector);
+        registry.update("e", bytes32(0), _none(), _res(1, 1, 1), _noGpus());
+        assertEq(registry.getProvider(p1).gatewayCertSha256, GATEWAY_CERT, "pin unchanged");
+    }
+
     function test_update_revertsWhenNotActive() public {
         vm.prank(p1);
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.NotActive.selector, p1));
-        registry.update("e", _none(), _res(1, 1, 1), _noGpus());
+        registry.update("e", GATEWAY_CERT, _none(), _res(1, 1, 1), _noGpus());
     }
 
     function test_update_revertsBelowAllocated() public {
@@ -232,21 +256,21 @@ contract ProviderRegistryTest is Fixture {
         vm.expectRevert(
             abi.encodeWithSelector(ProviderRegistry.CapacityBelowAllocated.selector, "cpuMilli", 1999, 2000)
         );
-        registry.update("e", _none(), _res(1999, 4096, 8192), _gpus(A100, 3));
+        registry.update("e", GATEWAY_CERT, _none(), _res(1999, 4096, 8192), _gpus(A100, 3));
         vm.expectRevert(
             abi.encodeWithSelector(ProviderRegistry.CapacityBelowAllocated.selector, "memoryMiB", 4095, 4096)
         );
-        registry.update("e", _none(), _res(2000, 4095, 8192), _gpus(A100, 3));
+        registry.update("e", GATEWAY_CERT, _none(), _res(2000, 4095, 8192), _gpus(A100, 3));
         vm.expectRevert(
             abi.encodeWithSelector(ProviderRegistry.CapacityBelowAllocated.selector, "storageMiB", 8191, 8192)
         );
-        registry.update("e", _none(), _res(2000, 4096, 8191), _gpus(A100, 3));
+        registry.update("e", GATEWAY_CERT, _none(), _res(2000, 4096, 8191), _gpus(A100, 3));
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.GpuCapacityBelowAllocated.selector, A100, 2, 3));
-        registry.update("e", _none(), _res(2000, 4096, 8192), _gpus(A100, 2));
+        registry.update("e", GATEWAY_CERT, _none(), _res(2000, 4096, 8192), _gpus(A100, 2));
         vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.GpuCapacityBelowAllocated.selector, A100, 0, 3));
-        registry.update("e", _none(), _res(2000, 4096, 8192), _gpus(H100, 8));
+        registry.update("e", GATEWAY_CERT, _none(), _res(2000, 4096, 8192), _gpus(H100, 8));
         // exactly the allocation still fits
-        registry.update("e", _none(), _res(2000, 4096, 8192), _gpus(A100, 3));
+        registry.update("e", GATEWAY_CERT, _none(), _res(2000, 4096, 8192), _gpus(A100, 3));
         vm.stopPrank();
     }
 

@@ -4,14 +4,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, B256};
 use alloy::signers::local::PrivateKeySigner;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
 
 use crate::auth::{self, AuthError, methods};
 use crate::gateway::lease_client::LeaseClient;
 use crate::gateway::provider_client::ProviderClient as RawProviderClient;
+use crate::tls::{self, GatewayPin};
 mod shell;
 
 pub use self::shell::{MAX_SHELL_CHUNK_BYTES, MAX_SHELL_COMMAND_BYTES};
@@ -22,13 +23,25 @@ use crate::gateway::{
 };
 
 /// How long [`SignedLeaseClient::connect`] and [`ProviderClient::connect`] wait
-/// for the TCP/HTTP2 connection when the caller has no opinion.
+/// for the TCP/TLS/HTTP2 connection when the caller has no opinion.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("gateway endpoint `{endpoint}` is not a valid URI: {reason}")]
     InvalidEndpoint { endpoint: String, reason: String },
+    #[error(
+        "refusing the gateway of provider {provider} at {endpoint}: it presented a certificate \
+         with SHA-256 {presented}, but the provider's on-chain registration pins {expected} \
+         (a provider that rotated its certificate must run `provider update`; otherwise this \
+         is not the provider's gateway)"
+    )]
+    CertificateMismatch {
+        provider: String,
+        endpoint: String,
+        expected: B256,
+        presented: B256,
+    },
     #[error("cannot connect to the gateway at {endpoint}: {source}")]
     Connect {
         endpoint: String,
@@ -97,31 +110,6 @@ pub fn signed_request<M: prost::Message>(
     Ok(request)
 }
 
-/// Parses a gateway endpoint, accepting a bare `host:port` as plain HTTP/2.
-pub fn endpoint(address: &str, connect_timeout: Duration) -> Result<Endpoint, ClientError> {
-    let uri = if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
-    };
-    Endpoint::from_shared(uri)
-        .map(|endpoint| endpoint.connect_timeout(connect_timeout))
-        .map_err(|e| ClientError::InvalidEndpoint {
-            endpoint: address.to_owned(),
-            reason: e.to_string(),
-        })
-}
-
-async fn connect_channel(address: &str, connect_timeout: Duration) -> Result<Channel, ClientError> {
-    endpoint(address, connect_timeout)?
-        .connect()
-        .await
-        .map_err(|source| ClientError::Connect {
-            endpoint: address.to_owned(),
-            source,
-        })
-}
-
 /// A tenant's client for the `Lease` service: every call is signed with the
 /// tenant's key.
 #[derive(Debug, Clone)]
@@ -131,14 +119,16 @@ pub struct SignedLeaseClient {
 }
 
 impl SignedLeaseClient {
-    /// Connects to `address` (`http://host:port` or `host:port`).
+    /// Connects to `address` (`https://host:port` or `host:port`) over TLS, accepting
+    /// only the certificate `pin` names ([`tls::connect`]).
     pub async fn connect(
         address: &str,
+        pin: GatewayPin,
         signer: PrivateKeySigner,
         connect_timeout: Duration,
     ) -> Result<Self, ClientError> {
         Ok(Self::new(
-            connect_channel(address, connect_timeout).await?,
+            tls::connect(address, pin, connect_timeout).await?,
             signer,
         ))
     }
@@ -243,8 +233,15 @@ pub struct ProviderClient {
 }
 
 impl ProviderClient {
-    pub async fn connect(address: &str, connect_timeout: Duration) -> Result<Self, ClientError> {
-        Ok(Self::new(connect_channel(address, connect_timeout).await?))
+    /// Connects as [`SignedLeaseClient::connect`] does.
+    pub async fn connect(
+        address: &str,
+        pin: GatewayPin,
+        connect_timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        Ok(Self::new(
+            tls::connect(address, pin, connect_timeout).await?,
+        ))
     }
 
     pub fn new(channel: Channel) -> Self {
@@ -268,18 +265,6 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_700_000_000;
-
-    #[test]
-    fn bare_host_port_becomes_http() {
-        let endpoint = endpoint("127.0.0.1:8443", DEFAULT_CONNECT_TIMEOUT).unwrap();
-        assert_eq!(endpoint.uri().to_string(), "http://127.0.0.1:8443/");
-    }
-
-    #[test]
-    fn invalid_endpoint_names_the_input() {
-        let err = endpoint("http://bad host", DEFAULT_CONNECT_TIMEOUT).unwrap_err();
-        assert!(err.to_string().contains("`http://bad host`"), "{err}");
-    }
 
     #[test]
     fn identical_calls_in_one_second_get_distinct_replay_keys() {

@@ -4,10 +4,12 @@
 //! gRPC services ([`gateway`]). This crate also owns the one piece of the
 //! protocol that both sides must compute byte for byte: how a tenant signs a
 //! lease call and how the provider checks it ([`auth`]), and the clients that
-//! sign those calls ([`client`]).
+//! sign those calls ([`client`]) over TLS pinned to the certificate the provider
+//! registered on chain ([`tls`]).
 
 pub mod auth;
 pub mod client;
+pub mod tls;
 
 /// Generated messages, clients (`lease_client`, `provider_client`) and servers
 /// (`lease_server`, `provider_server`) of `leasehold.gateway.v1`.

@@ -713,11 +713,23 @@ async fn measure(
         child: run.spawn().context("starting provider run")?,
     };
     let pid = daemon.pid();
-    let gateway_addr = format!("http://127.0.0.1:{gateway_port}");
+    let gateway_addr = format!("127.0.0.1:{gateway_port}");
+    // Pinned to the certificate `provider register` published, as a tenant pins it.
+    let provider_address = chain.signer(PROVIDER)?.address();
+    let pin = leasehold_proto::tls::GatewayPin {
+        provider: Some(provider_address),
+        cert_sha256: chain
+            .client(PROVIDER)?
+            .provider_info(provider_address)
+            .await
+            .context("reading the registration")?
+            .gateway_cert_sha256,
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     let spawned = Instant::now();
     loop {
-        if let Ok(mut client) = ProviderClient::connect(&gateway_addr, Duration::from_secs(1)).await
+        if let Ok(mut client) =
+            ProviderClient::connect(&gateway_addr, pin, Duration::from_secs(1)).await
             && client.status().await.is_ok()
         {
             break;
@@ -760,7 +772,7 @@ async fn measure(
         manifest_hash,
         max_price_per_hour: U256::from(10 * TOKEN),
         deposit,
-        bid_window_secs: 3_600,
+        bid_window_secs: 600,
         delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
     };
     // One approval for every order, so each order is a single transaction.
@@ -773,8 +785,7 @@ async fn measure(
         )
         .await
         .context("approving the deposits")?;
-    let channel = leasehold_proto::client::endpoint(&gateway_addr, Duration::from_secs(5))?
-        .connect()
+    let channel = leasehold_proto::tls::connect(&gateway_addr, pin, Duration::from_secs(5))
         .await
         .context("gateway channel")?;
 

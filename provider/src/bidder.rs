@@ -87,6 +87,45 @@ pub enum Skip {
     NotOpen,
     /// The stake cannot back one more bid: the contract would refuse it.
     StakeShort(Box<StakeShortfall>),
+    /// The reservation would lapse before the tenant's grace ends, and withdrawing the lapsed
+    /// bid then would forfeit its bond to the tenant (unix seconds).
+    WindowOutlastsReservation {
+        grace_ends: u64,
+        reservation_ends: u64,
+    },
+}
+
+/// Slack between the end of the tenant's grace and the lapse of our reservation: the
+/// withdrawal of a lapsed bid is mined a block or two after it is sent, and the chain's clock
+/// may run a little behind ours.
+pub const GRACE_MARGIN_SECS: u64 = 30;
+
+/// When holding a bid on `order` stops costing its bond: the end of the tenant's grace plus
+/// [`GRACE_MARGIN_SECS`]. A bid withdrawn earlier forfeits its bond to the tenant.
+pub fn bond_free_from(order: &OrderPosted) -> u64 {
+    order
+        .bid_window_end
+        .saturating_add(leasehold_contracts::TENANT_GRACE_SECS)
+        .saturating_add(GRACE_MARGIN_SECS)
+}
+
+/// `Err` when a reservation taken `now` for `timeout_secs` lapses before withdrawing its bid
+/// is free: a tenant could then post long-window orders it never matches and collect the bond
+/// of every bid that lapses (`ProviderRegistry.forfeitBond`).
+pub fn reservation_outlasts_grace(
+    order: &OrderPosted,
+    now: u64,
+    timeout_secs: u64,
+) -> Result<(), Skip> {
+    let grace_ends = bond_free_from(order);
+    let reservation_ends = now.saturating_add(timeout_secs);
+    if reservation_ends < grace_ends {
+        return Err(Skip::WindowOutlastsReservation {
+            grace_ends,
+            reservation_ends,
+        });
+    }
+    Ok(())
 }
 
 /// Why the stake cannot back a new bid: every bid locks `bond` of the stake, which must
@@ -353,7 +392,25 @@ impl Core {
             .await?
             .into_iter()
             .find(|bid| bid.provider == me);
-        let expires_at = unix_now().saturating_add(self.config.bid.reservation_timeout_secs);
+        let now = unix_now();
+        let timeout = self.config.bid.reservation_timeout_secs;
+        if existing_bid.is_none()
+            && let Err(skip) = reservation_outlasts_grace(order, now, timeout)
+        {
+            self.metrics.bids_window_too_long.inc();
+            warn!(
+                order_id,
+                bid_window_end = order.bid_window_end,
+                reservation_timeout_secs = timeout,
+                "not bidding: the bid window plus the tenant's grace outlasts the reservation, \
+                 and withdrawing the lapsed bid would forfeit its bond; raise \
+                 bid.reservation_timeout_secs to bid on such orders"
+            );
+            self.skip(order_id, skip);
+            return Ok(());
+        }
+        // A bid placed before a restart is held at least until withdrawing it is free.
+        let expires_at = now.saturating_add(timeout).max(bond_free_from(order));
         let (holding, price) = match self.reserve_and_price(order, expires_at)? {
             Ok(reserved) => reserved,
             Err(skip) => {
@@ -665,6 +722,7 @@ mod tests {
             unbonding_ends: 0,
             active_leases: 0,
             endpoint: String::new(),
+            gateway_cert_sha256: alloy::primitives::B256::repeat_byte(0xce),
             attributes: Vec::new(),
             capacity: Default::default(),
             allocated: Default::default(),
@@ -714,6 +772,38 @@ mod tests {
             deposit: U256::from(1),
             bid_window_end: 0,
         }
+    }
+
+    #[test]
+    fn a_reservation_must_outlast_the_tenants_grace() {
+        let now = 1_000_000;
+        let mut long = order(1, 100, 0);
+        long.bid_window_end = now + 3_600;
+        // default timeout: the reservation lapses an hour before withdrawing is free
+        let Err(skip) = reservation_outlasts_grace(&long, now, 900) else {
+            panic!("a one-hour window outlasts a 15-minute reservation");
+        };
+        assert_eq!(
+            skip,
+            Skip::WindowOutlastsReservation {
+                grace_ends: now + 3_600 + 120 + GRACE_MARGIN_SECS,
+                reservation_ends: now + 900,
+            }
+        );
+        assert_eq!(
+            reservation_outlasts_grace(&long, now, 3_600 + 120 + GRACE_MARGIN_SECS),
+            Ok(())
+        );
+        let mut short = order(1, 100, 0);
+        short.bid_window_end = now + 10;
+        assert_eq!(reservation_outlasts_grace(&short, now, 900), Ok(()));
+        // the boundary: one second short is refused
+        assert!(reservation_outlasts_grace(&short, now, 10 + 120 + GRACE_MARGIN_SECS - 1).is_err());
+        // a hostile window end cannot overflow
+        let mut hostile = order(1, 100, 0);
+        hostile.bid_window_end = u64::MAX;
+        assert!(reservation_outlasts_grace(&hostile, u64::MAX, u64::MAX).is_ok());
+        assert!(reservation_outlasts_grace(&hostile, now, 900).is_err());
     }
 
     #[test]

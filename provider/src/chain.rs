@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::{LocalSignerError, PrivateKeySigner};
 use eth_keystore::KeystoreError;
 use leasehold_contracts::{
@@ -124,15 +124,30 @@ pub fn deployment_from_config(
 }
 
 /// What `provider register` announces for one host: the hardware's capacity, its GPUs
-/// grouped by model key, the config's attributes and the gateway's public endpoint.
-pub fn provider_profile(config: &Config, hardware: &Hardware) -> ProviderProfile {
-    profile_with_capacity(config, &Capacity::of_hardware(hardware))
+/// grouped by model key, the config's attributes, the gateway's public endpoint and the
+/// fingerprint of the certificate it serves.
+pub fn provider_profile(
+    config: &Config,
+    hardware: &Hardware,
+    gateway_cert_sha256: B256,
+) -> ProviderProfile {
+    profile_with_capacity(
+        config,
+        &Capacity::of_hardware(hardware),
+        gateway_cert_sha256,
+    )
 }
 
-/// The registration of `capacity` with the config's attributes and public endpoint.
-pub fn profile_with_capacity(config: &Config, capacity: &Capacity) -> ProviderProfile {
+/// The registration of `capacity` with the config's attributes, the public endpoint and
+/// the gateway certificate's fingerprint.
+pub fn profile_with_capacity(
+    config: &Config,
+    capacity: &Capacity,
+    gateway_cert_sha256: B256,
+) -> ProviderProfile {
     ProviderProfile {
         endpoint: public_endpoint(config),
+        gateway_cert_sha256,
         attributes: config
             .announced_attributes()
             .iter()
@@ -149,7 +164,7 @@ pub fn public_endpoint(config: &Config) -> String {
         .gateway
         .public_endpoint
         .clone()
-        .unwrap_or_else(|| format!("http://{}", config.gateway.listen))
+        .unwrap_or_else(|| format!("https://{}", config.gateway.listen))
 }
 
 /// The provider's client plus the lane its transactions queue in.

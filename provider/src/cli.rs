@@ -16,6 +16,7 @@ use crate::config::{Config, RuntimeKind};
 use crate::daemon::{
     Core, Daemon, DaemonOptions, connect_runtime, kubernetes_runtime, runtime_scope,
 };
+use crate::gateway::GatewayIdentity;
 use crate::hardware::{Hardware, HardwareOverrides};
 use crate::registration::{Capacity, CapacityLimits, parse_gpu_limit};
 use crate::runtime::{Runtime, RuntimeScope};
@@ -146,6 +147,19 @@ pub enum Command {
         #[command(flatten)]
         limits: CapacityFlags,
     },
+    /// Print the fingerprint of the gateway's TLS certificate (made in the data dir on first
+    /// use), or replace the certificate with --rotate.
+    #[command(after_help = concat!(
+        "The certificate is self-signed; tenants accept the gateway because this fingerprint is in\n",
+        "the provider's on-chain registration. After --rotate, run `provider update` (the daemon\n",
+        "must be restarted to serve the new certificate); until then tenants refuse the gateway.\n\n",
+        "Example:\n  provider gateway-cert --config provider.toml --rotate"
+    ))]
+    GatewayCert {
+        /// Make a new key and certificate, replacing the old ones.
+        #[arg(long)]
+        rotate: bool,
+    },
     /// Run the daemon until SIGINT or SIGTERM.
     #[command(
         after_help = "Example:\n  LEASEHOLD_PROVIDER_KEY=0x... provider run --config provider.toml --metrics 127.0.0.1:9102"
@@ -185,7 +199,7 @@ pub enum Command {
     },
     /// Ask a running daemon's gateway for its status (Provider.GetStatus).
     #[command(
-        after_help = "Example:\n  provider status --gateway http://127.0.0.1:8443 --output json"
+        after_help = "Example:\n  provider status --gateway https://127.0.0.1:8443 --output json"
     )]
     Status {
         /// Default: the config's gateway.listen.
@@ -293,7 +307,9 @@ async fn publish_profile(
 ) -> Result<()> {
     let (config, chain) = connect_chain(config_path).await?;
     let (capacity, source) = capacity_now(&config, &chain, flags).await?;
-    let profile = profile_with_capacity(&config, &capacity);
+    let identity = GatewayIdentity::load_or_create(&config.data_dir)
+        .context("the gateway's TLS certificate")?;
+    let profile = profile_with_capacity(&config, &capacity, identity.cert_sha256());
     let client = chain.client();
     let (sent, verb) = match how {
         Publish::Register => (client.register_provider(&profile).await, "registered"),
@@ -323,14 +339,15 @@ async fn publish_profile(
     print(
         output,
         format!(
-            "{verb} {} with {} cpu millis, {} MiB memory, {} MiB storage, {} GPU model(s), {} attribute(s) at {}",
+            "{verb} {} with {} cpu millis, {} MiB memory, {} MiB storage, {} GPU model(s), {} attribute(s) at {} (certificate sha256 {})",
             chain.address(),
             profile.capacity.cpu_milli,
             profile.capacity.memory_mib,
             profile.capacity.storage_mib,
             profile.gpus.len(),
             profile.attributes.len(),
-            profile.endpoint
+            profile.endpoint,
+            profile.gateway_cert_sha256
         ),
         json!({"provider": chain.address(), "profile": profile, "capacity_source": source}),
     );
@@ -415,10 +432,35 @@ pub async fn run(cli: Cli) -> Result<()> {
             let text = config.to_toml_string().context("writing the config")?;
             std::fs::write(&cli.config, &text)
                 .with_context(|| format!("writing {}", cli.config.display()))?;
+            // The data dir may hold a certificate already (a re-init): it stays, so the
+            // registration's fingerprint stays true.
+            let identity = GatewayIdentity::load_or_create(&config.data_dir)
+                .context("the gateway's TLS certificate")?;
             print(
                 output,
                 text,
-                json!({"config": cli.config, "hardware": hardware}),
+                json!({"config": cli.config, "hardware": hardware,
+                       "gateway_cert_sha256": identity.cert_sha256()}),
+            );
+        }
+        Command::GatewayCert { rotate } => {
+            let config = load(&cli.config)?;
+            let identity = if rotate {
+                GatewayIdentity::rotate(&config.data_dir)
+            } else {
+                GatewayIdentity::load_or_create(&config.data_dir)
+            }
+            .context("the gateway's TLS certificate")?;
+            let path = config.data_dir.join(crate::gateway::CERT_FILE);
+            let next = if rotate {
+                "; run `provider update` and restart the daemon so that tenants accept it"
+            } else {
+                ""
+            };
+            print(
+                output,
+                format!("{} sha256 {}{next}", path.display(), identity.cert_sha256()),
+                json!({"certificate": path, "sha256": identity.cert_sha256(), "rotated": rotate}),
             );
         }
         Command::Register { limits } => {
@@ -475,14 +517,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             handle.shutdown().await;
         }
         Command::Status { gateway } => {
-            let address = match gateway {
-                Some(address) => address,
-                None => format!("http://{}", load(&cli.config)?.gateway.listen),
+            let config = load(&cli.config)?;
+            let address = gateway.unwrap_or_else(|| config.gateway.listen.clone());
+            // This provider's own gateway: pinned to the certificate in its data dir.
+            let pin = leasehold_proto::tls::GatewayPin {
+                provider: None,
+                cert_sha256: GatewayIdentity::load(&config.data_dir)
+                    .context("the gateway's TLS certificate")?
+                    .cert_sha256(),
             };
-            let mut client =
-                leasehold_proto::client::ProviderClient::connect(&address, Duration::from_secs(10))
-                    .await
-                    .with_context(|| format!("connecting to the gateway at {address}"))?;
+            let mut client = leasehold_proto::client::ProviderClient::connect(
+                &address,
+                pin,
+                Duration::from_secs(10),
+            )
+            .await
+            .with_context(|| format!("connecting to the gateway at {address}"))?;
             let status = client.status().await.context("Provider.GetStatus")?;
             let resources = |r: &Option<leasehold_proto::gateway::Resources>| {
                 r.as_ref().map(|r| {

@@ -39,6 +39,9 @@ pub struct Metrics {
     /// Orders not bid on because the stake could not back one more bid (below the minimum,
     /// or its free part under one bond).
     pub bids_stake_short: Counter,
+    /// Orders not bid on because the tenant's bid window and grace outlast the reservation
+    /// timeout: a bid withdrawn before the grace ends forfeits its bond.
+    pub bids_window_too_long: Counter,
     /// Orders not bid on because the leased IP pool had too few free addresses.
     pub bids_no_leased_ip: Counter,
     /// Bonds of this provider's bids resolved on ended orders (released or forfeited).
@@ -285,6 +288,14 @@ impl Core {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP leasehold_gateway_cert_mismatch 1 when the gateway's certificate is not the \
+             one registered on chain (tenants refuse the gateway; run `provider update`).\n\
+             # TYPE leasehold_gateway_cert_mismatch gauge\n\
+             leasehold_gateway_cert_mismatch {}",
+            u8::from(!self.gateway_cert_registered)
+        );
         let cursor = self
             .store
             .cursor(crate::daemon::controller::FOLLOWER)
@@ -340,6 +351,12 @@ impl Core {
                 "counter",
                 "Orders not bid on because the stake is below the minimum or its free part below one bid bond (provider add-stake, or release ended orders' bonds).",
                 self.metrics.bids_stake_short.get(),
+            ),
+            (
+                "leasehold_orders_skipped_window_too_long_total",
+                "counter",
+                "Orders not bid on because their bid window plus the tenant's grace outlasts bid.reservation_timeout_secs (a lapsed bid withdrawn before the grace ends forfeits its bond).",
+                self.metrics.bids_window_too_long.get(),
             ),
             (
                 "leasehold_bonds_resolved_total",

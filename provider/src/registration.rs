@@ -395,6 +395,7 @@ mod tests {
             unbonding_ends: 0,
             active_leases: 0,
             endpoint: String::new(),
+            gateway_cert_sha256: alloy::primitives::B256::repeat_byte(0xce),
             attributes: Vec::new(),
             capacity,
             allocated,

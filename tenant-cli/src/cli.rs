@@ -269,7 +269,9 @@ pub struct DeployArgs {
     /// maximum price).
     #[arg(long, value_parser = parse_amount)]
     pub deposit: Option<U256>,
-    /// Seconds providers have to bid.
+    /// Seconds providers have to bid. Providers bid only when they can hold their reservation
+    /// until 120 s after the window (their `bid.reservation_timeout_secs`, by default 900 s:
+    /// windows up to 750 s).
     #[arg(long, default_value_t = 10)]
     pub bid_window: u64,
     /// Seconds the winning provider has to confirm on chain that the workload runs (60-3600).

@@ -1,10 +1,13 @@
-//! Talking to a provider's gateway as the lease's tenant (every call signed).
+//! Talking to a provider's gateway as the lease's tenant: over TLS pinned to the
+//! certificate fingerprint in the provider's on-chain registration, every call signed.
 
 use std::time::Duration;
 
 use alloy::signers::local::PrivateKeySigner;
+use leasehold_contracts::ProviderInfo;
 use leasehold_proto::client::SignedLeaseClient;
 use leasehold_proto::gateway::LeaseStatus;
+use leasehold_proto::tls::GatewayPin;
 
 use crate::chain::Chain;
 use crate::error::{CliError, CliResult, ExitKind};
@@ -13,26 +16,50 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on one unary gateway call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The endpoint the lease's provider registered on chain.
-pub async fn endpoint_of(chain: &Chain, lease_id: u64) -> CliResult<String> {
+/// A provider's gateway as its on-chain registration describes it: where it is, and
+/// the certificate it must present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    pub endpoint: String,
+    pub pin: GatewayPin,
+}
+
+impl Gateway {
+    pub fn of(provider: &ProviderInfo) -> Self {
+        Self {
+            endpoint: provider.endpoint.clone(),
+            pin: GatewayPin {
+                provider: Some(provider.address),
+                cert_sha256: provider.gateway_cert_sha256,
+            },
+        }
+    }
+}
+
+/// The gateway of the lease's provider, read from the chain.
+pub async fn gateway_of(chain: &Chain, lease_id: u64) -> CliResult<Gateway> {
     let lease = chain.client.lease(lease_id).await?;
     if lease.provider.is_zero() {
         return Err(CliError::failed(format!(
             "lease {lease_id} does not exist (no bid accepted for order {lease_id} yet?)"
         )));
     }
-    Ok(chain.client.provider_info(lease.provider).await?.endpoint)
+    Ok(Gateway::of(
+        &chain.client.provider_info(lease.provider).await?,
+    ))
 }
 
-pub async fn connect(endpoint: &str, signer: PrivateKeySigner) -> CliResult<SignedLeaseClient> {
+/// Connects to `gateway`; a certificate other than the registered one is refused
+/// before anything is sent.
+pub async fn connect(gateway: &Gateway, signer: PrivateKeySigner) -> CliResult<SignedLeaseClient> {
     match tokio::time::timeout(
         CONNECT_TIMEOUT,
-        SignedLeaseClient::connect(endpoint, signer, CONNECT_TIMEOUT),
+        SignedLeaseClient::connect(&gateway.endpoint, gateway.pin, signer, CONNECT_TIMEOUT),
     )
     .await
     {
         Ok(client) => Ok(client?),
-        Err(_) => Err(unreachable(endpoint)),
+        Err(_) => Err(unreachable(&gateway.endpoint)),
     }
 }
 

@@ -609,6 +609,7 @@ mod tests {
             unbonding_ends: 0,
             active_leases: 0,
             endpoint: "https://p.example".to_owned(),
+            gateway_cert_sha256: B256::repeat_byte(0xce),
             attributes: Vec::new(),
             capacity: plenty,
             allocated: leasehold_contracts::Resources::default(),

@@ -644,12 +644,25 @@ fn cli_json_output_parses_and_exit_codes_mean_something() {
     let usage = scenario.tenant(TENANT, &["deploy", "--select", "nonsense"], MINUTE);
     usage.expect_code(2, "a bad flag");
 
-    // The provider's own status, through its gateway.
-    let gateway = format!("http://{}", scenario.providers[node].gateway);
+    // The provider's own status, through its gateway (over TLS, pinned to the
+    // certificate in the config's data dir).
+    let gateway = format!("https://{}", scenario.providers[node].gateway);
+    let config = scenario.providers[node]
+        .config
+        .to_string_lossy()
+        .into_owned();
     let status = leasehold_e2e::process::run_bounded(
         {
             let mut command = std::process::Command::new(&leasehold_e2e::binaries().provider);
-            command.args(["status", "--gateway", &gateway, "--output", "json"]);
+            command.args([
+                "status",
+                "--config",
+                &config,
+                "--gateway",
+                &gateway,
+                "--output",
+                "json",
+            ]);
             command
         },
         MINUTE,
@@ -733,6 +746,73 @@ fn a_restart_elsewhere_or_on_an_empty_store_keeps_the_running_lease() {
     );
 }
 
+/// Issue #14, item 4: the manifest goes over the TLS gateway pinned on chain; the
+/// certificate survives a restart; a rotated one is refused by the tenant, naming both
+/// fingerprints, until `provider update` publishes it.
+#[test]
+fn a_rotated_gateway_certificate_is_refused_until_provider_update_publishes_it() {
+    let mut scenario = Scenario::with_provider(PRICE_A);
+    let (document, lease) = deploy_ok(&scenario, &hello(), QUICK_DEPLOY);
+    wait_for_200(&first_uri(&document));
+    let registered = scenario
+        .provider_on_chain(PROVIDER_A)
+        .gateway_cert_sha256
+        .to_string();
+    let serving = |scenario: &Scenario, args: &[&str]| {
+        let run = scenario.provider_cli(0, args);
+        run.expect_code(0, "provider gateway-cert");
+        run.json()["sha256"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(
+        serving(&scenario, &["gateway-cert", "--output", "json"]),
+        registered
+    );
+    let status = |scenario: &Scenario| {
+        // A new second: the gateway refuses a signature it has seen.
+        std::thread::sleep(Duration::from_millis(1100));
+        scenario.tenant(
+            TENANT,
+            &["status", &lease.to_string(), "--output", "json"],
+            MINUTE,
+        )
+    };
+
+    scenario.restart_provider(0, &DaemonStart::default());
+    assert_eq!(
+        serving(&scenario, &["gateway-cert", "--output", "json"]),
+        registered,
+        "a restart keeps the certificate"
+    );
+    let kept = status(&scenario);
+    kept.expect_code(0, "status after a restart");
+    assert_eq!(kept.json()["workload"]["state"], "running");
+
+    let rotated = serving(&scenario, &["gateway-cert", "--rotate", "--output", "json"]);
+    assert_ne!(rotated, registered);
+    scenario.restart_provider(0, &DaemonStart::default());
+    let refused = status(&scenario);
+    assert_ne!(refused.code, Some(0), "a rotated, unpublished certificate");
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        said.contains(&registered) && said.contains(&rotated),
+        "the refusal names both fingerprints: {said}"
+    );
+
+    scenario
+        .provider_cli(0, &["update", "--output", "json"])
+        .expect_code(0, "provider update");
+    assert_eq!(
+        scenario
+            .provider_on_chain(PROVIDER_A)
+            .gateway_cert_sha256
+            .to_string(),
+        rotated
+    );
+    let accepted = status(&scenario);
+    accepted.expect_code(0, "status after provider update");
+    assert_eq!(accepted.json()["workload"]["state"], "running");
+}
+
 /// A one-replica GPU SDL whose `gpu` block is `attributes` (indented under `gpu:`).
 fn gpu_sdl(units: u32, attributes: &str) -> String {
     format!(
@@ -808,7 +888,7 @@ fn gpu_patterns_get_bids_from_exactly_the_matching_providers() {
             manifest_hash: alloy::primitives::B256::from(sdl.manifest().hash()),
             max_price_per_hour: alloy::primitives::U256::from(10 * TOKEN),
             deposit: alloy::primitives::U256::from(10 * TOKEN),
-            bid_window_secs: 3_600,
+            bid_window_secs: 600,
             delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
         };
         scenario

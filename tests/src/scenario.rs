@@ -347,7 +347,7 @@ private_key_env = "{PROVIDER_KEY_ENV}"
 
 [gateway]
 listen = "{gateway}"
-public_endpoint = "http://{gateway}"
+public_endpoint = "https://{gateway}"
 
 [runtime]
 kind = "docker"
@@ -383,6 +383,15 @@ storage_mib = {storage_mib}
             ));
         }
         text
+    }
+
+    /// `provider <args>` with provider `index`'s config and key, bounded to a minute.
+    pub fn provider_cli(&self, index: usize, args: &[&str]) -> Run {
+        let node = &self.providers[index];
+        run_bounded(
+            self.provider_command(&node.spec, &node.config, args),
+            Duration::from_secs(60),
+        )
     }
 
     fn provider_command(&self, spec: &ProviderSpec, config: &Path, args: &[&str]) -> Command {

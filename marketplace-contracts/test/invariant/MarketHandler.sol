@@ -27,6 +27,7 @@ contract MarketHandler {
     bytes32 public constant H100 = keccak256("nvidia/h100/80Gi/sxm");
     bytes32 public constant EU = keccak256("region=eu-west");
     bytes32 public constant TIER = keccak256("tier=community");
+    bytes32 public constant GATEWAY_CERT = keccak256("handler gateway certificate");
     uint256 public constant MAX_ORDERS = 40;
     uint64 public constant DELIVERY = 600;
     address public constant AUDITOR_A = address(0xD000);
@@ -93,7 +94,9 @@ contract MarketHandler {
         );
         uint256[] memory before = _balances();
         vm.prank(provider);
-        registry.register("https://p.example", _attributeSet(attributeSeed), capacity, _gpuSet(gpuSeed, 0, 0));
+        registry.register(
+            "https://p.example", GATEWAY_CERT, _attributeSet(attributeSeed), capacity, _gpuSet(gpuSeed, 0, 0)
+        );
         _expectMoved(before, provider, -int256(registry.minimumStake()), address(0), 0, "register");
         stakedIn[provider] += registry.minimumStake();
         ++successes["register"];
@@ -113,7 +116,9 @@ contract MarketHandler {
         (, uint32 a100) = registry.gpuState(provider, A100);
         (, uint32 h100) = registry.gpuState(provider, H100);
         vm.prank(provider);
-        registry.update("https://p.example/v2", _attributeSet(attributeSeed), capacity, _gpuSet(gpuSeed, a100, h100));
+        registry.update(
+            "https://p.example/v2", GATEWAY_CERT, _attributeSet(attributeSeed), capacity, _gpuSet(gpuSeed, a100, h100)
+        );
         ++successes["update"];
     }
 
@@ -300,7 +305,11 @@ contract MarketHandler {
             if (!_tokenMoves(provider)) return;
             vm.prank(provider);
             registry.register(
-                "https://honest.example", _attributeSet(2), Resources(64_000, 262_144, 4_000_000), _gpuSet(0, 12, 12)
+                "https://honest.example",
+                GATEWAY_CERT,
+                _attributeSet(2),
+                Resources(64_000, 262_144, 4_000_000),
+                _gpuSet(0, 12, 12)
             );
             stakedIn[provider] += registry.minimumStake();
         }
@@ -345,7 +354,7 @@ contract MarketHandler {
         Resources memory tiny =
             Resources(info.allocated.cpuMilli + 1, info.allocated.memoryMiB + 1, info.allocated.storageMiB);
         vm.prank(sybil);
-        registry.update("https://sybil.example", _attributeSet(0), tiny, _gpuSet(0, a100, h100));
+        registry.update("https://sybil.example", GATEWAY_CERT, _attributeSet(0), tiny, _gpuSet(0, a100, h100));
         if ((providerSeed >> 8) % 2 == 0) _withdrawBidsOf(sybil);
         _recordForfeits(before);
         ++successes["sybilSweep"];

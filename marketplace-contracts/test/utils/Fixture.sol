@@ -35,6 +35,9 @@ abstract contract Fixture is Test {
     bytes32 internal constant TIER = keccak256("tier=community");
     bytes32 internal constant MANIFEST = keccak256("manifest");
     bytes32 internal constant GROUP = keccak256("dcloud");
+    /// @dev Stands for the SHA-256 of a gateway's DER certificate (keccak256: a constant, where
+    /// sha256 would be a precompile call that consumes a pending `vm.prank`).
+    bytes32 internal constant GATEWAY_CERT = keccak256("fixture gateway certificate");
 
     address internal tenant = address(0x7E1A);
     address internal tenant2 = address(0x7E1B);
@@ -127,7 +130,7 @@ abstract contract Fixture is Test {
         internal
     {
         vm.prank(provider);
-        registry.register("https://provider.example:8443", attrs, capacity, gpus);
+        registry.register("https://provider.example:8443", GATEWAY_CERT, attrs, capacity, gpus);
     }
 
     function _order(Marketplace.OrderSpec memory spec) internal returns (uint256) {

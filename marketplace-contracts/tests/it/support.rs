@@ -103,6 +103,7 @@ pub fn resources(cpu_milli: u64, memory_mib: u64, storage_mib: u64) -> Resources
 pub fn profile(endpoint: &str, capacity: Resources) -> ProviderProfile {
     ProviderProfile {
         endpoint: endpoint.to_owned(),
+        gateway_cert_sha256: B256::repeat_byte(0xce),
         attributes: vec![attribute("region=eu-west")],
         capacity,
         gpus: Vec::new(),

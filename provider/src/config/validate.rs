@@ -99,9 +99,10 @@ impl Config {
             );
         }
         if let Some(endpoint) = &self.gateway.public_endpoint
-            && let Err(reason) = check_url(endpoint, &["http", "https"])
+            && let Err(error) = leasehold_proto::tls::gateway_authority(endpoint)
         {
-            problem("gateway.public_endpoint", reason);
+            // The tenants' own rule: TLS only, `https://host:port` or `host:port`.
+            problem("gateway.public_endpoint", error.to_string());
         }
 
         if let Err(reason) = check_url(

@@ -21,7 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use alloy::primitives::B256;
 use alloy::signers::local::PrivateKeySigner;
 use leasehold_contracts::{
-    Backoff, BackoffPolicy, ClientError, Follower, FollowerConfig, HeadWatch, RpcLogSource,
+    Backoff, BackoffPolicy, ClientError, Follower, FollowerConfig, HeadWatch, ProviderInfo,
+    RpcLogSource,
 };
 use leasehold_scheduler::pricing::{GpuPriceTable, LinearRates, PricingError};
 use leasehold_scheduler::{GpuModelKey, Inventory, InventoryError, NodeSpec};
@@ -33,6 +34,7 @@ use crate::chain::{Chain, ChainSetupError};
 use crate::config::Config;
 use crate::config::EgressPolicy;
 use crate::deployment::DeploymentError;
+use crate::gateway::GatewayIdentity;
 use crate::hardware::{Hardware, HardwareError};
 use crate::ip_pool::IpPool;
 use crate::metrics::Metrics;
@@ -142,6 +144,8 @@ pub enum DaemonError {
     },
     #[error("gateway: {0}")]
     Gateway(#[from] crate::gateway::GatewayError),
+    #[error("gateway certificate: {0}")]
+    GatewayIdentity(#[from] crate::gateway::IdentityError),
     #[error("gateway.listen `{0}` is not host:port")]
     GatewayListen(String),
     #[error(
@@ -188,6 +192,10 @@ pub struct Core {
     pub(crate) queue: Arc<Queue>,
     /// Seals registry passwords before a manifest is stored (see [`crate::sealing`]).
     pub(crate) credential_seal: CredentialSeal,
+    /// The certificate the gateway serves (kept in the data dir).
+    pub(crate) gateway_identity: GatewayIdentity,
+    /// Whether the chain pins that certificate; tenants refuse the gateway otherwise.
+    pub(crate) gateway_cert_registered: bool,
 }
 
 /// The node id of the single Docker host in the inventory.
@@ -246,13 +254,13 @@ pub fn local_node(hardware: &Hardware) -> Result<(NodeSpec, Vec<GpuModelKey>), D
 /// The attributes to bid with: the registration's, since `placeBid` checks those. A
 /// config that says otherwise is reported (the operator runs `provider update`), and an
 /// unregistered key stops the daemon instead of having every bid revert.
-async fn registered_attributes(
+fn registered_attributes(
     config: &Config,
     chain: &Chain,
+    registration: &ProviderInfo,
 ) -> Result<BTreeSet<B256>, DaemonError> {
     use leasehold_contracts::ProviderStatus;
     let me = chain.address();
-    let registration = chain.client().provider_info(me).await?;
     match registration.status {
         ProviderStatus::None => {
             return Err(DaemonError::NotRegistered {
@@ -266,7 +274,7 @@ async fn registered_attributes(
         ),
         ProviderStatus::Active => {}
     }
-    let registered: BTreeSet<B256> = registration.attributes.into_iter().collect();
+    let registered: BTreeSet<B256> = registration.attributes.iter().copied().collect();
     let announced = config.announced_attributes();
     let configured: BTreeSet<(B256, &str)> = announced
         .iter()
@@ -287,6 +295,24 @@ async fn registered_attributes(
         );
     }
     Ok(registered)
+}
+
+/// Whether the chain pins the certificate the gateway serves. A mismatch (a rotated or
+/// lost certificate not yet published with `provider update`) makes every tenant refuse
+/// the gateway, so it is logged loudly and exported as `leasehold_gateway_cert_mismatch`.
+fn gateway_cert_registered(identity: &GatewayIdentity, registration: &ProviderInfo) -> bool {
+    let serving = identity.cert_sha256();
+    let registered = registration.gateway_cert_sha256;
+    if serving == registered {
+        return true;
+    }
+    error!(
+        %serving,
+        %registered,
+        "the gateway's certificate is not the one registered on chain: tenants will refuse \
+         this gateway until `provider update --config <file>` publishes its fingerprint"
+    );
+    false
 }
 
 /// The GPU models a cluster's nodes offer, one entry per model.
@@ -455,7 +481,10 @@ impl Core {
         let (inventory, ip_pool) =
             crate::bidder::restore_holdings(&store, nodes, leased_ips).await?;
         let rates = rates_from_config(&config)?;
-        let attributes = registered_attributes(&config, &chain).await?;
+        let registration = chain.client().provider_info(chain.address()).await?;
+        let attributes = registered_attributes(&config, &chain, &registration)?;
+        let gateway_identity = GatewayIdentity::load_or_create(&config.data_dir)?;
+        let gateway_cert_registered = gateway_cert_registered(&gateway_identity, &registration);
         Ok(Self {
             config,
             store,
@@ -472,6 +501,8 @@ impl Core {
             queue: Arc::new(Queue::new(options.retry)),
             options,
             credential_seal,
+            gateway_identity,
+            gateway_cert_registered,
         })
     }
 
@@ -562,6 +593,7 @@ impl Core {
         }
         let profile = leasehold_contracts::ProviderProfile {
             endpoint: registration.endpoint,
+            gateway_cert_sha256: registration.gateway_cert_sha256,
             attributes: registration.attributes,
             capacity: available.resources,
             gpus: available.gpu_capacity(),
@@ -694,6 +726,7 @@ impl Daemon {
                 crate::gateway::serve(
                     addr,
                     crate::gateway::GatewayConfig::default(),
+                    &core.gateway_identity,
                     Arc::new(backend::DaemonBackend::new(core.clone())),
                     stopped(stop.subscribe()),
                 )

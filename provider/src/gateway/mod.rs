@@ -5,8 +5,12 @@
 //! the signer must be the lease's on-chain tenant, the timestamp within the
 //! clock-skew window, and the signature unused. The daemon supplies chain,
 //! store and runtime through [`GatewayBackend`].
+//!
+//! The gateway serves TLS only, with the provider's own certificate
+//! ([`GatewayIdentity`]), whose fingerprint tenants read from the chain and pin.
 
 mod backend;
+mod identity;
 mod routes;
 mod service;
 
@@ -22,6 +26,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 pub use backend::{BackendError, BackendStream, GatewayBackend, LogQuery};
+pub use identity::{CERT_FILE, GatewayIdentity, IdentityError, KEY_FILE};
 
 use routes::GatewayRoutes;
 use service::{LeaseService, ProviderService, ShutdownSignal};
@@ -84,6 +89,8 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    #[error("gateway cannot use its TLS certificate: {0}")]
+    Tls(#[source] tonic::transport::Error),
     #[error("gateway server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
     #[error("gateway server task ended abnormally: {0}")]
@@ -109,11 +116,13 @@ impl RunningGateway {
     }
 }
 
-/// Binds `addr` and serves the gateway until `shutdown` completes; then open
-/// streams end with `Unavailable` and the server drains its connections.
+/// Binds `addr` and serves the gateway over TLS with `identity` until `shutdown`
+/// completes; then open streams end with `Unavailable` and the server drains its
+/// connections.
 pub async fn serve(
     addr: SocketAddr,
     config: GatewayConfig,
+    identity: &GatewayIdentity,
     backend: Arc<dyn GatewayBackend>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningGateway, GatewayError> {
@@ -135,6 +144,8 @@ pub async fn serve(
         config.max_request_bytes,
     );
     let server = Server::builder()
+        .tls_config(identity.server_tls())
+        .map_err(GatewayError::Tls)?
         .max_concurrent_streams(config.max_concurrent_streams)
         .concurrency_limit_per_connection(config.max_concurrent_requests_per_connection)
         .http2_keepalive_interval(Some(config.http2_keepalive_interval));

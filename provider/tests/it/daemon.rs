@@ -20,11 +20,13 @@ use leasehold_contracts::devnet::{Devnet as ChainDevnet, DevnetConfig, ONE_TOKEN
 use leasehold_contracts::{
     CloseReason, MarketplaceClient, NewOrder, OrderRequirements, OrderSpec, Resources,
 };
+use leasehold_proto::tls::GatewayPin;
 use leasehold_provider::chain::provider_profile;
 use leasehold_provider::config::Config;
 use leasehold_provider::daemon::queue::RetryPolicy;
 use leasehold_provider::daemon::{Daemon, DaemonHandle, DaemonOptions};
 use leasehold_provider::deployment::{gpu_model_key, order_spec_for_group};
+use leasehold_provider::gateway::GatewayIdentity;
 use leasehold_provider::hardware::{DeclaredGpu, Hardware, HardwareOverrides};
 use leasehold_provider::lease::LeaseStateKind;
 
@@ -114,6 +116,9 @@ fn provider_config(devnet: &Devnet, dir: &std::path::Path, gpus: u32) -> Config 
     config.chain.registry = devnet.deployment.registry.to_string();
     config.chain.token = devnet.deployment.token.to_string();
     config.gateway.listen = "127.0.0.1:0".to_owned();
+    // The tests post one-hour bid windows; a provider bids only on windows its reservation
+    // outlasts (with the tenant's grace), so hold reservations longer than that.
+    config.bid.reservation_timeout_secs = 2 * 3_600;
     // 0.1 core of hello.yaml costs 3.6 tokens an hour: 1,000 base units a second.
     config.pricing.cpu_core_per_hour = 36 * TOKEN;
     config.pricing.memory_gib_per_hour = 0;
@@ -147,9 +152,29 @@ async fn register(devnet: &Devnet, config: &Config) {
     let hardware = Hardware::detect(&config.data_dir, &config.hardware).expect("hardware");
     devnet
         .client(PROVIDER)
-        .register_provider(&provider_profile(config, &hardware))
+        .register_provider(&provider_profile(
+            config,
+            &hardware,
+            GatewayIdentity::load_or_create(&config.data_dir)
+                .expect("gateway certificate")
+                .cert_sha256(),
+        ))
         .await
         .expect("register");
+}
+
+/// The pin a tenant reads from the chain for PROVIDER's gateway.
+async fn gateway_pin(devnet: &Devnet) -> GatewayPin {
+    let provider = devnet.signer(PROVIDER).address();
+    let registration = devnet
+        .client(TENANT)
+        .provider_info(provider)
+        .await
+        .expect("registration");
+    GatewayPin {
+        provider: Some(provider),
+        cert_sha256: registration.gateway_cert_sha256,
+    }
 }
 
 async fn start(devnet: &Devnet, config: &Config) -> DaemonHandle {
@@ -329,9 +354,10 @@ async fn deliver_and_run(
     lease_id: u64,
     manifest: Vec<u8>,
 ) -> String {
-    let gateway = format!("http://{}", handle.gateway_addr().expect("gateway served"));
+    let gateway = handle.gateway_addr().expect("gateway served").to_string();
     let mut tenant = leasehold_proto::client::SignedLeaseClient::connect(
         &gateway,
+        gateway_pin(devnet).await,
         devnet.signer(TENANT),
         Duration::from_secs(5),
     )
@@ -940,6 +966,7 @@ async fn tenant_client(
     eventually("the gateway to answer", || async {
         leasehold_proto::client::SignedLeaseClient::connect(
             gateway,
+            gateway_pin(devnet).await,
             devnet.signer(TENANT),
             Duration::from_secs(2),
         )
@@ -973,7 +1000,7 @@ async fn kill_dash_nine_and_restart_keeps_running_leases_and_misses_nothing() {
         register(&devnet, &config).await;
         let config_path = dir.path().join("provider.toml");
         std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
-        let gateway = format!("http://{}", config.gateway.listen);
+        let gateway = config.gateway.listen.clone();
         let tenant = devnet.client(TENANT);
 
         let mut daemon = DaemonProcess::spawn(&devnet, &config_path);
@@ -1039,9 +1066,13 @@ async fn kill_dash_nine_and_restart_keeps_running_leases_and_misses_nothing() {
         // The same client again: a fresh one could sign a call identical to one already
         // made in the same second, which the provider rightly refuses as a replay.
         eventually("the restarted gateway", || async {
-            leasehold_proto::client::ProviderClient::connect(&gateway, Duration::from_secs(2))
-                .await
-                .ok()
+            leasehold_proto::client::ProviderClient::connect(
+                &gateway,
+                gateway_pin(&devnet).await,
+                Duration::from_secs(2),
+            )
+            .await
+            .ok()
         })
         .await;
         eventually("the interrupted deploy to finish", || {
@@ -1111,7 +1142,7 @@ async fn fifty_leases_through_random_kill_dash_nine_miss_nothing_and_double_noth
         register(&devnet, &config).await;
         let config_path = dir.path().join("provider.toml");
         std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
-        let gateway = format!("http://{}", config.gateway.listen);
+        let gateway = config.gateway.listen.clone();
         let tenant = devnet.client(TENANT);
         let small = HELLO
             .replace("units: 100m", "units: 10m")
@@ -1402,7 +1433,7 @@ async fn a_lost_store_adopts_running_workloads_and_closes_nothing() {
 
         // The tenant's client keeps working, and the manifest can be delivered again so
         // that the provider can re-create the workload from then on.
-        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
+        let gateway = handle.gateway_addr().expect("gateway").to_string();
         let mut tenant = tenant_client(&devnet, &gateway).await;
         let status = tenant.status(lease_id).await.expect("status");
         assert_eq!(status.state, "running");
@@ -1434,7 +1465,7 @@ async fn a_deployment_that_keeps_failing_is_closed_and_its_history_says_why() {
             ..options()
         })
         .await;
-        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
+        let gateway = handle.gateway_addr().expect("gateway").to_string();
         let mut tenant = tenant_client(&devnet, &gateway).await;
 
         // An image name no engine accepts is refused when the manifest arrives.
@@ -1606,7 +1637,7 @@ async fn an_out_of_range_lease_is_not_found_and_housekeeping_prunes_the_replay_c
             data_dir: _data_dir,
             ..
         } = started(options()).await;
-        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
+        let gateway = handle.gateway_addr().expect("gateway").to_string();
         let mut tenant = tenant_client(&devnet, &gateway).await;
         let refusal = tenant.status(u64::MAX).await.expect_err("no such lease");
         let status = refusal.status().expect("the provider answered");
@@ -1666,7 +1697,7 @@ async fn an_engine_outage_never_closes_a_lease() {
         .expect("daemon starts");
         let (order, manifest) = hello_order(&devnet, 1_000 * TOKEN, 3_600);
         let lease_id = lease_for(&devnet, &order).await;
-        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
+        let gateway = handle.gateway_addr().expect("gateway").to_string();
         let mut tenant = tenant_client(&devnet, &gateway).await;
         manifest_window(&handle, lease_id).await;
         tenant
@@ -1770,8 +1801,8 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
         register(&devnet, &config).await;
         let rival = devnet.client(4);
         let hardware = Hardware::detect(dir.path(), &overrides(0)).expect("hardware");
-        let mut rival_profile = provider_profile(&config, &hardware);
-        rival_profile.endpoint = "http://rival.example:8443".to_owned();
+        let mut rival_profile = provider_profile(&config, &hardware, B256::repeat_byte(0xce));
+        rival_profile.endpoint = "https://rival.example:8443".to_owned();
         rival
             .register_provider(&rival_profile)
             .await
@@ -1811,15 +1842,16 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
             (reserved().await == 0).then_some(())
         })
         .await;
-        assert!(
-            handle
-                .core()
-                .store()
+        eventually("the lost reservation's row to go", || async {
+            let store = handle.core().store();
+            store
                 .reservation(lost.order_id)
                 .await
                 .expect("store")
                 .is_none()
-        );
+                .then_some(())
+        })
+        .await;
         // The lost order ended: the daemon releases its bid's bond back to the free stake.
         let me = handle.core().chain().address();
         let minimum = devnet.params.minimum_stake;
@@ -1828,12 +1860,34 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
             (info.locked_bonds.is_zero() && info.stake == minimum).then_some(())
         })
         .await;
-        assert!(handle.core().metrics().bonds_resolved.get() >= 1);
+        // The chain shows the release before the daemon has read its receipt.
+        eventually("the release to be counted", || async {
+            (handle.core().metrics().bonds_resolved.get() >= 1).then_some(())
+        })
+        .await;
 
-        // Expired: nobody accepts within the reservation timeout; the bid is withdrawn.
+        // A reservation that would lapse before the tenant's grace ends: no bid, for a lapsed
+        // bid withdrawn then would forfeit its bond (a tenant could post long windows it never
+        // matches and collect honest providers' bonds).
         handle.shutdown().await;
         config.bid.reservation_timeout_secs = 3;
         config.bid.bid_timeout_secs = 1;
+        let handle = start(&devnet, &config).await;
+        let long_window = tenant.create_order(&order).await.expect("createOrder");
+        eventually("the long window to be skipped", || async {
+            (handle.core().metrics().bids_window_too_long.get() >= 1).then_some(())
+        })
+        .await;
+        assert_eq!(our_bid(&devnet, long_window.order_id).await, None);
+        tenant
+            .cancel_order(long_window.order_id)
+            .await
+            .expect("cancel");
+
+        // Expired: nobody accepts within the reservation timeout; the bid is withdrawn once
+        // the grace is over, and keeps its bond.
+        handle.shutdown().await;
+        config.bid.reservation_timeout_secs = 900;
         let handle = start(&devnet, &config).await;
         let reserved = || async {
             handle
@@ -1843,9 +1897,30 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
                 .reserved
                 .cpu_millis
         };
-        let expired = tenant.create_order(&order).await.expect("createOrder");
+        let (short, _) = hello_order(&devnet, 100 * TOKEN, 5);
+        let expired = tenant.create_order(&short).await.expect("createOrder");
         let bid_id = eventually("our bid", || our_bid(&devnet, expired.order_id)).await;
         assert_eq!(reserved().await, 100);
+        let store = handle.core().store();
+        // The chain shows the bid before the daemon has stored its id.
+        let row = eventually("the bid's reservation", || async {
+            let row = store.reservation(expired.order_id).await.expect("store")?;
+            row.bid_id.is_some().then_some(row)
+        })
+        .await;
+        assert!(
+            row.expires_at >= leasehold_provider::daemon::unix_now() + 5 + 120,
+            "the reservation is held past the tenant's grace"
+        );
+        // Fast-forward: the chain past the grace, the reservation to its lapse.
+        devnet.warp(200).await.expect("warp");
+        store
+            .put_reservation(&leasehold_provider::store::Reservation {
+                expires_at: 0,
+                ..row
+            })
+            .await
+            .expect("lapse the reservation");
         eventually("the bid to be withdrawn", || async {
             let bids = devnet.client(0).bids(expired.order_id).await.ok()?;
             bids.get(usize::try_from(bid_id).ok()?)?
@@ -1853,22 +1928,19 @@ async fn lost_and_expired_bids_give_their_reservations_back() {
                 .then_some(())
         })
         .await;
-        assert_eq!(reserved().await, 0);
-        // Withdrawing cost the bond: once the tenant cancels, the daemon resolves it and it
-        // is the tenant's to claim.
-        tenant.cancel_order(expired.order_id).await.expect("cancel");
-        let bond = devnet.params.bid_bond;
-        eventually("the withdrawn bid's bond to go to the tenant", || async {
-            let info = devnet.client(0).provider_info(me).await.ok()?;
-            (info.locked_bonds.is_zero() && info.stake == minimum - bond).then_some(())
+        eventually("the reservation to go", || async {
+            (reserved().await == 0).then_some(())
         })
         .await;
+        let info = devnet.client(0).provider_info(me).await.expect("provider");
+        assert!(info.locked_bonds.is_zero(), "the bond is released at once");
+        assert_eq!(info.stake, minimum, "no bond was forfeited");
         let token = devnet.client(0).stake_token().await.expect("stake token");
         let (_, credited) = tenant
             .claimable(token, tenant.sender())
             .await
             .expect("claimable");
-        assert_eq!(credited, bond);
+        assert_eq!(credited, U256::ZERO);
         handle.shutdown().await;
     })
     .await;
@@ -2036,7 +2108,7 @@ async fn the_provider_cli_keeps_the_tenant_exit_code_contract() {
         let (code, document) = failure(&unreachable_path, &["update"]);
         assert_eq!(code, Some(3), "an unreachable node: {document}");
         assert_eq!(document["error"]["kind"], "network");
-        let gateway = format!("http://127.0.0.1:{}", free_port());
+        let gateway = format!("127.0.0.1:{}", free_port());
         let (code, _) = failure(&config_path, &["status", "--gateway", &gateway]);
         assert_eq!(code, Some(3), "an unreachable gateway");
 
@@ -2156,7 +2228,7 @@ async fn a_private_image_runs_from_sealed_credentials_across_kill_dash_nine() {
         let config_path = dir.path().join("provider.toml");
         std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
         let log_path = dir.path().join("daemon.log");
-        let gateway = format!("http://{}", config.gateway.listen);
+        let gateway = config.gateway.listen.clone();
         let tenant = devnet.client(TENANT);
 
         let mut daemon = DaemonProcess::spawn_logging(&devnet, &config_path, &log_path);
@@ -2288,7 +2360,7 @@ async fn a_manifest_update_survives_kill_dash_nine_between_the_event_and_the_man
         register(&devnet, &config).await;
         let config_path = dir.path().join("provider.toml");
         std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
-        let gateway = format!("http://{}", config.gateway.listen);
+        let gateway = config.gateway.listen.clone();
         let tenant = devnet.client(TENANT);
 
         let mut daemon = DaemonProcess::spawn(&devnet, &config_path);
@@ -2346,13 +2418,18 @@ async fn a_manifest_update_survives_kill_dash_nine_between_the_event_and_the_man
 
         let _daemon = DaemonProcess::spawn(&devnet, &config_path);
         eventually("the restarted gateway", || async {
-            leasehold_proto::client::ProviderClient::connect(&gateway, Duration::from_secs(2))
-                .await
-                .ok()
+            leasehold_proto::client::ProviderClient::connect(
+                &gateway,
+                gateway_pin(&devnet).await,
+                Duration::from_secs(2),
+            )
+            .await
+            .ok()
         })
         .await;
         let mut stranger = leasehold_proto::client::SignedLeaseClient::connect(
             &gateway,
+            gateway_pin(&devnet).await,
             devnet.signer(3),
             Duration::from_secs(5),
         )
@@ -2419,7 +2496,7 @@ async fn a_first_manifest_sent_after_an_update_runs_as_the_latest_revision() {
         register(&devnet, &config).await;
         let config_path = dir.path().join("provider.toml");
         std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
-        let gateway = format!("http://{}", config.gateway.listen);
+        let gateway = config.gateway.listen.clone();
         let tenant = devnet.client(TENANT);
         let _daemon = DaemonProcess::spawn(&devnet, &config_path);
         let mut signed = tenant_client(&devnet, &gateway).await;
@@ -2528,8 +2605,8 @@ async fn orders_signed_by_an_auditor_take_bids_only_from_attested_providers() {
         // Revoked after the bid: settle passes over it and matches the attested rival.
         let rival = devnet.client(4);
         let hardware = Hardware::detect(dir.path(), &overrides(0)).expect("hardware");
-        let mut rival_profile = provider_profile(&config, &hardware);
-        rival_profile.endpoint = "http://rival.example:8443".to_owned();
+        let mut rival_profile = provider_profile(&config, &hardware, B256::repeat_byte(0xce));
+        rival_profile.endpoint = "https://rival.example:8443".to_owned();
         rival
             .register_provider(&rival_profile)
             .await

@@ -13,15 +13,19 @@ use alloy::signers::local::PrivateKeySigner;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use leasehold_proto::auth::{self, methods};
-use leasehold_proto::client::{ProviderClient, SignedLeaseClient, signed_request, unix_now};
+use leasehold_proto::client::{
+    ClientError, ProviderClient, SignedLeaseClient, signed_request, unix_now,
+};
 use leasehold_proto::gateway::lease_client::LeaseClient;
 use leasehold_proto::gateway::{
     GpuCount, LeaseEvent, LeaseStatus, LeaseStatusRequest, LogLine, ProviderStatus, Resources,
     ServiceStatus,
 };
 use leasehold_proto::gateway::{ShellInput, ShellOutput, ShellRequest, shell_input, shell_output};
+use leasehold_proto::tls::GatewayPin;
 use leasehold_provider::gateway::{
-    BackendError, BackendStream, GatewayBackend, GatewayConfig, LogQuery, RunningGateway, serve,
+    BackendError, BackendStream, GatewayBackend, GatewayConfig, GatewayIdentity, LogQuery,
+    RunningGateway, serve,
 };
 use leasehold_provider::runtime::{ExecInput, ExecOutput, ExecRequest, ExecSession};
 use tokio::sync::oneshot;
@@ -296,6 +300,7 @@ impl GatewayBackend for FakeBackend {
 
 struct Gateway {
     addr: SocketAddr,
+    identity: GatewayIdentity,
     backend: Arc<FakeBackend>,
     stop: oneshot::Sender<()>,
     server: RunningGateway,
@@ -308,10 +313,12 @@ impl Gateway {
 
     async fn start_with(config: GatewayConfig) -> Self {
         let backend = Arc::new(FakeBackend::new());
+        let identity = GatewayIdentity::generate().expect("certificate");
         let (stop, stopped) = oneshot::channel::<()>();
         let server = serve(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             config,
+            &identity,
             Arc::clone(&backend) as Arc<dyn GatewayBackend>,
             async move {
                 let _ = stopped.await;
@@ -321,22 +328,44 @@ impl Gateway {
         .expect("gateway binds 127.0.0.1:0");
         Self {
             addr: server.local_addr(),
+            identity,
             backend,
             stop,
             server,
         }
     }
 
+    /// What a tenant reads from the chain for this gateway.
+    fn pin(&self) -> GatewayPin {
+        GatewayPin {
+            provider: Some(Address::repeat_byte(0xb1)),
+            cert_sha256: self.identity.cert_sha256(),
+        }
+    }
+
     async fn client(&self, key_hex: &str) -> SignedLeaseClient {
-        SignedLeaseClient::connect(&self.addr.to_string(), key(key_hex), CONNECT_TIMEOUT)
+        SignedLeaseClient::connect(
+            &self.addr.to_string(),
+            self.pin(),
+            key(key_hex),
+            CONNECT_TIMEOUT,
+        )
+        .await
+        .expect("client connects")
+    }
+
+    async fn public_client(&self) -> ProviderClient {
+        ProviderClient::connect(&self.addr.to_string(), self.pin(), CONNECT_TIMEOUT)
             .await
-            .expect("client connects")
+            .expect("public client connects")
     }
 
     async fn raw_client(&self) -> LeaseClient<Channel> {
-        LeaseClient::connect(format!("http://{}", self.addr))
-            .await
-            .expect("raw client connects")
+        LeaseClient::new(
+            leasehold_proto::tls::connect(&self.addr.to_string(), self.pin(), CONNECT_TIMEOUT)
+                .await
+                .expect("raw client connects"),
+        )
     }
 
     /// Sends a status call for [`RUNNING_LEASE`] with the raw client and
@@ -639,10 +668,73 @@ async fn oversized_body_is_resource_exhausted_and_the_server_stays_up() {
             .send_manifest(AWAITING_LEASE, MANIFEST.to_vec())
             .await
             .expect("a normal manifest after the oversized one");
-        let mut public = ProviderClient::connect(&gateway.addr.to_string(), CONNECT_TIMEOUT)
-            .await
-            .unwrap();
+        let mut public = gateway.public_client().await;
         public.status().await.expect("provider status still served");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tenant_pinned_to_another_certificate_is_refused_before_any_call() {
+    with_gateway(GatewayConfig::default(), async |gateway| {
+        let registered = B256::repeat_byte(0x5a);
+        let pin = GatewayPin {
+            cert_sha256: registered,
+            ..gateway.pin()
+        };
+        let refused = SignedLeaseClient::connect(
+            &gateway.addr.to_string(),
+            pin,
+            key(TENANT_KEY),
+            CONNECT_TIMEOUT,
+        )
+        .await
+        .expect_err("another certificate is refused");
+        match &refused {
+            ClientError::CertificateMismatch {
+                provider,
+                expected,
+                presented,
+                ..
+            } => {
+                assert_eq!(provider, &Address::repeat_byte(0xb1).to_string());
+                assert_eq!(*expected, registered);
+                assert_eq!(*presented, gateway.identity.cert_sha256());
+            }
+            other => panic!("expected a certificate mismatch, got {other}"),
+        }
+        let message = refused.to_string();
+        assert!(message.contains(&registered.to_string()), "{message}");
+        assert!(
+            message.contains(&gateway.identity.cert_sha256().to_string()),
+            "{message}"
+        );
+        // The handshake failed, so no call reached the gateway.
+        assert_eq!(gateway.backend.tenant_lookups.load(Ordering::SeqCst), 0);
+        assert_eq!(gateway.backend.lease_operations.load(Ordering::SeqCst), 0);
+        // The pinned certificate is accepted by the same gateway.
+        gateway.client(TENANT_KEY).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_gateway_does_not_serve_plain_http2() {
+    with_gateway(GatewayConfig::default(), async |gateway| {
+        let plain = async {
+            LeaseClient::connect(format!("http://{}", gateway.addr))
+                .await?
+                .get_status(LeaseStatusRequest {
+                    lease_id: RUNNING_LEASE,
+                })
+                .await
+                .map_err(Into::into)
+        };
+        let answer: Result<_, Box<dyn std::error::Error>> =
+            tokio::time::timeout(Duration::from_secs(5), plain)
+                .await
+                .expect("bounded");
+        assert!(answer.is_err(), "a plain HTTP/2 call was answered");
     })
     .await;
 }
@@ -656,9 +748,7 @@ async fn lease_and_provider_status_round_trip() {
             lease_status(RUNNING_LEASE, "Running")
         );
         // Provider status is public: no key involved.
-        let mut public = ProviderClient::connect(&gateway.addr.to_string(), CONNECT_TIMEOUT)
-            .await
-            .unwrap();
+        let mut public = gateway.public_client().await;
         assert_eq!(public.status().await.unwrap(), provider_status());
     })
     .await;
@@ -758,12 +848,12 @@ async fn shutdown_ends_followed_streams_and_drains() {
             .unwrap();
         let first = stream.message().await.unwrap().expect("a retained line");
         assert_eq!(first.line, b"ready to accept connections");
-        let addr = gateway.addr;
+        let (addr, pin) = (gateway.addr, gateway.pin());
         gateway.shutdown().await;
         let status = stream.message().await.unwrap_err();
         assert_refused(&status, Code::Unavailable, "shutting down");
         assert!(
-            SignedLeaseClient::connect(&addr.to_string(), key(TENANT_KEY), CONNECT_TIMEOUT)
+            SignedLeaseClient::connect(&addr.to_string(), pin, key(TENANT_KEY), CONNECT_TIMEOUT)
                 .await
                 .is_err(),
             "the listener is closed after shutdown"

@@ -167,26 +167,26 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
             .map(|group| group.eligible.iter().map(|c| c.provider).collect())
             .unwrap_or_default();
         let lease = deploying.await_lease(order, &expected).await?;
-        let endpoint = deploying.provider(lease.provider).await?.endpoint;
+        let provider_gateway = gateway::Gateway::of(&deploying.provider(lease.provider).await?);
         if let Some(group) = record.group_mut(order.order_id) {
             group.lease_id = Some(lease.lease_id);
             group.provider = Some(lease.provider);
-            group.endpoint = Some(endpoint.clone());
+            group.endpoint = Some(provider_gateway.endpoint.clone());
             group.price_per_hour = Some(lease.price_per_hour);
         }
         record.save(&records_dir)?;
-        results.push((lease, endpoint));
+        results.push((lease, provider_gateway));
     }
 
     let mut summary = Vec::new();
-    for ((lease, endpoint), group) in results.iter().zip(&record.groups) {
+    for ((lease, provider_gateway), group) in results.iter().zip(&record.groups) {
         let status = if args.no_manifest {
             None
         } else {
             let manifest_json = manifest.canonical_json().into_bytes();
             Some(
                 deploying
-                    .deliver(lease.lease_id, endpoint, manifest_json)
+                    .deliver(lease.lease_id, provider_gateway, manifest_json)
                     .await?,
             )
         };
@@ -195,7 +195,7 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
             "order_id": group.order_id,
             "lease_id": lease.lease_id,
             "provider": lease.provider,
-            "endpoint": endpoint,
+            "endpoint": provider_gateway.endpoint,
             "price_per_hour": lease.price_per_hour.to_string(),
             "status": status.as_ref().map(gateway::status_json),
             "uris": status.as_ref().map(gateway::uris).unwrap_or_default(),
@@ -667,9 +667,10 @@ impl Deploying<'_> {
     async fn deliver(
         &self,
         lease_id: u64,
-        endpoint: &str,
+        provider_gateway: &gateway::Gateway,
         manifest_json: Vec<u8>,
     ) -> CliResult<leasehold_proto::gateway::LeaseStatus> {
+        let endpoint = &provider_gateway.endpoint;
         let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
         let mut last_error: String;
         let mut retry = Backoff::new(MANIFEST_RETRY);
@@ -677,7 +678,7 @@ impl Deploying<'_> {
             self.progress
                 .working(format!("sending the manifest to {endpoint}"));
             let attempt = async {
-                let mut client = gateway::connect(endpoint, self.signer.clone()).await?;
+                let mut client = gateway::connect(provider_gateway, self.signer.clone()).await?;
                 match tokio::time::timeout(
                     gateway::CALL_TIMEOUT,
                     client.send_manifest(lease_id, manifest_json.clone()),
@@ -766,9 +767,13 @@ impl Deploying<'_> {
 /// Refusals that retrying cannot fix (a bad manifest); everything else may be the provider
 /// not having seen the lease yet.
 fn is_final(error: &CliError) -> bool {
-    error
-        .error
-        .downcast_ref::<leasehold_proto::client::ClientError>()
-        .and_then(leasehold_proto::client::ClientError::status)
-        .is_some_and(|status| status.code() == tonic::Code::InvalidArgument)
+    use leasehold_proto::client::ClientError;
+    match error.error.downcast_ref::<ClientError>() {
+        // Retrying cannot change the certificate a gateway presents.
+        Some(ClientError::CertificateMismatch { .. }) => true,
+        Some(client_error) => client_error
+            .status()
+            .is_some_and(|status| status.code() == tonic::Code::InvalidArgument),
+        None => false,
+    }
 }

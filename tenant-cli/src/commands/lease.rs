@@ -109,9 +109,10 @@ pub async fn status(ctx: &Ctx, lease_id: u64) -> CliResult<u8> {
     // The workload's status only exists while the lease is active.
     let (workload, gateway_error) = match &lease {
         Some(lease) if lease.active => {
-            let endpoint = chain.client.provider_info(lease.provider).await?.endpoint;
+            let provider_gateway =
+                gateway::Gateway::of(&chain.client.provider_info(lease.provider).await?);
             let result = async {
-                let mut client = gateway::connect(&endpoint, signer.clone()).await?;
+                let mut client = gateway::connect(&provider_gateway, signer.clone()).await?;
                 gateway::status(&mut client, lease_id).await
             }
             .await;
@@ -211,30 +212,39 @@ pub async fn logs(
 ) -> CliResult<u8> {
     let signer = wallet::signer(&ctx.settings)?;
     let chain = Chain::connect(&ctx.settings, Some(signer.clone())).await?;
-    let endpoint = gateway::endpoint_of(&chain, lease_id).await?;
-    let mut client = gateway::connect(&endpoint, signer).await?;
+    let provider_gateway = gateway::gateway_of(&chain, lease_id).await?;
+    let mut client = gateway::connect(&provider_gateway, signer).await?;
     let mut stream = client
         .logs(lease_id, service, follow, tail)
         .await
-        .ctx(format!("logs of lease {lease_id} from {endpoint}"))?;
-    drain(&mut stream, follow, &endpoint, "log", |line| {
-        let text = String::from_utf8_lossy(&line.line);
-        let text = text.trim_end_matches('\n');
-        match ctx.output {
-            // NDJSON: one object per line, so `-f` can be piped into jq.
-            Output::Json => println!(
-                "{}",
-                json!({
-                    "service": line.service,
-                    "replica": line.replica,
-                    "stderr": line.stderr,
-                    "timestamp_unix_nanos": line.timestamp_unix_nanos,
-                    "line": text,
-                })
-            ),
-            Output::Text => println!("{}[{}] {text}", line.service, line.replica),
-        }
-    })
+        .ctx(format!(
+            "logs of lease {lease_id} from {}",
+            provider_gateway.endpoint
+        ))?;
+    drain(
+        &mut stream,
+        follow,
+        &provider_gateway.endpoint,
+        "log",
+        |line| {
+            let text = String::from_utf8_lossy(&line.line);
+            let text = text.trim_end_matches('\n');
+            match ctx.output {
+                // NDJSON: one object per line, so `-f` can be piped into jq.
+                Output::Json => println!(
+                    "{}",
+                    json!({
+                        "service": line.service,
+                        "replica": line.replica,
+                        "stderr": line.stderr,
+                        "timestamp_unix_nanos": line.timestamp_unix_nanos,
+                        "line": text,
+                    })
+                ),
+                Output::Text => println!("{}[{}] {text}", line.service, line.replica),
+            }
+        },
+    )
     .await?;
     Ok(0)
 }
@@ -242,14 +252,18 @@ pub async fn logs(
 pub async fn events(ctx: &Ctx, lease_id: u64, follow: bool) -> CliResult<u8> {
     let signer = wallet::signer(&ctx.settings)?;
     let chain = Chain::connect(&ctx.settings, Some(signer.clone())).await?;
-    let endpoint = gateway::endpoint_of(&chain, lease_id).await?;
-    let mut client = gateway::connect(&endpoint, signer).await?;
-    let mut stream = client
-        .events(lease_id)
-        .await
-        .ctx(format!("events of lease {lease_id} from {endpoint}"))?;
-    drain(&mut stream, follow, &endpoint, "event", |event| {
-        match ctx.output {
+    let provider_gateway = gateway::gateway_of(&chain, lease_id).await?;
+    let mut client = gateway::connect(&provider_gateway, signer).await?;
+    let mut stream = client.events(lease_id).await.ctx(format!(
+        "events of lease {lease_id} from {}",
+        provider_gateway.endpoint
+    ))?;
+    drain(
+        &mut stream,
+        follow,
+        &provider_gateway.endpoint,
+        "event",
+        |event| match ctx.output {
             Output::Json => println!(
                 "{}",
                 json!({
@@ -267,8 +281,8 @@ pub async fn events(ctx: &Ctx, lease_id: u64, follow: bool) -> CliResult<u8> {
                 };
                 println!("{service} {} {}", event.kind, event.message);
             }
-        }
-    })
+        },
+    )
     .await?;
     Ok(0)
 }

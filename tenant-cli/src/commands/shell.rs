@@ -120,8 +120,8 @@ pub async fn run(ctx: &Ctx, args: ShellArgs) -> CliResult<u8> {
 
     let signer = wallet::signer(&ctx.settings)?;
     let chain = Chain::connect(&ctx.settings, Some(signer.clone())).await?;
-    let endpoint = gateway::endpoint_of(&chain, lease_id).await?;
-    let mut client = gateway::connect(&endpoint, signer).await?;
+    let provider_gateway = gateway::gateway_of(&chain, lease_id).await?;
+    let mut client = gateway::connect(&provider_gateway, signer).await?;
     let service = pick_service(&mut client, lease_id, args.service).await?;
 
     let size = tty.then(terminal::size).flatten();
@@ -140,10 +140,10 @@ pub async fn run(ctx: &Ctx, args: ShellArgs) -> CliResult<u8> {
     let inputs = futures_util::stream::unfold(inputs, |mut inputs| async move {
         inputs.recv().await.map(|message| (message, inputs))
     });
-    let mut output = client
-        .shell(request, inputs)
-        .await
-        .ctx(format!("shell in lease {lease_id} at {endpoint}"))?;
+    let mut output = client.shell(request, inputs).await.ctx(format!(
+        "shell in lease {lease_id} at {}",
+        provider_gateway.endpoint
+    ))?;
 
     // From here on every return path drops this guard, which restores the terminal.
     let raw_mode = if tty && terminal::stdin_is_terminal() {

@@ -116,17 +116,20 @@ pub async fn run(ctx: &Ctx, lease_id: u64, file: &Path) -> CliResult<u8> {
         record.save(&dir)?;
     }
 
-    let endpoint = chain.client.provider_info(lease.provider).await?.endpoint;
-    let mut client = gateway::connect(&endpoint, signer).await?;
+    let provider_gateway = gateway::Gateway::of(&chain.client.provider_info(lease.provider).await?);
+    let mut client = gateway::connect(&provider_gateway, signer).await?;
     match tokio::time::timeout(
         gateway::CALL_TIMEOUT,
         client.send_manifest(lease_id, manifest.canonical_json().into_bytes()),
     )
     .await
     {
-        Ok(sent) => sent
-            .map_err(CliError::from)
-            .map_err(|error| error.context(format!("provider {endpoint} refused the manifest")))?,
+        Ok(sent) => sent.map_err(CliError::from).map_err(|error| {
+            error.context(format!(
+                "provider {} refused the manifest",
+                provider_gateway.endpoint
+            ))
+        })?,
         Err(_) => return Err(CliError::msg(ExitKind::Network, "SendManifest timed out")),
     }
     let deadline = Instant::now() + ROLL_TIMEOUT;

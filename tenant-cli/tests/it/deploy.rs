@@ -315,7 +315,12 @@ async fn deploy_delivers_the_signed_manifest_and_waits_until_it_runs() {
         let devnet = Devnet::start().await;
         let gateway = crate::gateway::start(devnet.client(PROVIDER_A));
         devnet
-            .register(PROVIDER_A, &format!("http://{}", gateway.addr), &[])
+            .register_with_cert(
+                PROVIDER_A,
+                &format!("https://{}", gateway.addr),
+                gateway.cert_sha256,
+                &[],
+            )
             .await;
         let hello = example("hello.yaml");
         let deploying = devnet.tenant(
@@ -385,6 +390,51 @@ async fn deploy_delivers_the_signed_manifest_and_waits_until_it_runs() {
         assert_eq!(code(&stranger), Some(1), "{}", stderr(&stranger));
         let text = String::from_utf8_lossy(&stranger.stdout).into_owned();
         assert!(text.contains("not the lease's tenant"), "{text}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_refuses_a_gateway_whose_certificate_is_not_the_registered_one() {
+    within(async {
+        let devnet = Devnet::start().await;
+        let gateway = crate::gateway::start(devnet.client(PROVIDER_A));
+        let registered = alloy::primitives::B256::repeat_byte(0x5a);
+        devnet
+            .register_with_cert(
+                PROVIDER_A,
+                &format!("https://{}", gateway.addr),
+                registered,
+                &[],
+            )
+            .await;
+        let hello = example("hello.yaml");
+        let deploying = devnet.tenant(
+            TENANT,
+            &["deploy", &hello, "--bid-window", "4", "--timeout", "60"],
+        );
+        let bidding = bid_when_posted(&devnet, 1, &[(PROVIDER_A, 600)]);
+        let (output, _) = tokio::join!(deploying, bidding);
+        assert_eq!(code(&output), Some(1), "{}", stderr(&output));
+        let error = stderr(&output);
+        let provider = devnet.address(PROVIDER_A).to_string();
+        for expected in [
+            provider.as_str(),
+            &registered.to_string(),
+            &gateway.cert_sha256.to_string(),
+        ] {
+            assert!(error.contains(expected), "`{expected}` missing: {error}");
+        }
+        // Refused at the handshake: the manifest never left the tenant.
+        assert!(gateway.received.lock().expect("lock").is_empty());
+
+        let status = devnet.tenant(TENANT, &["status", "1"]).await;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&status.stdout),
+            stderr(&status)
+        );
+        assert!(text.contains(&gateway.cert_sha256.to_string()), "{text}");
     })
     .await;
 }

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use alloy::primitives::keccak256;
+use alloy::primitives::{B256, keccak256};
 use futures_util::stream::{self, BoxStream};
 use leasehold_contracts::MarketplaceClient;
 use leasehold_proto::auth::{self, Credentials, methods};
@@ -18,8 +18,8 @@ use leasehold_proto::gateway::{
     StreamLogsRequest,
 };
 use tokio::task::JoinHandle;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 pub const URI: &str = "http://127.0.0.1:30080";
@@ -169,6 +169,8 @@ impl Lease for Gateway {
 /// A running stand-in gateway on 127.0.0.1; stops when dropped.
 pub struct RunningGateway {
     pub addr: SocketAddr,
+    /// SHA-256 of the certificate it serves: what its provider registers.
+    pub cert_sha256: B256,
     pub received: Received,
     task: JoinHandle<()>,
 }
@@ -187,14 +189,23 @@ pub fn start(chain: MarketplaceClient) -> RunningGateway {
         received: Arc::default(),
     };
     let received = Arc::clone(&gateway.received);
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["stand-in".to_owned()]).expect("certificate");
+    let cert_sha256 = leasehold_proto::tls::cert_sha256(certified.cert.der());
+    let tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        certified.cert.pem(),
+        certified.signing_key.serialize_pem(),
+    ));
+    let server = Server::builder().tls_config(tls).expect("tls config");
     let task = tokio::spawn(async move {
         // One service, so no router: LeaseServer answers every path itself.
-        let _ = Server::builder()
+        let _ = server
             .serve_with_incoming(LeaseServer::new(gateway), incoming)
             .await;
     });
     RunningGateway {
         addr,
+        cert_sha256,
         received,
         task,
     }

@@ -200,10 +200,24 @@ impl Devnet {
         env
     }
 
-    /// Registers account `index` as a provider in region=eu-west.
+    /// Registers account `index` as a provider in region=eu-west, with a gateway
+    /// certificate fingerprint that no gateway presents.
     pub async fn register(&self, index: usize, endpoint: &str, gpus: &[(&str, u32)]) {
+        self.register_with_cert(index, endpoint, B256::repeat_byte(0xce), gpus)
+            .await;
+    }
+
+    /// [`Self::register`] pinning the gateway certificate `cert_sha256`.
+    pub async fn register_with_cert(
+        &self,
+        index: usize,
+        endpoint: &str,
+        cert_sha256: B256,
+        gpus: &[(&str, u32)],
+    ) {
         let profile = ProviderProfile {
             endpoint: endpoint.to_owned(),
+            gateway_cert_sha256: cert_sha256,
             attributes: vec![key("region=eu-west")],
             capacity: Resources {
                 cpu_milli: 64_000,
