@@ -2725,14 +2725,17 @@ async fn a_pool_of_one_leased_ip_serves_one_lease_at_a_time() {
             "{on_localhost} answers"
         );
         assert_eq!((ledgers().allocated, ledgers().reserved), (1, 0));
-        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway served"));
-        let status =
-            leasehold_proto::client::ProviderClient::connect(&gateway, Duration::from_secs(5))
-                .await
-                .expect("gateway reachable")
-                .status()
-                .await
-                .expect("Provider.GetStatus");
+        let gateway = handle.gateway_addr().expect("gateway served").to_string();
+        let status = leasehold_proto::client::ProviderClient::connect(
+            &gateway,
+            gateway_pin(&devnet).await,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("gateway reachable")
+        .status()
+        .await
+        .expect("Provider.GetStatus");
         let ips = |ledger: &Option<leasehold_proto::gateway::Resources>| {
             ledger.as_ref().map(|resources| resources.leased_ips)
         };
