@@ -537,7 +537,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let resources = |r: &Option<leasehold_proto::gateway::Resources>| {
                 r.as_ref().map(|r| {
                     json!({"cpu_milli": r.cpu_milli, "memory_bytes": r.memory_bytes,
-                           "storage_bytes": r.storage_bytes,
+                           "storage_bytes": r.storage_bytes, "leased_ips": r.leased_ips,
                            "gpus": r.gpus.iter().map(|g| json!({"model": g.model, "count": g.count})).collect::<Vec<_>>()})
                 })
             };

@@ -306,18 +306,33 @@ impl GatewayBackend for DaemonBackend {
                 })
                 .collect::<Vec<_>>()
         };
-        let resources = |r: &leasehold_scheduler::Resources, gpus: Vec<GpuCount>| ProtoResources {
-            cpu_milli: r.cpu_millis,
-            memory_bytes: r.memory_bytes,
-            storage_bytes: r.ephemeral_storage_bytes,
-            gpus,
-        };
+        let resources =
+            |r: &leasehold_scheduler::Resources, gpus: Vec<GpuCount>, ips: u64| ProtoResources {
+                cpu_milli: r.cpu_millis,
+                memory_bytes: r.memory_bytes,
+                storage_bytes: r.ephemeral_storage_bytes,
+                gpus,
+                leased_ips: u32::try_from(ips).unwrap_or(u32::MAX),
+            };
+        let ips = report.leased_ips;
         Ok(ProviderStatus {
             address: self.core.chain.address().to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            capacity: Some(resources(&report.capacity, per_model(|l| l.capacity))),
-            allocated: Some(resources(&report.allocated, per_model(|l| l.allocated))),
-            reserved: Some(resources(&report.reserved, per_model(|l| l.reserved))),
+            capacity: Some(resources(
+                &report.capacity,
+                per_model(|l| l.capacity),
+                ips.capacity,
+            )),
+            allocated: Some(resources(
+                &report.allocated,
+                per_model(|l| l.allocated),
+                ips.allocated,
+            )),
+            reserved: Some(resources(
+                &report.reserved,
+                per_model(|l| l.reserved),
+                ips.reserved,
+            )),
             active_leases: u32::try_from(active).unwrap_or(u32::MAX),
         })
     }

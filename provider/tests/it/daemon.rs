@@ -2727,6 +2727,24 @@ async fn a_pool_of_one_leased_ip_serves_one_lease_at_a_time() {
             "{on_localhost} answers"
         );
         assert_eq!((ledgers().allocated, ledgers().reserved), (1, 0));
+        let gateway = handle.gateway_addr().expect("gateway served").to_string();
+        let status = leasehold_proto::client::ProviderClient::connect(
+            &gateway,
+            gateway_pin(&devnet).await,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("gateway reachable")
+        .status()
+        .await
+        .expect("Provider.GetStatus");
+        let ips = |ledger: &Option<leasehold_proto::gateway::Resources>| {
+            ledger.as_ref().map(|resources| resources.leased_ips)
+        };
+        assert_eq!(
+            (ips(&status.capacity), ips(&status.allocated)),
+            (Some(1), Some(1))
+        );
         let metrics = handle.core().render_metrics().await.expect("metrics");
         assert!(
             metrics.contains("leasehold_leased_ips{ledger=\"allocated\"} 1")

@@ -162,6 +162,7 @@ fn provider_status() -> ProviderStatus {
             model: "nvidia/a100/80Gi/sxm".into(),
             count: gpus,
         }],
+        leased_ips: 0,
     };
     ProviderStatus {
         address: key(STRANGER_KEY).address().to_string(),
