@@ -78,7 +78,7 @@ impl Core {
                 LeaseStateKind::Closed => {}
             }
         }
-        self.prune_routes(&wanted);
+        self.prune_routes(&wanted).await?;
         for lease_id in self.runtime.list_leases().await? {
             if wanted.contains(&lease_id) {
                 continue;

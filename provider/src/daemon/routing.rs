@@ -110,15 +110,27 @@ impl Core {
         }
     }
 
-    /// Drops the routes of every lease that should not run.
-    pub(crate) fn prune_routes(&self, wanted: &BTreeSet<u64>) {
-        if let Some(ingress) = &self.ingress {
-            for lease_id in ingress.table.leases() {
-                if !wanted.contains(&lease_id) {
-                    ingress.table.remove_lease(lease_id);
-                }
+    /// Drops the routes of every lease that should not run: not in `wanted` (the leases a
+    /// reconcile pass deployed) and not taken into deployment since (a manifest accepted
+    /// while the pass ran claimed its hostnames already).
+    pub(crate) async fn prune_routes(&self, wanted: &BTreeSet<u64>) -> Result<(), DaemonError> {
+        let Some(ingress) = &self.ingress else {
+            return Ok(());
+        };
+        for lease_id in ingress.table.leases() {
+            if wanted.contains(&lease_id) {
+                continue;
+            }
+            let deploying = self
+                .store
+                .find_lease(lease_id)
+                .await?
+                .is_some_and(|record| record.state.wants_workload());
+            if !deploying {
+                ingress.table.remove_lease(lease_id);
             }
         }
+        Ok(())
     }
 
     /// The lease's hostnames by service (empty without an ingress).
