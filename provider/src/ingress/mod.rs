@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-pub use self::proxy::{BoxError, Proxy, ProxyBody};
+pub use self::proxy::{BoxError, MAX_ATTEMPTS, Proxy, ProxyBody};
 pub use self::routes::{
     HostnameError, ProxyOptions, Route, RouteClaim, RouteTable, generated_hostname, lease_claims,
     normalize_host,

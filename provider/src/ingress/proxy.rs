@@ -33,6 +33,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What the ingress answers with.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
+/// The most upstream attempts one request gets, whatever `next_tries` says.
+pub const MAX_ATTEMPTS: u32 = 16;
+
 /// Longest wait for a client's request body (nginx `client_body_timeout`).
 const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -153,9 +156,12 @@ impl Proxy {
             .path_and_query()
             .map_or("/", |path| path.as_str())
             .to_owned();
+        // `0` is nginx's "unlimited", and the SDL allows up to u32::MAX: either would let
+        // one request hammer a dead service for as long as `next_timeout` allows (forever
+        // when it is 0). The cap bounds what a request can cost the provider.
         let tries = match options.next_tries {
-            0 => u32::MAX,
-            tries => tries,
+            0 => MAX_ATTEMPTS,
+            tries => tries.min(MAX_ATTEMPTS),
         };
         let deadline = options.next_timeout.map(|limit| Instant::now() + limit);
         let first = self.next_upstream.fetch_add(1, Ordering::Relaxed);

@@ -57,7 +57,8 @@ pub struct ProxyOptions {
     pub read_timeout: Duration,
     /// How long one write of the request to the upstream may block.
     pub send_timeout: Duration,
-    /// Attempts per request, the first included (0: no limit but `next_timeout`).
+    /// Attempts per request, the first included (0: as many as `next_timeout` allows);
+    /// never more than [`super::MAX_ATTEMPTS`].
     pub next_tries: u32,
     /// Time allowed for all attempts of one request (`None`: no limit).
     pub next_timeout: Option<Duration>,

@@ -386,10 +386,29 @@ async fn next_tries_bounds_the_attempts_and_an_unreachable_service_gets_502() {
             ProxyOptions::default(),
             closed,
         );
+        // `next_tries: 0` (nginx's "unlimited") and no `next_timeout`: still bounded.
+        let mut unlimited = ProxyOptions {
+            next_tries: 0,
+            next_timeout: None,
+            ..ProxyOptions::default()
+        };
+        unlimited.next_cases.statuses = vec![503];
+        let endless = Upstream::start(|_| Answer {
+            status: 503,
+            body: "busy".into(),
+            delay: Duration::ZERO,
+        })
+        .await;
+        route(&table, 3, "endless.example.com", unlimited, endless.addr);
         let ingress = plain_ingress(table).await;
         assert_eq!(get(ingress.http_addr, "busy.example.com").await.0, 503);
         assert_eq!(always.count(), 4);
         assert_eq!(get(ingress.http_addr, "gone.example.com").await.0, 502);
+        assert_eq!(get(ingress.http_addr, "endless.example.com").await.0, 503);
+        assert_eq!(
+            endless.count(),
+            usize::try_from(leasehold_provider::ingress::MAX_ATTEMPTS).unwrap()
+        );
         ingress.shutdown().await;
     })
     .await;
