@@ -719,9 +719,21 @@ fn a_restart_elsewhere_or_on_an_empty_store_keeps_the_running_lease() {
     };
     assert_eq!(status(&scenario)["workload"]["state"], "running");
 
-    // The store is gone: an empty data dir.
+    // The store is gone: an empty data dir. The gateway's certificate lived there too, so
+    // the daemon serves a new one and says that the chain pins the old one; tenants refuse
+    // the gateway until the operator publishes it with `provider update`.
     scenario.providers[0].set_data_dir("data-lost");
     scenario.restart_provider(0, &strict);
+    assert!(
+        scenario
+            .provider_logs()
+            .contains("is not the one registered on chain"),
+        "{}",
+        scenario.provider_logs()
+    );
+    scenario
+        .provider_cli(0, &["update", "--output", "json"])
+        .expect_code(0, "provider update with the new certificate");
     // Past the manifest deadline the restarted daemon would set, and a reconcile pass.
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(

@@ -562,6 +562,65 @@ async fn order_to_bid_to_running_lease_to_close_and_payment() {
             "the allocation survives the restart"
         );
 
+        // The restarted gateway serves the certificate the chain pins.
+        let metrics_of = |handle: &DaemonHandle| {
+            let addr = handle.metrics_addr().expect("metrics served").to_string();
+            async move {
+                http_get_async(format!("http://{addr}"), "/metrics")
+                    .await
+                    .expect("metrics")
+            }
+        };
+        assert!(
+            metrics_of(&handle)
+                .await
+                .contains("leasehold_gateway_cert_mismatch 0")
+        );
+        let connect = |handle: &DaemonHandle| {
+            let gateway = handle.gateway_addr().expect("gateway").to_string();
+            let devnet = &devnet;
+            async move {
+                leasehold_proto::client::SignedLeaseClient::connect(
+                    &gateway,
+                    gateway_pin(devnet).await,
+                    devnet.signer(TENANT),
+                    Duration::from_secs(5),
+                )
+                .await
+            }
+        };
+        connect(&handle)
+            .await
+            .expect("the same certificate after a restart");
+
+        // A rotated certificate the chain does not pin yet: the daemon says so and a
+        // tenant refuses the gateway; once `update` publishes it, it is accepted.
+        handle.shutdown().await;
+        let rotated = GatewayIdentity::rotate(&config.data_dir).expect("rotate");
+        let handle = start(&devnet, &config).await;
+        assert!(
+            metrics_of(&handle)
+                .await
+                .contains("leasehold_gateway_cert_mismatch 1")
+        );
+        match connect(&handle).await {
+            Err(leasehold_proto::client::ClientError::CertificateMismatch {
+                presented, ..
+            }) => {
+                assert_eq!(presented, rotated.cert_sha256());
+            }
+            other => panic!("expected a certificate mismatch, got {:?}", other.err()),
+        }
+        let hardware = Hardware::detect(&config.data_dir, &config.hardware).expect("hardware");
+        devnet
+            .client(PROVIDER)
+            .update_provider(&provider_profile(&config, &hardware, rotated.cert_sha256()))
+            .await
+            .expect("update");
+        connect(&handle)
+            .await
+            .expect("the rotated certificate once the chain pins it");
+
         // Withdrawals arrive while it runs.
         let provider = devnet.signer(PROVIDER).address();
         let staked_balance = devnet.balance(provider).await;
