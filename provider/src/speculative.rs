@@ -6,7 +6,7 @@
 //! Invariants (ARCHITECTURE.md, "Pre-lease starts"):
 //! - Started only for the order's tenant, while the order is open, for this provider's own
 //!   bid whose reservation is live (the capacity is already held: nothing is over-committed),
-//!   with a manifest that passes the lease's own check ([`Core::check_manifest`]). One per
+//!   with a manifest that passes the lease's own check (`Core::check_manifest`). One per
 //!   order.
 //! - Recorded in the store before anything starts, so a restarted daemon finds every one.
 //! - It runs under the names and labels of the lease it would become (lease id = order id),
