@@ -297,6 +297,8 @@ impl Core {
         // A lease of this id owns the workload from its adoption on: never removed here.
         if self.store.find_lease(order_id).await?.is_none() {
             self.runtime.teardown(order_id).await?;
+            // The hostnames its manifest claimed (`check_manifest`) go with it.
+            self.unroute_lease(order_id);
             self.store
                 .record_history(
                     order_id,
