@@ -1164,7 +1164,10 @@ async fn kill_dash_nine_and_restart_keeps_running_leases_and_misses_nothing() {
         assert!(response.contains(" 200"), "{response}");
 
         // `provider status` asks the gateway.
+        // (pinned to the certificate in the config's data dir)
         let status = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
+            .arg("--config")
+            .arg(&config_path)
             .args(["status", "--output", "json", "--gateway", &gateway])
             .output()
             .expect("provider status runs");
@@ -1273,8 +1276,11 @@ async fn fifty_leases_through_random_kill_dash_nine_miss_nothing_and_double_noth
         let expected_cpu = 10 * open_count;
         eventually("the daemon to account for every lease", || {
             let gateway = gateway.clone();
+            let config_path = config_path.clone();
             async move {
                 let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_provider"))
+                    .arg("--config")
+                    .arg(&config_path)
                     .args(["status", "--output", "json", "--gateway", &gateway])
                     .output()
                     .await
@@ -1451,6 +1457,20 @@ async fn a_lost_store_adopts_running_workloads_and_closes_nothing() {
         )
         .await
         .expect("daemon starts on an empty store");
+        // The gateway's certificate was lost with the store: the operator publishes the
+        // new one (`provider update`), else tenants refuse the gateway.
+        let hardware = Hardware::detect(&config.data_dir, &config.hardware).expect("hardware");
+        devnet
+            .client(PROVIDER)
+            .update_provider(&provider_profile(
+                &config,
+                &hardware,
+                GatewayIdentity::load(empty_dir.path())
+                    .expect("the new certificate")
+                    .cert_sha256(),
+            ))
+            .await
+            .expect("update");
         assert_eq!(
             lease_state(&handle, lease_id).await,
             Some(LeaseStateKind::Running),
