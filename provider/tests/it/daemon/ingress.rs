@@ -68,7 +68,7 @@ async fn leases_answer_on_their_own_hostnames_a_taken_one_is_refused_and_routes_
 
         // The gateway's status names both hostnames; the generated one serves over TLS
         // with the provider's wildcard certificate.
-        let gateway = format!("http://{}", handle.gateway_addr().expect("gateway"));
+        let gateway = format!("https://{}", handle.gateway_addr().expect("gateway"));
         let mut tenant = tenant_client(&devnet, &gateway).await;
         let status = tenant.status(leases[0]).await.expect("status");
         let hostnames = &status.services[0].hostnames;
