@@ -366,9 +366,8 @@ impl Core {
         }
         // Redelivered after a restart: the order may be gone, or we may have bid already.
         let info = self.chain.order(order_id).await?;
-        // An order past its expiry still reads `Open` (expiry is lazy on chain), but no bid
-        // on it can win any more: holding capacity for it would only block other orders.
-        let expired = info.expires_at <= self.chain.now().await?;
+        // Holding capacity for an expired order would only block other orders.
+        let expired = self.chain.order_expired(&info).await?;
         if info.status != leasehold_contracts::OrderStatus::Open || expired {
             self.release_reservation(order_id).await?;
             self.skip(order_id, Skip::NotOpen);

@@ -331,6 +331,12 @@ impl Chain {
             .collect())
     }
 
+    /// Whether `order` is past its `expiresAt` by the chain's clock. Expiry is lazy on chain:
+    /// such an order still reads `Open`, but no bid on it can win any more.
+    pub async fn order_expired(&self, order: &OrderInfo) -> Result<bool, ClientError> {
+        Ok(order.expires_at <= self.now().await?)
+    }
+
     /// The latest block's timestamp: the clock the contract judges expiry by (a devnet's may
     /// run ahead of the host's).
     pub async fn now(&self) -> Result<u64, ClientError> {

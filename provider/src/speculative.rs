@@ -157,7 +157,12 @@ impl Core {
                 format!("the order is {:?}, not open", order.status),
             ));
         }
-        if order.expires_at <= self.chain.now().await.map_err(DaemonError::from)? {
+        if self
+            .chain
+            .order_expired(&order)
+            .await
+            .map_err(DaemonError::from)?
+        {
             return Err(not_startable(order_id, "the order has expired"));
         }
         let tenant = order.tenant.to_string().to_lowercase();
@@ -371,7 +376,7 @@ impl Core {
                     }
                 }
             }
-            OrderStatus::Open if order.expires_at <= self.chain.now().await? => {
+            OrderStatus::Open if self.chain.order_expired(&order).await? => {
                 Fate::Remove("the order expired".into())
             }
             OrderStatus::Open => match self.holding(order_id).await? {
