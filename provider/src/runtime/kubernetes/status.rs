@@ -89,8 +89,7 @@ pub enum PublishedAt {
 }
 
 /// The published ports of each service, from its NodePort Service and its leased-IP
-/// Services (only those named as the runtime names them: the lease's namespace holds
-/// nothing else, but a name is cheap to check).
+/// Services; a Service not named as the runtime names them publishes nothing.
 pub fn published_ports(services: &[Service]) -> BTreeMap<String, Vec<PublishedPort>> {
     let mut published: BTreeMap<String, Vec<PublishedPort>> = BTreeMap::new();
     for service in services {
