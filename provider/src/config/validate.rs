@@ -33,16 +33,6 @@ impl Config {
                 problem(&pool_problem.field, pool_problem.reason);
             }
         }
-        // The Kubernetes runtime publishes global ports on node ports only: it would bid
-        // for leased IPs it cannot bind (ARCHITECTURE.md, "Leased IPs").
-        if !self.ip_pool.addresses.is_empty() && self.runtime.kind == RuntimeKind::Kubernetes {
-            problem(
-                "ip_pool.addresses",
-                "leased IPs need the Docker runtime (runtime.kind = \"docker\"); the Kubernetes \
-                 runtime does not bind them yet"
-                    .into(),
-            );
-        }
         for (class, storage) in &self.runtime.docker.storage_classes {
             let field = format!("runtime.docker.storage_classes.{class}");
             if !crate::runtime::is_dns_label(class)

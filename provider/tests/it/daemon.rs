@@ -390,15 +390,26 @@ async fn deliver_and_run(
         (lease_state(handle, lease_id).await == Some(LeaseStateKind::Running)).then_some(())
     })
     .await;
-    let status = tenant.status(lease_id).await.expect("Lease.GetStatus");
-    assert_eq!(status.state, "running");
-    let web = status
-        .services
-        .iter()
-        .find(|service| service.name == "web")
-        .expect("web service");
-    assert_eq!((web.ready_replicas, web.total_replicas), (1, 1));
-    web.uris.first().cloned().expect("a published URI")
+    // `Running` means deployed: Docker's container runs by then, a Kubernetes pod may still
+    // be starting (the lease is confirmed on chain only once it is ready).
+    let started = std::time::Instant::now();
+    loop {
+        let status = tenant.status(lease_id).await.expect("Lease.GetStatus");
+        assert_eq!(status.state, "running");
+        let web = status
+            .services
+            .iter()
+            .find(|service| service.name == "web")
+            .expect("web service");
+        if (web.ready_replicas, web.total_replicas) == (1, 1) {
+            return web.uris.first().cloned().expect("a published URI");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "web not ready: {web:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

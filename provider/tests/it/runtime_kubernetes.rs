@@ -42,7 +42,9 @@ use leasehold_provider::runtime::kubernetes::objects::{
     GPU_PRODUCTS, LABEL_PROVIDER, LeaseObjects, PULL_SECRET_NAME, gpu_products_for, lease_objects,
     namespace_name,
 };
-use leasehold_provider::runtime::kubernetes::status::{WorkloadView, observe, pod_state};
+use leasehold_provider::runtime::kubernetes::status::{
+    PublishedAt, PublishedPort, WorkloadView, observe, pod_state, published_ports,
+};
 use leasehold_provider::runtime::kubernetes::{
     KubernetesRuntime, KubernetesRuntimeConfig, runtime_event,
 };
@@ -731,6 +733,159 @@ deployment:
       count: 1
 "#;
 
+/// hello.yaml with its HTTP port on the leased IP endpoint `front` and a second global
+/// port (raw TCP 9000) that is not on it.
+fn leased_ip_sdl() -> String {
+    example("hello")
+        .replace(
+            "        to:\n          - global: true\n",
+            "        to:\n          - global: true\n            ip: front\n      - port: 9000\n        to:\n          - global: true\n",
+        )
+        .replace(
+            "deployment:\n",
+            "endpoints:\n  front:\n    kind: ip\ndeployment:\n",
+        )
+}
+
+/// A documentation address (RFC 5737): nothing in these tests sends traffic to it.
+const LEASED_ADDRESS: &str = "203.0.113.10";
+
+fn leased_ip_deployment(lease_id: u64) -> LeaseDeployment {
+    let sdl = leasehold_manifests::parse(&leased_ip_sdl()).expect("SDL parses");
+    let manifest = sdl.manifest();
+    let group = manifest.groups.first().expect("a group");
+    let address: std::net::IpAddr = LEASED_ADDRESS.parse().expect("address");
+    lease_deployment(lease_id, TENANT, &manifest, &group.name, &[], &[address]).expect("converts")
+}
+
+fn service_named<'s>(objects: &'s LeaseObjects, name: &str) -> &'s Service {
+    objects
+        .services
+        .iter()
+        .find(|service| service.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no Service {name}"))
+}
+
+fn service_ports(service: &Service) -> Vec<(i32, Option<i32>)> {
+    service
+        .spec
+        .iter()
+        .flat_map(|spec| spec.ports.iter().flatten())
+        .map(|port| (port.port, port.node_port))
+        .collect()
+}
+
+/// Issue #14 on Kubernetes: the port on the leased IP gets a ClusterIP Service whose one
+/// `externalIPs` entry is the address, on its own port; the lease's other global port stays
+/// on the NodePort Service, and the quota counts the extra Service and no extra node port.
+#[test]
+fn a_leased_ip_gets_its_own_external_ips_service_and_leaves_the_node_port_service() {
+    let objects = lease_objects(&leased_ip_deployment(7), &config()).expect("objects build");
+    let names: Vec<_> = objects
+        .services
+        .iter()
+        .filter_map(|service| service.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["web", "web-np", "web-ip-203-0-113-10"]);
+
+    let leased = service_named(&objects, "web-ip-203-0-113-10");
+    let spec = leased.spec.as_ref().expect("spec");
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(spec.external_ips, Some(vec![LEASED_ADDRESS.to_owned()]));
+    assert_eq!(spec.external_traffic_policy, None);
+    assert_eq!(service_ports(leased), [(80, None)], "only the leased port");
+    assert_eq!(
+        spec.selector,
+        Some(owned(&[
+            (LABEL_LEASE, "7"),
+            ("io.leasehold.service", "web")
+        ]))
+    );
+
+    let node_ports = service_named(&objects, "web-np");
+    assert_eq!(
+        service_ports(node_ports),
+        [(9000, None)],
+        "the leased port is not on every node"
+    );
+    let cluster = service_named(&objects, "web");
+    assert_eq!(service_ports(cluster), [(80, None), (9000, None)]);
+
+    let hard = quantities(
+        &objects
+            .resource_quota
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.hard.clone()),
+    );
+    assert_eq!(hard.get("services").map(String::as_str), Some("3"));
+    assert_eq!(
+        hard.get("services.nodeports").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        hard.get("services.loadbalancers").map(String::as_str),
+        Some("0")
+    );
+    assert_snapshot("leased-ip", &objects);
+
+    // Status reads the address back: `<address>:<port>` for the leased port, the node's
+    // address and node port for the other.
+    let mut applied = objects.services.clone();
+    for service in &mut applied {
+        if let Some(spec) = service.spec.as_mut()
+            && spec.type_.as_deref() == Some("NodePort")
+        {
+            for port in spec.ports.iter_mut().flatten() {
+                port.node_port = Some(30090);
+            }
+        }
+    }
+    let published = published_ports(&applied);
+    assert_eq!(
+        published.get("web").map(Vec::as_slice),
+        Some(
+            &[
+                PublishedPort {
+                    proto: Protocol::Tcp,
+                    external_port: 9000,
+                    at: PublishedAt::NodePort(30090),
+                },
+                PublishedPort {
+                    proto: Protocol::Tcp,
+                    external_port: 80,
+                    at: PublishedAt::LeasedIp(LEASED_ADDRESS.parse().expect("address")),
+                },
+            ][..]
+        )
+    );
+}
+
+/// Names that cannot be Kubernetes names, and a fixed host port on a leased address (which
+/// has no node port to fix), are refused naming the field.
+#[test]
+fn leased_ip_services_are_named_from_the_address_and_checked() {
+    use leasehold_provider::runtime::kubernetes::objects::leased_ip_service_name;
+    let v6 = |text: &str| leased_ip_service_name("web", text.parse().expect("address"));
+    assert_eq!(v6("2001:db8::1"), "web-ip-2001-db8--1");
+    assert_eq!(v6("2001:db8::"), "web-ip-2001-db8--0");
+
+    let mut deployment = leased_ip_deployment(7);
+    deployment.services[0].expose[0].host_port = Some(30100);
+    let error = lease_objects(&deployment, &config())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("services.web.expose"), "{error}");
+    assert!(error.contains("fixed host port does not apply"), "{error}");
+
+    let mut deployment = leased_ip_deployment(7);
+    deployment.services[0].name = "a-service-name-long-enough-to-overflow-the-label".into();
+    let error = lease_objects(&deployment, &config())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("-ip-203-0-113-10"), "{error}");
+}
+
 fn private_registry_deployment(lease_id: u64) -> LeaseDeployment {
     let sdl = leasehold_manifests::parse(PRIVATE_REGISTRY_SDL).expect("SDL parses");
     let manifest = sdl.manifest();
@@ -873,13 +1028,11 @@ fn pod_states_cover_crash_loops_pull_failures_and_exit_codes() {
     }];
     let published = BTreeMap::from([(
         "web".to_owned(),
-        vec![
-            leasehold_provider::runtime::kubernetes::status::PublishedPort {
-                proto: Protocol::Tcp,
-                external_port: 80,
-                node_port: 30080,
-            },
-        ],
+        vec![PublishedPort {
+            proto: Protocol::Tcp,
+            external_port: 80,
+            at: PublishedAt::NodePort(30080),
+        }],
     )]);
     let status =
         LeaseRuntimeStatus::from_observed(1, observe(&workloads, &[running], &published, None));
@@ -2197,4 +2350,63 @@ fn driver_names_and_node_labels_map_to_the_same_keys() {
         .gpus[0]
         .spec;
     assert_eq!(spec.vram_bytes, 80 * GIB);
+}
+
+/// Issue #14 on Kubernetes: a lease with a leased IP gets its `externalIPs` Service, its
+/// status names `<address>:<port>` for the leased port (and the node port for the other),
+/// and closing the lease (teardown) removes the Service with the namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_server_leased_ip_service_is_created_reported_and_removed_at_close() {
+    let cluster = cluster().await;
+    let runtime = &cluster.runtime;
+    let lease_id = lease_id();
+    bounded(runtime, &[lease_id], async {
+        let mut deployment = leased_ip_deployment(lease_id);
+        let web = web("web", 1);
+        deployment.services[0].image = web.image;
+        deployment.services[0].command = web.command;
+        deployment.services[0].args = web.args;
+        runtime.deploy(&deployment).await.expect("deploy");
+        let name = "web-ip-203-0-113-10";
+        let services: Api<Service> =
+            Api::namespaced(runtime.client().clone(), &runtime.namespace(lease_id));
+        let leased = services.get(name).await.expect("the leased-IP Service");
+        let spec = leased.spec.expect("spec");
+        assert_eq!(spec.external_ips, Some(vec![LEASED_ADDRESS.to_owned()]));
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+
+        let status = wait_for(
+            runtime,
+            lease_id,
+            cluster.ready_timeout,
+            "ready",
+            LeaseRuntimeStatus::is_ready,
+        )
+        .await;
+        let uris = &status.service("web").expect("web").uris;
+        assert!(
+            uris.contains(&format!("http://{LEASED_ADDRESS}:80")),
+            "{uris:?}"
+        );
+        assert_eq!(uris.len(), 2, "{uris:?}");
+        if cluster.fake.is_some() {
+            assert!(uris.contains(&format!("tcp://{NODE_IP}:30080")), "{uris:?}");
+        }
+
+        runtime.teardown(lease_id).await.expect("teardown");
+        let gone = services
+            .get(name)
+            .await
+            .expect_err("removed with the lease");
+        assert!(matches!(gone, kube::Error::Api(status) if status.code == 404));
+        assert!(
+            runtime
+                .status(lease_id)
+                .await
+                .expect("status")
+                .services
+                .is_empty()
+        );
+    })
+    .await;
 }

@@ -4,9 +4,11 @@
 //! Per lease: a namespace, a ResourceQuota and a LimitRange capping it at exactly what
 //! the lease bought, a NetworkPolicy isolating it from other leases, and per service a
 //! Deployment (a StatefulSet when it has persistent volumes), a ClusterIP Service for
-//! its ports and a NodePort Service for its global ports.
+//! its ports, a NodePort Service for its global ports and, per leased address its ports
+//! use, a ClusterIP Service with that address as its one `externalIPs` entry.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
@@ -34,8 +36,8 @@ use sha2::{Digest, Sha256};
 use super::KubernetesRuntimeConfig;
 use crate::runtime::docker::NVIDIA_VISIBLE_DEVICES;
 use crate::runtime::{
-    LABEL_LEASE, LABEL_SERVICE, LeaseDeployment, Protocol, RuntimeError, RuntimeScope,
-    ServiceDeployment, invalid, registry,
+    LABEL_LEASE, LABEL_SERVICE, LeaseDeployment, PortExposure, Protocol, RuntimeError,
+    RuntimeScope, ServiceDeployment, invalid, registry,
 };
 
 pub use crate::runtime::LABEL_PROVIDER;
@@ -59,6 +61,8 @@ pub const DEFAULT_EGRESS_BLOCKED_RANGES: [&str; 3] =
     ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
 /// Suffix of the NodePort Service carrying a service's global ports.
 pub const NODE_PORT_SUFFIX: &str = "-np";
+/// Between a service's name and the address in the name of its leased-IP Service.
+pub const LEASED_IP_INFIX: &str = "-ip-";
 /// Pod Security Admission level enforced on lease namespaces whose pods may run as root.
 const PSA_BASELINE: &str = "baseline";
 const PSA_RESTRICTED: &str = "restricted";
@@ -146,6 +150,36 @@ pub fn node_port_service_name(service: &str) -> String {
     format!("{service}{NODE_PORT_SUFFIX}")
 }
 
+/// The Service carrying a service's ports on one leased address: `web-ip-203-0-113-10`
+/// (an IPv6 address's ':' become '-' too, and a trailing one gets its implied `0`).
+pub fn leased_ip_service_name(service: &str, address: IpAddr) -> String {
+    let mut label: String = address
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if label.ends_with('-') {
+        label.push('0');
+    }
+    format!("{service}{LEASED_IP_INFIX}{label}")
+}
+
+/// The distinct leased addresses a service's global ports are published on, sorted.
+fn leased_addresses(service: &ServiceDeployment) -> BTreeSet<IpAddr> {
+    service
+        .expose
+        .iter()
+        .filter(|exposure| exposure.global)
+        .filter_map(|exposure| exposure.leased_ip)
+        .collect()
+}
+
 /// Every object of one lease, in the order they are applied.
 #[derive(Debug, Clone)]
 pub struct LeaseObjects {
@@ -156,7 +190,7 @@ pub struct LeaseObjects {
     /// The registry credentials of the services that have them; `None` when none has
     /// (the runtime then deletes any Secret an earlier manifest left).
     pub pull_secret: Option<Secret>,
-    /// ClusterIP Services, then NodePort Services.
+    /// ClusterIP Services, then NodePort Services, then leased-IP Services.
     pub services: Vec<Service>,
     pub deployments: Vec<Deployment>,
     pub stateful_sets: Vec<StatefulSet>,
@@ -206,6 +240,7 @@ pub fn lease_objects(
 
     let mut services = Vec::new();
     let mut node_port_services = Vec::new();
+    let mut leased_ip_services = Vec::new();
     let mut deployments = Vec::new();
     let mut stateful_sets = Vec::new();
     for service in &deployment.services {
@@ -224,11 +259,19 @@ pub fn lease_objects(
                 service_meta(&service.name),
             ));
         }
-        if service.expose.iter().any(|exposure| exposure.global) {
+        if service.expose.iter().any(is_node_port) {
             node_port_services.push(node_port_service(
                 service,
                 deployment.lease_id,
                 service_meta(&node_port_service_name(&service.name)),
+            ));
+        }
+        for address in leased_addresses(service) {
+            leased_ip_services.push(leased_ip_service(
+                service,
+                address,
+                deployment.lease_id,
+                service_meta(&leased_ip_service_name(&service.name, address)),
             ));
         }
         // Replicas share one pod template, so they share one GPU count.
@@ -295,6 +338,7 @@ pub fn lease_objects(
         }
     }
     services.extend(node_port_services);
+    services.extend(leased_ip_services);
     let namespace_object = namespace_object(deployment, config, &namespace);
     let (resource_quota, limit_range) = limits(deployment, config, &meta)?;
     Ok(LeaseObjects {
@@ -371,21 +415,45 @@ fn check_object_names(deployment: &LeaseDeployment) -> Result<(), RuntimeError> 
                 ),
             ));
         }
-        if !service.expose.iter().any(|exposure| exposure.global) {
-            continue;
-        }
-        let node_port = node_port_service_name(&service.name);
-        if names.contains(node_port.as_str()) || !crate::runtime::is_dns_label(&node_port) {
+        if let Some(exposure) = service
+            .expose
+            .iter()
+            .find(|exposure| exposure.leased_ip.is_some() && exposure.host_port.is_some())
+        {
             return Err(invalid(
-                format!("services.{}.name", service.name),
+                format!("services.{}.expose", service.name),
                 format!(
-                    "the Kubernetes runtime names its public Service {node_port}, which must be \
-                     a DNS label of at most 63 characters and not another service's name"
+                    "port {}/{}: a port on a leased IP answers on its own port ({}) on \
+                     Kubernetes, so a fixed host port does not apply",
+                    exposure.port, exposure.proto, exposure.external_port
                 ),
             ));
         }
+        let mut public_services: Vec<String> = leased_addresses(service)
+            .into_iter()
+            .map(|address| leased_ip_service_name(&service.name, address))
+            .collect();
+        if service.expose.iter().any(is_node_port) {
+            public_services.push(node_port_service_name(&service.name));
+        }
+        for public in public_services {
+            if names.contains(public.as_str()) || !crate::runtime::is_dns_label(&public) {
+                return Err(invalid(
+                    format!("services.{}.name", service.name),
+                    format!(
+                        "the Kubernetes runtime names a public Service {public}, which must be \
+                         a DNS label of at most 63 characters and not another service's name"
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
+}
+
+/// A global port that is not on a leased address: published on every node.
+fn is_node_port(exposure: &PortExposure) -> bool {
+    exposure.global && exposure.leased_ip.is_none()
 }
 
 fn namespace_object(
@@ -455,9 +523,20 @@ fn cluster_ip_service(service: &ServiceDeployment, lease_id: u64, metadata: Obje
     }
 }
 
-/// Global ports on every node: the Service's port is the exposed (`as`) port, so
-/// status can tell HTTP from raw TCP, and the node port is the fixed host port when
-/// one was asked for, else the cluster's choice.
+/// A published port: the Service's port is the exposed (`as`) port, so status can tell
+/// HTTP from raw TCP, and it forwards to the container port.
+fn public_port(exposure: &PortExposure) -> ServicePort {
+    ServicePort {
+        name: Some(port_name(exposure.proto, exposure.port)),
+        port: i32::from(exposure.external_port),
+        target_port: Some(IntOrString::Int(i32::from(exposure.port))),
+        protocol: Some(k8s_protocol(exposure.proto)),
+        ..ServicePort::default()
+    }
+}
+
+/// Global ports not on a leased address, on every node: the node port is the fixed host
+/// port when one was asked for, else the cluster's choice.
 fn node_port_service(service: &ServiceDeployment, lease_id: u64, metadata: ObjectMeta) -> Service {
     Service {
         metadata,
@@ -469,15 +548,42 @@ fn node_port_service(service: &ServiceDeployment, lease_id: u64, metadata: Objec
                 service
                     .expose
                     .iter()
-                    .filter(|exposure| exposure.global)
+                    .filter(|exposure| is_node_port(exposure))
                     .map(|exposure| ServicePort {
-                        name: Some(port_name(exposure.proto, exposure.port)),
-                        port: i32::from(exposure.external_port),
-                        target_port: Some(IntOrString::Int(i32::from(exposure.port))),
                         node_port: exposure.host_port.map(i32::from),
-                        protocol: Some(k8s_protocol(exposure.proto)),
-                        ..ServicePort::default()
+                        ..public_port(exposure)
                     })
+                    .collect(),
+            ),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The service's ports on one leased address, on their own (`as`) port and on that address
+/// only: kube-proxy on every node forwards traffic for `externalIPs` to the pods, and the
+/// provider routes the address to its nodes. ClusterIP rather than LoadBalancer: a
+/// LoadBalancer needs a controller (MetalLB, a cloud's) that not every cluster has, the
+/// lease quota allows none, and it would open NodePorts on every node besides.
+fn leased_ip_service(
+    service: &ServiceDeployment,
+    address: IpAddr,
+    lease_id: u64,
+    metadata: ObjectMeta,
+) -> Service {
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            external_ips: Some(vec![address.to_string()]),
+            selector: Some(selector_labels(lease_id, &service.name)),
+            ports: Some(
+                service
+                    .expose
+                    .iter()
+                    .filter(|exposure| exposure.global && exposure.leased_ip == Some(address))
+                    .map(public_port)
                     .collect(),
             ),
             ..ServiceSpec::default()
@@ -794,9 +900,11 @@ fn lease_totals(
                 *entry = add(*entry, bytes, "persistent storage")?;
             }
         }
-        let global_ports = service.expose.iter().filter(|e| e.global).count() as u64;
-        totals.node_ports = add(totals.node_ports, global_ports, "ports")?;
-        let service_objects = u64::from(!service.expose.is_empty()) + u64::from(global_ports > 0);
+        let node_ports = service.expose.iter().filter(|e| is_node_port(e)).count() as u64;
+        totals.node_ports = add(totals.node_ports, node_ports, "ports")?;
+        let service_objects = u64::from(!service.expose.is_empty())
+            + u64::from(node_ports > 0)
+            + leased_addresses(service).len() as u64;
         totals.services = add(totals.services, service_objects, "services")?;
     }
     Ok(totals)
@@ -905,7 +1013,7 @@ fn limits(
 
 /// Pods of the lease talk to each other freely; from anywhere else (other leases
 /// included) only the global ports answer, which the world reaches through NodePorts
-/// anyway. Egress has the meaning the Docker runtime's rules have: the lease's own pods,
+/// and leased addresses anyway. Egress has the meaning the Docker runtime's rules have: the lease's own pods,
 /// the cluster DNS (kube-dns pods in kube-system, port 53), and every address outside
 /// the blocked ranges (RFC 1918 and link-local by default, where nodes, other leases'
 /// pods and cloud metadata services answer). Enforcement depends on the CNI.

@@ -1,12 +1,13 @@
-//! From what the API server reports (workloads, pods, NodePort Services) to the
+//! From what the API server reports (workloads, pods, public Services) to the
 //! runtime-neutral [`ObservedReplica`]s; pure, so every pod state is unit-tested.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
 
-use super::objects::node_port_service_name;
+use super::objects::{leased_ip_service_name, node_port_service_name};
 use crate::runtime::{LABEL_SERVICE, ObservedReplica, Protocol, ReplicaState, service_uri};
 
 /// What status needs of one Deployment or StatefulSet.
@@ -69,26 +70,45 @@ impl WorkloadView {
     }
 }
 
-/// A global port as its NodePort Service publishes it.
+/// A global port as its public Service publishes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishedPort {
     pub proto: Protocol,
     pub external_port: u16,
-    pub node_port: u16,
+    pub at: PublishedAt,
 }
 
-/// The published ports of each service, from the NodePort Services.
+/// Where a published port answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishedAt {
+    /// This node port of every node (the NodePort Service).
+    NodePort(u16),
+    /// The port itself (`external_port`) on the lease's leased address (the Service with
+    /// that address in `externalIPs`).
+    LeasedIp(IpAddr),
+}
+
+/// The published ports of each service, from its NodePort Service and its leased-IP
+/// Services; a Service not named as the runtime names them publishes nothing.
 pub fn published_ports(services: &[Service]) -> BTreeMap<String, Vec<PublishedPort>> {
     let mut published: BTreeMap<String, Vec<PublishedPort>> = BTreeMap::new();
     for service in services {
         let Some(spec) = service.spec.as_ref() else {
             continue;
         };
-        if spec.type_.as_deref() != Some("NodePort") {
-            continue;
-        }
         let owner = service_label(service.metadata.labels.as_ref(), None);
-        if service.metadata.name.as_deref() != Some(node_port_service_name(&owner).as_str()) {
+        let name = service.metadata.name.as_deref();
+        let leased_address = match spec.external_ips.as_deref() {
+            Some([address]) => address.parse::<IpAddr>().ok(),
+            _ => None,
+        };
+        let node_ports = spec.type_.as_deref() == Some("NodePort")
+            && name == Some(node_port_service_name(&owner).as_str());
+        let leased = spec.type_.as_deref() == Some("ClusterIP")
+            && leased_address.is_some_and(|address| {
+                name == Some(leased_ip_service_name(&owner, address).as_str())
+            });
+        if !node_ports && !leased {
             continue;
         }
         for port in spec.ports.iter().flatten() {
@@ -96,10 +116,13 @@ pub fn published_ports(services: &[Service]) -> BTreeMap<String, Vec<PublishedPo
                 Some("UDP") => Protocol::Udp,
                 _ => Protocol::Tcp,
             };
-            let (Ok(external_port), Some(Ok(node_port))) =
-                (u16::try_from(port.port), port.node_port.map(u16::try_from))
-            else {
+            let Ok(external_port) = u16::try_from(port.port) else {
                 continue;
+            };
+            let at = match (leased_address, port.node_port.map(u16::try_from)) {
+                (Some(address), _) if leased => PublishedAt::LeasedIp(address),
+                (_, Some(Ok(node_port))) if node_ports => PublishedAt::NodePort(node_port),
+                _ => continue,
             };
             published
                 .entry(owner.clone())
@@ -107,7 +130,7 @@ pub fn published_ports(services: &[Service]) -> BTreeMap<String, Vec<PublishedPo
                 .push(PublishedPort {
                     proto,
                     external_port,
-                    node_port,
+                    at,
                 });
         }
     }
@@ -262,12 +285,23 @@ pub fn observe(
                     .as_ref()
                     .and_then(|status| status.host_ip.clone())
             });
-            let uris = match (&state, host) {
-                (ReplicaState::Running, Some(host)) => ports
+            let uris = if state.is_ready() {
+                ports
                     .iter()
-                    .map(|port| service_uri(&host, port.proto, port.external_port, port.node_port))
-                    .collect(),
-                _ => Vec::new(),
+                    .filter_map(|port| match port.at {
+                        PublishedAt::NodePort(node_port) => host.as_deref().map(|host| {
+                            service_uri(host, port.proto, port.external_port, node_port)
+                        }),
+                        PublishedAt::LeasedIp(address) => Some(service_uri(
+                            &address.to_string(),
+                            port.proto,
+                            port.external_port,
+                            port.external_port,
+                        )),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
             };
             observed.push(ObservedReplica {
                 service: workload.service.clone(),

@@ -344,3 +344,80 @@ async fn a_resync_never_goes_below_what_leases_hold() {
     .await
     .expect("test exceeded its time limit");
 }
+
+/// Issue #14 on Kubernetes, through the daemon: `[ip_pool]` with `kind = "kubernetes"` is
+/// accepted, a lease on the leased IP endpoint gets a Service with the address in
+/// `externalIPs`, the tenant's status names `<address>:80`, and closing the lease removes
+/// the Service (with the lease's namespace) and returns the address to the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leased_ip_on_kubernetes_is_an_external_ips_service_until_the_lease_closes() {
+    let _serial = SERIAL.lock().await;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        const ADDRESS: &str = "203.0.113.10";
+        let cluster = FakeApiServer::start().await;
+        add_node(&cluster, node("worker-1", "8", "16Gi", 0, false));
+        let devnet = Devnet::start(None).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = cluster_config(&devnet, dir.path(), &cluster);
+        config.ip_pool.addresses = vec![ADDRESS.to_owned()];
+        let config_path = dir.path().join("provider.toml");
+        std::fs::write(&config_path, config.to_toml_string().expect("toml")).expect("write");
+        provider_command(&devnet, &config_path, &["register"]);
+        let handle = start(&devnet, &config).await;
+        let ledgers = || handle.core().capacity_report().expect("report").leased_ips;
+        assert_eq!(ledgers().capacity, 1);
+
+        let (order, manifest) = sdl_order(&devnet, &leased_ip_hello(), 1_000 * TOKEN, 3_600);
+        let lease_id = lease_for(&devnet, &order).await;
+        let uri = deliver_and_run(&devnet, &handle, lease_id, manifest).await;
+        assert_eq!(uri, format!("http://{ADDRESS}:80"));
+        let external_ips = || {
+            cluster
+                .objects("api/v1/services")
+                .into_iter()
+                .filter(|service| !service["spec"]["externalIPs"].is_null())
+                .map(|service| {
+                    (
+                        service["metadata"]["name"].clone(),
+                        service["spec"]["externalIPs"].clone(),
+                        service["spec"]["type"].clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            external_ips(),
+            [(
+                json!("web-ip-203-0-113-10"),
+                json!([ADDRESS]),
+                json!("ClusterIP")
+            )]
+        );
+        assert!(
+            cluster
+                .objects("api/v1/services")
+                .iter()
+                .all(|service| service["spec"]["type"] != "NodePort"),
+            "the leased port is not on every node"
+        );
+        assert_eq!(ledgers().allocated, 1);
+
+        devnet
+            .client(TENANT)
+            .close_lease(lease_id, CloseReason::TenantRequest)
+            .await
+            .expect("closeLease");
+        eventually("the lease's namespace and Service to go", || async {
+            (cluster.namespaces().is_empty() && external_ips().is_empty()).then_some(())
+        })
+        .await;
+        eventually("the address to return to the pool", || async {
+            let ips = ledgers();
+            (ips.allocated == 0 && ips.reserved == 0).then_some(())
+        })
+        .await;
+        handle.shutdown().await;
+    })
+    .await
+    .expect("test exceeded its time limit");
+}

@@ -536,3 +536,91 @@ fn a_key_that_is_not_pem_is_refused_naming_the_field() {
     let error = ingress::load_tls(&cert, &bogus).expect_err("refused");
     assert!(error.to_string().starts_with("ingress.tls_key:"), "{error}");
 }
+
+/// Issue #14, item 1 on Kubernetes: the same proxy in front of NodePorts. The route table
+/// is built the daemon's way (`lease_claims` for the hostnames, `http_upstreams` over the
+/// runtime's status for the upstreams) from a lease the Kubernetes runtime deployed on the
+/// fake API server, whose NodePort allocator hands out the port of a real HTTP server on
+/// 127.0.0.1 (standing in for kube-proxy on a node): the generated hostname and the
+/// `accept` one reach it, an unknown host gets the proxy's 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_node_ports_are_routed_by_host_from_the_runtime_status() {
+    use leasehold_provider::daemon::routing::http_upstreams;
+    use leasehold_provider::deployment::lease_deployment;
+    use leasehold_provider::ingress::{generated_hostname, lease_claims};
+    use leasehold_provider::runtime::Runtime;
+    use leasehold_provider::runtime::kubernetes::{KubernetesRuntime, KubernetesRuntimeConfig};
+
+    use crate::runtime_kubernetes::fake_api_server::FakeApiServer;
+
+    const DOMAIN: &str = "ingress.test";
+    const LEASE: u64 = 41;
+    bounded(async {
+        let node = Upstream::start(|_| ok("from the node port")).await;
+        let cluster = FakeApiServer::start().await;
+        cluster.set_next_node_port(node.addr.port());
+        let mut config = KubernetesRuntimeConfig::new("0x00000000000000000000000000000000000000e5");
+        config.public_host = Some("127.0.0.1".to_owned());
+        let scope = config.scope();
+        let client = kube::Client::try_from(kube::Config::new(cluster.url.parse().unwrap()))
+            .expect("client");
+        let runtime = KubernetesRuntime::new(client, config).expect("runtime");
+
+        let sdl = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples/hello.yaml"),
+        )
+        .unwrap()
+        .replace(
+            "        as: 80\n",
+            "        as: 80\n        accept:\n          - shop.example.com\n",
+        );
+        let manifest = leasehold_manifests::parse(&sdl)
+            .expect("SDL parses")
+            .manifest();
+        let group = manifest.groups.first().expect("a group");
+        let deployment = lease_deployment(
+            LEASE,
+            "0x00000000000000000000000000000000000000c2",
+            &manifest,
+            &group.name,
+            &[],
+            &[],
+        )
+        .expect("converts");
+        runtime.deploy(&deployment).await.expect("deploy");
+        let status = loop {
+            let status = runtime.status(LEASE).await.expect("status");
+            if status.is_ready() {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let upstreams = http_upstreams(&status);
+        assert_eq!(
+            upstreams.get("web"),
+            Some(&vec![format!("127.0.0.1:{}", node.addr.port())]),
+            "the NodePort, as the runtime reports it"
+        );
+
+        let table = Arc::new(RouteTable::new());
+        let claims = lease_claims(&scope, DOMAIN, LEASE, group).expect("claims");
+        table
+            .replace_lease(LEASE, &claims, &upstreams)
+            .expect("routed");
+        let ingress = plain_ingress(table).await;
+        let generated = generated_hostname(&scope, LEASE, "web", DOMAIN);
+        for host in [generated.as_str(), "shop.example.com"] {
+            assert_eq!(
+                get(ingress.http_addr, host).await,
+                (200, "from the node port".into()),
+                "{host}"
+            );
+        }
+        let (status, _) = get(ingress.http_addr, "elsewhere.example.com").await;
+        assert_eq!(status, 404);
+        assert_eq!(node.count(), 2);
+        ingress.shutdown().await;
+        runtime.teardown(LEASE).await.expect("teardown");
+    })
+    .await;
+}

@@ -256,6 +256,12 @@ impl FakeApiServer {
         let _ = self.shared.exec_breaks.send(());
     }
 
+    /// Makes the NodePort allocator hand out `port` next (then counting up from it), so a
+    /// test can put a real local listener where a NodePort's traffic would go.
+    pub fn set_next_node_port(&self, port: u16) {
+        self.shared.lock().next_node_port = port;
+    }
+
     /// Applies since start that changed nothing.
     pub fn unchanged_applies(&self) -> u64 {
         self.shared.lock().unchanged_applies
@@ -269,6 +275,17 @@ impl FakeApiServer {
             .keys()
             .filter(|(resource, _, _)| resource == "api/v1/namespaces")
             .map(|(_, _, name)| name.clone())
+            .collect()
+    }
+
+    /// Every stored object of a resource (`api/v1/services`), in any namespace.
+    pub fn objects(&self, resource: &str) -> Vec<Value> {
+        self.shared
+            .lock()
+            .objects
+            .iter()
+            .filter(|((kind, _, _), _)| kind == resource)
+            .map(|(_, object)| object.clone())
             .collect()
     }
 
