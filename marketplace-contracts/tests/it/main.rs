@@ -3,6 +3,7 @@
 mod bonds;
 mod capacity;
 mod delivery;
+mod deploy;
 mod follower;
 mod heads;
 mod lifecycle;
