@@ -29,7 +29,9 @@ pub mod events;
 pub mod follower;
 pub mod heads;
 pub mod keystore;
+pub mod log_ranges;
 pub mod order;
+pub mod transport;
 pub mod types;
 
 pub use client::{DepositFunding, MarketplaceClient, signing_provider};
@@ -45,6 +47,7 @@ pub use follower::{
     LogSource, RpcLogSource, SourceError, Step,
 };
 pub use heads::{HeadWatch, HeadWatchError, next_head_or};
+pub use log_ranges::{DEFAULT_MAX_LOG_RANGE, RangeLimit, logs_in_ranges};
 pub use order::{
     LeaseFitError, OrderEncodingError, auditors_for_group, chain_key, check_within_lease, gpu_bid,
     group_name_key, order_spec_for_group,

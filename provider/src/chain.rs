@@ -168,7 +168,7 @@ impl Chain {
         start_block: u64,
     ) -> Result<Self, ChainSetupError> {
         use alloy::providers::Provider;
-        let url = config.chain.rpc_url.clone();
+        let url = config.chain.rpc_endpoints();
         let connect = |source| ChainSetupError::Connect {
             url: url.clone(),
             source,

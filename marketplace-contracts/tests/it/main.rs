@@ -9,4 +9,5 @@ mod heads;
 mod lifecycle;
 mod payments;
 mod permit;
+mod rpc;
 mod support;
