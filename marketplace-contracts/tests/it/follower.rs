@@ -287,7 +287,7 @@ async fn follower_misses_and_repeats_nothing_across_an_rpc_outage_and_a_restart(
 
 /// Bench (opt-in, BENCHMARKS.md): a follower catching up over 100k blocks of history through
 /// an endpoint that refuses `eth_getLogs` over more than 10k blocks, with events spread over
-/// the range. Run:
+/// the range. Run (BENCHMARKS.md has the figures and the scaled-down variant):
 /// `cargo test -p leasehold-contracts --test it -- --ignored --nocapture follower_catch_up_bench`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "bench: builds 100k blocks of history (minutes of anvil_mine)"]
@@ -297,9 +297,17 @@ async fn follower_catch_up_bench() {
     use std::sync::atomic::Ordering;
     use std::time::Instant;
 
-    const BLOCKS: u64 = 100_000;
+    // LEASEHOLD_BENCH_BLOCKS and LEASEHOLD_BENCH_LOG_LIMIT scale the run down where anvil
+    // mines slowly (a loaded machine mines ~1,300 blocks a minute).
+    let setting = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(default)
+    };
+    let blocks = setting("LEASEHOLD_BENCH_BLOCKS", 100_000);
+    let limit = setting("LEASEHOLD_BENCH_LOG_LIMIT", 10_000).max(1);
     const SEGMENTS: u64 = 20;
-    const LIMIT: u64 = 10_000;
 
     let devnet = Devnet::start(None).await;
     let d = devnet.deployment;
@@ -309,7 +317,7 @@ async fn follower_catch_up_bench() {
         emit(&client, d.token).await;
         devnet
             .rpc
-            .anvil_mine(Some(BLOCKS / SEGMENTS), None)
+            .anvil_mine(Some(blocks / SEGMENTS), None)
             .await
             .expect("anvil_mine");
     }
@@ -321,17 +329,17 @@ async fn follower_catch_up_bench() {
     let mut expected = Vec::new();
     let mut from = d.start_block;
     while from <= head {
-        let to = head.min(from + LIMIT - 1);
+        let to = head.min(from + limit - 1);
         expected.extend(chain_logs(&devnet, from, to).await);
         from = to + 1;
     }
 
     for (label, max_range) in [
-        ("max_range = limit", LIMIT),
-        ("max_range = 5 x limit", 5 * LIMIT),
+        ("max_range = limit", limit),
+        ("max_range = 5 x limit", 5 * limit),
     ] {
         let proxy = RpcProxy::start(&devnet.endpoint()).await.expect("proxy");
-        proxy.limit_log_range(LIMIT);
+        proxy.limit_log_range(limit);
         let source = RpcLogSource::new(
             alloy::providers::ProviderBuilder::new()
                 .connect_http(proxy.url().parse().expect("url"))
