@@ -3,7 +3,7 @@
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::{Filter, TransactionReceipt};
+use alloy::rpc::types::{Filter, Log, TransactionReceipt};
 use alloy::signers::SignerSync as _;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{Eip712Domain, SolEvent, SolStruct as _};
@@ -12,6 +12,9 @@ use tracing::debug;
 use crate::bindings::{Marketplace, ProviderRegistry, TestToken};
 use crate::deploy::{Deployment, send_from};
 use crate::error::ClientError;
+use crate::follower::RpcLogSource;
+use crate::log_ranges::{DEFAULT_MAX_LOG_RANGE, logs_in_ranges};
+use crate::transport::{RPC_REQUEST_TIMEOUT, parse_rpc_urls, rpc_client};
 use crate::types::{
     Attestation, BidInfo, CloseReason, DELIVERY_WINDOW_SECS, GpuBid, GpuState, LeaseInfo,
     LeaseSettlement, LeaseStarted, LockedBond, MAX_BIDS, ManifestUpdate, NewOrder, OrderInfo,
@@ -19,24 +22,23 @@ use crate::types::{
     ProviderStatus, ResolvedBond, SkippedBid, UndeliveredClose, id_to_u64,
 };
 
-/// An HTTP provider that signs with `signer`. Nonces are read from the node's pending count for
-/// every transaction: alloy's default cached nonce manager would consume a nonce when gas
-/// estimation fails on a revert and leave a gap that stalls every later transaction.
+/// An HTTP provider that signs with `signer`, over one URL or a comma-separated list with
+/// failover and rate-limit retries ([`crate::transport`]). Nonces are read from the node's
+/// pending count for every transaction: alloy's default cached nonce manager would consume a
+/// nonce when gas estimation fails on a revert and leave a gap that stalls every later
+/// transaction.
 pub fn signing_provider(
     rpc_url: &str,
     signer: PrivateKeySigner,
 ) -> Result<DynProvider, ClientError> {
-    let url = rpc_url.parse().map_err(|e| ClientError::InvalidInput {
-        field: "rpc_url",
-        reason: format!("{rpc_url:?} is not a URL: {e}"),
-    })?;
+    let urls = parse_rpc_urls("rpc_url", rpc_url)?;
     Ok(ProviderBuilder::new()
         .disable_recommended_fillers()
         .with_gas_estimation()
         .with_simple_nonce_management()
         .fetch_chain_id()
         .wallet(EthereumWallet::from(signer))
-        .connect_http(url)
+        .connect_client(rpc_client(&urls, RPC_REQUEST_TIMEOUT)?)
         .erased())
 }
 
@@ -86,6 +88,29 @@ impl MarketplaceClient {
 
     pub fn provider(&self) -> &DynProvider {
         &self.provider
+    }
+
+    /// Logs matching `filter` from the deployment's start block to the head, read in ranges
+    /// the endpoint accepts ([`logs_in_ranges`], at most [`DEFAULT_MAX_LOG_RANGE`] blocks).
+    pub async fn logs_since_start(
+        &self,
+        call: &'static str,
+        filter: Filter,
+    ) -> Result<Vec<Log>, ClientError> {
+        let head = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(|e| ClientError::from_contract("eth_blockNumber", e.into()))?;
+        let source = RpcLogSource::with_filter(self.provider.clone(), filter);
+        logs_in_ranges(
+            &source,
+            self.deployment.start_block,
+            head,
+            DEFAULT_MAX_LOG_RANGE,
+        )
+        .await
+        .map_err(|source| ClientError::Logs { call, source })
     }
 
     async fn send<D: alloy::contract::CallDecoder>(
@@ -375,8 +400,7 @@ impl MarketplaceClient {
             .event_signature(vec![
                 ProviderRegistry::AttributeAttested::SIGNATURE_HASH,
                 ProviderRegistry::AttestationRevoked::SIGNATURE_HASH,
-            ])
-            .from_block(self.deployment.start_block);
+            ]);
         let filter = match topic(auditor) {
             Some(t) => filter.topic1(t),
             None => filter,
@@ -386,10 +410,8 @@ impl MarketplaceClient {
             None => filter,
         };
         let logs = self
-            .provider
-            .get_logs(&filter)
-            .await
-            .map_err(|e| ClientError::from_contract("eth_getLogs attestations", e.into()))?;
+            .logs_since_start("eth_getLogs attestations", filter)
+            .await?;
         let mut standing: Vec<Attestation> = Vec::new();
         for log in &logs {
             if let Ok(event) = log.log_decode::<ProviderRegistry::AttributeAttested>() {
@@ -533,13 +555,10 @@ impl MarketplaceClient {
         let filter = Filter::new()
             .address(self.deployment.marketplace)
             .event_signature(Marketplace::OrderCreated::SIGNATURE_HASH)
-            .topic1(B256::from(U256::from(order_id)))
-            .from_block(self.deployment.start_block);
+            .topic1(B256::from(U256::from(order_id)));
         let logs = self
-            .provider
-            .get_logs(&filter)
-            .await
-            .map_err(|e| ClientError::from_contract("eth_getLogs OrderCreated", e.into()))?;
+            .logs_since_start("eth_getLogs OrderCreated", filter)
+            .await?;
         let event = logs
             .iter()
             .find_map(|log| log.log_decode::<Marketplace::OrderCreated>().ok())

@@ -251,6 +251,13 @@ pub enum ClientError {
         #[source]
         source: Box<alloy::contract::Error>,
     },
+    /// An `eth_getLogs` history read failed even over a single block.
+    #[error("{call}: {source}")]
+    Logs {
+        call: &'static str,
+        #[source]
+        source: crate::follower::SourceError,
+    },
     #[error("{call}: waiting for the transaction: {source}")]
     Pending {
         call: &'static str,

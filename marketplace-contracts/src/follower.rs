@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::cursor::{CursorError, CursorStore};
 use crate::heads::{HeadWatch, next_head_or};
+use crate::log_ranges::{DEFAULT_MAX_LOG_RANGE, RangeLimit};
 
 /// An RPC failure (transport error, timeout, malformed answer). Retried by [`Follower::run`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,19 +45,24 @@ pub trait LogSource {
     ) -> impl Future<Output = Result<Vec<Log>, SourceError>> + Send;
 }
 
-/// Logs emitted by a fixed set of contract addresses, read through an alloy provider.
+/// Logs matching a filter (by default: emitted by a fixed set of contract addresses), read
+/// through an alloy provider.
 #[derive(Debug, Clone)]
 pub struct RpcLogSource<P> {
     provider: P,
-    addresses: Vec<Address>,
+    filter: Filter,
 }
 
 impl<P: Provider> RpcLogSource<P> {
     pub fn new(provider: P, addresses: impl IntoIterator<Item = Address>) -> Self {
-        Self {
-            provider,
-            addresses: addresses.into_iter().collect(),
-        }
+        let addresses: Vec<Address> = addresses.into_iter().collect();
+        Self::with_filter(provider, Filter::new().address(addresses))
+    }
+
+    /// Logs matching `filter` (addresses, event signatures, topics); its block range is
+    /// replaced by each call's.
+    pub fn with_filter(provider: P, filter: Filter) -> Self {
+        Self { provider, filter }
     }
 }
 
@@ -69,10 +75,7 @@ impl<P: Provider> LogSource for RpcLogSource<P> {
     }
 
     async fn logs(&self, from: u64, to: u64) -> Result<Vec<Log>, SourceError> {
-        let filter = Filter::new()
-            .address(self.addresses.clone())
-            .from_block(from)
-            .to_block(to);
+        let filter = self.filter.clone().from_block(from).to_block(to);
         self.provider
             .get_logs(&filter)
             .await
@@ -152,7 +155,7 @@ impl Default for FollowerConfig {
         Self {
             start_block: 0,
             confirmations: 2,
-            max_range: 1_000,
+            max_range: DEFAULT_MAX_LOG_RANGE,
             poll_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
             backoff: BackoffPolicy::default(),
@@ -226,7 +229,7 @@ pub struct Follower<S, C> {
     store: C,
     config: FollowerConfig,
     next_block: Option<u64>,
-    range: u64,
+    range: RangeLimit,
     /// The last log handed to the handler successfully in the range not yet committed to the
     /// cursor; lets a retried range skip what was already delivered.
     delivered_through: Option<LogPosition>,
@@ -236,7 +239,7 @@ pub struct Follower<S, C> {
 
 impl<S: LogSource, C: CursorStore> Follower<S, C> {
     pub fn new(source: S, store: C, config: FollowerConfig) -> Self {
-        let range = config.max_range.max(1);
+        let range = RangeLimit::new(config.max_range);
         Self {
             source,
             store,
@@ -340,12 +343,12 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
                 head,
             });
         }
-        let to = safe_head.min(from.saturating_add(self.range.saturating_sub(1)));
+        let to = self.range.end(from, safe_head);
         let logs = match self.call(self.source.logs(from, to)).await {
             Ok(logs) => logs,
             Err(err) => {
                 // Providers reject ranges with too many results; a smaller one may pass.
-                self.range = (self.range / 2).max(1);
+                self.range.shrink();
                 return Err(StepError::Source(err));
             }
         };
@@ -371,7 +374,7 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
         self.next_block = Some(next);
         self.delivered_through = None;
         self.stats.ranges = self.stats.ranges.saturating_add(1);
-        self.range = self.range.saturating_mul(2).min(self.config.max_range);
+        self.range.grow();
         if delivered > 0 {
             info!(from, to, delivered, head, "follower delivered logs");
         } else {

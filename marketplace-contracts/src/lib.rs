@@ -6,6 +6,9 @@
 //!   and unbonding, orders, bids, leases, payments and queries. Reverts come back as
 //!   [`ClientError::Reverted`] with the custom error decoded, e.g.
 //!   `acceptBid reverted: ProviderLacksCapacity(provider: 0x…)`.
+//! - [`deployer`]: deploying to any network (the `leasehold-deploy` binary): chain-id check,
+//!   an existing ERC-20 or the test token, resumable progress, attach/verify, explorer inputs;
+//!   [`keystore`] turns a keystore file into a signer.
 //! - [`deploy_all`] and [`fund_with_faucet`] for devnets; with the `devnet` feature,
 //!   `devnet::Devnet` brings up anvil with the contracts deployed and dev accounts funded.
 //! - [`Follower`]: reads contract logs over bounded block ranges a few confirmations behind the
@@ -18,13 +21,17 @@ pub mod bindings;
 pub mod client;
 pub mod cursor;
 pub mod deploy;
+pub mod deployer;
 #[cfg(feature = "devnet")]
 pub mod devnet;
 pub mod error;
 pub mod events;
 pub mod follower;
 pub mod heads;
+pub mod keystore;
+pub mod log_ranges;
 pub mod order;
+pub mod transport;
 pub mod types;
 
 pub use client::{DepositFunding, MarketplaceClient, signing_provider};
@@ -40,6 +47,7 @@ pub use follower::{
     LogSource, RpcLogSource, SourceError, Step,
 };
 pub use heads::{HeadWatch, HeadWatchError, next_head_or};
+pub use log_ranges::{DEFAULT_MAX_LOG_RANGE, RangeLimit, logs_in_ranges};
 pub use order::{
     LeaseFitError, OrderEncodingError, auditors_for_group, chain_key, check_within_lease, gpu_bid,
     group_name_key, order_spec_for_group,

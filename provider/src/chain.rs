@@ -9,8 +9,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use alloy::primitives::{Address, B256, U256};
-use alloy::signers::local::{LocalSignerError, PrivateKeySigner};
-use eth_keystore::KeystoreError;
+use alloy::signers::local::PrivateKeySigner;
+use leasehold_contracts::keystore::KeystoreError;
 use leasehold_contracts::{
     BidInfo, ClientError, CloseReason, Deployment, LeaseInfo, LeaseSettlement, MarketplaceClient,
     OrderInfo, OrderPosted, OrderRequirements, Owed, Payment, ProviderProfile,
@@ -73,30 +73,14 @@ pub fn load_signer(config: &Config) -> Result<PrivateKeySigner, ChainSetupError>
     }
 }
 
-/// Decrypts a keystore file. Errors name the file and never echo the password.
+/// Decrypts a keystore file ([`leasehold_contracts::keystore`]), pointing a wrong password
+/// at the config key that supplies it.
 pub fn decrypt_keystore(path: &Path, password: &str) -> Result<PrivateKeySigner, ChainSetupError> {
-    let problem =
-        |reason: String| ChainSetupError::Key(format!("keystore {}: {reason}", path.display()));
-    // Checked first so a missing file is not reported as a decryption failure.
-    match std::fs::metadata(path) {
-        Ok(metadata) if metadata.is_file() => {}
-        Ok(_) => return Err(problem("is not a file".into())),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(problem("file not found".into()));
+    leasehold_contracts::keystore::decrypt_keystore(path, password).map_err(|error| match error {
+        KeystoreError::WrongPassword { .. } => {
+            ChainSetupError::Key(format!("{error}; check key.password_env"))
         }
-        Err(error) => return Err(problem(format!("cannot be read: {error}"))),
-    }
-    PrivateKeySigner::decrypt_keystore(path, password).map_err(|error| match error {
-        LocalSignerError::EthKeystoreError(KeystoreError::MacMismatch) => {
-            problem("wrong password (the MAC does not match); check key.password_env".into())
-        }
-        LocalSignerError::EthKeystoreError(KeystoreError::SerdeJson(reason)) => {
-            problem(format!("is not a Web3 Secret Storage JSON file: {reason}"))
-        }
-        LocalSignerError::EthKeystoreError(KeystoreError::StdIo(reason)) => {
-            problem(format!("cannot be read: {reason}"))
-        }
-        other => problem(format!("cannot be decrypted: {other}")),
+        other => ChainSetupError::Key(other.to_string()),
     })
 }
 
@@ -184,7 +168,7 @@ impl Chain {
         start_block: u64,
     ) -> Result<Self, ChainSetupError> {
         use alloy::providers::Provider;
-        let url = config.chain.rpc_url.clone();
+        let url = config.chain.rpc_endpoints();
         let connect = |source| ChainSetupError::Connect {
             url: url.clone(),
             source,

@@ -7,8 +7,7 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::{Provider as _, ProviderBuilder};
 use alloy::rpc::client::RpcClient;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::transports::http::{Http, reqwest};
-use leasehold_contracts::{Deployment, MarketplaceClient};
+use leasehold_contracts::{Deployment, MarketplaceClient, transport};
 
 use crate::config::{Settings, env};
 use crate::error::{CliError, CliResult, ExitKind};
@@ -116,24 +115,21 @@ pub async fn bounded<T, E: std::fmt::Display>(
     }
 }
 
-/// A JSON-RPC client over HTTP whose every request gives up after [`RPC_TIMEOUT`].
+/// A JSON-RPC client over one URL or a comma-separated list (failover, rate limits retried:
+/// `leasehold_contracts::transport`) whose every request gives up after [`RPC_TIMEOUT`].
 fn rpc_client(rpc_url: &str) -> CliResult<RpcClient> {
-    let url: reqwest::Url = rpc_url
-        .parse()
-        .map_err(|e| CliError::usage(format!("RPC URL {rpc_url:?} is not a URL: {e}")))?;
-    let http = reqwest::Client::builder()
-        .timeout(RPC_TIMEOUT)
-        .build()
-        .map_err(|e| CliError::failed(format!("cannot build the HTTP client: {e}")))?;
+    let urls = transport::parse_rpc_urls("rpc_url", rpc_url)
+        .map_err(|e| CliError::usage(format!("RPC URL: {e}")))?;
+    let client = transport::rpc_client(&urls, RPC_TIMEOUT)?;
     // Local nodes (devnets with 1-second or instant blocks) get receipts polled every
     // 100 ms instead of alloy's 250 ms; remote nodes keep alloy's interval.
-    let is_local = alloy::transports::utils::guess_local_url(&url);
-    let client = RpcClient::new(Http::with_client(http, url), is_local);
-    Ok(if is_local {
-        client.with_poll_interval(LOCAL_RECEIPT_POLL)
-    } else {
-        client
-    })
+    Ok(
+        if urls.iter().all(alloy::transports::utils::guess_local_url) {
+            client.with_poll_interval(LOCAL_RECEIPT_POLL)
+        } else {
+            client
+        },
+    )
 }
 
 /// The chain id the node at `rpc_url` reports.

@@ -55,7 +55,8 @@ pub struct GlobalArgs {
     /// Config file (default: $XDG_CONFIG_HOME/leasehold/config.toml).
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// JSON-RPC URL of the chain (overrides LEASEHOLD_RPC_URL).
+    /// JSON-RPC URL of the chain, or several separated by commas (tried in order when one
+    /// fails); overrides LEASEHOLD_RPC_URL.
     #[arg(long, global = true, value_name = "URL")]
     pub rpc_url: Option<String>,
     /// WebSocket URL of the same node (`ws://`, overrides LEASEHOLD_WS_URL): `deploy` wakes

@@ -5,25 +5,24 @@
 use std::collections::HashMap;
 
 use alloy::primitives::{Address, U256};
-use alloy::providers::Provider as _;
 use alloy::rpc::types::{Filter, Log};
 use alloy::sol_types::SolEvent;
 use leasehold_contracts::CloseReason;
 use leasehold_contracts::bindings::Marketplace;
 use leasehold_scheduler::ranking::Reputation;
 
-use crate::chain::{Chain, bounded};
+use crate::chain::Chain;
 use crate::error::CliResult;
 
 /// Only the most recent bids count: prices change.
 const RECENT_BIDS: usize = 50;
 
-async fn events<E: SolEvent>(chain: &Chain, call: &str) -> CliResult<Vec<E>> {
+async fn events<E: SolEvent>(chain: &Chain, call: &'static str) -> CliResult<Vec<E>> {
     let filter = Filter::new()
         .address(chain.deployment.marketplace)
-        .event_signature(E::SIGNATURE_HASH)
-        .from_block(chain.deployment.start_block);
-    let logs: Vec<Log> = bounded(call, chain.client.provider().get_logs(&filter)).await?;
+        .event_signature(E::SIGNATURE_HASH);
+    // In ranges the endpoint accepts; each call is bounded by the transport's RPC timeout.
+    let logs: Vec<Log> = chain.client.logs_since_start(call, filter).await?;
     Ok(logs
         .iter()
         .filter_map(|log| log.log_decode::<E>().ok())

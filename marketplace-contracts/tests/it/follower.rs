@@ -284,3 +284,96 @@ async fn follower_misses_and_repeats_nothing_across_an_rpc_outage_and_a_restart(
     })
     .await;
 }
+
+/// Bench (opt-in, BENCHMARKS.md): a follower catching up over 100k blocks of history through
+/// an endpoint that refuses `eth_getLogs` over more than 10k blocks, with events spread over
+/// the range. Run (BENCHMARKS.md has the figures and the scaled-down variant):
+/// `cargo test -p leasehold-contracts --test it -- --ignored --nocapture follower_catch_up_bench`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bench: builds 100k blocks of history (minutes of anvil_mine)"]
+async fn follower_catch_up_bench() {
+    use leasehold_contracts::MemoryCursorStore;
+    use leasehold_contracts::devnet::RpcProxy;
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+
+    // LEASEHOLD_BENCH_BLOCKS and LEASEHOLD_BENCH_LOG_LIMIT scale the run down where anvil
+    // mines slowly (a loaded machine mines ~1,300 blocks a minute).
+    let setting = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(default)
+    };
+    let blocks = setting("LEASEHOLD_BENCH_BLOCKS", 100_000);
+    let limit = setting("LEASEHOLD_BENCH_LOG_LIMIT", 10_000).max(1);
+    const SEGMENTS: u64 = 20;
+
+    let devnet = Devnet::start(None).await;
+    let d = devnet.deployment;
+    let client = devnet.client(TENANT);
+    let building = Instant::now();
+    for _ in 0..SEGMENTS {
+        emit(&client, d.token).await;
+        devnet
+            .rpc
+            .anvil_mine(Some(blocks / SEGMENTS), None)
+            .await
+            .expect("anvil_mine");
+    }
+    let head = devnet.rpc.get_block_number().await.expect("head");
+    eprintln!(
+        "history: {head} blocks, {SEGMENTS} event batches, built in {:.1?}",
+        building.elapsed()
+    );
+    let mut expected = Vec::new();
+    let mut from = d.start_block;
+    while from <= head {
+        let to = head.min(from + limit - 1);
+        expected.extend(chain_logs(&devnet, from, to).await);
+        from = to + 1;
+    }
+
+    for (label, max_range) in [
+        ("max_range = limit", limit),
+        ("max_range = 5 x limit", 5 * limit),
+    ] {
+        let proxy = RpcProxy::start(&devnet.endpoint()).await.expect("proxy");
+        proxy.limit_log_range(limit);
+        let source = RpcLogSource::new(
+            alloy::providers::ProviderBuilder::new()
+                .connect_http(proxy.url().parse().expect("url"))
+                .erased(),
+            [d.token, d.registry, d.marketplace],
+        );
+        let config = FollowerConfig {
+            confirmations: 0,
+            max_range,
+            request_timeout: Duration::from_secs(60),
+            ..follower_config(d.start_block)
+        };
+        let mut follower = Follower::new(source, MemoryCursorStore::default(), config);
+        let collector = Collector::new(d);
+        let mut handler = collector.clone();
+        let started = Instant::now();
+        loop {
+            match follower.step(&mut handler).await {
+                Ok(leasehold_contracts::Step::CaughtUp { .. }) => break,
+                Ok(_) | Err(leasehold_contracts::FollowerError::Source { .. }) => {}
+                Err(other) => panic!("follower: {other}"),
+            }
+        }
+        let elapsed = started.elapsed();
+        let mut delivered = collector.0.lock().expect("collector").clone();
+        delivered.sort();
+        assert_eq!(delivered, expected, "every log once");
+        let counters = proxy.counters();
+        eprintln!(
+            "{label}: caught up over {head} blocks in {elapsed:.1?}: {} logs, {} calls forwarded, {} ranges refused, widest {} blocks",
+            delivered.len(),
+            counters.forwarded.load(Ordering::SeqCst),
+            counters.ranges_refused.load(Ordering::SeqCst),
+            counters.widest_range.load(Ordering::SeqCst),
+        );
+    }
+}

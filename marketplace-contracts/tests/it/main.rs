@@ -3,9 +3,11 @@
 mod bonds;
 mod capacity;
 mod delivery;
+mod deploy;
 mod follower;
 mod heads;
 mod lifecycle;
 mod payments;
 mod permit;
+mod rpc;
 mod support;

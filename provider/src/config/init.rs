@@ -27,6 +27,7 @@ impl Config {
             attributes: Vec::new(),
             chain: ChainConfig {
                 rpc_url: "http://127.0.0.1:8545".into(),
+                rpc_urls: Vec::new(),
                 ws_url: None,
                 chain_id: None,
                 marketplace: zero.clone(),

@@ -123,6 +123,10 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ChainConfig {
     pub rpc_url: String,
+    /// More HTTP endpoints of the same chain, tried in order when `rpc_url` fails at the
+    /// transport level (connection refused, timeout, HTTP error); rate limits are retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rpc_urls: Vec<String>,
     /// The node's WebSocket (`ws://`): the follower wakes on each new head (`eth_subscribe`
     /// newHeads) instead of waiting for its poll; `None` polls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,6 +137,16 @@ pub struct ChainConfig {
     pub marketplace: String,
     pub registry: String,
     pub token: String,
+}
+
+impl ChainConfig {
+    /// `rpc_url` then `rpc_urls`, as the comma-separated list the contracts client takes.
+    pub fn rpc_endpoints(&self) -> String {
+        std::iter::once(self.rpc_url.as_str())
+            .chain(self.rpc_urls.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// Which key signs: a keystore file with its password in an environment
@@ -867,6 +881,26 @@ count = 8
                 problem_fields(load(&with_ws(bad)).err().unwrap_or_else(|| panic!("{bad}")));
             assert_eq!(fields, ["chain.ws_url"], "{bad}");
         }
+    }
+
+    #[test]
+    fn failover_rpc_urls_follow_rpc_url_and_are_validated() {
+        let config = load(&valid_toml().replace(
+            "rpc_url = \"http://127.0.0.1:8545\"",
+            "rpc_url = \"http://127.0.0.1:8545\"\nrpc_urls = [\"https://rpc.example.org\"]",
+        ))
+        .unwrap();
+        assert_eq!(
+            config.chain.rpc_endpoints(),
+            "http://127.0.0.1:8545,https://rpc.example.org"
+        );
+        let Err(error) = load(&valid_toml().replace(
+            "rpc_url = \"http://127.0.0.1:8545\"",
+            "rpc_url = \"http://127.0.0.1:8545\"\nrpc_urls = [\"https://ok.example\", \"ws://b:8546\"]",
+        )) else {
+            panic!("a ws failover URL must not load");
+        };
+        assert_eq!(problem_fields(error), ["chain.rpc_urls[1]"]);
     }
 
     #[test]

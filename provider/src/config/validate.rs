@@ -58,6 +58,11 @@ impl Config {
             };
             problem("chain.rpc_url", format!("{reason}{hint}"));
         }
+        for (index, url) in self.chain.rpc_urls.iter().enumerate() {
+            if let Err(reason) = check_url(url, &["http", "https"]) {
+                problem(&format!("chain.rpc_urls[{index}]"), reason);
+            }
+        }
         if let Some(ws_url) = &self.chain.ws_url
             && let Err(reason) = check_url(ws_url, &["ws"])
         {

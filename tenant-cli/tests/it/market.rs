@@ -337,3 +337,85 @@ async fn bids_predict_settle_and_claim_collects_a_withdrawn_bids_bond() {
     })
     .await;
 }
+
+/// An endpoint like a public one: the first URL dead, the second rate-limiting and refusing
+/// `eth_getLogs` over more than 200 blocks, over a chain of more than a thousand blocks.
+/// `tenant bids` (the order's event, the bid history for reputations) still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bids_work_through_failover_rate_limits_and_a_log_range_limit() {
+    use alloy::providers::ext::AnvilApi as _;
+    use leasehold_contracts::devnet::RpcProxy;
+    use std::sync::atomic::Ordering;
+
+    within(async {
+        let devnet = Devnet::start().await;
+        devnet.register(PROVIDER_B, "127.0.0.1:7002", &[]).await;
+        let posted = devnet
+            .client(TENANT)
+            .create_order(&NewOrder {
+                token: devnet.deployment.token,
+                spec: OrderSpec {
+                    group_name: leasehold_contracts::group_name_key("public"),
+                    resources: Resources {
+                        cpu_milli: 100,
+                        memory_mib: 64,
+                        storage_mib: 64,
+                    },
+                    gpu_count: 0,
+                    replicas: 1,
+                    leased_ips: 0,
+                    requirements: OrderRequirements::default(),
+                },
+                manifest_hash: B256::repeat_byte(3),
+                max_price_per_hour: U256::from(100_000),
+                deposit: U256::from(1_000_000),
+                bid_window_secs: 7200,
+                delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
+            })
+            .await
+            .expect("create order");
+        devnet
+            .client(PROVIDER_B)
+            .place_bid(
+                posted.order_id,
+                U256::from(10),
+                None,
+                &posted.spec.requirements,
+            )
+            .await
+            .expect("B bids");
+        // ~15 ms a block on a loaded machine: enough for several refused ranges.
+        devnet
+            .chain
+            .rpc
+            .anvil_mine(Some(1_200), None)
+            .await
+            .unwrap();
+
+        let proxy = RpcProxy::start(&devnet.chain.endpoint()).await.unwrap();
+        proxy.limit_log_range(200);
+        proxy.rate_limit_next(2);
+        let dead = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", listener.local_addr().unwrap())
+        };
+        let mut env = devnet.env_as(TENANT);
+        env.retain(|(name, _)| *name != "LEASEHOLD_RPC_URL");
+        env.push(("LEASEHOLD_RPC_URL", format!("{dead},{}", proxy.url())));
+        let order = posted.order_id.to_string();
+        let bids = devnet
+            .tenant_with(env, &["bids", &order, "--output", "json"])
+            .await;
+        assert_eq!(code(&bids), Some(0), "{}", stderr(&bids));
+        let bids = json(&bids);
+        assert_eq!(bids["bids"][0]["provider"], devnet.address_json(PROVIDER_B));
+        let counters = proxy.counters();
+        assert_eq!(counters.rate_limited.load(Ordering::SeqCst), 2);
+        assert!(
+            counters.ranges_refused.load(Ordering::SeqCst) > 0,
+            "the limit was hit"
+        );
+        assert!(counters.widest_range.load(Ordering::SeqCst) <= 200);
+    })
+    .await;
+}

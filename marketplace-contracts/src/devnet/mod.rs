@@ -5,6 +5,8 @@
 //! Setup always runs with instant mining, so deploying and funding take milliseconds instead
 //! of one block per transaction; the requested block time is switched on afterwards.
 
+mod proxy;
+
 use std::path::{Path, PathBuf};
 
 use alloy::node_bindings::{Anvil, AnvilInstance, NodeError};
@@ -16,6 +18,8 @@ use alloy::signers::local::PrivateKeySigner;
 use crate::client::{MarketplaceClient, signing_provider};
 use crate::deploy::{DeployParams, Deployment, DeploymentFileError, deploy_all, fund_with_faucet};
 use crate::error::ClientError;
+
+pub use proxy::{ProxyCounters, RpcProxy};
 
 /// One test token: the devnet token has 6 decimals.
 pub const ONE_TOKEN: u64 = 1_000_000;
