@@ -271,6 +271,55 @@ pub enum ClientError {
     },
     #[error("invalid {field}: {reason}")]
     InvalidInput { field: &'static str, reason: String },
+    /// The network needs a higher fee per gas than the configured cap allows.
+    #[error(
+        "{call}: the network needs a max fee of {needed} gwei per gas (next base fee plus tip), \
+         above the cap {setting} = {cap} gwei; raise {setting} or wait for fees to fall"
+    )]
+    FeeCapExceeded {
+        call: &'static str,
+        setting: &'static str,
+        cap: crate::txlane::Gwei,
+        needed: crate::txlane::Gwei,
+    },
+    /// The account cannot pay for the transaction's gas and value.
+    #[error(
+        "{call}: insufficient funds: account {account} holds {balance} wei{}; fund it with the \
+         chain's native currency",
+        .needed.map(|needed| format!(", the transaction may cost up to {needed} wei (gas limit × max fee + value)")).unwrap_or_default()
+    )]
+    InsufficientFunds {
+        call: &'static str,
+        account: alloy::primitives::Address,
+        balance: alloy::primitives::U256,
+        needed: Option<alloy::primitives::U256>,
+    },
+    /// The node refused the signed transaction outright.
+    #[error("{call}: the node refused the transaction: {reason}")]
+    Refused { call: &'static str, reason: String },
+    /// The nonce was used by a transaction this client did not sign.
+    #[error(
+        "{call}: nonce {nonce} of {account} was used by a transaction this client did not send \
+         (does another process sign with the same key?)"
+    )]
+    NonceTaken {
+        call: &'static str,
+        nonce: u64,
+        account: alloy::primitives::Address,
+    },
+    /// Not mined yet after waiting; it stays journaled and is settled before the next send.
+    #[error(
+        "{call}: transaction {tx_hash} (nonce {nonce}) not mined after {waited_secs} s; it stays \
+         in flight and is settled before the next transaction"
+    )]
+    StillPending {
+        call: &'static str,
+        nonce: u64,
+        tx_hash: TxHash,
+        waited_secs: u64,
+    },
+    #[error(transparent)]
+    Journal(#[from] crate::txlane::JournalError),
 }
 
 impl ClientError {

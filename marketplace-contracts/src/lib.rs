@@ -25,6 +25,7 @@ pub mod events;
 pub mod follower;
 pub mod heads;
 pub mod order;
+pub mod txlane;
 pub mod types;
 
 pub use client::{DepositFunding, MarketplaceClient, signing_provider};
@@ -43,5 +44,9 @@ pub use heads::{HeadWatch, HeadWatchError, next_head_or};
 pub use order::{
     LeaseFitError, OrderEncodingError, auditors_for_group, chain_key, check_within_lease, gpu_bid,
     group_name_key, order_spec_for_group,
+};
+pub use txlane::{
+    FeePolicy, Fees, Gwei, GweiError, JournalError, LaneStats, MemoryJournal, SentTx, Settlement,
+    TxJournal, TxLane,
 };
 pub use types::*;

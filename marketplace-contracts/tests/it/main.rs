@@ -9,3 +9,4 @@ mod lifecycle;
 mod payments;
 mod permit;
 mod support;
+mod txlane;
