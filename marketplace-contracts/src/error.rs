@@ -223,6 +223,21 @@ fn mined_failure(reason: &Option<Box<RevertReason>>, gas_used: u64, gas_limit: u
     }
 }
 
+/// What an account holds against what a transaction may cost, in wei.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FundsShortfall {
+    pub account: alloy::primitives::Address,
+    pub balance: alloy::primitives::U256,
+    pub needed: alloy::primitives::U256,
+}
+
+/// A fee cap against the fee the network needs, per gas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeeCapShortfall {
+    pub cap: crate::txlane::Gwei,
+    pub needed: crate::txlane::Gwei,
+}
+
 /// Everything a [`crate::MarketplaceClient`] call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -273,26 +288,24 @@ pub enum ClientError {
     InvalidInput { field: &'static str, reason: String },
     /// The network needs a higher fee per gas than the configured cap allows.
     #[error(
-        "{call}: the network needs a max fee of {needed} gwei per gas (next base fee plus tip), \
-         above the cap {setting} = {cap} gwei; raise {setting} or wait for fees to fall"
+        "{call}: the network needs a max fee of {} gwei per gas (next base fee plus tip), \
+         above the cap {setting} = {} gwei; raise {setting} or wait for fees to fall",
+        .fee.needed, .fee.cap
     )]
     FeeCapExceeded {
         call: &'static str,
         setting: &'static str,
-        cap: crate::txlane::Gwei,
-        needed: crate::txlane::Gwei,
+        fee: Box<FeeCapShortfall>,
     },
     /// The account cannot pay for the transaction's gas and value.
     #[error(
-        "{call}: insufficient funds: account {account} holds {balance} wei{}; fund it with the \
-         chain's native currency",
-        .needed.map(|needed| format!(", the transaction may cost up to {needed} wei (gas limit × max fee + value)")).unwrap_or_default()
+        "{call}: insufficient funds: account {} holds {} wei, the transaction may cost up to {} \
+         wei (gas limit × max fee + value); fund it with the chain's native currency",
+        .shortfall.account, .shortfall.balance, .shortfall.needed
     )]
     InsufficientFunds {
         call: &'static str,
-        account: alloy::primitives::Address,
-        balance: alloy::primitives::U256,
-        needed: Option<alloy::primitives::U256>,
+        shortfall: Box<FundsShortfall>,
     },
     /// The node refused the signed transaction outright.
     #[error("{call}: the node refused the transaction: {reason}")]

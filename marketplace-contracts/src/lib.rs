@@ -34,7 +34,7 @@ pub use deploy::{
     DeployParams, Deployment, DeploymentFileError, FAUCET_CAP, GAS_MARGIN_FLOOR,
     GAS_MARGIN_PERCENT, deploy_all, fund_with_faucet, gas_limit_with_margin,
 };
-pub use error::{ClientError, RevertReason};
+pub use error::{ClientError, FeeCapShortfall, FundsShortfall, RevertReason};
 pub use events::{ChainEvent, ChainLog, EventDecodeError};
 pub use follower::{
     Backoff, BackoffPolicy, Follower, FollowerConfig, FollowerError, FollowerStats, LogHandler,

@@ -28,7 +28,7 @@ use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use crate::error::ClientError;
+use crate::error::{ClientError, FeeCapShortfall, FundsShortfall};
 
 /// Wei per gwei.
 const WEI_PER_GWEI: u128 = 1_000_000_000;
@@ -456,8 +456,10 @@ impl TxLane {
             return Err(ClientError::FeeCapExceeded {
                 call,
                 setting: self.policy.cap_setting,
-                cap: limit,
-                needed: Gwei::from_wei(needed),
+                fee: Box::new(FeeCapShortfall {
+                    cap: limit,
+                    needed: Gwei::from_wei(needed),
+                }),
             });
         }
         let max_fee = cap(estimate.max_fee_per_gas, self.policy.max_fee_per_gas).max(needed);
@@ -489,9 +491,11 @@ impl TxLane {
             LaneStats::count(&self.stats.insufficient_funds);
             return Err(ClientError::InsufficientFunds {
                 call,
-                account: self.sender,
-                balance,
-                needed: Some(needed),
+                shortfall: Box::new(FundsShortfall {
+                    account: self.sender,
+                    balance,
+                    needed,
+                }),
             });
         }
         Ok(())
@@ -509,9 +513,11 @@ impl TxLane {
             LaneStats::count(&self.stats.insufficient_funds);
             return ClientError::InsufficientFunds {
                 call,
-                account: self.sender,
-                balance: self.balance().await.unwrap_or_default(),
-                needed: Some(max_cost(request, fees)),
+                shortfall: Box::new(FundsShortfall {
+                    account: self.sender,
+                    balance: self.balance().await.unwrap_or_default(),
+                    needed: max_cost(request, fees),
+                }),
             };
         }
         ClientError::Refused { call, reason }
@@ -744,8 +750,8 @@ impl TxLane {
         let fresh = match self.fees(call).await {
             Ok(fresh) => fresh,
             // The network needs more than the cap: offer the cap itself, if that is a bump.
-            Err(ClientError::FeeCapExceeded { cap, .. }) => Fees {
-                max_fee_per_gas: cap.wei(),
+            Err(ClientError::FeeCapExceeded { fee, .. }) => Fees {
+                max_fee_per_gas: fee.cap.wei(),
                 max_priority_fee_per_gas: stuck.fees.max_priority_fee_per_gas,
             },
             Err(error) => return Err(error),

@@ -237,9 +237,10 @@ async fn a_fee_cap_below_what_the_network_needs_fails_clearly_and_sends_nothing(
             )
             .await
             .expect_err("the cap is below the base fee");
-        let ClientError::FeeCapExceeded { needed, .. } = &error else {
+        let ClientError::FeeCapExceeded { fee, .. } = &error else {
             panic!("not a fee cap error: {error:?}");
         };
+        let needed = fee.needed;
         // The raised base fee (or what is left of it a block later) plus a tip.
         assert!(needed.wei() > 40_000_000_000, "{error}");
         let message = error.to_string();
