@@ -79,7 +79,7 @@ impl From<leasehold_contracts::ClientError> for CliError {
     fn from(error: leasehold_contracts::ClientError) -> Self {
         use leasehold_contracts::ClientError as E;
         let kind = match &error {
-            E::Rpc { .. } | E::Pending { .. } => ExitKind::Network,
+            E::Rpc { .. } | E::Pending { .. } | E::StillPending { .. } => ExitKind::Network,
             _ => ExitKind::Failed,
         };
         // The message already reads `<call> reverted: Name(arg: value); <advice>`; JSON
