@@ -1,5 +1,7 @@
 //! Typed client over the Marketplace, ProviderRegistry and payment token for one account.
 
+use std::sync::Arc;
+
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
@@ -10,11 +12,12 @@ use alloy::sol_types::{Eip712Domain, SolEvent, SolStruct as _};
 use tracing::debug;
 
 use crate::bindings::{Marketplace, ProviderRegistry, TestToken};
-use crate::deploy::{Deployment, send_from};
+use crate::deploy::{Deployment, estimated, send_from, succeeded};
 use crate::error::ClientError;
 use crate::follower::RpcLogSource;
 use crate::log_ranges::{DEFAULT_MAX_LOG_RANGE, logs_in_ranges};
 use crate::transport::{RPC_REQUEST_TIMEOUT, parse_rpc_urls, rpc_client};
+use crate::txlane::TxLane;
 use crate::types::{
     Attestation, BidInfo, CloseReason, DELIVERY_WINDOW_SECS, GpuBid, GpuState, LeaseInfo,
     LeaseSettlement, LeaseStarted, LockedBond, MAX_BIDS, ManifestUpdate, NewOrder, OrderInfo,
@@ -51,6 +54,9 @@ pub struct MarketplaceClient {
     deployment: Deployment,
     market: Marketplace::MarketplaceInstance<DynProvider>,
     registry: ProviderRegistry::ProviderRegistryInstance<DynProvider>,
+    /// When set, every transaction goes through it (nonces, capped fees, replacement,
+    /// journal); else through the provider's own fillers.
+    lane: Option<Arc<TxLane>>,
 }
 
 impl MarketplaceClient {
@@ -64,7 +70,18 @@ impl MarketplaceClient {
             deployment,
             market,
             registry,
+            lane: None,
         }
+    }
+
+    /// Sends every transaction through `lane`, which must sign for the same account.
+    pub fn with_lane(mut self, lane: Arc<TxLane>) -> Self {
+        self.lane = Some(lane);
+        self
+    }
+
+    pub fn lane(&self) -> Option<&Arc<TxLane>> {
+        self.lane.as_ref()
     }
 
     /// Connects over HTTP and signs with `signer` (see [`signing_provider`]).
@@ -118,7 +135,15 @@ impl MarketplaceClient {
         call: &'static str,
         builder: alloy::contract::CallBuilder<&DynProvider, D>,
     ) -> Result<TransactionReceipt, ClientError> {
-        let receipt = send_from(call, self.sender, builder).await?;
+        let receipt = match &self.lane {
+            None => send_from(call, self.sender, builder).await?,
+            Some(lane) => {
+                let (builder, gas_limit) = estimated(call, self.sender, builder).await?;
+                let request = builder.as_ref().clone();
+                let receipt = lane.send(call, request).await?;
+                succeeded(call, &builder, receipt, gas_limit).await?
+            }
+        };
         debug!(call, tx = %receipt.transaction_hash, block = ?receipt.block_number, "transaction mined");
         Ok(receipt)
     }

@@ -139,20 +139,11 @@ where
     P: Provider,
     D: alloy::contract::CallDecoder,
 {
-    // Estimated on the pending block, as alloy's gas filler does: its timestamp is the node's
-    // clock, where an idle instant-mining chain's latest block may be long past.
-    let builder = builder.from(from).block(BlockId::pending());
-    let estimate = builder
-        .estimate_gas()
-        .await
-        .map_err(|e| ClientError::from_contract(call, e))?;
-    let gas_limit = gas_limit_with_margin(estimate);
-    let builder = builder.gas(gas_limit);
+    let (builder, gas_limit) = estimated(call, from, builder).await?;
     let pending = builder
         .send()
         .await
         .map_err(|e| ClientError::from_contract(call, e))?;
-    let tx_hash = *pending.tx_hash();
     let receipt = pending
         .with_timeout(Some(RECEIPT_TIMEOUT))
         .get_receipt()
@@ -161,6 +152,43 @@ where
             call,
             source: Box::new(source),
         })?;
+    succeeded(call, &builder, receipt, gas_limit).await
+}
+
+/// `builder` from `from` with its gas limit set to the node's estimate plus
+/// [`gas_limit_with_margin`]; a revert at estimation is [`ClientError::Reverted`].
+pub(crate) async fn estimated<P, D>(
+    call: &'static str,
+    from: Address,
+    builder: alloy::contract::CallBuilder<P, D>,
+) -> Result<(alloy::contract::CallBuilder<P, D>, u64), ClientError>
+where
+    P: Provider,
+    D: alloy::contract::CallDecoder,
+{
+    // Estimated on the pending block, as alloy's gas filler does: its timestamp is the node's
+    // clock, where an idle instant-mining chain's latest block may be long past.
+    let builder = builder.from(from).block(BlockId::pending());
+    let estimate = builder
+        .estimate_gas()
+        .await
+        .map_err(|e| ClientError::from_contract(call, e))?;
+    let gas_limit = gas_limit_with_margin(estimate);
+    Ok((builder.gas(gas_limit), gas_limit))
+}
+
+/// The receipt when it succeeded, else [`ClientError::TxFailed`] with the revert its replay
+/// produces.
+pub(crate) async fn succeeded<P, D>(
+    call: &'static str,
+    builder: &alloy::contract::CallBuilder<P, D>,
+    receipt: TransactionReceipt,
+    gas_limit: u64,
+) -> Result<TransactionReceipt, ClientError>
+where
+    P: Provider,
+    D: alloy::contract::CallDecoder,
+{
     if !receipt.status() {
         // Replaying on the state after its block reproduces a revert caused by a transaction
         // mined before it (the usual race: the state changed after the estimate); a replay
@@ -175,7 +203,7 @@ where
             .map(|data| Box::new(crate::error::RevertReason::decode(&data)));
         return Err(ClientError::TxFailed {
             call,
-            tx_hash,
+            tx_hash: receipt.transaction_hash,
             reason,
             gas_used: receipt.gas_used,
             gas_limit,

@@ -223,6 +223,21 @@ fn mined_failure(reason: &Option<Box<RevertReason>>, gas_used: u64, gas_limit: u
     }
 }
 
+/// What an account holds against what a transaction may cost, in wei.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FundsShortfall {
+    pub account: alloy::primitives::Address,
+    pub balance: alloy::primitives::U256,
+    pub needed: alloy::primitives::U256,
+}
+
+/// A fee cap against the fee the network needs, per gas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeeCapShortfall {
+    pub cap: crate::txlane::Gwei,
+    pub needed: crate::txlane::Gwei,
+}
+
 /// Everything a [`crate::MarketplaceClient`] call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -278,6 +293,53 @@ pub enum ClientError {
     },
     #[error("invalid {field}: {reason}")]
     InvalidInput { field: &'static str, reason: String },
+    /// The network needs a higher fee per gas than the configured cap allows.
+    #[error(
+        "{call}: the network needs a max fee of {} gwei per gas (next base fee plus tip), \
+         above the cap {setting} = {} gwei; raise {setting} or wait for fees to fall",
+        .fee.needed, .fee.cap
+    )]
+    FeeCapExceeded {
+        call: &'static str,
+        setting: &'static str,
+        fee: Box<FeeCapShortfall>,
+    },
+    /// The account cannot pay for the transaction's gas and value.
+    #[error(
+        "{call}: insufficient funds: account {} holds {} wei, the transaction may cost up to {} \
+         wei (gas limit × max fee + value); fund it with the chain's native currency",
+        .shortfall.account, .shortfall.balance, .shortfall.needed
+    )]
+    InsufficientFunds {
+        call: &'static str,
+        shortfall: Box<FundsShortfall>,
+    },
+    /// The node refused the signed transaction outright.
+    #[error("{call}: the node refused the transaction: {reason}")]
+    Refused { call: &'static str, reason: String },
+    /// The nonce was used by a transaction this client did not sign.
+    #[error(
+        "{call}: nonce {nonce} of {account} was used by a transaction this client did not send \
+         (does another process sign with the same key?)"
+    )]
+    NonceTaken {
+        call: &'static str,
+        nonce: u64,
+        account: alloy::primitives::Address,
+    },
+    /// Not mined yet after waiting; it stays journaled and is settled before the next send.
+    #[error(
+        "{call}: transaction {tx_hash} (nonce {nonce}) not mined after {waited_secs} s; it stays \
+         in flight and is settled before the next transaction"
+    )]
+    StillPending {
+        call: &'static str,
+        nonce: u64,
+        tx_hash: TxHash,
+        waited_secs: u64,
+    },
+    #[error(transparent)]
+    Journal(#[from] crate::txlane::JournalError),
 }
 
 impl ClientError {

@@ -32,6 +32,7 @@ pub mod keystore;
 pub mod log_ranges;
 pub mod order;
 pub mod transport;
+pub mod txlane;
 pub mod types;
 
 pub use client::{DepositFunding, MarketplaceClient, signing_provider};
@@ -40,7 +41,7 @@ pub use deploy::{
     DeployParams, Deployment, DeploymentFileError, FAUCET_CAP, GAS_MARGIN_FLOOR,
     GAS_MARGIN_PERCENT, deploy_all, fund_with_faucet, gas_limit_with_margin,
 };
-pub use error::{ClientError, RevertReason};
+pub use error::{ClientError, FeeCapShortfall, FundsShortfall, RevertReason};
 pub use events::{ChainEvent, ChainLog, EventDecodeError};
 pub use follower::{
     Backoff, BackoffPolicy, Follower, FollowerConfig, FollowerError, FollowerStats, LogHandler,
@@ -51,5 +52,9 @@ pub use log_ranges::{DEFAULT_MAX_LOG_RANGE, RangeLimit, logs_in_ranges};
 pub use order::{
     LeaseFitError, OrderEncodingError, auditors_for_group, chain_key, check_within_lease, gpu_bid,
     group_name_key, order_spec_for_group,
+};
+pub use txlane::{
+    FeePolicy, Fees, Gwei, GweiError, JournalError, LaneStats, MemoryJournal, SentTx, Settlement,
+    TxJournal, TxLane,
 };
 pub use types::*;

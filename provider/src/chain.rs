@@ -1,24 +1,29 @@
 //! The daemon's side of the chain: the signing key, the deployment named in the config,
 //! the provider's on-chain profile, and one transaction lane.
 //!
-//! Every transaction of the provider's account goes through [`Chain`]'s lane, one at a
-//! time: the client reads the nonce from the node's pending count, so two concurrent sends
-//! would pick the same nonce and one would be dropped.
+//! Every transaction of the provider's account goes through [`Chain`]'s
+//! [`TxLane`](leasehold_contracts::TxLane), one at a time: nonces in order, EIP-1559 fees
+//! within the config's caps, stuck transactions replaced and dropped ones re-broadcast. The
+//! daemon's lane journals what it signs in the store, so a restart settles what was in
+//! flight before it signs anything new (ARCHITECTURE.md, "Transaction lane").
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use leasehold_contracts::keystore::KeystoreError;
 use leasehold_contracts::{
-    BidInfo, ClientError, CloseReason, Deployment, LeaseInfo, LeaseSettlement, MarketplaceClient,
-    OrderInfo, OrderPosted, OrderRequirements, Owed, Payment, ProviderProfile,
+    BidInfo, ClientError, CloseReason, Deployment, FeePolicy, LaneStats, LeaseInfo,
+    LeaseSettlement, MarketplaceClient, MemoryJournal, OrderInfo, OrderPosted, OrderRequirements,
+    Owed, Payment, ProviderProfile, TxJournal, TxLane,
 };
 use leasehold_manifests::GpuModelKey;
 use tokio::sync::Mutex;
 
-use crate::config::{Config, KeySource};
+use crate::config::{ChainConfig, Config, KeySource};
 use crate::deployment::attribute_key;
 use crate::hardware::Hardware;
 use crate::registration::Capacity;
@@ -151,21 +156,57 @@ pub fn public_endpoint(config: &Config) -> String {
         .unwrap_or_else(|| format!("https://{}", config.gateway.listen))
 }
 
+/// How long a transaction may wait for a block before it is replaced, unless the config
+/// says otherwise.
+pub const DEFAULT_TX_STUCK_AFTER: Duration = Duration::from_secs(60);
+
+/// The lane's fees and patience from the `[chain]` section.
+pub fn fee_policy(chain: &ChainConfig) -> FeePolicy {
+    FeePolicy {
+        max_fee_per_gas: chain.max_fee_per_gas_gwei,
+        max_priority_fee_per_gas: chain.max_priority_fee_gwei,
+        cap_setting: "chain.max_fee_per_gas_gwei",
+        stuck_after: chain
+            .tx_stuck_after_secs
+            .map_or(DEFAULT_TX_STUCK_AFTER, Duration::from_secs),
+        ..FeePolicy::default()
+    }
+}
+
 /// The provider's client plus the lane its transactions queue in.
 #[derive(Debug)]
 pub struct Chain {
     client: MarketplaceClient,
+    /// Held across the transactions of one operation (an approval and the call it allows).
     lane: Mutex<()>,
     /// The registry's `minimumStake` and `bidBond` (immutable), once read.
     stake_terms: std::sync::OnceLock<(U256, U256)>,
 }
 
 impl Chain {
-    /// Connects and checks the chain id against the config when it names one.
+    /// Connects and checks the chain id against the config when it names one. What the lane
+    /// signs is journaled in memory only: for one-shot commands (the daemon uses
+    /// [`Chain::connect_journaled`]).
     pub async fn connect(
         config: &Config,
         signer: PrivateKeySigner,
         start_block: u64,
+    ) -> Result<Self, ChainSetupError> {
+        Self::connect_journaled(
+            config,
+            signer,
+            start_block,
+            Arc::new(MemoryJournal::default()),
+        )
+        .await
+    }
+
+    /// Connects with a lane that journals into `journal` (the daemon's store).
+    pub async fn connect_journaled(
+        config: &Config,
+        signer: PrivateKeySigner,
+        start_block: u64,
+        journal: Arc<dyn TxJournal>,
     ) -> Result<Self, ChainSetupError> {
         use alloy::providers::Provider;
         let url = config.chain.rpc_endpoints();
@@ -189,8 +230,16 @@ impl Chain {
             });
         }
         let deployment = deployment_from_config(config, actual, start_block)?;
+        let lane = TxLane::new(
+            provider.clone(),
+            alloy::network::EthereumWallet::from(signer.clone()),
+            actual,
+            fee_policy(&config.chain),
+            journal,
+        );
         Ok(Self {
-            client: MarketplaceClient::new(provider, signer.address(), deployment),
+            client: MarketplaceClient::new(provider, signer.address(), deployment)
+                .with_lane(Arc::new(lane)),
             lane: Mutex::new(()),
             stake_terms: std::sync::OnceLock::new(),
         })
@@ -206,6 +255,30 @@ impl Chain {
 
     pub fn deployment(&self) -> &Deployment {
         self.client.deployment()
+    }
+
+    fn tx_lane(&self) -> Result<&Arc<TxLane>, ClientError> {
+        self.client.lane().ok_or(ClientError::InvalidInput {
+            field: "lane",
+            reason: "the provider's client has no transaction lane".into(),
+        })
+    }
+
+    /// What the lane had to do (replacements, re-broadcasts, refusals), for `/metrics`.
+    pub fn lane_stats(&self) -> Option<Arc<LaneStats>> {
+        self.client.lane().map(|lane| lane.stats().clone())
+    }
+
+    /// The account's native balance in wei (what pays for gas).
+    pub async fn balance(&self) -> Result<U256, ClientError> {
+        self.tx_lane()?.balance().await
+    }
+
+    /// Settles what a previous run left in flight (waits for it to be mined, replacing or
+    /// re-broadcasting it); returns how many nonces it settled.
+    pub async fn recover_transactions(&self) -> Result<usize, ClientError> {
+        let _turn = self.lane.lock().await;
+        self.tx_lane()?.recover().await
     }
 
     pub async fn place_bid(

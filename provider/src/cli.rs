@@ -63,7 +63,9 @@ impl ExitKind {
             }
             if let Some(client) = cause.downcast_ref::<ClientError>() {
                 return match client {
-                    ClientError::Rpc { .. } | ClientError::Pending { .. } => Self::Network,
+                    ClientError::Rpc { .. }
+                    | ClientError::Pending { .. }
+                    | ClientError::StillPending { .. } => Self::Network,
                     _ => Self::Failed,
                 };
             }

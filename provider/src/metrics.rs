@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use alloy::primitives::U256;
+use leasehold_contracts::LaneStats;
 use leasehold_scheduler::{GpuModelKey, Resources};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -300,6 +301,48 @@ impl Core {
              leasehold_gateway_cert_mismatch {}",
             u8::from(!self.gateway_cert_registered)
         );
+        // One RPC per scrape: cheap next to the store's queries, and the number an operator
+        // must watch on a network where gas costs money.
+        match self.chain.balance().await {
+            Ok(balance) => {
+                let _ = writeln!(
+                    out,
+                    "# HELP leasehold_account_balance_wei The provider account's native balance \
+                     (what pays for gas).\n# TYPE leasehold_account_balance_wei gauge\n\
+                     leasehold_account_balance_wei {balance}"
+                );
+            }
+            Err(error) => debug!(%error, "balance for /metrics"),
+        }
+        let lane = self.chain.lane_stats().unwrap_or_default();
+        for (name, help, value) in [
+            (
+                "leasehold_tx_replaced_total",
+                "Stuck transactions replaced on their nonce with higher fees.",
+                &lane.replaced,
+            ),
+            (
+                "leasehold_tx_resent_total",
+                "Transactions the node dropped, broadcast again.",
+                &lane.resent,
+            ),
+            (
+                "leasehold_tx_fee_cap_exceeded_total",
+                "Transactions not sent because the network needed more than chain.max_fee_per_gas_gwei.",
+                &lane.fee_cap_exceeded,
+            ),
+            (
+                "leasehold_tx_insufficient_funds_total",
+                "Transactions not sent because the account could not pay for gas.",
+                &lane.insufficient_funds,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                LaneStats::get(value)
+            );
+        }
         let cursor = self
             .store
             .cursor(crate::daemon::controller::FOLLOWER)

@@ -21,6 +21,9 @@ use crate::lease::{
     transition,
 };
 
+mod sent;
+pub use sent::StoreJournal;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// How often [`Store::apply`] re-reads and retries after losing a race.

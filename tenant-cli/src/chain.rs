@@ -1,5 +1,6 @@
 //! Connecting to the chain: the deployment file, the wrong-network check and the client.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::network::EthereumWallet;
@@ -7,7 +8,9 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::{Provider as _, ProviderBuilder};
 use alloy::rpc::client::RpcClient;
 use alloy::signers::local::PrivateKeySigner;
-use leasehold_contracts::{Deployment, MarketplaceClient, transport};
+use leasehold_contracts::{
+    Deployment, FeePolicy, MarketplaceClient, MemoryJournal, TxLane, transport,
+};
 
 use crate::config::{Settings, env};
 use crate::error::{CliError, CliResult, ExitKind};
@@ -17,6 +20,29 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How often a local node is asked whether a sent transaction was mined.
 const LOCAL_RECEIPT_POLL: Duration = Duration::from_millis(100);
+
+/// How long a tenant transaction may wait for a block before it is re-sent with higher fees:
+/// a command bumps at most twice within [`TX_PATIENCE`] and then fails clearly.
+const TX_STUCK_AFTER: Duration = Duration::from_secs(20);
+const TX_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The tenant's fees: the node's suggestion within the configured caps.
+fn fee_policy(settings: &Settings) -> FeePolicy {
+    let local = transport::parse_rpc_urls("rpc_url", &settings.rpc_url)
+        .is_ok_and(|urls| urls.iter().all(alloy::transports::utils::guess_local_url));
+    FeePolicy {
+        max_fee_per_gas: settings.max_fee_per_gas,
+        max_priority_fee_per_gas: settings.max_priority_fee,
+        cap_setting: "--max-fee-per-gas-gwei (LEASEHOLD_MAX_FEE_PER_GAS_GWEI, max_fee_per_gas_gwei)",
+        stuck_after: TX_STUCK_AFTER,
+        poll_interval: if local {
+            LOCAL_RECEIPT_POLL
+        } else {
+            Duration::from_secs(1)
+        },
+        give_up_after: TX_PATIENCE,
+    }
+}
 
 /// A client for the configured deployment, after checking the node is on its chain.
 pub struct Chain {
@@ -52,6 +78,7 @@ impl Chain {
         }
         let signer = signer.unwrap_or_else(PrivateKeySigner::random);
         let sender = signer.address();
+        let wallet = EthereumWallet::from(signer.clone());
         // The fillers of `leasehold_contracts::signing_provider` (see there for why nonces
         // come from the node), over a transport whose requests time out, so a node that
         // stops answering mid-command fails the command instead of hanging it.
@@ -63,7 +90,14 @@ impl Chain {
             .wallet(EthereumWallet::from(signer))
             .connect_client(rpc_client(&settings.rpc_url)?)
             .erased();
-        let client = MarketplaceClient::new(provider, sender, deployment);
+        let lane = TxLane::new(
+            provider.clone(),
+            wallet,
+            deployment.chain_id,
+            fee_policy(settings),
+            Arc::new(MemoryJournal::default()),
+        );
+        let client = MarketplaceClient::new(provider, sender, deployment).with_lane(Arc::new(lane));
         Ok(Self {
             client,
             deployment,

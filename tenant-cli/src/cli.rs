@@ -23,10 +23,11 @@ macro_rules! help {
 const TOP_HELP: &str = concat!(
     "Examples:\n  tenant deploy app.yaml\n  tenant status 7 --output json\n\n",
     "Configuration: ~/.config/leasehold/config.toml (or $XDG_CONFIG_HOME, or --config), keys\n",
-    "rpc_url, ws_url, deployment, keystore, password_file, chain_id, data_dir; overridden by\n",
+    "rpc_url, ws_url, deployment, keystore, password_file, chain_id, data_dir,\n",
+    "max_fee_per_gas_gwei, max_priority_fee_gwei; overridden by\n",
     "LEASEHOLD_RPC_URL, LEASEHOLD_WS_URL, LEASEHOLD_DEPLOYMENT, LEASEHOLD_KEYSTORE,\n",
-    "LEASEHOLD_PASSWORD, LEASEHOLD_PASSWORD_FILE, LEASEHOLD_PRIVATE_KEY (devnets) and\n",
-    "LEASEHOLD_CHAIN_ID, overridden by flags. Amounts are payment-token base units (6 decimals on the devnet token).\n\n",
+    "LEASEHOLD_PASSWORD, LEASEHOLD_PASSWORD_FILE, LEASEHOLD_PRIVATE_KEY (devnets),\n",
+    "LEASEHOLD_CHAIN_ID and LEASEHOLD_MAX_FEE_PER_GAS_GWEI, overridden by flags. Amounts are payment-token base units (6 decimals on the devnet token).\n\n",
     exit_codes!()
 );
 
@@ -69,6 +70,12 @@ pub struct GlobalArgs {
     /// Keystore file of the tenant key (overrides LEASEHOLD_KEYSTORE).
     #[arg(long, global = true, value_name = "PATH")]
     pub keystore: Option<PathBuf>,
+    /// The most a transaction may pay per gas, in gwei (e.g. 0.05; overrides
+    /// LEASEHOLD_MAX_FEE_PER_GAS_GWEI): a command whose transaction needs more fails before
+    /// sending it. A transaction not mined within 20 s is re-sent with fees raised by 12.5 %,
+    /// within this cap.
+    #[arg(long, global = true, value_name = "GWEI")]
+    pub max_fee_per_gas_gwei: Option<leasehold_contracts::Gwei>,
 }
 
 /// How `deploy` picks the winning bid.

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use leasehold_contracts::Gwei;
 use serde::Deserialize;
 
 use crate::error::{CliError, CliResult, ResultExt as _};
@@ -19,6 +20,7 @@ pub mod env {
     pub const PASSWORD_FILE: &str = "LEASEHOLD_PASSWORD_FILE";
     pub const PRIVATE_KEY: &str = "LEASEHOLD_PRIVATE_KEY";
     pub const CHAIN_ID: &str = "LEASEHOLD_CHAIN_ID";
+    pub const MAX_FEE_PER_GAS_GWEI: &str = "LEASEHOLD_MAX_FEE_PER_GAS_GWEI";
 }
 
 /// The config file. Every field is optional.
@@ -41,6 +43,10 @@ pub struct FileConfig {
     pub chain_id: Option<u64>,
     /// Where local deployment records and keystores live.
     pub data_dir: Option<PathBuf>,
+    /// The most a transaction may pay per gas (base fee plus tip), in gwei.
+    pub max_fee_per_gas_gwei: Option<Gwei>,
+    /// The most it tips per gas, in gwei.
+    pub max_priority_fee_gwei: Option<Gwei>,
 }
 
 /// Flags that override the file and the environment.
@@ -51,6 +57,7 @@ pub struct Overrides {
     pub ws_url: Option<String>,
     pub deployment: Option<PathBuf>,
     pub keystore: Option<PathBuf>,
+    pub max_fee_per_gas_gwei: Option<Gwei>,
 }
 
 /// Where the password of a keystore comes from.
@@ -76,6 +83,9 @@ pub struct Settings {
     pub private_key: Option<String>,
     pub chain_id: Option<u64>,
     pub data_dir: PathBuf,
+    /// `None`: whatever the node suggests.
+    pub max_fee_per_gas: Option<Gwei>,
+    pub max_priority_fee: Option<Gwei>,
 }
 
 /// Reads the environment through a function so tests need not mutate the process env.
@@ -159,6 +169,13 @@ impl Settings {
             })?),
             None => file.chain_id,
         };
+        let max_fee_per_gas =
+            match var(env::MAX_FEE_PER_GAS_GWEI) {
+                Some(text) => Some(text.parse::<Gwei>().or_usage().map_err(|e| {
+                    e.context(format!("{} must be gwei", env::MAX_FEE_PER_GAS_GWEI))
+                })?),
+                None => file.max_fee_per_gas_gwei,
+            };
         let password = if let Some(password) = env(env::PASSWORD) {
             PasswordSource::Value(password)
         } else if let Some(path) = var(env::PASSWORD_FILE) {
@@ -197,6 +214,8 @@ impl Settings {
             private_key: var(env::PRIVATE_KEY),
             chain_id,
             data_dir,
+            max_fee_per_gas: overrides.max_fee_per_gas_gwei.or(max_fee_per_gas),
+            max_priority_fee: file.max_priority_fee_gwei,
         })
     }
 
@@ -291,6 +310,42 @@ mod tests {
             Settings::resolve(&flags, &env).unwrap().rpc_url,
             "http://flag:8545"
         );
+    }
+
+    #[test]
+    fn the_fee_cap_comes_from_file_env_or_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "max_fee_per_gas_gwei = 0.5\nmax_priority_fee_gwei = 0.01\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config: Some(path.clone()),
+            ..Overrides::default()
+        };
+        let gwei = |text: &str| Some(text.parse::<Gwei>().unwrap());
+        let settings = Settings::resolve(&overrides, &lookup(&[("HOME", "/h")])).unwrap();
+        assert_eq!(settings.max_fee_per_gas, gwei("0.5"));
+        assert_eq!(settings.max_priority_fee, gwei("0.01"));
+        let env = lookup(&[("HOME", "/h"), (env::MAX_FEE_PER_GAS_GWEI, "2")]);
+        assert_eq!(
+            Settings::resolve(&overrides, &env).unwrap().max_fee_per_gas,
+            gwei("2")
+        );
+        let flags = Overrides {
+            max_fee_per_gas_gwei: gwei("3"),
+            ..overrides.clone()
+        };
+        assert_eq!(
+            Settings::resolve(&flags, &env).unwrap().max_fee_per_gas,
+            gwei("3")
+        );
+        let bad = lookup(&[("HOME", "/h"), (env::MAX_FEE_PER_GAS_GWEI, "cheap")]);
+        let error = Settings::resolve(&overrides, &bad).unwrap_err();
+        let error = format!("{:#}", error.error);
+        assert!(error.contains(env::MAX_FEE_PER_GAS_GWEI), "{error}");
     }
 
     #[test]

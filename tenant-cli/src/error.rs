@@ -79,7 +79,9 @@ impl From<leasehold_contracts::ClientError> for CliError {
     fn from(error: leasehold_contracts::ClientError) -> Self {
         use leasehold_contracts::ClientError as E;
         let kind = match &error {
-            E::Rpc { .. } | E::Pending { .. } | E::Logs { .. } => ExitKind::Network,
+            E::Rpc { .. } | E::Pending { .. } | E::Logs { .. } | E::StillPending { .. } => {
+                ExitKind::Network
+            }
             _ => ExitKind::Failed,
         };
         // The message already reads `<call> reverted: Name(arg: value); <advice>`; JSON

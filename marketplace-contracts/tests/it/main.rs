@@ -11,3 +11,4 @@ mod payments;
 mod permit;
 mod rpc;
 mod support;
+mod txlane;

@@ -33,6 +33,9 @@ impl Config {
                 marketplace: zero.clone(),
                 registry: zero.clone(),
                 token: zero,
+                max_fee_per_gas_gwei: None,
+                max_priority_fee_gwei: None,
+                tx_stuck_after_secs: None,
             },
             key: KeyConfig {
                 keystore: None,
@@ -148,7 +151,7 @@ pub(super) const HARDWARE_COMMENT: &str = "\
 pub(super) const SECTION_COMMENTS: [(&str, &str); 8] = [
     (
         "[chain]",
-        "# The EVM node and the deployed contracts (0x + 40 hex digits).\n# chain_id = 31337 makes the daemon check it talks to the right chain.\n# ws_url = \"ws://127.0.0.1:8545\" (the node's WebSocket; anvil serves it on the HTTP port)\n# wakes the chain follower at each new block instead of once a second.\n",
+        "# The EVM node and the deployed contracts (0x + 40 hex digits).\n# chain_id = 31337 makes the daemon check it talks to the right chain.\n# ws_url = \"ws://127.0.0.1:8545\" (the node's WebSocket; anvil serves it on the HTTP port)\n# wakes the chain follower at each new block instead of once a second.\n# Fees (EIP-1559, in gwei, e.g. 0.05 on an L2): max_fee_per_gas_gwei caps what a transaction\n# may pay per gas, max_priority_fee_gwei the tip; tx_stuck_after_secs (default 60) is how\n# long a transaction may wait before it is replaced with fees raised by 12.5 %.\n",
     ),
     (
         "[key]",

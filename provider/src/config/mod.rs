@@ -17,6 +17,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use leasehold_contracts::Gwei;
 use serde::{Deserialize, Serialize};
 
 pub use crate::runtime::docker::VolumeBackend;
@@ -137,6 +138,18 @@ pub struct ChainConfig {
     pub marketplace: String,
     pub registry: String,
     pub token: String,
+    /// The most the provider pays per gas (base fee plus tip), in gwei (`0.05` on an L2); a
+    /// transaction the network needs more for fails with an error naming this setting.
+    /// `None`: whatever the node suggests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fee_per_gas_gwei: Option<Gwei>,
+    /// The most it tips per gas, in gwei.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_priority_fee_gwei: Option<Gwei>,
+    /// A transaction not mined for this long is replaced on its nonce with fees raised by at
+    /// least 12.5 % (default 60; a few block times).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_stuck_after_secs: Option<u64>,
 }
 
 impl ChainConfig {
@@ -901,6 +914,46 @@ count = 8
             panic!("a ws failover URL must not load");
         };
         assert_eq!(problem_fields(error), ["chain.rpc_urls[1]"]);
+    }
+
+    #[test]
+    fn fee_caps_are_decimal_gwei_and_checked_against_each_other() {
+        let with_chain = |lines: &str| {
+            valid_toml().replace(
+                "rpc_url = \"http://127.0.0.1:8545\"",
+                &format!("rpc_url = \"http://127.0.0.1:8545\"\n{lines}"),
+            )
+        };
+        let config = load(&with_chain(
+            "max_fee_per_gas_gwei = 0.05\nmax_priority_fee_gwei = \"0.001\"\ntx_stuck_after_secs = 12",
+        ))
+        .expect("fee settings");
+        assert_eq!(
+            config.chain.max_fee_per_gas_gwei.map(Gwei::wei),
+            Some(50_000_000)
+        );
+        assert_eq!(
+            config.chain.max_priority_fee_gwei.map(Gwei::wei),
+            Some(1_000_000)
+        );
+        let policy = crate::chain::fee_policy(&config.chain);
+        assert_eq!(policy.stuck_after, std::time::Duration::from_secs(12));
+        assert_eq!(policy.cap_setting, "chain.max_fee_per_gas_gwei");
+
+        let fields = problem_fields(
+            load(&with_chain(
+                "max_fee_per_gas_gwei = 1\nmax_priority_fee_gwei = 2\ntx_stuck_after_secs = 0",
+            ))
+            .expect_err("tip above the cap, no patience"),
+        );
+        assert_eq!(
+            fields,
+            ["chain.tx_stuck_after_secs", "chain.max_priority_fee_gwei"]
+        );
+        let error = load(&with_chain("max_fee_per_gas_gwei = -1"))
+            .expect_err("negative")
+            .to_string();
+        assert!(error.contains("max_fee_per_gas_gwei"), "{error}");
     }
 
     #[test]

@@ -71,6 +71,19 @@ impl Config {
         if self.chain.chain_id == Some(0) {
             problem("chain.chain_id", "must not be 0".into());
         }
+        if self.chain.tx_stuck_after_secs == Some(0) {
+            problem("chain.tx_stuck_after_secs", "must be at least 1".into());
+        }
+        if let (Some(tip), Some(max_fee)) = (
+            self.chain.max_priority_fee_gwei,
+            self.chain.max_fee_per_gas_gwei,
+        ) && tip > max_fee
+        {
+            problem(
+                "chain.max_priority_fee_gwei",
+                format!("{tip} gwei is above chain.max_fee_per_gas_gwei ({max_fee} gwei)"),
+            );
+        }
         for (field, address) in [
             ("chain.marketplace", &self.chain.marketplace),
             ("chain.registry", &self.chain.registry),

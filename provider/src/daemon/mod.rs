@@ -333,6 +333,20 @@ fn offered_gpus(nodes: &[NodeSpec]) -> Vec<GpuModelKey> {
     offered
 }
 
+/// Settles the transactions a previous run left in flight (journaled in the store) as soon
+/// as the daemon starts, instead of at its next send: a stuck one is replaced, a dropped one
+/// re-broadcast, while the lane's turn keeps every new transaction waiting behind them.
+async fn recover_transactions(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = stop.changed() => {}
+        settled = core.chain.recover_transactions() => match settled {
+            Ok(0) => {}
+            Ok(count) => info!(count, "settled transactions left in flight by the previous run"),
+            Err(error) => warn!(%error, "settling the previous run's transactions failed; the next send retries"),
+        },
+    }
+}
+
 /// The scope of a daemon's workloads: the chain its node serves and its address.
 pub async fn runtime_scope(
     config: &Config,
@@ -463,7 +477,10 @@ impl Core {
         let credential_seal = CredentialSeal::from_signing_key(&signer.credential().to_bytes());
         let store = Store::connect(&config.database_url()).await?;
         controller::import_legacy_cursor(&store, &config.data_dir).await?;
-        let chain = Chain::connect(&config, signer, options.start_block).await?;
+        let journal = crate::store::StoreJournal::new(store.clone(), signer.address());
+        let chain =
+            Chain::connect_journaled(&config, signer, options.start_block, Arc::new(journal))
+                .await?;
         let cluster_drift = InventoryTracker::default();
         let (nodes, gpus) = match runtime.cluster_nodes().await? {
             Some(nodes) => {
@@ -698,6 +715,10 @@ impl Daemon {
         }
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(recover_transactions(
+            core.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(follow(core.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn({
             let core = core.clone();

@@ -546,6 +546,39 @@ async fn order_to_bid_to_running_lease_to_close_and_payment() {
             metrics.contains("leasehold_cpu_millis{ledger=\"allocated\"} 100"),
             "{metrics}"
         );
+        // Every transaction went through the journaled lane, and each was mined as sent.
+        assert!(
+            metrics.contains("leasehold_tx_replaced_total 0"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("leasehold_tx_fee_cap_exceeded_total 0"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("leasehold_account_balance_wei ")
+                && !metrics.contains("leasehold_account_balance_wei 0\n"),
+            "{metrics}"
+        );
+        let account = handle
+            .core()
+            .chain()
+            .address()
+            .to_string()
+            .to_ascii_lowercase();
+        let journal = handle.core().store();
+        let sent = journal.sent_transactions(&account).await.expect("journal");
+        let purposes: Vec<&str> = sent.iter().map(|tx| tx.purpose.as_str()).collect();
+        assert!(purposes.contains(&"placeBid"), "{purposes:?}");
+        assert!(purposes.contains(&"confirmLease"), "{purposes:?}");
+        assert!(
+            journal
+                .unsettled_transactions(&account)
+                .await
+                .expect("journal")
+                .is_empty(),
+            "{sent:?}"
+        );
 
         // (e, in process) a restarted daemon keeps the running containers as they are.
         let before = containers_of(lease_id).await;

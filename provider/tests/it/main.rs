@@ -10,3 +10,4 @@ mod runtime_docker;
 mod runtime_docker_policy;
 mod runtime_kubernetes;
 mod store;
+mod tx_lane;

@@ -635,6 +635,62 @@ async fn manifest_revisions_survive_reopening_and_apply_once(backend: Backend) {
     store.close().await;
 }
 
+/// The transaction lane's journal: attempts come back by nonce and attempt across a reopen,
+/// settling closes every attempt of a nonce, a rejected attempt is forgotten, and accounts
+/// do not see each other's transactions.
+async fn sent_transactions_survive_reopening_and_settle_per_nonce(backend: Backend) {
+    use alloy::primitives::{Address, B256, Bytes};
+    use leasehold_contracts::{Fees, SentTx, Settlement, TxJournal};
+    use leasehold_provider::store::StoreJournal;
+
+    let db = TestDb::new(backend).await;
+    let account = Address::repeat_byte(0xaa);
+    let sent = |nonce: u64, attempt: u32, byte: u8| SentTx {
+        nonce,
+        attempt,
+        tx_hash: B256::repeat_byte(byte),
+        raw: Bytes::from(vec![0x02, byte]),
+        purpose: "confirmLease".into(),
+        // Above i64::MAX: fees are stored as decimal text.
+        fees: Fees {
+            max_fee_per_gas: u128::from(u64::MAX) * 3,
+            max_priority_fee_per_gas: u128::from(byte),
+        },
+        sent_at: 1_700_000_000,
+    };
+    let store = db.open().await;
+    let journal = StoreJournal::new(store.clone(), account);
+    let other = StoreJournal::new(store.clone(), Address::repeat_byte(0xbb));
+    assert_eq!(journal.last_mined_nonce().await.expect("read"), None);
+    for record in [sent(7, 1, 2), sent(7, 0, 1), sent(8, 0, 3)] {
+        journal.record(&record).await.expect("record");
+    }
+    other.record(&sent(7, 0, 9)).await.expect("record");
+    store.close().await;
+
+    let store = db.open().await;
+    let journal = StoreJournal::new(store.clone(), account);
+    let unsettled = journal.unsettled().await.expect("read");
+    assert_eq!(unsettled, [sent(7, 0, 1), sent(7, 1, 2), sent(8, 0, 3)]);
+    journal
+        .settle(7, Settlement::Mined(B256::repeat_byte(2)))
+        .await
+        .expect("settle");
+    journal.reject(B256::repeat_byte(3)).await.expect("reject");
+    assert!(journal.unsettled().await.expect("read").is_empty());
+    assert_eq!(journal.last_mined_nonce().await.expect("read"), Some(7));
+    let other = StoreJournal::new(store.clone(), Address::repeat_byte(0xbb));
+    assert_eq!(other.unsettled().await.expect("read"), [sent(7, 0, 9)]);
+    assert_eq!(other.last_mined_nonce().await.expect("read"), None);
+    other.settle(7, Settlement::Taken).await.expect("settle");
+    assert_eq!(
+        other.last_mined_nonce().await.expect("read"),
+        None,
+        "taken is not ours"
+    );
+    store.close().await;
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -667,4 +723,5 @@ on_both_backends!(
     reservations_expire,
     adopted_leases_history_and_failure_counts,
     manifest_revisions_survive_reopening_and_apply_once,
+    sent_transactions_survive_reopening_and_settle_per_nonce,
 );

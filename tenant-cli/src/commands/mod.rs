@@ -34,6 +34,7 @@ pub async fn dispatch(cli: Cli) -> CliResult<u8> {
         ws_url: cli.global.ws_url,
         deployment: cli.global.deployment,
         keystore: cli.global.keystore,
+        max_fee_per_gas_gwei: cli.global.max_fee_per_gas_gwei,
     })?;
     let ctx = Ctx { settings, output };
     match cli.command {

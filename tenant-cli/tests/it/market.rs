@@ -419,3 +419,69 @@ async fn bids_work_through_failover_rate_limits_and_a_log_range_limit() {
     })
     .await;
 }
+
+/// A fee cap below what the network needs stops a command before it sends anything, and
+/// the error names the flag, the cap and the fee needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fee_cap_below_the_network_fee_fails_clearly_and_sends_nothing() {
+    use alloy::providers::Provider as _;
+    within(async {
+        let devnet = Devnet::start().await;
+        let posted = devnet
+            .client(TENANT)
+            .create_order(&NewOrder {
+                token: devnet.deployment.token,
+                spec: OrderSpec {
+                    group_name: leasehold_contracts::group_name_key("capped"),
+                    resources: Resources {
+                        cpu_milli: 100,
+                        memory_mib: 64,
+                        storage_mib: 64,
+                    },
+                    gpu_count: 0,
+                    replicas: 1,
+                    leased_ips: 0,
+                    requirements: OrderRequirements::default(),
+                },
+                manifest_hash: B256::repeat_byte(2),
+                max_price_per_hour: U256::from(100_000),
+                deposit: U256::from(1_000_000),
+                bid_window_secs: 3600,
+                delivery_window_secs: leasehold_contracts::DEFAULT_DELIVERY_WINDOW_SECS,
+            })
+            .await
+            .expect("create order");
+        // Fees spike to 50 gwei.
+        let rpc = &devnet.chain.rpc;
+        let () = rpc
+            .raw_request(
+                "anvil_setNextBlockBaseFeePerGas".into(),
+                (U256::from(50_000_000_000u64),),
+            )
+            .await
+            .expect("base fee");
+        let _: String = rpc.raw_request("evm_mine".into(), ()).await.expect("mine");
+        let before = devnet.nonce(TENANT).await;
+        let order = posted.order_id.to_string();
+
+        let capped = devnet
+            .tenant(
+                TENANT,
+                &["topup", &order, "1000", "--max-fee-per-gas-gwei", "1.5"],
+            )
+            .await;
+        assert_eq!(code(&capped), Some(1), "{}", stderr(&capped));
+        let message = stderr(&capped);
+        assert!(message.contains("--max-fee-per-gas-gwei"), "{message}");
+        assert!(message.contains("= 1.5 gwei"), "{message}");
+        assert!(message.contains("needs a max fee of"), "{message}");
+        assert_eq!(devnet.nonce(TENANT).await, before, "nothing was sent");
+
+        let uncapped = devnet
+            .tenant(TENANT, &["topup", &order, "1000", "--output", "json"])
+            .await;
+        assert_eq!(code(&uncapped), Some(0), "{}", stderr(&uncapped));
+        assert!(devnet.nonce(TENANT).await > before);
+    })
+    .await;
+}
