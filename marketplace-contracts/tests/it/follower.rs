@@ -298,7 +298,7 @@ async fn follower_catch_up_bench() {
     use std::time::Instant;
 
     // LEASEHOLD_BENCH_BLOCKS and LEASEHOLD_BENCH_LOG_LIMIT scale the run down where anvil
-    // mines slowly (a loaded machine mines ~1,300 blocks a minute).
+    // mines slowly (a loaded machine mines 1,300 to 3,600 blocks a minute).
     let setting = |name: &str, default: u64| {
         std::env::var(name)
             .ok()
