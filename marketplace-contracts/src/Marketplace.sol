@@ -61,6 +61,14 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         address[] signedByAnyOf;
     }
 
+    /// @notice The tenant's standing acceptance of an order (`createOrderWithPermit`): the first
+    /// bid from `provider` (zero: any provider) at or below `maxPricePerHour` (zero: off) becomes
+    /// the lease in the same transaction, if it passes exactly the checks of `acceptBid`.
+    struct AutoAccept {
+        address provider;
+        uint88 maxPricePerHour;
+    }
+
     /// @notice An EIP-2612 permit signature of the tenant for `createOrderWithPermit`.
     struct Permit {
         uint256 deadline;
@@ -123,6 +131,8 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         uint16 deliveryWindow;
         bool hasRequiredAttributes;
         bool requiresAudit;
+        /// @dev Set when `_autoAccept` holds a rule, so other orders' bids never read it.
+        bool autoAccept;
         IERC20 token;
         uint96 escrow;
         uint32 cpuMilli;
@@ -156,8 +166,8 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     }
 
     uint256 public constant MAX_BIDS = 16;
-    uint256 public constant MAX_ALLOWED_GPU_MODELS = 16;
-    uint256 public constant MAX_REQUIRED_ATTRIBUTES = 16;
+    uint256 internal constant MAX_ALLOWED_GPU_MODELS = 16;
+    uint256 internal constant MAX_REQUIRED_ATTRIBUTES = 16;
     uint64 public constant MIN_BID_WINDOW = 1;
     uint64 public constant MAX_BID_WINDOW = 7 days;
     uint256 public constant MAX_PRICE_PER_HOUR = 1e26;
@@ -169,7 +179,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     uint8 internal constant MAX_LEASED_IPS = 16;
     /// @notice Per-order bound on each of cpuMilli, memoryMiB and storageMiB (4 PiB of memory).
     uint64 public constant MAX_RESOURCE_PER_ORDER = type(uint32).max;
-    uint256 public constant SECONDS_PER_HOUR = 3600;
+    uint256 internal constant SECONDS_PER_HOUR = 3600;
     /// @notice After the bid window only the tenant may match (`acceptBid` or `settle`) for this
     /// long, so a stranger's `settle` cannot pre-empt the tenant's own choice.
     uint64 public constant TENANT_GRACE = 120;
@@ -177,8 +187,8 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     /// be cancelled (no one is matched at a forgotten order's maximum price).
     uint64 public constant MATCH_PERIOD = 1 days;
     /// @notice Bounds on the seconds a provider has to confirm delivery after the lease starts.
-    uint64 public constant MIN_DELIVERY_WINDOW = 60;
-    uint64 public constant MAX_DELIVERY_WINDOW = 3600;
+    uint64 internal constant MIN_DELIVERY_WINDOW = 60;
+    uint64 internal constant MAX_DELIVERY_WINDOW = 3600;
     /// @notice Bound on an order's `signedByAllOf` and `signedByAnyOf` auditors together: every
     /// match-time check reads each auditor's revocation counter, and `settle` must stay within
     /// 200k gas (`test_gas_settle_sixteenBidsOneSkip_maxAuditors`; Akash SDLs name one auditor,
@@ -186,7 +196,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     uint256 public constant MAX_AUDITORS = 4;
     /// @notice Bids one `settle` call may pass over before it returns (bounds its gas); one on
     /// orders with auditors, whose checks cost more.
-    uint256 public constant SETTLE_SKIP_LIMIT = 2;
+    uint256 internal constant SETTLE_SKIP_LIMIT = 2;
 
     /// @dev `BidEvicted` reasons.
     uint8 private constant EVICTED_WITHDRAWN = 0;
@@ -219,6 +229,8 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     /// @dev The registry's `auditEpoch` of the order's auditors for the bidder when it bid, kept
     /// only for orders requiring audits: a revocation since then makes the bid ineligible.
     mapping(uint256 orderId => uint64[MAX_BIDS]) private _bidAuditEpochs;
+    /// @dev Orders with `autoAccept` set: the tenant's standing acceptance rule.
+    mapping(uint256 orderId => AutoAccept) private _autoAccept;
 
     struct Auditors {
         address[] allOf;
@@ -235,6 +247,8 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         uint256 deposit,
         uint64 bidWindowEnd
     );
+    /// @notice The order's first qualifying bid becomes its lease when placed (see `AutoAccept`).
+    event AutoAcceptSet(uint256 indexed orderId, address indexed provider, uint256 maxPricePerHour);
     event OrderCancelled(uint256 indexed orderId, address indexed tenant, uint256 refund);
     event BidPlaced(
         uint256 indexed orderId, uint256 bidId, address indexed provider, uint256 pricePerHour, bytes32 gpuModel
@@ -345,7 +359,20 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         uint256 deposit,
         uint64 bidWindow,
         uint64 deliveryWindow
-    ) public nonReentrant returns (uint256 orderId) {
+    ) external nonReentrant returns (uint256 orderId) {
+        orderId = _createOrder(token, spec, manifestHash, maxPricePerHour, deposit, bidWindow, deliveryWindow);
+        token.pullExact(msg.sender, deposit);
+    }
+
+    function _createOrder(
+        IERC20 token,
+        OrderSpec calldata spec,
+        bytes32 manifestHash,
+        uint256 maxPricePerHour,
+        uint256 deposit,
+        uint64 bidWindow,
+        uint64 deliveryWindow
+    ) private returns (uint256 orderId) {
         if (address(token) == address(0)) revert ZeroAddress();
         if (spec.groupName == bytes32(0)) revert ZeroGroupName();
         if (spec.resources.cpuMilli == 0 || spec.resources.memoryMiB == 0) revert ZeroResources();
@@ -399,13 +426,14 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         emit OrderCreated(
             orderId, msg.sender, address(token), spec, manifestHash, maxPricePerHour, deposit, bidWindowEnd
         );
-        token.pullExact(msg.sender, deposit);
     }
 
     /// @notice `createOrder` after an EIP-2612 `permit` of `deposit` to this contract: approval
     /// and order in one transaction. A failing permit (e.g. its signature already used by
     /// someone who copied it from the mempool) is ignored, so the order still stands when the
     /// allowance covers the deposit; otherwise pulling the deposit reverts.
+    /// @param autoAccept The order's acceptance rule (`AutoAccept`; all zero: none, the tenant
+    /// matches with `acceptBid` or `settle`). Its price may not exceed `maxPricePerHour`.
     function createOrderWithPermit(
         IERC20 token,
         OrderSpec calldata spec,
@@ -414,12 +442,15 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         uint256 deposit,
         uint64 bidWindow,
         uint64 deliveryWindow,
-        Permit calldata permit
-    ) external returns (uint256) {
+        Permit calldata permit,
+        AutoAccept calldata autoAccept
+    ) external nonReentrant returns (uint256 orderId) {
         try IERC20Permit(address(token))
             .permit(msg.sender, address(this), deposit, permit.deadline, permit.v, permit.r, permit.s) {}
             catch {}
-        return createOrder(token, spec, manifestHash, maxPricePerHour, deposit, bidWindow, deliveryWindow);
+        orderId = _createOrder(token, spec, manifestHash, maxPricePerHour, deposit, bidWindow, deliveryWindow);
+        if (autoAccept.maxPricePerHour != 0) _setAutoAccept(orderId, autoAccept, maxPricePerHour);
+        token.pullExact(msg.sender, deposit);
     }
 
     /// @notice Withdraws an unmatched order and refunds its whole escrow to the tenant.
@@ -480,7 +511,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
 
         uint32 gpuCount = order.gpuCount;
         bytes32 gpuModel = _bidGpuKey(gpu, gpuCount, allowedGpuModels);
-        _requireEligible(msg.sender, requiredAttributes, _resourcesOf(order), gpuModel, gpuCount);
+        registry.requireEligible(msg.sender, requiredAttributes, _resourcesOf(order), gpuModel, gpuCount);
 
         bidId = order.bidCount;
         if (bidId < MAX_BIDS) order.bidCount = uint8(bidId + 1);
@@ -493,6 +524,7 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
             _bidAuditEpochs[orderId][bidId] = _requireAudited(orderId, msg.sender, requiredAttributes);
         }
         emit BidPlaced(orderId, bidId, msg.sender, pricePerHour, gpuModel);
+        if (order.autoAccept) _autoMatch(orderId, order, bidId, pricePerHour, gpuModel);
     }
 
     /// @notice Withdraws the caller's bid on an open order. The provider may not bid again on it,
@@ -521,16 +553,13 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         Bid storage bid = _existingBid(orderId, bidId);
         if (bid.withdrawn) revert BidAlreadyWithdrawn(orderId, bidId);
         address provider = bid.provider;
-        uint32 gpuCount = order.gpuCount;
-        bytes32 gpuModel = _gpuModelOfBid(orderId, provider, gpuCount);
-        ProviderRegistry.Eligibility result =
-            _tryReserve(orderId, order, bidId, provider, _resourcesOf(order), gpuModel, gpuCount);
+        bytes32 gpuModel = _gpuModelOfBid(orderId, provider, order.gpuCount);
+        ProviderRegistry.Eligibility result = _tryMatch(orderId, order, bidId, provider, bid.pricePerHour, gpuModel);
         if (result != ProviderRegistry.Eligibility.Eligible) {
             _revertIneligible(
                 result, provider, result == ProviderRegistry.Eligibility.GpuModelNotOffered ? gpuModel : bytes32(0)
             );
         }
-        _startLease(orderId, order, bidId, provider, bid.pricePerHour, gpuModel);
     }
 
     /// @notice Matches an order once its bid window has passed: the lowest price wins, the
@@ -818,19 +847,6 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         ) revert GpuModelNotAllowed(gpuModel);
     }
 
-    function _requireEligible(
-        address provider,
-        bytes32[] calldata requiredAttributes,
-        Resources memory amount,
-        bytes32 gpuModel,
-        uint32 gpuCount
-    ) private view {
-        (ProviderRegistry.Eligibility result, bytes32 detail) =
-            registry.checkEligibility(provider, requiredAttributes, amount, gpuModel, gpuCount);
-        if (result == ProviderRegistry.Eligibility.Eligible) return;
-        _revertIneligible(result, provider, detail);
-    }
-
     /// @dev Reserves the order's resources for a bid if its provider is still eligible: active,
     /// with room, offering the GPU model and, on orders requiring attributes, with the attribute
     /// set it had when it bid.
@@ -851,19 +867,9 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     }
 
     function _storeAuditors(uint256 orderId, Order storage order, OrderSpec calldata spec) private {
-        address[] calldata allOf = spec.signedByAllOf;
-        address[] calldata anyOf = spec.signedByAnyOf;
-        uint256 count = allOf.length + anyOf.length;
-        if (count > MAX_AUDITORS) revert TooManyAuditors(count, MAX_AUDITORS);
-        for (uint256 i = 0; i < count; ++i) {
-            address auditor = i < allOf.length ? allOf[i] : anyOf[i - allOf.length];
-            if (auditor == address(0)) revert InvalidAuditor(auditor);
-            for (uint256 j = 0; j < i; ++j) {
-                if (auditor == (j < allOf.length ? allOf[j] : anyOf[j - allOf.length])) revert InvalidAuditor(auditor);
-            }
-        }
+        registry.checkAuditors(spec.signedByAllOf, spec.signedByAnyOf, MAX_AUDITORS);
         order.requiresAudit = true;
-        _orderAuditors[orderId] = Auditors(allOf, anyOf);
+        _orderAuditors[orderId] = Auditors(spec.signedByAllOf, spec.signedByAnyOf);
     }
 
     /// @dev Reverts `ProviderNotAudited` unless the order's auditors attest `provider`'s
@@ -885,13 +891,9 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
         return registry.auditEpoch(provider, auditors.allOf, auditors.anyOf);
     }
 
-    function _revertIneligible(ProviderRegistry.Eligibility result, address provider, bytes32 detail) private pure {
-        if (result == ProviderRegistry.Eligibility.NotActive) revert ProviderNotActive(provider);
-        if (result == ProviderRegistry.Eligibility.MissingAttribute) revert ProviderLacksAttribute(provider, detail);
-        if (result == ProviderRegistry.Eligibility.GpuModelNotOffered) revert ProviderLacksGpuModel(provider, detail);
-        if (result == ProviderRegistry.Eligibility.NotAudited) revert ProviderNotAudited(provider, address(0));
-        if (result == ProviderRegistry.Eligibility.StakeBelowMinimum) revert ProviderStakeBelowMinimum(provider);
-        revert ProviderLacksCapacity(provider);
+    /// @dev Only on the failure path: the registry raises the error (see `revertIneligible`).
+    function _revertIneligible(ProviderRegistry.Eligibility result, address provider, bytes32 detail) private view {
+        registry.revertIneligible(result, provider, detail);
     }
 
     /// @dev The slot a bid takes on a full order (see `placeBid`); reverts `TooManyBids` when
@@ -985,6 +987,42 @@ contract Marketplace is ReentrancyGuardTransient, PullPayments {
     function _release(uint256 leaseId, Order storage order, address provider) private {
         uint32 gpuCount = order.gpuCount;
         registry.release(provider, _resourcesOf(order), _gpuModelOfBid(leaseId, provider, gpuCount), gpuCount);
+    }
+
+    function _setAutoAccept(uint256 orderId, AutoAccept calldata rule, uint256 maxPricePerHour) private {
+        uint256 price = rule.maxPricePerHour;
+        if (price > maxPricePerHour) revert PriceAboveMax(price, maxPricePerHour);
+        _orders[orderId].autoAccept = true;
+        _autoAccept[orderId] = rule;
+        emit AutoAcceptSet(orderId, rule.provider, price);
+    }
+
+    /// @dev Matches the bid just placed when the order's `AutoAccept` rule covers it. A covered
+    /// bid that fails the match checks (e.g. its provider has no free room) stays a plain bid.
+    function _autoMatch(uint256 orderId, Order storage order, uint256 bidId, uint256 pricePerHour, bytes32 gpuModel)
+        private
+    {
+        AutoAccept storage rule = _autoAccept[orderId];
+        address allowed = rule.provider;
+        if ((allowed == address(0) || allowed == msg.sender) && pricePerHour <= rule.maxPricePerHour) {
+            _tryMatch(orderId, order, bidId, msg.sender, pricePerHour, gpuModel);
+        }
+    }
+
+    /// @dev The match of `acceptBid` and of an auto-accepted bid: the lease starts when the
+    /// bid's provider is still eligible (`_tryReserve`); nothing changes otherwise.
+    function _tryMatch(
+        uint256 orderId,
+        Order storage order,
+        uint256 bidId,
+        address provider,
+        uint256 pricePerHour,
+        bytes32 gpuModel
+    ) private returns (ProviderRegistry.Eligibility result) {
+        result = _tryReserve(orderId, order, bidId, provider, _resourcesOf(order), gpuModel, order.gpuCount);
+        if (result == ProviderRegistry.Eligibility.Eligible) {
+            _startLease(orderId, order, bidId, provider, pricePerHour, gpuModel);
+        }
     }
 
     function _startLease(

@@ -210,6 +210,17 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     error BondsLocked(address provider, uint256 lockedBonds);
     /// @notice The order is open and not expired: its bids' bonds are still at stake.
     error OrderNotEnded(uint256 orderId, uint64 expiresAt);
+    // The Marketplace's errors for an ineligible bidder and a bad auditor list, raised here
+    // (`revertIneligible`, `checkAuditors`) to keep the Marketplace within EIP-170; the
+    // Marketplace declares the same errors, so its ABI decodes them.
+    error ProviderNotActive(address provider);
+    error ProviderLacksAttribute(address provider, bytes32 attribute);
+    error ProviderLacksGpuModel(address provider, bytes32 gpuModel);
+    error ProviderLacksCapacity(address provider);
+    error ProviderNotAudited(address provider, address auditor);
+    error ProviderStakeBelowMinimum(address provider);
+    error TooManyAuditors(uint256 count, uint256 max);
+    error InvalidAuditor(address auditor);
 
     modifier onlyMarketplace() {
         if (msg.sender != marketplace) revert NotMarketplace(msg.sender);
@@ -479,6 +490,32 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
 
     // ---------------------------------------------------------------- views
 
+    /// @notice Always reverts, with the Marketplace's error for `result` (`detail`: the missing
+    /// attribute or GPU model); `ProviderLacksCapacity` for insufficient capacity (and Eligible,
+    /// which no caller passes).
+    function revertIneligible(Eligibility result, address provider, bytes32 detail) public pure {
+        if (result == Eligibility.NotActive) revert ProviderNotActive(provider);
+        if (result == Eligibility.MissingAttribute) revert ProviderLacksAttribute(provider, detail);
+        if (result == Eligibility.GpuModelNotOffered) revert ProviderLacksGpuModel(provider, detail);
+        if (result == Eligibility.NotAudited) revert ProviderNotAudited(provider, address(0));
+        if (result == Eligibility.StakeBelowMinimum) revert ProviderStakeBelowMinimum(provider);
+        revert ProviderLacksCapacity(provider);
+    }
+
+    /// @notice Reverts unless an order's `signedBy` lists hold at most `max` auditors together,
+    /// none zero and none named twice (in one list or across both).
+    function checkAuditors(address[] calldata allOf, address[] calldata anyOf, uint256 max) external pure {
+        uint256 count = allOf.length + anyOf.length;
+        if (count > max) revert TooManyAuditors(count, max);
+        for (uint256 i = 0; i < count; ++i) {
+            address auditor = i < allOf.length ? allOf[i] : anyOf[i - allOf.length];
+            if (auditor == address(0)) revert InvalidAuditor(auditor);
+            for (uint256 j = 0; j < i; ++j) {
+                if (auditor == (j < allOf.length ? allOf[j] : anyOf[j - allOf.length])) revert InvalidAuditor(auditor);
+            }
+        }
+    }
+
     /// @notice Whether `provider` may bid on an order needing `attributes`, `amount` and
     /// `gpuCount` GPUs of `gpuModel` (zero model with zero count for CPU-only orders).
     /// Compares against total registered capacity; free room is checked when a lease is created.
@@ -490,7 +527,7 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         Resources calldata amount,
         bytes32 gpuModel,
         uint32 gpuCount
-    ) external view returns (Eligibility result, bytes32 detail) {
+    ) public view returns (Eligibility result, bytes32 detail) {
         Record storage rec = _records[provider];
         if (rec.status != ProviderStatus.Active) return (Eligibility.NotActive, bytes32(0));
         if (rec.belowMinimumStake) return (Eligibility.StakeBelowMinimum, bytes32(0));
@@ -507,6 +544,18 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
             return (Eligibility.GpuModelNotOffered, gpuModel);
         }
         return (Eligibility.Eligible, bytes32(0));
+    }
+
+    /// @notice `checkEligibility` that reverts with the reason (see `revertIneligible`).
+    function requireEligible(
+        address provider,
+        bytes32[] calldata attributes,
+        Resources calldata amount,
+        bytes32 gpuModel,
+        uint32 gpuCount
+    ) external view {
+        (Eligibility result, bytes32 detail) = checkEligibility(provider, attributes, amount, gpuModel, gpuCount);
+        if (result != Eligibility.Eligible) revertIneligible(result, provider, detail);
     }
 
     /// @notice Whether bid `bidId` of `orderId` still holds a bond.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use alloy::network::EthereumWallet;
+use alloy::primitives::aliases::U88;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::{Filter, Log, TransactionReceipt};
@@ -19,10 +20,10 @@ use crate::log_ranges::{DEFAULT_MAX_LOG_RANGE, logs_in_ranges};
 use crate::transport::{RPC_REQUEST_TIMEOUT, parse_rpc_urls, rpc_client};
 use crate::txlane::TxLane;
 use crate::types::{
-    Attestation, BidInfo, CloseReason, DELIVERY_WINDOW_SECS, GpuBid, GpuState, LeaseInfo,
-    LeaseSettlement, LeaseStarted, LockedBond, MAX_BIDS, ManifestUpdate, NewOrder, OrderInfo,
-    OrderPosted, OrderRequirements, OrderStatus, Owed, Payment, ProviderInfo, ProviderProfile,
-    ProviderStatus, ResolvedBond, SkippedBid, UndeliveredClose, id_to_u64,
+    Attestation, AutoAcceptRule, BidInfo, CloseReason, DELIVERY_WINDOW_SECS, GpuBid, GpuState,
+    LeaseInfo, LeaseSettlement, LeaseStarted, LockedBond, MAX_BIDS, ManifestUpdate, NewOrder,
+    OrderInfo, OrderPosted, OrderRequirements, OrderStatus, Owed, Payment, ProviderInfo,
+    ProviderProfile, ProviderStatus, ResolvedBond, SkippedBid, UndeliveredClose, id_to_u64,
 };
 
 /// An HTTP provider that signs with `signer`, over one URL or a comma-separated list with
@@ -486,6 +487,29 @@ impl MarketplaceClient {
         order: &NewOrder,
         signer: &PrivateKeySigner,
     ) -> Result<(OrderPosted, DepositFunding), ClientError> {
+        self.post_order(order, signer, None).await
+    }
+
+    /// [`Self::create_order_with_permit`] with an acceptance rule ([`AutoAcceptRule`]): the
+    /// first bid it covers becomes the lease without an `acceptBid`. Only
+    /// `createOrderWithPermit` takes a rule, so it is used whatever covers the deposit (with
+    /// an unusable permit, which the contract ignores, when the allowance does).
+    pub async fn create_order_auto_accept(
+        &self,
+        order: &NewOrder,
+        signer: &PrivateKeySigner,
+        rule: &AutoAcceptRule,
+    ) -> Result<(OrderPosted, DepositFunding), ClientError> {
+        self.post_order(order, signer, Some(auto_accept_of(order, rule)?))
+            .await
+    }
+
+    async fn post_order(
+        &self,
+        order: &NewOrder,
+        signer: &PrivateKeySigner,
+        rule: Option<Marketplace::AutoAccept>,
+    ) -> Result<(OrderPosted, DepositFunding), ClientError> {
         check_new_order(order)?;
         if signer.address() != self.sender {
             return Err(ClientError::InvalidInput {
@@ -499,10 +523,29 @@ impl MarketplaceClient {
             .query("allowance", erc20.allowance(self.sender, marketplace))
             .await?;
         if allowance >= order.deposit {
-            return Ok((self.create_order(order).await?, DepositFunding::Allowance));
+            return match rule {
+                None => Ok((self.create_order(order).await?, DepositFunding::Allowance)),
+                Some(rule) => {
+                    self.send_create_with_permit(
+                        order,
+                        no_permit(),
+                        rule,
+                        DepositFunding::Allowance,
+                    )
+                    .await
+                }
+            };
         }
         let Some(domain) = self.permit_domain(order.token).await else {
-            return Ok((self.create_order(order).await?, DepositFunding::Approval));
+            return match rule {
+                None => Ok((self.create_order(order).await?, DepositFunding::Approval)),
+                Some(rule) => {
+                    self.ensure_allowance(order.token, marketplace, order.deposit)
+                        .await?;
+                    self.send_create_with_permit(order, no_permit(), rule, DepositFunding::Approval)
+                        .await
+                }
+            };
         };
         let nonce = self.query("nonces", erc20.nonces(self.sender)).await?;
         let deadline = U256::from(unix_now().saturating_add(PERMIT_LIFETIME_SECS));
@@ -519,6 +562,27 @@ impl MarketplaceClient {
                 field: "signer",
                 reason: format!("cannot sign the permit: {e}"),
             })?;
+        let permit = Marketplace::Permit {
+            deadline,
+            v: 27 + u8::from(signature.v()),
+            r: signature.r().into(),
+            s: signature.s().into(),
+        };
+        let rule = rule.unwrap_or(Marketplace::AutoAccept {
+            provider: Address::ZERO,
+            maxPricePerHour: U88::ZERO,
+        });
+        self.send_create_with_permit(order, permit, rule, DepositFunding::Permit)
+            .await
+    }
+
+    async fn send_create_with_permit(
+        &self,
+        order: &NewOrder,
+        permit: Marketplace::Permit,
+        rule: Marketplace::AutoAccept,
+        funding: DepositFunding,
+    ) -> Result<(OrderPosted, DepositFunding), ClientError> {
         let create = self.market.createOrderWithPermit(
             order.token,
             order.spec.clone().into(),
@@ -527,17 +591,13 @@ impl MarketplaceClient {
             order.deposit,
             order.bid_window_secs,
             order.delivery_window_secs,
-            Marketplace::Permit {
-                deadline,
-                v: 27 + u8::from(signature.v()),
-                r: signature.r().into(),
-                s: signature.s().into(),
-            },
+            permit,
+            rule,
         );
         let receipt = self.send("createOrderWithPermit", create).await?;
         Ok((
             self.order_created("createOrderWithPermit", &receipt)?,
-            DepositFunding::Permit,
+            funding,
         ))
     }
 
@@ -1009,6 +1069,45 @@ fn unix_now() -> u64 {
 }
 
 /// The checks `createOrder` would revert on that are cheaper to make before any transaction.
+/// A permit the token refuses (zero signature): `createOrderWithPermit` ignores it and takes
+/// the deposit on the allowance.
+fn no_permit() -> Marketplace::Permit {
+    Marketplace::Permit {
+        deadline: U256::ZERO,
+        v: 0,
+        r: B256::ZERO,
+        s: B256::ZERO,
+    }
+}
+
+/// The contract's form of `rule`, checked as the contract would (`PriceAboveMax`) so that the
+/// error names the field.
+fn auto_accept_of(
+    order: &NewOrder,
+    rule: &AutoAcceptRule,
+) -> Result<Marketplace::AutoAccept, ClientError> {
+    let price = rule.max_price_per_hour;
+    if price.is_zero() || price > order.max_price_per_hour {
+        return Err(ClientError::InvalidInput {
+            field: "auto_accept.max_price_per_hour",
+            reason: format!(
+                "{price} must be above zero and at most the order's maximum price {}",
+                order.max_price_per_hour
+            ),
+        });
+    }
+    let max_price = U88::checked_from_limbs_slice(price.as_limbs()).ok_or_else(|| {
+        ClientError::InvalidInput {
+            field: "auto_accept.max_price_per_hour",
+            reason: format!("{price} does not fit the contract's 88 bits"),
+        }
+    })?;
+    Ok(Marketplace::AutoAccept {
+        provider: rule.provider.unwrap_or(Address::ZERO),
+        maxPricePerHour: max_price,
+    })
+}
+
 fn check_new_order(order: &NewOrder) -> Result<(), ClientError> {
     if order.deposit.is_zero() {
         return Err(ClientError::InvalidInput {

@@ -28,6 +28,14 @@ pub enum ChainEvent {
         tenant: Address,
         refund: U256,
     },
+    /// The order's first bid this rule covers becomes its lease inside `placeBid`
+    /// ([`crate::AutoAcceptRule`]); follows the order's `OrderCreated`.
+    AutoAcceptSet {
+        order_id: u64,
+        /// `None`: any provider the order's requirements admit.
+        provider: Option<Address>,
+        max_price_per_hour: U256,
+    },
     BidPlaced {
         order_id: u64,
         bid_id: u64,
@@ -228,6 +236,7 @@ impl ChainEvent {
             Self::BidWithdrawn { .. } => "BidWithdrawn",
             Self::BidEvicted { .. } => "BidEvicted",
             Self::EscrowToppedUp { .. } => "EscrowToppedUp",
+            Self::AutoAcceptSet { .. } => "AutoAcceptSet",
             Self::LeaseCreated { .. } => "LeaseCreated",
             Self::ManifestUpdated { .. } => "ManifestUpdated",
             Self::LeaseConfirmed { .. } => "LeaseConfirmed",
@@ -274,6 +283,11 @@ fn from_marketplace(event: MarketplaceEvents, block: u64) -> Result<ChainEvent, 
             order_id: id("OrderCancelled", event.orderId)?,
             tenant: event.tenant,
             refund: event.refund,
+        },
+        MarketplaceEvents::AutoAcceptSet(event) => ChainEvent::AutoAcceptSet {
+            order_id: id("AutoAcceptSet", event.orderId)?,
+            provider: (event.provider != Address::ZERO).then_some(event.provider),
+            max_price_per_hour: event.maxPricePerHour,
         },
         MarketplaceEvents::BidPlaced(event) => ChainEvent::BidPlaced {
             order_id: id("BidPlaced", event.orderId)?,

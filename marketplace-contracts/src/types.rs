@@ -253,6 +253,16 @@ pub struct NewOrder {
     pub delivery_window_secs: u64,
 }
 
+/// The tenant's standing acceptance of an order (`Marketplace.AutoAccept`): the first bid
+/// from `provider` (`None`: any provider the order's requirements admit) at or below
+/// `max_price_per_hour` becomes the lease in the bid's own transaction, when it passes the
+/// checks of `acceptBid`. Saves the block the tenant's `acceptBid` would wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoAcceptRule {
+    pub provider: Option<Address>,
+    pub max_price_per_hour: U256,
+}
+
 /// Bounds of [`NewOrder::delivery_window_secs`] (`MIN_DELIVERY_WINDOW..=MAX_DELIVERY_WINDOW`).
 pub const DELIVERY_WINDOW_SECS: std::ops::RangeInclusive<u64> = 60..=3600;
 

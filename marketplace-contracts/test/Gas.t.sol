@@ -39,7 +39,7 @@ contract GasBenchmarks is Fixture {
     // A bid on a full order re-checks every standing bid's provider in the registry (one call
     // each) before it may evict the dearest: the price of keeping the order book unjammable.
     // The evicted bid's bond is resolved in the same call (released: outbid).
-    uint256 internal constant PLACE_BID_EVICT_CEILING = 355_000;
+    uint256 internal constant PLACE_BID_EVICT_CEILING = 356_000;
     uint256 internal constant CLOSE_CEILING = 89_000;
     // An undelivered close slashes the stake; a slash that takes it below the minimum also marks
     // the provider in its capacity slot (one more slot write, ~5k) so it cannot bid until topped up.
@@ -119,7 +119,7 @@ contract GasBenchmarks is Fixture {
         permit.deadline = deadline;
         vm.prank(signer);
         market.createOrderWithPermit(
-            IERC20(address(token)), cpuSpec, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY, permit
+            IERC20(address(token)), cpuSpec, MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY, permit, _noAutoAccept()
         );
         _record("createOrderWithPermit_cpu", CREATE_ORDER_WITH_PERMIT_TARGET);
     }

@@ -38,7 +38,15 @@ contract PermitTest is Fixture {
     function _orderWithPermit(Marketplace.Permit memory permit) internal returns (uint256) {
         vm.prank(signer);
         return market.createOrderWithPermit(
-            IERC20(address(token)), _cpuSpec(1000, 1024, 0), MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY, permit
+            IERC20(address(token)),
+            _cpuSpec(1000, 1024, 0),
+            MANIFEST,
+            PRICE,
+            DEPOSIT,
+            WINDOW,
+            DELIVERY,
+            permit,
+            _noAutoAccept()
         );
     }
 
@@ -102,13 +110,29 @@ contract PermitTest is Fixture {
             abi.encodeWithSelector(IERC20Errors.ERC20InsufficientAllowance.selector, address(market), 0, DEPOSIT)
         );
         market.createOrderWithPermit(
-            IERC20(address(plain)), _cpuSpec(1000, 1024, 0), MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY, permit
+            IERC20(address(plain)),
+            _cpuSpec(1000, 1024, 0),
+            MANIFEST,
+            PRICE,
+            DEPOSIT,
+            WINDOW,
+            DELIVERY,
+            permit,
+            _noAutoAccept()
         );
         vm.prank(signer);
         plain.approve(address(market), DEPOSIT);
         vm.prank(signer);
         uint256 orderId = market.createOrderWithPermit(
-            IERC20(address(plain)), _cpuSpec(1000, 1024, 0), MANIFEST, PRICE, DEPOSIT, WINDOW, DELIVERY, permit
+            IERC20(address(plain)),
+            _cpuSpec(1000, 1024, 0),
+            MANIFEST,
+            PRICE,
+            DEPOSIT,
+            WINDOW,
+            DELIVERY,
+            permit,
+            _noAutoAccept()
         );
         assertEq(plain.balanceOf(address(market)), DEPOSIT, "deposit in escrow");
         assertEq(market.getOrder(orderId).tenant, signer, "ordered on the approval");

@@ -378,7 +378,7 @@ contract MarketInvariantTest is Test {
             if (action == 4 || action == 22) handler.honestBid(b, c, seed % 2 == 0);
             if (action == 10 || action == 16) handler.releaseBonds(b);
         }
-        string[22] memory actions = [
+        string[24] memory actions = [
             "register",
             "update",
             "deregister",
@@ -400,7 +400,9 @@ contract MarketInvariantTest is Test {
             "attest",
             "revoke",
             "honestBid",
-            "releaseBonds"
+            "releaseBonds",
+            "autoAcceptOrder",
+            "autoAccepted"
         ];
 
         for (uint256 i = 0; i < actions.length; ++i) {

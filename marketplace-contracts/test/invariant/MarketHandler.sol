@@ -222,10 +222,7 @@ contract MarketHandler {
         uint256 deposit = bound(depositSeed, 1, maxPrice * 24);
         uint64 window = uint64(bound(priceSeed >> 128, 1, 1 hours));
         uint256[] memory before = _balances();
-        vm.prank(tenant);
-        uint256 id = market.createOrder(
-            token, spec, keccak256(abi.encode(orderIds.length)), maxPrice, deposit, window, DELIVERY
-        );
+        uint256 id = _postOrder(tenant, spec, maxPrice, deposit, window, depositSeed >> 128);
         _expectMoved(before, tenant, -int256(deposit), address(0), 0, "createOrder");
         orderIds.push(id);
         _allowedModels[id] = spec.allowedGpuModels;
@@ -233,6 +230,49 @@ contract MarketHandler {
         deposited[id] = deposit;
         ++successes["createOrder"];
     }
+
+    /// @dev A quarter of the orders carry an auto-accept rule (any provider, at most half the
+    /// maximum price plus one), so some bids become leases in `placeBid`.
+    function _postOrder(
+        address tenant,
+        Marketplace.OrderSpec memory spec,
+        uint256 maxPrice,
+        uint256 deposit,
+        uint64 window,
+        uint256 ruleSeed
+    ) private returns (uint256) {
+        bytes32 manifestHash = keccak256(abi.encode(orderIds.length));
+        vm.prank(tenant);
+        if (ruleSeed % 4 != 0) {
+            return market.createOrder(token, spec, manifestHash, maxPrice, deposit, window, DELIVERY);
+        }
+        ++successes["autoAcceptOrder"];
+        return _createWithRule(spec, manifestHash, maxPrice, deposit, window);
+    }
+
+    /// @dev Pranked by the caller.
+    function _createWithRule(
+        Marketplace.OrderSpec memory spec,
+        bytes32 manifestHash,
+        uint256 maxPrice,
+        uint256 deposit,
+        uint64 window
+    ) private returns (uint256) {
+        _rule = Marketplace.AutoAccept(address(0), uint88(maxPrice / 2 + 1));
+        return market.createOrderWithPermit(
+            token, spec, manifestHash, maxPrice, deposit, window, DELIVERY, _noPermit(), _rule
+        );
+    }
+
+    /// @dev After a successful bid: the order is leased only if the bid was auto-accepted.
+    function _countAutoAccepted(uint256 id) private {
+        if (market.getOrder(id).status == Marketplace.OrderStatus.Leased) ++successes["autoAccepted"];
+    }
+
+    /// @dev The rule of the order being created (storage: the call's arguments fill the stack).
+    Marketplace.AutoAccept private _rule;
+
+    function _noPermit() private pure returns (Marketplace.Permit memory noPermit) {}
 
     function cancelOrder(uint256 orderSeed) external {
         (bool found, uint256 id, Marketplace.OrderView memory o) = _order(orderSeed, Marketplace.OrderStatus.Open);
@@ -284,6 +324,7 @@ contract MarketHandler {
         bytes32[] memory allowed = _allowedModels[id];
         try market.placeBid(id, price, gpuBidFor(model, allowed), allowed, _requiredAttributes[id]) {
             ++successes["placeBid"];
+            _countAutoAccepted(id);
             _recordForfeits(before);
         } catch (bytes memory reason) {
             // liveness: an eligible bid on a full order gets in unless every bid stands, is
@@ -326,6 +367,7 @@ contract MarketHandler {
             id, bound(priceSeed, 1, o.maxPricePerHour), gpuBidFor(model, allowed), allowed, _requiredAttributes[id]
         ) {
             ++successes["honestBid"];
+            _countAutoAccepted(id);
             _recordForfeits(before);
         } catch {}
     }

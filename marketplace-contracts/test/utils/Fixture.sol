@@ -145,6 +145,32 @@ abstract contract Fixture is Test {
         return market.createOrder(IERC20(address(token)), spec, MANIFEST, maxPrice, deposit, WINDOW, DELIVERY);
     }
 
+    /// @dev The acceptance rule of an order the tenant matches itself.
+    function _noAutoAccept() internal pure returns (Marketplace.AutoAccept memory) {
+        return Marketplace.AutoAccept(address(0), 0);
+    }
+
+    /// @dev An order of `tenant` (allowance already given: the permit is a dummy) whose first
+    /// bid from `provider` (zero: anyone) at or below `maxPrice` becomes its lease.
+    function _autoAcceptOrder(Marketplace.OrderSpec memory spec, address provider, uint256 maxPrice)
+        internal
+        returns (uint256)
+    {
+        Marketplace.Permit memory noPermit;
+        vm.prank(tenant);
+        return market.createOrderWithPermit(
+            IERC20(address(token)),
+            spec,
+            MANIFEST,
+            PRICE,
+            DEPOSIT,
+            WINDOW,
+            DELIVERY,
+            noPermit,
+            Marketplace.AutoAccept(provider, uint88(maxPrice))
+        );
+    }
+
     function _bid(address provider, uint256 orderId, Marketplace.OrderSpec memory spec, uint256 price, bytes32 model)
         internal
         returns (uint256)

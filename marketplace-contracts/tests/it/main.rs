@@ -1,5 +1,6 @@
 //! Integration tests against a real anvil started per test (see `support`).
 
+mod auto_accept;
 mod bonds;
 mod capacity;
 mod delivery;
