@@ -8,4 +8,5 @@ mod heads;
 mod lifecycle;
 mod payments;
 mod permit;
+mod reorg;
 mod support;
