@@ -186,6 +186,25 @@ impl Store {
         .await
     }
 
+    /// Forgets a lease whose creation a chain reorg undid: its row and manifest revisions
+    /// go (its history stays), so that a `LeaseCreated` of the canonical chain for the same
+    /// id starts it afresh. `false` when it was not known.
+    pub async fn forget_lease(&self, lease_id: u64) -> Result<bool, StoreError> {
+        let id = to_db(lease_id, "lease id")?;
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("DELETE FROM manifest_revisions WHERE lease_id = $1")
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?;
+        let removed = sqlx::query("DELETE FROM leases WHERE lease_id = $1")
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+        transaction.commit().await?;
+        Ok(removed > 0)
+    }
+
     /// Records a lease found running in the runtime but missing from the store (the store
     /// was lost): `Running` with the order's manifest hash and no manifest text, which the
     /// tenant may deliver again later. Idempotent like [`Store::insert_won`].

@@ -36,6 +36,8 @@ pub enum WorkKey {
     /// Resolving the bonds of our bids on an order that ended (its own key: a slow or failing
     /// release never holds up the order's lease work).
     Bonds(u64),
+    /// After a reorg: queueing a resync of every order the store holds.
+    Resync,
 }
 
 /// One thing to bring about for a key.
@@ -56,6 +58,11 @@ pub enum Work {
     Collect,
     /// The order ended (leased or cancelled): resolve the bonds our bids on it still lock.
     ReleaseBonds,
+    /// A reorg may have undone what the daemon did for this order: make it match the
+    /// canonical chain ([`Core::resync_order`]).
+    Resync,
+    /// A reorg from `block` on: resync every order with a lease or reservation in the store.
+    ResyncAll { block: u64 },
     /// The tenant recorded a new manifest for the lease: remember the revision until its
     /// manifest arrives.
     ManifestUpdated {
@@ -178,6 +185,8 @@ pub async fn reconcile(core: Arc<Core>, task: Task<WorkKey, Work>) -> Outcome {
         }
         (WorkKey::Payment(lease_id), Work::Collect) => core.collect(*lease_id).await.map(drop),
         (WorkKey::Bonds(order_id), Work::ReleaseBonds) => core.release_own_bonds(*order_id).await,
+        (WorkKey::Order(order_id), Work::Resync) => core.resync_order(*order_id).await,
+        (WorkKey::Resync, Work::ResyncAll { block }) => core.queue_resyncs(*block).await,
         (key, work) => {
             warn!(?key, ?work, "work queued under the wrong key; dropped");
             return Outcome::GiveUp;
