@@ -6,7 +6,8 @@
 //! nothing), its allocation is freed, and it is forgotten so that a `LeaseCreated` for the
 //! same id on the canonical chain starts it afresh. A lease whose `LeaseCreated` merely
 //! moved to another block is still on chain: nothing is undone and its re-delivered event
-//! changes nothing, so it runs once.
+//! changes nothing, so it runs once; if our delivery confirmation was among the abandoned
+//! transactions, it is sent again (payment accrues only from it).
 
 use leasehold_contracts::OrderStatus;
 use tracing::{info, warn};
@@ -62,6 +63,16 @@ impl Core {
                 // Its close is on the canonical chain; the re-delivered event may not have
                 // been handled yet: same cleanup, idempotent.
                 return self.on_lease_closed(order_id).await;
+            }
+            if !on_chain.confirmed && record.state.wants_workload() {
+                // Our delivery confirmation was in the abandoned blocks: without it nothing
+                // accrues and the lease could be closed as undelivered. Confirm again.
+                info!(
+                    order_id,
+                    "the delivery confirmation was reorged away; confirming again"
+                );
+                self.confirm_delivery(order_id, std::time::Duration::ZERO)
+                    .await?;
             }
             return Ok(());
         }
