@@ -226,6 +226,38 @@ impl ChainEvent {
         }))
     }
 
+    /// The order (lease ids are order ids) the event is about, if any.
+    pub fn order_id(&self) -> Option<u64> {
+        match self {
+            Self::OrderCreated(order) => Some(order.order_id),
+            Self::OrderCancelled { order_id, .. }
+            | Self::BidPlaced { order_id, .. }
+            | Self::BidSkipped { order_id, .. }
+            | Self::BidWithdrawn { order_id, .. }
+            | Self::BidEvicted { order_id, .. }
+            | Self::EscrowToppedUp { order_id, .. }
+            | Self::LeaseCreated {
+                lease_id: order_id, ..
+            }
+            | Self::ManifestUpdated {
+                lease_id: order_id, ..
+            }
+            | Self::LeaseConfirmed {
+                lease_id: order_id, ..
+            }
+            | Self::DeliveryFailed {
+                lease_id: order_id, ..
+            }
+            | Self::LeaseClosed {
+                lease_id: order_id, ..
+            }
+            | Self::PaymentWithdrawn {
+                lease_id: order_id, ..
+            } => Some(*order_id),
+            _ => None,
+        }
+    }
+
     /// The event's name as the contract declares it.
     pub fn name(&self) -> &'static str {
         match self {

@@ -2,19 +2,31 @@
 //! confirmations behind the head, hands each log to an idempotent handler in (block, log index)
 //! order, and persists a cursor once a whole range has been handled.
 //!
-//! Delivery guarantee: within one [`Follower`] every log reaches the handler exactly once. Across
-//! restarts a range whose cursor was not yet saved is delivered again, which is why handlers
-//! must be idempotent.
+//! Delivery guarantee: within one [`Follower`] every log of the canonical chain reaches the
+//! handler exactly once. Across restarts a range whose cursor was not yet saved is delivered
+//! again, which is why handlers must be idempotent.
+//!
+//! Reorgs, of any depth: the follower keeps the hash of the last block of every range it
+//! finished ([`CursorState::checkpoints`], saved with the cursor). Each step compares the
+//! newest one with the chain; when it differs, older ones are compared until one matches,
+//! and the follower rewinds to the block after it (to `start_block` when none matches: the
+//! checkpoints are thinned, never dropped entirely, so this only happens on a chain that
+//! shares nothing with the one read). The handler hears of it first ([`LogHandler::rewind`],
+//! with the logs this process delivered from the abandoned blocks), then the canonical logs
+//! from the fork on are delivered as new. A range is only delivered when the hash of its last
+//! block and of the newest checkpoint did not change while its logs were read, so no log of a
+//! chain that was replaced mid-read is ever handed over.
 
 use std::future::Future;
 use std::time::Duration;
 
-use alloy::primitives::Address;
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::{Address, B256};
 use alloy::providers::Provider;
 use alloy::rpc::types::{Filter, Log};
 use tracing::{debug, info, warn};
 
-use crate::cursor::{CursorError, CursorStore};
+use crate::cursor::{BlockRef, CursorError, CursorState, CursorStore};
 use crate::heads::{HeadWatch, next_head_or};
 use crate::log_ranges::{DEFAULT_MAX_LOG_RANGE, RangeLimit};
 
@@ -43,6 +55,11 @@ pub trait LogSource {
         from: u64,
         to: u64,
     ) -> impl Future<Output = Result<Vec<Log>, SourceError>> + Send;
+    /// The hash of the canonical block `number`; `None` when the chain is shorter.
+    fn block_hash(
+        &self,
+        number: u64,
+    ) -> impl Future<Output = Result<Option<B256>, SourceError>> + Send;
 }
 
 /// Logs matching a filter (by default: emitted by a fixed set of contract addresses), read
@@ -81,12 +98,44 @@ impl<P: Provider> LogSource for RpcLogSource<P> {
             .await
             .map_err(|e| SourceError::new(format!("eth_getLogs {from}..={to}: {e}")))
     }
+
+    async fn block_hash(&self, number: u64) -> Result<Option<B256>, SourceError> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await
+            .map_err(|e| SourceError::new(format!("eth_getBlockByNumber {number}: {e}")))?;
+        Ok(block.map(|block| block.header.hash))
+    }
+}
+
+/// A reorg the follower found: the blocks from `fork_block` on that it had read are no
+/// longer canonical.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reorg {
+    /// The first block that is read again (the block after the newest checkpoint still on
+    /// the chain). The real fork may be later: what lies between is simply read again.
+    pub fork_block: u64,
+    /// Blocks the follower had finished that are read again (`fork_block` through the
+    /// newest checkpoint): the reorg's depth as far as this follower can tell.
+    pub depth: u64,
+    /// The logs this process delivered from `fork_block` on, in delivery order. After a
+    /// restart it holds only what was delivered since, so a handler that must undo work
+    /// also looks at its own state from `fork_block` on.
+    pub retracted: Vec<Log>,
 }
 
 /// Consumer of followed logs. Must be idempotent: after a crash a log may be seen again.
 pub trait LogHandler {
     type Error: std::error::Error + Send + Sync + 'static;
     fn handle(&mut self, log: &Log) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// The chain was reorganised: what was delivered from `reorg.fork_block` on may be gone,
+    /// and the canonical logs from there are delivered next. Called before the cursor moves
+    /// back, so after a crash it is called again: it must be idempotent too.
+    fn rewind(&mut self, reorg: &Reorg) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = reorg;
+        async { Ok(()) }
+    }
 }
 
 /// Exponential backoff with a cap.
@@ -148,6 +197,10 @@ pub struct FollowerConfig {
     pub backoff: BackoffPolicy,
     /// Give up after this many consecutive RPC failures; `None` retries forever.
     pub max_consecutive_failures: Option<u32>,
+    /// Block hashes kept to find a fork point. Past this, the older half is thinned to every
+    /// other entry, so the kept blocks reach back ever further at ever wider spacing and a
+    /// reorg of any depth still finds a common block (at worst further back than the fork).
+    pub max_checkpoints: usize,
 }
 
 impl Default for FollowerConfig {
@@ -160,9 +213,13 @@ impl Default for FollowerConfig {
             request_timeout: Duration::from_secs(10),
             backoff: BackoffPolicy::default(),
             max_consecutive_failures: None,
+            max_checkpoints: DEFAULT_MAX_CHECKPOINTS,
         }
     }
 }
+
+/// See [`FollowerConfig::max_checkpoints`].
+pub const DEFAULT_MAX_CHECKPOINTS: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FollowerError<H: std::error::Error + 'static> {
@@ -196,6 +253,12 @@ pub enum Step {
     },
     /// Nothing confirmed yet beyond the cursor.
     CaughtUp { next_block: u64, head: u64 },
+    /// A reorg was found; the cursor moved back to `fork_block` and nothing was delivered.
+    Rewound {
+        fork_block: u64,
+        depth: u64,
+        retracted: usize,
+    },
 }
 
 /// Counters for observability (also exported through `tracing` events).
@@ -207,6 +270,10 @@ pub struct FollowerStats {
     pub delivered: u64,
     /// RPC calls that failed or timed out.
     pub rpc_failures: u64,
+    /// Reorgs found (each a rewind).
+    pub reorgs: u64,
+    /// The deepest of them, in blocks ([`Reorg::depth`]).
+    pub max_reorg_depth: u64,
 }
 
 /// Position of a log in the chain, used to order and de-duplicate deliveries.
@@ -230,6 +297,11 @@ pub struct Follower<S, C> {
     config: FollowerConfig,
     next_block: Option<u64>,
     range: RangeLimit,
+    /// Ascending by number; loaded with `next_block`.
+    checkpoints: Vec<BlockRef>,
+    /// Logs delivered at or after the oldest checkpoint, to tell the handler what a reorg
+    /// took away.
+    recent: Vec<(LogPosition, Log)>,
     /// The last log handed to the handler successfully in the range not yet committed to the
     /// cursor; lets a retried range skip what was already delivered.
     delivered_through: Option<LogPosition>,
@@ -245,6 +317,8 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
             store,
             config,
             next_block: None,
+            checkpoints: Vec::new(),
+            recent: Vec::new(),
             range,
             delivered_through: None,
             stats: FollowerStats::default(),
@@ -272,9 +346,117 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
         if let Some(next) = self.next_block {
             return Ok(next);
         }
-        let next = self.store.load().await?.unwrap_or(self.config.start_block);
-        self.next_block = Some(next);
-        Ok(next)
+        let state = self
+            .store
+            .load()
+            .await?
+            .unwrap_or(CursorState::at(self.config.start_block));
+        self.next_block = Some(state.next_block);
+        self.checkpoints = state.checkpoints;
+        Ok(state.next_block)
+    }
+
+    async fn save_cursor(&mut self, next_block: u64) -> Result<(), CursorError> {
+        let state = CursorState {
+            next_block,
+            checkpoints: self.checkpoints.clone(),
+        };
+        self.store.save(&state).await?;
+        self.next_block = Some(next_block);
+        Ok(())
+    }
+
+    async fn canonical_hash(&self, number: u64) -> Result<Option<B256>, SourceError> {
+        self.call(self.source.block_hash(number)).await
+    }
+
+    /// Compares the newest checkpoint with the chain; on a difference, finds the newest one
+    /// that still matches. `None` when nothing changed.
+    async fn find_reorg(&self) -> Result<Option<(u64, u64)>, SourceError> {
+        let Some(newest) = self.checkpoints.last() else {
+            return Ok(None);
+        };
+        if self.canonical_hash(newest.number).await? == Some(newest.hash) {
+            return Ok(None);
+        }
+        let mut fork_block = self.config.start_block;
+        for checkpoint in self.checkpoints.iter().rev().skip(1) {
+            if self.canonical_hash(checkpoint.number).await? == Some(checkpoint.hash) {
+                fork_block = checkpoint.number.saturating_add(1);
+                break;
+            }
+        }
+        let depth = newest.number.saturating_add(1).saturating_sub(fork_block);
+        Ok(Some((fork_block, depth)))
+    }
+
+    /// Tells the handler, then moves the cursor back to `fork_block`.
+    async fn rewind<H: LogHandler>(
+        &mut self,
+        handler: &mut H,
+        fork_block: u64,
+        depth: u64,
+    ) -> Result<Step, StepError<H::Error>> {
+        let retracted: Vec<Log> = self
+            .recent
+            .iter()
+            .filter(|((block, _), _)| *block >= fork_block)
+            .map(|(_, log)| log.clone())
+            .collect();
+        warn!(
+            fork_block,
+            depth,
+            retracted = retracted.len(),
+            "chain reorganised: rewinding the follower to the fork"
+        );
+        let reorg = Reorg {
+            fork_block,
+            depth,
+            retracted,
+        };
+        handler.rewind(&reorg).await.map_err(|source| {
+            StepError::Fatal(FollowerError::Handler {
+                block: fork_block,
+                log_index: 0,
+                source,
+            })
+        })?;
+        self.checkpoints.retain(|c| c.number < fork_block);
+        self.recent.retain(|((block, _), _)| *block < fork_block);
+        self.delivered_through = None;
+        let next = self.next_block().await?.min(fork_block);
+        self.save_cursor(next).await?;
+        self.stats.reorgs = self.stats.reorgs.saturating_add(1);
+        self.stats.max_reorg_depth = self.stats.max_reorg_depth.max(depth);
+        Ok(Step::Rewound {
+            fork_block,
+            depth,
+            retracted: reorg.retracted.len(),
+        })
+    }
+
+    /// Records `to` as finished on the chain with `hash`, thinning old checkpoints.
+    fn add_checkpoint(&mut self, number: u64, hash: B256) {
+        if self.checkpoints.last().is_some_and(|c| c.number >= number) {
+            // A cursor held back below a newer checkpoint (re-reading after a restart): the
+            // newer one already vouches for this block.
+            return;
+        }
+        self.checkpoints.push(BlockRef { number, hash });
+        let cap = self.config.max_checkpoints.max(2);
+        if self.checkpoints.len() > cap {
+            let older_half = self.checkpoints.len() / 2;
+            let mut index = 0usize;
+            // Keep the oldest and every other one of the older half.
+            self.checkpoints.retain(|_| {
+                let keep = index >= older_half || index.is_multiple_of(2);
+                index += 1;
+                keep
+            });
+        }
+        if let Some(oldest) = self.checkpoints.first().map(|c| c.number) {
+            self.recent.retain(|((block, _), _)| *block >= oldest);
+        }
     }
 
     async fn call<T>(
@@ -331,19 +513,29 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
             .call(self.source.head_block())
             .await
             .map_err(StepError::Source)?;
-        let Some(safe_head) = head.checked_sub(self.config.confirmations) else {
+        let safe_head = head
+            .checked_sub(self.config.confirmations)
+            .filter(|safe_head| from <= *safe_head);
+        let Some(safe_head) = safe_head else {
+            // Nothing new to read, but what was read may have been replaced meanwhile.
+            if let Some((fork_block, depth)) = self.find_reorg().await.map_err(StepError::Source)? {
+                return self.rewind(handler, fork_block, depth).await;
+            }
             return Ok(Step::CaughtUp {
                 next_block: from,
                 head,
             });
         };
-        if from > safe_head {
-            return Ok(Step::CaughtUp {
-                next_block: from,
-                head,
-            });
-        }
         let to = self.range.end(from, safe_head);
+        let to_hash = self
+            .canonical_hash(to)
+            .await
+            .map_err(StepError::Source)?
+            .ok_or_else(|| {
+                StepError::Source(SourceError::new(format!(
+                    "block {to} is missing though the head is {head}"
+                )))
+            })?;
         let logs = match self.call(self.source.logs(from, to)).await {
             Ok(logs) => logs,
             Err(err) => {
@@ -352,7 +544,26 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
                 return Err(StepError::Source(err));
             }
         };
+        // Checked after the read: a reorg before or during it shows here, and one after it
+        // shows at the next step, since `to_hash` is then kept as a checkpoint.
+        if let Some((fork_block, depth)) = self.find_reorg().await.map_err(StepError::Source)? {
+            return self.rewind(handler, fork_block, depth).await;
+        }
+        if self.canonical_hash(to).await.map_err(StepError::Source)? != Some(to_hash) {
+            return Err(StepError::Source(SourceError::new(format!(
+                "block {to} changed while its logs were read (a reorg at the head); reading again"
+            ))));
+        }
         let logs = order_logs(logs, from, to).map_err(StepError::Source)?;
+        if let Some((_, stale)) = logs
+            .iter()
+            .find(|(position, log)| position.0 == to && log.block_hash != Some(to_hash))
+        {
+            return Err(StepError::Source(SourceError::new(format!(
+                "eth_getLogs answered for block {to} with a log of block {:?}, not {to_hash}; reading again",
+                stale.block_hash
+            ))));
+        }
         let mut delivered = 0usize;
         for (position, log) in &logs {
             if self.delivered_through.is_some_and(|done| *position <= done) {
@@ -366,12 +577,13 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
                 })
             })?;
             self.delivered_through = Some(*position);
+            self.recent.push((*position, log.clone()));
             delivered += 1;
             self.stats.delivered = self.stats.delivered.saturating_add(1);
         }
         let next = to.saturating_add(1);
-        self.store.save(next).await?;
-        self.next_block = Some(next);
+        self.add_checkpoint(to, to_hash);
+        self.save_cursor(next).await?;
         self.delivered_through = None;
         self.stats.ranges = self.stats.ranges.saturating_add(1);
         self.range.grow();
@@ -402,7 +614,7 @@ impl<S: LogSource, C: CursorStore> Follower<S, C> {
             let step = self.attempt(handler).await;
             let caught_up = matches!(step, Ok(Step::CaughtUp { .. }));
             let pause = match step {
-                Ok(Step::Advanced { .. }) => {
+                Ok(Step::Advanced { .. } | Step::Rewound { .. }) => {
                     failures = 0;
                     backoff.reset();
                     Duration::ZERO
@@ -485,16 +697,36 @@ mod tests {
         }
     }
 
-    /// A scripted chain: a head, a set of logs, and queued failures.
+    /// A scripted chain: a head, a set of logs, and queued failures. Block hashes derive
+    /// from the block number and the chain's `fork` generation for blocks at or above the
+    /// fork block, so [`FakeChain::reorg`] replaces every block from there on.
     #[derive(Default)]
     struct FakeChain {
         head: Mutex<u64>,
-        logs: Vec<Log>,
+        logs: Mutex<Vec<Log>>,
         failures: Mutex<VecDeque<&'static str>>,
         calls: Mutex<Vec<(u64, u64)>>,
+        fork: Mutex<(u64, u8)>,
     }
 
     impl FakeChain {
+        fn hash(&self, block: u64) -> B256 {
+            let (fork_block, generation) = *self.fork.lock().unwrap();
+            let mut bytes = [0u8; 32];
+            bytes[..8].copy_from_slice(&block.to_be_bytes());
+            if block >= fork_block {
+                bytes[8] = generation;
+            }
+            B256::from(bytes)
+        }
+        /// Replaces blocks `fork_block..` by new ones holding the logs at `positions`.
+        fn reorg(&self, fork_block: u64, positions: &[LogPosition]) {
+            let mut fork = self.fork.lock().unwrap();
+            *fork = (fork_block, fork.1.wrapping_add(1));
+            let mut logs = self.logs.lock().unwrap();
+            logs.retain(|log| log.block_number.unwrap() < fork_block);
+            logs.extend(positions.iter().map(|&(b, i)| log_at(b, i)));
+        }
         fn fail_next(&self, what: &'static str) {
             self.failures.lock().unwrap().push_back(what);
         }
@@ -519,11 +751,20 @@ mod tests {
             // Reversed on purpose: the follower must order them itself.
             Ok(self
                 .logs
+                .lock()
+                .unwrap()
                 .iter()
                 .rev()
                 .filter(|l| (from..=to).contains(&l.block_number.unwrap()))
-                .cloned()
+                .map(|l| Log {
+                    block_hash: Some(self.hash(l.block_number.unwrap())),
+                    ..l.clone()
+                })
                 .collect())
+        }
+        async fn block_hash(&self, number: u64) -> Result<Option<B256>, SourceError> {
+            self.take_failure("hash")?;
+            Ok((number <= *self.head.lock().unwrap()).then(|| self.hash(number)))
         }
     }
 
@@ -535,10 +776,30 @@ mod tests {
     struct Collector {
         seen: Vec<LogPosition>,
         fail_at: Option<LogPosition>,
+        /// (fork block, depth, retracted positions) of every rewind.
+        rewinds: Vec<(u64, u64, Vec<LogPosition>)>,
+    }
+
+    impl Collector {
+        /// What the handler believes the chain holds: seen minus retracted.
+        fn live(&self) -> Vec<LogPosition> {
+            self.seen.clone()
+        }
     }
 
     impl LogHandler for Collector {
         type Error = Refused;
+        async fn rewind(&mut self, reorg: &Reorg) -> Result<(), Refused> {
+            let retracted: Vec<LogPosition> = reorg
+                .retracted
+                .iter()
+                .map(|l| (l.block_number.unwrap(), l.log_index.unwrap()))
+                .collect();
+            self.seen.retain(|p| !retracted.contains(p));
+            self.rewinds
+                .push((reorg.fork_block, reorg.depth, retracted));
+            Ok(())
+        }
         async fn handle(&mut self, log: &Log) -> Result<(), Refused> {
             let position = (log.block_number.unwrap(), log.log_index.unwrap());
             if self.fail_at.take_if(|p| *p == position).is_some() {
@@ -561,13 +822,14 @@ mod tests {
                 max: Duration::from_millis(4),
             },
             max_consecutive_failures: None,
+            max_checkpoints: DEFAULT_MAX_CHECKPOINTS,
         }
     }
 
     fn chain(head: u64, positions: &[LogPosition]) -> FakeChain {
         FakeChain {
             head: Mutex::new(head),
-            logs: positions.iter().map(|&(b, i)| log_at(b, i)).collect(),
+            logs: Mutex::new(positions.iter().map(|&(b, i)| log_at(b, i)).collect()),
             ..Default::default()
         }
     }
@@ -592,7 +854,7 @@ mod tests {
         drain(&mut follower, &mut handler).await.unwrap();
         // Head 20 with 2 confirmations: block 18 is the last one read, 19 not yet.
         assert_eq!(handler.seen, vec![(3, 0), (3, 1), (7, 2), (12, 0), (18, 0)]);
-        assert_eq!(store.load().await.unwrap(), Some(19));
+        assert_eq!(store.load().await.unwrap().unwrap().next_block, 19);
         let calls = chain.calls.lock().unwrap().clone();
         assert!(calls.iter().all(|(f, t)| t - f < 5), "{calls:?}");
         assert_eq!(calls.first(), Some(&(0, 4)));
@@ -624,7 +886,7 @@ mod tests {
     async fn resumes_from_the_persisted_cursor() {
         let chain = chain(30, &[(2, 0), (10, 0), (20, 0)]);
         let store = MemoryCursorStore::default();
-        store.save(10).await.unwrap();
+        store.save(&CursorState::at(10)).await.unwrap();
         let mut follower = Follower::new(&chain, &store, config(0, 100));
         let mut handler = Collector::default();
         drain(&mut follower, &mut handler).await.unwrap();
@@ -641,7 +903,7 @@ mod tests {
         let mut follower = Follower::new(&chain, &store, config(0, 4));
         let mut handler = Collector::default();
         let done = async {
-            while store.load().await.unwrap() != Some(11) {
+            while store.load().await.unwrap().map(|s| s.next_block) != Some(11) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         };
@@ -731,6 +993,121 @@ mod tests {
         let mut second = Collector::default();
         drain(&mut restarted, &mut second).await.unwrap();
         assert_eq!(second.seen, vec![(2, 0), (3, 0), (3, 1), (8, 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_reorg_behind_the_cursor_retracts_and_redelivers_from_the_fork() {
+        let chain = chain(20, &[(3, 0), (9, 0), (12, 0), (15, 0)]);
+        let store = MemoryCursorStore::default();
+        let mut follower = Follower::new(&chain, &store, config(2, 4));
+        let mut handler = Collector::default();
+        drain(&mut follower, &mut handler).await.unwrap();
+        assert_eq!(handler.live(), vec![(3, 0), (9, 0), (12, 0), (15, 0)]);
+
+        // Blocks 10.. replaced: 12 and 15 gone, a new log at 11; the head moves on.
+        chain.reorg(10, &[(11, 0), (17, 0)]);
+        *chain.head.lock().unwrap() = 21;
+        let step = follower.step(&mut handler).await.unwrap();
+        // Checkpoints are range ends 3, 7, 11, 15, 18: 7 is the newest that still matches.
+        assert_eq!(
+            step,
+            Step::Rewound {
+                fork_block: 8,
+                depth: 11,
+                retracted: 3
+            }
+        );
+        assert_eq!(handler.rewinds[0].2, vec![(9, 0), (12, 0), (15, 0)]);
+        assert_eq!(store.load().await.unwrap().unwrap().next_block, 8);
+        drain(&mut follower, &mut handler).await.unwrap();
+        assert_eq!(handler.live(), vec![(3, 0), (9, 0), (11, 0), (17, 0)]);
+        assert_eq!(follower.stats().reorgs, 1);
+        assert_eq!(follower.stats().max_reorg_depth, 11);
+    }
+
+    #[tokio::test]
+    async fn a_restarted_follower_finds_a_reorg_from_the_saved_checkpoints() {
+        let chain = chain(10, &[(2, 0), (6, 0)]);
+        let store = MemoryCursorStore::default();
+        drain(
+            &mut Follower::new(&chain, &store, config(0, 3)),
+            &mut Collector::default(),
+        )
+        .await
+        .unwrap();
+        chain.reorg(5, &[(7, 1)]);
+        let mut restarted = Follower::new(&chain, &store, config(0, 3));
+        let mut handler = Collector::default();
+        let step = restarted.step(&mut handler).await.unwrap();
+        // Range ends 2, 5, 8, 10: 2 still matches. Nothing was delivered by this process.
+        assert!(
+            matches!(
+                step,
+                Step::Rewound {
+                    fork_block: 3,
+                    retracted: 0,
+                    ..
+                }
+            ),
+            "{step:?}"
+        );
+        drain(&mut restarted, &mut handler).await.unwrap();
+        assert_eq!(handler.live(), vec![(7, 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_block_that_changes_during_the_read_is_not_delivered() {
+        let chain = chain(10, &[(4, 0)]);
+        let store = MemoryCursorStore::default();
+        let mut follower = Follower::new(&chain, &store, config(0, 100));
+        let mut handler = Collector::default();
+        // The first hash of block 10 is taken before the read; a reorg lands in between.
+        chain.fail_next("hash");
+        assert!(follower.step(&mut handler).await.is_err());
+        struct ReorgDuringRead<'a>(&'a FakeChain);
+        let source = ReorgDuringRead(&chain);
+        impl LogSource for ReorgDuringRead<'_> {
+            async fn head_block(&self) -> Result<u64, SourceError> {
+                (&self.0).head_block().await
+            }
+            async fn logs(&self, from: u64, to: u64) -> Result<Vec<Log>, SourceError> {
+                let logs = (&self.0).logs(from, to).await;
+                self.0.reorg(3, &[(5, 0)]);
+                logs
+            }
+            async fn block_hash(&self, number: u64) -> Result<Option<B256>, SourceError> {
+                (&self.0).block_hash(number).await
+            }
+        }
+        let mut racing = Follower::new(source, &store, config(0, 100));
+        let err = racing.step(&mut handler).await.unwrap_err();
+        assert!(err.to_string().contains("changed while"), "{err}");
+        assert!(handler.seen.is_empty(), "{:?}", handler.seen);
+        drain(&mut follower, &mut handler).await.unwrap();
+        assert_eq!(handler.live(), vec![(5, 0)]);
+    }
+
+    #[tokio::test]
+    async fn checkpoints_are_bounded_yet_reach_back_to_the_start() {
+        let chain = chain(400, &[(1, 0)]);
+        let store = MemoryCursorStore::default();
+        let mut cfg = config(0, 1);
+        cfg.max_checkpoints = 16;
+        let mut follower = Follower::new(&chain, &store, cfg);
+        let mut handler = Collector::default();
+        drain(&mut follower, &mut handler).await.unwrap();
+        let saved = store.load().await.unwrap().unwrap();
+        assert!(saved.checkpoints.len() <= 16, "{}", saved.checkpoints.len());
+        assert_eq!(saved.checkpoints.first().map(|c| c.number), Some(0));
+        assert_eq!(saved.checkpoints.last().map(|c| c.number), Some(400));
+        // A reorg of 350 blocks still finds a common block below the fork.
+        chain.reorg(50, &[]);
+        let Step::Rewound { fork_block, .. } = follower.step(&mut handler).await.unwrap() else {
+            panic!("no rewind");
+        };
+        assert!(fork_block <= 50, "{fork_block}");
+        drain(&mut follower, &mut handler).await.unwrap();
+        assert_eq!(handler.live(), vec![(1, 0)]);
     }
 
     #[tokio::test]

@@ -14,7 +14,9 @@
 //! - [`Follower`]: reads contract logs over bounded block ranges a few confirmations behind the
 //!   head, delivers them in order to a [`LogHandler`], persists a cursor ([`FileCursorStore`]) and
 //!   retries RPC failures with capped exponential backoff; a [`HeadWatch`] (`eth_subscribe`
-//!   newHeads over a WebSocket) wakes it at each new block instead of at its poll interval. [`ChainEvent::decode`] turns the
+//!   newHeads over a WebSocket) wakes it at each new block instead of at its poll interval; it
+//!   checks the hashes of the blocks it read and, after a reorg of any depth, rewinds to the
+//!   fork and tells the handler ([`Reorg`]). [`ChainEvent::decode`] turns the
 //!   delivered logs into typed events (plain Rust values; the bindings stay in this crate).
 
 pub mod bindings;
@@ -36,7 +38,9 @@ pub mod txlane;
 pub mod types;
 
 pub use client::{DepositFunding, MarketplaceClient, signing_provider};
-pub use cursor::{CursorError, CursorStore, FileCursorStore, MemoryCursorStore};
+pub use cursor::{
+    BlockRef, CursorError, CursorState, CursorStore, FileCursorStore, MemoryCursorStore,
+};
 pub use deploy::{
     DeployParams, Deployment, DeploymentFileError, FAUCET_CAP, GAS_MARGIN_FLOOR,
     GAS_MARGIN_PERCENT, deploy_all, fund_with_faucet, gas_limit_with_margin,
@@ -45,7 +49,7 @@ pub use error::{ClientError, FeeCapShortfall, FundsShortfall, RevertReason};
 pub use events::{ChainEvent, ChainLog, EventDecodeError};
 pub use follower::{
     Backoff, BackoffPolicy, Follower, FollowerConfig, FollowerError, FollowerStats, LogHandler,
-    LogSource, RpcLogSource, SourceError, Step,
+    LogSource, Reorg, RpcLogSource, SourceError, Step,
 };
 pub use heads::{HeadWatch, HeadWatchError, next_head_or};
 pub use log_ranges::{DEFAULT_MAX_LOG_RANGE, RangeLimit, logs_in_ranges};

@@ -112,6 +112,12 @@ mod tests {
                 })
                 .collect())
         }
+        async fn block_hash(
+            &self,
+            _number: u64,
+        ) -> Result<Option<alloy::primitives::B256>, SourceError> {
+            unreachable!("one-shot reads never ask for block hashes")
+        }
     }
 
     #[tokio::test]

@@ -415,6 +415,16 @@ impl Chain {
         self.client.lease(lease_id).await
     }
 
+    /// The lease, or `None` when the chain has none with this id (never created, or its
+    /// creation was reorged away).
+    pub async fn find_lease(&self, lease_id: u64) -> Result<Option<LeaseInfo>, ClientError> {
+        match self.client.lease(lease_id).await {
+            Ok(lease) => Ok(Some(lease)),
+            Err(error) if error.revert_name() == Some("LeaseNotFound") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     pub async fn owed(&self, lease_id: u64) -> Result<Owed, ClientError> {
         self.client.owed(lease_id).await
     }

@@ -21,6 +21,7 @@ pub mod leases;
 pub mod metrics;
 pub mod reconciler;
 pub mod registration;
+pub mod resync;
 pub mod sealing;
 pub mod speculative;
 pub mod updates;

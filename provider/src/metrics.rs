@@ -60,6 +60,12 @@ pub struct Metrics {
     pub speculative_removed: Counter,
     pub deploy_failures: Counter,
     pub failed_deploy_closes: Counter,
+    /// Chain reorgs the follower found (each rewinds it to the fork).
+    pub chain_reorgs: Counter,
+    /// Leases whose creation a reorg undid: workload removed, allocation freed, forgotten.
+    pub leases_reorged_away: Counter,
+    /// The deepest reorg found, in blocks.
+    chain_reorg_max_depth: AtomicU64,
     /// Token base units withdrawn, saturating at u64::MAX.
     withdrawn: AtomicU64,
 }
@@ -72,6 +78,16 @@ impl Metrics {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
                 Some(total.saturating_add(amount))
             });
+    }
+
+    pub fn note_reorg(&self, depth: u64) {
+        self.chain_reorgs.inc();
+        self.chain_reorg_max_depth
+            .fetch_max(depth, Ordering::Relaxed);
+    }
+
+    pub fn chain_reorg_max_depth(&self) -> u64 {
+        self.chain_reorg_max_depth.load(Ordering::Relaxed)
     }
 
     pub fn withdrawn(&self) -> u64 {
@@ -428,6 +444,24 @@ impl Core {
                 "counter",
                 "Reconciles of queued work that failed and were retried with backoff.",
                 self.metrics.work_failures.get(),
+            ),
+            (
+                "leasehold_chain_reorgs_total",
+                "counter",
+                "Chain reorgs the follower found and rewound (any depth).",
+                self.metrics.chain_reorgs.get(),
+            ),
+            (
+                "leasehold_chain_reorg_max_depth",
+                "gauge",
+                "Deepest chain reorg found since start, in blocks.",
+                self.metrics.chain_reorg_max_depth(),
+            ),
+            (
+                "leasehold_leases_reorged_away_total",
+                "counter",
+                "Leases whose creation a reorg undid (workload removed, allocation freed).",
+                self.metrics.leases_reorged_away.get(),
             ),
             (
                 "leasehold_follower_restarts_total",

@@ -41,7 +41,14 @@ impl Core {
         let mut wanted = BTreeSet::new();
         for lease in &leases {
             let lease_id = lease.lease_id;
-            let on_chain = self.chain.lease(lease_id).await?;
+            let Some(on_chain) = self.chain.find_lease(lease_id).await? else {
+                // Its creation was reorged away: the follower's resync removes it.
+                warn!(
+                    lease_id,
+                    "lease not on chain (reorged away?); left to the reorg resync"
+                );
+                continue;
+            };
             if !on_chain.active {
                 info!(lease_id, "lease closed on chain while unobserved");
                 if let Err(error) = self.on_lease_closed(lease_id).await {
@@ -120,12 +127,8 @@ impl Core {
     /// chain, so it stays unknown until the tenant sends it again (`SendManifest` accepts
     /// the same manifest for an adopted lease); until then the workload runs as found.
     pub async fn adopt_workload(&self, lease_id: u64) -> Result<Adoption, DaemonError> {
-        let lease = match self.chain.lease(lease_id).await {
-            Ok(lease) => lease,
-            Err(error) if error.revert_name() == Some("LeaseNotFound") => {
-                return Ok(Adoption::NotOurs);
-            }
-            Err(error) => return Err(error.into()),
+        let Some(lease) = self.chain.find_lease(lease_id).await? else {
+            return Ok(Adoption::NotOurs);
         };
         if !lease.active || lease.provider != self.chain.address() {
             return Ok(Adoption::NotOurs);

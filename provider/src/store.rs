@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::path::{Path, PathBuf};
 
+use leasehold_contracts::CursorState;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
@@ -186,6 +187,25 @@ impl Store {
             },
         )
         .await
+    }
+
+    /// Forgets a lease whose creation a chain reorg undid: its row and manifest revisions
+    /// go (its history stays), so that a `LeaseCreated` of the canonical chain for the same
+    /// id starts it afresh. `false` when it was not known.
+    pub async fn forget_lease(&self, lease_id: u64) -> Result<bool, StoreError> {
+        let id = to_db(lease_id, "lease id")?;
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("DELETE FROM manifest_revisions WHERE lease_id = $1")
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?;
+        let removed = sqlx::query("DELETE FROM leases WHERE lease_id = $1")
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+        transaction.commit().await?;
+        Ok(removed > 0)
     }
 
     /// Records a lease found running in the runtime but missing from the store (the store
@@ -609,6 +629,52 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// A follower's position with the block hashes it was read against.
+    pub async fn cursor_state(&self, follower: &str) -> Result<Option<CursorState>, StoreError> {
+        let Some(next_block) = self.cursor(follower).await? else {
+            return Ok(None);
+        };
+        let row = sqlx::query("SELECT checkpoints FROM chain_cursors WHERE follower = $1")
+            .bind(follower)
+            .fetch_one(&self.pool)
+            .await?;
+        let text: String = row.try_get("checkpoints")?;
+        let checkpoints = serde_json::from_str(&text).map_err(|error| StoreError::Corrupt {
+            row: format!("cursor {follower}"),
+            reason: format!("checkpoints are not valid JSON: {error}"),
+        })?;
+        Ok(Some(CursorState {
+            next_block,
+            checkpoints,
+        }))
+    }
+
+    /// Saves a follower's position and checkpoints in one statement (it may move back after
+    /// a reorg).
+    pub async fn save_cursor_state(
+        &self,
+        follower: &str,
+        state: &CursorState,
+    ) -> Result<(), StoreError> {
+        let checkpoints =
+            serde_json::to_string(&state.checkpoints).map_err(|error| StoreError::Corrupt {
+                row: format!("cursor {follower}"),
+                reason: format!("checkpoints do not serialise: {error}"),
+            })?;
+        sqlx::query(
+            "INSERT INTO chain_cursors (follower, next_block, updated_at, checkpoints) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (follower) DO UPDATE SET next_block = excluded.next_block, \
+             updated_at = excluded.updated_at, checkpoints = excluded.checkpoints",
+        )
+        .bind(follower)
+        .bind(to_db(state.next_block, "block number")?)
+        .bind(unix_now())
+        .bind(checkpoints)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Saves a follower's position (it may move back, e.g. after a reorg).

@@ -23,7 +23,13 @@ impl Core {
     /// Closes the lease when insolvent, else withdraws what it owes (if anything).
     /// Returns the amount withdrawn.
     pub async fn collect(&self, lease_id: u64) -> Result<alloy::primitives::U256, DaemonError> {
-        if !self.chain.lease(lease_id).await?.active {
+        // Read at the head: a lease closed, or whose creation was reorged away, is not paid.
+        let active = self
+            .chain
+            .find_lease(lease_id)
+            .await?
+            .is_some_and(|lease| lease.active);
+        if !active {
             return Ok(alloy::primitives::U256::ZERO);
         }
         if self.chain.is_insolvent(lease_id).await? {

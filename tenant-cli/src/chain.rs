@@ -109,6 +109,24 @@ impl Chain {
         self.client.sender()
     }
 
+    /// Fails when the chain (at its head) no longer has lease `lease_id` as ours: the block
+    /// whose receipt reported it was reorged away and the transaction was not mined again.
+    /// Waits call it so they never act on (or wait forever for) a lease that is gone.
+    pub async fn ensure_lease_on_chain(&self, lease_id: u64) -> CliResult<()> {
+        match self.client.lease(lease_id).await {
+            Ok(lease) if lease.tenant == self.sender() => Ok(()),
+            Ok(_) => Err(CliError::failed(format!(
+                "lease {lease_id} is no longer ours on chain: the block that created it was reorged away and the order went to someone else"
+            ))),
+            Err(error) if error.revert_name() == Some("LeaseNotFound") => {
+                Err(CliError::failed(format!(
+                    "lease {lease_id} is no longer on chain: the block that created it was reorged away; its order is open again (run `tenant deploy` again, or accept a bid on it)"
+                )))
+            }
+            Err(error) => Err(CliError::from(error).context(format!("reading lease {lease_id}"))),
+        }
+    }
+
     pub async fn eth_balance(&self, owner: Address) -> CliResult<U256> {
         bounded("eth_getBalance", self.client.provider().get_balance(owner)).await
     }

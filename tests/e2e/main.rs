@@ -3,4 +3,5 @@
 mod bench;
 mod demo;
 mod flows;
+mod reorg;
 mod shell;

@@ -65,6 +65,8 @@ pub struct ProviderSpec {
     pub capacity: (u64, u64, u64),
     /// The attributes it registers (`key=value`).
     pub attributes: Vec<String>,
+    /// `--confirmations`: blocks the follower stays below the head.
+    pub confirmations: u64,
 }
 
 impl ProviderSpec {
@@ -77,6 +79,7 @@ impl ProviderSpec {
             withdraw_interval_secs: 300,
             capacity: (4_000, 8_192, 20_480),
             attributes: vec!["region=local".to_owned()],
+            confirmations: 0,
         }
     }
 }
@@ -293,12 +296,13 @@ impl Scenario {
         let start_block = self.devnet().deployment.start_block.to_string();
         let withdraw = node.spec.withdraw_interval_secs.to_string();
         let manifest_timeout = how.manifest_timeout_secs.to_string();
+        let confirmations = node.spec.confirmations.to_string();
         let mut args = vec![
             "run",
             "--start-block",
             &start_block,
             "--confirmations",
-            "0",
+            &confirmations,
             "--withdraw-interval",
             &withdraw,
             "--manifest-timeout",

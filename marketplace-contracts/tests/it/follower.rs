@@ -102,6 +102,7 @@ fn follower_config(start_block: u64) -> FollowerConfig {
             max: Duration::from_millis(800),
         },
         max_consecutive_failures: None,
+        ..FollowerConfig::default()
     }
 }
 
@@ -164,7 +165,7 @@ async fn wait_for_cursor(store: &FileCursorStore, block: u64) {
             .load()
             .await
             .expect("cursor")
-            .is_none_or(|next| next <= block)
+            .is_none_or(|cursor| cursor.next_block <= block)
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -246,7 +247,12 @@ async fn follower_misses_and_repeats_nothing_across_an_rpc_outage_and_a_restart(
         let store = FileCursorStore::new(&cursor_path);
         wait_for_cursor(&store, last_block).await;
         let stats = running.stop().await;
-        let committed = store.load().await.expect("cursor").expect("cursor saved");
+        let committed = store
+            .load()
+            .await
+            .expect("cursor")
+            .expect("cursor saved")
+            .next_block;
 
         let expected = chain_logs(&devnet, devnet.deployment.start_block, committed - 1).await;
         let delivered = collector.0.lock().expect("collector").clone();
@@ -271,7 +277,12 @@ async fn follower_misses_and_repeats_nothing_across_an_rpc_outage_and_a_restart(
         let new_block = emit(&before, token).await;
         wait_for_cursor(&store, new_block).await;
         running.stop().await;
-        let committed_after = store.load().await.expect("cursor").expect("cursor saved");
+        let committed_after = store
+            .load()
+            .await
+            .expect("cursor")
+            .expect("cursor saved")
+            .next_block;
         let expected_new = chain_logs(&devnet, committed, committed_after - 1).await;
         let delivered_new = resumed.0.lock().expect("collector").clone();
         assert_eq!(delivered_new, expected_new);

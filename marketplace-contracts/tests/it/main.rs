@@ -11,5 +11,6 @@ mod lifecycle;
 mod payments;
 mod permit;
 mod rpc;
+mod reorg;
 mod support;
 mod txlane;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use alloy::primitives::Address;
 use leasehold_contracts::{
-    ChainEvent, ChainLog, CursorError, CursorStore, FileCursorStore, OrderPosted,
+    ChainEvent, ChainLog, CursorError, CursorState, CursorStore, FileCursorStore, OrderPosted,
 };
 use tracing::{debug, info, warn};
 
@@ -36,6 +36,8 @@ pub enum WorkKey {
     /// Resolving the bonds of our bids on an order that ended (its own key: a slow or failing
     /// release never holds up the order's lease work).
     Bonds(u64),
+    /// After a reorg: queueing a resync of every order the store holds.
+    Resync,
 }
 
 /// One thing to bring about for a key.
@@ -56,6 +58,11 @@ pub enum Work {
     Collect,
     /// The order ended (leased or cancelled): resolve the bonds our bids on it still lock.
     ReleaseBonds,
+    /// A reorg may have undone what the daemon did for this order: make it match the
+    /// canonical chain ([`Core::resync_order`]).
+    Resync,
+    /// A reorg from `block` on: resync every order with a lease or reservation in the store.
+    ResyncAll { block: u64 },
     /// The tenant recorded a new manifest for the lease: remember the revision until its
     /// manifest arrives.
     ManifestUpdated {
@@ -178,6 +185,8 @@ pub async fn reconcile(core: Arc<Core>, task: Task<WorkKey, Work>) -> Outcome {
         }
         (WorkKey::Payment(lease_id), Work::Collect) => core.collect(*lease_id).await.map(drop),
         (WorkKey::Bonds(order_id), Work::ReleaseBonds) => core.release_own_bonds(*order_id).await,
+        (WorkKey::Order(order_id), Work::Resync) => core.resync_order(*order_id).await,
+        (WorkKey::Resync, Work::ResyncAll { block }) => core.queue_resyncs(*block).await,
         (key, work) => {
             warn!(?key, ?work, "work queued under the wrong key; dropped");
             return Outcome::GiveUp;
@@ -229,17 +238,21 @@ fn backend(error: StoreError) -> CursorError {
 }
 
 impl CursorStore for WatermarkCursor {
-    async fn load(&self) -> Result<Option<u64>, CursorError> {
-        self.store.cursor(FOLLOWER).await.map_err(backend)
+    async fn load(&self) -> Result<Option<CursorState>, CursorError> {
+        self.store.cursor_state(FOLLOWER).await.map_err(backend)
     }
 
-    async fn save(&self, next_block: u64) -> Result<(), CursorError> {
+    async fn save(&self, state: &CursorState) -> Result<(), CursorError> {
         let next_block = self
             .queue
             .lowest_block()
-            .map_or(next_block, |pending| pending.min(next_block));
+            .map_or(state.next_block, |pending| pending.min(state.next_block));
+        let state = CursorState {
+            next_block,
+            checkpoints: state.checkpoints.clone(),
+        };
         self.store
-            .set_cursor(FOLLOWER, next_block)
+            .save_cursor_state(FOLLOWER, &state)
             .await
             .map_err(backend)
     }
@@ -258,9 +271,10 @@ pub async fn import_legacy_cursor(store: &Store, data_dir: &Path) -> Result<(), 
         .await
         .map_err(|error| DaemonError::Cursor(error.to_string()))?;
     if store.cursor(FOLLOWER).await?.is_none()
-        && let Some(next_block) = imported
+        && let Some(imported) = imported
     {
-        store.set_cursor(FOLLOWER, next_block).await?;
+        let next_block = imported.next_block;
+        store.save_cursor_state(FOLLOWER, &imported).await?;
         info!(next_block, file = %path.display(), "follower cursor imported into the store");
     }
     std::fs::remove_file(&path)
@@ -283,7 +297,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = sqlite_store(dir.path()).await;
         let file = FileCursorStore::new(dir.path().join(LEGACY_CURSOR_FILE));
-        file.save(1234).await.expect("write the old file");
+        file.save(&CursorState::at(1234))
+            .await
+            .expect("write the old file");
         import_legacy_cursor(&store, dir.path())
             .await
             .expect("import");
@@ -292,7 +308,9 @@ mod tests {
 
         // A file that reappears (an old binary ran again) never overrides the store.
         store.set_cursor(FOLLOWER, 2000).await.expect("cursor");
-        file.save(10).await.expect("write the old file");
+        file.save(&CursorState::at(10))
+            .await
+            .expect("write the old file");
         import_legacy_cursor(&store, dir.path())
             .await
             .expect("import");
@@ -311,8 +329,11 @@ mod tests {
         let store = sqlite_store(dir.path()).await;
         let queue = Arc::new(Queue::new(RetryPolicy::default()));
         let cursor = WatermarkCursor::new(store.clone(), queue.clone());
-        cursor.save(50).await.expect("save");
-        assert_eq!(cursor.load().await.expect("load"), Some(50));
+        cursor.save(&CursorState::at(50)).await.expect("save");
+        assert_eq!(
+            cursor.load().await.expect("load").map(|s| s.next_block),
+            Some(50)
+        );
 
         let me = Address::repeat_byte(1);
         let closed = |lease_id| ChainLog {
@@ -330,18 +351,27 @@ mod tests {
         ingest(&queue, me, closed(9));
         ingest(&queue, me, closed(7));
         assert_eq!(queue.len(), 2, "the redelivered event is queued once");
-        cursor.save(60).await.expect("save");
-        assert_eq!(cursor.load().await.expect("load"), Some(47));
+        cursor.save(&CursorState::at(60)).await.expect("save");
+        assert_eq!(
+            cursor.load().await.expect("load").map(|s| s.next_block),
+            Some(47)
+        );
 
         let first = queue.next().await;
         assert_eq!(first.key, WorkKey::Order(7));
         queue.finish(&first.key, Outcome::Done);
-        cursor.save(60).await.expect("save");
-        assert_eq!(cursor.load().await.expect("load"), Some(49));
+        cursor.save(&CursorState::at(60)).await.expect("save");
+        assert_eq!(
+            cursor.load().await.expect("load").map(|s| s.next_block),
+            Some(49)
+        );
         let second = queue.next().await;
         queue.finish(&second.key, Outcome::Done);
-        cursor.save(60).await.expect("save");
-        assert_eq!(cursor.load().await.expect("load"), Some(60));
+        cursor.save(&CursorState::at(60)).await.expect("save");
+        assert_eq!(
+            cursor.load().await.expect("load").map(|s| s.next_block),
+            Some(60)
+        );
         store.close().await;
     }
 

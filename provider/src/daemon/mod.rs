@@ -186,7 +186,7 @@ pub struct Core {
     cluster_drift: InventoryTracker,
     /// The cluster's capacity against the on-chain registration (a cluster runtime only).
     pub(crate) registration: RegistrationWatch,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) rates: LinearRates,
     pub(crate) attributes: BTreeSet<B256>,
     /// The GPU models this provider offers, one entry per model.
@@ -526,7 +526,7 @@ impl Core {
             ip_pool: Mutex::new(ip_pool),
             cluster_drift,
             registration: RegistrationWatch::default(),
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             rates,
             attributes,
             gpus,
@@ -919,8 +919,12 @@ async fn follow(core: Arc<Core>, stop: watch::Receiver<bool>) {
         if let Some(heads) = &heads {
             follower = follower.wake_on(heads.clone());
         }
-        let mut handler =
-            events::EventHandler::new(deployment, core.chain.address(), core.queue.clone());
+        let mut handler = events::EventHandler::new(
+            deployment,
+            core.chain.address(),
+            core.queue.clone(),
+            core.metrics.clone(),
+        );
         match follower.run(&mut handler, stopped(stop.clone())).await {
             Ok(()) => return,
             Err(error) => {

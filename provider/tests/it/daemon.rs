@@ -37,6 +37,7 @@ use leasehold_provider::runtime::lease_selector;
 mod cluster;
 mod ingress;
 mod pre_lease;
+mod reorg;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
 const WAIT: Duration = Duration::from_secs(60);

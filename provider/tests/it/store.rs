@@ -7,6 +7,8 @@ mod hardware;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use alloy::primitives::B256;
+use leasehold_contracts::{BlockRef, CursorState};
 use leasehold_provider::lease::{
     CloseReason, LeaseEvent, LeaseState, LeaseStateKind, ManifestHash,
 };
@@ -370,6 +372,39 @@ async fn cursor_round_trip(backend: Backend) {
         store.set_cursor("marketplace", u64::MAX).await,
         Err(StoreError::OutOfRange { .. })
     ));
+    // A cursor saved before checkpoints existed loads without any.
+    assert_eq!(
+        ok(store.cursor_state("registry").await),
+        Some(CursorState::at(7))
+    );
+    // Position and checkpoints are one value: a rewind replaces both.
+    let read = CursorState {
+        next_block: 120,
+        checkpoints: vec![
+            BlockRef {
+                number: 110,
+                hash: B256::repeat_byte(1),
+            },
+            BlockRef {
+                number: 119,
+                hash: B256::repeat_byte(2),
+            },
+        ],
+    };
+    ok(store.save_cursor_state("marketplace", &read).await);
+    store.close().await;
+    let store = db.open().await;
+    assert_eq!(
+        ok(store.cursor_state("marketplace").await),
+        Some(read.clone())
+    );
+    let rewound = CursorState {
+        next_block: 111,
+        checkpoints: read.checkpoints[..1].to_vec(),
+    };
+    ok(store.save_cursor_state("marketplace", &rewound).await);
+    assert_eq!(ok(store.cursor_state("marketplace").await), Some(rewound));
+    assert_eq!(ok(store.cursor("marketplace").await), Some(111));
     store.close().await;
 }
 

@@ -738,6 +738,8 @@ impl Deploying<'_> {
     ) -> CliResult<leasehold_proto::gateway::LeaseStatus> {
         let endpoint = &provider_gateway.endpoint;
         let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
+        // The lease came from a receipt: its block may have been reorged away since.
+        self.chain.ensure_lease_on_chain(lease_id).await?;
         let mut last_error: String;
         let mut retry = Backoff::new(MANIFEST_RETRY);
         // One connection for every attempt while it works: the retries wait for the provider
@@ -773,6 +775,8 @@ impl Deploying<'_> {
                 }
                 Err(error) => last_error = format!("{:#}", error.error),
             }
+            // The provider may not know the lease because the chain no longer has it.
+            self.chain.ensure_lease_on_chain(lease_id).await?;
             if Instant::now() >= deadline {
                 return Err(CliError::msg(
                     ExitKind::Timeout,
@@ -824,6 +828,7 @@ impl Deploying<'_> {
                 }
                 Err(error) => last_error = format!("{:#}", error.error),
             }
+            self.chain.ensure_lease_on_chain(lease_id).await?;
             if Instant::now() >= deadline {
                 return Err(CliError::msg(
                     ExitKind::Timeout,
