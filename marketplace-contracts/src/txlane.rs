@@ -244,6 +244,9 @@ pub trait TxJournal: Send + Sync + std::fmt::Debug {
     async fn reject(&self, tx_hash: B256) -> Result<(), JournalError>;
     /// The highest nonce whose transaction was mined.
     async fn last_mined_nonce(&self) -> Result<Option<u64>, JournalError>;
+    /// The mined attempt of every nonce at or above `nonce`, by nonce: what a reorg may have
+    /// taken off the chain again.
+    async fn mined_from(&self, nonce: u64) -> Result<Vec<SentTx>, JournalError>;
 }
 
 /// A journal that lives as long as the process.
@@ -256,7 +259,12 @@ pub struct MemoryJournal {
 struct MemoryState {
     unsettled: Vec<SentTx>,
     last_mined: Option<u64>,
+    /// The newest mined attempts, by nonce (a short-lived client needs only the last few).
+    mined: std::collections::BTreeMap<u64, SentTx>,
 }
+
+/// How many mined transactions a [`MemoryJournal`] keeps for reorg recovery.
+const MEMORY_JOURNAL_MINED: usize = 64;
 
 impl MemoryJournal {
     fn state(&self) -> Result<std::sync::MutexGuard<'_, MemoryState>, JournalError> {
@@ -281,10 +289,17 @@ impl TxJournal for MemoryJournal {
 
     async fn settle(&self, nonce: u64, settlement: Settlement) -> Result<(), JournalError> {
         let mut state = self.state()?;
-        state.unsettled.retain(|sent| sent.nonce != nonce);
-        if matches!(settlement, Settlement::Mined(_)) {
+        if let Settlement::Mined(hash) = settlement {
             state.last_mined = state.last_mined.max(Some(nonce));
+            if let Some(winner) = state.unsettled.iter().find(|sent| sent.tx_hash == hash) {
+                let winner = winner.clone();
+                state.mined.insert(nonce, winner);
+                while state.mined.len() > MEMORY_JOURNAL_MINED {
+                    state.mined.pop_first();
+                }
+            }
         }
+        state.unsettled.retain(|sent| sent.nonce != nonce);
         Ok(())
     }
 
@@ -297,6 +312,15 @@ impl TxJournal for MemoryJournal {
 
     async fn last_mined_nonce(&self) -> Result<Option<u64>, JournalError> {
         Ok(self.state()?.last_mined)
+    }
+
+    async fn mined_from(&self, nonce: u64) -> Result<Vec<SentTx>, JournalError> {
+        Ok(self
+            .state()?
+            .mined
+            .range(nonce..)
+            .map(|(_, sent)| sent.clone())
+            .collect())
     }
 }
 
@@ -432,7 +456,53 @@ impl TxLane {
             .await
             .map_err(journal)?
             .map_or(0, |nonce| nonce.saturating_add(1));
+        if pending >= after_journal {
+            return Ok(pending);
+        }
+        // Either the node lags (a failover) or a reorg took mined transactions of ours off
+        // the chain. Broadcasting the very same signed bytes again is right in both cases: a
+        // lagging node refuses or ignores them, a reorged chain mines them (once: same nonce),
+        // and the next nonce is used only after them, so nothing is skipped or signed twice.
+        let orphans = self.resend_reorged(call, pending, u64::MAX).await?;
+        for orphan in orphans {
+            match self.await_nonce(call, None, vec![orphan]).await {
+                Ok(_) | Err(ClientError::NonceTaken { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let pending = self
+            .provider
+            .get_transaction_count(self.sender)
+            .pending()
+            .await
+            .map_err(|e| rpc(call, e))?;
         Ok(pending.max(after_journal))
+    }
+
+    /// Broadcasts again, byte for byte, every transaction of ours seen mined at a nonce in
+    /// `from..below` that the node no longer knows; returns them.
+    async fn resend_reorged(
+        &self,
+        call: &'static str,
+        from: u64,
+        below: u64,
+    ) -> Result<Vec<SentTx>, ClientError> {
+        let mut orphans = self.journal.mined_from(from).await.map_err(journal)?;
+        orphans.retain(|orphan| orphan.nonce < below);
+        for orphan in &orphans {
+            if self
+                .known_to_node(call, std::slice::from_ref(orphan))
+                .await?
+            {
+                continue;
+            }
+            warn!(call, nonce = orphan.nonce, tx = %orphan.tx_hash, purpose = %orphan.purpose,
+                "a transaction seen mined is no longer on the chain; sending it again");
+            if let Broadcast::Accepted = self.broadcast(call, orphan).await? {
+                LaneStats::count(&self.stats.resent);
+            }
+        }
+        Ok(orphans)
     }
 
     /// The node's suggestion within the caps; an error when the cap is below what the next
@@ -657,6 +727,11 @@ impl TxLane {
                     nonce,
                     account: self.sender,
                 });
+            }
+            if used < nonce {
+                // Our nonce cannot be mined while one below it is missing: a reorg took a
+                // transaction of ours seen mined off the chain.
+                self.resend_reorged(call, used, nonce).await?;
             }
             let latest = attempts.last().cloned().ok_or(ClientError::InvalidInput {
                 field: "attempts",

@@ -38,9 +38,10 @@ fn marketplace_logs<E: SolEvent>(scenario: &Scenario, lease: u64) -> Vec<alloy::
 }
 
 #[test]
-#[ignore = "fails today: after the reorg the provider's re-sent confirmLease and withdrawals never \
-            mine (`transaction was not confirmed`); its transaction lane does not yet recover \
-            from dropped transactions (issue 17 item 3, branch txlane)"]
+#[ignore = "fails today at the last step: the delivery is confirmed again after the reorg (the \
+            transaction lane re-sends what the reorg dropped) and a withdrawal appears on the \
+            new chain, but after `tenant close` no PaymentWithdrawn log is found for the lease \
+            (`withdrawn > 0` fails); not yet understood (issue 17)"]
 fn a_reorg_mid_flow_leaves_the_lease_running_once_and_paid_once() {
     let mut scenario = Scenario::start(2);
     let base_fee = scenario

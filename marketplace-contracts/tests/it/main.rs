@@ -10,7 +10,7 @@ mod heads;
 mod lifecycle;
 mod payments;
 mod permit;
-mod rpc;
 mod reorg;
+mod rpc;
 mod support;
 mod txlane;

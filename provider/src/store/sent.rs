@@ -161,6 +161,21 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The mined attempt of every nonce of `account` at or above `nonce`, by nonce.
+    async fn mined_from(&self, account: &str, nonce: u64) -> Result<Vec<SentTx>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SENT_COLUMNS} FROM sent_transactions \
+             WHERE account = $1 AND nonce >= $2 AND outcome = 'mined' ORDER BY nonce"
+        ))
+        .bind(account)
+        .bind(to_db(nonce, "nonce")?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(sent_from_row).collect()
+    }
+}
+
 #[async_trait::async_trait]
 impl TxJournal for StoreJournal {
     async fn record(&self, sent: &SentTx) -> Result<(), JournalError> {
@@ -191,6 +206,13 @@ impl TxJournal for StoreJournal {
     async fn last_mined_nonce(&self) -> Result<Option<u64>, JournalError> {
         self.store
             .last_mined_nonce(&self.account)
+            .await
+            .map_err(backend)
+    }
+
+    async fn mined_from(&self, nonce: u64) -> Result<Vec<SentTx>, JournalError> {
+        self.store
+            .mined_from(&self.account, nonce)
             .await
             .map_err(backend)
     }
