@@ -2,7 +2,7 @@
 //! the provider's on-chain profile, and one transaction lane.
 //!
 //! Every transaction of the provider's account goes through [`Chain`]'s
-//! [`TxLane`](leasehold_contracts::TxLane), one at a time: nonces in order, EIP-1559 fees
+//! [`TxLane`], one at a time: nonces in order, EIP-1559 fees
 //! within the config's caps, stuck transactions replaced and dropped ones re-broadcast. The
 //! daemon's lane journals what it signs in the store, so a restart settles what was in
 //! flight before it signs anything new (ARCHITECTURE.md, "Transaction lane").
