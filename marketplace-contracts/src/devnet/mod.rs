@@ -72,6 +72,10 @@ pub struct DevnetConfig {
     /// `None`: a free port.
     pub port: Option<u16>,
     pub params: DeployParams,
+    /// Keep no per-block state on disk (anvil `--prune-history`). Long synthetic histories
+    /// (benchmarks mining 100k blocks) otherwise write gigabytes under `~/.foundry/anvil/tmp`;
+    /// logs and headers stay queryable, only calls against old state fail.
+    pub prune_history: bool,
 }
 
 impl Default for DevnetConfig {
@@ -82,6 +86,7 @@ impl Default for DevnetConfig {
             funding: U256::from(100_000 * ONE_TOKEN),
             port: None,
             params: DeployParams::default(),
+            prune_history: false,
         }
     }
 }
@@ -110,6 +115,9 @@ impl Devnet {
         let mut anvil = Anvil::at(anvil_bin()?);
         if let Some(port) = config.port {
             anvil = anvil.port(port);
+        }
+        if config.prune_history {
+            anvil = anvil.arg("--prune-history");
         }
         let anvil = anvil.try_spawn()?;
         let rpc = ProviderBuilder::new()

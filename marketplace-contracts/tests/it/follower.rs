@@ -320,7 +320,11 @@ async fn follower_catch_up_bench() {
     let limit = setting("LEASEHOLD_BENCH_LOG_LIMIT", 10_000).max(1);
     const SEGMENTS: u64 = 20;
 
-    let devnet = Devnet::start(None).await;
+    let devnet = Devnet::start_with(leasehold_contracts::devnet::DevnetConfig {
+        prune_history: true,
+        ..Default::default()
+    })
+    .await;
     let d = devnet.deployment;
     let client = devnet.client(TENANT);
     let building = Instant::now();

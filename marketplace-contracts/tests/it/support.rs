@@ -44,10 +44,18 @@ impl Devnet {
     /// Anvil on a free port, instant mining (`block_time: None`) or one block every N seconds,
     /// with the contracts deployed and accounts 0-4 funded with 100,000 tokens.
     pub async fn start(block_time: Option<u64>) -> Self {
-        let config = DevnetConfig {
+        Self::start_with(DevnetConfig {
             block_time,
-            funded_accounts: 5,
             ..DevnetConfig::default()
+        })
+        .await
+    }
+
+    /// As [`Devnet::start`], with any other setting of `config` (accounts 0-4 funded).
+    pub async fn start_with(config: DevnetConfig) -> Self {
+        let config = DevnetConfig {
+            funded_accounts: 5,
+            ..config
         };
         Self(
             leasehold_contracts::devnet::Devnet::start_with(config)
