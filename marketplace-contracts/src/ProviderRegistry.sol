@@ -5,6 +5,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Resources, GpuCapacity} from "./Types.sol";
+import {GpuModels} from "./GpuModels.sol";
 import {TokenTransfers, PullPayments} from "./TokenTransfers.sol";
 import {Marketplace} from "./Marketplace.sol";
 
@@ -116,6 +117,11 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     uint16 private constant BPS = 10_000;
     /// @notice Bids one provider may have holding a bond at once.
     uint256 public constant MAX_LOCKED_BONDS = type(uint16).max;
+    /// @notice Longest name `publishNames` takes: the longest concrete GPU model string (four
+    /// parts of `GpuModels.MAX_PART_LENGTH` and three `/`).
+    uint256 public constant MAX_NAME_LENGTH = 4 * GpuModels.MAX_PART_LENGTH + 3;
+    /// @notice Names per `publishNames` call: one registration's attributes and GPU models.
+    uint256 public constant MAX_NAMES = MAX_ATTRIBUTES + MAX_GPU_MODELS;
 
     IERC20 public immutable stakeToken;
     uint256 public immutable minimumStake;
@@ -139,6 +145,8 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     /// order's first bid pays for a new slot; the Marketplace resolves a slot's bond before it
     /// reuses the slot (eviction).
     mapping(uint256 orderId => uint256 bits) private _lockedBondBits;
+    /// @notice Whether `KeyNamed` was emitted for `key` (see `publishNames`).
+    mapping(bytes32 key => bool) public named;
 
     event MarketplaceBound(address indexed marketplace);
     event ProviderRegistered(
@@ -163,6 +171,9 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     event DeliveryRecorded(address indexed provider, uint32 deliveriesConfirmed);
     event StakeSlashed(address indexed provider, address indexed tenant, uint256 amount, uint32 deliveriesFailed);
     event StakeAdded(address indexed provider, uint256 amount, uint256 stake);
+    /// @notice `key` is keccak256 of the bytes of `name`: the string an attribute or GPU model key
+    /// was hashed from (`region=eu-west`, `nvidia/a100/80Gi/sxm`). Emitted once per key.
+    event KeyNamed(bytes32 indexed key, string name);
     event AttributeAttested(address indexed auditor, address indexed provider, bytes32 indexed attribute);
     event AttestationRevoked(address indexed auditor, address indexed provider, bytes32 indexed attribute);
     event BondReleased(uint256 indexed orderId, uint256 bidId, address indexed provider, uint256 amount);
@@ -201,6 +212,9 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
     error ZeroAmount();
     error AlreadyAttested(address auditor, address provider, bytes32 attribute);
     error NotAttested(address auditor, address provider, bytes32 attribute);
+    error TooManyNames(uint256 count, uint256 max);
+    /// @notice `names[index]` is empty or longer than `max` bytes.
+    error NameLengthOutOfRange(uint256 index, uint256 length, uint256 max);
     error BidBondOutOfRange(uint256 bidBond, uint256 max);
     /// @notice The stake not locked by other bids' bonds does not cover one more bond (or the
     /// provider already holds MAX_LOCKED_BONDS bonds).
@@ -303,6 +317,25 @@ contract ProviderRegistry is ReentrancyGuardTransient, PullPayments {
         if (rec.status != ProviderStatus.Active) revert NotActive(msg.sender);
         _writeProfile(rec, msg.sender, endpoint, gatewayCertSha256, attributes, capacity, gpus);
         emit ProviderUpdated(msg.sender, endpoint, gatewayCertSha256, attributes, capacity, gpus);
+    }
+
+    /// @notice Publishes the strings keys are hashed from, so that clients can show
+    /// `nvidia/a100/80Gi/sxm` instead of its hash. Anyone may call it and nothing can lie: the
+    /// key is computed here as keccak256 of the name's bytes, the rule of every attribute and
+    /// GPU model key. Names already published are skipped (no event), so the log holds one
+    /// `KeyNamed` per key however often providers re-publish.
+    function publishNames(string[] calldata names) external {
+        if (names.length > MAX_NAMES) revert TooManyNames(names.length, MAX_NAMES);
+        for (uint256 i = 0; i < names.length; ++i) {
+            bytes calldata name = bytes(names[i]);
+            if (name.length == 0 || name.length > MAX_NAME_LENGTH) {
+                revert NameLengthOutOfRange(i, name.length, MAX_NAME_LENGTH);
+            }
+            bytes32 key = keccak256(name);
+            if (named[key]) continue;
+            named[key] = true;
+            emit KeyNamed(key, names[i]);
+        }
     }
 
     /// @notice Stops taking work and starts the unbonding period. Not possible with active leases.

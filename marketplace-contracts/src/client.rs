@@ -17,6 +17,8 @@ use crate::deploy::{Deployment, estimated, send_from, succeeded};
 use crate::error::ClientError;
 use crate::follower::RpcLogSource;
 use crate::log_ranges::{DEFAULT_MAX_LOG_RANGE, logs_in_ranges};
+use crate::names::{KeyNames, MAX_NAMES_PER_CALL, check_name};
+use crate::order::chain_key;
 use crate::transport::{RPC_REQUEST_TIMEOUT, parse_rpc_urls, rpc_client};
 use crate::txlane::TxLane;
 use crate::types::{
@@ -210,6 +212,47 @@ impl MarketplaceClient {
             .update(endpoint, gateway_cert, attributes, capacity, gpus);
         self.send("update", update).await?;
         Ok(())
+    }
+
+    /// Publishes the strings attribute and GPU model keys are hashed from
+    /// (`ProviderRegistry.publishNames`), so that clients can show them. Names the registry
+    /// already holds are skipped (one `named` call each), and nothing is sent when all are:
+    /// re-publishing on every `register`/`update` costs no gas. Returns how many were new.
+    pub async fn publish_names(&self, names: &[String]) -> Result<usize, ClientError> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut unpublished = Vec::new();
+        for (index, name) in names.iter().enumerate() {
+            check_name(index, name).map_err(|error| ClientError::InvalidInput {
+                field: "names",
+                reason: error.to_string(),
+            })?;
+            let key = chain_key(name);
+            if seen.insert(key) && !self.query("named", self.registry.named(key)).await? {
+                unpublished.push(name.clone());
+            }
+        }
+        for chunk in unpublished.chunks(MAX_NAMES_PER_CALL) {
+            let publish = self.registry.publishNames(chunk.to_vec());
+            self.send("publishNames", publish).await?;
+        }
+        Ok(unpublished.len())
+    }
+
+    /// Every name published on the registry (`KeyNamed`) since the deployment's start block.
+    pub async fn key_names(&self) -> Result<KeyNames, ClientError> {
+        let filter = Filter::new()
+            .address(self.deployment.registry)
+            .event_signature(ProviderRegistry::KeyNamed::SIGNATURE_HASH);
+        let logs = self
+            .logs_since_start("eth_getLogs KeyNamed", filter)
+            .await?;
+        let mut names = KeyNames::new();
+        for log in &logs {
+            if let Ok(event) = log.log_decode::<ProviderRegistry::KeyNamed>() {
+                names.insert_announced(event.inner.data.key, &event.inner.data.name);
+            }
+        }
+        Ok(names)
     }
 
     /// Starts unbonding; returns the timestamp from which the stake can be withdrawn.

@@ -183,6 +183,12 @@ pub enum ChainEvent {
         provider: Address,
         attribute: B256,
     },
+    /// `key` is keccak256 of `name` (the registry computes it): the readable form of an
+    /// attribute or GPU model key. Emitted once per key.
+    KeyNamed {
+        key: B256,
+        name: String,
+    },
 }
 
 /// Why a log of a Leasehold contract could not be turned into a [`ChainEvent`].
@@ -289,6 +295,7 @@ impl ChainEvent {
             Self::AttestationRevoked { .. } => "AttestationRevoked",
             Self::BondReleased { .. } => "BondReleased",
             Self::BondForfeited { .. } => "BondForfeited",
+            Self::KeyNamed { .. } => "KeyNamed",
         }
     }
 }
@@ -513,6 +520,10 @@ fn from_registry(
             auditor: event.auditor,
             provider: event.provider,
             attribute: event.attribute,
+        },
+        ProviderRegistryEvents::KeyNamed(event) => ChainEvent::KeyNamed {
+            key: event.key,
+            name: event.name,
         },
     })
 }

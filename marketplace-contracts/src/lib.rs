@@ -16,7 +16,9 @@
 //!   retries RPC failures with capped exponential backoff; a [`HeadWatch`] (`eth_subscribe`
 //!   newHeads over a WebSocket) wakes it at each new block instead of at its poll interval; it
 //!   checks the hashes of the blocks it read and, after a reorg of any depth, rewinds to the
-//!   fork and tells the handler ([`Reorg`]). [`ChainEvent::decode`] turns the
+//!   fork and tells the handler ([`Reorg`]).
+//! - [`names`]: the strings behind attribute and GPU model keys, published on chain
+//!   (`publishNames`, [`ChainEvent::KeyNamed`]) and read back into [`KeyNames`]. [`ChainEvent::decode`] turns the
 //!   delivered logs into typed events (plain Rust values; the bindings stay in this crate).
 
 pub mod bindings;
@@ -32,6 +34,7 @@ pub mod follower;
 pub mod heads;
 pub mod keystore;
 pub mod log_ranges;
+pub mod names;
 pub mod order;
 pub mod transport;
 pub mod txlane;
@@ -53,6 +56,7 @@ pub use follower::{
 };
 pub use heads::{HeadWatch, HeadWatchError, next_head_or};
 pub use log_ranges::{DEFAULT_MAX_LOG_RANGE, RangeLimit, logs_in_ranges};
+pub use names::{KeyNames, MAX_NAME_LENGTH, MAX_NAMES_PER_CALL, NameError};
 pub use order::{
     LeaseFitError, OrderEncodingError, auditors_for_group, chain_key, check_within_lease, gpu_bid,
     group_name_key, order_spec_for_group,

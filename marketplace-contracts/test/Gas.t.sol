@@ -304,8 +304,13 @@ contract GasBenchmarks is Fixture {
     uint256 internal constant ATTEST_MAX_CEILING = 860_000;
     uint256 internal constant REVOKE_MAX_CEILING = 228_000;
     uint256 internal constant STAKE_CEILING = 70_000;
+    uint256 internal constant PUBLISH_NAMES_NEW_CEILING = 101_000;
+    uint256 internal constant PUBLISH_NAMES_KNOWN_CEILING = 33_000;
+    uint256 internal constant PUBLISH_NAMES_MAX_CEILING = 1_280_000;
     uint256 internal constant PLACE_BID_AUDITED_MAX_CEILING = 356_000;
-    uint256 internal constant PLACE_BID_EVICT_AUDITED_CEILING = 624_000;
+    // 32 registry calls: `publishNames` added one entry to the registry's selector dispatch (~+23
+    // gas per call, 623,878 before).
+    uint256 internal constant PLACE_BID_EVICT_AUDITED_CEILING = 625_000;
     // Per bid: one `getBid` call into the Marketplace (cold bid slots), the provider's two
     // record slots, the stake write and the tenant's credit (a fresh slot for the first): ~26k.
     uint256 internal constant RELEASE_BONDS_16_CEILING = 424_000;
@@ -363,6 +368,32 @@ contract GasBenchmarks is Fixture {
             "https://p.example", GATEWAY_CERT, _keys("new", 32), _res(64_000, 262_144, 1_000_000), _maxGpus("new")
         );
         _record("update_32_attributes_16_gpu_models_replaced", UPDATE_MAX_CEILING);
+    }
+
+    /// @dev A typical provider's names (two attributes, one GPU model) published the first time,
+    /// then again by another provider with the same hardware (every key already named).
+    function test_gas_publishNames_newThenKnown() public {
+        string[] memory names = new string[](3);
+        names[0] = "region=eu-west";
+        names[1] = "tier=community";
+        names[2] = "nvidia/a100/80Gi/sxm";
+        vm.prank(p1);
+        registry.publishNames(names);
+        _record("publishNames_3_new", PUBLISH_NAMES_NEW_CEILING);
+        vm.prank(p2);
+        registry.publishNames(names);
+        _record("publishNames_3_known", PUBLISH_NAMES_KNOWN_CEILING);
+    }
+
+    /// @dev `MAX_NAMES` new names of a realistic 24 bytes each.
+    function test_gas_publishNames_maxNew() public {
+        string[] memory names = new string[](registry.MAX_NAMES());
+        for (uint256 i = 0; i < names.length; ++i) {
+            names[i] = string.concat("attribute-", vm.toString(1000 + i), "=value-xyz");
+        }
+        vm.prank(p1);
+        registry.publishNames(names);
+        _record("publishNames_48_new", PUBLISH_NAMES_MAX_CEILING);
     }
 
     function test_gas_attest_and_revoke_32Attributes() public {

@@ -147,6 +147,15 @@ pub fn profile_with_capacity(
     }
 }
 
+/// The strings the keys of a registration are hashed from: the config's attributes and the
+/// capacity's GPU models, published with the registration (`publishNames`) so that tenants
+/// see `nvidia/a100/80Gi/sxm` rather than its hash.
+pub fn registration_names(config: &Config, capacity: &Capacity) -> Vec<String> {
+    let mut names = config.announced_attributes();
+    names.extend(capacity.gpu_model_names());
+    names
+}
+
 /// The URL tenants reach the gateway at.
 pub fn public_endpoint(config: &Config) -> String {
     config
@@ -295,9 +304,15 @@ impl Chain {
             .await
     }
 
-    /// Changes the registration (the daemon's re-sync of a drifted cluster).
-    pub async fn update_provider(&self, profile: &ProviderProfile) -> Result<(), ClientError> {
+    /// Changes the registration (the daemon's re-sync of a drifted cluster), publishing
+    /// `names` (the strings of its keys) first; names already on chain cost nothing.
+    pub async fn update_provider(
+        &self,
+        profile: &ProviderProfile,
+        names: &[String],
+    ) -> Result<(), ClientError> {
         let _turn = self.lane.lock().await;
+        self.client.publish_names(names).await?;
         self.client.update_provider(profile).await
     }
 

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use leasehold_manifests::GpuModelKey;
 use serde_json::json;
 
-use crate::chain::{Chain, load_signer, profile_with_capacity};
+use crate::chain::{Chain, load_signer, profile_with_capacity, registration_names};
 use crate::config::{Config, RuntimeKind};
 use crate::daemon::{
     Core, Daemon, DaemonOptions, connect_runtime, kubernetes_runtime, runtime_scope,
@@ -313,6 +313,12 @@ async fn publish_profile(
         .context("the gateway's TLS certificate")?;
     let profile = profile_with_capacity(&config, &capacity, identity.cert_sha256());
     let client = chain.client();
+    // Before the registration, so that a failure leaves nothing half done and every reader
+    // of the registration event can already name its keys.
+    let names = registration_names(&config, &capacity);
+    let published = client.publish_names(&names).await.context(
+        "publishing the names of the attributes and GPU models (ProviderRegistry.publishNames)",
+    )?;
     let (sent, verb) = match how {
         Publish::Register => (client.register_provider(&profile).await, "registered"),
         Publish::Update => (client.update_provider(&profile).await, "updated"),
@@ -351,7 +357,7 @@ async fn publish_profile(
             profile.endpoint,
             profile.gateway_cert_sha256
         ),
-        json!({"provider": chain.address(), "profile": profile, "capacity_source": source}),
+        json!({"provider": chain.address(), "profile": profile, "capacity_source": source, "names": names, "names_published": published}),
     );
     Ok(())
 }

@@ -111,6 +111,11 @@ impl Capacity {
         self
     }
 
+    /// The canonical names of the GPU models, the strings their keys are hashed from.
+    pub fn gpu_model_names(&self) -> Vec<String> {
+        self.gpus.keys().map(ToString::to_string).collect()
+    }
+
     /// The registry's GPU list: one entry per model, keyed by keccak256 of its name.
     pub fn gpu_capacity(&self) -> Vec<GpuCapacity> {
         self.gpus

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use alloy::primitives::{Address, B256, U256};
-use leasehold_contracts::{BidInfo, OrderSpec, ProviderInfo, ProviderStatus};
+use leasehold_contracts::{BidInfo, KeyNames, OrderSpec, ProviderInfo, ProviderStatus};
 use leasehold_manifests::Group;
 use leasehold_scheduler::ranking::{self, Ineligible, ProviderRoom};
 use leasehold_scheduler::{GpuModelKey, GpuModelPattern};
@@ -68,7 +68,14 @@ pub fn override_max_prices(orders: &mut [GroupOrder], overrides: &[MaxPrice]) ->
     Ok(())
 }
 
-/// Human names for on-chain keys, learned from manifests (the chain stores only hashes), and
+/// An on-chain key with the string it is the hash of (`None`: nobody named it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NamedKey {
+    pub key: B256,
+    pub name: Option<String>,
+}
+
+/// Human names for on-chain keys, published on chain (`KeyNamed`) or learned from manifests, and
 /// the GPU models and patterns behind GPU keys.
 ///
 /// GPU keys are recovered by hashing candidates: every model built from known parts and the
@@ -140,14 +147,45 @@ impl Names {
         self.names.insert(chain_key(text), text.to_owned());
     }
 
-    /// The name, or the short hex of the key.
-    pub fn name(&self, key: &B256) -> String {
+    /// Adds the names published on chain (`KeyNamed`, each verified against its key). A
+    /// published GPU model also becomes a model the scheduler can match by the rule, where
+    /// it would otherwise be a `stand_in` when no candidate hashes to it.
+    pub fn with_published(mut self, published: &KeyNames) -> Self {
+        for (key, name) in published.iter() {
+            self.names.entry(*key).or_insert_with(|| name.to_owned());
+            if let Ok(model) = name.parse::<GpuModelKey>()
+                && chain_key_of(model.chain_key()) == *key
+            {
+                self.gpu_models.entry(*key).or_insert(model);
+            }
+        }
+        // A pattern table built before these models were known would miss theirs.
+        self.every_gpu_pattern = std::sync::OnceLock::new();
+        self
+    }
+
+    /// The string `key` is the hash of, when known (published, in the manifest, or a
+    /// recovered GPU model or pattern).
+    pub fn known(&self, key: &B256) -> Option<String> {
         self.names
             .get(key)
             .cloned()
             .or_else(|| self.gpu_patterns.get(key).map(ToString::to_string))
             .or_else(|| self.gpu_models.get(key).map(ToString::to_string))
+    }
+
+    /// The name, or the short hex of the key.
+    pub fn name(&self, key: &B256) -> String {
+        self.known(key)
             .unwrap_or_else(|| crate::output::short_hex(&key.to_string()))
+    }
+
+    /// The key with its name, as `--output json` shows keys.
+    pub fn named(&self, key: &B256) -> NamedKey {
+        NamedKey {
+            key: *key,
+            name: self.known(key),
+        }
     }
 
     /// The GPU model behind an on-chain model key, or its `stand_in`.

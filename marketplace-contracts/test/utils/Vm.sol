@@ -4,6 +4,14 @@ pragma solidity 0.8.28;
 /// @notice The subset of Foundry's cheatcodes these tests use (forge-std is not available
 /// offline). Signatures follow forge-std's src/Vm.sol.
 interface Vm {
+    struct Log {
+        bytes32[] topics;
+        bytes data;
+        address emitter;
+    }
+
+    function recordLogs() external;
+    function getRecordedLogs() external returns (Log[] memory logs);
     function warp(uint256 newTimestamp) external;
     function roll(uint256 newHeight) external;
     function prank(address msgSender) external;

@@ -8,6 +8,7 @@ mod deploy;
 mod follower;
 mod heads;
 mod lifecycle;
+mod names;
 mod payments;
 mod permit;
 mod reorg;

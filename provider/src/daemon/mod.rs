@@ -632,7 +632,10 @@ impl Core {
             capacity: available.resources,
             gpus: available.gpu_capacity(),
         };
-        self.chain.update_provider(&profile).await?;
+        // A model the cluster gained is named before it appears in the registration.
+        self.chain
+            .update_provider(&profile, &available.gpu_model_names())
+            .await?;
         self.registration.resynced();
         let updated = self.chain.client().provider_info(me).await?;
         self.registration

@@ -2142,7 +2142,12 @@ async fn an_operator_is_told_what_to_run_and_can_change_the_registration() {
         assert!(refusal.contains("is not registered"), "{refusal}");
         assert!(refusal.contains("provider register"), "{refusal}");
 
-        provider_command(&devnet, &config_path, &["register"]);
+        let registered = provider_command(&devnet, &config_path, &["register"]);
+        assert_eq!(
+            registered["names_published"],
+            registered["names"].as_array().map(Vec::len).unwrap_or(0),
+            "a fresh chain names every key: {registered}"
+        );
         let refusal = provider_refusal(&devnet, &config_path, &["register"]);
         assert!(refusal.contains("AlreadyRegistered"), "{refusal}");
         assert!(refusal.contains("provider update"), "{refusal}");
@@ -2153,6 +2158,7 @@ async fn an_operator_is_told_what_to_run_and_can_change_the_registration() {
         write(&config);
         let updated = provider_command(&devnet, &config_path, &["update"]);
         assert_eq!(updated["profile"]["capacity"]["cpu_milli"], 6_000);
+        assert_eq!(updated["names_published"], 1, "only tier=gold is new");
         let info = devnet
             .client(0)
             .provider_info(devnet.signer(PROVIDER).address())
@@ -2169,6 +2175,18 @@ async fn an_operator_is_told_what_to_run_and_can_change_the_registration() {
             ]
             .map(alloy::primitives::keccak256)
             .to_vec()
+        );
+        // Every registered key resolves to the string it was hashed from.
+        let names = devnet.client(0).key_names().await.expect("key names");
+        let labels: Vec<String> = info.attributes.iter().map(|key| names.label(key)).collect();
+        assert_eq!(
+            labels,
+            [
+                "region=eu-west",
+                "tier=gold",
+                "capabilities/storage/1/class=default",
+                "capabilities/storage/1/persistent=true"
+            ]
         );
 
         // Plain text, not a debug dump.

@@ -427,7 +427,7 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
     let chain = Chain::connect(&ctx.settings, None).await?;
     let order = chain.client.order(order_id).await?;
     let posted = chain.client.order_posted(order_id).await?;
-    let names = names_for(ctx, &chain, order_id);
+    let names = names_for(ctx, &chain, order_id).with_published(&chain.client.key_names().await?);
     let reputations = crate::history::reputations(&chain).await?;
     let mut scheduler_bids = Vec::new();
     let mut infos = Vec::new();
@@ -477,6 +477,7 @@ pub async fn bids(ctx: &Ctx, order_id: u64) -> CliResult<u8> {
                 "endpoint": provider.endpoint,
                 "price_per_hour": bid.price_per_hour.to_string(),
                 "gpu_model": (bid.gpu_model != B256::ZERO).then(|| names.name(&bid.gpu_model)),
+                "gpu_model_key": (bid.gpu_model != B256::ZERO).then_some(bid.gpu_model),
                 "withdrawn": bid.withdrawn,
                 "eligible": rank.eligible,
                 "settle_would_pick": settle_winner == Some(bid.bid_id),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::chain::Chain;
 use crate::commands::Ctx;
 use crate::error::CliResult;
-use crate::market::{self, GroupOrder, Names, Reason};
+use crate::market::{self, GroupOrder, NamedKey, Names, Reason};
 use crate::output::{emit, table};
 
 /// Every registered provider's on-chain record (`all`: unbonding ones too).
@@ -30,10 +30,14 @@ pub async fn list(ctx: &Ctx, all: bool) -> CliResult<u8> {
     let chain = Chain::connect(&ctx.settings, None).await?;
     let providers = registered(&chain, all).await?;
     let attestations = chain.client.attestations(None, None).await?;
-    let names = Names::default();
+    let names = Names::default().with_published(&chain.client.key_names().await?);
+    let listed: Vec<serde_json::Value> = providers
+        .iter()
+        .map(|provider| with_names(provider, &names))
+        .collect();
     emit(
         ctx.output,
-        &serde_json::json!({ "providers": providers, "attestations": attestations }),
+        &serde_json::json!({ "providers": listed, "attestations": attestations }),
         || {
             if providers.is_empty() {
                 return "no providers registered\n".to_owned();
@@ -74,7 +78,7 @@ pub async fn list(ctx: &Ctx, all: bool) -> CliResult<u8> {
                     p.address.to_string(),
                     format!("{:?}", p.status).to_lowercase(),
                     p.endpoint.clone(),
-                    p.attributes.len().to_string(),
+                    key_list(&p.attributes, &names),
                     used(p.allocated.cpu_milli, p.capacity.cpu_milli),
                     used(p.allocated.memory_mib, p.capacity.memory_mib),
                     used(p.allocated.storage_mib, p.capacity.storage_mib),
@@ -92,14 +96,44 @@ pub async fn list(ctx: &Ctx, all: bool) -> CliResult<u8> {
             format!(
                 "{}(allocated/capacity; DELIVERED/UNDELIVERED: leases the provider confirmed running \
              in time / closed undelivered, each of which cost it part of its stake; attributes and \
-             GPU models are keccak256 keys on chain: `tenant preflight FILE` names the ones a \
-             manifest asks for; AUDITORS: accounts attesting some of its attributes, see \
-             `tenant audit list --provider ADDRESS`)\n",
+             GPU models are keccak256 keys on chain, shown by the names published for them and \
+             as short hashes where nobody did; AUDITORS: accounts attesting some of its \
+             attributes, see `tenant audit list --provider ADDRESS`)\n",
                 table(&rows)
             )
         },
     );
     Ok(0)
+}
+
+/// A provider's record as JSON with the names of its keys beside them: `attribute_names`
+/// (in `attributes` order) and each GPU's `model_name`, `null` where nobody named the key.
+fn with_names(provider: &ProviderInfo, names: &Names) -> serde_json::Value {
+    let mut value = serde_json::to_value(provider).unwrap_or_default();
+    value["attribute_names"] = serde_json::json!(
+        provider
+            .attributes
+            .iter()
+            .map(|key| names.known(key))
+            .collect::<Vec<_>>()
+    );
+    if let Some(gpus) = value["gpus"].as_array_mut() {
+        for (entry, gpu) in gpus.iter_mut().zip(&provider.gpus) {
+            entry["model_name"] = serde_json::json!(names.known(&gpu.model_key));
+        }
+    }
+    value
+}
+
+/// Keys by name (or short hash), comma-separated; `-` for none.
+fn key_list(keys: &[alloy::primitives::B256], names: &Names) -> String {
+    if keys.is_empty() {
+        return "-".to_owned();
+    }
+    keys.iter()
+        .map(|key| names.name(key))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The distinct auditors attesting something for `provider`, or `-`.
@@ -123,6 +157,9 @@ fn auditors_of(attestations: &[Attestation], provider: Address) -> String {
 pub struct Candidate {
     pub provider: Address,
     pub endpoint: String,
+    /// The provider's GPU models and attributes, with their names.
+    pub gpu_models: Vec<NamedKey>,
+    pub attributes: Vec<NamedKey>,
     /// From the provider's recent bids, scaled to this group's replicas; `None` when it has
     /// not bid yet.
     pub estimated_price_per_hour: Option<String>,
@@ -133,6 +170,8 @@ pub struct Candidate {
 pub struct Rejected {
     pub provider: Address,
     pub endpoint: String,
+    pub gpu_models: Vec<NamedKey>,
+    pub attributes: Vec<NamedKey>,
     pub reason: Reason,
 }
 
@@ -188,16 +227,19 @@ impl Preflight {
                     });
                 let _ = writeln!(
                     text,
-                    "  ok   {} {} ({price})",
-                    candidate.provider, candidate.endpoint
+                    "  ok   {} {} [{}] ({price})",
+                    candidate.provider,
+                    candidate.endpoint,
+                    offer(&candidate.gpu_models, &candidate.attributes)
                 );
             }
             for rejected in &group.ineligible {
                 let _ = writeln!(
                     text,
-                    "  no   {} {}: {} [{}]",
+                    "  no   {} {} [{}]: {} [{}]",
                     rejected.provider,
                     rejected.endpoint,
+                    offer(&rejected.gpu_models, &rejected.attributes),
                     rejected.reason.message,
                     rejected.reason.kind
                 );
@@ -207,11 +249,30 @@ impl Preflight {
     }
 }
 
+/// What a provider offers, by name (short hash where unnamed): GPU models, then attributes.
+fn offer(gpu_models: &[NamedKey], attributes: &[NamedKey]) -> String {
+    let shown: Vec<String> = gpu_models
+        .iter()
+        .chain(attributes)
+        .map(|named| {
+            named
+                .name
+                .clone()
+                .unwrap_or_else(|| crate::output::short_hex(&named.key.to_string()))
+        })
+        .collect();
+    if shown.is_empty() {
+        "no GPUs or attributes".to_owned()
+    } else {
+        shown.join(", ")
+    }
+}
+
 /// Checks every group against every active provider with the scheduler's eligibility rule.
 pub async fn preflight(chain: &Chain, groups: &[Group]) -> CliResult<Preflight> {
     let providers = registered(chain, true).await?;
     let rates = crate::history::recent_rates(chain).await?;
-    let names = Names::from_groups(groups);
+    let names = Names::from_groups(groups).with_published(&chain.client.key_names().await?);
     let mut report = Vec::new();
     for group in groups {
         let GroupOrder {
@@ -232,15 +293,29 @@ pub async fn preflight(chain: &Chain, groups: &[Group]) -> CliResult<Preflight> 
                 None => audit_reason(chain, provider.address, &spec.requirements).await?,
                 reason => reason,
             };
+            let gpu_models: Vec<NamedKey> = provider
+                .gpus
+                .iter()
+                .map(|gpu| names.named(&gpu.model_key))
+                .collect();
+            let attributes: Vec<NamedKey> = provider
+                .attributes
+                .iter()
+                .map(|key| names.named(key))
+                .collect();
             match reason {
                 None => eligible.push(Candidate {
                     provider: provider.address,
                     endpoint: provider.endpoint.clone(),
+                    gpu_models,
+                    attributes,
                     estimated_price_per_hour: estimate.map(|p| p.to_string()),
                 }),
                 Some(reason) => ineligible.push(Rejected {
                     provider: provider.address,
                     endpoint: provider.endpoint.clone(),
+                    gpu_models,
+                    attributes,
                     reason: price_reason_with_basis(reason),
                 }),
             }

@@ -6,6 +6,7 @@ mod deploy;
 mod gateway;
 mod help;
 mod market;
+mod names;
 mod support;
 mod wallet;
 

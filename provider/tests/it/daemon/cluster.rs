@@ -236,7 +236,8 @@ async fn registration_drift_is_reported_and_resynced_when_asked() {
             "in step after register:\n{text}"
         );
 
-        add_node(&cluster, node("worker-3", "2", "4Gi", 0, false));
+        // The new node brings a GPU model the registration never had.
+        add_node(&cluster, node("worker-3", "2", "4Gi", 1, false));
         eventually("registration drift in /metrics", || async {
             let text = http_get_async(metrics.clone(), "/metrics").await.ok()?;
             (text.contains("leasehold_registration_drift{resource=\"cpu_milli\"} 2000")
@@ -270,6 +271,11 @@ async fn registration_drift_is_reported_and_resynced_when_asked() {
             "the registered attributes are kept"
         );
         assert_eq!(info.endpoint, registered.endpoint);
+        let names = devnet.client(0).key_names().await.expect("key names");
+        let model = info.gpus.first().expect("the new GPU model registered");
+        let name = names.name(&model.model_key).expect("its name published");
+        assert!(name.starts_with("nvidia/a100/"), "{name}");
+        assert_eq!(alloy::primitives::keccak256(name), model.model_key);
         let text = http_get_async(metrics.clone(), "/metrics")
             .await
             .expect("scrape");
