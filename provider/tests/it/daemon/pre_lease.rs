@@ -7,7 +7,7 @@ use leasehold_proto::client::SignedLeaseClient;
 
 /// The lease's one container: its id, when it started and how often it restarted; `None`
 /// until exactly one container runs.
-async fn running_container(lease_id: u64) -> Option<(String, String, i64)> {
+pub(super) async fn running_container(lease_id: u64) -> Option<(String, String, i64)> {
     let ids = containers_of(lease_id).await;
     let [id] = ids.as_slice() else {
         return None;
