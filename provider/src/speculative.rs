@@ -126,9 +126,6 @@ impl Core {
                 ),
             ));
         }
-        if bid == PreLeaseBid::AutoAccept {
-            self.check_auto_accept_rule(order_id).await?;
-        }
         let now = unix_now();
         let Some((row, holding)) = self.holding(order_id).await? else {
             return Err(not_startable(
@@ -146,6 +143,11 @@ impl Core {
         };
         if holding.allocated {
             return Err(not_startable(order_id, "its resources belong to a lease"));
+        }
+        // After the store's answer: the rule is read from the chain's logs, so a tenant
+        // sending before we reserve (or for an order we skip) costs no chain calls.
+        if bid == PreLeaseBid::AutoAccept {
+            self.check_auto_accept_rule(order_id).await?;
         }
         let bid_id = match bid {
             // The rule makes whichever bid we place the lease: the one in flight, or placed.
