@@ -8,7 +8,7 @@ use super::*;
 use leasehold_contracts::AutoAcceptRule;
 use leasehold_proto::client::SignedLeaseClient;
 
-use super::pre_lease::running_container;
+use super::pre_lease::{process_setup_on, running_container};
 
 /// The daemon's bid on hello.yaml with the test pricing (0.1 core at 36 tokens a core-hour).
 const OUR_PRICE: u64 = 3_600_000;
@@ -243,6 +243,46 @@ async fn an_auto_accept_start_whose_bid_is_not_taken_goes_when_the_order_is_canc
         assert_eq!(lease_state(&handle, order_id).await, None);
         assert_eq!(handle.core().metrics().speculative_removed.get(), 1);
         handle.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_dash_nine_right_after_an_auto_accept_manifest_then_the_lease_adopts_the_start() {
+    daemon_test(0..4, || async {
+        let setup = process_setup_on(Some(1)).await;
+        let mut daemon = DaemonProcess::spawn(&setup.devnet, &setup.config_path);
+        let tenant = tenant_client(&setup.devnet, &setup.gateway).await;
+        let me = setup.devnet.signer(PROVIDER).address();
+        let (order, manifest) = hello_order(&setup.devnet, 1_000 * TOKEN, 3_600);
+        let order_id = post_auto_accept(&setup.devnet, &order, rule(Some(me), 10 * TOKEN)).await;
+        // Killed as soon as the record is written: the start may be half done and the bid
+        // in flight; the bid's lease comes while the daemon is down or as it restarts.
+        send_until_taken(&tenant, order_id, &manifest).await;
+        daemon.kill();
+        let store = leasehold_provider::store::Store::connect(&setup.config.database_url())
+            .await
+            .expect("store");
+        assert!(
+            store.speculative(order_id).await.expect("store").is_some(),
+            "recorded before the kill"
+        );
+        drop(store);
+
+        let _daemon = DaemonProcess::spawn(&setup.devnet, &setup.config_path);
+        let uris = eventually("the adopted lease to run", || {
+            let mut signed = tenant.clone();
+            async move {
+                let (state, uris) = lease_state_on(&mut signed, order_id).await?;
+                (state == "running" && !uris.is_empty()).then_some(uris)
+            }
+        })
+        .await;
+        let lease = setup.devnet.client(0).lease(order_id).await.expect("lease");
+        assert_eq!(lease.provider, me, "our bid became the lease");
+        assert_eq!(containers_of(order_id).await.len(), 1, "one container");
+        let response = http_get_async(uris[0].clone(), "/").await.expect("GET");
+        assert!(response.contains(" 200"), "{response}");
     })
     .await;
 }
