@@ -7,7 +7,9 @@
 //! - Started only for the order's tenant, while the order is open, for this provider's own
 //!   bid whose reservation is live (the capacity is already held: nothing is over-committed),
 //!   with a manifest that passes the lease's own check (`Core::check_manifest`). One per
-//!   order.
+//!   order. For an order whose auto-accept rule covers this provider ([`PreLeaseBid::AutoAccept`])
+//!   the manifest comes before the bid: taken once the bidder holds the reservation it writes
+//!   before sending `placeBid`, and recorded without a bid id until the receipt fills it in.
 //! - Recorded in the store before anything starts, so a restarted daemon finds every one.
 //! - It runs under the names and labels of the lease it would become (lease id = order id),
 //!   so adopting it renames nothing and restarts nothing: `LeaseCreated` for our bid makes
