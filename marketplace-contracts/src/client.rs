@@ -698,6 +698,29 @@ impl MarketplaceClient {
             .map_err(|e| ClientError::out_of_range("order_posted", "orderId", e.0))
     }
 
+    /// The order's acceptance rule as its `AutoAcceptSet` event announced it (the contract
+    /// keeps the rule private), searched from the deployment's start block; `None` when the
+    /// order was created without one.
+    pub async fn auto_accept_rule(
+        &self,
+        order_id: u64,
+    ) -> Result<Option<AutoAcceptRule>, ClientError> {
+        let filter = Filter::new()
+            .address(self.deployment.marketplace)
+            .event_signature(Marketplace::AutoAcceptSet::SIGNATURE_HASH)
+            .topic1(B256::from(U256::from(order_id)));
+        let logs = self
+            .logs_since_start("eth_getLogs AutoAcceptSet", filter)
+            .await?;
+        Ok(logs
+            .iter()
+            .find_map(|log| log.log_decode::<Marketplace::AutoAcceptSet>().ok())
+            .map(|event| AutoAcceptRule {
+                provider: (event.inner.provider != Address::ZERO).then_some(event.inner.provider),
+                max_price_per_hour: event.inner.maxPricePerHour,
+            }))
+    }
+
     /// Bids on an order; `requirements` are the order's lists (see [`Self::order_posted`]).
     /// `gpu_model` is the concrete canonical model offered (`nvidia/a100/80Gi/sxm`), `None` for
     /// CPU-only orders; the proof that it matches an allowed entry is built here

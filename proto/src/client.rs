@@ -188,16 +188,39 @@ impl SignedLeaseClient {
         bid_id: u64,
         manifest_json: Vec<u8>,
     ) -> Result<(), ClientError> {
-        let method = methods::SEND_ORDER_MANIFEST;
-        let request = self.sign(
-            method,
+        self.order_manifest(SendOrderManifestRequest {
             order_id,
-            SendOrderManifestRequest {
-                order_id,
-                bid_id,
-                manifest_json,
-            },
-        )?;
+            bid_id,
+            manifest_json,
+            auto_accept: false,
+        })
+        .await
+    }
+
+    /// Delivers the manifest of an order whose auto-accept rule covers this provider, before
+    /// its bid (`SendOrderManifestRequest.auto_accept`): the provider starts the workload under
+    /// its reservation while its `placeBid` (which the rule makes the lease) is mined. A
+    /// refusal before the provider has reserved is expected: send it again.
+    pub async fn send_auto_accept_manifest(
+        &mut self,
+        order_id: u64,
+        manifest_json: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        self.order_manifest(SendOrderManifestRequest {
+            order_id,
+            bid_id: 0,
+            manifest_json,
+            auto_accept: true,
+        })
+        .await
+    }
+
+    async fn order_manifest(
+        &mut self,
+        message: SendOrderManifestRequest,
+    ) -> Result<(), ClientError> {
+        let method = methods::SEND_ORDER_MANIFEST;
+        let request = self.sign(method, message.order_id, message)?;
         self.inner
             .send_order_manifest(request)
             .await

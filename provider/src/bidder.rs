@@ -446,6 +446,8 @@ impl Core {
             Ok(bid_id) => {
                 self.persist_holding(order_id, &holding, Some(bid_id), expires_at)
                     .await?;
+                // An auto-accept order's workload may have started while the bid was mined.
+                self.store.set_speculative_bid(order_id, bid_id).await?;
                 self.metrics.bids_placed.inc();
                 info!(order_id, bid_id, %price, model = ?holding.gpu_model, "bid placed");
                 Ok(())
@@ -537,6 +539,7 @@ impl Core {
         {
             self.persist_holding(order_id, &holding, Some(bid_id), row.expires_at)
                 .await?;
+            self.store.set_speculative_bid(order_id, bid_id).await?;
         }
         Ok(())
     }

@@ -349,6 +349,13 @@ impl Chain {
         self.client.order_posted(order_id).await
     }
 
+    pub async fn auto_accept_rule(
+        &self,
+        order_id: u64,
+    ) -> Result<Option<leasehold_contracts::AutoAcceptRule>, ClientError> {
+        self.client.auto_accept_rule(order_id).await
+    }
+
     /// The order's first `signedBy` auditor that does not attest this provider (see
     /// [`MarketplaceClient::missing_audit`]); `None` when the audit holds or none is required.
     pub async fn missing_audit(

@@ -7,7 +7,9 @@
 //! - Started only for the order's tenant, while the order is open, for this provider's own
 //!   bid whose reservation is live (the capacity is already held: nothing is over-committed),
 //!   with a manifest that passes the lease's own check (`Core::check_manifest`). One per
-//!   order.
+//!   order. For an order whose auto-accept rule covers this provider ([`PreLeaseBid::AutoAccept`])
+//!   the manifest comes before the bid: taken once the bidder holds the reservation it writes
+//!   before sending `placeBid`, and recorded without a bid id until the receipt fills it in.
 //! - Recorded in the store before anything starts, so a restarted daemon finds every one.
 //! - It runs under the names and labels of the lease it would become (lease id = order id),
 //!   so adopting it renames nothing and restarts nothing: `LeaseCreated` for our bid makes
@@ -62,6 +64,16 @@ pub enum PreLease {
     Leased,
 }
 
+/// Which bid of this provider a pre-lease manifest comes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreLeaseBid {
+    /// The bid the tenant is accepting (its `acceptBid` is being mined).
+    Bid(u64),
+    /// The bid the order's auto-accept rule will make the lease: the one this provider is
+    /// placing or has placed (`SendOrderManifest.auto_accept`).
+    AutoAccept,
+}
+
 /// What the chain says of a pre-lease start found by the reconciler.
 enum Fate {
     /// The order is open and our bid's reservation live: keep it (and complete its start).
@@ -86,7 +98,7 @@ impl Core {
     pub async fn accept_order_manifest(
         &self,
         order_id: u64,
-        bid_id: u64,
+        bid: PreLeaseBid,
         manifest: &[u8],
     ) -> Result<PreLease, ManifestRejected> {
         let guard = self.order_locks.lock(order_id).await;
@@ -98,14 +110,21 @@ impl Core {
         }
         let hash = ManifestHash(keccak256(manifest).0);
         if let Some(started) = self.store.speculative(order_id).await? {
-            if started.manifest_hash == hash && started.bid_id == bid_id {
+            let same_bid = match bid {
+                PreLeaseBid::Bid(bid_id) => started.bid_id == Some(bid_id),
+                PreLeaseBid::AutoAccept => true,
+            };
+            if started.manifest_hash == hash && same_bid {
                 return Ok(PreLease::AlreadyAccepted);
             }
             return Err(not_startable(
                 order_id,
                 format!(
-                    "manifest {} was already started for bid {}; one pre-lease start per order",
-                    started.manifest_hash, started.bid_id
+                    "manifest {} was already started for {}; one pre-lease start per order",
+                    started.manifest_hash,
+                    started
+                        .bid_id
+                        .map_or_else(|| "our bid".to_owned(), |bid_id| format!("bid {bid_id}")),
                 ),
             ));
         }
@@ -113,36 +132,33 @@ impl Core {
         let Some((row, holding)) = self.holding(order_id).await? else {
             return Err(not_startable(
                 order_id,
-                "this provider holds no reservation for it (no live bid of ours)",
+                match bid {
+                    PreLeaseBid::Bid(_) => {
+                        "this provider holds no reservation for it (no live bid of ours)"
+                    }
+                    PreLeaseBid::AutoAccept => {
+                        "this provider holds no reservation for it yet (not bidding on it, or \
+                         not yet); send it again"
+                    }
+                },
             ));
         };
         if holding.allocated {
             return Err(not_startable(order_id, "its resources belong to a lease"));
         }
-        match row.bid_id {
-            Some(ours) if ours == bid_id => {}
-            Some(ours) => {
-                return Err(not_startable(
-                    order_id,
-                    format!("bid {bid_id} is not this provider's bid (ours: {ours})"),
-                ));
-            }
-            // Our `placeBid` is mined but its receipt not yet back (the tenant saw the bid in
-            // the same block): the chain says whose bid it is.
-            None => {
-                let bids = self.chain.bids(order_id).await.map_err(DaemonError::from)?;
-                let me = self.chain.address();
-                let ours = bids.iter().find(|bid| bid.provider == me && !bid.withdrawn);
-                if ours.map(|bid| bid.bid_id) != Some(bid_id) {
-                    let ours = ours
-                        .map_or_else(|| "none on chain".to_owned(), |bid| bid.bid_id.to_string());
-                    return Err(not_startable(
-                        order_id,
-                        format!("bid {bid_id} is not this provider's bid (ours: {ours})"),
-                    ));
-                }
-            }
+        // After the store's answer: the rule is read from the chain's logs, so a tenant
+        // sending before we reserve (or for an order we skip) costs no chain calls.
+        if bid == PreLeaseBid::AutoAccept {
+            self.check_auto_accept_rule(order_id).await?;
         }
+        let bid_id = match bid {
+            // The rule makes whichever bid we place the lease: the one in flight, or placed.
+            PreLeaseBid::AutoAccept => row.bid_id,
+            PreLeaseBid::Bid(bid_id) => {
+                self.check_own_bid(order_id, bid_id, row.bid_id).await?;
+                Some(bid_id)
+            }
+        };
         if row.expires_at <= now {
             return Err(not_startable(order_id, "our bid's reservation has lapsed"));
         }
@@ -186,14 +202,68 @@ impl Core {
                 order_id,
                 "manifest_accepted",
                 &format!(
-                    "manifest {hash} sent before the lease matches the order; starting group `{}` under bid {bid_id}'s reservation",
-                    checked.group
+                    "manifest {hash} sent before the lease matches the order; starting group `{}` under the reservation of {}",
+                    checked.group,
+                    bid_id.map_or_else(|| "the bid being placed".to_owned(), |bid_id| format!("bid {bid_id}")),
                 ),
             )
             .await?;
         self.metrics.speculative_starts.inc();
-        info!(order_id, bid_id, manifest = %hash, "pre-lease manifest accepted; starting");
+        info!(order_id, ?bid_id, manifest = %hash, "pre-lease manifest accepted; starting");
         Ok(PreLease::Accepted)
+    }
+
+    /// `bid_id` is this provider's live bid on the order (`recorded`: the bid id its
+    /// reservation knows, `None` while our `placeBid` receipt is not back).
+    async fn check_own_bid(
+        &self,
+        order_id: u64,
+        bid_id: u64,
+        recorded: Option<u64>,
+    ) -> Result<(), ManifestRejected> {
+        let ours = match recorded {
+            Some(ours) => Some(ours),
+            // Our `placeBid` is mined but its receipt not yet back (the tenant saw the bid in
+            // the same block): the chain says whose bid it is.
+            None => {
+                let bids = self.chain.bids(order_id).await.map_err(DaemonError::from)?;
+                let me = self.chain.address();
+                bids.iter()
+                    .find(|bid| bid.provider == me && !bid.withdrawn)
+                    .map(|bid| bid.bid_id)
+            }
+        };
+        if ours == Some(bid_id) {
+            return Ok(());
+        }
+        let ours = ours.map_or_else(|| "none on chain".to_owned(), |ours| ours.to_string());
+        Err(not_startable(
+            order_id,
+            format!("bid {bid_id} is not this provider's bid (ours: {ours})"),
+        ))
+    }
+
+    /// A manifest sent before our bid is taken only for an order whose auto-accept rule
+    /// covers this provider: no other order's tenant has committed to our bid.
+    async fn check_auto_accept_rule(&self, order_id: u64) -> Result<(), ManifestRejected> {
+        let rule = self
+            .chain
+            .auto_accept_rule(order_id)
+            .await
+            .map_err(DaemonError::from)?;
+        match rule {
+            None => Err(not_startable(
+                order_id,
+                "it has no auto-accept rule; a manifest before the lease needs the bid being accepted",
+            )),
+            Some(rule) => match rule.provider {
+                Some(named) if named != self.chain.address() => Err(not_startable(
+                    order_id,
+                    format!("its auto-accept rule names provider {named}, not this one"),
+                )),
+                _ => Ok(()),
+            },
+        }
     }
 
     /// Starts (or completes: the runtime's deploy is idempotent) the workload of a pre-lease
@@ -270,7 +340,10 @@ impl Core {
                     "adopted_pre_lease",
                     &format!(
                         "the lease adopts the deployment started before it (manifest {}, bid {})",
-                        started.manifest_hash, started.bid_id
+                        started.manifest_hash,
+                        started
+                            .bid_id
+                            .map_or_else(|| "being placed".to_owned(), |bid_id| bid_id.to_string())
                     ),
                 )
                 .await?;
@@ -380,11 +453,20 @@ impl Core {
                 Fate::Remove("the order expired".into())
             }
             OrderStatus::Open => match self.holding(order_id).await? {
+                // A start recorded while our `placeBid` was mined (auto-accept) runs under
+                // whichever bid the reservation gets; once known, only under that one.
                 Some((row, holding))
                     if !holding.allocated
-                        && row.bid_id == Some(started.bid_id)
+                        && started
+                            .bid_id
+                            .is_none_or(|bid_id| row.bid_id == Some(bid_id))
                         && row.expires_at > now =>
                 {
+                    if started.bid_id.is_none()
+                        && let Some(bid_id) = row.bid_id
+                    {
+                        self.store.set_speculative_bid(order_id, bid_id).await?;
+                    }
                     Fate::Keep
                 }
                 _ => Fate::Remove("our bid's reservation is gone".into()),

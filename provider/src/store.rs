@@ -1063,7 +1063,9 @@ async fn apply_revision(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpeculativeDeployment {
     pub order_id: u64,
-    pub bid_id: u64,
+    /// This provider's bid the start runs under; `None` for an auto-accept order whose
+    /// `placeBid` was still being mined when the manifest came.
+    pub bid_id: Option<u64>,
     /// The order's tenant, as [`NewLease::tenant`] writes it.
     pub tenant: String,
     pub manifest_hash: ManifestHash,
@@ -1088,7 +1090,10 @@ fn speculative_from_row(row: &AnyRow) -> Result<SpeculativeDeployment, StoreErro
     let hash: String = row.try_get("manifest_hash")?;
     Ok(SpeculativeDeployment {
         order_id: unsigned(order_id, "order id")?,
-        bid_id: unsigned(row.try_get("bid_id")?, "bid id")?,
+        bid_id: row
+            .try_get::<Option<i64>, _>("bid_id")?
+            .map(|bid_id| unsigned(bid_id, "bid id"))
+            .transpose()?,
         tenant: row.try_get("tenant")?,
         manifest_hash: hash
             .parse::<ManifestHash>()
@@ -1111,7 +1116,12 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id) DO NOTHING",
         )
         .bind(to_db(deployment.order_id, "order id")?)
-        .bind(to_db(deployment.bid_id, "bid id")?)
+        .bind(
+            deployment
+                .bid_id
+                .map(|bid_id| to_db(bid_id, "bid id"))
+                .transpose()?,
+        )
         .bind(&deployment.tenant)
         .bind(deployment.manifest_hash.to_string())
         .bind(&deployment.manifest_json)
@@ -1147,6 +1157,18 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(speculative_from_row).collect()
+    }
+
+    /// Records the bid a pre-lease start recorded before its bid id was known runs under.
+    pub async fn set_speculative_bid(&self, order_id: u64, bid_id: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE speculative_deployments SET bid_id = $1 WHERE order_id = $2 AND bid_id IS NULL",
+        )
+        .bind(to_db(bid_id, "bid id")?)
+        .bind(to_db(order_id, "order id")?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Forgets a pre-lease start (adopted by its lease, or removed); `false` if there was none.

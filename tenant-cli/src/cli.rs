@@ -135,7 +135,8 @@ pub enum Command {
     #[command(after_help = help!(
         "tenant deploy app.yaml",
         "tenant deploy app.yaml --deposit 5000000 --bid-window 20 --select settle",
-        "tenant deploy app.yaml --select interactive --timeout 300"
+        "tenant deploy app.yaml --select interactive --timeout 300",
+        "tenant deploy app.yaml --auto-accept --provider 0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
     ))]
     Deploy(DeployArgs),
     /// Show a lease: on-chain state, escrow, and the workload's status from the provider.
@@ -306,6 +307,21 @@ pub struct DeployArgs {
     /// `AMOUNT` for every group. Repeatable.
     #[arg(long, value_name = "[GROUP=]AMOUNT", value_parser = parse_max_price)]
     pub max_price: Vec<MaxPrice>,
+    /// Let the chain accept a bid: each order carries an auto-accept rule, so the first bid
+    /// from `--provider` (default: any provider the order admits) at or below
+    /// `--auto-accept-price` becomes the lease in the bid's own transaction, a block sooner
+    /// than `acceptBid`. The manifest goes to that provider (or to at most 3 preflight
+    /// candidates) as soon as the order is mined, so the workload starts while the bid is
+    /// mined. Without a covered bid by the end of the window, `--select` chooses as usual.
+    #[arg(long)]
+    pub auto_accept: bool,
+    /// With `--auto-accept`: only this provider's bid is accepted automatically.
+    #[arg(long, value_name = "ADDR", requires = "auto_accept")]
+    pub provider: Option<Address>,
+    /// With `--auto-accept`: the highest price per hour accepted automatically, in token base
+    /// units (default: the order's maximum price).
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_amount, requires = "auto_accept")]
+    pub auto_accept_price: Option<U256>,
 }
 
 /// A `--max-price` override.

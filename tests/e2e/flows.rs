@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use alloy::sol_types::SolEvent as _;
+use leasehold_contracts::bindings::Marketplace;
 use leasehold_e2e::docker::{inspect, lease_containers, lease_networks};
 use leasehold_e2e::process::stream_lines;
 use leasehold_e2e::scenario::{
@@ -118,6 +120,71 @@ fn hello_deploys_and_its_url_answers_with_the_page() {
         scenario.provider_on_chain(PROVIDER_A).deliveries_confirmed,
         1
     );
+}
+
+/// `tenant deploy --auto-accept --provider A`: the order's rule makes A's bid the lease in
+/// the bid's own transaction (no `acceptBid`, although B bids cheaper), A takes the manifest
+/// before its bid is mined and starts the workload, and the URL answers.
+#[test]
+fn an_auto_accept_deploy_runs_on_the_named_provider_without_accept_bid() {
+    let mut scenario = Scenario::with_provider(PRICE_A);
+    scenario.add_provider(ProviderSpec::new(PROVIDER_B, PRICE_B));
+    let provider_a = scenario.address(PROVIDER_A);
+    let mut flags = QUICK_DEPLOY.to_vec();
+    flags.extend(["--auto-accept", "--provider", &provider_a]);
+
+    let run = scenario.deploy(TENANT, &hello(), &flags);
+    run.expect_code(0, "tenant deploy --auto-accept");
+    let document = run.json();
+    let lease = *lease_ids(&document)
+        .first()
+        .unwrap_or_else(|| panic!("no lease in {document}"));
+    assert_eq!(
+        document["groups"][0]["provider"]
+            .as_str()
+            .map(str::to_lowercase),
+        Some(provider_a.clone()),
+        "the named provider's bid is the lease: {document}"
+    );
+    let events: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|event| event["event"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"manifest_pre_lease"),
+        "A took the manifest ahead of its bid: {kinds:?}\n{}",
+        scenario.provider_logs()
+    );
+    let created = events
+        .iter()
+        .find(|event| event["event"] == "order_created")
+        .unwrap_or_else(|| panic!("no order_created in {kinds:?}"));
+    assert_eq!(
+        created["data"]["auto_accept"]["provider"]
+            .as_str()
+            .map(str::to_lowercase),
+        Some(provider_a)
+    );
+    // The lease came from the bid's own transaction, not from an `acceptBid` a block later.
+    let bid_blocks = scenario.event_blocks(Marketplace::BidPlaced::SIGNATURE_HASH, lease);
+    let lease_blocks = scenario.event_blocks(Marketplace::LeaseCreated::SIGNATURE_HASH, lease);
+    assert_eq!(lease_blocks.len(), 1, "{lease_blocks:?}");
+    assert!(
+        bid_blocks.contains(&lease_blocks[0]),
+        "the lease (block {lease_blocks:?}) in a bid's block ({bid_blocks:?})"
+    );
+    let response = wait_for_200(&first_uri(&document));
+    assert!(
+        response.body.contains("hello from leasehold"),
+        "{}",
+        response.body
+    );
+    assert!(!lease_containers(lease).is_empty(), "no container labelled");
 }
 
 /// Issue #11, finding 1: a provider whose runtime never starts the workload (an image that

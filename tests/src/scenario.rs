@@ -476,6 +476,26 @@ storage_mib = {storage_mib}
             .unwrap_or_else(|error| panic!("reading lease {lease}: {error}"))
     }
 
+    /// Block numbers of the Marketplace's `event` logs (by topic0) about order or lease `id`.
+    pub fn event_blocks(&self, event: alloy::primitives::B256, id: u64) -> Vec<u64> {
+        let devnet = self.devnet();
+        let client = devnet
+            .client(OTHER_TENANT)
+            .unwrap_or_else(|error| panic!("{error}"));
+        let filter = alloy::rpc::types::Filter::new()
+            .address(devnet.deployment.marketplace)
+            .event_signature(event)
+            .topic1(alloy::primitives::B256::from(
+                alloy::primitives::U256::from(id),
+            ));
+        self.runtime
+            .block_on(client.logs_since_start("eth_getLogs", filter))
+            .unwrap_or_else(|error| panic!("reading logs: {error}"))
+            .iter()
+            .filter_map(|log| log.block_number)
+            .collect()
+    }
+
     /// The provider registered by dev account `account`, as the chain sees it.
     pub fn provider_on_chain(&self, account: usize) -> leasehold_contracts::ProviderInfo {
         let devnet = self.devnet();

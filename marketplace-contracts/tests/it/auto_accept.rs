@@ -36,6 +36,17 @@ async fn the_first_covered_bid_becomes_the_lease_without_accept_bid() {
             .await
             .expect("createOrderWithPermit with a rule");
         let requirements = posted.spec.requirements.clone();
+        // Off chain the rule is read back from its `AutoAcceptSet` event (no getter).
+        assert_eq!(
+            provider_a.auto_accept_rule(posted.order_id).await.unwrap(),
+            Some(rule)
+        );
+        let plain = tenant.create_order(&order).await.expect("createOrder");
+        assert_eq!(
+            provider_a.auto_accept_rule(plain.order_id).await.unwrap(),
+            None,
+            "an order without a rule"
+        );
 
         // A cheaper bid from another provider than the rule names stays a plain bid.
         provider_a

@@ -18,7 +18,7 @@ use super::Core;
 use crate::gateway::{BackendError, BackendStream, GatewayBackend, LogQuery};
 use crate::leases::ManifestRejected;
 use crate::runtime::{ExecRequest, ExecSession, RuntimeError, RuntimeEventKind};
-use crate::speculative::PreLease;
+use crate::speculative::{PreLease, PreLeaseBid};
 use leasehold_contracts::OrderStatus;
 
 /// Replay keys are unique on their own; the store wants an owner column.
@@ -143,12 +143,12 @@ impl GatewayBackend for DaemonBackend {
     async fn accept_order_manifest(
         &self,
         order_id: u64,
-        bid_id: u64,
+        bid: PreLeaseBid,
         manifest_json: Vec<u8>,
     ) -> Result<(), BackendError> {
         match self
             .core
-            .accept_order_manifest(order_id, bid_id, &manifest_json)
+            .accept_order_manifest(order_id, bid, &manifest_json)
             .await
             .map_err(rejected)?
         {

@@ -8,6 +8,7 @@ use leasehold_proto::gateway::{LeaseEvent, LeaseStatus, LogLine, ProviderStatus}
 use tonic::Status;
 
 use crate::runtime::{ExecRequest, ExecSession};
+use crate::speculative::PreLeaseBid;
 
 /// A stream the backend hands to the gateway; it ends when the source ends.
 pub type BackendStream<T> = BoxStream<'static, Result<T, BackendError>>;
@@ -57,16 +58,17 @@ pub trait GatewayBackend: Send + Sync + 'static {
 
     /// The pre-lease manifest (`SendOrderManifest`), called once the caller is proven to be
     /// the order's tenant: checked as [`Self::accept_manifest`] checks a lease's, accepted
-    /// only while the order is open and `bid_id` is this provider's live bid, and started
-    /// under that bid's reservation. A daemon that offers no pre-lease start keeps this
+    /// only while the order is open and `bid` is this provider's live bid (or, for an order
+    /// whose auto-accept rule covers this provider, while it holds a reservation for its
+    /// bid), and started under that bid's reservation. A daemon that offers no pre-lease start keeps this
     /// default, and the tenant sends the manifest again once the lease exists.
     async fn accept_order_manifest(
         &self,
         order_id: u64,
-        bid_id: u64,
+        bid: PreLeaseBid,
         manifest_json: Vec<u8>,
     ) -> Result<(), BackendError> {
-        let _ = (order_id, bid_id, manifest_json);
+        let _ = (order_id, bid, manifest_json);
         Err(BackendError::Unavailable {
             reason: "this provider starts deployments only once the lease exists".into(),
         })

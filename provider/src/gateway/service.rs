@@ -23,6 +23,7 @@ mod shell;
 
 use super::Clock;
 use super::backend::{BackendError, BackendStream, GatewayBackend, LogQuery};
+use crate::speculative::PreLeaseBid;
 
 /// A response stream as the generated server wants it.
 pub(crate) type GatewayStream<T> = BoxStream<'static, Result<T, Status>>;
@@ -287,8 +288,13 @@ impl Lease for LeaseService {
             methods::SEND_ORDER_MANIFEST,
             request,
             |backend, message| async move {
+                let bid = if message.auto_accept {
+                    PreLeaseBid::AutoAccept
+                } else {
+                    PreLeaseBid::Bid(message.bid_id)
+                };
                 backend
-                    .accept_order_manifest(message.order_id, message.bid_id, message.manifest_json)
+                    .accept_order_manifest(message.order_id, bid, message.manifest_json)
                     .await
                     .map(|()| SendManifestResponse {})
             },

@@ -34,6 +34,7 @@ use crate::private_registry::{self, PrivateRegistry};
 use crate::rpc_fault::FaultyRpc;
 use leasehold_provider::runtime::lease_selector;
 
+mod auto_accept;
 mod cluster;
 mod ingress;
 mod pre_lease;
@@ -1431,7 +1432,13 @@ struct Started {
 }
 
 async fn started(options: DaemonOptions) -> Started {
-    let devnet = Devnet::start(None).await;
+    started_with_blocks(None, options).await
+}
+
+/// [`started`] on a devnet that mines a block every `block_time` seconds (`None`: one per
+/// transaction).
+async fn started_with_blocks(block_time: Option<u64>, options: DaemonOptions) -> Started {
+    let devnet = Devnet::start(block_time).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = provider_config(&devnet, dir.path(), 0);
     register(&devnet, &config).await;

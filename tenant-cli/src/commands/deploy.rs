@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
+use futures_util::FutureExt as _;
 use leasehold_contracts::{
-    Backoff, BackoffPolicy, BidInfo, DepositFunding, HeadWatch, LeaseStarted, NewOrder,
-    OrderPosted, ProviderInfo, next_head_or,
+    AutoAcceptRule, Backoff, BackoffPolicy, BidInfo, DepositFunding, HeadWatch, LeaseStarted,
+    NewOrder, OrderPosted, OrderStatus, ProviderInfo, next_head_or,
 };
 use leasehold_proto::client::unix_now;
 use leasehold_scheduler::ranking::{self, RankedBid, RankingPolicy};
@@ -48,6 +49,21 @@ const MANIFEST_RETRY: BackoffPolicy = BackoffPolicy {
 /// deploy by more than this, and a provider that does not answer gets the manifest after the
 /// lease as before.
 const PRE_LEASE_TIMEOUT: Duration = Duration::from_secs(3);
+/// With `--auto-accept`, preflight candidates that get the manifest before they bid (without
+/// `--provider`): each may start the workload, and all but the winner remove it again.
+const PRE_BID_CANDIDATES: usize = 3;
+/// Bound on sending the manifest before the bids of `--auto-accept`: a provider refuses
+/// until it has reserved for the order, so the tenant sends again ([`MANIFEST_RETRY`]); past
+/// this the provider gets the manifest once the lease exists, as without the early send.
+const PRE_BID_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A manifest on its way to a provider ahead of its bid (`--auto-accept`).
+struct PreBidSend {
+    endpoint: String,
+    provider: Address,
+    /// `Ok` once the provider took it; the last refusal when the bound passed.
+    sent: tokio::task::JoinHandle<Result<(), String>>,
+}
 
 struct Deploying<'a> {
     args: &'a DeployArgs,
@@ -61,6 +77,8 @@ struct Deploying<'a> {
     heads: Option<HeadWatch>,
     /// The canonical manifest the winners get; `None` with `--no-manifest`.
     manifest_json: Option<Vec<u8>>,
+    /// `--auto-accept`: the manifests sent ahead of the bids, by order.
+    pre_bid: HashMap<u64, Vec<PreBidSend>>,
 }
 
 pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
@@ -158,6 +176,7 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
         providers: HashMap::new(),
         heads,
         manifest_json: (!args.no_manifest).then(|| manifest.canonical_json().into_bytes()),
+        pre_bid: HashMap::new(),
     };
     let deposits = deploying.check_funds(&orders).await?;
     let (mut record, posted) = deploying
@@ -321,7 +340,7 @@ impl Deploying<'_> {
     /// One `createOrder` per group, each paying its deposit by EIP-2612 permit in the same
     /// transaction where the token supports it (else `approve` first).
     async fn post_orders(
-        &self,
+        &mut self,
         orders: &[GroupOrder],
         deposits: &[U256],
         manifest_hash: B256,
@@ -329,7 +348,7 @@ impl Deploying<'_> {
     ) -> CliResult<(DeploymentRecord, Vec<OrderPosted>)> {
         let deployment = self.chain.deployment;
         let mut posted = Vec::new();
-        for (order, deposit) in orders.iter().zip(deposits) {
+        for (index, (order, deposit)) in orders.iter().zip(deposits).enumerate() {
             self.progress
                 .working(format!("posting the order for group `{}`", order.group));
             let new_order = NewOrder {
@@ -341,12 +360,29 @@ impl Deploying<'_> {
                 bid_window_secs: self.args.bid_window,
                 delivery_window_secs: self.args.delivery_window,
             };
-            let (created, funding) = self
-                .chain
-                .client
-                .create_order_with_permit(&new_order, &self.signer)
-                .await
-                .ctx(format!("posting the order for group `{}`", order.group))?;
+            let rule = self.args.auto_accept.then(|| AutoAcceptRule {
+                provider: self.args.provider,
+                max_price_per_hour: self
+                    .args
+                    .auto_accept_price
+                    .unwrap_or(order.max_price_per_hour),
+            });
+            let created = match &rule {
+                Some(rule) => {
+                    self.chain
+                        .client
+                        .create_order_auto_accept(&new_order, &self.signer, rule)
+                        .await
+                }
+                None => {
+                    self.chain
+                        .client
+                        .create_order_with_permit(&new_order, &self.signer)
+                        .await
+                }
+            };
+            let (created, funding) =
+                created.ctx(format!("posting the order for group `{}`", order.group))?;
             let paid_by = match funding {
                 DepositFunding::Allowance => "the existing allowance",
                 DepositFunding::Permit => "a permit in the same transaction",
@@ -361,8 +397,19 @@ impl Deploying<'_> {
                     order.max_price_per_hour,
                     closes_in(created.bid_window_end)
                 ),
-                json!({ "order_id": created.order_id, "group": order.group, "funding": funding }),
+                json!({
+                    "order_id": created.order_id,
+                    "group": order.group,
+                    "funding": funding,
+                    "auto_accept": rule.map(|rule| json!({
+                        "provider": rule.provider,
+                        "max_price_per_hour": rule.max_price_per_hour.to_string(),
+                    })),
+                }),
             );
+            if rule.is_some() {
+                self.send_before_bids(index, created.order_id).await?;
+            }
             posted.push(created);
         }
         let first = posted.first().map_or(0, |order| order.order_id);
@@ -468,6 +515,11 @@ impl Deploying<'_> {
         );
         loop {
             let bids = self.current_bids(order_id).await?;
+            let auto_accepted = if self.args.auto_accept {
+                self.auto_accepted(order_id).await?
+            } else {
+                None
+            };
             for (bid, provider) in bids.iter().skip(shown) {
                 let row = self.bid_row(bid, provider);
                 self.progress.line(
@@ -484,6 +536,11 @@ impl Deploying<'_> {
                 );
             }
             shown = bids.len();
+            if let Some(lease) = auto_accepted {
+                self.lease_created(&lease);
+                self.report_pre_bid(order_id, lease.provider);
+                return Ok(lease);
+            }
             let now = unix_now();
             let providers: Vec<&ProviderInfo> = bids.iter().map(|(_, provider)| provider).collect();
             let unmatchable =
@@ -510,8 +567,12 @@ impl Deploying<'_> {
                 && expected
                     .iter()
                     .all(|provider| bids.iter().any(|(bid, _)| bid.provider == *provider));
+            // With a rule, the chain accepts the covered bid itself; choosing early could only
+            // race it.
             let decided = now >= order.bid_window_end
-                || (everyone_bid && matches!(self.args.select, Select::Cheapest | Select::Score));
+                || (everyone_bid
+                    && !self.args.auto_accept
+                    && matches!(self.args.select, Select::Cheapest | Select::Score));
             let gateways: HashMap<u64, gateway::Gateway> = bids
                 .iter()
                 .map(|(bid, provider)| (bid.bid_id, gateway::Gateway::of(provider)))
@@ -522,14 +583,8 @@ impl Deploying<'_> {
                     .choose(order, &scheduler_order, &scheduler_bids, &gateways)
                     .await?
             {
-                self.progress.step(
-                    "lease_created",
-                    format!(
-                        "lease {} with {} at {}/h (bid {})",
-                        lease.lease_id, lease.provider, lease.price_per_hour, lease.bid_id
-                    ),
-                    serde_json::to_value(&lease).unwrap_or_default(),
-                );
+                self.lease_created(&lease);
+                self.report_pre_bid(order_id, lease.provider);
                 return Ok(lease);
             }
             if Instant::now() >= deadline {
@@ -549,6 +604,122 @@ impl Deploying<'_> {
             };
             self.progress.working(waiting);
             self.next_block().await;
+        }
+    }
+
+    fn lease_created(&self, lease: &LeaseStarted) {
+        self.progress.step(
+            "lease_created",
+            format!(
+                "lease {} with {} at {}/h (bid {})",
+                lease.lease_id, lease.provider, lease.price_per_hour, lease.bid_id
+            ),
+            serde_json::to_value(lease).unwrap_or_default(),
+        );
+    }
+
+    /// The lease the order's auto-accept rule created, once the chain has it.
+    async fn auto_accepted(&self, order_id: u64) -> CliResult<Option<LeaseStarted>> {
+        let order = self.chain.client.order(order_id).await?;
+        if order.status != OrderStatus::Leased {
+            return Ok(None);
+        }
+        let lease = self.chain.client.lease(order_id).await?;
+        Ok(Some(LeaseStarted {
+            lease_id: lease.lease_id,
+            tenant: lease.tenant,
+            provider: lease.provider,
+            bid_id: u64::from(lease.bid_id),
+            price_per_hour: lease.price_per_hour,
+            gpu_model: lease.gpu_model,
+            skipped: Vec::new(),
+        }))
+    }
+
+    /// `--auto-accept`: sends the manifest of the order just mined to the provider its rule
+    /// names, or to the group's first [`PRE_BID_CANDIDATES`] preflight candidates, in the
+    /// background, so that a provider starts the workload while its bid is mined.
+    async fn send_before_bids(&mut self, group_index: usize, order_id: u64) -> CliResult<()> {
+        let Some(manifest_json) = self.manifest_json.clone() else {
+            return Ok(());
+        };
+        let targets: Vec<Address> = match self.args.provider {
+            Some(named) => vec![named],
+            None => self
+                .preflight
+                .groups
+                .get(group_index)
+                .map(|group| {
+                    group
+                        .eligible
+                        .iter()
+                        .take(PRE_BID_CANDIDATES)
+                        .map(|candidate| candidate.provider)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let mut sends = Vec::new();
+        for provider in targets {
+            let provider_gateway = gateway::Gateway::of(&self.provider(provider).await?);
+            sends.push(PreBidSend {
+                endpoint: provider_gateway.endpoint.clone(),
+                provider,
+                sent: tokio::spawn(send_until_taken(
+                    provider_gateway,
+                    self.signer.clone(),
+                    order_id,
+                    manifest_json.clone(),
+                )),
+            });
+        }
+        self.pre_bid.insert(order_id, sends);
+        Ok(())
+    }
+
+    /// Stops the manifests still on their way ahead of the bids of `order_id` and says
+    /// whether the lease's provider took its one (the `manifest_pre_lease` events).
+    fn report_pre_bid(&mut self, order_id: u64, winner: Address) {
+        for send in self.pre_bid.remove(&order_id).unwrap_or_default() {
+            let outcome = if send.sent.is_finished() {
+                send.sent
+                    .now_or_never()
+                    .map(|joined| joined.unwrap_or_else(|error| Err(error.to_string())))
+            } else {
+                send.sent.abort();
+                None
+            };
+            if send.provider != winner {
+                continue;
+            }
+            let data =
+                json!({ "order_id": order_id, "endpoint": send.endpoint, "auto_accept": true });
+            match outcome {
+                Some(Ok(())) => self.progress.line(
+                    "manifest_pre_lease",
+                    format!(
+                        "manifest sent to {} ahead of its bid; it started the workload while the bid was mined",
+                        send.endpoint
+                    ),
+                    data,
+                ),
+                Some(Err(error)) => self.progress.line(
+                    "manifest_pre_lease_refused",
+                    format!(
+                        "  {} did not take the manifest ahead of its bid ({error}); it gets it now",
+                        send.endpoint
+                    ),
+                    data,
+                ),
+                None => self.progress.line(
+                    "manifest_pre_lease_refused",
+                    format!(
+                        "  {} had not taken the manifest when its bid became the lease; it gets it now",
+                        send.endpoint
+                    ),
+                    data,
+                ),
+            }
         }
     }
 
@@ -845,6 +1016,52 @@ impl Deploying<'_> {
 
 /// Refusals that retrying cannot fix (a bad manifest); everything else may be the provider
 /// not having seen the lease yet.
+/// Sends an auto-accept order's manifest to one provider until it takes it: it refuses
+/// until it has reserved for the order (usually within the block its bid goes into), so
+/// this retries from 50 ms over one connection, for at most [`PRE_BID_TIMEOUT`].
+async fn send_until_taken(
+    provider_gateway: gateway::Gateway,
+    signer: PrivateKeySigner,
+    order_id: u64,
+    manifest_json: Vec<u8>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + PRE_BID_TIMEOUT;
+    let mut retry = Backoff::new(MANIFEST_RETRY);
+    let mut connected: Option<leasehold_proto::client::SignedLeaseClient> = None;
+    loop {
+        let attempt = async {
+            let mut client = match connected.take() {
+                Some(client) => client,
+                None => gateway::connect(&provider_gateway, signer.clone()).await?,
+            };
+            connected = Some(client.clone());
+            match tokio::time::timeout(
+                gateway::CALL_TIMEOUT,
+                client.send_auto_accept_manifest(order_id, manifest_json.clone()),
+            )
+            .await
+            {
+                Ok(sent) => sent.map_err(CliError::from),
+                Err(_) => {
+                    connected = None;
+                    Err(CliError::msg(
+                        ExitKind::Network,
+                        "SendOrderManifest timed out",
+                    ))
+                }
+            }
+        };
+        let last_error = match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(error) => format!("{:#}", error.error),
+        };
+        if Instant::now() >= deadline {
+            return Err(last_error);
+        }
+        tokio::time::sleep(retry.next_delay()).await;
+    }
+}
+
 fn is_final(error: &CliError) -> bool {
     use leasehold_proto::client::ClientError;
     match error.error.downcast_ref::<ClientError>() {

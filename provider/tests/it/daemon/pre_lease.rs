@@ -7,7 +7,7 @@ use leasehold_proto::client::SignedLeaseClient;
 
 /// The lease's one container: its id, when it started and how often it restarted; `None`
 /// until exactly one container runs.
-async fn running_container(lease_id: u64) -> Option<(String, String, i64)> {
+pub(super) async fn running_container(lease_id: u64) -> Option<(String, String, i64)> {
     let ids = containers_of(lease_id).await;
     let [id] = ids.as_slice() else {
         return None;
@@ -271,16 +271,22 @@ async fn a_pre_lease_start_is_removed_when_another_provider_gets_the_lease() {
 
 /// A provider process with its config written to its data dir; the gateway on a fixed port
 /// so that a restarted daemon answers at the same address.
-struct ProcessSetup {
-    devnet: Devnet,
+pub(super) struct ProcessSetup {
+    pub(super) devnet: Devnet,
     _dir: tempfile::TempDir,
-    config: Config,
-    config_path: std::path::PathBuf,
-    gateway: String,
+    pub(super) config: Config,
+    pub(super) config_path: std::path::PathBuf,
+    pub(super) gateway: String,
 }
 
 async fn process_setup() -> ProcessSetup {
-    let devnet = Devnet::start(None).await;
+    process_setup_on(None).await
+}
+
+/// [`process_setup`] on a devnet mining a block every `block_time` seconds (`None`: one per
+/// transaction).
+pub(super) async fn process_setup_on(block_time: Option<u64>) -> ProcessSetup {
+    let devnet = Devnet::start(block_time).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = provider_config(&devnet, dir.path(), 0);
     config.gateway.listen = format!("127.0.0.1:{}", free_port());
