@@ -2,6 +2,7 @@
 //! `leasehold-market` binary, and real SQLite and PostgreSQL databases.
 
 mod api;
+mod bench;
 mod history;
 mod reorg;
 mod stream;

@@ -99,6 +99,11 @@ pub async fn register_providers(devnet: &Devnet) {
             })
             .await
             .unwrap_or_else(|error| panic!("register provider {index}: {error}"));
+        // Each open bid locks a bond out of the free stake: room for thousands.
+        client(devnet, index)
+            .add_stake(U256::from(10_000 * TOKEN))
+            .await
+            .unwrap_or_else(|error| panic!("add stake {index}: {error}"));
     }
 }
 
