@@ -291,6 +291,24 @@ async fn every_route_answers_as_documented() {
         let (code, body) = indexer.get("/api/v1/nothing").await;
         assert_eq!(code, 404, "{body}");
 
+        // the one-shot status subcommand, as JSON
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_leasehold-market"))
+            .args(["status", "--database-url", &db.url, "--output", "json"])
+            .output()
+            .expect("leasehold-market status");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value = serde_json::from_slice(&output.stdout).expect("status JSON");
+        assert_eq!(report["indexed_block"], head, "{report}");
+        assert_eq!(report["tables"]["leases"], leases.len(), "{report}");
+        assert!(
+            report["tables"]["events"].as_u64().is_some_and(|n| n > 50),
+            "{report}"
+        );
+
         // SDL validation
         let http = reqwest::Client::new();
         let sdl = include_str!("../../../manifests/examples/hello.yaml");
