@@ -944,3 +944,52 @@ async fn validate_sdl(body: Result<String, StringRejection>) -> ApiResult {
         body.map_err(|e| ApiError::bad("body", format!("the SDL must be UTF-8 text: {e}")))?;
     Ok(Json(crate::sdl::validate(&body)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &[&str] = &[
+        "",
+        ":",
+        "::",
+        "1:",
+        ":1",
+        "-1",
+        "1e3",
+        "0x",
+        "0X00",
+        "ä",
+        "0xäää",
+        "18446744073709551616",
+        "9223372036854775808",
+        "1:18446744073709551615",
+        "\u{0}",
+        "0x0000000000000000000000000000000000000ü",
+        "%00",
+        "1:2:3",
+    ];
+
+    #[test]
+    fn hostile_values_are_refused_with_their_field_never_a_panic() {
+        for text in HOSTILE {
+            let error = parse_id("id", text).expect_err(text);
+            assert_eq!(error.field.as_deref(), Some("id"), "{text}");
+            let error = parse_address("tenant", text).expect_err(text);
+            assert_eq!(error.field.as_deref(), Some("tenant"), "{text}");
+            if let Err(error) = parse_position("after", text) {
+                assert_eq!(error.field.as_deref(), Some("after"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn good_values_parse() {
+        assert_eq!(parse_id("id", "42").ok(), Some(42));
+        assert_eq!(parse_position("after", "7:3").ok(), Some((7, 3)));
+        assert_eq!(
+            parse_address("tenant", "0xAbCdEf0000000000000000000000000000000001").ok(),
+            Some("0xabcdef0000000000000000000000000000000001".to_owned())
+        );
+    }
+}

@@ -291,6 +291,22 @@ async fn every_route_answers_as_documented() {
         let (code, body) = indexer.get("/api/v1/nothing").await;
         assert_eq!(code, 404, "{body}");
 
+        // names: nothing ingests them yet, but every answer joins them onto keys
+        {
+            use sqlx::Connection as _;
+            let key = format!("{:#x}", attribute("region=eu-west"));
+            sqlx::any::install_default_drivers();
+            let mut connection = sqlx::AnyConnection::connect(&db.url).await.expect("db");
+            sqlx::query("INSERT INTO names (name_key, name) VALUES ($1, 'region=eu-west')")
+                .bind(&key)
+                .execute(&mut connection)
+                .await
+                .expect("insert a name");
+            let (_, named) = indexer.get(&format!("/api/v1/providers/{address}")).await;
+            assert_eq!(named["attributes"][0]["key"], key.as_str(), "{named}");
+            assert_eq!(named["attributes"][0]["name"], "region=eu-west", "{named}");
+        }
+
         // the one-shot status subcommand, as JSON
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_leasehold-market"))
             .args(["status", "--database-url", &db.url, "--output", "json"])

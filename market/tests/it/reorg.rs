@@ -9,6 +9,9 @@ use alloy::sol_types::SolCall;
 use leasehold_contracts::bindings::Marketplace;
 use leasehold_contracts::devnet::Devnet;
 
+use std::time::Duration;
+
+use crate::stream::Subscription;
 use crate::support::*;
 
 /// `cancelOrder(order_id)` from the tenant, as anvil's unsigned JSON transaction (anvil signs
@@ -70,6 +73,7 @@ async fn reorg_scenario(confirmations: u64, mined_after: u64) {
         .get(&format!("/api/v1/leases/{}", doomed.order_id))
         .await;
     let doomed_indexed = seen["state"] == "active";
+    let mut subscription = Subscription::open(&indexer, None).await;
 
     devnet
         .rpc
@@ -87,6 +91,14 @@ async fn reorg_scenario(confirmations: u64, mined_after: u64) {
     let after = head(&devnet).await;
     indexer.wait_indexed(after - confirmations).await;
 
+    if doomed_indexed {
+        // Subscribers hear of the rewind before the canonical events.
+        let text = subscription
+            .read_until("event: reorg", Duration::from_secs(10))
+            .await;
+        assert!(text.contains("\"fork_block\":"), "{text}");
+    }
+    drop(subscription);
     let (code, gone) = indexer
         .get(&format!("/api/v1/leases/{}", doomed.order_id))
         .await;

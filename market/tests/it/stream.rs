@@ -9,13 +9,13 @@ use tokio::net::TcpStream;
 use crate::support::*;
 
 /// An open `GET /api/v1/stream`; `read_until` collects the raw text until it holds `needle`.
-struct Subscription {
+pub struct Subscription {
     socket: TcpStream,
     text: String,
 }
 
 impl Subscription {
-    async fn open(indexer: &Indexer, last_event_id: Option<&str>) -> Self {
+    pub async fn open(indexer: &Indexer, last_event_id: Option<&str>) -> Self {
         let address = indexer.base.trim_start_matches("http://").to_owned();
         let mut socket = TcpStream::connect(&address).await.expect("connect");
         let mut request = format!(
@@ -36,7 +36,7 @@ impl Subscription {
         subscription
     }
 
-    async fn read_until(&mut self, needle: &str, limit: Duration) -> String {
+    pub async fn read_until(&mut self, needle: &str, limit: Duration) -> String {
         let started = Instant::now();
         let mut buffer = [0u8; 4096];
         while !self.text.contains(needle) {
