@@ -14,7 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt as _};
 use leasehold_contracts::Deployment;
 use serde_json::{Value, json};
 use sqlx::any::AnyRow;
@@ -26,9 +26,9 @@ use crate::store::Store;
 
 const DEFAULT_LIMIT: u64 = 50;
 const MAX_LIMIT: u64 = 500;
-/// Events replayed to one stream client after its `Last-Event-ID` before live ones; a client
-/// further behind pages through `/api/v1/events` instead.
-const MAX_REPLAY: i64 = 10_000;
+/// Events replayed to one stream client after its `Last-Event-ID` (by default): a client
+/// further behind gets this many, then the stream ends and it resumes from its last id.
+pub const DEFAULT_MAX_REPLAY: u32 = 10_000;
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// The payment token as the status route shows it.
@@ -48,6 +48,8 @@ pub struct ApiState {
     pub token: TokenInfo,
     pub stream: broadcast::Sender<StreamItem>,
     pub progress: Arc<Progress>,
+    /// See [`DEFAULT_MAX_REPLAY`].
+    pub max_replay: u32,
 }
 
 /// An API error: `{"error": {"code", "message", "field"}}` with its HTTP status.
@@ -881,9 +883,12 @@ async fn stream(
     // Subscribe before reading the backlog, so nothing committed in between is lost.
     let receiver = state.stream.subscribe();
     let backlog = match last_seen {
-        Some(after) => events_after(state.store.pool(), after, MAX_REPLAY).await?,
+        Some(after) => events_after(state.store.pool(), after, i64::from(state.max_replay)).await?,
         None => Vec::new(),
     };
+    // A capped replay ends the stream: the client resumes from its last id, so nothing
+    // between the replay and the live events is skipped.
+    let truncated = backlog.len() as u64 == u64::from(state.max_replay);
     let replayed_through = backlog
         .last()
         .map(|(block, index, _)| (*block, *index))
@@ -932,7 +937,7 @@ async fn stream(
             }
         },
     );
-    use futures_util::StreamExt as _;
+    let live = live.take(if truncated { 0 } else { usize::MAX });
     Ok(Sse::new(replay.chain(live))
         .keep_alive(KeepAlive::new().interval(KEEPALIVE).text("keepalive")))
 }

@@ -68,6 +68,10 @@ enum Command {
         /// Largest block range per eth_getLogs call.
         #[arg(long, default_value_t = leasehold_contracts::DEFAULT_MAX_LOG_RANGE)]
         max_log_range: u64,
+        /// Events one stream reconnect replays after its Last-Event-ID before the stream ends
+        /// (the client then resumes from its last id).
+        #[arg(long, default_value_t = api::DEFAULT_MAX_REPLAY, value_parser = clap::value_parser!(u32).range(1..))]
+        max_stream_replay: u32,
     },
     /// Show how far the index is and how many rows each table holds.
     #[command(after_help = "Examples:\n  \
@@ -102,12 +106,14 @@ fn main() -> Result<()> {
                 confirmations,
                 poll_interval_ms,
                 max_log_range,
+                max_stream_replay,
             } => {
                 run(
                     &rpc_url,
                     &deployment,
                     &database_url,
                     listen,
+                    max_stream_replay,
                     IngestConfig {
                         confirmations,
                         poll_interval: Duration::from_millis(poll_interval_ms),
@@ -130,6 +136,7 @@ async fn run(
     deployment_path: &std::path::Path,
     database_url: &str,
     listen: SocketAddr,
+    max_replay: u32,
     config: IngestConfig,
 ) -> Result<()> {
     let deployment = Deployment::load(deployment_path)?;
@@ -177,6 +184,7 @@ async fn run(
         token,
         stream: stream.clone(),
         progress: progress.clone(),
+        max_replay,
     };
     let ingest = Ingest::new(store, deployment, rpc, stream, progress, config);
     let server = axum::serve(listener, api::router(state));

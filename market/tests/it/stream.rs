@@ -124,3 +124,34 @@ async fn a_new_event_is_streamed_within_two_seconds_and_replayed_after_its_id() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_replay_ends_the_stream_instead_of_skipping_to_live_events() {
+    within(async {
+        let devnet = devnet().await;
+        register_providers(&devnet).await;
+        let db = TestDb::new(Backend::Sqlite).await;
+        let indexer = Indexer::start(
+            &devnet,
+            &db,
+            &["--confirmations", "0", "--max-stream-replay", "2"],
+        );
+        indexer.wait_indexed(head(&devnet).await).await;
+        let (_, events) = indexer.get("/api/v1/events").await;
+        let items = events["items"].as_array().expect("items").clone();
+        assert!(items.len() >= 4, "{events}");
+        let id = |event: &serde_json::Value| format!("{}:{}", event["block"], event["log_index"]);
+        let mut replay = Subscription::open(&indexer, Some(&id(&items[0]))).await;
+        // The chunked body's last chunk: the server ended the stream.
+        let text = replay
+            .read_until("\r\n0\r\n\r\n", Duration::from_secs(5))
+            .await;
+        assert!(text.contains(&format!("id: {}\n", id(&items[1]))), "{text}");
+        assert!(text.contains(&format!("id: {}\n", id(&items[2]))), "{text}");
+        assert!(
+            !text.contains(&format!("id: {}\n", id(&items[3]))),
+            "{text}"
+        );
+    })
+    .await;
+}
