@@ -343,6 +343,10 @@ struct Rate {
     blocks: u64,
     events: u64,
     reported_caught_up: bool,
+    /// The whole catch-up (until the follower is first caught up again).
+    started: Instant,
+    total_blocks: u64,
+    total_events: u64,
 }
 
 impl Rate {
@@ -353,6 +357,9 @@ impl Rate {
             blocks: 0,
             events: 0,
             reported_caught_up: false,
+            started: Instant::now(),
+            total_blocks: 0,
+            total_events: 0,
         }
     }
 
@@ -361,6 +368,10 @@ impl Rate {
             .blocks
             .saturating_add(to.saturating_sub(from).saturating_add(1));
         self.events = self.events.saturating_add(delivered as u64);
+        self.total_blocks = self
+            .total_blocks
+            .saturating_add(to.saturating_sub(from).saturating_add(1));
+        self.total_events = self.total_events.saturating_add(delivered as u64);
         self.reported_caught_up = false;
         let elapsed = self.since.elapsed();
         if elapsed >= self.every {
@@ -380,14 +391,22 @@ impl Rate {
 
     fn caught_up(&mut self, progress: &Progress) {
         if !self.reported_caught_up {
+            let seconds = self.started.elapsed().as_secs_f64().max(f64::EPSILON);
             info!(
                 indexed_block = progress
                     .next_block
                     .load(Ordering::Relaxed)
                     .saturating_sub(1),
                 head_block = progress.head_block.load(Ordering::Relaxed),
+                blocks = self.total_blocks,
+                events = self.total_events,
+                blocks_per_sec = format!("{:.0}", self.total_blocks as f64 / seconds),
+                events_per_sec = format!("{:.0}", self.total_events as f64 / seconds),
                 "caught up; following new blocks"
             );
+            self.started = Instant::now();
+            self.total_blocks = 0;
+            self.total_events = 0;
             self.reported_caught_up = true;
             self.since = Instant::now();
             self.blocks = 0;

@@ -21,6 +21,15 @@ async fn killed_and_restarted_equals_uninterrupted(backend: Backend) {
         let indexer = Indexer::start(&devnet, &reference, &["--confirmations", "0"]);
         indexer.wait_indexed(head).await;
         spot_check(&devnet, &indexer, &leases).await;
+        let logged = Instant::now();
+        while !indexer.log().contains("caught up;") && logged.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = indexer.log();
+        assert!(
+            log.contains("caught up; following new blocks") && log.contains("events_per_sec="),
+            "the catch-up rate is logged:\n{log}"
+        );
     }
 
     // Small ranges make many commits, so the kills land mid-way through the catch-up.
