@@ -121,6 +121,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/sdl/validate", post(validate_sdl))
+        // The web console (`market/console/dist`, planned) will be served from here, for
+        // every path outside `/api/`.
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
 }
