@@ -1,0 +1,9 @@
+//! The market indexer against a real anvil chain with the real contracts, the real
+//! `leasehold-market` binary, and real SQLite and PostgreSQL databases.
+
+mod api;
+mod bench;
+mod history;
+mod reorg;
+mod stream;
+mod support;
