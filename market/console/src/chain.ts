@@ -1,6 +1,6 @@
 // Transactions, with the same call sequence as the tenant CLI
 // (marketplace-contracts/src/client.rs `post_order`, `top_up`, `close_lease`, `withdraw`).
-import { hashDomain, parseSignature, zeroAddress, type Hex } from "viem";
+import { hashDomain, parseEventLogs, parseSignature, zeroAddress, type Hex, type TransactionReceipt } from "viem";
 import { marketplaceAbi, tokenAbi } from "./generated/abi";
 import type { Address, GroupOrderSpec, Status } from "./types";
 import type { Wallet } from "./wallet";
@@ -16,6 +16,12 @@ export const DEFAULT_DELIVERY_WINDOW_SECS = 600n;
 export const DEFAULT_DEPOSIT_HOURS = 24n;
 
 export type DepositFunding = "allowance" | "permit" | "approval";
+
+export interface PostedOrder {
+  tx: Hex;
+  orderId: bigint;
+  funding: DepositFunding;
+}
 
 export interface NewOrder {
   spec: GroupOrderSpec;
@@ -43,11 +49,22 @@ function contractSpec(spec: GroupOrderSpec) {
   };
 }
 
-async function send(wallet: Wallet, request: Parameters<Wallet["walletClient"]["writeContract"]>[0]): Promise<Hex> {
+async function sendForReceipt(wallet: Wallet, request: Parameters<Wallet["walletClient"]["writeContract"]>[0]): Promise<TransactionReceipt> {
   const hash = await wallet.walletClient.writeContract(request);
   const receipt = await wallet.publicClient.waitForTransactionReceipt({ hash });
   if (receipt.status !== "success") throw new Error(`transaction ${hash} reverted`);
-  return hash;
+  return receipt;
+}
+
+async function send(wallet: Wallet, request: Parameters<Wallet["walletClient"]["writeContract"]>[0]): Promise<Hex> {
+  return (await sendForReceipt(wallet, request)).transactionHash;
+}
+
+/// The order a create transaction announced in its `OrderCreated` event.
+function postedOrder(receipt: TransactionReceipt, funding: DepositFunding): PostedOrder {
+  const [created] = parseEventLogs({ abi: marketplaceAbi, eventName: "OrderCreated", logs: receipt.logs });
+  if (!created) throw new Error(`transaction ${receipt.transactionHash} created no order (no OrderCreated event)`);
+  return { tx: receipt.transactionHash, orderId: created.args.orderId, funding };
 }
 
 /// The token's EIP-712 domain when it supports EIP-2612 permits: `eip712Domain` answers and
@@ -88,7 +105,7 @@ async function ensureAllowance(wallet: Wallet, token: Address, spender: Address,
 /// Posts the order in one transaction where the token allows: nothing to approve when the
 /// allowance covers the deposit, else an EIP-2612 permit with `createOrderWithPermit`, else
 /// `approve` then `createOrder`.
-export async function createOrder(wallet: Wallet, status: Status, order: NewOrder): Promise<{ tx: Hex; funding: DepositFunding }> {
+export async function createOrder(wallet: Wallet, status: Status, order: NewOrder): Promise<PostedOrder> {
   const { marketplace, token } = status.contracts;
   const spec = contractSpec(order.spec);
   const maxPrice = BigInt(order.spec.max_price_per_hour);
@@ -96,12 +113,12 @@ export async function createOrder(wallet: Wallet, status: Status, order: NewOrde
   const base = { address: marketplace, abi: marketplaceAbi, account: wallet.account, chain: wallet.chain } as const;
   const allowance = await wallet.publicClient.readContract({ address: token, abi: tokenAbi, functionName: "allowance", args: [wallet.address, marketplace] });
   if (allowance >= order.deposit) {
-    return { tx: await send(wallet, { ...base, functionName: "createOrder", args: common }), funding: "allowance" };
+    return postedOrder(await sendForReceipt(wallet, { ...base, functionName: "createOrder", args: common }), "allowance");
   }
   const domain = await permitDomain(wallet, token);
   if (!domain) {
     await ensureAllowance(wallet, token, marketplace, order.deposit);
-    return { tx: await send(wallet, { ...base, functionName: "createOrder", args: common }), funding: "approval" };
+    return postedOrder(await sendForReceipt(wallet, { ...base, functionName: "createOrder", args: common }), "approval");
   }
   const nonce = await wallet.publicClient.readContract({ address: token, abi: tokenAbi, functionName: "nonces", args: [wallet.address] });
   const deadline = BigInt(Math.floor(Date.now() / 1000)) + PERMIT_LIFETIME_SECS;
@@ -123,10 +140,7 @@ export async function createOrder(wallet: Wallet, status: Status, order: NewOrde
   const { r, s, yParity } = parseSignature(signature);
   const permit = { deadline, v: 27 + (yParity ?? 0), r, s };
   const noRule = { provider: zeroAddress, maxPricePerHour: 0n };
-  return {
-    tx: await send(wallet, { ...base, functionName: "createOrderWithPermit", args: [...common, permit, noRule] }),
-    funding: "permit",
-  };
+  return postedOrder(await sendForReceipt(wallet, { ...base, functionName: "createOrderWithPermit", args: [...common, permit, noRule] }), "permit");
 }
 
 export async function acceptBid(wallet: Wallet, status: Status, orderId: bigint, bidId: bigint): Promise<Hex> {

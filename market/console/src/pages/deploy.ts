@@ -130,14 +130,14 @@ export const deployPage: Page = async (app, root) => {
             const amount = parseUnits(deposit.value, decimals, "deposit");
             if (amount === 0n) throw new Error("deposit: must be more than 0");
             replace(status, "posting the order…");
-            const { tx, funding } = await createOrder(app.wallet, app.status, {
+            const { orderId, funding } = await createOrder(app.wallet, app.status, {
               spec,
               manifestHash: valid.manifest_hash,
               deposit: amount,
               bidWindowSecs: DEFAULT_BID_WINDOW_SECS,
               deliveryWindowSecs: DEFAULT_DELIVERY_WINDOW_SECS,
             });
-            replace(status, `order posted (deposit paid by ${funding}), tx ${tx}; waiting for the indexer…`);
+            replace(status, `order ${orderId} posted (deposit paid by ${funding}); its bids appear below`);
             watchBids(app, bidsBox);
           } catch (error) {
             replace(status, errorBox(error));
