@@ -17,7 +17,7 @@ export const providerPage: Page = async (app, root, params) => {
   ]);
   const all = [...active.items, ...closed.items];
   const earned = all.reduce((sum, lease) => sum + parseBig(lease.paid_total), 0n);
-  const own = app.wallet?.address.toLowerCase() === provider.address.toLowerCase();
+  const ownWallet = app.wallet?.address.toLowerCase() === provider.address.toLowerCase() ? app.wallet : null;
   replace(
     root,
     h("h2", {}, `Provider ${shortAddress(provider.address)}`),
@@ -48,7 +48,7 @@ export const providerPage: Page = async (app, root, params) => {
           formatUnits(lease.paid_total, decimals, symbol),
           formatUnits(lease.escrow_left, decimals, symbol),
           formatTime(lease.created_at),
-          own && lease.state === "active" && app.wallet
+          ownWallet && lease.state === "active"
             ? h(
                 "span",
                 {},
@@ -56,7 +56,7 @@ export const providerPage: Page = async (app, root, params) => {
                   onclick: async () => {
                     replace(note, "withdrawing…");
                     try {
-                      replace(note, `withdrawn, tx ${await withdraw(app.wallet!, app.status, BigInt(lease.id))}`);
+                      replace(note, `withdrawn, tx ${await withdraw(ownWallet, app.status, BigInt(lease.id))}`);
                     } catch (error) {
                       replace(note, errorBox(error));
                     }
