@@ -7,8 +7,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
-import { keccak256, parseEventLogs, stringToHex, toHex, type Hex } from "viem";
-import { createOrder, topUp, tokenBalance } from "../src/chain";
+import { keccak256, parseEventLogs, stringToHex, toHex, type Hex, type TransactionReceipt } from "viem";
+import { acceptBid, closeLease, createOrder, topUp, tokenBalance, withdraw } from "../src/chain";
 import { marketplaceAbi, tokenAbi } from "../src/generated/abi";
 import type { GroupOrderSpec, Status } from "../src/types";
 import { devWallet, type Wallet } from "../src/wallet";
@@ -20,6 +20,8 @@ const artifact = (name: string) => JSON.parse(readFileSync(join(repo, "marketpla
 let anvil: ChildProcess | undefined;
 let deployer: Wallet;
 let tenant: Wallet;
+let provider: Wallet;
+let registryAbi: readonly unknown[];
 let status: Status;
 
 async function freePort(): Promise<number> {
@@ -47,6 +49,7 @@ before(async () => {
   const rpc = `http://127.0.0.1:${port}`;
   deployer = devWallet(31337, rpc, 0);
   tenant = devWallet(31337, rpc, 1);
+  provider = devWallet(31337, rpc, 2);
   const deadline = Date.now() + 15_000;
   for (;;) {
     try {
@@ -57,14 +60,16 @@ before(async () => {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
-  const registryAbi = JSON.parse(readFileSync(join(repo, "marketplace-contracts", "artifacts", "ProviderRegistry.json"), "utf8")).abi as readonly unknown[];
+  registryAbi = JSON.parse(readFileSync(join(repo, "marketplace-contracts", "artifacts", "ProviderRegistry.json"), "utf8")).abi as readonly unknown[];
   const token = await deploy(deployer, "TestToken", tokenAbi, []);
   const registry = await deploy(deployer, "ProviderRegistry", registryAbi, [token, 100_000_000n, 60n, 1000, 1_000_000n]);
   const marketplace = await deploy(deployer, "Marketplace", marketplaceAbi, [registry]);
   const init = await deployer.walletClient.writeContract({ address: registry, abi: registryAbi, functionName: "initialize", args: [marketplace], account: deployer.account, chain: deployer.chain });
   await deployer.publicClient.waitForTransactionReceipt({ hash: init });
-  const faucet = await deployer.walletClient.writeContract({ address: token, abi: tokenAbi, functionName: "faucet", args: [tenant.address, 500_000_000n], account: deployer.account, chain: deployer.chain });
-  await deployer.publicClient.waitForTransactionReceipt({ hash: faucet });
+  for (const wallet of [tenant, provider]) {
+    const faucet = await deployer.walletClient.writeContract({ address: token, abi: tokenAbi, functionName: "faucet", args: [wallet.address, 500_000_000n], account: deployer.account, chain: deployer.chain });
+    await deployer.publicClient.waitForTransactionReceipt({ hash: faucet });
+  }
   status = {
     chain_id: 31337,
     head_block: 0,
@@ -129,6 +134,53 @@ test("a top-up approves what it needs and adds to the escrow", { timeout: 60_000
   const receipt = await tenant.publicClient.getTransactionReceipt({ hash: tx });
   const [event] = parseEventLogs({ abi: marketplaceAbi, eventName: "EscrowToppedUp", logs: receipt.logs });
   assert.equal(event?.args.amount, 5_000_000n);
+});
+
+/// A provider call the console never makes (it is the daemon's job), for the lease tests.
+async function asProvider(address: Hex, abi: readonly unknown[], functionName: string, args: unknown[]): Promise<TransactionReceipt> {
+  const hash = await provider.walletClient.writeContract({ address, abi, functionName, args, account: provider.account, chain: provider.chain });
+  const receipt = await provider.publicClient.waitForTransactionReceipt({ hash });
+  assert.equal(receipt.status, "success", `${functionName} succeeded`);
+  return receipt;
+}
+
+test("accept a bid, the provider withdraws what accrued, closing refunds the rest: nothing lost", { timeout: 60_000 }, async () => {
+  const { marketplace, registry, token } = status.contracts;
+  await asProvider(token, tokenAbi, "approve", [registry, 100_000_000n]);
+  await asProvider(registry, registryAbi, "register", [
+    "https://127.0.0.1:8443",
+    keccak256(toHex("cert")),
+    [],
+    { cpuMilli: 8000n, memoryMiB: 16384n, storageMiB: 65536n },
+    [],
+  ]);
+  const posted = await createOrder(tenant, status, order);
+  const noGpu = { model: { vendor: "", model: "", ram: "", iface: "" }, patternIndex: 0, wildcards: 0 };
+  const bidReceipt = await asProvider(marketplace, marketplaceAbi, "placeBid", [posted.orderId, 900_000n, noGpu, [], []]);
+  const [bid] = parseEventLogs({ abi: marketplaceAbi, eventName: "BidPlaced", logs: bidReceipt.logs });
+  assert.ok(bid);
+
+  const accepted = await tenant.publicClient.getTransactionReceipt({ hash: await acceptBid(tenant, status, posted.orderId, bid.args.bidId) });
+  const [lease] = parseEventLogs({ abi: marketplaceAbi, eventName: "LeaseCreated", logs: accepted.logs });
+  assert.ok(lease, "acceptBid created the lease");
+  assert.equal(lease.args.pricePerHour, 900_000n);
+  const leaseId = lease.args.leaseId;
+
+  await asProvider(marketplace, marketplaceAbi, "confirmLease", [leaseId]);
+  await provider.publicClient.request({ method: "evm_increaseTime" as never, params: [3600] as never });
+  await provider.publicClient.request({ method: "evm_mine" as never });
+  const paid = await provider.publicClient.getTransactionReceipt({ hash: await withdraw(provider, status, leaseId) });
+  const [payment] = parseEventLogs({ abi: marketplaceAbi, eventName: "PaymentWithdrawn", logs: paid.logs });
+  assert.ok(payment && payment.args.amount >= 900_000n, `about one hour paid, got ${payment?.args.amount}`);
+
+  const before = await tokenBalance(tenant, status);
+  const closed = await tenant.publicClient.getTransactionReceipt({ hash: await closeLease(tenant, status, leaseId) });
+  const [close] = parseEventLogs({ abi: marketplaceAbi, eventName: "LeaseClosed", logs: closed.logs });
+  assert.ok(close);
+  assert.equal(close.args.reason, 1, "closed as a tenant request");
+  assert.equal(payment.args.amount + close.args.paidToProvider + close.args.refundedToTenant, order.deposit, "the deposit is all accounted for");
+  assert.ok(close.args.refundedToTenant > 0n);
+  assert.equal(await tokenBalance(tenant, status), before + close.args.refundedToTenant, "the refund is paid to the tenant");
 });
 
 test("dev accounts are refused off the devnet", () => {
