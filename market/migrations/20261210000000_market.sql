@@ -164,8 +164,8 @@ CREATE TABLE capacity_history (
 );
 CREATE INDEX capacity_history_provider ON capacity_history (provider, at);
 
--- Readable names of chain keys (GPU models, attributes), from the registry's naming event
--- (ingest wired when that event exists). Not derived from `events` yet, so a rebuild keeps it.
+-- Readable names of chain keys (GPU models, attributes), from the registry's `KeyNamed`
+-- event (the registry hashes each name itself, so a name always matches its key).
 CREATE TABLE names (
     name_key TEXT PRIMARY KEY,
     name TEXT NOT NULL

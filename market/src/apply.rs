@@ -453,6 +453,18 @@ pub async fn apply(connection: &mut AnyConnection, log: &IndexedLog) -> Result<(
             .execute(&mut *connection)
             .await?;
         }
+        ChainEvent::KeyNamed { key, name } => {
+            // The registry hashes the name itself and names each key once, so the row is
+            // final; the upsert only keeps a replay (rebuild after a reorg) idempotent.
+            sqlx::query(
+                "INSERT INTO names (name_key, name) VALUES ($1, $2) \
+                 ON CONFLICT (name_key) DO UPDATE SET name = excluded.name",
+            )
+            .bind(hash(*key))
+            .bind(name.as_str())
+            .execute(&mut *connection)
+            .await?;
+        }
         // Recorded in `events` only: no derived table follows them (yet).
         ChainEvent::DeliveryFailed { .. }
         | ChainEvent::PaymentCredited { .. }

@@ -239,6 +239,7 @@ pub fn data(event: &ChainEvent) -> Value {
             amount,
             stake,
         } => json!({"provider": address(*provider), "amount": dec(*amount), "stake": dec(*stake)}),
+        ChainEvent::KeyNamed { key, name } => json!({"key": hash(*key), "name": name}),
         ChainEvent::BondReleased {
             order_id,
             bid_id,

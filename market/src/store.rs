@@ -32,6 +32,7 @@ pub const DERIVED_TABLES: &[&str] = &[
     "closes",
     "price_history",
     "capacity_history",
+    "names",
 ];
 
 /// Every table with indexed chain data, in dump order (for status counts and comparisons).

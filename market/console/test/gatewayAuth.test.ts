@@ -1,5 +1,5 @@
 // Checks the TypeScript signer against vectors produced by the Rust code the CLI and the
-// provider use (`cargo run -p leasehold-proto --example gateway_auth_vectors`).
+// provider use (`LEASEHOLD_BLESS=1 cargo test -p leasehold-proto --test it console_vectors`).
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";

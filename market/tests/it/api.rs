@@ -300,20 +300,27 @@ async fn every_route_answers_as_documented(backend: Backend) {
         let (code, body) = indexer.get("/api/v1/nothing").await;
         assert_eq!(code, 404, "{body}");
 
-        // names: nothing ingests them yet, but every answer joins them onto keys
+        // names: published on chain by the registry's naming event, joined onto every key
         {
-            use sqlx::Connection as _;
             let key = format!("{:#x}", attribute("region=eu-west"));
-            sqlx::any::install_default_drivers();
-            let mut connection = sqlx::AnyConnection::connect(&db.url).await.expect("db");
-            sqlx::query("INSERT INTO names (name_key, name) VALUES ($1, 'region=eu-west')")
-                .bind(&key)
-                .execute(&mut connection)
+            client(&devnet, PROVIDER_A)
+                .publish_names(&["region=eu-west".to_owned()])
                 .await
-                .expect("insert a name");
+                .expect("publish a name");
+            indexer
+                .wait_indexed(crate::support::head(&devnet).await)
+                .await;
             let (_, named) = indexer.get(&format!("/api/v1/providers/{address}")).await;
             assert_eq!(named["attributes"][0]["key"], key.as_str(), "{named}");
             assert_eq!(named["attributes"][0]["name"], "region=eu-west", "{named}");
+            let (_, events) = indexer.get("/api/v1/events?limit=500").await;
+            let published = events["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .find(|e| e["kind"] == "KeyNamed")
+                .expect("the naming event is served");
+            assert_eq!(published["data"]["key"], key.as_str(), "{published}");
         }
 
         // the one-shot status subcommand, as JSON
@@ -327,7 +334,11 @@ async fn every_route_answers_as_documented(backend: Backend) {
             String::from_utf8_lossy(&output.stderr)
         );
         let report: Value = serde_json::from_slice(&output.stdout).expect("status JSON");
-        assert_eq!(report["indexed_block"], head, "{report}");
+        assert_eq!(
+            report["indexed_block"],
+            crate::support::head(&devnet).await,
+            "{report}"
+        );
         assert_eq!(report["tables"]["leases"], leases.len(), "{report}");
         assert!(
             report["tables"]["events"].as_u64().is_some_and(|n| n > 50),

@@ -1,6 +1,8 @@
-//! Prints test vectors of signed lease calls as JSON, for the web console's
-//! TypeScript signer (`market/console/test/vectors/gateway-auth.json`) to check
-//! itself against: `cargo run -p leasehold-proto --example gateway_auth_vectors`.
+//! Test vectors of signed lease calls, for the web console's TypeScript signer
+//! (`market/console/test/vectors/gateway-auth.json`, checked by its `npm test`).
+//! This test fails when the Rust signer no longer produces the committed file;
+//! `LEASEHOLD_BLESS=1 cargo test -p leasehold-proto --test it console_vectors`
+//! rewrites it (then run the console's tests).
 //!
 //! Every field is produced by the Rust code the CLI and the provider use:
 //! `prost` encodes the request, [`auth::signing_message`] builds the text and
@@ -53,6 +55,7 @@ fn cases() -> Vec<Case> {
                 order_id: 300,
                 bid_id: 2,
                 manifest_json: manifest,
+                auto_accept: false,
             }
             .encode_to_vec(),
         },
@@ -90,7 +93,7 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn render() -> Result<String, Box<dyn std::error::Error>> {
     let mut vectors = Vec::new();
     for (index, case) in cases().into_iter().enumerate() {
         let signer: PrivateKeySigner = KEYS[index % KEYS.len()].parse()?;
@@ -134,6 +137,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             alloy::hex::encode(credentials.signature.as_bytes()),
         ));
     }
-    println!("[\n{}\n]", vectors.join(",\n"));
-    Ok(())
+    Ok(format!("[\n{}\n]\n", vectors.join(",\n")))
+}
+
+#[test]
+fn console_vectors_are_what_the_rust_signer_produces() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../market/console/test/vectors/gateway-auth.json");
+    let rendered = render().expect("vectors");
+    if std::env::var_os("LEASEHOLD_BLESS").is_some() {
+        std::fs::write(&path, &rendered).expect("write vectors");
+    }
+    let committed = std::fs::read_to_string(&path).expect("committed vectors");
+    assert!(
+        committed == rendered,
+        "{} differs from what the Rust signer produces; if the change is intended, \
+         rerun with LEASEHOLD_BLESS=1 and then the console's npm test",
+        path.display()
+    );
 }

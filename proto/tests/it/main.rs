@@ -1,0 +1,3 @@
+//! Integration tests of the wire protocol crate.
+
+mod gateway_auth_vectors;
