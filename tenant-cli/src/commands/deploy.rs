@@ -171,7 +171,7 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> CliResult<u8> {
         chain,
         signer,
         progress,
-        names: Names::from_groups(&groups),
+        names: preflight.names.clone(),
         preflight,
         providers: HashMap::new(),
         heads,

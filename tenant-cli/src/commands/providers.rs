@@ -193,6 +193,10 @@ pub struct GroupPreflight {
 #[derive(Debug, Clone, Serialize)]
 pub struct Preflight {
     pub groups: Vec<GroupPreflight>,
+    /// The groups' keys and every name published on chain, read once for the report and
+    /// reused by `deploy` for its bid table.
+    #[serde(skip)]
+    pub names: Names,
 }
 
 impl Preflight {
@@ -332,7 +336,10 @@ pub async fn preflight(chain: &Chain, groups: &[Group]) -> CliResult<Preflight> 
             ineligible,
         });
     }
-    Ok(Preflight { groups: report })
+    Ok(Preflight {
+        groups: report,
+        names,
+    })
 }
 
 /// Why the group's `signedBy` auditors would refuse `provider`'s bid, if they would.
