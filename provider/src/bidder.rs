@@ -369,7 +369,11 @@ impl Core {
         // Holding capacity for an expired order would only block other orders.
         let expired = self.chain.order_expired(&info).await?;
         if info.status != leasehold_contracts::OrderStatus::Open || expired {
-            self.release_reservation(order_id).await?;
+            let leased_to_us = info.status == leasehold_contracts::OrderStatus::Leased
+                && self.own_bid_stands(order_id).await?;
+            if !leased_to_us {
+                self.release_reservation(order_id).await?;
+            }
             self.skip(order_id, Skip::NotOpen);
             return Ok(());
         }
@@ -453,6 +457,12 @@ impl Core {
                 Ok(())
             }
             Err(error) => {
+                // `AlreadyBid` or `OrderNotOpen` after a restart: the previous run's bid
+                // was mined after all.
+                if error.revert().is_some() && self.own_bid_stands(order_id).await? {
+                    info!(order_id, %error, "our bid sent before the restart stands; its reservation is kept");
+                    return Ok(());
+                }
                 self.metrics.bids_failed.inc();
                 self.release_reservation(order_id).await?;
                 if error.revert().is_some() {
@@ -463,6 +473,27 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Whether a bid of ours on `order_id` is live or became its lease. A bid sent just
+    /// before a restart is mined with its receipt unrecorded, so the replayed order finds
+    /// the order matched (or `placeBid` refused as `AlreadyBid`): the reservation is that
+    /// bid's, and the lease's own work, queued behind this one, commits it and adopts any
+    /// pre-lease start the tenant already sent its manifest for.
+    async fn own_bid_stands(&self, order_id: u64) -> Result<bool, DaemonError> {
+        let me = self.chain.address();
+        Ok(match self.chain.order(order_id).await?.status {
+            leasehold_contracts::OrderStatus::Leased => {
+                self.chain.lease(order_id).await?.provider == me
+            }
+            leasehold_contracts::OrderStatus::Open => self
+                .chain
+                .bids(order_id)
+                .await?
+                .iter()
+                .any(|bid| bid.provider == me && !bid.withdrawn),
+            _ => false,
+        })
     }
 
     /// Resolves the bonds our bids on the ended order `order_id` still lock: released back to

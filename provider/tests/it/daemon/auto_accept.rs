@@ -286,3 +286,57 @@ async fn kill_dash_nine_right_after_an_auto_accept_manifest_then_the_lease_adopt
     })
     .await;
 }
+
+/// The daemon is killed with its `placeBid` in the mempool (mining paused), so the bid is
+/// mined (and, by the rule, becomes the lease) with nobody to record its receipt. The
+/// restarted daemon replays the order, finds it leased to itself (or its new `placeBid`
+/// refused), and must keep the reservation and the running workload for the lease to
+/// adopt: the tenant already sent its manifest and will not send it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bid_mined_while_the_daemon_was_down_keeps_its_pre_lease_start() {
+    daemon_test(0..4, || async {
+        let setup = process_setup_on(Some(1)).await;
+        let mut daemon = DaemonProcess::spawn(&setup.devnet, &setup.config_path);
+        let tenant = tenant_client(&setup.devnet, &setup.gateway).await;
+        let me = setup.devnet.signer(PROVIDER).address();
+        let (order, manifest) = hello_order(&setup.devnet, 1_000 * TOKEN, 3_600);
+        let order_id = post_auto_accept(&setup.devnet, &order, rule(Some(me), 10 * TOKEN)).await;
+        let rpc = &setup.devnet.rpc;
+        rpc.anvil_set_interval_mining(0)
+            .await
+            .expect("pause mining");
+        rpc.anvil_set_auto_mine(false).await.expect("automine off");
+        send_until_taken(&tenant, order_id, &manifest).await;
+        eventually("our placeBid in the mempool", || async {
+            let mined = rpc.get_transaction_count(me).latest().await.ok()?;
+            let pending = rpc.get_transaction_count(me).pending().await.ok()?;
+            (pending > mined).then_some(())
+        })
+        .await;
+        daemon.kill();
+        // Mined only once the restarted daemon has passed its startup reconcile (which
+        // would adopt a lease it already finds): the replayed order meets the lease.
+        let _daemon = DaemonProcess::spawn(&setup.devnet, &setup.config_path);
+        let gateway = setup.config.gateway.listen.clone();
+        eventually("the restarted gateway", || {
+            let gateway = gateway.clone();
+            async move { tokio::net::TcpStream::connect(gateway).await.ok().map(drop) }
+        })
+        .await;
+        rpc.anvil_set_interval_mining(1)
+            .await
+            .expect("resume mining");
+        let uris = eventually("the adopted lease to run", || {
+            let mut signed = tenant.clone();
+            async move {
+                let (state, uris) = lease_state_on(&mut signed, order_id).await?;
+                (state == "running" && !uris.is_empty()).then_some(uris)
+            }
+        })
+        .await;
+        assert_eq!(containers_of(order_id).await.len(), 1, "one container");
+        let response = http_get_async(uris[0].clone(), "/").await.expect("GET");
+        assert!(response.contains(" 200"), "{response}");
+    })
+    .await;
+}
