@@ -84,6 +84,7 @@ after(() => {
   anvil?.kill("SIGKILL");
 });
 
+const manifestHash = keccak256(toHex("manifest"));
 const spec: GroupOrderSpec = {
   group_name: stringToHex("web", { size: 32 }),
   resources: { cpu_milli: "500", memory_mib: "256", storage_mib: "512" },
@@ -95,8 +96,9 @@ const spec: GroupOrderSpec = {
   signed_by_all_of: [],
   signed_by_any_of: [],
   max_price_per_hour: "1000000",
+  denom: "usdc",
+  manifest_hash: manifestHash,
 };
-const manifestHash = keccak256(toHex("manifest"));
 const order = { spec, manifestHash, deposit: 24_000_000n, bidWindowSecs: 10n, deliveryWindowSecs: 600n };
 
 async function escrowOf(orderId: bigint): Promise<bigint> {

@@ -365,7 +365,50 @@ async fn every_route_answers_as_documented(backend: Backend) {
                 .is_some_and(|h| h.len() == 66),
             "{report}"
         );
-        assert!(!report["groups"].as_array().expect("groups").is_empty());
+        // each group's order is the contracts crate's encoding, the CLI's
+        let parsed = leasehold_manifests::parse(sdl).expect("hello.yaml parses");
+        let groups = parsed.groups();
+        assert_eq!(
+            report["groups"].as_array().map(Vec::len),
+            Some(groups.len()),
+            "{report}"
+        );
+        let manifest_json = report["manifest_json"].as_str().expect("manifest_json");
+        let manifest_hash = alloy::primitives::keccak256(manifest_json.as_bytes());
+        let manifest_hash = format!("{manifest_hash:#x}");
+        assert_eq!(report["manifest_hash"], manifest_hash.as_str());
+        assert_eq!(manifest_json, parsed.manifest().canonical_json());
+        for (group, shown) in groups
+            .iter()
+            .zip(report["groups"].as_array().expect("groups"))
+        {
+            let order = leasehold_contracts::group_order(group).expect("hello encodes");
+            let spec = &order.spec;
+            let hex = |keys: &[alloy::primitives::B256]| -> Vec<String> {
+                keys.iter().map(|key| format!("{key:#x}")).collect()
+            };
+            let expected = serde_json::json!({
+                "group_name": format!("{:#x}", spec.group_name),
+                "resources": {
+                    "cpu_milli": spec.resources.cpu_milli.to_string(),
+                    "memory_mib": spec.resources.memory_mib.to_string(),
+                    "storage_mib": spec.resources.storage_mib.to_string(),
+                },
+                "gpu_count": spec.gpu_count,
+                "replicas": spec.replicas,
+                "leased_ips": spec.leased_ips,
+                "allowed_gpu_models": hex(&spec.requirements.allowed_gpu_models),
+                "required_attributes": hex(&spec.requirements.required_attributes),
+                "signed_by_all_of": Vec::<String>::new(),
+                "signed_by_any_of": Vec::<String>::new(),
+                "max_price_per_hour": order.max_price_per_hour.to_string(),
+                "denom": order.denom,
+                "manifest_hash": manifest_hash,
+            });
+            assert_eq!(shown["order"], expected, "{report}");
+            assert_eq!(shown["order"]["resources"]["cpu_milli"], "100", "{report}");
+            assert_eq!(shown["order"]["max_price_per_hour"], "1000", "{report}");
+        }
         let response = http
             .post(format!("{}/api/v1/sdl/validate", indexer.base))
             .body("version: \"2.0\"\nservices:\n  web:\n    image: nginx\n")
