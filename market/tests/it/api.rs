@@ -45,11 +45,25 @@ async fn every_route_answers_as_documented(backend: Backend) {
         let leases = drive_history(&devnet, 6).await;
         let head = head(&devnet).await;
         let db = TestDb::new(backend).await;
-        let indexer = Indexer::start(&devnet, &db, &["--confirmations", "0"]);
+        let console = crate::console::console_dir();
+        let console_dist = console.path().join("dist");
+        let console_dist = console_dist.to_str().expect("UTF-8 temp path");
+        // SQLite runs with a public RPC URL of its own, PostgreSQL with the default.
+        let public_rpc = "http://rpc.example:8545";
+        let mut args = vec!["--confirmations", "0", "--console-dir", console_dist];
+        if backend == Backend::Sqlite {
+            args.extend(["--public-rpc-url", public_rpc]);
+        }
+        let indexer = Indexer::start(&devnet, &db, &args);
         indexer.wait_indexed(head).await;
 
         let (code, status) = indexer.get("/api/v1/status").await;
         assert_eq!(code, 200);
+        let expected_rpc = match backend {
+            Backend::Sqlite => public_rpc.to_owned(),
+            Backend::Postgres => devnet.endpoint(),
+        };
+        assert_eq!(status["rpc_url"], expected_rpc.as_str(), "{status}");
         assert_eq!(status["chain_id"], devnet.deployment.chain_id);
         assert_eq!(status["indexed_block"], head);
         assert!(status["head_block"].as_u64().is_some_and(|h| h >= head));
@@ -299,6 +313,25 @@ async fn every_route_answers_as_documented(backend: Backend) {
         // routes that do not exist
         let (code, body) = indexer.get("/api/v1/nothing").await;
         assert_eq!(code, 404, "{body}");
+        assert_eq!(body["error"]["code"], "not_found", "{body}");
+
+        // the console next to the API: its index at /, the API's routes first
+        let server = indexer.base.trim_start_matches("http://");
+        let index = crate::console::raw_request(server, "GET", "/").await;
+        assert_eq!(index.status, 200, "{}", index.head);
+        assert_eq!(
+            index.header("content-type").as_deref(),
+            Some("text/html; charset=utf-8")
+        );
+        let script = crate::console::raw_request(server, "GET", "/app.js").await;
+        assert_eq!(
+            script.header("content-type").as_deref(),
+            Some("text/javascript; charset=utf-8")
+        );
+        let escape = crate::console::raw_request(server, "GET", "/%2e%2e/secret.txt").await;
+        assert_eq!(escape.status, 400, "{}", escape.head);
+        let api = crate::console::raw_request(server, "GET", "/api/v1/status").await;
+        assert_eq!(api.json()["chain_id"], devnet.deployment.chain_id);
 
         // names: published on chain by the registry's naming event, joined onto every key
         {

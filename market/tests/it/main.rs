@@ -3,6 +3,7 @@
 
 mod api;
 mod bench;
+mod console;
 mod history;
 mod reorg;
 mod stream;
