@@ -19,6 +19,7 @@ const status: Status = {
     token: "0x9fe46736679d2d9a65f0992f2272de9f3c7fa6e0",
   },
   token: { symbol: "tUSD", decimals: 6 },
+  rpc_url: "http://127.0.0.1:8545",
 };
 
 const provider: Provider = {

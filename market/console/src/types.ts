@@ -20,6 +20,8 @@ export interface Status {
   confirmations: number;
   contracts: { marketplace: Address; registry: Address; token: Address };
   token: { symbol: string; decimals: number };
+  /// The chain RPC URL browsers use (`leasehold-market run --public-rpc-url`).
+  rpc_url: string;
 }
 
 export interface Resources {

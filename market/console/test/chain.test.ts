@@ -77,6 +77,7 @@ before(async () => {
     confirmations: 0,
     contracts: { marketplace, registry, token },
     token: { symbol: "tUSD", decimals: 6 },
+    rpc_url: rpc,
   };
 });
 
