@@ -3,6 +3,7 @@
 
 mod api;
 mod bench;
+mod browser;
 mod console;
 mod history;
 mod reorg;
