@@ -9,7 +9,7 @@ use alloy::primitives::U256;
 use alloy::providers::{DynProvider, Provider};
 use axum::extract::rejection::{QueryRejection, StringRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +21,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 use tokio::sync::broadcast;
 
+use crate::console::Console;
 use crate::ingest::{Progress, StreamItem};
 use crate::store::Store;
 
@@ -50,6 +51,9 @@ pub struct ApiState {
     pub progress: Arc<Progress>,
     /// See [`DEFAULT_MAX_REPLAY`].
     pub max_replay: u32,
+    /// The chain RPC URL browsers should use (`run --public-rpc-url`), shown by the status
+    /// route: the one the indexer uses may be unreachable from the user's machine.
+    pub public_rpc_url: String,
 }
 
 /// An API error: `{"error": {"code", "message", "field"}}` with its HTTP status.
@@ -106,7 +110,9 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-pub fn router(state: ApiState) -> Router {
+/// The API, and for every other path the console (see [`crate::console`]): API routes match
+/// first, and unknown paths under `/api/` stay JSON 404s.
+pub fn router(state: ApiState, console: Console) -> Router {
     Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/providers", get(providers))
@@ -121,9 +127,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/sdl/validate", post(validate_sdl))
-        // The web console (`market/console/dist`, planned) will be served from here, for
-        // every path outside `/api/`.
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .fallback(move |method: Method, uri: Uri| {
+            let console = console.clone();
+            async move { console.respond(method, uri).await }
+        })
         .with_state(state)
 }
 
@@ -296,6 +303,7 @@ async fn status(State(state): State<ApiState>) -> ApiResult {
             "token": crate::apply::address(deployment.token),
         },
         "token": {"symbol": state.token.symbol, "decimals": state.token.decimals},
+        "rpc_url": state.public_rpc_url,
     })))
 }
 

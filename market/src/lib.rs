@@ -7,10 +7,12 @@
 //!   [`apply`] is the one rule by which each event changes the derived tables, used while
 //!   following and when rebuilding after a reorg.
 //! - [`api`]: the JSON API under `/api/v1` and its Server-Sent Events stream (documented in
-//!   `market/API.md`); [`sdl`] validates SDL files as `tenant validate` does.
+//!   `market/API.md`); [`sdl`] validates SDL files as `tenant validate` does and shows the
+//!   orders `tenant deploy` would post; [`console`] serves the built web console at `/`.
 
 pub mod api;
 pub mod apply;
+pub mod console;
 pub mod event_json;
 pub mod ingest;
 pub mod sdl;

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use leasehold_contracts::Deployment;
 use leasehold_contracts::bindings::TestToken;
 use leasehold_market::api::{self, ApiState, TokenInfo};
+use leasehold_market::console::Console;
 use leasehold_market::ingest::{Ingest, IngestConfig, Progress};
 use leasehold_market::store::{Store, redact_password};
 use tokio::sync::broadcast;
@@ -72,6 +73,15 @@ enum Command {
         /// (the client then resumes from its last id).
         #[arg(long, default_value_t = api::DEFAULT_MAX_REPLAY, value_parser = clap::value_parser!(u32).range(1..))]
         max_stream_replay: u32,
+        /// The chain RPC URL the web console's browsers use, shown by /api/v1/status
+        /// (default: --rpc-url; set it when --rpc-url holds an API key or is reachable only
+        /// from this host).
+        #[arg(long)]
+        public_rpc_url: Option<String>,
+        /// The built web console served at / (default: market/console/dist under the
+        /// current directory when it holds one; else / says how to build it).
+        #[arg(long)]
+        console_dir: Option<PathBuf>,
     },
     /// Show how far the index is and how many rows each table holds.
     #[command(after_help = "Examples:\n  \
@@ -107,13 +117,21 @@ fn main() -> Result<()> {
                 poll_interval_ms,
                 max_log_range,
                 max_stream_replay,
+                public_rpc_url,
+                console_dir,
             } => {
+                let console = Console::from_flag(console_dir.as_deref())?;
+                let public_rpc_url = public_rpc_url.unwrap_or_else(|| rpc_url.clone());
                 run(
                     &rpc_url,
                     &deployment,
                     &database_url,
                     listen,
-                    max_stream_replay,
+                    Serving {
+                        max_replay: max_stream_replay,
+                        public_rpc_url,
+                        console,
+                    },
                     IngestConfig {
                         confirmations,
                         poll_interval: Duration::from_millis(poll_interval_ms),
@@ -131,12 +149,19 @@ fn main() -> Result<()> {
     })
 }
 
+/// How the API and console are served.
+struct Serving {
+    max_replay: u32,
+    public_rpc_url: String,
+    console: Console,
+}
+
 async fn run(
     rpc_url: &str,
     deployment_path: &std::path::Path,
     database_url: &str,
     listen: SocketAddr,
-    max_replay: u32,
+    serving: Serving,
     config: IngestConfig,
 ) -> Result<()> {
     let deployment = Deployment::load(deployment_path)?;
@@ -176,6 +201,14 @@ async fn run(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, database = %redact_password(database_url), "serving the market API");
+    match serving.console.root() {
+        Some(dir) => {
+            tracing::info!(dir = %dir.display(), url = %format!("http://{listen}/"), "serving the web console")
+        }
+        None => tracing::info!(
+            "no web console: build it with `scripts/console build` or pass --console-dir"
+        ),
+    }
     let state = ApiState {
         store: store.clone(),
         deployment,
@@ -184,10 +217,11 @@ async fn run(
         token,
         stream: stream.clone(),
         progress: progress.clone(),
-        max_replay,
+        max_replay: serving.max_replay,
+        public_rpc_url: serving.public_rpc_url,
     };
     let ingest = Ingest::new(store, deployment, rpc, stream, progress, config);
-    let server = axum::serve(listener, api::router(state));
+    let server = axum::serve(listener, api::router(state, serving.console));
     tokio::select! {
         result = server => result.context("API server")?,
         _ = ingest.run() => {}

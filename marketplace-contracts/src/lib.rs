@@ -58,8 +58,8 @@ pub use heads::{HeadWatch, HeadWatchError, next_head_or};
 pub use log_ranges::{DEFAULT_MAX_LOG_RANGE, RangeLimit, logs_in_ranges};
 pub use names::{KeyNames, MAX_NAME_LENGTH, MAX_NAMES_PER_CALL, NameError};
 pub use order::{
-    LeaseFitError, OrderEncodingError, auditors_for_group, chain_key, check_within_lease, gpu_bid,
-    group_name_key, order_spec_for_group,
+    GroupOrder, LeaseFitError, OrderEncodingError, auditors_for_group, chain_key,
+    check_within_lease, gpu_bid, group_name_key, group_order, order_spec_for_group,
 };
 pub use txlane::{
     FeePolicy, Fees, Gwei, GweiError, JournalError, LaneStats, MemoryJournal, SentTx, Settlement,

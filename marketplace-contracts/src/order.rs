@@ -3,7 +3,7 @@
 //! place: the group's name, GPU models and attributes as keccak256 of their
 //! canonical strings, totals with memory and storage rounded up to MiB.
 
-use alloy::primitives::{Address, B256, keccak256};
+use alloy::primitives::{Address, B256, U256, keccak256};
 use leasehold_manifests::{GpuModelKey, Group, PATTERNS_PER_KEY, SignedBy};
 
 use crate::types::{
@@ -51,6 +51,9 @@ pub fn gpu_bid(model: &GpuModelKey, allowed: &[B256]) -> Option<GpuBid> {
 /// A group that cannot become an order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrderEncodingError {
+    /// Its totals cannot be computed (a sum overflows); `reason` is the manifests crate's.
+    #[error("group `{group}`: {reason}")]
+    Totals { group: String, reason: String },
     /// Its totals do not fit the order's fields.
     #[error("group `{group}`: {what} out of range")]
     OutOfRange { group: String, what: &'static str },
@@ -176,9 +179,55 @@ pub fn order_spec_for_group(group: &Group) -> Result<OrderSpec, OrderEncodingErr
     })
 }
 
+/// The order a group becomes: its [`OrderSpec`] plus the maximum price per hour, the
+/// group's total price (per-replica prices summed by the manifests crate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOrder {
+    /// The SDL group (placement) name; the spec holds only its hash.
+    pub group: String,
+    pub spec: OrderSpec,
+    pub max_price_per_hour: U256,
+    /// Denomination named in the SDL (informational: the deployment fixes the token).
+    pub denom: String,
+}
+
+/// The order `tenant deploy` posts for one group (before any `--max-price` override), and the
+/// market API's `sdl/validate` shows: one encoding, so the console posts the CLI's order.
+pub fn group_order(group: &Group) -> Result<GroupOrder, OrderEncodingError> {
+    let totals = group.totals().map_err(|error| OrderEncodingError::Totals {
+        group: group.name.clone(),
+        reason: error.to_string(),
+    })?;
+    Ok(GroupOrder {
+        group: group.name.clone(),
+        spec: order_spec_for_group(group)?,
+        max_price_per_hour: U256::from(totals.price.amount.floor_units()),
+        denom: totals.price.denom,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// hello.yaml's order: the totals in MiB, the price in whole base units, no lists.
+    #[test]
+    fn hello_becomes_its_group_order() {
+        let sdl = leasehold_manifests::parse(include_str!("../../manifests/examples/hello.yaml"))
+            .unwrap_or_else(|errors| panic!("{errors:?}"));
+        let group = &sdl.groups()[0];
+        let order = group_order(group).expect("encodes");
+        let totals = group.totals().expect("totals");
+        assert_eq!(order.group, group.name);
+        assert_eq!(order.spec, order_spec_for_group(group).expect("spec"));
+        assert_eq!(
+            order.max_price_per_hour,
+            U256::from(totals.price.amount.floor_units())
+        );
+        assert!(!order.max_price_per_hour.is_zero());
+        assert_eq!(order.spec.group_name, group_name_key(&group.name));
+        assert_eq!(order.spec.replicas, 1);
+    }
 
     /// The cases of `test/vectors/gpu_patterns.json`, which the Foundry tests also run.
     #[derive(serde::Deserialize)]

@@ -18,29 +18,12 @@ pub fn chain_key(text: &str) -> B256 {
     leasehold_contracts::chain_key(text)
 }
 
-/// The order a group becomes: its totals (memory and storage rounded up to MiB), its
-/// required attributes and its allowed GPU models, plus the maximum price per hour.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupOrder {
-    pub group: String,
-    pub spec: OrderSpec,
-    pub max_price_per_hour: U256,
-    /// Denomination named in the SDL (informational: the deployment fixes the token).
-    pub denom: String,
-}
+pub use leasehold_contracts::GroupOrder;
 
+/// The order a group becomes (the contracts crate's encoding, which the market API's
+/// `sdl/validate` shows the console too).
 pub fn group_order(group: &Group) -> CliResult<GroupOrder> {
-    let totals = group
-        .totals()
-        .map_err(|e| CliError::failed(format!("group `{}`: {e}", group.name)))?;
-    let spec = leasehold_contracts::order_spec_for_group(group)
-        .map_err(|e| CliError::failed(e.to_string()))?;
-    Ok(GroupOrder {
-        group: group.name.clone(),
-        spec,
-        max_price_per_hour: U256::from(totals.price.amount.floor_units()),
-        denom: totals.price.denom,
-    })
+    leasehold_contracts::group_order(group).map_err(|e| CliError::failed(e.to_string()))
 }
 
 /// Applies `--max-price` overrides: a group's own override wins over one for every group.

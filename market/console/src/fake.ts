@@ -19,6 +19,7 @@ const status: Status = {
     token: "0x9fe46736679d2d9a65f0992f2272de9f3c7fa6e0",
   },
   token: { symbol: "tUSD", decimals: 6 },
+  rpc_url: "http://127.0.0.1:8545",
 };
 
 const provider: Provider = {
@@ -96,8 +97,34 @@ export class FakeBackend implements Backend {
     const tab = body.split("\n").findIndex((line) => line.includes("\t"));
     const answer: SdlValidation =
       tab >= 0
-        ? { ok: false, errors: [{ field: "sdl", line: tab + 1, column: 1, message: "tabs are not allowed in YAML indentation" }], warnings: [], groups: [], manifest_hash: null }
-        : { ok: true, errors: [], warnings: [], groups: [{ name: "dcloud", count: 1 }], manifest_hash: `0x${"11".repeat(32)}` };
+        ? { ok: false, errors: [{ field: "sdl", line: tab + 1, column: 1, message: "tabs are not allowed in YAML indentation" }], warnings: [], groups: [], manifest_hash: null, manifest_json: null }
+        : {
+            ok: true,
+            errors: [],
+            warnings: [],
+            groups: [
+              {
+                name: "dcloud",
+                count: 1,
+                order: {
+                  group_name: `0x${"22".repeat(32)}`,
+                  resources: { cpu_milli: "100", memory_mib: "64", storage_mib: "128" },
+                  gpu_count: 0,
+                  replicas: 1,
+                  leased_ips: 0,
+                  allowed_gpu_models: [],
+                  required_attributes: [],
+                  signed_by_all_of: [],
+                  signed_by_any_of: [],
+                  max_price_per_hour: "1000",
+                  denom: "usdc",
+                  manifest_hash: `0x${"11".repeat(32)}`,
+                },
+              },
+            ],
+            manifest_hash: `0x${"11".repeat(32)}`,
+            manifest_json: "{}",
+          };
     return answer;
   }
 

@@ -1,6 +1,7 @@
 // Entry point: configuration, wallet bar, hash routing and the live stream.
 //   ?api=<origin>  market server (default: the page's own origin, which serves the console)
-//   ?rpc=<url>     chain RPC for dev accounts (default: remembered, else http://127.0.0.1:8545)
+//   ?rpc=<url>     chain RPC for the wallet clients (default: the market's `rpc_url` from
+//                  /api/v1/status, which `leasehold-market run --public-rpc-url` sets)
 //   ?fake          fixture data for UI work without a chain (never the default)
 import { Api, HttpBackend, type Backend } from "./api";
 import type { App, Page } from "./app";
@@ -21,7 +22,6 @@ const ROUTES: Record<string, { title: string; page: Page }> = {
   provider: { title: "Provider", page: providerPage },
 };
 const WALLET_KEY = "leasehold.console.wallet";
-const RPC_KEY = "leasehold.console.rpc";
 
 function route(): { name: string; params: URLSearchParams } {
   const [path = "", search = ""] = location.hash.replace(/^#\/?/, "").split("?");
@@ -31,8 +31,6 @@ function route(): { name: string; params: URLSearchParams } {
 async function start(): Promise<void> {
   const search = new URLSearchParams(location.search);
   const base = search.get("api") ?? location.origin;
-  const rpcUrl = search.get("rpc") ?? localStorage.getItem(RPC_KEY) ?? "http://127.0.0.1:8545";
-  localStorage.setItem(RPC_KEY, rpcUrl);
   const backend: Backend = search.has("fake") ? new FakeBackend() : new HttpBackend(base);
   const api = new Api(backend);
   const main = document.getElementById("page")!;
@@ -47,6 +45,9 @@ async function start(): Promise<void> {
     replace(main, h("h2", {}, "The market API cannot be reached"), errorBox(error));
     return;
   }
+  // The market names the chain's RPC for browsers; never remembered, so a restarted devnet
+  // on another port is followed.
+  const rpcUrl = search.get("rpc") ?? status.rpc_url;
 
   let listeners: ((event: ChainEvent) => void)[] = [];
   let rendering = 0;

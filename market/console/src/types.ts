@@ -20,6 +20,8 @@ export interface Status {
   confirmations: number;
   contracts: { marketplace: Address; registry: Address; token: Address };
   token: { symbol: string; decimals: number };
+  /// The chain RPC URL browsers use (`leasehold-market run --public-rpc-url`).
+  rpc_url: string;
 }
 
 export interface Resources {
@@ -121,8 +123,9 @@ export interface SdlProblem {
   message: string;
 }
 
-/// The order a group posts, in contract units. NOT in API v1 yet: requested from the
-/// indexer so the console builds orders with the manifests crate's rules, not its own.
+/// The order a group posts, in contract units: `sdl/validate`'s `order`, the contracts
+/// crate's `group_order` (the encoding `tenant deploy` posts), so the console never encodes
+/// an order itself.
 export interface GroupOrderSpec {
   group_name: Hex;
   resources: { cpu_milli: string; memory_mib: string; storage_mib: string };
@@ -134,13 +137,17 @@ export interface GroupOrderSpec {
   signed_by_all_of: Address[];
   signed_by_any_of: Address[];
   max_price_per_hour: string;
+  denom: string;
+  /// keccak256 of the validation's `manifest_json`.
+  manifest_hash: Hex;
 }
 
 export interface SdlGroup {
   name: string;
   count: number;
   [summary: string]: unknown;
-  order?: GroupOrderSpec;
+  /// null when the group cannot be encoded (the reason is in `errors`).
+  order?: GroupOrderSpec | null;
 }
 
 export interface SdlValidation {
@@ -149,4 +156,6 @@ export interface SdlValidation {
   warnings: SdlProblem[];
   groups: SdlGroup[];
   manifest_hash: Hex | null;
+  /// The manifest the tenant sends to the provider (canonical JSON; hashes to manifest_hash).
+  manifest_json: string | null;
 }

@@ -77,6 +77,7 @@ before(async () => {
     confirmations: 0,
     contracts: { marketplace, registry, token },
     token: { symbol: "tUSD", decimals: 6 },
+    rpc_url: rpc,
   };
 });
 
@@ -84,6 +85,7 @@ after(() => {
   anvil?.kill("SIGKILL");
 });
 
+const manifestHash = keccak256(toHex("manifest"));
 const spec: GroupOrderSpec = {
   group_name: stringToHex("web", { size: 32 }),
   resources: { cpu_milli: "500", memory_mib: "256", storage_mib: "512" },
@@ -95,8 +97,9 @@ const spec: GroupOrderSpec = {
   signed_by_all_of: [],
   signed_by_any_of: [],
   max_price_per_hour: "1000000",
+  denom: "usdc",
+  manifest_hash: manifestHash,
 };
-const manifestHash = keccak256(toHex("manifest"));
 const order = { spec, manifestHash, deposit: 24_000_000n, bidWindowSecs: 10n, deliveryWindowSecs: 600n };
 
 async function escrowOf(orderId: bigint): Promise<bigint> {

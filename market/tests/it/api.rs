@@ -45,11 +45,25 @@ async fn every_route_answers_as_documented(backend: Backend) {
         let leases = drive_history(&devnet, 6).await;
         let head = head(&devnet).await;
         let db = TestDb::new(backend).await;
-        let indexer = Indexer::start(&devnet, &db, &["--confirmations", "0"]);
+        let console = crate::console::console_dir();
+        let console_dist = console.path().join("dist");
+        let console_dist = console_dist.to_str().expect("UTF-8 temp path");
+        // SQLite runs with a public RPC URL of its own, PostgreSQL with the default.
+        let public_rpc = "http://rpc.example:8545";
+        let mut args = vec!["--confirmations", "0", "--console-dir", console_dist];
+        if backend == Backend::Sqlite {
+            args.extend(["--public-rpc-url", public_rpc]);
+        }
+        let indexer = Indexer::start(&devnet, &db, &args);
         indexer.wait_indexed(head).await;
 
         let (code, status) = indexer.get("/api/v1/status").await;
         assert_eq!(code, 200);
+        let expected_rpc = match backend {
+            Backend::Sqlite => public_rpc.to_owned(),
+            Backend::Postgres => devnet.endpoint(),
+        };
+        assert_eq!(status["rpc_url"], expected_rpc.as_str(), "{status}");
         assert_eq!(status["chain_id"], devnet.deployment.chain_id);
         assert_eq!(status["indexed_block"], head);
         assert!(status["head_block"].as_u64().is_some_and(|h| h >= head));
@@ -299,6 +313,25 @@ async fn every_route_answers_as_documented(backend: Backend) {
         // routes that do not exist
         let (code, body) = indexer.get("/api/v1/nothing").await;
         assert_eq!(code, 404, "{body}");
+        assert_eq!(body["error"]["code"], "not_found", "{body}");
+
+        // the console next to the API: its index at /, the API's routes first
+        let server = indexer.base.trim_start_matches("http://");
+        let index = crate::console::raw_request(server, "GET", "/").await;
+        assert_eq!(index.status, 200, "{}", index.head);
+        assert_eq!(
+            index.header("content-type").as_deref(),
+            Some("text/html; charset=utf-8")
+        );
+        let script = crate::console::raw_request(server, "GET", "/app.js").await;
+        assert_eq!(
+            script.header("content-type").as_deref(),
+            Some("text/javascript; charset=utf-8")
+        );
+        let escape = crate::console::raw_request(server, "GET", "/%2e%2e/secret.txt").await;
+        assert_eq!(escape.status, 400, "{}", escape.head);
+        let api = crate::console::raw_request(server, "GET", "/api/v1/status").await;
+        assert_eq!(api.json()["chain_id"], devnet.deployment.chain_id);
 
         // names: published on chain by the registry's naming event, joined onto every key
         {
@@ -365,7 +398,50 @@ async fn every_route_answers_as_documented(backend: Backend) {
                 .is_some_and(|h| h.len() == 66),
             "{report}"
         );
-        assert!(!report["groups"].as_array().expect("groups").is_empty());
+        // each group's order is the contracts crate's encoding, the CLI's
+        let parsed = leasehold_manifests::parse(sdl).expect("hello.yaml parses");
+        let groups = parsed.groups();
+        assert_eq!(
+            report["groups"].as_array().map(Vec::len),
+            Some(groups.len()),
+            "{report}"
+        );
+        let manifest_json = report["manifest_json"].as_str().expect("manifest_json");
+        let manifest_hash = alloy::primitives::keccak256(manifest_json.as_bytes());
+        let manifest_hash = format!("{manifest_hash:#x}");
+        assert_eq!(report["manifest_hash"], manifest_hash.as_str());
+        assert_eq!(manifest_json, parsed.manifest().canonical_json());
+        for (group, shown) in groups
+            .iter()
+            .zip(report["groups"].as_array().expect("groups"))
+        {
+            let order = leasehold_contracts::group_order(group).expect("hello encodes");
+            let spec = &order.spec;
+            let hex = |keys: &[alloy::primitives::B256]| -> Vec<String> {
+                keys.iter().map(|key| format!("{key:#x}")).collect()
+            };
+            let expected = serde_json::json!({
+                "group_name": format!("{:#x}", spec.group_name),
+                "resources": {
+                    "cpu_milli": spec.resources.cpu_milli.to_string(),
+                    "memory_mib": spec.resources.memory_mib.to_string(),
+                    "storage_mib": spec.resources.storage_mib.to_string(),
+                },
+                "gpu_count": spec.gpu_count,
+                "replicas": spec.replicas,
+                "leased_ips": spec.leased_ips,
+                "allowed_gpu_models": hex(&spec.requirements.allowed_gpu_models),
+                "required_attributes": hex(&spec.requirements.required_attributes),
+                "signed_by_all_of": Vec::<String>::new(),
+                "signed_by_any_of": Vec::<String>::new(),
+                "max_price_per_hour": order.max_price_per_hour.to_string(),
+                "denom": order.denom,
+                "manifest_hash": manifest_hash,
+            });
+            assert_eq!(shown["order"], expected, "{report}");
+            assert_eq!(shown["order"]["resources"]["cpu_milli"], "100", "{report}");
+            assert_eq!(shown["order"]["max_price_per_hour"], "1000", "{report}");
+        }
         let response = http
             .post(format!("{}/api/v1/sdl/validate", indexer.base))
             .body("version: \"2.0\"\nservices:\n  web:\n    image: nginx\n")

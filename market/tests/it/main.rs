@@ -3,6 +3,8 @@
 
 mod api;
 mod bench;
+mod browser;
+mod console;
 mod history;
 mod reorg;
 mod stream;

@@ -117,7 +117,7 @@ export const deployPage: Page = async (app, root) => {
     const rows = valid.groups.map((group) => {
       const spec = group.order;
       if (!spec) {
-        return h("p", { class: "error" }, `group ${group.name}: the API's validation gives no order spec for this group, so the console cannot post it (the market server must be newer).`);
+        return h("p", { class: "error" }, `group ${group.name}: the API's validation gives no order for this group, so the console cannot post it (the market server must be newer).`);
       }
       const defaultDeposit = BigInt(spec.max_price_per_hour) * DEFAULT_DEPOSIT_HOURS;
       const deposit = h("input", { name: `deposit-${group.name}`, value: formatUnits(defaultDeposit, decimals), size: 14 }) as HTMLInputElement;
@@ -125,14 +125,13 @@ export const deployPage: Page = async (app, root) => {
       const post = h("button", {
         onclick: async () => {
           if (!app.wallet) return replace(status, errorBox("connect a wallet first"));
-          if (!valid.manifest_hash) return replace(status, errorBox("the validation gave no manifest hash"));
           try {
             const amount = parseUnits(deposit.value, decimals, "deposit");
             if (amount === 0n) throw new Error("deposit: must be more than 0");
             replace(status, "posting the order…");
             const { orderId, funding } = await createOrder(app.wallet, app.status, {
               spec,
-              manifestHash: valid.manifest_hash,
+              manifestHash: spec.manifest_hash,
               deposit: amount,
               bidWindowSecs: DEFAULT_BID_WINDOW_SECS,
               deliveryWindowSecs: DEFAULT_DELIVERY_WINDOW_SECS,
