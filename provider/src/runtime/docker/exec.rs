@@ -34,6 +34,12 @@ pub fn exec_config(request: &ExecRequest) -> ExecConfig {
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         tty: Some(request.tty),
+        // Set at creation: a resize sent right after the start can reach the engine before
+        // the command has its terminal, and is then lost.
+        console_size: request.tty.then(|| {
+            let size = request.size.unwrap_or(DEFAULT_TERMINAL_SIZE);
+            vec![usize::from(size.rows), usize::from(size.cols)]
+        }),
         cmd: Some(request.command.clone()),
         privileged: Some(false),
         ..ExecConfig::default()
@@ -220,5 +226,42 @@ async fn exit_code(docker: &bollard::Docker, exec: &str) -> Option<i32> {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::TerminalSize;
+
+    fn request(tty: bool, size: Option<TerminalSize>) -> ExecRequest {
+        ExecRequest {
+            service: "web".into(),
+            replica: 0,
+            command: vec!["sh".into()],
+            tty,
+            size,
+        }
+    }
+
+    #[test]
+    fn a_terminal_gets_its_size_at_creation_as_rows_then_columns() {
+        let size = TerminalSize {
+            cols: 123,
+            rows: 45,
+        };
+        assert_eq!(
+            exec_config(&request(true, Some(size))).console_size,
+            Some(vec![45, 123])
+        );
+        let default = exec_config(&request(true, None)).console_size.expect("size");
+        assert_eq!(
+            default,
+            vec![
+                usize::from(DEFAULT_TERMINAL_SIZE.rows),
+                usize::from(DEFAULT_TERMINAL_SIZE.cols)
+            ]
+        );
+        assert_eq!(exec_config(&request(false, Some(size))).console_size, None);
     }
 }
