@@ -9,13 +9,11 @@ use alloy::rpc::types::{Filter, Log};
 use alloy::sol_types::SolEvent;
 use leasehold_contracts::CloseReason;
 use leasehold_contracts::bindings::Marketplace;
+use leasehold_preflight::PlacedBid;
 use leasehold_scheduler::ranking::Reputation;
 
 use crate::chain::Chain;
 use crate::error::CliResult;
-
-/// Only the most recent bids count: prices change.
-const RECENT_BIDS: usize = 50;
 
 async fn events<E: SolEvent>(chain: &Chain, call: &'static str) -> CliResult<Vec<E>> {
     let filter = Filter::new()
@@ -30,12 +28,13 @@ async fn events<E: SolEvent>(chain: &Chain, call: &'static str) -> CliResult<Vec
         .collect())
 }
 
-/// The lowest price per replica-hour each provider bid recently.
+/// The lowest price per replica-hour each provider bid recently (the preflight crate's rule),
+/// reading the replicas of only the orders its recent bids were placed on.
 pub async fn recent_rates(chain: &Chain) -> CliResult<HashMap<Address, U256>> {
     let bids = events::<Marketplace::BidPlaced>(chain, "eth_getLogs BidPlaced").await?;
     let mut replicas_of: HashMap<U256, u16> = HashMap::new();
-    let mut rates: HashMap<Address, U256> = HashMap::new();
-    for bid in bids.iter().rev().take(RECENT_BIDS) {
+    let mut placed = Vec::new();
+    for bid in leasehold_preflight::recent(&bids) {
         let replicas = match replicas_of.get(&bid.orderId) {
             Some(replicas) => *replicas,
             None => {
@@ -47,16 +46,13 @@ pub async fn recent_rates(chain: &Chain) -> CliResult<HashMap<Address, U256>> {
                 replicas
             }
         };
-        if replicas == 0 {
-            continue;
-        }
-        let rate = bid.pricePerHour.div_ceil(U256::from(replicas));
-        rates
-            .entry(bid.provider)
-            .and_modify(|lowest| *lowest = (*lowest).min(rate))
-            .or_insert(rate);
+        placed.push(PlacedBid {
+            provider: bid.provider,
+            price_per_hour: bid.pricePerHour,
+            replicas,
+        });
     }
-    Ok(rates)
+    Ok(leasehold_preflight::recent_rates(&placed))
 }
 
 /// Leases a provider completed (closed at the tenant's request) or failed (closed by the

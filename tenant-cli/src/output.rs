@@ -58,15 +58,8 @@ pub fn emit<T: Serialize>(output: Output, value: &T, text: impl FnOnce() -> Stri
     }
 }
 
-/// Short form of a long hex string: `0x1234…abcd`.
-pub fn short_hex(text: &str) -> String {
-    if text.len() <= 14 {
-        return text.to_owned();
-    }
-    let head = text.get(..6).unwrap_or(text);
-    let tail = text.get(text.len().saturating_sub(4)..).unwrap_or_default();
-    format!("{head}…{tail}")
-}
+/// Short form of a long hex string: `0x1234…abcd` (the preflight crate's, which names keys).
+pub use leasehold_preflight::short_hex;
 
 /// A JSON address value (lower-case hex) in its checksummed form for text; `-` if absent.
 pub fn address_text(value: &serde_json::Value) -> String {
@@ -181,11 +174,5 @@ mod tests {
             vec!["long".to_owned(), "x".to_owned(), String::new()],
         ];
         assert_eq!(table(&rows), "A     BB\nlong  x\n");
-    }
-
-    #[test]
-    fn short_hex_keeps_both_ends() {
-        assert_eq!(short_hex("0x1234567890abcdef"), "0x1234…cdef");
-        assert_eq!(short_hex("0x12"), "0x12");
     }
 }

@@ -1,17 +1,18 @@
 //! `tenant providers` and `tenant preflight`.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
-use alloy::primitives::{Address, U256};
-use leasehold_contracts::{Attestation, OrderRequirements, ProviderInfo, ProviderStatus};
+use alloy::primitives::Address;
+use leasehold_contracts::{Attestation, ProviderInfo, ProviderStatus};
 use leasehold_manifests::Group;
-use serde::Serialize;
+use leasehold_preflight::{AuditVerdicts, Inputs, PreflightError};
+
+pub use leasehold_preflight::Preflight;
 
 use crate::chain::Chain;
 use crate::commands::Ctx;
-use crate::error::CliResult;
-use crate::market::{self, GroupOrder, NamedKey, Names, Reason};
+use crate::error::{CliError, CliResult};
+use crate::market::Names;
 use crate::output::{emit, table};
 
 /// Every registered provider's on-chain record (`all`: unbonding ones too).
@@ -152,221 +153,34 @@ fn auditors_of(attestations: &[Attestation], provider: Address) -> String {
     }
 }
 
-/// A provider that could serve a group.
-#[derive(Debug, Clone, Serialize)]
-pub struct Candidate {
-    pub provider: Address,
-    pub endpoint: String,
-    /// The provider's GPU models and attributes, with their names.
-    pub gpu_models: Vec<NamedKey>,
-    pub attributes: Vec<NamedKey>,
-    /// From the provider's recent bids, scaled to this group's replicas; `None` when it has
-    /// not bid yet.
-    pub estimated_price_per_hour: Option<String>,
-}
-
-/// A provider that cannot serve a group, and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct Rejected {
-    pub provider: Address,
-    pub endpoint: String,
-    pub gpu_models: Vec<NamedKey>,
-    pub attributes: Vec<NamedKey>,
-    pub reason: Reason,
-}
-
-/// The preflight of one group.
-#[derive(Debug, Clone, Serialize)]
-pub struct GroupPreflight {
-    pub group: String,
-    pub replicas: u16,
-    pub cpu_milli: u64,
-    pub memory_mib: u64,
-    pub storage_mib: u64,
-    pub gpu_count: u32,
-    pub max_price_per_hour: String,
-    pub eligible: Vec<Candidate>,
-    pub ineligible: Vec<Rejected>,
-}
-
-/// The preflight of a whole SDL.
-#[derive(Debug, Clone, Serialize)]
-pub struct Preflight {
-    pub groups: Vec<GroupPreflight>,
-    /// The groups' keys and every name published on chain, read once for the report and
-    /// reused by `deploy` for its bid table.
-    #[serde(skip)]
-    pub names: Names,
-}
-
-impl Preflight {
-    /// True when every group has at least one provider that could serve it.
-    pub fn servable(&self) -> bool {
-        self.groups.iter().all(|group| !group.eligible.is_empty())
-    }
-
-    /// Plain text, one paragraph per group (also used in the no-bids error).
-    pub fn explain(&self) -> String {
-        let mut text = String::new();
-        for group in &self.groups {
-            let total = group.eligible.len() + group.ineligible.len();
-            let _ = writeln!(
-                text,
-                "group `{}` ({} replicas, {}m cpu, {} MiB memory, {} MiB storage, {} GPUs, max {}/h): {} of {total} provider(s) can serve it",
-                group.group,
-                group.replicas,
-                group.cpu_milli,
-                group.memory_mib,
-                group.storage_mib,
-                group.gpu_count,
-                group.max_price_per_hour,
-                group.eligible.len(),
-            );
-            for candidate in &group.eligible {
-                let price = candidate
-                    .estimated_price_per_hour
-                    .as_deref()
-                    .map_or("price unknown until it bids".to_owned(), |p| {
-                        format!("~{p}/h from its recent bids")
-                    });
-                let _ = writeln!(
-                    text,
-                    "  ok   {} {} [{}] ({price})",
-                    candidate.provider,
-                    candidate.endpoint,
-                    offer(&candidate.gpu_models, &candidate.attributes)
-                );
-            }
-            for rejected in &group.ineligible {
-                let _ = writeln!(
-                    text,
-                    "  no   {} {} [{}]: {} [{}]",
-                    rejected.provider,
-                    rejected.endpoint,
-                    offer(&rejected.gpu_models, &rejected.attributes),
-                    rejected.reason.message,
-                    rejected.reason.kind
-                );
-            }
-        }
-        text
-    }
-}
-
-/// What a provider offers, by name (short hash where unnamed): GPU models, then attributes.
-fn offer(gpu_models: &[NamedKey], attributes: &[NamedKey]) -> String {
-    let shown: Vec<String> = gpu_models
-        .iter()
-        .chain(attributes)
-        .map(|named| {
-            named
-                .name
-                .clone()
-                .unwrap_or_else(|| crate::output::short_hex(&named.key.to_string()))
-        })
-        .collect();
-    if shown.is_empty() {
-        "no GPUs or attributes".to_owned()
-    } else {
-        shown.join(", ")
-    }
-}
-
-/// Checks every group against every active provider with the scheduler's eligibility rule.
+/// Reads what the preflight needs from the chain (every registered provider, their recent
+/// bid rates, the published names, the audited groups' `checkAudit` verdicts) and makes it.
 pub async fn preflight(chain: &Chain, groups: &[Group]) -> CliResult<Preflight> {
     let providers = registered(chain, true).await?;
     let rates = crate::history::recent_rates(chain).await?;
-    let names = Names::from_groups(groups).with_published(&chain.client.key_names().await?);
-    let mut report = Vec::new();
-    for group in groups {
-        let GroupOrder {
-            spec,
-            max_price_per_hour,
-            ..
-        } = market::group_order(group)?;
-        let order = market::scheduler_order(&spec, max_price_per_hour, &names);
-        let mut eligible = Vec::new();
-        let mut ineligible = Vec::new();
+    let published = chain.client.key_names().await?;
+    let mut audits = AuditVerdicts::default();
+    for (group, requirements) in leasehold_preflight::audited_groups(groups).map_err(failed)? {
         for provider in &providers {
-            let estimate = rates
-                .get(&provider.address)
-                .and_then(|rate| rate.checked_mul(U256::from(spec.replicas)));
-            let price = estimate.map_or(0, |p| u128::try_from(p).unwrap_or(u128::MAX));
-            let bid = market::hypothetical_bid(&spec, provider, price, &names);
-            let reason = match market::explain(&order, &bid, provider, &names) {
-                None => audit_reason(chain, provider.address, &spec.requirements).await?,
-                reason => reason,
-            };
-            let gpu_models: Vec<NamedKey> = provider
-                .gpus
-                .iter()
-                .map(|gpu| names.named(&gpu.model_key))
-                .collect();
-            let attributes: Vec<NamedKey> = provider
-                .attributes
-                .iter()
-                .map(|key| names.named(key))
-                .collect();
-            match reason {
-                None => eligible.push(Candidate {
-                    provider: provider.address,
-                    endpoint: provider.endpoint.clone(),
-                    gpu_models,
-                    attributes,
-                    estimated_price_per_hour: estimate.map(|p| p.to_string()),
-                }),
-                Some(reason) => ineligible.push(Rejected {
-                    provider: provider.address,
-                    endpoint: provider.endpoint.clone(),
-                    gpu_models,
-                    attributes,
-                    reason: price_reason_with_basis(reason),
-                }),
-            }
+            let missing = chain
+                .client
+                .missing_audit(provider.address, &requirements)
+                .await?;
+            audits.record(&group, provider.address, missing);
         }
-        report.push(GroupPreflight {
-            group: group.name.clone(),
-            replicas: spec.replicas,
-            cpu_milli: spec.resources.cpu_milli,
-            memory_mib: spec.resources.memory_mib,
-            storage_mib: spec.resources.storage_mib,
-            gpu_count: spec.gpu_count,
-            max_price_per_hour: max_price_per_hour.to_string(),
-            eligible,
-            ineligible,
-        });
     }
-    Ok(Preflight {
-        groups: report,
-        names,
+    leasehold_preflight::preflight(&Inputs {
+        groups,
+        providers: &providers,
+        rates: &rates,
+        published: &published,
+        audits: &audits,
     })
+    .map_err(failed)
 }
 
-/// Why the group's `signedBy` auditors would refuse `provider`'s bid, if they would.
-async fn audit_reason(
-    chain: &Chain,
-    provider: Address,
-    requirements: &OrderRequirements,
-) -> CliResult<Option<Reason>> {
-    let missing = chain.client.missing_audit(provider, requirements).await?;
-    Ok(missing.map(|auditor| Reason {
-        kind: "audit",
-        message: if auditor.is_zero() {
-            "no signedBy.anyOf auditor attests its required attributes".to_owned()
-        } else {
-            format!("signedBy.allOf auditor {auditor} does not attest its required attributes")
-        },
-    }))
-}
-
-fn price_reason_with_basis(reason: Reason) -> Reason {
-    if reason.kind != "price" {
-        return reason;
-    }
-    Reason {
-        message: format!("too expensive: its recent bids suggest {}", reason.message),
-        ..reason
-    }
+fn failed(error: PreflightError) -> CliError {
+    CliError::failed(error.to_string())
 }
 
 pub async fn preflight_command(ctx: &Ctx, file: &Path) -> CliResult<u8> {
