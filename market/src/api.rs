@@ -63,15 +63,44 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// An SDL's errors as `sdl/validate` lists them (`invalid_sdl` only).
+    errors: Option<Vec<Value>>,
 }
 
 impl ApiError {
-    fn bad(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad(field: &str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_parameter",
             message: message.into(),
             field: Some(field.to_owned()),
+            errors: None,
+        }
+    }
+
+    /// An SDL that does not validate: the first error's field and message, and every error.
+    fn invalid_sdl(errors: Vec<Value>) -> Self {
+        let first = errors.first().cloned().unwrap_or_default();
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_sdl",
+            message: first["message"]
+                .as_str()
+                .unwrap_or("the SDL is not valid")
+                .to_owned(),
+            field: first["field"].as_str().map(str::to_owned),
+            errors: Some(errors),
+        }
+    }
+
+    /// The chain RPC failed or refused a read: the request may succeed later.
+    pub(crate) fn chain(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_GATEWAY,
+            code: "chain_error",
+            message: message.into(),
+            field: None,
+            errors: None,
         }
     }
 
@@ -81,6 +110,7 @@ impl ApiError {
             code: "not_found",
             message: what.into(),
             field: None,
+            errors: None,
         }
     }
 }
@@ -93,17 +123,21 @@ impl From<sqlx::Error> for ApiError {
             code: "database_error",
             message: "the index database failed; see the server log".to_owned(),
             field: None,
+            errors: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {
+        let mut body = json!({"error": {
             "code": self.code,
             "message": self.message,
             "field": self.field,
         }});
+        if let Some(errors) = self.errors {
+            body["error"]["errors"] = Value::Array(errors);
+        }
         (self.status, Json(body)).into_response()
     }
 }
@@ -127,6 +161,7 @@ pub fn router(state: ApiState, console: Console) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/sdl/validate", post(validate_sdl))
+        .route("/api/v1/preflight", post(preflight))
         .fallback(move |method: Method, uri: Uri| {
             let console = console.clone();
             async move { console.respond(method, uri).await }
@@ -958,6 +993,18 @@ async fn validate_sdl(body: Result<String, StringRejection>) -> ApiResult {
     let body =
         body.map_err(|e| ApiError::bad("body", format!("the SDL must be UTF-8 text: {e}")))?;
     Ok(Json(crate::sdl::validate(&body)))
+}
+
+/// The preflight of an SDL that validates; one that does not is a 400 `invalid_sdl` with
+/// `sdl/validate`'s errors.
+async fn preflight(
+    State(state): State<ApiState>,
+    body: Result<String, StringRejection>,
+) -> Result<Json<leasehold_preflight::Preflight>, ApiError> {
+    let body =
+        body.map_err(|e| ApiError::bad("body", format!("the SDL must be UTF-8 text: {e}")))?;
+    let groups = crate::sdl::validated_groups(&body).map_err(ApiError::invalid_sdl)?;
+    Ok(Json(crate::preflight::report(&state, &groups).await?))
 }
 
 #[cfg(test)]

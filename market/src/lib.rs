@@ -8,12 +8,15 @@
 //!   following and when rebuilding after a reorg.
 //! - [`api`]: the JSON API under `/api/v1` and its Server-Sent Events stream (documented in
 //!   `market/API.md`); [`sdl`] validates SDL files as `tenant validate` does and shows the
-//!   orders `tenant deploy` would post; [`console`] serves the built web console at `/`.
+//!   orders `tenant deploy` would post; [`preflight`] answers which providers can serve an
+//!   SDL's groups with the preflight crate's report (the one `tenant preflight` prints);
+//!   [`console`] serves the built web console at `/`.
 
 pub mod api;
 pub mod apply;
 pub mod console;
 pub mod event_json;
 pub mod ingest;
+pub mod preflight;
 pub mod sdl;
 pub mod store;

@@ -4,7 +4,7 @@
 
 use alloy::primitives::B256;
 use leasehold_contracts::{GroupOrder, OrderEncodingError};
-use leasehold_manifests::{ManifestError, ManifestWarning};
+use leasehold_manifests::{Group, ManifestError, ManifestWarning};
 use serde_json::{Value, json};
 
 use crate::apply::{address, hash};
@@ -127,6 +127,18 @@ pub fn validate(yaml: &str) -> Value {
         "manifest_hash": hash(manifest_hash),
         "manifest_json": manifest.canonical_json(),
     })
+}
+
+/// The groups of an SDL that validates (as [`validate`] judges it, so the two routes agree),
+/// or [`validate`]'s errors.
+pub fn validated_groups(yaml: &str) -> Result<Vec<Group>, Vec<Value>> {
+    let report = validate(yaml);
+    if report["ok"] != json!(true) {
+        return Err(report["errors"].as_array().cloned().unwrap_or_default());
+    }
+    leasehold_manifests::parse(yaml)
+        .map(|sdl| sdl.groups())
+        .map_err(|errors| errors.errors().iter().map(error_json).collect())
 }
 
 #[cfg(test)]

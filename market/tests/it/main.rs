@@ -6,6 +6,7 @@ mod bench;
 mod browser;
 mod console;
 mod history;
+mod preflight;
 mod reorg;
 mod stream;
 mod support;
