@@ -8,11 +8,13 @@ import type {
   Lease,
   Order,
   Page,
+  Preflight,
   PricePoint,
   Provider,
   SdlValidation,
   Status,
 } from "./types";
+import { parsePreflight } from "./preflight";
 
 /// An error answer of the API, or a transport failure (`code` "network").
 export class ApiError extends Error {
@@ -155,5 +157,9 @@ export class Api {
   }
   validateSdl(yaml: string): Promise<SdlValidation> {
     return this.backend.postText("/api/v1/sdl/validate", yaml, "application/yaml") as Promise<SdlValidation>;
+  }
+  /// Which providers can serve each group (an SDL that does not validate is an ApiError).
+  async preflight(yaml: string): Promise<Preflight> {
+    return parsePreflight(await this.backend.postText("/api/v1/preflight", yaml, "application/yaml"));
   }
 }

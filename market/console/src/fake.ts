@@ -2,7 +2,7 @@
 // opened with `?fake`. Never used otherwise.
 import type { Backend } from "./api";
 import { ApiError } from "./api";
-import type { CapacityPoint, ChainEvent, Lease, PricePoint, Provider, SdlValidation, Status } from "./types";
+import type { CapacityPoint, ChainEvent, Lease, Preflight, PricePoint, Provider, SdlValidation, Status } from "./types";
 
 const NOW = Math.floor(Date.now() / 1000);
 const TENANT = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
@@ -75,6 +75,38 @@ const capacity: CapacityPoint[] = Array.from({ length: 12 }, (_, i) => ({
   allocated: { ...provider.allocated, cpu_millis: String(8000 + i * 2000) },
 }));
 
+const preflight: Preflight = {
+  groups: [
+    {
+      group: "dcloud",
+      replicas: 1,
+      cpu_milli: 100,
+      memory_mib: 64,
+      storage_mib: 128,
+      gpu_count: 0,
+      max_price_per_hour: "1000",
+      eligible: [
+        {
+          provider: PROVIDER,
+          endpoint: "https://provider.example:8443",
+          gpu_models: [{ key: `0x${"33".repeat(32)}`, name: "nvidia/a100/80Gi/sxm" }],
+          attributes: [{ key: `0x${"44".repeat(32)}`, name: "region=eu-west" }],
+          estimated_price_per_hour: "800",
+        },
+      ],
+      ineligible: [
+        {
+          provider: "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc",
+          endpoint: "https://other.example:8443",
+          gpu_models: [],
+          attributes: [],
+          reason: { kind: "attributes", message: "lacks the required attribute region=eu-west" },
+        },
+      ],
+    },
+  ],
+};
+
 export class FakeBackend implements Backend {
   async get(path: string): Promise<unknown> {
     const url = new URL(path, "http://fake");
@@ -93,6 +125,7 @@ export class FakeBackend implements Backend {
   }
 
   async postText(path: string, body: string): Promise<unknown> {
+    if (path === "/api/v1/preflight") return preflight;
     if (path !== "/api/v1/sdl/validate") throw new ApiError("not_found", `fake data has no ${path}`, null, 404);
     const tab = body.split("\n").findIndex((line) => line.includes("\t"));
     const answer: SdlValidation =

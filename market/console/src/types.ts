@@ -159,3 +159,33 @@ export interface SdlValidation {
   /// The manifest the tenant sends to the provider (canonical JSON; hashes to manifest_hash).
   manifest_json: string | null;
 }
+
+/// An on-chain key with the string it is the hash of (null: nobody named it).
+export interface NamedKey {
+  key: Hex;
+  name: string | null;
+}
+
+interface PreflightProvider {
+  provider: Address;
+  endpoint: string;
+  gpu_models: NamedKey[];
+  attributes: NamedKey[];
+}
+
+/// `POST /api/v1/preflight`: the tenant CLI's `preflight --output json`.
+export interface PreflightGroup {
+  group: string;
+  replicas: number;
+  cpu_milli: number;
+  memory_mib: number;
+  storage_mib: number;
+  gpu_count: number;
+  max_price_per_hour: string;
+  eligible: (PreflightProvider & { estimated_price_per_hour: string | null })[];
+  ineligible: (PreflightProvider & { reason: { kind: string; message: string } })[];
+}
+
+export interface Preflight {
+  groups: PreflightGroup[];
+}

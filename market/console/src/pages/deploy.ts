@@ -2,6 +2,7 @@ import { acceptBid, createOrder, DEFAULT_BID_WINDOW_SECS, DEFAULT_DELIVERY_WINDO
 import { errorBox, h, replace, table } from "../dom";
 import { formatIn, formatUnits, parseUnits, shortAddress } from "../format";
 import type { App, Page } from "../app";
+import { preflightView, type PreflightRow } from "../preflight";
 import type { Bid, SdlProblem, SdlValidation } from "../types";
 
 const DRAFT_KEY = "leasehold.console.sdl";
@@ -73,6 +74,7 @@ export const deployPage: Page = async (app, root) => {
   editor.value = localStorage.getItem(DRAFT_KEY) ?? "";
   const lineNumbers = h("div", { class: "gutter-wrap" });
   const results = h("div", { id: "validation" });
+  const preflightBox = h("div", { id: "preflight" });
   const orderBox = h("div", { id: "order" });
   const bidsBox = h("div", { id: "bids" });
   let validation: SdlValidation | null = null;
@@ -96,6 +98,7 @@ export const deployPage: Page = async (app, root) => {
 
   async function validate(): Promise<void> {
     replace(results, "validating…");
+    replace(preflightBox);
     replace(orderBox);
     try {
       validation = await app.api.validateSdl(editor.value);
@@ -110,7 +113,34 @@ export const deployPage: Page = async (app, root) => {
       problemList("Errors", "errors", validation.errors, editor),
       problemList("Warnings", "warnings", validation.warnings, editor),
     );
-    if (validation.ok) renderOrderForm(validation);
+    if (validation.ok) {
+      renderOrderForm(validation);
+      void preflight(editor.value);
+    }
+  }
+
+  /// Who can serve each group and why the others cannot, as `tenant preflight` says it.
+  async function preflight(yaml: string): Promise<void> {
+    replace(preflightBox, "checking which providers can serve it…");
+    try {
+      const groups = preflightView(await app.api.preflight(yaml), decimals, symbol);
+      const rows = (list: PreflightRow[]) => list.map((row) => [h("span", { title: row.provider }, shortAddress(row.provider)), row.endpoint, row.gpuModels, row.detail]);
+      replace(
+        preflightBox,
+        h("h3", {}, "Providers"),
+        groups.map((group) =>
+          h(
+            "section",
+            { class: "preflight-group" },
+            h("p", {}, h("strong", {}, `group ${group.group}`), `: ${group.summary}`),
+            table(["Can serve it", "Endpoint", "GPU models", "Estimated price"], rows(group.eligible), "No provider can serve this group now."),
+            group.ineligible.length ? table(["Cannot", "Endpoint", "GPU models", "Why not"], rows(group.ineligible), "") : null,
+          ),
+        ),
+      );
+    } catch (error) {
+      replace(preflightBox, errorBox(error));
+    }
   }
 
   function renderOrderForm(valid: SdlValidation): void {
@@ -155,6 +185,7 @@ export const deployPage: Page = async (app, root) => {
     h("p", {}, upload, " ", h("button", { id: "validate", onclick: () => void validate() }, "Validate")),
     h("div", { class: "editor" }, lineNumbers, editor),
     results,
+    preflightBox,
     orderBox,
     bidsBox,
   );
