@@ -6,7 +6,7 @@
 //! and published names come from the index, which holds every bid and `KeyNamed` event.
 
 use alloy::primitives::{Address, B256, U256};
-use leasehold_contracts::{ClientError, KeyNames, MarketplaceClient, ProviderInfo};
+use leasehold_contracts::{ClientError, KeyNames, MarketplaceClient};
 use leasehold_manifests::Group;
 use leasehold_preflight::{AuditVerdicts, Inputs, PlacedBid, Preflight, RECENT_BIDS};
 use sqlx::{AnyPool, Row};
@@ -17,7 +17,8 @@ use crate::api::{ApiError, ApiState};
 pub async fn report(state: &ApiState, groups: &[Group]) -> Result<Preflight, ApiError> {
     // Read-only: no transaction is sent, so no sender.
     let client = MarketplaceClient::new(state.rpc.clone(), Address::ZERO, state.deployment);
-    let providers = providers(&client).await?;
+    // Unbonding ones too: the report lists them as inactive.
+    let providers = client.provider_infos().await.map_err(chain_error)?;
     let pool = state.store.pool();
     let rates = leasehold_preflight::recent_rates(&recent_bids(pool).await?);
     let published = published_names(pool).await?;
@@ -46,15 +47,6 @@ pub async fn report(state: &ApiState, groups: &[Group]) -> Result<Preflight, Api
 fn chain_error(error: ClientError) -> ApiError {
     tracing::warn!(%error, "preflight chain read failed");
     ApiError::chain(format!("reading the chain failed: {error}"))
-}
-
-/// Every registered provider's record, unbonding ones too (the report lists them as inactive).
-async fn providers(client: &MarketplaceClient) -> Result<Vec<ProviderInfo>, ApiError> {
-    let mut providers = Vec::new();
-    for address in client.providers().await.map_err(chain_error)? {
-        providers.push(client.provider_info(address).await.map_err(chain_error)?);
-    }
-    Ok(providers)
 }
 
 /// The newest [`RECENT_BIDS`] indexed bids, oldest first, with their orders' replicas. The

@@ -417,6 +417,16 @@ impl MarketplaceClient {
         Ok(providers)
     }
 
+    /// The record of every address that ever registered, read at the head: what the tenant's
+    /// `providers` and `preflight` and the market's preflight list.
+    pub async fn provider_infos(&self) -> Result<Vec<ProviderInfo>, ClientError> {
+        let mut infos = Vec::new();
+        for address in self.providers().await? {
+            infos.push(self.provider_info(address).await?);
+        }
+        Ok(infos)
+    }
+
     // ------------------------------------------------------------------ auditors
 
     /// As an auditor, attests that `provider` holds each of `attributes` (chain keys, see

@@ -123,10 +123,7 @@ async fn preflight_lists_the_provider_with_the_gpu_and_why_not_the_other() {
 
         // The library's report for the same inputs, read here as the tenant reads them.
         let reader = client(&devnet, TENANT);
-        let mut providers = Vec::new();
-        for address in reader.providers().await.expect("providers") {
-            providers.push(reader.provider_info(address).await.expect("provider info"));
-        }
+        let providers = reader.provider_infos().await.expect("providers");
         let rates: HashMap<_, _> = leasehold_preflight::recent_rates(&placed);
         let groups = leasehold_manifests::parse(SDL).expect("SDL").groups();
         let expected = leasehold_preflight::preflight(&Inputs {

@@ -17,12 +17,9 @@ use crate::output::{emit, table};
 
 /// Every registered provider's on-chain record (`all`: unbonding ones too).
 pub async fn registered(chain: &Chain, all: bool) -> CliResult<Vec<ProviderInfo>> {
-    let mut providers = Vec::new();
-    for address in chain.client.providers().await? {
-        let info = chain.client.provider_info(address).await?;
-        if all || info.status == ProviderStatus::Active {
-            providers.push(info);
-        }
+    let mut providers = chain.client.provider_infos().await?;
+    if !all {
+        providers.retain(|info| info.status == ProviderStatus::Active);
     }
     Ok(providers)
 }
