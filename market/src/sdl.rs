@@ -173,6 +173,26 @@ mod tests {
         assert!(report["manifest_json"].is_string(), "{report}");
     }
 
+    /// Preflight takes an SDL exactly when validate calls it ok, and refuses it with
+    /// validate's errors.
+    #[test]
+    fn validated_groups_agree_with_validate() {
+        let hello = include_str!("../../manifests/examples/hello.yaml");
+        let groups = validated_groups(hello).expect("hello validates");
+        assert_eq!(
+            groups.len(),
+            validate(hello)["groups"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0)
+        );
+        for bad in ["version: \"2.0\"\nservices: {}\n", "\u{0}: ["] {
+            let errors = validated_groups(bad).expect_err(bad);
+            assert!(!errors.is_empty(), "{bad}");
+            assert_eq!(json!(errors), validate(bad)["errors"], "{bad}");
+        }
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let report = validate("\u{0}: [");
