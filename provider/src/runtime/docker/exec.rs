@@ -254,7 +254,9 @@ mod tests {
             exec_config(&request(true, Some(size))).console_size,
             Some(vec![45, 123])
         );
-        let default = exec_config(&request(true, None)).console_size.expect("size");
+        let default = exec_config(&request(true, None))
+            .console_size
+            .expect("size");
         assert_eq!(
             default,
             vec![
