@@ -8,12 +8,14 @@
 //!   following and when rebuilding after a reorg.
 //! - [`api`]: the JSON API under `/api/v1` and its Server-Sent Events stream (documented in
 //!   `market/API.md`); [`sdl`] validates SDL files as `tenant validate` does and shows the
-//!   orders `tenant deploy` would post; [`console`] serves the built web console at `/`.
+//!   orders `tenant deploy` would post; [`console`] serves the built web console at `/`;
+//!   [`relay`] forwards the console's signed gateway calls over the pinned TLS connection.
 
 pub mod api;
 pub mod apply;
 pub mod console;
 pub mod event_json;
 pub mod ingest;
+pub mod relay;
 pub mod sdl;
 pub mod store;
