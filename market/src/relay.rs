@@ -294,9 +294,11 @@ pub async fn relay(
     let metadata = auth_metadata(&headers)?;
     let body = check_body(&headers, body)?;
     let (endpoint, pin) = gateway_of(&state, &provider).await?;
+    // The outer deadline is the one that fires (tonic's own is longer), so a connection
+    // that never completes is always reported as a timeout, never as a transport error.
     let channel = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        tls::connect(&endpoint, pin, CONNECT_TIMEOUT),
+        tls::connect(&endpoint, pin, CONNECT_TIMEOUT * 2),
     )
     .await
     .map_err(|_| timeout("accept a connection", &endpoint, CONNECT_TIMEOUT))?
@@ -591,5 +593,16 @@ mod tests {
         let json = lease_status_json(&status);
         assert_eq!(json["lease_id"], u64::MAX.to_string());
         assert_eq!(json["services"], json!([]));
+        let event = LeaseEvent {
+            timestamp_unix_nanos: -1,
+            kind: "started".into(),
+            service: "web".into(),
+            message: "replica 0 up".into(),
+        };
+        assert_eq!(
+            lease_event_json(&event),
+            json!({"timestamp_unix_nanos": "-1", "kind": "started", "service": "web",
+                   "message": "replica 0 up"})
+        );
     }
 }

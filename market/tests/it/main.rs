@@ -6,6 +6,7 @@ mod bench;
 mod browser;
 mod console;
 mod history;
+mod relay;
 mod reorg;
 mod stream;
 mod support;
