@@ -85,6 +85,11 @@ export const leasesPage: Page = async (app, root) => {
                 wallet.signer,
                 request,
                 (message) => {
+                  // A re-render (navigation, a lease event) replaced the view: end its stream.
+                  if (!pre.isConnected) {
+                    controller.abort();
+                    return;
+                  }
                   const log = message as RelayedLogLine;
                   lines.push(`${log.service}[${log.replica}]${log.stderr ? " !" : ""} ${log.line.replace(/\n$/, "")}`);
                   if (lines.length > MAX_LOG_LINES) lines.splice(0, lines.length - MAX_LOG_LINES);
