@@ -10,9 +10,11 @@ use std::time::Duration;
 use alloy::signers::local::PrivateKeySigner;
 use leasehold_e2e::process::Guard;
 use leasehold_e2e::scenario::{OTHER_TENANT, QUICK_DEPLOY, Scenario, TENANT, first_uri};
-use leasehold_e2e::{HttpResponse, eventually, free_port, http_get, http_post, market_binary};
+use leasehold_e2e::{
+    HttpResponse, eventually, free_port, http_get, http_post, http_post_for, market_binary,
+};
 use leasehold_proto::auth::{self, methods};
-use leasehold_proto::gateway::{LeaseStatusRequest, StreamLogsRequest};
+use leasehold_proto::gateway::{LeaseStatusRequest, StreamEventsRequest, StreamLogsRequest};
 use serde_json::Value;
 
 use crate::flows::{PRICE_A, deploy_ok, manifest};
@@ -276,6 +278,48 @@ fn the_relay_carries_the_consoles_signed_calls_to_the_provider_and_nothing_else(
         events.last().map(|(kind, _)| kind.as_str()),
         Some("end"),
         "{events:?}"
+    );
+
+    // StreamEvents: the lease's history, then its container events as they happen: a
+    // command run in the container (`tenant shell`) shows up as the service's exec events.
+    let events_call = signed(
+        &tenant,
+        methods::STREAM_EVENTS,
+        lease,
+        prost::Message::encode_to_vec(&StreamEventsRequest { lease_id: lease }),
+    );
+    let events_url = relay("StreamEvents");
+    let listening = std::thread::spawn(move || {
+        http_post_for(
+            &events_url,
+            &events_call.1,
+            &events_call.0,
+            Duration::from_secs(10),
+        )
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let shell = scenario.tenant(TENANT, &["shell", &lease.to_string(), "--", "true"], MINUTE);
+    assert_eq!(shell.code, Some(0), "{shell:?}");
+    let streamed = listening
+        .join()
+        .expect("the events reader")
+        .expect("an answer from the events relay");
+    assert_eq!(streamed.status, 200, "{streamed:?}");
+    let lease_events = sse_events(&streamed.body);
+    // The lease's recorded history comes first, then the live engine events.
+    assert!(
+        lease_events
+            .first()
+            .is_some_and(|(kind, data)| kind == "event" && data["kind"].is_string()),
+        "no history in {lease_events:?}"
+    );
+    assert!(
+        lease_events.iter().any(|(kind, data)| kind == "event"
+            && data["service"] == "web"
+            && data["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("exec_"))),
+        "no exec event of the service in {lease_events:?}"
     );
 
     // Another account's signature: the provider refuses, and says why.

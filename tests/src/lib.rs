@@ -158,7 +158,7 @@ pub struct HttpResponse {
 
 /// A plain HTTP/1.0 GET with a 3-second budget; `None` when nothing usable answered.
 pub fn http_get(url: &str) -> Option<HttpResponse> {
-    http_request("GET", url, &[], &[], Duration::from_secs(3))
+    http_request("GET", url, &[], &[], Duration::from_secs(3), false)
 }
 
 /// A plain HTTP/1.0 POST of `body` with `headers`, read to the end (HTTP/1.0: the server
@@ -169,7 +169,18 @@ pub fn http_post(
     body: &[u8],
     budget: Duration,
 ) -> Option<HttpResponse> {
-    http_request("POST", url, headers, body, budget)
+    http_request("POST", url, headers, body, budget, false)
+}
+
+/// [`http_post`] of a request whose answer streams on: what arrived within `listen`, then the
+/// connection is dropped.
+pub fn http_post_for(
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    listen: Duration,
+) -> Option<HttpResponse> {
+    http_request("POST", url, headers, body, listen, true)
 }
 
 fn http_request(
@@ -178,6 +189,7 @@ fn http_request(
     headers: &[(String, String)],
     body: &[u8],
     budget: Duration,
+    partial: bool,
 ) -> Option<HttpResponse> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://")?;
@@ -206,11 +218,28 @@ fn http_request(
     let mut raw = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero());
+        let Some(left) = left else {
+            if partial {
+                break;
+            }
+            return None;
+        };
         stream.set_read_timeout(Some(left)).ok()?;
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(read) => raw.extend_from_slice(&chunk[..read]),
+            Err(error)
+                if partial
+                    && matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+            {
+                break;
+            }
             Err(_) => return None,
         }
     }
