@@ -68,6 +68,34 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+        field: Option<&str>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: field.map(str::to_owned),
+            errors: None,
+        }
+    }
+
+    /// The response body.
+    pub(crate) fn to_json(&self) -> Value {
+        let mut body = json!({"error": {
+            "code": self.code,
+            "message": self.message,
+            "field": self.field,
+        }});
+        if let Some(errors) = &self.errors {
+            body["error"]["errors"] = Value::Array(errors.clone());
+        }
+        body
+    }
+
     pub(crate) fn bad(field: &str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
@@ -130,15 +158,7 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": {
-            "code": self.code,
-            "message": self.message,
-            "field": self.field,
-        }});
-        if let Some(errors) = self.errors {
-            body["error"]["errors"] = Value::Array(errors);
-        }
-        (self.status, Json(body)).into_response()
+        (self.status, Json(self.to_json())).into_response()
     }
 }
 
@@ -162,6 +182,12 @@ pub fn router(state: ApiState, console: Console) -> Router {
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/sdl/validate", post(validate_sdl))
         .route("/api/v1/preflight", post(preflight))
+        .route(
+            "/api/v1/gateway/{provider}/{method}",
+            post(crate::relay::relay).layer(axum::extract::DefaultBodyLimit::max(
+                crate::relay::MAX_BODY_BYTES,
+            )),
+        )
         .fallback(move |method: Method, uri: Uri| {
             let console = console.clone();
             async move { console.respond(method, uri).await }
@@ -252,7 +278,7 @@ fn parse_id(field: &str, text: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::bad(field, format!("must be a whole number, not `{text}`")))
 }
 
-fn parse_address(field: &str, text: &str) -> Result<String, ApiError> {
+pub(crate) fn parse_address(field: &str, text: &str) -> Result<String, ApiError> {
     let hex = text.strip_prefix("0x").unwrap_or_default();
     if hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(format!("0x{}", hex.to_ascii_lowercase()))

@@ -10,7 +10,8 @@
 //!   `market/API.md`); [`sdl`] validates SDL files as `tenant validate` does and shows the
 //!   orders `tenant deploy` would post; [`preflight`] answers which providers can serve an
 //!   SDL's groups with the preflight crate's report (the one `tenant preflight` prints);
-//!   [`console`] serves the built web console at `/`.
+//!   [`console`] serves the built web console at `/`; [`relay`] forwards the console's
+//!   signed gateway calls over the pinned TLS connection.
 
 pub mod api;
 pub mod apply;
@@ -18,5 +19,6 @@ pub mod console;
 pub mod event_json;
 pub mod ingest;
 pub mod preflight;
+pub mod relay;
 pub mod sdl;
 pub mod store;

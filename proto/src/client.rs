@@ -1,6 +1,7 @@
 //! Gateway clients: [`SignedLeaseClient`] for a lease's tenant (every call
-//! signed as described in [`crate::auth`]) and [`ProviderClient`] for the
-//! public provider status.
+//! signed as described in [`crate::auth`]), [`ProviderClient`] for the
+//! public provider status, and [`RelayClient`], which forwards calls that someone
+//! else encoded and signed (the market server's relay for browsers).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,8 +14,10 @@ use crate::auth::{self, AuthError, methods};
 use crate::gateway::lease_client::LeaseClient;
 use crate::gateway::provider_client::ProviderClient as RawProviderClient;
 use crate::tls::{self, GatewayPin};
+mod relay;
 mod shell;
 
+pub use self::relay::{PassThroughCodec, RawEncoder, RelayClient};
 pub use self::shell::{MAX_SHELL_CHUNK_BYTES, MAX_SHELL_COMMAND_BYTES};
 
 use crate::gateway::{

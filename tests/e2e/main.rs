@@ -3,5 +3,6 @@
 mod bench;
 mod demo;
 mod flows;
+mod relay;
 mod reorg;
 mod shell;

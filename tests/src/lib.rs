@@ -69,8 +69,36 @@ pub fn binaries() -> &'static Binaries {
 }
 
 fn locate_or_build() -> Result<Binaries, String> {
+    let dir = build(&[
+        ("leasehold-provider", "provider"),
+        ("leasehold-tenant", "tenant"),
+    ])?;
+    in_dir(&dir)
+}
+
+/// The `leasehold-market` executable, found or built as [`binaries`] are (a separate build,
+/// so that flows without the market do not wait for it).
+pub fn market_binary() -> &'static Path {
+    static MARKET: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = MARKET.get_or_init(|| {
+        let path = build(&[("leasehold-market", "leasehold-market")])?.join("leasehold-market");
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("{} is missing", path.display()))
+        }
+    });
+    match built {
+        Ok(path) => path,
+        Err(reason) => panic!("cannot get the leasehold-market binary: {reason}"),
+    }
+}
+
+/// The directory holding `(package, binary)`s: `$LEASEHOLD_BIN_DIR` when set, else where
+/// `cargo build` put them in the target dir and profile this test binary was built in.
+fn build(binaries: &[(&str, &str)]) -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os("LEASEHOLD_BIN_DIR") {
-        return in_dir(Path::new(&dir));
+        return Ok(PathBuf::from(dir));
     }
     let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
     // <target>/<profile dir>/deps/e2e-<hash>
@@ -87,31 +115,25 @@ fn locate_or_build() -> Result<Binaries, String> {
         None => return Err("unreadable profile dir name".into()),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "leasehold-provider",
-            "-p",
-            "leasehold-tenant",
-            "--bin",
-            "provider",
-            "--bin",
-            "tenant",
-            "--profile",
-            &profile,
-        ])
+    let mut command = Command::new(cargo);
+    command.args(["build", "-q"]);
+    for (package, binary) in binaries {
+        command.args(["-p", package, "--bin", binary]);
+    }
+    let status = command
+        .args(["--profile", &profile])
         .env("CARGO_TARGET_DIR", target_dir)
         .current_dir(repo_root())
         .status()
         .map_err(|e| format!("running cargo build: {e}"))?;
     if !status.success() {
+        let names: Vec<_> = binaries.iter().map(|(_, binary)| *binary).collect();
         return Err(format!(
-            "cargo build of provider and tenant failed: {status}"
+            "cargo build of {} failed: {status}",
+            names.join(" and ")
         ));
     }
-    in_dir(profile_dir)
+    Ok(profile_dir.to_path_buf())
 }
 
 fn in_dir(dir: &Path) -> Result<Binaries, String> {
@@ -136,6 +158,39 @@ pub struct HttpResponse {
 
 /// A plain HTTP/1.0 GET with a 3-second budget; `None` when nothing usable answered.
 pub fn http_get(url: &str) -> Option<HttpResponse> {
+    http_request("GET", url, &[], &[], Duration::from_secs(3), false)
+}
+
+/// A plain HTTP/1.0 POST of `body` with `headers`, read to the end (HTTP/1.0: the server
+/// closes after the body, also after a streamed one) within `budget`.
+pub fn http_post(
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    budget: Duration,
+) -> Option<HttpResponse> {
+    http_request("POST", url, headers, body, budget, false)
+}
+
+/// [`http_post`] of a request whose answer streams on: what arrived within `listen`, then the
+/// connection is dropped.
+pub fn http_post_for(
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    listen: Duration,
+) -> Option<HttpResponse> {
+    http_request("POST", url, headers, body, listen, true)
+}
+
+fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    budget: Duration,
+    partial: bool,
+) -> Option<HttpResponse> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://")?;
     let (authority, path) = match rest.find('/') {
@@ -145,13 +200,49 @@ pub fn http_get(url: &str) -> Option<HttpResponse> {
     let socket = std::net::ToSocketAddrs::to_socket_addrs(authority)
         .ok()?
         .next()?;
-    let budget = Duration::from_secs(3);
+    let deadline = Instant::now() + budget;
     let mut stream = TcpStream::connect_timeout(&socket, budget).ok()?;
     stream.set_read_timeout(Some(budget)).ok()?;
     stream.set_write_timeout(Some(budget)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").ok()?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {authority}\r\n");
+    if method != "GET" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    // Bounded as a whole, not per read: a stream that trickles forever still ends.
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
+    let mut chunk = [0u8; 8192];
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero());
+        let Some(left) = left else {
+            if partial {
+                break;
+            }
+            return None;
+        };
+        stream.set_read_timeout(Some(left)).ok()?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => raw.extend_from_slice(&chunk[..read]),
+            Err(error)
+                if partial
+                    && matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+            {
+                break;
+            }
+            Err(_) => return None,
+        }
+    }
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;

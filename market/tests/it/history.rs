@@ -32,28 +32,36 @@ async fn killed_and_restarted_equals_uninterrupted(backend: Backend) {
         );
     }
 
-    // Small ranges make many commits, so the kills land mid-way through the catch-up.
+    // Small ranges make many commits; each run is killed once the index passed the next
+    // sixth of the history, seen in its database (a fixed delay misses a fast catch-up).
     let interrupted = TestDb::new(backend).await;
+    let watcher = Store::connect(&interrupted.url)
+        .await
+        .expect("open the index");
+    let indexed = || async {
+        watcher
+            .cursor()
+            .await
+            .expect("cursor")
+            .map(|cursor| cursor.next_block.saturating_sub(1))
+    };
     let mut kills_mid_way = 0;
-    for delay_ms in [400u64, 700, 900, 1100, 1500] {
+    for sixth in 1..=5u64 {
+        let target = head * sixth / 6;
         let mut indexer = Indexer::start(
             &devnet,
             &interrupted,
             &["--confirmations", "0", "--max-log-range", "1"],
         );
         let started = Instant::now();
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        while indexed().await.is_none_or(|block| block < target)
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         indexer.kill();
         // How far the killed process got, read from the database it left behind.
-        let store = Store::connect(&interrupted.url)
-            .await
-            .expect("open the index");
-        let indexed = store
-            .cursor()
-            .await
-            .expect("cursor")
-            .map(|cursor| cursor.next_block.saturating_sub(1));
-        store.close().await;
+        let indexed = indexed().await;
         if indexed.is_some_and(|block| block < head) {
             kills_mid_way += 1;
         }
@@ -62,6 +70,7 @@ async fn killed_and_restarted_equals_uninterrupted(backend: Backend) {
             started.elapsed()
         );
     }
+    watcher.close().await;
     let indexer = Indexer::start(
         &devnet,
         &interrupted,
@@ -70,7 +79,7 @@ async fn killed_and_restarted_equals_uninterrupted(backend: Backend) {
     indexer.wait_indexed(head).await;
     drop(indexer);
     assert!(
-        kills_mid_way >= 2,
+        kills_mid_way >= 3,
         "only {kills_mid_way} kills landed mid-way through the catch-up"
     );
     let (expected, actual) = (reference.dump().await, interrupted.dump().await);

@@ -7,6 +7,7 @@ mod browser;
 mod console;
 mod history;
 mod preflight;
+mod relay;
 mod reorg;
 mod stream;
 mod support;

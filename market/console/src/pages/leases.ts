@@ -2,9 +2,19 @@ import { closeLease, topUp } from "../chain";
 import { errorBox, h, replace, table } from "../dom";
 import { formatIn, formatTime, formatUnits, parseUnits, shortAddress } from "../format";
 import { GATEWAY_METHODS } from "../gatewayAuth";
-import { relayCall } from "../relay";
+import { relayCall, relayStream } from "../relay";
 import type { Page } from "../app";
 import type { Lease } from "../types";
+
+/// Lines the log view keeps: a followed stream runs as long as the page is open.
+export const MAX_LOG_LINES = 1000;
+
+interface RelayedLogLine {
+  service: string;
+  replica: number;
+  stderr: boolean;
+  line: string;
+}
 
 export const leasesPage: Page = async (app, root) => {
   const { decimals, symbol } = app.status.token;
@@ -15,6 +25,12 @@ export const leasesPage: Page = async (app, root) => {
   const wallet = app.wallet;
   const leases = await app.api.leases({ tenant: wallet.address, limit: 200 });
   const detail = h("div", { id: "lease-detail" });
+  // The one log stream shown; a new Logs or Status click ends it.
+  let logStream: AbortController | null = null;
+  const stopLogs = () => {
+    logStream?.abort();
+    logStream = null;
+  };
 
   function actions(lease: Lease): HTMLElement | string {
     if (lease.state !== "active") {
@@ -42,12 +58,54 @@ export const leasesPage: Page = async (app, root) => {
         "button",
         {
           onclick: run("asking the provider", async () => {
+            stopLogs();
             const reply = await relayCall(app.base, lease.provider, wallet.signer, { method: GATEWAY_METHODS.getStatus, leaseId: BigInt(lease.id) });
             replace(detail, h("h3", {}, `Lease ${lease.id} status`), h("pre", {}, JSON.stringify(reply, null, 2)));
             return "status below";
           }),
         },
         "Status",
+      ),
+      " ",
+      h(
+        "button",
+        {
+          onclick: run("streaming the logs", async () => {
+            stopLogs();
+            const controller = new AbortController();
+            logStream = controller;
+            const lines: string[] = [];
+            const pre = h("pre", { class: "logs" });
+            replace(detail, h("h3", {}, `Lease ${lease.id} logs`), h("button", { onclick: () => controller.abort() }, "Stop"), pre);
+            const request = { method: GATEWAY_METHODS.streamLogs, leaseId: BigInt(lease.id), service: "", follow: true, tail: 200 } as const;
+            try {
+              await relayStream(
+                app.base,
+                lease.provider,
+                wallet.signer,
+                request,
+                (message) => {
+                  // A re-render (navigation, a lease event) replaced the view: end its stream.
+                  if (!pre.isConnected) {
+                    controller.abort();
+                    return;
+                  }
+                  const log = message as RelayedLogLine;
+                  lines.push(`${log.service}[${log.replica}]${log.stderr ? " !" : ""} ${log.line.replace(/\n$/, "")}`);
+                  if (lines.length > MAX_LOG_LINES) lines.splice(0, lines.length - MAX_LOG_LINES);
+                  pre.textContent = lines.join("\n");
+                  pre.scrollTop = pre.scrollHeight;
+                },
+                controller.signal,
+              );
+              return "log stream ended";
+            } catch (error) {
+              if (controller.signal.aborted) return "log stream stopped";
+              throw error;
+            }
+          }),
+        },
+        "Logs",
       ),
       " ",
       note,

@@ -1,0 +1,148 @@
+//! The gateway relay's failures that need no provider daemon: providers registered on the
+//! real contracts with endpoints where nothing answers or nothing speaks TLS. The relay of
+//! real calls to a real daemon is the workspace e2e flow `relay`.
+
+use std::time::{Duration, Instant};
+
+use alloy::primitives::B256;
+use alloy::signers::local::PrivateKeySigner;
+use leasehold_contracts::{ProviderProfile, Resources};
+use leasehold_market::relay::{CONNECT_TIMEOUT, PROTOBUF};
+use leasehold_proto::auth::{self, methods};
+use leasehold_proto::client::unix_now;
+use serde_json::Value;
+
+use crate::support::*;
+
+async fn register(devnet: &leasehold_contracts::devnet::Devnet, index: usize, endpoint: &str) {
+    client(devnet, index)
+        .register_provider(&ProviderProfile {
+            endpoint: endpoint.to_owned(),
+            gateway_cert_sha256: B256::repeat_byte(0xce),
+            attributes: Vec::new(),
+            capacity: Resources {
+                cpu_milli: 1_000,
+                memory_mib: 1_000,
+                storage_mib: 1_000,
+            },
+            gpus: Vec::new(),
+        })
+        .await
+        .unwrap_or_else(|error| panic!("register provider {index}: {error}"));
+}
+
+/// A GetStatus call on lease 1 signed by `key`, posted to the relay for `provider`.
+async fn get_status(base: &str, provider: &str, key: &str) -> (u16, Value, Duration) {
+    let signer: PrivateKeySigner = key.parse().expect("dev key");
+    let body = vec![0x08, 0x01]; // LeaseStatusRequest { lease_id: 1 }
+    let credentials = auth::sign(
+        &signer,
+        methods::GET_STATUS,
+        1,
+        unix_now(),
+        auth::new_nonce(),
+        &body,
+    )
+    .expect("signing");
+    let request = reqwest::Client::new()
+        .post(format!("{base}/api/v1/gateway/{provider}/GetStatus"))
+        .header("content-type", PROTOBUF)
+        .header(
+            auth::metadata::ADDRESS,
+            credentials.address.to_checksum(None),
+        )
+        .header(auth::metadata::TIMESTAMP, credentials.timestamp.to_string())
+        .header(auth::metadata::NONCE, credentials.nonce.to_string())
+        .header(
+            auth::metadata::SIGNATURE,
+            format!("0x{}", alloy::hex::encode(credentials.signature.as_bytes())),
+        )
+        .body(body);
+    let started = Instant::now();
+    let response = request.send().await.expect("relay answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let json = serde_json::from_str(&text).unwrap_or_else(|error| panic!("{error}: {text}"));
+    (status, json, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_reports_a_silent_gateway_as_a_timeout_and_a_closed_port_as_unreachable() {
+    within(async {
+        // Accepts connections and never answers the TLS handshake.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let silent_port = silent.local_addr().expect("address").port();
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                sockets.push(socket);
+            }
+        });
+        // Nothing listens here once the listener is dropped.
+        let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .port();
+
+        let devnet = devnet().await;
+        register(
+            &devnet,
+            PROVIDER_A,
+            &format!("https://127.0.0.1:{silent_port}"),
+        )
+        .await;
+        register(&devnet, PROVIDER_B, &format!("127.0.0.1:{closed_port}")).await;
+        let head = head(&devnet).await;
+        let db = TestDb::new(Backend::Sqlite).await;
+        let indexer = Indexer::start(&devnet, &db, &["--confirmations", "0"]);
+        indexer.wait_indexed(head).await;
+        let tenant = devnet.private_key_hex(TENANT).expect("tenant key");
+        let address = |index: usize| {
+            devnet
+                .address(index)
+                .expect("dev address")
+                .to_string()
+                .to_lowercase()
+        };
+
+        let (code, body, took) = get_status(&indexer.base, &address(PROVIDER_A), &tenant).await;
+        assert_eq!(code, 504, "{body}");
+        assert_eq!(body["error"]["code"], "gateway_timeout", "{body}");
+        assert!(
+            took >= CONNECT_TIMEOUT && took < CONNECT_TIMEOUT + Duration::from_secs(5),
+            "the connect deadline bounds the wait: {took:?}"
+        );
+
+        let (code, body, _) = get_status(&indexer.base, &address(PROVIDER_B), &tenant).await;
+        assert_eq!(code, 502, "{body}");
+        assert_eq!(body["error"]["code"], "gateway_unreachable", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains(&closed_port.to_string())),
+            "the message names the endpoint: {body}"
+        );
+
+        // An address the index does not hold (a funded dev account that never registered).
+        let (code, body, _) = get_status(&indexer.base, &address(TENANT), &tenant).await;
+        assert_eq!(code, 404, "{body}");
+        assert_eq!(body["error"]["code"], "unknown_provider", "{body}");
+        let (code, body, _) = get_status(&indexer.base, "0xnot-an-address", &tenant).await;
+        assert_eq!(code, 400, "{body}");
+        assert_eq!(body["error"]["field"], "provider", "{body}");
+
+        // The relay route takes POST only; a GET is no proxy either.
+        let response = reqwest::get(format!(
+            "{}/api/v1/gateway/{}/GetStatus",
+            indexer.base,
+            address(PROVIDER_B)
+        ))
+        .await
+        .expect("GET answers");
+        assert_eq!(response.status().as_u16(), 405);
+        held.abort();
+    })
+    .await;
+}
