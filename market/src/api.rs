@@ -54,6 +54,8 @@ pub struct ApiState {
     /// The chain RPC URL browsers should use (`run --public-rpc-url`), shown by the status
     /// route: the one the indexer uses may be unreachable from the user's machine.
     pub public_rpc_url: String,
+    /// Permits for relayed gateway calls in flight (`run --relay-max-calls`).
+    pub relay_calls: Arc<tokio::sync::Semaphore>,
 }
 
 /// An API error: `{"error": {"code", "message", "field"}}` with its HTTP status.
@@ -68,6 +70,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The error's machine-readable code (`relay_busy`, `gateway_timeout`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
     pub(crate) fn new(
         status: StatusCode,
         code: &'static str,

@@ -82,6 +82,10 @@ enum Command {
         /// current directory when it holds one; else / says how to build it).
         #[arg(long)]
         console_dir: Option<PathBuf>,
+        /// Gateway calls relayed at once (a followed log stream counts until it ends); more
+        /// are refused with 503 relay_busy.
+        #[arg(long, default_value_t = leasehold_market::relay::DEFAULT_MAX_CALLS, value_parser = clap::value_parser!(u32).range(1..))]
+        relay_max_calls: u32,
     },
     /// Show how far the index is and how many rows each table holds.
     #[command(after_help = "Examples:\n  \
@@ -119,6 +123,7 @@ fn main() -> Result<()> {
                 max_stream_replay,
                 public_rpc_url,
                 console_dir,
+                relay_max_calls,
             } => {
                 let console = Console::from_flag(console_dir.as_deref())?;
                 let public_rpc_url = public_rpc_url.unwrap_or_else(|| rpc_url.clone());
@@ -131,6 +136,7 @@ fn main() -> Result<()> {
                         max_replay: max_stream_replay,
                         public_rpc_url,
                         console,
+                        relay_max_calls,
                     },
                     IngestConfig {
                         confirmations,
@@ -154,6 +160,7 @@ struct Serving {
     max_replay: u32,
     public_rpc_url: String,
     console: Console,
+    relay_max_calls: u32,
 }
 
 async fn run(
@@ -219,6 +226,9 @@ async fn run(
         progress: progress.clone(),
         max_replay: serving.max_replay,
         public_rpc_url: serving.public_rpc_url,
+        relay_calls: Arc::new(tokio::sync::Semaphore::new(
+            serving.relay_max_calls as usize,
+        )),
     };
     let ingest = Ingest::new(store, deployment, rpc, stream, progress, config);
     let server = axum::serve(listener, api::router(state, serving.console));

@@ -13,7 +13,7 @@
 //! connect and call deadline.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alloy::primitives::Address;
 use axum::body::Bytes;
@@ -29,6 +29,7 @@ use leasehold_proto::client::{ClientError, RelayClient};
 use leasehold_proto::gateway::{LeaseEvent, LeaseStatus, LogLine, SendManifestResponse};
 use leasehold_proto::tls::{self, GatewayPin};
 use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
@@ -44,6 +45,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// take: a followed log stream stays open until the provider or the browser ends it).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Default of `run --relay-max-calls`: gateway calls in flight at once, streams included.
+pub const DEFAULT_MAX_CALLS: u32 = 256;
 /// The media type of the relayed request body.
 pub const PROTOBUF: &str = "application/x-protobuf";
 
@@ -283,6 +286,39 @@ fn check_body(
     }
 }
 
+/// One relayed call in flight: it holds a permit of `run --relay-max-calls` until its answer
+/// has ended (for a stream, its last event or the browser leaving), then writes the relay's
+/// access log line.
+struct CallInFlight {
+    _permit: OwnedSemaphorePermit,
+    provider: String,
+    method: Relayed,
+    /// The signer the call claims (`x-leasehold-address`); the provider checks it.
+    caller: String,
+    started: Instant,
+    outcome: String,
+}
+
+impl Drop for CallInFlight {
+    fn drop(&mut self) {
+        tracing::info!(
+            provider = %self.provider,
+            method = ?self.method,
+            caller = %self.caller,
+            outcome = %self.outcome,
+            elapsed_ms = self.started.elapsed().as_millis() as u64,
+            "relayed gateway call"
+        );
+    }
+}
+
+/// What the provider answered, before it becomes HTTP.
+enum Forwarded {
+    Unary(Value),
+    Logs(tonic::Streaming<LogLine>),
+    Events(tonic::Streaming<LeaseEvent>),
+}
+
 /// The route's handler.
 pub async fn relay(
     State(state): State<ApiState>,
@@ -291,9 +327,53 @@ pub async fn relay(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let method = Relayed::from_name(&method)?;
-    let metadata = auth_metadata(&headers)?;
-    let body = check_body(&headers, body)?;
-    let (endpoint, pin) = gateway_of(&state, &provider).await?;
+    let permit = state.relay_calls.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "relay_busy",
+            "the relay has as many gateway calls in flight as it allows; try again shortly",
+            None,
+        )
+    })?;
+    let mut call = CallInFlight {
+        _permit: permit,
+        provider: provider.to_lowercase(),
+        method,
+        caller: headers
+            .get(metadata::ADDRESS)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("-")
+            .to_lowercase(),
+        started: Instant::now(),
+        outcome: "failed".to_owned(),
+    };
+    match forward(&state, &provider, method, &headers, body).await {
+        Ok(Forwarded::Unary(json)) => {
+            call.outcome = "ok".to_owned();
+            Ok(axum::Json(json).into_response())
+        }
+        Ok(Forwarded::Logs(stream)) => Ok(sse(stream, "log", log_line_json, call).into_response()),
+        Ok(Forwarded::Events(stream)) => {
+            Ok(sse(stream, "event", lease_event_json, call).into_response())
+        }
+        Err(error) => {
+            call.outcome = error.code().to_owned();
+            Err(error)
+        }
+    }
+}
+
+/// Checks the request and makes the call on the provider's pinned gateway.
+async fn forward(
+    state: &ApiState,
+    provider: &str,
+    method: Relayed,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Forwarded, ApiError> {
+    let metadata = auth_metadata(headers)?;
+    let body = check_body(headers, body)?;
+    let (endpoint, pin) = gateway_of(state, provider).await?;
     // The outer deadline is the one that fires (tonic's own is longer), so a connection
     // that never completes is always reported as a timeout, never as a transport error.
     let channel = tokio::time::timeout(
@@ -306,74 +386,71 @@ pub async fn relay(
     let mut client = RelayClient::new(channel);
     let path = method.path();
     let call_timeout = |_| timeout("answer", &endpoint, CALL_TIMEOUT);
-    let unary = |reply: Result<Result<Value, Status>, tokio::time::error::Elapsed>| {
-        reply
-            .map_err(call_timeout)?
-            .map(|json| axum::Json(json).into_response())
-            .map_err(|status| status_error(&status))
-    };
-    match method {
-        Relayed::SendManifest | Relayed::SendOrderManifest => unary(
+    let reply = match method {
+        Relayed::SendManifest | Relayed::SendOrderManifest => {
             tokio::time::timeout(CALL_TIMEOUT, async {
                 client
                     .unary::<SendManifestResponse>(path, body, metadata)
                     .await
-                    .map(|_| json!({}))
+                    .map(|_| Forwarded::Unary(json!({})))
             })
-            .await,
-        ),
-        Relayed::GetStatus => unary(
+            .await
+        }
+        Relayed::GetStatus => {
             tokio::time::timeout(CALL_TIMEOUT, async {
                 client
                     .unary::<LeaseStatus>(path, body, metadata)
                     .await
-                    .map(|status| lease_status_json(&status))
+                    .map(|status| Forwarded::Unary(lease_status_json(&status)))
             })
-            .await,
-        ),
-        Relayed::StreamLogs => {
-            let stream = tokio::time::timeout(
-                CALL_TIMEOUT,
-                client.server_streaming::<LogLine>(path, body, metadata),
-            )
             .await
-            .map_err(call_timeout)?
-            .map_err(|status| status_error(&status))?;
-            Ok(sse(stream, "log", log_line_json).into_response())
         }
-        Relayed::StreamEvents => {
-            let stream = tokio::time::timeout(
-                CALL_TIMEOUT,
-                client.server_streaming::<LeaseEvent>(path, body, metadata),
-            )
-            .await
-            .map_err(call_timeout)?
-            .map_err(|status| status_error(&status))?;
-            Ok(sse(stream, "event", lease_event_json).into_response())
-        }
-    }
+        Relayed::StreamLogs => tokio::time::timeout(
+            CALL_TIMEOUT,
+            client.server_streaming::<LogLine>(path, body, metadata),
+        )
+        .await
+        .map(|started| started.map(Forwarded::Logs)),
+        Relayed::StreamEvents => tokio::time::timeout(
+            CALL_TIMEOUT,
+            client.server_streaming::<LeaseEvent>(path, body, metadata),
+        )
+        .await
+        .map(|started| started.map(Forwarded::Events)),
+    };
+    reply
+        .map_err(call_timeout)?
+        .map_err(|status| status_error(&status))
 }
 
 /// One SSE event (`kind`, JSON data) per gRPC message; a stream that fails midway sends an
 /// `error` event with the API's error body, one that ends cleanly an `end` event, so a
-/// reader can tell a finished stream from a dropped connection.
+/// reader can tell a finished stream from a dropped connection. The call's permit and log
+/// line go with the stream.
 fn sse<M: Send + 'static>(
     stream: tonic::Streaming<M>,
     kind: &'static str,
     to_json: fn(&M) -> Value,
+    mut call: CallInFlight,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events = futures_util::stream::unfold(Some(stream), move |stream| async move {
-        let mut stream = stream?;
+    // Until the stream ends on its own, the browser left.
+    call.outcome = "stream left by the client".to_owned();
+    let events = futures_util::stream::unfold(Some((stream, call)), move |state| async move {
+        let (mut stream, mut call) = state?;
         match stream.message().await {
             Ok(Some(message)) => {
                 let event = Event::default()
                     .event(kind)
                     .data(to_json(&message).to_string());
-                Some((Ok(event), Some(stream)))
+                Some((Ok(event), Some((stream, call))))
             }
-            Ok(None) => Some((Ok(Event::default().event("end").data("{}")), None)),
+            Ok(None) => {
+                call.outcome = "stream ended".to_owned();
+                Some((Ok(Event::default().event("end").data("{}")), None))
+            }
             Err(status) => {
                 let (_, code) = status_mapping(status.code());
+                call.outcome = format!("stream failed: {code}");
                 let body =
                     json!({"error": {"code": code, "message": status.message(), "field": null}});
                 Some((

@@ -3,16 +3,11 @@
 //! with `leasehold_proto::auth`, which the console's signer equals byte for byte (the signing
 //! vectors test), and sent as the console sends them: protobuf body, four headers.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use alloy::signers::local::PrivateKeySigner;
-use leasehold_e2e::process::Guard;
 use leasehold_e2e::scenario::{OTHER_TENANT, QUICK_DEPLOY, Scenario, TENANT, first_uri};
-use leasehold_e2e::{
-    HttpResponse, eventually, free_port, http_get, http_post, http_post_for, market_binary,
-};
+use leasehold_e2e::{HttpResponse, eventually, http_get, http_post, http_post_for};
 use leasehold_proto::auth::{self, methods};
 use leasehold_proto::gateway::{LeaseStatusRequest, StreamEventsRequest, StreamLogsRequest};
 use serde_json::Value;
@@ -23,7 +18,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 /// hello.yaml's web service, saying two lines before it serves: hello.yaml's httpd logs
 /// nothing, and the relay's log stream needs lines to carry.
-const HELLO_LOGGING: &str = r#"
+pub(crate) const HELLO_LOGGING: &str = r#"
 version: "2.0"
 services:
   web:
@@ -62,44 +57,6 @@ deployment:
 
 /// A signed call's metadata as HTTP headers.
 type Metadata = Vec<(String, String)>;
-
-/// `leasehold-market run` against the scenario's chain, on a free port; waits until it
-/// answers.
-fn start_market(scenario: &Scenario) -> (Guard, String) {
-    let dir = scenario.dir.path().join("market");
-    std::fs::create_dir_all(&dir).expect("market dir");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut command = Command::new(market_binary());
-    command
-        .args(["run", "--rpc-url", &scenario.rpc_url(), "--deployment"])
-        .arg(&scenario.deployment_path)
-        .arg("--database-url")
-        .arg(format!(
-            "sqlite://{}?mode=rwc",
-            dir.join("market.db").display()
-        ))
-        .args([
-            "--listen",
-            &listen,
-            "--confirmations",
-            "0",
-            "--poll-interval-ms",
-            "200",
-        ])
-        // No console to serve: the relay is the subject.
-        .current_dir(&dir);
-    let (mut guard, log) = Guard::spawn_logged(command, "market", &dir);
-    let base = format!("http://{listen}");
-    eventually("the market API", MINUTE, || {
-        assert!(!guard.exited(), "leasehold-market exited:\n{}", read(&log));
-        http_get(&format!("{base}/api/v1/status")).filter(|response| response.status == 200)
-    });
-    (guard, base)
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
 
 fn signer(scenario: &Scenario, account: usize) -> PrivateKeySigner {
     scenario
@@ -180,7 +137,7 @@ fn the_relay_carries_the_consoles_signed_calls_to_the_provider_and_nothing_else(
     let (document, lease) = deploy_ok(&scenario, &hello, QUICK_DEPLOY);
     let deployed = first_uri(&document);
     let provider = scenario.providers[0].address.clone();
-    let (_market, base) = start_market(&scenario);
+    let (_market, base) = scenario.start_market(None);
     eventually("the provider in the index", MINUTE, || {
         http_get(&format!("{base}/api/v1/providers/{provider}"))
             .filter(|response| response.status == 200)
@@ -218,6 +175,14 @@ fn the_relay_carries_the_consoles_signed_calls_to_the_provider_and_nothing_else(
         MINUTE,
     );
     cli.expect_code(0, "tenant status");
+    // The URL deploy printed must stay the lease's: the lease adopting its pre-lease start
+    // keeps the container and its host port.
+    assert_eq!(
+        deployed,
+        uri,
+        "tenant deploy printed another URL than the one the lease serves\n{}",
+        scenario.provider_logs()
+    );
     assert!(
         cli.json().to_string().contains(&uri),
         "tenant status shows another URI than the relay's {uri}: {}\n(deploy printed {deployed})\n{}",

@@ -5,6 +5,7 @@
 pub mod docker;
 pub mod process;
 pub mod scenario;
+pub mod webdriver;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,26 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// Where a flow writes what a person should look at afterwards (screenshots):
+/// `$LEASEHOLD_TEST_OUTPUT/<name>` when set, else `<target>/test-output/<name>` next to the
+/// profile this test binary was built in.
+pub fn test_output_dir(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("LEASEHOLD_TEST_OUTPUT") {
+        return PathBuf::from(dir).join(name);
+    }
+    std::env::current_exe()
+        .ok()
+        .as_deref()
+        // <target>/<profile>/deps/e2e-<hash>
+        .and_then(|exe| exe.ancestors().nth(3))
+        .map(|target| target.join("test-output").join(name))
+        .unwrap_or_else(|| {
+            std::env::temp_dir()
+                .join("leasehold-test-output")
+                .join(name)
+        })
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.

@@ -531,6 +531,49 @@ storage_mib = {storage_mib}
             .unwrap_or_else(|error| panic!("balanceOf: {error}"))
     }
 
+    /// `leasehold-market run` against this chain on a free port, serving the console built
+    /// in `console_dir` when given; waits (at most a minute) until its API answers. Returns
+    /// the process and the server's base URL.
+    pub fn start_market(&self, console_dir: Option<&Path>) -> (Guard, String) {
+        let dir = self.dir.path().join("market");
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", dir.display()));
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut command = Command::new(crate::market_binary());
+        command
+            .args(["run", "--rpc-url", &self.rpc_url(), "--deployment"])
+            .arg(&self.deployment_path)
+            .arg("--database-url")
+            .arg(format!(
+                "sqlite://{}?mode=rwc",
+                dir.join("market.db").display()
+            ))
+            .args([
+                "--listen",
+                &listen,
+                "--confirmations",
+                "0",
+                "--poll-interval-ms",
+                "200",
+            ])
+            .current_dir(&dir);
+        if let Some(console_dir) = console_dir {
+            command.arg("--console-dir").arg(console_dir);
+        }
+        let (mut guard, log) = Guard::spawn_logged(command, "market", &dir);
+        let base = format!("http://{listen}");
+        eventually("the market API", Duration::from_secs(60), || {
+            assert!(
+                !guard.exited(),
+                "leasehold-market exited:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            crate::http_get(&format!("{base}/api/v1/status"))
+                .filter(|response| response.status == 200)
+        });
+        (guard, base)
+    }
+
     /// Every provider log, for failure messages.
     pub fn provider_logs(&self) -> String {
         self.providers

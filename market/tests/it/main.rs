@@ -3,7 +3,6 @@
 
 mod api;
 mod bench;
-mod browser;
 mod console;
 mod history;
 mod preflight;

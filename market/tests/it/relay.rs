@@ -96,7 +96,12 @@ async fn relay_reports_a_silent_gateway_as_a_timeout_and_a_closed_port_as_unreac
         register(&devnet, PROVIDER_B, &format!("127.0.0.1:{closed_port}")).await;
         let head = head(&devnet).await;
         let db = TestDb::new(Backend::Sqlite).await;
-        let indexer = Indexer::start(&devnet, &db, &["--confirmations", "0"]);
+        // One call in flight at most, so that the silent gateway's call holds the only permit.
+        let indexer = Indexer::start(
+            &devnet,
+            &db,
+            &["--confirmations", "0", "--relay-max-calls", "1"],
+        );
         indexer.wait_indexed(head).await;
         let tenant = devnet.private_key_hex(TENANT).expect("tenant key");
         let address = |index: usize| {
@@ -107,7 +112,20 @@ async fn relay_reports_a_silent_gateway_as_a_timeout_and_a_closed_port_as_unreac
                 .to_lowercase()
         };
 
-        let (code, body, took) = get_status(&indexer.base, &address(PROVIDER_A), &tenant).await;
+        let silent_call = tokio::spawn({
+            let base = indexer.base.clone();
+            let provider = address(PROVIDER_A);
+            let tenant = tenant.clone();
+            async move { get_status(&base, &provider, &tenant).await }
+        });
+        // Well inside the silent call's connect deadline: it holds the permit.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (code, body, took) = get_status(&indexer.base, &address(PROVIDER_B), &tenant).await;
+        assert_eq!(code, 503, "{body}");
+        assert_eq!(body["error"]["code"], "relay_busy", "{body}");
+        assert!(took < Duration::from_secs(2), "refused at once: {took:?}");
+
+        let (code, body, took) = silent_call.await.expect("the silent call");
         assert_eq!(code, 504, "{body}");
         assert_eq!(body["error"]["code"], "gateway_timeout", "{body}");
         assert!(
@@ -115,6 +133,7 @@ async fn relay_reports_a_silent_gateway_as_a_timeout_and_a_closed_port_as_unreac
             "the connect deadline bounds the wait: {took:?}"
         );
 
+        // The permit came back with the silent call's answer.
         let (code, body, _) = get_status(&indexer.base, &address(PROVIDER_B), &tenant).await;
         assert_eq!(code, 502, "{body}");
         assert_eq!(body["error"]["code"], "gateway_unreachable", "{body}");
@@ -123,6 +142,26 @@ async fn relay_reports_a_silent_gateway_as_a_timeout_and_a_closed_port_as_unreac
                 .as_str()
                 .is_some_and(|message| message.contains(&closed_port.to_string())),
             "the message names the endpoint: {body}"
+        );
+        let log = indexer.log();
+        let access: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("relayed gateway call"))
+            .collect();
+        assert!(
+            access.iter().any(
+                |line| line.contains(&format!("provider={}", address(PROVIDER_A)))
+                    && line.contains("method=GetStatus")
+                    && line.contains("outcome=gateway_timeout")
+            ),
+            "an access log line per call, with its outcome:\n{log}"
+        );
+        assert!(
+            access
+                .iter()
+                .any(|line| line.contains("outcome=gateway_unreachable")
+                    && line.contains(&format!("caller={}", address(TENANT)))),
+            "the caller is logged:\n{log}"
         );
 
         // An address the index does not hold (a funded dev account that never registered).

@@ -1,4 +1,5 @@
 import { acceptBid, createOrder, DEFAULT_BID_WINDOW_SECS, DEFAULT_DELIVERY_WINDOW_SECS, DEFAULT_DEPOSIT_HOURS } from "../chain";
+import { Deliveries, deliver, type DeliveryProgress, type LeaseStatusView } from "../delivery";
 import { errorBox, h, replace, table } from "../dom";
 import { formatIn, formatUnits, parseUnits, shortAddress } from "../format";
 import type { App, Page } from "../app";
@@ -77,6 +78,7 @@ export const deployPage: Page = async (app, root) => {
   const preflightBox = h("div", { id: "preflight" });
   const orderBox = h("div", { id: "order" });
   const bidsBox = h("div", { id: "bids" });
+  const deploymentsBox = h("div", { id: "deployments" });
   let validation: SdlValidation | null = null;
 
   const upload = h("input", { type: "file", accept: ".yaml,.yml,text/yaml" }) as HTMLInputElement;
@@ -155,6 +157,10 @@ export const deployPage: Page = async (app, root) => {
       const post = h("button", {
         onclick: async () => {
           if (!app.wallet) return replace(status, errorBox("connect a wallet first"));
+          const manifestJson = valid.manifest_json;
+          if (manifestJson === null) {
+            return replace(status, errorBox("the API's validation gives no manifest to send, so the console cannot deploy it (the market server must be newer)"));
+          }
           try {
             const amount = parseUnits(deposit.value, decimals, "deposit");
             if (amount === 0n) throw new Error("deposit: must be more than 0");
@@ -166,8 +172,10 @@ export const deployPage: Page = async (app, root) => {
               bidWindowSecs: DEFAULT_BID_WINDOW_SECS,
               deliveryWindowSecs: DEFAULT_DELIVERY_WINDOW_SECS,
             });
+            new Deliveries(localStorage).remember(orderId.toString(), manifestJson);
             replace(status, `order ${orderId} posted (deposit paid by ${funding}); its bids appear below`);
             watchBids(app, bidsBox);
+            void followDeliveries(app, deploymentsBox);
           } catch (error) {
             replace(status, errorBox(error));
           }
@@ -188,9 +196,97 @@ export const deployPage: Page = async (app, root) => {
     preflightBox,
     orderBox,
     bidsBox,
+    deploymentsBox,
   );
-  if (app.wallet) watchBids(app, bidsBox);
+  if (app.wallet) {
+    watchBids(app, bidsBox);
+    void followDeliveries(app, deploymentsBox);
+    app.onEvent((event) => {
+      if (event.kind === "LeaseCreated") void followDeliveries(app, deploymentsBox);
+    });
+  }
 };
+
+/// What each delivery this page follows shows, by order id; module-wide so that a re-render
+/// of the page shows a delivery started before it instead of starting it twice.
+const deliveryRows = new Map<string, HTMLElement>();
+let deploymentsShownIn: HTMLElement | null = null;
+
+function showDeployments(): void {
+  const box = deploymentsShownIn;
+  if (!box?.isConnected) return;
+  replace(box, deliveryRows.size ? [h("h2", {}, "Deployments"), ...deliveryRows.values()] : null);
+}
+
+function setRow(orderId: string, ...content: (Node | string)[]): void {
+  deliveryRows.set(orderId, h("p", { class: "deployment", "data-order": orderId }, `order ${orderId}: `, ...content));
+  showDeployments();
+}
+
+/// `web 1/1 (running), db 0/1 (restarting)`.
+function servicesLine(status: LeaseStatusView): string {
+  return status.services
+    .map((service) => `${service.name} ${service.ready_replicas}/${service.total_replicas}${service.states.length ? ` (${service.states.join(", ")})` : ""}`)
+    .join(", ");
+}
+
+function statusLine(status: LeaseStatusView | null): string {
+  if (!status) return "";
+  const services = servicesLine(status);
+  return ` ${status.state}${services ? `: ${services}` : ""}`;
+}
+
+function progressText(leaseId: string, progress: DeliveryProgress): string {
+  const retry = progress.lastError ? ` (retrying: ${progress.lastError})` : "";
+  return progress.step === "sending"
+    ? `lease ${leaseId}: sending the manifest to the provider${retry}`
+    : `lease ${leaseId}: manifest delivered, starting…${statusLine(progress.status)}${retry}`;
+}
+
+/// Sends each remembered manifest whose order became a lease and follows it until it runs.
+async function followDeliveries(app: App, box: HTMLElement): Promise<void> {
+  const wallet = app.wallet;
+  if (!wallet) return;
+  deploymentsShownIn = box;
+  const deliveries = new Deliveries(localStorage);
+  const pending = deliveries.all().filter((entry) => !deliveryRows.has(entry.orderId));
+  if (pending.length === 0) return showDeployments();
+  let leases;
+  try {
+    leases = (await app.api.leases({ tenant: wallet.address, limit: 200 })).items;
+  } catch (error) {
+    return replace(box, errorBox(error));
+  }
+  for (const entry of pending) {
+    if (deliveryRows.has(entry.orderId)) continue;
+    const lease = leases.find((candidate) => candidate.order_id === entry.orderId);
+    if (!lease) continue;
+    if (lease.state !== "active") {
+      deliveries.forget(entry.orderId);
+      continue;
+    }
+    setRow(entry.orderId, `lease ${lease.id} with ${shortAddress(lease.provider)}`);
+    const target = { base: app.base, provider: lease.provider, leaseId: lease.id, signer: wallet.signer };
+    deliver(
+      target,
+      entry.manifestJson,
+      entry.sentToLease === lease.id,
+      () => deliveries.markSent(entry.orderId, lease.id),
+      (progress) => setRow(entry.orderId, progressText(lease.id, progress)),
+    ).then(
+      (status) => {
+        deliveries.forget(entry.orderId);
+        const links = status.services.flatMap((service) => [...service.uris, ...service.hostnames.map((host) => `http://${host}`)]);
+        setRow(
+          entry.orderId,
+          `lease ${lease.id} is running (${servicesLine(status)}) at `,
+          ...links.flatMap((uri, index) => [index ? " " : "", h("a", { href: uri, target: "_blank", rel: "noopener", class: "uri" }, uri)]),
+        );
+      },
+      (error: unknown) => setRow(entry.orderId, h("span", { class: "error", role: "alert" }, `lease ${lease.id}: ${error instanceof Error ? error.message : String(error)}`)),
+    );
+  }
+}
 
 /// The newest open orders of the connected tenant with their live bids.
 function watchBids(app: App, box: HTMLElement): void {
