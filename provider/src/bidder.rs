@@ -448,10 +448,7 @@ impl Core {
             .await
         {
             Ok(bid_id) => {
-                self.persist_holding(order_id, &holding, Some(bid_id), expires_at)
-                    .await?;
-                // An auto-accept order's workload may have started while the bid was mined.
-                self.store.set_speculative_bid(order_id, bid_id).await?;
+                self.record_bid(order_id, bid_id).await?;
                 self.metrics.bids_placed.inc();
                 info!(order_id, bid_id, %price, model = ?holding.gpu_model, "bid placed");
                 Ok(())
@@ -565,13 +562,25 @@ impl Core {
 
     /// Bookkeeping of our `BidPlaced`: remembers the bid id.
     pub async fn on_bid_placed(&self, order_id: u64, bid_id: u64) -> Result<(), DaemonError> {
+        self.record_bid(order_id, bid_id).await
+    }
+
+    /// Remembers our bid's id on the order's stored holding, as stored now. An auto-accept
+    /// bid is the lease in the same transaction, so the lease (on its own path, or the
+    /// reconciler's pass over pre-lease starts) may already have committed the holding and
+    /// given it the manifest's group while `placeBid` was mined: rewriting the holding the
+    /// bidder reserved would take both back, and the lease could no longer be deployed (nor
+    /// counted as allocated after a restart). Under the order's lock, like the lease's path.
+    async fn record_bid(&self, order_id: u64, bid_id: u64) -> Result<(), DaemonError> {
+        let _guard = self.order_locks.lock(order_id).await;
         if let Some((row, holding)) = self.holding(order_id).await?
             && row.bid_id.is_none()
         {
             self.persist_holding(order_id, &holding, Some(bid_id), row.expires_at)
                 .await?;
-            self.store.set_speculative_bid(order_id, bid_id).await?;
         }
+        // An auto-accept order's workload may have started while the bid was mined.
+        self.store.set_speculative_bid(order_id, bid_id).await?;
         Ok(())
     }
 

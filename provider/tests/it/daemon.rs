@@ -278,6 +278,17 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let _serial = SERIAL.lock().await;
+    // `LEASEHOLD_TEST_LOG=info` (or any tracing level) shows the daemons' logs, for a flow
+    // that failed; run with `--nocapture`.
+    if let Some(level) = std::env::var("LEASEHOLD_TEST_LOG")
+        .ok()
+        .and_then(|level| level.parse::<tracing::Level>().ok())
+    {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .try_init();
+    }
     let leases: Vec<u64> = leases_to_clean.collect();
     remove_leases(&leases).await;
     let outcome = tokio::time::timeout(TEST_TIMEOUT, body()).await;

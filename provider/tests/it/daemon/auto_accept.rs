@@ -127,6 +127,24 @@ async fn an_auto_accept_manifest_starts_before_the_bid_and_the_bid_s_lease_adopt
             .expect("GET");
         assert!(response.contains(" 200"), "{response}");
         assert!(store.speculative(order_id).await.expect("store").is_none());
+        // The bidder's bookkeeping of its mined bid, which may come after the lease adopted
+        // the start, keeps the lease's allocation and group: without them the lease could not
+        // be redeployed, nor counted as allocated after a restart.
+        let row = eventually("the bid id recorded", || async {
+            store
+                .reservation(order_id)
+                .await
+                .expect("store")
+                .filter(|row| row.bid_id == Some(bid_id))
+        })
+        .await;
+        let holding: leasehold_provider::bidder::Holding =
+            serde_json::from_value(row.resources.clone()).expect("a holding");
+        assert!(holding.allocated, "still the lease's allocation: {row:?}");
+        assert!(
+            holding.group.is_some(),
+            "still the manifest's group: {row:?}"
+        );
         let history = store.history(order_id).await.expect("history");
         let kinds: Vec<&str> = history.iter().map(|entry| entry.kind.as_str()).collect();
         assert!(kinds.contains(&"adopted_pre_lease"), "{kinds:?}");
