@@ -565,16 +565,18 @@ impl Core {
         self.record_bid(order_id, bid_id).await
     }
 
-    /// Remembers our bid's id on the order's stored holding, as stored now. An auto-accept
-    /// bid is the lease in the same transaction, so the lease (on its own path, or the
-    /// reconciler's pass over pre-lease starts) may already have committed the holding and
-    /// given it the manifest's group while `placeBid` was mined: rewriting the holding the
-    /// bidder reserved would take both back, and the lease could no longer be deployed (nor
-    /// counted as allocated after a restart). Under the order's lock, like the lease's path.
+    /// Remembers our bid's id on the order's reservation, as stored now. An auto-accept bid
+    /// is the lease in the same transaction, so the lease (on its own path, or the
+    /// reconciler's pass over pre-lease starts) may already have made the holding its
+    /// allocation, with the manifest's group, while `placeBid` was mined: that row is the
+    /// lease's and is left alone. Rewriting it with the holding the bidder reserved took both
+    /// back, and the lease could no longer be deployed (nor counted as allocated after a
+    /// restart). Under the order's lock, like the lease's path.
     async fn record_bid(&self, order_id: u64, bid_id: u64) -> Result<(), DaemonError> {
         let _guard = self.order_locks.lock(order_id).await;
         if let Some((row, holding)) = self.holding(order_id).await?
             && row.bid_id.is_none()
+            && !holding.allocated
         {
             self.persist_holding(order_id, &holding, Some(bid_id), row.expires_at)
                 .await?;

@@ -16,6 +16,16 @@ use leasehold_e2e::scenario::{
     PROVIDER_A, QUICK_DEPLOY, Scenario, TENANT, first_uri, hello, lease_ids,
 };
 
+/// `LEASEHOLD_BENCH_RUNS`: how many times a benchmark repeats its measurement (default 10,
+/// at least 1).
+pub(crate) fn bench_runs() -> usize {
+    std::env::var("LEASEHOLD_BENCH_RUNS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(10)
+        .max(1)
+}
+
 /// The progress events that end a phase, in the order a deploy emits them, with the phase's
 /// name; the last phase (to the first 200) is measured by the benchmark itself.
 const PHASE_ENDS: &[(&str, &str)] = &[
@@ -30,10 +40,7 @@ const LAST_PHASE: &str = "running → first HTTP 200";
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn deploy_to_first_http_200() {
-    let runs: usize = std::env::var("LEASEHOLD_BENCH_RUNS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(10);
+    let runs = bench_runs();
     // 800 base units an hour for hello.yaml's 0.1 core (it pays at most 1000).
     let scenario = Scenario::with_provider(8_000);
     let hello = hello();

@@ -235,11 +235,7 @@ fn the_console_deploys_hello_shows_its_url_and_logs_and_closes_it_with_a_refund(
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn console_first_page_load() {
-    let runs: usize = std::env::var("LEASEHOLD_BENCH_RUNS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(10)
-        .max(1);
+    let runs = crate::bench::bench_runs();
     let console = repo_root().join("market/console/dist");
     let bundle: u64 = ["index.html", "app.js", "app.css"]
         .iter()

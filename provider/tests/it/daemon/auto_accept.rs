@@ -130,14 +130,15 @@ async fn an_auto_accept_manifest_starts_before_the_bid_and_the_bid_s_lease_adopt
         // The bidder's bookkeeping of its mined bid, which may come after the lease adopted
         // the start, keeps the lease's allocation and group: without them the lease could not
         // be redeployed, nor counted as allocated after a restart.
-        let row = eventually("the bid id recorded", || async {
-            store
-                .reservation(order_id)
-                .await
-                .expect("store")
-                .filter(|row| row.bid_id == Some(bid_id))
+        eventually("the bidder's bookkeeping of its bid", || async {
+            (handle.core().metrics().bids_placed.get() == 1).then_some(())
         })
         .await;
+        let row = store
+            .reservation(order_id)
+            .await
+            .expect("store")
+            .expect("the lease's allocation");
         let holding: leasehold_provider::bidder::Holding =
             serde_json::from_value(row.resources.clone()).expect("a holding");
         assert!(holding.allocated, "still the lease's allocation: {row:?}");
