@@ -337,7 +337,14 @@ pub async fn relay(
     })?;
     let mut call = CallInFlight {
         _permit: permit,
-        provider: provider.to_lowercase(),
+        // The raw path segment, kept to what an address can hold: nothing a client sends may
+        // break the log line.
+        provider: provider
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(42)
+            .collect::<String>()
+            .to_lowercase(),
         method,
         caller: headers
             .get(metadata::ADDRESS)

@@ -260,7 +260,13 @@ async function followDeliveries(app: App, box: HTMLElement): Promise<void> {
   for (const entry of pending) {
     if (deliveryRows.has(entry.orderId)) continue;
     const lease = leases.find((candidate) => candidate.order_id === entry.orderId);
-    if (!lease) continue;
+    if (!lease) {
+      // A cancelled order never gets a lease: its manifest need not be kept (an unknown or
+      // unreadable order is asked about again at the next lease event).
+      const order = await app.api.order(entry.orderId).catch(() => null);
+      if (order?.state === "cancelled") deliveries.forget(entry.orderId);
+      continue;
+    }
     if (lease.state !== "active") {
       deliveries.forget(entry.orderId);
       continue;
