@@ -68,6 +68,13 @@ impl RelayClient {
         }
     }
 
+    async fn ready(&mut self) -> Result<(), Status> {
+        self.inner
+            .ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("gateway connection not ready: {e}")))
+    }
+
     fn request(body: Vec<u8>, metadata: MetadataMap) -> Request<Vec<u8>> {
         let mut request = Request::new(body);
         *request.metadata_mut() = metadata;
@@ -82,10 +89,7 @@ impl RelayClient {
         body: Vec<u8>,
         metadata: MetadataMap,
     ) -> Result<U, Status> {
-        self.inner
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("gateway connection not ready: {e}")))?;
+        self.ready().await?;
         let response = self
             .inner
             .unary(
@@ -104,10 +108,7 @@ impl RelayClient {
         body: Vec<u8>,
         metadata: MetadataMap,
     ) -> Result<Streaming<U>, Status> {
-        self.inner
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("gateway connection not ready: {e}")))?;
+        self.ready().await?;
         let response = self
             .inner
             .server_streaming(
