@@ -229,6 +229,7 @@ async fn run(
         relay_calls: Arc::new(tokio::sync::Semaphore::new(
             serving.relay_max_calls as usize,
         )),
+        gateways: Arc::default(),
     };
     let ingest = Ingest::new(store, deployment, rpc, stream, progress, config);
     let server = axum::serve(listener, api::router(state, serving.console));

@@ -11,11 +11,16 @@
 //! come from its on-chain registration (read as `tenant` reads them, `getProvider`), the
 //! method must be one of the relayed lease calls, the body is bounded and every call has a
 //! connect and call deadline.
+//!
+//! Calls to one gateway share one connection ([`GatewayConnections`]): HTTP/2 carries them
+//! side by side, so only the first call to a provider pays the TCP and TLS handshakes.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, B256};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -31,6 +36,7 @@ use leasehold_proto::tls::{self, GatewayPin};
 use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::api::{ApiError, ApiState};
@@ -47,6 +53,10 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Default of `run --relay-max-calls`: gateway calls in flight at once, streams included.
 pub const DEFAULT_MAX_CALLS: u32 = 256;
+/// Connections to gateways kept open at most; past it the least recently used one closes.
+pub const MAX_OPEN_CONNECTIONS: usize = 1024;
+/// A connection no call used for this long is closed when the next one is opened.
+pub const IDLE_CONNECTION: Duration = Duration::from_secs(300);
 /// The media type of the relayed request body.
 pub const PROTOBUF: &str = "application/x-protobuf";
 
@@ -106,6 +116,11 @@ impl Relayed {
             Self::StreamLogs => methods::STREAM_LOGS,
             Self::StreamEvents => methods::STREAM_EVENTS,
         }
+    }
+
+    /// Whether the reply is a stream (of any length) rather than one message.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Self::StreamLogs | Self::StreamEvents)
     }
 }
 
@@ -188,6 +203,116 @@ fn timeout(what: &str, endpoint: &str, after: Duration) -> ApiError {
             after.as_secs()
         ),
         None,
+    )
+}
+
+/// The open connections to providers' gateways, one per endpoint and pinned certificate.
+///
+/// A connection is only ever made by [`tls::connect`], so every call on it went to a gateway
+/// that presented the pinned certificate; a provider that registers another certificate gets
+/// a new key, hence a new connection. tonic reconnects a dropped connection on its own (with
+/// the same pin check); a connection a call failed on (transport errors, timeouts) is
+/// dropped here, so the next call connects afresh and reports what is wrong (a changed
+/// certificate as `gateway_certificate_mismatch`).
+#[derive(Default)]
+pub struct GatewayConnections {
+    open: Mutex<HashMap<(String, B256), OpenConnection>>,
+}
+
+struct OpenConnection {
+    channel: Channel,
+    last_used: Instant,
+}
+
+/// Which connection a call used (the access log says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectionUse {
+    /// None: the call failed before.
+    None,
+    /// A shared connection the call opened.
+    New,
+    /// A shared connection already open.
+    Reused,
+    /// A connection of the stream's own, closed with it.
+    Own,
+}
+
+impl ConnectionUse {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::New => "new",
+            Self::Reused => "reused",
+            Self::Own => "own",
+        }
+    }
+}
+
+impl GatewayConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, B256), OpenConnection>> {
+        // The map is consistent between statements: a panic elsewhere cannot leave it torn.
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The open connection to `endpoint` pinned to `pin`, else a new one.
+    async fn get(
+        &self,
+        endpoint: &str,
+        pin: GatewayPin,
+    ) -> Result<(Channel, ConnectionUse), ApiError> {
+        let key = (endpoint.to_owned(), pin.cert_sha256);
+        if let Some(open) = self.lock().get_mut(&key) {
+            open.last_used = Instant::now();
+            return Ok((open.channel.clone(), ConnectionUse::Reused));
+        }
+        let channel = connect(endpoint, pin).await?;
+        let mut open = self.lock();
+        let now = Instant::now();
+        open.retain(|_, connection| now.duration_since(connection.last_used) < IDLE_CONNECTION);
+        if open.len() >= MAX_OPEN_CONNECTIONS
+            && let Some(oldest) = open
+                .iter()
+                .min_by_key(|(_, connection)| connection.last_used)
+                .map(|(key, _)| key.clone())
+        {
+            open.remove(&oldest);
+        }
+        // Two first calls may both have connected: the later one's connection is kept, the
+        // other closes when its call ends.
+        open.insert(
+            key,
+            OpenConnection {
+                channel: channel.clone(),
+                last_used: now,
+            },
+        );
+        Ok((channel, ConnectionUse::New))
+    }
+
+    fn forget(&self, endpoint: &str, pin: GatewayPin) {
+        self.lock().remove(&(endpoint.to_owned(), pin.cert_sha256));
+    }
+}
+
+/// A new pinned connection to the gateway at `endpoint`.
+async fn connect(endpoint: &str, pin: GatewayPin) -> Result<Channel, ApiError> {
+    // The outer deadline is the one that fires (tonic's own is longer), so a connection
+    // that never completes is always reported as a timeout, never as a transport error.
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tls::connect(endpoint, pin, CONNECT_TIMEOUT * 2),
+    )
+    .await
+    .map_err(|_| timeout("accept a connection", endpoint, CONNECT_TIMEOUT))?
+    .map_err(connect_error)
+}
+
+/// Whether a failed call says the connection itself is in doubt (rather than the provider
+/// answering the call with an error of its own).
+fn connection_failed(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
     )
 }
 
@@ -297,6 +422,7 @@ struct CallInFlight {
     caller: String,
     started: Instant,
     outcome: String,
+    connection: ConnectionUse,
 }
 
 impl Drop for CallInFlight {
@@ -306,6 +432,7 @@ impl Drop for CallInFlight {
             method = ?self.method,
             caller = %self.caller,
             outcome = %self.outcome,
+            connection = %self.connection.as_str(),
             elapsed_ms = self.started.elapsed().as_millis() as u64,
             "relayed gateway call"
         );
@@ -353,8 +480,18 @@ pub async fn relay(
             .to_lowercase(),
         started: Instant::now(),
         outcome: "failed".to_owned(),
+        connection: ConnectionUse::None,
     };
-    match forward(&state, &provider, method, &headers, body).await {
+    match forward(
+        &state,
+        &provider,
+        &mut call.connection,
+        method,
+        &headers,
+        body,
+    )
+    .await
+    {
         Ok(Forwarded::Unary(json)) => {
             call.outcome = "ok".to_owned();
             Ok(axum::Json(json).into_response())
@@ -374,6 +511,7 @@ pub async fn relay(
 async fn forward(
     state: &ApiState,
     provider: &str,
+    used: &mut ConnectionUse,
     method: Relayed,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -381,15 +519,15 @@ async fn forward(
     let metadata = auth_metadata(headers)?;
     let body = check_body(headers, body)?;
     let (endpoint, pin) = gateway_of(state, provider).await?;
-    // The outer deadline is the one that fires (tonic's own is longer), so a connection
-    // that never completes is always reported as a timeout, never as a transport error.
-    let channel = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tls::connect(&endpoint, pin, CONNECT_TIMEOUT * 2),
-    )
-    .await
-    .map_err(|_| timeout("accept a connection", &endpoint, CONNECT_TIMEOUT))?
-    .map_err(connect_error)?;
+    // A followed stream may stay open for hours, and the gateway bounds the streams and
+    // calls of one connection (`GatewayConfig`): streams get a connection each, so that the
+    // browsers' streams together never hold up the short calls, nor each other.
+    let (channel, connection) = if method.is_stream() {
+        (connect(&endpoint, pin).await?, ConnectionUse::Own)
+    } else {
+        state.gateways.get(&endpoint, pin).await?
+    };
+    *used = connection;
     let mut client = RelayClient::new(channel);
     let path = method.path();
     let call_timeout = |_| timeout("answer", &endpoint, CALL_TIMEOUT);
@@ -425,9 +563,16 @@ async fn forward(
         .await
         .map(|started| started.map(Forwarded::Events)),
     };
-    reply
-        .map_err(call_timeout)?
-        .map_err(|status| status_error(&status))
+    let reply = match reply {
+        Ok(Ok(forwarded)) => return Ok(forwarded),
+        Ok(Err(status)) if !connection_failed(&status) => return Err(status_error(&status)),
+        Ok(Err(status)) => status_error(&status),
+        Err(elapsed) => call_timeout(elapsed),
+    };
+    if connection != ConnectionUse::Own {
+        state.gateways.forget(&endpoint, pin);
+    }
+    Err(reply)
 }
 
 /// One SSE event (`kind`, JSON data) per gRPC message; a stream that fails midway sends an

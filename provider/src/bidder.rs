@@ -430,11 +430,12 @@ impl Core {
                 return Ok(());
             }
         };
-        self.persist_holding(order_id, &holding, None, expires_at)
-            .await?;
-        if let Some(bid) = existing_bid {
-            self.persist_holding(order_id, &holding, Some(bid.bid_id), expires_at)
-                .await?;
+        let bid_id = existing_bid.map(|bid| bid.bid_id);
+        if !self
+            .keep_reservation(order_id, &holding, bid_id, expires_at)
+            .await?
+            || bid_id.is_some()
+        {
             return Ok(());
         }
         match self
@@ -586,11 +587,37 @@ impl Core {
         Ok(())
     }
 
+    /// Stores the reservation the bidder just made, under the order's lock, unless the
+    /// order's lease has made the stored row its allocation meanwhile (a bid placed before a
+    /// restart may be the lease the reconciler adopted while this ran): that row is the
+    /// lease's, as in [`Self::record_bid`]. `false` when it was left alone.
+    async fn keep_reservation(
+        &self,
+        order_id: u64,
+        holding: &Holding,
+        bid_id: Option<u64>,
+        expires_at: u64,
+    ) -> Result<bool, DaemonError> {
+        let _guard = self.order_locks.lock(order_id).await;
+        if let Some((_, stored)) = self.holding(order_id).await?
+            && stored.allocated
+        {
+            return Ok(false);
+        }
+        self.persist_holding(order_id, holding, bid_id, expires_at)
+            .await?;
+        Ok(true)
+    }
+
     /// Gives back an order's reservation (lost, withdrawn, cancelled). Allocations of
     /// leases are left alone: only closing the lease frees them.
+    ///
+    /// Under the order's lock, as the lease's path: a lease that commits the reservation
+    /// between the check and the release would otherwise run on capacity given back.
     pub async fn release_reservation(&self, order_id: u64) -> Result<(), DaemonError> {
+        let _guard = self.order_locks.lock(order_id).await;
         let Some((_, holding)) = self.holding(order_id).await? else {
-            self.discard_speculative(order_id, "the order's reservation is gone")
+            self.remove_speculative(order_id, "the order's reservation is gone")
                 .await?;
             self.release_held(order_id)?;
             return Ok(());
@@ -599,7 +626,7 @@ impl Core {
             return Ok(());
         }
         // The workload started before the lease goes before the capacity it runs on.
-        self.discard_speculative(
+        self.remove_speculative(
             order_id,
             "our bid lost, was withdrawn or evicted, or the order ended",
         )

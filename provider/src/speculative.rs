@@ -368,7 +368,11 @@ impl Core {
     }
 
     /// [`Core::discard_speculative`] for a caller that holds the order's lock.
-    async fn remove_speculative(&self, order_id: u64, why: &str) -> Result<(), DaemonError> {
+    pub(crate) async fn remove_speculative(
+        &self,
+        order_id: u64,
+        why: &str,
+    ) -> Result<(), DaemonError> {
         if self.store.speculative(order_id).await?.is_none() {
             return Ok(());
         }

@@ -1,9 +1,18 @@
 //! Issue #15: the web console in a real headless Chromium, driven over WebDriver, against
 //! `leasehold-market run` serving the built console, a provider daemon, the chain and the
 //! Docker engine. A tenant who only has the browser: sees the provider's GPU model by name,
-//! deploys through the deploy page (validate, preflight, order, bid, accept, manifest, URL),
-//! reads the logs and closes the lease for its refund. A screenshot of every page goes to
+//! deploys through the deploy page with a browser wallet (validate, preflight, order, bid,
+//! accept, manifest, URL), then with the devnet's dev account reads the logs and the lease's
+//! events and tops the lease up; the provider withdraws its earnings on the provider page; the tenant closes the
+//! lease for its refund. A screenshot of every page goes to
 //! `<target>/test-output/console-flow/`.
+//!
+//! The browser wallet is a standard EIP-1193 provider (`window.ethereum`, put in every page
+//! before the console's scripts, as a wallet extension does) that answers with the tenant's
+//! account and hands every other request to the node: anvil holds the dev keys, so it signs
+//! the permit (`eth_signTypedData_v4`), the transactions (`eth_sendTransaction`) and the
+//! gateway calls (`personal_sign`) as a wallet would, and the console's EIP-1193 path is the
+//! one under test.
 
 use std::time::Duration;
 
@@ -17,6 +26,58 @@ use crate::flows::PRICE_A;
 use crate::relay::HELLO_LOGGING;
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// An EIP-1193 wallet for `arguments`-free injection: `__RPC__` and `__ACCOUNT__` are replaced
+/// before use. Every method the console calls is recorded in `sessionStorage.walletCalls`.
+const BROWSER_WALLET: &str = r#"(() => {
+  const rpc = "__RPC__";
+  const account = "__ACCOUNT__";
+  let id = 0;
+  const record = (method) => {
+    const calls = JSON.parse(sessionStorage.getItem("walletCalls") ?? "[]");
+    if (!calls.includes(method)) sessionStorage.setItem("walletCalls", JSON.stringify([...calls, method]));
+  };
+  window.ethereum = {
+    async request({ method, params }) {
+      record(method);
+      if (method === "eth_requestAccounts" || method === "eth_accounts") return [account];
+      const response = await fetch(rpc, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: ++id, method, params: params ?? [] }),
+      });
+      const answer = await response.json();
+      if (answer.error) {
+        throw Object.assign(new Error(answer.error.message), { code: answer.error.code, data: answer.error.data });
+      }
+      return answer.result;
+    },
+    on() {},
+    removeListener() {},
+  };
+})();"#;
+
+/// Picks `choice` (`eip1193`, `dev:<index>`) in the wallet bar and waits for `address` there.
+fn connect(browser: &Browser, choice: &str, address: &str) {
+    browser.fill("#account", choice, "change");
+    browser.wait_for(
+        &format!("{address} in the wallet bar"),
+        MINUTE,
+        &format!(
+            "return document.getElementById('wallet').innerText.toLowerCase().includes({})",
+            json!(address)
+        ),
+    );
+}
+
+fn indexed_lease(base: &str, lease: &str) -> Value {
+    serde_json::from_str(
+        &http_get(&format!("{base}/api/v1/leases/{lease}"))
+            .expect("the lease API answers")
+            .body,
+    )
+    .expect("lease JSON")
+}
 const MODEL: &str = "nvidia/a100/80Gi/sxm";
 
 /// A decimal token amount the console shows (`12.5 USDC`) in base units (6 decimals).
@@ -30,8 +91,44 @@ fn base_units(shown: &str) -> U256 {
         .unwrap_or_else(|error| panic!("not an amount: {shown:?}: {error}"))
 }
 
+/// The first entry of the indexed lease's `list` (`payments`, `top_ups`), once there is one.
+fn first_indexed(base: &str, lease: &str, list: &str) -> Value {
+    eventually(
+        &format!("the lease's first {list} entry indexed"),
+        MINUTE,
+        || {
+            indexed_lease(base, lease)[list]
+                .as_array()
+                .and_then(|entries| entries.first().cloned())
+        },
+    )
+}
+
+/// An amount the API gives (base units as a decimal string).
+fn api_units(value: &Value) -> U256 {
+    value
+        .as_str()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| panic!("not an amount in base units: {value}"))
+}
+
+/// Base units as the console shows them, without the symbol (`2.5` for 2,500,000).
+fn format_units(units: U256) -> String {
+    let digits = format!("{units:0>7}");
+    let (whole, fraction) = digits.split_at(digits.len() - 6);
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.is_empty() {
+        whole.to_owned()
+    } else {
+        format!("{whole}.{fraction}")
+    }
+}
+
 #[test]
 fn base_units_read_the_consoles_amounts() {
+    assert_eq!(format_units(U256::from(2_500_000u64)), "2.5");
+    assert_eq!(format_units(U256::from(1u64)), "0.000001");
+    assert_eq!(format_units(U256::from(3_000_000u64)), "3");
     assert_eq!(base_units("12.5 USDC"), U256::from(12_500_000u64));
     assert_eq!(base_units("0.000001"), U256::from(1u64));
     assert_eq!(base_units("3 USDC"), U256::from(3_000_000u64));
@@ -53,6 +150,20 @@ fn the_console_deploys_hello_shows_its_url_and_logs_and_closes_it_with_a_refund(
     let tenant = scenario.address(TENANT);
     let (_market, base) = scenario.start_market(Some(&console));
     let browser = Browser::start(&test_output_dir("console-flow"));
+    let rpc = serde_json::from_str::<Value>(
+        &http_get(&format!("{base}/api/v1/status"))
+            .expect("the status API answers")
+            .body,
+    )
+    .expect("status JSON")["rpc_url"]
+        .as_str()
+        .expect("rpc_url")
+        .to_owned();
+    browser.before_every_page(
+        &BROWSER_WALLET
+            .replace("__RPC__", &rpc)
+            .replace("__ACCOUNT__", &tenant),
+    );
     let shot = |name: &str| eprintln!("screenshot: {}", browser.screenshot(name).display());
 
     // Market: the provider with its GPU model by name, all eight free.
@@ -61,22 +172,8 @@ fn the_console_deploys_hello_shows_its_url_and_logs_and_closes_it_with_a_refund(
     assert!(market.contains("8/8"), "all eight GPUs free:\n{market}");
     shot("1-market");
 
-    // The tenant's dev account (the devnet mode: signs in the page, no extension).
-    browser.execute(
-        "const select = document.getElementById('account');
-         select.value = arguments[0];
-         select.dispatchEvent(new Event('change'));
-         return true;",
-        json!([format!("dev:{TENANT}")]),
-    );
-    browser.wait_for(
-        "the tenant's account in the wallet bar",
-        MINUTE,
-        &format!(
-            "return document.getElementById('wallet').innerText.toLowerCase().includes({})",
-            json!(tenant)
-        ),
-    );
+    // The tenant's browser wallet (EIP-1193).
+    connect(&browser, "eip1193", &tenant);
 
     // Deploy: paste, validate (with preflight naming the provider), post the order.
     browser.goto(&format!("{base}/#/deploy"));
@@ -85,13 +182,7 @@ fn the_console_deploys_hello_shows_its_url_and_logs_and_closes_it_with_a_refund(
         MINUTE,
         "return document.getElementById('sdl') !== null",
     );
-    browser.execute(
-        "const editor = document.getElementById('sdl');
-         editor.value = arguments[0];
-         editor.dispatchEvent(new Event('input'));
-         return true;",
-        json!([HELLO_LOGGING]),
-    );
+    browser.fill("#sdl", HELLO_LOGGING, "input");
     browser.click("//button[@id='validate']", MINUTE);
     browser.wait_for_text("valid: 1 group(s)", MINUTE);
     let preflight = browser.wait_for_text("Can serve it", MINUTE);
@@ -155,9 +246,43 @@ fn the_console_deploys_hello_shows_its_url_and_logs_and_closes_it_with_a_refund(
         "{leases}"
     );
     scenario.track_lease(lease.parse().expect("a lease id"));
+    // The page was loaded before the order: the wallet bar's block height follows the stream.
+    let created_block = leases["items"][0]["created_block"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no created_block: {leases}"));
+    browser.wait_for(
+        "the wallet bar's block height at the lease's block or later",
+        MINUTE,
+        &format!(
+            "const shown = document.getElementById('height');
+             return shown !== null && Number(shown.textContent.split(' ')[1].split('/')[0]) >= {created_block};"
+        ),
+    );
 
-    // My leases: confirmed once the provider confirms the delivery on chain (the page
-    // re-reads on the live event), then the live logs through the relay.
+    // Everything the deploy page signed went through the browser wallet: the permit, the
+    // order and the acceptance, and the gateway calls that delivered the manifest.
+    let calls = browser.execute(
+        "return JSON.parse(sessionStorage.getItem('walletCalls') ?? '[]')",
+        json!([]),
+    );
+    for method in [
+        "eth_requestAccounts",
+        "eth_signTypedData_v4",
+        "eth_sendTransaction",
+        "personal_sign",
+    ] {
+        assert!(
+            calls
+                .as_array()
+                .is_some_and(|calls| calls.iter().any(|call| call == method)),
+            "the browser wallet was asked for {method}: {calls}"
+        );
+    }
+
+    // My leases, now with the devnet's dev account of the same tenant (signs in the page):
+    // confirmed once the provider confirms the delivery on chain (the page re-reads on the
+    // live event), then the live logs through the relay.
+    connect(&browser, &format!("dev:{TENANT}"), &tenant);
     browser.goto(&format!("{base}/#/leases"));
     browser.wait_for(
         "the lease shown confirmed",
@@ -174,6 +299,76 @@ fn the_console_deploys_hello_shows_its_url_and_logs_and_closes_it_with_a_refund(
     );
     shot("5-leases-logs");
 
+    // Events: the lease's chain history from the index, then the provider's lease events
+    // through the relay.
+    browser.click("//button[text()='Events']", MINUTE);
+    let events = browser.wait_for(
+        "the lease's chain and provider events",
+        MINUTE,
+        "const rows = [...document.querySelectorAll('table.events tbody tr')]
+           .map((row) => [row.children[1].textContent, row.children[2].textContent]);
+         const chain = rows.filter(([source]) => source === 'chain').map(([, what]) => what);
+         const provider = rows.filter(([source]) => source === 'provider');
+         return chain.some((what) => what.startsWith('lease created'))
+             && chain.some((what) => what.startsWith('delivery confirmed'))
+             && provider.length > 0 ? rows : null;",
+    );
+    shot("6-leases-events");
+    eprintln!("lease events shown: {events}");
+
+    // Top up by 2.5 tokens: indexed as the tenant's, and the escrow shown grows with it.
+    let escrow_before = api_units(&indexed_lease(&base, &lease)["escrow_left"]);
+    browser.fill(&format!("input[name='top-up-{lease}']"), "2.5", "input");
+    browser.click("//button[text()='Top up']", MINUTE);
+    let top_up = first_indexed(&base, &lease, "top_ups");
+    assert_eq!(top_up["amount"], "2500000", "{top_up}");
+    assert_eq!(top_up["from"], tenant.as_str(), "{top_up}");
+    let escrow_after = api_units(&top_up["escrow"]);
+    assert_eq!(
+        escrow_after,
+        escrow_before + U256::from(2_500_000u64),
+        "the escrow grew by the top-up (accrued pay stays in escrow until withdrawn)"
+    );
+    browser.wait_for(
+        "the escrow shown after the top-up",
+        MINUTE,
+        &format!(
+            "const row = document.querySelector('tbody tr');
+             return row && row.children[6].textContent.split(' ')[0] === {};",
+            json!(format_units(escrow_after))
+        ),
+    );
+
+    // The provider, in the same browser with its dev account: withdraws what the lease has
+    // earned on the provider page (ten minutes of chain time first, so there is something).
+    scenario.warp(600);
+    let provider_before = scenario.token_balance(PROVIDER_A);
+    connect(&browser, &format!("dev:{PROVIDER_A}"), &provider);
+    browser.goto(&format!("{base}/#/provider"));
+    browser.click("//button[text()='Withdraw']", MINUTE);
+    let payment = first_indexed(&base, &lease, "payments");
+    let withdrawn = api_units(&payment["amount"]);
+    assert!(withdrawn > U256::ZERO, "ten minutes paid: {payment}");
+    let provider_after = scenario.token_balance(PROVIDER_A);
+    assert!(
+        provider_after >= provider_before + withdrawn,
+        "the provider received its payment: {provider_before} + {withdrawn} > {provider_after}"
+    );
+    browser.goto(&format!("{base}/#/provider?address={provider}"));
+    browser.wait_for(
+        "the earnings shown",
+        MINUTE,
+        &format!(
+            "const earned = document.getElementById('earned');
+             return earned && earned.textContent.split(' ')[0] === {};",
+            json!(format_units(withdrawn))
+        ),
+    );
+    shot("7-provider-withdrawn");
+
+    // Back to the tenant.
+    connect(&browser, &format!("dev:{TENANT}"), &tenant);
+    browser.goto(&format!("{base}/#/leases"));
     // Close: the lease ends, the page shows the refund, and it reached the tenant.
     browser.click("//button[text()='Close']", MINUTE);
     let closed = browser.wait_for(
@@ -182,7 +377,7 @@ fn the_console_deploys_hello_shows_its_url_and_logs_and_closes_it_with_a_refund(
         "const cell = [...document.querySelectorAll('td')].find((td) => td.textContent.includes('refund'));
          return cell ? cell.textContent : null;",
     );
-    shot("6-leases-closed");
+    shot("8-leases-closed");
     let closed = closed.as_str().unwrap_or_default();
     let shown_refund = base_units(
         closed

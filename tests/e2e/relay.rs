@@ -328,6 +328,37 @@ fn the_relay_carries_the_consoles_signed_calls_to_the_provider_and_nothing_else(
     assert_eq!(tampered.status, 401, "{tampered:?}");
     assert_eq!(json(&tampered)["error"]["code"], "gateway_unauthenticated");
 
+    // Every short call above went over one connection to the gateway: the first call opened
+    // it, the others (refusals included: the provider answered them) reused it; each stream
+    // had a connection of its own.
+    let log = scenario.market_log();
+    let calls: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("relayed gateway call"))
+        .collect();
+    assert!(calls.len() >= 5, "an access line per call:\n{log}");
+    assert!(
+        calls[0].contains("connection=new"),
+        "the first call connects:\n{log}"
+    );
+    let count = |connection: &str| {
+        calls
+            .iter()
+            .filter(|line| line.contains(&format!("connection={connection}")))
+            .count()
+    };
+    assert_eq!(count("new"), 1, "one shared connection:\n{log}");
+    assert!(count("reused") >= 2, "the later calls reuse it:\n{log}");
+    assert!(
+        calls
+            .iter()
+            .filter(
+                |line| line.contains("method=StreamLogs") || line.contains("method=StreamEvents")
+            )
+            .all(|line| line.contains("connection=own")),
+        "streams have their own connection:\n{log}"
+    );
+
     // Not an open proxy: a provider the index does not know, a method that is not relayed.
     let get_status = signed(
         &tenant,

@@ -574,6 +574,12 @@ storage_mib = {storage_mib}
         (guard, base)
     }
 
+    /// What the `leasehold-market` of [`Scenario::start_market`] has logged so far.
+    pub fn market_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("market").join("market.log"))
+            .unwrap_or_default()
+    }
+
     /// Every provider log, for failure messages.
     pub fn provider_logs(&self) -> String {
         self.providers

@@ -169,6 +169,21 @@ impl Browser {
         })
     }
 
+    /// Runs `script` in every page this session opens from now on, before the page's own
+    /// scripts (Chromium's DevTools `Page.addScriptToEvaluateOnNewDocument`, which
+    /// chromedriver forwards; W3C WebDriver has no such hook). How a browser extension's
+    /// content script, e.g. a wallet's `window.ethereum`, reaches the page.
+    pub fn before_every_page(&self, script: &str) {
+        self.command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({
+                "cmd": "Page.addScriptToEvaluateOnNewDocument",
+                "params": { "source": script },
+            })),
+        );
+    }
+
     pub fn goto(&self, url: &str) {
         self.command(reqwest::Method::POST, "/url", Some(json!({ "url": url })));
     }
@@ -190,6 +205,21 @@ impl Browser {
             "/execute/async",
             Some(json!({ "script": script, "args": args })),
         )
+    }
+
+    /// Sets the value of the form field `css` selects and dispatches `event` (`input`,
+    /// `change`) on it, as typing or picking would; the page's own handlers run.
+    pub fn fill(&self, css: &str, value: &str, event: &str) {
+        let found = self.execute(
+            "const [css, value, event] = arguments;
+             const field = document.querySelector(css);
+             if (!field) return false;
+             field.value = value;
+             field.dispatchEvent(new Event(event));
+             return true;",
+            json!([css, value, event]),
+        );
+        assert_eq!(found, json!(true), "no form field matches {css}");
     }
 
     /// The page's visible text.

@@ -49,10 +49,32 @@ function contractSpec(spec: GroupOrderSpec) {
   };
 }
 
+/// `leasehold_contracts::GAS_MARGIN_PERCENT` and `GAS_MARGIN_FLOOR`: the console sends
+/// with the CLI's margin.
+export const GAS_MARGIN_PERCENT = 25n;
+export const GAS_MARGIN_FLOOR = 40_000n;
+
+/// The gas limit sent for a transaction whose estimate is `estimate`: a quarter on top, at
+/// least `GAS_MARGIN_FLOOR` (the CLI's `gas_limit_with_margin`). An estimate is taken against
+/// the current block and the transaction runs in a later one, where e.g. `closeLease` has
+/// accrued pay and makes a transfer the estimate did not include: sent at the bare
+/// estimate, it runs out of gas.
+export function gasLimitWithMargin(estimate: bigint): bigint {
+  const margin = (estimate / 100n) * GAS_MARGIN_PERCENT;
+  return estimate + (margin > GAS_MARGIN_FLOOR ? margin : GAS_MARGIN_FLOOR);
+}
+
 async function sendForReceipt(wallet: Wallet, request: Parameters<Wallet["walletClient"]["writeContract"]>[0]): Promise<TransactionReceipt> {
-  const hash = await wallet.walletClient.writeContract(request);
+  const estimate = await wallet.publicClient.estimateContractGas({ ...request, account: wallet.account } as Parameters<
+    Wallet["publicClient"]["estimateContractGas"]
+  >[0]);
+  const gas = gasLimitWithMargin(estimate);
+  const hash = await wallet.walletClient.writeContract({ ...request, gas });
   const receipt = await wallet.publicClient.waitForTransactionReceipt({ hash });
-  if (receipt.status !== "success") throw new Error(`transaction ${hash} reverted`);
+  if (receipt.status !== "success") {
+    const outOfGas = receipt.gasUsed >= gas ? ": it ran out of gas" : "";
+    throw new Error(`transaction ${hash} (${request.functionName}) reverted, gas used ${receipt.gasUsed} of ${gas}${outOfGas}`);
+  }
   return receipt;
 }
 

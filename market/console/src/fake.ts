@@ -56,6 +56,7 @@ const leases: Lease[] = [1, 2, 3].map((n) => ({
   created_block: 1000 + n * 10,
   created_at: NOW - 3600 * (4 - n),
   confirmed: n !== 2,
+  confirmed_at: n === 2 ? null : NOW - 3600 * (4 - n) + 30,
   closed: n === 3 ? { block: 1230, at: NOW - 600, reason: "tenant_request", refund: "5000000", paid: "6000000" } : null,
 }));
 

@@ -61,8 +61,18 @@ async function start(): Promise<void> {
     refresh: () => void render(),
   };
 
+  // The wallet bar's block height follows the live stream (the status is read once, at start).
+  const height = h("span", { id: "height" });
+  const showHeight = () => {
+    height.textContent = `block ${status.indexed_block}/${status.head_block}`;
+  };
   backend.stream(
     (event) => {
+      if (typeof event.block === "number" && event.block > status.indexed_block) {
+        status.indexed_block = event.block;
+        status.head_block = Math.max(status.head_block, event.block);
+        showHeight();
+      }
       for (const listener of listeners) listener(event);
     },
     (open) => {
@@ -95,7 +105,8 @@ async function start(): Promise<void> {
     select.value = localStorage.getItem(WALLET_KEY) ?? "";
     const note = h("span", { class: "mono" }, app.wallet ? app.wallet.address : "");
     select.addEventListener("change", () => void connect(select.value));
-    replace(walletBar, h("span", {}, `chain ${status.chain_id} · block ${status.indexed_block}/${status.head_block} · `), select, " ", note);
+    showHeight();
+    replace(walletBar, h("span", {}, `chain ${status.chain_id} · `), height, " · ", select, " ", note);
   }
 
   async function connect(choice: string): Promise<void> {

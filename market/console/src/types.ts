@@ -86,6 +86,7 @@ export interface Lease {
   created_block: number;
   created_at: number;
   confirmed: boolean;
+  confirmed_at: number | null;
   closed: { block: number; at: number; reason: string; refund: string; paid: string } | null;
   payments?: { block: number; at: number; amount: string; total_paid: string }[];
   top_ups?: { block: number; at: number; from: Address; amount: string; escrow: string }[];

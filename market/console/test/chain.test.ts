@@ -8,7 +8,7 @@ import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { keccak256, parseEventLogs, stringToHex, toHex, type Hex, type TransactionReceipt } from "viem";
-import { acceptBid, closeLease, createOrder, topUp, tokenBalance, withdraw } from "../src/chain";
+import { acceptBid, closeLease, createOrder, gasLimitWithMargin, topUp, tokenBalance, withdraw } from "../src/chain";
 import { marketplaceAbi, tokenAbi } from "../src/generated/abi";
 import type { GroupOrderSpec, Status } from "../src/types";
 import { devWallet, type Wallet } from "../src/wallet";
@@ -184,6 +184,12 @@ test("accept a bid, the provider withdraws what accrued, closing refunds the res
   assert.equal(payment.args.amount + close.args.paidToProvider + close.args.refundedToTenant, order.deposit, "the deposit is all accounted for");
   assert.ok(close.args.refundedToTenant > 0n);
   assert.equal(await tokenBalance(tenant, status), before + close.args.refundedToTenant, "the refund is paid to the tenant");
+});
+
+test("the gas limit is the estimate plus the CLI's margin: a quarter, at least 40,000", () => {
+  assert.equal(gasLimitWithMargin(100_000n), 140_000n);
+  assert.equal(gasLimitWithMargin(1_000_000n), 1_250_000n);
+  assert.equal(gasLimitWithMargin(0n), 40_000n);
 });
 
 test("dev accounts are refused off the devnet", () => {

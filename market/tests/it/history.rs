@@ -13,7 +13,13 @@ const MIB: u64 = 1024 * 1024;
 async fn killed_and_restarted_equals_uninterrupted(backend: Backend) {
     let devnet = devnet().await;
     register_providers(&devnet).await;
-    let leases = drive_history(&devnet, 15).await;
+    let mut leases = drive_history(&devnet, 15).await;
+    // Then blocks holding ten rounds each, among three tenants and three providers.
+    leases.extend(
+        crate::crowd::record_crowd_history(&devnet, 150, 10, 3, 3)
+            .await
+            .leases,
+    );
     let head = head(&devnet).await;
 
     let reference = TestDb::new(backend).await;

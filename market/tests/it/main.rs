@@ -4,6 +4,7 @@
 mod api;
 mod bench;
 mod console;
+mod crowd;
 mod history;
 mod preflight;
 mod relay;

@@ -185,3 +185,91 @@ async fn relay_reports_a_silent_gateway_as_a_timeout_and_a_closed_port_as_unreac
     })
     .await;
 }
+
+/// A gateway that presents another certificate than the one its provider registered: the
+/// relay refuses it during the handshake (nothing is sent), says so with both fingerprints,
+/// and keeps no connection to it, so the next call is refused the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_refuses_a_gateway_presenting_another_certificate_than_its_registration() {
+    within(async {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["gateway.test".to_owned()]).expect("cert");
+        let cert = certified.cert.der().clone();
+        let presented = leasehold_proto::tls::cert_sha256(&cert);
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let handshakes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let server = tokio::spawn({
+            let handshakes = handshakes.clone();
+            async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    handshakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let acceptor = acceptor.clone();
+                    // The client aborts the handshake; nothing else happens here.
+                    tokio::spawn(async move {
+                        let _ = acceptor.accept(socket).await;
+                    });
+                }
+            }
+        });
+
+        let devnet = devnet().await;
+        // `register` pins 0xcece…, not the certificate the server presents.
+        register(&devnet, PROVIDER_A, &format!("https://127.0.0.1:{port}")).await;
+        let head = head(&devnet).await;
+        let db = TestDb::new(Backend::Sqlite).await;
+        let indexer = Indexer::start(&devnet, &db, &["--confirmations", "0"]);
+        indexer.wait_indexed(head).await;
+        let tenant = devnet.private_key_hex(TENANT).expect("tenant key");
+        let provider = devnet
+            .address(PROVIDER_A)
+            .expect("dev address")
+            .to_string()
+            .to_lowercase();
+
+        for attempt in 1..=2 {
+            let (code, body, _) = get_status(&indexer.base, &provider, &tenant).await;
+            assert_eq!(code, 502, "{body}");
+            assert_eq!(
+                body["error"]["code"], "gateway_certificate_mismatch",
+                "{body}"
+            );
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains(&presented.to_string())
+                    && message.contains(&B256::repeat_byte(0xce).to_string()),
+                "both fingerprints are named: {message}"
+            );
+            assert_eq!(
+                handshakes.load(std::sync::atomic::Ordering::SeqCst),
+                attempt,
+                "each call tried a handshake of its own: no refused connection is kept"
+            );
+        }
+        assert!(
+            indexer
+                .log()
+                .lines()
+                .any(|line| line.contains("relayed gateway call")
+                    && line.contains("outcome=gateway_certificate_mismatch")
+                    && line.contains("connection=none")),
+            "the access line says the call had no connection:\n{}",
+            indexer.log()
+        );
+        server.abort();
+    })
+    .await;
+}

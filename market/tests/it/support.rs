@@ -245,6 +245,18 @@ impl TestDb {
         }
     }
 
+    /// How many rows `table` holds.
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::any::install_default_drivers();
+        let mut connection = AnyConnection::connect(&self.url)
+            .await
+            .unwrap_or_else(|error| panic!("connecting to {}: {error}", self.url));
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&mut connection)
+            .await
+            .unwrap_or_else(|error| panic!("counting {table}: {error}"))
+    }
+
     /// Every indexed table's rows as text, sorted: two indexes are equal when their dumps are.
     pub async fn dump(&self) -> Vec<(String, Vec<Vec<String>>)> {
         sqlx::any::install_default_drivers();
@@ -369,17 +381,34 @@ impl Indexer {
 
     /// Waits until the API reports `block` indexed.
     pub async fn wait_indexed(&self, block: u64) {
+        self.wait_indexed_within(block, Duration::from_secs(120))
+            .await;
+    }
+
+    /// [`Self::wait_indexed`] with a time limit of `limit`; shows progress every 10 s.
+    pub async fn wait_indexed_within(&self, block: u64, limit: Duration) {
         let started = Instant::now();
+        let mut shown = Instant::now();
         loop {
+            let mut indexed = None;
             if let Ok(response) = reqwest::get(format!("{}/api/v1/status", self.base)).await
                 && let Ok(text) = response.text().await
                 && let Ok(status) = serde_json::from_str::<Value>(&text)
-                && status["indexed_block"].as_u64().is_some_and(|b| b >= block)
             {
+                indexed = status["indexed_block"].as_u64();
+            }
+            if indexed.is_some_and(|indexed| indexed >= block) {
                 return;
             }
+            if shown.elapsed() >= Duration::from_secs(10) {
+                shown = Instant::now();
+                eprintln!(
+                    "indexed block {indexed:?} of {block} after {:.0?}",
+                    started.elapsed()
+                );
+            }
             assert!(
-                started.elapsed() < Duration::from_secs(120),
+                started.elapsed() < limit,
                 "block {block} not indexed in time; log:\n{}",
                 self.log()
             );

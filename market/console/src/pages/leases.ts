@@ -2,6 +2,8 @@ import { closeLease, topUp } from "../chain";
 import { errorBox, h, replace, table } from "../dom";
 import { formatIn, formatTime, formatUnits, parseUnits, shortAddress } from "../format";
 import { GATEWAY_METHODS } from "../gatewayAuth";
+import type { LeaseRequest } from "../gatewayRequests";
+import { chainHistory, type HistoryRow, providerRow, type RelayedLeaseEvent } from "../history";
 import { relayCall, relayStream } from "../relay";
 import type { Page } from "../app";
 import type { Lease } from "../types";
@@ -31,6 +33,42 @@ export const leasesPage: Page = async (app, root) => {
     logStream?.abort();
     logStream = null;
   };
+
+  /// Shows `view` under the table and feeds it a gateway stream through the relay until the
+  /// stream ends, Stop is clicked, another stream starts, or a re-render removes the view.
+  async function follow(
+    lease: Lease,
+    what: string,
+    view: HTMLElement,
+    request: LeaseRequest,
+    onMessage: (message: unknown) => void,
+  ): Promise<string> {
+    stopLogs();
+    const controller = new AbortController();
+    logStream = controller;
+    replace(detail, h("h3", {}, `Lease ${lease.id} ${what}s`), h("button", { onclick: () => controller.abort() }, "Stop"), view);
+    try {
+      await relayStream(
+        app.base,
+        lease.provider,
+        wallet.signer,
+        request,
+        (message) => {
+          // A re-render (navigation, a lease event) replaced the view: end its stream.
+          if (!view.isConnected) {
+            controller.abort();
+            return;
+          }
+          onMessage(message);
+        },
+        controller.signal,
+      );
+      return `${what} stream ended`;
+    } catch (error) {
+      if (controller.signal.aborted) return `${what} stream stopped`;
+      throw error;
+    }
+  }
 
   function actions(lease: Lease): HTMLElement | string {
     if (lease.state !== "active") {
@@ -71,41 +109,36 @@ export const leasesPage: Page = async (app, root) => {
         "button",
         {
           onclick: run("streaming the logs", async () => {
-            stopLogs();
-            const controller = new AbortController();
-            logStream = controller;
             const lines: string[] = [];
             const pre = h("pre", { class: "logs" });
-            replace(detail, h("h3", {}, `Lease ${lease.id} logs`), h("button", { onclick: () => controller.abort() }, "Stop"), pre);
             const request = { method: GATEWAY_METHODS.streamLogs, leaseId: BigInt(lease.id), service: "", follow: true, tail: 200 } as const;
-            try {
-              await relayStream(
-                app.base,
-                lease.provider,
-                wallet.signer,
-                request,
-                (message) => {
-                  // A re-render (navigation, a lease event) replaced the view: end its stream.
-                  if (!pre.isConnected) {
-                    controller.abort();
-                    return;
-                  }
-                  const log = message as RelayedLogLine;
-                  lines.push(`${log.service}[${log.replica}]${log.stderr ? " !" : ""} ${log.line.replace(/\n$/, "")}`);
-                  if (lines.length > MAX_LOG_LINES) lines.splice(0, lines.length - MAX_LOG_LINES);
-                  pre.textContent = lines.join("\n");
-                  pre.scrollTop = pre.scrollHeight;
-                },
-                controller.signal,
-              );
-              return "log stream ended";
-            } catch (error) {
-              if (controller.signal.aborted) return "log stream stopped";
-              throw error;
-            }
+            return follow(lease, "log", pre, request, (message) => {
+              const log = message as RelayedLogLine;
+              lines.push(`${log.service}[${log.replica}]${log.stderr ? " !" : ""} ${log.line.replace(/\n$/, "")}`);
+              if (lines.length > MAX_LOG_LINES) lines.splice(0, lines.length - MAX_LOG_LINES);
+              pre.textContent = lines.join("\n");
+              pre.scrollTop = pre.scrollHeight;
+            });
           }),
         },
         "Logs",
+      ),
+      " ",
+      h(
+        "button",
+        {
+          onclick: run("streaming the events", async () => {
+            const rows = h("tbody");
+            const add = (row: HistoryRow) =>
+              rows.appendChild(h("tr", {}, h("td", {}, formatTime(row.at)), h("td", {}, row.source), h("td", {}, row.what)));
+            chainHistory(await app.api.lease(lease.id), decimals, symbol).forEach(add);
+            const view = h("table", { class: "events" }, h("thead", {}, h("tr", {}, h("th", {}, "Time"), h("th", {}, "Source"), h("th", {}, "Event"))), rows);
+            // The provider's recorded lease events, then its live ones as they happen.
+            const request = { method: GATEWAY_METHODS.streamEvents, leaseId: BigInt(lease.id) } as const;
+            return follow(lease, "event", view, request, (message) => add(providerRow(message as RelayedLeaseEvent)));
+          }),
+        },
+        "Events",
       ),
       " ",
       note,
