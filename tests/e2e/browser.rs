@@ -339,6 +339,19 @@ fn the_console_deploys_hello_shows_its_url_and_logs_and_closes_it_with_a_refund(
         ),
     );
 
+    // The top-up re-rendered the page: the events view is gone, and its stream with it (the
+    // relay logs the call's end), rather than staying open behind the page.
+    eventually("the events stream ended with its view", MINUTE, || {
+        scenario
+            .market_log()
+            .lines()
+            .any(|line| {
+                line.contains("method=StreamEvents")
+                    && line.contains("outcome=stream left by the client")
+            })
+            .then_some(())
+    });
+
     // The provider, in the same browser with its dev account: withdraws what the lease has
     // earned on the provider page (ten minutes of chain time first, so there is something).
     scenario.warp(600);

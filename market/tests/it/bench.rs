@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use leasehold_contracts::devnet::{Devnet, DevnetConfig};
+
 use crate::crowd::record_crowd_history;
 use crate::support::*;
 
@@ -32,7 +34,15 @@ async fn bench_catch_up_and_api_latency() {
     } else {
         Backend::Sqlite
     };
-    let devnet = devnet().await;
+    // No per-block state on disk: a history this long otherwise leaves about 14 GB under
+    // ~/.foundry/anvil/tmp. Logs and headers stay queryable, which is all the index reads.
+    let devnet = Devnet::start_with(DevnetConfig {
+        funded_accounts: 5,
+        prune_history: true,
+        ..DevnetConfig::default()
+    })
+    .await
+    .expect("devnet");
     let recording = Instant::now();
     let history = record_crowd_history(&devnet, rounds, rounds_per_tx, 8, 8).await;
     let head = head(&devnet).await;

@@ -47,6 +47,11 @@ export const leasesPage: Page = async (app, root) => {
     const controller = new AbortController();
     logStream = controller;
     replace(detail, h("h3", {}, `Lease ${lease.id} ${what}s`), h("button", { onclick: () => controller.abort() }, "Stop"), view);
+    // A quiet stream (a followed log that says nothing) would outlive its view by hours,
+    // holding a relay call: a re-render that removed the view ends it within seconds.
+    const watch = setInterval(() => {
+      if (!view.isConnected) controller.abort();
+    }, 2000);
     try {
       await relayStream(
         app.base,
@@ -67,6 +72,8 @@ export const leasesPage: Page = async (app, root) => {
     } catch (error) {
       if (controller.signal.aborted) return `${what} stream stopped`;
       throw error;
+    } finally {
+      clearInterval(watch);
     }
   }
 
