@@ -3,8 +3,8 @@
 //! Docker engine. A tenant who only has the browser: sees the provider's GPU model by name,
 //! deploys through the deploy page with a browser wallet (validate, preflight, order, bid,
 //! accept, manifest, URL), then with the devnet's dev account reads the logs and the lease's
-//! events and tops the lease up; the provider withdraws its earnings on the provider page; the tenant closes the
-//! lease for its refund. A screenshot of every page goes to
+//! events and tops the lease up; the provider withdraws its earnings on the provider page;
+//! the tenant closes the lease for its refund. A screenshot of every page goes to
 //! `<target>/test-output/console-flow/`.
 //!
 //! The browser wallet is a standard EIP-1193 provider (`window.ethereum`, put in every page
@@ -27,8 +27,8 @@ use crate::relay::HELLO_LOGGING;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// An EIP-1193 wallet for `arguments`-free injection: `__RPC__` and `__ACCOUNT__` are replaced
-/// before use. Every method the console calls is recorded in `sessionStorage.walletCalls`.
+/// The browser wallet's script (an EIP-1193 `window.ethereum`); `__RPC__` and `__ACCOUNT__`
+/// are replaced before use. Every method the console calls is recorded in `sessionStorage.walletCalls`.
 const BROWSER_WALLET: &str = r#"(() => {
   const rpc = "__RPC__";
   const account = "__ACCOUNT__";
@@ -70,13 +70,16 @@ fn connect(browser: &Browser, choice: &str, address: &str) {
     );
 }
 
+/// The market API's JSON answer to `GET {base}{path}`.
+fn api_get(base: &str, path: &str) -> Value {
+    let response =
+        http_get(&format!("{base}{path}")).unwrap_or_else(|| panic!("no answer from {path}"));
+    serde_json::from_str(&response.body)
+        .unwrap_or_else(|error| panic!("{path}: {error}: {}", response.body))
+}
+
 fn indexed_lease(base: &str, lease: &str) -> Value {
-    serde_json::from_str(
-        &http_get(&format!("{base}/api/v1/leases/{lease}"))
-            .expect("the lease API answers")
-            .body,
-    )
-    .expect("lease JSON")
+    api_get(base, &format!("/api/v1/leases/{lease}"))
 }
 const MODEL: &str = "nvidia/a100/80Gi/sxm";
 
@@ -150,12 +153,7 @@ fn the_console_deploys_hello_shows_its_url_and_logs_and_closes_it_with_a_refund(
     let tenant = scenario.address(TENANT);
     let (_market, base) = scenario.start_market(Some(&console));
     let browser = Browser::start(&test_output_dir("console-flow"));
-    let rpc = serde_json::from_str::<Value>(
-        &http_get(&format!("{base}/api/v1/status"))
-            .expect("the status API answers")
-            .body,
-    )
-    .expect("status JSON")["rpc_url"]
+    let rpc = api_get(&base, "/api/v1/status")["rpc_url"]
         .as_str()
         .expect("rpc_url")
         .to_owned();
@@ -230,12 +228,7 @@ fn the_console_deploys_hello_shows_its_url_and_logs_and_closes_it_with_a_refund(
         "the URL serves the page: {}",
         page.body
     );
-    let leases: Value = serde_json::from_str(
-        &http_get(&format!("{base}/api/v1/leases?tenant={tenant}"))
-            .expect("the leases API answers")
-            .body,
-    )
-    .expect("leases JSON");
+    let leases = api_get(&base, &format!("/api/v1/leases?tenant={tenant}"));
     let lease = leases["items"][0]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("no lease of the tenant: {leases}"))
@@ -399,12 +392,7 @@ fn the_console_deploys_hello_shows_its_url_and_logs_and_closes_it_with_a_refund(
             .unwrap_or_else(|| panic!("no refund in {closed:?}")),
     );
     assert!(shown_refund > U256::ZERO, "a refund: {closed}");
-    let indexed: Value = serde_json::from_str(
-        &http_get(&format!("{base}/api/v1/leases/{lease}"))
-            .expect("the lease API answers")
-            .body,
-    )
-    .expect("lease JSON");
+    let indexed = indexed_lease(&base, &lease);
     assert_eq!(
         indexed["closed"]["refund"],
         shown_refund.to_string(),

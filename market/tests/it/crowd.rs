@@ -5,8 +5,6 @@
 //! the same kind of distinct addresses. The history's shape is [`drive_history`]'s, spread over
 //! several tenants and providers.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use alloy::network::TransactionBuilder;
@@ -15,7 +13,7 @@ use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::SolCall;
 use leasehold_contracts::bindings::{Marketplace, ProviderRegistry, TestToken};
-use leasehold_contracts::devnet::Devnet;
+use leasehold_contracts::devnet::{Devnet, solc_standard_json};
 use leasehold_contracts::{CloseReason, Resources, signing_provider};
 
 use crate::support::*;
@@ -31,9 +29,8 @@ alloy::sol! {
 
 const SOURCE: &str = include_str!("Crowd.sol");
 
-/// Crowd.sol's creation code, from `.tools/bin/solc` (installed by `scripts/bootstrap`).
+/// Crowd.sol's creation code, from the repo's solc (installed by `scripts/bootstrap`).
 fn crowd_bytecode() -> Bytes {
-    let solc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/solc");
     let input = serde_json::json!({
         "language": "Solidity",
         "sources": { "Crowd.sol": { "content": SOURCE } },
@@ -43,21 +40,7 @@ fn crowd_bytecode() -> Bytes {
             "outputSelection": { "*": { "*": ["evm.bytecode.object"] } }
         }
     });
-    let mut child = Command::new(&solc)
-        .arg("--standard-json")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("{}: {error} (run scripts/bootstrap)", solc.display()));
-    {
-        use std::io::Write as _;
-        let mut stdin = child.stdin.take().expect("solc stdin");
-        stdin
-            .write_all(input.to_string().as_bytes())
-            .expect("writing to solc");
-    }
-    let output = child.wait_with_output().expect("solc");
-    let compiled: serde_json::Value = serde_json::from_slice(&output.stdout).expect("solc JSON");
+    let compiled = solc_standard_json(&input.to_string()).unwrap_or_else(|error| panic!("{error}"));
     let code = compiled["contracts"]["Crowd.sol"]["Crowd"]["evm"]["bytecode"]["object"]
         .as_str()
         .unwrap_or_else(|| panic!("Crowd.sol did not compile: {}", compiled["errors"]));

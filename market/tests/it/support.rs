@@ -245,12 +245,16 @@ impl TestDb {
         }
     }
 
+    async fn connect(&self) -> AnyConnection {
+        sqlx::any::install_default_drivers();
+        AnyConnection::connect(&self.url)
+            .await
+            .unwrap_or_else(|error| panic!("connecting to {}: {error}", self.url))
+    }
+
     /// How many rows `table` holds.
     pub async fn count(&self, table: &str) -> i64 {
-        sqlx::any::install_default_drivers();
-        let mut connection = AnyConnection::connect(&self.url)
-            .await
-            .unwrap_or_else(|error| panic!("connecting to {}: {error}", self.url));
+        let mut connection = self.connect().await;
         sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(&mut connection)
             .await
@@ -259,10 +263,7 @@ impl TestDb {
 
     /// Every indexed table's rows as text, sorted: two indexes are equal when their dumps are.
     pub async fn dump(&self) -> Vec<(String, Vec<Vec<String>>)> {
-        sqlx::any::install_default_drivers();
-        let mut connection = AnyConnection::connect(&self.url)
-            .await
-            .unwrap_or_else(|error| panic!("connecting to {}: {error}", self.url));
+        let mut connection = self.connect().await;
         let mut dump = Vec::new();
         for table in ALL_TABLES {
             let rows = sqlx::query(&format!("SELECT * FROM {table}"))

@@ -45,6 +45,10 @@ pub enum DevnetError {
     NoSuchAccount { index: usize, count: usize },
     #[error(transparent)]
     DeploymentFile(#[from] DeploymentFileError),
+    #[error("solc not found at {}: run scripts/bootstrap to install it into .tools/bin", path.display())]
+    SolcNotFound { path: PathBuf },
+    #[error("solc --standard-json: {0}")]
+    Solc(String),
 }
 
 /// The anvil binary: `$ANVIL_BIN`, else `<repo>/.tools/bin/anvil` (installed by
@@ -58,6 +62,43 @@ pub fn anvil_bin() -> Result<PathBuf, DevnetError> {
     } else {
         Err(DevnetError::AnvilNotFound { path })
     }
+}
+
+/// The repo's solc (`<repo>/.tools/bin/solc`, the solc-js shim `scripts/bootstrap` installs
+/// at `SOLC_VERSION`).
+pub fn solc_bin() -> Result<PathBuf, DevnetError> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/solc");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(DevnetError::SolcNotFound { path })
+    }
+}
+
+/// Compiles a standard-JSON `input` with [`solc_bin`] and returns its standard-JSON output
+/// (compiler errors are in its `errors`, as solc reports them).
+pub fn solc_standard_json(input: &str) -> Result<serde_json::Value, DevnetError> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let solc = solc_bin()?;
+    let failed =
+        |what: &str, error: &dyn std::fmt::Display| DevnetError::Solc(format!("{what}: {error}"));
+    let mut child = Command::new(&solc)
+        .arg("--standard-json")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|error| failed(&solc.display().to_string(), &error))?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| DevnetError::Solc("no stdin".to_owned()))?
+        .write_all(input.as_bytes())
+        .map_err(|error| failed("writing the input", &error))?;
+    let output = child
+        .wait_with_output()
+        .map_err(|error| failed("waiting for it", &error))?;
+    serde_json::from_slice(&output.stdout).map_err(|error| failed("its output", &error))
 }
 
 /// How to bring a devnet up.

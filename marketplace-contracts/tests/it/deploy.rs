@@ -550,11 +550,10 @@ async fn attach_verifies_and_rewrites_a_deployment() {
 /// (skipped without the solc shim from `scripts/bootstrap`).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_standard_json_input_compiles_to_the_committed_bytecode() {
-    let solc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/solc");
-    if !solc.is_file() {
-        eprintln!("skipped: {} not installed", solc.display());
+    let Ok(solc) = leasehold_contracts::devnet::solc_bin() else {
+        eprintln!("skipped: solc not installed (scripts/bootstrap)");
         return;
-    }
+    };
     let version = std::process::Command::new(&solc)
         .arg("--version")
         .output()
@@ -563,25 +562,12 @@ async fn the_standard_json_input_compiles_to_the_committed_bytecode() {
         String::from_utf8_lossy(&version.stdout).contains(deployer::SOLC_LONG_VERSION),
         "SOLC_LONG_VERSION is not the installed compiler"
     );
-    let output = within(tokio::task::spawn_blocking(move || {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new(&solc)
-            .arg("--standard-json")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(deployer::STANDARD_JSON_INPUT.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+    let compiled: Value = within(tokio::task::spawn_blocking(|| {
+        leasehold_contracts::devnet::solc_standard_json(deployer::STANDARD_JSON_INPUT)
     }))
     .await
-    .unwrap();
-    let compiled: Value = serde_json::from_slice(&output.stdout).expect("solc answers JSON");
+    .unwrap()
+    .expect("solc answers JSON");
     for name in ["Marketplace", "ProviderRegistry", "TestToken"] {
         let artifact: Value = serde_json::from_str(
             &std::fs::read_to_string(
